@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package Outpost needs to build, test and run. Idempotent.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  libcaf-dev
+  libcapnp-dev capnproto
+  liblmdb-dev lmdb-utils
+  libxxhash-dev
+  libspdlog-dev libfmt-dev
+  libgtest-dev
+  libyaml-cpp-dev
+  libcli11-dev
+  libssl-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
