@@ -261,38 +261,50 @@ AppendResult BufferStore::append(Lane lane, kj::ArrayPtr<const RecordIn> records
                                             " of " + std::to_string(options_.limit_bytes) +
                                             " bytes; batch needs " + std::to_string(bytes));
 
-  auto failed = [&](int rc) {
-    std::string why = std::string(mdb_strerror(rc)) + " writing to " + where(lane);
-    if (rc == MDB_MAP_FULL) return refused(AppendOutcome::full, why);
-    if (lmdb::is_disk_full(rc)) return refused(AppendOutcome::disk_full, why);
-    lmdb::fail(rc, "append", where(lane));
-  };
-
-  Meta next = meta_;
-  AppendResult result;
-  result.first_seq = next.next_seq;
+  int rc;
   try {
-    lmdb::Txn txn = begin_write();
-    {
-      lmdb::Cursor cursor(txn, lane_dbs_[index(lane)], where(lane));
-      for (auto& r : records) {
-        uint64_t seq = next.next_seq++;
-        rf::Key key(seq);
-        MDB_val k = key.val(), v{rf::kHeaderSize + r.payload.size(), nullptr};
-        int rc = mdb_cursor_put(cursor.get(), &k, &v, MDB_APPEND | MDB_RESERVE);
-        if (rc != MDB_SUCCESS) return failed(rc);
-        rf::write(v.mv_data, seq, {r.query_id, r.created_ns}, r.payload.begin(), r.payload.size());
-      }
+    rc = write_batch(lane, records, bytes);
+    // LMDB reuses pages freed by transaction N only from N+2 on (N-1 stays
+    // the crash fallback). After acks at a full map, one meta-only commit
+    // makes their pages usable instead of refusing until the next ack.
+    if (rc == MDB_MAP_FULL) {
+      lmdb::Txn txn = begin_write();
+      if (commit(txn, meta_) == MDB_SUCCESS) rc = write_batch(lane, records, bytes);
     }
-    next.lanes[index(lane)].records += records.size();
-    next.lanes[index(lane)].bytes += bytes;
-    if (int rc = commit(txn, next)) return failed(rc);
   } catch (const StoreError& e) {
     if (!lmdb::is_disk_full(e.code())) throw;
     return refused(AppendOutcome::disk_full, e.what());
   }
-  result.last_seq = next.next_seq - 1;
+  if (rc != MDB_SUCCESS) {
+    std::string why = std::string(mdb_strerror(rc)) + " writing to " + where(lane);
+    if (rc == MDB_MAP_FULL) return refused(AppendOutcome::full, why);
+    if (lmdb::is_disk_full(rc)) return refused(AppendOutcome::disk_full, why);
+    lmdb::fail(rc, "append", where(lane));
+  }
+  AppendResult result;
+  result.first_seq = meta_.next_seq - records.size();
+  result.last_seq = meta_.next_seq - 1;
   return result;
+}
+
+// One transaction for the whole batch; returns LMDB's code for the caller to map.
+int BufferStore::write_batch(Lane lane, kj::ArrayPtr<const RecordIn> records, uint64_t bytes) {
+  Meta next = meta_;
+  lmdb::Txn txn = begin_write();
+  {
+    lmdb::Cursor cursor(txn, lane_dbs_[index(lane)], where(lane));
+    for (auto& r : records) {
+      uint64_t seq = next.next_seq++;
+      rf::Key key(seq);
+      MDB_val k = key.val(), v{rf::kHeaderSize + r.payload.size(), nullptr};
+      int rc = mdb_cursor_put(cursor.get(), &k, &v, MDB_APPEND | MDB_RESERVE);
+      if (rc != MDB_SUCCESS) return rc;
+      rf::write(v.mv_data, seq, {r.query_id, r.created_ns}, r.payload.begin(), r.payload.size());
+    }
+  }
+  next.lanes[index(lane)].records += records.size();
+  next.lanes[index(lane)].bytes += bytes;
+  return commit(txn, next);
 }
 
 ReadResult BufferStore::read(Lane lane, uint64_t after_seq, size_t max_records, size_t max_bytes) {
@@ -334,7 +346,18 @@ ReadResult BufferStore::read(Lane lane, uint64_t after_seq, size_t max_records, 
   return out;
 }
 
+// Best effort: when the move cannot commit (disk full), the records stay
+// where they are and are skipped again by the next read.
 void BufferStore::quarantine(Lane lane, const std::vector<uint64_t>& seqs) {
+  try {
+    move_to_quarantine(lane, seqs);
+  } catch (const StoreError& e) {
+    spdlog::error("buffer {}: could not quarantine {} corrupt records: {}", where(lane),
+                  seqs.size(), e.what());
+  }
+}
+
+void BufferStore::move_to_quarantine(Lane lane, const std::vector<uint64_t>& seqs) {
   Meta next = meta_;
   lmdb::Txn txn = begin_write();
   for (uint64_t seq : seqs) {

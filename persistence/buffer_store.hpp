@@ -56,7 +56,7 @@ enum class AppendOutcome {
   ok,
   full,       // over the limit (or LMDB's map is full): retry after acks free space
   too_large,  // the batch alone exceeds the limit: it can never be stored
-  disk_full,  // the file system refused the write (ENOSPC, EDQUOT, EFBIG)
+  disk_full,  // the file system refused the write (ENOSPC, EDQUOT, EFBIG, short write)
 };
 const char* to_string(AppendOutcome outcome);
 
@@ -142,8 +142,10 @@ class BufferStore {
   void set_aside(const std::string& reason);
   lmdb::Txn begin_write();
   int commit(lmdb::Txn& txn, const Meta& next);
+  int write_batch(Lane lane, kj::ArrayPtr<const RecordIn> records, uint64_t bytes);
   Meta rebuild_meta(const lmdb::Txn& txn) const;
   void quarantine(Lane lane, const std::vector<uint64_t>& seqs);
+  void move_to_quarantine(Lane lane, const std::vector<uint64_t>& seqs);
   void compact_if_drained();
   std::string where(Lane lane) const;
 

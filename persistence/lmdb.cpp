@@ -8,7 +8,9 @@ void fail(int rc, const char* call, const std::string& where) {
   throw StoreError(std::string(call) + " failed for " + where + ": " + mdb_strerror(rc), rc);
 }
 
-bool is_disk_full(int rc) { return rc == ENOSPC || rc == EDQUOT || rc == EFBIG; }
+// LMDB reports a short write (what a full file system usually gives first)
+// as EIO, so EIO on a write joins the disk-full family.
+bool is_disk_full(int rc) { return rc == ENOSPC || rc == EDQUOT || rc == EFBIG || rc == EIO; }
 
 bool is_corruption(int rc) {
   return rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ||

@@ -16,7 +16,7 @@ inline void check(int rc, const char* call, const std::string& where) {
   if (rc != MDB_SUCCESS) fail(rc, call, where);
 }
 
-bool is_disk_full(int rc);   // ENOSPC, EDQUOT, EFBIG
+bool is_disk_full(int rc);   // ENOSPC, EDQUOT, EFBIG, and EIO (LMDB's short write)
 bool is_corruption(int rc);  // the file cannot be trusted
 
 class Env {

@@ -31,12 +31,12 @@ capnp::ReaderOptions bounded_options() {
 }
 }  // namespace
 
-RecordView::RecordView(kj::ArrayPtr<const capnp::word> words)
-    : reader_(words, bounded_options()) {
-  // Cap'n Proto validates lazily; touching the root and its union here turns
-  // a malformed header into an error at construction rather than later.
+RecordView::RecordView(kj::ArrayPtr<const capnp::word> words) {
+  // Cap'n Proto validates lazily; building the reader and touching the root
+  // and its union here turns a malformed frame into an error now, not later.
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-                record_ = reader_.getRoot<schema::Record>();
+                reader_ = kj::heap<capnp::FlatArrayMessageReader>(words, bounded_options());
+                record_ = reader_->getRoot<schema::Record>();
                 (void)record_.which();
               })) {
     throw DecodeError("malformed record: " + std::string(e->getDescription().cStr()));

@@ -52,7 +52,7 @@ class RecordView {
   schema::Record::Reader record() const { return record_; }
 
  private:
-  capnp::FlatArrayMessageReader reader_;
+  kj::Own<capnp::FlatArrayMessageReader> reader_;
   schema::Record::Reader record_;
 };
 

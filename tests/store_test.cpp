@@ -1,0 +1,500 @@
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "persistence/buffer_store.hpp"
+#include "persistence/record_format.hpp"
+#include "tests/temp_dir.hpp"
+
+namespace outpost::persistence {
+namespace {
+namespace fs = std::filesystem;
+using outpost::testing::TempDir;
+using record_format::accounted_bytes;
+
+// Payloads that tests can recognise again: `tag` repeated to `size` bytes.
+struct Batch {
+  std::vector<std::string> payloads;
+  std::vector<RecordIn> records;
+  Batch(size_t n, size_t size, uint64_t query_id, const std::string& tag = "row", int64_t t = 1) {
+    for (size_t i = 0; i < n; ++i) {
+      std::string p;
+      while (p.size() < size) p += tag + std::to_string(i) + ";";
+      p.resize(size);
+      payloads.push_back(std::move(p));
+    }
+    for (auto& p : payloads)
+      records.push_back({query_id, t, kj::ArrayPtr<const kj::byte>(
+                                          reinterpret_cast<const kj::byte*>(p.data()), p.size())});
+  }
+  kj::ArrayPtr<const RecordIn> ptr() const { return {records.data(), records.size()}; }
+  uint64_t bytes() const {
+    uint64_t sum = 0;
+    for (auto& p : payloads) sum += accounted_bytes(p.size());
+    return sum;
+  }
+};
+
+std::string text(const StoredRecord& r) {
+  return {reinterpret_cast<const char*>(r.payload().begin()), r.size};
+}
+
+std::vector<StoredRecord> read_all(BufferStore& store, Lane lane, uint64_t* quarantined = nullptr) {
+  std::vector<StoredRecord> all;
+  uint64_t after = 0;
+  for (;;) {
+    auto got = store.read(lane, after, 100, 1 << 20);
+    if (quarantined) *quarantined += got.quarantined;
+    if (got.records.empty()) return all;
+    after = got.records.back().seq;
+    for (auto& r : got.records) all.push_back(kj::mv(r));
+  }
+}
+
+StoreOptions options_for(const fs::path& dir) {
+  StoreOptions o;
+  o.dir = dir;
+  return o;
+}
+
+// Overwrites every occurrence of `needle` in `file` with `replacement` bytes at `at`.
+int patch_file(const fs::path& file, const std::string& needle, size_t at, char replacement) {
+  std::string data;
+  {
+    std::ifstream in(file, std::ios::binary);
+    data.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  int hits = 0;
+  for (size_t pos = data.find(needle); pos != std::string::npos; pos = data.find(needle, pos + 1)) {
+    data[pos + at] = replacement;
+    ++hits;
+  }
+  std::ofstream(file, std::ios::binary | std::ios::trunc).write(data.data(), data.size());
+  return hits;
+}
+
+TEST(BufferStore, SeqsAreMonotonicAcrossLanesAndBatchesCommitOnce) {
+  TempDir tmp;
+  BufferStore store(options_for(tmp.path("buf")));
+  uint64_t commits = store.stats().commits;
+  Batch a(1000, 100, 1), b(3, 10, 2);
+  auto ra = store.append(Lane::EVENTS, a.ptr());
+  ASSERT_TRUE(ra.ok()) << ra.reason;
+  EXPECT_EQ(store.stats().commits, commits + 1);  // 1000 records, one transaction
+  auto rb = store.append(Lane::CONTROL, b.ptr());
+  ASSERT_TRUE(rb.ok());
+  EXPECT_EQ(ra.last_seq - ra.first_seq + 1, 1000u);
+  EXPECT_EQ(rb.first_seq, ra.last_seq + 1);
+  EXPECT_EQ(read_all(store, Lane::EVENTS).size(), 1000u);
+  auto control = read_all(store, Lane::CONTROL);
+  ASSERT_EQ(control.size(), 3u);
+  EXPECT_EQ(control[0].seq, rb.first_seq);
+  EXPECT_EQ(control[2].query_id, 2u);
+  EXPECT_TRUE(read_all(store, Lane::UPLOADS).empty());
+}
+
+TEST(BufferStore, AccountingIsExactPerLaneAndOldestTimeIsTracked) {
+  TempDir tmp;
+  BufferStore store(options_for(tmp.path("buf")));
+  Batch events(10, 300, 1, "e", 500), results(4, 2000, 2, "r", 900);
+  ASSERT_TRUE(store.append(Lane::EVENTS, events.ptr()).ok());
+  ASSERT_TRUE(store.append(Lane::RESULTS, results.ptr()).ok());
+  auto s = store.stats();
+  EXPECT_EQ(s.lanes[size_t(Lane::EVENTS)].live.bytes, 10 * (300 + record_format::kRecordOverhead));
+  EXPECT_EQ(s.lanes[size_t(Lane::EVENTS)].live.records, 10u);
+  EXPECT_EQ(s.lanes[size_t(Lane::RESULTS)].live.bytes, results.bytes());
+  EXPECT_EQ(s.live_bytes, events.bytes() + results.bytes());
+  EXPECT_EQ(s.records, 14u);
+  EXPECT_EQ(s.limit_bytes, 1ull << 30);
+  EXPECT_EQ(s.lanes[size_t(Lane::EVENTS)].oldest_created_ns, 500);
+  EXPECT_EQ(s.lanes[size_t(Lane::RESULTS)].oldest_created_ns, 900);
+  EXPECT_FALSE(s.lanes[size_t(Lane::UPLOADS)].oldest_created_ns.has_value());
+  auto v = store.verify();
+  EXPECT_TRUE(v.meta_matches);
+  EXPECT_EQ(v.corrupt, 0u);
+}
+
+TEST(BufferStore, ReopenKeepsRecordsSeqsAndAccounting) {
+  TempDir tmp;
+  StoreStats before;
+  AppendResult last;
+  {
+    BufferStore store(options_for(tmp.path("buf")));
+    for (Lane lane : {Lane::CONTROL, Lane::EVENTS, Lane::RESULTS, Lane::UPLOADS}) {
+      Batch b(50, 123, uint64_t(lane) + 1, schemas::lane_name(lane));
+      last = store.append(lane, b.ptr());
+      ASSERT_TRUE(last.ok());
+    }
+    store.ack(Lane::EVENTS, last.first_seq - 160);  // part of the events lane
+    before = store.stats();
+  }
+  BufferStore store(options_for(tmp.path("buf")));
+  auto after = store.stats();
+  EXPECT_EQ(after.next_seq, before.next_seq);
+  EXPECT_EQ(after.live_bytes, before.live_bytes);
+  for (size_t i = 0; i < kLaneCount; ++i) EXPECT_EQ(after.lanes[i].live, before.lanes[i].live);
+  auto uploads = read_all(store, Lane::UPLOADS);
+  ASSERT_EQ(uploads.size(), 50u);
+  EXPECT_EQ(uploads.back().seq, last.last_seq);
+  EXPECT_EQ(text(uploads[0]).substr(0, 8), "uploads0");
+  EXPECT_FALSE(store.open_report().set_aside_to);
+  EXPECT_FALSE(store.open_report().meta_rebuilt);
+  Batch more(1, 10, 9);
+  EXPECT_EQ(store.append(Lane::EVENTS, more.ptr()).first_seq, last.last_seq + 1);
+}
+
+TEST(BufferStore, ReadIsAlignedOrderedAndBounded) {
+  TempDir tmp;
+  BufferStore store(options_for(tmp.path("buf")));
+  Batch b(20, 1001, 3);  // odd sizes: LMDB hands out unaligned values
+  auto r = store.append(Lane::RESULTS, b.ptr());
+  auto got = store.read(Lane::RESULTS, r.first_seq + 4, 5, 1 << 20);
+  ASSERT_EQ(got.records.size(), 5u);
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(got.records[i].seq, r.first_seq + 5 + i);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(got.records[i].words.begin()) % 8, 0u);
+    EXPECT_EQ(text(got.records[i]), b.payloads[5 + i]);
+  }
+  EXPECT_EQ(store.read(Lane::RESULTS, 0, 100, 2500).records.size(), 2u);  // byte bound
+  EXPECT_EQ(store.read(Lane::RESULTS, 0, 100, 1).records.size(), 1u);     // at least one
+  EXPECT_TRUE(store.read(Lane::RESULTS, r.last_seq, 100, 1 << 20).records.empty());
+}
+
+TEST(BufferStore, EncodedRecordsTravelUnchanged) {
+  TempDir tmp;
+  BufferStore store(options_for(tmp.path("buf")));
+  schemas::RowBatchWriter writer(77, "Generic.Client.Info", "", Lane::EVENTS, {"Hostname"});
+  writer.add_row()[0].setText("endpoint-1");
+  auto encoded = writer.finish();
+  RecordIn in{77, 5, encoded.bytes()};
+  ASSERT_TRUE(store.append(Lane::EVENTS, kj::arrayPtr(&in, 1)).ok());
+  auto got = read_all(store, Lane::EVENTS);
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_EQ(got[0].size, encoded.size());
+  EXPECT_EQ(memcmp(got[0].payload().begin(), encoded.bytes().begin(), encoded.size()), 0);
+  schemas::RecordView view(got[0].words);
+  EXPECT_EQ(view.record().getRowBatch().getRows()[0][0].getText(), "endpoint-1");
+}
+
+TEST(BufferStore, AppendOverTheLimitIsRefusedWhole) {
+  TempDir tmp;
+  auto o = options_for(tmp.path("buf"));
+  o.limit_bytes = 100 * 1024;
+  BufferStore store(o);
+  Batch fill(90, 1000, 1);
+  ASSERT_TRUE(store.append(Lane::EVENTS, fill.ptr()).ok());
+  auto before = store.stats();
+  Batch ten(10, 1000, 2);
+  auto refused = store.append(Lane::EVENTS, ten.ptr());
+  EXPECT_EQ(refused.outcome, AppendOutcome::full);
+  EXPECT_NE(refused.reason.find("102400"), std::string::npos) << refused.reason;
+  auto after = store.stats();
+  EXPECT_EQ(after.next_seq, before.next_seq);
+  EXPECT_EQ(after.live_bytes, before.live_bytes);
+  EXPECT_EQ(after.commits, before.commits);
+  EXPECT_EQ(read_all(store, Lane::EVENTS).size(), 90u);
+
+  Batch six(6, 1000, 3);
+  EXPECT_TRUE(store.append(Lane::EVENTS, six.ptr()).ok());  // 96 * 1064 <= 102400
+  Batch huge(200, 1000, 4);
+  EXPECT_EQ(store.append(Lane::CONTROL, huge.ptr()).outcome, AppendOutcome::too_large);
+}
+
+TEST(BufferStore, AckFreesExactlyTheAckedBytes) {
+  TempDir tmp;
+  BufferStore store(options_for(tmp.path("buf")));
+  Batch small(5, 100, 1), big(5, 5000, 1);
+  auto r1 = store.append(Lane::EVENTS, small.ptr());
+  store.append(Lane::EVENTS, big.ptr());
+  uint64_t total = store.stats().live_bytes;
+  EXPECT_EQ(store.ack(Lane::EVENTS, r1.first_seq + 2), 3 * accounted_bytes(100));
+  EXPECT_EQ(store.stats().live_bytes, total - 3 * accounted_bytes(100));
+  EXPECT_EQ(store.ack(Lane::EVENTS, r1.first_seq + 2), 0u);  // already gone
+  EXPECT_EQ(store.ack(Lane::RESULTS, UINT64_MAX), 0u);       // other lanes untouched
+  EXPECT_EQ(store.ack(Lane::EVENTS, UINT64_MAX), 2 * accounted_bytes(100) + big.bytes());
+  EXPECT_EQ(store.stats().live_bytes, 0u);
+  EXPECT_TRUE(store.verify().meta_matches);
+}
+
+TEST(BufferStore, PurgeRemovesOneQueryFromEveryLane) {
+  TempDir tmp;
+  BufferStore store(options_for(tmp.path("buf")));
+  Batch q1e(7, 200, 1), q2e(3, 200, 2), q1u(2, 70000, 1), q2c(4, 10, 2);
+  store.append(Lane::EVENTS, q1e.ptr());
+  store.append(Lane::EVENTS, q2e.ptr());
+  store.append(Lane::UPLOADS, q1u.ptr());
+  store.append(Lane::CONTROL, q2c.ptr());
+  EXPECT_EQ(store.purge(1), 9u);
+  EXPECT_EQ(store.stats().live_bytes, q2e.bytes() + q2c.bytes());
+  for (Lane lane : {Lane::EVENTS, Lane::UPLOADS, Lane::CONTROL})
+    for (auto& r : read_all(store, lane)) EXPECT_EQ(r.query_id, 2u);
+  EXPECT_EQ(read_all(store, Lane::EVENTS).size(), 3u);
+  EXPECT_EQ(store.purge(1), 0u);
+  EXPECT_TRUE(store.verify().meta_matches);
+}
+
+TEST(BufferStore, CorruptRecordIsQuarantinedNotReturned) {
+  TempDir tmp;
+  const std::string marker = "THIS-RECORD-WILL-BE-DAMAGED";
+  {
+    BufferStore store(options_for(tmp.path("buf")));
+    Batch before(3, 40, 1, "good"), victim(1, 500, 2, marker), after(3, 40, 3, "fine");
+    store.append(Lane::EVENTS, before.ptr());
+    store.append(Lane::EVENTS, victim.ptr());
+    store.append(Lane::EVENTS, after.ptr());
+  }
+  ASSERT_GE(patch_file(tmp.path("buf") / "data.mdb", marker, 3, 'X'), 1);
+
+  BufferStore store(options_for(tmp.path("buf")));
+  EXPECT_EQ(store.verify().corrupt, 1u);
+  uint64_t quarantined = 0;
+  auto all = read_all(store, Lane::EVENTS, &quarantined);
+  EXPECT_EQ(quarantined, 1u);
+  ASSERT_EQ(all.size(), 6u);
+  for (auto& r : all) EXPECT_EQ(text(r).find("THIS-REC"), std::string::npos);
+  auto s = store.stats();
+  EXPECT_EQ(s.quarantined.records, 1u);
+  EXPECT_EQ(s.quarantined.bytes, accounted_bytes(500));
+  EXPECT_EQ(s.lanes[size_t(Lane::EVENTS)].live.bytes, 6 * accounted_bytes(40));
+  auto v = store.verify();
+  EXPECT_EQ(v.corrupt, 0u);
+  EXPECT_TRUE(v.meta_matches);
+}
+
+TEST(BufferStore, DamagedMetaRecordIsRebuiltFromTheRecords) {
+  TempDir tmp;
+  StoreStats before;
+  {
+    BufferStore store(options_for(tmp.path("buf")));
+    Batch b(30, 333, 1);
+    store.append(Lane::RESULTS, b.ptr());
+    before = store.stats();
+  }
+  // The meta record starts with the magic "OUTPOST1" stored little-endian.
+  ASSERT_GE(patch_file(tmp.path("buf") / "data.mdb", "1TSOPTUO", 0, '2'), 1);
+  BufferStore store(options_for(tmp.path("buf")));
+  EXPECT_TRUE(store.open_report().meta_rebuilt);
+  EXPECT_EQ(store.stats().live_bytes, before.live_bytes);
+  EXPECT_GE(store.stats().next_seq, before.next_seq);
+  EXPECT_EQ(read_all(store, Lane::RESULTS).size(), 30u);
+}
+
+TEST(BufferStore, GarbageEnvironmentIsSetAsideAndSeqsAreNotReused) {
+  TempDir tmp;
+  uint64_t last_seq;
+  {
+    BufferStore store(options_for(tmp.path("buf")));
+    Batch b(10, 50, 1);
+    last_seq = store.append(Lane::EVENTS, b.ptr()).last_seq;
+  }
+  {
+    std::ofstream garbage(tmp.path("buf") / "data.mdb", std::ios::binary | std::ios::trunc);
+    for (int i = 0; i < 65536; ++i) garbage.put(char(i * 7919 % 251));
+  }
+  BufferStore store(options_for(tmp.path("buf")));
+  auto& report = store.open_report();
+  ASSERT_TRUE(report.set_aside_to);
+  EXPECT_NE(report.set_aside_to->filename().string().find("buf.corrupt-"), std::string::npos);
+  EXPECT_EQ(fs::file_size(*report.set_aside_to / "data.mdb"), 65536u);  // kept for inspection
+  EXPECT_FALSE(report.reason.empty());
+  EXPECT_EQ(store.stats().records, 0u);
+  Batch b(1, 50, 1);
+  auto r = store.append(Lane::EVENTS, b.ptr());
+  ASSERT_TRUE(r.ok());
+  EXPECT_GT(r.first_seq, last_seq);
+}
+
+TEST(BufferStore, TruncatedEnvironmentIsSetAside) {
+  TempDir tmp;
+  {
+    BufferStore store(options_for(tmp.path("buf")));
+    Batch b(2000, 1000, 1);
+    store.append(Lane::EVENTS, b.ptr());
+  }
+  auto file = tmp.path("buf") / "data.mdb";
+  fs::resize_file(file, fs::file_size(file) / 2);
+  BufferStore store(options_for(tmp.path("buf")));
+  ASSERT_TRUE(store.open_report().set_aside_to);
+  EXPECT_NE(store.open_report().reason.find("truncated"), std::string::npos);
+  Batch b(1, 10, 1);
+  EXPECT_TRUE(store.append(Lane::EVENTS, b.ptr()).ok());
+}
+
+TEST(BufferStore, RecreatedStoreDoesNotReuseSeqs) {
+  TempDir tmp;
+  uint64_t last_seq;
+  {
+    BufferStore store(options_for(tmp.path("buf")));
+    Batch b(10, 50, 1);
+    last_seq = store.append(Lane::EVENTS, b.ptr()).last_seq;
+  }
+  fs::remove(tmp.path("buf") / "data.mdb");
+  BufferStore store(options_for(tmp.path("buf")));
+  Batch b(1, 50, 1);
+  EXPECT_GT(store.append(Lane::EVENTS, b.ptr()).first_seq, last_seq);
+}
+
+TEST(BufferStore, SecondOwnerIsRefusedInProcessAndFromAnotherProcess) {
+  TempDir tmp;
+  BufferStore store(options_for(tmp.path("buf")));
+  EXPECT_THROW(BufferStore again(options_for(tmp.path("buf"))), StoreLocked);
+
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    close(fds[0]);
+    std::string msg = "opened";
+    try {
+      BufferStore other(options_for(tmp.path("buf")));
+    } catch (const StoreLocked& e) {
+      msg = e.what();
+    }
+    (void)!write(fds[1], msg.data(), msg.size());
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string msg;
+  char buf[512];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) msg.append(buf, n);
+  close(fds[0]);
+  waitpid(child, nullptr, 0);
+  EXPECT_NE(msg.find(tmp.path("buf").string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find("in use by process " + std::to_string(getpid())), std::string::npos) << msg;
+}
+
+TEST(BufferStore, CompactionAfterDrainShrinksTheFileAndKeepsTheSeqCounter) {
+  TempDir tmp;
+  auto o = options_for(tmp.path("buf"));
+  o.compact_threshold_bytes = 1 << 20;
+  uint64_t last_seq;
+  {
+    BufferStore store(o);
+    Batch b(2000, 4000, 1);
+    last_seq = store.append(Lane::UPLOADS, b.ptr()).last_seq;
+    EXPECT_GT(store.stats().file_bytes, 4u << 20);
+    store.ack(Lane::UPLOADS, last_seq - 1);
+    EXPECT_EQ(store.stats().compactions, 0u);  // one record left: not drained
+    store.ack(Lane::UPLOADS, last_seq);
+    auto s = store.stats();
+    EXPECT_EQ(s.compactions, 1u);
+    EXPECT_LT(s.file_bytes, 1u << 20);
+    Batch one(1, 10, 1);
+    EXPECT_EQ(store.append(Lane::EVENTS, one.ptr()).first_seq, last_seq + 1);
+    ++last_seq;
+  }
+  BufferStore store(o);
+  Batch one(1, 10, 1);
+  EXPECT_EQ(store.append(Lane::EVENTS, one.ptr()).first_seq, last_seq + 1);
+  EXPECT_EQ(read_all(store, Lane::EVENTS).size(), 2u);
+}
+
+TEST(BufferStore, MapFullIsReportedAsFullAndTheStoreStaysUsable) {
+  TempDir tmp;
+  auto o = options_for(tmp.path("buf"));
+  o.map_size_bytes = 2 << 20;  // LMDB's map, far below the 1 GiB limit
+  BufferStore store(o);
+  Batch b(16, 4000, 1);
+  AppendResult r;
+  int ok = 0;
+  while ((r = store.append(Lane::RESULTS, b.ptr())).ok()) ++ok;
+  ASSERT_GT(ok, 0);
+  EXPECT_EQ(r.outcome, AppendOutcome::full);
+  EXPECT_NE(r.reason.find("MDB_MAP_FULL"), std::string::npos) << r.reason;
+  EXPECT_EQ(store.stats().records, uint64_t(ok) * 16);
+  EXPECT_TRUE(store.verify().meta_matches);
+  auto first = store.read(Lane::RESULTS, 0, 1, 1 << 20).records.at(0).seq;
+  EXPECT_GT(store.ack(Lane::RESULTS, first + 16 * ok / 2), 0u);
+  EXPECT_TRUE(store.append(Lane::RESULTS, b.ptr()).ok());
+  EXPECT_TRUE(store.verify().meta_matches);
+}
+
+// The file system refuses a write (RLIMIT_FSIZE gives EFBIG, our stand-in for
+// ENOSPC): the append reports disk_full, nothing half-written stays, and the
+// store keeps working. Runs in a child so the limit does not leak.
+TEST(BufferStore, DiskFullIsReportedAndTheStoreStaysConsistent) {
+  TempDir tmp;
+  auto o = options_for(tmp.path("buf"));
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    close(fds[0]);
+    std::string out;
+    try {
+      BufferStore store(o);
+      signal(SIGXFSZ, SIG_IGN);
+      rlimit limit{fs::file_size(store.data_file()) + (2 << 20), RLIM_INFINITY};
+      setrlimit(RLIMIT_FSIZE, &limit);
+      Batch b(50, 1000, 1);
+      uint64_t ok = 0;
+      AppendResult r;
+      while ((r = store.append(Lane::EVENTS, b.ptr())).ok()) ok += 50;
+      out = std::string(to_string(r.outcome)) + " " + std::to_string(ok) + " " +
+            std::to_string(store.stats().records) + " " +
+            std::to_string(store.verify().meta_matches) + " " + r.reason;
+    } catch (const std::exception& e) {
+      out = std::string("exception ") + e.what();
+    }
+    (void)!write(fds[1], out.data(), out.size());
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, n);
+  close(fds[0]);
+  waitpid(child, nullptr, 0);
+
+  std::istringstream in(out);
+  std::string outcome;
+  uint64_t appended = 0, counted = 0;
+  int matches = 0;
+  in >> outcome >> appended >> counted >> matches;
+  ASSERT_EQ(outcome, "disk_full") << out;
+  EXPECT_GT(appended, 0u);
+  EXPECT_EQ(counted, appended);
+  EXPECT_EQ(matches, 1);
+
+  BufferStore store(o);  // no limit now: everything acknowledged is there
+  EXPECT_EQ(read_all(store, Lane::EVENTS).size(), appended);
+  EXPECT_TRUE(store.verify().meta_matches);
+  Batch b(50, 1000, 1);
+  EXPECT_TRUE(store.append(Lane::EVENTS, b.ptr()).ok());
+}
+
+TEST(BufferStore, SyncNoneStillKeepsRecordsAcrossReopen) {
+  TempDir tmp;
+  auto o = options_for(tmp.path("buf"));
+  o.sync = SyncPolicy::none;
+  {
+    BufferStore store(o);
+    Batch b(100, 64, 1);
+    ASSERT_TRUE(store.append(Lane::CONTROL, b.ptr()).ok());
+  }
+  BufferStore store(o);
+  EXPECT_EQ(read_all(store, Lane::CONTROL).size(), 100u);
+}
+
+TEST(BufferStore, UnusableDirectoryIsAClearError) {
+  TempDir tmp;
+  std::ofstream(tmp.path("file")) << "x";
+  try {
+    BufferStore store(options_for(tmp.path("file") / "buf"));
+    FAIL() << "opened a buffer below a regular file";
+  } catch (const StoreError& e) {
+    EXPECT_NE(std::string(e.what()).find("file/buf"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace outpost::persistence
