@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <numeric>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -66,6 +68,13 @@ StoreOptions options_for(const fs::path& dir) {
   return o;
 }
 
+// Fills a new store's events lane and closes it; returns the last seq.
+uint64_t append_and_close(const fs::path& dir, size_t n, size_t size) {
+  BufferStore store(options_for(dir));
+  Batch b(n, size, 1);
+  return store.append(Lane::EVENTS, b.ptr()).last_seq;
+}
+
 // Overwrites every occurrence of `needle` in `file` with `replacement` bytes at `at`.
 int patch_file(const fs::path& file, const std::string& needle, size_t at, char replacement) {
   std::string data;
@@ -80,6 +89,31 @@ int patch_file(const fs::path& file, const std::string& needle, size_t at, char 
   }
   std::ofstream(file, std::ios::binary | std::ios::trunc).write(data.data(), data.size());
   return hits;
+}
+
+// Runs `body` in a forked child (a real second process) and returns what it said.
+std::string in_child_process(const std::function<std::string()>& body) {
+  int fds[2];
+  if (pipe(fds) != 0) return "pipe failed";
+  pid_t child = fork();
+  if (child == 0) {
+    close(fds[0]);
+    std::string out;
+    try {
+      out = body();
+    } catch (const std::exception& e) {
+      out = std::string("exception ") + e.what();
+    }
+    (void)!write(fds[1], out.data(), out.size());
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, n);
+  close(fds[0]);
+  waitpid(child, nullptr, 0);
+  return out;
 }
 
 TEST(BufferStore, SeqsAreMonotonicAcrossLanesAndBatchesCommitOnce) {
@@ -290,12 +324,7 @@ TEST(BufferStore, DamagedMetaRecordIsRebuiltFromTheRecords) {
 
 TEST(BufferStore, GarbageEnvironmentIsSetAsideAndSeqsAreNotReused) {
   TempDir tmp;
-  uint64_t last_seq;
-  {
-    BufferStore store(options_for(tmp.path("buf")));
-    Batch b(10, 50, 1);
-    last_seq = store.append(Lane::EVENTS, b.ptr()).last_seq;
-  }
+  uint64_t last_seq = append_and_close(tmp.path("buf"), 10, 50);
   {
     std::ofstream garbage(tmp.path("buf") / "data.mdb", std::ios::binary | std::ios::trunc);
     for (int i = 0; i < 65536; ++i) garbage.put(char(i * 7919 % 251));
@@ -315,11 +344,7 @@ TEST(BufferStore, GarbageEnvironmentIsSetAsideAndSeqsAreNotReused) {
 
 TEST(BufferStore, TruncatedEnvironmentIsSetAside) {
   TempDir tmp;
-  {
-    BufferStore store(options_for(tmp.path("buf")));
-    Batch b(2000, 1000, 1);
-    store.append(Lane::EVENTS, b.ptr());
-  }
+  append_and_close(tmp.path("buf"), 2000, 1000);
   auto file = tmp.path("buf") / "data.mdb";
   fs::resize_file(file, fs::file_size(file) / 2);
   BufferStore store(options_for(tmp.path("buf")));
@@ -331,12 +356,7 @@ TEST(BufferStore, TruncatedEnvironmentIsSetAside) {
 
 TEST(BufferStore, RecreatedStoreDoesNotReuseSeqs) {
   TempDir tmp;
-  uint64_t last_seq;
-  {
-    BufferStore store(options_for(tmp.path("buf")));
-    Batch b(10, 50, 1);
-    last_seq = store.append(Lane::EVENTS, b.ptr()).last_seq;
-  }
+  uint64_t last_seq = append_and_close(tmp.path("buf"), 10, 50);
   fs::remove(tmp.path("buf") / "data.mdb");
   BufferStore store(options_for(tmp.path("buf")));
   Batch b(1, 50, 1);
@@ -348,26 +368,14 @@ TEST(BufferStore, SecondOwnerIsRefusedInProcessAndFromAnotherProcess) {
   BufferStore store(options_for(tmp.path("buf")));
   EXPECT_THROW(BufferStore again(options_for(tmp.path("buf"))), StoreLocked);
 
-  int fds[2];
-  ASSERT_EQ(pipe(fds), 0);
-  pid_t child = fork();
-  if (child == 0) {
-    close(fds[0]);
-    std::string msg = "opened";
+  std::string msg = in_child_process([&] {
     try {
       BufferStore other(options_for(tmp.path("buf")));
     } catch (const StoreLocked& e) {
-      msg = e.what();
+      return std::string(e.what());
     }
-    (void)!write(fds[1], msg.data(), msg.size());
-    _exit(0);
-  }
-  close(fds[1]);
-  std::string msg;
-  char buf[512];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) msg.append(buf, n);
-  close(fds[0]);
-  waitpid(child, nullptr, 0);
+    return std::string("opened");
+  });
   EXPECT_NE(msg.find(tmp.path("buf").string()), std::string::npos) << msg;
   EXPECT_NE(msg.find("in use by process " + std::to_string(getpid())), std::string::npos) << msg;
 }
@@ -424,37 +432,19 @@ TEST(BufferStore, MapFullIsReportedAsFullAndTheStoreStaysUsable) {
 TEST(BufferStore, DiskFullIsReportedAndTheStoreStaysConsistent) {
   TempDir tmp;
   auto o = options_for(tmp.path("buf"));
-  int fds[2];
-  ASSERT_EQ(pipe(fds), 0);
-  pid_t child = fork();
-  if (child == 0) {
-    close(fds[0]);
-    std::string out;
-    try {
-      BufferStore store(o);
-      signal(SIGXFSZ, SIG_IGN);
-      rlimit limit{fs::file_size(store.data_file()) + (2 << 20), RLIM_INFINITY};
-      setrlimit(RLIMIT_FSIZE, &limit);
-      Batch b(50, 1000, 1);
-      uint64_t ok = 0;
-      AppendResult r;
-      while ((r = store.append(Lane::EVENTS, b.ptr())).ok()) ok += 50;
-      out = std::string(to_string(r.outcome)) + " " + std::to_string(ok) + " " +
-            std::to_string(store.stats().records) + " " +
-            std::to_string(store.verify().meta_matches) + " " + r.reason;
-    } catch (const std::exception& e) {
-      out = std::string("exception ") + e.what();
-    }
-    (void)!write(fds[1], out.data(), out.size());
-    _exit(0);
-  }
-  close(fds[1]);
-  std::string out;
-  char buf[512];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, n);
-  close(fds[0]);
-  waitpid(child, nullptr, 0);
-
+  std::string out = in_child_process([&] {
+    BufferStore store(o);
+    signal(SIGXFSZ, SIG_IGN);
+    rlimit limit{fs::file_size(store.data_file()) + (2 << 20), RLIM_INFINITY};
+    setrlimit(RLIMIT_FSIZE, &limit);
+    Batch b(50, 1000, 1);
+    uint64_t ok = 0;
+    AppendResult r;
+    while ((r = store.append(Lane::EVENTS, b.ptr())).ok()) ok += 50;
+    return std::string(to_string(r.outcome)) + " " + std::to_string(ok) + " " +
+           std::to_string(store.stats().records) + " " +
+           std::to_string(store.verify().meta_matches) + " " + r.reason;
+  });
   std::istringstream in(out);
   std::string outcome;
   uint64_t appended = 0, counted = 0;
