@@ -265,9 +265,9 @@ AppendResult BufferStore::append(Lane lane, kj::ArrayPtr<const RecordIn> records
   try {
     rc = write_batch(lane, records, bytes);
     // LMDB reuses pages freed by transaction N only from N+2 on (N-1 stays
-    // the crash fallback). After acks at a full map, one meta-only commit
-    // makes their pages usable instead of refusing until the next ack.
-    if (rc == MDB_MAP_FULL) {
+    // the crash fallback). After acks at a full map or disk, one meta-only
+    // commit makes their pages usable instead of refusing until the next ack.
+    if (rc == MDB_MAP_FULL || lmdb::is_disk_full(rc)) {
       lmdb::Txn txn = begin_write();
       if (commit(txn, meta_) == MDB_SUCCESS) rc = write_batch(lane, records, bytes);
     }
