@@ -249,9 +249,17 @@ int BufferStore::commit(lmdb::Txn& txn, const Meta& next) {
 }
 
 AppendResult BufferStore::append(Lane lane, kj::ArrayPtr<const RecordIn> records) {
-  if (records.size() == 0) return {};
-  uint64_t bytes = 0;
-  for (auto& r : records) bytes += rf::accounted_bytes(r.payload.size());
+  LaneBatch batch{lane, records};
+  return append(kj::arrayPtr(&batch, 1));
+}
+
+AppendResult BufferStore::append(kj::ArrayPtr<const LaneBatch> batches) {
+  uint64_t bytes = 0, count = 0;
+  for (auto& b : batches) {
+    count += b.records.size();
+    for (auto& r : b.records) bytes += rf::accounted_bytes(r.payload.size());
+  }
+  if (count == 0) return {};
   if (bytes > options_.limit_bytes)
     return refused(AppendOutcome::too_large,
                    "batch of " + std::to_string(bytes) + " bytes exceeds the buffer limit of " +
@@ -263,47 +271,48 @@ AppendResult BufferStore::append(Lane lane, kj::ArrayPtr<const RecordIn> records
 
   int rc;
   try {
-    rc = write_batch(lane, records, bytes);
+    rc = write_batches(batches);
     // LMDB reuses pages freed by transaction N only from N+2 on (N-1 stays
     // the crash fallback). After acks at a full map or disk, one meta-only
     // commit makes their pages usable instead of refusing until the next ack.
     if (rc == MDB_MAP_FULL || lmdb::is_disk_full(rc)) {
       lmdb::Txn txn = begin_write();
-      if (commit(txn, meta_) == MDB_SUCCESS) rc = write_batch(lane, records, bytes);
+      if (commit(txn, meta_) == MDB_SUCCESS) rc = write_batches(batches);
     }
   } catch (const StoreError& e) {
     if (!lmdb::is_disk_full(e.code())) throw;
     return refused(AppendOutcome::disk_full, e.what());
   }
   if (rc != MDB_SUCCESS) {
-    std::string why = std::string(mdb_strerror(rc)) + " writing to " + where(lane);
+    std::string why = std::string(mdb_strerror(rc)) + " writing to " + options_.dir.string();
     if (rc == MDB_MAP_FULL) return refused(AppendOutcome::full, why);
     if (lmdb::is_disk_full(rc)) return refused(AppendOutcome::disk_full, why);
-    lmdb::fail(rc, "append", where(lane));
+    lmdb::fail(rc, "append", options_.dir.string());
   }
   AppendResult result;
-  result.first_seq = meta_.next_seq - records.size();
+  result.first_seq = meta_.next_seq - count;
   result.last_seq = meta_.next_seq - 1;
   return result;
 }
 
-// One transaction for the whole batch; returns LMDB's code for the caller to map.
-int BufferStore::write_batch(Lane lane, kj::ArrayPtr<const RecordIn> records, uint64_t bytes) {
+// One transaction for all batches; returns LMDB's code for the caller to map.
+int BufferStore::write_batches(kj::ArrayPtr<const LaneBatch> batches) {
   Meta next = meta_;
   lmdb::Txn txn = begin_write();
-  {
-    lmdb::Cursor cursor(txn, lane_dbs_[index(lane)], where(lane));
-    for (auto& r : records) {
+  for (auto& b : batches) {
+    auto& counters = next.lanes[index(b.lane)];
+    lmdb::Cursor cursor(txn, lane_dbs_[index(b.lane)], where(b.lane));
+    for (auto& r : b.records) {
       uint64_t seq = next.next_seq++;
       rf::Key key(seq);
       MDB_val k = key.val(), v{rf::kHeaderSize + r.payload.size(), nullptr};
       int rc = mdb_cursor_put(cursor.get(), &k, &v, MDB_APPEND | MDB_RESERVE);
       if (rc != MDB_SUCCESS) return rc;
       rf::write(v.mv_data, seq, {r.query_id, r.created_ns}, r.payload.begin(), r.payload.size());
+      counters.records += 1;
+      counters.bytes += rf::accounted_bytes(r.payload.size());
     }
   }
-  next.lanes[index(lane)].records += records.size();
-  next.lanes[index(lane)].bytes += bytes;
   return commit(txn, next);
 }
 

@@ -12,6 +12,7 @@
 #include <capnp/common.h>
 #include <kj/array.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <filesystem>
@@ -50,6 +51,11 @@ struct RecordIn {
   uint64_t query_id = 0;
   int64_t created_ns = 0;
   kj::ArrayPtr<const kj::byte> payload;
+};
+
+struct LaneBatch {
+  Lane lane;
+  kj::ArrayPtr<const RecordIn> records;
 };
 
 enum class AppendOutcome {
@@ -123,6 +129,10 @@ class BufferStore {
   BufferStore& operator=(const BufferStore&) = delete;
 
   AppendResult append(Lane lane, kj::ArrayPtr<const RecordIn> records);
+  // Group commit across lanes: all batches in one transaction, all or none.
+  // Seqs are handed out in order: batch i starts where batch i-1 ended.
+  AppendResult append(kj::ArrayPtr<const LaneBatch> batches);
+  uint64_t free_bytes() const { return options_.limit_bytes - std::min(options_.limit_bytes, meta_.live_bytes()); }
   // Records with seq > after_seq, in seq order; at least one record when any
   // is there, even one larger than max_bytes.
   ReadResult read(Lane lane, uint64_t after_seq, size_t max_records, size_t max_bytes);
@@ -142,7 +152,7 @@ class BufferStore {
   void set_aside(const std::string& reason);
   lmdb::Txn begin_write();
   int commit(lmdb::Txn& txn, const Meta& next);
-  int write_batch(Lane lane, kj::ArrayPtr<const RecordIn> records, uint64_t bytes);
+  int write_batches(kj::ArrayPtr<const LaneBatch> batches);
   Meta rebuild_meta(const lmdb::Txn& txn) const;
   void quarantine(Lane lane, const std::vector<uint64_t>& seqs);
   void move_to_quarantine(Lane lane, const std::vector<uint64_t>& seqs);

@@ -139,6 +139,30 @@ TEST(BufferStore, SeqsAreMonotonicAcrossLanesAndBatchesCommitOnce) {
   EXPECT_TRUE(read_all(store, Lane::UPLOADS).empty());
 }
 
+TEST(BufferStore, BatchesOfSeveralLanesCommitTogether) {
+  TempDir tmp;
+  auto o = options_for(tmp.path("buf"));
+  o.limit_bytes = 10000;
+  BufferStore store(o);
+  Batch e(3, 100, 1), c(2, 50, 2);
+  LaneBatch both[] = {{Lane::EVENTS, e.ptr()}, {Lane::CONTROL, c.ptr()}};
+  uint64_t commits = store.stats().commits;
+  auto r = store.append(kj::arrayPtr(both, 2));
+  ASSERT_TRUE(r.ok()) << r.reason;
+  EXPECT_EQ(store.stats().commits, commits + 1);
+  EXPECT_EQ(r.last_seq - r.first_seq + 1, 5u);
+  auto control = read_all(store, Lane::CONTROL);
+  ASSERT_EQ(control.size(), 2u);
+  EXPECT_EQ(control[0].seq, r.first_seq + 3);  // after the events batch
+  EXPECT_EQ(read_all(store, Lane::EVENTS).back().seq, r.first_seq + 2);
+  EXPECT_EQ(store.free_bytes(), 10000 - e.bytes() - c.bytes());
+
+  Batch big(56, 100, 3);  // fits alone, not with what is there: none of it is written
+  LaneBatch over[] = {{Lane::RESULTS, c.ptr()}, {Lane::RESULTS, big.ptr()}};
+  EXPECT_EQ(store.append(kj::arrayPtr(over, 2)).outcome, AppendOutcome::full);
+  EXPECT_TRUE(read_all(store, Lane::RESULTS).empty());
+}
+
 TEST(BufferStore, AccountingIsExactPerLaneAndOldestTimeIsTracked) {
   TempDir tmp;
   BufferStore store(options_for(tmp.path("buf")));
