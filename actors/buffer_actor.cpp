@@ -1,0 +1,175 @@
+#include "actors/buffer_actor.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "actors/status.hpp"
+#include "persistence/record_format.hpp"
+
+namespace outpost {
+namespace {
+
+using Self = buffer_actor::stateful_pointer<buffer_state>;
+
+// Bounds one transaction so that a huge backlog of appends does not hold the
+// write lock (and the link's acks) for long.
+constexpr size_t kMaxRecordsPerCommit = 10000;
+constexpr uint64_t kMaxBytesPerCommit = 64ull << 20;
+constexpr auto kDiskFullRetry = std::chrono::seconds(1);
+
+void notify_link(Self self, const std::array<uint64_t, schemas::kLaneCount>& last) {
+  if (!self->state.link) return;
+  for (size_t i = 0; i < last.size(); ++i)
+    if (last[i]) self->send(self->state.link, committed_atom::value, static_cast<Lane>(i), last[i]);
+}
+
+// Commits waiting appends in FIFO order, as many per transaction as fit.
+void commit_waiting(Self self) {
+  auto& st = self->state;
+  while (!st.waiting.empty()) {
+    uint64_t free = st.store->free_bytes(), bytes = 0;
+    size_t n = 0;
+    while (n < st.waiting.size() && n < kMaxRecordsPerCommit &&
+           bytes + st.waiting[n].bytes <= std::min(free, kMaxBytesPerCommit))
+      bytes += st.waiting[n++].bytes;
+    if (n == 0) {
+      auto& head = st.waiting.front();
+      if (head.bytes > st.store->options().limit_bytes) {
+        head.promise.deliver(caf::make_error(
+            caf::sec::runtime_error, "record of " + std::to_string(head.bytes) +
+                                         " bytes can never fit the buffer limit of " +
+                                         std::to_string(st.store->options().limit_bytes)));
+        st.waiting.pop_front();
+        continue;
+      }
+      if (!st.blocked) ++st.blocked_episodes;
+      st.blocked = true;  // producers wait here until acks free space
+      return;
+    }
+    std::vector<persistence::RecordIn> records(n);
+    std::vector<persistence::LaneBatch> batches(n);
+    for (size_t i = 0; i < n; ++i) {
+      auto& r = st.waiting[i].record;
+      records[i] = {r.query_id, r.created_ns, r.encoded->bytes()};
+      batches[i] = {st.waiting[i].lane, kj::arrayPtr(&records[i], 1)};
+    }
+    auto result = st.store->append(kj::arrayPtr(batches.data(), n));
+    if (!result.ok()) {
+      // The accounting said it fits, LMDB or the disk said no: wait for acks,
+      // and retry on a timer in case the disk frees up on its own.
+      if (st.last_error != result.reason) spdlog::error("buffer: append refused: {}", result.reason);
+      st.last_error = result.reason;
+      if (!st.blocked) ++st.blocked_episodes;
+      st.blocked = true;
+      self->delayed_send(self, kDiskFullRetry, flush_atom::value);
+      return;
+    }
+    st.blocked = false;
+    ++st.commits;
+    std::array<uint64_t, schemas::kLaneCount> last{};
+    for (size_t i = 0; i < n; ++i) {
+      uint64_t seq = result.first_seq + i;
+      last[static_cast<size_t>(st.waiting.front().lane)] = seq;
+      st.waiting.front().promise.deliver(seq);
+      st.waiting.pop_front();
+    }
+    notify_link(self, last);
+  }
+}
+
+caf::settings status_of(Self self) {
+  auto& st = self->state;
+  auto stats = st.store->stats();
+  caf::settings s;
+  int64_t now = schemas::now_ns();
+  for (size_t i = 0; i < schemas::kLaneCount; ++i) {
+    std::string lane = std::string("lanes.") + schemas::lane_name(static_cast<Lane>(i)) + ".";
+    put_count(s, lane + "bytes", stats.lanes[i].live.bytes);
+    put_count(s, lane + "records", stats.lanes[i].live.records);
+    if (auto oldest = stats.lanes[i].oldest_created_ns)
+      put_count(s, lane + "oldest_age_ms", std::max<int64_t>(0, now - *oldest) / 1000000);
+  }
+  put_count(s, "live_bytes", stats.live_bytes);
+  put_count(s, "limit_bytes", stats.limit_bytes);
+  caf::put(s, "fill_percent", 100.0 * stats.live_bytes / stats.limit_bytes);
+  put_count(s, "pending_appends", st.waiting.size());
+  caf::put(s, "blocked", st.blocked);
+  put_count(s, "blocked_episodes", st.blocked_episodes);
+  put_count(s, "appends", st.appends);
+  put_count(s, "commits", st.commits);
+  put_count(s, "acks", st.acks);
+  put_count(s, "quarantined", stats.quarantined.records);
+  put_count(s, "file_bytes", stats.file_bytes);
+  if (!st.last_error.empty()) caf::put(s, "last_error", st.last_error);
+  return s;
+}
+
+// A store error fails the one request, logged; the actor and the store go on.
+template <class F>
+auto guarded(const char* what, F f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const persistence::StoreError& e) {
+    spdlog::error("buffer: {} failed: {}", what, e.what());
+    if constexpr (!std::is_void_v<decltype(f())>)
+      return caf::make_error(caf::sec::runtime_error, std::string(what) + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> self,
+                                   std::shared_ptr<persistence::BufferStore> store) {
+  self->state.store = std::move(store);
+  return {
+      [=](append_atom, Lane lane, RecordRef record) -> caf::result<uint64_t> {
+        auto& st = self->state;
+        ++st.appends;
+        uint64_t bytes = persistence::record_format::accounted_bytes(record.encoded->size());
+        auto promise = self->make_response_promise<uint64_t>();
+        st.waiting.push_back({lane, std::move(record), bytes, promise});
+        // Appends already in the mailbox are handled before this flush, so
+        // they all land in the transaction it starts.
+        if (!st.flush_scheduled && !st.blocked) {
+          st.flush_scheduled = true;
+          self->send(self, flush_atom::value);
+        }
+        return promise;
+      },
+      [=](flush_atom) {
+        self->state.flush_scheduled = false;
+        guarded("commit", [&] { commit_waiting(self); });
+      },
+      [=](read_atom, Lane lane, uint64_t after, uint64_t max) -> caf::result<StoredRecords> {
+        return guarded("read", [&]() -> caf::result<StoredRecords> {
+          auto got = self->state.store->read(lane, after, max, 8u << 20);
+          return StoredRecords{
+              std::make_shared<const std::vector<persistence::StoredRecord>>(std::move(got.records))};
+        });
+      },
+      [=](ack_atom, Lane lane, uint64_t through) -> caf::result<uint64_t> {
+        return guarded("ack", [&]() -> caf::result<uint64_t> {
+          uint64_t freed = self->state.store->ack(lane, through);
+          ++self->state.acks;
+          if (freed && !self->state.waiting.empty()) {
+            self->state.blocked = false;
+            commit_waiting(self);
+          }
+          return freed;
+        });
+      },
+      [=](subscribe_atom, link_actor link) { self->state.link = std::move(link); },
+      [=](stop_atom) {
+        auto& st = self->state;
+        guarded("commit", [&] { commit_waiting(self); });
+        for (auto& w : st.waiting)
+          w.promise.deliver(caf::make_error(caf::sec::runtime_error, "buffer stopped while full"));
+        if (!st.waiting.empty())
+          spdlog::warn("buffer: stopped with {} appends still waiting for space", st.waiting.size());
+        st.waiting.clear();
+        self->quit();
+      },
+      [=](status_atom) { return status_of(self); },
+  };
+}
+
+}  // namespace outpost

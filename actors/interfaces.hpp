@@ -1,0 +1,62 @@
+#pragma once
+// Every typed actor interface of the agent, in one place.
+
+#include <caf/atom.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/settings.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "actors/messages.hpp"
+
+namespace outpost {
+
+using append_atom = caf::atom_constant<caf::atom("append")>;
+using read_atom = caf::atom_constant<caf::atom("read")>;
+using ack_atom = caf::atom_constant<caf::atom("ack")>;
+using status_atom = caf::atom_constant<caf::atom("status")>;
+using committed_atom = caf::atom_constant<caf::atom("committed")>;
+using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
+using online_atom = caf::atom_constant<caf::atom("online")>;
+using pull_atom = caf::atom_constant<caf::atom("pull")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using restart_atom = caf::atom_constant<caf::atom("restart")>;
+
+// Ships buffered records somewhere and acks them once they are stored there.
+using link_actor = caf::typed_actor<
+    // The buffer committed records of a lane up to a seq: come and read them.
+    caf::reacts_to<committed_atom, Lane, uint64_t>,
+    // Start (true) or stop (false) delivering.
+    caf::reacts_to<online_atom, bool>,
+    // Counters and state, for outpostctl and tests.
+    caf::replies_to<status_atom>::with<caf::settings>>;
+
+// Owns the LMDB store; the only place where producers ever wait.
+using buffer_actor = caf::typed_actor<
+    // Stores one record; answers its seq once committed, later if the buffer is full.
+    caf::replies_to<append_atom, Lane, RecordRef>::with<uint64_t>,
+    // Up to max records of a lane after a seq, for the link.
+    caf::replies_to<read_atom, Lane, uint64_t, uint64_t>::with<StoredRecords>,
+    // Deletes a lane's records through a seq, which may let waiting appends in.
+    caf::replies_to<ack_atom, Lane, uint64_t>::with<uint64_t>,
+    // Tells the buffer which link to notify after each commit.
+    caf::reacts_to<subscribe_atom, link_actor>,
+    // Internal: commit what the mailbox held when this arrived.
+    caf::reacts_to<flush_atom>,
+    // Commits what is still waiting, then quits.
+    caf::reacts_to<stop_atom>,
+    // Counters and state, for outpostctl and tests.
+    caf::replies_to<status_atom>::with<caf::settings>>;
+
+// Runs one query: pulls rows from its source, batches them, appends them.
+using query_actor = caf::typed_actor<
+    // Internal: pull more rows from the source.
+    caf::reacts_to<pull_atom>,
+    // Internal: the batch with this generation has waited long enough.
+    caf::reacts_to<flush_atom, uint64_t>,
+    // Flushes the partial batch, waits for its appends, then quits.
+    caf::reacts_to<stop_atom>,
+    // Counters and state, for outpostctl and tests.
+    caf::replies_to<status_atom>::with<caf::settings>>;
+
+}  // namespace outpost

@@ -1,0 +1,127 @@
+#include <gtest/gtest.h>
+
+#include <atomic>
+
+#include "actors/buffer_actor.hpp"
+#include "persistence/record_format.hpp"
+#include "tests/actor_test_util.hpp"
+#include "tests/temp_dir.hpp"
+
+namespace outpost {
+namespace {
+using namespace outpost::testing;
+
+struct BufferActorTest : ::testing::Test {
+  TempDir tmp;
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  buffer_actor buf;
+
+  void start(uint64_t limit) {
+    persistence::StoreOptions o;
+    o.dir = tmp.path("buf");
+    o.limit_bytes = limit;
+    o.sync = persistence::SyncPolicy::full;
+    sys = std::make_unique<caf::actor_system>(cfg);
+    buf = sys->spawn<caf::detached>(buffer, std::make_shared<persistence::BufferStore>(o));
+  }
+  ~BufferActorTest() override {
+    caf::anon_send(buf, stop_atom::value);
+    sys->await_all_actors_done();
+  }
+};
+
+// Fires `n` appends without waiting and counts the answers.
+void producer(caf::event_based_actor* self, buffer_actor buf, int n, size_t size,
+              std::atomic<int>* answered) {
+  for (int i = 0; i < n; ++i)
+    self->request(buf, caf::infinite, append_atom::value, Lane::EVENTS, make_record(size))
+        .then([=](uint64_t) { ++*answered; });
+}
+
+TEST_F(BufferActorTest, ConcurrentAppendsShareCommits) {
+  start(1ull << 30);
+  std::atomic<int> answered{0};
+  for (int p = 0; p < 50; ++p) sys->spawn(producer, buf, 200, 200, &answered);
+  ASSERT_TRUE(eventually([&] { return answered == 50 * 200; }));
+  caf::scoped_actor self{*sys};
+  auto s = status_of(self, buf);
+  EXPECT_EQ(count(s, "appends"), 10000);
+  EXPECT_EQ(count(s, "lanes.events.records"), 10000);
+  EXPECT_LE(count(s, "commits") * 10, count(s, "appends")) << caf::to_string(s);
+}
+
+TEST_F(BufferActorTest, FullBufferHoldsAppendsUntilAcksFreeSpace) {
+  uint64_t per_record = 0;
+  {
+    auto probe = make_record(1000);
+    per_record = persistence::record_format::accounted_bytes(probe.encoded->size());
+  }
+  start(per_record * 10);  // room for exactly ten records
+  std::atomic<int> answered{0};
+  sys->spawn(producer, buf, 25, 1000, &answered);
+  caf::scoped_actor self{*sys};
+  ASSERT_TRUE(eventually([&] { return answered == 10; }));
+  ASSERT_TRUE(eventually([&] { return count(status_of(self, buf), "pending_appends") == 15; }));
+  auto s = status_of(self, buf);
+  EXPECT_TRUE(caf::get_or(s, "blocked", false));
+  EXPECT_EQ(answered, 10);  // nothing refused, nothing dropped: they wait
+
+  // Ack the four oldest: exactly four more get in.
+  StoredRecords head;
+  self->request(buf, std::chrono::seconds(10), read_atom::value, Lane::EVENTS, uint64_t{0},
+                uint64_t{4})
+      .receive([&](StoredRecords r) { head = r; }, [&](caf::error&) { FAIL(); });
+  ASSERT_EQ(head->size(), 4u);
+  self->request(buf, std::chrono::seconds(10), ack_atom::value, Lane::EVENTS, head->back().seq)
+      .receive([&](uint64_t freed) { EXPECT_EQ(freed, 4 * per_record); },
+               [&](caf::error&) { FAIL(); });
+  ASSERT_TRUE(eventually([&] { return answered == 14; }));
+  EXPECT_EQ(count(status_of(self, buf), "pending_appends"), 11);
+
+  // Drain the rest as it comes: the other 21 are stored, each exactly once.
+  uint64_t after = 0, delivered = 0;
+  ASSERT_TRUE(eventually([&] {
+    self->request(buf, std::chrono::seconds(10), read_atom::value, Lane::EVENTS, after,
+                  uint64_t{100})
+        .receive(
+            [&](StoredRecords r) {
+              if (r->empty()) return;
+              for (auto& rec : *r) {
+                EXPECT_GT(rec.seq, after);
+                after = rec.seq;
+              }
+              delivered += r->size();
+              self->request(buf, std::chrono::seconds(10), ack_atom::value, Lane::EVENTS, after)
+                  .receive([](uint64_t) {}, [](caf::error&) {});
+            },
+            [&](caf::error&) {});
+    return delivered == 21;
+  }));
+  EXPECT_EQ(answered, 25);
+}
+
+TEST_F(BufferActorTest, NotifiesItsLinkAfterEachCommit) {
+  start(1ull << 30);
+  std::atomic<uint64_t> notified{0};
+  auto link = sys->spawn([&](link_actor::pointer) -> link_actor::behavior_type {
+    return {
+        [&](committed_atom, Lane lane, uint64_t seq) {
+          EXPECT_EQ(lane, Lane::EVENTS);
+          notified = seq;
+        },
+        [](online_atom, bool) {},
+        [](status_atom) { return caf::settings{}; },
+    };
+  });
+  caf::scoped_actor self{*sys};
+  self->send(buf, subscribe_atom::value, link);
+  uint64_t seq = 0;
+  self->request(buf, std::chrono::seconds(10), append_atom::value, Lane::EVENTS, make_record(10))
+      .receive([&](uint64_t s) { seq = s; }, [&](caf::error&) { FAIL(); });
+  ASSERT_TRUE(eventually([&] { return notified == seq; }));
+  caf::anon_send_exit(link, caf::exit_reason::user_shutdown);
+}
+
+}  // namespace
+}  // namespace outpost
