@@ -67,6 +67,16 @@ struct QuarantineKey {
   MDB_val val() { return {sizeof bytes, bytes}; }
 };
 
+uint64_t seq_of_quarantine_key(const MDB_val& key) {
+  if (key.mv_size != 9) return 0;
+  MDB_val k{8, static_cast<char*>(key.mv_data) + 1};
+  return rf::seq_of(k).value_or(0);
+}
+
+// Records deleted per write transaction: bounds LMDB's dirty pages (a huge
+// ack would otherwise hit MDB_TXN_FULL or MDB_MAP_FULL).
+constexpr size_t kDeleteChunk = 10000;
+
 AppendResult refused(AppendOutcome outcome, std::string reason) {
   AppendResult r;
   r.outcome = outcome;
@@ -96,13 +106,7 @@ BufferStore::BufferStore(StoreOptions options)
   }
   fs::remove_all(options_.dir / kCompactDir);  // left by a crash during compaction
   seq_floor_ = read_seq_floor(options_.dir).value_or(0);
-  try {
-    open_env();
-  } catch (const StoreError& e) {
-    if (!lmdb::is_corruption(e.code())) throw;
-    set_aside(e.what());
-    open_env();
-  }
+  reopen();
   compact_if_drained();
 }
 
@@ -114,20 +118,37 @@ std::string BufferStore::where(Lane lane) const {
   return options_.dir.string() + " (" + kLaneDbNames[index(lane)] + ")";
 }
 
+// Opens the environment; one that cannot be trusted is set aside and a fresh
+// one opened. On any other failure env_ stays null and the next call retries.
+void BufferStore::reopen() {
+  env_.reset();
+  try {
+    open_env();
+  } catch (const StoreError& e) {
+    env_.reset();
+    if (!lmdb::is_corruption(e.code())) throw;
+    set_aside(e.what());
+    open_env();
+  }
+}
+
+const lmdb::Env& BufferStore::env() const {
+  if (!env_) const_cast<BufferStore*>(this)->reopen();
+  return *env_;
+}
+
 void BufferStore::open_env() {
   const std::string dir = options_.dir.string();
+  if (auto problem = lmdb::check_data_file(data_file().string()); !problem.empty())
+    throw StoreError(problem, MDB_CORRUPTED);
   unsigned flags = MDB_NOTLS | MDB_NOMEMINIT;
   if (options_.sync == SyncPolicy::none) flags |= MDB_NOSYNC;
-  env_ = std::make_unique<lmdb::Env>(dir, flags, options_.map_size_bytes, kLaneCount + 2);
-
-  // A truncated file would fault (SIGBUS) on the first access past its end:
-  // check it against the last page LMDB's meta page says is in use.
-  uint64_t needed = (env_->info().me_last_pgno + 1) * uint64_t{env_->page_size()};
-  uint64_t actual = file_size_or_zero(data_file());
-  if (actual < needed)
-    throw StoreError(data_file().string() + " is truncated: " + std::to_string(actual) +
-                         " bytes, its meta page needs " + std::to_string(needed),
-                     MDB_CORRUPTED);
+  try {
+    env_ = std::make_unique<lmdb::Env>(dir, flags, options_.map_size_bytes, kLaneCount + 2);
+  } catch (const StoreError& e) {
+    // The file passed the meta check, so EINVAL means LMDB rejected its content.
+    throw StoreError(e.what(), e.code() == EINVAL ? MDB_CORRUPTED : e.code());
+  }
 
   lmdb::Txn txn(*env_, false);
   for (size_t i = 0; i < kLaneCount; ++i)
@@ -140,40 +161,33 @@ void BufferStore::open_env() {
 
   MDB_val key{sizeof meta_format::kKey, const_cast<char*>(meta_format::kKey)}, value;
   int rc = mdb_get(txn.get(), meta_db_, &key, &value);
+  if (rc != MDB_NOTFOUND) lmdb::check(rc, "mdb_get", dir + " (meta)");
   Meta meta;
-  if (rc == MDB_NOTFOUND) {
+  auto decoded = rc == MDB_NOTFOUND ? meta_format::Decoded::damaged
+                                    : meta_format::decode(value, meta);
+  if (decoded == meta_format::Decoded::newer_version)
+    throw StoreError(dir + " was written by a newer Outpost (meta format above " +
+                         std::to_string(meta_format::kVersion) + ")",
+                     MDB_VERSION_MISMATCH);
+  if (decoded == meta_format::Decoded::damaged) {
     meta = rebuild_meta(txn);
-    if (meta.records() == 0 && meta.quarantined.records == 0) {
-      // A new (or recreated) store: start above every seq a previous store
-      // here could have used, and above the clock in case SEQ_FLOOR is gone too.
-      meta.next_seq = std::max({seq_floor_, clock_micros(), uint64_t{1}});
-    } else {
+    if (rc != MDB_NOTFOUND || meta.records() || meta.quarantined.records) {
       report_.meta_rebuilt = true;
-      report_.reason = "meta record missing";
+      report_.reason = rc == MDB_NOTFOUND ? "meta record missing" : "meta record damaged";
+      spdlog::warn("buffer {}: {}; accounting recomputed by a full scan ({} records, {} bytes)",
+                   dir, report_.reason, meta.records(), meta.live_bytes());
     }
-  } else {
-    lmdb::check(rc, "mdb_get", dir + " (meta)");
-    switch (meta_format::decode(value, meta)) {
-      case meta_format::Decoded::ok: break;
-      case meta_format::Decoded::newer_version:
-        throw StoreError(dir + " was written by a newer Outpost (meta format above " +
-                             std::to_string(meta_format::kVersion) + ")",
-                         MDB_VERSION_MISMATCH);
-      case meta_format::Decoded::damaged:
-        meta = rebuild_meta(txn);
-        report_.meta_rebuilt = true;
-        report_.reason = "meta record damaged";
-        break;
-    }
+  } else if (options_.sync == SyncPolicy::none) {
+    // Without fsync a power loss may roll the meta record back; SEQ_FLOOR is
+    // always synced and lies above every seq handed out.
+    meta.next_seq = std::max(meta.next_seq, seq_floor_);
   }
-  if (report_.meta_rebuilt)
-    spdlog::warn("buffer {}: {}; accounting recomputed by a full scan ({} records, {} bytes)",
-                 dir, report_.reason, meta.records(), meta.live_bytes());
-  rc = commit(txn, meta);
-  lmdb::check(rc, "mdb_txn_commit", dir + " (open)");
+  lmdb::check(commit(txn, meta), "mdb_txn_commit", dir + " (open)");
 }
 
-// Recomputes the accounting from the records themselves.
+// Recomputes the accounting from the records themselves; the seq counter
+// starts above every seq seen, SEQ_FLOOR, and the clock in microseconds (in
+// case SEQ_FLOOR is gone too), so a rebuilt or new store never reuses one.
 Meta BufferStore::rebuild_meta(const lmdb::Txn& txn) const {
   Meta meta;
   uint64_t max_seq = 0;
@@ -192,13 +206,13 @@ Meta BufferStore::rebuild_meta(const lmdb::Txn& txn) const {
        more = cursor.get(key, value, MDB_NEXT)) {
     meta.quarantined.records++;
     meta.quarantined.bytes += rf::accounted_bytes(value);
+    max_seq = std::max(max_seq, seq_of_quarantine_key(key));
   }
-  meta.next_seq = std::max({max_seq + 1, seq_floor_, meta_.next_seq});
+  meta.next_seq = std::max({max_seq + 1, seq_floor_, meta_.next_seq, clock_micros()});
   return meta;
 }
 
 void BufferStore::set_aside(const std::string& reason) {
-  env_.reset();
   fs::path base = options_.dir;
   fs::path target = base.string() + ".corrupt-" + utc_stamp();
   for (int n = 1; fs::exists(target); ++n)
@@ -215,24 +229,23 @@ void BufferStore::set_aside(const std::string& reason) {
   report_.reason = reason;
 }
 
-// LMDB refuses every write after a failed meta-page write (MDB_PANIC) until
-// the environment is reopened; do that once rather than fail forever.
-lmdb::Txn BufferStore::begin_write() {
+// LMDB refuses every transaction after a failed meta-page write (MDB_PANIC)
+// until the environment is reopened; do that once rather than fail forever.
+lmdb::Txn BufferStore::begin(bool read_only) const {
   try {
-    return lmdb::Txn(*env_, false);
+    return lmdb::Txn(env(), read_only);
   } catch (const StoreError& e) {
     if (e.code() != MDB_PANIC) throw;
     spdlog::warn("buffer {}: {}; reopening the environment", options_.dir.string(), e.what());
-    env_.reset();
-    open_env();
-    return lmdb::Txn(*env_, false);
+    const_cast<BufferStore*>(this)->reopen();
+    return lmdb::Txn(env(), read_only);
   }
 }
 
 int BufferStore::commit(lmdb::Txn& txn, const Meta& next) {
   if (next.next_seq > seq_floor_) {
     uint64_t floor = next.next_seq + kSeqFloorBlock;
-    write_seq_floor(options_.dir, floor, options_.sync == SyncPolicy::full);
+    write_seq_floor(options_.dir, floor);
     seq_floor_ = floor;
   }
   auto encoded = meta_format::encode(next);
@@ -244,6 +257,19 @@ int BufferStore::commit(lmdb::Txn& txn, const Meta& next) {
   if (rc == MDB_SUCCESS) {
     meta_ = next;
     ++commits_;
+  }
+  return rc;
+}
+
+// LMDB reuses pages freed by transaction N only from N+2 on (N-1 stays the
+// crash fallback). When a write meets a full map or disk right after acks,
+// one meta-only commit makes their pages usable; then the write runs again.
+template <class Write>
+int BufferStore::write_with_retry(Write write) {
+  int rc = write();
+  if (rc == MDB_MAP_FULL || lmdb::is_disk_full(rc)) {
+    lmdb::Txn txn = begin(false);
+    if (commit(txn, meta_) == MDB_SUCCESS) rc = write();
   }
   return rc;
 }
@@ -268,17 +294,9 @@ AppendResult BufferStore::append(kj::ArrayPtr<const LaneBatch> batches) {
     return refused(AppendOutcome::full, "buffer holds " + std::to_string(meta_.live_bytes()) +
                                             " of " + std::to_string(options_.limit_bytes) +
                                             " bytes; batch needs " + std::to_string(bytes));
-
   int rc;
   try {
-    rc = write_batches(batches);
-    // LMDB reuses pages freed by transaction N only from N+2 on (N-1 stays
-    // the crash fallback). After acks at a full map or disk, one meta-only
-    // commit makes their pages usable instead of refusing until the next ack.
-    if (rc == MDB_MAP_FULL || lmdb::is_disk_full(rc)) {
-      lmdb::Txn txn = begin_write();
-      if (commit(txn, meta_) == MDB_SUCCESS) rc = write_batches(batches);
-    }
+    rc = write_with_retry([&] { return write_batches(batches); });
   } catch (const StoreError& e) {
     if (!lmdb::is_disk_full(e.code())) throw;
     return refused(AppendOutcome::disk_full, e.what());
@@ -298,7 +316,7 @@ AppendResult BufferStore::append(kj::ArrayPtr<const LaneBatch> batches) {
 // One transaction for all batches; returns LMDB's code for the caller to map.
 int BufferStore::write_batches(kj::ArrayPtr<const LaneBatch> batches) {
   Meta next = meta_;
-  lmdb::Txn txn = begin_write();
+  lmdb::Txn txn = begin(false);
   for (auto& b : batches) {
     auto& counters = next.lanes[index(b.lane)];
     lmdb::Cursor cursor(txn, lane_dbs_[index(b.lane)], where(b.lane));
@@ -316,12 +334,20 @@ int BufferStore::write_batches(kj::ArrayPtr<const LaneBatch> batches) {
   return commit(txn, next);
 }
 
+// The header of an intact record; nothing when the value lies outside the
+// map (a damaged node size: reading it would fault) or fails its checksum.
+std::optional<rf::Header> BufferStore::inspect(const lmdb::Txn& txn, const MDB_val& key,
+                                               const MDB_val& value) const {
+  if (!txn.env().in_map(value)) return std::nullopt;
+  return rf::verify(rf::seq_of(key).value_or(0), value);
+}
+
 ReadResult BufferStore::read(Lane lane, uint64_t after_seq, size_t max_records, size_t max_bytes) {
   ReadResult out;
   if (after_seq == UINT64_MAX || max_records == 0) return out;
   std::vector<uint64_t> corrupt;
   {
-    lmdb::Txn txn(*env_, true);
+    lmdb::Txn txn = begin(true);
     lmdb::Cursor cursor(txn, lane_dbs_[index(lane)], where(lane));
     rf::Key start(after_seq + 1);
     MDB_val key = start.val(), value;
@@ -330,7 +356,7 @@ ReadResult BufferStore::read(Lane lane, uint64_t after_seq, size_t max_records, 
          more = cursor.get(key, value, MDB_NEXT)) {
       auto seq = rf::seq_of(key);
       if (!seq) throw StoreError("malformed key in " + where(lane), MDB_CORRUPTED);
-      auto header = rf::verify(*seq, value);
+      auto header = inspect(txn, key, value);
       if (!header) {
         corrupt.push_back(*seq);
         continue;
@@ -367,94 +393,158 @@ void BufferStore::quarantine(Lane lane, const std::vector<uint64_t>& seqs) {
 }
 
 void BufferStore::move_to_quarantine(Lane lane, const std::vector<uint64_t>& seqs) {
+  // Copy first, in a read transaction where values point into the map; a
+  // value whose size is damaged is quarantined as an empty marker.
+  struct Doomed {
+    uint64_t seq;
+    uint64_t bytes;
+    std::string copy;
+  };
+  std::vector<Doomed> doomed;
+  {
+    lmdb::Txn txn = begin(true);
+    for (uint64_t seq : seqs) {
+      rf::Key key(seq);
+      MDB_val k = key.val(), value;
+      int rc = mdb_get(txn.get(), lane_dbs_[index(lane)], &k, &value);
+      if (rc == MDB_NOTFOUND) continue;
+      lmdb::check(rc, "mdb_get", where(lane));
+      bool readable = txn.env().in_map(value);
+      doomed.push_back({seq, rf::accounted_bytes(value),
+                        readable ? std::string(static_cast<const char*>(value.mv_data),
+                                               value.mv_size)
+                                 : std::string()});
+    }
+  }
   Meta next = meta_;
-  lmdb::Txn txn = begin_write();
-  for (uint64_t seq : seqs) {
-    rf::Key key(seq);
-    MDB_val k = key.val(), value;
-    int rc = mdb_get(txn.get(), lane_dbs_[index(lane)], &k, &value);
-    if (rc == MDB_NOTFOUND) continue;
-    lmdb::check(rc, "mdb_get", where(lane));
-    uint64_t bytes = rf::accounted_bytes(value);
-    QuarantineKey qkey(lane, seq);
+  lmdb::Txn txn = begin(false);
+  for (auto& d : doomed) {
+    rf::Key key(d.seq);
+    MDB_val k = key.val(), value{d.copy.size(), d.copy.data()};
+    QuarantineKey qkey(lane, d.seq);
     MDB_val qk = qkey.val();
     lmdb::check(mdb_put(txn.get(), quarantine_db_, &qk, &value, 0), "mdb_put",
                 options_.dir.string() + " (quarantine)");
     lmdb::check(mdb_del(txn.get(), lane_dbs_[index(lane)], &k, nullptr), "mdb_del", where(lane));
     auto& counters = next.lanes[index(lane)];
     counters.records -= 1;
-    counters.bytes -= std::min(bytes, counters.bytes);
+    counters.bytes -= std::min(d.bytes, counters.bytes);
     next.quarantined.records += 1;
-    next.quarantined.bytes += bytes;
-    spdlog::error("buffer {}: record {} failed its checksum; moved to quarantine", where(lane), seq);
+    next.quarantined.bytes += rf::accounted_bytes(value);
+    spdlog::error("buffer {}: record {} is damaged; moved to quarantine", where(lane), d.seq);
   }
   lmdb::check(commit(txn, next), "mdb_txn_commit", where(lane) + " (quarantine)");
 }
 
-uint64_t BufferStore::ack(Lane lane, uint64_t through_seq) {
-  Meta next = meta_;
-  auto& counters = next.lanes[index(lane)];
-  uint64_t freed = 0;
-  lmdb::Txn txn = begin_write();
-  {
-    lmdb::Cursor cursor(txn, lane_dbs_[index(lane)], where(lane));
-    MDB_val key, value;
-    while (cursor.get(key, value, MDB_FIRST) && rf::seq_of(key).value_or(0) <= through_seq) {
-      uint64_t bytes = rf::accounted_bytes(value);
-      cursor.del();
-      freed += bytes;
-      counters.records -= 1;
-      counters.bytes -= std::min(bytes, counters.bytes);
+// Deletes up to `chunk` records of the lane with seq <= through in one
+// transaction: LMDB's code, the bytes freed, and whether more remain.
+BufferStore::Deleted BufferStore::delete_through(Lane lane, uint64_t through, size_t chunk) {
+  Deleted d;
+  d.rc = write_with_retry([&] {
+    Meta next = meta_;
+    auto& counters = next.lanes[index(lane)];
+    d.freed = 0;
+    d.more = false;
+    lmdb::Txn txn = begin(false);
+    {
+      lmdb::Cursor cursor(txn, lane_dbs_[index(lane)], where(lane));
+      MDB_val key, value;
+      for (size_t n = 0;
+           cursor.get(key, value, MDB_FIRST) && rf::seq_of(key).value_or(0) <= through; ++n) {
+        if (n == chunk) {
+          d.more = true;
+          break;
+        }
+        uint64_t bytes = rf::accounted_bytes(value);
+        if (int rc = mdb_cursor_del(cursor.get(), 0)) return rc;
+        d.freed += bytes;
+        counters.records -= 1;
+        counters.bytes -= std::min(bytes, counters.bytes);
+      }
     }
+    return d.freed ? commit(txn, next) : MDB_SUCCESS;
+  });
+  return d;
+}
+
+// Deleting needs new pages too (copy-on-write): at a full map or disk, ever
+// smaller transactions still make progress, so the buffer can always drain.
+uint64_t BufferStore::ack(Lane lane, uint64_t through_seq) {
+  uint64_t freed = 0;
+  for (size_t chunk = kDeleteChunk;;) {
+    Deleted d = delete_through(lane, through_seq, chunk);
+    if ((d.rc == MDB_MAP_FULL || lmdb::is_disk_full(d.rc)) && chunk > 1) {
+      chunk /= 2;
+      continue;
+    }
+    lmdb::check(d.rc, "delete", where(lane) + " (ack)");
+    freed += d.freed;
+    if (!d.more) break;
   }
-  if (freed == 0) return 0;
-  lmdb::check(commit(txn, next), "mdb_txn_commit", where(lane) + " (ack)");
-  compact_if_drained();
+  if (freed) compact_if_drained();
   return freed;
 }
 
 uint64_t BufferStore::purge(uint64_t query_id) {
-  Meta next = meta_;
-  uint64_t purged = 0;
+  // Find them in a read transaction, then delete them by key.
+  struct Victim {
+    uint64_t seq;
+    uint64_t bytes;
+  };
+  std::array<std::vector<Victim>, kLaneCount> victims;
   std::array<std::vector<uint64_t>, kLaneCount> corrupt;
   {
-    lmdb::Txn txn = begin_write();
+    lmdb::Txn txn = begin(true);
     for (size_t i = 0; i < kLaneCount; ++i) {
-      Lane lane = static_cast<Lane>(i);
-      lmdb::Cursor cursor(txn, lane_dbs_[i], where(lane));
+      lmdb::Cursor cursor(txn, lane_dbs_[i], where(static_cast<Lane>(i)));
       MDB_val key, value;
       for (bool more = cursor.get(key, value, MDB_FIRST); more;
-           more = cursor.get(key, value, MDB_NEXT)) {  // after a delete, NEXT yields the successor
+           more = cursor.get(key, value, MDB_NEXT)) {
         uint64_t seq = rf::seq_of(key).value_or(0);
-        auto header = rf::verify(seq, value);
-        if (!header) corrupt[i].push_back(seq);
-        if (!header || header->query_id != query_id) continue;
-        uint64_t bytes = rf::accounted_bytes(value);
-        cursor.del();
-        next.lanes[i].records -= 1;
-        next.lanes[i].bytes -= std::min(bytes, next.lanes[i].bytes);
-        ++purged;
+        auto header = inspect(txn, key, value);
+        if (!header)
+          corrupt[i].push_back(seq);
+        else if (header->query_id == query_id)
+          victims[i].push_back({seq, rf::accounted_bytes(value)});
       }
     }
-    if (purged)
-      lmdb::check(commit(txn, next), "mdb_txn_commit", options_.dir.string() + " (purge)");
   }
-  for (size_t i = 0; i < kLaneCount; ++i)
-    if (!corrupt[i].empty()) quarantine(static_cast<Lane>(i), corrupt[i]);
+  uint64_t purged = 0;
+  for (size_t i = 0; i < kLaneCount; ++i) {
+    Lane lane = static_cast<Lane>(i);
+    for (size_t from = 0; from < victims[i].size(); from += kDeleteChunk) {
+      size_t to = std::min(victims[i].size(), from + kDeleteChunk);
+      int rc = write_with_retry([&] {
+        Meta next = meta_;
+        lmdb::Txn txn = begin(false);
+        for (size_t v = from; v < to; ++v) {
+          rf::Key key(victims[i][v].seq);
+          MDB_val k = key.val();
+          if (int rc = mdb_del(txn.get(), lane_dbs_[i], &k, nullptr)) return rc;
+          next.lanes[i].records -= 1;
+          next.lanes[i].bytes -= std::min(victims[i][v].bytes, next.lanes[i].bytes);
+        }
+        return commit(txn, next);
+      });
+      lmdb::check(rc, "delete", where(lane) + " (purge)");
+      purged += to - from;
+    }
+    if (!corrupt[i].empty()) quarantine(lane, corrupt[i]);
+  }
   compact_if_drained();
   return purged;
 }
 
 StoreStats BufferStore::stats() const {
   StoreStats s;
-  lmdb::Txn txn(*env_, true);
+  lmdb::Txn txn = begin(true);
   for (size_t i = 0; i < kLaneCount; ++i) {
     s.lanes[i].live = meta_.lanes[i];
     lmdb::Cursor cursor(txn, lane_dbs_[i], where(static_cast<Lane>(i)));
     MDB_val key, value;
     for (bool more = cursor.get(key, value, MDB_FIRST); more;
          more = cursor.get(key, value, MDB_NEXT)) {
-      if (auto header = rf::verify(rf::seq_of(key).value_or(0), value)) {
+      if (auto header = inspect(txn, key, value)) {
         s.lanes[i].oldest_created_ns = header->created_ns;
         break;
       }
@@ -473,7 +563,7 @@ StoreStats BufferStore::stats() const {
 
 Verification BufferStore::verify() const {
   Verification v;
-  lmdb::Txn txn(*env_, true);
+  lmdb::Txn txn = begin(true);
   v.recomputed = rebuild_meta(txn);
   v.recomputed.next_seq = meta_.next_seq;
   MDB_val key, value;
@@ -481,7 +571,7 @@ Verification BufferStore::verify() const {
     lmdb::Cursor cursor(txn, lane_dbs_[i], where(static_cast<Lane>(i)));
     for (bool more = cursor.get(key, value, MDB_FIRST); more;
          more = cursor.get(key, value, MDB_NEXT))
-      if (!rf::verify(rf::seq_of(key).value_or(0), value)) ++v.corrupt;
+      if (!inspect(txn, key, value)) ++v.corrupt;
   }
   v.meta_matches = v.recomputed.lanes == meta_.lanes &&
                    v.recomputed.quarantined == meta_.quarantined;
@@ -489,37 +579,32 @@ Verification BufferStore::verify() const {
 }
 
 // LMDB never shrinks its file. Once every lane is empty, a compacting copy
-// (which carries the meta record and so the seq counter) replaces it.
+// (which carries the meta record and so the seq counter) replaces it. Never
+// throws: a failure is logged, and a failed reopen is retried by the next call.
 void BufferStore::compact_if_drained() {
   if (meta_.records() != 0) return;
   uint64_t before = file_size_or_zero(data_file());
   if (before <= options_.compact_threshold_bytes) return;
   fs::path tmp = options_.dir / kCompactDir;
+  std::error_code ec;
   try {
     fs::remove_all(tmp);
     fs::create_directory(tmp);
-    lmdb::check(mdb_env_copy2(env_->get(), tmp.c_str(), MDB_CP_COMPACT), "mdb_env_copy2",
+    lmdb::check(mdb_env_copy2(env().get(), tmp.c_str(), MDB_CP_COMPACT), "mdb_env_copy2",
                 tmp.string());
-    if (options_.sync == SyncPolicy::full) fsync_path(tmp / kDataFile);
-  } catch (const std::exception& e) {
-    spdlog::warn("buffer {}: compaction skipped: {}", options_.dir.string(), e.what());
-    std::error_code ec;
+    fsync_path(tmp / kDataFile);
+    env_.reset();
+    fs::rename(tmp / kDataFile, data_file(), ec);  // atomic: the old file or the new
+    if (!ec) fsync_path(options_.dir);
     fs::remove_all(tmp, ec);
-    return;
+    reopen();
+    ++compactions_;
+    spdlog::info("buffer {}: compacted {} -> {} bytes", options_.dir.string(), before,
+                 file_size_or_zero(data_file()));
+  } catch (const std::exception& e) {
+    spdlog::warn("buffer {}: compaction failed: {}", options_.dir.string(), e.what());
+    fs::remove_all(tmp, ec);
   }
-  env_.reset();
-  std::error_code ec;
-  fs::rename(tmp / kDataFile, data_file(), ec);  // atomic: the old file or the new, never neither
-  if (!ec && options_.sync == SyncPolicy::full) fsync_path(options_.dir);
-  fs::remove_all(tmp);
-  open_env();
-  if (ec) {
-    spdlog::warn("buffer {}: compaction not applied: {}", options_.dir.string(), ec.message());
-    return;
-  }
-  ++compactions_;
-  spdlog::info("buffer {}: compacted {} -> {} bytes", options_.dir.string(), before,
-               file_size_or_zero(data_file()));
 }
 
 }  // namespace outpost::persistence

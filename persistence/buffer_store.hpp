@@ -24,6 +24,7 @@
 #include "persistence/files.hpp"
 #include "persistence/lmdb.hpp"
 #include "persistence/meta.hpp"
+#include "persistence/record_format.hpp"
 #include "schemas/codec.hpp"
 
 namespace outpost::persistence {
@@ -148,12 +149,24 @@ class BufferStore {
   std::filesystem::path data_file() const;
 
  private:
+  void reopen();
   void open_env();
+  const lmdb::Env& env() const;
   void set_aside(const std::string& reason);
-  lmdb::Txn begin_write();
+  lmdb::Txn begin(bool read_only) const;
   int commit(lmdb::Txn& txn, const Meta& next);
+  template <class Write>
+  int write_with_retry(Write write);
   int write_batches(kj::ArrayPtr<const LaneBatch> batches);
+  struct Deleted {
+    int rc = MDB_SUCCESS;
+    uint64_t freed = 0;
+    bool more = false;
+  };
+  Deleted delete_through(Lane lane, uint64_t through, size_t chunk);
   Meta rebuild_meta(const lmdb::Txn& txn) const;
+  std::optional<record_format::Header> inspect(const lmdb::Txn& txn, const MDB_val& key,
+                                               const MDB_val& value) const;
   void quarantine(Lane lane, const std::vector<uint64_t>& seqs);
   void move_to_quarantine(Lane lane, const std::vector<uint64_t>& seqs);
   void compact_if_drained();

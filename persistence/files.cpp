@@ -73,7 +73,7 @@ std::optional<uint64_t> read_seq_floor(const fs::path& dir) {
   return floor;
 }
 
-void write_seq_floor(const fs::path& dir, uint64_t floor, bool sync) {
+void write_seq_floor(const fs::path& dir, uint64_t floor) {
   fs::path tmp = dir / "SEQ_FLOOR.tmp", final_path = dir / "SEQ_FLOOR";
   std::ostringstream text;
   text << kFloorMagic << ' ' << floor << ' ' << XXH3_64bits(&floor, sizeof floor) << '\n';
@@ -81,13 +81,13 @@ void write_seq_floor(const fs::path& dir, uint64_t floor, bool sync) {
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) fail_errno("cannot create", tmp);
   bool ok = ::write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size()) &&
-            (!sync || ::fsync(fd) == 0);
+            ::fsync(fd) == 0;
   int err = errno;
   ::close(fd);
   errno = err;
   if (!ok) fail_errno("cannot write", tmp);
   if (::rename(tmp.c_str(), final_path.c_str()) != 0) fail_errno("cannot rename into", final_path);
-  if (sync) fsync_path(dir);
+  fsync_path(dir);
 }
 
 }  // namespace outpost::persistence

@@ -27,6 +27,6 @@ class DirLock {
 // survives the file being set aside or deleted. Written rarely (once per
 // reserved block), atomically (temp file + rename).
 std::optional<uint64_t> read_seq_floor(const std::filesystem::path& dir);
-void write_seq_floor(const std::filesystem::path& dir, uint64_t floor, bool sync);
+void write_seq_floor(const std::filesystem::path& dir, uint64_t floor);  // always fsynced
 
 }  // namespace outpost::persistence

@@ -19,6 +19,12 @@ inline void check(int rc, const char* call, const std::string& where) {
 bool is_disk_full(int rc);   // ENOSPC, EDQUOT, EFBIG, and EIO (LMDB's short write)
 bool is_corruption(int rc);  // the file cannot be trusted
 
+// Reads LMDB's two meta pages without mapping the file and returns why the
+// file cannot be trusted (empty when it can, or when it does not exist yet).
+// mdb_env_open trusts them: a bad page size, map size or last page makes it
+// fail with ENOMEM or, worse, map past the end of the file (SIGBUS later).
+std::string check_data_file(const std::string& path);
+
 class Env {
  public:
   Env(const std::string& dir, unsigned flags, uint64_t map_size, unsigned max_dbs);
@@ -30,16 +36,23 @@ class Env {
   const std::string& dir() const { return dir_; }
   MDB_envinfo info() const;
   unsigned page_size() const;
+  // Where values read in a transaction may lie: inside the map, below the
+  // last page in use. A damaged node size points outside; such a value must
+  // never be read.
+  bool in_map(const MDB_val& value) const;
 
  private:
   MDB_env* env_ = nullptr;
   std::string dir_;
+  unsigned page_size_ = 0;
+  const char* map_ = nullptr;
 };
 
 // Aborts on destruction unless committed.
 class Txn {
  public:
   Txn(const Env& env, bool read_only);
+  const Env& env() const { return *env_; }
   ~Txn();
   Txn(Txn&& other) noexcept : txn_(other.txn_) { other.txn_ = nullptr; }
   Txn(const Txn&) = delete;
@@ -52,6 +65,7 @@ class Txn {
 
  private:
   MDB_txn* txn_ = nullptr;
+  const Env* env_;
 };
 
 class Cursor {

@@ -60,9 +60,10 @@ class RecordView {
 class RecordWriter {
  public:
   RecordWriter(uint64_t query_id, int64_t created_ns = now_ns());
+  virtual ~RecordWriter() = default;
   schema::Record::Builder record() { return record_; }
   size_t encoded_size();  // bytes finish() would produce
-  Encoded finish();
+  virtual Encoded finish();
 
  protected:
   capnp::MallocMessageBuilder message_;
@@ -78,7 +79,7 @@ class RowBatchWriter : public RecordWriter {
   // A row with one (null) value per column, to fill in place.
   capnp::List<schema::Value>::Builder add_row();
   size_t row_count() const { return rows_.size(); }
-  Encoded finish();
+  Encoded finish() override;
 
  private:
   schema::RowBatch::Builder batch_;
