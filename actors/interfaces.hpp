@@ -59,4 +59,13 @@ using query_actor = caf::typed_actor<
     // Counters and state, for outpostctl and tests.
     caf::replies_to<status_atom>::with<caf::settings>>;
 
+// Starts the queries, restarts failed ones, and shuts the agent down in order.
+using supervisor_actor = caf::typed_actor<
+    // Ordered shutdown: queries flush, then the buffer commits, then the link stops.
+    caf::reacts_to<stop_atom>,
+    // Internal: start query number i again after its backoff.
+    caf::reacts_to<restart_atom, uint64_t>,
+    // Counters and state, for outpostctl and tests.
+    caf::replies_to<status_atom>::with<caf::settings>>;
+
 }  // namespace outpost

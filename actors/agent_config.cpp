@@ -1,0 +1,437 @@
+#include "actors/agent_config.hpp"
+
+#include <spdlog/common.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <utility>
+
+namespace outpost {
+namespace {
+
+using Kind = SourceSpec::Kind;
+using LinkKind = LinkSpec::Kind;
+using persistence::SyncPolicy;
+using schemas::Lane;
+
+constexpr uint64_t kNoMax = std::numeric_limits<uint64_t>::max();
+constexpr uint64_t kDayMs = 24 * 3600 * 1000;  // bound on periods and delays
+constexpr const char* kSizeExample = "a size such as 1000, 10kB, 64MiB or 1GiB";
+constexpr const char* kNameRule = "a name of letters, digits, '_', '.' and '-'";
+
+// The names a key accepts, and what each means. (Log levels are kept as text;
+// the table only checks them, with spdlog's meaning beside each name.)
+constexpr std::pair<const char*, Lane> kLanes[] = {{"control", Lane::CONTROL},
+                                                   {"events", Lane::EVENTS},
+                                                   {"results", Lane::RESULTS},
+                                                   {"uploads", Lane::UPLOADS}};
+constexpr std::pair<const char*, SyncPolicy> kSyncPolicies[] = {{"full", SyncPolicy::full},
+                                                                {"none", SyncPolicy::none}};
+constexpr std::pair<const char*, Kind> kSourceKinds[] = {{"clock", Kind::clock},
+                                                         {"synthetic", Kind::synthetic}};
+constexpr std::pair<const char*, LinkKind> kLinkKinds[] = {{"file", LinkKind::file},
+                                                           {"offline", LinkKind::offline}};
+constexpr std::pair<const char*, spdlog::level::level_enum> kLogLevels[] = {
+    {"trace", spdlog::level::trace}, {"debug", spdlog::level::debug},
+    {"info", spdlog::level::info},   {"warn", spdlog::level::warn},
+    {"error", spdlog::level::err},   {"critical", spdlog::level::critical},
+    {"off", spdlog::level::off}};
+
+// Thrown inside the parser; the entry points add the origin.
+struct Invalid {
+  std::string path, problem;
+};
+
+[[noreturn]] void fail(const std::string& path, const std::string& problem) {
+  throw Invalid{path, problem};
+}
+
+std::string join(const std::string& path, const std::string& key) {
+  return path.empty() ? key : path + "." + key;
+}
+
+std::string describe(const YAML::Node& n) {
+  if (n.IsMap()) return "a map";
+  if (n.IsSequence()) return "a list";
+  if (n.IsScalar()) return "\"" + n.Scalar() + "\"";
+  return "nothing";
+}
+
+[[noreturn]] void expected(const YAML::Node& n, const std::string& path, const std::string& what) {
+  fail(path, "expected " + what + ", got " + describe(n));
+}
+
+// --- Scalars: one helper per kind of check; each reports "expected <what>, got <value>".
+
+const std::string& scalar(const YAML::Node& n, const std::string& path, const std::string& what) {
+  if (!n.IsScalar()) expected(n, path, what);
+  return n.Scalar();
+}
+
+bool is_name(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '_' || c == '.' || c == '-';
+  });
+}
+bool is_non_empty(const std::string& s) { return !s.empty(); }
+
+std::string text(const YAML::Node& n, const std::string& path, const std::string& what = "a string",
+                 bool (*valid)(const std::string&) = nullptr) {
+  const std::string& s = scalar(n, path, what);
+  if (valid && !valid(s)) expected(n, path, what);
+  return s;
+}
+
+std::string path_text(const YAML::Node& n, const std::string& path) {
+  return text(n, path, "a non-empty path", is_non_empty);
+}
+
+std::string name_text(const YAML::Node& n, const std::string& path) {
+  return text(n, path, kNameRule, is_name);
+}
+
+uint64_t integer(const YAML::Node& n, const std::string& path, uint64_t min, uint64_t max) {
+  std::string what = max != kNoMax
+                         ? "an integer from " + std::to_string(min) + " to " + std::to_string(max)
+                     : min == 0 ? "a non-negative integer"
+                                : "a positive integer";
+  const std::string& s = scalar(n, path, what);
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (ec != std::errc() || end != s.data() + s.size() || value < min || value > max)
+    expected(n, path, what);
+  return value;
+}
+
+std::chrono::milliseconds millis(const YAML::Node& n, const std::string& path, uint64_t min) {
+  return std::chrono::milliseconds(integer(n, path, min, kDayMs));
+}
+
+double number(const YAML::Node& n, const std::string& path) {
+  const char* what = "a non-negative number";
+  const std::string& s = scalar(n, path, what);
+  double value = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (ec != std::errc() || end != s.data() + s.size() || !std::isfinite(value) || value < 0)
+    expected(n, path, what);
+  return value;
+}
+
+uint64_t size(const YAML::Node& n, const std::string& path, bool positive) {
+  uint64_t value = 0;
+  try {
+    value = parse_size(scalar(n, path, kSizeExample));
+  } catch (const std::invalid_argument& e) {
+    fail(path, e.what());  // says "expected ..., got ..." itself
+  }
+  if (positive && value == 0) expected(n, path, "a positive size");
+  return value;
+}
+
+template <class T, size_t N>
+std::optional<T> lookup(const std::pair<const char*, T> (&names)[N], const std::string& s) {
+  for (const auto& [name, value] : names)
+    if (s == name) return value;
+  return std::nullopt;
+}
+
+template <class T, size_t N>
+T choice(const YAML::Node& n, const std::string& path,
+         const std::pair<const char*, T> (&names)[N]) {
+  std::string what;
+  for (size_t i = 0; i < N; ++i)
+    what += (i == 0 ? "" : i + 1 == N ? " or " : ", ") + std::string(names[i].first);
+  if (auto value = lookup(names, scalar(n, path, what))) return *value;
+  expected(n, path, what);
+}
+
+// --- Maps: every key must be known, and appear once.
+
+using Reader = std::function<void(const YAML::Node& value, const std::string& path)>;
+struct Field {
+  const char* key;
+  Reader read;
+};
+
+// Reads the keys present, leaving the rest as they were. Nothing (`buffer:`) is
+// an empty map. `of` qualifies the unknown-key message (" for a clock source").
+void read_map(const YAML::Node& n, const std::string& path, const std::vector<Field>& fields,
+              const std::string& of = "") {
+  if (n.IsNull()) return;
+  if (!n.IsMap()) expected(n, path, "a map");
+  std::set<std::string> seen;
+  for (const auto& entry : n) {
+    std::string key = text(entry.first, path, "a key");
+    std::string key_path = join(path, key);
+    if (!seen.insert(key).second) fail(key_path, "duplicate key");
+    auto field =
+        std::find_if(fields.begin(), fields.end(), [&](const Field& f) { return key == f.key; });
+    if (field == fields.end()) {
+      std::string allowed;
+      for (const auto& f : fields) allowed += (allowed.empty() ? "" : ", ") + std::string(f.key);
+      fail(key_path, "unknown key" + of + "; allowed: " + allowed);
+    }
+    field->read(entry.second, key_path);
+  }
+}
+
+// A map whose `type` decides which other keys it may have: the type is read first.
+void read_typed_map(const YAML::Node& n, const std::string& path, const Reader& read_type,
+                    const std::function<std::vector<Field>()>& fields_for_type,
+                    const std::function<std::string()>& of) {
+  if (n.IsMap() && n["type"]) read_type(n["type"], join(path, "type"));
+  std::vector<Field> fields{{"type", read_type}};
+  for (auto& f : fields_for_type()) fields.push_back(std::move(f));
+  read_map(n, path, fields, of());
+}
+
+// --- Sections.
+
+void read_buffer(const YAML::Node& n, const std::string& path, persistence::StoreOptions& b) {
+  read_map(n, path,
+           {{"dir", [&](auto& v, auto& p) { b.dir = path_text(v, p); }},
+            {"limit", [&](auto& v, auto& p) { b.limit_bytes = size(v, p, true); }},
+            {"sync", [&](auto& v, auto& p) { b.sync = choice(v, p, kSyncPolicies); }},
+            {"compact_threshold",
+             [&](auto& v, auto& p) { b.compact_threshold_bytes = size(v, p, false); }}});
+}
+
+void read_link(const YAML::Node& n, const std::string& path, LinkSpec& link) {
+  if (n.IsScalar()) {  // shorthand: offline | file | file:PATH
+    const std::string& s = n.Scalar();
+    const std::string prefix = "file:";
+    if (auto kind = lookup(kLinkKinds, s)) {
+      link.kind = *kind;
+    } else if (s.size() > prefix.size() && s.compare(0, prefix.size(), prefix) == 0) {
+      link.kind = LinkKind::file;
+      link.path = s.substr(prefix.size());
+    } else {
+      expected(n, path, "a map, file, file:PATH or offline");
+    }
+    return;
+  }
+  read_typed_map(
+      n, path, [&](auto& v, auto& p) { link.kind = choice(v, p, kLinkKinds); },
+      [&]() -> std::vector<Field> {
+        if (link.kind == LinkKind::offline) return {};
+        return {{"path", [&](auto& v, auto& p) { link.path = path_text(v, p); }}};
+      },
+      [&] { return link.kind == LinkKind::file ? " for a file link" : " for an offline link"; });
+}
+
+void read_log(const YAML::Node& n, const std::string& path, LogSpec& log) {
+  read_map(n, path,
+           {{"level",
+             [&](auto& v, auto& p) {
+               choice(v, p, kLogLevels);
+               log.level = v.Scalar();
+             }},
+            {"file", [&](auto& v, auto& p) { log.file = text(v, p); }}});
+}
+
+void read_source(const YAML::Node& n, const std::string& path, SourceSpec& source) {
+  read_typed_map(
+      n, path, [&](auto& v, auto& p) { source.kind = choice(v, p, kSourceKinds); },
+      [&]() -> std::vector<Field> {
+        if (source.kind == Kind::clock)
+          return {{"period_ms", [&](auto& v, auto& p) { source.period = millis(v, p, 1); }}};
+        return {{"rate", [&](auto& v, auto& p) { source.rate = number(v, p); }},
+                {"row_size", [&](auto& v, auto& p) { source.row_size = size(v, p, false); }},
+                {"max_rows", [&](auto& v, auto& p) { source.max_rows = integer(v, p, 0, kNoMax); }},
+                {"fail_after",
+                 [&](auto& v, auto& p) { source.fail_after = integer(v, p, 0, kNoMax); }}};
+      },
+      [&] {
+        return source.kind == Kind::clock ? " for a clock source" : " for a synthetic source";
+      });
+}
+
+QuerySpec read_query(const YAML::Node& n, const std::string& path) {
+  QuerySpec q;
+  read_map(n, path,
+           {{"name", [&](auto& v, auto& p) { q.name = name_text(v, p); }},
+            {"id", [&](auto& v, auto& p) { q.id = integer(v, p, 1, kNoMax); }},
+            {"artifact", [&](auto& v, auto& p) { q.artifact = name_text(v, p); }},
+            {"lane", [&](auto& v, auto& p) { q.lane = choice(v, p, kLanes); }},
+            {"source", [&](auto& v, auto& p) { read_source(v, p, q.source); }},
+            {"batch",
+             [&](auto& batch, auto& at) {
+               read_map(
+                   batch, at,
+                   {{"rows", [&](auto& v, auto& p) { q.batch_rows = integer(v, p, 1, kNoMax); }},
+                    {"bytes", [&](auto& v, auto& p) { q.batch_bytes = size(v, p, true); }},
+                    {"delay_ms", [&](auto& v, auto& p) { q.batch_delay = millis(v, p, 0); }}});
+             }},
+            {"max_in_flight", [&](auto& v, auto& p) { q.max_in_flight = integer(v, p, 1, 64); }}});
+  if (q.name.empty()) fail(join(path, "name"), "missing; every query needs a name");
+  if (q.artifact.empty()) q.artifact = q.name;
+  return q;
+}
+
+void read_queries(const YAML::Node& n, const std::string& path, std::vector<QuerySpec>& queries) {
+  queries.clear();
+  if (n.IsNull()) return;
+  if (!n.IsSequence()) expected(n, path, "a list of queries");
+  for (size_t i = 0; i < n.size(); ++i) {
+    std::string at = path + "[" + std::to_string(i) + "]";
+    QuerySpec q = read_query(n[i], at);
+    bool implicit_id = q.id == 0;
+    if (implicit_id) q.id = i + 1;
+    for (size_t j = 0; j < i; ++j) {
+      std::string other = path + "[" + std::to_string(j) + "]";
+      if (queries[j].name == q.name)
+        fail(join(at, "name"), "name \"" + q.name + "\" is already used by " + other);
+      if (queries[j].id == q.id)
+        fail(join(at, "id"),
+             "id " + std::to_string(q.id) + " is already used by " + other +
+                 (implicit_id ? " (a query without an id gets its position, 1..N)" : ""));
+    }
+    queries.push_back(std::move(q));
+  }
+}
+
+void read_agent(const YAML::Node& root, AgentConfig& config) {
+  read_map(root, "",
+           {{"buffer", [&](auto& v, auto& p) { read_buffer(v, p, config.buffer); }},
+            {"link", [&](auto& v, auto& p) { read_link(v, p, config.link); }},
+            {"log", [&](auto& v, auto& p) { read_log(v, p, config.log); }},
+            {"queries", [&](auto& v, auto& p) { read_queries(v, p, config.queries); }}});
+}
+
+// Reads `root` into `config`, turning problems into ConfigErrors that name `origin`.
+void apply(const YAML::Node& root, AgentConfig& config, const std::string& origin) {
+  try {
+    read_agent(root, config);
+  } catch (const Invalid& e) {
+    throw ConfigError(origin + ": " + (e.path.empty() ? "" : e.path + ": ") + e.problem);
+  }
+}
+
+}  // namespace
+
+AgentConfig parse_agent_config(const std::string& yaml_text, const std::string& origin) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    std::string where = e.mark.is_null() ? ""
+                                         : "line " + std::to_string(e.mark.line + 1) + ", column " +
+                                               std::to_string(e.mark.column + 1) + ": ";
+    throw ConfigError(origin + ": " + where + e.msg);
+  }
+  AgentConfig config;
+  apply(root, config, origin);
+  return config;
+}
+
+AgentConfig load_agent_config(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError(path + ": cannot read: is a directory");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ": cannot read: " + std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_agent_config(text.str(), path);
+}
+
+void apply_override(AgentConfig& config, const std::string& assignment) {
+  const std::string origin = "--set";
+  size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError(origin + ": expected key=value, got \"" + assignment + "\"");
+  // "a.b.c=v" becomes {a: {b: {c: "v"}}} and is read like a file.
+  std::function<YAML::Node(size_t)> nest = [&](size_t from) {
+    size_t dot = assignment.find('.', from);
+    if (dot > eq) dot = eq;
+    YAML::Node map(YAML::NodeType::Map);
+    map[assignment.substr(from, dot - from)] =
+        dot == eq ? YAML::Node(assignment.substr(eq + 1)) : nest(dot + 1);
+    return map;
+  };
+  apply(nest(0), config, origin);
+}
+
+std::string default_agent_config_yaml() {
+  return R"(# Outpost agent configuration. Every key is optional except a query's name;
+# the values shown are the defaults. Any key can be overridden on the command
+# line, e.g. --set buffer.limit=64MiB --set link=offline --set log.level=debug.
+# Sizes: 1000, 10kB, 5MB (1000-based), 512KiB, 64MiB, 1GiB (1024-based).
+
+buffer:
+  dir: outpost-data/buffer      # the LMDB store; locked by one agent at a time
+  limit: 1GiB                   # buffered bytes; queries pause when it is reached
+  sync: full                    # full: survives power loss; none: survives kill -9 only
+  compact_threshold: 64MiB      # shrink a drained store whose file is larger than this
+
+link:                           # or just: link: offline | file | file:PATH
+  type: file                    # file: deliver to a local JSON-lines file; offline: nowhere
+  path: outpost-data/delivered.jsonl
+
+log:
+  level: info                   # trace, debug, info, warn, error, critical or off
+  file: ""                      # also log to this file; "" for none
+
+queries:                        # none at all is fine
+  - name: heartbeat             # unique; letters, digits, '_', '.' and '-'
+    # id: 1                     # unique, > 0; defaults to the position in this list
+    # artifact: heartbeat       # defaults to the name
+    lane: events                # control, events, results or uploads
+    source:
+      type: clock               # one row every period
+      period_ms: 1000
+    batch:                      # a batch is sent at whichever comes first:
+      rows: 1000                #   this many rows,
+      bytes: 1MiB               #   this many bytes,
+      delay_ms: 5               #   or this long after its first row
+    max_in_flight: 2            # unanswered appends before the query pauses (1..64)
+
+  - name: synthetic
+    lane: events
+    source:
+      type: synthetic           # generated rows, for load and restart tests
+      rate: 20                  # rows per second; 0: as fast as the buffer accepts
+      row_size: 256             # bytes of the Data column
+      max_rows: 0               # stop after this many rows; 0: never
+      fail_after: 0             # fail after this many rows, to exercise restarts; 0: never
+)";
+}
+
+uint64_t parse_size(const std::string& text) {
+  static constexpr std::pair<const char*, uint64_t> kUnits[] = {
+      {"", 1},
+      {"B", 1},
+      {"kB", 1000ull},
+      {"MB", 1000ull * 1000},
+      {"GB", 1000ull * 1000 * 1000},
+      {"TB", 1000ull * 1000 * 1000 * 1000},
+      {"KiB", 1ull << 10},
+      {"MiB", 1ull << 20},
+      {"GiB", 1ull << 30},
+      {"TiB", 1ull << 40}};
+  const char* end = text.data() + text.size();
+  uint64_t count = 0;
+  auto [digits_end, ec] = std::from_chars(text.data(), end, count);
+  std::string unit_name(digits_end, end);
+  if (unit_name.size() > 1 && unit_name[0] == ' ') unit_name.erase(0, 1);  // "64 MiB"
+  auto unit = lookup(kUnits, unit_name);
+  if (ec == std::errc::invalid_argument || !unit)
+    throw std::invalid_argument(std::string("expected ") + kSizeExample + ", got \"" + text + "\"");
+  if (ec == std::errc::result_out_of_range || count > kNoMax / *unit)
+    throw std::invalid_argument("expected a size below 16EiB, got \"" + text + "\"");
+  return count * *unit;
+}
+
+}  // namespace outpost

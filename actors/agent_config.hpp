@@ -1,0 +1,108 @@
+#pragma once
+// The agent's configuration: what it buffers where, where it delivers, how it
+// logs, and which queries it runs. Read from YAML (agent.yaml), then adjusted
+// by `--set key=value` overrides.
+//
+//   buffer: {dir: outpost-data/buffer, limit: 1GiB, sync: full, compact_threshold: 64MiB}
+//   link: {type: file, path: outpost-data/delivered.jsonl}   # or {type: offline}
+//   log: {level: info, file: ""}
+//   queries:
+//     - name: heartbeat
+//       lane: events
+//       source: {type: clock, period_ms: 1000}
+//       batch: {rows: 1000, bytes: 1MiB, delay_ms: 5}
+//       max_in_flight: 2
+//
+// Every key is optional except a query's name; what is left out keeps its
+// default. `link` may also be written as one word: offline, file or
+// file:PATH. Sizes take the units of parse_size(). A source's keys depend on
+// its type (clock: period_ms; synthetic: rate, row_size, max_rows, fail_after).
+// Unknown keys, duplicate keys, wrong types and out-of-range values are
+// errors, reported as "<origin>: <key path>: <problem>".
+
+#include <chrono>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "persistence/buffer_store.hpp"
+#include "schemas/codec.hpp"
+
+namespace outpost {
+
+// A built-in test source (the VQL engine comes later).
+struct SourceSpec {
+  enum class Kind { synthetic, clock } kind = Kind::clock;
+  double rate = 0;          // synthetic: rows per second, 0 = as fast as accepted
+  uint64_t row_size = 256;  // synthetic: bytes of the Data column
+  uint64_t max_rows = 0;    // synthetic: stop after this many rows, 0 = never
+  uint64_t fail_after = 0;  // synthetic: throw after this many rows (tests of restarts), 0 = never
+  std::chrono::milliseconds period{1000};  // clock
+};
+
+struct QuerySpec {
+  std::string name;      // required, unique, [A-Za-z0-9_.-]+
+  uint64_t id = 0;       // assigned 1..N in file order if not given; unique, > 0
+  std::string artifact;  // defaults to name; same characters as a name
+  schemas::Lane lane = schemas::Lane::EVENTS;  // "control" | "events" | "results" | "uploads"
+  SourceSpec source;
+  size_t batch_rows = 1000;                  // send a batch at this many rows,
+  size_t batch_bytes = 1 << 20;              // or this many bytes,
+  std::chrono::milliseconds batch_delay{5};  // or this long after its first row
+  unsigned max_in_flight = 2;                // unanswered appends before the query pauses (1..64)
+};
+
+struct LinkSpec {
+  enum class Kind { offline, file } kind = Kind::file;
+  std::string path = "outpost-data/delivered.jsonl";  // file
+};
+
+struct LogSpec {
+  std::string level = "info";  // trace debug info warn error critical off
+  std::string file;            // empty: no log file
+};
+
+inline persistence::StoreOptions default_store_options() {
+  persistence::StoreOptions options;  // limit 1 GiB, sync full, compact at 64 MiB
+  options.dir = "outpost-data/buffer";
+  return options;
+}
+
+struct AgentConfig {
+  persistence::StoreOptions buffer = default_store_options();
+  LinkSpec link;
+  std::vector<QuerySpec> queries;  // none is fine: the agent runs no queries
+  LogSpec log;
+};
+
+class ConfigError : public std::runtime_error {
+ public:
+  using runtime_error::runtime_error;
+};
+
+// Parses YAML text; `origin` (a file name) prefixes every error:
+// "agent.yaml: queries[2].source.rate: expected a non-negative number, got \"fast\"".
+// A YAML syntax error reads "agent.yaml: line 3, column 5: <yaml-cpp's message>".
+AgentConfig parse_agent_config(const std::string& yaml_text, const std::string& origin);
+
+// Reads and parses a file; an unreadable file is a ConfigError naming it.
+AgentConfig load_agent_config(const std::string& path);
+
+// Applies one "key=value" override with a dotted key path: "buffer.limit=64MiB",
+// "link=offline", "link=file:/tmp/x.jsonl", "log.level=debug", "buffer.sync=none".
+// The value is taken literally (not parsed as YAML) and checked exactly as the
+// same key in a file would be; errors have the origin "--set".
+void apply_override(AgentConfig& config, const std::string& assignment);
+
+// A commented YAML that parses into the defaults plus two queries:
+// "heartbeat" (clock, 1000 ms, events) and "synthetic" (synthetic, rate 20,
+// row_size 256, events).
+std::string default_agent_config_yaml();
+
+// "1000", "1000B", "10kB", "5MB", "2GB", "1TB" (1000-based), "512KiB", "64MiB",
+// "1GiB", "1TiB" (1024-based); a space before the unit is allowed. Throws
+// std::invalid_argument on anything else, and on sizes beyond 64 bits.
+uint64_t parse_size(const std::string& text);
+
+}  // namespace outpost

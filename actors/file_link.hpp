@@ -1,0 +1,38 @@
+#pragma once
+// The local link: "delivers" records as JSON lines appended to a file, fsyncs,
+// then acks them in the buffer. Without a file it is the offline link, which
+// delivers nothing. The network link (step 3) implements the same interface.
+
+#include <caf/typed_event_based_actor.hpp>
+
+#include <array>
+#include <string>
+
+#include "actors/interfaces.hpp"
+
+namespace outpost {
+
+struct file_link_state {
+  static inline const char* name = "link";
+
+  buffer_actor buffer;
+  std::string path;  // empty: offline for good
+  int fd = -1;
+  bool online = false;
+  std::array<uint64_t, schemas::kLaneCount> delivered_through{};
+  std::array<bool, schemas::kLaneCount> reading{};
+  uint64_t records_delivered = 0;
+  uint64_t bytes_written = 0;
+  uint64_t errors = 0;
+  std::string last_error;
+
+  ~file_link_state();
+};
+
+// Reads at most this many records per lane per round trip to the buffer.
+inline constexpr uint64_t kLinkReadBatch = 1000;
+
+link_actor::behavior_type file_link(link_actor::stateful_pointer<file_link_state> self,
+                                    buffer_actor buffer, std::string path, bool online);
+
+}  // namespace outpost

@@ -1,0 +1,172 @@
+#include "actors/query_actor.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "actors/status.hpp"
+
+namespace outpost {
+namespace {
+
+using Self = query_actor::stateful_pointer<query_state>;
+
+// Rows per pull: small enough that one message is short work for a worker.
+constexpr size_t kPullBudget = 256;
+
+void schedule_pull(Self self, std::chrono::nanoseconds delay = {}) {
+  auto& st = self->state;
+  if (st.pull_scheduled || st.paused || st.source_done || st.stopping) return;
+  st.pull_scheduled = true;
+  if (delay.count() <= 0)
+    self->send(self, pull_atom::value);
+  else
+    self->delayed_send(self, delay, pull_atom::value);
+}
+
+void maybe_quit(Self self) {
+  auto& st = self->state;
+  bool empty = !st.batch || st.batch->row_count() == 0;
+  if ((st.stopping || st.source_done) && st.in_flight == 0 && empty) {
+    spdlog::info("query {} stopped: {} rows produced, {} rows committed", st.spec.name,
+                 st.rows_produced, st.rows_committed);
+    self->quit();
+  }
+}
+
+void resume(Self self) {
+  auto& st = self->state;
+  st.paused = false;
+  st.paused_total += query_state::Clock::now() - st.paused_since;
+  schedule_pull(self);
+}
+
+void send_batch(Self self) {
+  auto& st = self->state;
+  if (!st.batch || st.batch->row_count() == 0) return;
+  uint64_t rows = st.batch->row_count();
+  RecordRef record{std::make_shared<const schemas::Encoded>(st.batch->finish()), st.spec.id,
+                   st.batch_created_ns};
+  st.batch.reset();
+  ++st.generation;
+  st.timer_armed = st.flush_due = false;
+  ++st.in_flight;
+  ++st.batches_sent;
+  if (st.in_flight >= st.spec.max_in_flight && !st.paused) {
+    st.paused = true;  // stop pulling: the buffer is the only place where we wait
+    ++st.pauses;
+    st.paused_since = query_state::Clock::now();
+  }
+  // No timeout: a full buffer holds the answer for as long as it stays full.
+  self->request(st.buffer, caf::infinite, append_atom::value, st.spec.lane, std::move(record))
+      .then(
+          [=](uint64_t) {
+            auto& st = self->state;
+            --st.in_flight;
+            st.rows_committed += rows;
+            if (st.paused && st.in_flight < st.spec.max_in_flight) {
+              resume(self);
+              if (st.flush_due) send_batch(self);
+            }
+            maybe_quit(self);
+          },
+          [=](caf::error& err) {
+            spdlog::error("query {}: append failed: {}", self->state.spec.name,
+                          self->system().render(err));
+            self->quit(err);
+          });
+}
+
+void pull(Self self) {
+  auto& st = self->state;
+  st.pull_scheduled = false;
+  if (st.paused || st.source_done || st.stopping) return;
+  if (!st.batch) {
+    st.batch = std::make_unique<schemas::RowBatchWriter>(
+        st.spec.id, st.spec.artifact.c_str(), st.spec.name.c_str(), st.spec.lane, st.columns);
+    st.batch_created_ns = schemas::now_ns();
+  }
+  size_t before = st.batch->row_count();
+  size_t budget = std::min(kPullBudget, st.spec.batch_rows - std::min(before, st.spec.batch_rows));
+  PullResult result = st.source->pull(*st.batch, std::max<size_t>(budget, 1));
+  size_t rows = st.batch->row_count();
+  st.rows_produced += rows - before;
+  if (rows >= st.spec.batch_rows || st.batch->encoded_size() >= st.spec.batch_bytes) {
+    send_batch(self);
+  } else if (rows > 0 && !st.timer_armed) {
+    st.timer_armed = true;
+    self->delayed_send(self, st.spec.batch_delay, flush_atom::value, st.generation);
+  }
+  switch (result.state) {
+    case PullResult::State::more: schedule_pull(self); break;
+    case PullResult::State::wait: schedule_pull(self, result.wait); break;
+    case PullResult::State::done:
+      st.source_done = true;
+      send_batch(self);
+      maybe_quit(self);
+      break;
+  }
+}
+
+caf::settings status_of(Self self) {
+  auto& st = self->state;
+  caf::settings s;
+  caf::put(s, "name", st.spec.name);
+  put_count(s, "id", st.spec.id);
+  caf::put(s, "lane", std::string(schemas::lane_name(st.spec.lane)));
+  caf::put(s, "state", std::string(st.stopping      ? "stopping"
+                                   : st.source_done ? "finishing"
+                                   : st.paused      ? "paused"
+                                                    : "running"));
+  caf::put(s, "paused", st.paused);
+  put_count(s, "rows_produced", st.rows_produced);
+  put_count(s, "rows_committed", st.rows_committed);
+  put_count(s, "batches_sent", st.batches_sent);
+  put_count(s, "in_flight", st.in_flight);
+  put_count(s, "pauses", st.pauses);
+  auto paused = st.paused_total;
+  if (st.paused) paused += query_state::Clock::now() - st.paused_since;
+  put_count(s, "paused_ms_total",
+            std::chrono::duration_cast<std::chrono::milliseconds>(paused).count());
+  return s;
+}
+
+}  // namespace
+
+query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self, QuerySpec spec,
+                                 buffer_actor buffer, SourceFactory make_source) {
+  // A throwing source ends this actor with the exception's text as the exit
+  // reason, which is what the supervisor logs before restarting it.
+  self->set_exception_handler([](caf::scheduled_actor*, std::exception_ptr& eptr) -> caf::error {
+    try {
+      std::rethrow_exception(eptr);
+    } catch (const std::exception& e) {
+      return caf::make_error(caf::sec::runtime_error, e.what());
+    } catch (...) {
+      return caf::make_error(caf::sec::runtime_error, "unknown exception");
+    }
+  });
+  auto& st = self->state;
+  st.spec = std::move(spec);
+  st.buffer = std::move(buffer);
+  st.source = make_source(st.spec);
+  st.columns = st.source->columns();
+  schedule_pull(self);
+  return {
+      [=](pull_atom) { pull(self); },
+      [=](flush_atom, uint64_t generation) {
+        auto& st = self->state;
+        if (generation != st.generation) return;
+        if (st.paused)
+          st.flush_due = true;  // sent once the buffer answers
+        else
+          send_batch(self);
+      },
+      [=](stop_atom) {
+        self->state.stopping = true;
+        send_batch(self);
+        maybe_quit(self);
+      },
+      [=](status_atom) { return status_of(self); },
+  };
+}
+
+}  // namespace outpost

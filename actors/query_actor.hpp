@@ -1,0 +1,45 @@
+#pragma once
+#include <caf/typed_event_based_actor.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+
+#include "actors/agent_config.hpp"
+#include "actors/interfaces.hpp"
+#include "actors/source.hpp"
+
+namespace outpost {
+
+using SourceFactory = std::function<std::unique_ptr<Source>(const QuerySpec&)>;
+
+struct query_state {
+  static inline const char* name = "query";
+  using Clock = std::chrono::steady_clock;
+
+  QuerySpec spec;
+  buffer_actor buffer;
+  std::unique_ptr<Source> source;
+  std::vector<std::string> columns;
+  std::unique_ptr<schemas::RowBatchWriter> batch;  // rows not yet sent
+  int64_t batch_created_ns = 0;
+  uint64_t generation = 0;  // of `batch`, so a stale flush timer is ignored
+  bool timer_armed = false;
+  bool flush_due = false;   // the timer fired while paused
+  bool pull_scheduled = false;
+  bool source_done = false;
+  bool stopping = false;
+  bool paused = false;
+  unsigned in_flight = 0;   // appends the buffer has not answered yet
+  uint64_t rows_produced = 0;
+  uint64_t rows_committed = 0;
+  uint64_t batches_sent = 0;
+  uint64_t pauses = 0;
+  Clock::time_point paused_since;
+  Clock::duration paused_total{};
+};
+
+query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self, QuerySpec spec,
+                                 buffer_actor buffer, SourceFactory make_source);
+
+}  // namespace outpost

@@ -1,0 +1,344 @@
+#include "schemas/json.hpp"
+
+#include <kj/exception.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <string_view>
+
+namespace outpost::schemas {
+namespace {
+
+using schema::LogMessage;
+using schema::QueryStatus;
+using schema::Record;
+using schema::Value;
+
+constexpr char kHexDigits[] = "0123456789abcdef";
+
+// Length of the well-formed UTF-8 sequence at the start of `s` (Unicode
+// table 3-7: no overlongs, no surrogates, nothing past U+10FFFF), 0 if none.
+size_t utf8_sequence_length(std::string_view s) {
+  auto byte = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  unsigned char lead = byte(0);
+  if (lead < 0x80) return 1;
+  size_t length;
+  unsigned char low = 0x80, high = 0xBF;  // allowed range of the second byte
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    if (lead == 0xE0) low = 0xA0;   // overlong
+    if (lead == 0xED) high = 0x9F;  // surrogates
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    if (lead == 0xF0) low = 0x90;   // overlong
+    if (lead == 0xF4) high = 0x8F;  // past U+10FFFF
+  } else {
+    return 0;
+  }
+  if (s.size() < length || byte(1) < low || byte(1) > high) return 0;
+  for (size_t i = 2; i < length; ++i)
+    if ((byte(i) & 0xC0) != 0x80) return 0;
+  return length;
+}
+
+// The one string escaper: every text, key and name goes through here.
+void append_string(std::string& out, kj::StringPtr text) {
+  std::string_view s(text.begin(), text.size());  // may hold NULs: Text has a size
+  out += '"';
+  while (!s.empty()) {
+    unsigned char c = static_cast<unsigned char>(s[0]);
+    size_t length = utf8_sequence_length(s);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      out += "\\u00";
+      out += kHexDigits[c >> 4];
+      out += kHexDigits[c & 0xF];
+    } else if (length == 0) {
+      out += "\xEF\xBF\xBD";  // U+FFFD for this one byte
+      length = 1;
+    } else {
+      out.append(s.data(), length);
+    }
+    s.remove_prefix(length);
+  }
+  out += '"';
+}
+
+template <typename Number>
+void append_number(std::string& out, Number n) {
+  char buffer[32];  // the longest double, "-2.2250738585072014e-308", is 24
+  auto result = std::to_chars(buffer, buffer + sizeof buffer, n);
+  out.append(buffer, result.ptr);
+}
+
+void append_float(std::string& out, double d) {
+  if (std::isfinite(d))
+    append_number(out, d);  // shortest form that round-trips
+  else
+    out += "null";
+}
+
+void append_bool(std::string& out, bool b) { out += b ? "true" : "false"; }
+
+void append_base64(std::string& out, kj::ArrayPtr<const kj::byte> data) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  out += '"';
+  for (size_t i = 0; i < data.size(); i += 3) {
+    size_t have = std::min<size_t>(3, data.size() - i);
+    uint32_t group = 0;
+    for (size_t k = 0; k < 3; ++k) group = group << 8 | (k < have ? data[i + k] : 0);
+    for (size_t k = 0; k < 4; ++k) out += k <= have ? kAlphabet[group >> (18 - 6 * k) & 63] : '=';
+  }
+  out += '"';
+}
+
+void append_hex(std::string& out, kj::ArrayPtr<const kj::byte> data) {
+  out += '"';
+  for (kj::byte b : data) {
+    out += kHexDigits[b >> 4];
+    out += kHexDigits[b & 0xF];
+  }
+  out += '"';
+}
+
+// Floor division: leaves the quotient in `value`, returns the remainder in [0, unit).
+int64_t floor_split(int64_t& value, int64_t unit) {
+  int64_t remainder = value % unit;
+  value /= unit;
+  if (remainder < 0) {
+    remainder += unit;
+    --value;
+  }
+  return remainder;
+}
+
+// The one timestamp formatter: nanoseconds since the epoch as RFC 3339 UTC.
+// Every int64 fits (years 1677 to 2262).
+void append_timestamp(std::string& out, int64_t ns) {
+  int64_t days = ns;
+  int nanos = static_cast<int>(floor_split(days, 1'000'000'000));
+  int seconds = static_cast<int>(floor_split(days, 86'400));
+  // Civil date from days since 1970-01-01 (Howard Hinnant's days_from_civil, inverted).
+  int64_t shifted = days + 719'468;  // days since 0000-03-01
+  int64_t era = shifted;
+  int64_t day_of_era = floor_split(era, 146'097);
+  int64_t year_of_era =
+      (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146'096) / 365;
+  int64_t day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+  int64_t march_month = (5 * day_of_year + 2) / 153;  // 0 = March
+  int day = static_cast<int>(day_of_year - (153 * march_month + 2) / 5 + 1);
+  int month = static_cast<int>(march_month < 10 ? march_month + 3 : march_month - 9);
+  int year = static_cast<int>(year_of_era + era * 400 + (month <= 2));
+
+  char buffer[64];
+  int n = std::snprintf(buffer, sizeof buffer, "\"%04d-%02d-%02dT%02d:%02d:%02d.%09dZ\"", year,
+                        month, day, seconds / 3600, seconds / 60 % 60, seconds % 60, nanos);
+  out.append(buffer, static_cast<size_t>(n));
+}
+
+void append_value(std::string& out, Value::Reader value, unsigned depth);
+
+void append_list(std::string& out, capnp::List<Value>::Reader list, unsigned depth) {
+  out += '[';
+  for (unsigned i = 0; i < list.size(); ++i) {
+    if (i > 0) out += ',';
+    append_value(out, list[i], depth + 1);
+  }
+  out += ']';
+}
+
+void append_dict(std::string& out, capnp::List<Value::Entry>::Reader dict, unsigned depth) {
+  out += '{';
+  for (unsigned i = 0; i < dict.size(); ++i) {
+    if (i > 0) out += ',';
+    append_string(out, dict[i].getKey());
+    out += ':';
+    append_value(out, dict[i].getValue(), depth + 1);
+  }
+  out += '}';
+}
+
+void append_value(std::string& out, Value::Reader value, unsigned depth) {
+  if (depth > kMaxJsonDepth)
+    throw DecodeError("value nested deeper than " + std::to_string(kMaxJsonDepth));
+  switch (value.which()) {
+    case Value::NULL_: out += "null"; return;
+    case Value::BOOL: append_bool(out, value.getBool()); return;
+    case Value::INT64: append_number(out, value.getInt64()); return;
+    case Value::UINT64: append_number(out, value.getUint64()); return;
+    case Value::FLOAT64: append_float(out, value.getFloat64()); return;
+    case Value::TEXT: append_string(out, value.getText()); return;
+    case Value::BYTES: append_base64(out, value.getBytes()); return;
+    case Value::TIMESTAMP: append_timestamp(out, value.getTimestamp()); return;
+    case Value::LIST: append_list(out, value.getList(), depth); return;
+    case Value::DICT: append_dict(out, value.getDict(), depth); return;
+  }
+  out += "{\"unknown\":true}";  // a kind from a newer schema
+}
+
+// {"seq":S,"lane":"L","query_id":Q   — the start of every line.
+void open_line(std::string& out, uint64_t seq, const char* lane, uint64_t query_id) {
+  out += "{\"seq\":";
+  append_number(out, seq);
+  out += ",\"lane\":";
+  append_string(out, lane);
+  out += ",\"query_id\":";
+  append_number(out, query_id);
+}
+
+void append_rows(std::string& out, uint64_t seq, uint64_t query_id,
+                 schema::RowBatch::Reader batch) {
+  auto columns = batch.getColumns();
+  for (auto row : batch.getRows()) {
+    open_line(out, seq, lane_name(batch.getLane()), query_id);
+    out += ",\"artifact\":";
+    append_string(out, batch.getArtifact());
+    out += ",\"source\":";
+    append_string(out, batch.getSource());
+    out += ",\"row\":{";
+    for (unsigned i = 0; i < std::max(columns.size(), row.size()); ++i) {
+      if (i > 0) out += ',';
+      if (i < columns.size())
+        append_string(out, columns[i]);
+      else
+        append_string(out, "_" + std::to_string(i));
+      out += ':';
+      if (i < row.size())
+        append_value(out, row[i], 0);
+      else
+        out += "null";
+    }
+    out += "}}\n";
+  }
+}
+
+const char* level_name(LogMessage::Level level) {
+  switch (level) {
+    case LogMessage::Level::TRACE: return "trace";
+    case LogMessage::Level::DEBUG: return "debug";
+    case LogMessage::Level::INFO: return "info";
+    case LogMessage::Level::WARN: return "warn";
+    case LogMessage::Level::ERROR: return "error";
+    case LogMessage::Level::CRITICAL: return "critical";
+  }
+  return "unknown";
+}
+
+void append_log(std::string& out, LogMessage::Reader log) {
+  out += "{\"level\":";
+  append_string(out, level_name(log.getLevel()));
+  out += ",\"text\":";
+  append_string(out, log.getText());
+  out += ",\"time\":";
+  append_timestamp(out, log.getTimeNs());
+  out += '}';
+}
+
+void append_upload(std::string& out, schema::UploadChunk::Reader chunk) {
+  out += "{\"path\":";
+  append_string(out, chunk.getPath());
+  out += ",\"offset\":";
+  append_number(out, chunk.getOffset());
+  out += ",\"size\":";
+  append_number(out, chunk.getData().size());
+  out += ",\"eof\":";
+  append_bool(out, chunk.getEof());
+  out += ",\"total_size\":";
+  append_number(out, chunk.getTotalSize());
+  out += ",\"sha256\":";
+  append_hex(out, chunk.getSha256());
+  out += '}';
+}
+
+void append_status(std::string& out, QueryStatus::Reader status) {
+  switch (status.which()) {
+    case QueryStatus::STARTED: out += "{\"started\":true}"; return;
+    case QueryStatus::FINISHED: {
+      auto finished = status.getFinished();
+      out += "{\"finished\":{\"rows\":";
+      append_number(out, finished.getRowCount());
+      out += ",\"error\":";
+      append_string(out, finished.getError());
+      out += "}}";
+      return;
+    }
+    case QueryStatus::PAUSED: out += "{\"paused\":true}"; return;
+    case QueryStatus::RESUMED: out += "{\"resumed\":true}"; return;
+    case QueryStatus::DROPPED_AT_SOURCE:
+      out += "{\"dropped_at_source\":";
+      append_number(out, status.getDroppedAtSource());
+      out += '}';
+      return;
+  }
+  out += "{\"unknown\":true}";
+}
+
+// The start of a line for a record of one kind: {"seq":S,"lane":"L","query_id":Q,"kind":
+void open_record_line(std::string& out, uint64_t seq, const char* lane, Record::Reader record,
+                      const char* kind) {
+  open_line(out, seq, lane, record.getQueryId());
+  out += ",\"";
+  out += kind;
+  out += "\":";
+}
+
+void append_record(std::string& out, uint64_t seq, Record::Reader record) {
+  const char* control = lane_name(schema::Lane::CONTROL);
+  switch (record.which()) {
+    case Record::ROW_BATCH:
+      append_rows(out, seq, record.getQueryId(), record.getRowBatch());
+      return;
+    case Record::LOG:
+      open_record_line(out, seq, control, record, "log");
+      append_log(out, record.getLog());
+      out += "}\n";
+      return;
+    case Record::UPLOAD_CHUNK:
+      open_record_line(out, seq, lane_name(schema::Lane::UPLOADS), record, "upload");
+      append_upload(out, record.getUploadChunk());
+      out += "}\n";
+      return;
+    case Record::QUERY_STATUS:
+      open_record_line(out, seq, control, record, "status");
+      append_status(out, record.getQueryStatus());
+      out += "}\n";
+      return;
+  }
+  open_record_line(out, seq, "unknown", record, "unknown");  // a kind from a newer schema
+  out += "true}\n";
+}
+
+// Runs `write`, which appends to `out`; if it throws, `out` is put back as it
+// was and a Cap'n Proto error (a malformed message) becomes a DecodeError.
+template <typename Write>
+void append_all_or_nothing(std::string& out, Write&& write) {
+  size_t original_size = out.size();
+  try {
+    write();
+  } catch (const kj::Exception& e) {
+    out.resize(original_size);
+    throw DecodeError("malformed record: " + std::string(e.getDescription().cStr()));
+  } catch (...) {
+    out.resize(original_size);
+    throw;
+  }
+}
+
+}  // namespace
+
+void append_json(std::string& out, Value::Reader value) {
+  append_all_or_nothing(out, [&] { append_value(out, value, 0); });
+}
+
+void append_json_lines(std::string& out, uint64_t seq, Record::Reader record) {
+  append_all_or_nothing(out, [&] { append_record(out, seq, record); });
+}
+
+}  // namespace outpost::schemas

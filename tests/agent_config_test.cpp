@@ -1,0 +1,408 @@
+#include "actors/agent_config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tests/temp_dir.hpp"
+
+namespace outpost {
+namespace {
+
+using outpost::testing::TempDir;
+using Case = std::pair<std::string, std::string>;  // input, exact error message
+
+// Every field, one per line: configs compare by this, and a failure shows the difference.
+std::string dump(const AgentConfig& c) {
+  std::ostringstream out;
+  out << "buffer: dir=" << c.buffer.dir.string() << " limit=" << c.buffer.limit_bytes
+      << " sync=" << (c.buffer.sync == persistence::SyncPolicy::full ? "full" : "none")
+      << " compact_threshold=" << c.buffer.compact_threshold_bytes
+      << " map_size=" << c.buffer.map_size_bytes << "\n";
+  out << "link: " << (c.link.kind == LinkSpec::Kind::file ? "file" : "offline") << " "
+      << c.link.path << "\n";
+  out << "log: level=" << c.log.level << " file=" << c.log.file << "\n";
+  for (const auto& q : c.queries) {
+    const auto& s = q.source;
+    out << "query: name=" << q.name << " id=" << q.id << " artifact=" << q.artifact
+        << " lane=" << schemas::lane_name(q.lane) << " batch=" << q.batch_rows << "/"
+        << q.batch_bytes << "/" << q.batch_delay.count() << "ms max_in_flight=" << q.max_in_flight
+        << "\n"
+        << "  source: " << (s.kind == SourceSpec::Kind::clock ? "clock" : "synthetic")
+        << " rate=" << s.rate << " row_size=" << s.row_size << " max_rows=" << s.max_rows
+        << " fail_after=" << s.fail_after << " period=" << s.period.count() << "ms\n";
+  }
+  return out.str();
+}
+
+std::string parse_error(const std::string& yaml) {
+  try {
+    parse_agent_config(yaml, "agent.yaml");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+std::string override_error(const std::string& assignment, AgentConfig config = {}) {
+  try {
+    apply_override(config, assignment);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+void expect_parse_errors(const std::vector<Case>& cases) {
+  for (const auto& [yaml, message] : cases) {
+    SCOPED_TRACE(yaml);
+    EXPECT_EQ(parse_error(yaml), message);
+  }
+}
+
+TEST(AgentConfig, Defaults) {
+  AgentConfig c;
+  EXPECT_EQ(c.buffer.dir, "outpost-data/buffer");
+  EXPECT_EQ(c.buffer.limit_bytes, 1ull << 30);
+  EXPECT_EQ(c.buffer.sync, persistence::SyncPolicy::full);
+  EXPECT_EQ(c.buffer.compact_threshold_bytes, 64ull << 20);
+  EXPECT_EQ(c.link.kind, LinkSpec::Kind::file);
+  EXPECT_EQ(c.link.path, "outpost-data/delivered.jsonl");
+  EXPECT_EQ(c.log.level, "info");
+  EXPECT_EQ(c.log.file, "");
+  EXPECT_TRUE(c.queries.empty());
+
+  QuerySpec q;
+  EXPECT_EQ(q.id, 0u);
+  EXPECT_EQ(q.lane, schemas::Lane::EVENTS);
+  EXPECT_EQ(q.source.kind, SourceSpec::Kind::clock);
+  EXPECT_EQ(q.source.period, std::chrono::milliseconds(1000));
+  EXPECT_EQ(q.source.row_size, 256u);
+  EXPECT_EQ(q.batch_rows, 1000u);
+  EXPECT_EQ(q.batch_bytes, 1u << 20);
+  EXPECT_EQ(q.batch_delay, std::chrono::milliseconds(5));
+  EXPECT_EQ(q.max_in_flight, 2u);
+
+  // Whatever is left out keeps its default; no queries is fine.
+  for (const char* yaml :
+       {"", "# nothing\n", "{}", "buffer:\nlink: {}\nqueries: []\n", "queries:\n"}) {
+    SCOPED_TRACE(yaml);
+    EXPECT_EQ(dump(parse_agent_config(yaml, "agent.yaml")), dump(c));
+  }
+}
+
+TEST(AgentConfig, FullExample) {
+  const char* yaml = R"(
+buffer: {dir: /var/lib/outpost/buffer, limit: 64MiB, sync: none, compact_threshold: 10kB}
+link: {type: file, path: /tmp/out.jsonl}
+log: {level: debug, file: /var/log/outpost.log}
+queries:
+  - name: proc.events
+    id: 7
+    artifact: Linux.Events.Process
+    lane: control
+    source: {type: synthetic, rate: 2.5, row_size: 1KiB, max_rows: 100, fail_after: 50}
+    batch: {rows: 10, bytes: 4096, delay_ms: 0}
+    max_in_flight: 64
+  - name: tick
+    lane: uploads
+    source: {type: clock, period_ms: 250}
+    batch: {delay_ms: 20}
+)";
+  EXPECT_EQ(
+      dump(parse_agent_config(yaml, "agent.yaml")),
+      "buffer: dir=/var/lib/outpost/buffer limit=67108864 sync=none compact_threshold=10000 "
+      "map_size=0\n"
+      "link: file /tmp/out.jsonl\n"
+      "log: level=debug file=/var/log/outpost.log\n"
+      "query: name=proc.events id=7 artifact=Linux.Events.Process lane=control batch=10/4096/0ms "
+      "max_in_flight=64\n"
+      "  source: synthetic rate=2.5 row_size=1024 max_rows=100 fail_after=50 period=1000ms\n"
+      "query: name=tick id=2 artifact=tick lane=uploads batch=1000/1048576/20ms max_in_flight=2\n"
+      "  source: clock rate=0 row_size=256 max_rows=0 fail_after=0 period=250ms\n");
+}
+
+TEST(AgentConfig, LinkForms) {
+  auto link = [](const std::string& yaml) { return parse_agent_config(yaml, "agent.yaml").link; };
+  EXPECT_EQ(link("link: {type: offline}").kind, LinkSpec::Kind::offline);
+  EXPECT_EQ(link("link: offline").kind, LinkSpec::Kind::offline);
+  EXPECT_EQ(link("link: file").path, "outpost-data/delivered.jsonl");
+  EXPECT_EQ(link("link: file:/x/y.jsonl").path, "/x/y.jsonl");
+  EXPECT_EQ(link("link: {path: /z.jsonl}").path, "/z.jsonl");  // the type stays file
+}
+
+TEST(AgentConfig, IdsDefaultToPositionAndArtifactsToNames) {
+  auto c = parse_agent_config("queries: [{name: a}, {name: b, id: 10}, {name: c, artifact: X.Y}]",
+                              "agent.yaml");
+  ASSERT_EQ(c.queries.size(), 3u);
+  EXPECT_EQ(c.queries[0].id, 1u);
+  EXPECT_EQ(c.queries[1].id, 10u);
+  EXPECT_EQ(c.queries[2].id, 3u);
+  EXPECT_EQ(c.queries[0].artifact, "a");
+  EXPECT_EQ(c.queries[2].artifact, "X.Y");
+}
+
+TEST(AgentConfig, DefaultYamlIsTheDefaultsPlusTwoQueries) {
+  std::string yaml = default_agent_config_yaml();
+  EXPECT_NE(yaml.find("# "), std::string::npos);
+  AgentConfig expected;
+  QuerySpec heartbeat;
+  heartbeat.name = heartbeat.artifact = "heartbeat";
+  heartbeat.id = 1;
+  QuerySpec synthetic;
+  synthetic.name = synthetic.artifact = "synthetic";
+  synthetic.id = 2;
+  synthetic.source.kind = SourceSpec::Kind::synthetic;
+  synthetic.source.rate = 20;
+  expected.queries = {heartbeat, synthetic};
+  EXPECT_EQ(dump(parse_agent_config(yaml, "agent.yaml")), dump(expected));
+}
+
+TEST(AgentConfig, LoadsFiles) {
+  TempDir dir;
+  std::string path = dir.path("agent.yaml").string();
+  std::ofstream(path) << "log: {level: warn}\nqueries: [{name: q, lane: results}]\n";
+  auto c = load_agent_config(path);
+  EXPECT_EQ(c.log.level, "warn");
+  ASSERT_EQ(c.queries.size(), 1u);
+  EXPECT_EQ(c.queries[0].lane, schemas::Lane::RESULTS);
+
+  std::ofstream(path) << "log: {level: loud}\n";
+  auto error = [](const std::string& p) {
+    try {
+      load_agent_config(p);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_EQ(
+      error(path),
+      path +
+          ": log.level: expected trace, debug, info, warn, error, critical or off, got \"loud\"");
+  EXPECT_EQ(error(dir.path("missing.yaml").string()),
+            dir.path("missing.yaml").string() + ": cannot read: No such file or directory");
+  EXPECT_EQ(error(dir.root().string()), dir.root().string() + ": cannot read: is a directory");
+}
+
+TEST(AgentConfig, SyntaxErrorsGiveLineAndColumn) {
+  expect_parse_errors({
+      {"log:\n  level: info\n    file: x\n", "agent.yaml: line 3, column 9: illegal map value"},
+      {"buffer: {dir: x, limit: 5: 6}\n",
+       "agent.yaml: line 1, column 26: end of map flow not found"},
+      // an unclosed bracket is noticed where the input ends
+      {"log:\n  level: info\nbuffer: {dir: x\n",
+       "agent.yaml: line 4, column 1: end of map flow not found"},
+      {"queries:\n  - name: a\n    lane: [events\n",
+       "agent.yaml: line 4, column 1: end of sequence flow not found"},
+  });
+}
+
+TEST(AgentConfig, StructureErrors) {
+  expect_parse_errors({
+      {"- a", "agent.yaml: expected a map, got a list"},
+      {"just text", "agent.yaml: expected a map, got \"just text\""},
+      {"[a]: 1", "agent.yaml: expected a key, got a list"},
+      {"bufer: {}", "agent.yaml: bufer: unknown key; allowed: buffer, link, log, queries"},
+      {"buffer: {size: 1}",
+       "agent.yaml: buffer.size: unknown key; allowed: dir, limit, sync, compact_threshold"},
+      {"log: {lvl: info}", "agent.yaml: log.lvl: unknown key; allowed: level, file"},
+      {"link: {type: file, dir: x}",
+       "agent.yaml: link.dir: unknown key for a file link; allowed: type, path"},
+      {"link: {type: offline, path: x}",
+       "agent.yaml: link.path: unknown key for an offline link; allowed: type"},
+      {"queries: [{name: a, sorce: {}}]",
+       "agent.yaml: queries[0].sorce: unknown key; allowed: name, id, artifact, lane, source, "
+       "batch, "
+       "max_in_flight"},
+      {"queries: [{name: a, batch: {row: 1}}]",
+       "agent.yaml: queries[0].batch.row: unknown key; allowed: rows, bytes, delay_ms"},
+      {"queries: [{name: a, source: {rate: 5}}]",
+       "agent.yaml: queries[0].source.rate: unknown key for a clock source; allowed: type, "
+       "period_ms"},
+      {"queries: [{name: a, source: {type: synthetic, period_ms: 5}}]",
+       "agent.yaml: queries[0].source.period_ms: unknown key for a synthetic source; allowed: "
+       "type, rate, "
+       "row_size, max_rows, fail_after"},
+      {"buffer: {dir: a, dir: b}", "agent.yaml: buffer.dir: duplicate key"},
+      {"buffer: 5", "agent.yaml: buffer: expected a map, got \"5\""},
+      {"log: [info]", "agent.yaml: log: expected a map, got a list"},
+      {"link: ftp:x",
+       "agent.yaml: link: expected a map, file, file:PATH or offline, got \"ftp:x\""},
+      {"queries: {name: a}", "agent.yaml: queries: expected a list of queries, got a map"},
+      {"queries: [heartbeat]", "agent.yaml: queries[0]: expected a map, got \"heartbeat\""},
+      {"queries: [{name: a, batch: 5}]", "agent.yaml: queries[0].batch: expected a map, got \"5\""},
+  });
+}
+
+TEST(AgentConfig, ValueErrors) {
+  expect_parse_errors({
+      // the example of the header, at the third query
+      {"queries:\n- {name: a}\n- {name: b}\n- {name: c, source: {type: synthetic, rate: fast}}",
+       "agent.yaml: queries[2].source.rate: expected a non-negative number, got \"fast\""},
+      {"queries: [{name: a, source: {type: synthetic, rate: -1}}]",
+       "agent.yaml: queries[0].source.rate: expected a non-negative number, got \"-1\""},
+      {"queries: [{name: a, source: {type: synthetic, rate: .inf}}]",
+       "agent.yaml: queries[0].source.rate: expected a non-negative number, got \".inf\""},
+      {"queries: [{name: a, source: {type: synthetic, rate: }}]",
+       "agent.yaml: queries[0].source.rate: expected a non-negative number, got nothing"},
+      {"queries: [{name: a, source: {type: synthetic, max_rows: 1.5}}]",
+       "agent.yaml: queries[0].source.max_rows: expected a non-negative integer, got \"1.5\""},
+      {"queries: [{name: a, source: {type: synthetic, row_size: big}}]",
+       "agent.yaml: queries[0].source.row_size: expected a size such as 1000, 10kB, 64MiB or 1GiB, "
+       "got \"big\""},
+      {"queries: [{name: a, source: {type: vql}}]",
+       "agent.yaml: queries[0].source.type: expected clock or synthetic, got \"vql\""},
+      {"queries: [{name: a, source: {period_ms: 0}}]",
+       "agent.yaml: queries[0].source.period_ms: expected an integer from 1 to 86400000, got "
+       "\"0\""},
+      {"queries: [{name: a, id: 0}]",
+       "agent.yaml: queries[0].id: expected a positive integer, got \"0\""},
+      {"queries: [{name: a, id: -3}]",
+       "agent.yaml: queries[0].id: expected a positive integer, got \"-3\""},
+      {"queries: [{name: a, lane: urgent}]",
+       "agent.yaml: queries[0].lane: expected control, events, results or uploads, got \"urgent\""},
+      {"queries: [{name: a, max_in_flight: 0}]",
+       "agent.yaml: queries[0].max_in_flight: expected an integer from 1 to 64, got \"0\""},
+      {"queries: [{name: a, max_in_flight: 65}]",
+       "agent.yaml: queries[0].max_in_flight: expected an integer from 1 to 64, got \"65\""},
+      {"queries: [{name: a, batch: {rows: 0}}]",
+       "agent.yaml: queries[0].batch.rows: expected a positive integer, got \"0\""},
+      {"queries: [{name: a, batch: {bytes: 0}}]",
+       "agent.yaml: queries[0].batch.bytes: expected a positive size, got \"0\""},
+      {"queries: [{name: a, batch: {delay_ms: 1s}}]",
+       "agent.yaml: queries[0].batch.delay_ms: expected an integer from 0 to 86400000, got \"1s\""},
+      {"buffer: {limit: lots}",
+       "agent.yaml: buffer.limit: expected a size such as 1000, 10kB, 64MiB or 1GiB, got \"lots\""},
+      {"buffer: {limit: 0}", "agent.yaml: buffer.limit: expected a positive size, got \"0\""},
+      {"buffer: {limit: 99999999TiB}",
+       "agent.yaml: buffer.limit: expected a size below 16EiB, got \"99999999TiB\""},
+      {"buffer: {sync: sometimes}",
+       "agent.yaml: buffer.sync: expected full or none, got \"sometimes\""},
+      {"buffer: {dir: \"\"}", "agent.yaml: buffer.dir: expected a non-empty path, got \"\""},
+      {"buffer: {dir: {a: 1}}", "agent.yaml: buffer.dir: expected a non-empty path, got a map"},
+      {"link: {type: ftp}", "agent.yaml: link.type: expected file or offline, got \"ftp\""},
+      {"log: {level: loud}",
+       "agent.yaml: log.level: expected trace, debug, info, warn, error, critical or off, got "
+       "\"loud\""},
+      {"log: {file: [a]}", "agent.yaml: log.file: expected a string, got a list"},
+  });
+}
+
+TEST(AgentConfig, QueryErrors) {
+  const std::string name_rule = "expected a name of letters, digits, '_', '.' and '-', got ";
+  expect_parse_errors({
+      {"queries: [{id: 3}]", "agent.yaml: queries[0].name: missing; every query needs a name"},
+      {"queries: [{name: a}, ~]", "agent.yaml: queries[1].name: missing; every query needs a name"},
+      {"queries: [{name: a b}]", "agent.yaml: queries[0].name: " + name_rule + "\"a b\""},
+      {"queries: [{name: \"\"}]", "agent.yaml: queries[0].name: " + name_rule + "\"\""},
+      {"queries: [{name: a, artifact: x/y}]",
+       "agent.yaml: queries[0].artifact: " + name_rule + "\"x/y\""},
+      {"queries: [{name: a}, {name: b}, {name: a}]",
+       "agent.yaml: queries[2].name: name \"a\" is already used by queries[0]"},
+      {"queries: [{name: a, id: 5}, {name: b, id: 5}]",
+       "agent.yaml: queries[1].id: id 5 is already used by queries[0]"},
+      {"queries: [{name: a}, {name: b, id: 1}]",
+       "agent.yaml: queries[1].id: id 1 is already used by queries[0]"},
+      {"queries: [{name: a, id: 2}, {name: b}]",
+       "agent.yaml: queries[1].id: id 2 is already used by queries[0] (a query without an id gets "
+       "its "
+       "position, 1..N)"},
+  });
+}
+
+TEST(AgentConfig, Overrides) {
+  AgentConfig c;
+  for (const char* assignment :
+       {"buffer.limit=64MiB", "buffer.sync=none", "buffer.dir=/x", "buffer.compact_threshold=0",
+        "log.level=debug", "log.file=/l.log", "link=offline"})
+    apply_override(c, assignment);
+  EXPECT_EQ(c.buffer.limit_bytes, 64u << 20);
+  EXPECT_EQ(c.buffer.sync, persistence::SyncPolicy::none);
+  EXPECT_EQ(c.buffer.dir, "/x");
+  EXPECT_EQ(c.buffer.compact_threshold_bytes, 0u);
+  EXPECT_EQ(c.log.level, "debug");
+  EXPECT_EQ(c.log.file, "/l.log");
+  EXPECT_EQ(c.link.kind, LinkSpec::Kind::offline);
+
+  apply_override(c, "link=file:/tmp/x.jsonl");
+  EXPECT_EQ(c.link.kind, LinkSpec::Kind::file);
+  EXPECT_EQ(c.link.path, "/tmp/x.jsonl");
+  apply_override(c, "link.path=/y=1: z.jsonl");  // taken literally, '=' and ': ' included
+  EXPECT_EQ(c.link.path, "/y=1: z.jsonl");
+  apply_override(c, "log.file=");
+  EXPECT_EQ(c.log.file, "");
+  apply_override(c, "link.type=offline");
+  EXPECT_EQ(c.link.kind, LinkSpec::Kind::offline);
+
+  c.queries.resize(1);
+  apply_override(c, "log.level=off");  // untouched sections stay as they are
+  EXPECT_EQ(c.queries.size(), 1u);
+}
+
+TEST(AgentConfig, OverrideErrors) {
+  AgentConfig offline;
+  offline.link.kind = LinkSpec::Kind::offline;
+  EXPECT_EQ(override_error("buffer.limit"), "--set: expected key=value, got \"buffer.limit\"");
+  EXPECT_EQ(override_error("=5"), "--set: expected key=value, got \"=5\"");
+  EXPECT_EQ(override_error("buffer.limt=1"),
+            "--set: buffer.limt: unknown key; allowed: dir, limit, sync, compact_threshold");
+  EXPECT_EQ(override_error("bufer.limit=1"),
+            "--set: bufer: unknown key; allowed: buffer, link, log, queries");
+  EXPECT_EQ(override_error("buffer.limit=big"),
+            "--set: buffer.limit: expected a size such as 1000, 10kB, 64MiB or 1GiB, got \"big\"");
+  EXPECT_EQ(override_error("buffer=x"), "--set: buffer: expected a map, got \"x\"");
+  EXPECT_EQ(
+      override_error("log.level.x=1"),
+      "--set: log.level: expected trace, debug, info, warn, error, critical or off, got a map");
+  EXPECT_EQ(override_error("link=ftp:x"),
+            "--set: link: expected a map, file, file:PATH or offline, got \"ftp:x\"");
+  EXPECT_EQ(override_error("link=file:"),
+            "--set: link: expected a map, file, file:PATH or offline, got \"file:\"");
+  EXPECT_EQ(override_error("link.path=/x", offline),
+            "--set: link.path: unknown key for an offline link; allowed: type");
+  EXPECT_EQ(override_error("queries=x"), "--set: queries: expected a list of queries, got \"x\"");
+}
+
+TEST(AgentConfig, ParseSize) {
+  const std::vector<std::pair<std::string, uint64_t>> good = {
+      {"0", 0},
+      {"1000", 1000},
+      {"1000B", 1000},
+      {"10kB", 10000},
+      {"5MB", 5000000},
+      {"2GB", 2000000000},
+      {"1TB", 1000000000000},
+      {"512KiB", 512 << 10},
+      {"64MiB", 64 << 20},
+      {"1GiB", 1ull << 30},
+      {"3TiB", 3ull << 40},
+      {"64 MiB", 64 << 20},
+      {"18446744073709551615", 18446744073709551615ull},
+      {"16777215TiB", 16777215ull << 40}};
+  for (const auto& [text, bytes] : good) {
+    SCOPED_TRACE(text);
+    EXPECT_EQ(parse_size(text), bytes);
+  }
+  for (const char* junk : {"", "lots", "-1", "+1", "1.5GiB", "10 ", " 10", "10  MiB", "10 kb",
+                           "10KB", "10mib", "1GiBs", "GiB", "0x10"}) {
+    SCOPED_TRACE(junk);
+    EXPECT_THROW(parse_size(junk), std::invalid_argument);
+  }
+  for (const char* huge : {"18446744073709551616", "16777216TiB"}) {
+    SCOPED_TRACE(huge);
+    EXPECT_THROW(parse_size(huge), std::invalid_argument);
+  }
+  try {
+    parse_size("lots");
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "expected a size such as 1000, 10kB, 64MiB or 1GiB, got \"lots\"");
+  }
+}
+
+}  // namespace
+}  // namespace outpost

@@ -1,0 +1,134 @@
+// outpost-agent: runs the buffer, the link and the configured queries until
+// SIGTERM or SIGINT, then shuts down in order (a second signal forces exit).
+
+#include <caf/all.hpp>
+#include <signal.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "actors/agent_config.hpp"
+#include "actors/buffer_actor.hpp"
+#include "actors/file_link.hpp"
+#include "actors/supervisor.hpp"
+#include "actors/test_sources.hpp"
+
+namespace {
+
+using namespace outpost;
+
+void setup_logging(const LogSpec& log) {
+  std::shared_ptr<spdlog::logger> logger;
+  if (log.file.empty())
+    logger = spdlog::stderr_color_mt("outpost");
+  else
+    logger = spdlog::basic_logger_mt("outpost", log.file);
+  logger->set_level(spdlog::level::from_str(log.level));
+  logger->flush_on(spdlog::level::info);  // lifecycle lines reach the file at once
+  spdlog::set_default_logger(logger);
+}
+
+// First SIGINT/SIGTERM: ordered shutdown. Second: exit now.
+void watch_signals(sigset_t signals, supervisor_actor sup) {
+  std::thread([signals, sup] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    spdlog::info("{} received: shutting down (send it again to force exit)", strsignal(sig));
+    caf::anon_send(sup, stop_atom::value);
+    sigwait(&signals, &sig);
+    spdlog::warn("second {}: exiting without waiting", strsignal(sig));
+    spdlog::shutdown();
+    _exit(130);
+  }).detach();
+}
+
+int run(const AgentConfig& config) {
+  auto store = std::make_shared<persistence::BufferStore>(config.buffer);
+  if (auto& r = store->open_report(); r.set_aside_to)
+    spdlog::error("buffer was unreadable ({}); kept at {}", r.reason, r.set_aside_to->string());
+  auto stats = store->stats();
+  spdlog::info("buffer {}: {} records, {} of {} bytes", config.buffer.dir.string(), stats.records,
+               stats.live_bytes, stats.limit_bytes);
+
+  // Signals go to the watcher thread only: block them before CAF starts its threads.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  auto buf = sys.spawn<caf::detached>(buffer, store);
+  bool file = config.link.kind == LinkSpec::Kind::file;
+  auto link = sys.spawn(file_link, buf, file ? config.link.path : std::string{}, file);
+  caf::anon_send(buf, subscribe_atom::value, link);
+  auto sup = sys.spawn(supervisor, buf, link, config.queries, SourceFactory{[](const QuerySpec& q) {
+                         return make_test_source(q.source);
+                       }},
+                       RestartPolicy{});
+  spdlog::info("agent running: {} queries, link {}", config.queries.size(),
+               file ? "file " + config.link.path : std::string("offline"));
+  watch_signals(signals, sup);
+
+  bool failed = false;
+  {
+    caf::scoped_actor self{sys};
+    self->monitor(sup);
+    self->receive([&](caf::down_msg& down) { failed = static_cast<bool>(down.reason); });
+    // The supervisor's own status says whether the buffer or link died first.
+  }
+  sys.await_all_actors_done();
+  spdlog::info("agent stopped{}", failed ? " after a failure" : "");
+  return failed ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "outpost-agent: runs monitoring queries and buffers their rows on disk until the link "
+      "has delivered them"};
+  std::string config_path;
+  std::vector<std::string> overrides;
+  bool print_default = false;
+  app.add_option("-c,--config", config_path, "YAML configuration file (default: built-in)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--set", overrides,
+                 "override a key, e.g. --set buffer.limit=64MiB --set link=offline "
+                 "--set link=file:out.jsonl --set log.level=debug (repeatable)");
+  app.add_flag("--print-default-config", print_default, "print the built-in configuration and exit");
+  CLI11_PARSE(app, argc, argv);
+
+  if (print_default) {
+    std::cout << default_agent_config_yaml();
+    return 0;
+  }
+  AgentConfig config;
+  try {
+    config = config_path.empty() ? parse_agent_config(default_agent_config_yaml(), "built-in config")
+                                 : load_agent_config(config_path);
+    for (auto& o : overrides) apply_override(config, o);
+  } catch (const ConfigError& e) {
+    std::cerr << "outpost-agent: invalid configuration: " << e.what() << "\n";
+    return 2;
+  }
+  try {
+    setup_logging(config.log);
+    if (config.link.kind == LinkSpec::Kind::file) {
+      auto parent = std::filesystem::path(config.link.path).parent_path();
+      if (!parent.empty()) std::filesystem::create_directories(parent);
+    }
+    return run(config);
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    std::cerr << "outpost-agent: " << e.what() << "\n";
+    return 1;
+  }
+}
