@@ -33,6 +33,9 @@ void advance_shutdown(Self self) {
   } else if (st.buffer) {
     if (!st.buffer_stop_sent) self->send(st.buffer, stop_atom::value);
     st.buffer_stop_sent = true;
+  } else if (st.failed) {
+    // Exits with an error so that the agent's exit code says so.
+    self->quit(caf::make_error(caf::sec::runtime_error, "the buffer or the link failed"));
   } else {
     self->quit();
   }

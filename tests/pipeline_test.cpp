@@ -133,6 +133,16 @@ TEST(Pipeline, FailingQueryIsRestartedOthersGoOnAndItsRowsStay) {
   EXPECT_GE(count(b, "lanes.events.records"), 1000 / 50 + 2 * restarts);
 }
 
+TEST(Pipeline, BufferDeathShutsTheAgentDownWithAnError) {
+  Pipeline p(1ull << 30, /*online=*/true, {synthetic(1, 0)});
+  p.self->monitor(p.sup);
+  p.self->send_exit(p.buf, caf::exit_reason::kill);
+  caf::error reason;
+  p.self->receive([&](caf::down_msg& down) { reason = down.reason; },
+                  caf::after(std::chrono::seconds(30)) >> [] { FAIL() << "supervisor still up"; });
+  EXPECT_TRUE(reason) << "a failed agent must not exit as if it stopped cleanly";
+}
+
 TEST(Pipeline, TenThousandIdleQueriesStartRunAndStop) {
   std::vector<QuerySpec> queries;
   for (uint64_t id = 1; id <= 10000; ++id) {

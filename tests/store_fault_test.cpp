@@ -11,43 +11,14 @@
 #include <iterator>
 
 #include "persistence/buffer_store.hpp"
+#include "tests/store_test_util.hpp"
 #include "tests/temp_dir.hpp"
 
 namespace outpost::persistence {
 namespace {
 namespace fs = std::filesystem;
 using outpost::testing::TempDir;
-
-struct Batch {
-  std::vector<std::string> payloads;
-  std::vector<RecordIn> records;
-  Batch(size_t n, size_t size, uint64_t query_id, const std::string& tag = "row") {
-    for (size_t i = 0; i < n; ++i) {
-      std::string p;
-      while (p.size() < size) p += tag + std::to_string(i) + ";";
-      p.resize(size);
-      payloads.push_back(p);
-    }
-    for (auto& p : payloads)
-      records.push_back({query_id, 1, {reinterpret_cast<const kj::byte*>(p.data()), p.size()}});
-  }
-  kj::ArrayPtr<const RecordIn> ptr() const { return {records.data(), records.size()}; }
-};
-
-StoreOptions options_for(const fs::path& dir) {
-  StoreOptions o;
-  o.dir = dir;
-  return o;
-}
-
-std::string slurp(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void spit(const fs::path& file, const std::string& data) {
-  std::ofstream(file, std::ios::binary | std::ios::trunc).write(data.data(), data.size());
-}
+using namespace outpost::persistence::testing;
 
 // How a forked child running `body` ended: "exit N" or "signal N".
 std::string child_status(const std::function<void()>& body) {

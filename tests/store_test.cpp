@@ -18,6 +18,7 @@
 
 #include "persistence/buffer_store.hpp"
 #include "persistence/record_format.hpp"
+#include "tests/store_test_util.hpp"
 #include "tests/temp_dir.hpp"
 
 namespace outpost::persistence {
@@ -25,50 +26,10 @@ namespace {
 namespace fs = std::filesystem;
 using outpost::testing::TempDir;
 using record_format::accounted_bytes;
-
-// Payloads that tests can recognise again: `tag` repeated to `size` bytes.
-struct Batch {
-  std::vector<std::string> payloads;
-  std::vector<RecordIn> records;
-  Batch(size_t n, size_t size, uint64_t query_id, const std::string& tag = "row", int64_t t = 1) {
-    for (size_t i = 0; i < n; ++i) {
-      std::string p;
-      while (p.size() < size) p += tag + std::to_string(i) + ";";
-      p.resize(size);
-      payloads.push_back(std::move(p));
-    }
-    for (auto& p : payloads)
-      records.push_back({query_id, t, kj::ArrayPtr<const kj::byte>(
-                                          reinterpret_cast<const kj::byte*>(p.data()), p.size())});
-  }
-  kj::ArrayPtr<const RecordIn> ptr() const { return {records.data(), records.size()}; }
-  uint64_t bytes() const {
-    uint64_t sum = 0;
-    for (auto& p : payloads) sum += accounted_bytes(p.size());
-    return sum;
-  }
-};
+using namespace outpost::persistence::testing;
 
 std::string text(const StoredRecord& r) {
   return {reinterpret_cast<const char*>(r.payload().begin()), r.size};
-}
-
-std::vector<StoredRecord> read_all(BufferStore& store, Lane lane, uint64_t* quarantined = nullptr) {
-  std::vector<StoredRecord> all;
-  uint64_t after = 0;
-  for (;;) {
-    auto got = store.read(lane, after, 100, 1 << 20);
-    if (quarantined) *quarantined += got.quarantined;
-    if (got.records.empty()) return all;
-    after = got.records.back().seq;
-    for (auto& r : got.records) all.push_back(kj::mv(r));
-  }
-}
-
-StoreOptions options_for(const fs::path& dir) {
-  StoreOptions o;
-  o.dir = dir;
-  return o;
 }
 
 // Fills a new store's events lane and closes it; returns the last seq.
@@ -80,17 +41,13 @@ uint64_t append_and_close(const fs::path& dir, size_t n, size_t size) {
 
 // Overwrites every occurrence of `needle` in `file` with `replacement` bytes at `at`.
 int patch_file(const fs::path& file, const std::string& needle, size_t at, char replacement) {
-  std::string data;
-  {
-    std::ifstream in(file, std::ios::binary);
-    data.assign(std::istreambuf_iterator<char>(in), {});
-  }
+  std::string data = slurp(file);
   int hits = 0;
   for (size_t pos = data.find(needle); pos != std::string::npos; pos = data.find(needle, pos + 1)) {
     data[pos + at] = replacement;
     ++hits;
   }
-  std::ofstream(file, std::ios::binary | std::ios::trunc).write(data.data(), data.size());
+  spit(file, data);
   return hits;
 }
 

@@ -82,7 +82,6 @@ int run(const AgentConfig& config) {
     caf::scoped_actor self{sys};
     self->monitor(sup);
     self->receive([&](caf::down_msg& down) { failed = static_cast<bool>(down.reason); });
-    // The supervisor's own status says whether the buffer or link died first.
   }
   sys.await_all_actors_done();
   spdlog::info("agent stopped{}", failed ? " after a failure" : "");
