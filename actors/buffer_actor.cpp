@@ -13,13 +13,19 @@ using Self = buffer_actor::stateful_pointer<buffer_state>;
 // Bounds one transaction so that a huge backlog of appends does not hold the
 // write lock (and the link's acks) for long.
 constexpr size_t kMaxRecordsPerCommit = 10000;
-constexpr uint64_t kMaxBytesPerCommit = 64ull << 20;
+constexpr uint64_t kMaxBytesPerCommit = 4ull << 20;
 constexpr auto kDiskFullRetry = std::chrono::seconds(1);
 
 void notify_link(Self self, const std::array<uint64_t, schemas::kLaneCount>& last) {
   if (!self->state.link) return;
   for (size_t i = 0; i < last.size(); ++i)
     if (last[i]) self->send(self->state.link, committed_atom::value, static_cast<Lane>(i), last[i]);
+}
+
+void retry_later(Self self) {
+  if (self->state.flush_scheduled) return;
+  self->state.flush_scheduled = true;
+  self->delayed_send(self, kDiskFullRetry, flush_atom::value);
 }
 
 // Commits waiting appends in FIFO order, as many per transaction as fit.
@@ -43,6 +49,8 @@ void commit_waiting(Self self) {
       }
       if (!st.blocked) ++st.blocked_episodes;
       st.blocked = true;  // producers wait here until acks free space
+      st.last_error = "the buffer is full (limit " +
+                      std::to_string(st.store->options().limit_bytes) + " bytes)";
       return;
     }
     std::vector<persistence::RecordIn> records(n);
@@ -60,7 +68,7 @@ void commit_waiting(Self self) {
       st.last_error = result.reason;
       if (!st.blocked) ++st.blocked_episodes;
       st.blocked = true;
-      self->delayed_send(self, kDiskFullRetry, flush_atom::value);
+      retry_later(self);
       return;
     }
     st.blocked = false;
@@ -110,9 +118,35 @@ auto guarded(const char* what, F f) -> decltype(f()) {
     return f();
   } catch (const persistence::StoreError& e) {
     spdlog::error("buffer: {} failed: {}", what, e.what());
-    if constexpr (!std::is_void_v<decltype(f())>)
-      return caf::make_error(caf::sec::runtime_error, std::string(what) + ": " + e.what());
+    return caf::make_error(caf::sec::runtime_error, std::string(what) + ": " + e.what());
   }
+}
+
+bool try_commit(Self self) {
+  try {
+    commit_waiting(self);
+    return true;
+  } catch (const persistence::StoreError& e) {
+    spdlog::error("buffer: commit failed: {}", e.what());
+    self->state.last_error = e.what();
+    return false;
+  }
+}
+
+// Commits what fits; the appends that still wait can only be refused, as
+// nothing will free space before the agent exits.
+uint64_t settle(Self self) {
+  auto& st = self->state;
+  try_commit(self);
+  uint64_t refused = st.waiting.size();
+  const std::string& why = st.last_error;
+  for (auto& w : st.waiting)
+    w.promise.deliver(caf::make_error(
+        caf::sec::runtime_error, "not stored at shutdown: " + why));
+  if (refused) spdlog::warn("buffer: refused {} appends at shutdown: {}", refused, why);
+  st.waiting.clear();
+  st.blocked = false;
+  return refused;
 }
 
 }  // namespace
@@ -137,7 +171,8 @@ buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> 
       },
       [=](flush_atom) {
         self->state.flush_scheduled = false;
-        guarded("commit", [&] { commit_waiting(self); });
+        // On failure nothing else may come to retry: the producers are paused.
+        if (!try_commit(self)) retry_later(self);
       },
       [=](read_atom, Lane lane, uint64_t after, uint64_t max) -> caf::result<StoredRecords> {
         return guarded("read", [&]() -> caf::result<StoredRecords> {
@@ -152,20 +187,15 @@ buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> 
           ++self->state.acks;
           if (freed && !self->state.waiting.empty()) {
             self->state.blocked = false;
-            commit_waiting(self);
+            if (!try_commit(self)) retry_later(self);
           }
           return freed;
         });
       },
       [=](subscribe_atom, link_actor link) { self->state.link = std::move(link); },
+      [=](settle_atom) { return settle(self); },
       [=](stop_atom) {
-        auto& st = self->state;
-        guarded("commit", [&] { commit_waiting(self); });
-        for (auto& w : st.waiting)
-          w.promise.deliver(caf::make_error(caf::sec::runtime_error, "buffer stopped while full"));
-        if (!st.waiting.empty())
-          spdlog::warn("buffer: stopped with {} appends still waiting for space", st.waiting.size());
-        st.waiting.clear();
+        settle(self);
         self->quit();
       },
       [=](status_atom) { return status_of(self); },

@@ -21,6 +21,7 @@ using pull_atom = caf::atom_constant<caf::atom("pull")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
+using settle_atom = caf::atom_constant<caf::atom("settle")>;
 
 // Ships buffered records somewhere and acks them once they are stored there.
 using link_actor = caf::typed_actor<
@@ -43,7 +44,9 @@ using buffer_actor = caf::typed_actor<
     caf::reacts_to<subscribe_atom, link_actor>,
     // Internal: commit what the mailbox held when this arrived.
     caf::reacts_to<flush_atom>,
-    // Commits what is still waiting, then quits.
+    // Shutdown: commits the waiting appends that fit, refuses the others; answers how many it refused.
+    caf::replies_to<settle_atom>::with<uint64_t>,
+    // Settles, then quits.
     caf::reacts_to<stop_atom>,
     // Counters and state, for outpostctl and tests.
     caf::replies_to<status_atom>::with<caf::settings>>;
@@ -54,8 +57,8 @@ using query_actor = caf::typed_actor<
     caf::reacts_to<pull_atom>,
     // Internal: the batch with this generation has waited long enough.
     caf::reacts_to<flush_atom, uint64_t>,
-    // Flushes the partial batch, waits for its appends, then quits.
-    caf::reacts_to<stop_atom>,
+    // Hands the partial batch to the buffer and answers how many rows await commit; quits once none do.
+    caf::replies_to<stop_atom>::with<uint64_t>,
     // Counters and state, for outpostctl and tests.
     caf::replies_to<status_atom>::with<caf::settings>>;
 

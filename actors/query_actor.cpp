@@ -26,7 +26,7 @@ void maybe_quit(Self self) {
   auto& st = self->state;
   bool empty = !st.batch || st.batch->row_count() == 0;
   if ((st.stopping || st.source_done) && st.in_flight == 0 && empty) {
-    spdlog::info("query {} stopped: {} rows produced, {} rows committed", st.spec.name,
+    spdlog::info("query {} stopped: {} rows produced, {} rows committed", st.spec->name,
                  st.rows_produced, st.rows_committed);
     self->quit();
   }
@@ -39,38 +39,48 @@ void resume(Self self) {
   schedule_pull(self);
 }
 
+// The next batch starts with room for about as much as the last one took:
+// idle queries then hold a few hundred bytes each, busy ones one segment.
+unsigned next_batch_words(size_t last_words, size_t batch_bytes) {
+  size_t cap = std::max<size_t>(batch_bytes / sizeof(capnp::word), 32);
+  return static_cast<unsigned>(std::clamp<size_t>(last_words + last_words / 8 + 8, 32, cap));
+}
+
 void send_batch(Self self) {
   auto& st = self->state;
   if (!st.batch || st.batch->row_count() == 0) return;
   uint64_t rows = st.batch->row_count();
-  RecordRef record{std::make_shared<const schemas::Encoded>(st.batch->finish()), st.spec.id,
+  RecordRef record{std::make_shared<const schemas::Encoded>(st.batch->finish()), st.spec->id,
                    st.batch_created_ns};
+  st.next_batch_words = next_batch_words(record.encoded->words().size(), st.spec->batch_bytes);
   st.batch.reset();
   ++st.generation;
   st.timer_armed = st.flush_due = false;
   ++st.in_flight;
   ++st.batches_sent;
-  if (st.in_flight >= st.spec.max_in_flight && !st.paused) {
+  if (st.in_flight >= st.spec->max_in_flight && !st.paused) {
     st.paused = true;  // stop pulling: the buffer is the only place where we wait
     ++st.pauses;
     st.paused_since = query_state::Clock::now();
   }
   // No timeout: a full buffer holds the answer for as long as it stays full.
-  self->request(st.buffer, caf::infinite, append_atom::value, st.spec.lane, std::move(record))
+  self->request(st.buffer, caf::infinite, append_atom::value, st.spec->lane, std::move(record))
       .then(
           [=](uint64_t) {
             auto& st = self->state;
             --st.in_flight;
             st.rows_committed += rows;
-            if (st.paused && st.in_flight < st.spec.max_in_flight) {
+            if (st.paused && st.in_flight < st.spec->max_in_flight) {
               resume(self);
               if (st.flush_due) send_batch(self);
             }
             maybe_quit(self);
           },
           [=](caf::error& err) {
-            spdlog::error("query {}: append failed: {}", self->state.spec.name,
-                          self->system().render(err));
+            auto& st = self->state;
+            auto level = st.stopping ? spdlog::level::warn : spdlog::level::err;
+            spdlog::log(level, "query {}: {} rows not stored: {}", st.spec->name,
+                        st.rows_produced - st.rows_committed, self->system().render(err));
             self->quit(err);
           });
 }
@@ -81,19 +91,20 @@ void pull(Self self) {
   if (st.paused || st.source_done || st.stopping) return;
   if (!st.batch) {
     st.batch = std::make_unique<schemas::RowBatchWriter>(
-        st.spec.id, st.spec.artifact.c_str(), st.spec.name.c_str(), st.spec.lane, st.columns);
+        st.spec->id, st.spec->artifact.c_str(), st.spec->name.c_str(), st.spec->lane, st.source->columns(),
+        st.next_batch_words);
     st.batch_created_ns = schemas::now_ns();
   }
   size_t before = st.batch->row_count();
-  size_t budget = std::min(kPullBudget, st.spec.batch_rows - std::min(before, st.spec.batch_rows));
+  size_t budget = std::min(kPullBudget, st.spec->batch_rows - std::min(before, st.spec->batch_rows));
   PullResult result = st.source->pull(*st.batch, std::max<size_t>(budget, 1));
   size_t rows = st.batch->row_count();
   st.rows_produced += rows - before;
-  if (rows >= st.spec.batch_rows || st.batch->encoded_size() >= st.spec.batch_bytes) {
+  if (rows >= st.spec->batch_rows || st.batch->encoded_size() >= st.spec->batch_bytes) {
     send_batch(self);
   } else if (rows > 0 && !st.timer_armed) {
     st.timer_armed = true;
-    self->delayed_send(self, st.spec.batch_delay, flush_atom::value, st.generation);
+    self->delayed_send(self, st.spec->batch_delay, flush_atom::value, st.generation);
   }
   switch (result.state) {
     case PullResult::State::more: schedule_pull(self); break;
@@ -109,9 +120,9 @@ void pull(Self self) {
 caf::settings status_of(Self self) {
   auto& st = self->state;
   caf::settings s;
-  caf::put(s, "name", st.spec.name);
-  put_count(s, "id", st.spec.id);
-  caf::put(s, "lane", std::string(schemas::lane_name(st.spec.lane)));
+  caf::put(s, "name", st.spec->name);
+  put_count(s, "id", st.spec->id);
+  caf::put(s, "lane", std::string(schemas::lane_name(st.spec->lane)));
   caf::put(s, "state", std::string(st.stopping      ? "stopping"
                                    : st.source_done ? "finishing"
                                    : st.paused      ? "paused"
@@ -131,8 +142,9 @@ caf::settings status_of(Self self) {
 
 }  // namespace
 
-query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self, QuerySpec spec,
-                                 buffer_actor buffer, SourceFactory make_source) {
+query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self,
+                                 std::shared_ptr<const QuerySpec> spec, buffer_actor buffer,
+                                 const SourceFactory& make_source) {
   // A throwing source ends this actor with the exception's text as the exit
   // reason, which is what the supervisor logs before restarting it.
   self->set_exception_handler([](caf::scheduled_actor*, std::exception_ptr& eptr) -> caf::error {
@@ -147,8 +159,7 @@ query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self
   auto& st = self->state;
   st.spec = std::move(spec);
   st.buffer = std::move(buffer);
-  st.source = make_source(st.spec);
-  st.columns = st.source->columns();
+  st.source = make_source(*st.spec);
   schedule_pull(self);
   return {
       [=](pull_atom) { pull(self); },
@@ -160,10 +171,13 @@ query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self
         else
           send_batch(self);
       },
-      [=](stop_atom) {
-        self->state.stopping = true;
+      [=](stop_atom) -> uint64_t {
+        auto& st = self->state;
+        st.stopping = true;
         send_batch(self);
+        uint64_t awaiting_commit = st.rows_produced - st.rows_committed;
         maybe_quit(self);
+        return awaiting_commit;
       },
       [=](status_atom) { return status_of(self); },
   };

@@ -17,12 +17,13 @@ struct query_state {
   static inline const char* name = "query";
   using Clock = std::chrono::steady_clock;
 
-  QuerySpec spec;
+  // Members are few and small: an agent runs thousands of queries.
+  std::shared_ptr<const QuerySpec> spec;  // shared with the supervisor
   buffer_actor buffer;
   std::unique_ptr<Source> source;
-  std::vector<std::string> columns;
   std::unique_ptr<schemas::RowBatchWriter> batch;  // rows not yet sent
   int64_t batch_created_ns = 0;
+  unsigned next_batch_words = 64;  // first segment of the next batch, from the last one's size
   uint64_t generation = 0;  // of `batch`, so a stale flush timer is ignored
   bool timer_armed = false;
   bool flush_due = false;   // the timer fired while paused
@@ -39,7 +40,8 @@ struct query_state {
   Clock::duration paused_total{};
 };
 
-query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self, QuerySpec spec,
-                                 buffer_actor buffer, SourceFactory make_source);
+query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self,
+                                 std::shared_ptr<const QuerySpec> spec, buffer_actor buffer,
+                                 const SourceFactory& make_source);
 
 }  // namespace outpost

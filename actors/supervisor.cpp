@@ -41,19 +41,35 @@ void advance_shutdown(Self self) {
   }
 }
 
+// Once every query has handed its last batch to the buffer, the buffer
+// answers every append still waiting, so that no query waits for space that
+// will never come (a full buffer with the link offline).
+void settle_buffer(Self self) {
+  auto& st = self->state;
+  if (--st.handovers_pending > 0 || !st.buffer) return;
+  self->request(st.buffer, caf::infinite, settle_atom::value)
+      .then([](uint64_t) {}, [](caf::error&) {});  // a dead buffer is handled by on_down
+}
+
 void begin_shutdown(Self self) {
   auto& st = self->state;
   if (st.stopping) return;
   st.stopping = true;
   spdlog::info("supervisor: stopping {} queries", running(self));
+  st.handovers_pending = 1;  // released below, after every stop request is out
   for (auto& q : st.queries) {
     if (!q.actor) continue;
-    // Without a buffer their appends would never be answered: end them now.
-    if (st.buffer)
-      self->send(q.actor, stop_atom::value);
-    else
+    if (!st.buffer) {
+      // Without a buffer their appends would never be answered: end them now.
       self->send_exit(q.actor, caf::exit_reason::user_shutdown);
+      continue;
+    }
+    ++st.handovers_pending;
+    self->request(q.actor, caf::infinite, stop_atom::value)
+        .then([=](uint64_t) { settle_buffer(self); },
+              [=](caf::error&) { settle_buffer(self); });  // it ended first
   }
+  settle_buffer(self);
 }
 
 void on_down(Self self, const caf::down_msg& down) {
@@ -81,7 +97,7 @@ void on_down(Self self, const caf::down_msg& down) {
     q.actor = nullptr;
     if (st.stopping || !down.reason) {
       q.finished = !down.reason;
-      if (!down.reason) spdlog::info("query {} finished", q.spec.name);
+      if (!down.reason) spdlog::info("query {} finished", q.spec->name);
       break;
     }
     q.last_error = reason;
@@ -90,7 +106,7 @@ void on_down(Self self, const caf::down_msg& down) {
                     ? st.policy.initial
                     : std::min(st.policy.cap, q.backoff * 2);
     ++q.restarts;
-    spdlog::error("query {} failed: {}; restart {} in {} ms", q.spec.name, reason, q.restarts,
+    spdlog::error("query {} failed: {}; restart {} in {} ms", q.spec->name, reason, q.restarts,
                   q.backoff.count());
     self->delayed_send(self, q.backoff, restart_atom::value, uint64_t{i});
     break;
@@ -114,7 +130,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
   self->set_down_handler([=](caf::down_msg& down) { on_down(self, down); });
   for (auto& spec : queries) {
     supervisor_state::Query q;
-    q.spec = spec;
+    q.spec = std::make_shared<const QuerySpec>(spec);
     st.queries.push_back(std::move(q));
   }
   for (size_t i = 0; i < st.queries.size(); ++i) start_query(self, i);
@@ -135,7 +151,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
         caf::put(s, "stopping", st.stopping);
         caf::put(s, "failed", st.failed);
         for (auto& q : st.queries) {
-          std::string key = "query." + q.spec.name + ".";
+          std::string key = "query." + q.spec->name + ".";
           put_count(s, key + "restarts", q.restarts);
           caf::put(s, key + "running", static_cast<bool>(q.actor));
           caf::put(s, key + "finished", q.finished);

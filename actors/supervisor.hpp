@@ -22,7 +22,7 @@ struct supervisor_state {
   using Clock = std::chrono::steady_clock;
 
   struct Query {
-    QuerySpec spec;
+    std::shared_ptr<const QuerySpec> spec;
     query_actor actor;  // null while waiting to restart or after finishing
     unsigned restarts = 0;
     std::chrono::milliseconds backoff{0};
@@ -37,6 +37,7 @@ struct supervisor_state {
   RestartPolicy policy;
   std::vector<Query> queries;
   bool stopping = false;
+  size_t handovers_pending = 0;  // queries yet to hand their last batch to the buffer
   bool buffer_stop_sent = false;
   bool link_stop_sent = false;
   bool failed = false;  // the buffer or the link died: the agent exits non-zero

@@ -43,8 +43,8 @@ RecordView::RecordView(kj::ArrayPtr<const capnp::word> words) {
   }
 }
 
-RecordWriter::RecordWriter(uint64_t query_id, int64_t created_ns)
-    : record_(message_.initRoot<schema::Record>()) {
+RecordWriter::RecordWriter(uint64_t query_id, int64_t created_ns, unsigned first_segment_words)
+    : message_(first_segment_words), record_(message_.initRoot<schema::Record>()) {
   record_.setQueryId(query_id);
   record_.setCreatedNs(created_ns);
 }
@@ -56,8 +56,9 @@ size_t RecordWriter::encoded_size() {
 Encoded RecordWriter::finish() { return Encoded(capnp::messageToFlatArray(message_)); }
 
 RowBatchWriter::RowBatchWriter(uint64_t query_id, kj::StringPtr artifact, kj::StringPtr source,
-                               Lane lane, const std::vector<std::string>& columns)
-    : RecordWriter(query_id), batch_(record_.initRowBatch()), columns_(columns.size()) {
+                               Lane lane, const std::vector<std::string>& columns,
+                               unsigned first_segment_words)
+    : RecordWriter(query_id, now_ns(), first_segment_words), batch_(record_.initRowBatch()), columns_(columns.size()) {
   batch_.setQueryId(query_id);
   batch_.setArtifact(artifact);
   batch_.setSource(source);

@@ -59,7 +59,10 @@ class RecordView {
 // Builds any record: set the union on record(), then finish().
 class RecordWriter {
  public:
-  RecordWriter(uint64_t query_id, int64_t created_ns = now_ns());
+  // `first_segment_words` sizes the first allocation: a good guess (the size
+  // of the previous batch) keeps small batches small and big ones in one segment.
+  explicit RecordWriter(uint64_t query_id, int64_t created_ns = now_ns(),
+                        unsigned first_segment_words = capnp::SUGGESTED_FIRST_SEGMENT_WORDS);
   virtual ~RecordWriter() = default;
   schema::Record::Builder record() { return record_; }
   size_t encoded_size();  // bytes finish() would produce
@@ -75,7 +78,8 @@ class RecordWriter {
 class RowBatchWriter : public RecordWriter {
  public:
   RowBatchWriter(uint64_t query_id, kj::StringPtr artifact, kj::StringPtr source, Lane lane,
-                 const std::vector<std::string>& columns);
+                 const std::vector<std::string>& columns,
+                 unsigned first_segment_words = capnp::SUGGESTED_FIRST_SEGMENT_WORDS);
   // A row with one (null) value per column, to fill in place.
   capnp::List<schema::Value>::Builder add_row();
   size_t row_count() const { return rows_.size(); }

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "actors/interfaces.hpp"
+#include "actors/status.hpp"
 #include "schemas/codec.hpp"
 
 namespace outpost::testing {
@@ -24,15 +25,7 @@ inline RecordRef make_record(size_t text_size, uint64_t query_id = 1) {
 
 template <class Handle>
 caf::settings status_of(caf::scoped_actor& self, const Handle& actor) {
-  caf::settings result;
-  self->request(actor, std::chrono::seconds(10), status_atom::value)
-      .receive([&](caf::settings& s) { result = std::move(s); },
-               [&](caf::error& e) { throw std::runtime_error(self->system().render(e)); });
-  return result;
-}
-
-inline int64_t count(const caf::settings& s, const std::string& key) {
-  return caf::get_or(s, key, int64_t{-1});
+  return request_status(self, actor);
 }
 
 // Polls `done` every 10 ms for up to `limit`; true once it holds.

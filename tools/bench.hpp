@@ -2,9 +2,38 @@
 // Benchmarks report a figure and, measured in the same run, a baseline that
 // does the same work with the bare library; the ratio is what we track.
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <vector>
 
 namespace outpost::bench {
+
+using Clock = std::chrono::steady_clock;
+
+inline double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// The directory a benchmark works in: the one given, or a new temp dir that
+// is removed afterwards.
+class WorkDir {
+ public:
+  explicit WorkDir(const std::filesystem::path& given);
+  ~WorkDir();
+  WorkDir(const WorkDir&) = delete;
+  WorkDir& operator=(const WorkDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  bool owned_ = false;
+};
 
 struct BufferBenchOptions {
   std::filesystem::path dir;  // where the stores go; a temp dir when empty
@@ -16,5 +45,24 @@ struct BufferBenchOptions {
 };
 
 int run_buffer_bench(const BufferBenchOptions& options);
+
+struct PipelineBenchOptions {
+  std::filesystem::path dir;
+  size_t queries = 100;
+  size_t row_size = 256;
+  size_t rows = 1000000;  // per round, for the pipeline and the baseline alike
+  int rounds = 3;
+  bool json = false;
+};
+
+int run_pipeline_bench(const PipelineBenchOptions& options);
+
+struct QueriesBenchOptions {
+  std::filesystem::path dir;
+  size_t queries = 10000;
+  bool json = false;
+};
+
+int run_queries_bench(const QueriesBenchOptions& options);
 
 }  // namespace outpost::bench

@@ -1,7 +1,6 @@
 #include <fmt/format.h>
 #include <lmdb.h>
 #include <spdlog/spdlog.h>
-#include <stdlib.h>
 
 #include <algorithm>
 #include <chrono>
@@ -15,13 +14,8 @@
 namespace outpost::bench {
 namespace fs = std::filesystem;
 using namespace outpost::persistence;
-using Clock = std::chrono::steady_clock;
 
 namespace {
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 std::vector<kj::byte> make_payload(size_t size) {
   std::vector<kj::byte> payload(size);
@@ -101,22 +95,12 @@ double baseline_round(const fs::path& dir, const BufferBenchOptions& o) {
   return seconds_since(start);
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 
 int run_buffer_bench(const BufferBenchOptions& o) {
   spdlog::set_level(spdlog::level::warn);
-  fs::path root = o.dir;
-  bool own_root = root.empty();
-  if (own_root) {
-    std::string tmpl = (fs::temp_directory_path() / "outpost-bench-XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) throw StoreError("cannot create a temp dir for the benchmark");
-    root = tmpl;
-  }
+  WorkDir work(o.dir);
+  const fs::path& root = work.path();
   if (!o.json)
     fmt::print("outpost-bench buffer: {} records of {} bytes, {} per append, sync=full, {} rounds, in {}\n",
                o.records, o.record_size, o.batch, o.rounds, root.string());
@@ -136,7 +120,6 @@ int run_buffer_bench(const BufferBenchOptions& o) {
       fmt::print("  round {}: store append {:.3f} s, drain {:.3f} s; bare LMDB append {:.3f} s\n", r + 1,
                  round.append_s, round.drain_s, baseline_s.back());
   }
-  if (own_root) fs::remove_all(root);
 
   double n = static_cast<double>(o.records);
   double append_rows = n / median(append_s), baseline_rows = n / median(baseline_s);

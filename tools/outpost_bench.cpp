@@ -3,22 +3,51 @@
 #include "tools/bench.hpp"
 
 int main(int argc, char** argv) {
+  using namespace outpost::bench;
   CLI::App app{"outpost-bench: Outpost's benchmarks, each against a same-run baseline"};
   app.require_subcommand(1);
 
-  outpost::bench::BufferBenchOptions buffer;
-  auto* cmd = app.add_subcommand(
+  BufferBenchOptions buffer;
+  auto* b = app.add_subcommand(
       "buffer", "append fsynced record batches to the buffer store, then drain it; baseline: a bare "
                 "LMDB loop doing the same appends");
-  cmd->add_flag("--json", buffer.json, "print one JSON object");
-  cmd->add_option("--dir", buffer.dir, "directory for the stores (default: a new temp dir)");
-  cmd->add_option("--records", buffer.records, "records per round")->check(CLI::PositiveNumber);
-  cmd->add_option("--batch", buffer.batch, "records per append (one transaction)")
+  b->add_flag("--json", buffer.json, "print one JSON object");
+  b->add_option("--dir", buffer.dir, "directory for the stores (default: a new temp dir)");
+  b->add_option("--records", buffer.records, "records per round")->check(CLI::PositiveNumber);
+  b->add_option("--batch", buffer.batch, "records per append (one transaction)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--record-size", buffer.record_size, "payload bytes per record")
+  b->add_option("--record-size", buffer.record_size, "payload bytes per record")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--rounds", buffer.rounds, "rounds; the median counts")->check(CLI::PositiveNumber);
+  b->add_option("--rounds", buffer.rounds, "rounds; the median counts")->check(CLI::PositiveNumber);
+
+  PipelineBenchOptions pipeline;
+  auto* p = app.add_subcommand(
+      "pipeline", "N synthetic queries as fast as the pipeline takes their rows, through the buffer "
+                  "actor (sync=full) into the file link; baseline: the bare store appending the "
+                  "same rows in 1000-row batches");
+  p->add_flag("--json", pipeline.json, "print one JSON object");
+  p->add_option("--dir", pipeline.dir, "working directory (default: a new temp dir)");
+  p->add_option("--queries", pipeline.queries, "query actors")->check(CLI::PositiveNumber);
+  p->add_option("--row-size", pipeline.row_size, "bytes of each row's Data column")
+      ->check(CLI::PositiveNumber);
+  p->add_option("--rows", pipeline.rows, "rows per round, shared by the queries")
+      ->check(CLI::PositiveNumber);
+  p->add_option("--rounds", pipeline.rounds, "rounds; the median counts")->check(CLI::PositiveNumber);
+
+  QueriesBenchOptions queries;
+  auto* q = app.add_subcommand(
+      "queries", "RSS of N idle clock queries (1 s period) above the agent without queries");
+  q->add_flag("--json", queries.json, "print one JSON object");
+  q->add_option("--dir", queries.dir, "working directory (default: a new temp dir)");
+  q->add_option("--queries", queries.queries, "query actors")->check(CLI::PositiveNumber);
 
   CLI11_PARSE(app, argc, argv);
-  return outpost::bench::run_buffer_bench(buffer);
+  try {
+    if (*b) return run_buffer_bench(buffer);
+    if (*p) return run_pipeline_bench(pipeline);
+    return run_queries_bench(queries);
+  } catch (const std::exception& e) {
+    fprintf(stderr, "outpost-bench: %s\n", e.what());
+    return 1;
+  }
 }
