@@ -83,6 +83,10 @@ class RowBatchWriter : public RecordWriter {
   // A row with one (null) value per column, to fill in place.
   capnp::List<schema::Value>::Builder add_row();
   size_t row_count() const { return rows_.size(); }
+  // At least what finish() will produce: linking a row into the batch can
+  // take a pointer and a double-far landing pad when the row sits in
+  // another segment.
+  size_t encoded_size() { return RecordWriter::encoded_size() + rows_.size() * 3 * sizeof(capnp::word); }
   Encoded finish() override;
 
  private:

@@ -42,9 +42,12 @@ pid_t start_agent(const fs::path& config, const std::vector<std::string>& extra 
   return pid;
 }
 
-int wait_exit(pid_t pid) {
+// The exit code (128 + signal when killed), or -1 if it is still running
+// after `limit`: a hung shutdown fails the test instead of hanging it.
+int wait_exit(pid_t pid, std::chrono::seconds limit = std::chrono::seconds(60)) {
   int status = 0;
-  waitpid(pid, &status, 0);
+  bool exited = eventually([&] { return waitpid(pid, &status, WNOHANG) == pid; }, limit);
+  if (!exited) return -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
@@ -54,9 +57,9 @@ struct AgentTest : ::testing::Test {
   fs::path config = tmp.path("agent.yaml");
   fs::path log = tmp.path("agent.log");
 
-  void write_config(const std::string& link, bool with_query) {
+  void write_config(const std::string& link, bool with_query, const std::string& limit = "256MiB") {
     std::ofstream(config) << "buffer: {dir: " << tmp.path("buf").string()
-                          << ", limit: 256MiB, sync: full}\n"
+                          << ", limit: " << limit << ", sync: full}\n"
                           << "link: " << link << "\n"
                           << "log: {level: info, file: " << log.string() << "}\n"
                           << (with_query ? "queries:\n"
@@ -151,6 +154,33 @@ TEST_F(AgentTest, KillNineLosesNothingCommittedAndTheLinkDeliversItAfterRestart)
   // Acked records are gone; one whose ack was still in flight at SIGTERM may
   // remain, and is delivered again next time (the file link is at-least-once).
   for (auto& [record, rows] : stored_rows()) EXPECT_TRUE(want.count(record)) << record;
+}
+
+TEST_F(AgentTest, SigtermWithAFullBufferAndNoLinkStillExitsPromptly) {
+  write_config("{type: offline}", true, "1MiB");  // full within a second
+  pid_t agent = start();
+  ASSERT_TRUE(eventually([&] { return log_says("agent running"); }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  kill(agent, SIGTERM);
+  ASSERT_EQ(wait_exit(agent), 0) << slurp(log);
+  // The query's last batches could not be stored, and the log says so.
+  EXPECT_TRUE(log_says("refused")) << slurp(log);
+  EXPECT_TRUE(log_says("rows not stored")) << slurp(log);
+  EXPECT_FALSE(stored_rows().empty());
+}
+
+TEST_F(AgentTest, SecondSignalForcesExit) {
+  write_config("{type: offline}", true);
+  pid_t agent = start();
+  ASSERT_TRUE(eventually([&] { return log_says("agent running"); }));
+  // Both signals are pending when it resumes, so the second arrives while
+  // the ordered shutdown the first one started is still running.
+  kill(agent, SIGSTOP);
+  kill(agent, SIGINT);
+  kill(agent, SIGTERM);
+  kill(agent, SIGCONT);
+  EXPECT_EQ(wait_exit(agent), 130) << slurp(log);
+  EXPECT_TRUE(log_says("exiting without waiting")) << slurp(log);
 }
 
 TEST_F(AgentTest, InvalidConfigNamesTheKeyAndExitsTwo) {

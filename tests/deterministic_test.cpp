@@ -1,0 +1,295 @@
+// Timing-dependent behaviour under CAF's deterministic test coordinator:
+// nothing runs until the test says so, and time moves only when the test
+// advances it. A fake buffer holds every append until the test answers it.
+
+#include <gtest/gtest.h>
+
+#include <caf/all.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+
+#include "actors/file_link.hpp"
+#include "actors/supervisor.hpp"
+
+namespace outpost {
+namespace {
+using namespace std::chrono_literals;
+
+// What the fake buffer saw, in arrival order.
+struct fake_buffer_state {
+  static inline const char* name = "fake-buffer";
+  struct Append {
+    RecordRef record;
+    caf::typed_response_promise<uint64_t> promise;
+    bool answered = false;
+  };
+  std::vector<Append> appends;
+  std::vector<std::string> events;  // "append", "settle", "stop"
+  uint64_t next_seq = 1;
+};
+
+using answer_atom = caf::atom_constant<caf::atom("answer")>;
+
+// Dynamically typed so that it can also take `answer`: promises are
+// delivered from within an actor, never from the test's thread.
+caf::behavior fake_buffer(caf::stateful_actor<fake_buffer_state>* self) {
+  return {
+      [=](answer_atom, size_t i) {
+        auto& a = self->state.appends.at(i);
+        a.promise.deliver(self->state.next_seq++);
+        a.answered = true;
+      },
+      [=](append_atom, Lane, RecordRef record) -> caf::result<uint64_t> {
+        auto promise = self->make_response_promise<uint64_t>();
+        self->state.appends.push_back({std::move(record), promise});
+        self->state.events.push_back("append");
+        return promise;
+      },
+      [=](read_atom, Lane, uint64_t, uint64_t) {
+        return StoredRecords{std::make_shared<const std::vector<persistence::StoredRecord>>()};
+      },
+      [=](ack_atom, Lane, uint64_t) { return uint64_t{0}; },
+      [=](subscribe_atom, link_actor) {},
+      [=](flush_atom) {},
+      [=](settle_atom) {
+        self->state.events.push_back("settle");
+        uint64_t refused = 0;
+        for (auto& a : self->state.appends)
+          if (!a.answered) {
+            a.promise.deliver(caf::make_error(caf::sec::runtime_error, "refused by the test"));
+            a.answered = true;
+            ++refused;
+          }
+        return refused;
+      },
+      // Stays up, so that the test can still read its state; the fixture ends it.
+      [=](stop_atom) { self->state.events.push_back("stop"); },
+      [=](status_atom) { return caf::settings{}; },
+  };
+}
+
+// A source whose every pull is scripted by its spec: `rows` rows per pull,
+// then wait `wait` (zero: more at once); throws on pull number `throw_on`.
+struct Script {
+  size_t rows = 1;
+  std::chrono::nanoseconds wait{0};
+  int throw_on = 0;  // 1-based; 0 never
+};
+
+class ScriptedSource : public Source {
+ public:
+  explicit ScriptedSource(Script script) : script_(script) {}
+  std::vector<std::string> columns() const override { return {"N"}; }
+  PullResult pull(schemas::RowBatchWriter& batch, size_t max_rows) override {
+    if (++pulls_ == script_.throw_on) throw std::runtime_error("scripted failure");
+    for (size_t i = 0; i < std::min(max_rows, script_.rows); ++i)
+      batch.add_row()[0].setUint64(++produced_);
+    if (script_.wait.count() > 0) return {PullResult::State::wait, script_.wait};
+    return {PullResult::State::more, {}};
+  }
+
+ private:
+  Script script_;
+  int pulls_ = 0;
+  uint64_t produced_ = 0;
+};
+
+// The state of a live actor (CAF destroys it when the actor quits).
+template <class State, class Handle>
+State& state_of(const Handle& h) {
+  using Actor = caf::stateful_actor<State, typename Handle::base>;
+  return dynamic_cast<Actor&>(*caf::actor_cast<caf::abstract_actor*>(h)).state;
+}
+
+fake_buffer_state& state_of_fake(const caf::actor& h) {
+  using Actor = caf::stateful_actor<fake_buffer_state>;
+  return dynamic_cast<Actor&>(*caf::actor_cast<caf::abstract_actor*>(h)).state;
+}
+
+size_t rows_in(const RecordRef& r) {
+  schemas::RecordView view(r.encoded->words());
+  return view.record().getRowBatch().getRows().size();
+}
+
+struct Deterministic : ::testing::Test {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  caf::scheduler::test_coordinator* sched = nullptr;
+  caf::actor fake;
+  buffer_actor buf;  // the same actor, as the queries see it
+
+  Deterministic() {
+    cfg.set("scheduler.policy", caf::atom("testing"));
+    sys = std::make_unique<caf::actor_system>(cfg);
+    sys->await_actors_before_shutdown(false);  // nothing runs unless we run it
+    sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
+    fake = sys->spawn(fake_buffer);
+    buf = caf::actor_cast<buffer_actor>(fake);
+    sched->run();
+  }
+  ~Deterministic() override {
+    // Ends everything this test spawned, then lets the system go.
+    caf::anon_send_exit(fake, caf::exit_reason::user_shutdown);
+    sched->run();
+    for (int i = 0; i < 100 && sched->trigger_timeouts() > 0; ++i) sched->run();
+  }
+
+  fake_buffer_state& fb() { return state_of_fake(fake); }
+
+  void answer(size_t i) {
+    caf::anon_send(fake, answer_atom::value, i);
+    sched->run();
+  }
+
+  query_actor start_query(QuerySpec spec, Script script) {
+    spec.name = spec.name.empty() ? "q" : spec.name;
+    auto q = sys->spawn(query, std::make_shared<const QuerySpec>(spec), buf,
+                        SourceFactory{[script](const QuerySpec&) {
+                          return std::make_unique<ScriptedSource>(script);
+                        }});
+    sched->run();
+    return q;
+  }
+};
+
+TEST_F(Deterministic, QueryPausesAtMaxInFlightAndResumesOnAnswer) {
+  QuerySpec spec;
+  spec.batch_rows = 10;
+  spec.max_in_flight = 2;
+  auto q = start_query(spec, Script{1000});  // rows as fast as taken
+  auto& st = state_of<query_state>(q);
+  ASSERT_EQ(fb().appends.size(), 2u);
+  EXPECT_TRUE(st.paused);
+  EXPECT_EQ(st.rows_produced, 20u) << "a paused query must not pull from its source";
+  EXPECT_EQ(rows_in(fb().appends[0].record), 10u);
+
+  answer(0);  // one slot frees: exactly one more batch, then paused again
+  EXPECT_EQ(fb().appends.size(), 3u);
+  EXPECT_TRUE(st.paused);
+  EXPECT_EQ(st.rows_produced, 30u);
+  EXPECT_EQ(st.rows_committed, 10u);
+  EXPECT_EQ(st.pauses, 2u);
+  caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(Deterministic, BatchIsSentAfterDelayNotBefore) {
+  QuerySpec spec;
+  spec.batch_rows = 1000;
+  spec.batch_delay = 5ms;
+  auto q = start_query(spec, Script{1, 1s});  // one row, then nothing for a second
+  EXPECT_TRUE(fb().appends.empty());
+  sched->advance_time(4ms);
+  sched->run();
+  EXPECT_TRUE(fb().appends.empty()) << "sent before batch_delay";
+  sched->advance_time(1ms);
+  sched->run();
+  ASSERT_EQ(fb().appends.size(), 1u) << "not sent at batch_delay";
+  EXPECT_EQ(rows_in(fb().appends[0].record), 1u);
+  caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(Deterministic, BatchIsSentAtRowOrByteLimit) {
+  QuerySpec by_rows;
+  by_rows.batch_rows = 7;
+  by_rows.max_in_flight = 3;
+  auto q1 = start_query(by_rows, Script{5});
+  ASSERT_EQ(fb().appends.size(), 3u);
+  for (auto& a : fb().appends) EXPECT_EQ(rows_in(a.record), 7u);
+  caf::anon_send_exit(q1, caf::exit_reason::user_shutdown);
+  sched->run();
+
+  QuerySpec by_bytes;
+  by_bytes.batch_rows = 100000;
+  by_bytes.batch_bytes = 4096;
+  by_bytes.max_in_flight = 1;
+  auto q2 = start_query(by_bytes, Script{1});
+  ASSERT_EQ(fb().appends.size(), 4u);
+  auto size = fb().appends.back().record.encoded->size();
+  EXPECT_GE(size, 2048u);
+  EXPECT_LE(size, 4096u + 64) << "the batch overshot its byte limit by more than one row";
+  caf::anon_send_exit(q2, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(Deterministic, StopHandsOverThePartialBatchAndWaitsForItsAnswer) {
+  QuerySpec spec;
+  spec.batch_rows = 10;
+  spec.batch_delay = 1h;
+  auto q = start_query(spec, Script{3, 1h});  // a partial batch of 3 rows
+  ASSERT_TRUE(fb().appends.empty());
+  caf::scoped_actor self{*sys};
+  self->send(q, stop_atom::value);
+  sched->run();
+  ASSERT_EQ(fb().appends.size(), 1u);
+  EXPECT_EQ(rows_in(fb().appends[0].record), 3u);
+  self->receive([](uint64_t awaiting) { EXPECT_EQ(awaiting, 3u); });
+  EXPECT_TRUE(state_of<query_state>(q).stopping);
+  self->monitor(q);
+  answer(0);  // its last append is answered: now it ends
+  bool down = false;
+  self->receive([&](caf::down_msg& d) { down = !d.reason; }, caf::after(0s) >> [] {});
+  EXPECT_TRUE(down) << "the query did not end once its batch was committed";
+}
+
+struct SupervisorTest : Deterministic {
+  link_actor link;
+  SupervisorTest() {
+    link = sys->spawn(file_link, buf, std::string{}, false);  // offline
+    sched->run();
+  }
+  ~SupervisorTest() override { caf::anon_send_exit(link, caf::exit_reason::user_shutdown); }
+
+  supervisor_actor start(std::vector<QuerySpec> specs, Script script, RestartPolicy policy) {
+    auto sup = sys->spawn(supervisor, buf, link, specs,
+                          SourceFactory{[script](const QuerySpec&) {
+                            return std::make_unique<ScriptedSource>(script);
+                          }},
+                          policy);
+    sched->run();
+    return sup;
+  }
+};
+
+TEST_F(SupervisorTest, FailingQueryRestartsWithDoublingCappedBackoff) {
+  QuerySpec spec;
+  spec.name = "crashy";
+  auto sup = start({spec}, Script{1, 1h, 1}, RestartPolicy{10ms, 40ms, 1h});
+  auto& q = state_of<supervisor_state>(sup).queries.at(0);
+  std::vector<int64_t> expected = {10, 20, 40, 40};
+  for (size_t i = 0; i < expected.size(); ++i) {
+    ASSERT_EQ(q.restarts, i + 1);
+    EXPECT_EQ(q.backoff.count(), expected[i]);
+    EXPECT_FALSE(q.actor) << "restarted before its backoff";
+    sched->advance_time(std::chrono::milliseconds(expected[i] - 1));
+    sched->run();
+    EXPECT_FALSE(q.actor) << "restarted 1 ms early after restart " << i + 1;
+    sched->advance_time(1ms);  // the restart runs and fails on its first pull
+    sched->run();
+  }
+  EXPECT_NE(q.last_error.find("scripted failure"), std::string::npos) << q.last_error;
+  caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(SupervisorTest, ShutdownSettlesTheBufferOnlyAfterEveryQueryHandedOver) {
+  std::vector<QuerySpec> specs(3);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    specs[i].name = "q" + std::to_string(i);
+    specs[i].batch_rows = 10;
+    specs[i].batch_delay = 1h;
+    specs[i].max_in_flight = 1;
+  }
+  // Each query holds a partial batch of 4 rows; the buffer, as if full,
+  // answers no append until it is told to settle.
+  auto sup = start(specs, Script{4, 1h}, RestartPolicy{});
+  ASSERT_TRUE(fb().appends.empty());
+  caf::anon_send(sup, stop_atom::value);
+  sched->run();
+  // Every final batch arrived before the settle, the settle let the queries
+  // end, and only then was the buffer stopped.
+  EXPECT_EQ(fb().events,
+            (std::vector<std::string>{"append", "append", "append", "settle", "stop"}));
+  auto& st = state_of<supervisor_state>(sup);
+  for (auto& q : st.queries) EXPECT_FALSE(q.actor) << q.spec->name << " still running";
+  EXPECT_EQ(st.queries.at(0).restarts, 0u) << "a query ended by shutdown was restarted";
+}
+
+}  // namespace
+}  // namespace outpost
