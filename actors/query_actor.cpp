@@ -100,7 +100,11 @@ void pull(Self self) {
   PullResult result = st.source->pull(*st.batch, std::max<size_t>(budget, 1));
   size_t rows = st.batch->row_count();
   st.rows_produced += rows - before;
-  if (rows >= st.spec->batch_rows || st.batch->encoded_size() >= st.spec->batch_bytes) {
+  bool full = rows >= st.spec->batch_rows || st.batch->encoded_size() >= st.spec->batch_bytes;
+  // When nothing more comes before the batch is due, waiting for it would
+  // only add latency (and a timer per idle query).
+  bool idle = result.state == PullResult::State::wait && result.wait >= st.spec->batch_delay;
+  if (full || idle) {
     send_batch(self);
   } else if (rows > 0 && !st.timer_armed) {
     st.timer_armed = true;

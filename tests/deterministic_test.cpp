@@ -171,20 +171,38 @@ TEST_F(Deterministic, QueryPausesAtMaxInFlightAndResumesOnAnswer) {
   caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
 }
 
-TEST_F(Deterministic, BatchIsSentAfterDelayNotBefore) {
+TEST_F(Deterministic, RowsWithinTheDelayShareABatchSentAtTheDelay) {
   QuerySpec spec;
   spec.batch_rows = 1000;
   spec.batch_delay = 5ms;
-  auto q = start_query(spec, Script{1, 1s});  // one row, then nothing for a second
-  EXPECT_TRUE(fb().appends.empty());
-  sched->advance_time(4ms);
-  sched->run();
+  auto q = start_query(spec, Script{1, 2ms});  // a row every 2 ms
+  for (int i = 0; i < 2; ++i) {                // rows at 0, 2 and 4 ms
+    sched->advance_time(2ms);
+    sched->run();
+  }
   EXPECT_TRUE(fb().appends.empty()) << "sent before batch_delay";
   sched->advance_time(1ms);
   sched->run();
   ASSERT_EQ(fb().appends.size(), 1u) << "not sent at batch_delay";
-  EXPECT_EQ(rows_in(fb().appends[0].record), 1u);
+  EXPECT_EQ(rows_in(fb().appends[0].record), 3u);
   caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(Deterministic, SourceIdleBeyondTheDelayGetsItsRowsSentAtOnce) {
+  QuerySpec spec;
+  spec.batch_rows = 1000;
+  spec.batch_delay = 5ms;
+  auto q = start_query(spec, Script{2, 1s});  // two rows, then a second of nothing
+  ASSERT_EQ(fb().appends.size(), 1u) << "an idle source's rows waited for batch_delay";
+  EXPECT_EQ(rows_in(fb().appends[0].record), 2u);
+  caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
+  sched->run();
+
+  auto silent = start_query(spec, Script{0, 1s});
+  sched->advance_time(3s);
+  sched->run();
+  EXPECT_EQ(fb().appends.size(), 1u) << "a source without rows sent an empty batch";
+  caf::anon_send_exit(silent, caf::exit_reason::user_shutdown);
 }
 
 TEST_F(Deterministic, BatchIsSentAtRowOrByteLimit) {
@@ -213,7 +231,7 @@ TEST_F(Deterministic, StopHandsOverThePartialBatchAndWaitsForItsAnswer) {
   QuerySpec spec;
   spec.batch_rows = 10;
   spec.batch_delay = 1h;
-  auto q = start_query(spec, Script{3, 1h});  // a partial batch of 3 rows
+  auto q = start_query(spec, Script{3, 30min});  // a partial batch of 3 rows
   ASSERT_TRUE(fb().appends.empty());
   caf::scoped_actor self{*sys};
   self->send(q, stop_atom::value);
@@ -278,7 +296,7 @@ TEST_F(SupervisorTest, ShutdownSettlesTheBufferOnlyAfterEveryQueryHandedOver) {
   }
   // Each query holds a partial batch of 4 rows; the buffer, as if full,
   // answers no append until it is told to settle.
-  auto sup = start(specs, Script{4, 1h}, RestartPolicy{});
+  auto sup = start(specs, Script{4, 30min}, RestartPolicy{});
   ASSERT_TRUE(fb().appends.empty());
   caf::anon_send(sup, stop_atom::value);
   sched->run();
