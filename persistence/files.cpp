@@ -47,8 +47,8 @@ DirLock::DirLock(const fs::path& dir) {
     std::string pid = n > 0 ? std::string(owner, strnlen(owner, n)) : "unknown";
     while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
     if (err == EWOULDBLOCK)
-      throw StoreLocked("buffer directory " + dir.string() + " is in use by process " + pid +
-                            " (lock " + path.string() + "); only one agent may own a buffer",
+      throw StoreLocked("directory " + dir.string() + " is in use by process " + pid + " (lock " +
+                            path.string() + "); only one process may own it",
                         err);
     errno = err;
     fail_errno("cannot lock", path);

@@ -45,8 +45,10 @@ size_t utf8_sequence_length(std::string_view s) {
   return length;
 }
 
+}  // namespace
+
 // The one string escaper: every text, key and name goes through here.
-void append_string(std::string& out, kj::StringPtr text) {
+void append_json_string(std::string& out, kj::StringPtr text) {
   std::string_view s(text.begin(), text.size());  // may hold NULs: Text has a size
   out += '"';
   while (!s.empty()) {
@@ -69,6 +71,8 @@ void append_string(std::string& out, kj::StringPtr text) {
   }
   out += '"';
 }
+
+namespace {
 
 template <typename Number>
 void append_number(std::string& out, Number n) {
@@ -158,7 +162,7 @@ void append_dict(std::string& out, capnp::List<Value::Entry>::Reader dict, unsig
   out += '{';
   for (unsigned i = 0; i < dict.size(); ++i) {
     if (i > 0) out += ',';
-    append_string(out, dict[i].getKey());
+    append_json_string(out, dict[i].getKey());
     out += ':';
     append_value(out, dict[i].getValue(), depth + 1);
   }
@@ -174,7 +178,7 @@ void append_value(std::string& out, Value::Reader value, unsigned depth) {
     case Value::INT64: append_number(out, value.getInt64()); return;
     case Value::UINT64: append_number(out, value.getUint64()); return;
     case Value::FLOAT64: append_float(out, value.getFloat64()); return;
-    case Value::TEXT: append_string(out, value.getText()); return;
+    case Value::TEXT: append_json_string(out, value.getText()); return;
     case Value::BYTES: append_base64(out, value.getBytes()); return;
     case Value::TIMESTAMP: append_timestamp(out, value.getTimestamp()); return;
     case Value::LIST: append_list(out, value.getList(), depth); return;
@@ -188,7 +192,7 @@ void open_line(std::string& out, uint64_t seq, const char* lane, uint64_t query_
   out += "{\"seq\":";
   append_number(out, seq);
   out += ",\"lane\":";
-  append_string(out, lane);
+  append_json_string(out, lane);
   out += ",\"query_id\":";
   append_number(out, query_id);
 }
@@ -199,16 +203,16 @@ void append_rows(std::string& out, uint64_t seq, uint64_t query_id,
   for (auto row : batch.getRows()) {
     open_line(out, seq, lane_name(batch.getLane()), query_id);
     out += ",\"artifact\":";
-    append_string(out, batch.getArtifact());
+    append_json_string(out, batch.getArtifact());
     out += ",\"source\":";
-    append_string(out, batch.getSource());
+    append_json_string(out, batch.getSource());
     out += ",\"row\":{";
     for (unsigned i = 0; i < std::max(columns.size(), row.size()); ++i) {
       if (i > 0) out += ',';
       if (i < columns.size())
-        append_string(out, columns[i]);
+        append_json_string(out, columns[i]);
       else
-        append_string(out, "_" + std::to_string(i));
+        append_json_string(out, "_" + std::to_string(i));
       out += ':';
       if (i < row.size())
         append_value(out, row[i], 0);
@@ -233,9 +237,9 @@ const char* level_name(LogMessage::Level level) {
 
 void append_log(std::string& out, LogMessage::Reader log) {
   out += "{\"level\":";
-  append_string(out, level_name(log.getLevel()));
+  append_json_string(out, level_name(log.getLevel()));
   out += ",\"text\":";
-  append_string(out, log.getText());
+  append_json_string(out, log.getText());
   out += ",\"time\":";
   append_timestamp(out, log.getTimeNs());
   out += '}';
@@ -243,7 +247,7 @@ void append_log(std::string& out, LogMessage::Reader log) {
 
 void append_upload(std::string& out, schema::UploadChunk::Reader chunk) {
   out += "{\"path\":";
-  append_string(out, chunk.getPath());
+  append_json_string(out, chunk.getPath());
   out += ",\"offset\":";
   append_number(out, chunk.getOffset());
   out += ",\"size\":";
@@ -265,7 +269,7 @@ void append_status(std::string& out, QueryStatus::Reader status) {
       out += "{\"finished\":{\"rows\":";
       append_number(out, finished.getRowCount());
       out += ",\"error\":";
-      append_string(out, finished.getError());
+      append_json_string(out, finished.getError());
       out += "}}";
       return;
     }
@@ -339,6 +343,10 @@ void append_json(std::string& out, Value::Reader value) {
 
 void append_json_lines(std::string& out, uint64_t seq, Record::Reader record) {
   append_all_or_nothing(out, [&] { append_record(out, seq, record); });
+}
+
+void append_json_base64(std::string& out, kj::ArrayPtr<const kj::byte> data) {
+  append_base64(out, data);
 }
 
 }  // namespace outpost::schemas

@@ -31,6 +31,11 @@ inline constexpr unsigned kMaxJsonDepth = 64;
 //   a list as an array; a dict as an object, keys in their order.
 void append_json(std::string& out, schema::Value::Reader value);
 
+// A JSON string: text escaped as append_json describes.
+void append_json_string(std::string& out, kj::StringPtr text);
+// A JSON string holding `data` in base64, as append_json writes bytes.
+void append_json_base64(std::string& out, kj::ArrayPtr<const kj::byte> data);
+
 // Appends the JSON lines for one buffered record, each ending in '\n'. Every
 // line starts {"seq":S,"lane":"...","query_id":Q, then by kind:
 //   row batch:     one line per row (none for an empty batch):

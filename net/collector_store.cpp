@@ -1,0 +1,300 @@
+#include "net/collector_store.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <map>
+
+#include "persistence/errors.hpp"
+#include "schemas/json.hpp"
+
+namespace outpost::net {
+namespace fs = std::filesystem;
+using persistence::StoreError;
+namespace lmdb = persistence::lmdb;
+
+namespace {
+
+[[noreturn]] void fail_errno(const std::string& what, const fs::path& path) {
+  int err = errno;
+  throw StoreError(what + " " + path.string() + ": " + std::strerror(err), err);
+}
+
+MDB_val bytes_val(const std::string& s) { return {s.size(), const_cast<char*>(s.data())}; }
+
+std::string mark_key(const std::string& agent, Lane lane) {
+  std::string key = agent;
+  key += '\0';
+  key += static_cast<char>(lane);
+  return key;
+}
+
+uint64_t get_u64(const lmdb::Txn& txn, MDB_dbi dbi, const std::string& key) {
+  MDB_val k = bytes_val(key), v;
+  int rc = mdb_get(txn.get(), dbi, &k, &v);
+  if (rc == MDB_NOTFOUND) return 0;
+  lmdb::check(rc, "mdb_get", txn.env().dir());
+  uint64_t value = 0;
+  if (v.mv_size != sizeof value) throw StoreError("collector state: bad value size under " + key);
+  std::memcpy(&value, v.mv_data, sizeof value);
+  return value;
+}
+
+void put_u64(const lmdb::Txn& txn, MDB_dbi dbi, const std::string& key, uint64_t value) {
+  MDB_val k = bytes_val(key), v{sizeof value, &value};
+  lmdb::check(mdb_put(txn.get(), dbi, &k, &v, 0), "mdb_put", txn.env().dir());
+}
+
+// Names from the wire become path components: every byte outside
+// [A-Za-z0-9_.-] is %XX-encoded, and a leading '.' too, so that no name can
+// climb out of its directory or hide; nothing is refused, nothing is lost.
+std::string path_component(kj::StringPtr name) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (size_t i = 0; i < name.size() && out.size() < 200; ++i) {
+    unsigned char c = name[i];
+    bool plain = std::isalnum(c) || c == '_' || c == '-' || (c == '.' && i > 0);
+    if (plain) {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out.empty() ? "%00" : out;
+}
+
+std::string utc_date(int64_t ns) {
+  time_t secs = static_cast<time_t>(ns / 1000000000);
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  char buf[16];
+  strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
+  return buf;
+}
+
+// Where a record's lines go, relative to the datadir, and the lines.
+struct Rendered {
+  std::string file;
+  std::string lines;
+  bool malformed = false;
+};
+
+Rendered render(const std::string& agent, Lane lane, const IncomingRecord& in) {
+  Rendered out;
+  try {
+    // RecordView needs words; a Data blob from the wire need not be aligned.
+    auto words = kj::heapArray<capnp::word>((in.data.size() + 7) / 8);
+    std::memcpy(words.begin(), in.data.begin(), in.data.size());
+    schemas::RecordView view(words);
+    auto record = view.record();
+    std::string folder;
+    switch (record.which()) {
+      case schema::Record::ROW_BATCH: folder = path_component(record.getRowBatch().getArtifact()); break;
+      case schema::Record::LOG: folder = "_log"; break;
+      case schema::Record::QUERY_STATUS: folder = "_status"; break;
+      case schema::Record::UPLOAD_CHUNK: folder = "_uploads"; break;
+      default: folder = "_unknown"; break;
+    }
+    out.file = agent + "/" + folder + "/" + utc_date(record.getCreatedNs()) + ".jsonl";
+    schemas::append_json_lines(out.lines, in.seq, record);
+  } catch (const schemas::DecodeError& e) {
+    out = {};
+    out.malformed = true;
+    out.file = agent + "/_malformed/" + utc_date(schemas::now_ns()) + ".jsonl";
+    out.lines = "{\"seq\":" + std::to_string(in.seq) + ",\"lane\":\"" +
+                schemas::lane_name(lane) + "\",\"error\":";
+    schemas::append_json_string(out.lines, e.what());
+    out.lines += ",\"base64\":";
+    schemas::append_json_base64(out.lines, in.data);
+    out.lines += "}\n";
+  }
+  return out;
+}
+
+void make_dirs(const fs::path& dir, const fs::path& root) {
+  if (fs::exists(dir)) return;
+  make_dirs(dir.parent_path(), root);
+  if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) fail_errno("cannot create", dir);
+  persistence::fsync_path(dir.parent_path());  // the new entry survives a crash
+}
+
+}  // namespace
+
+bool valid_agent_id(const std::string& id) {
+  if (id.empty() || id.size() > 128 || id[0] == '.') return false;
+  for (unsigned char c : id)
+    if (!std::isalnum(c) && c != '_' && c != '.' && c != '@' && c != '-') return false;
+  return true;
+}
+
+// The files one store() writes: each opened once, cut back to its committed
+// length first, appended to, then fdatasynced.
+class CollectorStore::Files {
+ public:
+  Files(const fs::path& root, const lmdb::Txn& txn, MDB_dbi dbi) : root_(root), txn_(txn), dbi_(dbi) {}
+  ~Files() {
+    for (auto& [path, f] : open_) ::close(f.fd);
+  }
+
+  void append(const std::string& rel, const std::string& lines) {
+    auto& f = open(rel);
+    size_t done = 0;
+    while (done < lines.size()) {
+      ssize_t n = ::pwrite(f.fd, lines.data() + done, lines.size() - done, f.length + done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) fail_errno("cannot write", root_ / rel);
+      done += n;
+    }
+    f.length += lines.size();
+  }
+
+  // Makes every write durable, then records the new lengths in `txn`.
+  void sync_and_record() {
+    for (auto& [rel, f] : open_)
+      if (::fdatasync(f.fd) != 0) fail_errno("cannot fdatasync", root_ / rel);
+    for (auto& [rel, f] : open_) put_u64(txn_, dbi_, rel, f.length);
+  }
+
+ private:
+  struct Open {
+    int fd;
+    uint64_t length;
+  };
+
+  Open& open(const std::string& rel) {
+    auto it = open_.find(rel);
+    if (it != open_.end()) return it->second;
+    fs::path path = root_ / rel;
+    make_dirs(path.parent_path(), root_);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) fail_errno("cannot open", path);
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+      ::close(fd);
+      fail_errno("cannot stat", path);
+    }
+    uint64_t committed = get_u64(txn_, dbi_, rel);
+    uint64_t size = static_cast<uint64_t>(st.st_size);
+    if (size > committed && ::ftruncate(fd, committed) != 0) {
+      ::close(fd);
+      fail_errno("cannot cut uncommitted bytes from", path);
+    }
+    if (size < committed) {
+      spdlog::error("collector: {} is {} bytes shorter than committed; appending after what is left",
+                    path.string(), committed - size);
+      committed = size;
+    }
+    if (size == 0) persistence::fsync_path(path.parent_path());
+    return open_.emplace(rel, Open{fd, committed}).first->second;
+  }
+
+  fs::path root_;
+  const lmdb::Txn& txn_;
+  MDB_dbi dbi_;
+  std::map<std::string, Open> open_;
+};
+
+CollectorStore::CollectorStore(const fs::path& datadir)
+    : datadir_(datadir), lock_((fs::create_directories(datadir / ".collector"), datadir / ".collector")) {
+  std::string dir = (datadir / ".collector").string();
+  env_ = std::make_unique<lmdb::Env>(dir, MDB_NOTLS, 1ull << 30, 4);
+  lmdb::Txn txn(*env_, false);
+  lmdb::check(mdb_dbi_open(txn.get(), "marks", MDB_CREATE, &marks_), "mdb_dbi_open", dir);
+  lmdb::check(mdb_dbi_open(txn.get(), "files", MDB_CREATE, &files_), "mdb_dbi_open", dir);
+  lmdb::check(mdb_dbi_open(txn.get(), "agents", MDB_CREATE, &agents_), "mdb_dbi_open", dir);
+  lmdb::check(txn.commit(), "mdb_txn_commit", dir);
+  repair();
+}
+
+CollectorStore::~CollectorStore() = default;
+
+// Cuts every file back to its committed length: what lies beyond was never
+// acked, and the agents send it again. Files LMDB does not know about were
+// created by a store that never committed.
+void CollectorStore::repair() {
+  lmdb::Txn txn(*env_, false);
+  for (auto& entry : fs::recursive_directory_iterator(datadir_)) {
+    if (!entry.is_regular_file() || entry.path().extension() != ".jsonl") continue;
+    std::string rel = fs::relative(entry.path(), datadir_).string();
+    if (rel.rfind(".collector", 0) == 0) continue;
+    uint64_t committed = get_u64(txn, files_, rel), size = entry.file_size();
+    if (size > committed) {
+      fs::resize_file(entry.path(), committed);
+      persistence::fsync_path(entry.path());
+      ++repair_.files_cut;
+      repair_.bytes_cut += size - committed;
+      spdlog::warn("collector: cut {} uncommitted bytes from {}", size - committed, rel);
+    } else if (size < committed) {
+      ++repair_.files_short;
+      put_u64(txn, files_, rel, size);
+      spdlog::error("collector: {} is {} bytes shorter than committed (changed outside Outpost?)",
+                    rel, committed - size);
+    }
+  }
+  lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
+}
+
+LaneMarks CollectorStore::marks(const std::string& agent) const {
+  lmdb::Txn txn(*env_, true);
+  LaneMarks marks{};
+  for (size_t i = 0; i < marks.size(); ++i)
+    marks[i] = get_u64(txn, marks_, mark_key(agent, static_cast<Lane>(i)));
+  return marks;
+}
+
+std::vector<uint64_t> CollectorStore::store(const std::vector<Upload>& uploads, StoreReport* report) {
+  StoreReport local;
+  if (!report) report = &local;
+  lmdb::Txn txn(*env_, false);
+  Files files(datadir_, txn, files_);
+  std::map<std::string, uint64_t> marks;  // mark_key -> mark, as this group moves them
+  std::vector<uint64_t> answers;
+  int64_t now = schemas::now_ns();
+  for (auto& up : uploads) {
+    if (!valid_agent_id(up.agent)) throw StoreError("invalid agent id for a directory: " + up.agent);
+    std::string key = mark_key(up.agent, up.lane);
+    auto it = marks.find(key);
+    if (it == marks.end()) it = marks.emplace(key, get_u64(txn, marks_, key)).first;
+    for (auto& record : up.records) {
+      if (record.seq <= it->second) {
+        ++report->duplicates;
+        continue;
+      }
+      auto rendered = render(up.agent, up.lane, record);
+      files.append(rendered.file, rendered.lines);
+      it->second = record.seq;
+      ++(rendered.malformed ? report->malformed : report->stored);
+    }
+    answers.push_back(it->second);
+    put_u64(txn, agents_, up.agent, static_cast<uint64_t>(now));
+  }
+  files.sync_and_record();
+  for (auto& [key, mark] : marks) put_u64(txn, marks_, key, mark);
+  lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
+  return answers;
+}
+
+std::vector<CollectorStore::AgentEntry> CollectorStore::agents() const {
+  std::vector<AgentEntry> out;
+  {
+    lmdb::Txn txn(*env_, true);
+    lmdb::Cursor cursor(txn, agents_, env_->dir());
+    MDB_val k, v;
+    for (bool more = cursor.get(k, v, MDB_FIRST); more; more = cursor.get(k, v, MDB_NEXT)) {
+      AgentEntry e;
+      e.id.assign(static_cast<const char*>(k.mv_data), k.mv_size);
+      if (v.mv_size == sizeof(uint64_t)) std::memcpy(&e.last_upload_ns, v.mv_data, sizeof(uint64_t));
+      out.push_back(std::move(e));
+    }
+  }
+  for (auto& e : out) e.marks = marks(e.id);
+  return out;
+}
+
+}  // namespace outpost::net

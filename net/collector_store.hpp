@@ -1,0 +1,94 @@
+#pragma once
+// The collector's durable store: rows as JSON lines under
+//   <datadir>/<agent>/<artifact>/<YYYY-MM-DD>.jsonl
+// (what people grep and load), and an LMDB environment in
+// <datadir>/.collector/ that holds what makes them exactly-once:
+//
+//   marks: <agent> '\0' <lane byte>  -> u64  highest seq stored for that lane
+//   files: <path relative to datadir> -> u64  committed length of the file
+//   agents: <agent>                   -> u64  last time it uploaded (ns)
+//
+// A store first appends the lines and fdatasyncs every file it touched, then
+// commits the new marks and lengths in one LMDB transaction. Bytes past a
+// file's committed length belong to a store that never committed: they are
+// cut off when the collector starts and before the file is written again,
+// and the agent sends those records again. So a record is in the files iff
+// its lane's mark covers it, across a crash at any point.
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "persistence/files.hpp"
+#include "persistence/lmdb.hpp"
+#include "schemas/codec.hpp"
+
+namespace outpost::net {
+
+using Lane = schemas::Lane;
+using LaneMarks = std::array<uint64_t, schemas::kLaneCount>;
+
+struct IncomingRecord {
+  uint64_t seq = 0;
+  kj::ArrayPtr<const kj::byte> data;  // an encoded Record, as the agent buffered it
+};
+
+struct Upload {
+  std::string agent;  // a valid agent id (see valid_agent_id)
+  Lane lane = Lane::EVENTS;
+  std::vector<IncomingRecord> records;  // ascending seqs
+};
+
+struct StoreReport {
+  uint64_t stored = 0;      // records written
+  uint64_t duplicates = 0;  // records at or below their mark, acked again only
+  uint64_t malformed = 0;   // kept in <agent>/_malformed/, never rendered
+};
+
+struct RepairReport {
+  uint64_t files_cut = 0;      // files that had uncommitted bytes at the end
+  uint64_t bytes_cut = 0;
+  uint64_t files_short = 0;    // files shorter than committed: damaged outside Outpost
+};
+
+// Agent ids name directories: 1-128 of [A-Za-z0-9_.@-], not starting with '.'.
+bool valid_agent_id(const std::string& id);
+
+class CollectorStore {
+ public:
+  explicit CollectorStore(const std::filesystem::path& datadir);  // throws StoreLocked, StoreError
+  ~CollectorStore();
+  CollectorStore(const CollectorStore&) = delete;
+  CollectorStore& operator=(const CollectorStore&) = delete;
+
+  LaneMarks marks(const std::string& agent) const;
+
+  // Stores a group of uploads with one fdatasync per file touched and one
+  // commit; returns, per upload, its lane's mark afterwards (what the agent
+  // may delete through). Throws StoreError (nothing committed) on I/O errors.
+  std::vector<uint64_t> store(const std::vector<Upload>& uploads, StoreReport* report = nullptr);
+
+  const RepairReport& repair_report() const { return repair_; }
+
+  struct AgentEntry {
+    std::string id;
+    int64_t last_upload_ns = 0;
+    LaneMarks marks{};
+  };
+  std::vector<AgentEntry> agents() const;
+
+ private:
+  class Files;
+  void repair();
+
+  std::filesystem::path datadir_;
+  persistence::DirLock lock_;
+  std::unique_ptr<persistence::lmdb::Env> env_;
+  MDB_dbi marks_ = 0, files_ = 0, agents_ = 0;
+  RepairReport repair_;
+};
+
+}  // namespace outpost::net

@@ -1,0 +1,179 @@
+// The collector's store: exactly-once into JSON lines across kill -9,
+// names from the wire kept inside their directory, malformed records kept.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <random>
+#include <regex>
+
+#include "net/collector_store.hpp"
+#include "persistence/errors.hpp"
+#include "tests/temp_dir.hpp"
+
+namespace outpost::net {
+namespace {
+using testing::TempDir;
+namespace fs = std::filesystem;
+
+// An encoded row batch of `artifact` with one row whose N column is `seq`.
+std::vector<kj::byte> batch_bytes(uint64_t seq, const std::string& artifact = "Test.Art") {
+  schemas::RowBatchWriter w(1, artifact.c_str(), "q", Lane::EVENTS, {"N"});
+  w.add_row()[0].setUint64(seq);
+  auto encoded = w.finish();
+  auto bytes = encoded.bytes();
+  return {bytes.begin(), bytes.end()};
+}
+
+struct Batch {
+  std::vector<std::vector<kj::byte>> payloads;
+  Upload upload;
+};
+
+// Records first..last of agent a1's events lane.
+Batch make_batch(uint64_t first, uint64_t last, const std::string& artifact = "Test.Art") {
+  Batch b;
+  b.upload.agent = "a1";
+  b.upload.lane = Lane::EVENTS;
+  for (uint64_t s = first; s <= last; ++s) b.payloads.push_back(batch_bytes(s, artifact));
+  for (uint64_t s = first; s <= last; ++s)
+    b.upload.records.push_back({s, kj::arrayPtr(b.payloads[s - first].data(), b.payloads[s - first].size())});
+  return b;
+}
+
+// Every "seq" in the agent's files for the artifact, in file order.
+std::vector<uint64_t> stored_seqs(const fs::path& datadir, const std::string& artifact = "Test.Art") {
+  std::vector<uint64_t> seqs;
+  fs::path dir = datadir / "a1" / artifact;
+  if (!fs::exists(dir)) return seqs;
+  std::vector<fs::path> files;
+  for (auto& e : fs::directory_iterator(dir)) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  std::regex seq_re("^\\{\"seq\":(\\d+),");
+  for (auto& f : files) {
+    std::ifstream in(f);
+    for (std::string line; std::getline(in, line);) {
+      std::smatch m;
+      EXPECT_TRUE(std::regex_search(line, m, seq_re)) << "a torn or foreign line: " << line;
+      if (!m.empty()) seqs.push_back(std::stoull(m[1]));
+    }
+  }
+  return seqs;
+}
+
+std::vector<uint64_t> range(uint64_t first, uint64_t last) {
+  std::vector<uint64_t> v;
+  for (uint64_t s = first; s <= last; ++s) v.push_back(s);
+  return v;
+}
+
+TEST(CollectorStore, StoresOnceAndAnswersTheMarkForResends) {
+  TempDir tmp;
+  CollectorStore store(tmp.path("data"));
+  auto b = make_batch(1, 5);
+  StoreReport report;
+  EXPECT_EQ(store.store({b.upload}, &report), std::vector<uint64_t>{5});
+  EXPECT_EQ(report.stored, 5u);
+  auto again = make_batch(3, 8);  // 3..5 were stored already
+  report = {};
+  EXPECT_EQ(store.store({again.upload}, &report), std::vector<uint64_t>{8});
+  EXPECT_EQ(report.duplicates, 3u);
+  EXPECT_EQ(report.stored, 3u);
+  EXPECT_EQ(stored_seqs(tmp.path("data")), range(1, 8));
+  EXPECT_EQ(store.marks("a1")[static_cast<size_t>(Lane::EVENTS)], 8u);
+  EXPECT_EQ(store.marks("a1")[static_cast<size_t>(Lane::RESULTS)], 0u);
+  ASSERT_EQ(store.agents().size(), 1u);
+  EXPECT_EQ(store.agents()[0].id, "a1");
+}
+
+TEST(CollectorStore, MarksSurviveReopen) {
+  TempDir tmp;
+  { CollectorStore(tmp.path("data")).store({make_batch(1, 3).upload}); }
+  CollectorStore store(tmp.path("data"));
+  EXPECT_EQ(store.marks("a1")[static_cast<size_t>(Lane::EVENTS)], 3u);
+  EXPECT_THROW(CollectorStore second(tmp.path("data")), persistence::StoreLocked);
+}
+
+TEST(CollectorStore, UncommittedBytesAreCutOnOpen) {
+  TempDir tmp;
+  fs::path file;
+  {
+    CollectorStore store(tmp.path("data"));
+    store.store({make_batch(1, 2).upload});
+    for (auto& e : fs::recursive_directory_iterator(tmp.path("data") / "a1")) file = e.path();
+  }
+  std::ofstream(file, std::ios::app) << "{\"seq\":3,\"half a line";  // a store that never committed
+  CollectorStore store(tmp.path("data"));
+  EXPECT_EQ(store.repair_report().files_cut, 1u);
+  EXPECT_EQ(stored_seqs(tmp.path("data")), range(1, 2));
+}
+
+TEST(CollectorStore, NamesFromTheWireStayInsideTheAgentsDirectory) {
+  TempDir tmp;
+  CollectorStore store(tmp.path("data"));
+  auto b = make_batch(1, 1, "../../escape");
+  store.store({b.upload});
+  EXPECT_FALSE(fs::exists(tmp.path("escape")));
+  EXPECT_EQ(stored_seqs(tmp.path("data"), "%2E.%2F..%2Fescape"), range(1, 1));
+  Upload bad = b.upload;
+  bad.agent = "../x";
+  EXPECT_THROW(store.store({bad}), persistence::StoreError);
+}
+
+TEST(CollectorStore, MalformedRecordIsKeptAsBase64AndAcked) {
+  TempDir tmp;
+  CollectorStore store(tmp.path("data"));
+  std::vector<kj::byte> garbage(40, 0xAB);
+  Upload up{"a1", Lane::EVENTS, {{7, kj::arrayPtr(garbage.data(), garbage.size())}}};
+  StoreReport report;
+  EXPECT_EQ(store.store({up}, &report), std::vector<uint64_t>{7});
+  EXPECT_EQ(report.malformed, 1u);
+  bool found = false;
+  for (auto& e : fs::recursive_directory_iterator(tmp.path("data") / "a1" / "_malformed")) {
+    std::ifstream in(e.path());
+    std::string line;
+    std::getline(in, line);
+    found = line.find("\"seq\":7") != std::string::npos && line.find("\"base64\":\"q6ur") != std::string::npos;
+  }
+  EXPECT_TRUE(found);
+}
+
+// A child process stores batches of 10 until killed at a random moment; the
+// parent reopens, checks that the files hold exactly 1..mark, then plays the
+// agent: resends everything from 1 and checks exactly-once again.
+TEST(CollectorStore, ExactlyOnceAcrossKillNine) {
+  TempDir tmp;
+  fs::path data = tmp.path("data");
+  std::mt19937 rng(42);
+  uint64_t total = 0;
+  for (int cycle = 0; cycle < 12; ++cycle) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      try {
+        CollectorStore store(data);
+        for (uint64_t s = 1;; s += 10) store.store({make_batch(s, s + 9).upload});
+      } catch (...) {
+        _exit(3);
+      }
+    }
+    ASSERT_GT(pid, 0);
+    usleep(20000 + rng() % 80000);
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the writer stopped by itself: " << status;
+
+    CollectorStore store(data);
+    uint64_t mark = store.marks("a1")[static_cast<size_t>(Lane::EVENTS)];
+    ASSERT_EQ(stored_seqs(data), range(1, mark)) << "cycle " << cycle;
+    total = std::max(total, mark) + 25;
+    store.store({make_batch(1, total).upload});
+    ASSERT_EQ(stored_seqs(data), range(1, total)) << "cycle " << cycle;
+  }
+}
+
+}  // namespace
+}  // namespace outpost::net
