@@ -248,36 +248,60 @@ LaneMarks CollectorStore::marks(const std::string& agent) const {
   return marks;
 }
 
-std::vector<uint64_t> CollectorStore::store(const std::vector<Upload>& uploads, StoreReport* report) {
+namespace {
+
+std::string check_sequence(const Upload& up, uint64_t mark) {
+  if (up.after > mark)
+    return "gap: this upload follows seq " + std::to_string(up.after) + " but seq " +
+           std::to_string(mark) + " is the last stored; resume from there";
+  uint64_t last = up.after;
+  for (auto& r : up.records) {
+    if (r.seq <= last)
+      return "seqs must ascend above `after`: " + std::to_string(r.seq) + " follows " +
+             std::to_string(last);
+    last = r.seq;
+  }
+  return {};
+}
+
+}  // namespace
+
+std::vector<UploadResult> CollectorStore::store(const std::vector<Upload>& uploads,
+                                                StoreReport* report) {
   StoreReport local;
   if (!report) report = &local;
   lmdb::Txn txn(*env_, false);
   Files files(datadir_, txn, files_);
   std::map<std::string, uint64_t> marks;  // mark_key -> mark, as this group moves them
-  std::vector<uint64_t> answers;
+  std::vector<UploadResult> results;
   int64_t now = schemas::now_ns();
   for (auto& up : uploads) {
     if (!valid_agent_id(up.agent)) throw StoreError("invalid agent id for a directory: " + up.agent);
     std::string key = mark_key(up.agent, up.lane);
     auto it = marks.find(key);
     if (it == marks.end()) it = marks.emplace(key, get_u64(txn, marks_, key)).first;
-    for (auto& record : up.records) {
-      if (record.seq <= it->second) {
-        ++report->duplicates;
-        continue;
+    UploadResult result;
+    result.error = check_sequence(up, it->second);
+    if (result.error.empty()) {
+      for (auto& record : up.records) {
+        if (record.seq <= it->second) {
+          ++report->duplicates;
+          continue;
+        }
+        auto rendered = render(up.agent, up.lane, record);
+        files.append(rendered.file, rendered.lines);
+        it->second = record.seq;
+        ++(rendered.malformed ? report->malformed : report->stored);
       }
-      auto rendered = render(up.agent, up.lane, record);
-      files.append(rendered.file, rendered.lines);
-      it->second = record.seq;
-      ++(rendered.malformed ? report->malformed : report->stored);
+      put_u64(txn, agents_, up.agent, static_cast<uint64_t>(now));
     }
-    answers.push_back(it->second);
-    put_u64(txn, agents_, up.agent, static_cast<uint64_t>(now));
+    result.mark = it->second;
+    results.push_back(std::move(result));
   }
   files.sync_and_record();
   for (auto& [key, mark] : marks) put_u64(txn, marks_, key, mark);
   lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
-  return answers;
+  return results;
 }
 
 std::vector<CollectorStore::AgentEntry> CollectorStore::agents() const {

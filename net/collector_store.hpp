@@ -39,7 +39,16 @@ struct IncomingRecord {
 struct Upload {
   std::string agent;  // a valid agent id (see valid_agent_id)
   Lane lane = Lane::EVENTS;
-  std::vector<IncomingRecord> records;  // ascending seqs
+  // The lane's mark as the agent knows it: resumeFrom, or the last seq of its
+  // previous upload. Seqs are not contiguous, so this is how a gap (an
+  // earlier upload that failed) is seen: such an upload is refused.
+  uint64_t after = 0;
+  std::vector<IncomingRecord> records;  // ascending seqs, all above `after`
+};
+
+struct UploadResult {
+  uint64_t mark = 0;  // the lane's mark afterwards: the agent may delete through it
+  std::string error;  // set when the upload was refused; nothing of it was stored
 };
 
 struct StoreReport {
@@ -67,9 +76,10 @@ class CollectorStore {
   LaneMarks marks(const std::string& agent) const;
 
   // Stores a group of uploads with one fdatasync per file touched and one
-  // commit; returns, per upload, its lane's mark afterwards (what the agent
-  // may delete through). Throws StoreError (nothing committed) on I/O errors.
-  std::vector<uint64_t> store(const std::vector<Upload>& uploads, StoreReport* report = nullptr);
+  // commit. Refuses (in its result) an upload that leaves a gap after the
+  // mark or whose seqs do not ascend. Throws StoreError (nothing committed)
+  // on I/O errors.
+  std::vector<UploadResult> store(const std::vector<Upload>& uploads, StoreReport* report = nullptr);
 
   const RepairReport& repair_report() const { return repair_; }
 

@@ -58,10 +58,15 @@ interface Collector {
 }
 
 interface Session {
-  # Records of one lane in ascending seq order. Answers once they are durably
-  # stored (or were already): the agent may delete everything through
-  # `storedThrough`. Several uploads may be in flight; they are stored in call order.
-  upload @0 (lane :Rows.Lane, records :List(StoredRecord)) -> (storedThrough :UInt64);
+  # Records of one lane in ascending seq order, all above `after`: the lane's
+  # mark as the agent knows it (resumeFrom, or the last seq of its previous
+  # upload). Answers once they are durably stored (or were already): the
+  # agent may delete everything through `storedThrough`. Several uploads may
+  # be in flight; they are stored in call order. An upload whose `after` lies
+  # beyond the collector's mark (an earlier one failed) is refused: the agent
+  # reconnects and resumes.
+  upload @0 (lane :Rows.Lane, after :UInt64, records :List(StoredRecord))
+        -> (storedThrough :UInt64);
 }
 
 interface AgentController {

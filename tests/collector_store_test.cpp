@@ -33,11 +33,12 @@ struct Batch {
   Upload upload;
 };
 
-// Records first..last of agent a1's events lane.
+// Records first..last of agent a1's events lane, following first - 1.
 Batch make_batch(uint64_t first, uint64_t last, const std::string& artifact = "Test.Art") {
   Batch b;
   b.upload.agent = "a1";
   b.upload.lane = Lane::EVENTS;
+  b.upload.after = first - 1;
   for (uint64_t s = first; s <= last; ++s) b.payloads.push_back(batch_bytes(s, artifact));
   for (uint64_t s = first; s <= last; ++s)
     b.upload.records.push_back({s, kj::arrayPtr(b.payloads[s - first].data(), b.payloads[s - first].size())});
@@ -64,6 +65,15 @@ std::vector<uint64_t> stored_seqs(const fs::path& datadir, const std::string& ar
   return seqs;
 }
 
+std::vector<uint64_t> marks_of(const std::vector<UploadResult>& results) {
+  std::vector<uint64_t> marks;
+  for (auto& r : results) {
+    EXPECT_EQ(r.error, "");
+    marks.push_back(r.mark);
+  }
+  return marks;
+}
+
 std::vector<uint64_t> range(uint64_t first, uint64_t last) {
   std::vector<uint64_t> v;
   for (uint64_t s = first; s <= last; ++s) v.push_back(s);
@@ -75,11 +85,11 @@ TEST(CollectorStore, StoresOnceAndAnswersTheMarkForResends) {
   CollectorStore store(tmp.path("data"));
   auto b = make_batch(1, 5);
   StoreReport report;
-  EXPECT_EQ(store.store({b.upload}, &report), std::vector<uint64_t>{5});
+  EXPECT_EQ(marks_of(store.store({b.upload}, &report)), std::vector<uint64_t>{5});
   EXPECT_EQ(report.stored, 5u);
   auto again = make_batch(3, 8);  // 3..5 were stored already
   report = {};
-  EXPECT_EQ(store.store({again.upload}, &report), std::vector<uint64_t>{8});
+  EXPECT_EQ(marks_of(store.store({again.upload}, &report)), std::vector<uint64_t>{8});
   EXPECT_EQ(report.duplicates, 3u);
   EXPECT_EQ(report.stored, 3u);
   EXPECT_EQ(stored_seqs(tmp.path("data")), range(1, 8));
@@ -87,6 +97,23 @@ TEST(CollectorStore, StoresOnceAndAnswersTheMarkForResends) {
   EXPECT_EQ(store.marks("a1")[static_cast<size_t>(Lane::RESULTS)], 0u);
   ASSERT_EQ(store.agents().size(), 1u);
   EXPECT_EQ(store.agents()[0].id, "a1");
+}
+
+TEST(CollectorStore, AnUploadAfterAGapIsRefusedAndStoresNothing) {
+  TempDir tmp;
+  CollectorStore store(tmp.path("data"));
+  auto first = make_batch(1, 5);
+  auto lost = make_batch(6, 9);  // as if this upload had failed
+  auto next = make_batch(10, 12);
+  auto results = store.store({first.upload, next.upload});
+  EXPECT_EQ(results[0].error, "");
+  EXPECT_NE(results[1].error.find("gap"), std::string::npos) << results[1].error;
+  EXPECT_EQ(results[1].mark, 5u);
+  auto backwards = make_batch(6, 7);
+  std::swap(backwards.upload.records[0], backwards.upload.records[1]);
+  EXPECT_NE(store.store({backwards.upload})[0].error.find("ascend"), std::string::npos);
+  EXPECT_EQ(marks_of(store.store({lost.upload, next.upload})), (std::vector<uint64_t>{9, 12}));
+  EXPECT_EQ(stored_seqs(tmp.path("data")), range(1, 12));
 }
 
 TEST(CollectorStore, MarksSurviveReopen) {
@@ -127,9 +154,9 @@ TEST(CollectorStore, MalformedRecordIsKeptAsBase64AndAcked) {
   TempDir tmp;
   CollectorStore store(tmp.path("data"));
   std::vector<kj::byte> garbage(40, 0xAB);
-  Upload up{"a1", Lane::EVENTS, {{7, kj::arrayPtr(garbage.data(), garbage.size())}}};
+  Upload up{"a1", Lane::EVENTS, 0, {{7, kj::arrayPtr(garbage.data(), garbage.size())}}};
   StoreReport report;
-  EXPECT_EQ(store.store({up}, &report), std::vector<uint64_t>{7});
+  EXPECT_EQ(marks_of(store.store({up}, &report)), std::vector<uint64_t>{7});
   EXPECT_EQ(report.malformed, 1u);
   bool found = false;
   for (auto& e : fs::recursive_directory_iterator(tmp.path("data") / "a1" / "_malformed")) {
@@ -170,7 +197,7 @@ TEST(CollectorStore, ExactlyOnceAcrossKillNine) {
     uint64_t mark = store.marks("a1")[static_cast<size_t>(Lane::EVENTS)];
     ASSERT_EQ(stored_seqs(data), range(1, mark)) << "cycle " << cycle;
     total = std::max(total, mark) + 25;
-    store.store({make_batch(1, total).upload});
+    marks_of(store.store({make_batch(mark + 1, total).upload}));  // the agent resumes after mark
     ASSERT_EQ(stored_seqs(data), range(1, total)) << "cycle " << cycle;
   }
 }
