@@ -41,8 +41,9 @@ constexpr std::pair<const char*, SyncPolicy> kSyncPolicies[] = {{"full", SyncPol
                                                                 {"none", SyncPolicy::none}};
 constexpr std::pair<const char*, Kind> kSourceKinds[] = {{"clock", Kind::clock},
                                                          {"synthetic", Kind::synthetic}};
-constexpr std::pair<const char*, LinkKind> kLinkKinds[] = {{"file", LinkKind::file},
-                                                           {"offline", LinkKind::offline}};
+constexpr std::pair<const char*, LinkKind> kLinkKinds[] = {
+    {"file", LinkKind::file}, {"offline", LinkKind::offline}, {"collector", LinkKind::collector}};
+constexpr std::pair<const char*, bool> kBools[] = {{"true", true}, {"false", false}};
 constexpr std::pair<const char*, spdlog::level::level_enum> kLogLevels[] = {
     {"trace", spdlog::level::trace}, {"debug", spdlog::level::debug},
     {"info", spdlog::level::info},   {"warn", spdlog::level::warn},
@@ -208,6 +209,20 @@ void read_buffer(const YAML::Node& n, const std::string& path, persistence::Stor
              [&](auto& v, auto& p) { b.compact_threshold_bytes = size(v, p, false); }}});
 }
 
+// "host:port"; the port is required.
+void read_address(const YAML::Node& n, const std::string& path, LinkSpec& link) {
+  const char* what = "host:port, such as 127.0.0.1:4750";
+  const std::string& s = scalar(n, path, what);
+  size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0) expected(n, path, what);
+  uint64_t port = 0;
+  auto [end, ec] = std::from_chars(s.data() + colon + 1, s.data() + s.size(), port);
+  if (ec != std::errc() || end != s.data() + s.size() || port == 0 || port > 65535)
+    expected(n, path, what);
+  link.host = s.substr(0, colon);
+  link.port = static_cast<uint16_t>(port);
+}
+
 void read_link(const YAML::Node& n, const std::string& path, LinkSpec& link) {
   if (n.IsScalar()) {  // shorthand: offline | file | file:PATH
     const std::string& s = n.Scalar();
@@ -225,10 +240,27 @@ void read_link(const YAML::Node& n, const std::string& path, LinkSpec& link) {
   read_typed_map(
       n, path, [&](auto& v, auto& p) { link.kind = choice(v, p, kLinkKinds); },
       [&]() -> std::vector<Field> {
-        if (link.kind == LinkKind::offline) return {};
-        return {{"path", [&](auto& v, auto& p) { link.path = path_text(v, p); }}};
+        switch (link.kind) {
+          case LinkKind::offline: return {};
+          case LinkKind::file:
+            return {{"path", [&](auto& v, auto& p) { link.path = path_text(v, p); }}};
+          case LinkKind::collector: break;
+        }
+        return {{"address", [&](auto& v, auto& p) { read_address(v, p, link); }},
+                {"server_name", [&](auto& v, auto& p) { link.server_name = text(v, p, "a host name"); }},
+                {"ca", [&](auto& v, auto& p) { link.ca = path_text(v, p); }},
+                {"cert", [&](auto& v, auto& p) { link.cert = path_text(v, p); }},
+                {"key", [&](auto& v, auto& p) { link.key = path_text(v, p); }},
+                {"insecure", [&](auto& v, auto& p) { link.insecure = choice(v, p, kBools); }},
+                {"agent_id", [&](auto& v, auto& p) { link.agent_id = name_text(v, p); }},
+                {"backoff_initial_ms", [&](auto& v, auto& p) { link.backoff_initial = millis(v, p, 1); }},
+                {"backoff_cap_ms", [&](auto& v, auto& p) { link.backoff_cap = millis(v, p, 1); }}};
       },
-      [&] { return link.kind == LinkKind::file ? " for a file link" : " for an offline link"; });
+      [&] {
+        return link.kind == LinkKind::file      ? " for a file link"
+               : link.kind == LinkKind::offline ? " for an offline link"
+                                                : " for a collector link";
+      });
 }
 
 void read_log(const YAML::Node& n, const std::string& path, LogSpec& log) {
@@ -345,6 +377,14 @@ AgentConfig load_agent_config(const std::string& path) {
   std::ostringstream text;
   text << in.rdbuf();
   return parse_agent_config(text.str(), path);
+}
+
+void check_agent_config(const AgentConfig& config, const std::string& origin) {
+  auto& link = config.link;
+  if (link.kind == LinkKind::collector && !link.insecure &&
+      (link.ca.empty() || link.cert.empty() || link.key.empty()))
+    throw ConfigError(origin + ": link: a collector link needs ca, cert and key (or insecure: "
+                               "true, which turns TLS off)");
 }
 
 void apply_override(AgentConfig& config, const std::string& assignment) {

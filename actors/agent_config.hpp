@@ -5,6 +5,7 @@
 //
 //   buffer: {dir: outpost-data/buffer, limit: 1GiB, sync: full, compact_threshold: 64MiB}
 //   link: {type: file, path: outpost-data/delivered.jsonl}   # or {type: offline}
+//   link: {type: collector, address: 127.0.0.1:4750, ca: ca.pem, cert: agent.pem, key: agent.key}
 //   log: {level: info, file: ""}
 //   queries:
 //     - name: heartbeat
@@ -54,8 +55,17 @@ struct QuerySpec {
 };
 
 struct LinkSpec {
-  enum class Kind { offline, file } kind = Kind::file;
+  enum class Kind { offline, file, collector } kind = Kind::file;
   std::string path = "outpost-data/delivered.jsonl";  // file
+  // collector: TLS with a pinned CA unless `insecure`
+  std::string host = "127.0.0.1";
+  uint16_t port = 4750;
+  std::string server_name;  // expected in the collector's certificate; default: host
+  std::string ca, cert, key;
+  bool insecure = false;
+  std::string agent_id;     // sent only when insecure; with TLS the certificate names the agent
+  std::chrono::milliseconds backoff_initial{1000};
+  std::chrono::milliseconds backoff_cap{60000};
 };
 
 struct LogSpec {
@@ -88,6 +98,10 @@ AgentConfig parse_agent_config(const std::string& yaml_text, const std::string& 
 
 // Reads and parses a file; an unreadable file is a ConfigError naming it.
 AgentConfig load_agent_config(const std::string& path);
+
+// What no single key can tell: checked once the file and every override are
+// applied ("agent.yaml: link: a collector link needs ca, cert and key ...").
+void check_agent_config(const AgentConfig& config, const std::string& origin);
 
 // Applies one "key=value" override with a dotted key path: "buffer.limit=64MiB",
 // "link=offline", "link=file:/tmp/x.jsonl", "log.level=debug", "buffer.sync=none".

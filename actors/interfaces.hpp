@@ -6,6 +6,9 @@
 #include <caf/settings.hpp>
 #include <caf/typed_actor.hpp>
 
+#include <string>
+#include <vector>
+
 #include "actors/messages.hpp"
 
 namespace outpost {
@@ -22,6 +25,9 @@ using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using settle_atom = caf::atom_constant<caf::atom("settle")>;
+using connected_atom = caf::atom_constant<caf::atom("connected")>;
+using disconnected_atom = caf::atom_constant<caf::atom("disconnect")>;
+using stored_atom = caf::atom_constant<caf::atom("stored")>;
 
 // Ships buffered records somewhere and acks them once they are stored there.
 using link_actor = caf::typed_actor<
@@ -31,6 +37,16 @@ using link_actor = caf::typed_actor<
     caf::reacts_to<online_atom, bool>,
     // Counters and state, for outpostctl and tests.
     caf::replies_to<status_atom>::with<caf::settings>>;
+
+// The network link: a link whose network thread (net/net_client.hpp) reports
+// sessions and stored uploads back to it.
+using net_link_actor = link_actor::extend<
+    // Network thread: session s is up; the collector has stored marks[lane] of each lane.
+    caf::reacts_to<connected_atom, uint64_t, std::vector<uint64_t>>,
+    // Network thread: session s ended (why, milliseconds until the next attempt).
+    caf::reacts_to<disconnected_atom, uint64_t, std::string, int64_t>,
+    // Network thread: the collector durably stored a lane of session s through a seq.
+    caf::reacts_to<stored_atom, uint64_t, Lane, uint64_t>>;
 
 // Owns the LMDB store; the only place where producers ever wait.
 using buffer_actor = caf::typed_actor<

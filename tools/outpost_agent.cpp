@@ -18,6 +18,7 @@
 #include "actors/file_link.hpp"
 #include "actors/supervisor.hpp"
 #include "actors/test_sources.hpp"
+#include "net/net_link.hpp"
 
 namespace {
 
@@ -48,6 +49,35 @@ void watch_signals(sigset_t signals, supervisor_actor sup) {
   }).detach();
 }
 
+std::string describe(const LinkSpec& link) {
+  switch (link.kind) {
+    case LinkSpec::Kind::file: return "file " + link.path;
+    case LinkSpec::Kind::offline: return "offline";
+    case LinkSpec::Kind::collector:
+      return "collector " + link.host + ":" + std::to_string(link.port) +
+             (link.insecure ? " (INSECURE: no TLS)" : " (TLS)");
+  }
+  return "?";
+}
+
+link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf, const LinkSpec& link) {
+  if (link.kind != LinkSpec::Kind::collector) {
+    bool file = link.kind == LinkSpec::Kind::file;
+    return sys.spawn(file_link, buf, file ? link.path : std::string{}, file);
+  }
+  net::ClientConfig c;
+  c.host = link.host;
+  c.port = link.port;
+  c.server_name = link.server_name;
+  c.tls = {link.ca, link.cert, link.key, link.insecure};
+  c.claimed_id = link.agent_id;
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  c.hostname = host;
+  c.backoff = {link.backoff_initial, link.backoff_cap};
+  return sys.spawn(net::net_link, buf, std::move(c));
+}
+
 int run(const AgentConfig& config) {
   auto store = std::make_shared<persistence::BufferStore>(config.buffer);
   if (auto& r = store->open_report(); r.set_aside_to)
@@ -66,15 +96,13 @@ int run(const AgentConfig& config) {
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
   auto buf = sys.spawn<caf::detached>(buffer, store);
-  bool file = config.link.kind == LinkSpec::Kind::file;
-  auto link = sys.spawn(file_link, buf, file ? config.link.path : std::string{}, file);
+  link_actor link = spawn_link(sys, buf, config.link);
   caf::anon_send(buf, subscribe_atom::value, link);
   auto sup = sys.spawn(supervisor, buf, link, config.queries, SourceFactory{[](const QuerySpec& q) {
                          return make_test_source(q.source);
                        }},
                        RestartPolicy{});
-  spdlog::info("agent running: {} queries, link {}", config.queries.size(),
-               file ? "file " + config.link.path : std::string("offline"));
+  spdlog::info("agent running: {} queries, link {}", config.queries.size(), describe(config.link));
   watch_signals(signals, sup);
 
   bool failed = false;
@@ -114,6 +142,7 @@ int main(int argc, char** argv) {
     config = config_path.empty() ? parse_agent_config(default_agent_config_yaml(), "built-in config")
                                  : load_agent_config(config_path);
     for (auto& o : overrides) apply_override(config, o);
+    check_agent_config(config, config_path.empty() ? "built-in config" : config_path);
   } catch (const ConfigError& e) {
     std::cerr << "outpost-agent: invalid configuration: " << e.what() << "\n";
     return 2;

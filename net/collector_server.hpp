@@ -1,0 +1,65 @@
+#pragma once
+// The collector's network side: accepts agents over TLS (mutual: an agent's
+// identity is its certificate's common name), serves Collector and Session
+// (protocol.capnp), and keeps each connected agent's AgentController for the
+// admin commands. Runs on one kj event loop; storage runs on StorageWorker.
+
+#include <kj/async-io.h>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "net/storage_worker.hpp"
+#include "net/tls_config.hpp"
+#include "schemas/protocol.capnp.h"
+
+namespace outpost::net {
+
+struct CollectorConfig {
+  std::string host = "127.0.0.1";
+  uint16_t port = 4750;  // 0: any free port (tests)
+  TlsFiles tls;
+  std::chrono::seconds handshake_timeout{10};
+};
+
+class CollectorServer : private kj::TaskSet::ErrorHandler {
+ public:
+  CollectorServer(kj::AsyncIoContext& io, CollectorConfig config, CollectorStore& store,
+                  StorageWorker& worker);
+  ~CollectorServer();
+
+  // Binds and starts accepting; resolves to the bound port.
+  kj::Promise<uint16_t> start();
+
+  struct AgentSession {
+    std::string peer;  // remote address
+    int64_t connected_ns = 0;
+    protocol::AgentController::Client controller;
+  };
+  // Connected agents by id (the newest connection of each).
+  const std::map<std::string, AgentSession>& agents() const { return agents_; }
+  size_t connections() const { return connections_; }
+
+ private:
+  class Connection;
+  class CollectorImpl;
+  class SessionImpl;
+
+  kj::Promise<void> accept_loop();
+  kj::Promise<void> handshake(kj::Own<kj::AsyncIoStream> stream, std::string peer);
+  void serve(kj::Own<kj::AsyncIoStream> stream, std::string peer, std::string cert_name);
+  void taskFailed(kj::Exception&& exception) override;
+
+  kj::AsyncIoContext& io_;
+  CollectorConfig config_;
+  CollectorStore& store_;
+  StorageWorker& worker_;
+  std::unique_ptr<TlsSetup> tls_;
+  kj::Own<kj::ConnectionReceiver> listener_;
+  std::map<std::string, AgentSession> agents_;
+  size_t connections_ = 0;
+  kj::TaskSet tasks_;
+};
+
+}  // namespace outpost::net

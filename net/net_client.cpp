@@ -1,0 +1,233 @@
+#include "net/net_client.hpp"
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+#include <spdlog/spdlog.h>
+
+#include "schemas/protocol.capnp.h"
+
+namespace outpost::net {
+
+// Everything that lives on the network thread.
+class NetClient::Loop : private kj::TaskSet::ErrorHandler {
+ public:
+  explicit Loop(NetClient& owner)
+      : owner_(owner), io_(kj::setupAsyncIo()), backoff_(owner.config_.backoff), tasks_(*this) {
+    auto& tls = owner_.config_.tls;
+    if (tls.insecure)
+      spdlog::warn("link: insecure: TLS is OFF; the collector is not verified and anyone on the "
+                   "network can read this agent's data");
+    else
+      tls_ = std::make_unique<TlsSetup>(tls, false);
+  }
+
+  void run() {
+    auto stop = kj::newPromiseAndFulfiller<void>();
+    stop_ = kj::mv(stop.fulfiller);
+    arm_doorbell();
+    tasks_.add(connect_loop());
+    stop.promise.wait(io_.waitScope);
+    end_connection();
+  }
+
+ private:
+  // One connection: the stream, the RPC system on it, and a way to drop it.
+  struct Connection {
+    kj::Own<kj::AsyncIoStream> stream;
+    kj::Own<capnp::TwoPartyVatNetwork> network;
+    kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
+    kj::Own<kj::PromiseFulfiller<void>> drop;
+  };
+
+  void taskFailed(kj::Exception&& e) override {
+    spdlog::error("link: {}", e.getDescription().cStr());
+  }
+
+  // The owner rings when it hands over work or wants the loop to stop.
+  void arm_doorbell() {
+    auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+    auto fulfiller =
+        std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(paf.fulfiller));
+    bool ring_now;
+    {
+      std::lock_guard<std::mutex> lock(owner_.mutex_);
+      owner_.wake_ = [fulfiller] { (*fulfiller)->fulfill(); };
+      ring_now = owner_.stopping_ || !owner_.pending_.empty();
+      if (ring_now) owner_.wake_ = nullptr;
+    }
+    if (ring_now) (*fulfiller)->fulfill();
+    tasks_.add(paf.promise.then([this] { drain(); }));
+  }
+
+  void drain() {
+    std::vector<Work> work;
+    bool stopping;
+    {
+      std::lock_guard<std::mutex> lock(owner_.mutex_);
+      work.swap(owner_.pending_);
+      stopping = owner_.stopping_;
+    }
+    if (stopping) {
+      stop_->fulfill();
+      return;
+    }
+    for (auto& w : work) send(w);
+    arm_doorbell();
+  }
+
+  kj::Promise<void> connect_loop() {
+    return connect_once()
+        .then([]() -> std::string { return "the collector closed the connection"; },
+              [](kj::Exception&& e) -> std::string { return e.getDescription().cStr(); })
+        .then([this](std::string reason) {
+          end_connection();
+          auto delay = backoff_.next();
+          owner_.events_.disconnected(session_, reason, delay);
+          return io_.provider->getTimer()
+              .afterDelay(delay.count() * kj::MILLISECONDS)
+              .then([this] { return connect_loop(); });
+        });
+  }
+
+  kj::Promise<void> connect_once() {
+    auto& cfg = owner_.config_;
+    return io_.provider->getNetwork()
+        .parseAddress(cfg.host, cfg.port)
+        .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
+        .then([this, &cfg](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+          if (!tls_) return kj::mv(stream);
+          auto name = cfg.server_name.empty() ? cfg.host : cfg.server_name;
+          return tls_->context().wrapClient(kj::mv(stream), name);
+        })
+        .then([this](kj::Own<kj::AsyncIoStream> stream) { return hello(kj::mv(stream)); });
+  }
+
+  kj::Promise<void> hello(kj::Own<kj::AsyncIoStream> stream) {
+    auto conn = kj::heap<Connection>();
+    conn->stream = kj::mv(stream);
+    conn->network = kj::heap<capnp::TwoPartyVatNetwork>(*conn->stream,
+                                                        capnp::rpc::twoparty::Side::CLIENT);
+    conn->rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(
+        capnp::makeRpcClient(*conn->network));
+    auto drop = kj::newPromiseAndFulfiller<void>();
+    conn->drop = kj::mv(drop.fulfiller);
+    capnp::word scratch[4] = {};
+    capnp::MallocMessageBuilder vat(scratch);
+    auto server_id = vat.getRoot<capnp::rpc::twoparty::VatId>();
+    server_id.setSide(capnp::rpc::twoparty::Side::SERVER);
+    auto collector = conn->rpc->bootstrap(server_id).castAs<protocol::Collector>();
+    auto disconnected = conn->network->onDisconnect().exclusiveJoin(kj::mv(drop.promise));
+    conn_ = kj::mv(conn);
+
+    auto req = collector.helloRequest();
+    auto info = req.initAgent();
+    info.setMajorVersion(protocol::MAJOR_VERSION);
+    info.setMinorVersion(protocol::MINOR_VERSION);
+    info.setHostname(owner_.config_.hostname);
+    info.setSoftware("outpost-agent 0.1");
+    info.setClaimedId(owner_.config_.claimed_id);
+    req.setController(kj::heap<ControllerImpl>());
+    return req.send()
+        .then([this](capnp::Response<protocol::Collector::HelloResults> resp) {
+          if (resp.getMajorVersion() != protocol::MAJOR_VERSION)
+            throw KJ_EXCEPTION(FAILED, kj::str("collector speaks protocol ", resp.getMajorVersion(), ".",
+                                               resp.getMinorVersion(), "; this agent speaks ",
+                                               protocol::MAJOR_VERSION, ".x"));
+          std::vector<uint64_t> marks(schemas::kLaneCount);
+          for (auto m : resp.getResumeFrom())
+            if (static_cast<size_t>(m.getLane()) < marks.size())
+              marks[static_cast<size_t>(m.getLane())] = m.getSeq();
+          session_cap_ = resp.getSession();
+          ++session_;
+          backoff_.reset();
+          spdlog::info("link: connected to {}:{} as {}", owner_.config_.host, owner_.config_.port,
+                       resp.getAgentId().cStr());
+          owner_.events_.connected(session_, std::move(marks));
+        })
+        .then([d = kj::mv(disconnected)]() mutable { return kj::mv(d); });
+  }
+
+  void send(Work& w) {
+    if (w.session != session_ || session_cap_ == nullptr) return;  // that session is gone
+    auto req = KJ_ASSERT_NONNULL(session_cap_).uploadRequest();
+    req.setLane(w.lane);
+    req.setAfter(w.after);
+    auto list = req.initRecords(w.records->size());
+    for (size_t i = 0; i < w.records->size(); ++i) {
+      auto& r = (*w.records)[i];
+      list[i].setSeq(r.seq);
+      list[i].setData(r.payload());
+    }
+    uint64_t session = w.session;
+    Lane lane = w.lane;
+    tasks_.add(req.send().then(
+        [this, session, lane](capnp::Response<protocol::Session::UploadResults> resp) {
+          owner_.events_.stored(session, lane, resp.getStoredThrough());
+        },
+        [this, session](kj::Exception&& e) {
+          // The collector could not store it: start over from its marks.
+          spdlog::warn("link: upload failed: {}", e.getDescription().cStr());
+          if (session == session_ && conn_ && conn_->drop->isWaiting()) conn_->drop->fulfill();
+        }));
+  }
+
+  void end_connection() {
+    session_cap_ = nullptr;
+    // Destroyed later: we may be inside one of its own callbacks.
+    if (conn_) tasks_.add(kj::evalLater([c = kj::mv(conn_)] {}));
+  }
+
+  // The collector's calls into this agent. Status works; collections arrive
+  // with the query engine (step 4), until then they are refused plainly.
+  class ControllerImpl final : public protocol::AgentController::Server {
+    kj::Promise<void> status(StatusContext context) override {
+      context.getResults().setJson("{\"link\":\"online\"}");
+      return kj::READY_NOW;
+    }
+  };
+
+  NetClient& owner_;
+  kj::AsyncIoContext io_;
+  Backoff backoff_;
+  std::unique_ptr<TlsSetup> tls_;
+  kj::Own<Connection> conn_;
+  kj::Maybe<protocol::Session::Client> session_cap_;
+  uint64_t session_ = 0;
+  kj::Own<kj::PromiseFulfiller<void>> stop_;
+  kj::TaskSet tasks_;
+};
+
+NetClient::NetClient(ClientConfig config, ClientEvents events)
+    : config_(std::move(config)), events_(std::move(events)) {
+  thread_ = std::thread([this] {
+    try {
+      Loop loop(*this);
+      loop.run();
+    } catch (const std::exception& e) {
+      spdlog::critical("link: network thread failed: {}", e.what());
+      events_.disconnected(0, e.what(), std::chrono::milliseconds::max());
+    } catch (const kj::Exception& e) {
+      spdlog::critical("link: network thread failed: {}", e.getDescription().cStr());
+      events_.disconnected(0, e.getDescription().cStr(), std::chrono::milliseconds::max());
+    }
+  });
+}
+
+NetClient::~NetClient() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+    if (wake_) wake_();
+    wake_ = nullptr;
+  }
+  thread_.join();
+}
+
+void NetClient::upload(uint64_t session, Lane lane, uint64_t after, StoredRecords records) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  pending_.push_back({session, lane, after, std::move(records)});
+  if (wake_) wake_();
+  wake_ = nullptr;
+}
+
+}  // namespace outpost::net

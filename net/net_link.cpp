@@ -1,0 +1,180 @@
+#include "net/net_link.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "actors/status.hpp"
+#include "schemas/protocol.capnp.h"
+
+namespace outpost::net {
+namespace {
+
+using Self = net_link_actor::stateful_pointer<net_link_state>;
+
+bool waiting(const net_link_state::LaneState& l) { return l.unread || l.committed > l.sent; }
+
+// May `lane` take an upload slot now? Not the last one while another lane waits.
+bool may_send(Self self, size_t lane) {
+  auto& st = self->state;
+  if (!st.enabled || st.session == 0 || st.in_flight >= kUploadWindow) return false;
+  if (st.in_flight + 1 < kUploadWindow) return true;
+  for (size_t other = 0; other < st.lanes.size(); ++other)
+    if (other != lane && waiting(st.lanes[other]) && st.lanes[other].in_flight == 0) return false;
+  return true;
+}
+
+void pump(Self self);
+
+void read_and_send(Self self, size_t lane) {
+  auto& st = self->state;
+  auto& l = st.lanes[lane];
+  l.reading = true;
+  uint64_t session = st.session, after = l.sent;
+  self->request(st.buffer, caf::infinite, read_atom::value, static_cast<Lane>(lane), after,
+                uint64_t{protocol::MAX_RECORDS_PER_UPLOAD})
+      .then(
+          [=](StoredRecords records) {
+            auto& st = self->state;
+            auto& l = st.lanes[lane];
+            l.reading = false;
+            if (session != st.session) return pump(self);  // that session ended meanwhile
+            // Read until the buffer has nothing more; then commits tell.
+            l.unread = !records->empty();
+            if (records->empty()) return pump(self);
+            l.sent = records->back().seq;
+            l.committed = std::max(l.committed, l.sent);
+            ++l.in_flight;
+            ++st.in_flight;
+            ++st.uploads;
+            st.records_sent += records->size();
+            for (auto& r : *records) st.bytes_sent += r.size;
+            st.client->upload(session, static_cast<Lane>(lane), after, std::move(records));
+            pump(self);
+          },
+          [=](caf::error& err) {
+            self->state.lanes[lane].reading = false;
+            self->state.last_error = "buffer read failed: " + self->system().render(err);
+            spdlog::error("link: {}", self->state.last_error);
+          });
+}
+
+// Starts what the window allows, lanes in priority order.
+void pump(Self self) {
+  auto& st = self->state;
+  for (size_t lane = 0; lane < st.lanes.size(); ++lane) {
+    auto& l = st.lanes[lane];
+    if (!l.reading && waiting(l) && may_send(self, lane)) read_and_send(self, lane);
+  }
+}
+
+void ack(Self self, size_t lane, uint64_t through) {
+  auto& l = self->state.lanes[lane];
+  if (through <= l.acked) return;
+  l.acked = through;
+  self->request(self->state.buffer, caf::infinite, ack_atom::value, static_cast<Lane>(lane), through)
+      .then([](uint64_t) {},
+            [=](caf::error& err) {
+              self->state.last_error = "buffer ack failed: " + self->system().render(err);
+              spdlog::error("link: {}", self->state.last_error);
+            });
+}
+
+caf::settings status_of(Self self) {
+  auto& st = self->state;
+  caf::settings s;
+  caf::put(s, "kind", std::string("collector"));
+  caf::put(s, "target", st.target);
+  caf::put(s, "state", std::string(!st.enabled ? "disabled" : st.session ? "online" : "offline"));
+  put_count(s, "session", st.session);
+  put_count(s, "in_flight", st.in_flight);
+  put_count(s, "uploads", st.uploads);
+  put_count(s, "records_sent", st.records_sent);
+  put_count(s, "bytes_sent", st.bytes_sent);
+  put_count(s, "connects", st.connects);
+  put_count(s, "disconnects", st.disconnects);
+  if (!st.session) caf::put(s, "retry_in_ms", st.retry_in_ms);
+  if (!st.last_error.empty()) caf::put(s, "last_error", st.last_error);
+  for (size_t i = 0; i < st.lanes.size(); ++i) {
+    std::string key = std::string("lanes.") + schemas::lane_name(static_cast<Lane>(i)) + ".";
+    put_count(s, key + "acked", st.lanes[i].acked);
+    put_count(s, key + "sent", st.lanes[i].sent);
+    put_count(s, key + "in_flight", st.lanes[i].in_flight);
+  }
+  return s;
+}
+
+}  // namespace
+
+net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link_state> self,
+                                       buffer_actor buffer, ClientConfig config) {
+  auto& st = self->state;
+  st.buffer = std::move(buffer);
+  st.target = config.host + ":" + std::to_string(config.port);
+  // The network thread only posts: anon_send never blocks it.
+  net_link_actor handle = self;
+  ClientEvents events;
+  events.connected = [handle](uint64_t s, std::vector<uint64_t> marks) {
+    caf::anon_send(handle, connected_atom::value, s, std::move(marks));
+  };
+  events.disconnected = [handle](uint64_t s, std::string why, std::chrono::milliseconds retry) {
+    caf::anon_send(handle, disconnected_atom::value, s, std::move(why), int64_t{retry.count()});
+  };
+  events.stored = [handle](uint64_t s, Lane lane, uint64_t through) {
+    caf::anon_send(handle, stored_atom::value, s, lane, through);
+  };
+  // Destroyed with the state when this actor ends, which joins its thread.
+  st.client = std::make_unique<NetClient>(std::move(config), std::move(events));
+  return {
+      [=](committed_atom, Lane lane, uint64_t seq) {
+        auto& l = self->state.lanes[static_cast<size_t>(lane)];
+        l.committed = std::max(l.committed, seq);
+        pump(self);
+      },
+      [=](online_atom, bool on) {
+        self->state.enabled = on;
+        pump(self);
+      },
+      [=](connected_atom, uint64_t session, std::vector<uint64_t> marks) {
+        auto& st = self->state;
+        st.session = session;
+        st.in_flight = 0;
+        ++st.connects;
+        for (size_t i = 0; i < st.lanes.size() && i < marks.size(); ++i) {
+          auto& l = st.lanes[i];
+          l.in_flight = 0;
+          l.sent = std::max(marks[i], l.acked);
+          // What the collector already has is deleted here, not sent again;
+          // and every lane is read, as the buffer may hold older records.
+          ack(self, i, marks[i]);
+          l.unread = true;
+        }
+        pump(self);
+      },
+      [=](disconnected_atom, uint64_t session, std::string why, int64_t retry_ms) {
+        auto& st = self->state;
+        if (session != 0 && session != st.session) return;  // about an older session
+        if (st.session) ++st.disconnects;
+        if (st.session || st.last_error != why)
+          spdlog::warn("link: {} offline: {}; retrying in {} ms", st.target, why, retry_ms);
+        st.session = 0;
+        st.in_flight = 0;
+        for (auto& l : st.lanes) {
+          l.in_flight = 0;
+          l.sent = l.acked;
+        }
+        st.last_error = why;
+        st.retry_in_ms = retry_ms;
+      },
+      [=](stored_atom, uint64_t session, Lane lane, uint64_t through) {
+        auto& st = self->state;
+        if (session != st.session) return;
+        auto& l = st.lanes[static_cast<size_t>(lane)];
+        if (l.in_flight) --l.in_flight;
+        if (st.in_flight) --st.in_flight;
+        ack(self, static_cast<size_t>(lane), through);
+        pump(self);
+      },
+      [=](status_atom) { return status_of(self); },
+  };
+}
+
+}  // namespace outpost::net

@@ -1,0 +1,50 @@
+#pragma once
+// The network link actor: reads committed records from the buffer, hands
+// them to the network thread as uploads, and acks the buffer once the
+// collector has stored them. Lanes are served by priority (control, events,
+// results, uploads); no lane may hold the last free upload slot while
+// another lane has records waiting, so a backlog delays fresh rows by at
+// most one upload round trip.
+
+#include <caf/typed_event_based_actor.hpp>
+
+#include <array>
+#include <memory>
+
+#include "actors/interfaces.hpp"
+#include "net/net_client.hpp"
+
+namespace outpost::net {
+
+struct net_link_state {
+  static inline const char* name = "net-link";
+
+  struct LaneState {
+    uint64_t acked = 0;      // the collector stored through here; the buffer was told
+    uint64_t sent = 0;       // last seq handed to the network in this session
+    uint64_t committed = 0;  // last seq the buffer reported committed
+    unsigned in_flight = 0;  // uploads not yet answered
+    bool reading = false;    // a read from the buffer is outstanding
+    bool unread = true;      // the buffer may hold records past `sent` that no commit announced
+  };
+
+  buffer_actor buffer;
+  std::unique_ptr<NetClient> client;
+  std::string target;       // host:port, for status
+  bool enabled = true;      // online_atom switches delivery on and off
+  uint64_t session = 0;     // 0 while not connected
+  std::array<LaneState, schemas::kLaneCount> lanes;
+  unsigned in_flight = 0;
+  uint64_t uploads = 0, records_sent = 0, bytes_sent = 0, connects = 0, disconnects = 0;
+  std::string last_error;
+  int64_t retry_in_ms = 0;
+};
+
+// Uploads in flight over all lanes: bounds memory (each at most 1000 records
+// and the buffer's 8 MiB read) while hiding the round trip.
+inline constexpr unsigned kUploadWindow = 4;
+
+net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link_state> self,
+                                       buffer_actor buffer, ClientConfig config);
+
+}  // namespace outpost::net

@@ -1,0 +1,53 @@
+#pragma once
+// The collector's storage thread. RPC handlers (on the kj event loop) submit
+// uploads; the worker takes every upload waiting when it wakes, stores them
+// as one group (one fdatasync per file, one LMDB commit) and resolves each
+// caller's promise back on the caller's loop. fsync never blocks the loop.
+
+#include <kj/async.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "net/collector_store.hpp"
+
+namespace outpost::net {
+
+class StorageWorker {
+ public:
+  explicit StorageWorker(CollectorStore& store);
+  ~StorageWorker();  // stores what was submitted, then joins
+  StorageWorker(const StorageWorker&) = delete;
+  StorageWorker& operator=(const StorageWorker&) = delete;
+
+  // From a thread with a kj event loop. The upload's records must stay valid
+  // until the promise resolves. Rejects (FAILED) when storage fails.
+  kj::Promise<UploadResult> submit(Upload upload);
+
+  struct Stats {
+    uint64_t groups = 0;
+    uint64_t uploads = 0;
+    StoreReport records;
+    uint64_t failures = 0;
+  };
+  Stats stats() const;
+
+ private:
+  struct Job {
+    Upload upload;
+    kj::Own<kj::CrossThreadPromiseFulfiller<UploadResult>> done;
+  };
+  void run();
+
+  CollectorStore& store_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Job> queue_;
+  bool stopping_ = false;
+  Stats stats_;
+  std::thread thread_;
+};
+
+}  // namespace outpost::net

@@ -1,0 +1,83 @@
+// outpost-collector: accepts agents over TLS and stores their rows, exactly
+// once, as JSON lines under <datadir>/<agent>/<artifact>/<date>.jsonl.
+
+#include <kj/async-unix.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "net/collector_server.hpp"
+#include "persistence/errors.hpp"
+
+namespace {
+
+using namespace outpost::net;
+
+int serve(const std::string& datadir, CollectorConfig config) {
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  kj::UnixEventPort::captureSignal(SIGINT);
+  auto io = kj::setupAsyncIo();
+  CollectorStore store(datadir);
+  auto& repaired = store.repair_report();
+  if (repaired.files_cut)
+    spdlog::warn("collector: cut {} uncommitted bytes from {} files (agents send them again)",
+                 repaired.bytes_cut, repaired.files_cut);
+  StorageWorker worker(store);
+  CollectorServer server(io, std::move(config), store, worker);
+  uint16_t port = server.start().wait(io.waitScope);
+  // Scripts and tests read this line to learn the port (with --listen host:0).
+  std::cout << "listening on port " << port << std::endl;
+  auto signal = io.unixEventPort.onSignal(SIGTERM).exclusiveJoin(io.unixEventPort.onSignal(SIGINT));
+  auto info = signal.wait(io.waitScope);
+  spdlog::info("collector: {} received, stopping", strsignal(info.si_signo));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"outpost-collector: receives agents' rows over TLS and stores each exactly once"};
+  std::string datadir = "outpost-data/collector";
+  std::string listen = "127.0.0.1:4750";
+  CollectorConfig config;
+  app.add_option("--datadir", datadir, "where rows and the collector's state live")
+      ->capture_default_str();
+  app.add_option("--listen", listen, "host:port to listen on (port 0: any free port)")
+      ->capture_default_str();
+  app.add_option("--ca", config.tls.ca, "CA certificate that signed the agents' certificates");
+  app.add_option("--cert", config.tls.cert, "this collector's certificate");
+  app.add_option("--key", config.tls.key, "this collector's private key");
+  app.add_flag("--insecure", config.tls.insecure,
+               "plaintext, no authentication (tests and demos only; warned at every start)");
+  CLI11_PARSE(app, argc, argv);
+
+  size_t colon = listen.rfind(':');
+  try {
+    if (colon == std::string::npos) throw std::invalid_argument("no port");
+    config.host = listen.substr(0, colon);
+    unsigned long port = std::stoul(listen.substr(colon + 1));
+    if (port > 65535) throw std::invalid_argument("port out of range");
+    config.port = static_cast<uint16_t>(port);
+  } catch (const std::exception&) {
+    std::cerr << "outpost-collector: --listen: expected host:port, got \"" << listen << "\"\n";
+    return 2;
+  }
+  if (!config.tls.insecure && (config.tls.ca.empty() || config.tls.cert.empty() || config.tls.key.empty())) {
+    std::cerr << "outpost-collector: TLS needs --ca, --cert and --key (or --insecure to turn it off)\n";
+    return 2;
+  }
+  try {
+    return serve(datadir, std::move(config));
+  } catch (const outpost::persistence::StoreError& e) {
+    std::cerr << "outpost-collector: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "outpost-collector: " << e.what() << "\n";
+    return 1;
+  } catch (const kj::Exception& e) {
+    std::cerr << "outpost-collector: " << e.getDescription().cStr() << "\n";
+    return 1;
+  }
+}
