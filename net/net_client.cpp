@@ -1,5 +1,6 @@
 #include "net/net_client.hpp"
 
+#include <arpa/inet.h>
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 #include <spdlog/spdlog.h>
@@ -7,6 +8,20 @@
 #include "schemas/protocol.capnp.h"
 
 namespace outpost::net {
+namespace {
+
+// kj matches the name against the certificate's DNS names only, never its IP
+// addresses: a collector reached by IP is expected to be "outpost-collector",
+// the name outpost-certs puts in its certificate.
+std::string expected_server_name(const ClientConfig& cfg) {
+  if (!cfg.server_name.empty()) return cfg.server_name;
+  in6_addr ignored;
+  bool ip = inet_pton(AF_INET, cfg.host.c_str(), &ignored) == 1 ||
+            inet_pton(AF_INET6, cfg.host.c_str(), &ignored) == 1;
+  return ip ? "outpost-collector" : cfg.host;
+}
+
+}  // namespace
 
 // Everything that lives on the network thread.
 class NetClient::Loop : private kj::TaskSet::ErrorHandler {
@@ -96,8 +111,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
         .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
         .then([this, &cfg](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
           if (!tls_) return kj::mv(stream);
-          auto name = cfg.server_name.empty() ? cfg.host : cfg.server_name;
-          return tls_->context().wrapClient(kj::mv(stream), name);
+          return tls_->context().wrapClient(kj::mv(stream), expected_server_name(cfg));
         })
         .then([this](kj::Own<kj::AsyncIoStream> stream) { return hello(kj::mv(stream)); });
   }

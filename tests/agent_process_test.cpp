@@ -14,6 +14,7 @@
 
 #include "persistence/buffer_store.hpp"
 #include "tests/actor_test_util.hpp"
+#include "tests/process_util.hpp"
 #include "tests/temp_dir.hpp"
 
 namespace outpost {
@@ -21,39 +22,15 @@ namespace {
 using namespace outpost::testing;
 namespace fs = std::filesystem;
 
-std::string slurp(const fs::path& file) {
-  std::ifstream in(file);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 pid_t start_agent(const fs::path& config, const std::vector<std::string>& extra = {}) {
   std::vector<std::string> args{OUTPOST_AGENT, "--config", config.string()};
   args.insert(args.end(), extra.begin(), extra.end());
-  pid_t pid = fork();
-  if (pid == 0) {
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(OUTPOST_AGENT, argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-// The exit code (128 + signal when killed), or -1 if it is still running
-// after `limit`: a hung shutdown fails the test instead of hanging it.
-int wait_exit(pid_t pid, std::chrono::seconds limit = std::chrono::seconds(60)) {
-  int status = 0;
-  bool exited = eventually([&] { return waitpid(pid, &status, WNOHANG) == pid; }, limit);
-  if (!exited) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return spawn(args);
 }
 
 struct AgentTest : ::testing::Test {
   TempDir tmp;
-  std::vector<pid_t> started;  // killed at the end, so a failed test leaves no agent behind
+  Processes started;  // killed at the end, so a failed test leaves no agent behind
   fs::path config = tmp.path("agent.yaml");
   fs::path log = tmp.path("agent.log");
 
@@ -70,15 +47,8 @@ struct AgentTest : ::testing::Test {
                                          : "queries: []\n");
   }
 
-  ~AgentTest() override {
-    for (pid_t pid : started)
-      if (kill(pid, SIGKILL) == 0) waitpid(pid, nullptr, 0);
-  }
-
   pid_t start(const std::vector<std::string>& extra = {}) {
-    pid_t pid = start_agent(config, extra);
-    started.push_back(pid);
-    return pid;
+    return started.add(start_agent(config, extra));
   }
 
   bool log_says(const std::string& text) { return slurp(log).find(text) != std::string::npos; }
