@@ -7,6 +7,9 @@
 #include <random>
 #include <regex>
 
+#include "net/collector_store.hpp"
+#include "persistence/buffer_store.hpp"
+#include "tests/fault_proxy/fault_proxy.hpp"
 #include "tests/process_util.hpp"
 #include "tests/temp_dir.hpp"
 
@@ -53,12 +56,21 @@ struct EndToEnd : ::testing::Test {
     port = static_cast<uint16_t>(std::stoi(m[1]));
   }
 
-  pid_t start_agent(uint64_t rows, uint64_t rate, const std::string& name = "agent-1",
-                    const std::string& ca = "") {
+  struct AgentOptions {
+    std::string name = "agent-1";
+    std::string ca;           // default: our CA
+    uint16_t target = 0;      // default: the collector's port
+    std::string limit = "64MiB";
+  };
+
+  pid_t start_agent(uint64_t rows, uint64_t rate) { return start_agent(rows, rate, AgentOptions{}); }
+  pid_t start_agent(uint64_t rows, uint64_t rate, const AgentOptions& o) {
+    const std::string& name = o.name;
+    const std::string& ca = o.ca;
     fs::path config = tmp.path("agent.yaml");
     std::ofstream(config)
-        << "buffer: {dir: " << tmp.path("buf").string() << ", limit: 64MiB, sync: full}\n"
-        << "link: {type: collector, address: 127.0.0.1:" << port << ", ca: "
+        << "buffer: {dir: " << tmp.path("buf").string() << ", limit: " << o.limit << ", sync: full}\n"
+        << "link: {type: collector, address: 127.0.0.1:" << (o.target ? o.target : port) << ", ca: "
         << (ca.empty() ? cert("ca.pem") : ca) << ", cert: " << cert(name + ".pem")
         << ", key: " << cert(name + ".key") << ", backoff_initial_ms: 50, backoff_cap_ms: 400}\n"
         << "log: {level: info, file: " << agent_log.string() << "}\n"
@@ -124,7 +136,9 @@ TEST_F(EndToEnd, CollectorKillNineRepeatedlyKeepsExactlyOnce) {
 
 TEST_F(EndToEnd, CertificatesThatMustBeRefusedAre) {
   start_collector();
-  start_agent(0, 10, "expired");  // signed by our CA, but expired
+  AgentOptions expired;
+  expired.name = "expired";  // signed by our CA, but expired
+  start_agent(0, 10, expired);
   ASSERT_TRUE(eventually([&] { return slurp(collector_log).find("refused") != std::string::npos; }))
       << slurp(collector_log);
   EXPECT_NE(slurp(collector_log).find("certificate verify failed"), std::string::npos);
@@ -133,10 +147,105 @@ TEST_F(EndToEnd, CertificatesThatMustBeRefusedAre) {
 
 TEST_F(EndToEnd, AgentRefusesACollectorItsPinnedCaDidNotSign) {
   start_collector();
-  start_agent(100, 100, "agent-1", tmp.path("other-ca/ca.pem").string());
+  AgentOptions foreign;
+  foreign.ca = tmp.path("other-ca/ca.pem").string();
+  start_agent(100, 100, foreign);
   ASSERT_TRUE(eventually([&] { return slurp(agent_log).find("not trusted") != std::string::npos; }))
       << slurp(agent_log);
   EXPECT_TRUE(delivered().empty());
+}
+
+TEST_F(EndToEnd, FlappingThenThrottledLinkKeepsExactlyOnce) {
+  start_collector();
+  FaultProxy proxy(port);
+  proxy.cut_every(std::chrono::milliseconds(300));
+  AgentOptions via_proxy;
+  via_proxy.target = proxy.port();
+  start_agent(20000, 5000, via_proxy);  // four seconds of rows
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_GE(proxy.connections_accepted(), 3u);
+  proxy.cut_every(std::chrono::milliseconds(0));
+  proxy.set_rate(1024 * 1024);
+  ASSERT_TRUE(eventually([&] { return delivered().size() >= 20000; }, std::chrono::seconds(90)))
+      << delivered().size() << " rows\n" << slurp(agent_log);
+  EXPECT_EQ(delivered(), one_to(20000));
+}
+
+TEST_F(EndToEnd, CollectorDownFillsTheBufferThenEverythingArrivesOnce) {
+  start_collector();
+  kill(collector, SIGKILL);
+  ASSERT_EQ(wait_exit(collector), 128 + SIGKILL);
+  AgentOptions small;
+  small.limit = "256KiB";  // about 2,500 of the 20,000 rows fit
+  pid_t agent = start_agent(20000, 20000, small);
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // the query is paused at the limit by now
+  EXPECT_TRUE(delivered().empty());
+  start_collector();
+  ASSERT_TRUE(eventually([&] { return delivered().size() >= 20000; }, std::chrono::seconds(90)))
+      << delivered().size() << " rows\n" << slurp(agent_log);
+  EXPECT_EQ(delivered(), one_to(20000));
+  kill(agent, SIGTERM);
+  EXPECT_EQ(wait_exit(agent), 0);
+  EXPECT_NE(slurp(agent_log).find("query syn stopped: 20000 rows produced, 20000 rows committed"),
+            std::string::npos)
+      << slurp(agent_log);
+}
+
+// Record seqs in the collector's file, one per record (a record's rows share it).
+std::vector<uint64_t> record_seqs(const fs::path& dir) {
+  std::vector<uint64_t> seqs;
+  static const std::regex seq("^\\{\"seq\":(\\d+),");
+  std::vector<fs::path> files;
+  for (auto& e : fs::directory_iterator(dir)) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  for (auto& f : files) {
+    std::ifstream in(f);
+    for (std::string line; std::getline(in, line);) {
+      std::smatch m;
+      if (!std::regex_search(line, m, seq)) continue;
+      uint64_t s = std::stoull(m[1]);
+      if (seqs.empty() || seqs.back() != s) seqs.push_back(s);
+    }
+  }
+  return seqs;
+}
+
+TEST_F(EndToEnd, AgentKillNineRepeatedlyDeliversNoRecordTwiceAndLosesNone) {
+  start_collector();
+  std::mt19937 rng(11);
+  for (int cycle = 0; cycle < 10; ++cycle) {
+    pid_t agent = start_agent(0, 4000);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200 + rng() % 300));
+    kill(agent, SIGKILL);
+    ASSERT_EQ(wait_exit(agent), 128 + SIGKILL);
+  }
+  // A last run delivers what the killed ones committed but had not sent.
+  pid_t agent = start_agent(1, 1);
+  size_t last = 0;
+  ASSERT_TRUE(eventually([&] {
+    size_t now = record_seqs(data / "agent-1" / "syn").size();
+    bool settled = now == last && now > 0;
+    last = now;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    return settled;
+  }));
+  kill(agent, SIGTERM);
+  ASSERT_EQ(wait_exit(agent), 0);
+  kill(collector, SIGTERM);
+  ASSERT_EQ(wait_exit(collector), 0);
+
+  auto seqs = record_seqs(data / "agent-1" / "syn");
+  ASSERT_FALSE(seqs.empty());
+  EXPECT_TRUE(std::is_sorted(seqs.begin(), seqs.end()));
+  EXPECT_EQ(std::adjacent_find(seqs.begin(), seqs.end()), seqs.end()) << "a record was stored twice";
+  // Whatever is still buffered, the collector has stored already.
+  uint64_t mark = net::CollectorStore(data).marks("agent-1")[static_cast<size_t>(Lane::EVENTS)];
+  EXPECT_EQ(mark, seqs.back());
+  persistence::StoreOptions o;
+  o.dir = tmp.path("buf");
+  persistence::BufferStore buffer(o);
+  auto left = buffer.read(Lane::EVENTS, 0, 100000, 1ull << 30);
+  for (auto& r : left.records) EXPECT_LE(r.seq, mark) << "committed but never delivered";
 }
 
 }  // namespace
