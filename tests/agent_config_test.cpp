@@ -135,6 +135,30 @@ TEST(AgentConfig, LinkForms) {
   EXPECT_EQ(link("link: {path: /z.jsonl}").path, "/z.jsonl");  // the type stays file
 }
 
+TEST(AgentConfig, CollectorLink) {
+  auto c = parse_agent_config(
+      "link: {type: collector, address: \"collector.example:4751\", ca: ca.pem, cert: a.pem, "
+      "key: a.key, backoff_initial_ms: 10, backoff_cap_ms: 500}",
+      "agent.yaml");
+  EXPECT_EQ(c.link.kind, LinkSpec::Kind::collector);
+  EXPECT_EQ(c.link.host, "collector.example");
+  EXPECT_EQ(c.link.port, 4751);
+  EXPECT_EQ(c.link.ca, "ca.pem");
+  EXPECT_EQ(c.link.backoff_cap.count(), 500);
+  EXPECT_NO_THROW(check_agent_config(c, "agent.yaml"));
+  // TLS material is required unless TLS is turned off on purpose.
+  auto bare = parse_agent_config("link: {type: collector}", "agent.yaml");
+  try {
+    check_agent_config(bare, "agent.yaml");
+    ADD_FAILURE() << "a collector link without certificates was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(), "agent.yaml: link: a collector link needs ca, cert and key (or insecure: "
+                           "true, which turns TLS off)");
+  }
+  apply_override(bare, "link.insecure=true");
+  EXPECT_NO_THROW(check_agent_config(bare, "agent.yaml"));
+}
+
 TEST(AgentConfig, IdsDefaultToPositionAndArtifactsToNames) {
   auto c = parse_agent_config("queries: [{name: a}, {name: b, id: 10}, {name: c, artifact: X.Y}]",
                               "agent.yaml");
@@ -285,7 +309,16 @@ TEST(AgentConfig, ValueErrors) {
        "agent.yaml: buffer.sync: expected full or none, got \"sometimes\""},
       {"buffer: {dir: \"\"}", "agent.yaml: buffer.dir: expected a non-empty path, got \"\""},
       {"buffer: {dir: {a: 1}}", "agent.yaml: buffer.dir: expected a non-empty path, got a map"},
-      {"link: {type: ftp}", "agent.yaml: link.type: expected file or offline, got \"ftp\""},
+      {"link: {type: ftp}", "agent.yaml: link.type: expected file, offline or collector, got \"ftp\""},
+      {"link: {type: collector, address: nope}",
+       "agent.yaml: link.address: expected host:port, such as 127.0.0.1:4750, got \"nope\""},
+      {"link: {type: collector, address: \"h:70000\"}",
+       "agent.yaml: link.address: expected host:port, such as 127.0.0.1:4750, got \"h:70000\""},
+      {"link: {type: collector, insecure: maybe}",
+       "agent.yaml: link.insecure: expected true or false, got \"maybe\""},
+      {"link: {type: collector, path: x}",
+       "agent.yaml: link.path: unknown key for a collector link; allowed: type, address, "
+       "server_name, ca, cert, key, insecure, agent_id, backoff_initial_ms, backoff_cap_ms"},
       {"log: {level: loud}",
        "agent.yaml: log.level: expected trace, debug, info, warn, error, critical or off, got "
        "\"loud\""},

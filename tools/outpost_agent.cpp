@@ -75,6 +75,8 @@ link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf, const Lin
   gethostname(host, sizeof host - 1);
   c.hostname = host;
   c.backoff = {link.backoff_initial, link.backoff_cap};
+  // Unreadable certificates are a configuration error: say so now, not in a retry loop.
+  if (!c.tls.insecure) net::TlsSetup check(c.tls, false);
   return sys.spawn(net::net_link, buf, std::move(c));
 }
 
