@@ -58,10 +58,16 @@ class CollectorServer::Connection {
     return network_.onDisconnect().exclusiveJoin(kj::mv(abort.promise));
   }
 
-  // Logs why, then ends the connection (the caller's call fails too).
+  // Logs why and ends the connection shortly, so that the failed call's
+  // answer, which says why, reaches the peer first.
   kj::Exception violation(const std::string& why) {
     spdlog::warn("collector: closing {} ({}): protocol violation: {}", peer, who(), why);
-    if (abort_->isWaiting()) abort_->fulfill();
+    closing_ = server.io_.provider->getTimer()
+                   .afterDelay(100 * kj::MILLISECONDS)
+                   .then([this] {
+                     if (abort_->isWaiting()) abort_->fulfill();
+                   })
+                   .eagerlyEvaluate(nullptr);
     return KJ_EXCEPTION(FAILED, "protocol violation", why);
   }
 
@@ -77,6 +83,7 @@ class CollectorServer::Connection {
   capnp::TwoPartyVatNetwork network_;
   kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc_;
   kj::Own<kj::PromiseFulfiller<void>> abort_;
+  kj::Promise<void> closing_ = nullptr;  // the delayed close; cancelled if we go first
 };
 
 class CollectorServer::SessionImpl final : public protocol::Session::Server {

@@ -145,6 +145,39 @@ TEST_F(EndToEnd, CertificatesThatMustBeRefusedAre) {
   EXPECT_FALSE(fs::exists(data / "expired"));
 }
 
+TEST_F(EndToEnd, SelfSignedClientCertificateIsRefused) {
+  start_collector();
+  // A CA's own certificate is self-signed: it names "Outpost CA ...", signed by nobody we trust.
+  fs::copy(tmp.path("other-ca/ca.pem"), certs / "selfsigned.pem");
+  fs::copy(tmp.path("other-ca/ca.key"), certs / "selfsigned.key");
+  AgentOptions self_signed;
+  self_signed.name = "selfsigned";
+  start_agent(10, 10, self_signed);
+  ASSERT_TRUE(eventually([&] { return slurp(collector_log).find("refused") != std::string::npos; }))
+      << slurp(collector_log);
+  EXPECT_NE(slurp(collector_log).find("certificate verify failed"), std::string::npos);
+}
+
+TEST_F(EndToEnd, PlaintextOnlyWhenBothEndsAskForIt) {
+  start_collector();  // TLS
+  fs::path config = tmp.path("insecure.yaml");
+  std::ofstream(config) << "buffer: {dir: " << tmp.path("buf").string() << "}\n"
+                        << "link: {type: collector, address: 127.0.0.1:" << port
+                        << ", insecure: true, agent_id: sneaky}\n"
+                        << "log: {file: " << agent_log.string() << "}\n"
+                        << "queries: [{name: syn, source: {type: synthetic, rate: 10}}]\n";
+  procs.add(spawn({OUTPOST_AGENT, "--config", config.string()}));
+  ASSERT_TRUE(eventually([&] { return slurp(agent_log).find("offline") != std::string::npos; }))
+      << slurp(agent_log);
+  EXPECT_NE(slurp(agent_log).find("TLS is OFF"), std::string::npos);
+  EXPECT_FALSE(fs::exists(data / "sneaky"));
+  // A collector without TLS material refuses to start unless told --insecure.
+  EXPECT_EQ(wait_exit(spawn({OUTPOST_COLLECTOR, "--datadir", tmp.path("c2").string()},
+                            tmp.path("c2.log"))),
+            2);
+  EXPECT_NE(slurp(tmp.path("c2.log")).find("--insecure"), std::string::npos);
+}
+
 TEST_F(EndToEnd, AgentRefusesACollectorItsPinnedCaDidNotSign) {
   start_collector();
   AgentOptions foreign;

@@ -1,0 +1,154 @@
+// The collector's protocol edges, in one process over loopback: a peer with
+// another major version, garbage, an oversized upload and a gap are cut off
+// or refused while other agents carry on; a thousand agents at once.
+
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
+#include "net/collector_server.hpp"
+#include "tests/temp_dir.hpp"
+
+namespace outpost::net {
+namespace {
+using outpost::testing::TempDir;
+
+// A raw protocol client: what a well-behaved or a hostile agent sends.
+struct RawAgent {
+  kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<capnp::TwoPartyVatNetwork> network;
+  kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
+  protocol::Collector::Client collector = nullptr;
+
+  RawAgent(kj::AsyncIoContext& io, uint16_t port) {
+    stream = io.provider->getNetwork().parseAddress("127.0.0.1", port).wait(io.waitScope)->connect().wait(io.waitScope);
+    network = kj::heap<capnp::TwoPartyVatNetwork>(*stream, capnp::rpc::twoparty::Side::CLIENT);
+    rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(capnp::makeRpcClient(*network));
+    capnp::MallocMessageBuilder vat;
+    auto id = vat.initRoot<capnp::rpc::twoparty::VatId>();
+    id.setSide(capnp::rpc::twoparty::Side::SERVER);
+    collector = rpc->bootstrap(id).castAs<protocol::Collector>();
+  }
+
+  capnp::RemotePromise<protocol::Collector::HelloResults> hello(const std::string& id, uint16_t major = protocol::MAJOR_VERSION) {
+    auto req = collector.helloRequest();
+    req.initAgent().setMajorVersion(major);
+    req.getAgent().setClaimedId(id);
+    req.setController(nullptr);
+    return req.send();
+  }
+};
+
+std::vector<kj::byte> record_bytes(uint64_t n) {
+  schemas::RowBatchWriter w(1, "Proto.Test", "q", Lane::EVENTS, {"N"});
+  w.add_row()[0].setUint64(n);
+  auto e = w.finish();
+  return {e.bytes().begin(), e.bytes().end()};
+}
+
+struct ProtocolTest : ::testing::Test {
+  TempDir tmp;
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  CollectorStore store{tmp.path("data")};
+  StorageWorker worker{store};
+  std::unique_ptr<CollectorServer> server;
+  uint16_t port = 0;
+
+  ProtocolTest() {
+    CollectorConfig config;
+    config.port = 0;
+    config.tls.insecure = true;
+    server = std::make_unique<CollectorServer>(io, config, store, worker);
+    port = server->start().wait(io.waitScope);
+  }
+  ~ProtocolTest() noexcept override {}  // kj's members may throw from destructors; here they must not
+
+  // An upload of records first..last after `after`; resolves to storedThrough.
+  kj::Promise<uint64_t> upload(protocol::Session::Client session, uint64_t after, uint64_t first,
+                               uint64_t last, std::vector<std::vector<kj::byte>>& keep) {
+    auto req = session.uploadRequest();
+    req.setLane(Lane::EVENTS);
+    req.setAfter(after);
+    auto list = req.initRecords(last - first + 1);
+    for (uint64_t s = first; s <= last; ++s) {
+      keep.push_back(record_bytes(s));
+      list[s - first].setSeq(s);
+      list[s - first].setData(kj::arrayPtr(keep.back().data(), keep.back().size()));
+    }
+    return req.send().then([](auto resp) { return resp.getStoredThrough(); });
+  }
+};
+
+TEST_F(ProtocolTest, AnotherMajorVersionIsRefusedWithAClearErrorAndOthersGoOn) {
+  RawAgent future(io, port);
+  try {
+    future.hello("from-the-future", protocol::MAJOR_VERSION + 1).wait(io.waitScope);
+    ADD_FAILURE() << "hello from protocol " << protocol::MAJOR_VERSION + 1 << " was accepted";
+  } catch (const kj::Exception& e) {
+    EXPECT_NE(std::string(e.getDescription().cStr()).find("this collector speaks 1.x"), std::string::npos)
+        << e.getDescription().cStr();
+  }
+  RawAgent today(io, port);
+  auto hello = today.hello("today").wait(io.waitScope);
+  EXPECT_EQ(std::string(hello.getAgentId().cStr()), "today");
+}
+
+TEST_F(ProtocolTest, GarbageAndOversizedUploadsCloseOnlyThatConnection) {
+  auto garbage = io.provider->getNetwork().parseAddress("127.0.0.1", port).wait(io.waitScope)
+                     ->connect().wait(io.waitScope);
+  std::string junk(4096, '\xff');
+  garbage->write(junk.data(), junk.size()).wait(io.waitScope);
+  // The collector hangs up on it: reading reaches the end (or an error), it does not hang.
+  char buf[256];
+  bool ended = false;
+  try {
+    for (int i = 0; i < 100 && !ended; ++i) ended = garbage->tryRead(buf, 1, sizeof buf).wait(io.waitScope) == 0;
+  } catch (const kj::Exception&) {
+    ended = true;
+  }
+  EXPECT_TRUE(ended);
+
+  RawAgent big(io, port);
+  auto session = big.hello("big").wait(io.waitScope).getSession();
+  std::vector<std::vector<kj::byte>> keep;
+  EXPECT_THROW(upload(session, 0, 1, protocol::MAX_RECORDS_PER_UPLOAD + 1, keep).wait(io.waitScope),
+               kj::Exception);
+
+  RawAgent fine(io, port);
+  auto ok = fine.hello("fine").wait(io.waitScope).getSession();
+  EXPECT_EQ(upload(ok, 0, 1, 3, keep).wait(io.waitScope), 3u);
+}
+
+TEST_F(ProtocolTest, AGapIsRefusedAndTheMarkIsWhatTheAgentResumesFrom) {
+  RawAgent agent(io, port);
+  auto session = agent.hello("gappy").wait(io.waitScope).getSession();
+  std::vector<std::vector<kj::byte>> keep;
+  EXPECT_EQ(upload(session, 0, 1, 5, keep).wait(io.waitScope), 5u);
+  EXPECT_THROW(upload(session, 9, 10, 12, keep).wait(io.waitScope), kj::Exception);
+  RawAgent again(io, port);
+  auto hello = again.hello("gappy").wait(io.waitScope);
+  EXPECT_EQ(hello.getResumeFrom()[static_cast<size_t>(Lane::EVENTS)].getSeq(), 5u);
+}
+
+TEST_F(ProtocolTest, AThousandAgentsAtOnce) {
+  constexpr int kAgents = 1000;
+  std::vector<std::unique_ptr<RawAgent>> agents;
+  std::vector<std::vector<kj::byte>> keep;
+  keep.reserve(kAgents);
+  kj::Vector<kj::Promise<uint64_t>> stored;
+  for (int i = 0; i < kAgents; ++i) agents.push_back(std::make_unique<RawAgent>(io, port));
+  for (int i = 0; i < kAgents; ++i) {
+    auto session = agents[i]->hello("agent-" + std::to_string(i)).getSession();  // pipelined
+    stored.add(upload(session, 0, 1, 1, keep));
+  }
+  auto results = kj::joinPromises(stored.releaseAsArray()).wait(io.waitScope);
+  for (auto r : results) EXPECT_EQ(r, 1u);
+  EXPECT_EQ(server->connections(), static_cast<size_t>(kAgents));
+  EXPECT_EQ(store.agents().size(), static_cast<size_t>(kAgents));
+  EXPECT_LT(worker.stats().groups, static_cast<uint64_t>(kAgents)) << "no group commit across agents";
+}
+
+}  // namespace
+}  // namespace outpost::net
