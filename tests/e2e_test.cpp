@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <time.h>
+
+#include <iostream>
 #include <random>
 #include <regex>
 
@@ -241,6 +244,89 @@ std::vector<uint64_t> record_seqs(const fs::path& dir) {
     }
   }
   return seqs;
+}
+
+// "2026-11-27T22:13:38.306335881Z" -> ns since the epoch.
+int64_t parse_time(const std::string& t) {
+  struct tm tm = {};
+  strptime(t.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+  int64_t ns = static_cast<int64_t>(timegm(&tm)) * 1000000000;
+  return ns + std::stoll(t.substr(20, 9));
+}
+
+TEST_F(EndToEnd, LiveRowsAreNotStuckBehindABacklog) {
+  start_collector();
+  kill(collector, SIGKILL);
+  ASSERT_EQ(wait_exit(collector), 128 + SIGKILL);
+  fs::path config = tmp.path("agent.yaml");
+  std::ofstream(config)
+      << "buffer: {dir: " << tmp.path("buf").string() << ", limit: 256MiB, sync: full}\n"
+      << "link: {type: collector, address: 127.0.0.1:" << port << ", ca: " << cert("ca.pem")
+      << ", cert: " << cert("agent-1.pem") << ", key: " << cert("agent-1.key")
+      << ", backoff_initial_ms: 50, backoff_cap_ms: 200}\n"
+      << "log: {file: " << agent_log.string() << "}\n"
+      << "queries:\n"
+      << "  - {name: backlog, lane: results, source: {type: synthetic, rate: 0, row_size: 512, "
+         "max_rows: 300000}}\n"
+      << "  - {name: live, lane: events, source: {type: clock, period_ms: 50}}\n";
+  procs.add(spawn({OUTPOST_AGENT, "--config", config.string()}));
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // ~100 MB of results pile up
+  start_collector();
+  auto up = schemas::now_ns();
+
+  // Follow the live file while the backlog drains; a row's delay is from its
+  // Time (set by the agent when produced) to when we first see it stored.
+  fs::path live_dir = data / "agent-1" / "live";
+  static const std::regex time_re("\"Time\":\"([^\"]+)\"");
+  std::vector<double> delays_ms;
+  size_t seen_lines = 0;
+  auto backlog_bytes = [&] {
+    uint64_t bytes = 0;
+    if (fs::exists(data / "agent-1" / "backlog"))
+      for (auto& e : fs::directory_iterator(data / "agent-1" / "backlog")) bytes += fs::file_size(e.path());
+    return bytes;
+  };
+  uint64_t backlog_at_end = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(6);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!fs::exists(live_dir)) continue;
+    std::vector<std::string> lines;
+    for (auto& e : fs::directory_iterator(live_dir)) {
+      std::ifstream in(e.path());
+      for (std::string line; std::getline(in, line);) lines.push_back(line);
+    }
+    int64_t now = schemas::now_ns();
+    for (size_t i = seen_lines; i < lines.size(); ++i) {
+      std::smatch m;
+      if (!std::regex_search(lines[i], m, time_re)) continue;
+      int64_t produced = parse_time(m[1]);
+      if (produced > up + 1000000000) delays_ms.push_back((now - produced) / 1e6);  // after reconnect
+    }
+    seen_lines = lines.size();
+    if (delays_ms.size() >= 20) {
+      backlog_at_end = backlog_bytes();
+      break;
+    }
+  }
+  ASSERT_GE(delays_ms.size(), 20u) << slurp(agent_log);
+  // The backlog was still arriving while live rows were measured.
+  uint64_t last = 0;
+  ASSERT_TRUE(eventually([&] {
+    uint64_t now = backlog_bytes();
+    bool settled = now == last;
+    last = now;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    return settled;
+  }));
+  EXPECT_LT(backlog_at_end, last) << "the backlog drained before the measurement: not a test of fairness";
+  std::sort(delays_ms.begin(), delays_ms.end());
+  double p99 = delays_ms[delays_ms.size() * 99 / 100];
+  RecordProperty("live_p50_ms", std::to_string(delays_ms[delays_ms.size() / 2]));
+  RecordProperty("live_p99_ms", std::to_string(p99));
+  std::cout << "live rows during the drain: p50 " << delays_ms[delays_ms.size() / 2] << " ms, p99 "
+            << p99 << " ms over " << delays_ms.size() << " rows\n";
+  EXPECT_LT(p99, 2000) << "live rows waited behind the backlog";
 }
 
 TEST_F(EndToEnd, AgentKillNineRepeatedlyDeliversNoRecordTwiceAndLosesNone) {
