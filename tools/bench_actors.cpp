@@ -33,6 +33,15 @@ std::shared_ptr<BufferStore> open_store(const fs::path& dir) {
   return std::make_shared<BufferStore>(options);
 }
 
+QuerySpec bench_query(uint64_t id, const char* artifact, SourceSpec::Kind kind) {
+  QuerySpec q;
+  q.id = id;
+  q.name = fmt::format("{}-{}", artifact, id);
+  q.artifact = artifact;
+  q.source.kind = kind;
+  return q;
+}
+
 // The agent without queries: buffer actor, file link, both wired up.
 struct Agent {
   caf::actor_system_config cfg = [] { caf::actor_system_config c; c.set("scheduler.max-threads", std::max(2u, std::thread::hardware_concurrency())); return c; }();
@@ -77,11 +86,7 @@ PipelineRound pipeline_round(const fs::path& dir, size_t rows, const PipelineBen
   Agent agent(dir, true);
   auto start = Clock::now();
   for (size_t i = 0; i < o.queries; ++i) {
-    QuerySpec q;
-    q.id = i + 1;
-    q.name = fmt::format("bench-{}", q.id);
-    q.artifact = "Bench.Pipeline";
-    q.source.kind = SourceSpec::Kind::synthetic;
+    auto q = bench_query(i + 1, "Bench.Pipeline", SourceSpec::Kind::synthetic);
     q.source.rate = 0;  // as fast as the pipeline takes them
     q.source.row_size = o.row_size;
     q.source.max_rows = rows / o.queries + (i < rows % o.queries ? 1 : 0);
@@ -210,11 +215,7 @@ int run_queries_bench(const QueriesBenchOptions& o) {
 
   auto start = Clock::now();
   for (size_t i = 0; i < o.queries; ++i) {
-    QuerySpec q;
-    q.id = i + 1;
-    q.name = fmt::format("clock-{}", q.id);
-    q.artifact = "Bench.Clock";
-    q.source.kind = SourceSpec::Kind::clock;
+    auto q = bench_query(i + 1, "Bench.Clock", SourceSpec::Kind::clock);
     q.source.period = std::chrono::seconds(1);
     agent.start(q);
   }
