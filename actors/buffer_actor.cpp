@@ -174,9 +174,10 @@ buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> 
         // On failure nothing else may come to retry: the producers are paused.
         if (!try_commit(self)) retry_later(self);
       },
-      [=](read_atom, Lane lane, uint64_t after, uint64_t max) -> caf::result<StoredRecords> {
+      [=](read_atom, Lane lane, uint64_t after, uint64_t max,
+          uint64_t max_bytes) -> caf::result<StoredRecords> {
         return guarded("read", [&]() -> caf::result<StoredRecords> {
-          auto got = self->state.store->read(lane, after, max, 8u << 20);
+          auto got = self->state.store->read(lane, after, max, max_bytes);
           return StoredRecords{
               std::make_shared<const std::vector<persistence::StoredRecord>>(std::move(got.records))};
         });

@@ -83,7 +83,7 @@ void pump(Self self, Lane lane) {
   if (!st.online || st.reading[i]) return;
   st.reading[i] = true;
   self->request(st.buffer, std::chrono::seconds(60), read_atom::value, lane,
-                st.delivered_through[i], kLinkReadBatch)
+                st.delivered_through[i], kLinkReadBatch, uint64_t{8} << 20)
       .then(
           [=](StoredRecords records) {
             self->state.reading[i] = false;

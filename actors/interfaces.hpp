@@ -52,8 +52,9 @@ using net_link_actor = link_actor::extend<
 using buffer_actor = caf::typed_actor<
     // Stores one record; answers its seq once committed, later if the buffer is full.
     caf::replies_to<append_atom, Lane, RecordRef>::with<uint64_t>,
-    // Up to max records of a lane after a seq, for the link.
-    caf::replies_to<read_atom, Lane, uint64_t, uint64_t>::with<StoredRecords>,
+    // Records of a lane after a seq, for the link: at most max_records, and no more bytes than
+    // max_bytes unless the first record alone is bigger.
+    caf::replies_to<read_atom, Lane, uint64_t, uint64_t, uint64_t>::with<StoredRecords>,
     // Deletes a lane's records through a seq, which may let waiting appends in.
     caf::replies_to<ack_atom, Lane, uint64_t>::with<uint64_t>,
     // Tells the buffer which link to notify after each commit.

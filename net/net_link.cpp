@@ -30,7 +30,7 @@ void read_and_send(Self self, size_t lane) {
   l.reading = true;
   uint64_t session = st.session, after = l.sent;
   self->request(st.buffer, caf::infinite, read_atom::value, static_cast<Lane>(lane), after,
-                uint64_t{protocol::MAX_RECORDS_PER_UPLOAD})
+                uint64_t{protocol::MAX_RECORDS_PER_UPLOAD}, kUploadBytes)
       .then(
           [=](StoredRecords records) {
             auto& st = self->state;

@@ -41,8 +41,11 @@ struct net_link_state {
 };
 
 // Uploads in flight over all lanes: bounds memory (each at most 1000 records
-// and the buffer's 8 MiB read) while hiding the round trip.
+// or kUploadBytes) while hiding the round trip.
 inline constexpr unsigned kUploadWindow = 4;
+// Small enough that a live row queued behind a backlog upload at the
+// collector waits milliseconds, big enough to amortise a round trip.
+inline constexpr uint64_t kUploadBytes = 1 << 20;
 
 net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link_state> self,
                                        buffer_actor buffer, ClientConfig config);

@@ -6,8 +6,19 @@
 
 namespace outpost::net {
 
-// Bounds one group so that a flood of uploads still commits regularly.
+// Bounds one group so that a flood of uploads still commits regularly, and
+// so that a live row never waits behind much more than this much backlog.
 constexpr size_t kMaxUploadsPerGroup = 256;
+constexpr uint64_t kMaxGroupBytes = 4 << 20;
+
+uint64_t bytes_of(const Upload& up) {
+  uint64_t bytes = 0;
+  for (auto& r : up.records) bytes += r.data.size();
+  return bytes;
+}
+
+// Control and events lanes first, then the bulk lanes.
+bool urgent(Lane lane) { return lane == Lane::CONTROL || lane == Lane::EVENTS; }
 
 StorageWorker::StorageWorker(CollectorStore& store) : store_(store), thread_([this] { run(); }) {}
 
@@ -35,6 +46,29 @@ StorageWorker::Stats StorageWorker::stats() const {
   return stats_;
 }
 
+// Every urgent upload waiting, then bulk ones in arrival order while the
+// byte budget lasts (at least one). Only whole lanes are reordered, so each
+// agent's uploads of one lane keep their call order.
+std::vector<StorageWorker::Job> StorageWorker::take_group() {
+  std::vector<Job> group;
+  uint64_t bytes = 0;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (auto it = queue_.begin(); it != queue_.end() && group.size() < kMaxUploadsPerGroup;) {
+      bool take = pass == 0 ? urgent(it->upload.lane)
+                            : group.empty() || bytes + bytes_of(it->upload) <= kMaxGroupBytes;
+      if (pass == 1 && !take) break;  // keep bulk lanes in order: stop at the first that does not fit
+      if (!take) {
+        ++it;
+        continue;
+      }
+      bytes += bytes_of(it->upload);
+      group.push_back(std::move(*it));
+      it = queue_.erase(it);
+    }
+  }
+  return group;
+}
+
 void StorageWorker::run() {
   for (;;) {
     std::vector<Job> group;
@@ -42,10 +76,7 @@ void StorageWorker::run() {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, and nothing left
-      while (!queue_.empty() && group.size() < kMaxUploadsPerGroup) {
-        group.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
+      group = take_group();
     }
     std::vector<Upload> uploads;
     uploads.reserve(group.size());

@@ -40,6 +40,7 @@ class StorageWorker {
     kj::Own<kj::CrossThreadPromiseFulfiller<UploadResult>> done;
   };
   void run();
+  std::vector<Job> take_group();  // under mutex_
 
   CollectorStore& store_;
   mutable std::mutex mutex_;

@@ -70,7 +70,7 @@ TEST_F(BufferActorTest, FullBufferHoldsAppendsUntilAcksFreeSpace) {
   // Ack the four oldest: exactly four more get in.
   StoredRecords head;
   self->request(buf, std::chrono::seconds(10), read_atom::value, Lane::EVENTS, uint64_t{0},
-                uint64_t{4})
+                uint64_t{4}, uint64_t{1} << 20)
       .receive([&](StoredRecords r) { head = r; }, [&](caf::error&) { FAIL(); });
   ASSERT_EQ(head->size(), 4u);
   self->request(buf, std::chrono::seconds(10), ack_atom::value, Lane::EVENTS, head->back().seq)
@@ -83,7 +83,7 @@ TEST_F(BufferActorTest, FullBufferHoldsAppendsUntilAcksFreeSpace) {
   uint64_t after = 0, delivered = 0;
   ASSERT_TRUE(eventually([&] {
     self->request(buf, std::chrono::seconds(10), read_atom::value, Lane::EVENTS, after,
-                  uint64_t{100})
+                  uint64_t{100}, uint64_t{1} << 20)
         .receive(
             [&](StoredRecords r) {
               if (r->empty()) return;

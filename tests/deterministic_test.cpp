@@ -44,7 +44,7 @@ caf::behavior fake_buffer(caf::stateful_actor<fake_buffer_state>* self) {
         self->state.events.push_back("append");
         return promise;
       },
-      [=](read_atom, Lane, uint64_t, uint64_t) {
+      [=](read_atom, Lane, uint64_t, uint64_t, uint64_t) {
         return StoredRecords{std::make_shared<const std::vector<persistence::StoredRecord>>()};
       },
       [=](ack_atom, Lane, uint64_t) { return uint64_t{0}; },
