@@ -65,4 +65,18 @@ struct QueriesBenchOptions {
 
 int run_queries_bench(const QueriesBenchOptions& options);
 
+struct E2EBenchOptions {
+  std::filesystem::path dir;
+  size_t queries = 100;
+  size_t row_size = 256;
+  size_t rows = 1000000;       // throughput phase
+  double rate = 10000;         // rows/s in the latency phase
+  double latency_seconds = 5;
+  uint64_t backlog_mb = 1024;  // spooled while the collector is down
+  bool tls = false;
+  bool json = false;
+};
+
+int run_e2e_bench(const E2EBenchOptions& options);
+
 }  // namespace outpost::bench

@@ -41,10 +41,26 @@ int main(int argc, char** argv) {
   q->add_option("--dir", queries.dir, "working directory (default: a new temp dir)");
   q->add_option("--queries", queries.queries, "query actors")->check(CLI::PositiveNumber);
 
+  E2EBenchOptions e2e;
+  auto* e = app.add_subcommand(
+      "e2e", "agent -> collector over loopback, both durable: throughput, latency at a moderate "
+             "rate, and a backlog drained while live rows flow");
+  e->add_flag("--json", e2e.json, "print one JSON object");
+  e->add_flag("--tls", e2e.tls, "mutual TLS (certificates from tools/outpost-certs)");
+  e->add_option("--dir", e2e.dir, "working directory (default: a new temp dir)");
+  e->add_option("--queries", e2e.queries, "query actors")->check(CLI::PositiveNumber);
+  e->add_option("--rows", e2e.rows, "rows in the throughput phase")->check(CLI::PositiveNumber);
+  e->add_option("--rate", e2e.rate, "rows per second in the latency phase")->check(CLI::PositiveNumber);
+  e->add_option("--latency-seconds", e2e.latency_seconds, "length of the latency phase")
+      ->check(CLI::PositiveNumber);
+  e->add_option("--backlog-mb", e2e.backlog_mb, "MiB spooled while the collector is down")
+      ->check(CLI::PositiveNumber);
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*b) return run_buffer_bench(buffer);
     if (*p) return run_pipeline_bench(pipeline);
+    if (*e) return run_e2e_bench(e2e);
     return run_queries_bench(queries);
   } catch (const std::exception& e) {
     fprintf(stderr, "outpost-bench: %s\n", e.what());

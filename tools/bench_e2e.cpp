@@ -1,0 +1,262 @@
+// outpost-bench e2e: agent -> collector over loopback, both durable, in one
+// process (the collector on its own kj thread). Throughput, row latency at a
+// moderate rate, and the drain of a backlog spooled while the collector was
+// down, with the latency of live rows during that drain.
+
+#include <caf/all.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "actors/buffer_actor.hpp"
+#include "actors/query_actor.hpp"
+#include "actors/status.hpp"
+#include "actors/test_sources.hpp"
+#include "net/collector_server.hpp"
+#include "net/net_link.hpp"
+#include "tools/bench.hpp"
+
+namespace outpost::bench {
+namespace fs = std::filesystem;
+
+namespace {
+
+// The collector, served from its own thread until destroyed.
+class CollectorThread {
+ public:
+  CollectorThread(const fs::path& datadir, net::CollectorConfig config) {
+    std::promise<uint16_t> bound;
+    auto port = bound.get_future();
+    thread_ = std::thread([&, config]() mutable {
+      try {
+        auto io = kj::setupAsyncIo();
+        net::CollectorStore store(datadir);
+        net::StorageWorker worker(store);
+        net::CollectorServer server(io, config, store, worker);
+        auto stop = kj::newPromiseAndCrossThreadFulfiller<void>();
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          stop_ = kj::mv(stop.fulfiller);
+        }
+        bound.set_value(server.start().wait(io.waitScope));
+        stop.promise.wait(io.waitScope);
+      } catch (...) {
+        bound.set_exception(std::current_exception());
+      }
+    });
+    port_ = port.get();
+  }
+  ~CollectorThread() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stop_) stop_->fulfill();
+    }
+    thread_.join();
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  std::mutex mutex_;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop_;
+  std::thread thread_;
+  uint16_t port_ = 0;
+};
+
+// Reads the lines a file gains, and the delay of each row: now - its Time.
+class RowTail {
+ public:
+  explicit RowTail(fs::path dir) : dir_(std::move(dir)) {}
+
+  void poll(std::vector<double>& delays_ms) {
+    if (!fs::exists(dir_)) return;
+    for (auto& e : fs::directory_iterator(dir_)) {
+      std::ifstream in(e.path(), std::ios::binary);
+      auto& offset = offsets_[e.path().string()];
+      in.seekg(static_cast<std::streamoff>(offset));
+      int64_t now = schemas::now_ns();
+      for (std::string line; std::getline(in, line);) {
+        if (in.eof()) break;  // a line still being written: read it next time
+        offset += line.size() + 1;
+        auto pos = line.find("\"Time\":\"");
+        if (pos == std::string::npos) continue;
+        delays_ms.push_back((now - parse_time(line.substr(pos + 8, 30))) / 1e6);
+      }
+    }
+  }
+
+ private:
+  static int64_t parse_time(const std::string& t) {  // 2026-11-27T22:13:38.306335881Z
+    struct tm tm = {};
+    strptime(t.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+    return static_cast<int64_t>(timegm(&tm)) * 1000000000 + std::stoll(t.substr(20, 9));
+  }
+  fs::path dir_;
+  std::map<std::string, uint64_t> offsets_;
+};
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return -1;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
+}
+
+struct Agent {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  caf::scoped_actor self{sys};
+  buffer_actor buf;
+  net_link_actor link;
+
+  Agent(const fs::path& dir, net::ClientConfig client) {
+    persistence::StoreOptions o;
+    o.dir = dir;
+    o.sync = persistence::SyncPolicy::full;
+    o.limit_bytes = 2ull << 30;
+    buf = sys.spawn<caf::detached>(buffer, std::make_shared<persistence::BufferStore>(o));
+    link = sys.spawn(net::net_link, buf, std::move(client));
+    caf::anon_send(buf, subscribe_atom::value, link_actor{link});
+  }
+  ~Agent() {
+    self->send_exit(link, caf::exit_reason::user_shutdown);
+    self->send(buf, stop_atom::value);
+  }
+
+  std::vector<query_actor> start(size_t n, const std::string& artifact, Lane lane, double rate,
+                                 uint64_t max_rows, size_t row_size) {
+    std::vector<query_actor> out;
+    for (size_t i = 0; i < n; ++i) {
+      QuerySpec q;
+      q.id = next_id++;
+      q.name = fmt::format("{}-{}", artifact, q.id);
+      q.artifact = artifact;
+      q.lane = lane;
+      q.source.kind = SourceSpec::Kind::synthetic;
+      q.source.rate = rate;
+      q.source.max_rows = max_rows;
+      q.source.row_size = row_size;
+      out.push_back(sys.spawn(query, std::make_shared<const QuerySpec>(q), buf,
+                              SourceFactory{[](const QuerySpec& s) { return make_test_source(s.source); }}));
+    }
+    return out;
+  }
+  void stop(const std::vector<query_actor>& queries) {
+    for (auto& q : queries) self->send_exit(q, caf::exit_reason::user_shutdown);
+  }
+  uint64_t buffered_bytes() { return count(request_status(self, buf), "live_bytes"); }
+  bool online() { return caf::get_or(request_status(self, link), "state", std::string()) == "online"; }
+
+  uint64_t next_id = 1;
+};
+
+void wait_until(const std::function<bool()>& done, const char* what, std::chrono::seconds limit) {
+  auto deadline = Clock::now() + limit;
+  while (!done()) {
+    if (Clock::now() > deadline) throw std::runtime_error(std::string("timed out waiting for ") + what);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+}  // namespace
+
+int run_e2e_bench(const E2EBenchOptions& o) {
+  spdlog::set_level(spdlog::level::warn);
+  WorkDir work(o.dir);
+  net::CollectorConfig server;
+  server.port = 0;
+  net::ClientConfig client;
+  if (o.tls) {
+    auto certs = work.path() / "certs";
+    std::string script = OUTPOST_CERTS;
+    if (std::system((script + " init " + certs.string() + " >/dev/null && " + script + " agent " +
+                     certs.string() + " bench-agent").c_str()) != 0)
+      throw std::runtime_error("outpost-certs failed");
+    server.tls = {(certs / "ca.pem").string(), (certs / "collector.pem").string(),
+                  (certs / "collector.key").string(), false};
+    client.tls = {(certs / "ca.pem").string(), (certs / "bench-agent.pem").string(),
+                  (certs / "bench-agent.key").string(), false};
+  } else {
+    server.tls.insecure = client.tls.insecure = true;
+    client.claimed_id = "bench-agent";
+  }
+  client.backoff = {std::chrono::milliseconds(20), std::chrono::milliseconds(200)};
+  fs::path data = work.path() / "collector";
+  auto collector = std::make_unique<CollectorThread>(data, server);
+  server.port = client.port = collector->port();
+  Agent agent(work.path() / "buffer", client);
+  wait_until([&] { return agent.online(); }, "the link to connect", std::chrono::seconds(30));
+
+  // 1. Throughput: every row produced, stored by the collector, acked.
+  auto start = Clock::now();
+  agent.start(o.queries, "Bench.Throughput", Lane::EVENTS, 0, o.rows / o.queries, o.row_size);
+  auto produced = [&] { return agent.buffered_bytes() == 0; };
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  wait_until(produced, "the throughput rows to drain", std::chrono::seconds(600));
+  double rows_per_s = (o.rows / o.queries * o.queries) / seconds_since(start);
+
+  // 2. Latency at a moderate rate.
+  std::vector<double> delays;
+  RowTail latency_tail(data / "bench-agent" / "Bench.Latency");
+  auto latency_queries =
+      agent.start(o.queries, "Bench.Latency", Lane::EVENTS, o.rate / o.queries, 0, o.row_size);
+  auto until = Clock::now() + std::chrono::duration<double>(o.latency_seconds);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // warm-up
+  latency_tail.poll(delays);
+  delays.clear();
+  while (Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    latency_tail.poll(delays);
+  }
+  agent.stop(latency_queries);
+  double p50 = percentile(delays, 0.5), p99 = percentile(delays, 0.99);
+  size_t latency_rows = delays.size();
+
+  // 3. Backlog: spool while the collector is down, then drain with live rows flowing.
+  collector.reset();
+  uint64_t target = o.backlog_mb << 20;
+  auto spool = agent.start(o.queries, "Bench.Backlog", Lane::RESULTS, 0, 0, o.row_size);
+  wait_until([&] { return agent.buffered_bytes() >= target; }, "the backlog to spool",
+             std::chrono::seconds(600));
+  agent.stop(spool);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  uint64_t backlog = agent.buffered_bytes();
+  auto live = agent.start(10, "Bench.Live", Lane::EVENTS, 100, 0, o.row_size);
+  RowTail live_tail(data / "bench-agent" / "Bench.Live");
+  std::vector<double> live_delays;
+  start = Clock::now();
+  collector = std::make_unique<CollectorThread>(data, server);
+  auto reconnected = Clock::now();
+  while (agent.buffered_bytes() > (1u << 20)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    live_tail.poll(live_delays);
+    if (seconds_since(start) > 900) throw std::runtime_error("the backlog did not drain in 15 min");
+  }
+  double drain_s = seconds_since(start);
+  agent.stop(live);
+  (void)reconnected;
+  double drain_mb_per_s = backlog / 1e6 / drain_s;
+  double live_p99 = percentile(live_delays, 0.99);
+
+  if (o.json) {
+    fmt::print(
+        "{{\"bench\":\"e2e\",\"tls\":{},\"queries\":{},\"row_size\":{},\"rows\":{},\"rows_per_s\":{:.0f},"
+        "\"rate\":{},\"latency_rows\":{},\"latency_p50_ms\":{:.2f},\"latency_p99_ms\":{:.2f},"
+        "\"backlog_bytes\":{},\"backlog_drain_mb_per_s\":{:.1f},\"live_rows\":{},\"live_p99_ms\":{:.2f}}}\n",
+        o.tls, o.queries, o.row_size, o.rows, rows_per_s, o.rate, latency_rows, p50, p99, backlog,
+        drain_mb_per_s, live_delays.size(), live_p99);
+  } else {
+    fmt::print("outpost-bench e2e ({}): {} queries, {}-byte rows, agent and collector durable\n",
+               o.tls ? "TLS" : "plaintext", o.queries, o.row_size);
+    fmt::print("throughput: {:>10.0f} rows/s end to end (target >= 300k)\n", rows_per_s);
+    fmt::print("latency at {} rows/s: p50 {:.2f} ms, p99 {:.2f} ms over {} rows (target p99 < 5)\n",
+               o.rate, p50, p99, latency_rows);
+    fmt::print("backlog of {} MB drained at {:.1f} MB/s (target >= 150); live rows p99 {:.2f} ms "
+               "over {} rows (target < 50)\n",
+               backlog / 1000000, drain_mb_per_s, live_p99, live_delays.size());
+  }
+  return 0;
+}
+
+}  // namespace outpost::bench
