@@ -1,3 +1,6 @@
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 
 #include "tools/bench.hpp"
@@ -57,6 +60,7 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
 
   CLI11_PARSE(app, argc, argv);
+  spdlog::set_default_logger(spdlog::stderr_color_mt("bench"));  // stdout carries the results
   try {
     if (*b) return run_buffer_bench(buffer);
     if (*p) return run_pipeline_bench(pipeline);
