@@ -141,7 +141,11 @@ net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link
         for (size_t i = 0; i < st.lanes.size() && i < marks.size(); ++i) {
           auto& l = st.lanes[i];
           l.in_flight = 0;
-          l.sent = std::max(marks[i], l.acked);
+          if (marks[i] < l.acked)
+            spdlog::warn("link: the collector has lane {} only through {}, but stored through {} "
+                         "before: its state was reset; what it lost cannot be sent again",
+                         schemas::lane_name(static_cast<Lane>(i)), marks[i], l.acked);
+          l.sent = marks[i];  // uploads follow what it has, or it would see a gap forever
           // What the collector already has is deleted here, not sent again;
           // and every lane is read, as the buffer may hold older records.
           ack(self, i, marks[i]);

@@ -137,6 +137,20 @@ TEST_F(EndToEnd, CollectorKillNineRepeatedlyKeepsExactlyOnce) {
   EXPECT_EQ(delivered(), one_to(30000));
 }
 
+TEST_F(EndToEnd, ACollectorThatLostItsStateStillGetsNewRows) {
+  start_collector();
+  start_agent(6000, 1500);  // four seconds of rows
+  ASSERT_TRUE(eventually([&] { return delivered().size() >= 1000; })) << slurp(agent_log);
+  kill(collector, SIGKILL);
+  ASSERT_EQ(wait_exit(collector), 128 + SIGKILL);
+  fs::remove_all(data);  // its marks are now below what the agent had acked
+  start_collector();
+  ASSERT_TRUE(eventually([&] { return !delivered().empty() && delivered().back() == 6000; },
+                         std::chrono::seconds(30)))
+      << delivered().size() << " rows\n" << slurp(agent_log);
+  EXPECT_NE(slurp(agent_log).find("its state was reset"), std::string::npos);
+}
+
 TEST_F(EndToEnd, CertificatesThatMustBeRefusedAre) {
   start_collector();
   AgentOptions expired;
