@@ -159,6 +159,32 @@ void wait_until(const std::function<bool()>& done, const char* what, std::chrono
   }
 }
 
+// The baseline: the collector's store alone, storing the same rows as
+// 1,000-row records in uploads of about 1 MiB, one store() (one fsync) each.
+double store_baseline(const fs::path& dir, const E2EBenchOptions& o) {
+  SourceSpec spec;
+  spec.kind = SourceSpec::Kind::synthetic;
+  spec.row_size = o.row_size;
+  auto source = make_test_source(spec);
+  schemas::RowBatchWriter writer(1, "Bench.Baseline", "baseline", Lane::EVENTS, source->columns());
+  while (writer.row_count() < 1000) source->pull(writer, 1000 - writer.row_count());
+  auto record = writer.finish();
+  size_t per_upload = std::max<size_t>(1, (1u << 20) / record.size());
+  net::CollectorStore store(dir);
+  uint64_t seq = 0, rows = 0;
+  auto start = Clock::now();
+  while (rows < o.rows) {
+    net::Upload up;
+    up.agent = "baseline";
+    up.after = seq;
+    for (size_t i = 0; i < per_upload; ++i) up.records.push_back({++seq, record.bytes()});
+    auto results = store.store({up});
+    if (!results[0].error.empty()) throw std::runtime_error("baseline store: " + results[0].error);
+    rows += per_upload * 1000;
+  }
+  return rows / seconds_since(start);
+}
+
 }  // namespace
 
 int run_e2e_bench(const E2EBenchOptions& o) {
@@ -195,6 +221,7 @@ int run_e2e_bench(const E2EBenchOptions& o) {
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   wait_until(produced, "the throughput rows to drain", std::chrono::seconds(600));
   double rows_per_s = (o.rows / o.queries * o.queries) / seconds_since(start);
+  double baseline_rows_per_s = store_baseline(work.path() / "baseline", o);
 
   // 2. Latency at a moderate rate.
   std::vector<double> delays;
@@ -242,14 +269,19 @@ int run_e2e_bench(const E2EBenchOptions& o) {
   if (o.json) {
     fmt::print(
         "{{\"bench\":\"e2e\",\"tls\":{},\"queries\":{},\"row_size\":{},\"rows\":{},\"rows_per_s\":{:.0f},"
+        "\"baseline_rows_per_s\":{:.0f},\"ratio\":{:.3f},"
         "\"rate\":{},\"latency_rows\":{},\"latency_p50_ms\":{:.2f},\"latency_p99_ms\":{:.2f},"
         "\"backlog_bytes\":{},\"backlog_drain_mb_per_s\":{:.1f},\"live_rows\":{},\"live_p99_ms\":{:.2f}}}\n",
-        o.tls, o.queries, o.row_size, o.rows, rows_per_s, o.rate, latency_rows, p50, p99, backlog,
+        o.tls, o.queries, o.row_size, o.rows, rows_per_s, baseline_rows_per_s,
+        rows_per_s / baseline_rows_per_s, o.rate, latency_rows, p50, p99, backlog,
         drain_mb_per_s, live_delays.size(), live_p99);
   } else {
     fmt::print("outpost-bench e2e ({}): {} queries, {}-byte rows, agent and collector durable\n",
                o.tls ? "TLS" : "plaintext", o.queries, o.row_size);
     fmt::print("throughput: {:>10.0f} rows/s end to end (target >= 300k)\n", rows_per_s);
+    fmt::print("baseline:   {:>10.0f} rows/s: the collector's store alone, same rows, 1 MiB "
+               "uploads, one fsync each; ratio {:.3f}\n",
+               baseline_rows_per_s, rows_per_s / baseline_rows_per_s);
     fmt::print("latency at {} rows/s: p50 {:.2f} ms, p99 {:.2f} ms over {} rows (target p99 < 5)\n",
                o.rate, p50, p99, latency_rows);
     fmt::print("backlog of {} MB drained at {:.1f} MB/s (target >= 150); live rows p99 {:.2f} ms "
