@@ -53,6 +53,8 @@ class CollectorServer::Connection {
   kj::Promise<void> run(capnp::Capability::Client bootstrap) {
     rpc_ = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(
         capnp::makeRpcServer(network_, kj::mv(bootstrap)));
+    // A peer that never waits for answers gets at most this much held here.
+    rpc_->setFlowLimit(4 * protocol::MAX_UPLOAD_BYTES / sizeof(capnp::word));
     auto abort = kj::newPromiseAndFulfiller<void>();
     abort_ = kj::mv(abort.fulfiller);
     return network_.onDisconnect().exclusiveJoin(kj::mv(abort.promise));
@@ -112,9 +114,10 @@ class CollectorServer::SessionImpl final : public protocol::Session::Server {
       throw conn_.violation(std::to_string(bytes) + " bytes in one upload");
     // The params, which the records point into, live until the call returns.
     return conn_.server.worker_.submit(std::move(up))
-        .then([context, &conn = conn_](UploadResult result) mutable {
+        // The connection may be gone when storage answers: capture its name only.
+        .then([context, who = conn_.who()](UploadResult result) mutable {
           if (!result.error.empty()) {
-            spdlog::warn("collector: refused an upload from {}: {}", conn.who(), result.error);
+            spdlog::warn("collector: refused an upload from {}: {}", who, result.error);
             throw KJ_EXCEPTION(FAILED, result.error);
           }
           context.getResults().setStoredThrough(result.mark);
@@ -196,14 +199,22 @@ kj::Promise<uint16_t> CollectorServer::start() {
 }
 
 kj::Promise<void> CollectorServer::accept_loop() {
-  return listener_->accept().then([this](kj::Own<kj::AsyncIoStream> stream) {
-    std::string peer = peer_of(*stream);
-    if (tls_)
-      tasks_.add(handshake(kj::mv(stream), peer));
-    else
-      serve(kj::mv(stream), peer, {});
-    return accept_loop();
-  });
+  return listener_->accept().then(
+      [this](kj::Own<kj::AsyncIoStream> stream) {
+        std::string peer = peer_of(*stream);
+        if (tls_)
+          tasks_.add(handshake(kj::mv(stream), peer));
+        else
+          serve(kj::mv(stream), peer, {});
+        return accept_loop();
+      },
+      [this](kj::Exception&& e) {
+        // Out of descriptors, say: keep the collector listening, and breathe.
+        spdlog::error("collector: accept failed: {}; retrying in 100 ms", e.getDescription().cStr());
+        return io_.provider->getTimer().afterDelay(100 * kj::MILLISECONDS).then([this] {
+          return accept_loop();
+        });
+      });
 }
 
 // A failed handshake (wrong CA, no or expired client certificate, not TLS

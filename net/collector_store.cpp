@@ -85,6 +85,21 @@ struct Rendered {
   bool malformed = false;
 };
 
+
+// Kept, not rendered: the agent's bytes in base64, and why.
+Rendered malformed(const std::string& agent, Lane lane, const IncomingRecord& in, const char* why) {
+  Rendered out;
+  out.malformed = true;
+  out.file = agent + "/_malformed/" + utc_date(schemas::now_ns()) + ".jsonl";
+  out.lines = "{\"seq\":" + std::to_string(in.seq) + ",\"lane\":\"" + schemas::lane_name(lane) +
+              "\",\"error\":";
+  schemas::append_json_string(out.lines, why);
+  out.lines += ",\"base64\":";
+  schemas::append_json_base64(out.lines, in.data);
+  out.lines += "}\n";
+  return out;
+}
+
 Rendered render(const std::string& agent, Lane lane, const IncomingRecord& in) {
   Rendered out;
   try {
@@ -104,18 +119,14 @@ Rendered render(const std::string& agent, Lane lane, const IncomingRecord& in) {
     out.file = agent + "/" + folder + "/" + utc_date(record.getCreatedNs()) + ".jsonl";
     schemas::append_json_lines(out.lines, in.seq, record);
   } catch (const schemas::DecodeError& e) {
-    out = {};
-    out.malformed = true;
-    out.file = agent + "/_malformed/" + utc_date(schemas::now_ns()) + ".jsonl";
-    out.lines = "{\"seq\":" + std::to_string(in.seq) + ",\"lane\":\"" +
-                schemas::lane_name(lane) + "\",\"error\":";
-    schemas::append_json_string(out.lines, e.what());
-    out.lines += ",\"base64\":";
-    schemas::append_json_base64(out.lines, in.data);
-    out.lines += "}\n";
+    return malformed(agent, lane, in, e.what());
+  } catch (const kj::Exception& e) {
+    // A bad pointer further in than RecordView checks.
+    return malformed(agent, lane, in, e.getDescription().cStr());
   }
   return out;
 }
+
 
 void make_dirs(const fs::path& dir, const fs::path& root) {
   if (fs::exists(dir)) return;

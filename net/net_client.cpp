@@ -21,6 +21,18 @@ std::string expected_server_name(const ClientConfig& cfg) {
   return ip ? "outpost-collector" : cfg.host;
 }
 
+// Nothing on the network may wait forever: a collector that vanished
+// without a reset (power loss, a NAT dropping the flow) must still be noticed.
+constexpr auto kSessionTimeout = 30 * kj::SECONDS;  // connect, TLS handshake, hello
+constexpr auto kUploadTimeout = 60 * kj::SECONDS;   // one upload's answer
+
+template <typename T>
+kj::Promise<T> within(kj::Timer& timer, kj::Promise<T> promise, kj::Duration limit, const char* what) {
+  return promise.exclusiveJoin(timer.afterDelay(limit).then([what]() -> T {
+    throw KJ_EXCEPTION(DISCONNECTED, "timed out waiting for the collector", what);
+  }));
+}
+
 }  // namespace
 
 // Everything that lives on the network thread.
@@ -86,8 +98,8 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
       stop_->fulfill();
       return;
     }
+    KJ_DEFER(arm_doorbell());  // even if a send throws: later work must still wake us
     for (auto& w : work) send(w);
-    arm_doorbell();
   }
 
   kj::Promise<void> connect_loop() {
@@ -104,7 +116,14 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
         });
   }
 
+  kj::Timer& timer() { return io_.provider->getTimer(); }
+
   kj::Promise<void> connect_once() {
+    return within(timer(), connect_stream(), kSessionTimeout, "connect and TLS handshake")
+        .then([this](kj::Own<kj::AsyncIoStream> stream) { return hello(kj::mv(stream)); });
+  }
+
+  kj::Promise<kj::Own<kj::AsyncIoStream>> connect_stream() {
     auto& cfg = owner_.config_;
     return io_.provider->getNetwork()
         .parseAddress(cfg.host, cfg.port)
@@ -112,8 +131,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
         .then([this, &cfg](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
           if (!tls_) return kj::mv(stream);
           return tls_->context().wrapClient(kj::mv(stream), expected_server_name(cfg));
-        })
-        .then([this](kj::Own<kj::AsyncIoStream> stream) { return hello(kj::mv(stream)); });
+        });
   }
 
   kj::Promise<void> hello(kj::Own<kj::AsyncIoStream> stream) {
@@ -141,7 +159,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
     info.setSoftware("outpost-agent 0.1");
     info.setClaimedId(owner_.config_.claimed_id);
     req.setController(kj::heap<ControllerImpl>());
-    return req.send()
+    return within(timer(), req.send().then([](auto resp) { return kj::mv(resp); }), kSessionTimeout, "hello")
         .then([this](capnp::Response<protocol::Collector::HelloResults> resp) {
           if (resp.getMajorVersion() != protocol::MAJOR_VERSION)
             throw KJ_EXCEPTION(FAILED, kj::str("collector speaks protocol ", resp.getMajorVersion(), ".",
@@ -174,7 +192,9 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
     }
     uint64_t session = w.session;
     Lane lane = w.lane;
-    tasks_.add(req.send().then(
+    tasks_.add(within(timer(), req.send().then([](auto resp) { return kj::mv(resp); }), kUploadTimeout,
+                      "an upload's answer")
+                   .then(
         [this, session, lane](capnp::Response<protocol::Session::UploadResults> resp) {
           owner_.events_.stored(session, lane, resp.getStoredThrough());
         },

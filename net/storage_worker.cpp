@@ -69,6 +69,15 @@ std::vector<StorageWorker::Job> StorageWorker::take_group() {
   return group;
 }
 
+// Nothing of the group was committed: every caller hears why, the agents
+// resend, and the storage thread goes on.
+void StorageWorker::fail_group(std::vector<Job>& group, const char* why) {
+  spdlog::error("collector: storing {} uploads failed: {}", group.size(), why);
+  for (auto& job : group) job.done->reject(KJ_EXCEPTION(FAILED, "collector storage failed", why));
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++stats_.failures;
+}
+
 void StorageWorker::run() {
   for (;;) {
     std::vector<Job> group;
@@ -85,12 +94,11 @@ void StorageWorker::run() {
     try {
       auto results = store_.store(uploads, &report);
       for (size_t i = 0; i < group.size(); ++i) group[i].done->fulfill(std::move(results[i]));
-    } catch (const persistence::StoreError& e) {
-      spdlog::error("collector: storing {} uploads failed: {}", group.size(), e.what());
-      for (auto& job : group)
-        job.done->reject(KJ_EXCEPTION(FAILED, "collector storage failed", e.what()));
-      std::lock_guard<std::mutex> lock(mutex_);
-      ++stats_.failures;
+    } catch (const std::exception& e) {  // StoreError, filesystem_error, bad_alloc
+      fail_group(group, e.what());
+      continue;
+    } catch (const kj::Exception& e) {
+      fail_group(group, e.getDescription().cStr());
       continue;
     }
     std::lock_guard<std::mutex> lock(mutex_);

@@ -41,6 +41,7 @@ class StorageWorker {
   };
   void run();
   std::vector<Job> take_group();  // under mutex_
+  void fail_group(std::vector<Job>& group, const char* why);
 
   CollectorStore& store_;
   mutable std::mutex mutex_;

@@ -168,6 +168,30 @@ TEST(CollectorStore, MalformedRecordIsKeptAsBase64AndAcked) {
   EXPECT_TRUE(found);
 }
 
+// Every single-byte corruption of a record is either rendered or kept as
+// malformed: none may throw out of store() (on the collector's storage
+// thread that would end the process, and the agent would resend it forever).
+TEST(CollectorStore, NoCorruptionOfARecordEscapesAsAnException) {
+  TempDir tmp;
+  CollectorStore store(tmp.path("data"));
+  auto good = batch_bytes(1);
+  std::vector<std::vector<kj::byte>> variants;
+  for (size_t i = 0; i < good.size(); ++i)
+    for (kj::byte value : {kj::byte{0xFF}, kj::byte{0x00}, kj::byte{0x7F}}) {
+      variants.push_back(good);
+      variants.back()[i] = value;
+    }
+  Upload up{"a1", Lane::EVENTS, 0, {}};
+  for (size_t i = 0; i < variants.size(); ++i)
+    up.records.push_back({i + 1, kj::arrayPtr(variants[i].data(), variants[i].size())});
+  StoreReport report;
+  std::vector<UploadResult> results;
+  ASSERT_NO_THROW(results = store.store({up}, &report));
+  EXPECT_EQ(results[0].mark, variants.size());
+  EXPECT_EQ(report.stored + report.malformed, variants.size());
+  EXPECT_GT(report.malformed, 0u);
+}
+
 // A child process stores batches of 10 until killed at a random moment; the
 // parent reopens, checks that the files hold exactly 1..mark, then plays the
 // agent: resends everything from 1 and checks exactly-once again.
