@@ -78,6 +78,11 @@ std::string utc_date(int64_t ns) {
   return buf;
 }
 
+// JSON may be this many times a record's size (or kMinRenderedCap) before
+// the record is kept as malformed instead.
+constexpr uint64_t kMaxRenderedRatio = 32;
+constexpr uint64_t kMinRenderedCap = 1 << 20;
+
 // Where a record's lines go, relative to the datadir, and the lines.
 struct Rendered {
   std::string file;
@@ -117,7 +122,22 @@ Rendered render(const std::string& agent, Lane lane, const IncomingRecord& in) {
       default: folder = "_unknown"; break;
     }
     out.file = agent + "/" + folder + "/" + utc_date(record.getCreatedNs()) + ".jsonl";
+    // Every row repeats its column names: a small hostile record (many
+    // columns, many empty rows) could otherwise fill memory and the disk.
+    uint64_t cap = std::max<uint64_t>(kMaxRenderedRatio * in.data.size(), kMinRenderedCap);
+    if (record.isRowBatch()) {
+      auto batch = record.getRowBatch();
+      uint64_t per_row = 0;  // at least: "name":null, for every column
+      for (auto name : batch.getColumns()) per_row += name.size() + 8;
+      if (per_row * batch.getRows().size() > cap)
+        return malformed(agent, lane, in, "would render to far more JSON than its size");
+    }
     schemas::append_json_lines(out.lines, in.seq, record);
+    if (out.lines.size() > cap)
+      return malformed(agent, lane, in,
+                       ("renders to " + std::to_string(out.lines.size()) + " bytes of JSON, over " +
+                        std::to_string(kMaxRenderedRatio) + " times its size")
+                           .c_str());
   } catch (const schemas::DecodeError& e) {
     return malformed(agent, lane, in, e.what());
   } catch (const kj::Exception& e) {

@@ -192,6 +192,26 @@ TEST(CollectorStore, NoCorruptionOfARecordEscapesAsAnException) {
   EXPECT_GT(report.malformed, 0u);
 }
 
+TEST(CollectorStore, ARecordThatWouldRenderToFarMoreJsonIsKeptAsMalformed) {
+  TempDir tmp;
+  CollectorStore store(tmp.path("data"));
+  // 2,000 rows that are null pointers (8 bytes each on the wire), each of
+  // which renders as 1,000 named nulls.
+  schemas::RecordWriter w(1);
+  auto batch = w.record().initRowBatch();
+  batch.setArtifact("Bomb");
+  auto columns = batch.initColumns(1000);
+  for (unsigned i = 0; i < columns.size(); ++i)
+    columns.set(i, ("column_with_a_long_name_" + std::to_string(i)).c_str());
+  batch.initRows(2000);
+  auto encoded = w.finish();
+  Upload up{"a1", Lane::EVENTS, 0, {{1, encoded.bytes()}}};
+  StoreReport report;
+  store.store({up}, &report);
+  EXPECT_EQ(report.malformed, 1u);
+  EXPECT_FALSE(fs::exists(tmp.path("data") / "a1" / "Bomb"));
+}
+
 // A child process stores batches of 10 until killed at a random moment; the
 // parent reopens, checks that the files hold exactly 1..mark, then plays the
 // agent: resends everything from 1 and checks exactly-once again.
