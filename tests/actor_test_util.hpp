@@ -25,7 +25,7 @@ inline RecordRef make_record(size_t text_size, uint64_t query_id = 1) {
 
 template <class Handle>
 caf::settings status_of(caf::scoped_actor& self, const Handle& actor) {
-  return request_status(self, actor);
+  return request_status(self, actor, std::chrono::seconds(60));  // generous: CI machines are busy
 }
 
 // Polls `done` every 10 ms for up to `limit`; true once it holds.
