@@ -148,9 +148,9 @@ Rendered render(const std::string& agent, Lane lane, const IncomingRecord& in) {
 }
 
 
-void make_dirs(const fs::path& dir, const fs::path& root) {
+void make_dirs(const fs::path& dir) {
   if (fs::exists(dir)) return;
-  make_dirs(dir.parent_path(), root);
+  make_dirs(dir.parent_path());
   if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) fail_errno("cannot create", dir);
   persistence::fsync_path(dir.parent_path());  // the new entry survives a crash
 }
@@ -202,7 +202,7 @@ class CollectorStore::Files {
     auto it = open_.find(rel);
     if (it != open_.end()) return it->second;
     fs::path path = root_ / rel;
-    make_dirs(path.parent_path(), root_);
+    make_dirs(path.parent_path());
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0) fail_errno("cannot open", path);
     struct stat st;

@@ -17,6 +17,7 @@
 #include "actors/status.hpp"
 #include "actors/test_sources.hpp"
 #include "tools/bench.hpp"
+#include "tools/bench_queries.hpp"
 
 namespace outpost::bench {
 namespace fs = std::filesystem;
@@ -24,22 +25,11 @@ using persistence::BufferStore;
 
 namespace {
 
-const SourceFactory kTestSources = [](const QuerySpec& q) { return make_test_source(q.source); };
-
 std::shared_ptr<BufferStore> open_store(const fs::path& dir) {
   persistence::StoreOptions options;  // 1 GiB limit, as the agent's default
   options.dir = dir;
   options.sync = persistence::SyncPolicy::full;
   return std::make_shared<BufferStore>(options);
-}
-
-QuerySpec bench_query(uint64_t id, const char* artifact, SourceSpec::Kind kind) {
-  QuerySpec q;
-  q.id = id;
-  q.name = fmt::format("{}-{}", artifact, id);
-  q.artifact = artifact;
-  q.source.kind = kind;
-  return q;
 }
 
 // The agent without queries: buffer actor, file link, both wired up.

@@ -18,6 +18,7 @@
 #include "net/collector_server.hpp"
 #include "net/net_link.hpp"
 #include "tools/bench.hpp"
+#include "tools/bench_queries.hpp"
 
 namespace outpost::bench {
 namespace fs = std::filesystem;
@@ -128,17 +129,12 @@ struct Agent {
                                  uint64_t max_rows, size_t row_size) {
     std::vector<query_actor> out;
     for (size_t i = 0; i < n; ++i) {
-      QuerySpec q;
-      q.id = next_id++;
-      q.name = fmt::format("{}-{}", artifact, q.id);
-      q.artifact = artifact;
+      auto q = bench_query(next_id++, artifact, SourceSpec::Kind::synthetic);
       q.lane = lane;
-      q.source.kind = SourceSpec::Kind::synthetic;
       q.source.rate = rate;
       q.source.max_rows = max_rows;
       q.source.row_size = row_size;
-      out.push_back(sys.spawn(query, std::make_shared<const QuerySpec>(q), buf,
-                              SourceFactory{[](const QuerySpec& s) { return make_test_source(s.source); }}));
+      out.push_back(sys.spawn(query, std::make_shared<const QuerySpec>(q), buf, kTestSources));
     }
     return out;
   }
@@ -216,10 +212,15 @@ int run_e2e_bench(const E2EBenchOptions& o) {
 
   // 1. Throughput: every row produced, stored by the collector, acked.
   auto start = Clock::now();
-  agent.start(o.queries, "Bench.Throughput", Lane::EVENTS, 0, o.rows / o.queries, o.row_size);
-  auto produced = [&] { return agent.buffered_bytes() == 0; };
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  wait_until(produced, "the throughput rows to drain", std::chrono::seconds(600));
+  // Done when every query has ended (all its rows committed) and the buffer
+  // is empty (all of them stored by the collector and acked).
+  auto producers =
+      agent.start(o.queries, "Bench.Throughput", Lane::EVENTS, 0, o.rows / o.queries, o.row_size);
+  for (auto& q : producers) agent.self->monitor(q);
+  size_t ended = 0;
+  agent.self->receive_for(ended, producers.size())([](caf::down_msg&) {});
+  wait_until([&] { return agent.buffered_bytes() == 0; }, "the throughput rows to drain",
+             std::chrono::seconds(600));
   double rows_per_s = (o.rows / o.queries * o.queries) / seconds_since(start);
   double baseline_rows_per_s = store_baseline(work.path() / "baseline", o);
 
@@ -254,7 +255,6 @@ int run_e2e_bench(const E2EBenchOptions& o) {
   std::vector<double> live_delays;
   start = Clock::now();
   collector = std::make_unique<CollectorThread>(data, server);
-  auto reconnected = Clock::now();
   while (agent.buffered_bytes() > (1u << 20)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
     live_tail.poll(live_delays);
@@ -262,7 +262,6 @@ int run_e2e_bench(const E2EBenchOptions& o) {
   }
   double drain_s = seconds_since(start);
   agent.stop(live);
-  (void)reconnected;
   double drain_mb_per_s = backlog / 1e6 / drain_s;
   double live_p99 = percentile(live_delays, 0.99);
 
