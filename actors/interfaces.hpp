@@ -28,6 +28,8 @@ using settle_atom = caf::atom_constant<caf::atom("settle")>;
 using connected_atom = caf::atom_constant<caf::atom("connected")>;
 using disconnected_atom = caf::atom_constant<caf::atom("disconnect")>;
 using stored_atom = caf::atom_constant<caf::atom("stored")>;
+using sleep_atom = caf::atom_constant<caf::atom("sleep")>;
+using wake_atom = caf::atom_constant<caf::atom("wake")>;
 
 // Ships buffered records somewhere and acks them once they are stored there.
 using link_actor = caf::typed_actor<
@@ -76,6 +78,15 @@ using query_actor = caf::typed_actor<
     caf::reacts_to<flush_atom, uint64_t>,
     // Hands the partial batch to the buffer and answers how many rows await commit; quits once none do.
     caf::replies_to<stop_atom>::with<uint64_t>,
+    // Counters and state, for outpostctl and tests.
+    caf::replies_to<status_atom>::with<caf::settings>>;
+
+// Wakes sleeping queries with one timer for all of them.
+using waker_actor = caf::typed_actor<
+    // Sends the sender `pull` once the delay has passed.
+    caf::reacts_to<sleep_atom, caf::timespan>,
+    // Internal: the timer armed for this time (since the clock's epoch) fired.
+    caf::reacts_to<wake_atom, caf::timespan>,
     // Counters and state, for outpostctl and tests.
     caf::replies_to<status_atom>::with<caf::settings>>;
 

@@ -19,7 +19,7 @@ void schedule_pull(Self self, std::chrono::nanoseconds delay = {}) {
   if (delay.count() <= 0)
     self->send(self, pull_atom::value);
   else
-    self->delayed_send(self, delay, pull_atom::value);
+    self->send(st.waker, sleep_atom::value, caf::timespan{delay});
 }
 
 void maybe_quit(Self self) {
@@ -148,7 +148,7 @@ caf::settings status_of(Self self) {
 
 query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self,
                                  std::shared_ptr<const QuerySpec> spec, buffer_actor buffer,
-                                 const SourceFactory& make_source) {
+                                 waker_actor waker, const SourceFactory& make_source) {
   // A throwing source ends this actor with the exception's text as the exit
   // reason, which is what the supervisor logs before restarting it.
   self->set_exception_handler([](caf::scheduled_actor*, std::exception_ptr& eptr) -> caf::error {
@@ -163,6 +163,7 @@ query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self
   auto& st = self->state;
   st.spec = std::move(spec);
   st.buffer = std::move(buffer);
+  st.waker = std::move(waker);
   st.source = make_source(*st.spec);
   schedule_pull(self);
   return {

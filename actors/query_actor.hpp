@@ -20,6 +20,7 @@ struct query_state {
   // Members are few and small: an agent runs thousands of queries.
   std::shared_ptr<const QuerySpec> spec;  // shared with the supervisor
   buffer_actor buffer;
+  waker_actor waker;  // a sleeping source's next pull
   std::unique_ptr<Source> source;
   std::unique_ptr<schemas::RowBatchWriter> batch;  // rows not yet sent
   int64_t batch_created_ns = 0;
@@ -42,6 +43,6 @@ struct query_state {
 
 query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self,
                                  std::shared_ptr<const QuerySpec> spec, buffer_actor buffer,
-                                 const SourceFactory& make_source);
+                                 waker_actor waker, const SourceFactory& make_source);
 
 }  // namespace outpost

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/status.hpp"
+#include "actors/waker.hpp"
 
 namespace outpost {
 namespace {
@@ -11,7 +12,8 @@ using Self = supervisor_actor::stateful_pointer<supervisor_state>;
 
 void start_query(Self self, size_t i) {
   auto& q = self->state.queries[i];
-  q.actor = self->spawn<caf::monitored>(query, q.spec, self->state.buffer, self->state.make_source);
+  q.actor = self->spawn<caf::monitored>(query, q.spec, self->state.buffer, self->state.waker,
+                                         self->state.make_source);
   q.started = supervisor_state::Clock::now();
 }
 
@@ -34,9 +36,11 @@ void advance_shutdown(Self self) {
     if (!st.buffer_stop_sent) self->send(st.buffer, stop_atom::value);
     st.buffer_stop_sent = true;
   } else if (st.failed) {
+    self->send_exit(st.waker, caf::exit_reason::user_shutdown);
     // Exits with an error so that the agent's exit code says so.
     self->quit(caf::make_error(caf::sec::runtime_error, "the buffer or the link failed"));
   } else {
+    self->send_exit(st.waker, caf::exit_reason::user_shutdown);
     self->quit();
   }
 }
@@ -125,6 +129,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
   st.link = std::move(link);
   st.make_source = std::move(make_source);
   st.policy = policy;
+  st.waker = self->spawn(waker);
   self->monitor(st.buffer);
   self->monitor(st.link);
   self->set_down_handler([=](caf::down_msg& down) { on_down(self, down); });

@@ -33,6 +33,7 @@ struct supervisor_state {
 
   buffer_actor buffer;
   link_actor link;
+  waker_actor waker;
   SourceFactory make_source;
   RestartPolicy policy;
   std::vector<Query> queries;

@@ -5,10 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <caf/all.hpp>
+
+#include <map>
 #include <caf/scheduler/test_coordinator.hpp>
 
 #include "actors/file_link.hpp"
 #include "actors/supervisor.hpp"
+#include "actors/waker.hpp"
 
 namespace outpost {
 namespace {
@@ -116,6 +119,7 @@ struct Deterministic : ::testing::Test {
   caf::scheduler::test_coordinator* sched = nullptr;
   caf::actor fake;
   buffer_actor buf;  // the same actor, as the queries see it
+  waker_actor wake;
 
   Deterministic() {
     cfg.set("scheduler.policy", caf::atom("testing"));
@@ -124,11 +128,13 @@ struct Deterministic : ::testing::Test {
     sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
     fake = sys->spawn(fake_buffer);
     buf = caf::actor_cast<buffer_actor>(fake);
+    wake = sys->spawn(waker);
     sched->run();
   }
   ~Deterministic() override {
     // Ends everything this test spawned, then lets the system go.
     caf::anon_send_exit(fake, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(wake, caf::exit_reason::user_shutdown);
     sched->run();
     for (int i = 0; i < 100 && sched->trigger_timeouts() > 0; ++i) sched->run();
   }
@@ -142,7 +148,7 @@ struct Deterministic : ::testing::Test {
 
   query_actor start_query(QuerySpec spec, Script script) {
     spec.name = spec.name.empty() ? "q" : spec.name;
-    auto q = sys->spawn(query, std::make_shared<const QuerySpec>(spec), buf,
+    auto q = sys->spawn(query, std::make_shared<const QuerySpec>(spec), buf, wake,
                         SourceFactory{[script](const QuerySpec&) {
                           return std::make_unique<ScriptedSource>(script);
                         }});
@@ -203,6 +209,63 @@ TEST_F(Deterministic, SourceIdleBeyondTheDelayGetsItsRowsSentAtOnce) {
   sched->run();
   EXPECT_EQ(fb().appends.size(), 1u) << "a source without rows sent an empty batch";
   caf::anon_send_exit(silent, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(Deterministic, WakerWakesEachSleeperOnTimeWithOneTimerForAll) {
+  QuerySpec spec;
+  spec.batch_delay = 1ms;  // shorter than every wait: each row is sent at once
+  std::vector<query_actor> qs;
+  for (auto wait : {10ms, 20ms, 30ms}) {  // each later than the armed timer: no new one
+    spec.id = qs.size() + 1;
+    qs.push_back(start_query(spec, Script{1, wait}));
+  }
+  auto& ws = state_of<waker_state>(wake);
+  ASSERT_EQ(fb().appends.size(), 3u);
+  EXPECT_EQ(ws.sleepers.size(), 3u);
+  EXPECT_EQ(sched->clock().schedule().size(), 1u) << "not one CAF timer for all sleepers";
+
+  // Answers every append, so that no query pauses; returns the new ones' query ids.
+  size_t seen = 0;
+  auto new_appends = [&] {
+    std::vector<uint64_t> ids;
+    for (; seen < fb().appends.size(); ++seen) {
+      ids.push_back(fb().appends[seen].record.query_id);
+      answer(seen);
+    }
+    return ids;
+  };
+  new_appends();
+  std::map<uint64_t, int> first_ms;  // query id -> when it first produced again
+  size_t produced = 0;
+  for (int ms = 1; ms <= 30; ++ms) {
+    sched->advance_time(1ms);
+    sched->run();
+    for (auto id : new_appends()) {
+      first_ms.emplace(id, ms);
+      ++produced;
+    }
+  }
+  EXPECT_EQ(first_ms, (std::map<uint64_t, int>{{1, 10}, {2, 20}, {3, 30}}));
+  EXPECT_EQ(ws.wakeups, produced);
+
+  // A query that stops while asleep is neither kept alive by the waker nor woken.
+  caf::anon_send_exit(qs[0], caf::exit_reason::user_shutdown);
+  sched->run();
+  qs[0] = nullptr;
+  uint64_t wakeups_before = ws.wakeups;
+  size_t others = 0;
+  for (int ms = 0; ms < 40; ++ms) {
+    sched->advance_time(1ms);
+    sched->run();
+    for (auto id : new_appends()) {
+      EXPECT_NE(id, 1u) << "a stopped query was woken";
+      ++others;
+    }
+  }
+  EXPECT_GT(others, 0u);
+  EXPECT_EQ(ws.wakeups - wakeups_before, others);
+  for (auto& q : qs)
+    if (q) caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
 }
 
 TEST_F(Deterministic, BatchIsSentAtRowOrByteLimit) {

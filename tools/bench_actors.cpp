@@ -39,6 +39,7 @@ struct Agent {
   caf::scoped_actor self{sys};
   buffer_actor buf;
   link_actor link;
+  waker_actor wake = sys.spawn(waker);
   std::vector<query_actor> queries;
 
   Agent(const fs::path& dir, bool online) {
@@ -48,7 +49,7 @@ struct Agent {
   }
 
   void start(const QuerySpec& spec) {
-    queries.push_back(sys.spawn(query, std::make_shared<const QuerySpec>(spec), buf, kTestSources));
+    queries.push_back(sys.spawn(query, std::make_shared<const QuerySpec>(spec), buf, wake, kTestSources));
   }
 
   // Stops the queries (they flush), waits for all of them, then the rest.
@@ -62,6 +63,7 @@ struct Agent {
     queries.clear();
     self->send_exit(link, caf::exit_reason::user_shutdown);
     self->send(buf, stop_atom::value);
+    self->send_exit(wake, caf::exit_reason::user_shutdown);
   }
 };
 
@@ -201,7 +203,8 @@ int run_queries_bench(const QueriesBenchOptions& o) {
   WorkDir work(o.dir);
   Agent agent(work.path(), true);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  long empty_rss = rss_bytes(), empty_anon = proc_status_bytes("RssAnon"), empty_heap = heap_bytes();
+  long empty_rss = rss_bytes(), empty_anon = proc_status_bytes("RssAnon"), empty_heap = heap_bytes(),
+       empty_file = proc_status_bytes("RssFile");
 
   auto start = Clock::now();
   for (size_t i = 0; i < o.queries; ++i) {
@@ -222,24 +225,27 @@ int run_queries_bench(const QueriesBenchOptions& o) {
   }
   // Measure between two ticks, when the queries are idle.
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
-  long busy_rss = rss_bytes(), busy_anon = proc_status_bytes("RssAnon"), busy_heap = heap_bytes();
+  long busy_rss = rss_bytes(), busy_anon = proc_status_bytes("RssAnon"), busy_heap = heap_bytes(),
+       busy_file = proc_status_bytes("RssFile");
   start = Clock::now();
   agent.stop();
   double stop_s = seconds_since(start);
   double per_query = static_cast<double>(busy_rss - empty_rss) / o.queries;
   double anon_per_query = static_cast<double>(busy_anon - empty_anon) / o.queries;
   double heap_per_query = static_cast<double>(busy_heap - empty_heap) / o.queries;
+  double file_per_query = static_cast<double>(busy_file - empty_file) / o.queries;
   if (o.json) {
     fmt::print("{{\"bench\":\"queries\",\"queries\":{},\"empty_rss_bytes\":{},\"rss_bytes\":{},"
                "\"rss_bytes_per_query\":{:.0f},\"anon_bytes_per_query\":{:.0f},"
-               "\"heap_bytes_per_query\":{:.0f},\"start_s\":{:.3f},\"stop_s\":{:.3f},\"appends\":{}}}\n",
-               o.queries, empty_rss, busy_rss, per_query, anon_per_query, heap_per_query, start_s, stop_s, appends);
+               "\"heap_bytes_per_query\":{:.0f},\"file_bytes_per_query\":{:.0f},\"start_s\":{:.3f},\"stop_s\":{:.3f},\"appends\":{}}}\n",
+               o.queries, empty_rss, busy_rss, per_query, anon_per_query, heap_per_query, file_per_query, start_s, stop_s, appends);
   } else {
     fmt::print("outpost-bench queries: {} clock queries (1 s period), file link online\n", o.queries);
     fmt::print("RSS: {} bytes empty, {} bytes running: {:.0f} bytes per query (target < 2048)\n",
                empty_rss, busy_rss, per_query);
-    fmt::print("of which anonymous memory {:.0f} bytes, malloc'd and in use {:.0f} bytes per query\n",
-               anon_per_query, heap_per_query);
+    fmt::print("of which anonymous memory {:.0f} bytes (malloc'd and in use {:.0f}), file-backed "
+               "(the buffer's LMDB map) {:.0f} bytes per query\n",
+               anon_per_query, heap_per_query, file_per_query);
     fmt::print("started in {:.3f} s, stopped (every batch flushed) in {:.3f} s\n", start_s, stop_s);
   }
   return 0;

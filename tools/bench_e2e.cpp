@@ -110,6 +110,7 @@ struct Agent {
   caf::scoped_actor self{sys};
   buffer_actor buf;
   net_link_actor link;
+  waker_actor wake = sys.spawn(waker);
 
   Agent(const fs::path& dir, net::ClientConfig client) {
     persistence::StoreOptions o;
@@ -123,6 +124,7 @@ struct Agent {
   ~Agent() {
     self->send_exit(link, caf::exit_reason::user_shutdown);
     self->send(buf, stop_atom::value);
+    self->send_exit(wake, caf::exit_reason::user_shutdown);
   }
 
   std::vector<query_actor> start(size_t n, const std::string& artifact, Lane lane, double rate,
@@ -134,7 +136,7 @@ struct Agent {
       q.source.rate = rate;
       q.source.max_rows = max_rows;
       q.source.row_size = row_size;
-      out.push_back(sys.spawn(query, std::make_shared<const QuerySpec>(q), buf, kTestSources));
+      out.push_back(sys.spawn(query, std::make_shared<const QuerySpec>(q), buf, wake, kTestSources));
     }
     return out;
   }

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "actors/query_actor.hpp"
+#include "actors/waker.hpp"
 #include "actors/test_sources.hpp"
 
 namespace outpost::bench {
