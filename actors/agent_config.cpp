@@ -294,7 +294,7 @@ QuerySpec read_query(const YAML::Node& n, const std::string& path) {
   QuerySpec q;
   read_map(n, path,
            {{"name", [&](auto& v, auto& p) { q.name = name_text(v, p); }},
-            {"id", [&](auto& v, auto& p) { q.id = integer(v, p, 1, kNoMax); }},
+            {"id", [&](auto& v, auto& p) { q.id = integer(v, p, 1, kFirstFlowId - 1); }},
             {"artifact", [&](auto& v, auto& p) { q.artifact = name_text(v, p); }},
             {"lane", [&](auto& v, auto& p) { q.lane = choice(v, p, kLanes); }},
             {"source", [&](auto& v, auto& p) { read_source(v, p, q.source); }},
@@ -351,7 +351,45 @@ void apply(const YAML::Node& root, AgentConfig& config, const std::string& origi
   }
 }
 
+// The built-in test artifacts, until the query engine (step 4) brings real ones.
+constexpr std::pair<const char*, Kind> kTestArtifacts[] = {{"Outpost.Test.Clock", Kind::clock},
+                                                           {"Outpost.Test.Synthetic", Kind::synthetic}};
+
 }  // namespace
+
+QuerySpec collected_query(const CollectSpec& c, Lane lane) {
+  std::string origin = "collect " + c.artifact;
+  if (!c.vql.empty())
+    throw ConfigError(origin + ": this agent runs artifacts by name only; VQL comes with the "
+                               "query engine");
+  auto kind = lookup(kTestArtifacts, c.artifact);
+  if (!kind) {
+    std::string known;
+    for (auto& [name, k] : kTestArtifacts) known += (known.empty() ? "" : ", ") + std::string(name);
+    throw ConfigError(origin + ": unknown artifact; this agent knows " + known);
+  }
+  QuerySpec q;
+  q.id = c.flow_id;
+  q.name = "F." + std::to_string(c.flow_id);
+  q.artifact = c.artifact;
+  q.lane = lane;
+  q.source.kind = *kind;
+  // Parameters are read exactly as a configuration's source keys are.
+  YAML::Node source(YAML::NodeType::Map);
+  source["type"] = *kind == Kind::clock ? "clock" : "synthetic";
+  for (auto& [key, value] : c.parameters) {
+    if (key == "type" || source[key])
+      throw ConfigError(origin + ": parameter " + key + ": " +
+                        (key == "type" ? "not a parameter of this artifact" : "given twice"));
+    source[key] = value;
+  }
+  try {
+    read_source(source, "parameter", q.source);
+  } catch (const Invalid& e) {
+    throw ConfigError(origin + ": " + e.path + ": " + e.problem);
+  }
+  return q;
+}
 
 AgentConfig parse_agent_config(const std::string& yaml_text, const std::string& origin) {
   YAML::Node root;

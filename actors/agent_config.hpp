@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/control.hpp"
 #include "persistence/buffer_store.hpp"
 #include "schemas/codec.hpp"
 
@@ -44,7 +45,7 @@ struct SourceSpec {
 
 struct QuerySpec {
   std::string name;      // required, unique, [A-Za-z0-9_.-]+
-  uint64_t id = 0;       // assigned 1..N in file order if not given; unique, > 0
+  uint64_t id = 0;       // assigned 1..N in file order if not given; unique, 0 < id < kFirstFlowId
   std::string artifact;  // defaults to name; same characters as a name
   schemas::Lane lane = schemas::Lane::EVENTS;  // "control" | "events" | "results" | "uploads"
   SourceSpec source;
@@ -113,6 +114,14 @@ void apply_override(AgentConfig& config, const std::string& assignment);
 // "heartbeat" (clock, 1000 ms, events) and "synthetic" (synthetic, rate 20,
 // row_size 256, events).
 std::string default_agent_config_yaml();
+
+// The query a collector's request runs: id = flow id, name "F.<flow id>".
+// Until the query engine comes, the artifacts are the test sources:
+// Outpost.Test.Clock (period_ms) and Outpost.Test.Synthetic (rate,
+// row_size, max_rows, fail_after), their parameters checked like the same
+// keys in a configuration. Throws ConfigError: "collect Outpost.Test.Clock:
+// parameter.period_ms: expected ...".
+QuerySpec collected_query(const CollectSpec& request, schemas::Lane lane);
 
 // "1000", "1000B", "10kB", "5MB", "2GB", "1TB" (1000-based), "512KiB", "64MiB",
 // "1GiB", "1TiB" (1024-based); a space before the unit is allowed. Throws

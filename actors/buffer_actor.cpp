@@ -193,6 +193,30 @@ buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> 
           return freed;
         });
       },
+      [=](purge_atom, uint64_t query_id) -> caf::result<uint64_t> {
+        return guarded("purge", [&]() -> caf::result<uint64_t> {
+          auto& st = self->state;
+          // Its appends still waiting for space are refused: they came before the cancel.
+          uint64_t refused = 0;
+          for (auto it = st.waiting.begin(); it != st.waiting.end();) {
+            if (it->record.query_id != query_id) {
+              ++it;
+              continue;
+            }
+            it->promise.deliver(caf::make_error(caf::sec::runtime_error, "query cancelled"));
+            it = st.waiting.erase(it);
+            ++refused;
+          }
+          uint64_t purged = st.store->purge(query_id);
+          spdlog::info("buffer: purged {} records and {} waiting appends of query {}", purged,
+                       refused, query_id);
+          if ((purged || refused) && !st.waiting.empty()) {
+            st.blocked = false;
+            if (!try_commit(self)) retry_later(self);
+          }
+          return purged + refused;
+        });
+      },
       [=](subscribe_atom, link_actor link) { self->state.link = std::move(link); },
       [=](settle_atom) { return settle(self); },
       [=](stop_atom) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/control.hpp"
 #include "actors/messages.hpp"
 
 namespace outpost {
@@ -30,6 +31,8 @@ using disconnected_atom = caf::atom_constant<caf::atom("disconnect")>;
 using stored_atom = caf::atom_constant<caf::atom("stored")>;
 using sleep_atom = caf::atom_constant<caf::atom("sleep")>;
 using wake_atom = caf::atom_constant<caf::atom("wake")>;
+using control_atom = caf::atom_constant<caf::atom("control")>;
+using purge_atom = caf::atom_constant<caf::atom("purge")>;
 
 // Ships buffered records somewhere and acks them once they are stored there.
 using link_actor = caf::typed_actor<
@@ -40,16 +43,6 @@ using link_actor = caf::typed_actor<
     // Counters and state, for outpostctl and tests.
     caf::replies_to<status_atom>::with<caf::settings>>;
 
-// The network link: a link whose network thread (net/net_client.hpp) reports
-// sessions and stored uploads back to it.
-using net_link_actor = link_actor::extend<
-    // Network thread: session s is up; the collector has stored marks[lane] of each lane.
-    caf::reacts_to<connected_atom, uint64_t, std::vector<uint64_t>>,
-    // Network thread: session s ended (why, milliseconds until the next attempt).
-    caf::reacts_to<disconnected_atom, uint64_t, std::string, int64_t>,
-    // Network thread: the collector durably stored a lane of session s through a seq.
-    caf::reacts_to<stored_atom, uint64_t, Lane, uint64_t>>;
-
 // Owns the LMDB store; the only place where producers ever wait.
 using buffer_actor = caf::typed_actor<
     // Stores one record; answers its seq once committed, later if the buffer is full.
@@ -59,6 +52,8 @@ using buffer_actor = caf::typed_actor<
     caf::replies_to<read_atom, Lane, uint64_t, uint64_t, uint64_t>::with<StoredRecords>,
     // Deletes a lane's records through a seq, which may let waiting appends in.
     caf::replies_to<ack_atom, Lane, uint64_t>::with<uint64_t>,
+    // Deletes a query's records and refuses its waiting appends; answers how many.
+    caf::replies_to<purge_atom, uint64_t>::with<uint64_t>,
     // Tells the buffer which link to notify after each commit.
     caf::reacts_to<subscribe_atom, link_actor>,
     // Internal: commit what the mailbox held when this arrived.
@@ -94,9 +89,25 @@ using waker_actor = caf::typed_actor<
 using supervisor_actor = caf::typed_actor<
     // Ordered shutdown: queries flush, then the buffer commits, then the link stops.
     caf::reacts_to<stop_atom>,
+    // The collector's request (collect, cancel, event table, status), answered through the call.
+    caf::reacts_to<control_atom, ControlCall>,
     // Internal: start query number i again after its backoff.
     caf::reacts_to<restart_atom, uint64_t>,
     // Counters and state, for outpostctl and tests.
     caf::replies_to<status_atom>::with<caf::settings>>;
+
+// The network link: a link whose network thread (net/net_client.hpp) reports
+// sessions and stored uploads back to it.
+using net_link_actor = link_actor::extend<
+    // Network thread: session s is up; the collector has stored marks[lane] of each lane.
+    caf::reacts_to<connected_atom, uint64_t, std::vector<uint64_t>>,
+    // Network thread: session s ended (why, milliseconds until the next attempt).
+    caf::reacts_to<disconnected_atom, uint64_t, std::string, int64_t>,
+    // Network thread: the collector durably stored a lane of session s through a seq.
+    caf::reacts_to<stored_atom, uint64_t, Lane, uint64_t>,
+    // Network thread: the collector asks something of this agent.
+    caf::reacts_to<control_atom, ControlCall>,
+    // Tells the link which supervisor carries out the collector's requests.
+    caf::reacts_to<subscribe_atom, supervisor_actor>>;
 
 }  // namespace outpost

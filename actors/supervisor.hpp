@@ -22,12 +22,16 @@ struct supervisor_state {
   using Clock = std::chrono::steady_clock;
 
   struct Query {
+    // Where it came from: configured queries and the collector's event table
+    // restart when they fail; a collection ends with its first failure.
+    enum class Origin { config, event_table, collection } origin = Origin::config;
     std::shared_ptr<const QuerySpec> spec;
     query_actor actor;  // null while waiting to restart or after finishing
     unsigned restarts = 0;
     std::chrono::milliseconds backoff{0};
     Clock::time_point started;
     bool finished = false;
+    bool retired = false;  // cancelled, or dropped from the event table: never started again
     std::string last_error;
   };
 

@@ -2,7 +2,13 @@
 
 #include <arpa/inet.h>
 #include <capnp/rpc-twoparty.h>
+#include <capnp/serialize.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <spdlog/spdlog.h>
+
+#include "net/kj_util.hpp"
 
 namespace outpost::net {
 namespace {
@@ -15,6 +21,34 @@ capnp::ReaderOptions wire_limits() {
   options.nestingLimit = 64;
   return options;
 }
+
+// Requests and tables are kept in LMDB as flat messages.
+template <typename T>
+std::string encode(typename T::Reader value) {
+  capnp::MallocMessageBuilder message;
+  message.setRoot(value);
+  auto words = capnp::messageToFlatArray(message);
+  auto bytes = words.asBytes();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+}
+
+// An owned, aligned copy of a stored message, read as T.
+template <typename T>
+class Decoded {
+ public:
+  explicit Decoded(const std::string& bytes)
+      : words_(kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word))) {
+    std::memcpy(words_.begin(), bytes.data(), words_.size() * sizeof(capnp::word));
+    reader_ = kj::heap<capnp::FlatArrayMessageReader>(words_);
+  }
+  typename T::Reader get() { return reader_->getRoot<T>(); }
+
+ private:
+  kj::Array<capnp::word> words_;
+  kj::Own<capnp::FlatArrayMessageReader> reader_;
+};
+
+bool disconnected(const kj::Exception& e) { return e.getType() == kj::Exception::Type::DISCONNECTED; }
 
 std::string peer_of(kj::AsyncIoStream& stream) {
   sockaddr_storage addr{};
@@ -118,7 +152,7 @@ class CollectorServer::SessionImpl final : public protocol::Session::Server {
         .then([context, who = conn_.who()](UploadResult result) mutable {
           if (!result.error.empty()) {
             spdlog::warn("collector: refused an upload from {}: {}", who, result.error);
-            throw KJ_EXCEPTION(FAILED, result.error);
+            throw error_text(result.error);
           }
           context.getResults().setStoredThrough(result.mark);
         });
@@ -162,6 +196,7 @@ class CollectorServer::CollectorImpl final : public protocol::Collector::Server 
     results.setMajorVersion(protocol::MAJOR_VERSION);
     results.setMinorVersion(protocol::MINOR_VERSION);
     results.setAgentId(id);
+    server.tasks_.add(server.push_requests(id, params.getController()));
     return kj::READY_NOW;
   }
 
@@ -190,10 +225,14 @@ kj::Promise<uint16_t> CollectorServer::start() {
       .parseAddress(config_.host, config_.port)
       .then([this](kj::Own<kj::NetworkAddress> addr) {
         listener_ = addr->listen();
+        return config_.admin_socket.empty() ? kj::Promise<void>(kj::READY_NOW) : start_admin();
+      })
+      .then([this] {
         uint16_t port = static_cast<uint16_t>(listener_->getPort());
         tasks_.add(accept_loop());
-        spdlog::info("collector: listening on {}:{} ({})", config_.host, port,
-                     tls_ ? "TLS, client certificates required" : "plaintext");
+        spdlog::info("collector: listening on {}:{} ({}){}", config_.host, port,
+                     tls_ ? "TLS, client certificates required" : "plaintext",
+                     config_.admin_socket.empty() ? "" : ", admin commands on " + config_.admin_socket);
         return port;
       });
 }
@@ -260,6 +299,245 @@ void CollectorServer::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer,
                    if (!c.agent.empty()) spdlog::info("collector: agent {} disconnected", c.agent);
                  })
                  .attach(kj::mv(conn)));
+}
+
+// --- Requests for agents
+
+kj::Promise<void> CollectorServer::push_requests(std::string agent,
+                                                 protocol::AgentController::Client controller) {
+  kj::Promise<void> table = kj::READY_NOW;
+  if (auto stored = store_.event_table(agent); !stored.empty()) {
+    Decoded<protocol::EventTable> decoded(stored);
+    auto req = controller.setEventTableRequest();
+    req.setArtifacts(decoded.get().getEntries());
+    table = req.send().ignoreResult().catch_([agent](kj::Exception&& e) {
+      if (disconnected(e)) throw kj::mv(e);
+      spdlog::warn("collector: agent {} refused its event table: {}", agent, e.getDescription().cStr());
+    });
+  }
+  return table.then([this, agent, controller]() mutable {
+    return push_queued(agent, controller, store_.queued_requests(agent), 0);
+  }).catch_([agent](kj::Exception&& e) {
+    spdlog::info("collector: agent {} left before taking its requests: {}", agent,
+                 e.getDescription().cStr());
+  });
+}
+
+// One at a time, in order; a request the agent refuses is dropped (logged),
+// one it never answered (disconnected) stays for its next connection.
+kj::Promise<void> CollectorServer::push_queued(std::string agent,
+                                               protocol::AgentController::Client controller,
+                                               std::vector<CollectorStore::Queued> queued,
+                                               size_t next) {
+  if (next >= queued.size()) return kj::READY_NOW;
+  Decoded<protocol::PendingRequest> decoded(queued[next].encoded);
+  auto request = decoded.get();
+  kj::Promise<void> sent = nullptr;
+  std::string what;
+  if (request.isCollect()) {
+    auto req = controller.collectRequest();
+    req.setRequest(request.getCollect());
+    what = "collection " + std::to_string(request.getCollect().getFlowId()) + " (" +
+           request.getCollect().getArtifact().cStr() + ")";
+    sent = req.send().ignoreResult();
+  } else {
+    auto req = controller.cancelRequest();
+    req.setFlowId(request.getCancel());
+    what = "cancel of flow " + std::to_string(request.getCancel());
+    sent = req.send().ignoreResult();
+  }
+  uint64_t key = queued[next].key;
+  return sent.then([agent, what] { spdlog::info("collector: agent {} took the queued {}", agent, what); },
+                   [agent, what](kj::Exception&& e) {
+                     if (disconnected(e)) throw kj::mv(e);
+                     spdlog::warn("collector: agent {} refused the queued {}: {}", agent, what,
+                                  e.getDescription().cStr());
+                   })
+      .then([this, agent, controller, queued = kj::mv(queued), next, key]() mutable {
+        store_.remove_request(agent, key);
+        return push_queued(agent, controller, kj::mv(queued), next + 1);
+      });
+}
+
+// --- The admin interface (outpost-collector <command>, over a unix socket)
+
+class CollectorServer::AdminImpl final : public protocol::Admin::Server {
+ public:
+  explicit AdminImpl(CollectorServer& server) : server_(server) {}
+
+  kj::Promise<void> listAgents(ListAgentsContext context) override {
+    std::map<std::string, CollectorStore::AgentEntry> known;
+    for (auto& e : server_.store_.agents()) known[e.id] = e;
+    for (auto& [id, session] : server_.agents_)
+      if (!known.count(id)) known[id] = {id, 0, server_.store_.marks(id)};
+    auto list = context.getResults().initAgents(known.size());
+    size_t i = 0;
+    for (auto& [id, entry] : known) {
+      auto a = list[i++];
+      a.setId(id);
+      a.setLastUploadNs(entry.last_upload_ns);
+      auto marks = a.initMarks(entry.marks.size());
+      for (size_t l = 0; l < entry.marks.size(); ++l) {
+        marks[l].setLane(static_cast<Lane>(l));
+        marks[l].setSeq(entry.marks[l]);
+      }
+      if (auto it = server_.agents_.find(id); it != server_.agents_.end()) {
+        a.setConnected(true);
+        a.setPeer(it->second.peer);
+        a.setConnectedNs(it->second.connected_ns);
+      }
+      if (auto table = server_.store_.event_table(id); !table.empty())
+        a.setEventTable(Decoded<protocol::EventTable>(table).get().getEntries());
+      a.setPendingRequests(server_.store_.queued_requests(id).size());
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> collect(CollectContext context) override {
+    std::string agent = checked_agent(context.getParams().getAgent());
+    capnp::MallocMessageBuilder message;
+    auto request = message.initRoot<protocol::CollectRequest>();
+    request.setArtifact(context.getParams().getRequest().getArtifact());
+    request.setVql(context.getParams().getRequest().getVql());
+    request.setParameters(context.getParams().getRequest().getParameters());
+    uint64_t flow = server_.store_.next_flow_id();
+    request.setFlowId(flow);
+    auto queue = [this, agent, flow, stored = encode_pending(request.asReader())]() mutable {
+      server_.store_.queue_request(agent, stored);
+      spdlog::info("collector: collection {} queued for agent {}", flow, agent);
+    };
+    auto results = context.getResults();
+    results.setFlowId(flow);
+    auto it = server_.agents_.find(agent);
+    if (it == server_.agents_.end()) {
+      queue();
+      results.setQueued(true);
+      return kj::READY_NOW;
+    }
+    auto req = it->second.controller.collectRequest();
+    req.setRequest(request.asReader());
+    return req.send().then(
+        [agent, flow](auto) { spdlog::info("collector: agent {} started collection {}", agent, flow); },
+        [context, queue](kj::Exception&& e) mutable {
+          if (!disconnected(e)) throw kj::mv(e);  // the agent's own refusal, for the caller
+          queue();
+          context.getResults().setQueued(true);
+        });
+  }
+
+  kj::Promise<void> cancel(CancelContext context) override {
+    std::string agent = checked_agent(context.getParams().getAgent());
+    uint64_t flow = context.getParams().getFlowId();
+    // Not sent yet: dropping it from the queue is the whole cancel.
+    for (auto& q : server_.store_.queued_requests(agent)) {
+      Decoded<protocol::PendingRequest> pending(q.encoded);
+      if (pending.get().isCollect() && pending.get().getCollect().getFlowId() == flow) {
+        server_.store_.remove_request(agent, q.key);
+        return kj::READY_NOW;
+      }
+    }
+    capnp::MallocMessageBuilder message;
+    message.initRoot<protocol::PendingRequest>().setCancel(flow);
+    auto queue = [this, agent, stored = encode<protocol::PendingRequest>(
+                                   message.getRoot<protocol::PendingRequest>().asReader())]() {
+      server_.store_.queue_request(agent, stored);
+    };
+    auto it = server_.agents_.find(agent);
+    if (it == server_.agents_.end()) {
+      queue();
+      context.getResults().setQueued(true);
+      return kj::READY_NOW;
+    }
+    auto req = it->second.controller.cancelRequest();
+    req.setFlowId(flow);
+    return req.send().then(
+        [context](auto resp) mutable { context.getResults().setPurgedRecords(resp.getPurgedRecords()); },
+        [context, queue](kj::Exception&& e) mutable {
+          if (!disconnected(e)) throw kj::mv(e);
+          queue();
+          context.getResults().setQueued(true);
+        });
+  }
+
+  kj::Promise<void> setEventTable(SetEventTableContext context) override {
+    std::string agent = checked_agent(context.getParams().getAgent());
+    capnp::MallocMessageBuilder message;
+    auto entries = message.initRoot<protocol::EventTable>().initEntries(
+        context.getParams().getArtifacts().size());
+    size_t i = 0;
+    for (auto a : context.getParams().getArtifacts()) {
+      entries[i].setArtifact(a.getArtifact());
+      entries[i].setVql(a.getVql());
+      entries[i].setParameters(a.getParameters());
+      entries[i++].setFlowId(server_.store_.next_flow_id());
+    }
+    auto table = message.getRoot<protocol::EventTable>().asReader();
+    std::string stored = table.getEntries().size() ? encode<protocol::EventTable>(table) : "";
+    auto it = server_.agents_.find(agent);
+    if (it == server_.agents_.end()) {
+      server_.store_.set_event_table(agent, stored);
+      context.getResults().setQueued(true);
+      return kj::READY_NOW;
+    }
+    auto req = it->second.controller.setEventTableRequest();
+    req.setArtifacts(table.getEntries());
+    // Stored only once the agent took it: a table it refuses would be refused at every connection.
+    return req.send().then(
+        [this, agent, stored](auto) { server_.store_.set_event_table(agent, stored); },
+        [this, context, agent, stored](kj::Exception&& e) mutable {
+          if (!disconnected(e)) throw kj::mv(e);
+          server_.store_.set_event_table(agent, stored);
+          context.getResults().setQueued(true);
+        });
+  }
+
+  kj::Promise<void> agentStatus(AgentStatusContext context) override {
+    std::string agent = checked_agent(context.getParams().getAgent());
+    auto it = server_.agents_.find(agent);
+    if (it == server_.agents_.end()) throw error_text("agent " + agent + " is not connected");
+    return it->second.controller.statusRequest().send().then(
+        [context](auto resp) mutable { context.getResults().setJson(resp.getJson()); });
+  }
+
+ private:
+  static std::string checked_agent(kj::StringPtr id) {
+    std::string agent = id.cStr();
+    if (!valid_agent_id(agent))
+      throw error_text("\"" + agent + "\" is not an agent id (1-128 of A-Z a-z 0-9 _ . @ -)");
+    return agent;
+  }
+  static std::string encode_pending(protocol::CollectRequest::Reader request) {
+    capnp::MallocMessageBuilder message;
+    message.initRoot<protocol::PendingRequest>().setCollect(request);
+    return encode<protocol::PendingRequest>(message.getRoot<protocol::PendingRequest>().asReader());
+  }
+
+  CollectorServer& server_;
+};
+
+kj::Promise<void> CollectorServer::start_admin() {
+  auto& path = config_.admin_socket;
+  if (path.size() >= sizeof(sockaddr_un{}.sun_path))
+    throw std::runtime_error("admin socket path " + path + " is longer than " +
+                             std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
+                             " bytes; choose a shorter one with --admin-socket");
+  ::unlink(path.c_str());  // a socket left by a collector that died (the datadir lock is ours)
+  return io_.provider->getNetwork().parseAddress("unix:" + path).then([this](kj::Own<kj::NetworkAddress> addr) {
+    admin_listener_ = addr->listen();
+    ::chmod(config_.admin_socket.c_str(), 0600);
+    tasks_.add(admin_accept_loop());
+  });
+}
+
+kj::Promise<void> CollectorServer::admin_accept_loop() {
+  return admin_listener_->accept().then([this](kj::Own<kj::AsyncIoStream> stream) {
+    auto network = kj::heap<capnp::TwoPartyVatNetwork>(*stream, capnp::rpc::twoparty::Side::SERVER);
+    auto rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(
+        capnp::makeRpcServer(*network, kj::heap<AdminImpl>(*this)));
+    auto done = network->onDisconnect();
+    tasks_.add(done.attach(kj::mv(rpc), kj::mv(network), kj::mv(stream)));
+    return admin_accept_loop();
+  });
 }
 
 }  // namespace outpost::net

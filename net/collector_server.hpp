@@ -19,6 +19,7 @@ namespace outpost::net {
 struct CollectorConfig {
   std::string host = "127.0.0.1";
   uint16_t port = 4750;  // 0: any free port (tests)
+  std::string admin_socket;  // unix socket for `outpost-collector <command>`; empty: none
   TlsFiles tls;
   std::chrono::seconds handshake_timeout{10};
 };
@@ -29,7 +30,8 @@ class CollectorServer : private kj::TaskSet::ErrorHandler {
                   StorageWorker& worker);
   ~CollectorServer();
 
-  // Binds and starts accepting; resolves to the bound port.
+  // Binds and starts accepting (agents, and admin commands on the unix
+  // socket); resolves to the bound port.
   kj::Promise<uint16_t> start();
 
   struct AgentSession {
@@ -45,11 +47,18 @@ class CollectorServer : private kj::TaskSet::ErrorHandler {
   class Connection;
   class CollectorImpl;
   class SessionImpl;
+  class AdminImpl;
 
   kj::Promise<void> accept_loop();
   kj::Promise<void> handshake(kj::Own<kj::AsyncIoStream> stream, std::string peer);
   void serve(kj::Own<kj::AsyncIoStream> stream, std::string peer, std::string cert_name);
   void taskFailed(kj::Exception&& exception) override;
+  kj::Promise<void> start_admin();
+  kj::Promise<void> admin_accept_loop();
+  // What waits for an agent: its event table, then its queued requests in order.
+  kj::Promise<void> push_requests(std::string agent, protocol::AgentController::Client controller);
+  kj::Promise<void> push_queued(std::string agent, protocol::AgentController::Client controller,
+                                std::vector<CollectorStore::Queued> queued, size_t next);
 
   kj::AsyncIoContext& io_;
   CollectorConfig config_;
@@ -57,6 +66,7 @@ class CollectorServer : private kj::TaskSet::ErrorHandler {
   StorageWorker& worker_;
   std::unique_ptr<TlsSetup> tls_;
   kj::Own<kj::ConnectionReceiver> listener_;
+  kj::Own<kj::ConnectionReceiver> admin_listener_;
   std::map<std::string, AgentSession> agents_;
   size_t connections_ = 0;
   kj::TaskSet tasks_;

@@ -10,6 +10,7 @@
 #include <map>
 
 #include "persistence/errors.hpp"
+#include "actors/control.hpp"
 #include "schemas/json.hpp"
 
 namespace outpost::net {
@@ -234,11 +235,14 @@ class CollectorStore::Files {
 CollectorStore::CollectorStore(const fs::path& datadir)
     : datadir_(datadir), lock_((fs::create_directories(datadir / ".collector"), datadir / ".collector")) {
   std::string dir = (datadir / ".collector").string();
-  env_ = std::make_unique<lmdb::Env>(dir, MDB_NOTLS, 1ull << 30, 4);
+  env_ = std::make_unique<lmdb::Env>(dir, MDB_NOTLS, 1ull << 30, 8);
   lmdb::Txn txn(*env_, false);
   lmdb::check(mdb_dbi_open(txn.get(), "marks", MDB_CREATE, &marks_), "mdb_dbi_open", dir);
   lmdb::check(mdb_dbi_open(txn.get(), "files", MDB_CREATE, &files_), "mdb_dbi_open", dir);
   lmdb::check(mdb_dbi_open(txn.get(), "agents", MDB_CREATE, &agents_), "mdb_dbi_open", dir);
+  lmdb::check(mdb_dbi_open(txn.get(), "tables", MDB_CREATE, &tables_), "mdb_dbi_open", dir);
+  lmdb::check(mdb_dbi_open(txn.get(), "requests", MDB_CREATE, &requests_), "mdb_dbi_open", dir);
+  lmdb::check(mdb_dbi_open(txn.get(), "meta", MDB_CREATE, &meta_), "mdb_dbi_open", dir);
   lmdb::check(txn.commit(), "mdb_txn_commit", dir);
   repair();
 }
@@ -350,6 +354,79 @@ std::vector<CollectorStore::AgentEntry> CollectorStore::agents() const {
   }
   for (auto& e : out) e.marks = marks(e.id);
   return out;
+}
+
+std::string artifact_folder(kj::StringPtr artifact) { return path_component(artifact); }
+
+namespace {
+
+std::string request_key(const std::string& agent, uint64_t n) {
+  std::string key = agent;
+  key += '\0';
+  for (int shift = 56; shift >= 0; shift -= 8) key += static_cast<char>((n >> shift) & 0xff);
+  return key;
+}
+
+}  // namespace
+
+uint64_t CollectorStore::next_flow_id() {
+  lmdb::Txn txn(*env_, false);
+  uint64_t next = std::max(get_u64(txn, meta_, "next_flow"), kFirstFlowId);
+  put_u64(txn, meta_, "next_flow", next + 1);
+  lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
+  return next;
+}
+
+void CollectorStore::set_event_table(const std::string& agent, const std::string& encoded) {
+  lmdb::Txn txn(*env_, false);
+  MDB_val k = bytes_val(agent), v = bytes_val(encoded);
+  int rc = encoded.empty() ? mdb_del(txn.get(), tables_, &k, nullptr) : mdb_put(txn.get(), tables_, &k, &v, 0);
+  if (rc != MDB_NOTFOUND) lmdb::check(rc, "mdb_put", env_->dir());
+  lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
+}
+
+std::string CollectorStore::event_table(const std::string& agent) const {
+  lmdb::Txn txn(*env_, true);
+  MDB_val k = bytes_val(agent), v;
+  int rc = mdb_get(txn.get(), tables_, &k, &v);
+  if (rc == MDB_NOTFOUND) return {};
+  lmdb::check(rc, "mdb_get", env_->dir());
+  return std::string(static_cast<const char*>(v.mv_data), v.mv_size);
+}
+
+void CollectorStore::queue_request(const std::string& agent, const std::string& encoded) {
+  lmdb::Txn txn(*env_, false);
+  uint64_t n = get_u64(txn, meta_, "next_request") + 1;
+  put_u64(txn, meta_, "next_request", n);
+  std::string key = request_key(agent, n);
+  MDB_val k = bytes_val(key), v = bytes_val(encoded);
+  lmdb::check(mdb_put(txn.get(), requests_, &k, &v, 0), "mdb_put", env_->dir());
+  lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
+}
+
+std::vector<CollectorStore::Queued> CollectorStore::queued_requests(const std::string& agent) const {
+  std::vector<Queued> out;
+  lmdb::Txn txn(*env_, true);
+  lmdb::Cursor cursor(txn, requests_, env_->dir());
+  std::string prefix = agent + '\0';
+  MDB_val k = bytes_val(prefix), v;
+  for (bool more = cursor.get(k, v, MDB_SET_RANGE); more; more = cursor.get(k, v, MDB_NEXT)) {
+    std::string key(static_cast<const char*>(k.mv_data), k.mv_size);
+    if (key.size() != prefix.size() + 8 || key.compare(0, prefix.size(), prefix) != 0) break;
+    uint64_t n = 0;
+    for (size_t i = prefix.size(); i < key.size(); ++i) n = n << 8 | static_cast<unsigned char>(key[i]);
+    out.push_back({n, std::string(static_cast<const char*>(v.mv_data), v.mv_size)});
+  }
+  return out;
+}
+
+void CollectorStore::remove_request(const std::string& agent, uint64_t key) {
+  lmdb::Txn txn(*env_, false);
+  std::string k_text = request_key(agent, key);
+  MDB_val k = bytes_val(k_text);
+  int rc = mdb_del(txn.get(), requests_, &k, nullptr);
+  if (rc != MDB_NOTFOUND) lmdb::check(rc, "mdb_del", env_->dir());
+  lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
 }
 
 }  // namespace outpost::net

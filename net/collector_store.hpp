@@ -7,6 +7,9 @@
 //   marks: <agent> '\0' <lane byte>  -> u64  highest seq stored for that lane
 //   files: <path relative to datadir> -> u64  committed length of the file
 //   agents: <agent>                   -> u64  last time it uploaded (ns)
+//   tables: <agent>                   -> EventTable (protocol.capnp), encoded
+//   requests: <agent> '\0' <u64 BE>   -> PendingRequest, encoded: for when it connects
+//   meta: "next_flow"                 -> u64  the next flow id to give out
 //
 // A store first appends the lines and fdatasyncs every file it touched, then
 // commits the new marks and lengths in one LMDB transaction. Bytes past a
@@ -66,6 +69,10 @@ struct RepairReport {
 // Agent ids name directories: 1-128 of [A-Za-z0-9_.@-], not starting with '.'.
 bool valid_agent_id(const std::string& id);
 
+// The folder an artifact's rows go to under <datadir>/<agent>/: the name with
+// every byte outside [A-Za-z0-9_.-] (and a leading '.') %XX-encoded.
+std::string artifact_folder(kj::StringPtr artifact);
+
 class CollectorStore {
  public:
   explicit CollectorStore(const std::filesystem::path& datadir);  // throws StoreLocked, StoreError
@@ -90,6 +97,18 @@ class CollectorStore {
   };
   std::vector<AgentEntry> agents() const;
 
+  // The admin side (requests are small and rare: these commit at once).
+  uint64_t next_flow_id();  // unique across restarts, from kFirstFlowId (actors/control.hpp)
+  void set_event_table(const std::string& agent, const std::string& encoded);  // "" removes it
+  std::string event_table(const std::string& agent) const;                     // "" if none
+  void queue_request(const std::string& agent, const std::string& encoded);
+  struct Queued {
+    uint64_t key;
+    std::string encoded;
+  };
+  std::vector<Queued> queued_requests(const std::string& agent) const;  // oldest first
+  void remove_request(const std::string& agent, uint64_t key);
+
  private:
   class Files;
   void repair();
@@ -97,7 +116,7 @@ class CollectorStore {
   std::filesystem::path datadir_;
   persistence::DirLock lock_;
   std::unique_ptr<persistence::lmdb::Env> env_;
-  MDB_dbi marks_ = 0, files_ = 0, agents_ = 0;
+  MDB_dbi marks_ = 0, files_ = 0, agents_ = 0, tables_ = 0, requests_ = 0, meta_ = 0;
   RepairReport repair_;
 };
 

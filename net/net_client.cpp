@@ -5,6 +5,7 @@
 #include <kj/async-io.h>
 #include <spdlog/spdlog.h>
 
+#include "net/kj_util.hpp"
 #include "schemas/protocol.capnp.h"
 
 namespace outpost::net {
@@ -25,13 +26,7 @@ std::string expected_server_name(const ClientConfig& cfg) {
 // without a reset (power loss, a NAT dropping the flow) must still be noticed.
 constexpr auto kSessionTimeout = 30 * kj::SECONDS;  // connect, TLS handshake, hello
 constexpr auto kUploadTimeout = 60 * kj::SECONDS;   // one upload's answer
-
-template <typename T>
-kj::Promise<T> within(kj::Timer& timer, kj::Promise<T> promise, kj::Duration limit, const char* what) {
-  return promise.exclusiveJoin(timer.afterDelay(limit).then([what]() -> T {
-    throw KJ_EXCEPTION(DISCONNECTED, "timed out waiting for the collector", what);
-  }));
-}
+constexpr auto kControlTimeout = 30 * kj::SECONDS;  // the supervisor's answer to the collector
 
 }  // namespace
 
@@ -158,7 +153,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
     info.setHostname(owner_.config_.hostname);
     info.setSoftware("outpost-agent 0.1");
     info.setClaimedId(owner_.config_.claimed_id);
-    req.setController(kj::heap<ControllerImpl>());
+    req.setController(kj::heap<ControllerImpl>(*this));
     return within(timer(), req.send().then([](auto resp) { return kj::mv(resp); }), kSessionTimeout, "hello")
         .then([this](capnp::Response<protocol::Collector::HelloResults> resp) {
           if (resp.getMajorVersion() != protocol::MAJOR_VERSION)
@@ -211,13 +206,69 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
     if (conn_) tasks_.add(kj::evalLater([c = kj::mv(conn_)] {}));
   }
 
-  // The collector's calls into this agent. Status works; collections arrive
-  // with the query engine (step 4), until then they are refused plainly.
+  // The collector's calls into this agent: carried to the supervisor through
+  // the link actor, answered across threads.
   class ControllerImpl final : public protocol::AgentController::Server {
-    kj::Promise<void> status(StatusContext context) override {
-      context.getResults().setJson("{\"link\":\"online\"}");
-      return kj::READY_NOW;
+   public:
+    explicit ControllerImpl(Loop& loop) : loop_(loop) {}
+
+    kj::Promise<void> collect(CollectContext context) override {
+      ControlCall call;
+      call.kind = ControlCall::Kind::collect;
+      call.specs.push_back(collect_spec(context.getParams().getRequest()));
+      return ask(std::move(call)).then([context](ControlReply r) mutable {
+        context.getResults().setFlowId(r.value);
+      });
     }
+    kj::Promise<void> cancel(CancelContext context) override {
+      ControlCall call;
+      call.kind = ControlCall::Kind::cancel;
+      call.flow_id = context.getParams().getFlowId();
+      return ask(std::move(call)).then([context](ControlReply r) mutable {
+        context.getResults().setPurgedRecords(r.value);
+      });
+    }
+    kj::Promise<void> setEventTable(SetEventTableContext context) override {
+      ControlCall call;
+      call.kind = ControlCall::Kind::set_event_table;
+      for (auto entry : context.getParams().getArtifacts()) call.specs.push_back(collect_spec(entry));
+      return ask(std::move(call)).ignoreResult();
+    }
+    kj::Promise<void> status(StatusContext context) override {
+      ControlCall call;
+      call.kind = ControlCall::Kind::status;
+      return ask(std::move(call)).then([context](ControlReply r) mutable {
+        context.getResults().setJson(r.json);
+      });
+    }
+
+   private:
+    static CollectSpec collect_spec(protocol::CollectRequest::Reader r) {
+      CollectSpec spec;
+      spec.flow_id = r.getFlowId();
+      spec.artifact = r.getArtifact();
+      spec.vql = r.getVql();
+      for (auto p : r.getParameters()) spec.parameters.emplace_back(p.getName(), p.getValue());
+      return spec;
+    }
+
+    kj::Promise<ControlReply> ask(ControlCall call) {
+      if (!loop_.owner_.events_.control)
+        return KJ_EXCEPTION(UNIMPLEMENTED, "this agent takes no requests");
+      auto paf = kj::newPromiseAndCrossThreadFulfiller<ControlReply>();
+      auto fulfiller =
+          std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<ControlReply>>>(kj::mv(paf.fulfiller));
+      call.answer = std::make_shared<ControlAnswer>(
+          [fulfiller](ControlReply reply) { (*fulfiller)->fulfill(kj::mv(reply)); });
+      loop_.owner_.events_.control(std::move(call));
+      return within(loop_.timer(), kj::mv(paf.promise), kControlTimeout, "the agent's supervisor")
+          .then([](ControlReply reply) {
+            if (!reply.error.empty()) throw error_text(reply.error);
+            return reply;
+          });
+    }
+
+    Loop& loop_;
   };
 
   NetClient& owner_;

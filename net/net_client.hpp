@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "actors/control.hpp"
 #include "actors/messages.hpp"
 #include "net/backoff.hpp"
 #include "net/tls_config.hpp"
@@ -37,6 +38,8 @@ struct ClientEvents {
       disconnected;
   // An upload was durably stored: ack the buffer through `through`.
   std::function<void(uint64_t session, Lane lane, uint64_t through)> stored;
+  // The collector asks something of this agent; answer through call.answer, from any thread.
+  std::function<void(ControlCall call)> control;
 };
 
 class NetClient {

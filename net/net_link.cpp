@@ -121,6 +121,9 @@ net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link
   events.stored = [handle](uint64_t s, Lane lane, uint64_t through) {
     caf::anon_send(handle, stored_atom::value, s, lane, through);
   };
+  events.control = [handle](ControlCall call) {
+    caf::anon_send(handle, control_atom::value, std::move(call));
+  };
   // Destroyed with the state when this actor ends, which joins its thread.
   st.client = std::make_unique<NetClient>(std::move(config), std::move(events));
   return {
@@ -177,6 +180,12 @@ net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link
         ack(self, static_cast<size_t>(lane), through);
         pump(self);
       },
+      [=](control_atom, ControlCall& call) {
+        auto& sup = self->state.supervisor;
+        if (!sup) return call.answer->answer({"the agent is still starting", 0, {}});
+        self->send(sup, control_atom::value, std::move(call));
+      },
+      [=](subscribe_atom, supervisor_actor sup) { self->state.supervisor = std::move(sup); },
       [=](status_atom) { return status_of(self); },
   };
 }

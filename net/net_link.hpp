@@ -29,6 +29,7 @@ struct net_link_state {
   };
 
   buffer_actor buffer;
+  supervisor_actor supervisor;  // carries out the collector's requests
   std::unique_ptr<NetClient> client;
   std::string target;       // host:port, for status
   bool enabled = true;      // online_atom switches delivery on and off

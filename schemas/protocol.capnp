@@ -41,6 +41,7 @@ struct CollectRequest {
   artifact @0 :Text;
   vql @1 :Text;                  # empty: the artifact's own query
   parameters @2 :List(Parameter);
+  flowId @3 :UInt64;             # the collector's, unique per collector; the agent's query id
 
   struct Parameter {
     name @0 :Text;
@@ -74,8 +75,46 @@ interface AgentController {
   collect @0 (request :CollectRequest) -> (flowId :UInt64);
   # Stops a collection and deletes its rows still buffered on the agent.
   cancel @1 (flowId :UInt64) -> (purgedRecords :UInt64);
-  # Replaces the event queries the agent runs.
-  setEventTable @2 (artifacts :List(Text)) -> ();
+  # Replaces the event queries the agent runs (entries whose flowId already
+  # runs go on). Every entry is checked before anything changes.
+  setEventTable @2 (artifacts :List(CollectRequest)) -> ();
   # The agent's status as JSON.
   status @3 () -> (json :Text);
+}
+
+# --- The collector's local admin interface, served on the unix socket
+# <datadir>/admin.sock (mode 0600) to `outpost-collector <command>`.
+
+struct AgentSummary {
+  id @0 :Text;
+  connected @1 :Bool;
+  peer @2 :Text;              # address of its connection, when connected
+  connectedNs @3 :Int64;
+  lastUploadNs @4 :Int64;     # 0: never
+  marks @5 :List(LaneSeq);    # what the collector has stored, per lane
+  eventTable @6 :List(CollectRequest);
+  pendingRequests @7 :UInt32; # waiting for the agent to connect
+}
+
+interface Admin {
+  listAgents @0 () -> (agents :List(AgentSummary));
+  # Sent at once when the agent is connected (an error of the agent's comes
+  # back here); otherwise kept, durably, and sent when it connects.
+  collect @1 (agent :Text, request :CollectRequest) -> (flowId :UInt64, queued :Bool);
+  cancel @2 (agent :Text, flowId :UInt64) -> (purgedRecords :UInt64, queued :Bool);
+  # Stored, and sent to the agent now and at every connection.
+  setEventTable @3 (agent :Text, artifacts :List(CollectRequest)) -> (queued :Bool);
+  agentStatus @4 (agent :Text) -> (json :Text);
+}
+
+# How the collector keeps an agent's requests in its LMDB environment.
+struct PendingRequest {
+  union {
+    collect @0 :CollectRequest;
+    cancel @1 :UInt64;        # flow id
+  }
+}
+
+struct EventTable {
+  entries @0 :List(CollectRequest);
 }

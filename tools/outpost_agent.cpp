@@ -104,6 +104,9 @@ int run(const AgentConfig& config) {
                          return make_test_source(q.source);
                        }},
                        RestartPolicy{});
+  // The collector's requests (collect, cancel, event table) reach the supervisor through the link.
+  if (config.link.kind == LinkSpec::Kind::collector)
+    caf::anon_send(caf::actor_cast<net_link_actor>(link), subscribe_atom::value, sup);
   spdlog::info("agent running: {} queries, link {}", config.queries.size(), describe(config.link));
   watch_signals(signals, sup);
 

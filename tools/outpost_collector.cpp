@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "net/collector_server.hpp"
+#include "tools/collector_admin.hpp"
 #include "persistence/errors.hpp"
 
 namespace {
@@ -51,7 +52,17 @@ int main(int argc, char** argv) {
   app.add_option("--key", config.tls.key, "this collector's private key");
   app.add_flag("--insecure", config.tls.insecure,
                "plaintext, no authentication (tests and demos only; warned at every start)");
+  std::string admin_socket;
+  app.add_option("--admin-socket", admin_socket,
+                 "unix socket for the admin commands (default: <datadir>/.collector/admin.sock)");
+  app.fallthrough();  // --datadir may follow a command's name
+  outpost::admin::CommandArgs args;
+  outpost::admin::add_commands(app, args);
+  app.require_subcommand(0, 1);
+  app.footer("Without a command it serves: receives agents on --listen. The commands talk to a\n"
+             "running collector through its admin socket (tail reads the row files).");
   CLI11_PARSE(app, argc, argv);
+  if (args.run) return args.run({datadir, admin_socket});
 
   size_t colon = listen.rfind(':');
   try {
@@ -68,6 +79,7 @@ int main(int argc, char** argv) {
     std::cerr << "outpost-collector: TLS needs --ca, --cert and --key (or --insecure to turn it off)\n";
     return 2;
   }
+  config.admin_socket = admin_socket.empty() ? outpost::admin::default_socket(datadir) : admin_socket;
   try {
     return serve(datadir, std::move(config));
   } catch (const outpost::persistence::StoreError& e) {

@@ -1,0 +1,276 @@
+#include "tools/collector_admin.hpp"
+
+#include <capnp/rpc-twoparty.h>
+#include <fmt/format.h>
+#include <kj/async-io.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "net/collector_store.hpp"
+#include "schemas/json.hpp"
+#include "schemas/protocol.capnp.h"
+
+namespace outpost::admin {
+namespace {
+namespace fs = std::filesystem;
+using protocol::Admin;
+
+std::string json_string(kj::StringPtr text) {
+  std::string out;
+  schemas::append_json_string(out, text);
+  return out;
+}
+
+// Runs one request against the collector; prints its error and returns 1 if it fails.
+int call(const AdminOptions& o, const std::function<kj::Promise<void>(Admin::Client)>& request) {
+  std::string socket = o.socket.empty() ? default_socket(o.datadir) : o.socket;
+  try {
+    auto io = kj::setupAsyncIo();
+    kj::Own<kj::AsyncIoStream> stream;
+    try {
+      stream = io.provider->getNetwork().parseAddress("unix:" + socket).wait(io.waitScope)->connect().wait(io.waitScope);
+    } catch (const kj::Exception& e) {
+      std::cerr << "outpost-collector: cannot reach the collector at " << socket
+                << " (is it running with this --datadir?): " << e.getDescription().cStr() << "\n";
+      return 1;
+    }
+    capnp::TwoPartyClient client(*stream);
+    request(client.bootstrap().castAs<Admin>()).wait(io.waitScope);
+    return 0;
+  } catch (const kj::Exception& e) {  // before std::exception: kj's also derive from it
+    std::string why = e.getDescription().cStr();
+    // The agent's refusal crossed two RPC hops: each added this.
+    for (const std::string remote = "remote exception: "; why.rfind(remote, 0) == 0;)
+      why = why.substr(remote.size());
+    std::cerr << "outpost-collector: " << why << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "outpost-collector: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+std::string describe(protocol::CollectRequest::Reader r) {
+  std::string params;
+  for (auto p : r.getParameters())
+    params += (params.empty() ? "" : ",") + std::string(p.getName().cStr()) + "=" + p.getValue().cStr();
+  return fmt::format("{}({}) flow {}", r.getArtifact().cStr(), params, r.getFlowId());
+}
+
+std::string utc(int64_t ns) {
+  if (ns == 0) return "never";
+  time_t secs = ns / 1000000000;
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+void print_agent(protocol::AgentSummary::Reader a, bool json) {
+  if (json) {
+    std::string marks, table;
+    for (auto m : a.getMarks())
+      marks += fmt::format("{}\"{}\":{}", marks.empty() ? "" : ",", schemas::lane_name(m.getLane()), m.getSeq());
+    for (auto e : a.getEventTable())
+      table += (table.empty() ? "" : ",") + json_string(describe(e));
+    std::cout << fmt::format(
+        "{{\"id\":{},\"connected\":{},\"peer\":{},\"connected_ns\":{},\"last_upload_ns\":{},"
+        "\"stored\":{{{}}},\"event_table\":[{}],\"pending_requests\":{}}}\n",
+        json_string(a.getId()), a.getConnected(), json_string(a.getPeer()), a.getConnectedNs(),
+        a.getLastUploadNs(), marks, table, a.getPendingRequests());
+    return;
+  }
+  std::cout << a.getId().cStr() << ": "
+            << (a.getConnected() ? fmt::format("connected from {} since {}", a.getPeer().cStr(),
+                                               utc(a.getConnectedNs()))
+                                 : std::string("not connected"))
+            << ", last upload " << utc(a.getLastUploadNs()) << "\n  stored through:";
+  for (auto m : a.getMarks()) std::cout << " " << schemas::lane_name(m.getLane()) << "=" << m.getSeq();
+  std::cout << "\n  event table:";
+  if (a.getEventTable().size() == 0) std::cout << " (none)";
+  for (auto e : a.getEventTable()) std::cout << " " << describe(e);
+  std::cout << "\n  requests waiting for it: " << a.getPendingRequests() << "\n";
+}
+
+// "k=v" pairs into a request's parameters.
+void set_parameters(protocol::CollectRequest::Builder r, const std::vector<std::string>& params) {
+  auto list = r.initParameters(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    size_t eq = params[i].find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw std::invalid_argument("parameter \"" + params[i] + "\": expected name=value");
+    list[i].setName(params[i].substr(0, eq));
+    list[i].setValue(params[i].substr(eq + 1));
+  }
+}
+
+// "Artifact,k=v,k=v" as an event table entry.
+void set_entry(protocol::CollectRequest::Builder r, const std::string& entry) {
+  std::vector<std::string> parts;
+  size_t from = 0;
+  for (size_t comma; (comma = entry.find(',', from)) != std::string::npos; from = comma + 1)
+    parts.push_back(entry.substr(from, comma - from));
+  parts.push_back(entry.substr(from));
+  if (parts[0].empty()) throw std::invalid_argument("event table entry \"" + entry + "\": no artifact");
+  r.setArtifact(parts[0]);
+  set_parameters(r, {parts.begin() + 1, parts.end()});
+}
+
+// Prints complete lines only: a line being written has no '\n' yet.
+class Follower {
+ public:
+  explicit Follower(fs::path dir) : dir_(std::move(dir)) {}
+
+  std::vector<fs::path> files() const {
+    std::vector<fs::path> out;
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(dir_, ec))
+      if (e.path().extension() == ".jsonl") out.push_back(e.path());
+    std::sort(out.begin(), out.end());  // <date>.jsonl: oldest first
+    return out;
+  }
+
+  // Appends every complete line past what was read before.
+  void read_new(std::vector<std::string>& lines) {
+    for (auto& f : files()) {
+      auto& offset = offsets_[f];
+      std::ifstream in(f, std::ios::binary);
+      in.seekg(static_cast<std::streamoff>(offset));
+      std::string line;
+      while (std::getline(in, line) && !in.eof()) {
+        offset += line.size() + 1;
+        lines.push_back(std::move(line));
+      }
+    }
+  }
+
+ private:
+  fs::path dir_;
+  std::map<fs::path, uint64_t> offsets_;
+};
+
+int tail(const AdminOptions& o, const std::string& agent, const std::string& artifact, size_t n,
+         bool follow) {
+  fs::path dir = fs::path(o.datadir) / agent / net::artifact_folder(artifact.c_str());
+  if (!net::valid_agent_id(agent)) {
+    std::cerr << "outpost-collector: \"" << agent << "\" is not an agent id\n";
+    return 1;
+  }
+  if (!fs::is_directory(dir) && !follow) {
+    std::cerr << "outpost-collector: no rows of " << artifact << " from " << agent << " (no " << dir.string() << ")\n";
+    return 1;
+  }
+  Follower follower(dir);
+  std::vector<std::string> lines;
+  follower.read_new(lines);
+  for (size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size(); ++i) std::cout << lines[i] << "\n";
+  std::cout << std::flush;
+  while (follow) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    lines.clear();
+    follower.read_new(lines);
+    for (auto& l : lines) std::cout << l << "\n";
+    std::cout << std::flush;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string default_socket(const std::string& datadir) {
+  return (fs::path(datadir) / ".collector" / "admin.sock").string();
+}
+
+void add_commands(CLI::App& app, CommandArgs& a) {
+  auto* agents = app.add_subcommand("agents", "list the agents: connected, last seen, what is stored, event table");
+  agents->add_flag("--json", a.json, "one JSON object per agent");
+  agents->callback([&a] {
+    a.run = [&a](const AdminOptions& o) { return call(o, [&a](Admin::Client admin) {
+      return admin.listAgentsRequest().send().then([&a](auto resp) {
+        for (auto agent : resp.getAgents()) print_agent(agent, a.json);
+        if (!a.json && resp.getAgents().size() == 0) std::cout << "no agents yet\n";
+      });
+    });
+    };
+  });
+
+  auto* collect = app.add_subcommand("collect", "run an artifact on an agent (queued if it is not connected)");
+  collect->add_option("agent", a.agent, "agent id")->required();
+  collect->add_option("artifact", a.artifact, "artifact name")->required();
+  collect->add_option("--param,-p", a.params, "name=value (repeatable)");
+  collect->callback([&a] {
+    a.run = [&a](const AdminOptions& o) { return call(o, [&a](Admin::Client admin) {
+      auto req = admin.collectRequest();
+      req.setAgent(a.agent);
+      req.initRequest().setArtifact(a.artifact);
+      set_parameters(req.getRequest(), a.params);
+      return req.send().then([&a](auto resp) {
+        std::cout << fmt::format("flow {} {} {}\n", resp.getFlowId(),
+                                 resp.getQueued() ? "queued for" : "started on", a.agent);
+      });
+    });
+    };
+  });
+
+  auto* cancel = app.add_subcommand("cancel", "stop a collection and delete its rows still buffered on the agent");
+  cancel->add_option("agent", a.agent, "agent id")->required();
+  cancel->add_option("flow", a.flow, "flow id, as collect printed it")->required();
+  cancel->callback([&a] {
+    a.run = [&a](const AdminOptions& o) { return call(o, [&a](Admin::Client admin) {
+      auto req = admin.cancelRequest();
+      req.setAgent(a.agent);
+      req.setFlowId(a.flow);
+      return req.send().then([&a](auto resp) {
+        if (resp.getQueued())
+          std::cout << fmt::format("cancel of flow {} queued for {}\n", a.flow, a.agent);
+        else
+          std::cout << fmt::format("flow {} cancelled on {}: {} buffered records deleted\n", a.flow, a.agent,
+                                   resp.getPurgedRecords());
+      });
+    });
+    };
+  });
+
+  auto* table = app.add_subcommand("event-table", "set the event queries an agent runs (none: clear)");
+  table->add_option("agent", a.agent, "agent id")->required();
+  table->add_option("entries", a.entries, "Artifact[,name=value...] for each event query");
+  table->callback([&a] {
+    a.run = [&a](const AdminOptions& o) { return call(o, [&a](Admin::Client admin) {
+      auto req = admin.setEventTableRequest();
+      req.setAgent(a.agent);
+      auto list = req.initArtifacts(a.entries.size());
+      for (size_t i = 0; i < a.entries.size(); ++i) set_entry(list[i], a.entries[i]);
+      return req.send().then([&a](auto resp) {
+        std::cout << fmt::format("event table of {} ({} entries) {}\n", a.agent, a.entries.size(),
+                                 resp.getQueued() ? "stored; sent when it connects" : "set");
+      });
+    });
+    };
+  });
+
+  auto* status = app.add_subcommand("status", "a connected agent's status, as JSON");
+  status->add_option("agent", a.agent, "agent id")->required();
+  status->callback([&a] {
+    a.run = [&a](const AdminOptions& o) { return call(o, [&a](Admin::Client admin) {
+      auto req = admin.agentStatusRequest();
+      req.setAgent(a.agent);
+      return req.send().then([&a](auto resp) { std::cout << resp.getJson().cStr() << "\n"; });
+    });
+    };
+  });
+
+  auto* tail_cmd = app.add_subcommand("tail", "print an artifact's newest rows from an agent (reads the files)");
+  tail_cmd->add_option("agent", a.agent, "agent id")->required();
+  tail_cmd->add_option("artifact", a.artifact, "artifact name")->required();
+  tail_cmd->add_option("-n,--lines", a.lines, "how many of the newest rows")->capture_default_str();
+  tail_cmd->add_flag("-f,--follow", a.follow, "keep printing rows as they are stored");
+  tail_cmd->callback([&a] {
+    a.run = [&a](const AdminOptions& o) { return tail(o, a.agent, a.artifact, a.lines, a.follow); };
+  });
+}
+
+}  // namespace outpost::admin

@@ -1,0 +1,34 @@
+#pragma once
+// outpost-collector's admin commands: they talk to the running collector over
+// its unix socket (protocol.capnp's Admin), except `tail`, which reads the
+// row files directly.
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace outpost::admin {
+
+struct AdminOptions {
+  std::string datadir;
+  std::string socket;  // empty: <datadir>/.collector/admin.sock
+};
+
+std::string default_socket(const std::string& datadir);
+
+// What the subcommands' arguments are parsed into.
+struct CommandArgs {
+  std::string agent, artifact;
+  std::vector<std::string> params;   // collect: name=value
+  std::vector<std::string> entries;  // event-table: Artifact[,name=value...]
+  uint64_t flow = 0;
+  size_t lines = 10;
+  bool json = false, follow = false;
+  std::function<int(const AdminOptions&)> run;  // set by the command given; returns its exit code
+};
+
+// Adds the subcommands to `app`; parsing one sets args.run.
+void add_commands(CLI::App& app, CommandArgs& args);
+
+}  // namespace outpost::admin
