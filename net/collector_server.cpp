@@ -370,6 +370,8 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
     for (auto& e : server_.store_.agents()) known[e.id] = e;
     for (auto& [id, session] : server_.agents_)
       if (!known.count(id)) known[id] = {id, 0, server_.store_.marks(id)};
+    for (auto& id : server_.store_.agents_with_requests())
+      if (!known.count(id)) known[id] = {id, 0, server_.store_.marks(id)};
     auto list = context.getResults().initAgents(known.size());
     size_t i = 0;
     for (auto& [id, entry] : known) {

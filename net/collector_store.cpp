@@ -420,6 +420,22 @@ std::vector<CollectorStore::Queued> CollectorStore::queued_requests(const std::s
   return out;
 }
 
+std::vector<std::string> CollectorStore::agents_with_requests() const {
+  std::vector<std::string> out;
+  lmdb::Txn txn(*env_, true);
+  for (MDB_dbi dbi : {tables_, requests_}) {
+    lmdb::Cursor cursor(txn, dbi, env_->dir());
+    MDB_val k, v;
+    for (bool more = cursor.get(k, v, MDB_FIRST); more; more = cursor.get(k, v, MDB_NEXT)) {
+      std::string key(static_cast<const char*>(k.mv_data), k.mv_size);
+      out.push_back(key.substr(0, key.find('\0')));
+    }
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 void CollectorStore::remove_request(const std::string& agent, uint64_t key) {
   lmdb::Txn txn(*env_, false);
   std::string k_text = request_key(agent, key);

@@ -108,6 +108,7 @@ class CollectorStore {
   };
   std::vector<Queued> queued_requests(const std::string& agent) const;  // oldest first
   void remove_request(const std::string& agent, uint64_t key);
+  std::vector<std::string> agents_with_requests() const;  // an event table or queued requests
 
  private:
   class Files;

@@ -285,9 +285,12 @@ TEST(AgentConfig, ValueErrors) {
        "agent.yaml: queries[0].source.period_ms: expected an integer from 1 to 86400000, got "
        "\"0\""},
       {"queries: [{name: a, id: 0}]",
-       "agent.yaml: queries[0].id: expected a positive integer, got \"0\""},
+       "agent.yaml: queries[0].id: expected an integer from 1 to 4294967295, got \"0\""},
       {"queries: [{name: a, id: -3}]",
-       "agent.yaml: queries[0].id: expected a positive integer, got \"-3\""},
+       "agent.yaml: queries[0].id: expected an integer from 1 to 4294967295, got \"-3\""},
+      // Ids from 2^32 on are the collector's flow ids.
+      {"queries: [{name: a, id: 4294967296}]",
+       "agent.yaml: queries[0].id: expected an integer from 1 to 4294967295, got \"4294967296\""},
       {"queries: [{name: a, lane: urgent}]",
        "agent.yaml: queries[0].lane: expected control, events, results or uploads, got \"urgent\""},
       {"queries: [{name: a, max_in_flight: 0}]",
@@ -435,6 +438,48 @@ TEST(AgentConfig, ParseSize) {
   } catch (const std::invalid_argument& e) {
     EXPECT_STREQ(e.what(), "expected a size such as 1000, 10kB, 64MiB or 1GiB, got \"lots\"");
   }
+}
+
+
+TEST(AgentConfig, CollectedQueryReadsParametersLikeSourceKeys) {
+  CollectSpec c{kFirstFlowId + 7, "Outpost.Test.Synthetic", "", {{"rate", "50"}, {"max_rows", "10"}}};
+  QuerySpec q = collected_query(c, schemas::Lane::RESULTS);
+  EXPECT_EQ(q.id, kFirstFlowId + 7);
+  EXPECT_EQ(q.name, "F." + std::to_string(kFirstFlowId + 7));
+  EXPECT_EQ(q.artifact, "Outpost.Test.Synthetic");
+  EXPECT_EQ(q.lane, schemas::Lane::RESULTS);
+  EXPECT_EQ(q.source.kind, SourceSpec::Kind::synthetic);
+  EXPECT_EQ(q.source.rate, 50);
+  EXPECT_EQ(q.source.max_rows, 10u);
+  EXPECT_EQ(collected_query({1, "Outpost.Test.Clock", "", {{"period_ms", "250"}}}, schemas::Lane::EVENTS)
+                .source.period,
+            std::chrono::milliseconds(250));
+}
+
+TEST(AgentConfig, CollectedQueryErrorsNameTheArtifactAndParameter) {
+  auto error = [](CollectSpec c) {
+    try {
+      collected_query(c, schemas::Lane::RESULTS);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(error({1, "Nope", "", {}}),
+            "collect Nope: unknown artifact; this agent knows Outpost.Test.Clock, Outpost.Test.Synthetic");
+  EXPECT_EQ(error({1, "Outpost.Test.Clock", "SELECT * FROM info()", {}}),
+            "collect Outpost.Test.Clock: this agent runs artifacts by name only; VQL comes with the "
+            "query engine");
+  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"period_ms", "soon"}}}),
+            "collect Outpost.Test.Clock: parameter.period_ms: expected an integer from 1 to 86400000, "
+            "got \"soon\"");
+  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"rate", "5"}}}),
+            "collect Outpost.Test.Clock: parameter.rate: unknown key for a clock source; allowed: type, "
+            "period_ms");
+  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"period_ms", "5"}, {"period_ms", "6"}}}),
+            "collect Outpost.Test.Clock: parameter period_ms: given twice");
+  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"type", "synthetic"}}}),
+            "collect Outpost.Test.Clock: parameter type: not a parameter of this artifact");
 }
 
 }  // namespace

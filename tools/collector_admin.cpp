@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "net/collector_store.hpp"
+#include "net/kj_util.hpp"
 #include "schemas/json.hpp"
 #include "schemas/protocol.capnp.h"
 
@@ -38,7 +39,9 @@ int call(const AdminOptions& o, const std::function<kj::Promise<void>(Admin::Cli
       return 1;
     }
     capnp::TwoPartyClient client(*stream);
-    request(client.bootstrap().castAs<Admin>()).wait(io.waitScope);
+    net::within(io.provider->getTimer(), request(client.bootstrap().castAs<Admin>()),
+                60 * kj::SECONDS, "the collector's answer")
+        .wait(io.waitScope);
     return 0;
   } catch (const kj::Exception& e) {  // before std::exception: kj's also derive from it
     std::string why = e.getDescription().cStr();

@@ -1,0 +1,165 @@
+// The collector's requests to an agent, end to end with real processes:
+// `outpost-collector collect|cancel|event-table|status|agents` against a
+// running collector, an agent connected over TLS (or not yet).
+
+#include <gtest/gtest.h>
+
+#include "tests/e2e_fixture.hpp"
+#include "tests/fault_proxy/fault_proxy.hpp"
+
+namespace outpost {
+namespace {
+
+struct Control : EndToEnd {
+  AgentOptions no_queries() {
+    AgentOptions o;
+    o.queries = "  []\n";
+    return o;
+  }
+
+  // `agents --json`'s line for agent-1, or "" before it is known.
+  std::string agent_line() {
+    auto [code, out] = command({"agents", "--json"});
+    EXPECT_EQ(code, 0) << out;
+    std::smatch m;
+    std::regex_search(out, m, std::regex("\\{\"id\":\"agent-1\".*"));
+    return m.empty() ? "" : m[0].str();
+  }
+  bool connected() { return agent_line().find("\"connected\":true") != std::string::npos; }
+
+  // The flow id in "flow N started on agent-1" (or "queued for").
+  static uint64_t flow_of(const std::string& out) {
+    std::smatch m;
+    if (!std::regex_search(out, m, std::regex("flow (\\d+) "))) return 0;
+    return std::stoull(m[1]);
+  }
+
+  size_t lines_of(const std::string& artifact) {
+    size_t n = 0;
+    fs::path dir = data / "agent-1" / artifact;
+    if (!fs::exists(dir)) return 0;
+    for (auto& e : fs::directory_iterator(dir)) {
+      std::string text = slurp(e.path());
+      n += std::count(text.begin(), text.end(), '\n');
+    }
+    return n;
+  }
+};
+
+TEST_F(Control, CollectRunsOnTheResultsLaneAndTheAgentsRefusalsComeBack) {
+  start_collector();
+  start_agent(0, 0, no_queries());
+  ASSERT_TRUE(eventually([&] { return connected(); })) << slurp(agent_log);
+
+  auto [code, out] = command({"collect", "agent-1", "Outpost.Test.Synthetic", "-p", "max_rows=3000",
+                              "-p", "row_size=16"});
+  ASSERT_EQ(code, 0) << out;
+  uint64_t flow = flow_of(out);
+  EXPECT_NE(out.find("started on agent-1"), std::string::npos) << out;
+  EXPECT_GE(flow, kFirstFlowId);
+  ASSERT_TRUE(eventually([&] { return delivered("Outpost.Test.Synthetic").size() >= 3000; }))
+      << slurp(agent_log);
+  EXPECT_EQ(delivered("Outpost.Test.Synthetic"), one_to(3000));
+  std::string rows = slurp(data / "agent-1" / "Outpost.Test.Synthetic" /
+                           fs::directory_iterator(data / "agent-1" / "Outpost.Test.Synthetic")->path().filename());
+  EXPECT_NE(rows.find("\"lane\":\"results\",\"query_id\":" + std::to_string(flow)), std::string::npos)
+      << rows.substr(0, 300);
+
+  auto refused = command({"collect", "agent-1", "No.Such.Artifact"});
+  EXPECT_EQ(refused.first, 1);
+  EXPECT_EQ(refused.second,
+            "outpost-collector: collect No.Such.Artifact: unknown artifact; this agent knows "
+            "Outpost.Test.Clock, Outpost.Test.Synthetic\n");
+  auto bad_param = command({"collect", "agent-1", "Outpost.Test.Clock", "-p", "period_ms=soon"});
+  EXPECT_EQ(bad_param.first, 1);
+  EXPECT_NE(bad_param.second.find("parameter.period_ms: expected an integer"), std::string::npos)
+      << bad_param.second;
+  auto bad_agent = command({"collect", "../etc", "Outpost.Test.Clock"});
+  EXPECT_EQ(bad_agent.first, 1);
+  EXPECT_NE(bad_agent.second.find("is not an agent id"), std::string::npos) << bad_agent.second;
+
+  auto status = command({"status", "agent-1"});
+  EXPECT_EQ(status.first, 0) << status.second;
+  EXPECT_NE(status.second.find("\"origin\":\"collection\""), std::string::npos) << status.second;
+  EXPECT_NE(status.second.find("\"buffer\":{"), std::string::npos) << status.second;
+}
+
+TEST_F(Control, RequestsForAnOfflineAgentSurviveACollectorCrashAndRunWhenItConnects) {
+  start_collector();
+  auto queued = command({"collect", "agent-1", "Outpost.Test.Synthetic", "-p", "max_rows=500"});
+  ASSERT_EQ(queued.first, 0) << queued.second;
+  EXPECT_NE(queued.second.find("queued for agent-1"), std::string::npos) << queued.second;
+  auto table = command({"event-table", "agent-1", "Outpost.Test.Clock,period_ms=50"});
+  ASSERT_EQ(table.first, 0) << table.second;
+  EXPECT_NE(table.second.find("stored; sent when it connects"), std::string::npos) << table.second;
+  EXPECT_NE(agent_line().find("\"pending_requests\":1"), std::string::npos) << agent_line();
+
+  kill(collector, SIGKILL);
+  ASSERT_EQ(wait_exit(collector), 128 + SIGKILL);
+  start_collector();
+  std::string line = agent_line();
+  EXPECT_NE(line.find("\"pending_requests\":1"), std::string::npos) << line;
+  EXPECT_NE(line.find("Outpost.Test.Clock(period_ms=50)"), std::string::npos) << line;
+
+  pid_t agent = start_agent(0, 0, no_queries());
+  ASSERT_TRUE(eventually([&] { return delivered("Outpost.Test.Synthetic").size() >= 500; }))
+      << slurp(agent_log);
+  EXPECT_EQ(delivered("Outpost.Test.Synthetic"), one_to(500));
+  ASSERT_TRUE(eventually([&] { return lines_of("Outpost.Test.Clock") >= 5; })) << slurp(agent_log);
+  EXPECT_NE(agent_line().find("\"pending_requests\":0"), std::string::npos) << agent_line();
+
+  // A restarted agent gets its event table again.
+  kill(agent, SIGTERM);
+  ASSERT_EQ(wait_exit(agent), 0) << slurp(agent_log);
+  size_t before = lines_of("Outpost.Test.Clock");
+  start_agent(0, 0, no_queries());
+  ASSERT_TRUE(eventually([&] { return lines_of("Outpost.Test.Clock") >= before + 5; }))
+      << slurp(agent_log);
+  EXPECT_EQ(delivered("Outpost.Test.Synthetic").size(), 500u) << "the collection ran twice";
+
+  // An empty table stops the event query.
+  auto cleared = command({"event-table", "agent-1"});
+  ASSERT_EQ(cleared.first, 0) << cleared.second;
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // rows already buffered arrive
+  size_t stopped_at = lines_of("Outpost.Test.Clock");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(lines_of("Outpost.Test.Clock"), stopped_at) << "still ticking after the table was cleared";
+}
+
+TEST_F(Control, CancelStopsTheCollectionAndPurgesItsBufferedRows) {
+  start_collector();
+  FaultProxy proxy(port);
+  proxy.set_rate(1 << 20);  // the agent produces far faster than this: its buffer fills
+  AgentOptions o = no_queries();
+  o.target = proxy.port();
+  start_agent(0, 0, o);
+  ASSERT_TRUE(eventually([&] { return connected(); })) << slurp(agent_log);
+  auto [code, out] = command({"collect", "agent-1", "Outpost.Test.Synthetic", "-p", "row_size=512"});
+  ASSERT_EQ(code, 0) << out;
+  uint64_t flow = flow_of(out);
+  ASSERT_TRUE(eventually([&] { return lines_of("Outpost.Test.Synthetic") > 0; })) << slurp(agent_log);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+
+  auto cancelled = command({"cancel", "agent-1", std::to_string(flow)});
+  ASSERT_EQ(cancelled.first, 0) << cancelled.second << slurp(agent_log);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(cancelled.second, m, std::regex("(\\d+) buffered records deleted")))
+      << cancelled.second;
+  EXPECT_GT(std::stoull(m[1]), 0u);
+
+  proxy.set_rate(0);
+  // What was in flight when the purge ran still arrives; nothing after it does.
+  ASSERT_TRUE(eventually([&] {
+    auto status = command({"status", "agent-1"}).second;
+    return status.find("\"results\":{\"bytes\":0,\"records\":0}") != std::string::npos;
+  })) << command({"status", "agent-1"}).second;
+  size_t delivered_rows = delivered("Outpost.Test.Synthetic").size();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto rows = delivered("Outpost.Test.Synthetic");
+  EXPECT_EQ(rows.size(), delivered_rows) << "rows still arriving after the cancel";
+  EXPECT_EQ(rows, one_to(rows.size())) << "a gap or a duplicate before the purge point";
+  EXPECT_NE(slurp(agent_log).find("cancelled by the collector"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace outpost

@@ -1,0 +1,117 @@
+#pragma once
+// Real collector and agent processes on 127.0.0.1 over TLS, with their own
+// certificates, data directories and logs, for end-to-end tests.
+
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "tests/process_util.hpp"
+#include "tests/temp_dir.hpp"
+
+namespace outpost {
+namespace fs = std::filesystem;
+using namespace outpost::testing;
+
+struct EndToEnd : ::testing::Test {
+  TempDir tmp;
+  Processes procs;
+  fs::path certs = tmp.path("certs");
+  fs::path data = tmp.path("collector");
+  fs::path agent_log = tmp.path("agent.log");
+  fs::path collector_log;
+  uint16_t port = 0;
+  pid_t collector = -1;
+  int collector_starts = 0;
+
+  EndToEnd() {
+    EXPECT_EQ(wait_exit(spawn({OUTPOST_CERTS, "init", certs.string()}, tmp.path("certs.log"))), 0);
+    EXPECT_EQ(wait_exit(spawn({OUTPOST_CERTS, "agent", certs.string(), "agent-1"}, tmp.path("certs.log"))), 0);
+    EXPECT_EQ(wait_exit(spawn({OUTPOST_CERTS, "agent", certs.string(), "expired", "--expired"},
+                              tmp.path("certs.log"))),
+              0);
+    EXPECT_EQ(wait_exit(spawn({OUTPOST_CERTS, "ca-only", tmp.path("other-ca").string()}, tmp.path("certs.log"))), 0);
+  }
+
+  std::string cert(const std::string& name) const { return (certs / name).string(); }
+
+  // Starts the collector (on `port`, or any free one the first time) and
+  // waits until it listens.
+  void start_collector() {
+    collector_log = tmp.path("collector-" + std::to_string(++collector_starts) + ".log");
+    collector = procs.add(spawn({OUTPOST_COLLECTOR, "--datadir", data.string(), "--listen",
+                                 "127.0.0.1:" + std::to_string(port), "--ca", cert("ca.pem"),
+                                 "--cert", cert("collector.pem"), "--key", cert("collector.key")},
+                                collector_log));
+    std::smatch m;
+    ASSERT_TRUE(eventually([&] {
+      std::string text = slurp(collector_log);
+      return std::regex_search(text, m, std::regex("listening on port (\\d+)"));
+    })) << slurp(collector_log);
+    port = static_cast<uint16_t>(std::stoi(m[1]));
+  }
+
+  struct AgentOptions {
+    std::string name = "agent-1";
+    std::string ca;           // default: our CA
+    uint16_t target = 0;      // default: the collector's port
+    std::string limit = "64MiB";
+    std::string queries;      // YAML list; default: query "syn" with the given rows and rate
+  };
+
+  pid_t start_agent(uint64_t rows, uint64_t rate) { return start_agent(rows, rate, AgentOptions{}); }
+  pid_t start_agent(uint64_t rows, uint64_t rate, const AgentOptions& o) {
+    const std::string& name = o.name;
+    const std::string& ca = o.ca;
+    fs::path config = tmp.path("agent.yaml");
+    std::ofstream(config)
+        << "buffer: {dir: " << tmp.path("buf").string() << ", limit: " << o.limit << ", sync: full}\n"
+        << "link: {type: collector, address: 127.0.0.1:" << (o.target ? o.target : port) << ", ca: "
+        << (ca.empty() ? cert("ca.pem") : ca) << ", cert: " << cert(name + ".pem")
+        << ", key: " << cert(name + ".key") << ", backoff_initial_ms: 50, backoff_cap_ms: 400}\n"
+        << "log: {level: info, file: " << agent_log.string() << "}\n"
+        << "queries:\n"
+        << (!o.queries.empty() ? o.queries
+                               : "  - name: syn\n    source: {type: synthetic, rate: " +
+                                     std::to_string(rate) + ", max_rows: " + std::to_string(rows) +
+                                     ", row_size: 64}\n    batch: {rows: 200, delay_ms: 5}\n");
+    return procs.add(spawn({OUTPOST_AGENT, "--config", config.string()}));
+  }
+
+  // Runs `outpost-collector <args> --datadir <data>`: its exit code and output.
+  std::pair<int, std::string> command(std::vector<std::string> args) {
+    fs::path out = tmp.path("command.out");
+    fs::remove(out);
+    args.insert(args.begin(), OUTPOST_COLLECTOR);
+    args.insert(args.end(), {"--datadir", data.string()});
+    int code = wait_exit(spawn(args, out));
+    return {code, slurp(out)};
+  }
+
+  // The Seq column of every row the collector stored for an artifact, in file order.
+  std::vector<uint64_t> delivered(const std::string& artifact = "syn") const {
+    std::vector<uint64_t> seqs;
+    fs::path dir = data / "agent-1" / artifact;
+    if (!fs::exists(dir)) return seqs;
+    std::vector<fs::path> files;
+    for (auto& e : fs::directory_iterator(dir)) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    static const std::regex seq("\"Seq\":(\\d+)");
+    for (auto& f : files) {
+      std::ifstream in(f);
+      for (std::string line; std::getline(in, line);) {
+        std::smatch m;
+        if (std::regex_search(line, m, seq)) seqs.push_back(std::stoull(m[1]));
+      }
+    }
+    return seqs;
+  }
+
+  static std::vector<uint64_t> one_to(uint64_t n) {
+    std::vector<uint64_t> v(n);
+    for (uint64_t i = 0; i < n; ++i) v[i] = i + 1;
+    return v;
+  }
+};
+
+}  // namespace outpost
