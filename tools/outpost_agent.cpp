@@ -41,7 +41,11 @@ void watch_signals(sigset_t signals, supervisor_actor sup) {
     int sig = 0;
     sigwait(&signals, &sig);
     spdlog::info("{} received: shutting down (send it again to force exit)", strsignal(sig));
-    caf::anon_send(sup, stop_atom::value);
+    // A second signal already pending must win over a shutdown that could finish first.
+    sigset_t pending;
+    sigpending(&pending);
+    bool second = sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1;
+    if (!second) caf::anon_send(sup, stop_atom::value);
     sigwait(&signals, &sig);
     spdlog::warn("second {}: exiting without waiting", strsignal(sig));
     spdlog::shutdown();
