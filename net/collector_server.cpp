@@ -229,7 +229,8 @@ kj::Promise<uint16_t> CollectorServer::start() {
       })
       .then([this] {
         uint16_t port = static_cast<uint16_t>(listener_->getPort());
-        tasks_.add(accept_loop());
+        tasks_.add(accept_loop(*listener_, "an agent",
+                               [this](kj::Own<kj::AsyncIoStream> s) { take_agent(kj::mv(s)); }));
         spdlog::info("collector: listening on {}:{} ({}){}", config_.host, port,
                      tls_ ? "TLS, client certificates required" : "plaintext",
                      config_.admin_socket.empty() ? "" : ", admin commands on " + config_.admin_socket);
@@ -237,29 +238,41 @@ kj::Promise<uint16_t> CollectorServer::start() {
       });
 }
 
-kj::Promise<void> CollectorServer::accept_loop() {
-  return listener_->accept().then(
-      [this](kj::Own<kj::AsyncIoStream> stream) {
-        std::string peer = peer_of(*stream);
-        if (tls_)
-          tasks_.add(handshake(kj::mv(stream), peer));
-        else
-          serve(kj::mv(stream), peer, {});
-        return accept_loop();
-      },
-      [this](kj::Exception&& e) {
-        // Out of descriptors, say: keep the collector listening, and breathe.
-        spdlog::error("collector: accept failed: {}; retrying in 100 ms", e.getDescription().cStr());
-        return io_.provider->getTimer().afterDelay(100 * kj::MILLISECONDS).then([this] {
-          return accept_loop();
-        });
-      });
+kj::Promise<void> CollectorServer::accept_loop(kj::ConnectionReceiver& listener, const char* what,
+                                               std::function<void(kj::Own<kj::AsyncIoStream>)> take) {
+  // evalNow: kj may throw from accept() itself (EMFILE), not only through its promise.
+  return kj::evalNow([&listener] { return listener.accept(); })
+      .then(
+          [take](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<void> {
+            take(kj::mv(stream));
+            return kj::READY_NOW;
+          },
+          [this, what](kj::Exception&& e) {
+            // Out of descriptors, say: keep listening, and breathe.
+            spdlog::error("collector: accepting {} failed: {}; retrying in 100 ms", what,
+                          e.getDescription().cStr());
+            return io_.provider->getTimer().afterDelay(100 * kj::MILLISECONDS);
+          })
+      .then([this, &listener, what, take] { return accept_loop(listener, what, take); });
+}
+
+void CollectorServer::take_agent(kj::Own<kj::AsyncIoStream> stream) {
+  std::string peer = peer_of(*stream);
+  try {
+    keep_alive(*stream);
+  } catch (const kj::Exception& e) {  // the peer may already be gone
+    spdlog::warn("collector: {}: keepalive not set: {}", peer, e.getDescription().cStr());
+  }
+  if (tls_)
+    tasks_.add(handshake(kj::mv(stream), peer));
+  else
+    serve(kj::mv(stream), peer, {});
 }
 
 // A failed handshake (wrong CA, no or expired client certificate, not TLS
 // at all) is logged with the peer's address and ends that connection only.
 kj::Promise<void> CollectorServer::handshake(kj::Own<kj::AsyncIoStream> stream, std::string peer) {
-  auto timeout = io_.provider->getTimer().afterDelay(config_.handshake_timeout.count() * kj::SECONDS)
+  auto timeout = io_.provider->getTimer().afterDelay(config_.handshake_timeout.count() * kj::MILLISECONDS)
                      .then([]() -> kj::AuthenticatedStream {
                        throw KJ_EXCEPTION(DISCONNECTED, "no TLS handshake within the timeout");
                      });
@@ -527,19 +540,17 @@ kj::Promise<void> CollectorServer::start_admin() {
   return io_.provider->getNetwork().parseAddress("unix:" + path).then([this](kj::Own<kj::NetworkAddress> addr) {
     admin_listener_ = addr->listen();
     ::chmod(config_.admin_socket.c_str(), 0600);
-    tasks_.add(admin_accept_loop());
+    tasks_.add(accept_loop(*admin_listener_, "an admin command",
+                           [this](kj::Own<kj::AsyncIoStream> s) { take_admin(kj::mv(s)); }));
   });
 }
 
-kj::Promise<void> CollectorServer::admin_accept_loop() {
-  return admin_listener_->accept().then([this](kj::Own<kj::AsyncIoStream> stream) {
-    auto network = kj::heap<capnp::TwoPartyVatNetwork>(*stream, capnp::rpc::twoparty::Side::SERVER);
-    auto rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(
-        capnp::makeRpcServer(*network, kj::heap<AdminImpl>(*this)));
-    auto done = network->onDisconnect();
-    tasks_.add(done.attach(kj::mv(rpc), kj::mv(network), kj::mv(stream)));
-    return admin_accept_loop();
-  });
+void CollectorServer::take_admin(kj::Own<kj::AsyncIoStream> stream) {
+  auto network = kj::heap<capnp::TwoPartyVatNetwork>(*stream, capnp::rpc::twoparty::Side::SERVER);
+  auto rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(
+      capnp::makeRpcServer(*network, kj::heap<AdminImpl>(*this)));
+  auto done = network->onDisconnect();
+  tasks_.add(done.attach(kj::mv(rpc), kj::mv(network), kj::mv(stream)));
 }
 
 }  // namespace outpost::net

@@ -6,6 +6,7 @@
 
 #include <kj/async-io.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -21,7 +22,7 @@ struct CollectorConfig {
   uint16_t port = 4750;  // 0: any free port (tests)
   std::string admin_socket;  // unix socket for `outpost-collector <command>`; empty: none
   TlsFiles tls;
-  std::chrono::seconds handshake_timeout{10};
+  std::chrono::milliseconds handshake_timeout{10000};  // a peer that connects but never speaks TLS
 };
 
 class CollectorServer : private kj::TaskSet::ErrorHandler {
@@ -49,12 +50,15 @@ class CollectorServer : private kj::TaskSet::ErrorHandler {
   class SessionImpl;
   class AdminImpl;
 
-  kj::Promise<void> accept_loop();
+  // Accepts forever, handing each connection to `take`; an accept error is logged and retried.
+  kj::Promise<void> accept_loop(kj::ConnectionReceiver& listener, const char* what,
+                                std::function<void(kj::Own<kj::AsyncIoStream>)> take);
+  void take_agent(kj::Own<kj::AsyncIoStream> stream);
+  void take_admin(kj::Own<kj::AsyncIoStream> stream);
   kj::Promise<void> handshake(kj::Own<kj::AsyncIoStream> stream, std::string peer);
   void serve(kj::Own<kj::AsyncIoStream> stream, std::string peer, std::string cert_name);
   void taskFailed(kj::Exception&& exception) override;
   kj::Promise<void> start_admin();
-  kj::Promise<void> admin_accept_loop();
   // What waits for an agent: its event table, then its queued requests in order.
   kj::Promise<void> push_requests(std::string agent, protocol::AgentController::Client controller);
   kj::Promise<void> push_queued(std::string agent, protocol::AgentController::Client controller,

@@ -1,8 +1,11 @@
 #pragma once
 // Small kj helpers shared by the agent's and the collector's network code.
 
-#include <kj/async.h>
+#include <kj/async-io.h>
 #include <kj/timer.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <string>
 
@@ -21,6 +24,16 @@ kj::Promise<T> within(kj::Timer& timer, kj::Promise<T> promise, kj::Duration lim
   return promise.exclusiveJoin(timer.afterDelay(limit).then([what]() -> T {
     throw error_text(std::string("timed out waiting for ") + what, kj::Exception::Type::DISCONNECTED);
   }));
+}
+
+// A peer that vanished without a FIN or RST (power loss, a NAT that forgot
+// the flow) is noticed after about a minute of silence instead of never.
+inline void keep_alive(kj::AsyncIoStream& stream) {
+  int on = 1, idle = 30, interval = 10, count = 3;
+  stream.setsockopt(SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  stream.setsockopt(IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  stream.setsockopt(IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  stream.setsockopt(IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
 }
 
 }  // namespace outpost::net

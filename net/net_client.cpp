@@ -124,6 +124,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
         .parseAddress(cfg.host, cfg.port)
         .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
         .then([this, &cfg](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+          keep_alive(*stream);
           if (!tls_) return kj::mv(stream);
           return tls_->context().wrapClient(kj::mv(stream), expected_server_name(cfg));
         });

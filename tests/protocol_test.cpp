@@ -8,7 +8,12 @@
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "net/collector_server.hpp"
+#include "tests/process_util.hpp"
 #include "tests/temp_dir.hpp"
 
 namespace outpost::net {
@@ -148,6 +153,71 @@ TEST_F(ProtocolTest, AThousandAgentsAtOnce) {
   EXPECT_EQ(server->connections(), static_cast<size_t>(kAgents));
   EXPECT_EQ(store.agents().size(), static_cast<size_t>(kAgents));
   EXPECT_LT(worker.stats().groups, static_cast<uint64_t>(kAgents)) << "no group commit across agents";
+}
+
+size_t open_descriptors() {
+  size_t n = 0;
+  for (auto& e : std::filesystem::directory_iterator("/proc/self/fd")) n += e.exists() ? 1 : 0;
+  return n;
+}
+
+TEST_F(ProtocolTest, AcceptGoesOnAfterRunningOutOfDescriptors) {
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit low = old;
+  low.rlim_cur = open_descriptors() + 8;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  // Connections the kernel completes but the collector cannot accept: EMFILE.
+  std::vector<int> peers;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  for (int fd; (fd = ::socket(AF_INET, SOCK_STREAM, 0)) >= 0;) {
+    peers.push_back(fd);
+    ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  }
+  io.provider->getTimer().afterDelay(300 * kj::MILLISECONDS).wait(io.waitScope);
+  for (int fd : peers) ::close(fd);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+
+  RawAgent later(io, port);
+  auto hello = later.hello("after-emfile").exclusiveJoin(
+      io.provider->getTimer().afterDelay(10 * kj::SECONDS).then(
+          []() -> capnp::Response<protocol::Collector::HelloResults> {
+            throw KJ_EXCEPTION(FAILED, "the collector stopped accepting after EMFILE");
+          }));
+  EXPECT_EQ(std::string(hello.wait(io.waitScope).getAgentId().cStr()), "after-emfile");
+}
+
+// A peer that connects and never starts TLS holds a connection only until
+// the handshake timeout.
+TEST(CollectorTls, APeerThatNeverHandshakesIsDroppedAtTheTimeout) {
+  TempDir tmp;
+  auto certs = tmp.path("certs");
+  ASSERT_EQ(outpost::testing::wait_exit(outpost::testing::spawn(
+                {OUTPOST_CERTS, "init", certs.string()}, tmp.path("certs.log"))),
+            0);
+  auto io = kj::setupAsyncIo();
+  CollectorStore store(tmp.path("data"));
+  StorageWorker worker(store);
+  CollectorConfig config;
+  config.port = 0;
+  config.tls = {(certs / "ca.pem").string(), (certs / "collector.pem").string(),
+                (certs / "collector.key").string(), false};
+  config.handshake_timeout = std::chrono::milliseconds(300);
+  CollectorServer server(io, config, store, worker);
+  uint16_t port = server.start().wait(io.waitScope);
+
+  auto silent = io.provider->getNetwork().parseAddress("127.0.0.1", port).wait(io.waitScope)
+                    ->connect().wait(io.waitScope);
+  char buf[64];
+  auto ended = silent->tryRead(buf, 1, sizeof buf)
+                   .then([](size_t n) { return n == 0; }, [](kj::Exception&&) { return true; })
+                   .exclusiveJoin(io.provider->getTimer().afterDelay(10 * kj::SECONDS).then([] {
+                     return false;
+                   }));
+  EXPECT_TRUE(ended.wait(io.waitScope)) << "a silent peer kept its connection";
 }
 
 }  // namespace
