@@ -15,6 +15,7 @@ using Self = buffer_actor::stateful_pointer<buffer_state>;
 constexpr size_t kMaxRecordsPerCommit = 10000;
 constexpr uint64_t kMaxBytesPerCommit = 4ull << 20;
 constexpr auto kDiskFullRetry = std::chrono::seconds(1);
+constexpr auto kAckDelay = std::chrono::milliseconds(50);
 
 void notify_link(Self self, const std::array<uint64_t, schemas::kLaneCount>& last) {
   if (!self->state.link) return;
@@ -133,10 +134,42 @@ bool try_commit(Self self) {
   }
 }
 
+// Applies the gathered acks, one transaction per lane, and answers them with
+// the bytes their lane freed; freed space lets waiting appends in.
+void apply_acks(Self self) {
+  auto& st = self->state;
+  std::array<uint64_t, schemas::kLaneCount> freed{};
+  std::string error;
+  for (size_t i = 0; i < st.ack_through.size(); ++i) {
+    if (!st.ack_through[i]) continue;
+    try {
+      freed[i] = st.store->ack(static_cast<Lane>(i), st.ack_through[i]);
+    } catch (const persistence::StoreError& e) {
+      spdlog::error("buffer: ack failed: {}", e.what());
+      error = std::string("ack: ") + e.what();
+    }
+    st.ack_through[i] = 0;
+  }
+  for (auto& a : st.pending_acks) {
+    if (error.empty())
+      a.promise.deliver(freed[static_cast<size_t>(a.lane)]);
+    else
+      a.promise.deliver(caf::make_error(caf::sec::runtime_error, error));
+    ++st.acks;
+  }
+  st.pending_acks.clear();
+  bool any = std::any_of(freed.begin(), freed.end(), [](uint64_t f) { return f > 0; });
+  if (any && !st.waiting.empty()) {
+    st.blocked = false;
+    if (!try_commit(self)) retry_later(self);
+  }
+}
+
 // Commits what fits; the appends that still wait can only be refused, as
 // nothing will free space before the agent exits.
 uint64_t settle(Self self) {
   auto& st = self->state;
+  apply_acks(self);
   try_commit(self);
   uint64_t refused = st.waiting.size();
   const std::string& why = st.last_error;
@@ -183,15 +216,22 @@ buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> 
         });
       },
       [=](ack_atom, Lane lane, uint64_t through) -> caf::result<uint64_t> {
-        return guarded("ack", [&]() -> caf::result<uint64_t> {
-          uint64_t freed = self->state.store->ack(lane, through);
-          ++self->state.acks;
-          if (freed && !self->state.waiting.empty()) {
-            self->state.blocked = false;
-            if (!try_commit(self)) retry_later(self);
-          }
-          return freed;
-        });
+        auto& st = self->state;
+        auto& pending = st.ack_through[static_cast<size_t>(lane)];
+        pending = std::max(pending, through);
+        auto promise = self->make_response_promise<uint64_t>();
+        st.pending_acks.push_back({lane, promise});
+        if (st.blocked) {
+          apply_acks(self);  // producers wait for exactly this space: no delay
+        } else if (!st.acks_scheduled) {
+          st.acks_scheduled = true;
+          self->delayed_send(self, kAckDelay, ack_atom::value);
+        }
+        return promise;
+      },
+      [=](ack_atom) {
+        self->state.acks_scheduled = false;
+        apply_acks(self);
       },
       [=](purge_atom, uint64_t query_id) -> caf::result<uint64_t> {
         return guarded("purge", [&]() -> caf::result<uint64_t> {

@@ -2,6 +2,7 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <caf/typed_response_promise.hpp>
 
+#include <array>
 #include <deque>
 #include <memory>
 
@@ -20,8 +21,20 @@ struct buffer_state {
     caf::typed_response_promise<uint64_t> promise;
   };
 
+  // An ack waiting to be applied: acks are gathered for up to kAckDelay and
+  // applied per lane in one transaction. They need no fsync of their own
+  // (a lost ack only means a resend, which the collector recognises), and
+  // one per upload took half the buffer's fsyncs.
+  struct PendingAck {
+    Lane lane;
+    caf::typed_response_promise<uint64_t> promise;
+  };
+
   std::shared_ptr<persistence::BufferStore> store;
   std::deque<Waiting> waiting;  // FIFO: appends not yet committed
+  std::array<uint64_t, schemas::kLaneCount> ack_through{};  // 0: nothing pending on that lane
+  std::vector<PendingAck> pending_acks;
+  bool acks_scheduled = false;
   link_actor link;
   bool flush_scheduled = false;
   bool blocked = false;  // the head of `waiting` does not fit: only acks can help

@@ -67,13 +67,15 @@ void deliver(Self self, Lane lane, const StoredRecords& records) {
   uint64_t through = records->back().seq;
   st.delivered_through[static_cast<size_t>(lane)] = through;
   st.records_delivered += records->size();
-  // Delivered and durable: now the buffer may forget them.
+  // Delivered and durable: now the buffer may forget them. The next read
+  // starts after `through` and need not wait for the ack to be applied.
   self->request(st.buffer, std::chrono::seconds(60), ack_atom::value, lane, through)
-      .then([=](uint64_t) { pump(self, lane); },
+      .then([](uint64_t) {},
             [=](caf::error& err) {
               self->state.last_error = "ack: " + self->system().render(err);
               failed(self, lane);
             });
+  pump(self, lane);
 }
 
 // Reads what the lane holds past what was delivered, until it is empty.

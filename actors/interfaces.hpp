@@ -52,6 +52,8 @@ using buffer_actor = caf::typed_actor<
     caf::replies_to<read_atom, Lane, uint64_t, uint64_t, uint64_t>::with<StoredRecords>,
     // Deletes a lane's records through a seq, which may let waiting appends in.
     caf::replies_to<ack_atom, Lane, uint64_t>::with<uint64_t>,
+    // Internal: apply the acks gathered since the first one came.
+    caf::reacts_to<ack_atom>,
     // Deletes a query's records and refuses its waiting appends; answers how many.
     caf::replies_to<purge_atom, uint64_t>::with<uint64_t>,
     // Tells the buffer which link to notify after each commit.

@@ -52,6 +52,18 @@ void append_json_string(std::string& out, kj::StringPtr text) {
   std::string_view s(text.begin(), text.size());  // may hold NULs: Text has a size
   out += '"';
   while (!s.empty()) {
+    // Printable ASCII needs no escape: copy runs of it at once (most text is just that).
+    size_t run = 0;
+    while (run < s.size()) {
+      unsigned char c = static_cast<unsigned char>(s[run]);
+      if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
+      ++run;
+    }
+    if (run > 0) {
+      out.append(s.data(), run);
+      s.remove_prefix(run);
+      continue;
+    }
     unsigned char c = static_cast<unsigned char>(s[0]);
     size_t length = utf8_sequence_length(s);
     if (c == '"' || c == '\\') {
@@ -141,10 +153,30 @@ void append_timestamp(std::string& out, int64_t ns) {
   int month = static_cast<int>(march_month < 10 ? march_month + 3 : march_month - 9);
   int year = static_cast<int>(year_of_era + era * 400 + (month <= 2));
 
-  char buffer[64];
-  int n = std::snprintf(buffer, sizeof buffer, "\"%04d-%02d-%02dT%02d:%02d:%02d.%09dZ\"", year,
-                        month, day, seconds / 3600, seconds / 60 % 60, seconds % 60, nanos);
-  out.append(buffer, static_cast<size_t>(n));
+  // By hand: snprintf was a measurable share of the collector's time.
+  char buffer[40];
+  char* p = buffer;
+  auto digits = [&p](int value, int width) {
+    for (int i = width - 1; i >= 0; --i, value /= 10) p[i] = static_cast<char>('0' + value % 10);
+    p += width;
+  };
+  *p++ = '"';
+  digits(year, 4);
+  *p++ = '-';
+  digits(month, 2);
+  *p++ = '-';
+  digits(day, 2);
+  *p++ = 'T';
+  digits(seconds / 3600, 2);
+  *p++ = ':';
+  digits(seconds / 60 % 60, 2);
+  *p++ = ':';
+  digits(seconds % 60, 2);
+  *p++ = '.';
+  digits(nanos, 9);
+  *p++ = 'Z';
+  *p++ = '"';
+  out.append(buffer, p);
 }
 
 void append_value(std::string& out, Value::Reader value, unsigned depth);

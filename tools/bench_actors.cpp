@@ -14,6 +14,7 @@
 #include "actors/buffer_actor.hpp"
 #include "actors/file_link.hpp"
 #include "actors/query_actor.hpp"
+#include "actors/system_config.hpp"
 #include "actors/status.hpp"
 #include "actors/test_sources.hpp"
 #include "tools/bench.hpp"
@@ -34,8 +35,8 @@ std::shared_ptr<BufferStore> open_store(const fs::path& dir) {
 
 // The agent without queries: buffer actor, file link, both wired up.
 struct Agent {
-  caf::actor_system_config cfg = [] { caf::actor_system_config c; c.set("scheduler.max-threads", std::max(2u, std::thread::hardware_concurrency())); return c; }();
-  caf::actor_system sys{cfg};
+  caf::actor_system_config cfg;
+  caf::actor_system sys{configure_scheduler(cfg)};
   caf::scoped_actor self{sys};
   buffer_actor buf;
   link_actor link;

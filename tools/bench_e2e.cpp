@@ -13,6 +13,7 @@
 
 #include "actors/buffer_actor.hpp"
 #include "actors/query_actor.hpp"
+#include "actors/system_config.hpp"
 #include "actors/status.hpp"
 #include "actors/test_sources.hpp"
 #include "net/collector_server.hpp"
@@ -106,7 +107,7 @@ double percentile(std::vector<double> v, double p) {
 
 struct Agent {
   caf::actor_system_config cfg;
-  caf::actor_system sys{cfg};
+  caf::actor_system sys{configure_scheduler(cfg)};
   caf::scoped_actor self{sys};
   buffer_actor buf;
   net_link_actor link;

@@ -17,6 +17,7 @@
 #include "actors/buffer_actor.hpp"
 #include "actors/file_link.hpp"
 #include "actors/supervisor.hpp"
+#include "actors/system_config.hpp"
 #include "actors/test_sources.hpp"
 #include "net/net_link.hpp"
 
@@ -100,7 +101,7 @@ int run(const AgentConfig& config) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   caf::actor_system_config cfg;
-  caf::actor_system sys{cfg};
+  caf::actor_system sys{configure_scheduler(cfg)};
   auto buf = sys.spawn<caf::detached>(buffer, store);
   link_actor link = spawn_link(sys, buf, config.link);
   caf::anon_send(buf, subscribe_atom::value, link);
