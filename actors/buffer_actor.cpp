@@ -29,8 +29,20 @@ void retry_later(Self self) {
   self->delayed_send(self, kDiskFullRetry, flush_atom::value);
 }
 
+// Appends already in the mailbox are handled before this flush, so they
+// all land in the transaction it starts.
+void schedule_flush(Self self) {
+  auto& st = self->state;
+  if (st.flush_scheduled || st.blocked) return;
+  st.flush_scheduled = true;
+  self->send(self, flush_atom::value);
+}
+
 // Commits waiting appends in FIFO order, as many per transaction as fit.
-void commit_waiting(Self self) {
+// Unless `all`, one transaction per call, the next one after whatever
+// arrived meanwhile: the link's reads and acks must not wait behind a
+// backlog of commits, each with its fsync.
+void commit_waiting(Self self, bool all) {
   auto& st = self->state;
   while (!st.waiting.empty()) {
     uint64_t free = st.store->free_bytes(), bytes = 0;
@@ -82,6 +94,10 @@ void commit_waiting(Self self) {
       st.waiting.pop_front();
     }
     notify_link(self, last);
+    if (!all) {
+      if (!st.waiting.empty()) schedule_flush(self);
+      return;
+    }
   }
 }
 
@@ -123,9 +139,9 @@ auto guarded(const char* what, F f) -> decltype(f()) {
   }
 }
 
-bool try_commit(Self self) {
+bool try_commit(Self self, bool all = false) {
   try {
-    commit_waiting(self);
+    commit_waiting(self, all);
     return true;
   } catch (const persistence::StoreError& e) {
     spdlog::error("buffer: commit failed: {}", e.what());
@@ -170,7 +186,7 @@ void apply_acks(Self self) {
 uint64_t settle(Self self) {
   auto& st = self->state;
   apply_acks(self);
-  try_commit(self);
+  try_commit(self, true);
   uint64_t refused = st.waiting.size();
   const std::string& why = st.last_error;
   for (auto& w : st.waiting)
@@ -194,12 +210,7 @@ buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> 
         uint64_t bytes = persistence::record_format::accounted_bytes(record.encoded->size());
         auto promise = self->make_response_promise<uint64_t>();
         st.waiting.push_back({lane, std::move(record), bytes, promise});
-        // Appends already in the mailbox are handled before this flush, so
-        // they all land in the transaction it starts.
-        if (!st.flush_scheduled && !st.blocked) {
-          st.flush_scheduled = true;
-          self->send(self, flush_atom::value);
-        }
+        schedule_flush(self);
         return promise;
       },
       [=](flush_atom) {

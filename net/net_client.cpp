@@ -180,11 +180,11 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
     auto req = KJ_ASSERT_NONNULL(session_cap_).uploadRequest();
     req.setLane(w.lane);
     req.setAfter(w.after);
-    auto list = req.initRecords(w.records->size());
-    for (size_t i = 0; i < w.records->size(); ++i) {
+    auto list = req.initRecords(w.end - w.begin);
+    for (size_t i = w.begin; i < w.end; ++i) {
       auto& r = (*w.records)[i];
-      list[i].setSeq(r.seq);
-      list[i].setData(r.payload());
+      list[i - w.begin].setSeq(r.seq);
+      list[i - w.begin].setData(r.payload());
     }
     uint64_t session = w.session;
     Lane lane = w.lane;
@@ -309,9 +309,10 @@ NetClient::~NetClient() {
   thread_.join();
 }
 
-void NetClient::upload(uint64_t session, Lane lane, uint64_t after, StoredRecords records) {
+void NetClient::upload(uint64_t session, Lane lane, uint64_t after, StoredRecords records,
+                       size_t begin, size_t end) {
   std::lock_guard<std::mutex> lock(mutex_);
-  pending_.push_back({session, lane, after, std::move(records)});
+  pending_.push_back({session, lane, after, std::move(records), begin, end});
   if (wake_) wake_();
   wake_ = nullptr;
 }

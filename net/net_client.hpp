@@ -49,9 +49,10 @@ class NetClient {
   NetClient(const NetClient&) = delete;
   NetClient& operator=(const NetClient&) = delete;
 
-  // Thread-safe. Sends `records` (ascending seqs, all above `after`) on the
-  // given session; ignored if that session has ended meanwhile.
-  void upload(uint64_t session, Lane lane, uint64_t after, StoredRecords records);
+  // Thread-safe. Sends records[begin, end) (ascending seqs, all above
+  // `after`) on the given session; ignored if that session has ended meanwhile.
+  void upload(uint64_t session, Lane lane, uint64_t after, StoredRecords records, size_t begin,
+              size_t end);
 
  private:
   class Loop;
@@ -60,6 +61,7 @@ class NetClient {
     Lane lane;
     uint64_t after;
     StoredRecords records;
+    size_t begin, end;
   };
 
   std::mutex mutex_;

@@ -11,47 +11,90 @@ namespace {
 using Self = net_link_actor::stateful_pointer<net_link_state>;
 
 bool waiting(const net_link_state::LaneState& l) { return l.unread || l.committed > l.sent; }
+// Has records to send and no slot to send them in.
+bool starved(const net_link_state::LaneState& l) {
+  return waiting(l) && l.in_flight == 0 && l.reserved == 0;
+}
 
 // May `lane` take an upload slot now? Not the last one while another lane waits.
 bool may_send(Self self, size_t lane) {
   auto& st = self->state;
-  if (!st.enabled || st.session == 0 || st.in_flight >= kUploadWindow) return false;
-  if (st.in_flight + 1 < kUploadWindow) return true;
+  unsigned busy = st.in_flight + st.reserved;
+  if (!st.enabled || st.session == 0 || busy >= kUploadWindow) return false;
+  if (busy + 1 < kUploadWindow) return true;
   for (size_t other = 0; other < st.lanes.size(); ++other)
-    if (other != lane && waiting(st.lanes[other]) && st.lanes[other].in_flight == 0) return false;
+    if (other != lane && starved(st.lanes[other])) return false;
   return true;
 }
 
 void pump(Self self);
 
+// The upload slots `lane` may fill now: all that are free but one while
+// another lane waits without any.
+unsigned free_slots(Self self, size_t lane) {
+  auto& st = self->state;
+  unsigned free = kUploadWindow - std::min(kUploadWindow, st.in_flight + st.reserved);
+  for (size_t other = 0; other < st.lanes.size(); ++other)
+    if (other != lane && starved(st.lanes[other])) return std::max(1u, free - 1);
+  return std::max(1u, free);
+}
+
+// Hands records[begin, ...) to the network as uploads of at most
+// MAX_RECORDS_PER_UPLOAD records and kUploadBytes bytes each.
+void send_uploads(Self self, size_t lane, uint64_t after, const StoredRecords& records) {
+  auto& st = self->state;
+  auto& l = st.lanes[lane];
+  for (size_t begin = 0; begin < records->size();) {
+    size_t end = begin;
+    uint64_t bytes = 0;
+    while (end < records->size() && end - begin < protocol::MAX_RECORDS_PER_UPLOAD &&
+           (end == begin || bytes + (*records)[end].size <= kUploadBytes))
+      bytes += (*records)[end++].size;
+    ++l.in_flight;
+    ++st.in_flight;
+    ++st.uploads;
+    st.records_sent += end - begin;
+    st.bytes_sent += bytes;
+    st.client->upload(st.session, static_cast<Lane>(lane), after, records, begin, end);
+    after = (*records)[end - 1].seq;
+    begin = end;
+  }
+}
+
+// One read fills every slot the lane may use: reads wait behind the
+// buffer's commits, so one read per upload would cap a lane at one upload
+// per commit.
 void read_and_send(Self self, size_t lane) {
   auto& st = self->state;
   auto& l = st.lanes[lane];
   l.reading = true;
   uint64_t session = st.session, after = l.sent;
+  unsigned slots = free_slots(self, lane);
+  l.reserved = slots;
+  st.reserved += slots;
   self->request(st.buffer, caf::infinite, read_atom::value, static_cast<Lane>(lane), after,
-                uint64_t{protocol::MAX_RECORDS_PER_UPLOAD}, kUploadBytes)
+                uint64_t{slots * protocol::MAX_RECORDS_PER_UPLOAD}, slots * kUploadBytes)
       .then(
           [=](StoredRecords records) {
             auto& st = self->state;
             auto& l = st.lanes[lane];
             l.reading = false;
+            st.reserved -= l.reserved;
+            l.reserved = 0;
             if (session != st.session) return pump(self);  // that session ended meanwhile
             // Read until the buffer has nothing more; then commits tell.
             l.unread = !records->empty();
             if (records->empty()) return pump(self);
             l.sent = records->back().seq;
             l.committed = std::max(l.committed, l.sent);
-            ++l.in_flight;
-            ++st.in_flight;
-            ++st.uploads;
-            st.records_sent += records->size();
-            for (auto& r : *records) st.bytes_sent += r.size;
-            st.client->upload(session, static_cast<Lane>(lane), after, std::move(records));
+            send_uploads(self, lane, after, records);
             pump(self);
           },
           [=](caf::error& err) {
-            self->state.lanes[lane].reading = false;
+            auto& st = self->state;
+            st.lanes[lane].reading = false;
+            st.reserved -= st.lanes[lane].reserved;
+            st.lanes[lane].reserved = 0;
             self->state.last_error = "buffer read failed: " + self->system().render(err);
             spdlog::error("link: {}", self->state.last_error);
           });

@@ -24,6 +24,7 @@ struct net_link_state {
     uint64_t sent = 0;       // last seq handed to the network in this session
     uint64_t committed = 0;  // last seq the buffer reported committed
     unsigned in_flight = 0;  // uploads not yet answered
+    unsigned reserved = 0;   // slots held for the uploads of the read outstanding
     bool reading = false;    // a read from the buffer is outstanding
     bool unread = true;      // the buffer may hold records past `sent` that no commit announced
   };
@@ -36,6 +37,7 @@ struct net_link_state {
   uint64_t session = 0;     // 0 while not connected
   std::array<LaneState, schemas::kLaneCount> lanes;
   unsigned in_flight = 0;
+  unsigned reserved = 0;  // over all lanes
   uint64_t uploads = 0, records_sent = 0, bytes_sent = 0, connects = 0, disconnects = 0;
   std::string last_error;
   int64_t retry_in_ms = 0;
