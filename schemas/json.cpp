@@ -231,21 +231,34 @@ void open_line(std::string& out, uint64_t seq, const char* lane, uint64_t query_
 
 void append_rows(std::string& out, uint64_t seq, uint64_t query_id,
                  schema::RowBatch::Reader batch) {
-  auto columns = batch.getColumns();
-  for (auto row : batch.getRows()) {
-    open_line(out, seq, lane_name(batch.getLane()), query_id);
-    out += ",\"artifact\":";
-    append_json_string(out, batch.getArtifact());
-    out += ",\"source\":";
-    append_json_string(out, batch.getSource());
-    out += ",\"row\":{";
-    for (unsigned i = 0; i < std::max(columns.size(), row.size()); ++i) {
-      if (i > 0) out += ',';
-      if (i < columns.size())
-        append_json_string(out, columns[i]);
+  // Every row of a batch starts the same way and names the same columns:
+  // render those once (most of a line's cost when the values are short).
+  std::string prefix;
+  open_line(prefix, seq, lane_name(batch.getLane()), query_id);
+  prefix += ",\"artifact\":";
+  append_json_string(prefix, batch.getArtifact());
+  prefix += ",\"source\":";
+  append_json_string(prefix, batch.getSource());
+  prefix += ",\"row\":{";
+  std::vector<std::string> keys;
+  auto key = [&](unsigned i) -> const std::string& {
+    while (keys.size() <= i) {
+      std::string k = keys.empty() ? "" : ",";
+      unsigned n = static_cast<unsigned>(keys.size());
+      if (n < batch.getColumns().size())
+        append_json_string(k, batch.getColumns()[n]);
       else
-        append_json_string(out, "_" + std::to_string(i));
-      out += ':';
+        append_json_string(k, "_" + std::to_string(n));
+      k += ':';
+      keys.push_back(std::move(k));
+    }
+    return keys[i];
+  };
+  unsigned columns = batch.getColumns().size();
+  for (auto row : batch.getRows()) {
+    out += prefix;
+    for (unsigned i = 0; i < std::max(columns, row.size()); ++i) {
+      out += key(i);
       if (i < row.size())
         append_value(out, row[i], 0);
       else
