@@ -471,15 +471,24 @@ BufferStore::Deleted BufferStore::delete_through(Lane lane, uint64_t through, si
 // smaller transactions still make progress, so the buffer can always drain.
 uint64_t BufferStore::ack(Lane lane, uint64_t through_seq) {
   uint64_t freed = 0;
-  for (size_t chunk = kDeleteChunk;;) {
-    Deleted d = delete_through(lane, through_seq, chunk);
-    if ((d.rc == MDB_MAP_FULL || lmdb::is_disk_full(d.rc)) && chunk > 1) {
-      chunk /= 2;
-      continue;
+  {
+    // An ack need not be durable: one that a crash undoes only brings back
+    // records the collector already has and acks again. MDB_NOMETASYNC keeps
+    // atomicity and consistency and saves the meta page's own fsync.
+    bool lazy = options_.sync == SyncPolicy::full;
+    MDB_env* e = env().get();
+    if (lazy) lmdb::check(mdb_env_set_flags(e, MDB_NOMETASYNC, 1), "mdb_env_set_flags", where(lane));
+    KJ_DEFER(if (lazy) mdb_env_set_flags(e, MDB_NOMETASYNC, 0));
+    for (size_t chunk = kDeleteChunk;;) {
+      Deleted d = delete_through(lane, through_seq, chunk);
+      if ((d.rc == MDB_MAP_FULL || lmdb::is_disk_full(d.rc)) && chunk > 1) {
+        chunk /= 2;
+        continue;
+      }
+      lmdb::check(d.rc, "delete", where(lane) + " (ack)");
+      freed += d.freed;
+      if (!d.more) break;
     }
-    lmdb::check(d.rc, "delete", where(lane) + " (ack)");
-    freed += d.freed;
-    if (!d.more) break;
   }
   if (freed) compact_if_drained();
   return freed;
