@@ -44,6 +44,12 @@ void schedule_flush(Self self) {
 // backlog of commits, each with its fsync.
 void commit_waiting(Self self, bool all) {
   auto& st = self->state;
+  // Control and event rows go first, so that a flood of bulk appends (a big
+  // collection) does not hold fresh events for several commits. Each lane
+  // keeps its order.
+  std::stable_partition(st.waiting.begin(), st.waiting.end(), [](const buffer_state::Waiting& w) {
+    return w.lane == Lane::CONTROL || w.lane == Lane::EVENTS;
+  });
   while (!st.waiting.empty()) {
     uint64_t free = st.store->free_bytes(), bytes = 0;
     size_t n = 0;

@@ -84,13 +84,7 @@ std::string utc_date(int64_t ns) {
 constexpr uint64_t kMaxRenderedRatio = 32;
 constexpr uint64_t kMinRenderedCap = 1 << 20;
 
-// Where a record's lines go, relative to the datadir, and the lines.
-struct Rendered {
-  std::string file;
-  std::string lines;
-  bool malformed = false;
-};
-
+using Rendered = RenderedRecord;
 
 // Kept, not rendered: the agent's bytes in base64, and why.
 Rendered malformed(const std::string& agent, Lane lane, const IncomingRecord& in, const char* why) {
@@ -106,7 +100,9 @@ Rendered malformed(const std::string& agent, Lane lane, const IncomingRecord& in
   return out;
 }
 
-Rendered render(const std::string& agent, Lane lane, const IncomingRecord& in) {
+}  // namespace
+
+Rendered render_record(const std::string& agent, Lane lane, const IncomingRecord& in) {
   Rendered out;
   try {
     // RecordView needs words; a Data blob from the wire need not be aligned.
@@ -148,6 +144,7 @@ Rendered render(const std::string& agent, Lane lane, const IncomingRecord& in) {
   return out;
 }
 
+namespace {
 
 void make_dirs(const fs::path& dir) {
   if (fs::exists(dir)) return;
@@ -318,12 +315,15 @@ std::vector<UploadResult> CollectorStore::store(const std::vector<Upload>& uploa
     UploadResult result;
     result.error = check_sequence(up, it->second);
     if (result.error.empty()) {
-      for (auto& record : up.records) {
+      for (size_t i = 0; i < up.records.size(); ++i) {
+        auto& record = up.records[i];
         if (record.seq <= it->second) {
           ++report->duplicates;
           continue;
         }
-        auto rendered = render(up.agent, up.lane, record);
+        RenderedRecord here;
+        const RenderedRecord& rendered =
+            up.rendered.size() == up.records.size() ? up.rendered[i] : (here = render_record(up.agent, up.lane, record));
         files.append(rendered.file, rendered.lines);
         it->second = record.seq;
         ++(rendered.malformed ? report->malformed : report->stored);

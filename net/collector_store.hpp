@@ -39,6 +39,13 @@ struct IncomingRecord {
   kj::ArrayPtr<const kj::byte> data;  // an encoded Record, as the agent buffered it
 };
 
+// A record's lines and the file (relative to the datadir) they go to.
+struct RenderedRecord {
+  std::string file;
+  std::string lines;
+  bool malformed = false;  // kept as base64 under <agent>/_malformed/
+};
+
 struct Upload {
   std::string agent;  // a valid agent id (see valid_agent_id)
   Lane lane = Lane::EVENTS;
@@ -47,7 +54,14 @@ struct Upload {
   // earlier upload that failed) is seen: such an upload is refused.
   uint64_t after = 0;
   std::vector<IncomingRecord> records;  // ascending seqs, all above `after`
+  // The records rendered ahead (StorageWorker does it on another thread),
+  // or empty: store() renders them.
+  std::vector<RenderedRecord> rendered;
 };
+
+// Renders one record as JSON lines (pure: any thread). One that does not
+// decode, or would render to far more than its size, comes back malformed.
+RenderedRecord render_record(const std::string& agent, Lane lane, const IncomingRecord& record);
 
 struct UploadResult {
   uint64_t mark = 0;  // the lane's mark afterwards: the agent may delete through it

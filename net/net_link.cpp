@@ -16,28 +16,26 @@ bool starved(const net_link_state::LaneState& l) {
   return waiting(l) && l.in_flight == 0 && l.reserved == 0;
 }
 
-// May `lane` take an upload slot now? Not the last one while another lane waits.
-bool may_send(Self self, size_t lane) {
+// The bulk lanes (results, uploads) never hold the last slot: a fresh
+// control or event row always finds one free, whatever the backlog.
+unsigned slot_limit(size_t lane) {
+  bool bulk = static_cast<Lane>(lane) == Lane::RESULTS || static_cast<Lane>(lane) == Lane::UPLOADS;
+  return bulk ? kUploadWindow - 1 : kUploadWindow;
+}
+
+// The upload slots `lane` may fill now (0: none): within its limit, and
+// leaving one for another lane that waits without any.
+unsigned free_slots(Self self, size_t lane) {
   auto& st = self->state;
-  unsigned busy = st.in_flight + st.reserved;
-  if (!st.enabled || st.session == 0 || busy >= kUploadWindow) return false;
-  if (busy + 1 < kUploadWindow) return true;
+  unsigned busy = st.in_flight + st.reserved, limit = slot_limit(lane);
+  if (!st.enabled || st.session == 0 || busy >= limit) return 0;
+  unsigned free = limit - busy;
   for (size_t other = 0; other < st.lanes.size(); ++other)
-    if (other != lane && starved(st.lanes[other])) return false;
-  return true;
+    if (other != lane && starved(st.lanes[other])) return free - 1;
+  return free;
 }
 
 void pump(Self self);
-
-// The upload slots `lane` may fill now: all that are free but one while
-// another lane waits without any.
-unsigned free_slots(Self self, size_t lane) {
-  auto& st = self->state;
-  unsigned free = kUploadWindow - std::min(kUploadWindow, st.in_flight + st.reserved);
-  for (size_t other = 0; other < st.lanes.size(); ++other)
-    if (other != lane && starved(st.lanes[other])) return std::max(1u, free - 1);
-  return std::max(1u, free);
-}
 
 // Hands records[begin, ...) to the network as uploads of at most
 // MAX_RECORDS_PER_UPLOAD records and kUploadBytes bytes each.
@@ -105,7 +103,7 @@ void pump(Self self) {
   auto& st = self->state;
   for (size_t lane = 0; lane < st.lanes.size(); ++lane) {
     auto& l = st.lanes[lane];
-    if (!l.reading && waiting(l) && may_send(self, lane)) read_and_send(self, lane);
+    if (!l.reading && waiting(l) && free_slots(self, lane) > 0) read_and_send(self, lane);
   }
 }
 

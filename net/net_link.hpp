@@ -2,9 +2,10 @@
 // The network link actor: reads committed records from the buffer, hands
 // them to the network thread as uploads, and acks the buffer once the
 // collector has stored them. Lanes are served by priority (control, events,
-// results, uploads); no lane may hold the last free upload slot while
-// another lane has records waiting, so a backlog delays fresh rows by at
-// most one upload round trip.
+// results, uploads); the bulk lanes never hold the last upload slot, and no
+// lane takes the last one free while another waits without any, so fresh
+// rows never wait for a slot behind a backlog. One buffer read fills every
+// slot the lane may use.
 
 #include <caf/typed_event_based_actor.hpp>
 

@@ -20,15 +20,17 @@ uint64_t bytes_of(const Upload& up) {
 // Control and events lanes first, then the bulk lanes.
 bool urgent(Lane lane) { return lane == Lane::CONTROL || lane == Lane::EVENTS; }
 
-StorageWorker::StorageWorker(CollectorStore& store) : store_(store), thread_([this] { run(); }) {}
+StorageWorker::StorageWorker(CollectorStore& store)
+    : store_(store), render_thread_([this] { render_loop(); }), store_thread_([this] { store_loop(); }) {}
 
 StorageWorker::~StorageWorker() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
-  wake_.notify_one();
-  thread_.join();
+  wake_render_.notify_one();
+  render_thread_.join();  // renders what was submitted,
+  store_thread_.join();   // which is then stored
 }
 
 kj::Promise<UploadResult> StorageWorker::submit(Upload upload) {
@@ -37,7 +39,7 @@ kj::Promise<UploadResult> StorageWorker::submit(Upload upload) {
     std::lock_guard<std::mutex> lock(mutex_);
     queue_.push_back({std::move(upload), kj::mv(paf.fulfiller)});
   }
-  wake_.notify_one();
+  wake_render_.notify_one();
   return kj::mv(paf.promise);
 }
 
@@ -53,7 +55,7 @@ std::vector<StorageWorker::Job> StorageWorker::take_group() {
   std::vector<Job> group;
   uint64_t bytes = 0;
   for (int pass = 0; pass < 2; ++pass) {
-    for (auto it = queue_.begin(); it != queue_.end() && group.size() < kMaxUploadsPerGroup;) {
+    for (auto it = rendered_.begin(); it != rendered_.end() && group.size() < kMaxUploadsPerGroup;) {
       bool take = pass == 0 ? urgent(it->upload.lane)
                             : group.empty() || bytes + bytes_of(it->upload) <= kMaxGroupBytes;
       if (pass == 1 && !take) break;  // keep bulk lanes in order: stop at the first that does not fit
@@ -63,7 +65,7 @@ std::vector<StorageWorker::Job> StorageWorker::take_group() {
       }
       bytes += bytes_of(it->upload);
       group.push_back(std::move(*it));
-      it = queue_.erase(it);
+      it = rendered_.erase(it);
     }
   }
   return group;
@@ -78,13 +80,49 @@ void StorageWorker::fail_group(std::vector<Job>& group, const char* why) {
   ++stats_.failures;
 }
 
-void StorageWorker::run() {
+// Urgent lanes first, like the groups; each upload whole.
+void StorageWorker::render_loop() {
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_render_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) {
+        render_done_ = true;
+        wake_store_.notify_one();
+        return;
+      }
+      auto it = std::find_if(queue_.begin(), queue_.end(),
+                             [](const Job& j) { return urgent(j.upload.lane); });
+      if (it == queue_.end()) it = queue_.begin();
+      job = std::move(*it);
+      queue_.erase(it);
+    }
+    auto& up = job.upload;
+    try {
+      up.rendered.reserve(up.records.size());
+      for (auto& r : up.records) up.rendered.push_back(render_record(up.agent, up.lane, r));
+    } catch (const std::exception& e) {  // bad_alloc: this upload fails, the agent resends it
+      std::vector<Job> failed;
+      failed.push_back(std::move(job));
+      fail_group(failed, e.what());
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      rendered_.push_back(std::move(job));
+    }
+    wake_store_.notify_one();
+  }
+}
+
+void StorageWorker::store_loop() {
   for (;;) {
     std::vector<Job> group;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and nothing left
+      wake_store_.wait(lock, [&] { return render_done_ || !rendered_.empty(); });
+      if (rendered_.empty()) return;  // stopping, and nothing left
       group = take_group();
     }
     std::vector<Upload> uploads;

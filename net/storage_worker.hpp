@@ -1,8 +1,10 @@
 #pragma once
-// The collector's storage thread. RPC handlers (on the kj event loop) submit
-// uploads; the worker takes every upload waiting when it wakes, stores them
-// as one group (one fdatasync per file, one LMDB commit) and resolves each
-// caller's promise back on the caller's loop. fsync never blocks the loop.
+// The collector's storage threads. RPC handlers (on the kj event loop)
+// submit uploads; a render thread turns their records into JSON lines, and
+// the store thread takes every rendered upload waiting when it wakes, stores
+// them as one group (one fdatasync per file, one LMDB commit) and resolves
+// each caller's promise back on the caller's loop. fsync never blocks the
+// loop, and the next group renders while this one syncs.
 
 #include <kj/async.h>
 
@@ -39,17 +41,20 @@ class StorageWorker {
     Upload upload;
     kj::Own<kj::CrossThreadPromiseFulfiller<UploadResult>> done;
   };
-  void run();
+  void render_loop();
+  void store_loop();
   std::vector<Job> take_group();  // under mutex_
   void fail_group(std::vector<Job>& group, const char* why);
 
   CollectorStore& store_;
   mutable std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<Job> queue_;
+  std::condition_variable wake_render_, wake_store_;
+  std::deque<Job> queue_;     // submitted, to render
+  std::deque<Job> rendered_;  // to store
   bool stopping_ = false;
+  bool render_done_ = false;  // the render thread has left: nothing more comes to rendered_
   Stats stats_;
-  std::thread thread_;
+  std::thread render_thread_, store_thread_;
 };
 
 }  // namespace outpost::net

@@ -154,7 +154,7 @@ TEST(CollectorStore, MalformedRecordIsKeptAsBase64AndAcked) {
   TempDir tmp;
   CollectorStore store(tmp.path("data"));
   std::vector<kj::byte> garbage(40, 0xAB);
-  Upload up{"a1", Lane::EVENTS, 0, {{7, kj::arrayPtr(garbage.data(), garbage.size())}}};
+  Upload up{"a1", Lane::EVENTS, 0, {{7, kj::arrayPtr(garbage.data(), garbage.size())}}, {}};
   StoreReport report;
   EXPECT_EQ(marks_of(store.store({up}, &report)), std::vector<uint64_t>{7});
   EXPECT_EQ(report.malformed, 1u);
@@ -181,7 +181,7 @@ TEST(CollectorStore, NoCorruptionOfARecordEscapesAsAnException) {
       variants.push_back(good);
       variants.back()[i] = value;
     }
-  Upload up{"a1", Lane::EVENTS, 0, {}};
+  Upload up{"a1", Lane::EVENTS, 0, {}, {}};
   for (size_t i = 0; i < variants.size(); ++i)
     up.records.push_back({i + 1, kj::arrayPtr(variants[i].data(), variants[i].size())});
   StoreReport report;
@@ -205,7 +205,7 @@ TEST(CollectorStore, ARecordThatWouldRenderToFarMoreJsonIsKeptAsMalformed) {
     columns.set(i, ("column_with_a_long_name_" + std::to_string(i)).c_str());
   batch.initRows(2000);
   auto encoded = w.finish();
-  Upload up{"a1", Lane::EVENTS, 0, {{1, encoded.bytes()}}};
+  Upload up{"a1", Lane::EVENTS, 0, {{1, encoded.bytes()}}, {}};
   StoreReport report;
   store.store({up}, &report);
   EXPECT_EQ(report.malformed, 1u);

@@ -190,10 +190,10 @@ TEST_F(EndToEnd, LiveRowsAreNotStuckBehindABacklog) {
       << "log: {file: " << agent_log.string() << "}\n"
       << "queries:\n"
       << "  - {name: backlog, lane: results, source: {type: synthetic, rate: 0, row_size: 512, "
-         "max_rows: 300000}}\n"
-      << "  - {name: live, lane: events, source: {type: clock, period_ms: 50}}\n";
+         "max_rows: 600000}}\n"
+      << "  - {name: live, lane: events, source: {type: clock, period_ms: 20}}\n";
   procs.add(spawn({OUTPOST_AGENT, "--config", config.string()}));
-  std::this_thread::sleep_for(std::chrono::seconds(3));  // ~100 MB of results pile up
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // the buffer fills (256 MiB of results)
   start_collector();
   auto up = schemas::now_ns();
 
