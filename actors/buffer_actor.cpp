@@ -127,6 +127,7 @@ caf::settings status_of(Self self) {
   put_count(s, "blocked_episodes", st.blocked_episodes);
   put_count(s, "appends", st.appends);
   put_count(s, "commits", st.commits);
+  put_count(s, "store_commits", stats.commits);  // every write transaction, acks included
   put_count(s, "acks", st.acks);
   put_count(s, "quarantined", stats.quarantined.records);
   put_count(s, "file_bytes", stats.file_bytes);

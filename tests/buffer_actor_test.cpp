@@ -101,6 +101,52 @@ TEST_F(BufferActorTest, FullBufferHoldsAppendsUntilAcksFreeSpace) {
   EXPECT_EQ(answered, 25);
 }
 
+TEST_F(BufferActorTest, AcksArrivingTogetherShareATransaction) {
+  start(1ull << 30);
+  caf::scoped_actor self{*sys};
+  std::vector<uint64_t> seqs;
+  for (int i = 0; i < 100; ++i)
+    self->request(buf, std::chrono::seconds(10), append_atom::value, Lane::EVENTS, make_record(100))
+        .receive([&](uint64_t seq) { seqs.push_back(seq); }, [&](caf::error&) { FAIL(); });
+  int64_t before = count(status_of(self, buf), "store_commits");
+  std::vector<decltype(self->request(buf, caf::infinite, ack_atom::value, Lane::EVENTS, uint64_t{0}))> acks;
+  for (auto seq : seqs) acks.push_back(self->request(buf, std::chrono::seconds(10), ack_atom::value, Lane::EVENTS, seq));
+  for (auto& a : acks) a.receive([](uint64_t) {}, [&](caf::error&) { FAIL(); });
+  auto s = status_of(self, buf);
+  EXPECT_EQ(count(s, "lanes.events.records"), 0);
+  EXPECT_EQ(count(s, "acks"), 100);
+  EXPECT_LE(count(s, "store_commits") - before, 5) << "acks were not gathered into few transactions";
+}
+
+TEST_F(BufferActorTest, EventAppendsGetFreedSpaceBeforeBulkOnes) {
+  uint64_t per_record = persistence::record_format::accounted_bytes(make_record(1000).encoded->size());
+  start(per_record * 3);
+  caf::scoped_actor self{*sys};
+  std::vector<uint64_t> stored;
+  for (int i = 0; i < 3; ++i)
+    self->request(buf, std::chrono::seconds(10), append_atom::value, Lane::RESULTS, make_record(1000))
+        .receive([&](uint64_t seq) { stored.push_back(seq); }, [&](caf::error&) { FAIL(); });
+  // Full: two bulk appends wait, then an event one.
+  std::atomic<int> bulk{0}, events{0};
+  auto append = [&](Lane lane, std::atomic<int>* answered) {
+    sys->spawn([=](caf::event_based_actor* a) {
+      a->request(buf, caf::infinite, append_atom::value, lane, make_record(1000))
+          .then([=](uint64_t) { ++*answered; });
+    });
+  };
+  append(Lane::RESULTS, &bulk);
+  append(Lane::RESULTS, &bulk);
+  ASSERT_TRUE(eventually([&] { return count(status_of(self, buf), "pending_appends") == 2; }));
+  append(Lane::EVENTS, &events);
+  ASSERT_TRUE(eventually([&] { return count(status_of(self, buf), "pending_appends") == 3; }));
+  // Room for one: the event append takes it.
+  self->request(buf, std::chrono::seconds(10), ack_atom::value, Lane::RESULTS, stored[0])
+      .receive([](uint64_t) {}, [&](caf::error&) { FAIL(); });
+  ASSERT_TRUE(eventually([&] { return events == 1; }));
+  EXPECT_EQ(bulk, 0);
+  EXPECT_EQ(count(status_of(self, buf), "pending_appends"), 2);
+}
+
 TEST_F(BufferActorTest, NotifiesItsLinkAfterEachCommit) {
   start(1ull << 30);
   std::atomic<uint64_t> notified{0};

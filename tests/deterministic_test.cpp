@@ -26,7 +26,7 @@ struct fake_buffer_state {
     bool answered = false;
   };
   std::vector<Append> appends;
-  std::vector<std::string> events;  // "append", "settle", "stop"
+  std::vector<std::string> events;  // "append", "settle", "stop", "purge <query id>"
   uint64_t next_seq = 1;
 };
 
@@ -51,6 +51,10 @@ caf::behavior fake_buffer(caf::stateful_actor<fake_buffer_state>* self) {
         return StoredRecords{std::make_shared<const std::vector<persistence::StoredRecord>>()};
       },
       [=](ack_atom, Lane, uint64_t) { return uint64_t{0}; },
+      [=](purge_atom, uint64_t query_id) {
+        self->state.events.push_back("purge " + std::to_string(query_id));
+        return uint64_t{7};
+      },
       [=](subscribe_atom, link_actor) {},
       [=](flush_atom) {},
       [=](settle_atom) {
@@ -370,6 +374,75 @@ TEST_F(SupervisorTest, ShutdownSettlesTheBufferOnlyAfterEveryQueryHandedOver) {
   auto& st = state_of<supervisor_state>(sup);
   for (auto& q : st.queries) EXPECT_FALSE(q.actor) << q.spec->name << " still running";
   EXPECT_EQ(st.queries.at(0).restarts, 0u) << "a query ended by shutdown was restarted";
+}
+
+// A collector's request, answered into `reply`.
+ControlCall control(ControlCall::Kind kind, std::vector<CollectSpec> specs, uint64_t flow,
+                    ControlReply& reply) {
+  ControlCall call;
+  call.kind = kind;
+  call.specs = std::move(specs);
+  call.flow_id = flow;
+  call.answer = std::make_shared<ControlAnswer>([&reply](ControlReply r) { reply = std::move(r); });
+  return call;
+}
+
+TEST_F(SupervisorTest, CancelPurgesOnlyAfterTheQueryHandedOverItsRows) {
+  auto sup = start({}, Script{4, 30min}, RestartPolicy{});
+  const uint64_t flow = kFirstFlowId + 1;
+  ControlReply started{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value,
+                 control(ControlCall::Kind::collect, {{flow, "Outpost.Test.Clock", "", {}}}, 0, started));
+  sched->run();
+  EXPECT_EQ(started.error, "");
+  EXPECT_EQ(started.value, flow);
+  ASSERT_EQ(fb().appends.size(), 1u);
+  EXPECT_EQ(fb().appends[0].record.query_id, flow);
+
+  // Sent again (an answer lost on the way): answered, not started twice.
+  ControlReply again{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value,
+                 control(ControlCall::Kind::collect, {{flow, "Outpost.Test.Clock", "", {}}}, 0, again));
+  sched->run();
+  EXPECT_EQ(again.error, "");
+  EXPECT_EQ(state_of<supervisor_state>(sup).queries.size(), 1u);
+
+  ControlReply cancelled{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value, control(ControlCall::Kind::cancel, {}, flow, cancelled));
+  sched->run();
+  EXPECT_EQ(fb().events, (std::vector<std::string>{"append", "purge " + std::to_string(flow)}));
+  EXPECT_EQ(cancelled.error, "");
+  EXPECT_EQ(cancelled.value, 7u) << "the buffer's purge count";
+  EXPECT_TRUE(state_of<supervisor_state>(sup).queries.at(0).retired);
+  caf::anon_send(sup, stop_atom::value);
+  sched->run();
+}
+
+TEST_F(SupervisorTest, RefusedRequestsChangeNothing) {
+  auto sup = start({}, Script{0, 30min}, RestartPolicy{});
+  ControlReply unknown{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value,
+                 control(ControlCall::Kind::collect, {{kFirstFlowId, "No.Such", "", {}}}, 0, unknown));
+  sched->run();
+  EXPECT_NE(unknown.error.find("unknown artifact"), std::string::npos) << unknown.error;
+
+  // One bad entry: the whole table is refused, the good entry does not start.
+  ControlReply table{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value,
+                 control(ControlCall::Kind::set_event_table,
+                         {{kFirstFlowId + 1, "Outpost.Test.Clock", "", {}},
+                          {kFirstFlowId + 2, "Outpost.Test.Clock", "", {{"period_ms", "0"}}}},
+                         0, table));
+  sched->run();
+  EXPECT_NE(table.error.find("parameter.period_ms"), std::string::npos) << table.error;
+  EXPECT_TRUE(state_of<supervisor_state>(sup).queries.empty());
+
+  // A call dropped unanswered (the agent stops) still gets an answer.
+  ControlReply dropped;
+  { auto call = control(ControlCall::Kind::status, {}, 0, dropped); }
+  EXPECT_EQ(dropped.error, "the agent dropped the request (shutting down)");
+  caf::anon_send(sup, stop_atom::value);
+  sched->run();
 }
 
 }  // namespace
