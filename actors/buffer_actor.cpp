@@ -251,6 +251,9 @@ buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> 
         self->state.acks_scheduled = false;
         apply_acks(self);
       },
+      [=](quarantine_atom, Lane lane, std::vector<uint64_t>& seqs) {
+        self->state.store->quarantine(lane, seqs);
+      },
       [=](purge_atom, uint64_t query_id) -> caf::result<uint64_t> {
         return guarded("purge", [&]() -> caf::result<uint64_t> {
           auto& st = self->state;

@@ -33,6 +33,7 @@ using sleep_atom = caf::atom_constant<caf::atom("sleep")>;
 using wake_atom = caf::atom_constant<caf::atom("wake")>;
 using control_atom = caf::atom_constant<caf::atom("control")>;
 using purge_atom = caf::atom_constant<caf::atom("purge")>;
+using quarantine_atom = caf::atom_constant<caf::atom("quarantine")>;
 
 // Ships buffered records somewhere and acks them once they are stored there.
 using link_actor = caf::typed_actor<
@@ -54,6 +55,8 @@ using buffer_actor = caf::typed_actor<
     caf::replies_to<ack_atom, Lane, uint64_t>::with<uint64_t>,
     // Internal: apply the acks gathered since the first one came.
     caf::reacts_to<ack_atom>,
+    // Moves records a reader found corrupt out of the lane.
+    caf::reacts_to<quarantine_atom, Lane, std::vector<uint64_t>>,
     // Deletes a query's records and refuses its waiting appends; answers how many.
     caf::replies_to<purge_atom, uint64_t>::with<uint64_t>,
     // Tells the buffer which link to notify after each commit.
@@ -65,6 +68,13 @@ using buffer_actor = caf::typed_actor<
     // Settles, then quits.
     caf::reacts_to<stop_atom>,
     // Counters and state, for outpostctl and tests.
+    caf::replies_to<status_atom>::with<caf::settings>>;
+
+// Reads the buffer's store on its own thread, for the network link.
+using buffer_reader_actor = caf::typed_actor<
+    // As the buffer's read.
+    caf::replies_to<read_atom, Lane, uint64_t, uint64_t, uint64_t>::with<StoredRecords>,
+    // Counters, for outpostctl and tests.
     caf::replies_to<status_atom>::with<caf::settings>>;
 
 // Runs one query: pulls rows from its source, batches them, appends them.

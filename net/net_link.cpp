@@ -70,7 +70,7 @@ void read_and_send(Self self, size_t lane) {
   unsigned slots = free_slots(self, lane);
   l.reserved = slots;
   st.reserved += slots;
-  self->request(st.buffer, caf::infinite, read_atom::value, static_cast<Lane>(lane), after,
+  self->request(st.reader, caf::infinite, read_atom::value, static_cast<Lane>(lane), after,
                 uint64_t{slots * protocol::MAX_RECORDS_PER_UPLOAD}, slots * kUploadBytes)
       .then(
           [=](StoredRecords records) {
@@ -146,9 +146,11 @@ caf::settings status_of(Self self) {
 }  // namespace
 
 net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link_state> self,
-                                       buffer_actor buffer, ClientConfig config) {
+                                       buffer_actor buffer, buffer_reader_actor reader,
+                                       ClientConfig config) {
   auto& st = self->state;
   st.buffer = std::move(buffer);
+  st.reader = std::move(reader);
   st.target = config.host + ":" + std::to_string(config.port);
   // The network thread only posts: anon_send never blocks it.
   net_link_actor handle = self;

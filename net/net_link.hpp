@@ -30,7 +30,8 @@ struct net_link_state {
     bool unread = true;      // the buffer may hold records past `sent` that no commit announced
   };
 
-  buffer_actor buffer;
+  buffer_actor buffer;           // acks
+  buffer_reader_actor reader;    // reads, which must not wait behind the buffer's commits
   supervisor_actor supervisor;  // carries out the collector's requests
   std::unique_ptr<NetClient> client;
   std::string target;       // host:port, for status
@@ -52,6 +53,7 @@ inline constexpr unsigned kUploadWindow = 4;
 inline constexpr uint64_t kUploadBytes = 1 << 20;
 
 net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link_state> self,
-                                       buffer_actor buffer, ClientConfig config);
+                                       buffer_actor buffer, buffer_reader_actor reader,
+                                       ClientConfig config);
 
 }  // namespace outpost::net

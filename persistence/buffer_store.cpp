@@ -121,6 +121,11 @@ std::string BufferStore::where(Lane lane) const {
 // Opens the environment; one that cannot be trusted is set aside and a fresh
 // one opened. On any other failure env_ stays null and the next call retries.
 void BufferStore::reopen() {
+  std::unique_lock<std::shared_mutex> lock(env_mutex_);
+  reopen_locked();
+}
+
+void BufferStore::reopen_locked() {
   env_.reset();
   try {
     open_env();
@@ -344,40 +349,55 @@ std::optional<rf::Header> BufferStore::inspect(const lmdb::Txn& txn, const MDB_v
 
 ReadResult BufferStore::read(Lane lane, uint64_t after_seq, size_t max_records, size_t max_bytes) {
   ReadResult out;
-  if (after_seq == UINT64_MAX || max_records == 0) return out;
-  std::vector<uint64_t> corrupt;
   {
     lmdb::Txn txn = begin(true);
-    lmdb::Cursor cursor(txn, lane_dbs_[index(lane)], where(lane));
-    rf::Key start(after_seq + 1);
-    MDB_val key = start.val(), value;
-    size_t bytes = 0;
-    for (bool more = cursor.get(key, value, MDB_SET_RANGE); more && out.records.size() < max_records;
-         more = cursor.get(key, value, MDB_NEXT)) {
-      auto seq = rf::seq_of(key);
-      if (!seq) throw StoreError("malformed key in " + where(lane), MDB_CORRUPTED);
-      auto header = inspect(txn, key, value);
-      if (!header) {
-        corrupt.push_back(*seq);
-        continue;
-      }
-      size_t size = value.mv_size - rf::kHeaderSize;
-      if (!out.records.empty() && bytes + size > max_bytes) break;
-      StoredRecord r;
-      r.seq = *seq;
-      r.query_id = header->query_id;
-      r.created_ns = header->created_ns;
-      r.size = size;
-      r.words = kj::heapArray<capnp::word>((size + sizeof(capnp::word) - 1) / sizeof(capnp::word));
-      auto dst = r.words.asBytes();
-      std::copy_n(static_cast<const kj::byte*>(value.mv_data) + rf::kHeaderSize, size, dst.begin());
-      std::fill(dst.begin() + size, dst.end(), 0);
-      bytes += size;
-      out.records.push_back(kj::mv(r));
-    }
+    out = scan(txn, lane, after_seq, max_records, max_bytes);
   }
-  if (!corrupt.empty()) quarantine(lane, corrupt);
-  out.quarantined = corrupt.size();
+  if (!out.corrupt.empty()) quarantine(lane, out.corrupt);
+  out.quarantined = out.corrupt.size();
+  out.corrupt.clear();
+  return out;
+}
+
+ReadResult BufferStore::read_concurrently(Lane lane, uint64_t after_seq, size_t max_records,
+                                          size_t max_bytes) const {
+  std::shared_lock<std::shared_mutex> lock(env_mutex_);
+  if (!env_) throw StoreError("buffer " + options_.dir.string() + " is being reopened", MDB_PANIC);
+  lmdb::Txn txn(*env_, true);
+  return scan(txn, lane, after_seq, max_records, max_bytes);
+}
+
+ReadResult BufferStore::scan(const lmdb::Txn& txn, Lane lane, uint64_t after_seq,
+                             size_t max_records, size_t max_bytes) const {
+  ReadResult out;
+  if (after_seq == UINT64_MAX || max_records == 0) return out;
+  lmdb::Cursor cursor(txn, lane_dbs_[index(lane)], where(lane));
+  rf::Key start(after_seq + 1);
+  MDB_val key = start.val(), value;
+  size_t bytes = 0;
+  for (bool more = cursor.get(key, value, MDB_SET_RANGE); more && out.records.size() < max_records;
+       more = cursor.get(key, value, MDB_NEXT)) {
+    auto seq = rf::seq_of(key);
+    if (!seq) throw StoreError("malformed key in " + where(lane), MDB_CORRUPTED);
+    auto header = inspect(txn, key, value);
+    if (!header) {
+      out.corrupt.push_back(*seq);
+      continue;
+    }
+    size_t size = value.mv_size - rf::kHeaderSize;
+    if (!out.records.empty() && bytes + size > max_bytes) break;
+    StoredRecord r;
+    r.seq = *seq;
+    r.query_id = header->query_id;
+    r.created_ns = header->created_ns;
+    r.size = size;
+    r.words = kj::heapArray<capnp::word>((size + sizeof(capnp::word) - 1) / sizeof(capnp::word));
+    auto dst = r.words.asBytes();
+    std::copy_n(static_cast<const kj::byte*>(value.mv_data) + rf::kHeaderSize, size, dst.begin());
+    std::fill(dst.begin() + size, dst.end(), 0);
+    bytes += size;
+    out.records.push_back(kj::mv(r));
+  }
   return out;
 }
 
@@ -602,11 +622,12 @@ void BufferStore::compact_if_drained() {
     lmdb::check(mdb_env_copy2(env().get(), tmp.c_str(), MDB_CP_COMPACT), "mdb_env_copy2",
                 tmp.string());
     fsync_path(tmp / kDataFile);
+    std::unique_lock<std::shared_mutex> lock(env_mutex_);  // no reader inside the old file
     env_.reset();
     fs::rename(tmp / kDataFile, data_file(), ec);  // atomic: the old file or the new
     if (!ec) fsync_path(options_.dir);
     fs::remove_all(tmp, ec);
-    reopen();
+    reopen_locked();
     ++compactions_;
     spdlog::info("buffer {}: compacted {} -> {} bytes", options_.dir.string(), before,
                  file_size_or_zero(data_file()));

@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <shared_mutex>
 #include <vector>
 
 #include "persistence/files.hpp"
@@ -87,6 +88,7 @@ struct StoredRecord {
 struct ReadResult {
   std::vector<StoredRecord> records;
   uint64_t quarantined = 0;  // corrupt records met on the way and moved aside
+  std::vector<uint64_t> corrupt;  // read_concurrently: skipped, for the owner to quarantine()
 };
 
 struct LaneStats {
@@ -140,6 +142,16 @@ class BufferStore {
   // Deletes records with seq <= through_seq; returns the accounted bytes freed.
   uint64_t ack(Lane lane, uint64_t through_seq);
   // Deletes every record of the query, in every lane; returns how many.
+  // The one call another thread may make while the owner writes (LMDB
+  // readers never wait for the writer): the same records as read(), except
+  // that corrupt ones are skipped and listed in `corrupt` for the owner to
+  // quarantine(). Throws StoreError while the environment is unusable; the
+  // owner's read() then reopens it.
+  ReadResult read_concurrently(Lane lane, uint64_t after_seq, size_t max_records,
+                               size_t max_bytes) const;
+  // Moves corrupt records aside (best effort: logged if it cannot).
+  void quarantine(Lane lane, const std::vector<uint64_t>& seqs);
+
   uint64_t purge(uint64_t query_id);
 
   StoreStats stats() const;
@@ -149,7 +161,8 @@ class BufferStore {
   std::filesystem::path data_file() const;
 
  private:
-  void reopen();
+  void reopen();         // takes env_mutex_
+  void reopen_locked();  // under env_mutex_, exclusively
   void open_env();
   const lmdb::Env& env() const;
   void set_aside(const std::string& reason);
@@ -167,13 +180,17 @@ class BufferStore {
   Meta rebuild_meta(const lmdb::Txn& txn) const;
   std::optional<record_format::Header> inspect(const lmdb::Txn& txn, const MDB_val& key,
                                                const MDB_val& value) const;
-  void quarantine(Lane lane, const std::vector<uint64_t>& seqs);
+  ReadResult scan(const lmdb::Txn& txn, Lane lane, uint64_t after_seq, size_t max_records,
+                  size_t max_bytes) const;
   void move_to_quarantine(Lane lane, const std::vector<uint64_t>& seqs);
   void compact_if_drained();
   std::string where(Lane lane) const;
 
   StoreOptions options_;
   DirLock lock_;
+  // Replaced (reopen, compaction) under an exclusive lock; read_concurrently
+  // holds it shared. Everything else runs on the owner's thread.
+  mutable std::shared_mutex env_mutex_;
   std::unique_ptr<lmdb::Env> env_;
   std::array<MDB_dbi, kLaneCount> lane_dbs_{};
   MDB_dbi quarantine_db_ = 0;

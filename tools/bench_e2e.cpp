@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "actors/buffer_actor.hpp"
+#include "actors/buffer_reader.hpp"
 #include "actors/query_actor.hpp"
 #include "actors/system_config.hpp"
 #include "actors/status.hpp"
@@ -118,8 +119,10 @@ struct Agent {
     o.dir = dir;
     o.sync = persistence::SyncPolicy::full;
     o.limit_bytes = 2ull << 30;
-    buf = sys.spawn<caf::detached>(buffer, std::make_shared<persistence::BufferStore>(o));
-    link = sys.spawn(net::net_link, buf, std::move(client));
+    auto store = std::make_shared<persistence::BufferStore>(o);
+    buf = sys.spawn<caf::detached>(buffer, store);
+    auto reader = sys.spawn<caf::detached>(buffer_reader, store, buf);
+    link = sys.spawn(net::net_link, buf, reader, std::move(client));
     caf::anon_send(buf, subscribe_atom::value, link_actor{link});
   }
   ~Agent() {

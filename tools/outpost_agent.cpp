@@ -15,6 +15,7 @@
 
 #include "actors/agent_config.hpp"
 #include "actors/buffer_actor.hpp"
+#include "actors/buffer_reader.hpp"
 #include "actors/file_link.hpp"
 #include "actors/supervisor.hpp"
 #include "actors/system_config.hpp"
@@ -65,7 +66,8 @@ std::string describe(const LinkSpec& link) {
   return "?";
 }
 
-link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf, const LinkSpec& link) {
+link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf,
+                      std::shared_ptr<const persistence::BufferStore> store, const LinkSpec& link) {
   if (link.kind != LinkSpec::Kind::collector) {
     bool file = link.kind == LinkSpec::Kind::file;
     return sys.spawn(file_link, buf, file ? link.path : std::string{}, file);
@@ -82,7 +84,8 @@ link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf, const Lin
   c.backoff = {link.backoff_initial, link.backoff_cap};
   // Unreadable certificates are a configuration error: say so now, not in a retry loop.
   if (!c.tls.insecure) net::TlsSetup check(c.tls, false);
-  return sys.spawn(net::net_link, buf, std::move(c));
+  auto reader = sys.spawn<caf::detached>(buffer_reader, std::move(store), buf);
+  return sys.spawn(net::net_link, buf, reader, std::move(c));
 }
 
 int run(const AgentConfig& config) {
@@ -103,7 +106,7 @@ int run(const AgentConfig& config) {
   caf::actor_system_config cfg;
   caf::actor_system sys{configure_scheduler(cfg)};
   auto buf = sys.spawn<caf::detached>(buffer, store);
-  link_actor link = spawn_link(sys, buf, config.link);
+  link_actor link = spawn_link(sys, buf, store, config.link);
   caf::anon_send(buf, subscribe_atom::value, link);
   auto sup = sys.spawn(supervisor, buf, link, config.queries, SourceFactory{[](const QuerySpec& q) {
                          return make_test_source(q.source);
