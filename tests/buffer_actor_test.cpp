@@ -3,6 +3,7 @@
 #include <atomic>
 
 #include "actors/buffer_actor.hpp"
+#include "actors/buffer_reader.hpp"
 #include "persistence/record_format.hpp"
 #include "tests/actor_test_util.hpp"
 #include "tests/temp_dir.hpp"
@@ -26,7 +27,7 @@ struct BufferActorTest : ::testing::Test {
     buf = sys->spawn<caf::detached>(buffer, std::make_shared<persistence::BufferStore>(o));
   }
   ~BufferActorTest() override {
-    caf::anon_send(buf, stop_atom::value);
+    if (buf) caf::anon_send(buf, stop_atom::value);
     sys->await_all_actors_done();
   }
 };
@@ -145,6 +146,39 @@ TEST_F(BufferActorTest, EventAppendsGetFreedSpaceBeforeBulkOnes) {
   ASSERT_TRUE(eventually([&] { return events == 1; }));
   EXPECT_EQ(bulk, 0);
   EXPECT_EQ(count(status_of(self, buf), "pending_appends"), 2);
+}
+
+TEST_F(BufferActorTest, ReaderServesTheSameRecordsAndEndsWithTheBuffer) {
+  persistence::StoreOptions o;
+  o.dir = tmp.path("buf");
+  auto store = std::make_shared<persistence::BufferStore>(o);
+  sys = std::make_unique<caf::actor_system>(cfg);
+  buf = sys->spawn<caf::detached>(buffer, store);
+  auto reader = sys->spawn<caf::detached>(buffer_reader, store, buf);
+  caf::scoped_actor self{*sys};
+  for (int i = 0; i < 3; ++i)
+    self->request(buf, std::chrono::seconds(10), append_atom::value, Lane::EVENTS, make_record(10 + i))
+        .receive([](uint64_t) {}, [&](caf::error&) { FAIL(); });
+  auto read = [&](auto& from) {
+    std::vector<std::pair<uint64_t, size_t>> out;
+    self->request(from, std::chrono::seconds(10), read_atom::value, Lane::EVENTS, uint64_t{0},
+                  uint64_t{100}, uint64_t{1} << 20)
+        .receive([&](StoredRecords r) {
+                   for (auto& rec : *r) out.emplace_back(rec.seq, rec.size);
+                 },
+                 [&](caf::error& e) { ADD_FAILURE() << sys->render(e); });
+    return out;
+  };
+  auto direct = read(buf);
+  EXPECT_EQ(direct.size(), 3u);
+  EXPECT_EQ(read(reader), direct);
+  self->monitor(reader);
+  self->send(buf, stop_atom::value);
+  bool ended = false;
+  self->receive([&](caf::down_msg&) { ended = true; },
+                caf::after(std::chrono::seconds(10)) >> [] {});
+  EXPECT_TRUE(ended) << "the reader outlived its buffer";
+  buf = nullptr;
 }
 
 TEST_F(BufferActorTest, NotifiesItsLinkAfterEachCommit) {
