@@ -105,9 +105,20 @@ Rendered malformed(const std::string& agent, Lane lane, const IncomingRecord& in
 Rendered render_record(const std::string& agent, Lane lane, const IncomingRecord& in) {
   Rendered out;
   try {
-    // RecordView needs words; a Data blob from the wire need not be aligned.
-    auto words = kj::heapArray<capnp::word>((in.data.size() + 7) / 8);
-    std::memcpy(words.begin(), in.data.begin(), in.data.size());
+    // RecordView needs words. A Data blob in a Cap'n Proto message starts on
+    // a word boundary and a record is whole words, so this copy is rare.
+    kj::Array<capnp::word> copy;
+    kj::ArrayPtr<const capnp::word> words;
+    if (reinterpret_cast<uintptr_t>(in.data.begin()) % alignof(capnp::word) == 0 &&
+        in.data.size() % sizeof(capnp::word) == 0) {
+      words = kj::arrayPtr(reinterpret_cast<const capnp::word*>(in.data.begin()),
+                           in.data.size() / sizeof(capnp::word));
+    } else {
+      copy = kj::heapArray<capnp::word>((in.data.size() + 7) / 8);
+      std::memset(copy.begin(), 0, copy.size() * sizeof(capnp::word));
+      std::memcpy(copy.begin(), in.data.begin(), in.data.size());
+      words = copy;
+    }
     schemas::RecordView view(words);
     auto record = view.record();
     std::string folder;
