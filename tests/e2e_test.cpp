@@ -261,16 +261,34 @@ TEST_F(EndToEnd, AgentKillNineRepeatedlyDeliversNoRecordTwiceAndLosesNone) {
     kill(agent, SIGKILL);
     ASSERT_EQ(wait_exit(agent), 128 + SIGKILL);
   }
-  // A last run delivers what the killed ones committed but had not sent.
-  pid_t agent = start_agent(1, 1);
-  size_t last = 0;
-  ASSERT_TRUE(eventually([&] {
-    size_t now = record_seqs(data / "agent-1" / "syn").size();
-    bool settled = now == last && now > 0;
-    last = now;
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    return settled;
-  }));
+  // What the killed runs committed and had not sent is in the buffer now; a
+  // last run, with no query of its own, delivers it.
+  uint64_t buffered_max = 0;
+  {
+    persistence::StoreOptions o;
+    o.dir = tmp.path("buf");
+    persistence::BufferStore buffer(o);
+    auto left = buffer.read(Lane::EVENTS, 0, 1000000, uint64_t{1} << 40);
+    if (!left.records.empty()) buffered_max = left.records.back().seq;
+  }
+  AgentOptions quiet;
+  quiet.queries = "  []\n";
+  auto runs = [&] {  // "agent running" lines in the log, which every run appends to
+    std::string log = slurp(agent_log);
+    size_t n = 0;
+    for (size_t at = 0; (at = log.find("agent running", at)) != std::string::npos; ++at) ++n;
+    return n;
+  };
+  size_t runs_before = runs();
+  pid_t agent = start_agent(0, 0, quiet);
+  ASSERT_TRUE(eventually([&] { return runs() > runs_before; })) << slurp(agent_log);
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto seqs = record_seqs(data / "agent-1" / "syn");
+        return !seqs.empty() && seqs.back() >= buffered_max;
+      },
+      std::chrono::seconds(60)))
+      << slurp(agent_log);
   kill(agent, SIGTERM);
   ASSERT_EQ(wait_exit(agent), 0);
   kill(collector, SIGTERM);

@@ -88,7 +88,7 @@ link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf,
   return sys.spawn(net::net_link, buf, reader, std::move(c));
 }
 
-int run(const AgentConfig& config) {
+int run(const AgentConfig& config, sigset_t signals) {
   auto store = std::make_shared<persistence::BufferStore>(config.buffer);
   if (auto& r = store->open_report(); r.set_aside_to)
     spdlog::error("buffer was unreadable ({}); kept at {}", r.reason, r.set_aside_to->string());
@@ -96,12 +96,6 @@ int run(const AgentConfig& config) {
   spdlog::info("buffer {}: {} records, {} of {} bytes", config.buffer.dir.string(), stats.records,
                stats.live_bytes, stats.limit_bytes);
 
-  // Signals go to the watcher thread only: block them before CAF starts its threads.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   caf::actor_system_config cfg;
   caf::actor_system sys{configure_scheduler(cfg)};
@@ -146,6 +140,15 @@ int main(int argc, char** argv) {
   app.add_flag("--print-default-config", print_default, "print the built-in configuration and exit");
   CLI11_PARSE(app, argc, argv);
 
+  // Signals wait for the watcher thread (started once the actors run), from
+  // the start: a SIGTERM during startup still gets an ordered shutdown. Blocked
+  // before CAF starts its threads, which inherit the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
   if (print_default) {
     std::cout << default_agent_config_yaml();
     return 0;
@@ -166,7 +169,7 @@ int main(int argc, char** argv) {
       auto parent = std::filesystem::path(config.link.path).parent_path();
       if (!parent.empty()) std::filesystem::create_directories(parent);
     }
-    return run(config);
+    return run(config, signals);
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     std::cerr << "outpost-agent: " << e.what() << "\n";
