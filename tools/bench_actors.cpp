@@ -14,7 +14,6 @@
 #include "actors/buffer_actor.hpp"
 #include "actors/file_link.hpp"
 #include "actors/query_actor.hpp"
-#include "actors/system_config.hpp"
 #include "actors/status.hpp"
 #include "actors/test_sources.hpp"
 #include "tools/bench.hpp"
@@ -34,13 +33,9 @@ std::shared_ptr<BufferStore> open_store(const fs::path& dir) {
 }
 
 // The agent without queries: buffer actor, file link, both wired up.
-struct Agent {
-  caf::actor_system_config cfg;
-  caf::actor_system sys{configure_scheduler(cfg)};
-  caf::scoped_actor self{sys};
+struct Agent : BenchSystem {
   buffer_actor buf;
   link_actor link;
-  waker_actor wake = sys.spawn(waker);
   std::vector<query_actor> queries;
 
   Agent(const fs::path& dir, bool online) {

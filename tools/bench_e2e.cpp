@@ -14,7 +14,6 @@
 #include "actors/buffer_actor.hpp"
 #include "actors/buffer_reader.hpp"
 #include "actors/query_actor.hpp"
-#include "actors/system_config.hpp"
 #include "actors/status.hpp"
 #include "actors/test_sources.hpp"
 #include "net/collector_server.hpp"
@@ -106,13 +105,9 @@ double percentile(std::vector<double> v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
 }
 
-struct Agent {
-  caf::actor_system_config cfg;
-  caf::actor_system sys{configure_scheduler(cfg)};
-  caf::scoped_actor self{sys};
+struct Agent : BenchSystem {
   buffer_actor buf;
   net_link_actor link;
-  waker_actor wake = sys.spawn(waker);
 
   Agent(const fs::path& dir, net::ClientConfig client) {
     persistence::StoreOptions o;
