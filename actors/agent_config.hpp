@@ -51,7 +51,8 @@ struct QuerySpec {
   SourceSpec source;
   size_t batch_rows = 1000;                  // send a batch at this many rows,
   size_t batch_bytes = 1 << 20;              // or this many bytes,
-  std::chrono::milliseconds batch_delay{5};  // or this long after its first row
+  std::chrono::milliseconds batch_delay{5};  // or this long after its first row (a batch goes
+                                             // at once when no append is in flight)
   unsigned max_in_flight = 2;                // unanswered appends before the query pauses (1..64)
 };
 

@@ -74,6 +74,7 @@ void send_batch(Self self) {
               resume(self);
               if (st.flush_due) send_batch(self);
             }
+            if (st.in_flight == 0) send_batch(self);  // what came in meanwhile
             maybe_quit(self);
           },
           [=](caf::error& err) {
@@ -89,22 +90,24 @@ void pull(Self self) {
   auto& st = self->state;
   st.pull_scheduled = false;
   if (st.paused || st.source_done || st.stopping) return;
-  if (!st.batch) {
+  if (!st.batch)
     st.batch = std::make_unique<schemas::RowBatchWriter>(
         st.spec->id, st.spec->artifact.c_str(), st.spec->name.c_str(), st.spec->lane, st.source->columns(),
         st.next_batch_words);
-    st.batch_created_ns = schemas::now_ns();
-  }
   size_t before = st.batch->row_count();
   size_t budget = std::min(kPullBudget, st.spec->batch_rows - std::min(before, st.spec->batch_rows));
+  int64_t pulled_ns = schemas::now_ns();
   PullResult result = st.source->pull(*st.batch, std::max<size_t>(budget, 1));
   size_t rows = st.batch->row_count();
   st.rows_produced += rows - before;
-  bool full = rows >= st.spec->batch_rows || st.batch->encoded_size() >= st.spec->batch_bytes;
-  // When nothing more comes before the batch is due, waiting for it would
-  // only add latency (and a timer per idle query).
-  bool idle = result.state == PullResult::State::wait && result.wait >= st.spec->batch_delay;
-  if (full || idle) {
+  if (rows == 0) st.batch.reset();  // a sleeping source holds no batch
+  if (before == 0 && rows > 0) st.batch_created_ns = pulled_ns;  // its first row's time
+  bool full = rows > 0 && (rows >= st.spec->batch_rows || st.batch->encoded_size() >= st.spec->batch_bytes);
+  // With no append in flight, waiting would only add latency: batches grow
+  // from what comes while an append is being committed, so they are small
+  // at low rates and big at high ones. The delay bounds a batch's wait for
+  // a slow commit.
+  if (full || st.in_flight == 0) {
     send_batch(self);
   } else if (rows > 0 && !st.timer_armed) {
     st.timer_armed = true;

@@ -382,6 +382,9 @@ void append_all_or_nothing(std::string& out, Write&& write) {
 
 }  // namespace
 
+void append_json_timestamp(std::string& out, int64_t ns) { append_timestamp(out, ns); }
+void append_json_float(std::string& out, double d) { append_float(out, d); }
+
 void append_json(std::string& out, Value::Reader value) {
   append_all_or_nothing(out, [&] { append_value(out, value, 0); });
 }

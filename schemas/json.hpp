@@ -36,6 +36,10 @@ void append_json_string(std::string& out, kj::StringPtr text);
 // A JSON string holding `data` in base64, as append_json writes bytes.
 void append_json_base64(std::string& out, kj::ArrayPtr<const kj::byte> data);
 
+// A timestamp as a JSON string, and a float, as append_json writes them.
+void append_json_timestamp(std::string& out, int64_t ns);
+void append_json_float(std::string& out, double d);
+
 // Appends the JSON lines for one buffered record, each ending in '\n'. Every
 // line starts {"seq":S,"lane":"...","query_id":Q, then by kind:
 //   row batch:     one line per row (none for an empty batch):

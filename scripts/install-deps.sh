@@ -13,6 +13,7 @@ packages=(
   libyaml-cpp-dev
   libcli11-dev
   libssl-dev
+  libre2-dev
 )
 
 missing=()

@@ -181,20 +181,31 @@ TEST_F(Deterministic, QueryPausesAtMaxInFlightAndResumesOnAnswer) {
   caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
 }
 
-TEST_F(Deterministic, RowsWithinTheDelayShareABatchSentAtTheDelay) {
+TEST_F(Deterministic, RowsThatComeDuringACommitShareTheNextBatch) {
   QuerySpec spec;
   spec.batch_rows = 1000;
   spec.batch_delay = 5ms;
   auto q = start_query(spec, Script{1, 2ms});  // a row every 2 ms
-  for (int i = 0; i < 2; ++i) {                // rows at 0, 2 and 4 ms
+  ASSERT_EQ(fb().appends.size(), 1u) << "the first row waited although nothing was in flight";
+  for (int i = 0; i < 2; ++i) {  // rows at 2 and 4 ms, while the first is being committed
     sched->advance_time(2ms);
     sched->run();
   }
-  EXPECT_TRUE(fb().appends.empty()) << "sent before batch_delay";
-  sched->advance_time(1ms);
+  EXPECT_EQ(fb().appends.size(), 1u) << "sent while the last batch was being committed";
+  answer(0);
+  ASSERT_EQ(fb().appends.size(), 2u) << "not sent when the commit was answered";
+  EXPECT_EQ(rows_in(fb().appends[1].record), 2u);
+
+  // A commit slower than batch_delay: rows at 6 and 8 ms go at 6 + 5 ms.
+  for (int i = 0; i < 2; ++i) {
+    sched->advance_time(2ms);
+    sched->run();
+  }
+  EXPECT_EQ(fb().appends.size(), 2u) << "sent before batch_delay";
+  sched->advance_time(3ms);
   sched->run();
-  ASSERT_EQ(fb().appends.size(), 1u) << "not sent at batch_delay";
-  EXPECT_EQ(rows_in(fb().appends[0].record), 3u);
+  ASSERT_EQ(fb().appends.size(), 3u) << "not sent at batch_delay";
+  EXPECT_EQ(rows_in(fb().appends[2].record), 2u);
   caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
 }
 
@@ -278,16 +289,17 @@ TEST_F(Deterministic, BatchIsSentAtRowOrByteLimit) {
   by_rows.max_in_flight = 3;
   auto q1 = start_query(by_rows, Script{5});
   ASSERT_EQ(fb().appends.size(), 3u);
-  for (auto& a : fb().appends) EXPECT_EQ(rows_in(a.record), 7u);
+  EXPECT_EQ(rows_in(fb().appends[0].record), 5u) << "the first pull's rows go at once";
+  for (size_t i = 1; i < 3; ++i) EXPECT_EQ(rows_in(fb().appends[i].record), 7u);
   caf::anon_send_exit(q1, caf::exit_reason::user_shutdown);
   sched->run();
 
   QuerySpec by_bytes;
   by_bytes.batch_rows = 100000;
   by_bytes.batch_bytes = 4096;
-  by_bytes.max_in_flight = 1;
+  by_bytes.max_in_flight = 2;
   auto q2 = start_query(by_bytes, Script{1});
-  ASSERT_EQ(fb().appends.size(), 4u);
+  ASSERT_EQ(fb().appends.size(), 5u);
   auto size = fb().appends.back().record.encoded->size();
   EXPECT_GE(size, 2048u);
   EXPECT_LE(size, 4096u + 64) << "the batch overshot its byte limit by more than one row";
@@ -298,17 +310,22 @@ TEST_F(Deterministic, StopHandsOverThePartialBatchAndWaitsForItsAnswer) {
   QuerySpec spec;
   spec.batch_rows = 10;
   spec.batch_delay = 1h;
-  auto q = start_query(spec, Script{3, 30min});  // a partial batch of 3 rows
-  ASSERT_TRUE(fb().appends.empty());
+  spec.max_in_flight = 3;
+  auto q = start_query(spec, Script{3, 30min});
+  sched->advance_time(30min);  // 3 more rows, held while the first 3 are being committed
+  sched->run();
+  ASSERT_EQ(fb().appends.size(), 1u);
   caf::scoped_actor self{*sys};
   self->send(q, stop_atom::value);
   sched->run();
-  ASSERT_EQ(fb().appends.size(), 1u);
-  EXPECT_EQ(rows_in(fb().appends[0].record), 3u);
-  self->receive([](uint64_t awaiting) { EXPECT_EQ(awaiting, 3u); });
+  ASSERT_EQ(fb().appends.size(), 2u);
+  EXPECT_EQ(rows_in(fb().appends[1].record), 3u);
+  self->receive([](uint64_t awaiting) { EXPECT_EQ(awaiting, 6u); });
   EXPECT_TRUE(state_of<query_state>(q).stopping);
   self->monitor(q);
-  answer(0);  // its last append is answered: now it ends
+  answer(0);
+  EXPECT_TRUE(state_of<query_state>(q).stopping) << "ended with an append unanswered";
+  answer(1);  // its last append is answered: now it ends
   bool down = false;
   self->receive([&](caf::down_msg& d) { down = !d.reason; }, caf::after(0s) >> [] {});
   EXPECT_TRUE(down) << "the query did not end once its batch was committed";
@@ -359,18 +376,21 @@ TEST_F(SupervisorTest, ShutdownSettlesTheBufferOnlyAfterEveryQueryHandedOver) {
     specs[i].name = "q" + std::to_string(i);
     specs[i].batch_rows = 10;
     specs[i].batch_delay = 1h;
-    specs[i].max_in_flight = 1;
+    specs[i].max_in_flight = 2;
   }
-  // Each query holds a partial batch of 4 rows; the buffer, as if full,
-  // answers no append until it is told to settle.
+  // Each query sends 4 rows, then holds a partial batch of 4 more; the
+  // buffer, as if full, answers no append until it is told to settle.
   auto sup = start(specs, Script{4, 30min}, RestartPolicy{});
-  ASSERT_TRUE(fb().appends.empty());
+  sched->advance_time(30min);
+  sched->run();
+  ASSERT_EQ(fb().appends.size(), 3u);
   caf::anon_send(sup, stop_atom::value);
   sched->run();
   // Every final batch arrived before the settle, the settle let the queries
   // end, and only then was the buffer stopped.
-  EXPECT_EQ(fb().events,
-            (std::vector<std::string>{"append", "append", "append", "settle", "stop"}));
+  std::vector<std::string> expected(6, "append");
+  expected.insert(expected.end(), {"settle", "stop"});
+  EXPECT_EQ(fb().events, expected);
   auto& st = state_of<supervisor_state>(sup);
   for (auto& q : st.queries) EXPECT_FALSE(q.actor) << q.spec->name << " still running";
   EXPECT_EQ(st.queries.at(0).restarts, 0u) << "a query ended by shutdown was restarted";

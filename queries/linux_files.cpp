@@ -1,0 +1,1 @@
+#include "queries/linux_plugins.hpp"

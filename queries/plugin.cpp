@@ -1,0 +1,107 @@
+#include "queries/plugin.hpp"
+
+#include <algorithm>
+
+namespace outpost::vql {
+
+const Value* Args::find(const std::string& name) const {
+  for (auto& [k, v] : values_)
+    if (k == name) return v.is_null() ? nullptr : &v;
+  return nullptr;
+}
+
+void Args::fail(const std::string& name, const std::string& problem) const {
+  throw QueryError(callee_ + "(): " + name + ": " + problem);
+}
+
+const Value& Args::require(const std::string& name) const {
+  auto v = find(name);
+  if (!v) fail(name, "required");
+  return *v;
+}
+
+namespace {
+template <typename T>
+std::optional<T> typed(const Args& args, const std::string& name, const char* type) {
+  auto v = args.find(name);
+  if (!v) return std::nullopt;
+  if (auto x = std::get_if<T>(&v->data)) return *x;
+  args.fail(name, std::string("expected ") + type + ", got " + type_name(*v));
+}
+}  // namespace
+
+std::optional<std::string> Args::string(const std::string& name) const {
+  return typed<std::string>(*this, name, "string");
+}
+std::optional<int64_t> Args::integer(const std::string& name) const {
+  return typed<int64_t>(*this, name, "int");
+}
+std::optional<bool> Args::boolean(const std::string& name) const {
+  return typed<bool>(*this, name, "bool");
+}
+
+std::vector<std::string> Args::strings(const std::string& name) const {
+  auto v = find(name);
+  if (!v) return {};
+  if (auto s = v->as_string()) return {*s};
+  if (auto l = v->as_list()) {
+    std::vector<std::string> out;
+    for (auto& item : *l) {
+      auto s = item.as_string();
+      if (!s) fail(name, std::string("expected a list of strings, found a ") + type_name(item));
+      out.push_back(*s);
+    }
+    return out;
+  }
+  fail(name, std::string("expected a string or a list of strings, got ") + type_name(*v));
+}
+
+void Registry::add(PluginSpec spec) {
+  auto name = spec.name;
+  plugins_.insert_or_assign(name, std::move(spec));
+}
+void Registry::add(FunctionSpec spec) {
+  auto name = spec.name;
+  functions_.insert_or_assign(name, std::move(spec));
+}
+const PluginSpec* Registry::plugin(const std::string& name) const {
+  auto it = plugins_.find(name);
+  return it == plugins_.end() ? nullptr : &it->second;
+}
+const FunctionSpec* Registry::function(const std::string& name) const {
+  auto it = functions_.find(name);
+  return it == functions_.end() ? nullptr : &it->second;
+}
+
+void check_args(const Args& args, const std::vector<ArgSpec>& spec) {
+  for (auto& [name, value] : args.values()) {
+    bool known = std::any_of(spec.begin(), spec.end(), [&](const ArgSpec& a) { return a.name == name; });
+    if (known) continue;
+    std::string expected;
+    for (auto& a : spec) expected += (expected.empty() ? "" : ", ") + a.name;
+    args.fail(name, "unknown argument (" + (expected.empty() ? "it takes none" : "expected " + expected) + ")");
+  }
+  for (auto& a : spec)
+    if (a.required) args.require(a.name);
+}
+
+namespace {
+class RowsStream : public RowStream {
+ public:
+  explicit RowsStream(std::vector<Row> rows) : rows_(std::move(rows)) {}
+  Step next(std::vector<Row>& out, size_t budget) override {
+    for (; next_ < rows_.size() && budget > 0; --budget) out.push_back(std::move(rows_[next_++]));
+    return next_ < rows_.size() ? Step::more() : Step::done();
+  }
+
+ private:
+  std::vector<Row> rows_;
+  size_t next_ = 0;
+};
+}  // namespace
+
+std::unique_ptr<RowStream> rows_stream(std::vector<Row> rows) {
+  return std::make_unique<RowsStream>(std::move(rows));
+}
+
+}  // namespace outpost::vql

@@ -1,0 +1,138 @@
+#pragma once
+// What VQL plugins and functions are made of: evaluated arguments in, rows
+// or a value out. Plugins run cooperatively: a RowStream does a bounded
+// slice of work per call, so that no query holds a CAF worker thread.
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "queries/value.hpp"
+
+namespace outpost::vql {
+
+// A query that cannot run: bad arguments, an unknown plugin, a failed
+// plugin. The message names the plugin or function and the argument.
+class QueryError : public std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Step {
+  enum class State {
+    more,     // call again at once (even when no row came: the work is sliced)
+    wait,     // nothing until `wait` has passed (a periodic plugin)
+    blocked,  // nothing until Env::wake is called (an event from a sensor)
+    done,
+  };
+  State state = State::more;
+  std::chrono::nanoseconds wait{0};
+
+  static Step more() { return {}; }
+  static Step done() { return {State::done, {}}; }
+  static Step blocked() { return {State::blocked, {}}; }
+  static Step after(std::chrono::nanoseconds d) { return {State::wait, d}; }
+};
+
+class RowStream {
+ public:
+  virtual ~RowStream() = default;
+  // Appends at most `budget` rows to `out` after bounded work. Throws
+  // QueryError (or any std::exception) when the plugin fails.
+  virtual Step next(std::vector<Row>& out, size_t budget) = 0;
+};
+
+// The arguments of one call, evaluated, by name.
+class Args {
+ public:
+  Args(std::string callee, std::vector<std::pair<std::string, Value>> values)
+      : callee_(std::move(callee)), values_(std::move(values)) {}
+  const std::string& callee() const { return callee_; }
+  const std::vector<std::pair<std::string, Value>>& values() const { return values_; }
+
+  // NULL or absent: nullptr.
+  const Value* find(const std::string& name) const;
+  // The typed getters throw QueryError "<callee>(): <name>: expected <type>, got <type>"
+  // when the argument has another type, and, for `require`, when it is missing.
+  const Value& require(const std::string& name) const;
+  std::optional<std::string> string(const std::string& name) const;
+  std::optional<int64_t> integer(const std::string& name) const;
+  std::optional<bool> boolean(const std::string& name) const;
+  // A string or a list of strings (VQL lets either stand for a list).
+  std::vector<std::string> strings(const std::string& name) const;
+
+  [[noreturn]] void fail(const std::string& name, const std::string& problem) const;
+
+ private:
+  std::string callee_;
+  std::vector<std::pair<std::string, Value>> values_;
+};
+
+// Where plugins look, so that tests point them at fixtures.
+struct Paths {
+  std::filesystem::path proc = "/proc";
+  std::filesystem::path sys = "/sys";
+  std::filesystem::path passwd = "/etc/passwd";
+  std::filesystem::path mountinfo = "/proc/self/mountinfo";
+};
+
+class Engine;  // engine.hpp: plugins that run queries (foreach) reach it here
+
+// One query's surroundings.
+struct Env {
+  Paths paths;
+  // Called (from any thread) by event sources when rows are waiting; the
+  // query then pulls again. Empty when nobody waits (a test, a one-shot run).
+  std::function<void()> wake;
+  Engine* engine = nullptr;
+};
+
+struct ArgSpec {
+  std::string name;
+  std::string type;  // as shown to users: "string", "int", "list of strings", "query"...
+  bool required = false;
+  std::string description;
+};
+
+struct PluginSpec {
+  std::string name;
+  std::string description;
+  std::vector<ArgSpec> args;
+  bool event = false;  // never ends by itself
+  // Arguments are checked against `args` (unknown names refused) before this runs.
+  std::function<std::unique_ptr<RowStream>(const Args&, Env&)> make;
+};
+
+struct FunctionSpec {
+  std::string name;
+  std::string description;
+  std::vector<ArgSpec> args;
+  std::function<Value(const Args&, Env&)> call;
+};
+
+// Every plugin and function the engine knows, by name.
+class Registry {
+ public:
+  void add(PluginSpec spec);
+  void add(FunctionSpec spec);
+  const PluginSpec* plugin(const std::string& name) const;
+  const FunctionSpec* function(const std::string& name) const;
+  const std::map<std::string, PluginSpec>& plugins() const { return plugins_; }
+  const std::map<std::string, FunctionSpec>& functions() const { return functions_; }
+
+ private:
+  std::map<std::string, PluginSpec> plugins_;
+  std::map<std::string, FunctionSpec> functions_;
+};
+
+// Refuses an argument `spec` does not name, and a missing required one.
+void check_args(const Args& args, const std::vector<ArgSpec>& spec);
+
+// A finite stream over rows computed at once (small results: users, mounts).
+std::unique_ptr<RowStream> rows_stream(std::vector<Row> rows);
+
+}  // namespace outpost::vql

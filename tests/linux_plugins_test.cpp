@@ -1,0 +1,3 @@
+#include <gtest/gtest.h>
+
+#include "queries/linux_plugins.hpp"
