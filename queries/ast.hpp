@@ -1,0 +1,95 @@
+#pragma once
+// The parsed form of a VQL query. Nodes are immutable once parsed and shared
+// (a LET's query is held by every stored-query value made from it).
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "queries/lexer.hpp"
+#include "queries/value.hpp"
+
+namespace outpost::vql::ast {
+
+struct Expr;
+struct Select;
+using ExprPtr = std::shared_ptr<const Expr>;
+using SelectPtr = std::shared_ptr<const Select>;
+
+struct Arg {
+  std::string name;
+  ExprPtr value;
+};
+
+struct Expr {
+  enum class Kind {
+    literal,   // value
+    variable,  // name: a column, LET or parameter
+    field,     // operands[0].name
+    index,     // operands[0][operands[1]]
+    call,      // name(args)
+    unary,     // op operands[0]: NOT, -
+    binary,    // operands[0] op operands[1]
+    list,      // [operands...]
+    dict,      // dict(args) and {name: value}-free literal form: dict(a=1)
+    subquery,  // { query }
+  };
+  Kind kind = Kind::literal;
+  Position pos;
+  Value value;
+  std::string name;  // variable, field, function, or operator (upper case: AND OR NOT IN, =~ ...)
+  std::vector<ExprPtr> operands;
+  std::vector<Arg> args;
+  SelectPtr query;
+  int height = 1;  // of the tree below: the parser bounds it (evaluation recurses)
+};
+
+struct Column {
+  ExprPtr expr;       // null for *
+  std::string alias;  // empty: named after the expression
+};
+
+struct Select {
+  Position pos;
+  std::vector<Column> columns;
+  // FROM plugin(args), or FROM name: a LET query or a parameter.
+  std::string source;
+  bool source_is_call = false;
+  std::vector<Arg> source_args;
+  Position source_pos;
+  ExprPtr where;
+  std::string order_by;
+  bool descending = false;
+  std::optional<int64_t> limit;
+};
+
+struct Let {
+  Position pos;
+  std::string name;
+  bool materialized = false;  // LET x <= ...: evaluated once, where it is defined
+  SelectPtr query;            // either a query
+  ExprPtr expr;               // or an expression
+};
+
+struct Statement {
+  std::shared_ptr<const Let> let;  // one of the two
+  SelectPtr select;
+};
+
+struct Query {
+  std::vector<Statement> statements;
+};
+
+// The canonical form: keywords upper case, single spaces, every binary
+// operation parenthesized, strings single-quoted. Parsing it gives the same tree.
+std::string print(const Query& q);
+std::string print(const Select& s);
+std::string print(const Expr& e);
+
+// The column name an unaliased expression gets: a variable's name,
+// otherwise its canonical text without outer parentheses ("Stat.Size",
+// "Pid + 1", "basename(path=FullPath)").
+std::string column_name(const Column& c);
+
+}  // namespace outpost::vql::ast

@@ -1,0 +1,71 @@
+#include "queries/engine.hpp"
+
+#include "queries/linux_plugins.hpp"
+#include "queries/parser.hpp"
+
+namespace outpost::vql {
+namespace {
+
+std::string at(Position p) {
+  return "line " + std::to_string(p.line) + ", column " + std::to_string(p.column) + ": ";
+}
+
+// Every name the query calls must exist: a typo fails before anything runs.
+class Checker {
+ public:
+  explicit Checker(const Registry& r) : r_(r) {}
+
+  void select(const ast::Select& s) {
+    for (auto& c : s.columns)
+      if (c.expr) expr(*c.expr);
+    if (s.source_is_call && !r_.plugin(s.source)) {
+      std::string hint = r_.function(s.source) ? " (" + s.source + "() is a function, not a plugin)" : "";
+      throw QueryError(at(s.source_pos) + "unknown plugin " + s.source + "()" + hint);
+    }
+    for (auto& a : s.source_args) expr(*a.value);
+    if (s.where) expr(*s.where);
+  }
+
+  void expr(const ast::Expr& e) {
+    if (e.kind == ast::Expr::Kind::call && !r_.function(e.name)) {
+      std::string hint = r_.plugin(e.name) ? " (" + e.name + "() is a plugin: use it after FROM)" : "";
+      throw QueryError(at(e.pos) + "unknown function " + e.name + "()" + hint);
+    }
+    for (auto& o : e.operands) expr(*o);
+    for (auto& a : e.args) expr(*a.value);
+    if (e.query) select(*e.query);
+  }
+
+ private:
+  const Registry& r_;
+};
+
+}  // namespace
+
+ast::Query Engine::compile(std::string_view vql) const {
+  ast::Query q = parse(vql);
+  check(q);
+  return q;
+}
+
+void Engine::check(const ast::Query& query) const {
+  Checker c(registry_);
+  for (auto& st : query.statements) {
+    if (st.select) c.select(*st.select);
+    if (st.let && st.let->query) c.select(*st.let->query);
+    if (st.let && st.let->expr) c.expr(*st.let->expr);
+  }
+}
+
+const Registry& default_registry() {
+  static const Registry registry = [] {
+    Registry r;
+    add_builtin_functions(r);
+    add_builtin_plugins(r);
+    add_linux_plugins(r);
+    return r;
+  }();
+  return registry;
+}
+
+}  // namespace outpost::vql

@@ -1,0 +1,134 @@
+#pragma once
+// Runs parsed VQL: scopes, lazy LETs, stored queries, and the streams that
+// SELECT, foreach() and if() are made of.
+//
+// A query runs as a RowStream: the last SELECT's rows are its result;
+// earlier SELECTs run first (for their side effects, as response actions)
+// and their rows are dropped. LET x = ... is lazy (a query or expression
+// evaluated where x is used); LET x <= ... is evaluated once, in order.
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "queries/ast.hpp"
+#include "queries/plugin.hpp"
+
+namespace re2 {
+class RE2;
+}
+
+namespace outpost::vql {
+
+// Rows a stored query may hold when a function or a materialized LET turns
+// it into a list: beyond this the query fails rather than exhaust memory.
+inline constexpr size_t kMaxMaterializedRows = 100000;
+
+class Scope;
+using ScopePtr = std::shared_ptr<const Scope>;
+
+// A variable: a value, or a LET evaluated where it is used.
+struct Binding {
+  std::string name;
+  Value value;
+  std::shared_ptr<const ast::Let> lazy;  // set for LET x = ...
+};
+
+// Variables visible to an expression: a row's columns, then bindings, then
+// the enclosing scope. Immutable once shared.
+class Scope {
+ public:
+  Scope(ScopePtr parent, Row row, std::vector<Binding> bindings = {})
+      : parent_(std::move(parent)), row_(std::move(row)), bindings_(std::move(bindings)) {}
+  const ScopePtr& parent() const { return parent_; }
+  const Row& row() const { return row_; }
+  const Binding* binding(std::string_view name) const;
+
+ private:
+  ScopePtr parent_;
+  Row row_;
+  std::vector<Binding> bindings_;
+};
+
+class Engine;
+
+// The state of one running query: what every stream and evaluation of it
+// shares. Owned by the query's root stream.
+struct RunContext {
+  Engine& engine;
+  Env& env;
+  ScopePtr root;
+  int depth = 0;  // nested evaluations (lazy LETs, stored queries): bounded
+  std::unordered_map<std::string, std::shared_ptr<const re2::RE2>> regexes;
+
+  const re2::RE2& regex(const std::string& pattern);  // case-insensitive, cached
+};
+
+// A SELECT not yet run, with the scope it was written in: a LET's query, or
+// a { subquery } argument.
+class StoredQuery {
+ public:
+  StoredQuery(ast::SelectPtr select, ScopePtr scope, std::shared_ptr<RunContext> context)
+      : select_(std::move(select)), scope_(std::move(scope)), context_(std::move(context)) {}
+  // With `row`'s columns in scope (foreach runs its query once per row).
+  std::unique_ptr<RowStream> run(const Row* row = nullptr) const;
+  // All its rows; QueryError beyond kMaxMaterializedRows or if it never ends.
+  std::vector<Row> materialize() const;
+  const ast::Select& select() const { return *select_; }
+
+ private:
+  ast::SelectPtr select_;
+  ScopePtr scope_;
+  std::shared_ptr<RunContext> context_;
+};
+
+// Where an expression is evaluated: a scope, and the row being filtered or
+// projected (not yet part of any scope, so that nothing is copied per row).
+struct Frame {
+  const ScopePtr& scope;
+  const Row* row = nullptr;
+  // SELECT columns that WHERE and later columns may name (their aliases),
+  // evaluated against `row` when named.
+  const std::vector<ast::Column>* columns = nullptr;
+};
+
+class Engine {
+ public:
+  explicit Engine(const Registry& registry) : registry_(registry) {}
+  const Registry& registry() const { return registry_; }
+
+  // Parses and checks (every plugin and function exists); throws ParseError
+  // or QueryError.
+  ast::Query compile(std::string_view vql) const;
+  void check(const ast::Query& query) const;
+
+  // Runs `query` with `parameters` bound as variables. `env` must outlive
+  // the stream.
+  std::unique_ptr<RowStream> start(const ast::Query& query, std::vector<Binding> parameters, Env& env);
+  std::unique_ptr<RowStream> start(std::string_view vql, std::vector<Binding> parameters, Env& env) {
+    return start(compile(vql), std::move(parameters), env);
+  }
+
+  // For the streams and functions.
+  Value eval(const ast::Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx);
+  std::unique_ptr<RowStream> run(const ast::SelectPtr& s, const ScopePtr& scope,
+                                 const std::shared_ptr<RunContext>& ctx);
+  Value lookup(const std::string& name, const Frame& f, const std::shared_ptr<RunContext>& ctx);
+
+ private:
+  const Registry& registry_;
+};
+
+// Materializes a value for functions that want data: a stored query becomes
+// its rows as a list of dicts; anything else is itself.
+Value materialize(const Value& v);
+
+// The registry every agent uses: built-in functions and plugins, Linux
+// plugins, event plugins.
+const Registry& default_registry();
+void add_builtin_functions(Registry& registry);
+void add_builtin_plugins(Registry& registry);  // foreach, if
+
+}  // namespace outpost::vql

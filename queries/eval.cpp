@@ -1,0 +1,188 @@
+// Expression evaluation.
+
+#include <re2/re2.h>
+
+#include "queries/engine.hpp"
+
+namespace outpost::vql {
+
+using ast::Expr;
+
+namespace {
+
+// Lazy LETs that use each other, and stored queries run from expressions,
+// recurse: a LET that names itself must fail, not overflow the stack.
+constexpr int kMaxDepth = 64;
+
+struct Deeper {
+  explicit Deeper(RunContext& ctx, const std::string& what) : ctx(ctx) {
+    if (++ctx.depth > kMaxDepth) {
+      --ctx.depth;
+      throw QueryError(what + ": evaluation nested more than " + std::to_string(kMaxDepth) +
+                       " levels deep (does a LET refer to itself?)");
+    }
+  }
+  ~Deeper() { --ctx.depth; }
+  RunContext& ctx;
+};
+
+Value field_of(const Value& v, const std::string& name) {
+  if (auto d = v.as_dict()) {
+    auto found = d->find(name);
+    return found ? *found : Value();
+  }
+  if (v.as_list() || v.as_query()) {  // a list's field is the list of its items' fields
+    auto data = materialize(v);
+    List out;
+    for (auto& item : *data.as_list()) out.push_back(field_of(item, name));
+    return out;
+  }
+  return Value();
+}
+
+Value index_of(const Value& v, const Value& i) {
+  if (auto key = i.as_string()) return field_of(v, *key);
+  auto n = i.as_int();
+  if (!n) return Value();
+  auto data = materialize(v);
+  if (auto l = data.as_list()) {
+    int64_t k = *n < 0 ? *n + static_cast<int64_t>(l->size()) : *n;
+    return k >= 0 && k < static_cast<int64_t>(l->size()) ? (*l)[static_cast<size_t>(k)] : Value();
+  }
+  if (auto s = data.as_string()) {
+    int64_t k = *n < 0 ? *n + static_cast<int64_t>(s->size()) : *n;
+    return k >= 0 && k < static_cast<int64_t>(s->size()) ? Value(s->substr(static_cast<size_t>(k), 1)) : Value();
+  }
+  return Value();
+}
+
+bool contains(const Value& haystack, const Value& needle) {
+  auto data = materialize(haystack);
+  if (auto l = data.as_list()) {
+    for (auto& item : *l)
+      if (equal(item, needle)) return true;
+    return false;
+  }
+  if (auto d = data.as_dict()) return needle.as_string() && d->find(*needle.as_string());
+  if (auto s = data.as_string()) return needle.as_string() && s->find(*needle.as_string()) != std::string::npos;
+  return false;
+}
+
+}  // namespace
+
+const re2::RE2& RunContext::regex(const std::string& pattern) {
+  auto it = regexes.find(pattern);
+  if (it != regexes.end()) return *it->second;
+  RE2::Options options;
+  options.set_case_sensitive(false);
+  options.set_log_errors(false);
+  auto re = std::make_shared<const re2::RE2>(pattern, options);
+  if (!re->ok()) throw QueryError("regex '" + pattern + "': " + re->error());
+  if (regexes.size() > 1000) regexes.clear();  // patterns computed per row must not grow without bound
+  regexes.emplace(pattern, re);
+  return *re;
+}
+
+Value materialize(const Value& v) {
+  if (auto q = v.as_query()) {
+    List rows;
+    for (auto& r : q->materialize()) rows.push_back(Value(std::move(r)));
+    return rows;
+  }
+  return v;
+}
+
+Value Engine::lookup(const std::string& name, const Frame& f, const std::shared_ptr<RunContext>& ctx) {
+  if (f.row)
+    if (auto v = f.row->find(name)) return *v;
+  if (f.columns)
+    for (auto& c : *f.columns)
+      if (c.expr && !c.alias.empty() && c.alias == name) {
+        Frame inner{f.scope, f.row, nullptr};  // an alias does not see the other aliases
+        return eval(*c.expr, inner, ctx);
+      }
+  for (const Scope* s = f.scope.get(); s; s = s->parent().get()) {
+    if (auto v = s->row().find(name)) return *v;
+    auto b = s->binding(name);
+    if (!b) continue;
+    if (!b->lazy) return b->value;
+    if (b->lazy->query)
+      return QueryPtr(std::make_shared<const StoredQuery>(b->lazy->query, ctx->root, ctx));
+    Deeper deeper(*ctx, "LET " + name);
+    return eval(*b->lazy->expr, Frame{ctx->root}, ctx);
+  }
+  return Value();  // VQL: an unknown name is NULL, not an error
+}
+
+Value Engine::eval(const Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx) {
+  switch (e.kind) {
+    case Expr::Kind::literal: return e.value;
+    case Expr::Kind::variable: return lookup(e.name, f, ctx);
+    case Expr::Kind::field: return field_of(eval(*e.operands[0], f, ctx), e.name);
+    case Expr::Kind::index: return index_of(eval(*e.operands[0], f, ctx), eval(*e.operands[1], f, ctx));
+    case Expr::Kind::list: {
+      List out;
+      out.reserve(e.operands.size());
+      for (auto& o : e.operands) out.push_back(eval(*o, f, ctx));
+      return out;
+    }
+    case Expr::Kind::dict: {
+      Dict out;
+      for (auto& a : e.args) out.set(a.name, eval(*a.value, f, ctx));
+      return out;
+    }
+    case Expr::Kind::subquery: {
+      // It runs later, maybe for every row: it keeps the row it was written beside.
+      auto scope = f.row ? std::make_shared<const Scope>(f.scope, *f.row) : f.scope;
+      return QueryPtr(std::make_shared<const StoredQuery>(e.query, scope, ctx));
+    }
+    case Expr::Kind::call: {
+      auto fn = registry_.function(e.name);
+      if (!fn) throw QueryError("line " + std::to_string(e.pos.line) + ", column " + std::to_string(e.pos.column) +
+                                ": unknown function " + e.name + "()");
+      std::vector<std::pair<std::string, Value>> values;
+      values.reserve(e.args.size());
+      for (auto& a : e.args) values.emplace_back(a.name, eval(*a.value, f, ctx));
+      Args args(e.name, std::move(values));
+      check_args(args, fn->args);
+      Deeper deeper(*ctx, e.name + "()");
+      return fn->call(args, ctx->env);
+    }
+    case Expr::Kind::unary: {
+      Value v = eval(*e.operands[0], f, ctx);
+      if (e.name == "NOT") return !truthy(v);
+      if (auto i = v.as_int()) return *i == INT64_MIN ? Value(-static_cast<double>(*i)) : Value(-*i);
+      if (auto d = v.as_double()) return -*d;
+      return Value();
+    }
+    case Expr::Kind::binary: break;
+  }
+  const std::string& op = e.name;
+  if (op == "AND") return truthy(eval(*e.operands[0], f, ctx)) && truthy(eval(*e.operands[1], f, ctx));
+  if (op == "OR") return truthy(eval(*e.operands[0], f, ctx)) || truthy(eval(*e.operands[1], f, ctx));
+  Value a = eval(*e.operands[0], f, ctx);
+  Value b = eval(*e.operands[1], f, ctx);
+  if (op == "=") return equal(a, b);
+  if (op == "!=") return !equal(a, b);
+  if (op == "=~") {
+    if (a.is_null() || b.is_null()) return false;
+    const auto& re = ctx->regex(to_string(b));
+    if (auto s = a.as_string()) return RE2::PartialMatch(*s, re);
+    return RE2::PartialMatch(to_string(a), re);
+  }
+  if (op == "IN") return contains(b, a);
+  if (op == "+") return add(a, b);
+  if (op == "-") return subtract(a, b);
+  if (op == "*") return multiply(a, b);
+  if (op == "/") return divide(a, b);
+  if (op == "%") return modulo(a, b);
+  auto c = compare(a, b);
+  if (!c) return false;
+  if (op == "<") return *c < 0;
+  if (op == "<=") return *c <= 0;
+  if (op == ">") return *c > 0;
+  if (op == ">=") return *c >= 0;
+  throw QueryError("unknown operator " + op);
+}
+
+}  // namespace outpost::vql

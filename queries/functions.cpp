@@ -1,0 +1,292 @@
+// VQL's built-in functions that need no system access.
+
+#include <re2/re2.h>
+
+#include <cinttypes>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <map>
+
+#include "queries/engine.hpp"
+
+namespace outpost::vql {
+namespace {
+
+const std::string& string_arg(const Args& args, const char* name) {
+  const Value& v = args.require(name);
+  if (!v.as_string()) args.fail(name, std::string("expected string, got ") + type_name(v));
+  return *v.as_string();
+}
+
+// Seconds, or milli/micro/nanoseconds told apart by size, as Velociraptor does.
+Value timestamp_of(const Value& v, const Args& args) {
+  if (auto t = v.as_timestamp()) return *t;
+  if (auto i = v.as_int()) {  // exact: a double loses nanoseconds
+    int64_t x = *i, a = x < 0 ? -x : x, scale = a > 100'000'000'000'000'000 ? 1
+                                                : a > 100'000'000'000'000 ? 1000
+                                                : a > 100'000'000'000     ? 1'000'000
+                                                                          : 1'000'000'000;
+    int64_t ns;
+    if (__builtin_mul_overflow(x, scale, &ns)) args.fail("epoch", "out of range");
+    return Timestamp{ns};
+  }
+  if (auto n = v.number()) {
+    double x = *n, a = std::fabs(x);
+    double ns = a > 1e17 ? x : a > 1e14 ? x * 1e3 : a > 1e11 ? x * 1e6 : x * 1e9;
+    if (!std::isfinite(ns) || std::fabs(ns) > 9.2e18) args.fail("epoch", "out of range");
+    return Timestamp{static_cast<int64_t>(ns)};
+  }
+  if (auto s = v.as_string()) {  // RFC 3339: 2023-11-14T22:13:20[.fraction](Z|±hh:mm)
+    struct tm tm = {};
+    const char* rest = strptime(s->c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest) rest = strptime(s->c_str(), "%Y-%m-%d %H:%M:%S", &tm);
+    if (!rest) args.fail("epoch", "'" + *s + "' is not a time (expected RFC 3339)");
+    int64_t ns = static_cast<int64_t>(timegm(&tm)) * 1'000'000'000;
+    if (*rest == '.') {
+      int64_t scale = 100'000'000;
+      for (++rest; std::isdigit(static_cast<unsigned char>(*rest)); ++rest, scale /= 10) ns += (*rest - '0') * scale;
+    }
+    if (*rest == '+' || *rest == '-') {
+      int hh = 0, mm = 0;
+      if (std::sscanf(rest + 1, "%2d:%2d", &hh, &mm) != 2) args.fail("epoch", "bad time zone in '" + *s + "'");
+      ns -= (*rest == '+' ? 1 : -1) * (hh * 3600 + mm * 60) * 1'000'000'000LL;
+    }
+    return Timestamp{ns};
+  }
+  return Value();
+}
+
+// Go-style verbs: %v %s %d %x %X %f %e %g %q %%, with flags - 0, width and precision.
+std::string format(const std::string& fmt, const List& values, const Args& args) {
+  std::string out;
+  size_t next = 0;
+  for (size_t i = 0; i < fmt.size(); ++i) {
+    if (fmt[i] != '%') {
+      out += fmt[i];
+      continue;
+    }
+    size_t start = i++;
+    while (i < fmt.size() && (fmt[i] == '-' || fmt[i] == '0' || fmt[i] == '+' || fmt[i] == ' ')) ++i;
+    while (i < fmt.size() && (std::isdigit(static_cast<unsigned char>(fmt[i])) || fmt[i] == '.')) ++i;
+    if (i >= fmt.size()) args.fail("format", "ends inside a verb");
+    char verb = fmt[i];
+    if (verb == '%') {
+      out += '%';
+      continue;
+    }
+    std::string spec = fmt.substr(start, i - start);
+    if (spec.size() > 12) args.fail("format", "verb " + fmt.substr(start, i - start + 1) + " is too long");
+    if (next >= values.size()) {
+      out += "%!" + std::string(1, verb) + "(MISSING)";
+      continue;
+    }
+    const Value& v = values[next++];
+    char buffer[512];
+    switch (verb) {
+      case 'd':
+        if (auto n = v.number()) {
+          std::snprintf(buffer, sizeof buffer, (spec + PRId64).c_str(), static_cast<int64_t>(*n));
+          out += buffer;
+        } else {
+          out += to_string(v);
+        }
+        break;
+      case 'x':
+      case 'X':
+        if (auto n = v.as_int()) {
+          std::snprintf(buffer, sizeof buffer, (spec + (verb == 'x' ? PRIx64 : PRIX64)).c_str(), static_cast<uint64_t>(*n));
+          out += buffer;
+        } else {
+          static const char* const kDigits[] = {"0123456789abcdef", "0123456789ABCDEF"};
+          for (unsigned char c : to_string(v)) {
+            out += kDigits[verb == 'X'][c >> 4];
+            out += kDigits[verb == 'X'][c & 15];
+          }
+        }
+        break;
+      case 'f':
+      case 'e':
+      case 'g':
+        if (auto n = v.number()) {
+          std::snprintf(buffer, sizeof buffer, (spec + verb).c_str(), *n);
+          out += buffer;
+        } else {
+          out += to_string(v);
+        }
+        break;
+      case 'q': append_json(out, Value(to_string(v))); break;
+      case 's':
+      case 'v': {
+        std::string text = to_string(v);
+        std::snprintf(buffer, sizeof buffer, (spec + "s").c_str(), "");
+        size_t width = std::strlen(buffer);  // the padding a width asks for
+        if (text.size() >= width) {
+          out += text;
+        } else if (spec.find('-') != std::string::npos) {
+          out += text + std::string(width - text.size(), ' ');
+        } else {
+          out += std::string(width - text.size(), ' ') + text;
+        }
+        break;
+      }
+      default: out += "%!" + std::string(1, verb) + "(" + to_string(v) + ")";
+    }
+  }
+  return out;
+}
+
+const re2::RE2& separator(const std::string& pattern, const Args& args) {
+  thread_local std::map<std::string, std::unique_ptr<re2::RE2>> cache;
+  auto& re = cache[pattern];
+  if (!re) {
+    if (cache.size() > 100) cache.clear();
+    auto compiled = std::make_unique<re2::RE2>(pattern, RE2::Quiet);
+    if (!compiled->ok()) args.fail("sep", "regex '" + pattern + "': " + compiled->error());
+    return *(cache[pattern] = std::move(compiled));
+  }
+  return *re;
+}
+
+List split(const std::string& s, const re2::RE2& sep) {
+  List out;
+  re2::StringPiece input(s), match;
+  size_t begin = 0;
+  while (begin <= s.size()) {
+    if (!sep.Match(input, begin, s.size(), RE2::UNANCHORED, &match, 1) || match.empty()) break;
+    size_t at = static_cast<size_t>(match.data() - s.data());
+    out.push_back(s.substr(begin, at - begin));
+    begin = at + match.size();
+  }
+  out.push_back(s.substr(std::min(begin, s.size())));
+  return out;
+}
+
+std::string basename(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  auto slash = p.rfind('/');
+  return slash == std::string::npos || p.size() == 1 ? p : p.substr(slash + 1);
+}
+
+std::string dirname(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  auto slash = p.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : p.substr(0, slash);
+}
+
+Value integer(const Value& v) {
+  if (auto i = v.as_int()) return *i;
+  if (auto d = v.as_double()) return std::isfinite(*d) && std::fabs(*d) < 9.2e18 ? Value(static_cast<int64_t>(*d)) : Value();
+  if (auto b = v.as_bool()) return int64_t{*b};
+  if (auto t = v.as_timestamp()) return t->ns / 1'000'000'000;
+  if (auto s = v.as_string()) {
+    errno = 0;
+    char* end = nullptr;
+    long long n = std::strtoll(s->c_str(), &end, 0);
+    if (errno || end == s->c_str()) return int64_t{0};
+    return int64_t{n};
+  }
+  return int64_t{0};
+}
+
+Value get(const Value& item, const Value& field) {
+  if (auto path = field.as_string()) {
+    Value v = item;
+    size_t begin = 0;
+    for (;;) {  // "a.b.c" walks nested dicts
+      size_t dot = path->find('.', begin);
+      auto d = materialize(v).as_dict();
+      if (!d) return Value();
+      auto found = d->find(path->substr(begin, dot == std::string::npos ? std::string::npos : dot - begin));
+      if (!found) return Value();
+      v = *found;
+      if (dot == std::string::npos) return v;
+      begin = dot + 1;
+    }
+  }
+  if (auto i = field.as_int()) {
+    auto data = materialize(item);
+    auto l = data.as_list();
+    if (!l || *i < 0 || *i >= static_cast<int64_t>(l->size())) return Value();
+    return (*l)[static_cast<size_t>(*i)];
+  }
+  return Value();
+}
+
+}  // namespace
+
+void add_builtin_functions(Registry& r) {
+  auto fn = [&r](std::string name, std::string description, std::vector<ArgSpec> args,
+                 std::function<Value(const Args&, Env&)> call) {
+    r.add(FunctionSpec{std::move(name), std::move(description), std::move(args), std::move(call)});
+  };
+  fn("now", "Seconds since the epoch.", {}, [](const Args&, Env&) { return Value(int64_t{std::time(nullptr)}); });
+  fn("timestamp", "A timestamp from epoch seconds (or ms, us, ns by size) or an RFC 3339 string.",
+     {{"epoch", "int, float, string or timestamp", true, ""}},
+     [](const Args& a, Env&) { return timestamp_of(a.require("epoch"), a); });
+  fn("format", "Formats `args` with Go-style verbs (%v %s %d %x %f %q).",
+     {{"format", "string", true, ""}, {"args", "list or value", false, ""}}, [](const Args& a, Env&) {
+       auto v = a.find("args");
+       List values;
+       if (v) {
+         Value data = materialize(*v);
+         values = data.as_list() ? *data.as_list() : List{data};
+       }
+       return Value(format(string_arg(a, "format"), values, a));
+     });
+  fn("lowcase", "Lower case (ASCII).", {{"string", "string", true, ""}}, [](const Args& a, Env&) {
+    std::string s = string_arg(a, "string");
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return Value(std::move(s));
+  });
+  fn("upcase", "Upper case (ASCII).", {{"string", "string", true, ""}}, [](const Args& a, Env&) {
+    std::string s = string_arg(a, "string");
+    for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return Value(std::move(s));
+  });
+  fn("split", "Splits `string` at each match of the regex `sep`.",
+     {{"string", "string", true, ""}, {"sep", "regex", true, ""}}, [](const Args& a, Env&) {
+       return Value(split(string_arg(a, "string"), separator(string_arg(a, "sep"), a)));
+     });
+  fn("join", "Joins the items of `array` with `sep`.", {{"array", "list", true, ""}, {"sep", "string", false, ""}},
+     [](const Args& a, Env&) {
+       Value data = materialize(a.require("array"));
+       auto l = data.as_list();
+       if (!l) a.fail("array", std::string("expected list, got ") + type_name(data));
+       std::string sep = a.string("sep").value_or(""), out;
+       for (size_t i = 0; i < l->size(); ++i) out += (i ? sep : "") + to_string((*l)[i]);
+       return Value(std::move(out));
+     });
+  fn("len", "Items in a list or dict, bytes in a string, rows of a query.", {{"list", "any", true, ""}},
+     [](const Args& a, Env&) {
+       Value data = materialize(a.require("list"));
+       if (auto l = data.as_list()) return Value(static_cast<int64_t>(l->size()));
+       if (auto d = data.as_dict()) return Value(static_cast<int64_t>(d->size()));
+       if (auto s = data.as_string()) return Value(static_cast<int64_t>(s->size()));
+       return Value(int64_t{0});
+     });
+  fn("int", "An integer: strings parsed (0x for hex), floats truncated, timestamps as epoch seconds.",
+     {{"int", "any", false, ""}}, [](const Args& a, Env&) {
+       auto v = a.find("int");
+       return v ? integer(*v) : Value(int64_t{0});
+     });
+  fn("str", "A string: containers as JSON, timestamps in RFC 3339.", {{"str", "any", false, ""}},
+     [](const Args& a, Env&) {
+       auto v = a.find("str");
+       return Value(v ? to_string(materialize(*v)) : std::string());
+     });
+  fn("basename", "The last element of a path.", {{"path", "string", true, ""}},
+     [](const Args& a, Env&) { return Value(basename(string_arg(a, "path"))); });
+  fn("dirname", "A path without its last element.", {{"path", "string", true, ""}},
+     [](const Args& a, Env&) { return Value(dirname(string_arg(a, "path"))); });
+  fn("get", "A field of a dict (dotted for nested ones) or an item of a list, else `default`.",
+     {{"item", "any", true, ""}, {"field", "string or int", true, ""}, {"default", "any", false, ""}},
+     [](const Args& a, Env&) {
+       Value v = get(a.require("item"), a.require("field"));
+       auto fallback = a.find("default");
+       return v.is_null() && fallback ? *fallback : v;
+     });
+}
+
+}  // namespace outpost::vql

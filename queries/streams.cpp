@@ -1,0 +1,304 @@
+// The streams a query runs as: SELECT over a plugin or a variable, the
+// statement sequence, and the foreach() and if() plugins.
+
+#include <algorithm>
+
+#include "queries/engine.hpp"
+
+namespace outpost::vql {
+
+const Binding* Scope::binding(std::string_view name) const {
+  for (auto it = bindings_.rbegin(); it != bindings_.rend(); ++it)
+    if (it->name == name) return &*it;
+  return nullptr;
+}
+
+namespace {
+
+// Rows a value stands for in FROM, foreach(row=) and if(then=): a query's
+// rows, a list's dicts, a dict; other items become {"_value": item}.
+std::unique_ptr<RowStream> rows_of(const Value& v, const Row* row = nullptr) {
+  if (auto q = v.as_query()) return q->run(row);
+  std::vector<Row> rows;
+  auto add = [&rows](const Value& item) {
+    if (auto d = item.as_dict()) {
+      rows.push_back(*d);
+    } else {
+      Row r;
+      r.set("_value", item);
+      rows.push_back(std::move(r));
+    }
+  };
+  if (auto l = v.as_list())
+    for (auto& item : *l) add(item);
+  else if (!v.is_null())
+    add(v);
+  return rows_stream(std::move(rows));
+}
+
+class SelectStream : public RowStream {
+ public:
+  SelectStream(Engine& engine, ast::SelectPtr select, ScopePtr scope, std::shared_ptr<RunContext> ctx,
+               std::unique_ptr<RowStream> source)
+      : engine_(engine), s_(std::move(select)), scope_(std::move(scope)), ctx_(std::move(ctx)),
+        source_(std::move(source)) {
+    star_only_ = s_->columns.size() == 1 && !s_->columns[0].expr;
+  }
+
+  Step next(std::vector<Row>& out, size_t budget) override {
+    if (s_->limit && emitted_ >= static_cast<uint64_t>(*s_->limit)) return Step::done();
+    if (sorted_) return emit_sorted(out, budget);
+    std::vector<Row> in;
+    Step step = source_->next(in, std::max<size_t>(budget, 1));
+    std::vector<Row>& target = s_->order_by.empty() ? out : unsorted_;
+    for (auto& row : in) {
+      if (!filter_and_project(row, target)) continue;
+      if (s_->order_by.empty() && s_->limit && ++emitted_ >= static_cast<uint64_t>(*s_->limit))
+        return Step::done();
+    }
+    if (unsorted_.size() > kMaxMaterializedRows * 10)
+      throw QueryError("ORDER BY " + s_->order_by + ": more than " + std::to_string(kMaxMaterializedRows * 10) +
+                       " rows to sort");
+    if (step.state == Step::State::done && !s_->order_by.empty()) {
+      sort();
+      return emit_sorted(out, budget);
+    }
+    return step;
+  }
+
+ private:
+  bool filter_and_project(Row& row, std::vector<Row>& out) {
+    Frame f{scope_, &row, &s_->columns};
+    if (s_->where && !truthy(engine_.eval(*s_->where, f, ctx_))) return false;
+    if (star_only_) {
+      out.push_back(std::move(row));
+      return true;
+    }
+    Row projected;
+    for (auto& c : s_->columns) {
+      if (!c.expr) {
+        for (auto& [k, v] : row.items()) projected.set(k, v);
+      } else {
+        projected.set(ast::column_name(c), engine_.eval(*c.expr, f, ctx_));
+      }
+    }
+    out.push_back(std::move(projected));
+    return true;
+  }
+
+  // NULLs and values that do not order with the rest go first; ties keep
+  // their order.
+  void sort() {
+    const std::string& key = s_->order_by;
+    auto get = [&key](const Row& r) {
+      auto v = r.find(key);
+      return v ? *v : Value();
+    };
+    std::stable_sort(unsorted_.begin(), unsorted_.end(), [&](const Row& a, const Row& b) {
+      Value x = get(a), y = get(b);
+      auto c = compare(x, y);
+      bool less = c ? *c < 0 : (x.is_null() && !y.is_null());
+      bool greater = c ? *c > 0 : (!x.is_null() && y.is_null());
+      return s_->descending ? greater : less;
+    });
+    sorted_ = true;
+  }
+
+  Step emit_sorted(std::vector<Row>& out, size_t budget) {
+    uint64_t limit = s_->limit ? static_cast<uint64_t>(*s_->limit) : UINT64_MAX;
+    for (; next_sorted_ < unsorted_.size() && budget > 0 && emitted_ < limit; --budget, ++emitted_)
+      out.push_back(std::move(unsorted_[next_sorted_++]));
+    return next_sorted_ < unsorted_.size() && emitted_ < limit ? Step::more() : Step::done();
+  }
+
+  Engine& engine_;
+  ast::SelectPtr s_;
+  ScopePtr scope_;
+  std::shared_ptr<RunContext> ctx_;
+  std::unique_ptr<RowStream> source_;
+  bool star_only_ = false;
+  uint64_t emitted_ = 0;
+  std::vector<Row> unsorted_;  // ORDER BY: every row, then sorted
+  bool sorted_ = false;
+  size_t next_sorted_ = 0;
+};
+
+// The statements after the LETs: each SELECT in turn, only the last one's rows kept.
+class SequenceStream : public RowStream {
+ public:
+  SequenceStream(Engine& engine, std::vector<ast::SelectPtr> selects, std::shared_ptr<RunContext> ctx)
+      : engine_(engine), selects_(std::move(selects)), ctx_(std::move(ctx)) {}
+
+  Step next(std::vector<Row>& out, size_t budget) override {
+    while (current_ < selects_.size()) {
+      if (!stream_) stream_ = engine_.run(selects_[current_], ctx_->root, ctx_);
+      bool last = current_ + 1 == selects_.size();
+      std::vector<Row> dropped;
+      Step step = stream_->next(last ? out : dropped, budget);
+      if (step.state != Step::State::done) return step;
+      stream_.reset();
+      ++current_;
+      if (!last) return Step::more();  // one slice of work per call
+    }
+    return Step::done();
+  }
+
+ private:
+  Engine& engine_;
+  std::vector<ast::SelectPtr> selects_;
+  std::shared_ptr<RunContext> ctx_;
+  size_t current_ = 0;
+  std::unique_ptr<RowStream> stream_;
+};
+
+// foreach(row=, query=): for each row, the query with that row's columns in scope.
+class ForeachStream : public RowStream {
+ public:
+  ForeachStream(std::unique_ptr<RowStream> rows, Value query) : rows_(std::move(rows)), query_(std::move(query)) {}
+
+  Step next(std::vector<Row>& out, size_t budget) override {
+    if (!inner_ && pending_.empty() && rows_done_) return Step::done();
+    if (!inner_ && pending_.empty()) {
+      Step step = rows_->next(pending_, budget);
+      rows_done_ = step.state == Step::State::done;
+      if (pending_.empty()) return rows_done_ ? Step::done() : step;
+      next_pending_ = 0;
+    }
+    if (!inner_) {
+      Row& row = pending_[next_pending_++];
+      if (query_.is_null()) {
+        out.push_back(std::move(row));
+      } else {
+        inner_ = rows_of(query_, &row);
+      }
+      if (next_pending_ == pending_.size()) pending_.clear();
+      if (!inner_) return Step::more();
+    }
+    Step step = inner_->next(out, budget);
+    if (step.state == Step::State::done) {
+      inner_.reset();
+      return Step::more();
+    }
+    return step;
+  }
+
+ private:
+  std::unique_ptr<RowStream> rows_;
+  Value query_;
+  std::vector<Row> pending_;
+  size_t next_pending_ = 0;
+  bool rows_done_ = false;
+  std::unique_ptr<RowStream> inner_;
+};
+
+// A condition that is a query is true when it has a row.
+bool condition_holds(const Value& v) {
+  auto q = v.as_query();
+  if (!q) return truthy(v);
+  auto stream = q->run();
+  std::vector<Row> rows;
+  for (int slices = 0; slices < 10000; ++slices) {
+    Step step = stream->next(rows, 1);
+    if (!rows.empty()) return true;
+    if (step.state != Step::State::more) return false;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::unique_ptr<RowStream> StoredQuery::run(const Row* row) const {
+  auto scope = row ? std::make_shared<const Scope>(scope_, *row) : scope_;
+  return context_->engine.run(select_, scope, context_);
+}
+
+std::vector<Row> StoredQuery::materialize() const {
+  auto stream = run();
+  std::vector<Row> rows;
+  for (;;) {
+    Step step = stream->next(rows, 1024);
+    if (rows.size() > kMaxMaterializedRows)
+      throw QueryError("{" + ast::print(*select_) + "}: more than " + std::to_string(kMaxMaterializedRows) +
+                       " rows where a list was needed");
+    if (step.state == Step::State::done) return rows;
+    if (step.state != Step::State::more)
+      throw QueryError("{" + ast::print(*select_) + "}: an event query cannot be used as a list");
+  }
+}
+
+std::unique_ptr<RowStream> Engine::run(const ast::SelectPtr& s, const ScopePtr& scope,
+                                       const std::shared_ptr<RunContext>& ctx) {
+  std::unique_ptr<RowStream> source;
+  Frame f{scope};
+  if (s->source_is_call) {
+    auto plugin = registry_.plugin(s->source);
+    if (!plugin)
+      throw QueryError("line " + std::to_string(s->source_pos.line) + ", column " +
+                       std::to_string(s->source_pos.column) + ": unknown plugin " + s->source + "()");
+    std::vector<std::pair<std::string, Value>> values;
+    for (auto& a : s->source_args) values.emplace_back(a.name, eval(*a.value, f, ctx));
+    Args args(s->source, std::move(values));
+    check_args(args, plugin->args);
+    source = plugin->make(args, ctx->env);
+  } else {
+    Value v = lookup(s->source, f, ctx);
+    if (v.is_null())
+      throw QueryError("line " + std::to_string(s->source_pos.line) + ", column " +
+                       std::to_string(s->source_pos.column) + ": FROM " + s->source +
+                       ": no such variable (a plugin needs parentheses: " + s->source + "())");
+    source = rows_of(v);
+  }
+  return std::make_unique<SelectStream>(*this, s, scope, ctx, std::move(source));
+}
+
+std::unique_ptr<RowStream> Engine::start(const ast::Query& query, std::vector<Binding> parameters, Env& env) {
+  env.engine = this;
+  auto ctx = std::make_shared<RunContext>(RunContext{*this, env, nullptr, 0, {}});
+  ctx->root = std::make_shared<const Scope>(nullptr, Row{}, std::move(parameters));
+  std::vector<ast::SelectPtr> selects;
+  for (auto& st : query.statements) {
+    if (st.select) {
+      selects.push_back(st.select);
+      continue;
+    }
+    auto& let = st.let;
+    Binding b{let->name, Value(), nullptr};
+    if (!let->materialized) {
+      b.lazy = let;
+    } else if (let->query) {
+      b.value = materialize(QueryPtr(std::make_shared<const StoredQuery>(let->query, ctx->root, ctx)));
+    } else {
+      // A stored query kept in a binding would keep its own context alive.
+      b.value = materialize(eval(*let->expr, Frame{ctx->root}, ctx));
+    }
+    ctx->root = std::make_shared<const Scope>(ctx->root, Row{}, std::vector<Binding>{std::move(b)});
+  }
+  if (selects.empty()) throw QueryError("the query has no SELECT: nothing to return");
+  return std::make_unique<SequenceStream>(*this, std::move(selects), ctx);
+}
+
+void add_builtin_plugins(Registry& r) {
+  r.add(PluginSpec{"foreach",
+                   "For each row of `row`, runs `query` with that row's columns in scope.",
+                   {{"row", "query or list", true, "the rows to iterate"},
+                    {"query", "query", false, "run for each row; without it, the rows themselves"}},
+                   false,
+                   [](const Args& args, Env&) -> std::unique_ptr<RowStream> {
+                     const Value* q = args.find("query");
+                     if (q && !q->as_query() && !q->as_list()) args.fail("query", "expected a query, got " + std::string(type_name(*q)));
+                     return std::make_unique<ForeachStream>(rows_of(args.require("row")), q ? *q : Value());
+                   }});
+  r.add(PluginSpec{"if",
+                   "The rows of `then` when `condition` holds, else those of `else`.",
+                   {{"condition", "any", false, "a value, or a query that holds when it has a row (NULL: false)"},
+                    {"then", "query or list", false, ""},
+                    {"else", "query or list", false, ""}},
+                   false,
+                   [](const Args& args, Env&) -> std::unique_ptr<RowStream> {
+                     auto condition = args.find("condition");
+                     auto branch = args.find(condition && condition_holds(*condition) ? "then" : "else");
+                     return rows_of(branch ? *branch : Value());
+                   }});
+}
+
+}  // namespace outpost::vql

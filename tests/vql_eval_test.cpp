@@ -1,0 +1,222 @@
+// The VQL evaluator: expressions, LET laziness, foreach, subqueries, regex,
+// coercions and NULL behaviour, through whole queries.
+
+#include <gtest/gtest.h>
+
+#include "queries/engine.hpp"
+
+namespace outpost::vql {
+namespace {
+
+int g_counter_calls = 0;
+
+// Builtins plus two test sources: range() and a counting function.
+const Registry& test_registry() {
+  static const Registry r = [] {
+    Registry r;
+    add_builtin_functions(r);
+    add_builtin_plugins(r);
+    r.add(PluginSpec{"range", "rows N from start to end - 1", {{"start", "int", false, ""}, {"end", "int", true, ""}},
+                     false, [](const Args& a, Env&) {
+                       std::vector<Row> rows;
+                       for (int64_t n = a.integer("start").value_or(0); n < *a.integer("end"); ++n) {
+                         Row row;
+                         row.set("N", n);
+                         row.set("Name", n % 2 ? "odd" : "even");
+                         rows.push_back(std::move(row));
+                       }
+                       return rows_stream(std::move(rows));
+                     }});
+    r.add(FunctionSpec{"counter", "counts its calls", {}, [](const Args&, Env&) {
+                         return Value(int64_t{++g_counter_calls});
+                       }});
+    return r;
+  }();
+  return r;
+}
+
+// Every row as JSON, pulled `budget` rows at a time.
+std::vector<std::string> run(const std::string& vql, size_t budget = 1000, std::vector<Binding> params = {}) {
+  Engine engine(test_registry());
+  Env env;
+  auto stream = engine.start(vql, std::move(params), env);
+  std::vector<Row> rows;
+  for (int i = 0; i < 100000; ++i) {
+    Step s = stream->next(rows, budget);
+    if (s.state == Step::State::done) break;
+    if (s.state != Step::State::more) ADD_FAILURE() << "a finite query waited";
+  }
+  std::vector<std::string> out;
+  for (auto& r : rows) out.push_back(to_json(r));
+  return out;
+}
+
+std::string one(const std::string& expr) {
+  auto rows = run("SELECT " + expr + " AS X FROM range(end=1)");
+  if (rows.size() != 1) return "<" + std::to_string(rows.size()) + " rows>";
+  return rows[0].substr(5, rows[0].size() - 6);  // {"X":...}
+}
+
+std::string error_of(const std::string& vql) {
+  try {
+    run(vql);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+TEST(VqlEval, Arithmetic) {
+  EXPECT_EQ(one("1 + 2 * 3"), "7");
+  EXPECT_EQ(one("(1 + 2) * 3"), "9");
+  EXPECT_EQ(one("10 / 2"), "5");
+  EXPECT_EQ(one("7 / 2"), "3.5");
+  EXPECT_EQ(one("7 % 3"), "1");
+  EXPECT_EQ(one("1 / 0"), "null");
+  EXPECT_EQ(one("1 % 0"), "null");
+  EXPECT_EQ(one("1.5 + 1"), "2.5");
+  EXPECT_EQ(one("9223372036854775807 + 1"), "9223372036854775808");  // overflow becomes a float
+  EXPECT_EQ(one("-(3)"), "-3");
+  EXPECT_EQ(one("'a' + 'b'"), "\"ab\"");
+  EXPECT_EQ(one("[1] + [2, 3]"), "[1,2,3]");
+  EXPECT_EQ(one("'a' + 1"), "null");
+  EXPECT_EQ(one("NULL + 1"), "null");
+}
+
+TEST(VqlEval, ComparisonsAndLogic) {
+  EXPECT_EQ(one("1 = 1.0"), "true");
+  EXPECT_EQ(one("2 > 1 AND 'b' > 'a'"), "true");
+  EXPECT_EQ(one("1 < 'a'"), "false");  // different types do not order
+  EXPECT_EQ(one("NULL = NULL"), "true");
+  EXPECT_EQ(one("NULL != 1"), "true");
+  EXPECT_EQ(one("NULL < 1 OR NULL >= 1"), "false");
+  EXPECT_EQ(one("NOT NULL"), "true");
+  EXPECT_EQ(one("NOT 0 AND NOT ''"), "true");
+  EXPECT_EQ(one("[1, dict(a=2)] = [1, dict(a=2)]"), "true");
+  EXPECT_EQ(one("2 IN [1, 2]"), "true");
+  EXPECT_EQ(one("'a' IN dict(a=1)"), "true");
+  EXPECT_EQ(one("'ell' IN 'hello'"), "true");
+  EXPECT_EQ(one("3 IN [1, 2]"), "false");
+}
+
+TEST(VqlEval, RegexIsCaseInsensitiveAndSafe) {
+  EXPECT_EQ(one("'OpenSSH' =~ 'ssh'"), "true");
+  EXPECT_EQ(one("'sshd' =~ '^ssh$'"), "false");
+  EXPECT_EQ(one("12345 =~ '^[0-9]+$'"), "true");  // non-strings match as text
+  EXPECT_EQ(one("NULL =~ '.*'"), "false");
+  // Catastrophic backtracking elsewhere; linear in RE2.
+  EXPECT_EQ(one("'" + std::string(5000, 'a') + "!' =~ '^(a+)+$'"), "false");
+  EXPECT_EQ(error_of("SELECT 'a' =~ '(' FROM range(end=1)"),
+            "regex '(': missing ): (");
+}
+
+TEST(VqlEval, FieldsIndexesAndContainers) {
+  EXPECT_EQ(one("dict(a=dict(b=[10, 20])).a.b[1]"), "20");
+  EXPECT_EQ(one("[1, 2, 3][-1]"), "3");
+  EXPECT_EQ(one("[1, 2][5]"), "null");
+  EXPECT_EQ(one("dict(a=1).missing"), "null");
+  EXPECT_EQ(one("dict(a=1)['a']"), "1");
+  EXPECT_EQ(one("[dict(a=1), dict(a=2)].a"), "[1,2]");
+  EXPECT_EQ(one("Unknown"), "null");
+  EXPECT_EQ(one("get(item=dict(a=dict(b=5)), field='a.b')"), "5");
+  EXPECT_EQ(one("get(item=dict(), field='x', default=7)"), "7");
+}
+
+TEST(VqlEval, FunctionsAndCoercions) {
+  EXPECT_EQ(one("int(int='0x10') + int(int='12') + int(int=2.9) + int(int=TRUE)"), "31");
+  EXPECT_EQ(one("int(int='junk')"), "0");
+  EXPECT_EQ(one("str(str=12)"), "\"12\"");
+  EXPECT_EQ(one("str(str=[1, 'a'])"), "\"[1,\\\"a\\\"]\"");
+  EXPECT_EQ(one("str(str=timestamp(epoch=1700000000))"), "\"2023-11-14T22:13:20.000000000Z\"");
+  EXPECT_EQ(one("timestamp(epoch=1700000000123)"), "\"2023-11-14T22:13:20.123000000Z\"");  // ms by size
+  EXPECT_EQ(one("timestamp(epoch='2023-11-14T23:13:20.5+01:00')"), "\"2023-11-14T22:13:20.500000000Z\"");
+  EXPECT_EQ(one("format(format='%v-%05d-%x-%.2f-%q-%%', args=['a', 42, 255, 3.14159, 'q'])"),
+            "\"a-00042-ff-3.14-\\\"q\\\"-%\"");
+  EXPECT_EQ(one("format(format='%v %v', args=['only'])"), "\"only %!v(MISSING)\"");
+  EXPECT_EQ(one("lowcase(string='AbC') + upcase(string='d')"), "\"abcD\"");
+  EXPECT_EQ(one("split(string='a, b,c', sep=', ?')"), "[\"a\",\"b\",\"c\"]");
+  EXPECT_EQ(one("join(array=['a', 1, NULL], sep='/')"), "\"a/1/\"");
+  EXPECT_EQ(one("len(list=[1, 2]) + len(list='abc') + len(list=dict(a=1))"), "6");
+  EXPECT_EQ(one("basename(path='/a/b/c.txt') + ' ' + dirname(path='/a/b/c.txt')"), "\"c.txt /a/b\"");
+  EXPECT_EQ(one("basename(path='/a/b/') + ' ' + dirname(path='/a') + ' ' + dirname(path='a')"), "\"b / .\"");
+  EXPECT_EQ(error_of("SELECT lowcase(string=1) FROM range(end=1)"), "lowcase(): string: expected string, got int");
+  EXPECT_EQ(error_of("SELECT lowcase(text='a') FROM range(end=1)"),
+            "lowcase(): text: unknown argument (expected string)");
+}
+
+TEST(VqlEval, SelectWhereOrderLimit) {
+  EXPECT_EQ(run("SELECT N FROM range(end=10) WHERE N % 3 = 0"),
+            (std::vector<std::string>{"{\"N\":0}", "{\"N\":3}", "{\"N\":6}", "{\"N\":9}"}));
+  EXPECT_EQ(run("SELECT N FROM range(end=5) ORDER BY N DESC LIMIT 2"),
+            (std::vector<std::string>{"{\"N\":4}", "{\"N\":3}"}));
+  EXPECT_EQ(run("SELECT N FROM range(end=100) LIMIT 3", 1).size(), 3u);
+  // WHERE and later columns may name an earlier column's alias.
+  EXPECT_EQ(run("SELECT N * 10 AS Big, Big + 1 AS Next FROM range(end=3) WHERE Big > 10"),
+            (std::vector<std::string>{"{\"Big\":20,\"Next\":21}"}));
+  EXPECT_EQ(run("SELECT *, N + 1 AS M FROM range(start=4, end=5)"),
+            (std::vector<std::string>{"{\"N\":4,\"Name\":\"even\",\"M\":5}"}));
+  EXPECT_EQ(run("SELECT N, Name FROM range(end=4) ORDER BY Name"),
+            (std::vector<std::string>{"{\"N\":0,\"Name\":\"even\"}", "{\"N\":2,\"Name\":\"even\"}",
+                                      "{\"N\":1,\"Name\":\"odd\"}", "{\"N\":3,\"Name\":\"odd\"}"}));
+}
+
+TEST(VqlEval, LetIsLazyAndLetArrowIsEvaluatedOnce) {
+  g_counter_calls = 0;
+  auto rows = run("LET c = counter() SELECT c AS A, c AS B FROM range(end=2)");
+  EXPECT_EQ(rows, (std::vector<std::string>{"{\"A\":1,\"B\":2}", "{\"A\":3,\"B\":4}"}));
+  g_counter_calls = 0;
+  rows = run("LET c <= counter() SELECT c AS A, c AS B FROM range(end=2)");
+  EXPECT_EQ(rows, (std::vector<std::string>{"{\"A\":1,\"B\":1}", "{\"A\":1,\"B\":1}"}));
+  // A LET query runs each time it is used.
+  g_counter_calls = 0;
+  rows = run("LET q = SELECT counter() AS C FROM range(end=1) SELECT * FROM foreach(row=[1, 2], query=q)");
+  EXPECT_EQ(rows, (std::vector<std::string>{"{\"C\":1}", "{\"C\":2}"}));
+  EXPECT_EQ(error_of("LET x = x + 1 SELECT x FROM range(end=1)"),
+            "LET x: evaluation nested more than 64 levels deep (does a LET refer to itself?)");
+}
+
+TEST(VqlEval, ForeachSubqueriesAndIf) {
+  auto rows = run(
+      "SELECT * FROM foreach(row={SELECT N FROM range(start=1, end=3)}, "
+      "query={SELECT N AS Outer, N2 FROM foreach(row={SELECT N AS N2 FROM range(end=N)})})",
+      1);
+  EXPECT_EQ(rows, (std::vector<std::string>{"{\"Outer\":1,\"N2\":0}", "{\"Outer\":2,\"N2\":0}",
+                                            "{\"Outer\":2,\"N2\":1}"}));
+  EXPECT_EQ(run("LET evens = SELECT N FROM range(end=6) WHERE Name = 'even' "
+                "SELECT len(list=evens) AS L, evens.N AS Ns FROM range(end=1)"),
+            (std::vector<std::string>{"{\"L\":3,\"Ns\":[0,2,4]}"}));
+  EXPECT_EQ(run("SELECT * FROM foreach(row=[dict(a=1), 2])"),
+            (std::vector<std::string>{"{\"a\":1}", "{\"_value\":2}"}));
+  EXPECT_EQ(run("SELECT * FROM if(condition={SELECT * FROM range(end=0)}, then=[dict(x=1)], else=[dict(x=2)])"),
+            (std::vector<std::string>{"{\"x\":2}"}));
+  EXPECT_EQ(run("SELECT * FROM if(condition=1 < 2, then={SELECT N FROM range(end=1)})"),
+            (std::vector<std::string>{"{\"N\":0}"}));
+  EXPECT_TRUE(run("SELECT * FROM if(condition=NULL, then=[dict(x=1)])").empty());
+}
+
+TEST(VqlEval, StatementsParametersAndVariablesInFrom) {
+  EXPECT_EQ(run("SELECT N FROM range(end=1); SELECT Name FROM range(end=1)"),
+            (std::vector<std::string>{"{\"Name\":\"even\"}"}));  // only the last SELECT's rows
+  EXPECT_EQ(run("SELECT Who FROM range(end=1)", 1000, {{"Who", Value("param"), nullptr}}),
+            (std::vector<std::string>{"{\"Who\":\"param\"}"}));
+  EXPECT_EQ(run("LET rows <= SELECT N FROM range(end=2) SELECT N FROM rows"),
+            (std::vector<std::string>{"{\"N\":0}", "{\"N\":1}"}));
+  EXPECT_EQ(error_of("SELECT * FROM nothing"),
+            "line 1, column 15: FROM nothing: no such variable (a plugin needs parentheses: nothing())");
+}
+
+TEST(VqlEval, UnknownNamesFailBeforeAnythingRuns) {
+  g_counter_calls = 0;
+  EXPECT_EQ(error_of("SELECT counter() FROM range(end=1); SELECT nope(x=1) FROM range(end=1)"),
+            "line 1, column 44: unknown function nope()");
+  EXPECT_EQ(g_counter_calls, 0);
+  EXPECT_EQ(error_of("SELECT * FROM rnage(end=1)"), "line 1, column 15: unknown plugin rnage()");
+  EXPECT_EQ(error_of("SELECT * FROM counter()"),
+            "line 1, column 15: unknown plugin counter() (counter() is a function, not a plugin)");
+  EXPECT_EQ(error_of("SELECT range(end=1) FROM range(end=1)"),
+            "line 1, column 8: unknown function range() (range() is a plugin: use it after FROM)");
+  EXPECT_EQ(error_of("SELECT * FROM range()"), "range(): end: required");
+}
+
+}  // namespace
+}  // namespace outpost::vql
