@@ -40,7 +40,9 @@ constexpr std::pair<const char*, Lane> kLanes[] = {{"control", Lane::CONTROL},
 constexpr std::pair<const char*, SyncPolicy> kSyncPolicies[] = {{"full", SyncPolicy::full},
                                                                 {"none", SyncPolicy::none}};
 constexpr std::pair<const char*, Kind> kSourceKinds[] = {{"clock", Kind::clock},
-                                                         {"synthetic", Kind::synthetic}};
+                                                         {"synthetic", Kind::synthetic},
+                                                         {"vql", Kind::vql},
+                                                         {"artifact", Kind::artifact}};
 constexpr std::pair<const char*, LinkKind> kLinkKinds[] = {
     {"file", LinkKind::file}, {"offline", LinkKind::offline}, {"collector", LinkKind::collector}};
 constexpr std::pair<const char*, bool> kBools[] = {{"true", true}, {"false", false}};
@@ -273,10 +275,31 @@ void read_log(const YAML::Node& n, const std::string& path, LogSpec& log) {
             {"file", [&](auto& v, auto& p) { log.file = text(v, p); }}});
 }
 
+// {name: value, ...}, values as their text.
+void read_parameters(const YAML::Node& n, const std::string& path,
+                     std::vector<std::pair<std::string, std::string>>& out) {
+  out.clear();
+  if (n.IsNull()) return;
+  if (!n.IsMap()) expected(n, path, "a map of parameters");
+  for (const auto& entry : n) {
+    std::string key = text(entry.first, path, "a parameter name");
+    for (auto& [k, v] : out)
+      if (k == key) fail(join(path, key), "duplicate key");
+    out.emplace_back(key, text(entry.second, join(path, key), "a single value"));
+  }
+}
+
 void read_source(const YAML::Node& n, const std::string& path, SourceSpec& source) {
   read_typed_map(
       n, path, [&](auto& v, auto& p) { source.kind = choice(v, p, kSourceKinds); },
       [&]() -> std::vector<Field> {
+        Reader parameters = [&](auto& v, auto& p) { read_parameters(v, p, source.parameters); };
+        if (source.kind == Kind::vql)
+          return {{"query", [&](auto& v, auto& p) { source.query = text(v, p, "the query's text"); }},
+                  {"parameters", parameters}};
+        if (source.kind == Kind::artifact)
+          return {{"name", [&](auto& v, auto& p) { source.name = name_text(v, p); }},
+                  {"parameters", parameters}};
         if (source.kind == Kind::clock)
           return {{"period_ms", [&](auto& v, auto& p) { source.period = millis(v, p, 1); }}};
         return {{"rate", [&](auto& v, auto& p) { source.rate = number(v, p); }},
@@ -286,8 +309,34 @@ void read_source(const YAML::Node& n, const std::string& path, SourceSpec& sourc
                  [&](auto& v, auto& p) { source.fail_after = integer(v, p, 0, kNoMax); }}};
       },
       [&] {
-        return source.kind == Kind::clock ? " for a clock source" : " for a synthetic source";
+        for (auto& [name, kind] : kSourceKinds)
+          if (kind == source.kind) return std::string(" for a ") + name + " source";
+        return std::string();
       });
+  if (source.kind == Kind::vql && source.query.empty()) fail(join(path, "query"), "missing; a vql source needs one");
+  if (source.kind == Kind::artifact && source.name.empty())
+    fail(join(path, "name"), "missing; an artifact source needs the artifact's name");
+}
+
+QuerySpec read_event_table_entry(const YAML::Node& n, const std::string& path) {
+  QuerySpec q;
+  q.lane = Lane::EVENTS;
+  q.source.kind = Kind::artifact;
+  read_map(n, path,
+           {{"artifact", [&](auto& v, auto& p) { q.artifact = q.source.name = name_text(v, p); }},
+            {"name", [&](auto& v, auto& p) { q.name = name_text(v, p); }},
+            {"parameters", [&](auto& v, auto& p) { read_parameters(v, p, q.source.parameters); }}});
+  if (q.artifact.empty()) fail(join(path, "artifact"), "missing; every entry names an event artifact");
+  if (q.name.empty()) q.name = q.artifact;
+  return q;
+}
+
+void read_event_table(const YAML::Node& n, const std::string& path, std::vector<QuerySpec>& out) {
+  out.clear();
+  if (n.IsNull()) return;
+  if (!n.IsSequence()) expected(n, path, "a list of event artifacts");
+  for (size_t i = 0; i < n.size(); ++i)
+    out.push_back(read_event_table_entry(n[i], path + "[" + std::to_string(i) + "]"));
 }
 
 QuerySpec read_query(const YAML::Node& n, const std::string& path) {
@@ -335,11 +384,24 @@ void read_queries(const YAML::Node& n, const std::string& path, std::vector<Quer
 }
 
 void read_agent(const YAML::Node& root, AgentConfig& config) {
+  std::vector<QuerySpec> event_table;
   read_map(root, "",
            {{"buffer", [&](auto& v, auto& p) { read_buffer(v, p, config.buffer); }},
             {"link", [&](auto& v, auto& p) { read_link(v, p, config.link); }},
             {"log", [&](auto& v, auto& p) { read_log(v, p, config.log); }},
+            {"event_table", [&](auto& v, auto& p) { read_event_table(v, p, event_table); }},
             {"queries", [&](auto& v, auto& p) { read_queries(v, p, config.queries); }}});
+  uint64_t next_id = 1;
+  for (auto& q : config.queries) next_id = std::max(next_id, q.id + 1);
+  for (size_t i = 0; i < event_table.size(); ++i) {
+    auto& e = event_table[i];
+    for (auto& q : config.queries)
+      if (q.name == e.name)
+        fail("event_table[" + std::to_string(i) + "]", "name \"" + e.name + "\" is already used by a query" +
+                                                           (e.name == e.artifact ? " (give this entry a name)" : ""));
+    e.id = next_id++;
+    config.queries.push_back(std::move(e));
+  }
 }
 
 // Reads `root` into `config`, turning problems into ConfigErrors that name `origin`.
@@ -359,20 +421,19 @@ constexpr std::pair<const char*, Kind> kTestArtifacts[] = {{"Outpost.Test.Clock"
 
 QuerySpec collected_query(const CollectSpec& c, Lane lane) {
   std::string origin = "collect " + c.artifact;
-  if (!c.vql.empty())
-    throw ConfigError(origin + ": this agent runs artifacts by name only; VQL comes with the "
-                               "query engine");
-  auto kind = lookup(kTestArtifacts, c.artifact);
-  if (!kind) {
-    std::string known;
-    for (auto& [name, k] : kTestArtifacts) known += (known.empty() ? "" : ", ") + std::string(name);
-    throw ConfigError(origin + ": unknown artifact; this agent knows " + known);
-  }
   QuerySpec q;
   q.id = c.flow_id;
   q.name = "F." + std::to_string(c.flow_id);
-  q.artifact = c.artifact;
+  q.artifact = c.artifact.empty() ? "VQL" : c.artifact;
   q.lane = lane;
+  auto kind = lookup(kTestArtifacts, c.artifact);
+  if (!c.vql.empty() || !kind) {  // the engine's: checked by the agent's SourceFactory
+    q.source.kind = c.vql.empty() ? Kind::artifact : Kind::vql;
+    q.source.query = c.vql;
+    q.source.name = c.artifact;
+    q.source.parameters = c.parameters;
+    return q;
+  }
   q.source.kind = *kind;
   // Parameters are read exactly as a configuration's source keys are.
   YAML::Node source(YAML::NodeType::Map);

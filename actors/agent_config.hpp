@@ -7,7 +7,16 @@
 //   link: {type: file, path: outpost-data/delivered.jsonl}   # or {type: offline}
 //   link: {type: collector, address: 127.0.0.1:4750, ca: ca.pem, cert: agent.pem, key: agent.key}
 //   log: {level: info, file: ""}
+//   event_table:          # event artifacts, each a query on the events lane
+//     - artifact: Linux.Events.ProcessCreation
+//       parameters: {period: 1}
+//       name: processes     # default: the artifact's name
 //   queries:
+//     - name: suspicious
+//       source: {type: vql, query: "SELECT * FROM pslist() WHERE Name =~ 'nc'"}
+//     - name: users
+//       lane: results
+//       source: {type: artifact, name: Linux.Sys.Users}
 //     - name: heartbeat
 //       lane: events
 //       source: {type: clock, period_ms: 1000}
@@ -17,7 +26,10 @@
 // Every key is optional except a query's name; what is left out keeps its
 // default. `link` may also be written as one word: offline, file or
 // file:PATH. Sizes take the units of parse_size(). A source's keys depend on
-// its type (clock: period_ms; synthetic: rate, row_size, max_rows, fail_after).
+// its type (clock: period_ms; synthetic: rate, row_size, max_rows, fail_after;
+// vql: query, parameters; artifact: name, parameters). Event-table entries
+// follow the queries, with the next ids. VQL and artifacts are checked by
+// the agent once its engine is there (the engine is not this library's).
 // Unknown keys, duplicate keys, wrong types and out-of-range values are
 // errors, reported as "<origin>: <key path>: <problem>".
 
@@ -33,9 +45,13 @@
 
 namespace outpost {
 
-// A built-in test source (the VQL engine comes later).
+// Where a query's rows come from: a VQL query, an artifact (by name), or a
+// built-in test source.
 struct SourceSpec {
-  enum class Kind { synthetic, clock } kind = Kind::clock;
+  enum class Kind { synthetic, clock, vql, artifact } kind = Kind::clock;
+  std::string query;  // vql: the query text
+  std::string name;   // artifact: its name
+  std::vector<std::pair<std::string, std::string>> parameters;  // vql, artifact: as text
   double rate = 0;          // synthetic: rows per second, 0 = as fast as accepted
   uint64_t row_size = 256;  // synthetic: bytes of the Data column
   uint64_t max_rows = 0;    // synthetic: stop after this many rows, 0 = never

@@ -46,25 +46,19 @@ unsigned next_batch_words(size_t last_words, size_t batch_bytes) {
   return static_cast<unsigned>(std::clamp<size_t>(last_words + last_words / 8 + 8, 32, cap));
 }
 
-void send_batch(Self self) {
+void send_batch(Self self);
+
+// Hands one record to the buffer; `rows` of the query's are in it.
+void append(Self self, Lane lane, RecordRef record, uint64_t rows) {
   auto& st = self->state;
-  if (!st.batch || st.batch->row_count() == 0) return;
-  uint64_t rows = st.batch->row_count();
-  RecordRef record{std::make_shared<const schemas::Encoded>(st.batch->finish()), st.spec->id,
-                   st.batch_created_ns};
-  st.next_batch_words = next_batch_words(record.encoded->words().size(), st.spec->batch_bytes);
-  st.batch.reset();
-  ++st.generation;
-  st.timer_armed = st.flush_due = false;
   ++st.in_flight;
-  ++st.batches_sent;
   if (st.in_flight >= st.spec->max_in_flight && !st.paused) {
     st.paused = true;  // stop pulling: the buffer is the only place where we wait
     ++st.pauses;
     st.paused_since = query_state::Clock::now();
   }
   // No timeout: a full buffer holds the answer for as long as it stays full.
-  self->request(st.buffer, caf::infinite, append_atom::value, st.spec->lane, std::move(record))
+  self->request(st.buffer, caf::infinite, append_atom::value, lane, std::move(record))
       .then(
           [=](uint64_t) {
             auto& st = self->state;
@@ -86,6 +80,32 @@ void send_batch(Self self) {
           });
 }
 
+void send_batch(Self self) {
+  auto& st = self->state;
+  if (!st.batch || st.batch->row_count() == 0) return;
+  uint64_t rows = st.batch->row_count();
+  RecordRef record{std::make_shared<const schemas::Encoded>(st.batch->finish()), st.spec->id,
+                   st.batch_created_ns};
+  st.next_batch_words = next_batch_words(record.encoded->words().size(), st.spec->batch_bytes);
+  st.batch.reset();
+  ++st.generation;
+  st.timer_armed = st.flush_due = false;
+  ++st.batches_sent;
+  append(self, st.spec->lane, std::move(record), rows);
+}
+
+// Events the source missed are reported in a status record of their own,
+// after the rows that came before the loss.
+void report_dropped(Self self, uint64_t dropped) {
+  auto& st = self->state;
+  send_batch(self);
+  st.dropped_at_source += dropped;
+  spdlog::warn("query {}: its source dropped {} events while it was paused", st.spec->name, dropped);
+  RecordRef record{std::make_shared<const schemas::Encoded>(schemas::encode_dropped(st.spec->id, dropped)),
+                   st.spec->id, schemas::now_ns()};
+  append(self, Lane::CONTROL, std::move(record), 0);
+}
+
 void pull(Self self) {
   auto& st = self->state;
   st.pull_scheduled = false;
@@ -102,7 +122,9 @@ void pull(Self self) {
   st.rows_produced += rows - before;
   if (rows == 0) st.batch.reset();  // a sleeping source holds no batch
   if (before == 0 && rows > 0) st.batch_created_ns = pulled_ns;  // its first row's time
-  bool full = rows > 0 && (rows >= st.spec->batch_rows || st.batch->encoded_size() >= st.spec->batch_bytes);
+  if (result.dropped) report_dropped(self, result.dropped);
+  bool full = rows > 0 && (result.cut || rows >= st.spec->batch_rows ||
+                           st.batch->encoded_size() >= st.spec->batch_bytes);
   // With no append in flight, waiting would only add latency: batches grow
   // from what comes while an append is being committed, so they are small
   // at low rates and big at high ones. The delay bounds a batch's wait for
@@ -116,6 +138,7 @@ void pull(Self self) {
   switch (result.state) {
     case PullResult::State::more: schedule_pull(self); break;
     case PullResult::State::wait: schedule_pull(self, result.wait); break;
+    case PullResult::State::blocked: break;  // the source wakes us
     case PullResult::State::done:
       st.source_done = true;
       send_batch(self);
@@ -140,6 +163,7 @@ caf::settings status_of(Self self) {
   put_count(s, "batches_sent", st.batches_sent);
   put_count(s, "in_flight", st.in_flight);
   put_count(s, "pauses", st.pauses);
+  put_count(s, "dropped_at_source", st.dropped_at_source);
   auto paused = st.paused_total;
   if (st.paused) paused += query_state::Clock::now() - st.paused_since;
   put_count(s, "paused_ms_total",
@@ -168,6 +192,9 @@ query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self
   st.buffer = std::move(buffer);
   st.waker = std::move(waker);
   st.source = make_source(*st.spec);
+  st.source->set_wake([weak = caf::actor_cast<caf::weak_actor_ptr>(self)] {
+    if (auto strong = caf::actor_cast<caf::actor>(weak.lock())) caf::anon_send(strong, pull_atom::value);
+  });
   schedule_pull(self);
   return {
       [=](pull_atom) { pull(self); },

@@ -11,7 +11,17 @@
 
 namespace outpost {
 
-using SourceFactory = std::function<std::unique_ptr<Source>(const QuerySpec&)>;
+// Makes each query's source. `check`, when set, refuses a spec before
+// anything starts (a collector's request for an unknown artifact): it throws
+// std::exception with the reason.
+struct SourceFactory {
+  using Make = std::function<std::unique_ptr<Source>(const QuerySpec&)>;
+  using Check = std::function<void(const QuerySpec&)>;
+  SourceFactory(Make make = {}, Check check = {}) : make(std::move(make)), check(std::move(check)) {}
+  Make make;
+  Check check;
+  std::unique_ptr<Source> operator()(const QuerySpec& q) const { return make(q); }
+};
 
 struct query_state {
   static inline const char* name = "query";
@@ -37,6 +47,7 @@ struct query_state {
   uint64_t rows_committed = 0;
   uint64_t batches_sent = 0;
   uint64_t pauses = 0;
+  uint64_t dropped_at_source = 0;
   Clock::time_point paused_since;
   Clock::duration paused_total{};
 };

@@ -3,6 +3,7 @@
 // the VQL engine does later, through the same interface.
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,12 +14,17 @@ namespace outpost {
 
 struct PullResult {
   enum class State {
-    more,  // call again as soon as the query may
-    wait,  // nothing now: call again after `wait`
-    done,  // the source is finished
+    more,     // call again as soon as the query may
+    wait,     // nothing now: call again after `wait`
+    blocked,  // nothing now: the source calls its wake function when rows come
+    done,     // the source is finished
   };
   State state = State::more;
   std::chrono::nanoseconds wait{0};
+  // The next row has other columns than the batch: send the batch (or drop
+  // it if empty) and start one with columns() again.
+  bool cut = false;
+  uint64_t dropped = 0;  // events the source missed since the last pull (reported, never hidden)
 };
 
 // Called from the query actor's thread, one pull per message: a pull must do
@@ -26,7 +32,11 @@ struct PullResult {
 class Source {
  public:
   virtual ~Source() = default;
+  // The columns of the next batch; asked each time a batch starts.
   virtual std::vector<std::string> columns() const = 0;
+  // Given once, before the first pull: what a `blocked` source calls (from
+  // any thread) when it has rows again.
+  virtual void set_wake(std::function<void()>) {}
   // Adds at most `max_rows` rows to `batch`. May throw: the query then fails
   // and its supervisor restarts it.
   virtual PullResult pull(schemas::RowBatchWriter& batch, size_t max_rows) = 0;

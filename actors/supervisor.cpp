@@ -165,11 +165,23 @@ void retire(Self self, supervisor_state::Query& q, std::function<void()> then) {
       .then([then](uint64_t) { then(); }, [then](caf::error&) { then(); });
 }
 
+// The collector's request as a query this agent can run, or ConfigError.
+QuerySpec checked_query(Self self, const CollectSpec& request, Lane lane) {
+  auto spec = collected_query(request, lane);
+  if (self->state.make_source.check) try {
+      self->state.make_source.check(spec);
+    } catch (const std::exception& e) {
+      throw ConfigError("collect " + (request.artifact.empty() ? std::string("VQL") : request.artifact) + ": " +
+                        e.what());
+    }
+  return spec;
+}
+
 void collect(Self self, const CollectSpec& request, ControlAnswer& answer) {
   if (find_query(self, request.flow_id))  // a request sent again after a lost answer
     return answer.answer({{}, request.flow_id, {}});
   try {
-    auto spec = collected_query(request, Lane::RESULTS);
+    auto spec = checked_query(self, request, Lane::RESULTS);
     size_t i = add_query(self, std::move(spec), supervisor_state::Query::Origin::collection);
     spdlog::info("collection {} ({}) started", self->state.queries[i].spec->name, request.artifact);
     answer.answer({{}, request.flow_id, {}});
@@ -202,7 +214,7 @@ void set_event_table(Self self, const std::vector<CollectSpec>& table, ControlAn
   std::vector<QuerySpec> wanted;
   std::string errors;
   for (auto& entry : table) try {
-      wanted.push_back(collected_query(entry, Lane::EVENTS));
+      wanted.push_back(checked_query(self, entry, Lane::EVENTS));
     } catch (const ConfigError& e) {
       errors += (errors.empty() ? "" : "; ") + std::string(e.what());
     }

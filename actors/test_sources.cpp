@@ -76,8 +76,10 @@ std::unique_ptr<Source> make_test_source(const SourceSpec& spec) {
   switch (spec.kind) {
     case SourceSpec::Kind::synthetic: return std::make_unique<SyntheticSource>(spec);
     case SourceSpec::Kind::clock: return std::make_unique<ClockSource>(spec);
+    case SourceSpec::Kind::vql:
+    case SourceSpec::Kind::artifact: break;
   }
-  throw std::invalid_argument("unknown source kind");
+  throw std::invalid_argument("not a test source: VQL and artifacts need the query engine");
 }
 
 }  // namespace outpost

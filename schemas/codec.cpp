@@ -89,4 +89,10 @@ Encoded encode_log(uint64_t query_id, schema::LogMessage::Level level, kj::Strin
   return writer.finish();
 }
 
+Encoded encode_dropped(uint64_t query_id, uint64_t dropped) {
+  RecordWriter writer(query_id);
+  writer.record().initQueryStatus().setDroppedAtSource(dropped);
+  return writer.finish();
+}
+
 }  // namespace outpost::schemas

@@ -96,5 +96,7 @@ class RowBatchWriter : public RecordWriter {
 };
 
 Encoded encode_log(uint64_t query_id, schema::LogMessage::Level level, kj::StringPtr text);
+// The status record a query sends when its source missed events.
+Encoded encode_dropped(uint64_t query_id, uint64_t dropped);
 
 }  // namespace outpost::schemas

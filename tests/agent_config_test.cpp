@@ -170,6 +170,40 @@ TEST(AgentConfig, IdsDefaultToPositionAndArtifactsToNames) {
   EXPECT_EQ(c.queries[2].artifact, "X.Y");
 }
 
+TEST(AgentConfig, VqlArtifactSourcesAndTheEventTable) {
+  auto c = parse_agent_config(R"Y(
+event_table:
+  - artifact: Linux.Events.ProcessCreation
+    parameters: {period: 2}
+  - {artifact: Linux.Events.ProcessCreation, name: procs2}
+queries:
+  - name: custom
+    id: 7
+    source: {type: vql, query: "SELECT * FROM info()", parameters: {Who: me, N: 3}}
+  - name: users
+    lane: results
+    source: {type: artifact, name: Linux.Sys.Users}
+)Y",
+                              "agent.yaml");
+  ASSERT_EQ(c.queries.size(), 4u);
+  EXPECT_EQ(c.queries[0].source.kind, SourceSpec::Kind::vql);
+  EXPECT_EQ(c.queries[0].source.query, "SELECT * FROM info()");
+  EXPECT_EQ(c.queries[0].source.parameters,
+            (std::vector<std::pair<std::string, std::string>>{{"Who", "me"}, {"N", "3"}}));
+  EXPECT_EQ(c.queries[1].source.kind, SourceSpec::Kind::artifact);
+  EXPECT_EQ(c.queries[1].source.name, "Linux.Sys.Users");
+  EXPECT_EQ(c.queries[1].lane, schemas::Lane::RESULTS);
+  // Event-table entries follow, on the events lane, with the next ids.
+  EXPECT_EQ(c.queries[2].name, "Linux.Events.ProcessCreation");
+  EXPECT_EQ(c.queries[2].artifact, "Linux.Events.ProcessCreation");
+  EXPECT_EQ(c.queries[2].source.kind, SourceSpec::Kind::artifact);
+  EXPECT_EQ(c.queries[2].source.parameters, (std::vector<std::pair<std::string, std::string>>{{"period", "2"}}));
+  EXPECT_EQ(c.queries[2].lane, schemas::Lane::EVENTS);
+  EXPECT_EQ(c.queries[2].id, 8u);
+  EXPECT_EQ(c.queries[3].name, "procs2");
+  EXPECT_EQ(c.queries[3].id, 9u);
+}
+
 TEST(AgentConfig, DefaultYamlIsTheDefaultsPlusTwoQueries) {
   std::string yaml = default_agent_config_yaml();
   EXPECT_NE(yaml.find("# "), std::string::npos);
@@ -231,7 +265,7 @@ TEST(AgentConfig, StructureErrors) {
       {"- a", "agent.yaml: expected a map, got a list"},
       {"just text", "agent.yaml: expected a map, got \"just text\""},
       {"[a]: 1", "agent.yaml: expected a key, got a list"},
-      {"bufer: {}", "agent.yaml: bufer: unknown key; allowed: buffer, link, log, queries"},
+      {"bufer: {}", "agent.yaml: bufer: unknown key; allowed: buffer, link, log, event_table, queries"},
       {"buffer: {size: 1}",
        "agent.yaml: buffer.size: unknown key; allowed: dir, limit, sync, compact_threshold"},
       {"log: {lvl: info}", "agent.yaml: log.lvl: unknown key; allowed: level, file"},
@@ -279,8 +313,17 @@ TEST(AgentConfig, ValueErrors) {
       {"queries: [{name: a, source: {type: synthetic, row_size: big}}]",
        "agent.yaml: queries[0].source.row_size: expected a size such as 1000, 10kB, 64MiB or 1GiB, "
        "got \"big\""},
-      {"queries: [{name: a, source: {type: vql}}]",
-       "agent.yaml: queries[0].source.type: expected clock or synthetic, got \"vql\""},
+      {"queries: [{name: a, source: {type: vql}}]", "agent.yaml: queries[0].source.query: missing; a vql source needs one"},
+      {"queries: [{name: a, source: {type: sql}}]",
+       "agent.yaml: queries[0].source.type: expected clock, synthetic, vql or artifact, got \"sql\""},
+      {"queries: [{name: a, source: {type: artifact, query: x}}]",
+       "agent.yaml: queries[0].source.query: unknown key for a artifact source; allowed: type, name, parameters"},
+      {"queries: [{name: a, source: {type: vql, query: x, parameters: [1]}}]",
+       "agent.yaml: queries[0].source.parameters: expected a map of parameters, got a list"},
+      {"event_table: [{parameters: {a: 1}}]",
+       "agent.yaml: event_table[0].artifact: missing; every entry names an event artifact"},
+      {"queries: [{name: X.Y}]\nevent_table: [{artifact: X.Y}]",
+       "agent.yaml: event_table[0]: name \"X.Y\" is already used by a query (give this entry a name)"},
       {"queries: [{name: a, source: {period_ms: 0}}]",
        "agent.yaml: queries[0].source.period_ms: expected an integer from 1 to 86400000, got "
        "\"0\""},
@@ -388,7 +431,7 @@ TEST(AgentConfig, OverrideErrors) {
   EXPECT_EQ(override_error("buffer.limt=1"),
             "--set: buffer.limt: unknown key; allowed: dir, limit, sync, compact_threshold");
   EXPECT_EQ(override_error("bufer.limit=1"),
-            "--set: bufer: unknown key; allowed: buffer, link, log, queries");
+            "--set: bufer: unknown key; allowed: buffer, link, log, event_table, queries");
   EXPECT_EQ(override_error("buffer.limit=big"),
             "--set: buffer.limit: expected a size such as 1000, 10kB, 64MiB or 1GiB, got \"big\"");
   EXPECT_EQ(override_error("buffer=x"), "--set: buffer: expected a map, got \"x\"");
@@ -465,11 +508,15 @@ TEST(AgentConfig, CollectedQueryErrorsNameTheArtifactAndParameter) {
     }
     return std::string("no error");
   };
-  EXPECT_EQ(error({1, "Nope", "", {}}),
-            "collect Nope: unknown artifact; this agent knows Outpost.Test.Clock, Outpost.Test.Synthetic");
-  EXPECT_EQ(error({1, "Outpost.Test.Clock", "SELECT * FROM info()", {}}),
-            "collect Outpost.Test.Clock: this agent runs artifacts by name only; VQL comes with the "
-            "query engine");
+  // Artifacts other than the test ones, and VQL, are the engine's to check.
+  auto other = collected_query({1ull << 33, "Linux.Sys.Users", "", {{"a", "1"}}}, schemas::Lane::RESULTS);
+  EXPECT_EQ(other.source.kind, SourceSpec::Kind::artifact);
+  EXPECT_EQ(other.source.name, "Linux.Sys.Users");
+  EXPECT_EQ(other.source.parameters, (std::vector<std::pair<std::string, std::string>>{{"a", "1"}}));
+  auto vql = collected_query({1ull << 33, "", "SELECT * FROM info()", {}}, schemas::Lane::RESULTS);
+  EXPECT_EQ(vql.source.kind, SourceSpec::Kind::vql);
+  EXPECT_EQ(vql.source.query, "SELECT * FROM info()");
+  EXPECT_EQ(vql.artifact, "VQL");
   EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"period_ms", "soon"}}}),
             "collect Outpost.Test.Clock: parameter.period_ms: expected an integer from 1 to 86400000, "
             "got \"soon\"");

@@ -11,9 +11,7 @@
 
 namespace outpost::bench {
 
-inline const SourceFactory kTestSources = [](const QuerySpec& q) {
-  return make_test_source(q.source);
-};
+inline const SourceFactory kTestSources{[](const QuerySpec& q) { return make_test_source(q.source); }};
 
 // What every benchmark agent starts from: an actor system scheduled like the
 // agent's, a blocking handle into it, and the waker its queries sleep on.

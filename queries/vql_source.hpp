@@ -1,0 +1,34 @@
+#pragma once
+// A VQL query as a query actor's source: rows from the engine's stream go
+// into RowBatches, a batch per run of rows with the same columns.
+
+#include "actors/source.hpp"
+#include "queries/engine.hpp"
+
+namespace outpost::vql {
+
+class VqlSource : public Source {
+ public:
+  // Compiles nothing: `query` is parsed and checked already.
+  VqlSource(const Engine& engine, std::shared_ptr<const ast::Query> query, std::vector<Binding> parameters,
+            Paths paths = {});
+
+  std::vector<std::string> columns() const override { return columns_; }
+  void set_wake(std::function<void()> wake) override;
+  // Throws std::runtime_error with the query's error (the query then fails).
+  PullResult pull(schemas::RowBatchWriter& batch, size_t max_rows) override;
+
+ private:
+  bool same_columns(const Row& row) const;
+
+  Engine engine_;
+  std::shared_ptr<const ast::Query> query_;  // the stream refers into it
+  Env env_;
+  std::unique_ptr<RowStream> stream_;
+  std::vector<Row> pending_;  // rows taken from the stream, not yet in a batch
+  size_t next_ = 0;
+  Step last_{};
+  std::vector<std::string> columns_;  // of the batch being filled
+};
+
+}  // namespace outpost::vql
