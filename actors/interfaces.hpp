@@ -34,6 +34,7 @@ using wake_atom = caf::atom_constant<caf::atom("wake")>;
 using control_atom = caf::atom_constant<caf::atom("control")>;
 using purge_atom = caf::atom_constant<caf::atom("purge")>;
 using quarantine_atom = caf::atom_constant<caf::atom("quarantine")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
 // Ships buffered records somewhere and acks them once they are stored there.
 using link_actor = caf::typed_actor<
@@ -94,6 +95,16 @@ using waker_actor = caf::typed_actor<
     caf::reacts_to<sleep_atom, caf::timespan>,
     // Internal: the timer armed for this time (since the clock's epoch) fired.
     caf::reacts_to<wake_atom, caf::timespan>,
+    // Counters and state, for outpostctl and tests.
+    caf::replies_to<status_atom>::with<caf::settings>>;
+
+// One event source (a /proc scan, a log file, a directory) shared by every
+// query that subscribes to it with the same parameters (queries/sensors.hpp).
+using sensor_actor = caf::typed_actor<
+    // Adds a subscriber; the sensor fills its queue for as long as it lives.
+    caf::reacts_to<subscribe_atom, SubscriptionPtr>,
+    // Internal: look again.
+    caf::reacts_to<tick_atom>,
     // Counters and state, for outpostctl and tests.
     caf::replies_to<status_atom>::with<caf::settings>>;
 

@@ -25,9 +25,17 @@ struct RecordRef {
 // Records read from the buffer for the link, in seq order.
 using StoredRecords = std::shared_ptr<const std::vector<persistence::StoredRecord>>;
 
+// A subscriber's queue of events (queries/sensors.hpp): the query's side
+// owns it, the sensor fills it while it lives.
+namespace vql {
+class Subscription;
+}
+using SubscriptionPtr = std::shared_ptr<vql::Subscription>;
+
 }  // namespace outpost
 
 // Local only: these never cross a process boundary through CAF.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(outpost::RecordRef)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(outpost::StoredRecords)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(outpost::Lane)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(outpost::SubscriptionPtr)

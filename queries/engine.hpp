@@ -121,6 +121,9 @@ class Engine {
   const Registry& registry_;
 };
 
+// Rows of all `streams` as they come, interleaved; done when all are.
+std::unique_ptr<RowStream> merge_streams(std::vector<std::unique_ptr<RowStream>> streams);
+
 // Materializes a value for functions that want data: a stored query becomes
 // its rows as a list of dicts; anything else is itself.
 Value materialize(const Value& v);

@@ -280,6 +280,22 @@ void add_builtin_functions(Registry& r) {
      [](const Args& a, Env&) { return Value(basename(string_arg(a, "path"))); });
   fn("dirname", "A path without its last element.", {{"path", "string", true, ""}},
      [](const Args& a, Env&) { return Value(dirname(string_arg(a, "path"))); });
+  fn("parse_string_with_regex", "The named groups ((?P<Name>...)) of the first regex that matches, as a dict.",
+     {{"string", "string", true, ""}, {"regex", "regex or list of regexes", true, ""}}, [](const Args& a, Env&) {
+       const std::string& text = string_arg(a, "string");
+       for (auto& pattern : a.strings("regex")) {
+         RE2 re(pattern, RE2::Quiet);
+         if (!re.ok()) a.fail("regex", "'" + pattern + "': " + re.error());
+         std::vector<re2::StringPiece> groups(static_cast<size_t>(re.NumberOfCapturingGroups()) + 1);
+         if (!re.Match(text, 0, text.size(), RE2::UNANCHORED, groups.data(), static_cast<int>(groups.size())))
+           continue;
+         Dict out;
+         for (auto& [name, index] : re.NamedCapturingGroups())
+           out.set(name, std::string(groups[static_cast<size_t>(index)].data(), groups[static_cast<size_t>(index)].size()));
+         return Value(std::move(out));
+       }
+       return Value(Dict{});
+     });
   fn("get", "A field of a dict (dotted for nested ones) or an item of a list, else `default`.",
      {{"item", "any", true, ""}, {"field", "string or int", true, ""}, {"default", "any", false, ""}},
      [](const Args& a, Env&) {

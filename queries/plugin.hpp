@@ -80,7 +80,8 @@ struct Paths {
   std::filesystem::path mountinfo = "/proc/self/mountinfo";
 };
 
-class Engine;  // engine.hpp: plugins that run queries (foreach) reach it here
+class Engine;      // engine.hpp: plugins that run queries (foreach) reach it here
+class SensorHub;   // sensors.hpp: where event plugins subscribe
 
 // One query's surroundings.
 struct Env {
@@ -89,6 +90,8 @@ struct Env {
   // query then pulls again. Empty when nobody waits (a test, a one-shot run).
   std::function<void()> wake;
   Engine* engine = nullptr;
+  SensorHub* sensors = nullptr;  // null: event plugins refuse to start
+  uint64_t dropped_events = 0;   // missed by this query's subscriptions; reported, then reset
 };
 
 struct ArgSpec {
@@ -129,7 +132,8 @@ class Registry {
   std::map<std::string, FunctionSpec> functions_;
 };
 
-// Refuses an argument `spec` does not name, and a missing required one.
+// Refuses an argument `spec` does not name (unless it has one named "*":
+// any name goes), and a missing required one.
 void check_args(const Args& args, const std::vector<ArgSpec>& spec);
 
 // A finite stream over rows computed at once (small results: users, mounts).

@@ -191,6 +191,88 @@ class ForeachStream : public RowStream {
   std::unique_ptr<RowStream> inner_;
 };
 
+// Several streams at once: rows from each in turn; waits only when all do.
+class MergeStream : public RowStream {
+ public:
+  void add(std::unique_ptr<RowStream> s) { streams_.push_back(std::move(s)); }
+  bool empty() const { return streams_.empty(); }
+
+  Step next(std::vector<Row>& out, size_t budget) override {
+    Step merged = Step::blocked();
+    for (size_t i = 0; i < streams_.size();) {
+      Step step = streams_[i]->next(out, budget);
+      if (step.state == Step::State::done) {
+        streams_.erase(streams_.begin() + static_cast<std::ptrdiff_t>(i));
+        merged = Step::more();  // one ended: look again at once
+        continue;
+      }
+      merged = earliest(merged, step);
+      ++i;
+    }
+    return streams_.empty() ? Step::done() : merged;
+  }
+
+  // The sooner of two: more, then the shorter wait, then blocked.
+  static Step earliest(const Step& a, const Step& b) {
+    if (a.state == Step::State::more || b.state == Step::State::more) return Step::more();
+    if (a.state == Step::State::wait && b.state == Step::State::wait) return a.wait < b.wait ? a : b;
+    return a.state == Step::State::wait ? a : b;
+  }
+
+ private:
+  std::vector<std::unique_ptr<RowStream>> streams_;
+};
+
+// foreach(async=TRUE): a query per row, all running at once, for rows that
+// come from an event query and queries that never end (watch each new drive).
+class AsyncForeachStream : public RowStream {
+ public:
+  AsyncForeachStream(std::unique_ptr<RowStream> rows, Value query) : rows_(std::move(rows)), query_(std::move(query)) {}
+
+  Step next(std::vector<Row>& out, size_t budget) override {
+    Step step = Step::blocked();
+    if (rows_) {
+      std::vector<Row> rows;
+      step = rows_->next(rows, budget);
+      for (auto& row : rows) inners_.add(rows_of(query_, &row));
+      if (step.state == Step::State::done) {
+        rows_.reset();
+        step = Step::more();
+      }
+    }
+    if (inners_.empty()) return rows_ ? step : Step::done();
+    Step inner = inners_.next(out, budget);
+    if (inner.state == Step::State::done) return rows_ ? Step::more() : Step::done();
+    return MergeStream::earliest(step, inner);
+  }
+
+ private:
+  std::unique_ptr<RowStream> rows_;  // null once it ended
+  Value query_;
+  MergeStream inners_;
+};
+
+// chain(a=, b=, ...): each query's rows in turn, in argument order.
+class ChainStream : public RowStream {
+ public:
+  explicit ChainStream(std::vector<Value> queries) : queries_(std::move(queries)) {}
+  Step next(std::vector<Row>& out, size_t budget) override {
+    while (next_ < queries_.size() || current_) {
+      if (!current_) current_ = rows_of(queries_[next_++]);
+      Step step = current_->next(out, budget);
+      if (step.state != Step::State::done) return step;
+      current_.reset();
+      return Step::more();
+    }
+    return Step::done();
+  }
+
+ private:
+  std::vector<Value> queries_;
+  size_t next_ = 0;
+  std::unique_ptr<RowStream> current_;
+};
+
 // A condition that is a query is true when it has a row.
 bool condition_holds(const Value& v) {
   auto q = v.as_query();
@@ -206,6 +288,12 @@ bool condition_holds(const Value& v) {
 }
 
 }  // namespace
+
+std::unique_ptr<RowStream> merge_streams(std::vector<std::unique_ptr<RowStream>> streams) {
+  auto merged = std::make_unique<MergeStream>();
+  for (auto& s : streams) merged->add(std::move(s));
+  return merged;
+}
 
 std::unique_ptr<RowStream> StoredQuery::run(const Row* row) const {
   auto scope = row ? std::make_shared<const Scope>(scope_, *row) : scope_;
@@ -281,12 +369,26 @@ void add_builtin_plugins(Registry& r) {
   r.add(PluginSpec{"foreach",
                    "For each row of `row`, runs `query` with that row's columns in scope.",
                    {{"row", "query or list", true, "the rows to iterate"},
-                    {"query", "query", false, "run for each row; without it, the rows themselves"}},
+                    {"query", "query", false, "run for each row; without it, the rows themselves"},
+                    {"async", "bool", false, "run the queries of all rows at once (for event rows and "
+                                             "queries that never end); default false: one after another"}},
                    false,
                    [](const Args& args, Env&) -> std::unique_ptr<RowStream> {
                      const Value* q = args.find("query");
                      if (q && !q->as_query() && !q->as_list()) args.fail("query", "expected a query, got " + std::string(type_name(*q)));
+                     if (args.boolean("async").value_or(false)) {
+                       if (!q) args.fail("async", "needs a query to run for each row");
+                       return std::make_unique<AsyncForeachStream>(rows_of(args.require("row")), *q);
+                     }
                      return std::make_unique<ForeachStream>(rows_of(args.require("row")), q ? *q : Value());
+                   }});
+  r.add(PluginSpec{"chain", "The rows of each argument's query in turn: chain(a={...}, b={...}).",
+                   {{"*", "query or list", false, "any name"}},
+                   false,
+                   [](const Args& args, Env&) -> std::unique_ptr<RowStream> {
+                     std::vector<Value> queries;
+                     for (auto& [name, v] : args.values()) queries.push_back(v);
+                     return std::make_unique<ChainStream>(std::move(queries));
                    }});
   r.add(PluginSpec{"if",
                    "The rows of `then` when `condition` holds, else those of `else`.",

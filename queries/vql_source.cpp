@@ -2,11 +2,14 @@
 
 namespace outpost::vql {
 
-VqlSource::VqlSource(const Engine& engine, std::shared_ptr<const ast::Query> query,
-                     std::vector<Binding> parameters, Paths paths)
-    : engine_(engine.registry()), query_(std::move(query)) {
+VqlSource::VqlSource(const Engine& engine, std::vector<std::shared_ptr<const ast::Query>> queries,
+                     const std::vector<Binding>& parameters, Paths paths, SensorHub* sensors)
+    : engine_(engine.registry()), queries_(std::move(queries)) {
   env_.paths = std::move(paths);
-  stream_ = engine_.start(*query_, std::move(parameters), env_);
+  env_.sensors = sensors;
+  std::vector<std::unique_ptr<RowStream>> streams;
+  for (auto& q : queries_) streams.push_back(engine_.start(*q, parameters, env_));
+  stream_ = streams.size() == 1 ? std::move(streams[0]) : merge_streams(std::move(streams));
 }
 
 void VqlSource::set_wake(std::function<void()> wake) { env_.wake = std::move(wake); }
@@ -25,6 +28,7 @@ PullResult VqlSource::pull(schemas::RowBatchWriter& batch, size_t max_rows) {
     last_ = stream_->next(pending_, max_rows);
   }
   PullResult result;
+  result.dropped = std::exchange(env_.dropped_events, 0);
   for (; next_ < pending_.size() && max_rows > 0; ++next_, --max_rows) {
     const Row& row = pending_[next_];
     if (!same_columns(row)) {

@@ -9,9 +9,10 @@ namespace outpost::vql {
 
 class VqlSource : public Source {
  public:
-  // Compiles nothing: `query` is parsed and checked already.
-  VqlSource(const Engine& engine, std::shared_ptr<const ast::Query> query, std::vector<Binding> parameters,
-            Paths paths = {});
+  // Compiles nothing: the queries are parsed and checked already. Several
+  // (an artifact's sources) run at once, their rows interleaved.
+  VqlSource(const Engine& engine, std::vector<std::shared_ptr<const ast::Query>> queries,
+            const std::vector<Binding>& parameters, Paths paths = {}, SensorHub* sensors = nullptr);
 
   std::vector<std::string> columns() const override { return columns_; }
   void set_wake(std::function<void()> wake) override;
@@ -22,7 +23,7 @@ class VqlSource : public Source {
   bool same_columns(const Row& row) const;
 
   Engine engine_;
-  std::shared_ptr<const ast::Query> query_;  // the stream refers into it
+  std::vector<std::shared_ptr<const ast::Query>> queries_;  // the streams refer into them
   Env env_;
   std::unique_ptr<RowStream> stream_;
   std::vector<Row> pending_;  // rows taken from the stream, not yet in a batch

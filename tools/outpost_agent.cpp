@@ -1,5 +1,6 @@
 // outpost-agent: runs the buffer, the link and the configured queries until
 // SIGTERM or SIGINT, then shuts down in order (a second signal forces exit).
+// Its subcommands (query, collect, artifacts) run VQL once, locally.
 
 #include <caf/all.hpp>
 #include <signal.h>
@@ -21,6 +22,8 @@
 #include "actors/system_config.hpp"
 #include "actors/test_sources.hpp"
 #include "net/net_link.hpp"
+#include "queries/agent_sources.hpp"
+#include "tools/agent_local.hpp"
 
 namespace {
 
@@ -102,10 +105,9 @@ int run(const AgentConfig& config, sigset_t signals) {
   auto buf = sys.spawn<caf::detached>(buffer, store);
   link_actor link = spawn_link(sys, buf, store, config.link);
   caf::anon_send(buf, subscribe_atom::value, link);
-  auto sup = sys.spawn(supervisor, buf, link, config.queries, SourceFactory{[](const QuerySpec& q) {
-                         return make_test_source(q.source);
-                       }},
-                       RestartPolicy{});
+  auto sensors = std::make_unique<vql::SensorHub>(sys);
+  auto sup = sys.spawn(supervisor, buf, link, config.queries,
+                       vql::agent_sources(vql::ArtifactRepository::builtin(), sensors.get()), RestartPolicy{});
   // The collector's requests (collect, cancel, event table) reach the supervisor through the link.
   if (config.link.kind == LinkSpec::Kind::collector)
     caf::anon_send(caf::actor_cast<net_link_actor>(link), subscribe_atom::value, sup);
@@ -118,6 +120,7 @@ int run(const AgentConfig& config, sigset_t signals) {
     self->monitor(sup);
     self->receive([&](caf::down_msg& down) { failed = static_cast<bool>(down.reason); });
   }
+  sensors.reset();  // the queries are gone: no sensor has a subscriber left
   sys.await_all_actors_done();
   spdlog::info("agent stopped{}", failed ? " after a failure" : "");
   return failed ? 1 : 0;
@@ -138,7 +141,44 @@ int main(int argc, char** argv) {
                  "override a key, e.g. --set buffer.limit=64MiB --set link=offline "
                  "--set link=file:out.jsonl --set log.level=debug (repeatable)");
   app.add_flag("--print-default-config", print_default, "print the built-in configuration and exit");
+
+  std::string vql, artifact;
+  std::vector<std::string> params;
+  size_t max_rows = 0;
+  auto* query_cmd = app.add_subcommand("query", "run VQL once, here, and print its rows as JSON lines");
+  query_cmd->add_option("vql", vql, "the query")->required();
+  auto* collect_cmd = app.add_subcommand("collect", "run an artifact once, here, and print its rows");
+  collect_cmd->add_option("artifact", artifact, "its name (see `artifacts list`)")->required();
+  for (auto* cmd : {query_cmd, collect_cmd}) {
+    cmd->add_option("-p,--param", params, "a parameter, name=value (repeatable)");
+    cmd->add_option("-n,--max-rows", max_rows, "stop after this many rows (0: at the end)");
+  }
+  auto* artifacts_cmd = app.add_subcommand("artifacts", "the built-in artifacts");
+  artifacts_cmd->require_subcommand(1);
+  artifacts_cmd->add_subcommand("list", "their names and what they do");
+  std::string show_name;
+  artifacts_cmd->add_subcommand("show", "one artifact's YAML")->add_option("name", show_name)->required();
+  app.require_subcommand(0, 1);
   CLI11_PARSE(app, argc, argv);
+
+  if (*query_cmd || *collect_cmd || *artifacts_cmd) try {
+    spdlog::set_default_logger(spdlog::stderr_color_mt("outpost"));
+    spdlog::set_level(spdlog::level::warn);
+    if (*artifacts_cmd)
+      return artifacts_cmd->got_subcommand("list") ? tools::list_artifacts() : tools::show_artifact(show_name);
+    tools::Parameters parameters;
+    try {
+      for (auto& p : params) parameters.push_back(tools::parse_parameter(p));
+    } catch (const std::exception& e) {
+      std::cerr << "outpost-agent: " << e.what() << "\n";
+      return 2;
+    }
+    return *query_cmd ? tools::run_local_query(vql, parameters, max_rows)
+                      : tools::run_local_artifact(artifact, parameters, max_rows);
+  } catch (const std::exception& e) {
+    std::cerr << "outpost-agent: " << e.what() << "\n";
+    return 2;
+  }
 
   // Signals wait for the watcher thread (started once the actors run), from
   // the start: a SIGTERM during startup still gets an ordered shutdown. Blocked
@@ -158,7 +198,15 @@ int main(int argc, char** argv) {
     config = config_path.empty() ? parse_agent_config(default_agent_config_yaml(), "built-in config")
                                  : load_agent_config(config_path);
     for (auto& o : overrides) apply_override(config, o);
-    check_agent_config(config, config_path.empty() ? "built-in config" : config_path);
+    std::string origin = config_path.empty() ? "built-in config" : config_path;
+    check_agent_config(config, origin);
+    // VQL and artifacts: refused now, with the query named, rather than in a restart loop.
+    auto sources = vql::agent_sources(vql::ArtifactRepository::builtin(), nullptr);
+    for (auto& q : config.queries) try {
+        sources.check(q);
+      } catch (const std::exception& e) {
+        throw ConfigError(origin + ": query " + q.name + ": " + e.what());
+      }
   } catch (const ConfigError& e) {
     std::cerr << "outpost-agent: invalid configuration: " << e.what() << "\n";
     return 2;

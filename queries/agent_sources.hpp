@@ -1,0 +1,25 @@
+#pragma once
+// What the agent runs a query spec with: VQL and artifacts through the
+// engine, the built-in test sources otherwise.
+
+#include "actors/query_actor.hpp"
+#include "queries/artifacts.hpp"
+#include "queries/sensors.hpp"
+#include "queries/vql_source.hpp"
+
+namespace outpost::vql {
+
+// The compiled queries of a VQL or artifact source, with its parameters as
+// variables. Throws (ParseError, QueryError, ArtifactError) naming what is wrong.
+struct PreparedQuery {
+  std::vector<std::shared_ptr<const ast::Query>> queries;
+  std::vector<Binding> parameters;
+  bool event = false;  // an event artifact, or VQL using an event plugin
+};
+PreparedQuery prepare(const SourceSpec& source, const ArtifactRepository& artifacts, const Engine& engine);
+
+// make() and check() for the supervisor. `artifacts` and `sensors` must
+// outlive the queries.
+SourceFactory agent_sources(const ArtifactRepository& artifacts, SensorHub* sensors, Paths paths = {});
+
+}  // namespace outpost::vql

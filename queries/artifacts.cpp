@@ -1,0 +1,209 @@
+#include "queries/artifacts.hpp"
+
+#include <re2/re2.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace outpost::vql {
+
+// Generated from queries/artifacts/*.yaml (embed_artifacts.cmake).
+extern const char* const kBuiltinArtifacts[][2];
+extern const size_t kBuiltinArtifactCount;
+
+namespace {
+
+const char* const kIgnoredKeys[] = {"author", "reference", "references", "precondition", "tools",
+                                    "column_types", "export", "imports", "required_permissions",
+                                    "implied_permissions", "resources", "aliases", "level"};
+const char* const kTypes[] = {"string", "int", "bool", "regex"};
+
+struct Reader {
+  const std::string& origin;
+
+  [[noreturn]] void fail(const std::string& path, const std::string& problem) const {
+    throw ArtifactError(origin + ": " + path + ": " + problem);
+  }
+  std::string text(const YAML::Node& n, const std::string& path) const {
+    if (!n.IsScalar()) fail(path, "expected a string");
+    return n.Scalar();
+  }
+  // Keys of `n` must be in `known` (or ignored ones, when `ignore` is set).
+  void check_keys(const YAML::Node& n, const std::string& path, std::vector<const char*> known,
+                  bool ignore = false) const {
+    if (!n.IsMap()) fail(path.empty() ? "the file" : path, "expected a map");
+    std::set<std::string> seen;
+    for (const auto& entry : n) {
+      std::string key = text(entry.first, path);
+      std::string at = path.empty() ? key : path + "." + key;
+      if (!seen.insert(key).second) fail(at, "duplicate key");
+      bool ok = std::any_of(known.begin(), known.end(), [&](const char* k) { return key == k; }) ||
+                (ignore && std::find(std::begin(kIgnoredKeys), std::end(kIgnoredKeys), key) != std::end(kIgnoredKeys));
+      if (!ok) {
+        std::string allowed;
+        for (auto k : known) allowed += (allowed.empty() ? "" : ", ") + std::string(k);
+        fail(at, "unknown key; allowed: " + allowed);
+      }
+    }
+  }
+};
+
+// "Y", "true", "1" ... as Velociraptor's boolean parameters take them.
+std::optional<bool> parse_bool(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (s == "y" || s == "yes" || s == "true" || s == "1") return true;
+  if (s == "n" || s == "no" || s == "false" || s == "0" || s.empty()) return false;
+  return std::nullopt;
+}
+
+// The text of a parameter as its type's value, or an error message.
+Value convert(const Artifact::Parameter& p, const std::string& text, std::string& error) {
+  if (p.type == "int") {
+    errno = 0;
+    char* end = nullptr;
+    long long n = std::strtoll(text.c_str(), &end, 0);
+    if (text.empty() || *end || errno) {
+      error = "expected an integer, got \"" + text + "\"";
+      return Value();
+    }
+    return int64_t{n};
+  }
+  if (p.type == "bool") {
+    auto b = parse_bool(text);
+    if (!b) error = "expected a boolean (Y/N, true/false, 1/0), got \"" + text + "\"";
+    return b ? Value(*b) : Value();
+  }
+  if (p.type == "regex") {
+    RE2 re(text, RE2::Quiet);
+    if (!re.ok()) error = "not a valid regex: " + re.error();
+  }
+  return text;
+}
+
+}  // namespace
+
+Artifact parse_artifact(const std::string& yaml, const std::string& origin, const Engine& engine) {
+  Reader r{origin};
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::Exception& e) {
+    throw ArtifactError(origin + ": line " + std::to_string(e.mark.line + 1) + ", column " +
+                        std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+  r.check_keys(root, "", {"name", "description", "type", "parameters", "sources"}, true);
+  Artifact a;
+  a.yaml = yaml;
+  if (!root["name"]) r.fail("name", "missing");
+  a.name = r.text(root["name"], "name");
+  static const RE2 kName("[A-Za-z0-9_]+(\\.[A-Za-z0-9_]+)*");
+  if (!RE2::FullMatch(a.name, kName)) r.fail("name", "\"" + a.name + "\" is not a name like Linux.Sys.Pslist");
+  if (root["description"]) a.description = r.text(root["description"], "description");
+  std::string type = root["type"] ? r.text(root["type"], "type") : "CLIENT";
+  if (type != "CLIENT" && type != "CLIENT_EVENT") r.fail("type", "expected CLIENT or CLIENT_EVENT, got \"" + type + "\"");
+  a.event = type == "CLIENT_EVENT";
+  if (auto params = root["parameters"]) {
+    if (!params.IsSequence() && !params.IsNull()) r.fail("parameters", "expected a list");
+    for (size_t i = 0; i < params.size(); ++i) {
+      std::string at = "parameters[" + std::to_string(i) + "]";
+      r.check_keys(params[i], at, {"name", "default", "type", "description"}, true);
+      Artifact::Parameter p;
+      if (!params[i]["name"]) r.fail(at + ".name", "missing");
+      p.name = r.text(params[i]["name"], at + ".name");
+      if (params[i]["default"]) p.default_value = r.text(params[i]["default"], at + ".default");
+      if (params[i]["type"]) p.type = r.text(params[i]["type"], at + ".type");
+      if (std::find(std::begin(kTypes), std::end(kTypes), p.type) == std::end(kTypes))
+        r.fail(at + ".type", "expected string, int, bool or regex, got \"" + p.type + "\"");
+      if (params[i]["description"]) p.description = r.text(params[i]["description"], at + ".description");
+      for (auto& other : a.parameters)
+        if (other.name == p.name) r.fail(at + ".name", "\"" + p.name + "\" is declared twice");
+      std::string error;
+      convert(p, p.default_value, error);
+      if (!error.empty() && !(p.type == "int" && p.default_value.empty())) r.fail(at + ".default", error);
+      a.parameters.push_back(std::move(p));
+    }
+  }
+  auto sources = root["sources"];
+  if (!sources || !sources.IsSequence() || sources.size() == 0) r.fail("sources", "expected a list of at least one source");
+  for (size_t i = 0; i < sources.size(); ++i) {
+    std::string at = "sources[" + std::to_string(i) + "]";
+    r.check_keys(sources[i], at, {"name", "query", "description"}, true);
+    Artifact::Source s;
+    if (sources[i]["name"]) s.name = r.text(sources[i]["name"], at + ".name");
+    if (!sources[i]["query"]) r.fail(at + ".query", "missing");
+    s.query = r.text(sources[i]["query"], at + ".query");
+    try {
+      s.compiled = std::make_shared<const ast::Query>(engine.compile(s.query));
+    } catch (const std::exception& e) {
+      r.fail(at + ".query", e.what());
+    }
+    a.sources.push_back(std::move(s));
+  }
+  return a;
+}
+
+std::vector<Binding> bind_parameters(const Artifact& a,
+                                     const std::vector<std::pair<std::string, std::string>>& given) {
+  std::vector<Binding> out;
+  for (auto& [name, text] : given) {
+    bool known = std::any_of(a.parameters.begin(), a.parameters.end(),
+                             [&](const Artifact::Parameter& p) { return p.name == name; });
+    if (!known) {
+      std::string names;
+      for (auto& p : a.parameters) names += (names.empty() ? "" : ", ") + p.name;
+      throw ArtifactError(a.name + ": parameter " + name + ": unknown; " +
+                          (names.empty() ? "it takes none" : "it takes " + names));
+    }
+  }
+  for (auto& p : a.parameters) {
+    std::string text = p.default_value;
+    for (auto& [name, value] : given)
+      if (name == p.name) text = value;  // the last one given wins
+    std::string error;
+    Value v = convert(p, text, error);
+    if (text.empty() && p.type == "int") error = "required (it has no default)";
+    if (!error.empty()) throw ArtifactError(a.name + ": parameter " + p.name + ": " + error);
+    out.push_back({p.name, std::move(v), nullptr});
+  }
+  return out;
+}
+
+void ArtifactRepository::add(Artifact artifact) {
+  auto name = artifact.name;
+  artifacts_.insert_or_assign(name, std::move(artifact));
+}
+
+void ArtifactRepository::load_directory(const std::filesystem::path& dir, const Engine& engine) {
+  std::vector<std::filesystem::path> files;
+  for (auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().extension() == ".yaml" || e.path().extension() == ".yml") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  for (auto& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    if (!in) throw ArtifactError(f.string() + ": cannot read");
+    std::stringstream text;
+    text << in.rdbuf();
+    add(parse_artifact(text.str(), f.string(), engine));
+  }
+}
+
+const Artifact* ArtifactRepository::find(const std::string& name) const {
+  auto it = artifacts_.find(name);
+  return it == artifacts_.end() ? nullptr : &it->second;
+}
+
+const ArtifactRepository& ArtifactRepository::builtin() {
+  static const ArtifactRepository repo = [] {
+    ArtifactRepository r;
+    Engine engine(default_registry());
+    for (size_t i = 0; i < kBuiltinArtifactCount; ++i)
+      r.add(parse_artifact(kBuiltinArtifacts[i][1], kBuiltinArtifacts[i][0], engine));
+    return r;
+  }();
+  return repo;
+}
+
+}  // namespace outpost::vql

@@ -1,0 +1,18 @@
+# cmake -DDIR=<artifacts dir> -DOUTPUT=<file.cpp> -P embed_artifacts.cmake
+# Builds the built-in artifacts into the binary: each YAML file as a string.
+file(GLOB files "${DIR}/*.yaml")
+list(SORT files)
+set(body "// Generated from queries/artifacts/*.yaml by embed_artifacts.cmake: do not edit.\n")
+string(APPEND body "#include <cstddef>\n\nnamespace outpost::vql {\n\nextern const char* const kBuiltinArtifacts[][2] = {\n")
+list(LENGTH files count)
+foreach(f ${files})
+  file(READ "${f}" text)
+  get_filename_component(name "${f}" NAME)
+  if(text MATCHES "\\)ARTIFACT\"")
+    message(FATAL_ERROR "${f} contains the raw string delimiter )ARTIFACT\"")
+  endif()
+  string(APPEND body "    {\"${name}\", R\"ARTIFACT(${text})ARTIFACT\"},\n")
+endforeach()
+string(APPEND body "};\nextern const size_t kBuiltinArtifactCount = ${count};\n\n}  // namespace outpost::vql\n")
+file(WRITE "${OUTPUT}.tmp" "${body}")
+file(COPY_FILE "${OUTPUT}.tmp" "${OUTPUT}" ONLY_IF_DIFFERENT)

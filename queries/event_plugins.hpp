@@ -1,0 +1,18 @@
+#pragma once
+// VQL's event plugins: clock(), tail(), watch_directory(), watch_processes(),
+// watch_mounts(). All but clock() are shared sensors (sensors.hpp).
+
+#include "queries/plugin.hpp"
+#include "queries/sensors.hpp"
+
+namespace outpost::vql {
+
+void add_event_plugins(Registry& registry);
+
+// Shared by the event plugins' files.
+void add_process_event_plugins(Registry& registry);  // watch_processes, watch_mounts
+std::chrono::milliseconds period_arg(const Args& args, const char* name, std::chrono::milliseconds fallback);
+std::unique_ptr<RowStream> subscribe(const Args& args, Env& env, ScannerFactory make);
+Value timestamp_now();
+
+}  // namespace outpost::vql

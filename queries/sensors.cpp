@@ -1,0 +1,212 @@
+#include "queries/sensors.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/status.hpp"
+
+namespace outpost::vql {
+
+void Subscription::push(const std::shared_ptr<const Row>& event) {
+  std::function<void()> wake;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) return;
+    if (queue_.size() >= capacity_) {
+      ++dropped_;
+    } else {
+      queue_.push_back(event);
+    }
+    wake = std::move(wake_);
+    wake_ = nullptr;
+  }
+  if (wake) wake();  // outside the lock: it sends a message
+}
+
+void Subscription::close(std::string error) {
+  std::function<void()> wake;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) return;
+    closed_ = true;
+    error_ = std::move(error);
+    wake = std::move(wake_);
+    wake_ = nullptr;
+  }
+  if (wake) wake();
+}
+
+size_t Subscription::take(std::vector<Row>& out, size_t max) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  size_t n = 0;
+  for (; n < max && !queue_.empty(); ++n) {
+    out.push_back(*queue_.front());
+    queue_.pop_front();
+  }
+  return n;
+}
+
+uint64_t Subscription::take_dropped() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return std::exchange(dropped_, 0);
+}
+
+bool Subscription::ended(std::string& error) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!closed_ || !queue_.empty()) return false;
+  error = error_;
+  return true;
+}
+
+bool Subscription::wait(std::function<void()> wake) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!queue_.empty() || closed_) return false;
+  wake_ = std::move(wake);
+  return true;
+}
+
+sensor_actor::behavior_type sensor(sensor_actor::stateful_pointer<sensor_state> self, std::string key,
+                                   std::shared_ptr<Scanner> scanner) {
+  self->state.key = std::move(key);
+  self->state.scanner = std::move(scanner);
+  self->send(self, tick_atom::value);
+  return {
+      [=](subscribe_atom, SubscriptionPtr& s) { self->state.subscribers.push_back(s); },
+      [=](tick_atom) {
+        auto& st = self->state;
+        std::vector<Row> events;
+        try {
+          st.scanner->scan(events);
+        } catch (const std::exception& e) {
+          st.error = e.what();
+          spdlog::error("sensor {}: {}", st.key, st.error);
+        }
+        ++st.scans;
+        st.events += events.size();
+        // Shared, so that 10,000 subscribers hold one copy until they take it.
+        std::vector<std::shared_ptr<const Row>> shared;
+        shared.reserve(events.size());
+        for (auto& e : events) shared.push_back(std::make_shared<const Row>(std::move(e)));
+        bool ended = !st.error.empty() || st.scanner->finished();
+        auto& subs = st.subscribers;
+        subs.erase(std::remove_if(subs.begin(), subs.end(),
+                                  [&](const std::weak_ptr<Subscription>& w) {
+                                    auto s = w.lock();
+                                    if (!s) return true;  // its query ended
+                                    for (auto& e : shared) s->push(e);
+                                    st.delivered += shared.size();
+                                    if (ended) s->close(st.error);
+                                    return false;
+                                  }),
+                   subs.end());
+        if (!ended) self->delayed_send(self, st.scanner->period(), tick_atom::value);
+      },
+      [=](status_atom) {
+        auto& st = self->state;
+        caf::settings s;
+        caf::put(s, "key", st.key);
+        put_count(s, "subscribers", st.subscribers.size());
+        put_count(s, "scans", st.scans);
+        put_count(s, "events", st.events);
+        put_count(s, "delivered", st.delivered);
+        caf::put(s, "error", st.error);
+        return s;
+      },
+  };
+}
+
+struct SensorHub::Core {
+  explicit Core(caf::actor_system& system) : system(system) {}
+  caf::actor_system& system;
+  mutable std::mutex mutex;
+  struct Entry {
+    sensor_actor actor;
+    size_t subscribers = 0;
+  };
+  std::map<std::string, Entry> sensors;
+  bool stopped = false;
+
+  void leave(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = sensors.find(key);
+    if (it == sensors.end() || --it->second.subscribers > 0) return;
+    caf::anon_send_exit(it->second.actor, caf::exit_reason::user_shutdown);
+    sensors.erase(it);
+  }
+};
+
+namespace {
+
+class SubscriberStream : public RowStream {
+ public:
+  SubscriberStream(std::shared_ptr<SensorHub::Core> core, std::string key, SubscriptionPtr sub, Env& env)
+      : core_(std::move(core)), key_(std::move(key)), sub_(std::move(sub)), env_(env) {}
+  ~SubscriberStream() override { core_->leave(key_); }
+
+  Step next(std::vector<Row>& out, size_t budget) override {
+    size_t n = sub_->take(out, budget);
+    env_.dropped_events += sub_->take_dropped();
+    if (n > 0) return Step::more();
+    std::string error;
+    if (sub_->ended(error)) {
+      if (!error.empty()) throw QueryError(key_ + ": " + error);
+      return Step::done();
+    }
+    if (!env_.wake) return Step::after(std::chrono::milliseconds(100));  // nobody to wake: poll
+    return sub_->wait(env_.wake) ? Step::blocked() : Step::more();
+  }
+
+ private:
+  std::shared_ptr<SensorHub::Core> core_;
+  std::string key_;
+  SubscriptionPtr sub_;
+  Env& env_;
+};
+
+}  // namespace
+
+SensorHub::SensorHub(caf::actor_system& system) : core_(std::make_shared<Core>(system)) {}
+
+SensorHub::~SensorHub() {
+  std::lock_guard<std::mutex> lock(core_->mutex);
+  for (auto& [key, entry] : core_->sensors) caf::anon_send_exit(entry.actor, caf::exit_reason::user_shutdown);
+  core_->sensors.clear();
+  core_->stopped = true;
+}
+
+std::unique_ptr<RowStream> SensorHub::subscribe(const std::string& key, const ScannerFactory& make, Env& env,
+                                                size_t queue_events) {
+  auto sub = std::make_shared<Subscription>(queue_events);
+  std::lock_guard<std::mutex> lock(core_->mutex);
+  if (core_->stopped) throw QueryError(key + ": the agent is stopping");
+  auto& entry = core_->sensors[key];
+  if (!entry.actor) {
+    try {
+      entry.actor = core_->system.spawn<caf::detached>(sensor, key, std::shared_ptr<Scanner>(make()));
+    } catch (...) {
+      core_->sensors.erase(key);
+      throw;
+    }
+  }
+  ++entry.subscribers;
+  caf::anon_send(entry.actor, subscribe_atom::value, sub);
+  return std::make_unique<SubscriberStream>(core_, key, std::move(sub), env);
+}
+
+size_t SensorHub::running() const {
+  std::lock_guard<std::mutex> lock(core_->mutex);
+  return core_->sensors.size();
+}
+
+std::string sensor_key(const Args& args) {
+  auto values = args.values();  // the same arguments in another order: the same sensor
+  std::sort(values.begin(), values.end(), [](auto& a, auto& b) { return a.first < b.first; });
+  Dict d;
+  for (auto& [name, value] : values)
+    if (!value.is_null()) d.set(name, value);
+  std::string key = args.callee() + "(";
+  append_json(key, Value(std::move(d)));
+  return key + ")";
+}
+
+}  // namespace outpost::vql

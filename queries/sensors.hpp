@@ -1,0 +1,104 @@
+#pragma once
+// Shared sensors: one actor per distinct event source and parameters
+// (watch_processes(period=1) is one /proc scan per second however many
+// queries use it), fanning its events out to every subscriber's queue.
+//
+// A queue is bounded. When a subscriber does not take its events (its query
+// is paused at a full buffer) and the queue is full, further events are
+// counted, not queued; the query reports the count as a status record
+// (dropped_at_source) when it pulls again. It is the only loss Outpost
+// allows, and it is never silent. Other subscribers are not affected.
+//
+// The sensor lives while it has subscribers: the last one leaving stops it.
+
+#include <caf/actor_system.hpp>
+
+#include <chrono>
+#include <deque>
+#include <map>
+#include <mutex>
+
+#include "actors/interfaces.hpp"
+#include "queries/plugin.hpp"
+
+namespace outpost::vql {
+
+inline constexpr size_t kDefaultQueueEvents = 1000;
+
+// One subscriber's queue: the sensor pushes, the query's stream takes.
+class Subscription {
+ public:
+  explicit Subscription(size_t capacity = kDefaultQueueEvents) : capacity_(capacity) {}
+
+  // Sensor side: queues the event, or counts it as dropped when full.
+  void push(const std::shared_ptr<const Row>& event);
+  // The source is gone (`error` empty) or failed: the stream ends after
+  // the events already queued.
+  void close(std::string error = {});
+
+  // Query side.
+  size_t take(std::vector<Row>& out, size_t max);
+  uint64_t take_dropped();
+  // Once the queue is empty: true and the error (empty when the source just ended).
+  bool ended(std::string& error) const;
+  // Arms `wake` for the next push or close; false (not armed) if events
+  // are already waiting, so that none is missed between take and wait.
+  bool wait(std::function<void()> wake);
+
+ private:
+  mutable std::mutex mutex_;
+  std::deque<std::shared_ptr<const Row>> queue_;
+  size_t capacity_;
+  uint64_t dropped_ = 0;
+  bool closed_ = false;
+  std::string error_;
+  std::function<void()> wake_;
+};
+
+// What a sensor looks at. Each scan returns the events since the last one
+// (the first may only take a baseline); it runs on the sensor's own thread.
+class Scanner {
+ public:
+  virtual ~Scanner() = default;
+  virtual std::chrono::milliseconds period() const = 0;
+  virtual void scan(std::vector<Row>& events) = 0;  // throws on failure: subscribers' queries fail
+  virtual bool finished() const { return false; }    // the source is gone for good
+};
+using ScannerFactory = std::function<std::unique_ptr<Scanner>()>;
+
+struct sensor_state {
+  static inline const char* name = "sensor";
+  std::string key;
+  std::shared_ptr<Scanner> scanner;
+  std::vector<std::weak_ptr<Subscription>> subscribers;
+  uint64_t scans = 0;
+  uint64_t events = 0;     // events seen
+  uint64_t delivered = 0;  // events queued, summed over subscribers
+  std::string error;
+};
+
+sensor_actor::behavior_type sensor(sensor_actor::stateful_pointer<sensor_state> self, std::string key,
+                                   std::shared_ptr<Scanner> scanner);
+
+// Starts sensors on demand and stops each when its last subscriber leaves.
+class SensorHub {
+ public:
+  explicit SensorHub(caf::actor_system& system);
+  ~SensorHub();  // stops every sensor; streams still held end
+
+  // The events of sensor `key` (made by `make` unless running) as a stream
+  // for a query in `env`. Throws what `make` throws.
+  std::unique_ptr<RowStream> subscribe(const std::string& key, const ScannerFactory& make, Env& env,
+                                       size_t queue_events = kDefaultQueueEvents);
+  size_t running() const;
+
+  struct Core;  // shared with the streams, which may outlive the hub
+
+ private:
+  std::shared_ptr<Core> core_;
+};
+
+// A sensor's key: the plugin's name and its arguments, canonically.
+std::string sensor_key(const Args& args);
+
+}  // namespace outpost::vql
