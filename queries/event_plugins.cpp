@@ -84,18 +84,29 @@ class TailScanner : public Scanner {
     }
     if (!fd_) return;
     struct stat open_now;
-    if (::fstat(fd_.get(), &open_now) == 0 && static_cast<uint64_t>(open_now.st_size) < offset_) {
-      offset_ = 0;  // truncated
-      partial_.clear();
+    if (::fstat(fd_.get(), &open_now) == 0) {
+      // Truncated: shorter than what was read, or as long but written
+      // since (truncated and refilled between two scans; a mere touch
+      // looks the same and reads the file again).
+      uint64_t size = static_cast<uint64_t>(open_now.st_size);
+      bool rewritten = size == offset_ && mtime_ns(open_now) != read_mtime_;
+      if (size < offset_ || (rewritten && size > 0)) {
+        offset_ = 0;
+        partial_.clear();
+      }
+      read_mtime_ = mtime_ns(open_now);
     }
     read_lines(events);
   }
 
  private:
+  static int64_t mtime_ns(const struct stat& st) { return st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec; }
+
   bool open_current(const struct stat& st) {
     fd_ = open_read(path_);
     ino_ = st.st_ino;
     dev_ = st.st_dev;
+    read_mtime_ = mtime_ns(st);
     return static_cast<bool>(fd_);
   }
 
@@ -125,6 +136,7 @@ class TailScanner : public Scanner {
   ino_t ino_ = 0;
   dev_t dev_ = 0;
   uint64_t offset_ = 0;
+  int64_t read_mtime_ = 0;  // the file's mtime when it was last read to its end
   std::string partial_;
 };
 

@@ -382,13 +382,20 @@ void add_builtin_plugins(Registry& r) {
                      }
                      return std::make_unique<ForeachStream>(rows_of(args.require("row")), q ? *q : Value());
                    }});
-  r.add(PluginSpec{"chain", "The rows of each argument's query in turn: chain(a={...}, b={...}).",
-                   {{"*", "query or list", false, "any name"}},
+  r.add(PluginSpec{"chain",
+                   "The rows of each argument's query in turn: chain(a={...}, b={...}); with async=TRUE, "
+                   "all at once, started in argument order (a watch before a listing: nothing falls between).",
+                   {{"*", "query or list", false, "any name"}, {"async", "bool", false, "default false"}},
                    false,
                    [](const Args& args, Env&) -> std::unique_ptr<RowStream> {
                      std::vector<Value> queries;
-                     for (auto& [name, v] : args.values()) queries.push_back(v);
-                     return std::make_unique<ChainStream>(std::move(queries));
+                     for (auto& [name, v] : args.values())
+                       if (name != "async") queries.push_back(v);
+                     if (!args.boolean("async").value_or(false))
+                       return std::make_unique<ChainStream>(std::move(queries));
+                     std::vector<std::unique_ptr<RowStream>> streams;
+                     for (auto& q : queries) streams.push_back(rows_of(q));
+                     return merge_streams(std::move(streams));
                    }});
   r.add(PluginSpec{"if",
                    "The rows of `then` when `condition` holds, else those of `else`.",
