@@ -68,8 +68,19 @@ TEST_F(Control, CollectRunsOnTheResultsLaneAndTheAgentsRefusalsComeBack) {
   auto refused = command({"collect", "agent-1", "No.Such.Artifact"});
   EXPECT_EQ(refused.first, 1);
   EXPECT_EQ(refused.second,
-            "outpost-collector: collect No.Such.Artifact: unknown artifact; this agent knows "
-            "Outpost.Test.Clock, Outpost.Test.Synthetic\n");
+            "outpost-collector: collect No.Such.Artifact: unknown artifact No.Such.Artifact (see "
+            "`outpost-agent artifacts list`)\n");
+  auto bad_vql = command({"collect", "agent-1", "Custom", "--vql", "SELECT * FROM nope()"});
+  EXPECT_EQ(bad_vql.first, 1);
+  EXPECT_EQ(bad_vql.second, "outpost-collector: collect Custom: line 1, column 15: unknown plugin nope()\n");
+  // A real artifact, through the engine.
+  auto info = command({"collect", "agent-1", "Generic.Client.Info"});
+  ASSERT_EQ(info.first, 0) << info.second;
+  ASSERT_TRUE(eventually([&] { return fs::exists(data / "agent-1" / "Generic.Client.Info"); }));
+  ASSERT_TRUE(eventually([&] {
+    auto dir = data / "agent-1" / "Generic.Client.Info";
+    return slurp(fs::directory_iterator(dir)->path()).find("\"OS\":\"linux\"") != std::string::npos;
+  })) << slurp(agent_log);
   auto bad_param = command({"collect", "agent-1", "Outpost.Test.Clock", "-p", "period_ms=soon"});
   EXPECT_EQ(bad_param.first, 1);
   EXPECT_NE(bad_param.second.find("parameter.period_ms: expected an integer"), std::string::npos)

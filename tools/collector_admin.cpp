@@ -205,11 +205,13 @@ void add_commands(CLI::App& app, CommandArgs& a) {
   collect->add_option("agent", a.agent, "agent id")->required();
   collect->add_option("artifact", a.artifact, "artifact name")->required();
   collect->add_option("--param,-p", a.params, "name=value (repeatable)");
+  collect->add_option("--vql", a.vql, "run this VQL, its rows labelled with the artifact name");
   collect->callback([&a] {
     a.run = [&a](const AdminOptions& o) { return call(o, [&a](Admin::Client admin) {
       auto req = admin.collectRequest();
       req.setAgent(a.agent);
       req.initRequest().setArtifact(a.artifact);
+      req.getRequest().setVql(a.vql);
       set_parameters(req.getRequest(), a.params);
       return req.send().then([&a](auto resp) {
         std::cout << fmt::format("flow {} {} {}\n", resp.getFlowId(),

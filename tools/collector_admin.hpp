@@ -20,6 +20,7 @@ std::string default_socket(const std::string& datadir);
 // What the subcommands' arguments are parsed into.
 struct CommandArgs {
   std::string agent, artifact;
+  std::string vql;                   // collect: instead of the artifact's query
   std::vector<std::string> params;   // collect: name=value
   std::vector<std::string> entries;  // event-table: Artifact[,name=value...]
   uint64_t flow = 0;
