@@ -57,9 +57,10 @@ class Engine;
 // The state of one running query: what every stream and evaluation of it
 // shares. Owned by the query's root stream.
 struct RunContext {
-  Engine& engine;
+  Engine& engine;  // the run's own copy (owned below), so that streams outlive the caller's Engine
   Env& env;
   ScopePtr root;
+  std::shared_ptr<Engine> own_engine;
   int depth = 0;  // nested evaluations (lazy LETs, stored queries): bounded
   std::unordered_map<std::string, std::shared_ptr<const re2::RE2>> regexes;
 

@@ -340,8 +340,9 @@ std::unique_ptr<RowStream> Engine::run(const ast::SelectPtr& s, const ScopePtr& 
 }
 
 std::unique_ptr<RowStream> Engine::start(const ast::Query& query, std::vector<Binding> parameters, Env& env) {
-  env.engine = this;
-  auto ctx = std::make_shared<RunContext>(RunContext{*this, env, nullptr, 0, {}});
+  auto engine = std::make_shared<Engine>(*this);
+  auto ctx = std::make_shared<RunContext>(RunContext{*engine, env, nullptr, engine, 0, {}});
+  env.engine = engine.get();
   ctx->root = std::make_shared<const Scope>(nullptr, Row{}, std::move(parameters));
   std::vector<ast::SelectPtr> selects;
   for (auto& st : query.statements) {
@@ -362,7 +363,7 @@ std::unique_ptr<RowStream> Engine::start(const ast::Query& query, std::vector<Bi
     ctx->root = std::make_shared<const Scope>(ctx->root, Row{}, std::vector<Binding>{std::move(b)});
   }
   if (selects.empty()) throw QueryError("the query has no SELECT: nothing to return");
-  return std::make_unique<SequenceStream>(*this, std::move(selects), ctx);
+  return std::make_unique<SequenceStream>(ctx->engine, std::move(selects), ctx);
 }
 
 void add_builtin_plugins(Registry& r) {

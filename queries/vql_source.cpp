@@ -21,15 +21,19 @@ bool VqlSource::same_columns(const Row& row) const {
   return true;
 }
 
+// Fills the batch from as many slices of the stream as it takes (a few at
+// most: each slice is bounded work) or until the columns change.
 PullResult VqlSource::pull(schemas::RowBatchWriter& batch, size_t max_rows) {
-  if (next_ == pending_.size()) {
-    pending_.clear();
-    next_ = 0;
-    last_ = stream_->next(pending_, max_rows);
-  }
   PullResult result;
-  result.dropped = std::exchange(env_.dropped_events, 0);
-  for (; next_ < pending_.size() && max_rows > 0; ++next_, --max_rows) {
+  for (int slices = 0; max_rows > 0; ) {
+    if (next_ == pending_.size()) {
+      if (slices > 0 && last_.state != Step::State::more) break;
+      if (slices++ == 8) return result;  // more to do, in the next pull
+      pending_.clear();
+      next_ = 0;
+      last_ = stream_->next(pending_, max_rows);
+      if (pending_.empty()) break;
+    }
     const Row& row = pending_[next_];
     if (!same_columns(row)) {
       // The batch is sent (or dropped, if empty) and the next one starts
@@ -37,13 +41,16 @@ PullResult VqlSource::pull(schemas::RowBatchWriter& batch, size_t max_rows) {
       columns_.clear();
       for (auto& item : row.items()) columns_.push_back(item.first);
       result.cut = true;
-      return result;
+      break;
     }
     auto out = batch.add_row();
     size_t i = 0;
     for (auto& item : row.items()) write_value(item.second, out[static_cast<unsigned>(i++)]);
+    ++next_;
+    --max_rows;
   }
-  if (next_ < pending_.size()) return result;  // more to write
+  result.dropped = std::exchange(env_.dropped_events, 0);
+  if (next_ < pending_.size() || result.cut) return result;  // more to write
   switch (last_.state) {
     case Step::State::more: break;
     case Step::State::wait: result.state = PullResult::State::wait; result.wait = last_.wait; break;

@@ -1,0 +1,202 @@
+// Artifacts (YAML, parameters, the built-in ones) and VqlSource, the engine
+// as a query actor's source.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "queries/agent_sources.hpp"
+#include "tests/temp_dir.hpp"
+
+namespace outpost::vql {
+namespace {
+
+const Engine& engine() {
+  static const Engine e(default_registry());
+  return e;
+}
+
+std::string parse_error(const std::string& yaml) {
+  try {
+    parse_artifact(yaml, "my.yaml", engine());
+  } catch (const ArtifactError& e) {
+    return e.what();
+  }
+  return "<parsed>";
+}
+
+TEST(Artifacts, EveryBuiltInParsesAndNamesItsFile) {
+  const char* expected[] = {"Generic.Client.Info",          "Linux.Sys.Pslist",
+                            "Linux.Sys.Users",              "Linux.Network.Netstat",
+                            "Linux.Events.ProcessCreation", "Linux.Events.SSHLogin",
+                            "Linux.Detection.Thumbdrives.List", "Linux.Response.KillProcess"};
+  auto& repo = ArtifactRepository::builtin();
+  EXPECT_EQ(repo.all().size(), std::size(expected));
+  for (auto name : expected) {
+    auto a = repo.find(name);
+    ASSERT_TRUE(a) << name;
+    EXPECT_FALSE(a->description.empty()) << name;
+    EXPECT_EQ(a->event, std::string(name).find(".Events.") != std::string::npos ||
+                            std::string(name).find("Thumbdrives") != std::string::npos)
+        << name;
+  }
+}
+
+TEST(Artifacts, MalformedFilesAreRefusedWithThePlace) {
+  EXPECT_EQ(parse_error("name: A\nsources: [{query: SELECT * FROM info()}]\nautor: me\n"),
+            "my.yaml: autor: unknown key; allowed: name, description, type, parameters, sources");
+  EXPECT_EQ(parse_error("name: A\nauthor: me\nprecondition: SELECT 1 FROM info()\nsources: [{query: SELECT * FROM info()}]\n"),
+            "<parsed>");  // Velociraptor's keys that Outpost does not use
+  EXPECT_EQ(parse_error("name: A\ntype: SERVER\nsources: [{query: SELECT * FROM info()}]\n"),
+            "my.yaml: type: expected CLIENT or CLIENT_EVENT, got \"SERVER\"");
+  EXPECT_EQ(parse_error("name: A\n"), "my.yaml: sources: expected a list of at least one source");
+  EXPECT_EQ(parse_error("name: A B\nsources: [{query: SELECT * FROM info()}]\n"),
+            "my.yaml: name: \"A B\" is not a name like Linux.Sys.Pslist");
+  EXPECT_EQ(parse_error("name: A\nsources:\n  - query: |\n      SELECT *\n      FROM pslist(\n"),
+            "my.yaml: sources[0].query: line 3, column 1: expected an argument name (arguments are named: "
+            "name=value), found end of query");
+  EXPECT_EQ(parse_error("name: A\nsources: [{query: SELECT * FROM nothing()}]\n"),
+            "my.yaml: sources[0].query: line 1, column 15: unknown plugin nothing()");
+  EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: int, default: ten}]\nsources: [{query: SELECT N FROM info()}]\n"),
+            "my.yaml: parameters[0].default: expected an integer, got \"ten\"");
+  EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: float}]\nsources: [{query: SELECT N FROM info()}]\n"),
+            "my.yaml: parameters[0].type: expected string, int, bool or regex, got \"float\"");
+  EXPECT_EQ(parse_error("name: A\nparameters: [{name: N}, {name: N}]\nsources: [{query: SELECT N FROM info()}]\n"),
+            "my.yaml: parameters[1].name: \"N\" is declared twice");
+  EXPECT_EQ(parse_error("name: [A\n"), "my.yaml: line 2, column 1: end of sequence flow not found");
+}
+
+TEST(Artifacts, ParametersTakeDefaultsOverridesAndTheirTypes) {
+  auto a = parse_artifact(R"Y(name: P
+parameters:
+  - {name: S, default: text}
+  - {name: I, type: int, default: "5"}
+  - {name: B, type: bool, default: "Y"}
+  - {name: R, type: regex, default: "^ssh"}
+sources: [{query: "SELECT S, I + 1 AS I1, B, 'sshd' =~ R AS M FROM info()"}]
+)Y",
+                          "p.yaml", engine());
+  auto binds = bind_parameters(a, {});
+  ASSERT_EQ(binds.size(), 4u);
+  EXPECT_TRUE(equal(binds[1].value, Value(int64_t{5})));
+  EXPECT_TRUE(equal(binds[2].value, Value(true)));
+  binds = bind_parameters(a, {{"I", "0x10"}, {"B", "false"}, {"S", "other"}});
+  EXPECT_TRUE(equal(binds[0].value, Value("other")));
+  EXPECT_TRUE(equal(binds[1].value, Value(int64_t{16})));
+  EXPECT_TRUE(equal(binds[2].value, Value(false)));
+  auto error = [&](std::vector<std::pair<std::string, std::string>> given) {
+    try {
+      bind_parameters(a, given);
+    } catch (const ArtifactError& e) {
+      return std::string(e.what());
+    }
+    return std::string("<bound>");
+  };
+  EXPECT_EQ(error({{"I", "many"}}), "P: parameter I: expected an integer, got \"many\"");
+  EXPECT_EQ(error({{"B", "maybe"}}), "P: parameter B: expected a boolean (Y/N, true/false, 1/0), got \"maybe\"");
+  EXPECT_EQ(error({{"R", "("}}), "P: parameter R: not a valid regex: missing ): (");
+  EXPECT_EQ(error({{"X", "1"}}), "P: parameter X: unknown; it takes S, I, B, R");
+
+  // The parameters reach the query as variables of their types.
+  Env env;
+  auto stream = Engine(default_registry()).start(*a.sources[0].compiled, bind_parameters(a, {{"I", "41"}}), env);
+  std::vector<Row> rows;
+  while (stream->next(rows, 10).state != Step::State::done) {
+  }
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(to_json(rows[0]), "{\"S\":\"text\",\"I1\":42,\"B\":true,\"M\":true}");
+}
+
+TEST(Artifacts, UsersFromAFakePasswdThroughTheAgentsFactory) {
+  testing::TempDir tmp;
+  std::ofstream(tmp.path("passwd")) << "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice:/home/alice:/bin/zsh\n";
+  Paths paths;
+  paths.passwd = tmp.path("passwd");
+  auto factory = agent_sources(ArtifactRepository::builtin(), nullptr, paths);
+  QuerySpec q;
+  q.source.kind = SourceSpec::Kind::artifact;
+  q.source.name = "Linux.Sys.Users";
+  factory.check(q);
+  auto source = factory(q);
+  std::vector<std::string> names;
+  for (int i = 0; i < 100; ++i) {
+    schemas::RowBatchWriter batch(1, "a", "s", schemas::Lane::RESULTS, source->columns());
+    auto r = source->pull(batch, 100);
+    if (batch.row_count()) {
+      auto cols = source->columns();
+      EXPECT_EQ(cols[0], "Name");
+      auto encoded = batch.finish();
+      schemas::RecordView view(encoded.words());
+      for (auto row : view.record().getRowBatch().getRows()) names.push_back(row[0].getText().cStr());
+    }
+    if (r.state == PullResult::State::done) break;
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"root", "alice"}));
+  q.source.name = "No.Such";
+  EXPECT_THROW(factory.check(q), ArtifactError);
+  q.source.kind = SourceSpec::Kind::vql;
+  q.source.query = "SELECT * FROM";
+  EXPECT_THROW(factory.check(q), ParseError);
+}
+
+TEST(Artifacts, VqlSourceCutsABatchWhereTheColumnsChange) {
+  auto query = std::make_shared<const ast::Query>(engine().compile("SELECT * FROM foreach(row=[dict(a=1), dict(a=2), dict(b=3)])"));
+  VqlSource source(engine(), {query}, {});
+  std::vector<std::vector<std::string>> batches;
+  std::vector<size_t> sizes;
+  for (int i = 0; i < 20; ++i) {
+    auto columns = source.columns();
+    schemas::RowBatchWriter batch(1, "a", "s", schemas::Lane::RESULTS, columns);
+    auto r = source.pull(batch, 100);
+    if (batch.row_count()) {
+      batches.push_back(columns);
+      sizes.push_back(batch.row_count());
+    }
+    if (r.state == PullResult::State::done) break;
+  }
+  EXPECT_EQ(batches, (std::vector<std::vector<std::string>>{{"a"}, {"b"}}));
+  EXPECT_EQ(sizes, (std::vector<size_t>{2, 1}));
+}
+
+TEST(Artifacts, KillProcessIsAResponseActionOnARealProcess) {
+  pid_t child = fork();
+  if (child == 0) {
+    execl("/bin/sleep", "sleep", "30", nullptr);
+    _exit(127);
+  }
+  SourceSpec spec;
+  spec.kind = SourceSpec::Kind::artifact;
+  spec.name = "Linux.Response.KillProcess";
+  spec.parameters = {{"Pid", std::to_string(child)}};
+  auto p = prepare(spec, ArtifactRepository::builtin(), engine());
+  Env env;
+  auto stream = Engine(default_registry()).start(*p.queries[0], p.parameters, env);
+  std::vector<Row> rows;
+  while (stream->next(rows, 10).state != Step::State::done) {
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_TRUE(*rows[0].find("Success")->as_bool()) << to_json(rows[0]);
+  spec.parameters = {};
+  EXPECT_THROW(prepare(spec, ArtifactRepository::builtin(), engine()), ArtifactError);
+}
+
+TEST(Artifacts, ADirectoryOfUserArtifactsLoads) {
+  testing::TempDir tmp;
+  std::ofstream(tmp.path("mine.yaml")) << "name: Custom.Mine\nsources: [{query: SELECT 1 AS One FROM info()}]\n";
+  std::ofstream(tmp.path("notes.txt")) << "not an artifact";
+  ArtifactRepository repo;
+  repo.load_directory(tmp.root(), engine());
+  ASSERT_TRUE(repo.find("Custom.Mine"));
+  EXPECT_EQ(repo.all().size(), 1u);
+  std::ofstream(tmp.path("broken.yaml")) << "name: X\n";
+  EXPECT_THROW(repo.load_directory(tmp.root(), engine()), ArtifactError);
+}
+
+}  // namespace
+}  // namespace outpost::vql
