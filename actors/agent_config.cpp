@@ -523,28 +523,28 @@ log:
   level: info                   # trace, debug, info, warn, error, critical or off
   file: ""                      # also log to this file; "" for none
 
+event_table:                    # event artifacts (outpost-agent artifacts list), each a query
+  - artifact: Linux.Events.ProcessCreation     # a row per process started
+    parameters: {Period: 1}
+  - artifact: Linux.Detection.Thumbdrives.List # files on removable drives, listed and watched
+    # name: drives              # defaults to the artifact's name
+
 queries:                        # none at all is fine
   - name: heartbeat             # unique; letters, digits, '_', '.' and '-'
     # id: 1                     # unique, > 0; defaults to the position in this list
     # artifact: heartbeat       # defaults to the name
     lane: events                # control, events, results or uploads
     source:
-      type: clock               # one row every period
-      period_ms: 1000
-    batch:                      # a batch is sent at whichever comes first:
-      rows: 1000                #   this many rows,
+      type: vql                 # or artifact (name:, parameters:), clock, synthetic
+      query: SELECT * FROM clock(period=1)
+    batch:                      # a batch is sent at once when none of this query's is being
+      rows: 1000                # committed, else at whichever comes first: this many rows,
       bytes: 1MiB               #   this many bytes,
       delay_ms: 5               #   or this long after its first row
     max_in_flight: 2            # unanswered appends before the query pauses (1..64)
 
-  - name: synthetic
-    lane: events
-    source:
-      type: synthetic           # generated rows, for load and restart tests
-      rate: 20                  # rows per second; 0: as fast as the buffer accepts
-      row_size: 256             # bytes of the Data column
-      max_rows: 0               # stop after this many rows; 0: never
-      fail_after: 0             # fail after this many rows, to exercise restarts; 0: never
+  # - name: synthetic           # generated rows, for load and restart tests
+  #   source: {type: synthetic, rate: 20, row_size: 256, max_rows: 0, fail_after: 0}
 )";
 }
 

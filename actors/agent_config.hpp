@@ -127,9 +127,9 @@ void check_agent_config(const AgentConfig& config, const std::string& origin);
 // same key in a file would be; errors have the origin "--set".
 void apply_override(AgentConfig& config, const std::string& assignment);
 
-// A commented YAML that parses into the defaults plus two queries:
-// "heartbeat" (clock, 1000 ms, events) and "synthetic" (synthetic, rate 20,
-// row_size 256, events).
+// A commented YAML that parses into the defaults plus a heartbeat (VQL
+// clock, every second) and two event artifacts: Linux.Events.ProcessCreation
+// and Linux.Detection.Thumbdrives.List.
 std::string default_agent_config_yaml();
 
 // The query a collector's request runs: id = flow id, name "F.<flow id>".

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs a local collector and an agent with its built-in queries (a heartbeat
-# and a synthetic query), talking over TLS with certificates made by
-# tools/outpost-certs, and shows the rows as the collector stores them.
+# Runs a local collector and an agent with its built-in configuration (a
+# heartbeat, and the event artifacts Linux.Events.ProcessCreation and
+# Linux.Detection.Thumbdrives.List), talking over TLS with certificates made
+# by tools/outpost-certs, and shows the rows as the collector stores them.
 # Ctrl-C stops both in order. DURATION=N stops them after N seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,9 +25,13 @@ grep -q "listening on port" "$data/collector.log" || { cat "$data/collector.log"
 agent=$!
 
 # The collector writes <datadir>/<agent>/<artifact>/<day>.jsonl: follow the
-# heartbeat's and the synthetic query's files once they exist.
+# artifacts' files once they exist (a process started on this machine, a USB
+# drive plugged in, and the heartbeat every second).
 day=$(date -u +%Y-%m-%d)
-files=("$data/collector/demo-agent/heartbeat/$day.jsonl" "$data/collector/demo-agent/synthetic/$day.jsonl")
+files=()
+for artifact in heartbeat Linux.Events.ProcessCreation Linux.Detection.Thumbdrives.List; do
+  files+=("$data/collector/demo-agent/$artifact/$day.jsonl")
+done
 tail -n 0 -F "${files[@]}" 2>/dev/null &
 tailer=$!
 

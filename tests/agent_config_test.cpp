@@ -32,9 +32,10 @@ std::string dump(const AgentConfig& c) {
         << " lane=" << schemas::lane_name(q.lane) << " batch=" << q.batch_rows << "/"
         << q.batch_bytes << "/" << q.batch_delay.count() << "ms max_in_flight=" << q.max_in_flight
         << "\n"
-        << "  source: " << (s.kind == SourceSpec::Kind::clock ? "clock" : "synthetic")
-        << " rate=" << s.rate << " row_size=" << s.row_size << " max_rows=" << s.max_rows
-        << " fail_after=" << s.fail_after << " period=" << s.period.count() << "ms\n";
+        << "  source: " << static_cast<int>(s.kind) << " rate=" << s.rate << " row_size=" << s.row_size
+        << " max_rows=" << s.max_rows << " fail_after=" << s.fail_after << " period=" << s.period.count()
+        << "ms query=" << s.query << " name=" << s.name << "\n";
+    for (auto& [k, v] : s.parameters) out << "  parameter " << k << "=" << v << "\n";
   }
   return out.str();
 }
@@ -121,9 +122,9 @@ queries:
       "log: level=debug file=/var/log/outpost.log\n"
       "query: name=proc.events id=7 artifact=Linux.Events.Process lane=control batch=10/4096/0ms "
       "max_in_flight=64\n"
-      "  source: synthetic rate=2.5 row_size=1024 max_rows=100 fail_after=50 period=1000ms\n"
+      "  source: 0 rate=2.5 row_size=1024 max_rows=100 fail_after=50 period=1000ms query= name=\n"
       "query: name=tick id=2 artifact=tick lane=uploads batch=1000/1048576/20ms max_in_flight=2\n"
-      "  source: clock rate=0 row_size=256 max_rows=0 fail_after=0 period=250ms\n");
+      "  source: 1 rate=0 row_size=256 max_rows=0 fail_after=0 period=250ms query= name=\n");
 }
 
 TEST(AgentConfig, LinkForms) {
@@ -204,19 +205,24 @@ queries:
   EXPECT_EQ(c.queries[3].id, 9u);
 }
 
-TEST(AgentConfig, DefaultYamlIsTheDefaultsPlusTwoQueries) {
+TEST(AgentConfig, DefaultYamlIsTheDefaultsPlusAHeartbeatAndTwoEventArtifacts) {
   std::string yaml = default_agent_config_yaml();
   EXPECT_NE(yaml.find("# "), std::string::npos);
   AgentConfig expected;
   QuerySpec heartbeat;
   heartbeat.name = heartbeat.artifact = "heartbeat";
   heartbeat.id = 1;
-  QuerySpec synthetic;
-  synthetic.name = synthetic.artifact = "synthetic";
-  synthetic.id = 2;
-  synthetic.source.kind = SourceSpec::Kind::synthetic;
-  synthetic.source.rate = 20;
-  expected.queries = {heartbeat, synthetic};
+  heartbeat.source.kind = SourceSpec::Kind::vql;
+  heartbeat.source.query = "SELECT * FROM clock(period=1)";
+  QuerySpec processes;
+  processes.name = processes.artifact = processes.source.name = "Linux.Events.ProcessCreation";
+  processes.id = 2;
+  processes.source.kind = SourceSpec::Kind::artifact;
+  QuerySpec drives = processes;
+  processes.source.parameters = {{"Period", "1"}};
+  drives.name = drives.artifact = drives.source.name = "Linux.Detection.Thumbdrives.List";
+  drives.id = 3;
+  expected.queries = {heartbeat, processes, drives};
   EXPECT_EQ(dump(parse_agent_config(yaml, "agent.yaml")), dump(expected));
 }
 
