@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 
 namespace outpost::vql {
@@ -167,6 +168,7 @@ class Lexer {
     if (fraction) {
       t.kind = Token::Kind::floating;
       t.floating = std::strtod(digits.c_str(), nullptr);
+      if (!std::isfinite(t.floating)) throw ParseError(t.pos, "number " + digits + " is too large");
     } else {
       t.kind = Token::Kind::integer;
       unsigned long long u = std::strtoull(digits.c_str() + (hex ? 2 : 0), nullptr, hex ? 16 : 10);

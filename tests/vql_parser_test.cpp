@@ -85,6 +85,7 @@ const Bad kBad[] = {
     {"SELECT 1 FROM x /* never closed", "line 1, column 17: comment not closed: expected */, found end of query"},
     {"SELECT # FROM x", "line 1, column 8: unexpected character '#'"},
     {"SELECT 99999999999999999999 FROM x", "line 1, column 8: number 99999999999999999999 is too large"},
+    {"SELECT 1e999 FROM x", "line 1, column 8: number 1e999 is too large"},  // found by the fuzzer
     {"SELECT 12abc FROM x", "line 1, column 10: expected a digit, found 'a'"},
     {"SELECT 'it''s' FROM x", "line 1, column 12: expected FROM, found string 's'"},
     {"SELECT * FROM x WHERE a = 1 = 2", "line 1, column 29: expected SELECT or LET, found '='"},
