@@ -123,6 +123,12 @@ void pull(Self self) {
   if (rows == 0) st.batch.reset();  // a sleeping source holds no batch
   if (before == 0 && rows > 0) st.batch_created_ns = pulled_ns;  // its first row's time
   if (result.dropped) report_dropped(self, result.dropped);
+  for (auto& [lane, encoded] : result.records) {
+    send_batch(self);  // the rows before it go first
+    RecordRef record{std::make_shared<const schemas::Encoded>(std::move(encoded)), st.spec->id, schemas::now_ns()};
+    append(self, lane, std::move(record), 0);
+  }
+  rows = st.batch ? st.batch->row_count() : 0;
   bool full = rows > 0 && (result.cut || rows >= st.spec->batch_rows ||
                            st.batch->encoded_size() >= st.spec->batch_bytes);
   // With no append in flight, waiting would only add latency: batches grow

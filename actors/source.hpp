@@ -25,6 +25,8 @@ struct PullResult {
   // it if empty) and start one with columns() again.
   bool cut = false;
   uint64_t dropped = 0;  // events the source missed since the last pull (reported, never hidden)
+  // Records of another kind (file chunks), appended after the batch so far.
+  std::vector<std::pair<schemas::Lane, schemas::Encoded>> records{};
 };
 
 // Called from the query actor's thread, one pull per message: a pull must do

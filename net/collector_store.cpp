@@ -130,6 +130,13 @@ Rendered render_record(const std::string& agent, Lane lane, const IncomingRecord
       default: folder = "_unknown"; break;
     }
     out.file = agent + "/" + folder + "/" + utc_date(record.getCreatedNs()) + ".jsonl";
+    if (record.isUploadChunk()) {
+      auto chunk = record.getUploadChunk();
+      out.blob_file = agent + "/_uploads/" + std::to_string(record.getQueryId()) + "/" + path_component(chunk.getPath());
+      out.blob_offset = chunk.getOffset();
+      out.blob = chunk.getData();
+      if (out.blob_offset > (uint64_t{1} << 40)) return malformed(agent, lane, in, "upload chunk offset beyond 1 TiB");
+    }
     // Every row repeats its column names: a small hostile record (many
     // columns, many empty rows) could otherwise fill memory and the disk.
     uint64_t cap = std::max<uint64_t>(kMaxRenderedRatio * in.data.size(), kMinRenderedCap);
@@ -180,6 +187,7 @@ class CollectorStore::Files {
   Files(const fs::path& root, const lmdb::Txn& txn, MDB_dbi dbi) : root_(root), txn_(txn), dbi_(dbi) {}
   ~Files() {
     for (auto& [path, f] : open_) ::close(f.fd);
+    for (auto& [path, fd] : blobs_) ::close(fd);
   }
 
   void append(const std::string& rel, const std::string& lines) {
@@ -194,10 +202,30 @@ class CollectorStore::Files {
     f.length += lines.size();
   }
 
+  // Upload data, at its offset: a chunk sent again lands on itself.
+  void write_at(const std::string& rel, uint64_t offset, kj::ArrayPtr<const kj::byte> data) {
+    auto it = blobs_.find(rel);
+    if (it == blobs_.end()) {
+      fs::path path = root_ / rel;
+      make_dirs(path.parent_path());
+      int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+      if (fd < 0) fail_errno("cannot open", path);
+      it = blobs_.emplace(rel, fd).first;
+    }
+    for (size_t done = 0; done < data.size();) {
+      ssize_t n = ::pwrite(it->second, data.begin() + done, data.size() - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) fail_errno("cannot write", root_ / rel);
+      done += static_cast<size_t>(n);
+    }
+  }
+
   // Makes every write durable, then records the new lengths in `txn`.
   void sync_and_record() {
     for (auto& [rel, f] : open_)
       if (::fdatasync(f.fd) != 0) fail_errno("cannot fdatasync", root_ / rel);
+    for (auto& [rel, fd] : blobs_)
+      if (::fdatasync(fd) != 0) fail_errno("cannot fdatasync", root_ / rel);
     for (auto& [rel, f] : open_) put_u64(txn_, dbi_, rel, f.length);
   }
 
@@ -238,6 +266,7 @@ class CollectorStore::Files {
   const lmdb::Txn& txn_;
   MDB_dbi dbi_;
   std::map<std::string, Open> open_;
+  std::map<std::string, int> blobs_;  // upload data files: written in place, never cut
 };
 
 CollectorStore::CollectorStore(const fs::path& datadir)
@@ -335,6 +364,7 @@ std::vector<UploadResult> CollectorStore::store(const std::vector<Upload>& uploa
         RenderedRecord here;
         const RenderedRecord& rendered =
             up.rendered.size() == up.records.size() ? up.rendered[i] : (here = render_record(up.agent, up.lane, record));
+        if (!rendered.blob_file.empty()) files.write_at(rendered.blob_file, rendered.blob_offset, rendered.blob);
         files.append(rendered.file, rendered.lines);
         it->second = record.seq;
         ++(rendered.malformed ? report->malformed : report->stored);

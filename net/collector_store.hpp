@@ -44,6 +44,11 @@ struct RenderedRecord {
   std::string file;
   std::string lines;
   bool malformed = false;  // kept as base64 under <agent>/_malformed/
+  // An upload chunk's data, written at its offset into
+  // <agent>/_uploads/<query id>/<path, %-escaped>; points into the record.
+  std::string blob_file;
+  uint64_t blob_offset = 0;
+  kj::ArrayPtr<const kj::byte> blob;
 };
 
 struct Upload {

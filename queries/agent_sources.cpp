@@ -28,7 +28,7 @@ SourceFactory agent_sources(const ArtifactRepository& artifacts, SensorHub* sens
       [&artifacts, sensors, paths, engine, is_engine_source](const QuerySpec& q) -> std::unique_ptr<Source> {
         if (!is_engine_source(q)) return make_test_source(q.source);
         auto p = prepare(q.source, artifacts, *engine);
-        return std::make_unique<VqlSource>(*engine, std::move(p.queries), p.parameters, paths, sensors);
+        return std::make_unique<VqlSource>(*engine, std::move(p.queries), p.parameters, paths, sensors, q.id);
       },
       [&artifacts, engine, is_engine_source](const QuerySpec& q) {
         if (is_engine_source(q)) prepare(q.source, artifacts, *engine);

@@ -92,6 +92,7 @@ struct Env {
   Engine* engine = nullptr;
   SensorHub* sensors = nullptr;  // null: event plugins refuse to start
   uint64_t dropped_events = 0;   // missed by this query's subscriptions; reported, then reset
+  std::vector<std::string> upload_requests;  // upload(): files to stream into the uploads lane
 };
 
 struct ArgSpec {

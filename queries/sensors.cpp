@@ -12,7 +12,7 @@ void Subscription::push(const std::shared_ptr<const Row>& event) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (closed_) return;
-    if (queue_.size() >= capacity_) {
+    if (queue_.size() - head_ >= capacity_) {
       ++dropped_;
     } else {
       queue_.push_back(event);
@@ -39,9 +39,14 @@ void Subscription::close(std::string error) {
 size_t Subscription::take(std::vector<Row>& out, size_t max) {
   std::lock_guard<std::mutex> lock(mutex_);
   size_t n = 0;
-  for (; n < max && !queue_.empty(); ++n) {
-    out.push_back(*queue_.front());
-    queue_.pop_front();
+  for (; n < max && head_ < queue_.size(); ++n) out.push_back(*queue_[head_++]);
+  if (head_ == queue_.size()) {
+    head_ = 0;
+    queue_.clear();
+    if (queue_.capacity() > 64) queue_.shrink_to_fit();  // after a burst, give the memory back
+  } else if (head_ > queue_.size() / 2) {  // never drained: drop what was taken, keep it bounded
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(head_));
+    head_ = 0;
   }
   return n;
 }
@@ -53,14 +58,14 @@ uint64_t Subscription::take_dropped() {
 
 bool Subscription::ended(std::string& error) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!closed_ || !queue_.empty()) return false;
+  if (!closed_ || head_ < queue_.size()) return false;
   error = error_;
   return true;
 }
 
 bool Subscription::wait(std::function<void()> wake) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!queue_.empty() || closed_) return false;
+  if (head_ < queue_.size() || closed_) return false;
   wake_ = std::move(wake);
   return true;
 }

@@ -14,7 +14,6 @@
 #include <caf/actor_system.hpp>
 
 #include <chrono>
-#include <deque>
 #include <map>
 #include <mutex>
 
@@ -47,7 +46,10 @@ class Subscription {
 
  private:
   mutable std::mutex mutex_;
-  std::deque<std::shared_ptr<const Row>> queue_;
+  // A vector from `head_` rather than a deque: an empty deque still holds
+  // ~600 bytes, and a query's subscription is empty most of the time.
+  std::vector<std::shared_ptr<const Row>> queue_;
+  size_t head_ = 0;
   size_t capacity_;
   uint64_t dropped_ = 0;
   bool closed_ = false;

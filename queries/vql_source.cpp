@@ -3,8 +3,9 @@
 namespace outpost::vql {
 
 VqlSource::VqlSource(const Engine& engine, std::vector<std::shared_ptr<const ast::Query>> queries,
-                     const std::vector<Binding>& parameters, Paths paths, SensorHub* sensors)
-    : engine_(engine.registry()), queries_(std::move(queries)) {
+                     const std::vector<Binding>& parameters, Paths paths, SensorHub* sensors,
+                     uint64_t query_id)
+    : engine_(engine.registry()), queries_(std::move(queries)), query_id_(query_id) {
   env_.paths = std::move(paths);
   env_.sensors = sensors;
   std::vector<std::unique_ptr<RowStream>> streams;
@@ -50,6 +51,14 @@ PullResult VqlSource::pull(schemas::RowBatchWriter& batch, size_t max_rows) {
     --max_rows;
   }
   result.dropped = std::exchange(env_.dropped_events, 0);
+  // One chunk of a file upload() asked for per pull: a big file goes at the
+  // pace the buffer takes it, between the rows.
+  for (auto& path : env_.upload_requests) uploads_.add(std::move(path));
+  env_.upload_requests.clear();
+  if (auto chunk = uploads_.next_chunk(query_id_)) {
+    result.records.emplace_back(schemas::Lane::UPLOADS, std::move(*chunk));
+    if (!uploads_.idle()) return result;  // more to send
+  }
   if (next_ < pending_.size() || result.cut) return result;  // more to write
   switch (last_.state) {
     case Step::State::more: break;

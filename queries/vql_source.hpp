@@ -4,6 +4,7 @@
 
 #include "actors/source.hpp"
 #include "queries/engine.hpp"
+#include "queries/uploads.hpp"
 
 namespace outpost::vql {
 
@@ -12,7 +13,8 @@ class VqlSource : public Source {
   // Compiles nothing: the queries are parsed and checked already. Several
   // (an artifact's sources) run at once, their rows interleaved.
   VqlSource(const Engine& engine, std::vector<std::shared_ptr<const ast::Query>> queries,
-            const std::vector<Binding>& parameters, Paths paths = {}, SensorHub* sensors = nullptr);
+            const std::vector<Binding>& parameters, Paths paths = {}, SensorHub* sensors = nullptr,
+            uint64_t query_id = 0);
 
   std::vector<std::string> columns() const override { return columns_; }
   void set_wake(std::function<void()> wake) override;
@@ -30,6 +32,8 @@ class VqlSource : public Source {
   size_t next_ = 0;
   Step last_{};
   std::vector<std::string> columns_;  // of the batch being filled
+  uint64_t query_id_;                 // of the upload chunks
+  FileUploader uploads_;
 };
 
 }  // namespace outpost::vql

@@ -10,7 +10,10 @@
 #include <random>
 #include <regex>
 
+#include <openssl/sha.h>
+
 #include "net/collector_store.hpp"
+#include "queries/vql_source.hpp"
 #include "persistence/errors.hpp"
 #include "tests/temp_dir.hpp"
 
@@ -215,6 +218,55 @@ TEST(CollectorStore, ARecordThatWouldRenderToFarMoreJsonIsKeptAsMalformed) {
 // A child process stores batches of 10 until killed at a random moment; the
 // parent reopens, checks that the files hold exactly 1..mark, then plays the
 // agent: resends everything from 1 and checks exactly-once again.
+TEST(CollectorStore, UploadChunksLandAtTheirOffsetsAndASentAgainChunkChangesNothing) {
+  TempDir tmp;
+  std::string content(2500000, '\0');
+  for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>(i * 7 % 251);
+  std::ofstream(tmp.path("evidence.bin"), std::ios::binary) << content;
+  // The agent's side: upload() in a query, its chunks from the VqlSource.
+  vql::Engine engine(vql::default_registry());
+  auto query = std::make_shared<const vql::ast::Query>(
+      engine.compile("SELECT upload(file='" + tmp.path("evidence.bin").string() + "') AS U FROM info()"));
+  vql::VqlSource source(engine, {query}, {}, {}, nullptr, 42);
+  std::vector<schemas::Encoded> chunks;
+  for (int i = 0; i < 50; ++i) {
+    schemas::RowBatchWriter batch(42, "a", "s", Lane::RESULTS, source.columns());
+    auto r = source.pull(batch, 100);
+    for (auto& [lane, encoded] : r.records) {
+      EXPECT_EQ(lane, Lane::UPLOADS);
+      chunks.push_back(std::move(encoded));
+    }
+    if (r.state == PullResult::State::done) break;
+  }
+  ASSERT_EQ(chunks.size(), 3u) << "2.5 MB in 1 MiB chunks";
+  schemas::RecordView last(chunks.back().words());
+  auto eof = last.record().getUploadChunk();
+  EXPECT_TRUE(eof.getEof());
+  EXPECT_EQ(eof.getTotalSize(), content.size());
+  unsigned char digest[32];
+  SHA256(reinterpret_cast<const unsigned char*>(content.data()), content.size(), digest);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(eof.getSha256().begin()), eof.getSha256().size()),
+            std::string(reinterpret_cast<const char*>(digest), 32));
+
+  // The collector's side: the last chunk first, then all three (two resent).
+  CollectorStore store(tmp.path("data"));
+  auto upload = [&](uint64_t after, std::vector<std::pair<uint64_t, size_t>> seq_chunk) {
+    Upload up;
+    up.agent = "a1";
+    up.lane = Lane::UPLOADS;
+    up.after = after;
+    for (auto& [seq, i] : seq_chunk) up.records.push_back({seq, chunks[i].bytes()});
+    return marks_of(store.store({up}));
+  };
+  EXPECT_EQ(upload(0, {{1, 0}}), std::vector<uint64_t>{1});
+  EXPECT_EQ(upload(0, {{1, 0}, {2, 1}, {3, 2}}), std::vector<uint64_t>{3});
+  std::string name = std::regex_replace(tmp.path("evidence.bin").string(), std::regex("/"), "%2F");
+  std::ifstream in(tmp.path("data") / "a1" / "_uploads" / "42" / name, std::ios::binary);
+  ASSERT_TRUE(in) << "no upload file";
+  std::string stored((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_TRUE(stored == content) << "stored " << stored.size() << " bytes";
+}
+
 TEST(CollectorStore, ExactlyOnceAcrossKillNine) {
   TempDir tmp;
   fs::path data = tmp.path("data");

@@ -65,6 +65,25 @@ struct QueriesBenchOptions {
 
 int run_queries_bench(const QueriesBenchOptions& options);
 
+struct VqlBenchOptions {
+  size_t rows = 1000000;
+  int rounds = 3;
+  bool json = false;
+};
+
+int run_vql_bench(const VqlBenchOptions& options);
+
+struct SensorsBenchOptions {
+  std::filesystem::path dir;
+  size_t queries = 10000;
+  double period_s = 0.1;  // the sensor's events come this often,
+  int64_t per_tick = 1;   // this many at a time
+  double seconds = 5;     // measured for this long
+  bool json = false;
+};
+
+int run_sensors_bench(const SensorsBenchOptions& options);
+
 struct E2EBenchOptions {
   std::filesystem::path dir;
   size_t queries = 100;

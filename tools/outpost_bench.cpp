@@ -37,6 +37,22 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   p->add_option("--rounds", pipeline.rounds, "rounds; the median counts")->check(CLI::PositiveNumber);
 
+  VqlBenchOptions vql;
+  auto* v = app.add_subcommand("vql", "the evaluator: a filter over 1M process-like rows, against the same filter by hand");
+  v->add_flag("--json", vql.json, "print one JSON object");
+  v->add_option("--rows", vql.rows, "rows")->check(CLI::PositiveNumber);
+  v->add_option("--rounds", vql.rounds, "rounds (the median is reported)")->check(CLI::PositiveNumber);
+
+  SensorsBenchOptions sensors;
+  auto* s = app.add_subcommand("sensors", "N query actors on one shared sensor, through the buffer: events fanned "
+                                          "out per second and RSS per query");
+  s->add_flag("--json", sensors.json, "print one JSON object");
+  s->add_option("--dir", sensors.dir, "working directory (default: a new temp dir)");
+  s->add_option("--queries", sensors.queries, "query actors")->check(CLI::PositiveNumber);
+  s->add_option("--period", sensors.period_s, "seconds between the sensor's events")->check(CLI::PositiveNumber);
+  s->add_option("--per-tick", sensors.per_tick, "events each time")->check(CLI::PositiveNumber);
+  s->add_option("--seconds", sensors.seconds, "how long to measure")->check(CLI::PositiveNumber);
+
   QueriesBenchOptions queries;
   auto* q = app.add_subcommand(
       "queries", "RSS of N idle clock queries (1 s period) above the agent without queries");
@@ -65,6 +81,8 @@ int main(int argc, char** argv) {
     if (*b) return run_buffer_bench(buffer);
     if (*p) return run_pipeline_bench(pipeline);
     if (*e) return run_e2e_bench(e2e);
+    if (*v) return run_vql_bench(vql);
+    if (*s) return run_sensors_bench(sensors);
     return run_queries_bench(queries);
   } catch (const std::exception& e) {
     fprintf(stderr, "outpost-bench: %s\n", e.what());
