@@ -1,1 +1,536 @@
-#include "queries/linux_plugins.hpp"
+// The file plugins (glob, read_file, parse_lines) and functions (hash, stat).
+
+#include <openssl/evp.h>
+#include <sys/stat.h>
+
+#include <cctype>
+#include <limits>
+#include <stdexcept>
+
+#include "queries/linux_util.hpp"
+
+namespace outpost::vql {
+namespace {
+
+constexpr int64_t kNsPerSec = 1'000'000'000;
+
+// ---- a file's row: glob's rows and stat()'s dict
+
+Timestamp timestamp(const timespec& t) { return {t.tv_sec * kNsPerSec + t.tv_nsec}; }
+
+// As ls -l shows it: "drwxr-xr-x", "-rwsr-xr-x", "drwxrwxrwt".
+std::string mode_string(mode_t mode) {
+  std::string s(10, '-');
+  s[0] = S_ISDIR(mode) ? 'd' : S_ISLNK(mode) ? 'l' : S_ISFIFO(mode) ? 'p' : S_ISSOCK(mode) ? 's'
+       : S_ISCHR(mode) ? 'c' : S_ISBLK(mode) ? 'b' : '-';
+  for (int i = 0; i < 9; ++i)
+    if (mode & (0400 >> i)) s[1 + i] = "rwxrwxrwx"[i];
+  auto special = [&](mode_t bit, size_t at, char c) {
+    if (mode & bit) s[at] = s[at] == 'x' ? c : static_cast<char>(std::toupper(c));
+  };
+  special(S_ISUID, 3, 's');
+  special(S_ISGID, 6, 's');
+  special(S_ISVTX, 9, 't');
+  return s;
+}
+
+// From lstat: a link is a link (IsLink), not what it points to.
+Row stat_row(const std::string& path, std::string_view name, const struct stat& st) {
+  Row row;
+  row.set("FullPath", path);
+  row.set("Name", name);
+  row.set("Size", int64_t{st.st_size});
+  row.set("Mode", mode_string(st.st_mode));
+  row.set("IsDir", S_ISDIR(st.st_mode));
+  row.set("IsLink", S_ISLNK(st.st_mode));
+  row.set("Mtime", timestamp(st.st_mtim));
+  row.set("Atime", timestamp(st.st_atim));
+  row.set("Ctime", timestamp(st.st_ctim));
+  row.set("Uid", int64_t{st.st_uid});
+  row.set("Gid", int64_t{st.st_gid});
+  return row;
+}
+
+// ---- glob
+
+// One path component of a pattern: `*`, `?`, `[a-z]`, `[!x]`, `\` escapes;
+// or `**`, any number of directories.
+class NamePattern {
+ public:
+  // Throws std::invalid_argument naming the problem.
+  explicit NamePattern(std::string_view text) {
+    if (text == "**") {
+      recursive_ = true;
+      return;
+    }
+    std::string literal;
+    for (size_t i = 0; i < text.size(); ++i) {
+      char c = text[i];
+      if (c == '\\' && i + 1 < text.size()) {
+        tokens_.push_back({Token::chr, text[++i]});
+      } else if (c == '*') {
+        if (tokens_.empty() || tokens_.back().kind != Token::star) tokens_.push_back({Token::star});
+      } else if (c == '?') {
+        tokens_.push_back({Token::any});
+      } else if (c == '[') {
+        i = parse_set(text, i);
+      } else {
+        tokens_.push_back({Token::chr, c});
+      }
+      if (tokens_.back().kind == Token::chr) literal += tokens_.back().c;
+    }
+    if (std::all_of(tokens_.begin(), tokens_.end(), [](auto& t) { return t.kind == Token::chr; }))
+      literal_ = std::move(literal);
+  }
+
+  bool recursive() const { return recursive_; }
+  // The name itself when there is no wildcard: looked up, not listed.
+  const std::optional<std::string>& literal() const { return literal_; }
+
+  // Each token but `*` takes one byte; on a mismatch `*` retries one byte
+  // further: O(name * pattern), no exponential backtracking.
+  bool matches(std::string_view name) const {
+    size_t t = 0, i = 0, star = std::string::npos, star_i = 0;
+    while (i < name.size()) {
+      if (t < tokens_.size() && tokens_[t].kind == Token::star) {
+        star = t++;
+        star_i = i;
+      } else if (t < tokens_.size() && one(tokens_[t], static_cast<unsigned char>(name[i]))) {
+        ++t;
+        ++i;
+      } else if (star != std::string::npos) {
+        t = star + 1;
+        i = ++star_i;
+      } else {
+        return false;
+      }
+    }
+    while (t < tokens_.size() && tokens_[t].kind == Token::star) ++t;
+    return t == tokens_.size();
+  }
+
+ private:
+  struct Token {
+    enum Kind { chr, any, star, set };
+    Token(Kind k, char ch = 0) : kind(k), c(ch) {}
+    Kind kind;
+    char c;
+    bool negate = false;
+    std::string ranges;  // byte pairs: low, high
+  };
+
+  static bool one(const Token& t, unsigned char c) {
+    switch (t.kind) {
+      case Token::chr: return static_cast<unsigned char>(t.c) == c;
+      case Token::any: return true;
+      case Token::star: return false;
+      case Token::set: break;
+    }
+    bool in = false;
+    for (size_t k = 0; k + 1 < t.ranges.size() && !in; k += 2)
+      in = static_cast<unsigned char>(t.ranges[k]) <= c && c <= static_cast<unsigned char>(t.ranges[k + 1]);
+    return in != t.negate;
+  }
+
+  // `[` at text[i]; returns the index of the closing `]`. As in fnmatch, a
+  // `]` first in the set is a member.
+  size_t parse_set(std::string_view text, size_t i) {
+    Token t{Token::set};
+    size_t j = i + 1;
+    if (j < text.size() && (text[j] == '!' || text[j] == '^')) {
+      t.negate = true;
+      ++j;
+    }
+    for (bool first = true;; first = false, ++j) {
+      if (j >= text.size()) throw std::invalid_argument("unterminated [ in " + std::string(text));
+      if (text[j] == ']' && !first) break;
+      auto member = [&] { return text[j] == '\\' && j + 1 < text.size() ? text[++j] : text[j]; };
+      char low = member(), high = low;
+      if (j + 2 < text.size() && text[j + 1] == '-' && text[j + 2] != ']') {
+        j += 2;
+        high = member();
+      }
+      if (static_cast<unsigned char>(high) < static_cast<unsigned char>(low))
+        throw std::invalid_argument("empty range in " + std::string(text));
+      t.ranges += low;
+      t.ranges += high;
+    }
+    tokens_.push_back(std::move(t));
+    return j;
+  }
+
+  std::vector<Token> tokens_;
+  bool recursive_ = false;
+  std::optional<std::string> literal_;
+};
+
+constexpr size_t kMaxPatterns = 1024;
+
+// {a,b} alternatives, nested, expanded before anything else since an
+// alternative may hold '/'. Throws std::invalid_argument.
+void expand_braces(const std::string& p, std::vector<std::string>& out) {
+  size_t open = std::string::npos, close = 0, depth = 0;
+  std::vector<size_t> commas;
+  for (size_t i = 0; i < p.size() && !close; ++i) {
+    if (p[i] == '\\') {
+      ++i;
+    } else if (p[i] == '{') {
+      if (depth++ == 0) open = i;
+    } else if (p[i] == '}') {
+      if (depth == 0) throw std::invalid_argument("unbalanced } in " + p);
+      if (--depth == 0) close = i;
+    } else if (p[i] == ',' && depth == 1) {
+      commas.push_back(i);
+    }
+  }
+  if (depth > 0) throw std::invalid_argument("unterminated { in " + p);
+  if (open == std::string::npos) {
+    if (out.size() >= kMaxPatterns) throw std::invalid_argument("more than 1024 patterns");
+    out.push_back(p);
+    return;
+  }
+  commas.push_back(close);
+  size_t start = open + 1;
+  for (size_t end : commas) {
+    expand_braces(p.substr(0, open) + p.substr(start, end - start) + p.substr(close + 1), out);
+    start = end + 1;
+  }
+}
+
+using Pattern = std::vector<NamePattern>;
+
+Pattern compile(std::string_view text) {
+  Pattern parts;
+  for (auto part : split(text, '/')) {
+    if (part.empty()) continue;  // a leading, doubled or trailing '/'
+    NamePattern name(part);
+    if (name.recursive() && !parts.empty() && parts.back().recursive()) continue;  // **/** is **
+    parts.push_back(std::move(name));
+  }
+  if (parts.empty()) throw std::invalid_argument("empty pattern");
+  return parts;
+}
+
+// All patterns are walked together, a directory once with the set of
+// (pattern, parts matched so far) that reach it, so a file several patterns
+// match is still visited, and returned, once.
+class GlobStream : public RowStream {
+ public:
+  GlobStream(std::vector<Pattern> patterns, std::string root) : patterns_(std::move(patterns)) {
+    States all;
+    for (uint32_t p = 0; p < patterns_.size(); ++p) all.push_back({p, 0});
+    stack_.push_back({std::move(root), std::move(all)});
+  }
+
+  Step next(std::vector<Row>& out, size_t budget) override {
+    size_t added = 0;
+    for (int ops = 0; ops < kOpsPerCall && added < budget; ++ops) {
+      if (!active_) {
+        if (stack_.empty()) return Step::done();
+        Dir dir = std::move(stack_.back());
+        stack_.pop_back();
+        enter(std::move(dir));
+      } else if (listing_) {
+        read_entry();
+      } else if (next_entry_ < entries_.size()) {
+        added += visit(entries_[next_entry_++], out, ops);
+      } else {
+        // Depth first, subdirectories in name order.
+        stack_.insert(stack_.end(), std::make_move_iterator(subdirs_.rbegin()),
+                      std::make_move_iterator(subdirs_.rend()));
+        subdirs_.clear();
+        active_ = false;
+      }
+    }
+    return Step::more();
+  }
+
+ private:
+  using State = std::pair<uint32_t, uint32_t>;  // pattern, parts matched
+  using States = std::vector<State>;
+  struct Dir {
+    std::string path;
+    States states;
+  };
+  struct Entry {
+    std::string name;
+    unsigned char type;  // DT_*; DT_UNKNOWN until lstat says
+  };
+  static constexpr int kOpsPerCall = 256;
+
+  const NamePattern& part(State s) const { return patterns_[s.first][s.second]; }
+
+  void enter(Dir dir) {
+    current_ = std::move(dir);
+    active_ = true;
+    entries_.clear();
+    next_entry_ = 0;
+    // Only names to look up: no listing (of /proc for /proc/self/status, or
+    // of a directory that is searchable but not readable).
+    if (std::all_of(current_.states.begin(), current_.states.end(),
+                    [&](State s) { return part(s).literal().has_value(); })) {
+      for (State s : current_.states) entries_.push_back({*part(s).literal(), DT_UNKNOWN});
+      std::sort(entries_.begin(), entries_.end(), [](auto& a, auto& b) { return a.name < b.name; });
+      entries_.erase(std::unique(entries_.begin(), entries_.end(),
+                                 [](auto& a, auto& b) { return a.name == b.name; }),
+                     entries_.end());
+      return;
+    }
+    dir_.reset(::opendir(current_.path.c_str()));  // unreadable or gone: nothing in it
+    listing_ = dir_ != nullptr;
+  }
+
+  void read_entry() {
+    dirent* entry = ::readdir(dir_.get());
+    if (!entry) {
+      dir_.reset();
+      listing_ = false;
+      std::sort(entries_.begin(), entries_.end(), [](auto& a, auto& b) { return a.name < b.name; });
+      return;
+    }
+    std::string_view name = entry->d_name;
+    if (name != "." && name != "..") entries_.push_back({std::string(name), entry->d_type});
+  }
+
+  // `next` gets the states that go on below the entry; `through_link` those
+  // that may follow a symlinked directory: not `**`, so no loop.
+  void step(State s, const std::string& name, States& next, States& through_link, bool& matched) const {
+    const auto& parts = patterns_[s.first];
+    bool last = s.second + 1 == parts.size();
+    if (part(s).recursive()) {
+      next.push_back(s);  // `**` took this name and may take more
+      if (last)
+        matched = true;
+      else
+        step({s.first, s.second + 1}, name, next, through_link, matched);  // or took none
+    } else if (part(s).matches(name)) {
+      if (last) {
+        matched = true;
+      } else {
+        next.push_back({s.first, s.second + 1});
+        through_link.push_back({s.first, s.second + 1});
+      }
+    }
+  }
+
+  size_t visit(const Entry& entry, std::vector<Row>& out, int& ops) {
+    States next, through_link;
+    bool matched = false;
+    for (State s : current_.states) step(s, entry.name, next, through_link, matched);
+    if (!matched && next.empty()) return 0;
+
+    std::string path = current_.path == "/" ? "/" + entry.name : current_.path + "/" + entry.name;
+    struct stat st;
+    unsigned char type = entry.type;
+    if (matched || type == DT_UNKNOWN) {
+      ++ops;
+      if (::lstat(path.c_str(), &st) != 0) return 0;  // gone, or a looked-up name that is not there
+      type = IFTODT(st.st_mode);
+    }
+    States& below = type == DT_DIR ? next : through_link;
+    if ((type == DT_DIR || type == DT_LNK) && !below.empty()) {
+      std::sort(below.begin(), below.end());
+      below.erase(std::unique(below.begin(), below.end()), below.end());
+      subdirs_.push_back({path, std::move(below)});
+    }
+    if (!matched) return 0;
+    out.push_back(stat_row(path, entry.name, st));
+    return 1;
+  }
+
+  std::vector<Pattern> patterns_;
+  std::vector<Dir> stack_;
+  Dir current_;
+  bool active_ = false, listing_ = false;
+  DirPtr dir_;
+  std::vector<Entry> entries_;
+  size_t next_entry_ = 0;
+  std::vector<Dir> subdirs_;
+};
+
+std::unique_ptr<RowStream> make_glob(const Args& args, Env&) {
+  args.require("globs");
+  auto globs = args.strings("globs");
+  // Without root, a relative pattern is relative to "/", never to the agent's cwd.
+  std::string root = args.string("root").value_or("/");
+  if (root.empty()) root = "/";
+  while (root.size() > 1 && root.back() == '/') root.pop_back();
+  std::vector<Pattern> patterns;
+  try {
+    std::vector<std::string> expanded;
+    for (auto& glob : globs) {
+      if (glob.find('\0') != std::string::npos) throw std::invalid_argument("NUL in pattern");
+      expand_braces(glob, expanded);
+    }
+    for (auto& pattern : expanded) patterns.push_back(compile(pattern));
+  } catch (const std::invalid_argument& e) {
+    args.fail("globs", e.what());
+  }
+  return std::make_unique<GlobStream>(std::move(patterns), std::move(root));
+}
+
+// ---- read_file
+
+constexpr size_t kSliceBytes = size_t{1} << 20;
+
+// A file's bytes are gathered over several calls, at most kSliceBytes each.
+class ReadFileStream : public RowStream {
+ public:
+  ReadFileStream(std::vector<std::string> files, int64_t offset, int64_t length)
+      : files_(std::move(files)), offset_(offset), length_(static_cast<size_t>(length)) {}
+
+  Step next(std::vector<Row>& out, size_t budget) override {
+    size_t slice = kSliceBytes, added = 0;
+    for (int opens = 0; index_ < files_.size() && added < budget;) {
+      if (!fd_) {
+        if (opens++ == 64) return Step::more();
+        fd_ = open_read(files_[index_]);
+        data_.clear();
+        if (!fd_) {
+          ++index_;  // missing or unreadable: skipped
+          continue;
+        }
+      }
+      if (data_.size() < length_) {
+        if (slice == 0) return Step::more();
+        size_t old = data_.size(), want = std::min(length_ - old, slice);
+        data_.resize(old + want);
+        ssize_t n;
+        do n = ::pread(fd_.get(), data_.data() + old, want, offset_ + static_cast<off_t>(old));
+        while (n < 0 && errno == EINTR);
+        if (n < 0) {  // a directory, a FIFO, a device that does not seek: skipped
+          fd_.reset();
+          ++index_;
+          continue;
+        }
+        data_.resize(old + static_cast<size_t>(n));
+        slice -= static_cast<size_t>(n);
+        if (n > 0) continue;
+      }
+      Row row;  // length reached, or the end of the file
+      row.set("Filename", files_[index_]);
+      row.set("Offset", offset_);
+      row.set("Data", std::move(data_));
+      out.push_back(std::move(row));
+      ++added;
+      data_ = std::string();
+      fd_.reset();
+      ++index_;
+    }
+    return index_ < files_.size() ? Step::more() : Step::done();
+  }
+
+ private:
+  std::vector<std::string> files_;
+  int64_t offset_;
+  size_t length_;
+  size_t index_ = 0;
+  Fd fd_;
+  std::string data_;
+};
+
+std::unique_ptr<RowStream> make_read_file(const Args& args, Env&) {
+  args.require("filenames");
+  auto files = args.strings("filenames");
+  int64_t offset = args.integer("offset").value_or(0);
+  int64_t length = args.integer("length").value_or(int64_t{1} << 20);
+  constexpr int64_t kMaxLength = int64_t{64} << 20;
+  if (offset < 0) args.fail("offset", "must not be negative, got " + std::to_string(offset));
+  if (length < 0 || length > kMaxLength)
+    args.fail("length", "must be 0 to " + std::to_string(kMaxLength) + ", got " + std::to_string(length));
+  if (offset > std::numeric_limits<int64_t>::max() - length) args.fail("offset", "too large");
+  return std::make_unique<ReadFileStream>(std::move(files), offset, length);
+}
+
+// ---- hash() and stat()
+
+std::string hex(const unsigned char* bytes, size_t size) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < size; ++i) {
+    out += kDigits[bytes[i] >> 4];
+    out += kDigits[bytes[i] & 15];
+  }
+  return out;
+}
+
+// Only a regular file is hashed: a function cannot be sliced, and a device
+// (/dev/zero) or a FIFO may never end.
+Value hash_file(const Args& args, Env&) {
+  std::string path = required_string(args, "path");
+  Fd fd = open_read(path);
+  struct stat st;
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return Value();
+
+  using Context = std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>;
+  const std::pair<const char*, const EVP_MD*> kDigests[] = {
+      {"MD5", EVP_md5()}, {"SHA1", EVP_sha1()}, {"SHA256", EVP_sha256()}};
+  std::vector<Context> contexts;
+  for (auto& [name, md] : kDigests) {
+    contexts.emplace_back(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+    if (!contexts.back() || EVP_DigestInit_ex(contexts.back().get(), md, nullptr) != 1)
+      throw QueryError(std::string("hash(): cannot start ") + name);
+  }
+  std::string buf(kSliceBytes, '\0');
+  for (ssize_t n; (n = read_retry(fd.get(), buf.data(), buf.size())) != 0;) {
+    if (n < 0) return Value();
+    for (auto& context : contexts)
+      if (EVP_DigestUpdate(context.get(), buf.data(), static_cast<size_t>(n)) != 1)
+        throw QueryError("hash(): digest update failed");
+  }
+  Dict digests;
+  for (size_t i = 0; i < contexts.size(); ++i) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned size = 0;
+    if (EVP_DigestFinal_ex(contexts[i].get(), digest, &size) != 1)
+      throw QueryError("hash(): digest failed");
+    digests.set(kDigests[i].first, hex(digest, size));
+  }
+  return Value(std::move(digests));
+}
+
+Value stat_file(const Args& args, Env&) {
+  std::string path = required_string(args, "filename");
+  struct stat st;
+  if (path.empty() || path.find('\0') != std::string::npos || ::lstat(path.c_str(), &st) != 0)
+    return Value();
+  std::string_view name = path;
+  while (name.size() > 1 && name.back() == '/') name.remove_suffix(1);
+  if (name.size() > 1) name = name.substr(name.find_last_of('/') + 1);
+  return Value(stat_row(path, name, st));
+}
+
+}  // namespace
+
+void add_linux_file_plugins(Registry& registry) {
+  registry.add(PluginSpec{
+      "glob",
+      "Files matching glob patterns (* ? [a-z] [!x] {a,b} **), sorted, depth first: FullPath, "
+      "Name, Size, Mode, IsDir, IsLink, Mtime, Atime, Ctime, Uid, Gid.",
+      {{"globs", "string or list of strings", true, "the patterns"},
+       {"root", "string", false, "where patterns start (default /)"}},
+      false, make_glob});
+  registry.add(PluginSpec{
+      "read_file", "Bytes of files: Filename, Offset, Data.",
+      {{"filenames", "string or list of strings", true, "the files (missing ones are skipped)"},
+       {"offset", "int", false, "where to start (default 0)"},
+       {"length", "int", false, "bytes to read at most (default 1 MiB, at most 64 MiB)"}},
+      false, make_read_file});
+  registry.add(PluginSpec{
+      "parse_lines", "A file's lines (cut at 1 MiB): Line.",
+      {{"filename", "string", true, "the file"}}, false,
+      [](const Args& args, Env&) -> std::unique_ptr<RowStream> {
+        return line_rows("parse_lines(): filename", required_string(args, "filename"),
+                         [](std::string_view line) -> std::optional<Row> {
+                           Row row;
+                           row.set("Line", line);
+                           return row;
+                         });
+      }});
+  registry.add(FunctionSpec{"hash", "MD5, SHA1 and SHA256 of a regular file; NULL if unreadable.",
+                            {{"path", "string", true, "the file"}}, hash_file});
+  registry.add(FunctionSpec{"stat", "A file's glob row (lstat), as a dict; NULL if missing.",
+                            {{"filename", "string", true, "the file"}}, stat_file});
+}
+
+}  // namespace outpost::vql

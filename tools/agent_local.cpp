@@ -73,11 +73,9 @@ std::pair<std::string, std::string> parse_parameter(const std::string& text) {
   return {text.substr(0, eq), text.substr(eq + 1)};
 }
 
-int run_local_query(const std::string& vql, const Parameters& parameters, size_t max_rows) {
-  SourceSpec spec;
-  spec.kind = SourceSpec::Kind::vql;
-  spec.query = vql;
-  spec.parameters = parameters;
+namespace {
+
+int run_local(const SourceSpec& spec, size_t max_rows) {
   PreparedQuery p;
   try {
     p = prepare(spec, ArtifactRepository::builtin(), Engine(default_registry()));
@@ -88,19 +86,22 @@ int run_local_query(const std::string& vql, const Parameters& parameters, size_t
   return run_prepared(std::move(p), max_rows);
 }
 
+}  // namespace
+
+int run_local_query(const std::string& vql, const Parameters& parameters, size_t max_rows) {
+  SourceSpec spec;
+  spec.kind = SourceSpec::Kind::vql;
+  spec.query = vql;
+  spec.parameters = parameters;
+  return run_local(spec, max_rows);
+}
+
 int run_local_artifact(const std::string& name, const Parameters& parameters, size_t max_rows) {
   SourceSpec spec;
   spec.kind = SourceSpec::Kind::artifact;
   spec.name = name;
   spec.parameters = parameters;
-  PreparedQuery p;
-  try {
-    p = prepare(spec, ArtifactRepository::builtin(), Engine(default_registry()));
-  } catch (const std::exception& e) {
-    std::cerr << "outpost-agent: " << e.what() << "\n";
-    return 2;
-  }
-  return run_prepared(std::move(p), max_rows);
+  return run_local(spec, max_rows);
 }
 
 int list_artifacts() {

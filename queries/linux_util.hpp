@@ -1,0 +1,263 @@
+#pragma once
+// What the Linux plugins share (linux_proc.cpp, linux_files.cpp): descriptors
+// and directories that close themselves, bounded reads, strict number
+// parsing, and a line reader that streams a file in bounded slices.
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "queries/plugin.hpp"
+
+namespace outpost::vql {
+
+void add_linux_proc_plugins(Registry& registry);
+void add_linux_file_plugins(Registry& registry);
+
+inline std::string errno_message(int error) { return std::generic_category().message(error); }
+
+// A string argument that check_args has already required; checked again so
+// that a caller skipping check_args gets an error, not undefined behaviour.
+inline std::string required_string(const Args& args, const std::string& name) {
+  auto s = args.string(name);
+  if (!s) args.fail(name, "required");
+  return *s;
+}
+
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  Fd& operator=(Fd&& other) noexcept {
+    if (this != &other) {
+      reset();
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// O_NONBLOCK because a query may name a FIFO: opening must not hang the
+// worker (reads then fail with EAGAIN and the file is skipped). It changes
+// nothing for regular files.
+inline Fd open_read(const std::string& path) {
+  if (path.find('\0') != std::string::npos) {  // the kernel would open a shorter path
+    errno = EINVAL;
+    return Fd();
+  }
+  return Fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+}
+
+inline ssize_t read_retry(int fd, char* buf, size_t size) {
+  ssize_t n;
+  do n = ::read(fd, buf, size);
+  while (n < 0 && errno == EINTR);
+  return n;
+}
+
+struct DirCloser {
+  void operator()(DIR* dir) const { ::closedir(dir); }
+};
+using DirPtr = std::unique_ptr<DIR, DirCloser>;
+
+// A small file (/proc/<pid>/stat, os-release) whole, up to `max` bytes;
+// nullopt when it cannot be opened or read (a process that just exited).
+inline std::optional<std::string> read_small_file(const std::string& path, size_t max = 64 << 10) {
+  Fd fd = open_read(path);
+  if (!fd) return std::nullopt;
+  std::string data;
+  while (data.size() < max) {
+    size_t old = data.size();
+    data.resize(std::min(max, old + 4096));
+    ssize_t n = read_retry(fd.get(), data.data() + old, data.size() - old);
+    if (n < 0) return std::nullopt;
+    data.resize(old + static_cast<size_t>(n));
+    if (n == 0) break;
+  }
+  return data;
+}
+
+// The whole of `s` as a number, or nullopt (no sign for unsigned types).
+template <typename T>
+std::optional<T> parse_number(std::string_view s, int base = 10) {
+  T value{};
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value, base);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return value;
+}
+
+// Fields separated by runs of spaces and tabs.
+inline std::vector<std::string_view> split_ws(std::string_view s) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (true) {
+    i = s.find_first_not_of(" \t", i);
+    if (i == std::string_view::npos) return out;
+    size_t end = std::min(s.find_first_of(" \t", i), s.size());
+    out.push_back(s.substr(i, end - i));
+    i = end;
+  }
+}
+
+// Fields separated by exactly one `sep` each, empty fields kept.
+inline std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> out;
+  for (size_t start = 0;;) {
+    size_t end = s.find(sep, start);
+    out.push_back(s.substr(start, end == std::string_view::npos ? end : end - start));
+    if (end == std::string_view::npos) return out;
+    start = end + 1;
+  }
+}
+
+// Streams a file's lines in bounded slices: a caller calls new_slice() at
+// the start of each RowStream::next and stops at Result::again, so no call
+// reads more than about kSliceBytes however long the lines are.
+class LineReader {
+ public:
+  // A longer line is cut to its first kMaxLine bytes (the rest up to the
+  // newline is dropped): the buffer, and a row, stay bounded whatever the file.
+  static constexpr size_t kMaxLine = size_t{1} << 20;
+  static constexpr size_t kChunk = size_t{256} << 10;
+  static constexpr size_t kSliceBytes = size_t{1} << 20;
+
+  enum class Result { line, again, end };
+
+  // 0, or the errno of the failed open.
+  int open(const std::string& path) {
+    fd_ = open_read(path);
+    return fd_ ? 0 : errno;
+  }
+  void new_slice() { slice_read_ = 0; }
+  // The errno of a failed read(); the reader then ends.
+  int error() const { return error_; }
+
+  // A line without its '\n' (a last line without one included).
+  Result next(std::string& line) {
+    while (true) {
+      size_t nl = buf_.find('\n', pos_);
+      if (nl != std::string::npos) {
+        bool emit = !discarding_;
+        if (emit) line.assign(buf_, pos_, std::min(nl - pos_, kMaxLine));
+        pos_ = nl + 1;
+        discarding_ = false;
+        if (emit) return Result::line;
+        continue;
+      }
+      size_t pending = buf_.size() - pos_;
+      if (!discarding_ && pending >= kMaxLine) {
+        line.assign(buf_, pos_, kMaxLine);
+        discarding_ = true;
+        buf_.clear();
+        pos_ = 0;
+        return Result::line;
+      }
+      if (discarding_) {
+        buf_.clear();
+        pos_ = 0;
+        pending = 0;
+      }
+      if (eof_) {
+        if (pending == 0) return Result::end;
+        line.assign(buf_, pos_, pending);
+        buf_.clear();
+        pos_ = 0;
+        return Result::line;
+      }
+      if (slice_read_ >= kSliceBytes) return Result::again;
+      fill();
+    }
+  }
+
+ private:
+  void fill() {
+    buf_.erase(0, pos_);
+    pos_ = 0;
+    size_t old = buf_.size();
+    buf_.resize(old + kChunk);
+    ssize_t n = fd_ ? read_retry(fd_.get(), buf_.data() + old, kChunk) : 0;
+    if (n < 0) error_ = errno;
+    if (n <= 0) eof_ = true;
+    buf_.resize(old + static_cast<size_t>(std::max<ssize_t>(n, 0)));
+    slice_read_ += kChunk;  // a read that returned little still counts as work
+  }
+
+  Fd fd_;
+  std::string buf_;
+  size_t pos_ = 0;
+  size_t slice_read_ = 0;
+  bool eof_ = false;
+  bool discarding_ = false;
+  int error_ = 0;
+};
+
+// Rows parsed from a file's lines, streamed; a line the parser refuses is
+// skipped (malformed input is not fatal), a failed read is.
+class LineRowStream : public RowStream {
+ public:
+  using Parser = std::function<std::optional<Row>(std::string_view line)>;
+  // `what` prefixes the error of a failed read: "parse_lines(): /x".
+  LineRowStream(LineReader reader, Parser parse, std::string what)
+      : reader_(std::move(reader)), parse_(std::move(parse)), what_(std::move(what)) {}
+
+  Step next(std::vector<Row>& out, size_t budget) override {
+    reader_.new_slice();
+    std::string line;
+    for (size_t added = 0; added < budget;) {
+      switch (reader_.next(line)) {
+        case LineReader::Result::line:
+          if (auto row = parse_(line)) {
+            out.push_back(std::move(*row));
+            ++added;
+          }
+          break;
+        case LineReader::Result::again:
+          return Step::more();
+        case LineReader::Result::end:
+          if (reader_.error()) throw QueryError(what_ + ": " + errno_message(reader_.error()));
+          return Step::done();
+      }
+    }
+    return Step::more();
+  }
+
+ private:
+  LineReader reader_;
+  Parser parse_;
+  std::string what_;
+};
+
+// Opens `path` for a LineRowStream, or throws "<what>: cannot open <path>: <why>",
+// `what` naming the plugin and argument: "parse_lines(): filename".
+inline std::unique_ptr<RowStream> line_rows(const std::string& what, const std::string& path,
+                                            LineRowStream::Parser parse) {
+  LineReader reader;
+  if (int error = reader.open(path))
+    throw QueryError(what + ": cannot open " + path + ": " + errno_message(error));
+  return std::make_unique<LineRowStream>(std::move(reader), std::move(parse), what + ": " + path);
+}
+
+}  // namespace outpost::vql
