@@ -159,6 +159,55 @@ TEST_F(AgentTest, InvalidConfigNamesTheKeyAndExitsTwo) {
   EXPECT_EQ(wait_exit(agent), 2);
 }
 
+// outpost-agent's one-shot commands: output and exit code.
+std::pair<int, std::string> run_command(const TempDir& tmp, std::vector<std::string> args) {
+  auto out = tmp.path("command.out");
+  std::filesystem::remove(out);
+  args.insert(args.begin(), OUTPOST_AGENT);
+  int code = wait_exit(spawn(args, out));
+  return {code, slurp(out)};
+}
+
+TEST_F(AgentTest, QueryCollectAndArtifactsRunLocally) {
+  EXPECT_EQ(run_command(tmp, {"query", "SELECT 1 + 1 AS Two, upcase(string=Who) AS W FROM info()", "-p", "Who=me"}),
+            (std::pair<int, std::string>{0, "{\"Two\":2,\"W\":\"ME\"}\n"}));
+  EXPECT_EQ(run_command(tmp, {"query", "SELECT * FROM pslist("}),
+            (std::pair<int, std::string>{2, "outpost-agent: line 1, column 22: expected an argument name (arguments "
+                                            "are named: name=value), found end of query\n"}));
+  auto users = run_command(tmp, {"collect", "Linux.Sys.Users"});
+  EXPECT_EQ(users.first, 0);
+  EXPECT_NE(users.second.find("{\"Name\":\"root\",\"Uid\":0,"), std::string::npos) << users.second;
+  EXPECT_EQ(run_command(tmp, {"collect", "Linux.Sys.Pslist", "-p", "ProcessRegex=("}).first, 2);
+  auto ticks = run_command(tmp, {"query", "SELECT Tick FROM clock(period=0.05)", "-n", "3"});
+  EXPECT_EQ(ticks, (std::pair<int, std::string>{0, "{\"Tick\":1}\n{\"Tick\":2}\n{\"Tick\":3}\n"}));
+  auto list = run_command(tmp, {"artifacts", "list"});
+  EXPECT_NE(list.second.find("Linux.Detection.Thumbdrives.List (event): "), std::string::npos) << list.second;
+  EXPECT_EQ(run_command(tmp, {"artifacts", "show", "Nope"}).first, 2);
+}
+
+TEST_F(AgentTest, ConfiguredVqlRunsAndABadQueryStopsTheStart) {
+  std::ofstream(config) << "buffer: {dir: " << tmp.path("buf").string() << "}\n"
+                        << "link: offline\nlog: {file: " << log.string() << "}\n"
+                        << "queries:\n  - name: vql\n    id: 7\n"
+                        << "    source: {type: vql, query: \"SELECT Tick FROM clock(period=0.05)\"}\n";
+  pid_t agent = start();
+  ASSERT_TRUE(eventually([&] { return log_says("agent running"); })) << slurp(log);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  kill(agent, SIGTERM);
+  EXPECT_EQ(wait_exit(agent), 0);
+  auto rows = stored_rows();
+  std::vector<uint64_t> ticks;
+  for (auto& [seq, r] : rows) ticks.insert(ticks.end(), r.begin(), r.end());
+  ASSERT_GE(ticks.size(), 3u);
+  for (size_t i = 0; i < ticks.size(); ++i) EXPECT_EQ(ticks[i], i + 1) << "a tick lost or repeated";
+
+  std::ofstream(config, std::ios::trunc) << "buffer: {dir: " << tmp.path("buf").string() << "}\nlink: offline\n"
+                                         << "queries: [{name: broken, source: {type: vql, query: \"SELECT * FROM nope()\"}}]\n";
+  auto out = run_command(tmp, {"-c", config.string()});
+  EXPECT_EQ(out.first, 2);
+  EXPECT_NE(out.second.find("query broken: line 1, column 15: unknown plugin nope()"), std::string::npos) << out.second;
+}
+
 TEST_F(AgentTest, SecondAgentOnTheSameBufferIsRefused) {
   write_config("{type: offline}", false);
   pid_t first = start();
