@@ -95,7 +95,8 @@ void send_batch(Self self) {
 }
 
 // Events the source missed are reported in a status record of their own,
-// after the rows that came before the loss.
+// after the rows that came before the loss (a full queue keeps its older
+// events and counts the newer ones).
 void report_dropped(Self self, uint64_t dropped) {
   auto& st = self->state;
   send_batch(self);

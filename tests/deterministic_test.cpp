@@ -21,6 +21,7 @@ using namespace std::chrono_literals;
 struct fake_buffer_state {
   static inline const char* name = "fake-buffer";
   struct Append {
+    Lane lane;
     RecordRef record;
     caf::typed_response_promise<uint64_t> promise;
     bool answered = false;
@@ -41,9 +42,9 @@ caf::behavior fake_buffer(caf::stateful_actor<fake_buffer_state>* self) {
         a.promise.deliver(self->state.next_seq++);
         a.answered = true;
       },
-      [=](append_atom, Lane, RecordRef record) -> caf::result<uint64_t> {
+      [=](append_atom, Lane lane, RecordRef record) -> caf::result<uint64_t> {
         auto promise = self->make_response_promise<uint64_t>();
-        self->state.appends.push_back({std::move(record), promise});
+        self->state.appends.push_back({lane, std::move(record), promise});
         self->state.events.push_back("append");
         return promise;
       },
@@ -80,6 +81,7 @@ struct Script {
   size_t rows = 1;
   std::chrono::nanoseconds wait{0};
   int throw_on = 0;  // 1-based; 0 never
+  uint64_t dropped_on_second_pull = 0;  // events the source says it missed
 };
 
 class ScriptedSource : public Source {
@@ -88,10 +90,15 @@ class ScriptedSource : public Source {
   std::vector<std::string> columns() const override { return {"N"}; }
   PullResult pull(schemas::RowBatchWriter& batch, size_t max_rows) override {
     if (++pulls_ == script_.throw_on) throw std::runtime_error("scripted failure");
+    PullResult result;
+    if (pulls_ == 2) result.dropped = script_.dropped_on_second_pull;
     for (size_t i = 0; i < std::min(max_rows, script_.rows); ++i)
       batch.add_row()[0].setUint64(++produced_);
-    if (script_.wait.count() > 0) return {PullResult::State::wait, script_.wait};
-    return {PullResult::State::more, {}};
+    if (script_.wait.count() > 0) {
+      result.state = PullResult::State::wait;
+      result.wait = script_.wait;
+    }
+    return result;
   }
 
  private:
@@ -304,6 +311,28 @@ TEST_F(Deterministic, BatchIsSentAtRowOrByteLimit) {
   EXPECT_GE(size, 2048u);
   EXPECT_LE(size, 4096u + 64) << "the batch overshot its byte limit by more than one row";
   caf::anon_send_exit(q2, caf::exit_reason::user_shutdown);
+}
+
+// A full queue keeps its older events and counts the newer ones it could
+// not take: the count goes after the rows of the same pull.
+TEST_F(Deterministic, EventsDroppedAtTheSourceAreReportedAfterTheRowsThatFit) {
+  QuerySpec spec;
+  spec.id = 9;
+  spec.max_in_flight = 8;
+  Script script{2, 1h};
+  script.dropped_on_second_pull = 5;
+  auto q = start_query(spec, script);
+  sched->advance_time(1h);  // the second pull: two rows, and 5 events that did not fit
+  sched->run();
+  ASSERT_EQ(fb().appends.size(), 3u);
+  EXPECT_EQ(rows_in(fb().appends[1].record), 2u);
+  EXPECT_EQ(fb().appends[2].lane, Lane::CONTROL);
+  schemas::RecordView status(fb().appends[2].record.encoded->words());
+  ASSERT_TRUE(status.record().isQueryStatus());
+  EXPECT_EQ(status.record().getQueryStatus().getDroppedAtSource(), 5u);
+  EXPECT_EQ(status.record().getQueryId(), 9u);
+  EXPECT_EQ(state_of<query_state>(q).dropped_at_source, 5u);
+  caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
 }
 
 TEST_F(Deterministic, StopHandsOverThePartialBatchAndWaitsForItsAnswer) {
