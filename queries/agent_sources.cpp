@@ -19,7 +19,8 @@ PreparedQuery prepare(const SourceSpec& source, const ArtifactRepository& artifa
   return p;
 }
 
-SourceFactory agent_sources(const ArtifactRepository& artifacts, SensorHub* sensors, Paths paths) {
+SourceFactory agent_sources(const ArtifactRepository& artifacts, SensorHub* sensors,
+                            std::shared_ptr<const Paths> paths) {
   auto engine = std::make_shared<const Engine>(default_registry());
   auto is_engine_source = [](const QuerySpec& q) {
     return q.source.kind == SourceSpec::Kind::vql || q.source.kind == SourceSpec::Kind::artifact;

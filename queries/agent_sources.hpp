@@ -20,6 +20,7 @@ PreparedQuery prepare(const SourceSpec& source, const ArtifactRepository& artifa
 
 // make() and check() for the supervisor. `artifacts` and `sensors` must
 // outlive the queries.
-SourceFactory agent_sources(const ArtifactRepository& artifacts, SensorHub* sensors, Paths paths = {});
+SourceFactory agent_sources(const ArtifactRepository& artifacts, SensorHub* sensors,
+                            std::shared_ptr<const Paths> paths = default_paths());
 
 }  // namespace outpost::vql

@@ -94,9 +94,11 @@ class TailScanner : public Scanner {
         offset_ = 0;
         partial_.clear();
       }
-      read_mtime_ = mtime_ns(open_now);
     }
     read_lines(events);
+    // The mtime of what was just read: taken after the read, so that a write
+    // racing it is not later mistaken for a rewrite.
+    if (::fstat(fd_.get(), &open_now) == 0) read_mtime_ = mtime_ns(open_now);
   }
 
  private:

@@ -400,9 +400,9 @@ std::optional<Row> mount_row(std::string_view line) {
 
 // ---- info
 
-// PRETTY_NAME from os-release(5); not in Env::paths, so not faked by tests.
-std::string platform() {
-  for (const char* path : {"/etc/os-release", "/usr/lib/os-release"}) {
+// PRETTY_NAME from os-release(5).
+std::string platform(const Paths& paths) {
+  for (auto& path : paths.os_release) {
     auto text = read_small_file(path);
     if (!text) continue;
     for (auto line : split(*text, '\n')) {
@@ -429,7 +429,7 @@ Row info_row(const Paths& paths) {
   Row row;
   row.set("Hostname", uts.nodename);
   row.set("OS", "linux");
-  row.set("Platform", platform());
+  row.set("Platform", platform(paths));
   row.set("KernelVersion", uts.release);
   row.set("Architecture", uts.machine);
   row.set("BootTime", Timestamp{boot_time(paths.proc).value_or(0) * kNsPerSec});
@@ -477,7 +477,7 @@ std::unique_ptr<RowStream> make_kill(const Args& args, Env&) {
 std::unique_ptr<RowStream> make_pslist(const Args& args, Env& env) {
   auto pid = args.integer("pid");
   if (pid && *pid <= 0) args.fail("pid", "must be positive, got " + std::to_string(*pid));
-  return std::make_unique<PslistStream>(env.paths, pid);
+  return std::make_unique<PslistStream>(*env.paths, pid);
 }
 
 }  // namespace
@@ -489,7 +489,7 @@ void add_linux_proc_plugins(Registry& registry) {
   registry.add(PluginSpec{
       "users", "Local accounts from passwd: Name, Uid, Gid, Description, Homedir, Shell.", {}, false,
       [](const Args&, Env& env) -> std::unique_ptr<RowStream> {
-        return line_rows("users()", env.paths.passwd.string(),
+        return line_rows("users()", env.paths->passwd.string(),
                          [](std::string_view line) -> std::optional<Row> {
                            auto e = parse_passwd_line(line);
                            if (!e) return std::nullopt;
@@ -507,20 +507,20 @@ void add_linux_proc_plugins(Registry& registry) {
       "netstat",
       "TCP and UDP sockets: Family, Type, Status, Laddr, Lport, Raddr, Rport, Uid, Inode, Pid.", {},
       false, [](const Args&, Env& env) -> std::unique_ptr<RowStream> {
-        return std::make_unique<NetstatStream>(env.paths);
+        return std::make_unique<NetstatStream>(*env.paths);
       }});
   registry.add(PluginSpec{
       "mounts",
       "Mounts from mountinfo: MountId, ParentId, Device, Root, MountPoint, Options, FSType, "
       "Source, SuperOptions.",
       {}, false, [](const Args&, Env& env) -> std::unique_ptr<RowStream> {
-        return line_rows("mounts()", env.paths.mountinfo.string(), mount_row);
+        return line_rows("mounts()", env.paths->mountinfo.string(), mount_row);
       }});
   registry.add(PluginSpec{
       "info", "This host: Hostname, OS, Platform, KernelVersion, Architecture, BootTime, Uptime, Pid.",
       {}, false, [](const Args&, Env& env) -> std::unique_ptr<RowStream> {
         std::vector<Row> rows;
-        rows.push_back(info_row(env.paths));
+        rows.push_back(info_row(*env.paths));
         return rows_stream(std::move(rows));
       }});
   registry.add(PluginSpec{"kill", "Sends a signal to a process (a response): Pid, Signal, Success, Error.",

@@ -4,6 +4,11 @@
 
 namespace outpost::vql {
 
+const std::shared_ptr<const Paths>& default_paths() {
+  static const auto paths = std::make_shared<const Paths>();
+  return paths;
+}
+
 const Value* Args::find(const std::string& name) const {
   for (auto& [k, v] : values_)
     if (k == name) return v.is_null() ? nullptr : &v;

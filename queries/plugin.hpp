@@ -78,14 +78,20 @@ struct Paths {
   std::filesystem::path sys = "/sys";
   std::filesystem::path passwd = "/etc/passwd";
   std::filesystem::path mountinfo = "/proc/self/mountinfo";
+  std::vector<std::filesystem::path> os_release = {"/etc/os-release", "/usr/lib/os-release"};  // first found
 };
 
 class Engine;      // engine.hpp: plugins that run queries (foreach) reach it here
 class SensorHub;   // sensors.hpp: where event plugins subscribe
 
+// The paths every query uses unless told otherwise.
+const std::shared_ptr<const Paths>& default_paths();
+
 // One query's surroundings.
 struct Env {
-  Paths paths;
+  // Shared, not copied: a Paths costs ~1.3 KB (std::filesystem::path
+  // allocates its components), and an agent runs thousands of queries.
+  std::shared_ptr<const Paths> paths = default_paths();
   // Called (from any thread) by event sources when rows are waiting; the
   // query then pulls again. Empty when nobody waits (a test, a one-shot run).
   std::function<void()> wake;

@@ -17,7 +17,7 @@ namespace fs = std::filesystem;
 // Every row of a collection plugin, run to its end on the sensor's thread.
 std::vector<Row> collect(const char* plugin, const Paths& paths) {
   Env env;
-  env.paths = paths;
+  env.paths = std::make_shared<const Paths>(paths);
   auto stream = default_registry().plugin(plugin)->make(Args(plugin, {}), env);
   std::vector<Row> rows;
   while (stream->next(rows, 1024).state != Step::State::done) {
@@ -123,7 +123,7 @@ void add_process_event_plugins(Registry& r) {
                    {{"period", "seconds", false, "default 1"}}, true, [](const Args& a, Env& env) {
                      auto period = period_arg(a, "period", 1s);
                      return subscribe(a, env, [paths = env.paths, period] {
-                       return std::make_unique<ProcessScanner>(paths, period);
+                       return std::make_unique<ProcessScanner>(*paths, period);
                      });
                    }});
   r.add(PluginSpec{"watch_mounts",
@@ -132,7 +132,7 @@ void add_process_event_plugins(Registry& r) {
                    {{"period", "seconds", false, "default 1"}}, true, [](const Args& a, Env& env) {
                      auto period = period_arg(a, "period", 1s);
                      return subscribe(a, env, [paths = env.paths, period] {
-                       return std::make_unique<MountScanner>(paths, period);
+                       return std::make_unique<MountScanner>(*paths, period);
                      });
                    }});
 }

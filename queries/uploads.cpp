@@ -20,7 +20,7 @@ std::optional<schemas::Encoded> FileUploader::next_chunk(uint64_t query_id) {
   if (fd_ < 0) {
     if (queue_.empty()) return std::nullopt;
     path_ = std::move(queue_.front());
-    queue_.pop_front();
+    queue_.erase(queue_.begin());
     offset_ = 0;
     fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
     sha256_.reset(EVP_MD_CTX_new());

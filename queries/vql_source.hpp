@@ -13,7 +13,8 @@ class VqlSource : public Source {
   // Compiles nothing: the queries are parsed and checked already. Several
   // (an artifact's sources) run at once, their rows interleaved.
   VqlSource(const Engine& engine, std::vector<std::shared_ptr<const ast::Query>> queries,
-            const std::vector<Binding>& parameters, Paths paths = {}, SensorHub* sensors = nullptr,
+            const std::vector<Binding>& parameters, std::shared_ptr<const Paths> paths = default_paths(),
+            SensorHub* sensors = nullptr,
             uint64_t query_id = 0);
 
   std::vector<std::string> columns() const override { return columns_; }

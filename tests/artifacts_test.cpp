@@ -115,7 +115,7 @@ TEST(Artifacts, UsersFromAFakePasswdThroughTheAgentsFactory) {
   std::ofstream(tmp.path("passwd")) << "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice:/home/alice:/bin/zsh\n";
   Paths paths;
   paths.passwd = tmp.path("passwd");
-  auto factory = agent_sources(ArtifactRepository::builtin(), nullptr, paths);
+  auto factory = agent_sources(ArtifactRepository::builtin(), nullptr, std::make_shared<const Paths>(paths));
   QuerySpec q;
   q.source.kind = SourceSpec::Kind::artifact;
   q.source.name = "Linux.Sys.Users";

@@ -227,7 +227,7 @@ TEST(CollectorStore, UploadChunksLandAtTheirOffsetsAndASentAgainChunkChangesNoth
   vql::Engine engine(vql::default_registry());
   auto query = std::make_shared<const vql::ast::Query>(
       engine.compile("SELECT upload(file='" + tmp.path("evidence.bin").string() + "') AS U FROM info()"));
-  vql::VqlSource source(engine, {query}, {}, {}, nullptr, 42);
+  vql::VqlSource source(engine, {query}, {}, vql::default_paths(), nullptr, 42);
   std::vector<schemas::Encoded> chunks;
   for (int i = 0; i < 50; ++i) {
     schemas::RowBatchWriter batch(42, "a", "s", Lane::RESULTS, source.columns());

@@ -274,6 +274,12 @@ struct FakeMounts {
     std::ofstream(sys / "dev" / "block" / "8:1" / "removable") << "0\n";
     write(false);
   }
+  std::shared_ptr<const Paths> paths() const {
+    Paths p;
+    p.mountinfo = mountinfo;
+    p.sys = sys;
+    return std::make_shared<const Paths>(p);
+  }
   void write(bool stick) {
     std::ofstream out(mountinfo, std::ios::trunc);
     out << "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n";
@@ -288,8 +294,7 @@ struct FakeMounts {
 TEST_F(SensorTest, WatchMountsReportsAddedAndRemovedWithRemovableFromSys) {
   FakeMounts fake(tmp);
   Env env;
-  env.paths.mountinfo = fake.mountinfo;
-  env.paths.sys = fake.sys;
+  env.paths = fake.paths();
   auto s = start("SELECT Action, MountPoint, Source, Removable FROM watch_mounts(period=0.1)", env);
   std::vector<Row> rows;
   s->next(rows, 10);
@@ -332,8 +337,7 @@ TEST_F(SensorTest, ThumbdriveArtifactListsADrivesFilesThenReportsNewOnes) {
   std::ofstream(fake.drive / "docs" / "plan.txt") << "secret";
   std::ofstream(fake.drive / "photo.jpg") << "jpeg";
   Env env;
-  env.paths.mountinfo = fake.mountinfo;
-  env.paths.sys = fake.sys;
+  env.paths = fake.paths();
   env.sensors = hub.get();
   SourceSpec spec;
   spec.kind = SourceSpec::Kind::artifact;

@@ -9,6 +9,8 @@
 #include <re2/re2.h>
 #include <spdlog/spdlog.h>
 
+#include <malloc.h>
+
 #include <thread>
 
 #include "actors/buffer_actor.hpp"
@@ -181,9 +183,10 @@ int run_sensors_bench(const SensorsBenchOptions& o) {
   SensorHub hub(bs.sys);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   long empty_rss = status_bytes("VmRSS"), empty_anon = status_bytes("RssAnon");
+  size_t empty_heap = mallinfo2().uordblks;
   SourceFactory sources{[&](const QuerySpec&) -> std::unique_ptr<Source> {
     return std::make_unique<VqlSource>(engine, std::vector<std::shared_ptr<const ast::Query>>{query},
-                                       std::vector<Binding>{}, Paths{}, &hub);
+                                       std::vector<Binding>{}, default_paths(), &hub);
   }};
   std::vector<query_actor> actors;
   for (size_t i = 0; i < o.queries; ++i)
@@ -205,6 +208,7 @@ int run_sensors_bench(const SensorsBenchOptions& o) {
   auto after = committed();
   double elapsed = seconds_since(start);
   long busy_rss = status_bytes("VmRSS"), busy_anon = status_bytes("RssAnon");
+  double heap_per_query = (static_cast<double>(mallinfo2().uordblks) - static_cast<double>(empty_heap)) / o.queries;
   double per_s = (after.first - before.first) / elapsed;
   double rss_per_query = static_cast<double>(busy_rss - empty_rss) / o.queries;
   double anon_per_query = static_cast<double>(busy_anon - empty_anon) / o.queries;
@@ -216,18 +220,18 @@ int run_sensors_bench(const SensorsBenchOptions& o) {
   bs.self->send_exit(bs.wake, caf::exit_reason::user_shutdown);
   if (o.json)
     fmt::print("{{\"bench\":\"sensors\",\"queries\":{},\"sensors\":{},\"events_per_tick\":{},\"period_s\":{},"
-               "\"events_fanned_out_per_s\":{:.0f},\"baseline_fan_out_per_s\":{:.0f},\"ratio\":{:.4f},"
-               "\"dropped_at_source\":{},\"rss_bytes_per_query\":{:.0f},\"anon_bytes_per_query\":{:.0f}}}\n",
+               "\"events_fanned_out_per_s\":{:.0f},\"baseline_fan_out_per_s\":{:.0f},\"ratio\":{:.3g},"
+               "\"dropped_at_source\":{},\"rss_bytes_per_query\":{:.0f},\"anon_bytes_per_query\":{:.0f},\"heap_bytes_per_query\":{:.0f}}}\n",
                o.queries, sensors, o.per_tick, o.period_s, per_s, bare_per_s, per_s / bare_per_s,
-               after.second, rss_per_query, anon_per_query);
+               after.second, rss_per_query, anon_per_query, heap_per_query);
   else
     fmt::print("outpost-bench sensors: {} queries on {} sensor(s), {} events every {} s\n"
                "fan-out:  {:>10.0f} events/s reached the buffer, committed ({} dropped at the source)\n"
                "baseline: {:>10.0f} events/s pushed into and taken from {} bare queues\n"
                "memory:   {:>10.0f} bytes of RSS per query (query actor, VQL stream, subscription), "
-               "{:.0f} of them anonymous\n",
+               "{:.0f} of them anonymous, {:.0f} malloc'd and in use\n",
                o.queries, sensors, o.per_tick, o.period_s, per_s, after.second, bare_per_s, o.queries,
-               rss_per_query, anon_per_query);
+               rss_per_query, anon_per_query, heap_per_query);
   return 0;
 }
 
