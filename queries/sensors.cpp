@@ -184,6 +184,9 @@ std::unique_ptr<RowStream> SensorHub::subscribe(const std::string& key, const Sc
   auto sub = std::make_shared<Subscription>(queue_events);
   std::lock_guard<std::mutex> lock(core_->mutex);
   if (core_->stopped) throw QueryError(key + ": the agent is stopping");
+  if (!core_->sensors.count(key) && core_->sensors.size() >= kMaxSensors)
+    throw QueryError(key + ": " + std::to_string(kMaxSensors) +
+                     " sensors run already (one per distinct event plugin and arguments)");
   auto& entry = core_->sensors[key];
   if (!entry.actor) {
     try {

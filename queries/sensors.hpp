@@ -23,6 +23,9 @@
 namespace outpost::vql {
 
 inline constexpr size_t kDefaultQueueEvents = 1000;
+// Each sensor has a thread: distinct arguments (watch_directory on 10,000
+// paths) must not make an agent start 10,000 of them.
+inline constexpr size_t kMaxSensors = 256;
 
 // One subscriber's queue: the sensor pushes, the query's stream takes.
 class Subscription {

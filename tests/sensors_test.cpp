@@ -160,6 +160,20 @@ TEST_F(SensorTest, SameArgumentsShareASensorOtherArgumentsDoNot) {
   EXPECT_EQ(hub->running(), 1u);
 }
 
+TEST_F(SensorTest, DistinctArgumentsCannotStartMoreThanTheSensorLimit) {
+  auto script = std::make_shared<Script>();
+  auto make = [script] { return std::make_unique<ScriptedScanner>(script); };
+  std::vector<Env> envs(kMaxSensors + 2);
+  std::vector<std::unique_ptr<RowStream>> streams;
+  for (size_t i = 0; i < kMaxSensors; ++i)
+    streams.push_back(hub->subscribe("scripted(" + std::to_string(i) + ")", make, envs[i]));
+  EXPECT_THROW(hub->subscribe("scripted(new)", make, envs[kMaxSensors]), QueryError);
+  EXPECT_NO_THROW(streams.push_back(hub->subscribe("scripted(0)", make, envs[kMaxSensors + 1])))
+      << "a running sensor still takes subscribers";
+  streams.erase(streams.begin() + 1);  // one sensor stops: a new one may start
+  EXPECT_NO_THROW(streams.push_back(hub->subscribe("scripted(new)", make, envs[kMaxSensors])));
+}
+
 TEST_F(SensorTest, WatchDirectoryReportsCreatesChangesMovesAndDeletesRecursively) {
   auto dir = tmp.path("watched");
   std::filesystem::create_directories(dir / "sub");
