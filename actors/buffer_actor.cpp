@@ -16,11 +16,36 @@ constexpr size_t kMaxRecordsPerCommit = 10000;
 constexpr uint64_t kMaxBytesPerCommit = 4ull << 20;
 constexpr auto kDiskFullRetry = std::chrono::seconds(1);
 constexpr auto kAckDelay = std::chrono::milliseconds(50);
+// A commit's records of a lane up to this size go to the link with the
+// notification: live rows skip a read (a thread hop and a transaction).
+// Bigger commits are a backlog, which the link reads in upload-sized pieces.
+constexpr uint64_t kFreshBytes = 64 << 10;
 
-void notify_link(Self self, const std::array<uint64_t, schemas::kLaneCount>& last) {
+// What one commit tells the link, per lane.
+struct Committed {
+  uint64_t last = 0;  // 0: nothing of that lane
+  uint64_t bytes = 0;
+  std::vector<persistence::StoredRecord> fresh;  // while bytes <= kFreshBytes
+
+  void add(uint64_t seq, const RecordRef& r) {
+    last = seq;
+    bytes += r.encoded->size();
+    if (bytes > kFreshBytes) return fresh.clear();
+    auto words = kj::heapArray<capnp::word>(r.encoded->words());
+    fresh.push_back({seq, r.query_id, r.created_ns, kj::mv(words), r.encoded->size()});
+  }
+};
+
+void notify_link(Self self, std::array<Committed, schemas::kLaneCount>& lanes) {
   if (!self->state.link) return;
-  for (size_t i = 0; i < last.size(); ++i)
-    if (last[i]) self->send(self->state.link, committed_atom::value, static_cast<Lane>(i), last[i]);
+  for (size_t i = 0; i < lanes.size(); ++i) {
+    auto& c = lanes[i];
+    if (!c.last) continue;
+    StoredRecords fresh;
+    if (c.bytes <= kFreshBytes)
+      fresh = std::make_shared<const std::vector<persistence::StoredRecord>>(std::move(c.fresh));
+    self->send(self->state.link, committed_atom::value, static_cast<Lane>(i), c.last, fresh);
+  }
 }
 
 void retry_later(Self self) {
@@ -92,14 +117,15 @@ void commit_waiting(Self self, bool all) {
     }
     st.blocked = false;
     ++st.commits;
-    std::array<uint64_t, schemas::kLaneCount> last{};
+    std::array<Committed, schemas::kLaneCount> committed;
     for (size_t i = 0; i < n; ++i) {
       uint64_t seq = result.first_seq + i;
-      last[static_cast<size_t>(st.waiting.front().lane)] = seq;
-      st.waiting.front().promise.deliver(seq);
+      auto& w = st.waiting.front();
+      committed[static_cast<size_t>(w.lane)].add(seq, w.record);
+      w.promise.deliver(seq);
       st.waiting.pop_front();
     }
-    notify_link(self, last);
+    notify_link(self, committed);
     if (!all) {
       if (!st.waiting.empty()) schedule_flush(self);
       return;

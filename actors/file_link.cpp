@@ -56,7 +56,7 @@ void failed(Self self, Lane lane) {
   auto& st = self->state;
   ++st.errors;
   spdlog::error("link: {}; retrying in {} s", st.last_error, kRetryDelay.count());
-  self->delayed_send(self, kRetryDelay, committed_atom::value, lane, uint64_t{0});
+  self->delayed_send(self, kRetryDelay, committed_atom::value, lane, uint64_t{0}, StoredRecords{});
 }
 
 void deliver(Self self, Lane lane, const StoredRecords& records) {
@@ -123,7 +123,7 @@ link_actor::behavior_type file_link(link_actor::stateful_pointer<file_link_state
   st.online = online && st.fd >= 0;
   pump_all(self);  // a backlog from before a restart is delivered right away
   return {
-      [=](committed_atom, Lane lane, uint64_t) { pump(self, lane); },
+      [=](committed_atom, Lane lane, uint64_t, const StoredRecords&) { pump(self, lane); },
       [=](online_atom, bool on) {
         auto& st = self->state;
         if (on && st.fd < 0) {

@@ -38,8 +38,10 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
 // Ships buffered records somewhere and acks them once they are stored there.
 using link_actor = caf::typed_actor<
-    // The buffer committed records of a lane up to a seq: come and read them.
-    caf::reacts_to<committed_atom, Lane, uint64_t>,
+    // The buffer committed records of a lane up to a seq: come and read them. When the
+    // commit held few of that lane, they come along (else null): a link that has sent
+    // everything before them sends them without reading them back.
+    caf::reacts_to<committed_atom, Lane, uint64_t, StoredRecords>,
     // Start (true) or stop (false) delivering.
     caf::reacts_to<online_atom, bool>,
     // Counters and state, for outpostctl and tests.

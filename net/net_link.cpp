@@ -66,6 +66,7 @@ void read_and_send(Self self, size_t lane) {
   auto& st = self->state;
   auto& l = st.lanes[lane];
   l.reading = true;
+  ++st.reads;
   uint64_t session = st.session, after = l.sent;
   unsigned slots = free_slots(self, lane);
   l.reserved = slots;
@@ -128,6 +129,8 @@ caf::settings status_of(Self self) {
   put_count(s, "session", st.session);
   put_count(s, "in_flight", st.in_flight);
   put_count(s, "uploads", st.uploads);
+  put_count(s, "reads", st.reads);
+  put_count(s, "fresh_sends", st.fresh_sends);
   put_count(s, "records_sent", st.records_sent);
   put_count(s, "bytes_sent", st.bytes_sent);
   put_count(s, "connects", st.connects);
@@ -170,9 +173,19 @@ net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link
   // Destroyed with the state when this actor ends, which joins its thread.
   st.client = std::make_unique<NetClient>(std::move(config), std::move(events));
   return {
-      [=](committed_atom, Lane lane, uint64_t seq) {
+      [=](committed_atom, Lane lane, uint64_t seq, const StoredRecords& fresh) {
         auto& l = self->state.lanes[static_cast<size_t>(lane)];
+        // Everything committed before these was sent: they follow without a read.
+        bool caught_up = !l.unread && !l.reading && l.sent == l.committed;
         l.committed = std::max(l.committed, seq);
+        size_t i = static_cast<size_t>(lane);
+        if (fresh && !fresh->empty() && fresh->size() <= protocol::MAX_RECORDS_PER_UPLOAD &&
+            caught_up && fresh->front().seq > l.sent && free_slots(self, i) > 0) {
+          uint64_t after = l.sent;
+          l.sent = fresh->back().seq;
+          ++self->state.fresh_sends;
+          send_uploads(self, i, after, fresh);
+        }
         pump(self);
       },
       [=](online_atom, bool on) {

@@ -1,7 +1,8 @@
 #pragma once
 // The network link actor: reads committed records from the buffer, hands
 // them to the network thread as uploads, and acks the buffer once the
-// collector has stored them. Lanes are served by priority (control, events,
+// collector has stored them. A lane that has sent all it had sends a small
+// commit's records as they come with its notification, without a read. Lanes are served by priority (control, events,
 // results, uploads); the bulk lanes never hold the last upload slot, and no
 // lane takes the last one free while another waits without any, so fresh
 // rows never wait for a slot behind a backlog. One buffer read fills every
@@ -41,6 +42,7 @@ struct net_link_state {
   unsigned in_flight = 0;
   unsigned reserved = 0;  // over all lanes
   uint64_t uploads = 0, records_sent = 0, bytes_sent = 0, connects = 0, disconnects = 0;
+  uint64_t reads = 0, fresh_sends = 0;  // sends after a buffer read, and of a commit's records
   std::string last_error;
   int64_t retry_in_ms = 0;
 };

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
 
 #include "actors/buffer_actor.hpp"
 #include "actors/buffer_reader.hpp"
@@ -183,12 +184,16 @@ TEST_F(BufferActorTest, ReaderServesTheSameRecordsAndEndsWithTheBuffer) {
 
 TEST_F(BufferActorTest, NotifiesItsLinkAfterEachCommit) {
   start(1ull << 30);
-  std::atomic<uint64_t> notified{0};
+  std::mutex mutex;
+  uint64_t notified = 0;
+  StoredRecords fresh;
   auto link = sys->spawn([&](link_actor::pointer) -> link_actor::behavior_type {
     return {
-        [&](committed_atom, Lane lane, uint64_t seq) {
+        [&](committed_atom, Lane lane, uint64_t seq, const StoredRecords& records) {
           EXPECT_EQ(lane, Lane::EVENTS);
+          std::lock_guard<std::mutex> lock(mutex);
           notified = seq;
+          fresh = records;
         },
         [](online_atom, bool) {},
         [](status_atom) { return caf::settings{}; },
@@ -196,10 +201,26 @@ TEST_F(BufferActorTest, NotifiesItsLinkAfterEachCommit) {
   });
   caf::scoped_actor self{*sys};
   self->send(buf, subscribe_atom::value, link);
-  uint64_t seq = 0;
-  self->request(buf, std::chrono::seconds(10), append_atom::value, Lane::EVENTS, make_record(10))
-      .receive([&](uint64_t s) { seq = s; }, [&](caf::error&) { FAIL(); });
-  ASSERT_TRUE(eventually([&] { return notified == seq; }));
+  auto append = [&](const RecordRef& record) {
+    uint64_t seq = 0;
+    self->request(buf, std::chrono::seconds(10), append_atom::value, Lane::EVENTS, record)
+        .receive([&](uint64_t s) { seq = s; }, [&](caf::error&) { ADD_FAILURE(); });
+    EXPECT_TRUE(eventually([&] {
+      std::lock_guard<std::mutex> lock(mutex);
+      return notified == seq;
+    }));
+    std::lock_guard<std::mutex> lock(mutex);
+    return std::make_pair(seq, fresh);
+  };
+  // A small commit's records come along, as stored: the link need not read them.
+  auto small = make_record(10);
+  auto [seq, records] = append(small);
+  ASSERT_TRUE(records && records->size() == 1);
+  EXPECT_EQ(records->front().seq, seq);
+  EXPECT_EQ(records->front().query_id, small.query_id);
+  EXPECT_EQ(records->front().payload(), small.encoded->bytes());
+  // A big one's do not: a backlog is read in upload-sized pieces.
+  EXPECT_EQ(append(make_record(100 << 10)).second, nullptr);
   caf::anon_send_exit(link, caf::exit_reason::user_shutdown);
 }
 

@@ -10,7 +10,10 @@
 #include <random>
 #include <regex>
 
+#include "actors/buffer_actor.hpp"
+#include "actors/buffer_reader.hpp"
 #include "net/collector_store.hpp"
+#include "net/net_link.hpp"
 #include "persistence/buffer_store.hpp"
 #include "tests/fault_proxy/fault_proxy.hpp"
 #include "tests/e2e_fixture.hpp"
@@ -29,6 +32,45 @@ TEST_F(EndToEnd, EveryRowArrivesOnceAndInOrderOverTls) {
   EXPECT_NE(slurp(collector_log).find("agent agent-1 connected"), std::string::npos);
   kill(agent, SIGTERM);
   EXPECT_EQ(wait_exit(agent), 0) << slurp(agent_log);
+}
+
+// A live row goes from the buffer's commit straight to the network: once the
+// link has sent everything, a small commit's records come with the
+// notification and no buffer read happens (a thread hop and a transaction).
+TEST_F(EndToEnd, LiveRowsAreSentWithoutReadingThemBack) {
+  start_collector();
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  caf::scoped_actor self{sys};
+  persistence::StoreOptions options;
+  options.dir = tmp.path("buf");
+  auto store = std::make_shared<persistence::BufferStore>(options);
+  auto buf = sys.spawn<caf::detached>(buffer, store);
+  auto reader = sys.spawn<caf::detached>(buffer_reader, store, buf);
+  net::ClientConfig client;
+  client.port = port;
+  client.tls = {cert("ca.pem"), cert("agent-1.pem"), cert("agent-1.key"), false};
+  auto link = sys.spawn(net::net_link, buf, reader, client);
+  self->send(buf, subscribe_atom::value, link_actor{link});
+  auto link_count = [&](const char* key) { return count(status_of(self, link), key); };
+  // Connected, and every lane read until it had nothing: the link is caught up.
+  ASSERT_TRUE(eventually([&] { return count(status_of(self, reader), "reads") >= static_cast<int64_t>(schemas::kLaneCount); }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  uint64_t reads = count(status_of(self, reader), "reads");
+  for (uint64_t n = 1; n <= 20; ++n) {
+    schemas::RowBatchWriter rows(1, "syn", "syn", Lane::EVENTS, {"Seq"});
+    rows.add_row()[0].setUint64(n);
+    RecordRef record{std::make_shared<const schemas::Encoded>(rows.finish()), 1, schemas::now_ns()};
+    self->request(buf, std::chrono::seconds(10), append_atom::value, Lane::EVENTS, record)
+        .receive([](uint64_t) {}, [&](caf::error& e) { FAIL() << sys.render(e); });
+    ASSERT_TRUE(eventually([&] { return delivered().size() == n; })) << slurp(collector_log);
+  }
+  EXPECT_EQ(delivered(), one_to(20));
+  EXPECT_EQ(link_count("fresh_sends"), 20);
+  EXPECT_EQ(count(status_of(self, reader), "reads"), reads);
+  EXPECT_EQ(link_count("reads"), reads);
+  self->send_exit(link, caf::exit_reason::user_shutdown);
+  self->send(buf, stop_atom::value);
 }
 
 TEST_F(EndToEnd, CollectorKillNineRepeatedlyKeepsExactlyOnce) {

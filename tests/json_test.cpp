@@ -118,6 +118,21 @@ TEST(Json, TextEscapes) {
   EXPECT_EQ(json_of_text(std::string("a\0b", 3)), R"("a\u0000b")");  // Text may hold NULs
 }
 
+// Plain text is scanned eight bytes at a time: a byte needing care must be
+// found at any offset, in a full step or in the tail, also after another.
+TEST(Json, TextEscapesAtEveryOffset) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"\"", "\\\""}, {"\\", "\\\\"}, {"\x1f", "\\u001f"}, {std::string(1, '\0'), "\\u0000"},
+      {"\x7f", "\x7f"}, {" ", " "}, {"\xC3\xA9", "\xC3\xA9"}, {"\xFF", "\xEF\xBF\xBD"}};
+  for (auto& [raw, escaped] : cases)
+    for (size_t at = 0; at < 20; ++at) {
+      std::string before(at, 'a'), after(19 - at, 'z');
+      EXPECT_EQ(json_of_text(before + raw + after), "\"" + before + escaped + after + "\"")
+          << "byte " << int(static_cast<unsigned char>(raw[0])) << " at offset " << at;
+      EXPECT_EQ(json_of_text(before + raw + after + raw), "\"" + before + escaped + after + escaped + "\"");
+    }
+}
+
 TEST(Json, Utf8PassesThrough) {
   EXPECT_EQ(json_of_text("héllo ✓"), "\"héllo ✓\"");
   EXPECT_EQ(json_of_text("😀 \xF4\x8F\xBF\xBF"), "\"😀 \xF4\x8F\xBF\xBF\"");  // U+10FFFF
