@@ -49,7 +49,7 @@ struct net_link_state {
 
 // Uploads in flight over all lanes: bounds memory (each at most 1000 records
 // or kUploadBytes) while hiding the round trip.
-inline constexpr unsigned kUploadWindow = 4;
+inline constexpr unsigned kUploadWindow = 8;
 // Small enough that a live row queued behind a backlog upload at the
 // collector waits milliseconds, big enough to amortise a round trip.
 inline constexpr uint64_t kUploadBytes = 1 << 20;

@@ -6,11 +6,6 @@
 
 namespace outpost::net {
 
-// Bounds one group so that a flood of uploads still commits regularly, and
-// so that a live row never waits behind much more than this much backlog.
-constexpr size_t kMaxUploadsPerGroup = 256;
-constexpr uint64_t kMaxGroupBytes = 4 << 20;
-
 uint64_t bytes_of(const Upload& up) {
   uint64_t bytes = 0;
   for (auto& r : up.records) bytes += r.data.size();
@@ -48,26 +43,32 @@ StorageWorker::Stats StorageWorker::stats() const {
   return stats_;
 }
 
-// Every urgent upload waiting, then bulk ones in arrival order while the
-// byte budget lasts (at least one). Only whole lanes are reordered, so each
-// agent's uploads of one lane keep their call order.
-std::vector<StorageWorker::Job> StorageWorker::take_group() {
-  std::vector<Job> group;
-  uint64_t bytes = 0;
-  for (int pass = 0; pass < 2; ++pass) {
-    for (auto it = rendered_.begin(); it != rendered_.end() && group.size() < kMaxUploadsPerGroup;) {
-      bool take = pass == 0 ? urgent(it->upload.lane)
-                            : group.empty() || bytes + bytes_of(it->upload) <= kMaxGroupBytes;
-      if (pass == 1 && !take) break;  // keep bulk lanes in order: stop at the first that does not fit
-      if (!take) {
-        ++it;
-        continue;
-      }
-      bytes += bytes_of(it->upload);
-      group.push_back(std::move(*it));
-      it = rendered_.erase(it);
-    }
+std::vector<size_t> pick_group(const std::vector<UploadSize>& waiting) {
+  std::vector<size_t> group;
+  for (size_t i = 0; i < waiting.size() && group.size() < kMaxUploadsPerGroup; ++i)
+    if (urgent(waiting[i].lane)) group.push_back(i);
+  size_t urgent_uploads = group.size();
+  uint64_t budget = urgent_uploads ? kMaxBulkBytesWithUrgent : kMaxGroupBytes, bytes = 0;
+  for (size_t i = 0; i < waiting.size() && group.size() < kMaxUploadsPerGroup; ++i) {
+    if (urgent(waiting[i].lane)) continue;
+    // In order: stop at the first that does not fit.
+    if (group.size() > urgent_uploads && bytes + waiting[i].bytes > budget) break;
+    bytes += waiting[i].bytes;
+    group.push_back(i);
   }
+  return group;
+}
+
+std::vector<StorageWorker::Job> StorageWorker::take_group() {
+  std::vector<UploadSize> waiting;
+  waiting.reserve(rendered_.size());
+  for (auto& job : rendered_) waiting.push_back({job.upload.lane, bytes_of(job.upload)});
+  auto picked = pick_group(waiting);
+  std::vector<Job> group;
+  group.reserve(picked.size());
+  for (size_t i : picked) group.push_back(std::move(rendered_[i]));
+  std::sort(picked.begin(), picked.end());
+  for (auto it = picked.rbegin(); it != picked.rend(); ++it) rendered_.erase(rendered_.begin() + *it);
   return group;
 }
 

@@ -17,6 +17,23 @@
 
 namespace outpost::net {
 
+// Bounds one group so that a flood of uploads still commits regularly, and
+// so that a live row never waits behind much more than this much backlog.
+inline constexpr size_t kMaxUploadsPerGroup = 256;
+inline constexpr uint64_t kMaxGroupBytes = 4 << 20;
+inline constexpr uint64_t kMaxBulkBytesWithUrgent = 1 << 20;
+
+// Which rendered uploads (in arrival order) the next group takes, by index:
+// every urgent one (control, events), then bulk ones in order while a byte
+// budget lasts, at least one. The budget is smaller when urgent ones are in
+// the group, as their fresh rows wait for its fsync. Only whole lanes are
+// reordered, so each agent's uploads of one lane keep their call order.
+struct UploadSize {
+  Lane lane;
+  uint64_t bytes;
+};
+std::vector<size_t> pick_group(const std::vector<UploadSize>& waiting);
+
 class StorageWorker {
  public:
   explicit StorageWorker(CollectorStore& store);

@@ -13,6 +13,7 @@
 #include <openssl/sha.h>
 
 #include "net/collector_store.hpp"
+#include "net/storage_worker.hpp"
 #include "queries/vql_source.hpp"
 #include "persistence/errors.hpp"
 #include "tests/temp_dir.hpp"
@@ -265,6 +266,32 @@ TEST(CollectorStore, UploadChunksLandAtTheirOffsetsAndASentAgainChunkChangesNoth
   ASSERT_TRUE(in) << "no upload file";
   std::string stored((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_TRUE(stored == content) << "stored " << stored.size() << " bytes";
+}
+
+// The storage thread's groups: fresh rows (control, events) first and with
+// little backlog beside them, the backlog in order and always progressing.
+TEST(StorageGroups, BacklogAloneFillsTheGroupBudgetInOrder) {
+  const uint64_t MiB = 1 << 20;
+  std::vector<UploadSize> bulk(6, {Lane::RESULTS, MiB});
+  EXPECT_EQ(pick_group(bulk), (std::vector<size_t>{0, 1, 2, 3}));
+  // In order: the first that does not fit ends the group, even if a later one would fit.
+  EXPECT_EQ(pick_group({{Lane::RESULTS, 3 * MiB}, {Lane::UPLOADS, 2 * MiB}, {Lane::RESULTS, 1}}),
+            (std::vector<size_t>{0}));
+  // One too big for any budget still goes, alone.
+  EXPECT_EQ(pick_group({{Lane::UPLOADS, 9 * MiB}, {Lane::UPLOADS, 1}}), (std::vector<size_t>{0}));
+}
+
+TEST(StorageGroups, FreshRowsGoFirstWithLittleBacklog) {
+  const uint64_t MiB = 1 << 20;
+  std::vector<UploadSize> waiting = {{Lane::RESULTS, MiB / 2}, {Lane::RESULTS, MiB / 2},
+                                     {Lane::EVENTS, 4096},     {Lane::RESULTS, MiB / 2},
+                                     {Lane::CONTROL, 100},     {Lane::UPLOADS, MiB / 2}};
+  ASSERT_LT(kMaxBulkBytesWithUrgent, kMaxGroupBytes);
+  EXPECT_EQ(pick_group(waiting), (std::vector<size_t>{2, 4, 0, 1}));  // 1 MiB of backlog
+  // The backlog still moves while fresh rows keep coming: at least one bulk upload per group.
+  EXPECT_EQ(pick_group({{Lane::RESULTS, 8 * MiB}, {Lane::EVENTS, 10}}), (std::vector<size_t>{1, 0}));
+  EXPECT_EQ(pick_group({{Lane::EVENTS, 10}}), (std::vector<size_t>{0}));
+  EXPECT_TRUE(pick_group({}).empty());
 }
 
 TEST(CollectorStore, ExactlyOnceAcrossKillNine) {
