@@ -90,7 +90,7 @@ struct E2EBenchOptions {
   size_t row_size = 256;
   size_t rows = 1000000;       // throughput phase
   double rate = 10000;         // rows/s in the latency phase
-  double latency_seconds = 5;
+  double latency_seconds = 10;
   uint64_t backlog_mb = 1024;  // spooled while the collector is down
   bool tls = false;
   bool json = false;
