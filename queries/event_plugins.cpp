@@ -19,7 +19,7 @@ std::chrono::milliseconds period_arg(const Args& args, const char* name, std::ch
   auto v = args.find(name);
   if (!v) return fallback;
   auto seconds = v->number();
-  if (!seconds || *seconds < 0.01 || *seconds > 86400) args.fail(name, "expected seconds from 0.01 to 86400");
+  if (!seconds || !(*seconds >= 0.01 && *seconds <= 86400)) args.fail(name, "expected seconds from 0.01 to 86400");
   return std::chrono::milliseconds(static_cast<int64_t>(*seconds * 1000));
 }
 
@@ -190,6 +190,10 @@ class DirectoryScanner : public Scanner {
           continue;
         }
         if ((e->mask & (IN_IGNORED | IN_UNMOUNT)) && e->wd == root_wd_) finished_ = true;
+        if (e->mask & IN_IGNORED) {  // its watch is gone (directory deleted): frees a place under the limit
+          dirs_.erase(e->wd);
+          continue;
+        }
         auto dir = dirs_.find(e->wd);
         if (dir == dirs_.end() || !e->len) continue;
         std::string path = dir->second + "/" + e->name;
@@ -226,6 +230,7 @@ class DirectoryScanner : public Scanner {
       bool is_dir = it->is_directory(ec) && !it->is_symlink(ec);
       if (emit) emit("created", it->path().string(), is_dir);
       if (is_dir) watch(it->path().string());
+      if (!emit && dirs_.size() >= kMaxWatches) break;  // nothing more to do below: do not walk a whole tree
     }
   }
 

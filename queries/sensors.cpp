@@ -76,7 +76,12 @@ sensor_actor::behavior_type sensor(sensor_actor::stateful_pointer<sensor_state> 
   self->state.scanner = std::move(scanner);
   self->send(self, tick_atom::value);
   return {
-      [=](subscribe_atom, SubscriptionPtr& s) { self->state.subscribers.push_back(s); },
+      [=](subscribe_atom, SubscriptionPtr& s) {
+        // A query restarted after this sensor failed, while another query still holds it, must
+        // hear the error too rather than wait forever.
+        if (self->state.ended) return s->close(self->state.error);
+        self->state.subscribers.push_back(s);
+      },
       [=](tick_atom) {
         auto& st = self->state;
         std::vector<Row> events;
@@ -92,7 +97,7 @@ sensor_actor::behavior_type sensor(sensor_actor::stateful_pointer<sensor_state> 
         std::vector<std::shared_ptr<const Row>> shared;
         shared.reserve(events.size());
         for (auto& e : events) shared.push_back(std::make_shared<const Row>(std::move(e)));
-        bool ended = !st.error.empty() || st.scanner->finished();
+        bool ended = st.ended = !st.error.empty() || st.scanner->finished();
         auto& subs = st.subscribers;
         subs.erase(std::remove_if(subs.begin(), subs.end(),
                                   [&](const std::weak_ptr<Subscription>& w) {

@@ -80,6 +80,7 @@ struct sensor_state {
   uint64_t events = 0;     // events seen
   uint64_t delivered = 0;  // events queued, summed over subscribers
   std::string error;
+  bool ended = false;  // failed or finished: a late subscriber is closed at once
 };
 
 sensor_actor::behavior_type sensor(sensor_actor::stateful_pointer<sensor_state> self, std::string key,

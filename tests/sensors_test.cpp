@@ -26,6 +26,7 @@ using Clock = std::chrono::steady_clock;
 struct Script {
   std::mutex mutex;
   std::vector<int64_t> pending;
+  bool fail = false;  // the next scan throws
   void add(int64_t n) {
     std::lock_guard<std::mutex> lock(mutex);
     pending.push_back(n);
@@ -38,6 +39,7 @@ class ScriptedScanner : public Scanner {
   std::chrono::milliseconds period() const override { return 5ms; }
   void scan(std::vector<Row>& events) override {
     std::lock_guard<std::mutex> lock(script_->mutex);
+    if (script_->fail) throw std::runtime_error("scripted failure");
     for (auto n : script_->pending) {
       Row r;
       r.set("N", n);
@@ -140,6 +142,45 @@ TEST_F(SensorTest, TenThousandSubscribersShareOneSensorAndAPausedOneOnlyLosesIts
   EXPECT_EQ(hub->running(), 1u);
   streams.clear();
   EXPECT_EQ(hub->running(), 0u);
+}
+
+// A query restarted after its sensor failed joins the same (failed) sensor
+// while another query still holds it: it must get the error, not wait forever.
+TEST_F(SensorTest, ASensorThatFailedRefusesLateSubscribersWithItsError) {
+  auto script = std::make_shared<Script>();
+  auto make = [script] { return std::make_unique<ScriptedScanner>(script); };
+  Env first_env, late_env;
+  auto first = hub->subscribe("scripted()", make, first_env, 10);
+  {
+    std::lock_guard<std::mutex> lock(script->mutex);
+    script->fail = true;
+  }
+  auto fails = [&](RowStream& s) {
+    std::vector<Row> rows;
+    for (auto deadline = Clock::now() + 10s; Clock::now() < deadline; std::this_thread::sleep_for(5ms)) {
+      try {
+        s.next(rows, 1000);
+      } catch (const QueryError& e) {
+        return std::string(e.what());
+      }
+    }
+    return std::string("no error within 10 s");
+  };
+  EXPECT_NE(fails(*first).find("scripted failure"), std::string::npos);
+  auto late = hub->subscribe("scripted()", make, late_env, 10);
+  EXPECT_EQ(hub->running(), 1u) << "the failed sensor is still held by the first query";
+  EXPECT_NE(fails(*late).find("scripted failure"), std::string::npos);
+}
+
+TEST_F(SensorTest, APeriodThatIsNotANumberIsRefused) {
+  Env env;
+  EXPECT_THROW(
+      {
+        auto s = start("SELECT * FROM clock(period=1e308 * 10 - 1e308 * 10)", env);
+        std::vector<Row> rows;
+        s->next(rows, 1);
+      },
+      QueryError);
 }
 
 TEST_F(SensorTest, SameArgumentsShareASensorOtherArgumentsDoNot) {
