@@ -11,7 +11,22 @@ std::string at(Position p) {
   return "line " + std::to_string(p.line) + ", column " + std::to_string(p.column) + ": ";
 }
 
-// Every name the query calls must exist: a typo fails before anything runs.
+// A value written in the query itself: a literal, or a list of them.
+std::optional<Value> constant(const ast::Expr& e) {
+  if (e.kind == ast::Expr::Kind::literal) return e.value;
+  if (e.kind != ast::Expr::Kind::list) return std::nullopt;
+  List items;
+  for (auto& o : e.operands) {
+    auto v = constant(*o);
+    if (!v) return std::nullopt;
+    items.push_back(std::move(*v));
+  }
+  return Value(std::move(items));
+}
+
+// Every name the query calls must exist, and a plugin's arguments must be
+// ones it takes with values it accepts (as far as they are constants): a
+// typo or clock(period=0) fails before anything runs, not in a restart loop.
 class Checker {
  public:
   explicit Checker(const Registry& r) : r_(r) {}
@@ -23,6 +38,7 @@ class Checker {
       std::string hint = r_.function(s.source) ? " (" + s.source + "() is a function, not a plugin)" : "";
       throw QueryError(at(s.source_pos) + "unknown plugin " + s.source + "()" + hint);
     }
+    if (s.source_is_call) plugin_args(s);
     for (auto& a : s.source_args) expr(*a.value);
     if (s.where) expr(*s.where);
   }
@@ -38,6 +54,21 @@ class Checker {
   }
 
  private:
+  void plugin_args(const ast::Select& s) {
+    const PluginSpec& plugin = *r_.plugin(s.source);
+    std::vector<std::pair<std::string, Value>> constants;
+    for (auto& a : s.source_args)
+      if (auto v = constant(*a.value)) constants.emplace_back(a.name, std::move(*v));
+    std::vector<std::pair<std::string, Value>> names;
+    for (auto& a : s.source_args) names.emplace_back(a.name, Value());
+    try {
+      check_arg_names(Args(s.source, std::move(names)), plugin.args);
+      if (auto check = r_.check(s.source)) (*check)(Args(s.source, std::move(constants)));
+    } catch (const QueryError& e) {
+      throw QueryError(at(s.source_pos) + e.what());
+    }
+  }
+
   const Registry& r_;
 };
 

@@ -100,8 +100,9 @@ class Engine {
   explicit Engine(const Registry& registry) : registry_(registry) {}
   const Registry& registry() const { return registry_; }
 
-  // Parses and checks (every plugin and function exists); throws ParseError
-  // or QueryError.
+  // Parses and checks (every plugin and function exists, plugins take the
+  // arguments given and accept their constant values); throws ParseError or
+  // QueryError.
   ast::Query compile(std::string_view vql) const;
   void check(const ast::Query& query) const;
 

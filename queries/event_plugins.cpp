@@ -23,6 +23,17 @@ std::chrono::milliseconds period_arg(const Args& args, const char* name, std::ch
   return std::chrono::milliseconds(static_cast<int64_t>(*seconds * 1000));
 }
 
+void check_period(const Args& args) { period_arg(args, "period", 1s); }
+
+namespace {
+// A string argument, when given, is a string and not empty.
+ArgCheck check_path(const char* name) {
+  return [name](const Args& args) {
+    if (auto path = args.string(name); path && path->empty()) args.fail(name, "must not be empty");
+  };
+}
+}  // namespace
+
 std::unique_ptr<RowStream> subscribe(const Args& args, Env& env, ScannerFactory make) {
   if (!env.sensors) throw QueryError(args.callee() + "(): event plugins run only in an agent (no sensors here)");
   return env.sensors->subscribe(sensor_key(args), make, env);
@@ -246,25 +257,35 @@ class DirectoryScanner : public Scanner {
 
 void add_event_plugins(Registry& r) {
   r.add(PluginSpec{"clock", "A row (Time, Tick) every period.",
-                   {{"period", "seconds", false, "default 1"}}, true, [](const Args& a, Env&) {
+                   {{"period", "seconds", false, "0.01 to 86400, default 1"}}, true,
+                   [](const Args& a, Env&) {
                      return std::make_unique<ClockStream>(period_arg(a, "period", 1s));
-                   }});
+                   }},
+                check_period);
   r.add(PluginSpec{"tail", "Follows a file from its end, across rotation and truncation: a row (Line) per line.",
-                   {{"filename", "string", true, ""}}, true, [](const Args& a, Env& env) {
+                   {{"filename", "string", true, ""}}, true,
+                   [](const Args& a, Env& env) {
+                     check_path("filename")(a);
                      auto path = required_string(a, "filename");
                      return subscribe(a, env, [path] { return std::make_unique<TailScanner>(path); });
-                   }});
+                   }},
+        check_path("filename"));
   r.add(PluginSpec{"watch_directory",
                    "Files created, modified, deleted and moved in a directory (inotify): Time, Action, "
                    "FullPath, Name, IsDir, Size, Mtime. Ends when the directory goes away.",
                    {{"path", "string", true, ""}, {"recursive", "bool", false, "default false"}}, true,
                    [](const Args& a, Env& env) {
+                     check_path("path")(a);
                      auto path = required_string(a, "path");
                      bool recursive = a.boolean("recursive").value_or(false);
                      return subscribe(a, env, [path, recursive] {
                        return std::make_unique<DirectoryScanner>(path, recursive);
                      });
-                   }});
+                   }},
+        [](const Args& a) {
+          check_path("path")(a);
+          a.boolean("recursive");
+        });
   add_process_event_plugins(r);
 }
 

@@ -11,7 +11,11 @@ void add_event_plugins(Registry& registry);
 
 // Shared by the event plugins' files.
 void add_process_event_plugins(Registry& registry);  // watch_processes, watch_mounts
+// Seconds from 0.01 to 86400 (0, negative, NaN and infinity refused with a
+// QueryError naming the plugin and argument), or `fallback` when absent.
 std::chrono::milliseconds period_arg(const Args& args, const char* name, std::chrono::milliseconds fallback);
+// PluginSpec::check of the plugins whose only checked argument is `period`.
+void check_period(const Args& args);
 std::unique_ptr<RowStream> subscribe(const Args& args, Env& env, ScannerFactory make);
 Value timestamp_now();
 

@@ -372,8 +372,27 @@ std::unique_ptr<RowStream> make_glob(const Args& args, Env&) {
 // ---- read_file
 
 constexpr size_t kSliceBytes = size_t{1} << 20;
+// Data in one read_file row: a longer read is split into rows of this size,
+// each with the Offset it starts at, so that no row comes near the record-size
+// limit (4 MiB: schemas::kMaxRecordBytes, which the lead wires in; a row
+// above it would be refused after all the reading).
+constexpr size_t kMaxRowData = size_t{1} << 20;
+constexpr int64_t kMaxReadLength = int64_t{64} << 20;
 
-// A file's bytes are gathered over several calls, at most kSliceBytes each.
+// Why a file cannot be read, for the row's Error: the errno's message, and
+// what it means for this plugin.
+std::string read_error(int error) {
+  switch (error) {
+    case EISDIR: return "a directory";
+    case ESPIPE: return "not seekable (a FIFO or socket): cannot read at an offset";
+    case EAGAIN: return "no data without waiting (a FIFO or device)";
+    default: return errno_message(error);
+  }
+}
+
+// A file's bytes in rows of at most kMaxRowData, read over several calls,
+// kSliceBytes at most per call. A file that cannot be opened or read gives a
+// row with its Error (and the rows of what was read before).
 class ReadFileStream : public RowStream {
  public:
   ReadFileStream(std::vector<std::string> files, int64_t offset, int64_t length)
@@ -382,63 +401,97 @@ class ReadFileStream : public RowStream {
   Step next(std::vector<Row>& out, size_t budget) override {
     size_t slice = kSliceBytes, added = 0;
     for (int opens = 0; index_ < files_.size() && added < budget;) {
+      if (!error_.empty()) {
+        add(out, added, std::exchange(error_, std::string()));
+        continue;
+      }
       if (!fd_) {
         if (opens++ == 64) return Step::more();
         fd_ = open_read(files_[index_]);
         data_.clear();
+        done_ = 0;
+        rows_ = 0;
         if (!fd_) {
-          ++index_;  // missing or unreadable: skipped
+          add(out, added, "cannot open: " + errno_message(errno));
           continue;
         }
       }
-      if (data_.size() < length_) {
+      if (done_ + data_.size() < length_ && data_.size() < kMaxRowData) {
         if (slice == 0) return Step::more();
-        size_t old = data_.size(), want = std::min(length_ - old, slice);
+        size_t old = data_.size(), want = std::min({length_ - done_ - old, kMaxRowData - old, slice});
         data_.resize(old + want);
         ssize_t n;
-        do n = ::pread(fd_.get(), data_.data() + old, want, offset_ + static_cast<off_t>(old));
+        do n = ::pread(fd_.get(), data_.data() + old, want, offset_ + static_cast<off_t>(done_ + old));
         while (n < 0 && errno == EINTR);
-        if (n < 0) {  // a directory, a FIFO, a device that does not seek: skipped
-          fd_.reset();
-          ++index_;
+        if (n < 0) {
+          int error = errno;
+          data_.resize(old);
+          if (!data_.empty()) add(out, added, "");  // what was read; the error in the next row
+          error_ = "read at offset " + std::to_string(offset_ + static_cast<int64_t>(done_)) + ": " +
+                   read_error(error);
           continue;
         }
         data_.resize(old + static_cast<size_t>(n));
-        slice -= static_cast<size_t>(n);
+        slice -= std::min(slice, std::max<size_t>(static_cast<size_t>(n), 1));
         if (n > 0) continue;
+        // The end of the file: its last row (an empty one if nothing was there).
+        if (!data_.empty() || rows_ == 0) add(out, added, "");
+        end_file();
+        continue;
       }
-      Row row;  // length reached, or the end of the file
-      row.set("Filename", files_[index_]);
-      row.set("Offset", offset_);
-      row.set("Data", std::move(data_));
-      out.push_back(std::move(row));
-      ++added;
-      data_ = std::string();
-      fd_.reset();
-      ++index_;
+      add(out, added, "");  // a row's worth, or the length reached
+      if (done_ >= length_) end_file();
     }
     return index_ < files_.size() ? Step::more() : Step::done();
   }
 
  private:
+  // A row of the data gathered; with an error, the file's last.
+  void add(std::vector<Row>& out, size_t& added, const std::string& error) {
+    Row row;
+    row.set("Filename", files_[index_]);
+    row.set("Offset", offset_ + static_cast<int64_t>(done_));
+    done_ += data_.size();
+    row.set("Data", std::exchange(data_, std::string()));
+    row.set("Error", error);
+    out.push_back(std::move(row));
+    ++added;
+    ++rows_;
+    if (!error.empty()) end_file();
+  }
+  void end_file() {
+    fd_.reset();
+    data_ = std::string();
+    ++index_;
+  }
+
   std::vector<std::string> files_;
   int64_t offset_;
   size_t length_;
   size_t index_ = 0;
   Fd fd_;
-  std::string data_;
+  std::string data_;  // read, not yet in a row
+  size_t done_ = 0;   // bytes of this file in rows already
+  size_t rows_ = 0;   // of this file
+  std::string error_;  // of this file, for its next row
 };
+
+// Offset and length, when given, in range.
+void check_read_file(const Args& args) {
+  int64_t offset = args.integer("offset").value_or(0);
+  int64_t length = args.integer("length").value_or(int64_t{1} << 20);
+  if (offset < 0) args.fail("offset", "must not be negative, got " + std::to_string(offset));
+  if (length < 0 || length > kMaxReadLength)
+    args.fail("length", "must be 0 to " + std::to_string(kMaxReadLength) + ", got " + std::to_string(length));
+  if (offset > std::numeric_limits<int64_t>::max() - length) args.fail("offset", "too large");
+}
 
 std::unique_ptr<RowStream> make_read_file(const Args& args, Env&) {
   args.require("filenames");
   auto files = args.strings("filenames");
+  check_read_file(args);
   int64_t offset = args.integer("offset").value_or(0);
   int64_t length = args.integer("length").value_or(int64_t{1} << 20);
-  constexpr int64_t kMaxLength = int64_t{64} << 20;
-  if (offset < 0) args.fail("offset", "must not be negative, got " + std::to_string(offset));
-  if (length < 0 || length > kMaxLength)
-    args.fail("length", "must be 0 to " + std::to_string(kMaxLength) + ", got " + std::to_string(length));
-  if (offset > std::numeric_limits<int64_t>::max() - length) args.fail("offset", "too large");
   return std::make_unique<ReadFileStream>(std::move(files), offset, length);
 }
 
@@ -454,39 +507,108 @@ std::string hex(const unsigned char* bytes, size_t size) {
   return out;
 }
 
-// Only a regular file is hashed: a function cannot be sliced, and a device
-// (/dev/zero) or a FIFO may never end.
-Value hash_file(const Args& args, Env&) {
-  std::string path = required_string(args, "path");
-  Fd fd = open_read(path);
-  struct stat st;
-  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return Value();
-
+// hash()'s state while it reads a file: its size when opened is where it ends.
+struct HashWork {
   using Context = std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>;
-  const std::pair<const char*, const EVP_MD*> kDigests[] = {
-      {"MD5", EVP_md5()}, {"SHA1", EVP_sha1()}, {"SHA256", EVP_sha256()}};
+  Fd fd;
+  uint64_t size = 0, hashed = 0;
   std::vector<Context> contexts;
-  for (auto& [name, md] : kDigests) {
-    contexts.emplace_back(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-    if (!contexts.back() || EVP_DigestInit_ex(contexts.back().get(), md, nullptr) != 1)
-      throw QueryError(std::string("hash(): cannot start ") + name);
+  std::optional<Value> result;
+};
+
+const std::pair<const char*, const EVP_MD*>* digests() {
+  static const std::pair<const char*, const EVP_MD*> kDigests[] = {
+      {"MD5", EVP_md5()}, {"SHA1", EVP_sha1()}, {"SHA256", EVP_sha256()}};
+  return kDigests;
+}
+constexpr size_t kDigestCount = 3;
+
+Value hash_error(const std::string& path, const std::string& why) {
+  Dict out;
+  out.set("Path", path);
+  out.set("Error", why);
+  return Value(std::move(out));
+}
+
+// Opens the file and starts the digests; sets `result` instead when the
+// file cannot be hashed.
+void start_hash(HashWork& h, const std::string& path) {
+  h.fd = open_read(path);
+  if (!h.fd) {
+    h.result = hash_error(path, "cannot open: " + errno_message(errno));
+    return;
   }
-  std::string buf(kSliceBytes, '\0');
-  for (ssize_t n; (n = read_retry(fd.get(), buf.data(), buf.size())) != 0;) {
-    if (n < 0) return Value();
-    for (auto& context : contexts)
+  struct stat st;
+  if (::fstat(h.fd.get(), &st) != 0) {
+    h.result = hash_error(path, "cannot stat: " + errno_message(errno));
+    return;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    h.result = hash_error(path, "a directory");
+    return;
+  }
+  if (auto why = not_a_finite_file(h.fd.get()); !why.empty()) {
+    h.result = hash_error(path, why);
+    return;
+  }
+  h.size = static_cast<uint64_t>(st.st_size);
+  for (size_t i = 0; i < kDigestCount; ++i) {
+    h.contexts.emplace_back(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+    if (!h.contexts.back() || EVP_DigestInit_ex(h.contexts.back().get(), digests()[i].second, nullptr) != 1)
+      throw QueryError(std::string("hash(): cannot start ") + digests()[i].first);
+  }
+}
+
+// MD5, SHA1 and SHA256 of a regular file as it was when opened (a device like
+// /dev/zero would never end: refused). While a row may be taken up again
+// (Env::slicing), at most Slicing::kBytesPerCall per call of the query, the
+// rest in the next calls (Unfinished); else all at once.
+Value hash_file(const Args& args, Env& env) {
+  std::string path = required_string(args, "path");
+  auto* work = env.slicing.work;
+  std::shared_ptr<HashWork> h;
+  if (work) {
+    auto& slot = (*work)["hash:" + path];
+    if (!slot) slot = std::make_shared<HashWork>();
+    h = std::static_pointer_cast<HashWork>(slot);
+  } else {
+    h = std::make_shared<HashWork>();
+  }
+  if (h->result) return *h->result;
+  if (!h->fd) start_hash(*h, path);
+  if (h->result) return *h->result;
+  std::string buf;
+  while (h->hashed < h->size) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(h->size - h->hashed, kSliceBytes));
+    if (work) {
+      if (env.slicing.budget == 0) throw Unfinished{};
+      want = std::min(want, env.slicing.budget);
+    }
+    buf.resize(want);
+    ssize_t n;
+    do n = ::pread(h->fd.get(), buf.data(), want, static_cast<off_t>(h->hashed));
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      h->result = hash_error(path, "read at offset " + std::to_string(h->hashed) + ": " + errno_message(errno));
+      return *h->result;
+    }
+    if (work) env.slicing.budget -= std::min(env.slicing.budget, std::max<size_t>(static_cast<size_t>(n), 1));
+    if (n == 0) break;  // shorter than when opened: what it has
+    for (auto& context : h->contexts)
       if (EVP_DigestUpdate(context.get(), buf.data(), static_cast<size_t>(n)) != 1)
         throw QueryError("hash(): digest update failed");
+    h->hashed += static_cast<uint64_t>(n);
   }
-  Dict digests;
-  for (size_t i = 0; i < contexts.size(); ++i) {
+  Dict out;
+  for (size_t i = 0; i < kDigestCount; ++i) {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned size = 0;
-    if (EVP_DigestFinal_ex(contexts[i].get(), digest, &size) != 1)
-      throw QueryError("hash(): digest failed");
-    digests.set(kDigests[i].first, hex(digest, size));
+    if (EVP_DigestFinal_ex(h->contexts[i].get(), digest, &size) != 1) throw QueryError("hash(): digest failed");
+    out.set(digests()[i].first, hex(digest, size));
   }
-  return Value(std::move(digests));
+  h->fd.reset();
+  h->result = Value(std::move(out));
+  return *h->result;
 }
 
 Value stat_file(const Args& args, Env&) {
@@ -511,11 +633,15 @@ void add_linux_file_plugins(Registry& registry) {
        {"root", "string", false, "where patterns start (default /)"}},
       false, make_glob});
   registry.add(PluginSpec{
-      "read_file", "Bytes of files: Filename, Offset, Data.",
-      {{"filenames", "string or list of strings", true, "the files (missing ones are skipped)"},
+      "read_file",
+      "Bytes of files: Filename, Offset, Data, Error. A file's data comes in rows of at most 1 MiB, "
+      "each with the Offset it starts at; a file that cannot be read gives a row with its Error "
+      "(\"\" when all went well).",
+      {{"filenames", "string or list of strings", true, "the files"},
        {"offset", "int", false, "where to start (default 0)"},
        {"length", "int", false, "bytes to read at most (default 1 MiB, at most 64 MiB)"}},
-      false, make_read_file});
+      false, make_read_file},
+      check_read_file);
   registry.add(PluginSpec{
       "parse_lines", "A file's lines (cut at 1 MiB): Line.",
       {{"filename", "string", true, "the file"}}, false,
@@ -527,7 +653,9 @@ void add_linux_file_plugins(Registry& registry) {
                            return row;
                          });
       }});
-  registry.add(FunctionSpec{"hash", "MD5, SHA1 and SHA256 of a regular file; NULL if unreadable.",
+  registry.add(FunctionSpec{"hash",
+                            "MD5, SHA1 and SHA256 of a regular file, read over several calls when big; "
+                            "{Path, Error} when it cannot be hashed (missing, unreadable, a device).",
                             {{"path", "string", true, "the file"}}, hash_file});
   registry.add(FunctionSpec{"stat", "A file's glob row (lstat), as a dict; NULL if missing.",
                             {{"filename", "string", true, "the file"}}, stat_file});

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -61,8 +62,8 @@ class Fd {
 };
 
 // O_NONBLOCK because a query may name a FIFO: opening must not hang the
-// worker (reads then fail with EAGAIN and the file is skipped). It changes
-// nothing for regular files.
+// worker (reads then fail with EAGAIN, reported as the file's error). It
+// changes nothing for regular files.
 inline Fd open_read(const std::string& path) {
   if (path.find('\0') != std::string::npos) {  // the kernel would open a shorter path
     errno = EINVAL;
@@ -76,6 +77,19 @@ inline ssize_t read_retry(int fd, char* buf, size_t size) {
   do n = ::read(fd, buf, size);
   while (n < 0 && errno == EINTR);
   return n;
+}
+
+// Why an open file would be read without end or not at all by a plugin that
+// reads files to their end, or "" for a regular file (or a directory, whose
+// read fails with its own error): a device (/dev/zero never ends), a FIFO, a
+// socket.
+inline std::string not_a_finite_file(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return errno_message(errno);
+  if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) return "";
+  const char* kind = S_ISCHR(st.st_mode) ? "a character device" : S_ISBLK(st.st_mode) ? "a block device"
+                     : S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISSOCK(st.st_mode) ? "a socket" : "a special file";
+  return std::string(kind) + ", not a regular file (it may never end)";
 }
 
 struct DirCloser {
@@ -151,6 +165,8 @@ class LineReader {
     fd_ = open_read(path);
     return fd_ ? 0 : errno;
   }
+  // ::not_a_finite_file of the open file.
+  std::string not_a_finite_file() const;
   void new_slice() { slice_read_ = 0; }
   // The errno of a failed read(); the reader then ends.
   int error() const { return error_; }
@@ -214,6 +230,8 @@ class LineReader {
   int error_ = 0;
 };
 
+inline std::string LineReader::not_a_finite_file() const { return vql::not_a_finite_file(fd_.get()); }
+
 // Rows parsed from a file's lines, streamed; a line the parser refuses is
 // skipped (malformed input is not fatal), a failed read is.
 class LineRowStream : public RowStream {
@@ -251,12 +269,14 @@ class LineRowStream : public RowStream {
 };
 
 // Opens `path` for a LineRowStream, or throws "<what>: cannot open <path>: <why>",
-// `what` naming the plugin and argument: "parse_lines(): filename".
+// `what` naming the plugin and argument: "parse_lines(): filename". Only a
+// regular file is read (a device like /dev/zero would never end).
 inline std::unique_ptr<RowStream> line_rows(const std::string& what, const std::string& path,
                                             LineRowStream::Parser parse) {
   LineReader reader;
   if (int error = reader.open(path))
     throw QueryError(what + ": cannot open " + path + ": " + errno_message(error));
+  if (auto why = reader.not_a_finite_file(); !why.empty()) throw QueryError(what + ": " + path + ": " + why);
   return std::make_unique<LineRowStream>(std::move(reader), std::move(parse), what + ": " + path);
 }
 

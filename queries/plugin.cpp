@@ -65,6 +65,10 @@ void Registry::add(PluginSpec spec) {
   auto name = spec.name;
   plugins_.insert_or_assign(name, std::move(spec));
 }
+void Registry::add(PluginSpec spec, ArgCheck check) {
+  checks_.insert_or_assign(spec.name, std::move(check));
+  add(std::move(spec));
+}
 void Registry::add(FunctionSpec spec) {
   auto name = spec.name;
   functions_.insert_or_assign(name, std::move(spec));
@@ -73,12 +77,16 @@ const PluginSpec* Registry::plugin(const std::string& name) const {
   auto it = plugins_.find(name);
   return it == plugins_.end() ? nullptr : &it->second;
 }
+const ArgCheck* Registry::check(const std::string& plugin) const {
+  auto it = checks_.find(plugin);
+  return it == checks_.end() ? nullptr : &it->second;
+}
 const FunctionSpec* Registry::function(const std::string& name) const {
   auto it = functions_.find(name);
   return it == functions_.end() ? nullptr : &it->second;
 }
 
-void check_args(const Args& args, const std::vector<ArgSpec>& spec) {
+void check_arg_names(const Args& args, const std::vector<ArgSpec>& spec) {
   bool any_name = std::any_of(spec.begin(), spec.end(), [](const ArgSpec& a) { return a.name == "*"; });
   for (auto& [name, value] : args.values()) {
     if (any_name) break;
@@ -88,6 +96,10 @@ void check_args(const Args& args, const std::vector<ArgSpec>& spec) {
     for (auto& a : spec) expected += (expected.empty() ? "" : ", ") + a.name;
     args.fail(name, "unknown argument (" + (expected.empty() ? "it takes none" : "expected " + expected) + ")");
   }
+}
+
+void check_args(const Args& args, const std::vector<ArgSpec>& spec) {
+  check_arg_names(args, spec);
   for (auto& a : spec)
     if (a.required) args.require(a.name);
 }

@@ -81,6 +81,25 @@ struct Paths {
   std::vector<std::filesystem::path> os_release = {"/etc/os-release", "/usr/lib/os-release"};  // first found
 };
 
+// Thrown by a function that did a bounded slice of its work and must be
+// called again, with the same arguments, to go on (hash() of a big file).
+// Only while Env::slicing.work is set; the SelectStream that set it catches
+// it and evaluates the row again in its next call, the work done so far
+// waiting in `work`. Not a std::exception: nothing else may take it for an error.
+struct Unfinished {};
+
+// Work a function may spread over a query's calls (see Unfinished).
+struct Slicing {
+  // Bytes a function may read per call of a query (hash(): about 1 ms each).
+  static constexpr size_t kBytesPerCall = size_t{1} << 20;
+  // Set while a row is evaluated that can be taken up again; null otherwise
+  // (a function then does all its work at once). Keyed by the function and
+  // its argument ("hash:/bin/ls"); the row's finished work stays until the
+  // row is done, so that taking it up again does not repeat it.
+  std::map<std::string, std::shared_ptr<void>>* work = nullptr;
+  size_t budget = kBytesPerCall;  // left in this call: when 0, Unfinished
+};
+
 class Engine;      // engine.hpp: plugins that run queries (foreach) reach it here
 class SensorHub;   // sensors.hpp: where event plugins subscribe
 
@@ -99,6 +118,7 @@ struct Env {
   SensorHub* sensors = nullptr;  // null: event plugins refuse to start
   uint64_t dropped_events = 0;   // missed by this query's subscriptions; reported, then reset
   std::vector<std::string> upload_requests;  // upload(): files to stream into the uploads lane
+  Slicing slicing;
 };
 
 struct ArgSpec {
@@ -117,6 +137,12 @@ struct PluginSpec {
   std::function<std::unique_ptr<RowStream>(const Args&, Env&)> make;
 };
 
+// Refuses bad argument values of a plugin (a clock period of 0) with a
+// QueryError naming the plugin and argument. Engine::check calls it before a
+// query starts with the arguments written as constants (the others absent);
+// the plugin's make() must check the evaluated values again.
+using ArgCheck = std::function<void(const Args&)>;
+
 struct FunctionSpec {
   std::string name;
   std::string description;
@@ -128,8 +154,10 @@ struct FunctionSpec {
 class Registry {
  public:
   void add(PluginSpec spec);
+  void add(PluginSpec spec, ArgCheck check);
   void add(FunctionSpec spec);
   const PluginSpec* plugin(const std::string& name) const;
+  const ArgCheck* check(const std::string& plugin) const;  // null: none
   const FunctionSpec* function(const std::string& name) const;
   const std::map<std::string, PluginSpec>& plugins() const { return plugins_; }
   const std::map<std::string, FunctionSpec>& functions() const { return functions_; }
@@ -137,11 +165,14 @@ class Registry {
  private:
   std::map<std::string, PluginSpec> plugins_;
   std::map<std::string, FunctionSpec> functions_;
+  std::map<std::string, ArgCheck> checks_;
 };
 
 // Refuses an argument `spec` does not name (unless it has one named "*":
 // any name goes), and a missing required one.
 void check_args(const Args& args, const std::vector<ArgSpec>& spec);
+// Refuses only an argument `spec` does not name (the values may be unknown yet).
+void check_arg_names(const Args& args, const std::vector<ArgSpec>& spec);
 
 // A finite stream over rows computed at once (small results: users, mounts).
 std::unique_ptr<RowStream> rows_stream(std::vector<Row> rows);

@@ -120,21 +120,23 @@ void add_process_event_plugins(Registry& r) {
   r.add(PluginSpec{"watch_processes",
                    "Processes that start or exit, by comparing /proc every period: Time, Action "
                    "(started, exited), then pslist()'s columns. Shorter-lived processes are not seen.",
-                   {{"period", "seconds", false, "default 1"}}, true, [](const Args& a, Env& env) {
+                   {{"period", "seconds", false, "0.01 to 86400, default 1"}}, true, [](const Args& a, Env& env) {
                      auto period = period_arg(a, "period", 1s);
                      return subscribe(a, env, [paths = env.paths, period] {
                        return std::make_unique<ProcessScanner>(*paths, period);
                      });
-                   }});
+                   }},
+                check_period);
   r.add(PluginSpec{"watch_mounts",
                    "Mounts added and removed, by comparing the mount table every period: Time, Action "
                    "(added, removed), mounts()'s columns, and Removable (a USB or removable drive).",
-                   {{"period", "seconds", false, "default 1"}}, true, [](const Args& a, Env& env) {
+                   {{"period", "seconds", false, "0.01 to 86400, default 1"}}, true, [](const Args& a, Env& env) {
                      auto period = period_arg(a, "period", 1s);
                      return subscribe(a, env, [paths = env.paths, period] {
                        return std::make_unique<MountScanner>(*paths, period);
                      });
-                   }});
+                   }},
+                check_period);
 }
 
 }  // namespace outpost::vql

@@ -2,6 +2,8 @@
 // statement sequence, and the foreach() and if() plugins.
 
 #include <algorithm>
+#include <functional>
+#include <map>
 
 #include "queries/engine.hpp"
 
@@ -36,6 +38,79 @@ std::unique_ptr<RowStream> rows_of(const Value& v, const Row* row = nullptr) {
   return rows_stream(std::move(rows));
 }
 
+// ORDER BY's sort, in slices: runs of kRun rows sorted, then merged in
+// pairs, kWorkPerCall rows moved per step, so that sorting a million rows
+// does not hold a thread. Stable: ties keep their order.
+class SlicedSort {
+ public:
+  static constexpr size_t kRun = 1024;
+  static constexpr size_t kWorkPerCall = size_t{1} << 16;  // rows moved (or about) per step
+  using Less = std::function<bool(size_t, size_t)>;  // on indexes of the rows
+
+  void start(size_t rows, Less less) {
+    less_ = std::move(less);
+    order_.resize(rows);
+    for (size_t i = 0; i < rows; ++i) order_[i] = static_cast<uint32_t>(i);
+    merged_.resize(rows);
+    width_ = kRun;
+    lo_ = 0;
+    runs_sorted_ = false;
+    started_ = true;
+  }
+  bool started() const { return started_; }
+
+  // Does a slice of the work; true once the order is final.
+  bool step() {
+    size_t n = order_.size(), work = 0;
+    auto by_row = [this](uint32_t a, uint32_t b) { return less_(a, b); };
+    while (!runs_sorted_) {
+      if (lo_ >= n) {
+        runs_sorted_ = true;
+        lo_ = 0;
+        break;
+      }
+      size_t hi = std::min(n, lo_ + kRun);
+      std::stable_sort(order_.begin() + static_cast<std::ptrdiff_t>(lo_), order_.begin() + static_cast<std::ptrdiff_t>(hi), by_row);
+      work += (hi - lo_) * 10;  // n log n of a run, about
+      lo_ = hi;
+      if (work >= kWorkPerCall) return false;
+    }
+    while (width_ < n) {
+      if (lo_ >= n) {  // a pass is done: runs twice as long
+        order_.swap(merged_);
+        width_ *= 2;
+        lo_ = 0;
+        continue;
+      }
+      if (!merging_) {
+        mid_ = std::min(n, lo_ + width_);
+        hi_ = std::min(n, lo_ + 2 * width_);
+        i_ = lo_;
+        j_ = mid_;
+        k_ = lo_;
+        merging_ = true;
+      }
+      for (; k_ < hi_ && work < kWorkPerCall; ++k_, ++work) {
+        // From the right only when strictly less: stable.
+        bool right = j_ < hi_ && (i_ == mid_ || less_(order_[j_], order_[i_]));
+        merged_[k_] = right ? order_[j_++] : order_[i_++];
+      }
+      if (k_ < hi_) return false;
+      merging_ = false;
+      lo_ = hi_;
+    }
+    return true;
+  }
+  // The rows' indexes in order, once step() said so.
+  const std::vector<uint32_t>& order() const { return order_; }
+
+ private:
+  Less less_;
+  std::vector<uint32_t> order_, merged_;
+  size_t width_ = kRun, lo_ = 0, mid_ = 0, hi_ = 0, i_ = 0, j_ = 0, k_ = 0;
+  bool runs_sorted_ = false, merging_ = false, started_ = false;
+};
+
 class SelectStream : public RowStream {
  public:
   SelectStream(Engine& engine, ast::SelectPtr select, ScopePtr scope, std::shared_ptr<RunContext> ctx,
@@ -47,26 +122,69 @@ class SelectStream : public RowStream {
 
   Step next(std::vector<Row>& out, size_t budget) override {
     if (s_->limit && emitted_ >= static_cast<uint64_t>(*s_->limit)) return Step::done();
-    if (sorted_) return emit_sorted(out, budget);
-    std::vector<Row> in;
-    Step step = source_->next(in, std::max<size_t>(budget, 1));
-    std::vector<Row>& target = s_->order_by.empty() ? out : unsorted_;
-    for (auto& row : in) {
-      if (!filter_and_project(row, target)) continue;
-      if (s_->order_by.empty() && s_->limit && ++emitted_ >= static_cast<uint64_t>(*s_->limit))
-        return Step::done();
-    }
-    if (unsorted_.size() > kMaxMaterializedRows * 10)
-      throw QueryError("ORDER BY " + s_->order_by + ": more than " + std::to_string(kMaxMaterializedRows * 10) +
-                       " rows to sort");
-    if (step.state == Step::State::done && !s_->order_by.empty()) {
-      sort();
+    if (sort_.started()) {
+      if (!sorted_) {
+        sorted_ = sort_.step();
+        if (!sorted_) return Step::more();
+      }
       return emit_sorted(out, budget);
     }
-    return step;
+    if (next_in_ == in_.size()) {
+      in_.clear();
+      next_in_ = 0;
+      source_step_ = source_->next(in_, std::max<size_t>(budget, 1));
+    }
+    std::vector<Row>& target = s_->order_by.empty() ? out : unsorted_;
+    for (; next_in_ < in_.size(); ++next_in_) {
+      auto kept = evaluate(in_[next_in_], target);
+      if (!kept) return Step::more();  // unfinished: the same row in the next call
+      if (!*kept) continue;
+      if (s_->order_by.empty() && s_->limit && ++emitted_ >= static_cast<uint64_t>(*s_->limit))
+        return Step::done();
+      if (!s_->order_by.empty()) {
+        keys_.push_back(key_of(unsorted_.back()));
+        if (unsorted_.size() > kMaxSortRows)
+          throw QueryError("ORDER BY " + s_->order_by + ": more than " + std::to_string(kMaxSortRows) +
+                           " rows to sort");
+      }
+    }
+    if (source_step_.state == Step::State::done && !s_->order_by.empty()) {
+      start_sort();
+      return Step::more();
+    }
+    return source_step_;
   }
 
  private:
+  static constexpr size_t kMaxSortRows = kMaxMaterializedRows * 10;
+
+  // filter_and_project, whose functions may spread their work over several
+  // calls (Env::slicing) when no enclosing row already lets them: nullopt
+  // when it is unfinished (its effects undone: it runs again).
+  std::optional<bool> evaluate(Row& row, std::vector<Row>& out) {
+    Env& env = ctx_->env;
+    if (env.slicing.work) return filter_and_project(row, out);  // an enclosing row takes it up again
+    if (retrying_) env.slicing.budget = Slicing::kBytesPerCall;
+    size_t uploads = env.upload_requests.size();
+    env.slicing.work = &work_;
+    try {
+      bool kept = filter_and_project(row, out);
+      env.slicing.work = nullptr;
+      work_.clear();
+      retrying_ = false;
+      return kept;
+    } catch (const Unfinished&) {
+      env.slicing.work = nullptr;
+      env.upload_requests.resize(uploads);
+      retrying_ = true;
+      return std::nullopt;
+    } catch (...) {
+      env.slicing.work = nullptr;
+      work_.clear();
+      throw;
+    }
+  }
+
   bool filter_and_project(Row& row, std::vector<Row>& out) {
     Frame f{scope_, &row, &s_->columns};
     if (s_->where && !truthy(engine_.eval(*s_->where, f, ctx_))) return false;
@@ -86,29 +204,29 @@ class SelectStream : public RowStream {
     return true;
   }
 
+  Value key_of(const Row& r) const {
+    auto v = r.find(s_->order_by);
+    return v ? *v : Value();
+  }
+
   // NULLs and values that do not order with the rest go first; ties keep
   // their order.
-  void sort() {
-    const std::string& key = s_->order_by;
-    auto get = [&key](const Row& r) {
-      auto v = r.find(key);
-      return v ? *v : Value();
-    };
-    std::stable_sort(unsorted_.begin(), unsorted_.end(), [&](const Row& a, const Row& b) {
-      Value x = get(a), y = get(b);
+  void start_sort() {
+    sort_.start(unsorted_.size(), [this](size_t a, size_t b) {
+      const Value &x = keys_[a], &y = keys_[b];
       auto c = compare(x, y);
       bool less = c ? *c < 0 : (x.is_null() && !y.is_null());
       bool greater = c ? *c > 0 : (!x.is_null() && y.is_null());
       return s_->descending ? greater : less;
     });
-    sorted_ = true;
   }
 
   Step emit_sorted(std::vector<Row>& out, size_t budget) {
     uint64_t limit = s_->limit ? static_cast<uint64_t>(*s_->limit) : UINT64_MAX;
-    for (; next_sorted_ < unsorted_.size() && budget > 0 && emitted_ < limit; --budget, ++emitted_)
-      out.push_back(std::move(unsorted_[next_sorted_++]));
-    return next_sorted_ < unsorted_.size() && emitted_ < limit ? Step::more() : Step::done();
+    auto& order = sort_.order();
+    for (; next_sorted_ < order.size() && budget > 0 && emitted_ < limit; --budget, ++emitted_)
+      out.push_back(std::move(unsorted_[order[next_sorted_++]]));
+    return next_sorted_ < order.size() && emitted_ < limit ? Step::more() : Step::done();
   }
 
   Engine& engine_;
@@ -118,7 +236,14 @@ class SelectStream : public RowStream {
   std::unique_ptr<RowStream> source_;
   bool star_only_ = false;
   uint64_t emitted_ = 0;
-  std::vector<Row> unsorted_;  // ORDER BY: every row, then sorted
+  std::vector<Row> in_;  // from the source, not yet evaluated from next_in_ on
+  size_t next_in_ = 0;
+  Step source_step_{};   // what the source said when it gave in_
+  std::map<std::string, std::shared_ptr<void>> work_;  // of the row being evaluated (Env::slicing)
+  bool retrying_ = false;  // the row at next_in_ was unfinished
+  std::vector<Row> unsorted_;  // ORDER BY: every row, then emitted in sort_'s order
+  std::vector<Value> keys_;    // ORDER BY: each row's key
+  SlicedSort sort_;
   bool sorted_ = false;
   size_t next_sorted_ = 0;
 };

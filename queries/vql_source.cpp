@@ -35,6 +35,10 @@ PullResult VqlSource::pull(schemas::RowBatchWriter& batch, size_t max_rows) {
       last_ = stream_->next(pending_, max_rows);
       if (pending_.empty()) break;
     }
+    // A pull adds rows up to about kMaxPullBytes (plus a row): rows of up to
+    // 1 MiB (read_file, parse_lines) do not pile up into one batch beyond
+    // the record-size limit before the query actor cuts it.
+    if (batch.row_count() > 0 && batch.encoded_size() >= kMaxPullBytes) break;
     const Row& row = pending_[next_];
     if (!same_columns(row)) {
       // The batch is sent (or dropped, if empty) and the next one starts

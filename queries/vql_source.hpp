@@ -10,6 +10,10 @@ namespace outpost::vql {
 
 class VqlSource : public Source {
  public:
+  // Bytes of rows a pull adds to a batch, about: 1 MiB, a quarter of the
+  // record-size limit (schemas::kMaxRecordBytes, 4 MiB, to be wired by the lead).
+  static constexpr size_t kMaxPullBytes = size_t{1} << 20;
+
   // Compiles nothing: the queries are parsed and checked already. Several
   // (an artifact's sources) run at once, their rows interleaved.
   VqlSource(const Engine& engine, std::vector<std::shared_ptr<const ast::Query>> queries,
