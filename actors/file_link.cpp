@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <caf/actor_system.hpp>
+
 #include <cerrno>
 #include <cstring>
 
@@ -150,6 +152,10 @@ link_actor::behavior_type file_link(link_actor::stateful_pointer<file_link_state
         return s;
       },
   };
+}
+
+link_actor spawn_file_link(caf::actor_system& sys, buffer_actor buffer, std::string path, bool online) {
+  return sys.spawn<caf::detached>(file_link, std::move(buffer), std::move(path), online);
 }
 
 }  // namespace outpost

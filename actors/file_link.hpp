@@ -1,7 +1,11 @@
 #pragma once
 // The local link: "delivers" records as JSON lines appended to a file, fsyncs,
 // then acks them in the buffer. Without a file it is the offline link, which
-// delivers nothing. The network link (step 3) implements the same interface.
+// delivers nothing. The network link (net/net_link.hpp) implements the same
+// interface.
+//
+// Threads: write and fdatasync block (a slow disk, a full pipe), so the link
+// runs on a thread of its own (spawn_file_link): it never holds a CAF worker.
 
 #include <caf/typed_event_based_actor.hpp>
 
@@ -34,5 +38,8 @@ inline constexpr uint64_t kLinkReadBatch = 1000;
 
 link_actor::behavior_type file_link(link_actor::stateful_pointer<file_link_state> self,
                                     buffer_actor buffer, std::string path, bool online);
+
+// The link on its own thread (detached), as the agent runs it. Any thread.
+link_actor spawn_file_link(caf::actor_system& sys, buffer_actor buffer, std::string path, bool online);
 
 }  // namespace outpost

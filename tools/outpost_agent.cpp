@@ -73,7 +73,7 @@ link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf,
                       std::shared_ptr<const persistence::BufferStore> store, const LinkSpec& link) {
   if (link.kind != LinkSpec::Kind::collector) {
     bool file = link.kind == LinkSpec::Kind::file;
-    return sys.spawn(file_link, buf, file ? link.path : std::string{}, file);
+    return spawn_file_link(sys, buf, file ? link.path : std::string{}, file);
   }
   net::ClientConfig c;
   c.host = link.host;
