@@ -124,6 +124,24 @@ TEST_F(Keyed, HashOfBigFilesIsSpreadOverCallsWithoutRepeatingEffects) {
   EXPECT_EQ(env.upload_requests.size(), 1u) << "a row taken up again asked for its upload again";
 }
 
+TEST_F(Keyed, HashInASubqueryARowNeedsIsSpreadOverCallsToo) {
+  TempDir tmp;
+  auto a = tmp.path("a.bin");
+  write_file(a, patterned(4 * (1 << 20) + 5, 13));
+  // get() turns the subquery into a list while the outer row is evaluated:
+  // the outer row is taken up again, the hash going on where it stopped.
+  auto stream = engine.start("LET A = '" + a.string() +
+                                 "' SELECT get(item={SELECT hash(path=A).SHA256 AS H FROM rows}, field=0).H AS HA "
+                                 "FROM rows",
+                             {{"rows", Value(List{Value(Dict{})}), nullptr}}, env);
+  std::vector<Row> rows;
+  int calls = 0;
+  for (; calls < 1000 && rows.empty(); ++calls) stream->next(rows, 100);
+  EXPECT_GE(calls, 4);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(to_string(*rows[0].find("HA")), sha256sum(a));
+}
+
 TEST(VqlLimits, HashOfADeviceIsAnErrorNotAHang) {
   Engine engine(default_registry());
   Env env;
