@@ -348,17 +348,12 @@ class GlobStream : public RowStream {
   std::vector<Dir> subdirs_;
 };
 
-std::unique_ptr<RowStream> make_glob(const Args& args, Env&) {
-  args.require("globs");
-  auto globs = args.strings("globs");
-  // Without root, a relative pattern is relative to "/", never to the agent's cwd.
-  std::string root = args.string("root").value_or("/");
-  if (root.empty()) root = "/";
-  while (root.size() > 1 && root.back() == '/') root.pop_back();
+// The patterns, each compiled; QueryError naming the problem.
+std::vector<Pattern> glob_patterns(const Args& args) {
   std::vector<Pattern> patterns;
   try {
     std::vector<std::string> expanded;
-    for (auto& glob : globs) {
+    for (auto& glob : args.strings("globs")) {
       if (glob.find('\0') != std::string::npos) throw std::invalid_argument("NUL in pattern");
       expand_braces(glob, expanded);
     }
@@ -366,7 +361,21 @@ std::unique_ptr<RowStream> make_glob(const Args& args, Env&) {
   } catch (const std::invalid_argument& e) {
     args.fail("globs", e.what());
   }
-  return std::make_unique<GlobStream>(std::move(patterns), std::move(root));
+  return patterns;
+}
+
+void check_glob(const Args& args) {
+  if (args.find("globs")) glob_patterns(args);
+  args.string("root");
+}
+
+std::unique_ptr<RowStream> make_glob(const Args& args, Env&) {
+  args.require("globs");
+  // Without root, a relative pattern is relative to "/", never to the agent's cwd.
+  std::string root = args.string("root").value_or("/");
+  if (root.empty()) root = "/";
+  while (root.size() > 1 && root.back() == '/') root.pop_back();
+  return std::make_unique<GlobStream>(glob_patterns(args), std::move(root));
 }
 
 // ---- read_file
@@ -631,7 +640,8 @@ void add_linux_file_plugins(Registry& registry) {
       "Name, Size, Mode, IsDir, IsLink, Mtime, Atime, Ctime, Uid, Gid.",
       {{"globs", "string or list of strings", true, "the patterns"},
        {"root", "string", false, "where patterns start (default /)"}},
-      false, make_glob});
+      false, make_glob},
+      check_glob);
   registry.add(PluginSpec{
       "read_file",
       "Bytes of files: Filename, Offset, Data, Error. A file's data comes in rows of at most 1 MiB, "

@@ -461,23 +461,34 @@ class KillStream : public RowStream {
   int signal_;
 };
 
+// The pid and signal, when given.
+void check_kill(const Args& args) {
+  auto pid = args.integer("pid");
+  // 0 and negative pids signal process groups or every process; a pid past
+  // pid_t would be truncated to another one.
+  if (pid && (*pid <= 0 || *pid > std::numeric_limits<pid_t>::max()))
+    args.fail("pid", "must be a single process id, got " + std::to_string(*pid));
+  if (pid && *pid == ::getpid()) args.fail("pid", "refusing to signal the agent itself");
+  int64_t signal = args.integer("signal").value_or(SIGTERM);
+  if (signal < 0 || signal > SIGRTMAX) args.fail("signal", "no such signal: " + std::to_string(signal));
+}
+
 std::unique_ptr<RowStream> make_kill(const Args& args, Env&) {
   auto pid = args.integer("pid");
   if (!pid) args.fail("pid", "required");
-  // 0 and negative pids signal process groups or every process; a pid past
-  // pid_t would be truncated to another one.
-  if (*pid <= 0 || *pid > std::numeric_limits<pid_t>::max())
-    args.fail("pid", "must be a single process id, got " + std::to_string(*pid));
-  if (*pid == ::getpid()) args.fail("pid", "refusing to signal the agent itself");
+  check_kill(args);
   int64_t signal = args.integer("signal").value_or(SIGTERM);
-  if (signal < 0 || signal > SIGRTMAX) args.fail("signal", "no such signal: " + std::to_string(signal));
   return std::make_unique<KillStream>(static_cast<pid_t>(*pid), static_cast<int>(signal));
 }
 
-std::unique_ptr<RowStream> make_pslist(const Args& args, Env& env) {
+void check_pslist(const Args& args) {
   auto pid = args.integer("pid");
   if (pid && *pid <= 0) args.fail("pid", "must be positive, got " + std::to_string(*pid));
-  return std::make_unique<PslistStream>(*env.paths, pid);
+}
+
+std::unique_ptr<RowStream> make_pslist(const Args& args, Env& env) {
+  check_pslist(args);
+  return std::make_unique<PslistStream>(*env.paths, args.integer("pid"));
 }
 
 }  // namespace
@@ -485,7 +496,8 @@ std::unique_ptr<RowStream> make_pslist(const Args& args, Env& env) {
 void add_linux_proc_plugins(Registry& registry) {
   registry.add(PluginSpec{
       "pslist", "Processes: Pid, Ppid, Name, Exe, CommandLine, Username, StartTime, RSS.",
-      {{"pid", "int", false, "only this process"}}, false, make_pslist});
+      {{"pid", "int", false, "only this process"}}, false, make_pslist},
+      check_pslist);
   registry.add(PluginSpec{
       "users", "Local accounts from passwd: Name, Uid, Gid, Description, Homedir, Shell.", {}, false,
       [](const Args&, Env& env) -> std::unique_ptr<RowStream> {
@@ -526,7 +538,8 @@ void add_linux_proc_plugins(Registry& registry) {
   registry.add(PluginSpec{"kill", "Sends a signal to a process (a response): Pid, Signal, Success, Error.",
                           {{"pid", "int", true, "the process"},
                            {"signal", "int", false, "the signal number (default 15, SIGTERM)"}},
-                          false, make_kill});
+                          false, make_kill},
+                  check_kill);
 }
 
 }  // namespace outpost::vql

@@ -202,6 +202,10 @@ TEST(VqlLimits, PluginArgumentsAreCheckedBeforeTheQueryStarts) {
   EXPECT_EQ(compile_error("SELECT * FROM tail(filename='')"), "line 1, column 15: tail(): filename: must not be empty");
   EXPECT_EQ(compile_error("SELECT * FROM watch_directory(path='/tmp', recursive='yes')"),
             "line 1, column 15: watch_directory(): recursive: expected bool, got string");
+  EXPECT_EQ(compile_error("SELECT * FROM glob(globs=['/etc/*', '/tmp/[abc'])"),
+            "line 1, column 15: glob(): globs: unterminated [ in [abc");
+  EXPECT_EQ(compile_error("SELECT * FROM kill(pid=0)"), "line 1, column 15: kill(): pid: must be a single process id, got 0");
+  EXPECT_EQ(compile_error("SELECT * FROM pslist(pid=-3)"), "line 1, column 15: pslist(): pid: must be positive, got -3");
   // Nested queries too; values known only when the query runs are checked then.
   EXPECT_NE(compile_error("SELECT * FROM foreach(row={SELECT * FROM clock(period=0)})").find("clock(): period:"),
             std::string::npos);
