@@ -88,9 +88,10 @@ struct Paths {
 // waiting in `work`. Not a std::exception: nothing else may take it for an error.
 struct Unfinished {};
 
-// Work a function may spread over a query's calls (see Unfinished).
+// Work a function may spread over a query's calls (see Unfinished). Like
+// the rest of Env, used only by the thread running the query's stream.
 struct Slicing {
-  // Bytes a function may read per call of a query (hash(): about 1 ms each).
+  // Bytes a function may read per call of a query (hash(): a few ms of digests).
   static constexpr size_t kBytesPerCall = size_t{1} << 20;
   // Set while a row is evaluated that can be taken up again; null otherwise
   // (a function then does all its work at once). Keyed by the function and
