@@ -16,6 +16,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <unordered_map>
 #include <utility>
 
 namespace outpost {
@@ -365,20 +366,22 @@ void read_queries(const YAML::Node& n, const std::string& path, std::vector<Quer
   queries.clear();
   if (n.IsNull()) return;
   if (!n.IsSequence()) expected(n, path, "a list of queries");
+  // Each name and id, and the position that has it: a duplicate is found in
+  // one look-up, so a long list is read in linear time.
+  std::unordered_map<std::string, size_t> names;
+  std::unordered_map<uint64_t, size_t> ids;
+  auto position = [&](size_t j) { return path + "[" + std::to_string(j) + "]"; };
   for (size_t i = 0; i < n.size(); ++i) {
-    std::string at = path + "[" + std::to_string(i) + "]";
+    std::string at = position(i);
     QuerySpec q = read_query(n[i], at);
     bool implicit_id = q.id == 0;
     if (implicit_id) q.id = i + 1;
-    for (size_t j = 0; j < i; ++j) {
-      std::string other = path + "[" + std::to_string(j) + "]";
-      if (queries[j].name == q.name)
-        fail(join(at, "name"), "name \"" + q.name + "\" is already used by " + other);
-      if (queries[j].id == q.id)
-        fail(join(at, "id"),
-             "id " + std::to_string(q.id) + " is already used by " + other +
-                 (implicit_id ? " (a query without an id gets its position, 1..N)" : ""));
-    }
+    if (auto [it, fresh] = names.emplace(q.name, i); !fresh)
+      fail(join(at, "name"), "name \"" + q.name + "\" is already used by " + position(it->second));
+    if (auto [it, fresh] = ids.emplace(q.id, i); !fresh)
+      fail(join(at, "id"),
+           "id " + std::to_string(q.id) + " is already used by " + position(it->second) +
+               (implicit_id ? " (a query without an id gets its position, 1..N)" : ""));
     queries.push_back(std::move(q));
   }
 }
@@ -393,12 +396,15 @@ void read_agent(const YAML::Node& root, AgentConfig& config) {
             {"queries", [&](auto& v, auto& p) { read_queries(v, p, config.queries); }}});
   uint64_t next_id = 1;
   for (auto& q : config.queries) next_id = std::max(next_id, q.id + 1);
+  // Each name, and who has it: a query, or an earlier entry of the table.
+  std::unordered_map<std::string, std::string> names;
+  for (auto& q : config.queries) names.emplace(q.name, "a query");
   for (size_t i = 0; i < event_table.size(); ++i) {
     auto& e = event_table[i];
-    for (auto& q : config.queries)
-      if (q.name == e.name)
-        fail("event_table[" + std::to_string(i) + "]", "name \"" + e.name + "\" is already used by a query" +
-                                                           (e.name == e.artifact ? " (give this entry a name)" : ""));
+    std::string at = "event_table[" + std::to_string(i) + "]";
+    if (auto [it, fresh] = names.emplace(e.name, at); !fresh)
+      fail(at, "name \"" + e.name + "\" is already used by " + it->second +
+                   (e.name == e.artifact ? " (give this entry a name)" : ""));
     e.id = next_id++;
     config.queries.push_back(std::move(e));
   }
