@@ -1,6 +1,7 @@
 #include "actors/agent_config.hpp"
 
 #include <spdlog/common.h>
+#include <sys/mman.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -29,6 +30,16 @@ using schemas::Lane;
 
 constexpr uint64_t kNoMax = std::numeric_limits<uint64_t>::max();
 constexpr uint64_t kDayMs = 24 * 3600 * 1000;  // bound on periods and delays
+// The buffer maps about three times its limit (BufferStore derives LMDB's map
+// size from it), and x86-64 gives a process 128 TiB of address space: 16 TiB
+// keeps the map well inside it. Whether this machine lets the process reserve
+// it is checked by check_agent_config().
+constexpr uint64_t kMaxBufferLimit = 16ull << 40;
+constexpr const char* kMaxBufferLimitText = "16TiB";
+// A synthetic row must fit in one record. TODO(lead): schemas::kMaxRecordBytes
+// (the record-size limit) replaces this local 4 MiB when it lands.
+constexpr uint64_t kMaxRowSize = 4ull << 20;
+constexpr const char* kMaxRowSizeText = "4MiB";
 constexpr const char* kSizeExample = "a size such as 1000, 10kB, 64MiB or 1GiB";
 constexpr const char* kNameRule = "a name of letters, digits, '_', '.' and '-'";
 
@@ -133,7 +144,9 @@ double number(const YAML::Node& n, const std::string& path) {
   return value;
 }
 
-uint64_t size(const YAML::Node& n, const std::string& path, bool positive) {
+// `max_text` names `max` as the error says it: "expected a size up to 16TiB".
+uint64_t size(const YAML::Node& n, const std::string& path, bool positive, uint64_t max = kNoMax,
+              const char* max_text = nullptr, const char* why = "") {
   uint64_t value = 0;
   try {
     value = parse_size(scalar(n, path, kSizeExample));
@@ -141,7 +154,13 @@ uint64_t size(const YAML::Node& n, const std::string& path, bool positive) {
     fail(path, e.what());  // says "expected ..., got ..." itself
   }
   if (positive && value == 0) expected(n, path, "a positive size");
+  if (value > max) expected(n, path, std::string("a size up to ") + max_text + why);
   return value;
+}
+
+uint64_t buffer_limit(const YAML::Node& n, const std::string& path) {
+  return size(n, path, true, kMaxBufferLimit, kMaxBufferLimitText,
+              " (the buffer maps three times its limit into memory)");
 }
 
 template <class T, size_t N>
@@ -206,7 +225,7 @@ void read_typed_map(const YAML::Node& n, const std::string& path, const Reader& 
 void read_buffer(const YAML::Node& n, const std::string& path, persistence::StoreOptions& b) {
   read_map(n, path,
            {{"dir", [&](auto& v, auto& p) { b.dir = path_text(v, p); }},
-            {"limit", [&](auto& v, auto& p) { b.limit_bytes = size(v, p, true); }},
+            {"limit", [&](auto& v, auto& p) { b.limit_bytes = buffer_limit(v, p); }},
             {"sync", [&](auto& v, auto& p) { b.sync = choice(v, p, kSyncPolicies); }},
             {"compact_threshold",
              [&](auto& v, auto& p) { b.compact_threshold_bytes = size(v, p, false); }}});
@@ -304,7 +323,11 @@ void read_source(const YAML::Node& n, const std::string& path, SourceSpec& sourc
         if (source.kind == Kind::clock)
           return {{"period_ms", [&](auto& v, auto& p) { source.period = millis(v, p, 1); }}};
         return {{"rate", [&](auto& v, auto& p) { source.rate = number(v, p); }},
-                {"row_size", [&](auto& v, auto& p) { source.row_size = size(v, p, false); }},
+                {"row_size",
+                 [&](auto& v, auto& p) {
+                   source.row_size =
+                       size(v, p, false, kMaxRowSize, kMaxRowSizeText, " (a row must fit in one record)");
+                 }},
                 {"max_rows", [&](auto& v, auto& p) { source.max_rows = integer(v, p, 0, kNoMax); }},
                 {"fail_after",
                  [&](auto& v, auto& p) { source.fail_after = integer(v, p, 0, kNoMax); }}};
@@ -419,7 +442,7 @@ void apply(const YAML::Node& root, AgentConfig& config, const std::string& origi
   }
 }
 
-// The built-in test artifacts, until the query engine (step 4) brings real ones.
+// The built-in test artifacts, run by the test sources rather than the query engine.
 constexpr std::pair<const char*, Kind> kTestArtifacts[] = {{"Outpost.Test.Clock", Kind::clock},
                                                            {"Outpost.Test.Synthetic", Kind::synthetic}};
 
@@ -485,6 +508,19 @@ AgentConfig load_agent_config(const std::string& path) {
 }
 
 void check_agent_config(const AgentConfig& config, const std::string& origin) {
+  // LMDB maps the buffer's whole map at once: reserve (not commit) as much
+  // address space here, so a limit this process cannot map is named now,
+  // not reported by mdb_env_open. The map size as BufferStore derives it.
+  const auto& b = config.buffer;
+  constexpr uint64_t mib = 1ull << 20;
+  uint64_t map = b.map_size_bytes ? b.map_size_bytes : (b.limit_bytes * 3 + 256 * mib + mib - 1) / mib * mib;
+  void* probe = ::mmap(nullptr, map, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (probe == MAP_FAILED)
+    throw ConfigError(origin + ": buffer.limit: a limit of " + std::to_string(b.limit_bytes) +
+                      " bytes needs a map of " + std::to_string(map / mib) +
+                      "MiB, more address space than this process can reserve (" + std::strerror(errno) +
+                      "); lower the limit");
+  ::munmap(probe, map);
   auto& link = config.link;
   if (link.kind == LinkKind::collector && !link.insecure &&
       (link.ca.empty() || link.cert.empty() || link.key.empty()))

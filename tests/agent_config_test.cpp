@@ -357,6 +357,20 @@ TEST(AgentConfig, ValueErrors) {
       {"buffer: {limit: 0}", "agent.yaml: buffer.limit: expected a positive size, got \"0\""},
       {"buffer: {limit: 99999999TiB}",
        "agent.yaml: buffer.limit: expected a size below 16EiB, got \"99999999TiB\""},
+      // Beyond any map the process could have (mdb_env_open failed with exit 1).
+      {"buffer: {limit: 100000TiB}",
+       "agent.yaml: buffer.limit: expected a size up to 16TiB (the buffer maps three times its limit "
+       "into memory), got \"100000TiB\""},
+      {"buffer: {limit: 16385GiB}",
+       "agent.yaml: buffer.limit: expected a size up to 16TiB (the buffer maps three times its limit "
+       "into memory), got \"16385GiB\""},
+      // A row that no record could hold (it restarted forever on bad_alloc).
+      {"queries: [{name: a, source: {type: synthetic, row_size: 1TiB}}]",
+       "agent.yaml: queries[0].source.row_size: expected a size up to 4MiB (a row must fit in one record), "
+       "got \"1TiB\""},
+      {"queries: [{name: a, source: {type: synthetic, row_size: 4194305}}]",
+       "agent.yaml: queries[0].source.row_size: expected a size up to 4MiB (a row must fit in one record), "
+       "got \"4194305\""},
       {"buffer: {sync: sometimes}",
        "agent.yaml: buffer.sync: expected full or none, got \"sometimes\""},
       {"buffer: {dir: \"\"}", "agent.yaml: buffer.dir: expected a non-empty path, got \"\""},
@@ -376,6 +390,14 @@ TEST(AgentConfig, ValueErrors) {
        "\"loud\""},
       {"log: {file: [a]}", "agent.yaml: log.file: expected a string, got a list"},
   });
+}
+
+TEST(AgentConfig, BoundsThemselvesAreAccepted) {
+  auto c = parse_agent_config("buffer: {limit: 16TiB}\n"
+                              "queries: [{name: a, source: {type: synthetic, row_size: 4MiB}}]",
+                              "agent.yaml");
+  EXPECT_EQ(c.buffer.limit_bytes, 16ull << 40);
+  EXPECT_EQ(c.queries.at(0).source.row_size, 4ull << 20);
 }
 
 TEST(AgentConfig, QueryErrors) {
@@ -569,6 +591,12 @@ TEST(AgentConfig, CollectedQueryErrorsNameTheArtifactAndParameter) {
             "period_ms");
   EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"period_ms", "5"}, {"period_ms", "6"}}}),
             "collect Outpost.Test.Clock: parameter period_ms: given twice");
+  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"period_ms", "0"}}}),
+            "collect Outpost.Test.Clock: parameter.period_ms: expected an integer from 1 to 86400000, "
+            "got \"0\"");
+  EXPECT_EQ(error({1, "Outpost.Test.Synthetic", "", {{"row_size", "1GiB"}}}),
+            "collect Outpost.Test.Synthetic: parameter.row_size: expected a size up to 4MiB (a row must "
+            "fit in one record), got \"1GiB\"");
   EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"type", "synthetic"}}}),
             "collect Outpost.Test.Clock: parameter type: not a parameter of this artifact");
 }
