@@ -168,6 +168,25 @@ std::pair<int, std::string> run_command(const TempDir& tmp, std::vector<std::str
   return {code, slurp(out)};
 }
 
+TEST_F(AgentTest, ArtifactsListShowsEachFirstSentenceWhole) {
+  auto list = run_command(tmp, {"artifacts", "list"});
+  ASSERT_EQ(list.first, 0);
+  // Its description's first sentence spans three lines of the YAML.
+  EXPECT_NE(list.second.find("\nLinux.Detection.Thumbdrives.List (event): When a removable drive is mounted, "
+                             "lists its files and watches it, reporting every file created, changed or moved "
+                             "onto it until it is removed.\n"),
+            std::string::npos)
+      << list.second;
+  EXPECT_NE(list.second.find("\nLinux.Network.Netstat: TCP and UDP sockets with the process that owns each, "
+                             "from /proc/net.\n"),
+            std::string::npos)
+      << list.second;
+  std::istringstream lines(list.second);
+  int n = 0;
+  for (std::string line; std::getline(lines, line); ++n) EXPECT_EQ(line.back(), '.') << line;
+  EXPECT_GE(n, 8);
+}
+
 TEST_F(AgentTest, QueryCollectAndArtifactsRunLocally) {
   EXPECT_EQ(run_command(tmp, {"query", "SELECT 1 + 1 AS Two, upcase(string=Who) AS W FROM info()", "-p", "Who=me"}),
             (std::pair<int, std::string>{0, "{\"Two\":2,\"W\":\"ME\"}\n"}));
