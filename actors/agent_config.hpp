@@ -90,7 +90,7 @@ struct LinkSpec {
 
 struct LogSpec {
   std::string level = "info";  // trace debug info warn error critical off
-  std::string file;            // empty: no log file
+  std::string file;            // also log to this file (stderr always has the log); empty: none
 };
 
 inline persistence::StoreOptions default_store_options() {
