@@ -428,6 +428,9 @@ void read_agent(const YAML::Node& root, AgentConfig& config) {
     if (auto [it, fresh] = names.emplace(e.name, at); !fresh)
       fail(at, "name \"" + e.name + "\" is already used by " + it->second +
                    (e.name == e.artifact ? " (give this entry a name)" : ""));
+    if (next_id >= kFirstFlowId)  // ids from there on are the collector's flow ids
+      fail(at, "no id left below " + std::to_string(kFirstFlowId) + " for this entry (the queries' ids reach " +
+                   std::to_string(next_id - 1) + ")");
     e.id = next_id++;
     config.queries.push_back(std::move(e));
   }

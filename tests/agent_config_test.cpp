@@ -429,6 +429,10 @@ TEST(AgentConfig, QueryErrors) {
        "agent.yaml: event_table[1]: name \"X.Y\" is already used by event_table[0] (give this entry a name)"},
       {"event_table: [{artifact: X.Y, name: a}, {artifact: Z, name: a}]",
        "agent.yaml: event_table[1]: name \"a\" is already used by event_table[0]"},
+      // Event-table entries take the ids after the queries', never a flow id.
+      {"queries: [{name: a, id: 4294967294}]\nevent_table: [{artifact: X}, {artifact: Y}]",
+       "agent.yaml: event_table[1]: no id left below 4294967296 for this entry (the queries' ids reach "
+       "4294967295)"},
   });
   // Different names, and ids given, are fine.
   auto c = parse_agent_config("queries: [{name: a, id: 2}, {name: b, id: 1}]\n"
