@@ -1,6 +1,7 @@
 #include "actors/agent_config.hpp"
 
 #include <spdlog/common.h>
+#include <sys/mman.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <unordered_map>
 #include <utility>
 
 namespace outpost {
@@ -28,6 +30,16 @@ using schemas::Lane;
 
 constexpr uint64_t kNoMax = std::numeric_limits<uint64_t>::max();
 constexpr uint64_t kDayMs = 24 * 3600 * 1000;  // bound on periods and delays
+// The buffer maps about three times its limit (BufferStore derives LMDB's map
+// size from it), and x86-64 gives a process 128 TiB of address space: 16 TiB
+// keeps the map well inside it. Whether this machine lets the process reserve
+// it is checked by check_agent_config().
+constexpr uint64_t kMaxBufferLimit = 16ull << 40;
+constexpr const char* kMaxBufferLimitText = "16TiB";
+// A synthetic row must fit in one record. TODO(lead): schemas::kMaxRecordBytes
+// (the record-size limit) replaces this local 4 MiB when it lands.
+constexpr uint64_t kMaxRowSize = 4ull << 20;
+constexpr const char* kMaxRowSizeText = "4MiB";
 constexpr const char* kSizeExample = "a size such as 1000, 10kB, 64MiB or 1GiB";
 constexpr const char* kNameRule = "a name of letters, digits, '_', '.' and '-'";
 
@@ -132,7 +144,9 @@ double number(const YAML::Node& n, const std::string& path) {
   return value;
 }
 
-uint64_t size(const YAML::Node& n, const std::string& path, bool positive) {
+// `max_text` names `max` as the error says it: "expected a size up to 16TiB".
+uint64_t size(const YAML::Node& n, const std::string& path, bool positive, uint64_t max = kNoMax,
+              const char* max_text = nullptr, const char* why = "") {
   uint64_t value = 0;
   try {
     value = parse_size(scalar(n, path, kSizeExample));
@@ -140,7 +154,13 @@ uint64_t size(const YAML::Node& n, const std::string& path, bool positive) {
     fail(path, e.what());  // says "expected ..., got ..." itself
   }
   if (positive && value == 0) expected(n, path, "a positive size");
+  if (value > max) expected(n, path, std::string("a size up to ") + max_text + why);
   return value;
+}
+
+uint64_t buffer_limit(const YAML::Node& n, const std::string& path) {
+  return size(n, path, true, kMaxBufferLimit, kMaxBufferLimitText,
+              " (the buffer maps three times its limit into memory)");
 }
 
 template <class T, size_t N>
@@ -205,7 +225,7 @@ void read_typed_map(const YAML::Node& n, const std::string& path, const Reader& 
 void read_buffer(const YAML::Node& n, const std::string& path, persistence::StoreOptions& b) {
   read_map(n, path,
            {{"dir", [&](auto& v, auto& p) { b.dir = path_text(v, p); }},
-            {"limit", [&](auto& v, auto& p) { b.limit_bytes = size(v, p, true); }},
+            {"limit", [&](auto& v, auto& p) { b.limit_bytes = buffer_limit(v, p); }},
             {"sync", [&](auto& v, auto& p) { b.sync = choice(v, p, kSyncPolicies); }},
             {"compact_threshold",
              [&](auto& v, auto& p) { b.compact_threshold_bytes = size(v, p, false); }}});
@@ -303,7 +323,11 @@ void read_source(const YAML::Node& n, const std::string& path, SourceSpec& sourc
         if (source.kind == Kind::clock)
           return {{"period_ms", [&](auto& v, auto& p) { source.period = millis(v, p, 1); }}};
         return {{"rate", [&](auto& v, auto& p) { source.rate = number(v, p); }},
-                {"row_size", [&](auto& v, auto& p) { source.row_size = size(v, p, false); }},
+                {"row_size",
+                 [&](auto& v, auto& p) {
+                   source.row_size =
+                       size(v, p, false, kMaxRowSize, kMaxRowSizeText, " (a row must fit in one record)");
+                 }},
                 {"max_rows", [&](auto& v, auto& p) { source.max_rows = integer(v, p, 0, kNoMax); }},
                 {"fail_after",
                  [&](auto& v, auto& p) { source.fail_after = integer(v, p, 0, kNoMax); }}};
@@ -365,20 +389,22 @@ void read_queries(const YAML::Node& n, const std::string& path, std::vector<Quer
   queries.clear();
   if (n.IsNull()) return;
   if (!n.IsSequence()) expected(n, path, "a list of queries");
+  // Each name and id, and the position that has it: a duplicate is found in
+  // one look-up, so a long list is read in linear time.
+  std::unordered_map<std::string, size_t> names;
+  std::unordered_map<uint64_t, size_t> ids;
+  auto position = [&](size_t j) { return path + "[" + std::to_string(j) + "]"; };
   for (size_t i = 0; i < n.size(); ++i) {
-    std::string at = path + "[" + std::to_string(i) + "]";
+    std::string at = position(i);
     QuerySpec q = read_query(n[i], at);
     bool implicit_id = q.id == 0;
     if (implicit_id) q.id = i + 1;
-    for (size_t j = 0; j < i; ++j) {
-      std::string other = path + "[" + std::to_string(j) + "]";
-      if (queries[j].name == q.name)
-        fail(join(at, "name"), "name \"" + q.name + "\" is already used by " + other);
-      if (queries[j].id == q.id)
-        fail(join(at, "id"),
-             "id " + std::to_string(q.id) + " is already used by " + other +
-                 (implicit_id ? " (a query without an id gets its position, 1..N)" : ""));
-    }
+    if (auto [it, fresh] = names.emplace(q.name, i); !fresh)
+      fail(join(at, "name"), "name \"" + q.name + "\" is already used by " + position(it->second));
+    if (auto [it, fresh] = ids.emplace(q.id, i); !fresh)
+      fail(join(at, "id"),
+           "id " + std::to_string(q.id) + " is already used by " + position(it->second) +
+               (implicit_id ? " (a query without an id gets its position, 1..N)" : ""));
     queries.push_back(std::move(q));
   }
 }
@@ -393,12 +419,18 @@ void read_agent(const YAML::Node& root, AgentConfig& config) {
             {"queries", [&](auto& v, auto& p) { read_queries(v, p, config.queries); }}});
   uint64_t next_id = 1;
   for (auto& q : config.queries) next_id = std::max(next_id, q.id + 1);
+  // Each name, and who has it: a query, or an earlier entry of the table.
+  std::unordered_map<std::string, std::string> names;
+  for (auto& q : config.queries) names.emplace(q.name, "a query");
   for (size_t i = 0; i < event_table.size(); ++i) {
     auto& e = event_table[i];
-    for (auto& q : config.queries)
-      if (q.name == e.name)
-        fail("event_table[" + std::to_string(i) + "]", "name \"" + e.name + "\" is already used by a query" +
-                                                           (e.name == e.artifact ? " (give this entry a name)" : ""));
+    std::string at = "event_table[" + std::to_string(i) + "]";
+    if (auto [it, fresh] = names.emplace(e.name, at); !fresh)
+      fail(at, "name \"" + e.name + "\" is already used by " + it->second +
+                   (e.name == e.artifact ? " (give this entry a name)" : ""));
+    if (next_id >= kFirstFlowId)  // ids from there on are the collector's flow ids
+      fail(at, "no id left below " + std::to_string(kFirstFlowId) + " for this entry (the queries' ids reach " +
+                   std::to_string(next_id - 1) + ")");
     e.id = next_id++;
     config.queries.push_back(std::move(e));
   }
@@ -413,7 +445,7 @@ void apply(const YAML::Node& root, AgentConfig& config, const std::string& origi
   }
 }
 
-// The built-in test artifacts, until the query engine (step 4) brings real ones.
+// The built-in test artifacts, run by the test sources rather than the query engine.
 constexpr std::pair<const char*, Kind> kTestArtifacts[] = {{"Outpost.Test.Clock", Kind::clock},
                                                            {"Outpost.Test.Synthetic", Kind::synthetic}};
 
@@ -479,6 +511,19 @@ AgentConfig load_agent_config(const std::string& path) {
 }
 
 void check_agent_config(const AgentConfig& config, const std::string& origin) {
+  // LMDB maps the buffer's whole map at once: reserve (not commit) as much
+  // address space here, so a limit this process cannot map is named now,
+  // not reported by mdb_env_open. The map size as BufferStore derives it.
+  const auto& b = config.buffer;
+  constexpr uint64_t mib = 1ull << 20;
+  uint64_t map = b.map_size_bytes ? b.map_size_bytes : (b.limit_bytes * 3 + 256 * mib + mib - 1) / mib * mib;
+  void* probe = ::mmap(nullptr, map, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (probe == MAP_FAILED)
+    throw ConfigError(origin + ": buffer.limit: a limit of " + std::to_string(b.limit_bytes) +
+                      " bytes needs a map of " + std::to_string(map / mib) +
+                      "MiB, more address space than this process can reserve (" + std::strerror(errno) +
+                      "); lower the limit");
+  ::munmap(probe, map);
   auto& link = config.link;
   if (link.kind == LinkKind::collector && !link.insecure &&
       (link.ca.empty() || link.cert.empty() || link.key.empty()))

@@ -25,11 +25,13 @@
 //
 // Every key is optional except a query's name; what is left out keeps its
 // default. `link` may also be written as one word: offline, file or
-// file:PATH. Sizes take the units of parse_size(). A source's keys depend on
-// its type (clock: period_ms; synthetic: rate, row_size, max_rows, fail_after;
+// file:PATH. Sizes take the units of parse_size(); buffer.limit is at most
+// 16TiB and a synthetic row_size at most 4MiB. A source's keys depend on its
+// type (clock: period_ms; synthetic: rate, row_size, max_rows, fail_after;
 // vql: query, parameters; artifact: name, parameters). Event-table entries
-// follow the queries, with the next ids. VQL and artifacts are checked by
-// the agent once its engine is there (the engine is not this library's).
+// follow the queries, with the next ids; every name is unique. VQL and
+// artifacts are checked by outpost-agent at start, with its query engine
+// (the engine is not this library's).
 // Unknown keys, duplicate keys, wrong types and out-of-range values are
 // errors, reported as "<origin>: <key path>: <problem>".
 
@@ -88,7 +90,7 @@ struct LinkSpec {
 
 struct LogSpec {
   std::string level = "info";  // trace debug info warn error critical off
-  std::string file;            // empty: no log file
+  std::string file;            // also log to this file (stderr always has the log); empty: none
 };
 
 inline persistence::StoreOptions default_store_options() {
@@ -118,7 +120,9 @@ AgentConfig parse_agent_config(const std::string& yaml_text, const std::string& 
 AgentConfig load_agent_config(const std::string& path);
 
 // What no single key can tell: checked once the file and every override are
-// applied ("agent.yaml: link: a collector link needs ca, cert and key ...").
+// applied ("agent.yaml: link: a collector link needs ca, cert and key ...",
+// "agent.yaml: buffer.limit: ... more address space than this process can
+// reserve"). Reserves, then frees, the buffer's map of address space.
 void check_agent_config(const AgentConfig& config, const std::string& origin);
 
 // Applies one "key=value" override with a dotted key path: "buffer.limit=64MiB",
@@ -133,11 +137,12 @@ void apply_override(AgentConfig& config, const std::string& assignment);
 std::string default_agent_config_yaml();
 
 // The query a collector's request runs: id = flow id, name "F.<flow id>".
-// Until the query engine comes, the artifacts are the test sources:
-// Outpost.Test.Clock (period_ms) and Outpost.Test.Synthetic (rate,
-// row_size, max_rows, fail_after), their parameters checked like the same
-// keys in a configuration. Throws ConfigError: "collect Outpost.Test.Clock:
-// parameter.period_ms: expected ...".
+// VQL and the engine's artifacts are left to the agent's engine to check.
+// The test artifacts Outpost.Test.Clock (period_ms) and
+// Outpost.Test.Synthetic (rate, row_size, max_rows, fail_after) are read
+// here, their parameters checked like the same keys in a configuration.
+// Throws ConfigError: "collect Outpost.Test.Clock: parameter.period_ms:
+// expected ...".
 QuerySpec collected_query(const CollectSpec& request, schemas::Lane lane);
 
 // "1000", "1000B", "10kB", "5MB", "2GB", "1TB" (1000-based), "512KiB", "64MiB",

@@ -4,7 +4,8 @@
 
 namespace outpost {
 
-// The built-in sources of this step: a synthetic row generator and a clock.
+// The built-in test sources: a synthetic row generator and a clock. VQL and
+// artifacts are the query engine's (queries/agent_sources.hpp).
 std::unique_ptr<Source> make_test_source(const SourceSpec& spec);
 
 }  // namespace outpost

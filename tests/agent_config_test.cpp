@@ -357,6 +357,20 @@ TEST(AgentConfig, ValueErrors) {
       {"buffer: {limit: 0}", "agent.yaml: buffer.limit: expected a positive size, got \"0\""},
       {"buffer: {limit: 99999999TiB}",
        "agent.yaml: buffer.limit: expected a size below 16EiB, got \"99999999TiB\""},
+      // Beyond any map the process could have (mdb_env_open failed with exit 1).
+      {"buffer: {limit: 100000TiB}",
+       "agent.yaml: buffer.limit: expected a size up to 16TiB (the buffer maps three times its limit "
+       "into memory), got \"100000TiB\""},
+      {"buffer: {limit: 16385GiB}",
+       "agent.yaml: buffer.limit: expected a size up to 16TiB (the buffer maps three times its limit "
+       "into memory), got \"16385GiB\""},
+      // A row that no record could hold (it restarted forever on bad_alloc).
+      {"queries: [{name: a, source: {type: synthetic, row_size: 1TiB}}]",
+       "agent.yaml: queries[0].source.row_size: expected a size up to 4MiB (a row must fit in one record), "
+       "got \"1TiB\""},
+      {"queries: [{name: a, source: {type: synthetic, row_size: 4194305}}]",
+       "agent.yaml: queries[0].source.row_size: expected a size up to 4MiB (a row must fit in one record), "
+       "got \"4194305\""},
       {"buffer: {sync: sometimes}",
        "agent.yaml: buffer.sync: expected full or none, got \"sometimes\""},
       {"buffer: {dir: \"\"}", "agent.yaml: buffer.dir: expected a non-empty path, got \"\""},
@@ -378,6 +392,14 @@ TEST(AgentConfig, ValueErrors) {
   });
 }
 
+TEST(AgentConfig, BoundsThemselvesAreAccepted) {
+  auto c = parse_agent_config("buffer: {limit: 16TiB}\n"
+                              "queries: [{name: a, source: {type: synthetic, row_size: 4MiB}}]",
+                              "agent.yaml");
+  EXPECT_EQ(c.buffer.limit_bytes, 16ull << 40);
+  EXPECT_EQ(c.queries.at(0).source.row_size, 4ull << 20);
+}
+
 TEST(AgentConfig, QueryErrors) {
   const std::string name_rule = "expected a name of letters, digits, '_', '.' and '-', got ";
   expect_parse_errors({
@@ -397,7 +419,49 @@ TEST(AgentConfig, QueryErrors) {
        "agent.yaml: queries[1].id: id 2 is already used by queries[0] (a query without an id gets "
        "its "
        "position, 1..N)"},
+      // An implicit id is taken by a later explicit one, far apart.
+      {"queries: [{name: a}, {name: b}, {name: c}, {name: d, id: 1}]",
+       "agent.yaml: queries[3].id: id 1 is already used by queries[0]"},
+      {"queries: [{name: a}, {name: b}, {name: c}, {name: b, id: 9}]",
+       "agent.yaml: queries[3].name: name \"b\" is already used by queries[1]"},
+      // Names are unique across the queries and the event table.
+      {"event_table: [{artifact: X.Y}, {artifact: X.Y}]",
+       "agent.yaml: event_table[1]: name \"X.Y\" is already used by event_table[0] (give this entry a name)"},
+      {"event_table: [{artifact: X.Y, name: a}, {artifact: Z, name: a}]",
+       "agent.yaml: event_table[1]: name \"a\" is already used by event_table[0]"},
+      // Event-table entries take the ids after the queries', never a flow id.
+      {"queries: [{name: a, id: 4294967294}]\nevent_table: [{artifact: X}, {artifact: Y}]",
+       "agent.yaml: event_table[1]: no id left below 4294967296 for this entry (the queries' ids reach "
+       "4294967295)"},
   });
+  // Different names, and ids given, are fine.
+  auto c = parse_agent_config("queries: [{name: a, id: 2}, {name: b, id: 1}]\n"
+                              "event_table: [{artifact: X.Y}, {artifact: X.Y, name: b2}]",
+                              "agent.yaml");
+  ASSERT_EQ(c.queries.size(), 4u);
+  EXPECT_EQ(c.queries[2].id, 3u);
+  EXPECT_EQ(c.queries[3].name, "b2");
+  EXPECT_EQ(c.queries[3].id, 4u);
+}
+
+// Reading the queries takes linear time (it compared every pair: 40,000
+// took 24 s): 100,000 parse, and a duplicate at the end of a long list is
+// found and names the first holder.
+TEST(AgentConfig, ManyQueriesParseAndDuplicatesAmongThemAreFound) {
+  auto list = [](size_t n) {
+    std::string yaml = "queries:\n";
+    for (size_t i = 0; i < n; ++i) yaml += "- {name: q" + std::to_string(i) + "}\n";
+    return yaml;
+  };
+  constexpr size_t n = 100000;
+  auto c = parse_agent_config(list(n), "agent.yaml");
+  ASSERT_EQ(c.queries.size(), n);
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(c.queries[i].id, i + 1);
+  EXPECT_EQ(c.queries[n - 1].name, "q" + std::to_string(n - 1));
+  EXPECT_EQ(parse_error(list(10000) + "- {name: q17}\n"),
+            "agent.yaml: queries[10000].name: name \"q17\" is already used by queries[17]");
+  EXPECT_EQ(parse_error(list(10000) + "- {name: last, id: 9999}\n"),
+            "agent.yaml: queries[10000].id: id 9999 is already used by queries[9998]");
 }
 
 TEST(AgentConfig, Overrides) {
@@ -531,6 +595,12 @@ TEST(AgentConfig, CollectedQueryErrorsNameTheArtifactAndParameter) {
             "period_ms");
   EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"period_ms", "5"}, {"period_ms", "6"}}}),
             "collect Outpost.Test.Clock: parameter period_ms: given twice");
+  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"period_ms", "0"}}}),
+            "collect Outpost.Test.Clock: parameter.period_ms: expected an integer from 1 to 86400000, "
+            "got \"0\"");
+  EXPECT_EQ(error({1, "Outpost.Test.Synthetic", "", {{"row_size", "1GiB"}}}),
+            "collect Outpost.Test.Synthetic: parameter.row_size: expected a size up to 4MiB (a row must "
+            "fit in one record), got \"1GiB\"");
   EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"type", "synthetic"}}}),
             "collect Outpost.Test.Clock: parameter type: not a parameter of this artifact");
 }

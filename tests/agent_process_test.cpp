@@ -168,6 +168,125 @@ std::pair<int, std::string> run_command(const TempDir& tmp, std::vector<std::str
   return {code, slurp(out)};
 }
 
+// Its mappings, or "" once it has exited.
+std::string maps_of(pid_t pid) { return slurp("/proc/" + std::to_string(pid) + "/maps"); }
+
+TEST_F(AgentTest, SigtermAtStartupGetsAnOrderedShutdown) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "a sanitizer's allocator maps its memory: there is no [heap] to wait for";
+#endif
+  const std::string agent_binary = fs::canonical(OUTPOST_AGENT).string();
+  write_config("{type: offline}", true);
+  for (int i = 0; i < 10; ++i) {
+    SCOPED_TRACE(i);
+    pid_t agent = start();
+    // Once exec'd (the agent's binary is mapped), its heap appears at the
+    // first malloc: in libstdc++'s initialisation, after the loader and
+    // before main and its option parsing (where the signals were still
+    // unblocked). Nothing of the agent's own code ran yet.
+    auto started_up = [&] {
+      std::string maps = maps_of(agent);
+      return maps.find(agent_binary) != std::string::npos && maps.find("[heap]") != std::string::npos;
+    };
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!started_up() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    kill(agent, SIGTERM);
+    ASSERT_EQ(wait_exit(agent), 0) << "128 + SIGTERM (15) means the signal killed it\n" << slurp(log);
+  }
+  EXPECT_TRUE(log_says("received: shutting down")) << slurp(log);
+}
+
+TEST_F(AgentTest, LogFileIsAlsoWrittenNotInsteadOfTheConsole) {
+  write_config("{type: offline}", false);
+  auto console = tmp.path("console.txt");
+  pid_t agent = started.add(spawn({OUTPOST_AGENT, "--config", config.string()}, console));
+  ASSERT_TRUE(eventually([&] { return log_says("agent running"); })) << slurp(console);
+  EXPECT_TRUE(eventually([&] { return slurp(console).find("agent running") != std::string::npos; }))
+      << slurp(console);
+  kill(agent, SIGTERM);
+  EXPECT_EQ(wait_exit(agent), 0);
+  EXPECT_NE(slurp(console).find("agent stopped"), std::string::npos) << slurp(console);
+  EXPECT_TRUE(log_says("agent stopped")) << slurp(log);
+}
+
+// What the process cannot hold is refused at start, exit 2, with the key
+// named: not exit 1 from mdb_env_open, nor a restart loop on bad_alloc.
+TEST_F(AgentTest, SizesBeyondWhatTheAgentCanHoldAreRefusedWithTheKeyNamed) {
+  write_config("{type: offline}", false);
+  auto huge = run_command(tmp, {"--config", config.string(), "--set", "buffer.limit=100000TiB"});
+  EXPECT_EQ(huge.first, 2) << huge.second;
+  EXPECT_NE(huge.second.find("--set: buffer.limit: expected a size up to 16TiB"), std::string::npos) << huge.second;
+
+  // Within the bound, but more address space than this process may have.
+  // (Not under a sanitizer: its shadow memory alone needs more than ulimit -v allows.)
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+  auto out = tmp.path("limited.out");
+  pid_t limited = spawn({"/bin/sh", "-c",
+                         "ulimit -v 3000000 && exec " + std::string(OUTPOST_AGENT) + " --config " +
+                             config.string() + " --set buffer.limit=2GiB"},
+                        out);
+  EXPECT_EQ(wait_exit(limited), 2) << slurp(out);
+  EXPECT_NE(slurp(out).find(config.string() + ": buffer.limit: a limit of 2147483648 bytes needs a map of 6400MiB, "
+                                               "more address space than this process can reserve"),
+            std::string::npos)
+      << slurp(out);
+#endif
+
+  std::ofstream(config, std::ios::trunc)
+      << "buffer: {dir: " << tmp.path("buf").string() << "}\nlink: offline\n"
+      << "queries: [{name: big, source: {type: synthetic, row_size: 1GiB}}]\n";
+  auto row_out = tmp.path("row.out");
+  pid_t row = started.add(spawn({OUTPOST_AGENT, "--config", config.string()}, row_out));
+  EXPECT_EQ(wait_exit(row, std::chrono::seconds(20)), 2) << slurp(row_out);
+  EXPECT_NE(slurp(row_out).find("queries[0].source.row_size: expected a size up to 4MiB"), std::string::npos)
+      << slurp(row_out);
+}
+
+TEST_F(AgentTest, LocalCommandsReadAndCheckTheConfiguration) {
+  const std::string one = "SELECT 1 AS One FROM info()";
+  // Refused, even where the command would not need the key.
+  EXPECT_EQ(run_command(tmp, {"--set", "log.levl=debug", "query", one}),
+            (std::pair<int, std::string>{
+                2, "outpost-agent: invalid configuration: --set: log.levl: unknown key; allowed: level, file\n"}));
+  EXPECT_EQ(run_command(tmp, {"artifacts", "list", "--set", "link=ftp:x"}),
+            (std::pair<int, std::string>{2, "outpost-agent: invalid configuration: --set: link: expected a map, "
+                                            "file, file:PATH or offline, got \"ftp:x\"\n"}));
+  std::ofstream(config) << "buffer: {limit: lots}\n";
+  EXPECT_EQ(run_command(tmp, {"--config", config.string(), "collect", "Linux.Sys.Users"}),
+            (std::pair<int, std::string>{2, "outpost-agent: invalid configuration: " + config.string() +
+                                                ": buffer.limit: expected a size such as 1000, 10kB, 64MiB or "
+                                                "1GiB, got \"lots\"\n"}));
+  auto missing = run_command(tmp, {"query", one, "--config", tmp.path("nope.yaml").string()});
+  EXPECT_EQ(missing.first, 2) << missing.second;
+  EXPECT_NE(missing.second.find("nope.yaml"), std::string::npos) << missing.second;
+
+  // A valid one is used: its log settings apply (a file beside the console).
+  write_config("{type: offline}", false);
+  EXPECT_EQ(run_command(tmp, {"--config", config.string(), "--set", "log.level=debug", "query", one}),
+            (std::pair<int, std::string>{0, "{\"One\":1}\n"}));
+  EXPECT_TRUE(fs::exists(log));
+}
+
+TEST_F(AgentTest, ArtifactsListShowsEachFirstSentenceWhole) {
+  auto list = run_command(tmp, {"artifacts", "list"});
+  ASSERT_EQ(list.first, 0);
+  // Its description's first sentence spans three lines of the YAML.
+  EXPECT_NE(list.second.find("\nLinux.Detection.Thumbdrives.List (event): When a removable drive is mounted, "
+                             "lists its files and watches it, reporting every file created, changed or moved "
+                             "onto it until it is removed.\n"),
+            std::string::npos)
+      << list.second;
+  EXPECT_NE(list.second.find("\nLinux.Network.Netstat: TCP and UDP sockets with the process that owns each, "
+                             "from /proc/net.\n"),
+            std::string::npos)
+      << list.second;
+  std::istringstream lines(list.second);
+  int n = 0;
+  for (std::string line; std::getline(lines, line); ++n) EXPECT_EQ(line.back(), '.') << line;
+  EXPECT_GE(n, 8);
+}
+
 TEST_F(AgentTest, QueryCollectAndArtifactsRunLocally) {
   EXPECT_EQ(run_command(tmp, {"query", "SELECT 1 + 1 AS Two, upcase(string=Who) AS W FROM info()", "-p", "Who=me"}),
             (std::pair<int, std::string>{0, "{\"Two\":2,\"W\":\"ME\"}\n"}));

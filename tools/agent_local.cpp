@@ -2,9 +2,11 @@
 
 #include <caf/all.hpp>
 
+#include <cctype>
 #include <condition_variable>
 #include <iostream>
 #include <mutex>
+#include <sstream>
 
 #include "actors/system_config.hpp"
 #include "queries/agent_sources.hpp"
@@ -104,11 +106,29 @@ int run_local_artifact(const std::string& name, const Parameters& parameters, si
   return run_local(spec, max_rows);
 }
 
-int list_artifacts() {
-  for (auto& [name, a] : ArtifactRepository::builtin().all()) {
-    std::string first_line = a.description.substr(0, a.description.find('\n'));
-    std::cout << name << (a.event ? " (event)" : "") << ": " << first_line << "\n";
+namespace {
+
+// A description's first sentence, on one line: up to the first '.', '!' or
+// '?' that ends the text or is followed by a space and a capital letter (so
+// "e.g. this" and "/proc/net.x" do not end it); the whole text if none does.
+std::string first_sentence(const std::string& description) {
+  std::string text;  // the words, one space between each
+  std::istringstream words(description);
+  for (std::string word; words >> word;) text += (text.empty() ? "" : " ") + word;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '.' && text[i] != '!' && text[i] != '?') continue;
+    if (i + 1 == text.size()) break;
+    if (text[i + 1] == ' ' && i + 2 < text.size() && std::isupper(static_cast<unsigned char>(text[i + 2])))
+      return text.substr(0, i + 1);
   }
+  return text;
+}
+
+}  // namespace
+
+int list_artifacts() {
+  for (auto& [name, a] : ArtifactRepository::builtin().all())
+    std::cout << name << (a.event ? " (event)" : "") << ": " << first_sentence(a.description) << "\n";
   return 0;
 }
 

@@ -2,7 +2,9 @@
 // outpost-agent's one-shot commands, run without buffer or collector:
 //   outpost-agent query "<VQL>" [--param k=v]     rows as JSON lines on stdout
 //   outpost-agent collect <Artifact> [--param k=v]
-//   outpost-agent artifacts list | show <Name>
+//   outpost-agent artifacts list | show <Name>   list: each one's first sentence
+// outpost-agent has read and checked the configuration (--config, --set) and
+// set up its log before calling these.
 
 #include <string>
 #include <utility>

@@ -1,6 +1,7 @@
 // outpost-agent: runs the buffer, the link and the configured queries until
 // SIGTERM or SIGINT, then shuts down in order (a second signal forces exit).
-// Its subcommands (query, collect, artifacts) run VQL once, locally.
+// Its subcommands (query, collect, artifacts) run VQL once, locally, with
+// the same configuration (checked the same way, its log settings applied).
 
 #include <caf/all.hpp>
 #include <signal.h>
@@ -29,15 +30,32 @@ namespace {
 
 using namespace outpost;
 
+// Log lines go to stderr, and also to log.file when one is given.
 void setup_logging(const LogSpec& log) {
-  std::shared_ptr<spdlog::logger> logger;
-  if (log.file.empty())
-    logger = spdlog::stderr_color_mt("outpost");
-  else
-    logger = spdlog::basic_logger_mt("outpost", log.file);
+  std::vector<spdlog::sink_ptr> sinks{std::make_shared<spdlog::sinks::stderr_color_sink_mt>()};
+  if (!log.file.empty()) sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(log.file));
+  auto logger = std::make_shared<spdlog::logger>("outpost", sinks.begin(), sinks.end());
   logger->set_level(spdlog::level::from_str(log.level));
   logger->flush_on(spdlog::level::info);  // lifecycle lines reach the file at once
   spdlog::set_default_logger(logger);
+}
+
+// The configuration file (or the built-in one) with every override applied,
+// checked as a run needs it: VQL and artifacts are refused now, with the
+// query named, rather than in a restart loop. Throws ConfigError.
+AgentConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::string origin = path.empty() ? "built-in config" : path;
+  AgentConfig config = path.empty() ? parse_agent_config(default_agent_config_yaml(), origin)
+                                    : load_agent_config(path);
+  for (auto& o : overrides) apply_override(config, o);
+  check_agent_config(config, origin);
+  auto sources = vql::agent_sources(vql::ArtifactRepository::builtin(), nullptr);
+  for (auto& q : config.queries) try {
+      sources.check(q);
+    } catch (const std::exception& e) {
+      throw ConfigError(origin + ": query " + q.name + ": " + e.what());
+    }
+  return config;
 }
 
 // First SIGINT/SIGTERM: ordered shutdown. Second: exit now.
@@ -126,9 +144,33 @@ int run(const AgentConfig& config, sigset_t signals) {
   return failed ? 1 : 0;
 }
 
+sigset_t shutdown_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  return signals;
+}
+
+// SIGINT and SIGTERM are blocked before any of the process's own code runs,
+// and wait for the watcher thread that starts once the actors run: one that
+// comes during startup (the libraries' initialisation, options,
+// configuration, opening the buffer) still gets an ordered shutdown. CAF's
+// threads, started later, inherit the mask. An executable's .preinit_array
+// runs after the dynamic loader and before every library's initialisation:
+// only a signal during the loading itself still ends the process by default.
+void block_shutdown_signals(int, char**, char**) {
+  sigset_t signals = shutdown_signals();
+  sigprocmask(SIG_BLOCK, &signals, nullptr);  // one thread yet
+}
+[[gnu::section(".preinit_array"), gnu::used]] void (*const block_signals_first)(int, char**, char**) =
+    block_shutdown_signals;
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  sigset_t signals = shutdown_signals();  // blocked already; the one-shot commands unblock them
+
   CLI::App app{
       "outpost-agent: runs monitoring queries and buffers their rows on disk until the link "
       "has delivered them"};
@@ -141,6 +183,11 @@ int main(int argc, char** argv) {
                  "override a key, e.g. --set buffer.limit=64MiB --set link=offline "
                  "--set link=file:out.jsonl --set log.level=debug (repeatable)");
   app.add_flag("--print-default-config", print_default, "print the built-in configuration and exit");
+  app.footer(
+      "query, collect and artifacts run here, once, without buffer or link; they read and check "
+      "the configuration as a run does, and log as its log section says. Exit codes: 0 done, 1 "
+      "failed, 2 refused (usage, configuration, query), 130 forced by a second signal.");
+  app.fallthrough();  // --config and --set may also follow a command
 
   std::string vql, artifact;
   std::vector<std::string> params;
@@ -159,11 +206,32 @@ int main(int argc, char** argv) {
   std::string show_name;
   artifacts_cmd->add_subcommand("show", "one artifact's YAML")->add_option("name", show_name)->required();
   app.require_subcommand(0, 1);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help is 0; a usage error is refused, 2
+  }
+
+  if (print_default) {
+    std::cout << default_agent_config_yaml();
+    return 0;
+  }
+  AgentConfig config;
+  try {
+    config = load_config(config_path, overrides);
+  } catch (const ConfigError& e) {
+    std::cerr << "outpost-agent: invalid configuration: " << e.what() << "\n";
+    return 2;
+  }
+  try {
+    setup_logging(config.log);
+  } catch (const std::exception& e) {
+    std::cerr << "outpost-agent: log.file: " << e.what() << "\n";
+    return 1;
+  }
 
   if (*query_cmd || *collect_cmd || *artifacts_cmd) try {
-    spdlog::set_default_logger(spdlog::stderr_color_mt("outpost"));
-    spdlog::set_level(spdlog::level::warn);
+    pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
     if (*artifacts_cmd)
       return artifacts_cmd->got_subcommand("list") ? tools::list_artifacts() : tools::show_artifact(show_name);
     tools::Parameters parameters;
@@ -180,47 +248,14 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // Signals wait for the watcher thread (started once the actors run), from
-  // the start: a SIGTERM during startup still gets an ordered shutdown. Blocked
-  // before CAF starts its threads, which inherit the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
-  if (print_default) {
-    std::cout << default_agent_config_yaml();
-    return 0;
-  }
-  AgentConfig config;
   try {
-    config = config_path.empty() ? parse_agent_config(default_agent_config_yaml(), "built-in config")
-                                 : load_agent_config(config_path);
-    for (auto& o : overrides) apply_override(config, o);
-    std::string origin = config_path.empty() ? "built-in config" : config_path;
-    check_agent_config(config, origin);
-    // VQL and artifacts: refused now, with the query named, rather than in a restart loop.
-    auto sources = vql::agent_sources(vql::ArtifactRepository::builtin(), nullptr);
-    for (auto& q : config.queries) try {
-        sources.check(q);
-      } catch (const std::exception& e) {
-        throw ConfigError(origin + ": query " + q.name + ": " + e.what());
-      }
-  } catch (const ConfigError& e) {
-    std::cerr << "outpost-agent: invalid configuration: " << e.what() << "\n";
-    return 2;
-  }
-  try {
-    setup_logging(config.log);
     if (config.link.kind == LinkSpec::Kind::file) {
       auto parent = std::filesystem::path(config.link.path).parent_path();
       if (!parent.empty()) std::filesystem::create_directories(parent);
     }
     return run(config, signals);
   } catch (const std::exception& e) {
-    spdlog::critical("{}", e.what());
-    std::cerr << "outpost-agent: " << e.what() << "\n";
+    spdlog::critical("{}", e.what());  // on stderr, and in the log file
     return 1;
   }
 }
