@@ -15,6 +15,7 @@
 #include "net/collector_store.hpp"
 #include "net/net_link.hpp"
 #include "persistence/buffer_store.hpp"
+#include "persistence/meta.hpp"
 #include "tests/fault_proxy/fault_proxy.hpp"
 #include "tests/e2e_fixture.hpp"
 
@@ -164,13 +165,37 @@ TEST_F(EndToEnd, FlappingThenThrottledLinkKeepsExactlyOnce) {
   AgentOptions via_proxy;
   via_proxy.target = proxy.port();
   start_agent(20000, 5000, via_proxy);  // four seconds of rows
-  std::this_thread::sleep_for(std::chrono::seconds(2));
-  EXPECT_GE(proxy.connections_accepted(), 3u);
+  ASSERT_TRUE(eventually([&] { return proxy.connections_accepted() >= 3; })) << slurp(agent_log);
   proxy.cut_every(std::chrono::milliseconds(0));
   proxy.set_rate(1024 * 1024);
   ASSERT_TRUE(eventually([&] { return delivered().size() >= 20000; }, std::chrono::seconds(90)))
       << delivered().size() << " rows\n" << slurp(agent_log);
   EXPECT_EQ(delivered(), one_to(20000));
+}
+
+// The bytes an agent's buffer holds, as its last commit left them, read from
+// another process (LMDB readers never wait for, nor disturb, the writer).
+uint64_t buffered_bytes(const fs::path& dir) {
+  if (!fs::exists(dir / "data.mdb")) return 0;
+  MDB_env* env = nullptr;
+  EXPECT_EQ(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 8);
+  uint64_t bytes = 0;
+  if (mdb_env_open(env, dir.c_str(), MDB_RDONLY | MDB_NOTLS, 0600) == 0) {
+    MDB_txn* txn = nullptr;
+    MDB_dbi dbi;
+    MDB_val key{sizeof persistence::meta_format::kKey, const_cast<char*>(persistence::meta_format::kKey)};
+    MDB_val value;
+    persistence::Meta meta;
+    if (mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0) {
+      if (mdb_dbi_open(txn, "meta", 0, &dbi) == 0 && mdb_get(txn, dbi, &key, &value) == 0 &&
+          persistence::meta_format::decode(value, meta) == persistence::meta_format::Decoded::ok)
+        bytes = meta.live_bytes();
+      mdb_txn_abort(txn);
+    }
+  }
+  mdb_env_close(env);
+  return bytes;
 }
 
 TEST_F(EndToEnd, CollectorDownFillsTheBufferThenEverythingArrivesOnce) {
@@ -180,8 +205,11 @@ TEST_F(EndToEnd, CollectorDownFillsTheBufferThenEverythingArrivesOnce) {
   AgentOptions small;
   small.limit = "256KiB";  // about 2,500 of the 20,000 rows fit
   pid_t agent = start_agent(20000, 20000, small);
-  std::this_thread::sleep_for(std::chrono::seconds(2));  // the query is paused at the limit by now
-  EXPECT_TRUE(delivered().empty());
+  // The buffer fills while nothing can leave it, to within a batch (~20 KB) of its limit.
+  uint64_t limit = 256 * 1024;
+  ASSERT_TRUE(eventually([&] { return buffered_bytes(tmp.path("buf")) >= limit * 3 / 4; }))
+      << buffered_bytes(tmp.path("buf")) << " bytes buffered\n" << slurp(agent_log);
+  EXPECT_LE(buffered_bytes(tmp.path("buf")), limit);
   start_collector();
   ASSERT_TRUE(eventually([&] { return delivered().size() >= 20000; }, std::chrono::seconds(90)))
       << delivered().size() << " rows\n" << slurp(agent_log);
@@ -236,7 +264,10 @@ TEST_F(EndToEnd, LiveRowsAreNotStuckBehindABacklog) {
          "max_rows: 600000}}\n"
       << "  - {name: live, lane: events, source: {type: clock, period_ms: 20}}\n";
   procs.add(spawn({OUTPOST_AGENT, "--config", config.string()}));
-  std::this_thread::sleep_for(std::chrono::seconds(3));  // the buffer fills (256 MiB of results)
+  // The buffer fills with results (600,000 rows of 512 bytes do not fit its 256 MiB).
+  ASSERT_TRUE(eventually([&] { return buffered_bytes(tmp.path("buf")) >= (192ull << 20); },
+                         std::chrono::seconds(60)))
+      << buffered_bytes(tmp.path("buf")) << " bytes buffered\n" << slurp(agent_log);
   start_collector();
   auto up = schemas::now_ns();
 
