@@ -156,6 +156,10 @@ caf::settings status_of(Self self) {
   put_count(s, "store_commits", stats.commits);  // every write transaction, acks included
   put_count(s, "acks", st.acks);
   put_count(s, "quarantined", stats.quarantined.records);
+  put_count(s, "damage.salvaged", stats.damage.salvaged);  // records kept from damaged files
+  put_count(s, "damage.lost", stats.damage.lost);
+  if (stats.damage.lost_unknown) caf::put(s, "damage.lost_unknown", true);
+  if (!stats.damage.last.empty()) caf::put(s, "damage.last", stats.damage.last);
   put_count(s, "file_bytes", stats.file_bytes);
   if (!st.last_error.empty()) caf::put(s, "last_error", st.last_error);
   return s;
