@@ -47,9 +47,25 @@ struct Start {
   std::string text;
 };
 
-// Opens the store in a child process as the agent does, reads every lane to
-// its end, acks what it read, and stops cleanly.
-Start start_agent(const StoreOptions& o) {
+// Reads every lane to its end and acks what it read, as the link does.
+uint64_t deliver_all(BufferStore& store) {
+  uint64_t delivered = 0;
+  for (size_t i = 0; i < kLaneCount; ++i) {
+    uint64_t after = 0;
+    for (;;) {
+      auto got = store.read(static_cast<Lane>(i), after, 1000, 4 << 20);
+      if (got.records.empty()) break;
+      delivered += got.records.size();
+      after = got.records.back().seq;
+    }
+    if (after) store.ack(static_cast<Lane>(i), after);
+  }
+  return delivered;
+}
+
+// Opens the store in a child process as the agent does, delivers everything
+// and stops cleanly; `while_open` runs between the open and the reads.
+Start start_agent(const StoreOptions& o, const std::function<void()>& while_open = {}) {
   int fds[2];
   if (pipe(fds) != 0) return {"pipe failed"};
   pid_t pid = fork();
@@ -58,18 +74,11 @@ Start start_agent(const StoreOptions& o) {
     std::ostringstream out;
     try {
       BufferStore store(o);
+      if (while_open) while_open();
       auto& r = store.open_report();
-      uint64_t delivered = 0;
-      for (size_t i = 0; i < kLaneCount; ++i) {
-        uint64_t after = 0;
-        for (;;) {
-          auto got = store.read(static_cast<Lane>(i), after, 1000, 4 << 20);
-          if (got.records.empty()) break;
-          delivered += got.records.size();
-          after = got.records.back().seq;
-        }
-        if (after) store.ack(static_cast<Lane>(i), after);
-      }
+      uint64_t delivered = deliver_all(store);
+      auto damage = store.stats().damage;
+      if (while_open) out << damage.salvages << ' ' << damage.lost << ' ';
       out << delivered << ' ' << r.salvaged << ' ' << r.lost << ' ' << r.lost_unknown << ' '
           << bool(r.set_aside_to) << ' ' << r.checked << ' ' << store.stats().records << ' '
           << r.reason;
@@ -247,6 +256,30 @@ TEST_F(Damage, TruncatedToZeroIsReportedAsLoss) {
   Start second = start_agent(o_);
   EXPECT_EQ(second.end, "exit 0") << second.text;
   EXPECT_EQ(second.lost, 0u) << "one loss reported twice: " << second.text;
+}
+
+// Damage that appears while the store is open (a branch page's child turns
+// into a page that does not exist) is salvaged on the spot by the read that
+// meets it: the lane moves on instead of failing every read.
+TEST_F(Damage, MetWhileOpenIsSalvagedAndTheLaneMovesOn) {
+  auto branches = pages_with(data_, kBranch);
+  ASSERT_FALSE(branches.empty());
+  size_t p = branches.front();
+  uint16_t lower, node;
+  std::memcpy(&lower, &data_[p * kPage + 12], 2);
+  std::memcpy(&node, &data_[p * kPage + 16 + 2 * ((lower - 16) / 2 / 2)], 2);
+  Start s = start_agent(o_, [&] {
+    std::fstream f(file_, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(p * kPage + node);
+    f.write("\xff\xff\xff\xff", 4);
+  });
+  std::istringstream in(s.text);
+  uint64_t salvages = 0, lost = 0, delivered = 0;
+  in >> salvages >> lost >> delivered;
+  EXPECT_EQ(s.end, "exit 0") << s.text;
+  EXPECT_EQ(salvages, 1u) << s.text;
+  EXPECT_GT(lost, 0u) << s.text;
+  EXPECT_EQ(delivered + lost, n_) << s.text;
 }
 
 // A store whose owner dies at every start is rebuilt by the third start,
