@@ -8,9 +8,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <sstream>
 
@@ -30,8 +32,9 @@ constexpr const char* kLaneDbNames[kLaneCount] = {"lane.control", "lane.events",
                                                   "lane.uploads"};
 // A child that reports nothing for this long is stuck in damaged pages.
 constexpr auto kChildTimeout = std::chrono::seconds(60);
-// A child's heap: LMDB freeing pages without end must end in ENOMEM, not swap.
-constexpr rlim_t kChildDataLimit = rlim_t{1} << 30;
+// A child's heap may grow this much: LMDB freeing pages without end must end
+// in ENOMEM, not swap.
+constexpr rlim_t kChildDataGrowth = rlim_t{1} << 30;
 // Children restarted past a spot where one died, at most, per salvage.
 constexpr int kMaxCrashes = 256;
 // Salvaged records per transaction of the new environment.
@@ -82,8 +85,16 @@ ChildEnd run_child(const std::function<void(const Out&)>& body,
   if (pid == 0) {
     ::close(fds[0]);
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a parent killed meanwhile takes its child along
-    rlimit limit{kChildDataLimit, kChildDataLimit};
-    ::setrlimit(RLIMIT_DATA, &limit);
+    // Above what the process already has (a sanitizer's shadow counts too).
+    rlim_t data_kib = 0;
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("VmData:", 0) == 0) data_kib = std::stoull(line.substr(7));
+    rlimit limit;
+    if (data_kib && ::getrlimit(RLIMIT_DATA, &limit) == 0) {
+      limit.rlim_cur = std::min(limit.rlim_max, data_kib * 1024 + kChildDataGrowth);
+      ::setrlimit(RLIMIT_DATA, &limit);
+    }
     Out out{fds[1]};
     try {
       body(out);
