@@ -20,6 +20,8 @@ constexpr auto kAckDelay = std::chrono::milliseconds(50);
 // notification: live rows skip a read (a thread hop and a transaction).
 // Bigger commits are a backlog, which the link reads in upload-sized pieces.
 constexpr uint64_t kFreshBytes = 64 << 10;
+// Records a purge looks at per message: the buffer's other work waits for one slice only.
+constexpr size_t kPurgeSlice = 10000;
 
 // What one commit tells the link, per lane.
 struct Committed {
@@ -156,6 +158,10 @@ caf::settings status_of(Self self) {
   put_count(s, "store_commits", stats.commits);  // every write transaction, acks included
   put_count(s, "acks", st.acks);
   put_count(s, "quarantined", stats.quarantined.records);
+  put_count(s, "damage.salvaged", stats.damage.salvaged);  // records kept from damaged files
+  put_count(s, "damage.lost", stats.damage.lost);
+  if (stats.damage.lost_unknown) caf::put(s, "damage.lost_unknown", true);
+  if (!stats.damage.last.empty()) caf::put(s, "damage.last", stats.damage.last);
   put_count(s, "file_bytes", stats.file_bytes);
   if (!st.last_error.empty()) caf::put(s, "last_error", st.last_error);
   return s;
@@ -281,28 +287,48 @@ buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> 
         self->state.store->quarantine(lane, seqs);
       },
       [=](purge_atom, uint64_t query_id) -> caf::result<uint64_t> {
-        return guarded("purge", [&]() -> caf::result<uint64_t> {
-          auto& st = self->state;
-          // Its appends still waiting for space are refused: they came before the cancel.
-          uint64_t refused = 0;
-          for (auto it = st.waiting.begin(); it != st.waiting.end();) {
-            if (it->record.query_id != query_id) {
-              ++it;
-              continue;
-            }
-            it->promise.deliver(caf::make_error(caf::sec::runtime_error, "query cancelled"));
-            it = st.waiting.erase(it);
-            ++refused;
+        auto& st = self->state;
+        // Its appends still waiting for space are refused: they came before the cancel.
+        uint64_t refused = 0;
+        for (auto it = st.waiting.begin(); it != st.waiting.end();) {
+          if (it->record.query_id != query_id) {
+            ++it;
+            continue;
           }
-          uint64_t purged = st.store->purge(query_id);
-          spdlog::info("buffer: purged {} records and {} waiting appends of query {}", purged,
-                       refused, query_id);
-          if ((purged || refused) && !st.waiting.empty()) {
-            st.blocked = false;
-            if (!try_commit(self)) retry_later(self);
+          it->promise.deliver(caf::make_error(caf::sec::runtime_error, "query cancelled"));
+          it = st.waiting.erase(it);
+          ++refused;
+        }
+        auto promise = self->make_response_promise<uint64_t>();
+        st.purges.push_back({query_id, {}, refused, promise});
+        if (st.purges.size() == 1) self->send(self, purge_atom::value);
+        return promise;
+      },
+      [=](purge_atom) {
+        auto& st = self->state;
+        if (st.purges.empty()) return;
+        auto& p = st.purges.front();
+        uint64_t purged = 0;
+        try {
+          purged = st.store->purge_slice(p.query_id, p.at, kPurgeSlice);
+          p.count += purged;
+          if (p.at.done) {
+            if (p.count)
+              spdlog::info("buffer: purged {} records and waiting appends of query {}", p.count,
+                           p.query_id);
+            p.promise.deliver(p.count);
+            st.purges.pop_front();
           }
-          return purged + refused;
-        });
+        } catch (const persistence::StoreError& e) {
+          spdlog::error("buffer: purge of query {} failed: {}", p.query_id, e.what());
+          p.promise.deliver(caf::make_error(caf::sec::runtime_error, std::string("purge: ") + e.what()));
+          st.purges.pop_front();
+        }
+        if (purged && !st.waiting.empty()) {
+          st.blocked = false;
+          if (!try_commit(self)) retry_later(self);
+        }
+        if (!st.purges.empty()) self->send(self, purge_atom::value);
       },
       [=](subscribe_atom, link_actor link) { self->state.link = std::move(link); },
       [=](settle_atom) { return settle(self); },

@@ -30,7 +30,17 @@ struct buffer_state {
     caf::typed_response_promise<uint64_t> promise;
   };
 
+  // A purge under way: one slice per message, so reads, acks and appends
+  // never wait for a whole store's scan.
+  struct Purge {
+    uint64_t query_id;
+    persistence::PurgeCursor at;
+    uint64_t count;  // records purged and waiting appends refused so far
+    caf::typed_response_promise<uint64_t> promise;
+  };
+
   std::shared_ptr<persistence::BufferStore> store;
+  std::deque<Purge> purges;  // FIFO; the front one is under way
   std::deque<Waiting> waiting;  // FIFO: appends not yet committed
   std::array<uint64_t, schemas::kLaneCount> ack_through{};  // 0: nothing pending on that lane
   std::vector<PendingAck> pending_acks;

@@ -62,6 +62,8 @@ using buffer_actor = caf::typed_actor<
     caf::reacts_to<quarantine_atom, Lane, std::vector<uint64_t>>,
     // Deletes a query's records and refuses its waiting appends; answers how many.
     caf::replies_to<purge_atom, uint64_t>::with<uint64_t>,
+    // Internal: purge the next slice of the oldest purge under way.
+    caf::reacts_to<purge_atom>,
     // Tells the buffer which link to notify after each commit.
     caf::reacts_to<subscribe_atom, link_actor>,
     // Internal: commit what the mailbox held when this arrived.

@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "persistence/record_format.hpp"
+#include "persistence/recovery.hpp"
 
 namespace outpost::persistence {
 namespace fs = std::filesystem;
@@ -19,6 +20,11 @@ constexpr const char* kLaneDbNames[kLaneCount] = {"lane.control", "lane.events",
 constexpr const char* kDataFile = "data.mdb";
 constexpr const char* kLmdbLockFile = "lock.mdb";
 constexpr const char* kCompactDir = "compact.tmp";
+constexpr const char* kSalvageDir = "salvage.tmp";
+// Opens in a row that ended without a clean stop before the file is rebuilt
+// by a salvage even when its check passed: damage the check cannot see must
+// not make a crash loop.
+constexpr unsigned kMaxUncleanOpens = 3;
 // Seqs reserved per SEQ_FLOOR write: one extra fsync per this many records.
 constexpr uint64_t kSeqFloorBlock = 1ull << 24;
 
@@ -86,6 +92,13 @@ AppendResult refused(AppendOutcome outcome, std::string reason) {
 
 }  // namespace
 
+// One text for the whole family: the kernel says ENOSPC, EDQUOT or EFBIG,
+// and LMDB turns a short write (what a full disk usually gives first) into
+// EIO, so the errno alone would alternate between causes for one full disk.
+std::string BufferStore::disk_full_reason() const {
+  return "disk full: the file system refused a write to " + options_.dir.string();
+}
+
 const char* to_string(AppendOutcome outcome) {
   switch (outcome) {
     case AppendOutcome::ok: return "ok";
@@ -105,12 +118,159 @@ BufferStore::BufferStore(StoreOptions options)
     options_.map_size_bytes = (options_.limit_bytes * 3 + 256 * mib + mib - 1) / mib * mib;
   }
   fs::remove_all(options_.dir / kCompactDir);  // left by a crash during compaction
-  seq_floor_ = read_seq_floor(options_.dir).value_or(0);
-  reopen();
+  fs::remove_all(options_.dir / kSalvageDir);  // left by a crash during a salvage
+  auto floor = read_seq_floor(options_.dir);
+  seq_floor_ = floor.value_or(0);
+  auto stop = parse_stop_state(lock_.note_at_open());
+  StopState opening;
+  opening.unclean_opens = stop && !stop->clean ? stop->unclean_opens + 1 : 1;
+  lock_.write_note(format_stop_state(opening));
+  if (stop && stop->clean) clean_records_ = stop->records;
+  {
+    std::unique_lock<std::shared_mutex> lock(env_mutex_);
+    check_before_open(stop, floor.has_value());
+    reopen_locked();
+  }
   compact_if_drained();
+  opening_ = false;
 }
 
-BufferStore::~BufferStore() = default;
+// A clean stop records the data file's identity: the next open skips the
+// check unless the file changed meanwhile.
+BufferStore::~BufferStore() {
+  bool usable = env_ != nullptr;
+  env_.reset();
+  if (!usable) return;
+  try {
+    StopState clean;
+    clean.clean = true;
+    clean.records = meta_.records();
+    if (auto id = identity_of(data_file())) clean.data = *id;
+    lock_.write_note(format_stop_state(clean));
+  } catch (const std::exception& e) {
+    spdlog::warn("buffer {}: could not record the clean stop: {}", options_.dir.string(), e.what());
+  }
+}
+
+// Before LMDB maps the file: was it emptied, or may it be damaged? A file
+// that may be is walked in a child process, and salvaged if the walk finds
+// damage or if opens keep ending without a clean stop. Under env_mutex_.
+void BufferStore::check_before_open(const std::optional<StopState>& stop, bool existed) {
+  auto id = identity_of(data_file());
+  if (!id || id->size == 0) {
+    // SEQ_FLOOR is written by a store's first commit: this one held a file.
+    if (existed) {
+      std::string why = data_file().string() + (id ? " is empty" : " is missing");
+      note_loss(clean_records_, why);
+      spdlog::error("buffer {}: {} although the buffer existed: {} records are lost; starting a "
+                    "fresh buffer",
+                    options_.dir.string(), why,
+                    clean_records_ ? std::to_string(*clean_records_) : "an unknown number of");
+    }
+    return;
+  }
+  if (!lmdb::check_data_file(data_file().string()).empty()) return;  // set aside by open_env
+  bool changed = !stop || !stop->clean || !(stop->data == *id);
+  bool looping = stop && !stop->clean && stop->unclean_opens + 1 >= kMaxUncleanOpens;
+  if (!changed) return;
+  auto check = recovery::check(options_.dir, options_.map_size_bytes);
+  report_.checked = true;
+  if (!check.healthy) {
+    salvage_locked(check.problem);
+  } else if (looping) {
+    salvage_locked(std::to_string(stop->unclean_opens + 1) +
+                   " opens in a row ended without a clean stop");
+  } else if (check.corrupt_records) {
+    spdlog::warn("buffer {}: {} records fail their checksum; reads will quarantine them",
+                 options_.dir.string(), check.corrupt_records);
+  }
+}
+
+// Copies what can be read into a fresh file, which replaces the damaged one
+// (kept as <dir>.damaged-<time>/data.mdb). The data file is valid at every
+// step: a crash during a salvage only means another salvage.
+void BufferStore::salvage_locked(const std::string& why) {
+  fs::path tmp = options_.dir / kSalvageDir;
+  fs::remove_all(tmp);
+  fs::create_directory(tmp);
+  spdlog::error("buffer {} is damaged ({}); salvaging what can be read into a fresh file",
+                options_.dir.string(), why);
+  auto s = recovery::salvage(options_.dir, tmp, options_.map_size_bytes);
+  fsync_path(tmp / kDataFile);
+  fs::path target = options_.dir.string() + ".damaged-" + utc_stamp();
+  for (int n = 1; fs::exists(target); ++n)
+    target = options_.dir.string() + ".damaged-" + utc_stamp() + "-" + std::to_string(n);
+  fs::create_directories(target);
+  fs::create_hard_link(data_file(), target / kDataFile);
+  fsync_path(target);
+  fs::rename(tmp / kDataFile, data_file());  // atomic: the damaged file or the salvaged one
+  std::error_code ec;
+  fs::remove(options_.dir / kLmdbLockFile, ec);
+  fsync_path(options_.dir);
+  fsync_path(options_.dir.parent_path());
+  fs::remove_all(tmp, ec);
+  StopState opening;
+  opening.unclean_opens = 1;  // a fresh file: the crash-loop count starts again
+  lock_.write_note(format_stop_state(opening));
+
+  std::optional<uint64_t> lost;
+  if (s.expected) lost = *s.expected - std::min(*s.expected, s.salvaged);
+  std::string detail = s.problem.empty() ? why : why + "; " + s.problem;
+  if (opening_) {
+    report_.set_aside_to = target;
+    report_.reason = detail;
+    report_.salvaged += s.salvaged;
+  }
+  note_loss(lost, detail);
+  {
+    std::lock_guard<std::mutex> guard(stats_mutex_);
+    ++damage_.salvages;
+    damage_.salvaged += s.salvaged;
+  }
+  spdlog::error("buffer {}: salvaged {} records, lost {}{}; the damaged file was kept at {}",
+                options_.dir.string(), s.salvaged, lost ? std::to_string(*lost) : "an unknown number",
+                s.crashes ? " (LMDB crashed " + std::to_string(s.crashes) + " times on it)" : "",
+                target.string());
+}
+
+void BufferStore::note_loss(std::optional<uint64_t> lost, const std::string& why) {
+  bool unknown = !lost;
+  {
+    std::lock_guard<std::mutex> guard(stats_mutex_);
+    damage_.lost += lost.value_or(0);
+    damage_.lost_unknown |= unknown;
+    damage_.last = why;
+  }
+  if (!opening_) return;
+  report_.lost += lost.value_or(0);
+  report_.lost_unknown |= unknown;
+  if (report_.reason.empty()) report_.reason = why;
+}
+
+// Damage met while the file is in use: salvage it, then carry on.
+void BufferStore::recover(const std::string& why) {
+  std::unique_lock<std::shared_mutex> lock(env_mutex_);
+  env_.reset();
+  salvage_locked(why);
+  reopen_locked();
+}
+
+template <class F>
+auto BufferStore::recovering(F f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const StoreError& e) {
+    int rc = e.code();
+    if (rc != MDB_CORRUPTED && rc != MDB_PAGE_NOTFOUND && rc != MDB_BAD_TXN) throw;
+    recover(e.what());
+    return f();
+  }
+}
+
+Meta BufferStore::meta() const {
+  std::lock_guard<std::mutex> guard(stats_mutex_);
+  return meta_;
+}
 
 fs::path BufferStore::data_file() const { return options_.dir / kDataFile; }
 
@@ -138,7 +298,7 @@ void BufferStore::reopen_locked() {
 }
 
 const lmdb::Env& BufferStore::env() const {
-  if (!env_) const_cast<BufferStore*>(this)->reopen();
+  if (!env_) throw StoreError("buffer " + options_.dir.string() + " has no usable environment", MDB_PANIC);
   return *env_;
 }
 
@@ -177,15 +337,18 @@ void BufferStore::open_env() {
   if (decoded == meta_format::Decoded::damaged) {
     meta = rebuild_meta(txn);
     if (rc != MDB_NOTFOUND || meta.records() || meta.quarantined.records) {
-      report_.meta_rebuilt = true;
-      report_.reason = rc == MDB_NOTFOUND ? "meta record missing" : "meta record damaged";
+      std::string why = rc == MDB_NOTFOUND ? "meta record missing" : "meta record damaged";
+      if (opening_) {
+        report_.meta_rebuilt = true;
+        if (report_.reason.empty()) report_.reason = why;
+      }
       spdlog::warn("buffer {}: {}; accounting recomputed by a full scan ({} records, {} bytes)",
-                   dir, report_.reason, meta.records(), meta.live_bytes());
+                   dir, why, meta.records(), meta.live_bytes());
     }
   } else if (options_.sync == SyncPolicy::none) {
     // Without fsync a power loss may roll the meta record back; SEQ_FLOOR is
     // always synced and lies above every seq handed out.
-    meta.next_seq = std::max(meta.next_seq, seq_floor_);
+    meta.next_seq = std::max(meta.next_seq, seq_floor_.load());
   }
   lmdb::check(commit(txn, meta), "mdb_txn_commit", dir + " (open)");
 }
@@ -213,7 +376,7 @@ Meta BufferStore::rebuild_meta(const lmdb::Txn& txn) const {
     meta.quarantined.bytes += rf::accounted_bytes(value);
     max_seq = std::max(max_seq, seq_of_quarantine_key(key));
   }
-  meta.next_seq = std::max({max_seq + 1, seq_floor_, meta_.next_seq, clock_micros()});
+  meta.next_seq = std::max({max_seq + 1, seq_floor_.load(), this->meta().next_seq, clock_micros()});
   return meta;
 }
 
@@ -230,19 +393,23 @@ void BufferStore::set_aside(const std::string& reason) {
   spdlog::error("buffer {} cannot be opened ({}); its files were moved to {} and a fresh buffer "
                 "was started",
                 base.string(), reason, target.string());
-  report_.set_aside_to = target;
-  report_.reason = reason;
+  if (opening_) {
+    report_.set_aside_to = target;
+    report_.reason = reason;
+  }
+  note_loss(opening_ ? clean_records_ : std::nullopt, reason);
 }
 
 // LMDB refuses every transaction after a failed meta-page write (MDB_PANIC)
 // until the environment is reopened; do that once rather than fail forever.
-lmdb::Txn BufferStore::begin(bool read_only) const {
+lmdb::Txn BufferStore::begin(bool read_only) {
   try {
+    if (!env_) reopen();
     return lmdb::Txn(env(), read_only);
   } catch (const StoreError& e) {
     if (e.code() != MDB_PANIC) throw;
     spdlog::warn("buffer {}: {}; reopening the environment", options_.dir.string(), e.what());
-    const_cast<BufferStore*>(this)->reopen();
+    reopen();
     return lmdb::Txn(env(), read_only);
   }
 }
@@ -260,6 +427,7 @@ int BufferStore::commit(lmdb::Txn& txn, const Meta& next) {
   if (rc != MDB_SUCCESS) return rc;  // the transaction aborts with txn
   rc = txn.commit();
   if (rc == MDB_SUCCESS) {
+    std::lock_guard<std::mutex> guard(stats_mutex_);
     meta_ = next;
     ++commits_;
   }
@@ -304,12 +472,12 @@ AppendResult BufferStore::append(kj::ArrayPtr<const LaneBatch> batches) {
     rc = write_with_retry([&] { return write_batches(batches); });
   } catch (const StoreError& e) {
     if (!lmdb::is_disk_full(e.code())) throw;
-    return refused(AppendOutcome::disk_full, e.what());
+    return refused(AppendOutcome::disk_full, disk_full_reason());
   }
   if (rc != MDB_SUCCESS) {
+    if (lmdb::is_disk_full(rc)) return refused(AppendOutcome::disk_full, disk_full_reason());
     std::string why = std::string(mdb_strerror(rc)) + " writing to " + options_.dir.string();
     if (rc == MDB_MAP_FULL) return refused(AppendOutcome::full, why);
-    if (lmdb::is_disk_full(rc)) return refused(AppendOutcome::disk_full, why);
     lmdb::fail(rc, "append", options_.dir.string());
   }
   AppendResult result;
@@ -348,11 +516,10 @@ std::optional<rf::Header> BufferStore::inspect(const lmdb::Txn& txn, const MDB_v
 }
 
 ReadResult BufferStore::read(Lane lane, uint64_t after_seq, size_t max_records, size_t max_bytes) {
-  ReadResult out;
-  {
+  ReadResult out = recovering([&] {
     lmdb::Txn txn = begin(true);
-    out = scan(txn, lane, after_seq, max_records, max_bytes);
-  }
+    return scan(txn, lane, after_seq, max_records, max_bytes);
+  });
   if (!out.corrupt.empty()) quarantine(lane, out.corrupt);
   out.quarantined = out.corrupt.size();
   out.corrupt.clear();
@@ -362,8 +529,7 @@ ReadResult BufferStore::read(Lane lane, uint64_t after_seq, size_t max_records, 
 ReadResult BufferStore::read_concurrently(Lane lane, uint64_t after_seq, size_t max_records,
                                           size_t max_bytes) const {
   std::shared_lock<std::shared_mutex> lock(env_mutex_);
-  if (!env_) throw StoreError("buffer " + options_.dir.string() + " is being reopened", MDB_PANIC);
-  lmdb::Txn txn(*env_, true);
+  lmdb::Txn txn(env(), true);
   return scan(txn, lane, after_seq, max_records, max_bytes);
 }
 
@@ -489,101 +655,137 @@ BufferStore::Deleted BufferStore::delete_through(Lane lane, uint64_t through, si
 
 // Deleting needs new pages too (copy-on-write): at a full map or disk, ever
 // smaller transactions still make progress, so the buffer can always drain.
+// Bounded: at most one pass per chunk of the lane's records, plus the halvings.
 uint64_t BufferStore::ack(Lane lane, uint64_t through_seq) {
-  uint64_t freed = 0;
-  {
+  uint64_t freed = recovering([&] {
+    uint64_t bytes = 0;
     // An ack need not be durable: one that a crash undoes only brings back
     // records the collector already has and acks again. MDB_NOMETASYNC keeps
-    // atomicity and consistency and saves the meta page's own fsync.
+    // atomicity and consistency and saves the meta page's own fsync. LMDB
+    // 0.9 takes it per environment only; env_ is looked up again at the end
+    // because a reopen on the way replaces it (the new one starts without).
     bool lazy = options_.sync == SyncPolicy::full;
-    MDB_env* e = env().get();
-    if (lazy) lmdb::check(mdb_env_set_flags(e, MDB_NOMETASYNC, 1), "mdb_env_set_flags", where(lane));
-    KJ_DEFER(if (lazy) mdb_env_set_flags(e, MDB_NOMETASYNC, 0));
-    for (size_t chunk = kDeleteChunk;;) {
+    if (lazy) lmdb::check(mdb_env_set_flags(env().get(), MDB_NOMETASYNC, 1), "mdb_env_set_flags", where(lane));
+    KJ_DEFER(if (lazy && env_) mdb_env_set_flags(env_->get(), MDB_NOMETASYNC, 0));
+    uint64_t passes = meta_.lanes[index(lane)].records / kDeleteChunk + 64;
+    for (size_t chunk = kDeleteChunk; passes--;) {
       Deleted d = delete_through(lane, through_seq, chunk);
       if ((d.rc == MDB_MAP_FULL || lmdb::is_disk_full(d.rc)) && chunk > 1) {
         chunk /= 2;
         continue;
       }
+      if (lmdb::is_disk_full(d.rc)) throw StoreError(disk_full_reason() + " (ack of " + where(lane) + ")", d.rc);
       lmdb::check(d.rc, "delete", where(lane) + " (ack)");
-      freed += d.freed;
+      bytes += d.freed;
       if (!d.more) break;
     }
-  }
+    return bytes;
+  });
   if (freed) compact_if_drained();
   return freed;
 }
 
-uint64_t BufferStore::purge(uint64_t query_id) {
-  // Find them in a read transaction, then delete them by key.
+uint64_t BufferStore::purge_slice(uint64_t query_id, PurgeCursor& at, size_t max_scan) {
+  if (at.done) return 0;
   struct Victim {
     uint64_t seq;
     uint64_t bytes;
   };
-  std::array<std::vector<Victim>, kLaneCount> victims;
-  std::array<std::vector<uint64_t>, kLaneCount> corrupt;
-  {
+  // Find them in a read transaction, then delete them by key.
+  std::vector<Victim> victims;
+  std::vector<uint64_t> corrupt;
+  Lane lane = static_cast<Lane>(at.lane);
+  size_t i = at.lane;
+  const uint64_t start_after = at.after_seq;
+  bool lane_end = recovering([&] {
+    victims.clear();
+    corrupt.clear();
+    at.after_seq = start_after;
     lmdb::Txn txn = begin(true);
-    for (size_t i = 0; i < kLaneCount; ++i) {
-      lmdb::Cursor cursor(txn, lane_dbs_[i], where(static_cast<Lane>(i)));
-      MDB_val key, value;
-      for (bool more = cursor.get(key, value, MDB_FIRST); more;
-           more = cursor.get(key, value, MDB_NEXT)) {
-        uint64_t seq = rf::seq_of(key).value_or(0);
-        auto header = inspect(txn, key, value);
-        if (!header)
-          corrupt[i].push_back(seq);
-        else if (header->query_id == query_id)
-          victims[i].push_back({seq, rf::accounted_bytes(value)});
+    lmdb::Cursor cursor(txn, lane_dbs_[i], where(lane));
+    rf::Key start(at.after_seq + 1);
+    MDB_val key = start.val(), value;
+    size_t n = 0;
+    for (bool more = at.after_seq != UINT64_MAX && cursor.get(key, value, MDB_SET_RANGE); more;
+         more = cursor.get(key, value, MDB_NEXT)) {
+      if (n++ == max_scan) return false;
+      uint64_t seq = rf::seq_of(key).value_or(0);
+      auto header = inspect(txn, key, value);
+      if (!header)
+        corrupt.push_back(seq);
+      else if (header->query_id == query_id)
+        victims.push_back({seq, rf::accounted_bytes(value)});
+      at.after_seq = std::max(at.after_seq, seq);
+    }
+    return true;
+  });
+  for (size_t from = 0; from < victims.size(); from += kDeleteChunk) {
+    size_t to = std::min(victims.size(), from + kDeleteChunk);
+    int rc = write_with_retry([&] {
+      Meta next = meta_;
+      lmdb::Txn txn = begin(false);
+      for (size_t v = from; v < to; ++v) {
+        rf::Key key(victims[v].seq);
+        MDB_val k = key.val();
+        if (int rc = mdb_del(txn.get(), lane_dbs_[i], &k, nullptr)) return rc;
+        next.lanes[i].records -= 1;
+        next.lanes[i].bytes -= std::min(victims[v].bytes, next.lanes[i].bytes);
       }
+      return commit(txn, next);
+    });
+    lmdb::check(rc, "delete", where(lane) + " (purge)");
+  }
+  if (!corrupt.empty()) quarantine(lane, corrupt);
+  if (lane_end) {
+    at.after_seq = 0;
+    if (++at.lane == kLaneCount) {
+      at.done = true;
+      compact_if_drained();
     }
   }
+  return victims.size();
+}
+
+uint64_t BufferStore::purge(uint64_t query_id) {
+  PurgeCursor at;
   uint64_t purged = 0;
-  for (size_t i = 0; i < kLaneCount; ++i) {
-    Lane lane = static_cast<Lane>(i);
-    for (size_t from = 0; from < victims[i].size(); from += kDeleteChunk) {
-      size_t to = std::min(victims[i].size(), from + kDeleteChunk);
-      int rc = write_with_retry([&] {
-        Meta next = meta_;
-        lmdb::Txn txn = begin(false);
-        for (size_t v = from; v < to; ++v) {
-          rf::Key key(victims[i][v].seq);
-          MDB_val k = key.val();
-          if (int rc = mdb_del(txn.get(), lane_dbs_[i], &k, nullptr)) return rc;
-          next.lanes[i].records -= 1;
-          next.lanes[i].bytes -= std::min(victims[i][v].bytes, next.lanes[i].bytes);
-        }
-        return commit(txn, next);
-      });
-      lmdb::check(rc, "delete", where(lane) + " (purge)");
-      purged += to - from;
-    }
-    if (!corrupt[i].empty()) quarantine(lane, corrupt[i]);
-  }
-  compact_if_drained();
+  while (!at.done) purged += purge_slice(query_id, at, 100000);
   return purged;
 }
 
 StoreStats BufferStore::stats() const {
   StoreStats s;
-  lmdb::Txn txn = begin(true);
-  for (size_t i = 0; i < kLaneCount; ++i) {
-    s.lanes[i].live = meta_.lanes[i];
-    lmdb::Cursor cursor(txn, lane_dbs_[i], where(static_cast<Lane>(i)));
-    MDB_val key, value;
-    for (bool more = cursor.get(key, value, MDB_FIRST); more;
-         more = cursor.get(key, value, MDB_NEXT)) {
-      if (auto header = inspect(txn, key, value)) {
-        s.lanes[i].oldest_created_ns = header->created_ns;
-        break;
+  Meta m;
+  {
+    std::lock_guard<std::mutex> guard(stats_mutex_);
+    m = meta_;
+    s.damage = damage_;
+  }
+  for (size_t i = 0; i < kLaneCount; ++i) s.lanes[i].live = m.lanes[i];
+  try {
+    std::shared_lock<std::shared_mutex> lock(env_mutex_);
+    lmdb::Txn txn(env(), true);
+    for (size_t i = 0; i < kLaneCount; ++i) {
+      lmdb::Cursor cursor(txn, lane_dbs_[i], where(static_cast<Lane>(i)));
+      MDB_val key, value;
+      // The first intact record; a few corrupt ones at most are skipped.
+      int budget = 16;
+      for (bool more = cursor.get(key, value, MDB_FIRST); more && budget--;
+           more = cursor.get(key, value, MDB_NEXT)) {
+        if (auto header = inspect(txn, key, value)) {
+          s.lanes[i].oldest_created_ns = header->created_ns;
+          break;
+        }
       }
     }
+  } catch (const StoreError& e) {
+    spdlog::debug("buffer {}: stats without record ages: {}", options_.dir.string(), e.what());
   }
-  s.records = meta_.records();
-  s.live_bytes = meta_.live_bytes();
+  s.records = m.records();
+  s.live_bytes = m.live_bytes();
   s.limit_bytes = options_.limit_bytes;
-  s.quarantined = meta_.quarantined;
-  s.next_seq = meta_.next_seq;
+  s.quarantined = m.quarantined;
+  s.next_seq = m.next_seq;
   s.file_bytes = file_size_or_zero(data_file());
   s.commits = commits_;
   s.compactions = compactions_;
@@ -592,9 +794,11 @@ StoreStats BufferStore::stats() const {
 
 Verification BufferStore::verify() const {
   Verification v;
-  lmdb::Txn txn = begin(true);
+  std::shared_lock<std::shared_mutex> lock(env_mutex_);
+  Meta m = meta();
+  lmdb::Txn txn(env(), true);
   v.recomputed = rebuild_meta(txn);
-  v.recomputed.next_seq = meta_.next_seq;
+  v.recomputed.next_seq = m.next_seq;
   MDB_val key, value;
   for (size_t i = 0; i < kLaneCount; ++i) {
     lmdb::Cursor cursor(txn, lane_dbs_[i], where(static_cast<Lane>(i)));
@@ -602,8 +806,7 @@ Verification BufferStore::verify() const {
          more = cursor.get(key, value, MDB_NEXT))
       if (!inspect(txn, key, value)) ++v.corrupt;
   }
-  v.meta_matches = v.recomputed.lanes == meta_.lanes &&
-                   v.recomputed.quarantined == meta_.quarantined;
+  v.meta_matches = v.recomputed.lanes == m.lanes && v.recomputed.quarantined == m.quarantined;
   return v;
 }
 

@@ -5,15 +5,24 @@
 // number that is never reused; append() writes a whole batch in one
 // transaction or nothing; accounting is exact after any crash; an append over
 // the limit is refused whole; a corrupt record is quarantined, never returned;
-// an unreadable environment is set aside and a fresh one started.
+// an unreadable environment is set aside and a fresh one started; a damaged
+// one is checked and salvaged in child processes (persistence/recovery.hpp):
+// what can be read is kept, what cannot is counted, the file is set aside.
 //
-// Not thread-safe: one owner (the buffer actor) calls it from one thread.
+// Threads: one owner thread (the buffer actor's) calls the non-const
+// methods, one at a time; it alone writes and alone replaces the environment
+// (reopen, compaction, salvage), under env_mutex_ held exclusively. The const
+// methods but free_bytes() may be called from any thread, concurrently with
+// each other and with the owner: they never reopen, and hold env_mutex_
+// shared. Each method says what it may block on.
 
 #include <capnp/common.h>
 #include <kj/array.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <mutex>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -96,6 +105,15 @@ struct LaneStats {
   std::optional<int64_t> oldest_created_ns;
 };
 
+// Losses since open, the open's included: for status and alerts.
+struct DamageStats {
+  uint64_t salvages = 0;  // damaged files salvaged into fresh ones
+  uint64_t salvaged = 0;  // records kept by those salvages
+  uint64_t lost = 0;      // records known lost
+  bool lost_unknown = false;
+  std::string last;       // the last damage, described
+};
+
 struct StoreStats {
   std::array<LaneStats, kLaneCount> lanes;
   uint64_t records = 0;
@@ -106,12 +124,24 @@ struct StoreStats {
   uint64_t file_bytes = 0;
   uint64_t commits = 0;      // write transactions committed since open
   uint64_t compactions = 0;  // since open
+  DamageStats damage;
 };
 
 struct OpenReport {
-  std::optional<std::filesystem::path> set_aside_to;  // where an unreadable store went
+  std::optional<std::filesystem::path> set_aside_to;  // where an unreadable or damaged file went
   std::string reason;                                 // why it was set aside or rebuilt
   bool meta_rebuilt = false;                          // accounting recomputed by a scan
+  bool checked = false;    // walked in a child process before use (unclean stop, changed file)
+  uint64_t salvaged = 0;   // records copied out of a damaged file into a fresh one
+  uint64_t lost = 0;       // records known lost to damage (or to an emptied file)
+  bool lost_unknown = false;  // records were lost and how many is not known
+};
+
+// Where a sliced purge stands; start with a default one.
+struct PurgeCursor {
+  size_t lane = 0;
+  uint64_t after_seq = 0;
+  bool done = false;
 };
 
 // A full scan: what the meta record should say, and how many records fail
@@ -125,48 +155,70 @@ struct Verification {
 class BufferStore {
  public:
   // Throws StoreLocked when another process owns the directory, StoreError
-  // when the directory cannot be used at all (permissions, disk).
+  // when the directory cannot be used at all (permissions, disk). After an
+  // unclean stop, or when the data file changed since a clean one, blocks
+  // while a child process checks it (and salvages it when damaged): a full
+  // read of the file. The constructing thread is the owner until it hands
+  // the store over (e.g. to the actor that owns it, which orders the two).
   explicit BufferStore(StoreOptions options);
-  ~BufferStore();
+  ~BufferStore();  // owner; records a clean stop (fsync)
   BufferStore(const BufferStore&) = delete;
   BufferStore& operator=(const BufferStore&) = delete;
 
+  // Owner. Blocks on the commit's fsync.
   AppendResult append(Lane lane, kj::ArrayPtr<const RecordIn> records);
   // Group commit across lanes: all batches in one transaction, all or none.
   // Seqs are handed out in order: batch i starts where batch i-1 ended.
   AppendResult append(kj::ArrayPtr<const LaneBatch> batches);
+  // Owner.
   uint64_t free_bytes() const { return options_.limit_bytes - std::min(options_.limit_bytes, meta_.live_bytes()); }
-  // Records with seq > after_seq, in seq order; at least one record when any
-  // is there, even one larger than max_bytes.
+  // Owner. Records with seq > after_seq, in seq order; at least one record
+  // when any is there, even one larger than max_bytes. Damaged pages make it
+  // salvage the file (blocking on the child processes) and read again.
   ReadResult read(Lane lane, uint64_t after_seq, size_t max_records, size_t max_bytes);
-  // Deletes records with seq <= through_seq; returns the accounted bytes freed.
+  // Owner. Deletes records with seq <= through_seq; returns the accounted
+  // bytes freed. Blocks on commits (their data fsync, not the meta page's).
   uint64_t ack(Lane lane, uint64_t through_seq);
-  // Deletes every record of the query, in every lane; returns how many.
-  // The one call another thread may make while the owner writes (LMDB
-  // readers never wait for the writer): the same records as read(), except
+  // Any thread (LMDB readers never wait for the writer); blocks only while
+  // the owner replaces the environment. The same records as read(), except
   // that corrupt ones are skipped and listed in `corrupt` for the owner to
-  // quarantine(). Throws StoreError while the environment is unusable; the
-  // owner's read() then reopens it.
+  // quarantine(). Throws StoreError while the environment is unusable or
+  // damaged; the owner's read() then reopens or salvages it.
   ReadResult read_concurrently(Lane lane, uint64_t after_seq, size_t max_records,
                                size_t max_bytes) const;
-  // Moves corrupt records aside (best effort: logged if it cannot).
+  // Owner. Moves corrupt records aside (best effort: logged if it cannot).
   void quarantine(Lane lane, const std::vector<uint64_t>& seqs);
 
+  // Owner. Deletes the query's records among the next `max_scan` records
+  // from `at` (one transaction), advancing `at`; returns how many it deleted.
+  // Repeat until at.done: a whole store is never scanned in one call.
+  uint64_t purge_slice(uint64_t query_id, PurgeCursor& at, size_t max_scan);
+  // Owner. All of the query's records, in every lane: slices until done.
   uint64_t purge(uint64_t query_id);
 
+  // Any thread; never throws (what cannot be read is left out). Blocks only
+  // while the owner replaces the environment.
   StoreStats stats() const;
+  // Any thread: a full scan in a read transaction. Throws StoreError.
   Verification verify() const;
+  // Any thread: fixed once constructed.
   const OpenReport& open_report() const { return report_; }
   const StoreOptions& options() const { return options_; }
   std::filesystem::path data_file() const;
 
  private:
-  void reopen();         // takes env_mutex_
-  void reopen_locked();  // under env_mutex_, exclusively
+  void reopen();         // owner; takes env_mutex_
+  void reopen_locked();  // owner, under env_mutex_ held exclusively
   void open_env();
-  const lmdb::Env& env() const;
+  void check_before_open(const std::optional<StopState>& stop, bool existed);
+  void salvage_locked(const std::string& why);  // owner, env_ closed, env_mutex_ exclusive
+  void recover(const std::string& why);         // owner: salvage a damaged file in use
+  template <class F>
+  auto recovering(F f) -> decltype(f());        // owner: f, once more after a salvage
+  void note_loss(std::optional<uint64_t> lost, const std::string& why);
+  const lmdb::Env& env() const;  // throws while there is none; never reopens
   void set_aside(const std::string& reason);
-  lmdb::Txn begin(bool read_only) const;
+  lmdb::Txn begin(bool read_only);  // owner: reopens after MDB_PANIC
   int commit(lmdb::Txn& txn, const Meta& next);
   template <class Write>
   int write_with_retry(Write write);
@@ -185,21 +237,30 @@ class BufferStore {
   void move_to_quarantine(Lane lane, const std::vector<uint64_t>& seqs);
   void compact_if_drained();
   std::string where(Lane lane) const;
+  std::string disk_full_reason() const;
+  Meta meta() const;  // any thread: meta_ as last committed
 
   StoreOptions options_;
   DirLock lock_;
-  // Replaced (reopen, compaction) under an exclusive lock; read_concurrently
-  // holds it shared. Everything else runs on the owner's thread.
+  // Replaced (reopen, compaction, salvage) by the owner under an exclusive
+  // lock; the const methods hold it shared. The owner's own transactions
+  // need no lock: only the owner replaces env_.
   mutable std::shared_mutex env_mutex_;
   std::unique_ptr<lmdb::Env> env_;
   std::array<MDB_dbi, kLaneCount> lane_dbs_{};
   MDB_dbi quarantine_db_ = 0;
   MDB_dbi meta_db_ = 0;
-  Meta meta_;              // as last committed
-  uint64_t seq_floor_ = 0;  // as last written to SEQ_FLOOR; next_seq never passes it
-  OpenReport report_;
-  uint64_t commits_ = 0;
-  uint64_t compactions_ = 0;
+  // Written by the owner under stats_mutex_, read by it without: as last
+  // committed, and the losses so far.
+  mutable std::mutex stats_mutex_;
+  Meta meta_;
+  DamageStats damage_;
+  std::atomic<uint64_t> seq_floor_{0};  // as last written to SEQ_FLOOR; next_seq never passes it
+  std::optional<uint64_t> clean_records_;  // the records a clean stop left, if it was one
+  OpenReport report_;  // written while opening only
+  bool opening_ = true;
+  std::atomic<uint64_t> commits_{0};
+  std::atomic<uint64_t> compactions_{0};
 };
 
 }  // namespace outpost::persistence

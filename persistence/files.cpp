@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -23,6 +24,22 @@ namespace {
 }
 
 const char* kFloorMagic = "outpost-seq-floor-v1";
+const char* kStateMagic = "outpost-state-v1";
+
+// Replaces dir/name with `text`, durably: temp file, fsync, rename, fsync dir.
+void write_atomically(const fs::path& dir, const std::string& name, const std::string& text) {
+  fs::path tmp = dir / (name + ".tmp"), final_path = dir / name;
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) fail_errno("cannot create", tmp);
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+            ::fsync(fd) == 0;
+  int err = errno;
+  ::close(fd);
+  errno = err;
+  if (!ok) fail_errno("cannot write", tmp);
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0) fail_errno("cannot rename into", final_path);
+  fsync_path(dir);
+}
 }  // namespace
 
 void fsync_path(const fs::path& path) {
@@ -35,17 +52,18 @@ void fsync_path(const fs::path& path) {
   if (rc != 0) fail_errno("fsync failed for", path);
 }
 
-DirLock::DirLock(const fs::path& dir) {
-  fs::path path = dir / "LOCK";
+DirLock::DirLock(const fs::path& dir) : path_(dir / "LOCK") {
+  const fs::path& path = path_;
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd_ < 0) fail_errno("cannot open lock file", path);
+  char content[512] = {};
+  ssize_t n = ::pread(fd_, content, sizeof content - 1, 0);
+  std::string old = n > 0 ? std::string(content, strnlen(content, n)) : "";
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     int err = errno;
-    char owner[32] = {};
-    ssize_t n = ::pread(fd_, owner, sizeof owner - 1, 0);
     ::close(fd_);
-    std::string pid = n > 0 ? std::string(owner, strnlen(owner, n)) : "unknown";
-    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+    std::string pid = old.substr(0, old.find('\n'));
+    if (pid.empty()) pid = "unknown";
     if (err == EWOULDBLOCK)
       throw StoreLocked("directory " + dir.string() + " is in use by process " + pid + " (lock " +
                             path.string() + "); only one process may own it",
@@ -53,8 +71,9 @@ DirLock::DirLock(const fs::path& dir) {
     errno = err;
     fail_errno("cannot lock", path);
   }
-  std::string pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
+  if (auto nl = old.find('\n'); nl != std::string::npos) note_at_open_ = old.substr(nl + 1);
+  pid_line_ = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid_line_.data(), pid_line_.size(), 0) < 0) {
     int err = errno;
     ::close(fd_);
     errno = err;
@@ -63,6 +82,13 @@ DirLock::DirLock(const fs::path& dir) {
 }
 
 DirLock::~DirLock() { ::close(fd_); }  // closing releases the flock
+
+void DirLock::write_note(const std::string& note) {
+  std::string content = pid_line_ + note;
+  if (::pwrite(fd_, content.data(), content.size(), 0) != static_cast<ssize_t>(content.size()) ||
+      ::ftruncate(fd_, content.size()) != 0 || ::fdatasync(fd_) != 0)
+    fail_errno("cannot write lock file", path_);
+}
 
 std::optional<uint64_t> read_seq_floor(const fs::path& dir) {
   std::ifstream in(dir / "SEQ_FLOOR");
@@ -74,20 +100,47 @@ std::optional<uint64_t> read_seq_floor(const fs::path& dir) {
 }
 
 void write_seq_floor(const fs::path& dir, uint64_t floor) {
-  fs::path tmp = dir / "SEQ_FLOOR.tmp", final_path = dir / "SEQ_FLOOR";
   std::ostringstream text;
   text << kFloorMagic << ' ' << floor << ' ' << XXH3_64bits(&floor, sizeof floor) << '\n';
-  std::string s = text.str();
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) fail_errno("cannot create", tmp);
-  bool ok = ::write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size()) &&
-            ::fsync(fd) == 0;
-  int err = errno;
-  ::close(fd);
-  errno = err;
-  if (!ok) fail_errno("cannot write", tmp);
-  if (::rename(tmp.c_str(), final_path.c_str()) != 0) fail_errno("cannot rename into", final_path);
-  fsync_path(dir);
+  write_atomically(dir, "SEQ_FLOOR", text.str());
+}
+
+std::optional<FileIdentity> identity_of(const fs::path& file) {
+  struct stat st;
+  if (::stat(file.c_str(), &st) != 0) return std::nullopt;
+  FileIdentity id;
+  id.size = static_cast<uint64_t>(st.st_size);
+  id.mtime_ns = static_cast<uint64_t>(st.st_mtim.tv_sec) * 1000000000u + st.st_mtim.tv_nsec;
+  id.inode = st.st_ino;
+  return id;
+}
+
+std::optional<StopState> parse_stop_state(const std::string& note) {
+  std::istringstream in(note);
+  std::string magic, kind, end;
+  if (!(in >> magic >> kind) || magic != kStateMagic) return std::nullopt;
+  StopState s;
+  if (kind == "open") {
+    if (!(in >> s.unclean_opens >> end) || end != "end") return std::nullopt;
+    return s;
+  }
+  if (kind != "clean" ||
+      !(in >> s.data.size >> s.data.mtime_ns >> s.data.inode >> s.records >> end) || end != "end")
+    return std::nullopt;
+  s.clean = true;
+  return s;
+}
+
+std::string format_stop_state(const StopState& s) {
+  std::ostringstream text;
+  text << kStateMagic << ' ';
+  if (s.clean)
+    text << "clean " << s.data.size << ' ' << s.data.mtime_ns << ' ' << s.data.inode << ' '
+         << s.records;
+  else
+    text << "open " << s.unclean_opens;
+  text << " end\n";
+  return text.str();
 }
 
 }  // namespace outpost::persistence

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <string>
 
 namespace outpost::persistence {
 
@@ -12,6 +13,10 @@ void fsync_path(const std::filesystem::path& path);  // a file or a directory
 // Exclusive ownership of a buffer directory, held for the object's lifetime.
 // flock is per open file description, so a second opener is refused even in
 // the same process; the lock dies with the process, so kill -9 leaves none.
+//
+// The lock file also carries a one-line note after the owner's pid (the
+// store's StopState): it takes no disk block of its own, so writing it
+// works on a full disk. Not atomic: a torn note reads as none.
 class DirLock {
  public:
   explicit DirLock(const std::filesystem::path& dir);  // throws StoreLocked
@@ -19,8 +24,14 @@ class DirLock {
   DirLock(const DirLock&) = delete;
   DirLock& operator=(const DirLock&) = delete;
 
+  const std::string& note_at_open() const { return note_at_open_; }  // the last owner's
+  void write_note(const std::string& note);  // fsynced; throws StoreError
+
  private:
   int fd_ = -1;
+  std::filesystem::path path_;
+  std::string pid_line_;
+  std::string note_at_open_;
 };
 
 // A lower bound for future sequence numbers, kept outside the LMDB file so it
@@ -28,5 +39,27 @@ class DirLock {
 // reserved block), atomically (temp file + rename).
 std::optional<uint64_t> read_seq_floor(const std::filesystem::path& dir);
 void write_seq_floor(const std::filesystem::path& dir, uint64_t floor);  // always fsynced
+
+// What identifies a data file's content without reading it: an edit, a copy
+// or a truncation changes one of these.
+struct FileIdentity {
+  uint64_t size = 0, mtime_ns = 0, inode = 0;
+  bool operator==(const FileIdentity& o) const {
+    return size == o.size && mtime_ns == o.mtime_ns && inode == o.inode;
+  }
+};
+std::optional<FileIdentity> identity_of(const std::filesystem::path& file);  // nothing if absent
+
+// How the store's last owner ended, kept as the lock file's note: "open N"
+// at each open (N opens in a row without a clean stop), "clean" with the
+// data file's identity and record count at a clean close.
+struct StopState {
+  bool clean = false;
+  unsigned unclean_opens = 0;  // when not clean
+  FileIdentity data;           // when clean
+  uint64_t records = 0;        // when clean
+};
+std::optional<StopState> parse_stop_state(const std::string& note);  // nothing if none or torn
+std::string format_stop_state(const StopState& state);
 
 }  // namespace outpost::persistence

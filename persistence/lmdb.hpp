@@ -40,6 +40,7 @@ class Env {
   // last page in use. A damaged node size points outside; such a value must
   // never be read.
   bool in_map(const MDB_val& value) const;
+  const char* map() const { return map_; }  // where the data file is mapped
 
  private:
   MDB_env* env_ = nullptr;

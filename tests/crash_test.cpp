@@ -186,6 +186,9 @@ TEST(BufferCrash, KillNineKeepsEveryAcknowledgedRecord) {
     BufferStore store(options);
     EXPECT_FALSE(store.open_report().set_aside_to) << store.open_report().reason;
     EXPECT_FALSE(store.open_report().meta_rebuilt) << store.open_report().reason;
+    // After a kill -9 the file is checked in a child, and found whole.
+    EXPECT_TRUE(store.open_report().checked);
+    EXPECT_EQ(store.open_report().lost, 0u);
 
     Model present;
     uint64_t live_bytes = 0, quarantined = 0;

@@ -2,6 +2,8 @@
 // nothing it accepted, and never reuse a seq.
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,6 +11,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <set>
 
 #include "persistence/buffer_store.hpp"
 #include "tests/store_test_util.hpp"
@@ -58,7 +61,9 @@ TEST(StoreFaults, HostileMetaPagesAreSetAsideNotTrusted) {
   EXPECT_TRUE(store.append(Lane::EVENTS, b.ptr()).ok());
 }
 
-TEST(StoreFaults, DamagedNodeSizeIsQuarantinedNotAFault) {
+// A node size pointing past the file is damage: the open's check finds it
+// and the two intact records are salvaged; nothing faults.
+TEST(StoreFaults, DamagedNodeSizeIsSalvagedNotAFault) {
   TempDir tmp;
   const std::string marker = "VICTIM-RECORD";
   {
@@ -83,10 +88,12 @@ TEST(StoreFaults, DamagedNodeSizeIsQuarantinedNotAFault) {
   EXPECT_EQ(child_status([&] {
               BufferStore store(options_for(tmp.path("buf")));
               store.stats();
-              if (store.verify().corrupt != 1) _exit(10);
+              auto& report = store.open_report();
+              if (!report.set_aside_to || report.salvaged != 2 || report.lost != 1) _exit(10);
+              if (store.verify().corrupt != 0) _exit(11);
               auto r = store.read(Lane::EVENTS, 0, 10, 1 << 20);
-              if (r.records.size() != 2 || r.quarantined != 1) _exit(11);
-              if (store.stats().quarantined.records != 1) _exit(12);
+              if (r.records.size() != 2 || r.quarantined != 0) _exit(12);
+              if (store.stats().damage.lost != 1) _exit(13);
               store.purge(1);
             }),
             "exit 0");
@@ -169,6 +176,41 @@ TEST(StoreFaults, PurgeOfInterleavedQueries) {
   EXPECT_TRUE(store.verify().meta_matches);
   EXPECT_EQ(store.purge(2), 9000u);
   EXPECT_EQ(store.stats().records, 0u);
+}
+
+// A full disk is reported the same way every time, whether the kernel said
+// EFBIG (or ENOSPC) or LMDB turned a short write into EIO. RLIMIT_FSIZE in a
+// child makes both happen: appends of different sizes cross the limit
+// part-way (a short write) or start beyond it.
+TEST(StoreFaults, DiskFullReadsTheSameEveryTime) {
+  TempDir tmp;
+  auto o = options_for(tmp.path("buf"));
+  auto reasons_file = tmp.path("reasons");
+  EXPECT_EQ(child_status([&] {
+              BufferStore store(o);
+              signal(SIGXFSZ, SIG_IGN);
+              rlimit limit{fs::file_size(store.data_file()) + (1 << 20), RLIM_INFINITY};
+              setrlimit(RLIMIT_FSIZE, &limit);
+              std::set<std::string> reasons;
+              int refused = 0;
+              for (int i = 0; refused < 40 && i < 10000; ++i) {
+                Batch b(1 + i % 7 * 10, 1 + (i * 7919) % 9000, 1);
+                auto r = store.append(Lane::EVENTS, b.ptr());
+                if (r.ok()) continue;
+                if (r.outcome != AppendOutcome::disk_full) _exit(10);
+                reasons.insert(r.reason);
+                ++refused;
+              }
+              std::ofstream out(reasons_file);
+              for (auto& r : reasons) out << r << "\n";
+            }),
+            "exit 0");
+  std::vector<std::string> reasons;
+  std::ifstream in(reasons_file);
+  for (std::string line; std::getline(in, line);) reasons.push_back(line);
+  ASSERT_FALSE(reasons.empty());
+  EXPECT_EQ(reasons.size(), 1u) << reasons[0] << " / " << reasons.back();
+  EXPECT_NE(reasons[0].find("disk full"), std::string::npos) << reasons[0];
 }
 
 }  // namespace

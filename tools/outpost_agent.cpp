@@ -111,8 +111,10 @@ link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf,
 
 int run(const AgentConfig& config, sigset_t signals) {
   auto store = std::make_shared<persistence::BufferStore>(config.buffer);
-  if (auto& r = store->open_report(); r.set_aside_to)
-    spdlog::error("buffer was unreadable ({}); kept at {}", r.reason, r.set_aside_to->string());
+  if (auto& r = store->open_report(); r.set_aside_to || r.lost || r.lost_unknown)
+    spdlog::error("buffer was damaged ({}): {} records salvaged, {} lost{}", r.reason, r.salvaged,
+                  r.lost_unknown ? "an unknown number of" : std::to_string(r.lost),
+                  r.set_aside_to ? "; the damaged file is kept at " + r.set_aside_to->string() : "");
   auto stats = store->stats();
   spdlog::info("buffer {}: {} records, {} of {} bytes", config.buffer.dir.string(), stats.records,
                stats.live_bytes, stats.limit_bytes);
