@@ -35,6 +35,8 @@ using control_atom = caf::atom_constant<caf::atom("control")>;
 using purge_atom = caf::atom_constant<caf::atom("purge")>;
 using quarantine_atom = caf::atom_constant<caf::atom("quarantine")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
+using fatal_atom = caf::atom_constant<caf::atom("fatal")>;
 
 // Ships buffered records somewhere and acks them once they are stored there.
 using link_actor = caf::typed_actor<
@@ -134,6 +136,11 @@ using net_link_actor = link_actor::extend<
     caf::reacts_to<stored_atom, uint64_t, Lane, uint64_t>,
     // Network thread: the collector asks something of this agent.
     caf::reacts_to<control_atom, ControlCall>,
+    // Network thread: it ended for good (why); the link fails.
+    caf::reacts_to<fatal_atom, std::string>,
+    // Internal: a lane's failed buffer read, or failed ack, may be tried again.
+    caf::reacts_to<retry_atom, read_atom, Lane>,
+    caf::reacts_to<retry_atom, ack_atom, Lane>,
     // Tells the link which supervisor carries out the collector's requests.
     caf::reacts_to<subscribe_atom, supervisor_actor>>;
 

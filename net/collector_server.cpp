@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "net/kj_util.hpp"
+#include "net/watched_stream.hpp"
 
 namespace outpost::net {
 namespace {
@@ -81,7 +82,8 @@ class CollectorServer::Connection {
   Connection(CollectorServer& server, kj::Own<kj::AsyncIoStream> stream, std::string peer,
              std::string cert_name)
       : server(server), peer(std::move(peer)), cert_name(std::move(cert_name)),
-        stream_(kj::mv(stream)), network_(*stream_, capnp::rpc::twoparty::Side::SERVER, wire_limits()) {}
+        stream_(kj::mv(stream)), messages_(*stream_),
+        network_(messages_, capnp::rpc::twoparty::Side::SERVER, wire_limits()) {}
 
   // Runs the connection until the peer leaves or violates the protocol.
   kj::Promise<void> run(capnp::Capability::Client bootstrap) {
@@ -97,6 +99,7 @@ class CollectorServer::Connection {
   // Logs why and ends the connection shortly, so that the failed call's
   // answer, which says why, reaches the peer first.
   kj::Exception violation(const std::string& why) {
+    violated_ = true;
     spdlog::warn("collector: closing {} ({}): protocol violation: {}", peer, who(), why);
     closing_ = server.io_.provider->getTimer()
                    .afterDelay(100 * kj::MILLISECONDS)
@@ -108,6 +111,9 @@ class CollectorServer::Connection {
   }
 
   std::string who() const { return agent.empty() ? "no hello yet" : "agent " + agent; }
+  // Why the connection failed (a malformed message, a TLS or stream error),
+  // unless a logged protocol violation closed it; empty if it did not.
+  std::string failure() const { return violated_ ? std::string() : messages_.failure(); }
 
   CollectorServer& server;
   std::string peer;
@@ -116,10 +122,12 @@ class CollectorServer::Connection {
 
  private:
   kj::Own<kj::AsyncIoStream> stream_;
+  WatchedMessageStream messages_;
   capnp::TwoPartyVatNetwork network_;
   kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc_;
   kj::Own<kj::PromiseFulfiller<void>> abort_;
   kj::Promise<void> closing_ = nullptr;  // the delayed close; cancelled if we go first
+  bool violated_ = false;
 };
 
 class CollectorServer::SessionImpl final : public protocol::Session::Server {
@@ -283,15 +291,36 @@ kj::Promise<void> CollectorServer::handshake(kj::Own<kj::AsyncIoStream> stream, 
           [this, peer](kj::AuthenticatedStream auth) {
             auto& identity = kj::downcast<kj::TlsPeerIdentity>(*auth.peerIdentity);
             if (!identity.hasCertificate()) {
-              spdlog::warn("collector: refused {}: no client certificate", peer);
+              log_refusal("refused " + peer + ": no client certificate");
               return;
             }
             serve(kj::mv(auth.stream), peer, identity.getCommonName().cStr());
           },
-          [peer](kj::Exception&& e) {
-            spdlog::warn("collector: refused {}: TLS handshake failed: {}", peer,
-                         e.getDescription().cStr());
+          [this, peer](kj::Exception&& e) {
+            log_refusal("refused " + peer + ": TLS handshake failed: " + e.getDescription().cStr());
           });
+}
+
+// A peer can open thousands of failing connections a second: the first of
+// each window is logged in full, then one summary of how many more.
+void CollectorServer::log_refusal(const std::string& text) {
+  auto now = LogLimiter::Clock::now();
+  if (auto more = refusal_log_.flush(now)) log_refusal_summary(more);
+  if (refusal_log_.allow(now)) {
+    spdlog::warn("collector: {}", text);
+    return;
+  }
+  if (refusal_log_.suppressed() == 1)  // the first not logged: count until the window ends
+    tasks_.add(io_.provider->getTimer()
+                   .afterDelay(refusal_log_.window().count() * kj::MILLISECONDS)
+                   .then([this] {
+                     if (auto more = refusal_log_.close()) log_refusal_summary(more);
+                   }));
+}
+
+void CollectorServer::log_refusal_summary(uint64_t more) {
+  spdlog::warn("collector: {} more connections refused or failed in the last {} s", more,
+               std::chrono::duration_cast<std::chrono::seconds>(refusal_log_.window()).count());
 }
 
 void CollectorServer::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer,
@@ -300,11 +329,17 @@ void CollectorServer::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer,
   auto& c = *conn;
   ++connections_;
   tasks_.add(c.run(kj::heap<CollectorImpl>(c))
-                 .then([] {}, [&c](kj::Exception&& e) {
-                   if (e.getType() != kj::Exception::Type::DISCONNECTED)
-                     spdlog::warn("collector: connection {} ({}) failed: {}", c.peer, c.who(),
-                                  e.getDescription().cStr());
-                 })
+                 .then(
+                     [this, &c] {
+                       // The RPC system ends a connection that sent garbage without a word.
+                       if (auto why = c.failure(); !why.empty())
+                         log_refusal("closed " + c.peer + " (" + c.who() + "): " + why);
+                     },
+                     [this, &c](kj::Exception&& e) {
+                       if (e.getType() != kj::Exception::Type::DISCONNECTED)
+                         log_refusal("connection " + c.peer + " (" + c.who() + ") failed: " +
+                                     e.getDescription().cStr());
+                     })
                  .then([this, &c] {
                    --connections_;
                    auto it = agents_.find(c.agent);

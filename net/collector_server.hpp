@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "net/log_limiter.hpp"
 #include "net/storage_worker.hpp"
 #include "net/tls_config.hpp"
 #include "schemas/protocol.capnp.h"
@@ -57,6 +58,9 @@ class CollectorServer : private kj::TaskSet::ErrorHandler {
   void take_admin(kj::Own<kj::AsyncIoStream> stream);
   kj::Promise<void> handshake(kj::Own<kj::AsyncIoStream> stream, std::string peer);
   void serve(kj::Own<kj::AsyncIoStream> stream, std::string peer, std::string cert_name);
+  // Logs a refused or failed connection, rate-limited (refusal_log_).
+  void log_refusal(const std::string& text);
+  void log_refusal_summary(uint64_t more);
   void taskFailed(kj::Exception&& exception) override;
   kj::Promise<void> start_admin();
   // What waits for an agent: its event table, then its queued requests in order.
@@ -73,6 +77,7 @@ class CollectorServer : private kj::TaskSet::ErrorHandler {
   kj::Own<kj::ConnectionReceiver> admin_listener_;
   std::map<std::string, AgentSession> agents_;
   size_t connections_ = 0;
+  LogLimiter refusal_log_;
   kj::TaskSet tasks_;
 };
 

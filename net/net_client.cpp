@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "net/kj_util.hpp"
+#include "net/watched_stream.hpp"
 #include "schemas/protocol.capnp.h"
 
 namespace outpost::net {
@@ -25,8 +26,15 @@ std::string expected_server_name(const ClientConfig& cfg) {
 // Nothing on the network may wait forever: a collector that vanished
 // without a reset (power loss, a NAT dropping the flow) must still be noticed.
 constexpr auto kSessionTimeout = 30 * kj::SECONDS;  // connect, TLS handshake, hello
-constexpr auto kUploadTimeout = 60 * kj::SECONDS;   // one upload's answer
 constexpr auto kControlTimeout = 30 * kj::SECONDS;  // the supervisor's answer to the collector
+// A session that lasted this long without storing anything still proves the
+// collector healthy: the next reconnect after it starts with a short delay.
+constexpr std::chrono::seconds kHealthyAfter{30};
+
+// `e`, its description prefixed with what failed.
+kj::Exception failed_at(const char* what, const kj::Exception& e) {
+  return error_text(std::string(what) + ": " + e.getDescription().cStr(), e.getType());
+}
 
 }  // namespace
 
@@ -34,7 +42,8 @@ constexpr auto kControlTimeout = 30 * kj::SECONDS;  // the supervisor's answer t
 class NetClient::Loop : private kj::TaskSet::ErrorHandler {
  public:
   explicit Loop(NetClient& owner)
-      : owner_(owner), io_(kj::setupAsyncIo()), backoff_(owner.config_.backoff), tasks_(*this) {
+      : owner_(owner), io_(kj::setupAsyncIo()), backoff_(owner.config_.backoff, kHealthyAfter),
+        tasks_(*this) {
     auto& tls = owner_.config_.tls;
     if (tls.insecure)
       spdlog::warn("link: insecure: TLS is OFF; the collector is not verified and anyone on the "
@@ -53,12 +62,14 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
   }
 
  private:
-  // One connection: the stream, the RPC system on it, and a way to drop it.
+  // One connection: the stream, the RPC system on it, and a way to drop it
+  // saying why.
   struct Connection {
     kj::Own<kj::AsyncIoStream> stream;
+    kj::Own<WatchedMessageStream> messages;
     kj::Own<capnp::TwoPartyVatNetwork> network;
     kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
-    kj::Own<kj::PromiseFulfiller<void>> drop;
+    kj::Own<kj::PromiseFulfiller<std::string>> drop;
   };
 
   void taskFailed(kj::Exception&& e) override {
@@ -97,14 +108,18 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
     for (auto& w : work) send(w);
   }
 
+  // Each attempt's or session's end is reported with its reason: the
+  // collector closed the connection, an upload's answer timed out, the
+  // collector refused an upload (could not store it), the TLS handshake or
+  // the stream failed, a protocol error, or the connection could not be made.
   kj::Promise<void> connect_loop() {
     return connect_once()
-        .then([]() -> std::string { return "the collector closed the connection"; },
-              [](kj::Exception&& e) -> std::string { return e.getDescription().cStr(); })
+        .catch_([](kj::Exception&& e) -> std::string { return e.getDescription().cStr(); })
         .then([this](std::string reason) {
+          uint64_t ended = session_cap_ != nullptr ? session_ : 0;  // 0: no session came up
           end_connection();
-          auto delay = backoff_.next();
-          owner_.events_.disconnected(session_, reason, delay);
+          auto delay = backoff_.next(std::chrono::steady_clock::now());
+          owner_.events_.disconnected(ended, reason, delay);
           return io_.provider->getTimer()
               .afterDelay(delay.count() * kj::MILLISECONDS)
               .then([this] { return connect_loop(); });
@@ -113,7 +128,8 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
 
   kj::Timer& timer() { return io_.provider->getTimer(); }
 
-  kj::Promise<void> connect_once() {
+  // Resolves to why the session ended; throws why it could not start.
+  kj::Promise<std::string> connect_once() {
     return within(timer(), connect_stream(), kSessionTimeout, "connect and TLS handshake")
         .then([this](kj::Own<kj::AsyncIoStream> stream) { return hello(kj::mv(stream)); });
   }
@@ -123,28 +139,43 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
     return io_.provider->getNetwork()
         .parseAddress(cfg.host, cfg.port)
         .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
+        .catch_([](kj::Exception&& e) -> kj::Own<kj::AsyncIoStream> {
+          throw failed_at("cannot connect", e);
+        })
         .then([this, &cfg](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
           keep_alive(*stream);
           if (!tls_) return kj::mv(stream);
-          return tls_->context().wrapClient(kj::mv(stream), expected_server_name(cfg));
+          return tls_->context()
+              .wrapClient(kj::mv(stream), expected_server_name(cfg))
+              .catch_([](kj::Exception&& e) -> kj::Own<kj::AsyncIoStream> {
+                throw failed_at("TLS handshake failed", e);
+              });
         });
   }
 
-  kj::Promise<void> hello(kj::Own<kj::AsyncIoStream> stream) {
+  kj::Promise<std::string> hello(kj::Own<kj::AsyncIoStream> stream) {
     auto conn = kj::heap<Connection>();
     conn->stream = kj::mv(stream);
-    conn->network = kj::heap<capnp::TwoPartyVatNetwork>(*conn->stream,
+    conn->messages = kj::heap<WatchedMessageStream>(*conn->stream);
+    conn->network = kj::heap<capnp::TwoPartyVatNetwork>(*conn->messages,
                                                         capnp::rpc::twoparty::Side::CLIENT);
     conn->rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(
         capnp::makeRpcClient(*conn->network));
-    auto drop = kj::newPromiseAndFulfiller<void>();
+    auto drop = kj::newPromiseAndFulfiller<std::string>();
     conn->drop = kj::mv(drop.fulfiller);
     capnp::word scratch[4] = {};
     capnp::MallocMessageBuilder vat(scratch);
     auto server_id = vat.getRoot<capnp::rpc::twoparty::VatId>();
     server_id.setSide(capnp::rpc::twoparty::Side::SERVER);
     auto collector = conn->rpc->bootstrap(server_id).castAs<protocol::Collector>();
-    auto disconnected = conn->network->onDisconnect().exclusiveJoin(kj::mv(drop.promise));
+    auto& messages = *conn->messages;
+    auto disconnected = conn->network->onDisconnect()
+                            .then([&messages]() -> std::string {
+                              auto failure = messages.failure();
+                              if (!failure.empty()) return "the connection failed: " + failure;
+                              return "the collector closed the connection";
+                            })
+                            .exclusiveJoin(kj::mv(drop.promise));
     conn_ = kj::mv(conn);
 
     auto req = collector.helloRequest();
@@ -155,19 +186,26 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
     info.setSoftware("outpost-agent 0.1");
     info.setClaimedId(owner_.config_.claimed_id);
     req.setController(kj::heap<ControllerImpl>(*this));
-    return within(timer(), req.send().then([](auto resp) { return kj::mv(resp); }), kSessionTimeout, "hello")
+    auto answer = req.send().then([](auto resp) { return kj::mv(resp); },
+                                  [](kj::Exception&& e) -> capnp::Response<protocol::Collector::HelloResults> {
+                                    if (e.getType() == kj::Exception::Type::DISCONNECTED)
+                                      throw failed_at("the collector closed the connection during the hello", e);
+                                    throw failed_at("the collector refused the hello", e);
+                                  });
+    return within(timer(), kj::mv(answer), kSessionTimeout, "hello")
         .then([this](capnp::Response<protocol::Collector::HelloResults> resp) {
           if (resp.getMajorVersion() != protocol::MAJOR_VERSION)
-            throw KJ_EXCEPTION(FAILED, kj::str("collector speaks protocol ", resp.getMajorVersion(), ".",
-                                               resp.getMinorVersion(), "; this agent speaks ",
-                                               protocol::MAJOR_VERSION, ".x"));
+            throw error_text("protocol error: the collector speaks protocol " +
+                             std::to_string(resp.getMajorVersion()) + "." +
+                             std::to_string(resp.getMinorVersion()) + "; this agent speaks " +
+                             std::to_string(protocol::MAJOR_VERSION) + ".x");
           std::vector<uint64_t> marks(schemas::kLaneCount);
           for (auto m : resp.getResumeFrom())
             if (static_cast<size_t>(m.getLane()) < marks.size())
               marks[static_cast<size_t>(m.getLane())] = m.getSeq();
           session_cap_ = resp.getSession();
           ++session_;
-          backoff_.reset();
+          backoff_.connected(std::chrono::steady_clock::now());
           spdlog::info("link: connected to {}:{} as {}", owner_.config_.host, owner_.config_.port,
                        resp.getAgentId().cStr());
           owner_.events_.connected(session_, std::move(marks));
@@ -188,17 +226,34 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
     }
     uint64_t session = w.session;
     Lane lane = w.lane;
-    tasks_.add(within(timer(), req.send().then([](auto resp) { return kj::mv(resp); }), kUploadTimeout,
-                      "an upload's answer")
+    using Response = capnp::Response<protocol::Session::UploadResults>;
+    auto answer = req.send().then([](auto resp) { return kj::mv(resp); },
+                                  [](kj::Exception&& e) -> Response {
+                                    if (e.getType() == kj::Exception::Type::DISCONNECTED)
+                                      throw failed_at("the connection ended before an upload's answer", e);
+                                    // The collector answered with an error: it could not store it.
+                                    throw failed_at("the collector refused an upload", e);
+                                  });
+    auto wait = owner_.config_.upload_timeout;
+    auto limit = timer().afterDelay(wait.count() * kj::MILLISECONDS).then([wait]() -> Response {
+      throw error_text("upload timeout: no answer to an upload within " + std::to_string(wait.count()) +
+                       " ms");
+    });
+    tasks_.add(answer.exclusiveJoin(kj::mv(limit))
                    .then(
-        [this, session, lane](capnp::Response<protocol::Session::UploadResults> resp) {
+        [this, session, lane](Response resp) {
+          if (session == session_) backoff_.stored();
           owner_.events_.stored(session, lane, resp.getStoredThrough());
         },
         [this, session](kj::Exception&& e) {
-          // The collector could not store it: start over from its marks.
-          spdlog::warn("link: upload failed: {}", e.getDescription().cStr());
-          if (session == session_ && conn_ && conn_->drop->isWaiting()) conn_->drop->fulfill();
+          // Start over from the collector's marks; the first failure names the reason.
+          drop(session, e.getDescription().cStr());
         }));
+  }
+
+  // Ends session `session`, if it is the current one, for `reason`.
+  void drop(uint64_t session, std::string reason) {
+    if (session == session_ && conn_ && conn_->drop->isWaiting()) conn_->drop->fulfill(kj::mv(reason));
   }
 
   void end_connection() {
@@ -274,7 +329,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
 
   NetClient& owner_;
   kj::AsyncIoContext io_;
-  Backoff backoff_;
+  ReconnectBackoff backoff_;
   std::unique_ptr<TlsSetup> tls_;
   kj::Own<Connection> conn_;
   kj::Maybe<protocol::Session::Client> session_cap_;
@@ -286,16 +341,18 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
 NetClient::NetClient(ClientConfig config, ClientEvents events)
     : config_(std::move(config)), events_(std::move(events)) {
   thread_ = std::thread([this] {
+    std::string why;
     try {
       Loop loop(*this);
       loop.run();
+      return;
     } catch (const std::exception& e) {
-      spdlog::critical("link: network thread failed: {}", e.what());
-      events_.disconnected(0, e.what(), std::chrono::milliseconds::max());
+      why = e.what();
     } catch (const kj::Exception& e) {
-      spdlog::critical("link: network thread failed: {}", e.getDescription().cStr());
-      events_.disconnected(0, e.getDescription().cStr(), std::chrono::milliseconds::max());
+      why = e.getDescription().cStr();
     }
+    spdlog::critical("link: network thread failed: {}", why);
+    if (events_.failed) events_.failed(why);
   });
 }
 

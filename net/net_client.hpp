@@ -1,10 +1,10 @@
 #pragma once
 // The agent's side of the wire: a thread running a kj event loop that keeps
 // one Cap'n Proto RPC session with the collector (TLS unless insecure),
-// reconnecting with backoff, and carries uploads. It knows nothing of CAF:
-// the link actor hands it work with upload(), and hears back through the
-// callbacks in ClientEvents, which run on the network thread and must only
-// post (caf::anon_send) and return.
+// reconnecting with backoff, and carries uploads: the link actor's
+// Transport. It knows nothing of CAF: the link actor hands it work with
+// upload(), and hears back through the callbacks in ClientEvents, which run on
+// the network thread and must only post (caf::anon_send) and return.
 
 #include <functional>
 #include <memory>
@@ -17,6 +17,7 @@
 #include "actors/messages.hpp"
 #include "net/backoff.hpp"
 #include "net/tls_config.hpp"
+#include "net/transport.hpp"
 
 namespace outpost::net {
 
@@ -28,31 +29,21 @@ struct ClientConfig {
   std::string claimed_id;   // sent only in insecure mode
   std::string hostname;     // informational
   BackoffPolicy backoff;
+  // Nothing on the network may wait forever: a collector that vanished
+  // without a reset (power loss, a NAT dropping the flow) must still be noticed.
+  std::chrono::milliseconds upload_timeout{60000};  // one upload's answer
 };
 
-struct ClientEvents {
-  // A session is up: `marks[lane]` is what the collector has stored.
-  std::function<void(uint64_t session, std::vector<uint64_t> marks)> connected;
-  // The session ended (or a connect attempt failed); the next try is in `retry_in`.
-  std::function<void(uint64_t session, std::string reason, std::chrono::milliseconds retry_in)>
-      disconnected;
-  // An upload was durably stored: ack the buffer through `through`.
-  std::function<void(uint64_t session, Lane lane, uint64_t through)> stored;
-  // The collector asks something of this agent; answer through call.answer, from any thread.
-  std::function<void(ControlCall call)> control;
-};
-
-class NetClient {
+class NetClient final : public Transport {
  public:
   NetClient(ClientConfig config, ClientEvents events);  // starts connecting at once
   ~NetClient();  // ends the session and joins the thread
   NetClient(const NetClient&) = delete;
   NetClient& operator=(const NetClient&) = delete;
 
-  // Thread-safe. Sends records[begin, end) (ascending seqs, all above
-  // `after`) on the given session; ignored if that session has ended meanwhile.
+  // As Transport::upload: hands the work to the network thread.
   void upload(uint64_t session, Lane lane, uint64_t after, StoredRecords records, size_t begin,
-              size_t end);
+              size_t end) override;
 
  private:
   class Loop;

@@ -11,9 +11,10 @@ namespace {
 using Self = net_link_actor::stateful_pointer<net_link_state>;
 
 bool waiting(const net_link_state::LaneState& l) { return l.unread || l.committed > l.sent; }
-// Has records to send and no slot to send them in.
+// Has records to send and no slot to send them in (a lane whose read waits
+// for its retry could not use one).
 bool starved(const net_link_state::LaneState& l) {
-  return waiting(l) && l.in_flight == 0 && l.reserved == 0;
+  return waiting(l) && l.in_flight == 0 && l.reserved == 0 && !l.read_retry.pending();
 }
 
 // The bulk lanes (results, uploads) never hold the last slot: a fresh
@@ -53,7 +54,7 @@ void send_uploads(Self self, size_t lane, uint64_t after, const StoredRecords& r
     ++st.uploads;
     st.records_sent += end - begin;
     st.bytes_sent += bytes;
-    st.client->upload(st.session, static_cast<Lane>(lane), after, records, begin, end);
+    st.transport->upload(st.session, static_cast<Lane>(lane), after, records, begin, end);
     after = (*records)[end - 1].seq;
     begin = end;
   }
@@ -80,6 +81,7 @@ void read_and_send(Self self, size_t lane) {
             l.reading = false;
             st.reserved -= l.reserved;
             l.reserved = 0;
+            l.read_retry.succeeded();
             if (session != st.session) return pump(self);  // that session ended meanwhile
             // Read until the buffer has nothing more; then commits tell.
             l.unread = !records->empty();
@@ -91,11 +93,22 @@ void read_and_send(Self self, size_t lane) {
           },
           [=](caf::error& err) {
             auto& st = self->state;
-            st.lanes[lane].reading = false;
-            st.reserved -= st.lanes[lane].reserved;
-            st.lanes[lane].reserved = 0;
-            self->state.last_error = "buffer read failed: " + self->system().render(err);
-            spdlog::error("link: {}", self->state.last_error);
+            auto& l = st.lanes[lane];
+            l.reading = false;
+            st.reserved -= l.reserved;
+            l.reserved = 0;
+            l.unread = true;  // what it was to read is still there
+            ++st.read_failures;
+            st.last_error = std::string("buffer read of lane ") +
+                            schemas::lane_name(static_cast<Lane>(lane)) +
+                            " failed: " + self->system().render(err);
+            // Not again before the delay, whatever commits come meanwhile.
+            if (auto delay = l.read_retry.failed()) {
+              spdlog::error("link: {}; retrying in {} ms", st.last_error, delay->count());
+              self->delayed_send(self, *delay, retry_atom::value, read_atom::value,
+                                 static_cast<Lane>(lane));
+            }
+            pump(self);  // other lanes may take the slots it held
           });
 }
 
@@ -104,20 +117,55 @@ void pump(Self self) {
   auto& st = self->state;
   for (size_t lane = 0; lane < st.lanes.size(); ++lane) {
     auto& l = st.lanes[lane];
-    if (!l.reading && waiting(l) && free_slots(self, lane) > 0) read_and_send(self, lane);
+    if (!l.reading && !l.read_retry.pending() && waiting(l) && free_slots(self, lane) > 0)
+      read_and_send(self, lane);
   }
 }
 
+// Asks the buffer to delete what the collector stored and it still holds;
+// `acked` moves only when the buffer confirms. A failed ack is asked again
+// (for everything stored by then) after a backoff.
+void send_ack(Self self, size_t lane) {
+  auto& l = self->state.lanes[lane];
+  if (l.ack_retry.pending() || l.stored <= std::max(l.acked, l.acking)) return;
+  uint64_t through = l.acking = l.stored;
+  self->request(self->state.buffer, caf::infinite, ack_atom::value, static_cast<Lane>(lane), through)
+      .then(
+          [=](uint64_t) {
+            auto& l = self->state.lanes[lane];
+            l.acked = std::max(l.acked, through);
+            l.ack_retry.succeeded();
+          },
+          [=](caf::error& err) {
+            auto& st = self->state;
+            auto& l = st.lanes[lane];
+            ++st.ack_failures;
+            if (through <= l.acked) return;  // a later ack covered it
+            l.acking = l.acked;
+            st.last_error = std::string("buffer ack of lane ") +
+                            schemas::lane_name(static_cast<Lane>(lane)) + " through " +
+                            std::to_string(through) + " failed: " + self->system().render(err);
+            if (auto delay = l.ack_retry.failed()) {
+              spdlog::error("link: {}; retrying in {} ms", st.last_error, delay->count());
+              self->delayed_send(self, *delay, retry_atom::value, ack_atom::value,
+                                 static_cast<Lane>(lane));
+            }
+          });
+}
+
+// The collector stored `lane` through `through`.
 void ack(Self self, size_t lane, uint64_t through) {
   auto& l = self->state.lanes[lane];
-  if (through <= l.acked) return;
-  l.acked = through;
-  self->request(self->state.buffer, caf::infinite, ack_atom::value, static_cast<Lane>(lane), through)
-      .then([](uint64_t) {},
-            [=](caf::error& err) {
-              self->state.last_error = "buffer ack failed: " + self->system().render(err);
-              spdlog::error("link: {}", self->state.last_error);
-            });
+  l.stored = std::max(l.stored, through);
+  send_ack(self, lane);
+}
+
+// The summary of failed connection attempts that were not logged one by one.
+void log_failed_attempts(Self self, uint64_t more) {
+  auto& st = self->state;
+  spdlog::warn("link: {} more failed attempts to reach {} in the last {} s; the latest: {}", more,
+               st.target, std::chrono::duration_cast<std::chrono::seconds>(st.attempt_log.window()).count(),
+               st.last_attempt_error);
 }
 
 caf::settings status_of(Self self) {
@@ -135,10 +183,13 @@ caf::settings status_of(Self self) {
   put_count(s, "bytes_sent", st.bytes_sent);
   put_count(s, "connects", st.connects);
   put_count(s, "disconnects", st.disconnects);
+  put_count(s, "read_failures", st.read_failures);
+  put_count(s, "ack_failures", st.ack_failures);
   if (!st.session) caf::put(s, "retry_in_ms", st.retry_in_ms);
   if (!st.last_error.empty()) caf::put(s, "last_error", st.last_error);
   for (size_t i = 0; i < st.lanes.size(); ++i) {
     std::string key = std::string("lanes.") + schemas::lane_name(static_cast<Lane>(i)) + ".";
+    put_count(s, key + "stored", st.lanes[i].stored);
     put_count(s, key + "acked", st.lanes[i].acked);
     put_count(s, key + "sent", st.lanes[i].sent);
     put_count(s, key + "in_flight", st.lanes[i].in_flight);
@@ -151,11 +202,21 @@ caf::settings status_of(Self self) {
 net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link_state> self,
                                        buffer_actor buffer, buffer_reader_actor reader,
                                        ClientConfig config) {
+  std::string target = config.host + ":" + std::to_string(config.port);
+  return net_link_over(self, std::move(buffer), std::move(reader), std::move(target),
+                       [config = std::move(config)](ClientEvents events) mutable {
+                         return std::make_unique<NetClient>(std::move(config), std::move(events));
+                       });
+}
+
+net_link_actor::behavior_type net_link_over(net_link_actor::stateful_pointer<net_link_state> self,
+                                            buffer_actor buffer, buffer_reader_actor reader,
+                                            std::string target, TransportFactory make) {
   auto& st = self->state;
   st.buffer = std::move(buffer);
   st.reader = std::move(reader);
-  st.target = config.host + ":" + std::to_string(config.port);
-  // The network thread only posts: anon_send never blocks it.
+  st.target = std::move(target);
+  // The transport's thread only posts: anon_send never blocks it.
   net_link_actor handle = self;
   ClientEvents events;
   events.connected = [handle](uint64_t s, std::vector<uint64_t> marks) {
@@ -170,8 +231,10 @@ net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link
   events.control = [handle](ControlCall call) {
     caf::anon_send(handle, control_atom::value, std::move(call));
   };
-  // Destroyed with the state when this actor ends, which joins its thread.
-  st.client = std::make_unique<NetClient>(std::move(config), std::move(events));
+  events.failed = [handle](std::string why) {
+    caf::anon_send(handle, fatal_atom::value, std::move(why));
+  };
+  st.transport = make(std::move(events));
   return {
       [=](committed_atom, Lane lane, uint64_t seq, const StoredRecords& fresh) {
         auto& l = self->state.lanes[static_cast<size_t>(lane)];
@@ -194,16 +257,17 @@ net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link
       },
       [=](connected_atom, uint64_t session, std::vector<uint64_t> marks) {
         auto& st = self->state;
+        if (auto more = st.attempt_log.close()) log_failed_attempts(self, more);
         st.session = session;
         st.in_flight = 0;
         ++st.connects;
         for (size_t i = 0; i < st.lanes.size() && i < marks.size(); ++i) {
           auto& l = st.lanes[i];
           l.in_flight = 0;
-          if (marks[i] < l.acked)
+          if (marks[i] < l.stored)
             spdlog::warn("link: the collector has lane {} only through {}, but stored through {} "
                          "before: its state was reset; what it lost cannot be sent again",
-                         schemas::lane_name(static_cast<Lane>(i)), marks[i], l.acked);
+                         schemas::lane_name(static_cast<Lane>(i)), marks[i], l.stored);
           l.sent = marks[i];  // uploads follow what it has, or it would see a gap forever
           // What the collector already has is deleted here, not sent again;
           // and every lane is read, as the buffer may hold older records.
@@ -215,14 +279,22 @@ net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link
       [=](disconnected_atom, uint64_t session, std::string why, int64_t retry_ms) {
         auto& st = self->state;
         if (session != 0 && session != st.session) return;  // about an older session
-        if (st.session) ++st.disconnects;
-        if (st.session || st.last_error != why)
+        if (session != 0) {
+          ++st.disconnects;
           spdlog::warn("link: {} offline: {}; retrying in {} ms", st.target, why, retry_ms);
+        } else {
+          // A failed attempt: while the collector stays unreachable, one line a minute.
+          auto now = std::chrono::steady_clock::now();
+          if (auto more = st.attempt_log.flush(now)) log_failed_attempts(self, more);
+          if (st.attempt_log.allow(now))
+            spdlog::warn("link: {} offline: {}; retrying in {} ms", st.target, why, retry_ms);
+          st.last_attempt_error = why;
+        }
         st.session = 0;
         st.in_flight = 0;
         for (auto& l : st.lanes) {
           l.in_flight = 0;
-          l.sent = l.acked;
+          l.sent = l.stored;
         }
         st.last_error = why;
         st.retry_in_ms = retry_ms;
@@ -242,6 +314,25 @@ net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link
         self->send(sup, control_atom::value, std::move(call));
       },
       [=](subscribe_atom, supervisor_actor sup) { self->state.supervisor = std::move(sup); },
+      [=](fatal_atom, std::string& why) {
+        // The transport survives every failure of a connection on its own; its
+        // thread ends only on a bug or exhausted resources (no event loop,
+        // bad_alloc). Restarting it here would hide that and could loop
+        // unseen: the link fails instead, the supervisor shuts the agent down
+        // in order (the buffer keeps all that was not acked) and it exits
+        // non-zero, for the service manager to restart it with its own backoff.
+        self->state.last_error = "the network thread failed: " + why;
+        spdlog::critical("link: {}; stopping the agent", self->state.last_error);
+        self->quit(caf::make_error(caf::sec::runtime_error, self->state.last_error));
+      },
+      [=](retry_atom, read_atom, Lane lane) {
+        self->state.lanes[static_cast<size_t>(lane)].read_retry.due();
+        pump(self);
+      },
+      [=](retry_atom, ack_atom, Lane lane) {
+        self->state.lanes[static_cast<size_t>(lane)].ack_retry.due();
+        send_ack(self, static_cast<size_t>(lane));
+      },
       [=](status_atom) { return status_of(self); },
   };
 }

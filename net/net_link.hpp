@@ -1,12 +1,14 @@
 #pragma once
 // The network link actor: reads committed records from the buffer, hands
-// them to the network thread as uploads, and acks the buffer once the
-// collector has stored them. A lane that has sent all it had sends a small
-// commit's records as they come with its notification, without a read. Lanes are served by priority (control, events,
-// results, uploads); the bulk lanes never hold the last upload slot, and no
-// lane takes the last one free while another waits without any, so fresh
-// rows never wait for a slot behind a backlog. One buffer read fills every
-// slot the lane may use.
+// them to its transport (net/transport.hpp; NetClient in the agent) as
+// uploads, and acks the buffer once the collector has stored them. A lane
+// that has sent all it had sends a small commit's records as they come with
+// its notification, without a read. Lanes are served by priority (control,
+// events, results, uploads); the bulk lanes never hold the last upload slot,
+// and no lane takes the last one free while another waits without any, so
+// fresh rows never wait for a slot behind a backlog. One buffer read fills
+// every slot the lane may use. A failed read or ack of a lane is tried again
+// after a backoff (Retry); a transport whose thread ended makes the link fail.
 
 #include <caf/typed_event_based_actor.hpp>
 
@@ -14,27 +16,38 @@
 #include <memory>
 
 #include "actors/interfaces.hpp"
+#include "net/log_limiter.hpp"
 #include "net/net_client.hpp"
+#include "net/retry.hpp"
+#include "net/transport.hpp"
 
 namespace outpost::net {
+
+// A failed buffer read or ack of a lane is tried again after this backoff.
+inline constexpr BackoffPolicy kBufferRetry{std::chrono::milliseconds(100), std::chrono::seconds(30)};
 
 struct net_link_state {
   static inline const char* name = "net-link";
 
   struct LaneState {
-    uint64_t acked = 0;      // the collector stored through here; the buffer was told
+    uint64_t stored = 0;     // the collector stored through here (this session or an earlier one)
+    uint64_t acked = 0;      // the buffer confirmed deleting through here (<= stored)
+    uint64_t acking = 0;     // the highest ack asked of the buffer and not yet answered, or acked
     uint64_t sent = 0;       // last seq handed to the network in this session
     uint64_t committed = 0;  // last seq the buffer reported committed
     unsigned in_flight = 0;  // uploads not yet answered
     unsigned reserved = 0;   // slots held for the uploads of the read outstanding
     bool reading = false;    // a read from the buffer is outstanding
     bool unread = true;      // the buffer may hold records past `sent` that no commit announced
+    Retry read_retry{kBufferRetry};  // after a failed read: no read before it is due
+    Retry ack_retry{kBufferRetry};   // after a failed ack: no ack before it is due
   };
 
   buffer_actor buffer;           // acks
   buffer_reader_actor reader;    // reads, which must not wait behind the buffer's commits
   supervisor_actor supervisor;  // carries out the collector's requests
-  std::unique_ptr<NetClient> client;
+  // Owned here: destroying it (when this actor ends) ends its session and thread.
+  std::unique_ptr<Transport> transport;
   std::string target;       // host:port, for status
   bool enabled = true;      // online_atom switches delivery on and off
   uint64_t session = 0;     // 0 while not connected
@@ -43,8 +56,11 @@ struct net_link_state {
   unsigned reserved = 0;  // over all lanes
   uint64_t uploads = 0, records_sent = 0, bytes_sent = 0, connects = 0, disconnects = 0;
   uint64_t reads = 0, fresh_sends = 0;  // sends after a buffer read, and of a commit's records
+  uint64_t read_failures = 0, ack_failures = 0;
   std::string last_error;
   int64_t retry_in_ms = 0;
+  LogLimiter attempt_log;  // failed connection attempts: the first of each minute, then a count
+  std::string last_attempt_error;
 };
 
 // Uploads in flight over all lanes: bounds memory (each at most 1000 records
@@ -54,8 +70,14 @@ inline constexpr unsigned kUploadWindow = 8;
 // collector waits milliseconds, big enough to amortise a round trip.
 inline constexpr uint64_t kUploadBytes = 1 << 20;
 
+// The link over a NetClient to the collector in `config`.
 net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link_state> self,
                                        buffer_actor buffer, buffer_reader_actor reader,
                                        ClientConfig config);
+
+// The link over the transport `make` returns; `target` names it in status.
+net_link_actor::behavior_type net_link_over(net_link_actor::stateful_pointer<net_link_state> self,
+                                            buffer_actor buffer, buffer_reader_actor reader,
+                                            std::string target, TransportFactory make);
 
 }  // namespace outpost::net

@@ -12,6 +12,11 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <sstream>
+
 #include "net/collector_server.hpp"
 #include "tests/process_util.hpp"
 #include "tests/temp_dir.hpp"
@@ -124,6 +129,47 @@ TEST_F(ProtocolTest, GarbageAndOversizedUploadsCloseOnlyThatConnection) {
   RawAgent fine(io, port);
   auto ok = fine.hello("fine").wait(io.waitScope).getSession();
   EXPECT_EQ(upload(ok, 0, 1, 3, keep).wait(io.waitScope), 3u);
+}
+
+// Sends garbage on a new connection and reads until the collector hangs up;
+// returns the connection's local port.
+uint16_t send_garbage(kj::AsyncIoContext& io, uint16_t port) {
+  auto garbage = io.provider->getNetwork().parseAddress("127.0.0.1", port).wait(io.waitScope)
+                     ->connect().wait(io.waitScope);
+  sockaddr_in local{};
+  uint len = sizeof local;
+  garbage->getsockname(reinterpret_cast<sockaddr*>(&local), &len);
+  std::string junk(4096, '\xff');
+  garbage->write(junk.data(), junk.size()).wait(io.waitScope);
+  char buf[256];
+  try {
+    while (garbage->tryRead(buf, 1, sizeof buf).wait(io.waitScope) > 0) {
+    }
+  } catch (const kj::Exception&) {
+  }
+  return ntohs(local.sin_port);
+}
+
+size_t occurrences(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST_F(ProtocolTest, GarbageIsLoggedWithThePeerAndTheReasonOncePerMinute) {
+  std::ostringstream log;
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "test", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+  KJ_DEFER(spdlog::set_default_logger(previous));
+  uint16_t first = send_garbage(io, port);
+  for (int i = 0; i < 20; ++i) send_garbage(io, port);
+  std::string text = log.str();
+  std::string line = "closed 127.0.0.1:" + std::to_string(first) + " (no hello yet): ";
+  auto at = text.find(line);
+  ASSERT_NE(at, std::string::npos) << "no reason logged for garbage:\n" << text;
+  EXPECT_NE(text[at + line.size()], '\n') << "an empty reason";
+  EXPECT_EQ(occurrences(text, "closed 127.0.0.1:"), 1u) << "not rate-limited:\n" << text;
 }
 
 TEST_F(ProtocolTest, AGapIsRefusedAndTheMarkIsWhatTheAgentResumesFrom) {

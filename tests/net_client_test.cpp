@@ -1,0 +1,217 @@
+// The real network thread against a scripted collector on 127.0.0.1: the
+// reason a session ended reaches the link's status (`last_error`) as what it
+// was, not always "the collector closed the connection".
+
+#include <gtest/gtest.h>
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
+#include <future>
+#include <thread>
+
+#include "net/net_link.hpp"
+#include "schemas/protocol.capnp.h"
+#include "tests/actor_test_util.hpp"
+
+namespace outpost::net {
+namespace {
+using namespace std::chrono_literals;
+using outpost::testing::eventually;
+
+// What the scripted collector does once an agent said hello.
+enum class Script { refuse_uploads, never_answer, close_after_hello, garbage_after_hello };
+
+class ScriptedCollector {
+ public:
+  explicit ScriptedCollector(Script script) : script_(script) {
+    std::promise<uint16_t> port;
+    auto ready = port.get_future();
+    thread_ = std::thread([this, &port] { run(port); });
+    port_ = ready.get();
+  }
+  ~ScriptedCollector() {
+    stop_->fulfill();
+    thread_.join();
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  struct Peer {
+    kj::Own<kj::AsyncIoStream> stream;
+    kj::Own<capnp::TwoPartyVatNetwork> network;
+    kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
+  };
+
+  class SessionImpl final : public protocol::Session::Server {
+   public:
+    explicit SessionImpl(Script script) : script_(script) {}
+    kj::Promise<void> upload(UploadContext context) override {
+      if (script_ == Script::refuse_uploads) return KJ_EXCEPTION(FAILED, "cannot store: No space left on device");
+      if (script_ == Script::never_answer) return kj::NEVER_DONE;
+      auto records = context.getParams().getRecords();
+      context.getResults().setStoredThrough(records[records.size() - 1].getSeq());
+      return kj::READY_NOW;
+    }
+
+   private:
+    Script script_;
+  };
+
+  class CollectorImpl final : public protocol::Collector::Server {
+   public:
+    CollectorImpl(ScriptedCollector& owner, Peer& peer) : owner_(owner), peer_(peer) {}
+    kj::Promise<void> hello(HelloContext context) override {
+      auto results = context.getResults();
+      results.setSession(kj::heap<SessionImpl>(owner_.script_));
+      results.setMajorVersion(protocol::MAJOR_VERSION);
+      results.setAgentId("scripted");
+      // After the answer has gone out.
+      owner_.tasks_->add(owner_.io_->provider->getTimer().afterDelay(100 * kj::MILLISECONDS).then([this] {
+        if (owner_.script_ == Script::close_after_hello) {
+          peer_.stream->shutdownWrite();
+        } else if (owner_.script_ == Script::garbage_after_hello) {
+          static const std::string junk(4096, '\xff');
+          return peer_.stream->write(junk.data(), junk.size());
+        }
+        return kj::Promise<void>(kj::READY_NOW);
+      }));
+      return kj::READY_NOW;
+    }
+
+   private:
+    ScriptedCollector& owner_;
+    Peer& peer_;
+  };
+
+  struct Ignore : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&&) override {}
+  };
+
+  void run(std::promise<uint16_t>& port) {
+    auto io = kj::setupAsyncIo();
+    io_ = &io;
+    Ignore ignore;
+    auto listener = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope)->listen();
+    std::vector<kj::Own<Peer>> peers;
+    kj::TaskSet tasks(ignore);  // ends first: its tasks use the above
+    tasks_ = &tasks;
+    auto stop = kj::newPromiseAndCrossThreadFulfiller<void>();
+    stop_ = kj::mv(stop.fulfiller);
+    tasks.add(accept(*listener, peers));
+    port.set_value(static_cast<uint16_t>(listener->getPort()));
+    stop.promise.wait(io.waitScope);
+  }
+
+  kj::Promise<void> accept(kj::ConnectionReceiver& listener, std::vector<kj::Own<Peer>>& peers) {
+    return listener.accept().then([this, &listener, &peers](kj::Own<kj::AsyncIoStream> stream) {
+      auto peer = kj::heap<Peer>();
+      peer->stream = kj::mv(stream);
+      peer->network = kj::heap<capnp::TwoPartyVatNetwork>(*peer->stream, capnp::rpc::twoparty::Side::SERVER);
+      peer->rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(
+          capnp::makeRpcServer(*peer->network, kj::heap<CollectorImpl>(*this, *peer)));
+      peers.push_back(kj::mv(peer));
+      return accept(listener, peers);
+    });
+  }
+
+  Script script_;
+  uint16_t port_ = 0;
+  kj::AsyncIoContext* io_ = nullptr;
+  kj::TaskSet* tasks_ = nullptr;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop_;
+  std::thread thread_;
+};
+
+// Lane events holds seqs 1..5; acks are taken.
+caf::behavior fake_store(caf::event_based_actor*) {
+  return {
+      [](read_atom, Lane lane, uint64_t after, uint64_t, uint64_t) {
+        auto v = std::make_shared<std::vector<persistence::StoredRecord>>();
+        for (uint64_t seq = after + 1; lane == Lane::EVENTS && seq <= 5; ++seq) {
+          persistence::StoredRecord r;
+          r.seq = seq;
+          r.size = 64;
+          r.words = kj::heapArray<capnp::word>(8);
+          v->push_back(std::move(r));
+        }
+        return StoredRecords{v};
+      },
+      [](ack_atom, Lane, uint64_t through) { return through; },
+  };
+}
+
+std::string last_error_after(Script script, const std::string& expected) {
+  ScriptedCollector collector(script);
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  caf::scoped_actor self{sys};
+  auto store = sys.spawn(fake_store);
+  ClientConfig config;
+  config.port = collector.port();
+  config.tls.insecure = true;
+  config.claimed_id = "agent";
+  config.backoff = {std::chrono::milliseconds(50), std::chrono::milliseconds(200)};
+  config.upload_timeout = std::chrono::milliseconds(300);
+  auto link = sys.spawn(net_link, caf::actor_cast<buffer_actor>(store),
+                        caf::actor_cast<buffer_reader_actor>(store), config);
+  std::string last;
+  eventually([&] {
+    auto status = outpost::testing::status_of(self, link);
+    last = caf::get_or(status, "last_error", std::string());
+    return last.find(expected) != std::string::npos;
+  });
+  self->send_exit(link, caf::exit_reason::user_shutdown);
+  self->send_exit(store, caf::exit_reason::user_shutdown);
+  return last;
+}
+
+TEST(NetClientReasons, AStorageFailureIsNamed) {
+  auto last = last_error_after(Script::refuse_uploads, "the collector refused an upload");
+  EXPECT_NE(last.find("the collector refused an upload"), std::string::npos) << last;
+  EXPECT_NE(last.find("No space left on device"), std::string::npos) << last;
+}
+
+TEST(NetClientReasons, AnUploadTimeoutIsNamed) {
+  auto last = last_error_after(Script::never_answer, "upload timeout");
+  EXPECT_NE(last.find("upload timeout: no answer to an upload within 300 ms"), std::string::npos) << last;
+}
+
+TEST(NetClientReasons, ThePeerClosingIsNamed) {
+  auto last = last_error_after(Script::close_after_hello, "closed");
+  EXPECT_NE(last.find("the collector closed the connection"), std::string::npos) << last;
+}
+
+TEST(NetClientReasons, GarbageFromThePeerIsAConnectionFailure) {
+  auto last = last_error_after(Script::garbage_after_hello, "the connection failed");
+  EXPECT_NE(last.find("the connection failed: "), std::string::npos) << last;
+}
+
+TEST(NetClientReasons, NoCollectorIsACannotConnect) {
+  uint16_t port;
+  {
+    ScriptedCollector gone(Script::refuse_uploads);
+    port = gone.port();
+  }
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  caf::scoped_actor self{sys};
+  auto store = sys.spawn(fake_store);
+  ClientConfig config;
+  config.port = port;
+  config.tls.insecure = true;
+  config.backoff = {std::chrono::milliseconds(50), std::chrono::milliseconds(200)};
+  auto link = sys.spawn(net_link, caf::actor_cast<buffer_actor>(store),
+                        caf::actor_cast<buffer_reader_actor>(store), config);
+  std::string last;
+  EXPECT_TRUE(eventually([&] {
+    last = caf::get_or(outpost::testing::status_of(self, link), "last_error", std::string());
+    return !last.empty();
+  }));
+  EXPECT_EQ(last.rfind("cannot connect: ", 0), 0u) << last;
+  self->send_exit(link, caf::exit_reason::user_shutdown);
+  self->send_exit(store, caf::exit_reason::user_shutdown);
+}
+
+}  // namespace
+}  // namespace outpost::net
