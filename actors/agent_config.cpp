@@ -202,13 +202,15 @@ void read_typed_map(const YAML::Node& n, const std::string& path, const Reader& 
 
 // --- Sections.
 
-void read_buffer(const YAML::Node& n, const std::string& path, persistence::StoreOptions& b) {
+void read_buffer(const YAML::Node& n, const std::string& path, AgentConfig& config) {
+  auto& b = config.buffer;
   read_map(n, path,
            {{"dir", [&](auto& v, auto& p) { b.dir = path_text(v, p); }},
             {"limit", [&](auto& v, auto& p) { b.limit_bytes = size(v, p, true); }},
             {"sync", [&](auto& v, auto& p) { b.sync = choice(v, p, kSyncPolicies); }},
             {"compact_threshold",
-             [&](auto& v, auto& p) { b.compact_threshold_bytes = size(v, p, false); }}});
+             [&](auto& v, auto& p) { b.compact_threshold_bytes = size(v, p, false); }},
+            {"pending_budget", [&](auto& v, auto& p) { config.pending_budget = size(v, p, true); }}});
 }
 
 // "host:port"; the port is required.
@@ -386,7 +388,7 @@ void read_queries(const YAML::Node& n, const std::string& path, std::vector<Quer
 void read_agent(const YAML::Node& root, AgentConfig& config) {
   std::vector<QuerySpec> event_table;
   read_map(root, "",
-           {{"buffer", [&](auto& v, auto& p) { read_buffer(v, p, config.buffer); }},
+           {{"buffer", [&](auto& v, auto& p) { read_buffer(v, p, config); }},
             {"link", [&](auto& v, auto& p) { read_link(v, p, config.link); }},
             {"log", [&](auto& v, auto& p) { read_log(v, p, config.log); }},
             {"event_table", [&](auto& v, auto& p) { read_event_table(v, p, event_table); }},
@@ -514,6 +516,8 @@ buffer:
   limit: 1GiB                   # buffered bytes; queries pause when it is reached
   sync: full                    # full: survives power loss; none: survives kill -9 only
   compact_threshold: 64MiB      # shrink a drained store whose file is larger than this
+  pending_budget: 64MiB         # appends waiting in RAM for the buffer (queries pause beyond
+                                # it); the store keeps this much above the limit for shutdown
 
 link:                           # or just: link: offline | file | file:PATH
   type: file                    # file: deliver to a local JSON-lines file; offline: nowhere
