@@ -297,9 +297,11 @@ buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> 
           uint64_t purged = st.store->purge(query_id);
           spdlog::info("buffer: purged {} records and {} waiting appends of query {}", purged,
                        refused, query_id);
-          if ((purged || refused) && !st.waiting.empty()) {
+          // Space was freed: unblock even with nothing waiting, or the next
+          // append would wait for a flush that is never scheduled.
+          if (purged || refused) {
             st.blocked = false;
-            if (!try_commit(self)) retry_later(self);
+            if (!st.waiting.empty() && !try_commit(self)) retry_later(self);
           }
           return purged + refused;
         });
