@@ -67,7 +67,11 @@ uint64_t deliver_all(BufferStore& store) {
 // and stops cleanly; `while_open` runs between the open and the reads.
 Start start_agent(const StoreOptions& o, const std::function<void()>& while_open = {}) {
   int fds[2];
-  if (pipe(fds) != 0) return {"pipe failed"};
+  if (pipe(fds) != 0) {
+    Start failed;
+    failed.end = "pipe failed";
+    return failed;
+  }
   pid_t pid = fork();
   if (pid == 0) {
     close(fds[0]);
@@ -163,7 +167,9 @@ class Damage : public ::testing::Test {
     EXPECT_EQ(first.text.rfind("exception", 0), std::string::npos) << first.text;
     EXPECT_TRUE(first.checked) << first.text;
     EXPECT_EQ(first.set_aside, set_aside) << first.text;
-    if (!first.lost_unknown) EXPECT_EQ(first.delivered + first.lost, n_) << first.text;
+    if (!first.lost_unknown) {
+      EXPECT_EQ(first.delivered + first.lost, n_) << first.text;
+    }
     EXPECT_EQ(first.remaining, 0u) << "acked but still there: " << first.text;
     if (set_aside) {
       bool kept = false;
