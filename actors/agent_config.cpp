@@ -1,4 +1,5 @@
 #include "actors/agent_config.hpp"
+#include "schemas/codec.hpp"
 
 #include <spdlog/common.h>
 #include <sys/mman.h>
@@ -36,10 +37,11 @@ constexpr uint64_t kDayMs = 24 * 3600 * 1000;  // bound on periods and delays
 // it is checked by check_agent_config().
 constexpr uint64_t kMaxBufferLimit = 16ull << 40;
 constexpr const char* kMaxBufferLimitText = "16TiB";
-// A synthetic row must fit in one record. TODO(lead): schemas::kMaxRecordBytes
-// (the record-size limit) replaces this local 4 MiB when it lands.
-constexpr uint64_t kMaxRowSize = 4ull << 20;
-constexpr const char* kMaxRowSizeText = "4MiB";
+// A synthetic row must fit in one record, its other columns and the batch's
+// header included: the record-size limit less 64 KiB.
+constexpr uint64_t kMaxRowSize = schemas::kMaxRecordBytes - (64 << 10);
+constexpr const char* kMaxRowSizeText = "4032KiB";
+static_assert(kMaxRowSize == 4032ull << 10, "kMaxRowSizeText names kMaxRowSize");
 constexpr const char* kSizeExample = "a size such as 1000, 10kB, 64MiB or 1GiB";
 constexpr const char* kNameRule = "a name of letters, digits, '_', '.' and '-'";
 
@@ -222,13 +224,15 @@ void read_typed_map(const YAML::Node& n, const std::string& path, const Reader& 
 
 // --- Sections.
 
-void read_buffer(const YAML::Node& n, const std::string& path, persistence::StoreOptions& b) {
+void read_buffer(const YAML::Node& n, const std::string& path, AgentConfig& config) {
+  auto& b = config.buffer;
   read_map(n, path,
            {{"dir", [&](auto& v, auto& p) { b.dir = path_text(v, p); }},
             {"limit", [&](auto& v, auto& p) { b.limit_bytes = buffer_limit(v, p); }},
             {"sync", [&](auto& v, auto& p) { b.sync = choice(v, p, kSyncPolicies); }},
             {"compact_threshold",
-             [&](auto& v, auto& p) { b.compact_threshold_bytes = size(v, p, false); }}});
+             [&](auto& v, auto& p) { b.compact_threshold_bytes = size(v, p, false); }},
+            {"pending_budget", [&](auto& v, auto& p) { config.pending_budget = size(v, p, true); }}});
 }
 
 // "host:port"; the port is required.
@@ -412,7 +416,7 @@ void read_queries(const YAML::Node& n, const std::string& path, std::vector<Quer
 void read_agent(const YAML::Node& root, AgentConfig& config) {
   std::vector<QuerySpec> event_table;
   read_map(root, "",
-           {{"buffer", [&](auto& v, auto& p) { read_buffer(v, p, config.buffer); }},
+           {{"buffer", [&](auto& v, auto& p) { read_buffer(v, p, config); }},
             {"link", [&](auto& v, auto& p) { read_link(v, p, config.link); }},
             {"log", [&](auto& v, auto& p) { read_log(v, p, config.log); }},
             {"event_table", [&](auto& v, auto& p) { read_event_table(v, p, event_table); }},
@@ -559,6 +563,8 @@ buffer:
   limit: 1GiB                   # buffered bytes; queries pause when it is reached
   sync: full                    # full: survives power loss; none: survives kill -9 only
   compact_threshold: 64MiB      # shrink a drained store whose file is larger than this
+  pending_budget: 64MiB         # appends waiting in RAM for the buffer (queries pause beyond
+                                # it); the store keeps this much above the limit for shutdown
 
 link:                           # or just: link: offline | file | file:PATH
   type: file                    # file: deliver to a local JSON-lines file; offline: nowhere

@@ -3,7 +3,8 @@
 // logs, and which queries it runs. Read from YAML (agent.yaml), then adjusted
 // by `--set key=value` overrides.
 //
-//   buffer: {dir: outpost-data/buffer, limit: 1GiB, sync: full, compact_threshold: 64MiB}
+//   buffer: {dir: outpost-data/buffer, limit: 1GiB, sync: full, compact_threshold: 64MiB,
+//            pending_budget: 64MiB}   # appends waiting in RAM; also the store's shutdown reserve
 //   link: {type: file, path: outpost-data/delivered.jsonl}   # or {type: offline}
 //   link: {type: collector, address: 127.0.0.1:4750, ca: ca.pem, cert: agent.pem, key: agent.key}
 //   log: {level: info, file: ""}
@@ -26,7 +27,7 @@
 // Every key is optional except a query's name; what is left out keeps its
 // default. `link` may also be written as one word: offline, file or
 // file:PATH. Sizes take the units of parse_size(); buffer.limit is at most
-// 16TiB and a synthetic row_size at most 4MiB. A source's keys depend on its
+// 16TiB and a synthetic row_size at most 4032KiB. A source's keys depend on its
 // type (clock: period_ms; synthetic: rate, row_size, max_rows, fail_after;
 // vql: query, parameters; artifact: name, parameters). Event-table entries
 // follow the queries, with the next ids; every name is unique. VQL and
@@ -42,6 +43,7 @@
 #include <vector>
 
 #include "actors/control.hpp"
+#include "actors/pending_budget.hpp"
 #include "persistence/buffer_store.hpp"
 #include "schemas/codec.hpp"
 
@@ -101,6 +103,10 @@ inline persistence::StoreOptions default_store_options() {
 
 struct AgentConfig {
   persistence::StoreOptions buffer = default_store_options();
+  // buffer.pending_budget: bytes of appends that may wait in RAM for the
+  // buffer (queries pause beyond it). The store is opened with the limit
+  // plus this much, kept for shutdown so that the waiting appends are stored.
+  uint64_t pending_budget = kDefaultPendingBudget;
   LinkSpec link;
   std::vector<QuerySpec> queries;  // none is fine: the agent runs no queries
   LogSpec log;

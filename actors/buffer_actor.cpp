@@ -13,7 +13,7 @@ using Self = buffer_actor::stateful_pointer<buffer_state>;
 // Bounds one transaction so that a huge backlog of appends does not hold the
 // write lock (and the link's acks) for long.
 constexpr size_t kMaxRecordsPerCommit = 10000;
-constexpr uint64_t kMaxBytesPerCommit = 4ull << 20;
+constexpr uint64_t kMaxBytesPerCommit = 4ull << 20;  // a bigger record goes alone
 constexpr auto kDiskFullRetry = std::chrono::seconds(1);
 constexpr auto kAckDelay = std::chrono::milliseconds(50);
 // A commit's records of a lane up to this size go to the link with the
@@ -50,26 +50,73 @@ void notify_link(Self self, std::array<Committed, schemas::kLaneCount>& lanes) {
   }
 }
 
+// The limit as configured: the store's, less the shutdown reserve.
+uint64_t limit_of(Self self) {
+  auto& st = self->state;
+  uint64_t store_limit = st.store->options().limit_bytes;
+  return store_limit - std::min(store_limit, st.options.shutdown_reserve);
+}
+
+// What may still be committed: under the configured limit, or under the
+// store's when settling (the shutdown reserve included).
+uint64_t free_of(Self self, bool settling) {
+  auto& st = self->state;
+  uint64_t free = st.store->free_bytes();
+  if (settling) return free;
+  return free - std::min(free, st.options.shutdown_reserve);
+}
+
+// The store refused a commit: try again on a timer (the disk may free up
+// on its own), or at the next ack.
 void retry_later(Self self) {
-  if (self->state.flush_scheduled) return;
-  self->state.flush_scheduled = true;
+  if (self->state.commit_scheduled) return;
+  self->state.commit_scheduled = true;
   self->delayed_send(self, kDiskFullRetry, flush_atom::value);
 }
 
-// Appends already in the mailbox are handled before this flush, so they
+// Appends already in the mailbox are handled before this commit, so they
 // all land in the transaction it starts.
-void schedule_flush(Self self) {
+void schedule_commit(Self self) {
   auto& st = self->state;
-  if (st.flush_scheduled || st.blocked) return;
-  st.flush_scheduled = true;
+  if (st.commit_scheduled || st.blocked) return;
+  st.commit_scheduled = true;
   self->send(self, flush_atom::value);
 }
 
-// Commits waiting appends in FIFO order, as many per transaction as fit.
-// Unless `all`, one transaction per call, the next one after whatever
+// A full episode starts when the head of `waiting` does not fit under the
+// limit, and ends when no append waits any more (not at each ack that lets a
+// few in): it is logged once at each end.
+void enter_full(Self self, Lane lane) {
+  auto& st = self->state;
+  if (st.full) return;
+  st.full = true;
+  ++st.full_episodes;
+  uint64_t limit = limit_of(self);
+  uint64_t live = st.store->options().limit_bytes - st.store->free_bytes();
+  st.full_since = std::chrono::steady_clock::now();
+  spdlog::warn("buffer: full ({} of {} bytes, {:.1f}%): appends wait for acks to free space, "
+               "the first on the {} lane",
+               live, limit, 100.0 * live / limit, schemas::lane_name(lane));
+}
+
+void leave_full(Self self) {
+  auto& st = self->state;
+  if (!st.full) return;
+  st.full = false;
+  auto held = std::chrono::steady_clock::now() - st.full_since;
+  spdlog::info("buffer: no longer full, no append waits ({} of {} bytes) after {} ms",
+               st.store->options().limit_bytes - st.store->free_bytes(), limit_of(self),
+               std::chrono::duration_cast<std::chrono::milliseconds>(held).count());
+}
+
+// Commits waiting appends in FIFO order, as many per transaction as fit
+// (kMaxBytesPerCommit bounds a transaction, except that a record bigger
+// than that goes alone: every record up to kMaxRecordBytes must get in).
+// Unless `settling`, one transaction per call, the next one after whatever
 // arrived meanwhile: the link's reads and acks must not wait behind a
-// backlog of commits, each with its fsync.
-void commit_waiting(Self self, bool all) {
+// backlog of commits, each with its fsync. Settling (shutdown) commits all
+// that fit, the shutdown reserve included.
+void commit_waiting(Self self, bool settling) {
   auto& st = self->state;
   // Control and event rows go first, so that a flood of bulk appends (a big
   // collection) does not hold fresh events for several commits. Each lane
@@ -78,25 +125,30 @@ void commit_waiting(Self self, bool all) {
     return w.lane == Lane::CONTROL || w.lane == Lane::EVENTS;
   });
   while (!st.waiting.empty()) {
-    uint64_t free = st.store->free_bytes(), bytes = 0;
+    uint64_t free = free_of(self, settling), bytes = 0;
     size_t n = 0;
-    while (n < st.waiting.size() && n < kMaxRecordsPerCommit &&
-           bytes + st.waiting[n].bytes <= std::min(free, kMaxBytesPerCommit))
-      bytes += st.waiting[n++].bytes;
+    while (n < st.waiting.size() && n < kMaxRecordsPerCommit) {
+      uint64_t next = bytes + st.waiting[n].bytes;
+      if (next > free || (n > 0 && next > kMaxBytesPerCommit)) break;
+      bytes = next;
+      ++n;
+    }
     if (n == 0) {
       auto& head = st.waiting.front();
-      if (head.bytes > st.store->options().limit_bytes) {
+      if (head.bytes > limit_of(self)) {
         head.promise.deliver(caf::make_error(
             caf::sec::runtime_error, "record of " + std::to_string(head.bytes) +
                                          " bytes can never fit the buffer limit of " +
-                                         std::to_string(st.store->options().limit_bytes)));
+                                         std::to_string(limit_of(self))));
         st.waiting.pop_front();
         continue;
       }
-      if (!st.blocked) ++st.blocked_episodes;
       st.blocked = true;  // producers wait here until acks free space
-      st.last_error = "the buffer is full (limit " +
-                      std::to_string(st.store->options().limit_bytes) + " bytes)";
+      enter_full(self, head.lane);
+      st.last_error = "the buffer is full (limit " + std::to_string(limit_of(self)) + " bytes" +
+                      (settling ? ", and its shutdown reserve of " +
+                                      std::to_string(st.options.shutdown_reserve) + " bytes)"
+                                : ")");
       return;
     }
     std::vector<persistence::RecordIn> records(n);
@@ -112,7 +164,6 @@ void commit_waiting(Self self, bool all) {
       // and retry on a timer in case the disk frees up on its own.
       if (st.last_error != result.reason) spdlog::error("buffer: append refused: {}", result.reason);
       st.last_error = result.reason;
-      if (!st.blocked) ++st.blocked_episodes;
       st.blocked = true;
       retry_later(self);
       return;
@@ -128,11 +179,12 @@ void commit_waiting(Self self, bool all) {
       st.waiting.pop_front();
     }
     notify_link(self, committed);
-    if (!all) {
-      if (!st.waiting.empty()) schedule_flush(self);
+    if (!settling && !st.waiting.empty()) {
+      schedule_commit(self);
       return;
     }
   }
+  leave_full(self);  // nothing waits any more
 }
 
 caf::settings status_of(Self self) {
@@ -148,11 +200,16 @@ caf::settings status_of(Self self) {
       put_count(s, lane + "oldest_age_ms", std::max<int64_t>(0, now - *oldest) / 1000000);
   }
   put_count(s, "live_bytes", stats.live_bytes);
-  put_count(s, "limit_bytes", stats.limit_bytes);
-  caf::put(s, "fill_percent", 100.0 * stats.live_bytes / stats.limit_bytes);
+  uint64_t limit = limit_of(self);
+  put_count(s, "limit_bytes", limit);
+  put_count(s, "shutdown_reserve_bytes", st.options.shutdown_reserve);
+  caf::put(s, "fill_percent", limit ? 100.0 * stats.live_bytes / limit : 100.0);
   put_count(s, "pending_appends", st.waiting.size());
+  put_count(s, "pending_bytes", st.budget->pending());  // the queries' count: in the mailbox too
+  put_count(s, "pending_budget", st.budget->limit());
   caf::put(s, "blocked", st.blocked);
-  put_count(s, "blocked_episodes", st.blocked_episodes);
+  caf::put(s, "full", st.full);
+  put_count(s, "full_episodes", st.full_episodes);
   put_count(s, "appends", st.appends);
   put_count(s, "commits", st.commits);
   put_count(s, "store_commits", stats.commits);  // every write transaction, acks included
@@ -178,9 +235,9 @@ auto guarded(const char* what, F f) -> decltype(f()) {
   }
 }
 
-bool try_commit(Self self, bool all = false) {
+bool try_commit(Self self, bool settling = false) {
   try {
-    commit_waiting(self, all);
+    commit_waiting(self, settling);
     return true;
   } catch (const persistence::StoreError& e) {
     spdlog::error("buffer: commit failed: {}", e.what());
@@ -190,26 +247,29 @@ bool try_commit(Self self, bool all = false) {
 }
 
 // Applies the gathered acks, one transaction per lane, and answers them with
-// the bytes their lane freed; freed space lets waiting appends in.
+// the bytes their lane freed, or with their lane's error (the link retries
+// it; other lanes are not affected). Freed space lets waiting appends in.
 void apply_acks(Self self) {
   auto& st = self->state;
   std::array<uint64_t, schemas::kLaneCount> freed{};
-  std::string error;
+  std::array<std::string, schemas::kLaneCount> errors;
   for (size_t i = 0; i < st.ack_through.size(); ++i) {
     if (!st.ack_through[i]) continue;
     try {
       freed[i] = st.store->ack(static_cast<Lane>(i), st.ack_through[i]);
     } catch (const persistence::StoreError& e) {
-      spdlog::error("buffer: ack failed: {}", e.what());
-      error = std::string("ack: ") + e.what();
+      spdlog::error("buffer: ack of the {} lane failed: {}", schemas::lane_name(static_cast<Lane>(i)),
+                    e.what());
+      errors[i] = std::string("ack: ") + e.what();
     }
     st.ack_through[i] = 0;
   }
   for (auto& a : st.pending_acks) {
-    if (error.empty())
-      a.promise.deliver(freed[static_cast<size_t>(a.lane)]);
+    auto lane = static_cast<size_t>(a.lane);
+    if (errors[lane].empty())
+      a.promise.deliver(freed[lane]);
     else
-      a.promise.deliver(caf::make_error(caf::sec::runtime_error, error));
+      a.promise.deliver(caf::make_error(caf::sec::runtime_error, errors[lane]));
     ++st.acks;
   }
   st.pending_acks.clear();
@@ -220,8 +280,8 @@ void apply_acks(Self self) {
   }
 }
 
-// Commits what fits; the appends that still wait can only be refused, as
-// nothing will free space before the agent exits.
+// Commits what fits, the shutdown reserve included; the appends that still
+// wait can only be refused, as nothing will free space before the agent exits.
 uint64_t settle(Self self) {
   auto& st = self->state;
   apply_acks(self);
@@ -234,6 +294,7 @@ uint64_t settle(Self self) {
   if (refused) spdlog::warn("buffer: refused {} appends at shutdown: {}", refused, why);
   st.waiting.clear();
   st.blocked = false;
+  leave_full(self);
   return refused;
 }
 
@@ -241,19 +302,33 @@ uint64_t settle(Self self) {
 
 buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> self,
                                    std::shared_ptr<persistence::BufferStore> store) {
+  return buffer_with(self, std::move(store), BufferOptions{});
+}
+
+buffer_actor::behavior_type buffer_with(buffer_actor::stateful_pointer<buffer_state> self,
+                                        std::shared_ptr<persistence::BufferStore> store,
+                                        BufferOptions options) {
   self->state.store = std::move(store);
+  self->state.options = options;
+  self->state.budget = std::make_shared<PendingBudget>(options.pending_budget);
   return {
       [=](append_atom, Lane lane, RecordRef record) -> caf::result<uint64_t> {
         auto& st = self->state;
         ++st.appends;
+        if (record.encoded->size() > schemas::kMaxRecordBytes)  // its producer should have cut it
+          return caf::make_error(caf::sec::runtime_error,
+                                 "record of " + std::to_string(record.encoded->size()) +
+                                     " bytes exceeds the record limit of " +
+                                     std::to_string(schemas::kMaxRecordBytes));
         uint64_t bytes = persistence::record_format::accounted_bytes(record.encoded->size());
         auto promise = self->make_response_promise<uint64_t>();
         st.waiting.push_back({lane, std::move(record), bytes, promise});
-        schedule_flush(self);
+        schedule_commit(self);
         return promise;
       },
+      [=](budget_atom) { return self->state.budget; },
       [=](flush_atom) {
-        self->state.flush_scheduled = false;
+        self->state.commit_scheduled = false;
         // On failure nothing else may come to retry: the producers are paused.
         if (!try_commit(self)) retry_later(self);
       },
@@ -336,7 +411,9 @@ buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> 
         settle(self);
         self->quit();
       },
-      [=](status_atom) { return status_of(self); },
+      [=](status_atom) -> caf::result<caf::settings> {
+        return guarded("status", [&]() -> caf::result<caf::settings> { return status_of(self); });
+      },
   };
 }
 

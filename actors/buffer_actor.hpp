@@ -3,6 +3,7 @@
 #include <caf/typed_response_promise.hpp>
 
 #include <array>
+#include <chrono>
 #include <deque>
 #include <memory>
 
@@ -10,6 +11,19 @@
 #include "persistence/buffer_store.hpp"
 
 namespace outpost {
+
+struct BufferOptions {
+  // Bytes of appends that may wait (handed over, not yet committed): the
+  // queries' PendingBudget.
+  uint64_t pending_budget = kDefaultPendingBudget;
+  // The top of the store's limit kept for shutdown: commits use it only when
+  // the buffer settles, so that the appends waiting then are stored, not
+  // refused. They are at most the budget, plus the last batch of each query
+  // that was building one when it stopped (those are refused if they do not
+  // fit too). The store must be opened with the configured limit plus this;
+  // the agent makes it the budget.
+  uint64_t shutdown_reserve = 0;
+};
 
 struct buffer_state {
   static inline const char* name = "buffer";
@@ -41,21 +55,34 @@ struct buffer_state {
 
   std::shared_ptr<persistence::BufferStore> store;
   std::deque<Purge> purges;  // FIFO; the front one is under way
+  BufferOptions options;
+  PendingBudgetPtr budget;
   std::deque<Waiting> waiting;  // FIFO: appends not yet committed
   std::array<uint64_t, schemas::kLaneCount> ack_through{};  // 0: nothing pending on that lane
   std::vector<PendingAck> pending_acks;
   bool acks_scheduled = false;
   link_actor link;
-  bool flush_scheduled = false;
-  bool blocked = false;  // the head of `waiting` does not fit: only acks can help
+  bool commit_scheduled = false;  // a flush_atom (commit the waiting appends) is on its way
+  // The head of `waiting` could not be committed: it does not fit under the
+  // limit (`full`), or the store refused it (disk full). Only acks, or the
+  // retry timer, let it in.
+  bool blocked = false;
+  // A full episode: since the head last did not fit under the limit, appends
+  // have waited; it ends when none waits. Logged once at each end.
+  bool full = false;
+  std::chrono::steady_clock::time_point full_since;
   uint64_t appends = 0;  // append requests received
   uint64_t commits = 0;  // write transactions that stored them
   uint64_t acks = 0;
-  uint64_t blocked_episodes = 0;
+  uint64_t full_episodes = 0;
   std::string last_error;
 };
 
 // Spawn detached: its fsyncs must not stall CAF's worker threads.
+buffer_actor::behavior_type buffer_with(buffer_actor::stateful_pointer<buffer_state> self,
+                                        std::shared_ptr<persistence::BufferStore> store,
+                                        BufferOptions options);
+// With the default options: the default budget and no shutdown reserve.
 buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> self,
                                    std::shared_ptr<persistence::BufferStore> store);
 

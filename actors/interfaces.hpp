@@ -1,6 +1,7 @@
 #pragma once
 // Every typed actor interface of the agent, in one place.
 
+#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/settings.hpp>
@@ -11,6 +12,10 @@
 
 #include "actors/control.hpp"
 #include "actors/messages.hpp"
+#include "actors/pending_budget.hpp"
+
+// Local only, like the payloads in messages.hpp.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(outpost::PendingBudgetPtr)
 
 namespace outpost {
 
@@ -37,6 +42,7 @@ using quarantine_atom = caf::atom_constant<caf::atom("quarantine")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using fatal_atom = caf::atom_constant<caf::atom("fatal")>;
+using budget_atom = caf::atom_constant<caf::atom("budget")>;
 
 // Ships buffered records somewhere and acks them once they are stored there.
 using link_actor = caf::typed_actor<
@@ -53,6 +59,8 @@ using link_actor = caf::typed_actor<
 using buffer_actor = caf::typed_actor<
     // Stores one record; answers its seq once committed, later if the buffer is full.
     caf::replies_to<append_atom, Lane, RecordRef>::with<uint64_t>,
+    // The budget for waiting appends (actors/pending_budget.hpp), which every query shares.
+    caf::replies_to<budget_atom>::with<PendingBudgetPtr>,
     // Records of a lane after a seq, for the link: at most max_records, and no more bytes than
     // max_bytes unless the first record alone is bigger.
     caf::replies_to<read_atom, Lane, uint64_t, uint64_t, uint64_t>::with<StoredRecords>,
@@ -68,9 +76,10 @@ using buffer_actor = caf::typed_actor<
     caf::reacts_to<purge_atom>,
     // Tells the buffer which link to notify after each commit.
     caf::reacts_to<subscribe_atom, link_actor>,
-    // Internal: commit what the mailbox held when this arrived.
+    // Internal: commit the waiting appends (those the mailbox held when this arrived).
     caf::reacts_to<flush_atom>,
-    // Shutdown: commits the waiting appends that fit, refuses the others; answers how many it refused.
+    // Shutdown: commits the waiting appends that fit, the shutdown reserve included, refuses the
+    // others; answers how many it refused.
     caf::replies_to<settle_atom>::with<uint64_t>,
     // Settles, then quits.
     caf::reacts_to<stop_atom>,
@@ -90,6 +99,8 @@ using query_actor = caf::typed_actor<
     caf::reacts_to<pull_atom>,
     // Internal: the batch with this generation has waited long enough.
     caf::reacts_to<flush_atom, uint64_t>,
+    // Internal: the pending budget has room for what the query waits to send.
+    caf::reacts_to<budget_atom>,
     // Hands the partial batch to the buffer and answers how many rows await commit; quits once none do.
     caf::replies_to<stop_atom>::with<uint64_t>,
     // Counters and state, for outpostctl and tests.

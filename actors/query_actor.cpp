@@ -14,7 +14,9 @@ constexpr size_t kPullBudget = 256;
 
 void schedule_pull(Self self, std::chrono::nanoseconds delay = {}) {
   auto& st = self->state;
-  if (st.pull_scheduled || st.paused || st.source_done || st.stopping) return;
+  if (st.pull_scheduled || st.paused || st.awaiting_budget || !st.budget || st.source_done ||
+      st.stopping)
+    return;
   st.pull_scheduled = true;
   if (delay.count() <= 0)
     self->send(self, pull_atom::value);
@@ -24,7 +26,7 @@ void schedule_pull(Self self, std::chrono::nanoseconds delay = {}) {
 
 void maybe_quit(Self self) {
   auto& st = self->state;
-  bool empty = !st.batch || st.batch->row_count() == 0;
+  bool empty = (!st.batch || st.batch->row_count() == 0) && !st.held;
   if ((st.stopping || st.source_done) && st.in_flight == 0 && empty) {
     spdlog::info("query {} stopped: {} rows produced, {} rows committed", st.spec->name,
                  st.rows_produced, st.rows_committed);
@@ -42,15 +44,33 @@ void resume(Self self) {
 // The next batch starts with room for about as much as the last one took:
 // idle queries then hold a few hundred bytes each, busy ones one segment.
 unsigned next_batch_words(size_t last_words, size_t batch_bytes) {
-  size_t cap = std::max<size_t>(batch_bytes / sizeof(capnp::word), 32);
+  size_t cap = std::max<size_t>(std::min<size_t>(batch_bytes, schemas::kMaxRecordBytes) / sizeof(capnp::word), 32);
   return static_cast<unsigned>(std::clamp<size_t>(last_words + last_words / 8 + 8, 32, cap));
 }
 
 void send_batch(Self self);
 
-// Hands one record to the buffer; `rows` of the query's are in it.
-void append(Self self, Lane lane, RecordRef record, uint64_t rows) {
+// Waits until the budget has room for `bytes`; false if it has already.
+bool wait_for_budget(Self self, uint64_t bytes) {
   auto& st = self->state;
+  bool waiting = st.budget->wait_for(bytes, [weak = caf::actor_cast<caf::weak_actor_ptr>(self)] {
+    if (auto strong = caf::actor_cast<caf::actor>(weak.lock())) caf::anon_send(strong, budget_atom::value);
+  });
+  if (waiting) {
+    st.awaiting_budget = true;
+    ++st.budget_waits;
+  }
+  return waiting;
+}
+
+// Hands one record to the buffer; `rows` of the query's are in it. Its
+// bytes count in the budget until the buffer answers; `reserved` says the
+// caller took them already, else they are taken whatever the budget.
+void append(Self self, Lane lane, RecordRef record, uint64_t rows, bool reserved = false) {
+  auto& st = self->state;
+  uint64_t bytes = record.encoded->size();
+  if (!reserved) st.budget->reserve(bytes);
+  st.reserved += bytes;
   ++st.in_flight;
   if (st.in_flight >= st.spec->max_in_flight && !st.paused) {
     st.paused = true;  // stop pulling: the buffer is the only place where we wait
@@ -62,6 +82,8 @@ void append(Self self, Lane lane, RecordRef record, uint64_t rows) {
       .then(
           [=](uint64_t) {
             auto& st = self->state;
+            st.reserved -= bytes;
+            st.budget->release(bytes);
             --st.in_flight;
             st.rows_committed += rows;
             if (st.paused && st.in_flight < st.spec->max_in_flight) {
@@ -73,6 +95,8 @@ void append(Self self, Lane lane, RecordRef record, uint64_t rows) {
           },
           [=](caf::error& err) {
             auto& st = self->state;
+            st.reserved -= bytes;
+            st.budget->release(bytes);
             auto level = st.stopping ? spdlog::level::warn : spdlog::level::err;
             spdlog::log(level, "query {}: {} rows not stored: {}", st.spec->name,
                         st.rows_produced - st.rows_committed, self->system().render(err));
@@ -80,18 +104,63 @@ void append(Self self, Lane lane, RecordRef record, uint64_t rows) {
           });
 }
 
+// Rows the writer refused, each alone bigger than a record may be: counted,
+// logged, and reported to the collector in a log record on the control lane.
+// The query goes on with its next rows.
+void report_refused(Self self, const schemas::RowBatchWriter::Refused& refused) {
+  if (refused.rows == 0) return;
+  auto& st = self->state;
+  st.rows_refused += refused.rows;
+  std::string text = "query " + st.spec->name + ": refused " + std::to_string(refused.rows) +
+                     " row(s) bigger than the record limit of " +
+                     std::to_string(schemas::kMaxRecordBytes) + " bytes (the largest " +
+                     std::to_string(refused.largest_bytes) + " bytes)";
+  spdlog::error("{}", text);
+  RecordRef record{std::make_shared<const schemas::Encoded>(
+                       schemas::encode_log(st.spec->id, schema::LogMessage::Level::ERROR, text)),
+                   st.spec->id, schemas::now_ns()};
+  append(self, Lane::CONTROL, std::move(record), 0);
+}
+
+// Sends the held batch if the budget has room for it (or the query is
+// stopping: its last rows go whatever the budget); false while it waits.
+bool send_held(Self self) {
+  auto& st = self->state;
+  if (!st.held) return true;
+  if (st.awaiting_budget && !st.stopping) return false;
+  uint64_t bytes = st.held->record.encoded->size();
+  bool reserved = !st.stopping && st.budget->try_reserve(bytes);
+  if (!reserved && !st.stopping) {
+    if (wait_for_budget(self, bytes)) return false;
+    return send_held(self);  // room came meanwhile
+  }
+  auto held = std::move(st.held);
+  append(self, held->lane, std::move(held->record), held->rows, reserved);
+  return true;
+}
+
+// Sends the batch, and the rows it carried over to the next one if its
+// record limit cut it; a batch the budget has no room for is held until it has.
 void send_batch(Self self) {
   auto& st = self->state;
-  if (!st.batch || st.batch->row_count() == 0) return;
-  uint64_t rows = st.batch->row_count();
-  RecordRef record{std::make_shared<const schemas::Encoded>(st.batch->finish()), st.spec->id,
-                   st.batch_created_ns};
-  st.next_batch_words = next_batch_words(record.encoded->words().size(), st.spec->batch_bytes);
-  st.batch.reset();
+  if (!send_held(self)) return;
+  while (st.batch && st.batch->row_count() > 0) {
+    report_refused(self, st.batch->take_refused());
+    auto carried = st.batch->take_carried();
+    uint64_t rows = st.batch->row_count();
+    if (rows > 0) {
+      RecordRef record{std::make_shared<const schemas::Encoded>(st.batch->finish()), st.spec->id,
+                       st.batch_created_ns};
+      st.next_batch_words = next_batch_words(record.encoded->words().size(), st.spec->batch_bytes);
+      ++st.batches_sent;
+      st.held = std::make_unique<query_state::Held>(query_state::Held{st.spec->lane, std::move(record), rows});
+    }
+    st.batch = std::move(carried);
+    if (!send_held(self)) break;  // the carried rows wait with it
+  }
+  if (st.batch && st.batch->row_count() == 0) st.batch.reset();
   ++st.generation;
   st.timer_armed = st.flush_due = false;
-  ++st.batches_sent;
-  append(self, st.spec->lane, std::move(record), rows);
 }
 
 // Events the source missed are reported in a status record of their own,
@@ -110,7 +179,9 @@ void report_dropped(Self self, uint64_t dropped) {
 void pull(Self self) {
   auto& st = self->state;
   st.pull_scheduled = false;
-  if (st.paused || st.source_done || st.stopping) return;
+  if (st.paused || st.awaiting_budget || st.source_done || st.stopping) return;
+  // No new batch while the budget is used up: its rows would only wait.
+  if (!st.batch && st.budget->used_up() && wait_for_budget(self, 1)) return;
   if (!st.batch)
     st.batch = std::make_unique<schemas::RowBatchWriter>(
         st.spec->id, st.spec->artifact.c_str(), st.spec->name.c_str(), st.spec->lane, st.source->columns(),
@@ -119,6 +190,7 @@ void pull(Self self) {
   size_t budget = std::min(kPullBudget, st.spec->batch_rows - std::min(before, st.spec->batch_rows));
   int64_t pulled_ns = schemas::now_ns();
   PullResult result = st.source->pull(*st.batch, std::max<size_t>(budget, 1));
+  report_refused(self, st.batch->take_refused());
   size_t rows = st.batch->row_count();
   st.rows_produced += rows - before;
   if (rows == 0) st.batch.reset();  // a sleeping source holds no batch
@@ -130,7 +202,7 @@ void pull(Self self) {
     append(self, lane, std::move(record), 0);
   }
   rows = st.batch ? st.batch->row_count() : 0;
-  bool full = rows > 0 && (result.cut || rows >= st.spec->batch_rows ||
+  bool full = rows > 0 && (result.cut || rows >= st.spec->batch_rows || st.batch->full() ||
                            st.batch->encoded_size() >= st.spec->batch_bytes);
   // With no append in flight, waiting would only add latency: batches grow
   // from what comes while an append is being committed, so they are small
@@ -160,10 +232,11 @@ caf::settings status_of(Self self) {
   caf::put(s, "name", st.spec->name);
   put_count(s, "id", st.spec->id);
   caf::put(s, "lane", std::string(schemas::lane_name(st.spec->lane)));
-  caf::put(s, "state", std::string(st.stopping      ? "stopping"
-                                   : st.source_done ? "finishing"
-                                   : st.paused      ? "paused"
-                                                    : "running"));
+  caf::put(s, "state", std::string(st.stopping          ? "stopping"
+                                   : st.source_done     ? "finishing"
+                                   : st.paused          ? "paused"
+                                   : st.awaiting_budget ? "awaiting budget"
+                                                        : "running"));
   caf::put(s, "paused", st.paused);
   put_count(s, "rows_produced", st.rows_produced);
   put_count(s, "rows_committed", st.rows_committed);
@@ -171,6 +244,8 @@ caf::settings status_of(Self self) {
   put_count(s, "in_flight", st.in_flight);
   put_count(s, "pauses", st.pauses);
   put_count(s, "dropped_at_source", st.dropped_at_source);
+  put_count(s, "rows_refused", st.rows_refused);
+  put_count(s, "budget_waits", st.budget_waits);
   auto paused = st.paused_total;
   if (st.paused) paused += query_state::Clock::now() - st.paused_since;
   put_count(s, "paused_ms_total",
@@ -202,9 +277,22 @@ query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self
   st.source->set_wake([weak = caf::actor_cast<caf::weak_actor_ptr>(self)] {
     if (auto strong = caf::actor_cast<caf::actor>(weak.lock())) caf::anon_send(strong, pull_atom::value);
   });
-  schedule_pull(self);
+  self->request(st.buffer, caf::infinite, budget_atom::value)
+      .then(
+          [=](PendingBudgetPtr budget) {
+            self->state.budget = std::move(budget);
+            schedule_pull(self);
+          },
+          [=](caf::error& err) { self->quit(err); });
   return {
       [=](pull_atom) { pull(self); },
+      [=](budget_atom) {
+        auto& st = self->state;
+        st.awaiting_budget = false;
+        if (st.held) send_batch(self);
+        schedule_pull(self);
+        maybe_quit(self);
+      },
       [=](flush_atom, uint64_t generation) {
         auto& st = self->state;
         if (generation != st.generation) return;

@@ -30,6 +30,15 @@ struct query_state {
   // Members are few and small: an agent runs thousands of queries.
   std::shared_ptr<const QuerySpec> spec;  // shared with the supervisor
   buffer_actor buffer;
+  PendingBudgetPtr budget;  // the buffer's, asked for before the first pull
+  struct Held {
+    Lane lane;
+    RecordRef record;
+    uint64_t rows;
+  };
+  std::unique_ptr<Held> held;  // a finished batch waiting for room in the budget
+  bool awaiting_budget = false;  // a wake from the budget is due: no pulls meanwhile
+  uint64_t reserved = 0;         // budget bytes of this query's unanswered appends
   waker_actor waker;  // a sleeping source's next pull
   std::unique_ptr<Source> source;
   std::unique_ptr<schemas::RowBatchWriter> batch;  // rows not yet sent
@@ -48,8 +57,15 @@ struct query_state {
   uint64_t batches_sent = 0;
   uint64_t pauses = 0;
   uint64_t dropped_at_source = 0;
+  uint64_t rows_refused = 0;  // each alone bigger than schemas::kMaxRecordBytes
+  uint64_t budget_waits = 0;
   Clock::time_point paused_since;
   Clock::duration paused_total{};
+
+  // A query that ends with appends unanswered gives their budget back.
+  ~query_state() {
+    if (budget && reserved) budget->release(reserved);
+  }
 };
 
 query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self,

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "queries/linux_util.hpp"
+#include "schemas/codec.hpp"
 
 namespace outpost::vql {
 namespace {
@@ -383,9 +384,9 @@ std::unique_ptr<RowStream> make_glob(const Args& args, Env&) {
 constexpr size_t kSliceBytes = size_t{1} << 20;
 // Data in one read_file row: a longer read is split into rows of this size,
 // each with the Offset it starts at, so that no row comes near the record-size
-// limit (4 MiB: schemas::kMaxRecordBytes, which the lead wires in; a row
-// above it would be refused after all the reading).
+// limit (a row above it would be refused after all the reading).
 constexpr size_t kMaxRowData = size_t{1} << 20;
+static_assert(kMaxRowData <= schemas::kMaxRecordBytes / 4, "a read_file row must stay far below a record");
 constexpr int64_t kMaxReadLength = int64_t{64} << 20;
 
 // Why a file cannot be read, for the row's Error: the errno's message, and

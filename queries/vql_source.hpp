@@ -5,14 +5,15 @@
 #include "actors/source.hpp"
 #include "queries/engine.hpp"
 #include "queries/uploads.hpp"
+#include "schemas/codec.hpp"
 
 namespace outpost::vql {
 
 class VqlSource : public Source {
  public:
-  // Bytes of rows a pull adds to a batch, about: 1 MiB, a quarter of the
-  // record-size limit (schemas::kMaxRecordBytes, 4 MiB, to be wired by the lead).
-  static constexpr size_t kMaxPullBytes = size_t{1} << 20;
+  // Bytes of rows a pull adds to a batch, about: a quarter of the record-size
+  // limit, so that one pull's rows never need more than one record.
+  static constexpr size_t kMaxPullBytes = schemas::kMaxRecordBytes / 4;
 
   // Compiles nothing: the queries are parsed and checked already. Several
   // (an artifact's sources) run at once, their rows interleaved.

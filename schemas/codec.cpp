@@ -2,9 +2,20 @@
 
 #include <kj/exception.h>
 
+#include <algorithm>
 #include <chrono>
+#include <utility>
+
+#include "schemas/protocol.capnp.h"
 
 namespace outpost::schemas {
+
+// The collector takes any record the agent may send: one upload holds at
+// least one whole record (net/ sends a record bigger than its upload size
+// alone), and its traversal limit (net/collector_server.cpp wire_limits())
+// is maxUploadBytes plus framing.
+static_assert(kMaxRecordBytes + (64 << 10) <= protocol::MAX_UPLOAD_BYTES,
+              "an upload of one maximal record must be within the collector's limit");
 
 const char* lane_name(Lane lane) {
   switch (lane) {
@@ -58,26 +69,97 @@ Encoded RecordWriter::finish() { return Encoded(capnp::messageToFlatArray(messag
 RowBatchWriter::RowBatchWriter(uint64_t query_id, kj::StringPtr artifact, kj::StringPtr source,
                                Lane lane, const std::vector<std::string>& columns,
                                unsigned first_segment_words)
-    : RecordWriter(query_id, now_ns(), first_segment_words), batch_(record_.initRowBatch()), columns_(columns.size()) {
+    : RecordWriter(query_id, now_ns(), first_segment_words),
+      batch_(record_.initRowBatch()),
+      column_names_(columns),
+      artifact_(artifact.cStr()),
+      source_(source.cStr()),
+      lane_(lane) {
   batch_.setQueryId(query_id);
   batch_.setArtifact(artifact);
   batch_.setSource(source);
   batch_.setLane(lane);
   batch_.setCreatedNs(record_.getCreatedNs());
-  auto names = batch_.initColumns(columns_);
-  for (unsigned i = 0; i < columns_; ++i) names.set(i, columns[i]);
+  auto names = batch_.initColumns(columns.size());
+  for (unsigned i = 0; i < columns.size(); ++i) names.set(i, columns[i]);
+  // The rows list's far pointer and a segment table of up to 60 segments
+  // (the arena grows by doubling) are above what the header measures now.
+  header_bytes_ = RecordWriter::encoded_size() + 256;
+}
+
+uint64_t RowBatchWriter::row_cost(capnp::Orphan<capnp::List<schema::Value>>& row) {
+  return (row.getReader().totalSize().wordCount + 3) * sizeof(capnp::word);
+}
+
+void RowBatchWriter::keep(capnp::Orphan<capnp::List<schema::Value>> row, uint64_t cost) {
+  if (header_bytes_ + cost > kMaxRecordBytes) {  // no batch can hold it
+    ++refused_.rows;
+    refused_.largest_bytes = std::max(refused_.largest_bytes, header_bytes_ + cost);
+    moved_out_ = true;  // `row` is destroyed here; its space stays in the arena
+    return;
+  }
+  if (!carried_.empty() || header_bytes_ + row_bytes_ + cost > kMaxRecordBytes) {
+    carried_.push_back(kj::mv(row));  // the next batch's, in order
+    return;
+  }
+  row_bytes_ += cost;
+  rows_.push_back(kj::mv(row));
+}
+
+void RowBatchWriter::complete_open_row() {
+  if (!open_) return;
+  open_ = false;
+  auto row = kj::mv(rows_.back());
+  rows_.pop_back();
+  uint64_t cost = row_cost(row);
+  keep(kj::mv(row), cost);
 }
 
 capnp::List<schema::Value>::Builder RowBatchWriter::add_row() {
-  rows_.push_back(message_.getOrphanage().newOrphan<capnp::List<schema::Value>>(columns_));
+  complete_open_row();
+  rows_.push_back(message_.getOrphanage().newOrphan<capnp::List<schema::Value>>(column_names_.size()));
+  open_ = true;
   return rows_.back().get();
 }
 
+size_t RowBatchWriter::encoded_size() {
+  return header_bytes_ + row_bytes_ + (open_ ? row_cost(rows_.back()) : 0);
+}
+
+RowBatchWriter::Refused RowBatchWriter::take_refused() {
+  complete_open_row();
+  return std::exchange(refused_, Refused{});
+}
+
+std::unique_ptr<RowBatchWriter> RowBatchWriter::take_carried() {
+  complete_open_row();
+  if (carried_.empty()) return nullptr;
+  auto next = std::make_unique<RowBatchWriter>(record_.getQueryId(), artifact_.c_str(), source_.c_str(), lane_,
+                                               column_names_);
+  for (auto& row : carried_) {
+    auto copy = next->message_.getOrphanage().newOrphanCopy(row.getReader());
+    uint64_t cost = row_cost(copy);
+    next->keep(kj::mv(copy), cost);
+  }
+  carried_.clear();
+  moved_out_ = true;
+  return next;
+}
+
 Encoded RowBatchWriter::finish() {
+  complete_open_row();
+  if (!carried_.empty()) throw std::logic_error("RowBatchWriter: take_carried() before finish()");
   auto rows = batch_.initRows(rows_.size());
   for (unsigned i = 0; i < rows_.size(); ++i) rows.adopt(i, kj::mv(rows_[i]));
   rows_.clear();
-  return RecordWriter::finish();
+  if (!moved_out_ && RecordWriter::encoded_size() <= kMaxRecordBytes) return RecordWriter::finish();
+  // Space of rows refused or carried over is still in the arena: copy what
+  // the record holds into one segment of its own size.
+  auto root = message_.getRoot<schema::Record>().asReader();
+  capnp::MallocMessageBuilder copy(static_cast<unsigned>(root.totalSize().wordCount + 1),
+                                   capnp::AllocationStrategy::FIXED_SIZE);
+  copy.setRoot(root);
+  return Encoded(capnp::messageToFlatArray(copy));
 }
 
 Encoded encode_log(uint64_t query_id, schema::LogMessage::Level level, kj::StringPtr text) {

@@ -7,6 +7,7 @@
 #include <kj/array.h>
 
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -40,9 +41,15 @@ class DecodeError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The one record-size limit (rows.capnp maxRecordBytes): no record bigger
+// than this is built, buffered or uploaded.
+inline constexpr uint64_t kMaxRecordBytes = schema::MAX_RECORD_BYTES;
+
 // Caps what a reader may traverse: a hostile or corrupt record cannot make
 // us allocate or loop beyond this.
 inline constexpr uint64_t kMaxRecordWords = 64ull << 20 >> 3;  // 64 MiB
+static_assert(kMaxRecordBytes <= kMaxRecordWords * sizeof(capnp::word),
+              "a reader must be able to read the largest record");
 
 // Reads a record in place. `words` must outlive the view.
 class RecordView {
@@ -73,8 +80,16 @@ class RecordWriter {
   schema::Record::Builder record_;
 };
 
-// Accumulates rows of one query into a RowBatch. Rows are built in the
-// message's own arena, so finish() links them without copying.
+// Accumulates rows of one query into a RowBatch of at most kMaxRecordBytes.
+// Rows are built in the message's own arena, so finish() links them without
+// copying. A source fills each row in place after add_row(); the writer
+// measures a row once it is complete (when the next one starts, or at
+// take_refused(), encoded_size() or finish()):
+//  - a row that would take the batch past kMaxRecordBytes is carried over:
+//    it starts the next batch (take_carried()), and the batch is full();
+//  - a row that alone would make a record bigger than kMaxRecordBytes can
+//    never be sent: it is refused (dropped, counted in take_refused()).
+// Rows moved out of the arena make finish() copy the batch (rare).
 class RowBatchWriter : public RecordWriter {
  public:
   RowBatchWriter(uint64_t query_id, kj::StringPtr artifact, kj::StringPtr source, Lane lane,
@@ -82,17 +97,44 @@ class RowBatchWriter : public RecordWriter {
                  unsigned first_segment_words = capnp::SUGGESTED_FIRST_SEGMENT_WORDS);
   // A row with one (null) value per column, to fill in place.
   capnp::List<schema::Value>::Builder add_row();
-  size_t row_count() const { return rows_.size(); }
-  // At least what finish() will produce: linking a row into the batch can
-  // take a pointer and a double-far landing pad when the row sits in
-  // another segment.
-  size_t encoded_size() { return RecordWriter::encoded_size() + rows_.size() * 3 * sizeof(capnp::word); }
+  // Rows kept: in the batch, carried over to the next one, and the one being filled.
+  size_t row_count() const { return rows_.size() + carried_.size() + (open_ ? 1 : 0); }
+  // At least what finish() will produce, the row being filled included (but
+  // not the carried-over rows).
+  size_t encoded_size();
+  // A row was carried over: nothing more fits, send this batch.
+  bool full() const { return !carried_.empty(); }
+
+  struct Refused {
+    uint64_t rows = 0;
+    uint64_t largest_bytes = 0;  // the biggest refused row's encoded size
+  };
+  // Rows refused since the last call; completes the row being filled.
+  Refused take_refused();
+  // The next batch (same query, columns and lane), holding the carried-over
+  // rows; null when there are none. Call before finish(). The next batch may
+  // itself be full().
+  std::unique_ptr<RowBatchWriter> take_carried();
   Encoded finish() override;
 
  private:
+  // Bytes a row adds to the batch: its content, the pointer to it, and a
+  // double-far landing pad when it sits in another segment.
+  static uint64_t row_cost(capnp::Orphan<capnp::List<schema::Value>>& row);
+  void complete_open_row();
+  void keep(capnp::Orphan<capnp::List<schema::Value>> row, uint64_t cost);
+
   schema::RowBatch::Builder batch_;
-  unsigned columns_;
+  std::vector<std::string> column_names_;
+  std::string artifact_, source_;
+  Lane lane_;
+  uint64_t header_bytes_ = 0;  // the record without rows, and the segment table's slack
+  uint64_t row_bytes_ = 0;     // row_cost() of rows_
+  bool open_ = false;          // rows_.back() is still being filled
+  bool moved_out_ = false;     // rows left the arena: finish() copies the batch
   std::vector<capnp::Orphan<capnp::List<schema::Value>>> rows_;
+  std::vector<capnp::Orphan<capnp::List<schema::Value>>> carried_;
+  Refused refused_;
 };
 
 Encoded encode_log(uint64_t query_id, schema::LogMessage::Level level, kj::StringPtr text);

@@ -7,6 +7,13 @@ $Cxx.namespace("outpost::schema");
 
 using Values = import "values.capnp";
 
+# The largest record (an encoded Record message) any layer handles: a
+# query's batch is cut before the row that would cross it, a row bigger than
+# this alone is refused where it is produced, the buffer stores any record up
+# to it (alone in a commit if need be), and the collector's upload and
+# traversal limits are above it (checked in codec.cpp).
+const maxRecordBytes :UInt64 = 4194304;  # 4 MiB
+
 # Separate queues in the buffer, served by priority (control first).
 enum Lane {
   control @0;   # urgent status and log messages

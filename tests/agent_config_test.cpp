@@ -273,7 +273,7 @@ TEST(AgentConfig, StructureErrors) {
       {"[a]: 1", "agent.yaml: expected a key, got a list"},
       {"bufer: {}", "agent.yaml: bufer: unknown key; allowed: buffer, link, log, event_table, queries"},
       {"buffer: {size: 1}",
-       "agent.yaml: buffer.size: unknown key; allowed: dir, limit, sync, compact_threshold"},
+       "agent.yaml: buffer.size: unknown key; allowed: dir, limit, sync, compact_threshold, pending_budget"},
       {"log: {lvl: info}", "agent.yaml: log.lvl: unknown key; allowed: level, file"},
       {"link: {type: file, dir: x}",
        "agent.yaml: link.dir: unknown key for a file link; allowed: type, path"},
@@ -366,11 +366,11 @@ TEST(AgentConfig, ValueErrors) {
        "into memory), got \"16385GiB\""},
       // A row that no record could hold (it restarted forever on bad_alloc).
       {"queries: [{name: a, source: {type: synthetic, row_size: 1TiB}}]",
-       "agent.yaml: queries[0].source.row_size: expected a size up to 4MiB (a row must fit in one record), "
+       "agent.yaml: queries[0].source.row_size: expected a size up to 4032KiB (a row must fit in one record), "
        "got \"1TiB\""},
-      {"queries: [{name: a, source: {type: synthetic, row_size: 4194305}}]",
-       "agent.yaml: queries[0].source.row_size: expected a size up to 4MiB (a row must fit in one record), "
-       "got \"4194305\""},
+      {"queries: [{name: a, source: {type: synthetic, row_size: 4128769}}]",
+       "agent.yaml: queries[0].source.row_size: expected a size up to 4032KiB (a row must fit in one record), "
+       "got \"4128769\""},
       {"buffer: {sync: sometimes}",
        "agent.yaml: buffer.sync: expected full or none, got \"sometimes\""},
       {"buffer: {dir: \"\"}", "agent.yaml: buffer.dir: expected a non-empty path, got \"\""},
@@ -394,10 +394,10 @@ TEST(AgentConfig, ValueErrors) {
 
 TEST(AgentConfig, BoundsThemselvesAreAccepted) {
   auto c = parse_agent_config("buffer: {limit: 16TiB}\n"
-                              "queries: [{name: a, source: {type: synthetic, row_size: 4MiB}}]",
+                              "queries: [{name: a, source: {type: synthetic, row_size: 4032KiB}}]",
                               "agent.yaml");
   EXPECT_EQ(c.buffer.limit_bytes, 16ull << 40);
-  EXPECT_EQ(c.queries.at(0).source.row_size, 4ull << 20);
+  EXPECT_EQ(c.queries.at(0).source.row_size, 4032ull << 10);
 }
 
 TEST(AgentConfig, QueryErrors) {
@@ -499,7 +499,7 @@ TEST(AgentConfig, OverrideErrors) {
   EXPECT_EQ(override_error("buffer.limit"), "--set: expected key=value, got \"buffer.limit\"");
   EXPECT_EQ(override_error("=5"), "--set: expected key=value, got \"=5\"");
   EXPECT_EQ(override_error("buffer.limt=1"),
-            "--set: buffer.limt: unknown key; allowed: dir, limit, sync, compact_threshold");
+            "--set: buffer.limt: unknown key; allowed: dir, limit, sync, compact_threshold, pending_budget");
   EXPECT_EQ(override_error("bufer.limit=1"),
             "--set: bufer: unknown key; allowed: buffer, link, log, event_table, queries");
   EXPECT_EQ(override_error("buffer.limit=big"),
@@ -603,6 +603,17 @@ TEST(AgentConfig, CollectedQueryErrorsNameTheArtifactAndParameter) {
             "fit in one record), got \"1GiB\"");
   EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"type", "synthetic"}}}),
             "collect Outpost.Test.Clock: parameter type: not a parameter of this artifact");
+}
+
+TEST(AgentConfig, PendingBudget) {
+  EXPECT_EQ(AgentConfig{}.pending_budget, kDefaultPendingBudget);
+  EXPECT_EQ(parse_agent_config(default_agent_config_yaml(), "d").pending_budget, kDefaultPendingBudget);
+  EXPECT_EQ(parse_agent_config("buffer: {pending_budget: 8MiB}", "agent.yaml").pending_budget, 8ull << 20);
+  AgentConfig c;
+  apply_override(c, "buffer.pending_budget=1MiB");
+  EXPECT_EQ(c.pending_budget, 1ull << 20);
+  EXPECT_NE(parse_error("buffer: {pending_budget: 0}").find("agent.yaml: buffer.pending_budget: "),
+            std::string::npos);
 }
 
 }  // namespace

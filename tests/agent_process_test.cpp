@@ -126,17 +126,56 @@ TEST_F(AgentTest, KillNineLosesNothingCommittedAndTheLinkDeliversItAfterRestart)
   for (auto& [record, rows] : stored_rows()) EXPECT_TRUE(want.count(record)) << record;
 }
 
-TEST_F(AgentTest, SigtermWithAFullBufferAndNoLinkStillExitsPromptly) {
+TEST_F(AgentTest, SigtermWithAFullBufferAndNoLinkStoresWhatWasHandedOverAndExitsPromptly) {
   write_config("{type: offline}", true, "1MiB");  // full within a second
   pid_t agent = start();
-  ASSERT_TRUE(eventually([&] { return log_says("agent running"); }));
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_TRUE(eventually([&] { return log_says("buffer: full ("); })) << slurp(log);
   kill(agent, SIGTERM);
   ASSERT_EQ(wait_exit(agent), 0) << slurp(log);
-  // The query's last batches could not be stored, and the log says so.
-  EXPECT_TRUE(log_says("refused")) << slurp(log);
-  EXPECT_TRUE(log_says("rows not stored")) << slurp(log);
-  EXPECT_FALSE(stored_rows().empty());
+  // The query's last batches waited for space; the shutdown reserve took them.
+  EXPECT_FALSE(log_says("refused")) << slurp(log);
+  EXPECT_FALSE(log_says("rows not stored")) << slurp(log);
+  std::smatch m;
+  std::string text = slurp(log);
+  ASSERT_TRUE(std::regex_search(text, m, std::regex("query syn stopped: (\\d+) rows produced, (\\d+) rows committed")))
+      << text;
+  EXPECT_EQ(m[1], m[2]);
+  size_t stored = 0;
+  for (auto& [record, rows] : stored_rows()) stored += rows.size();
+  EXPECT_EQ(stored, std::stoull(m[1]));
+}
+
+// The issue's reproduction: an 8 MB row (above the record limit) next to a
+// clock on the same lane. The big row is refused at its source with a clear
+// error; the clock's rows keep arriving; nothing is refused at shutdown.
+TEST_F(AgentTest, ARowAboveTheRecordLimitIsRefusedAtItsSourceAndTheLaneGoesOn) {
+  auto big = tmp.path("big.txt");
+  std::ofstream(big) << std::string(8000000, 'b');
+  auto out = tmp.path("out.jsonl");
+  std::ofstream(config) << "buffer: {dir: " << tmp.path("buf").string() << ", limit: 256MiB}\n"
+                        << "link: {type: file, path: " << out.string() << "}\n"
+                        << "log: {file: " << log.string() << "}\n"
+                        << "queries:\n"
+                        << "  - name: big\n    source: {type: vql, query: \"SELECT * FROM read_file(filenames='"
+                        << big.string() << "', length=8000000)\"}\n"
+                        << "  - name: clock\n    source: {type: vql, query: \"SELECT Tick FROM clock(period=0.05)\"}\n";
+  pid_t agent = start();
+  auto ticks = [&] {
+    std::ifstream in(out);
+    size_t n = 0;
+    for (std::string line; std::getline(in, line);) n += line.find("\"Tick\":") != std::string::npos;
+    return n;
+  };
+  ASSERT_TRUE(eventually([&] { return log_says("query big: refused 1 row(s) bigger than the record limit of 4194304 bytes"); }))
+      << slurp(log);
+  size_t seen = ticks();
+  ASSERT_TRUE(eventually([&] { return ticks() >= seen + 10; })) << "the clock's rows stopped\n" << slurp(log);
+  kill(agent, SIGTERM);
+  ASSERT_EQ(wait_exit(agent), 0) << slurp(log);
+  EXPECT_FALSE(log_says("not stored")) << slurp(log);
+  EXPECT_FALSE(log_says("buffer: full")) << slurp(log);
+  EXPECT_NE(slurp(out).find("bigger than the record limit"), std::string::npos)
+      << "the refusal reaches the collector's side too";
 }
 
 TEST_F(AgentTest, SecondSignalForcesExit) {

@@ -3,6 +3,9 @@
 #include <atomic>
 #include <mutex>
 
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
+
 #include "actors/buffer_actor.hpp"
 #include "actors/buffer_reader.hpp"
 #include "persistence/record_format.hpp"
@@ -222,6 +225,85 @@ TEST_F(BufferActorTest, NotifiesItsLinkAfterEachCommit) {
   // A big one's do not: a backlog is read in upload-sized pieces.
   EXPECT_EQ(append(make_record(100 << 10)).second, nullptr);
   caf::anon_send_exit(link, caf::exit_reason::user_shutdown);
+}
+
+// The wedge: a record above the per-commit byte cap (4 MiB) but
+// within the record limit never fit a commit, and every append behind it on
+// the lane waited forever.
+TEST_F(BufferActorTest, ARecordAboveTheCommitCapCommitsAloneAndTheLaneGoesOn) {
+  start(64ull << 20);
+  auto big = make_record(schemas::kMaxRecordBytes - 100);
+  ASSERT_LE(big.encoded->size(), schemas::kMaxRecordBytes);
+  ASSERT_GT(persistence::record_format::accounted_bytes(big.encoded->size()), 4ull << 20)
+      << "the premise: bigger than one commit's byte cap";
+  std::atomic<int> answered{0};
+  sys->spawn([=, &answered](caf::event_based_actor* a) {
+    for (auto record : {big, make_record(100), make_record(100)})
+      a->request(buf, caf::infinite, append_atom::value, Lane::EVENTS, record)
+          .then([&answered](uint64_t) { ++answered; });
+  });
+  ASSERT_TRUE(eventually([&] { return answered == 3; }));
+  caf::scoped_actor self{*sys};
+  auto s = status_of(self, buf);
+  EXPECT_EQ(count(s, "lanes.events.records"), 3);
+  EXPECT_FALSE(caf::get_or(s, "blocked", true));
+}
+
+TEST_F(BufferActorTest, ARecordAboveTheRecordLimitIsRefusedAtOnceWithTheSizes) {
+  start(64ull << 20);
+  caf::scoped_actor self{*sys};
+  std::string error;
+  self->request(buf, std::chrono::seconds(10), append_atom::value, Lane::EVENTS,
+                make_record(schemas::kMaxRecordBytes))
+      .receive([](uint64_t) { ADD_FAILURE() << "stored"; },
+               [&](caf::error& e) { error = sys->render(e); });
+  EXPECT_NE(error.find("exceeds the record limit of " + std::to_string(schemas::kMaxRecordBytes)),
+            std::string::npos)
+      << error;
+  self->request(buf, std::chrono::seconds(10), append_atom::value, Lane::EVENTS, make_record(10))
+      .receive([](uint64_t) {}, [&](caf::error& e) { ADD_FAILURE() << sys->render(e); });
+}
+
+// Reaching the limit is logged once per episode (warn), and so is leaving
+// it (info), however many appends wait meanwhile.
+TEST_F(BufferActorTest, AFullEpisodeIsLoggedOnceWhenItStartsAndOnceWhenItEnds) {
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1000);
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("test", sink));
+  uint64_t per_record = persistence::record_format::accounted_bytes(make_record(1000).encoded->size());
+  start(per_record * 2);
+  std::atomic<int> answered{0};
+  sys->spawn(producer, buf, 6, 1000, &answered);
+  caf::scoped_actor self{*sys};
+  ASSERT_TRUE(eventually([&] { return count(status_of(self, buf), "pending_appends") == 4; }));
+  auto ack_all = [&] {
+    StoredRecords got;
+    self->request(buf, std::chrono::seconds(10), read_atom::value, Lane::EVENTS, uint64_t{0},
+                  uint64_t{100}, uint64_t{1} << 20)
+        .receive([&](StoredRecords r) { got = r; }, [&](caf::error&) { FAIL(); });
+    ASSERT_FALSE(got->empty());
+    self->request(buf, std::chrono::seconds(10), ack_atom::value, Lane::EVENTS, got->back().seq)
+        .receive([](uint64_t) {}, [&](caf::error&) { FAIL(); });
+  };
+  ack_all();  // two get in, the buffer is full again: the same episode
+  ASSERT_TRUE(eventually([&] { return answered == 4; }));
+  ack_all();
+  ASSERT_TRUE(eventually([&] { return answered == 6; }));
+  auto s = status_of(self, buf);
+  EXPECT_EQ(count(s, "full_episodes"), 1);
+  EXPECT_FALSE(caf::get_or(s, "full", true));
+  spdlog::set_default_logger(previous);
+  int warned = 0, drained = 0;
+  for (auto& line : sink->last_formatted()) {
+    if (line.find("buffer: full (") != std::string::npos) {
+      ++warned;
+      EXPECT_NE(line.find("[warning]"), std::string::npos) << line;
+      EXPECT_NE(line.find("events lane"), std::string::npos) << line;
+    }
+    if (line.find("buffer: no longer full") != std::string::npos) ++drained;
+  }
+  EXPECT_EQ(warned, 1);
+  EXPECT_EQ(drained, 1);
 }
 
 }  // namespace

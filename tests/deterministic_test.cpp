@@ -29,6 +29,7 @@ struct fake_buffer_state {
   std::vector<Append> appends;
   std::vector<std::string> events;  // "append", "settle", "stop", "purge <query id>"
   uint64_t next_seq = 1;
+  PendingBudgetPtr budget = std::make_shared<PendingBudget>(1ull << 30);
 };
 
 using answer_atom = caf::atom_constant<caf::atom("answer")>;
@@ -48,6 +49,7 @@ caf::behavior fake_buffer(caf::stateful_actor<fake_buffer_state>* self) {
         self->state.events.push_back("append");
         return promise;
       },
+      [=](budget_atom) { return self->state.budget; },
       [=](read_atom, Lane, uint64_t, uint64_t, uint64_t) {
         return StoredRecords{std::make_shared<const std::vector<persistence::StoredRecord>>()};
       },
@@ -82,6 +84,7 @@ struct Script {
   std::chrono::nanoseconds wait{0};
   int throw_on = 0;  // 1-based; 0 never
   uint64_t dropped_on_second_pull = 0;  // events the source says it missed
+  size_t big_row_bytes = 0;  // the first pull starts with a row of this many bytes
 };
 
 class ScriptedSource : public Source {
@@ -92,6 +95,7 @@ class ScriptedSource : public Source {
     if (++pulls_ == script_.throw_on) throw std::runtime_error("scripted failure");
     PullResult result;
     if (pulls_ == 2) result.dropped = script_.dropped_on_second_pull;
+    if (pulls_ == 1 && script_.big_row_bytes) batch.add_row()[0].initBytes(script_.big_row_bytes);
     for (size_t i = 0; i < std::min(max_rows, script_.rows); ++i)
       batch.add_row()[0].setUint64(++produced_);
     if (script_.wait.count() > 0) {
@@ -333,6 +337,91 @@ TEST_F(Deterministic, EventsDroppedAtTheSourceAreReportedAfterTheRowsThatFit) {
   EXPECT_EQ(status.record().getQueryId(), 9u);
   EXPECT_EQ(state_of<query_state>(q).dropped_at_source, 5u);
   caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
+}
+
+// A row that no record can hold is refused where it is written: counted,
+// logged, reported in a log record on the control lane; the rows around it
+// go on as usual.
+TEST_F(Deterministic, ARowTooBigForAnyRecordIsRefusedAndReportedAndTheQueryGoesOn) {
+  QuerySpec spec;
+  spec.id = 4;
+  spec.name = "bigrows";
+  spec.max_in_flight = 8;
+  Script script{3, 1h};
+  script.big_row_bytes = schemas::kMaxRecordBytes;
+  auto q = start_query(spec, script);
+  auto& st = state_of<query_state>(q);
+  EXPECT_EQ(st.rows_refused, 1u);
+  EXPECT_EQ(st.rows_produced, 3u);
+  ASSERT_EQ(fb().appends.size(), 1u);
+  EXPECT_EQ(fb().appends[0].lane, Lane::CONTROL);
+  schemas::RecordView report(fb().appends[0].record.encoded->words());
+  ASSERT_TRUE(report.record().isLog());
+  std::string text = report.record().getLog().getText();
+  EXPECT_NE(text.find("query bigrows: refused 1 row(s) bigger than the record limit of " +
+                      std::to_string(schemas::kMaxRecordBytes) + " bytes"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(report.record().getQueryId(), 4u);
+  answer(0);  // nothing else in flight: the three rows go
+  ASSERT_EQ(fb().appends.size(), 2u);
+  EXPECT_EQ(rows_in(fb().appends[1].record), 3u);
+  EXPECT_LT(fb().appends[1].record.encoded->size(), 4096u);
+  sched->advance_time(1h);  // and the next pull is as usual
+  sched->run();
+  answer(1);
+  ASSERT_EQ(fb().appends.size(), 3u);
+  EXPECT_EQ(rows_in(fb().appends[2].record), 3u);
+  EXPECT_EQ(st.rows_refused, 1u);
+  caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
+}
+
+// Bytes of unanswered appends, as the fake buffer holds them.
+uint64_t waiting_bytes(const fake_buffer_state& fb) {
+  uint64_t bytes = 0;
+  for (auto& a : fb.appends)
+    if (!a.answered) bytes += a.record.encoded->size();
+  return bytes;
+}
+
+// However many queries, the appends waiting in a buffer that answers none
+// stay within the pending budget: a query waits for room before it sends a
+// batch and before it starts the next; answers let the waiting ones go on.
+TEST_F(Deterministic, ManyQueriesHoldNoMoreThanTheBudgetWaiting) {
+  const uint64_t budget = 64 << 10;
+  fb().budget = std::make_shared<PendingBudget>(budget);
+  QuerySpec spec;
+  spec.batch_rows = 100;
+  spec.max_in_flight = 8;
+  std::vector<query_actor> queries;
+  for (uint64_t id = 1; id <= 40; ++id) {
+    spec.id = id;
+    spec.name = "q" + std::to_string(id);
+    queries.push_back(start_query(spec, Script{1000}));  // rows as fast as taken
+  }
+  sched->run();
+  size_t sent = fb().appends.size();
+  ASSERT_GT(sent, 5u);
+  EXPECT_LT(sent, 40u * 8) << "without a budget: every query at max_in_flight";
+  EXPECT_LE(waiting_bytes(fb()), budget);
+  EXPECT_EQ(fb().budget->pending(), waiting_bytes(fb()));
+  int awaiting = 0;
+  for (auto& q : queries) awaiting += state_of<query_state>(q).awaiting_budget;
+  EXPECT_GT(awaiting, 0);
+  // Answers free room: the waiting queries go on, still within the budget.
+  for (int round = 0; round < 5; ++round) {
+    for (size_t i = 0; i < fb().appends.size(); ++i)
+      if (!fb().appends[i].answered) {
+        answer(i);
+        break;
+      }
+    sched->run();
+    EXPECT_LE(waiting_bytes(fb()), budget);
+  }
+  EXPECT_GT(fb().appends.size(), sent);
+  for (auto& q : queries) caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
+  sched->run();
+  EXPECT_EQ(fb().budget->pending(), 0u) << "ended queries gave their bytes back";
 }
 
 TEST_F(Deterministic, StopHandsOverThePartialBatchAndWaitsForItsAnswer) {

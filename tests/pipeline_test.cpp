@@ -8,8 +8,10 @@
 
 #include "actors/buffer_actor.hpp"
 #include "actors/file_link.hpp"
+#include "actors/query_actor.hpp"
 #include "actors/supervisor.hpp"
 #include "actors/test_sources.hpp"
+#include "actors/waker.hpp"
 #include "tests/actor_test_util.hpp"
 #include "tests/temp_dir.hpp"
 
@@ -98,7 +100,7 @@ TEST(Pipeline, FullBufferPausesQueriesAndDrainingResumesThemWithNothingLost) {
   p.self->send(p.link, online_atom::value, true);
   ASSERT_TRUE(eventually([&] { return p.all_finished(3); }));
   ASSERT_TRUE(eventually([&] { return count(status_of(p.self, p.buf), "live_bytes") == 0; }));
-  EXPECT_GT(count(status_of(p.self, p.buf), "blocked_episodes"), 0);
+  EXPECT_GT(count(status_of(p.self, p.buf), "full_episodes"), 0);
 
   auto rows = delivered_rows(p.tmp.path("out.jsonl"));
   for (uint64_t id = 1; id <= 3; ++id) {
@@ -141,6 +143,68 @@ TEST(Pipeline, BufferDeathShutsTheAgentDownWithAnError) {
   p.self->receive([&](caf::down_msg& down) { reason = down.reason; },
                   caf::after(std::chrono::seconds(30)) >> [] { FAIL() << "supervisor still up"; });
   EXPECT_TRUE(reason) << "a failed agent must not exit as if it stopped cleanly";
+}
+
+// Offline with a full buffer, queries have handed over everything they
+// produced and wait; at shutdown the buffer's reserve (sized by the pending
+// budget) stores all of it: not one row refused.
+TEST(Pipeline, AFullBufferAtShutdownStoresEveryRowTheQueriesHandedOver) {
+  TempDir tmp;
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  caf::scoped_actor self{sys};
+  const uint64_t limit = 32 << 10, budget = 512 << 10;  // room for every row to wait
+  persistence::StoreOptions o;
+  o.dir = tmp.path("buf");
+  o.limit_bytes = limit + budget;
+  o.sync = persistence::SyncPolicy::none;
+  auto store = std::make_shared<persistence::BufferStore>(o);
+  buffer_actor buf = sys.spawn<caf::detached>(buffer_with, store, BufferOptions{budget, budget});
+  auto wake = sys.spawn(waker);
+  std::vector<query_actor> queries;
+  for (uint64_t id = 1; id <= 3; ++id) {
+    auto spec = synthetic(id, 300);
+    spec.max_in_flight = 64;
+    queries.push_back(sys.spawn(query, std::make_shared<const QuerySpec>(spec), buf, wake,
+                                SourceFactory{[](const QuerySpec& q) { return make_test_source(q.source); }}));
+  }
+  // Every row produced and handed over; the buffer is full, some wait.
+  ASSERT_TRUE(eventually([&] {
+    for (auto& q : queries)
+      if (caf::get_or(status_of(self, q), "state", std::string()) != "finishing") return false;
+    return true;
+  })) << caf::to_string(status_of(self, queries[0])) << "\n" << caf::to_string(status_of(self, buf));
+  auto b = status_of(self, buf);
+  ASSERT_TRUE(caf::get_or(b, "full", false)) << caf::to_string(b);
+  ASSERT_GT(count(b, "pending_appends"), 0);
+  EXPECT_LE(count(b, "live_bytes"), static_cast<int64_t>(limit));
+  int64_t produced = 0;
+  for (auto& q : queries) produced += count(status_of(self, q), "rows_produced");
+  EXPECT_EQ(produced, 900);
+
+  for (auto& q : queries) self->send(q, stop_atom::value);
+  uint64_t refused = 99;
+  self->request(buf, std::chrono::seconds(60), settle_atom::value)
+      .receive([&](uint64_t r) { refused = r; }, [&](caf::error&) { FAIL(); });
+  EXPECT_EQ(refused, 0u);
+  int64_t stored = 0;
+  uint64_t after = 0;
+  for (;;) {
+    StoredRecords got;
+    self->request(buf, std::chrono::seconds(10), read_atom::value, Lane::EVENTS, after,
+                  uint64_t{1000}, uint64_t{1} << 30)
+        .receive([&](StoredRecords r) { got = r; }, [&](caf::error&) { FAIL(); });
+    if (got->empty()) break;
+    for (auto& rec : *got) {
+      schemas::RecordView view(rec.words);
+      stored += view.record().getRowBatch().getRows().size();
+      after = rec.seq;
+    }
+  }
+  EXPECT_EQ(stored, produced);
+  for (auto& q : queries) caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(wake, caf::exit_reason::user_shutdown);
+  self->send(buf, stop_atom::value);
 }
 
 TEST(Pipeline, TenThousandIdleQueriesStartRunAndStop) {

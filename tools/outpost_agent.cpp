@@ -110,19 +110,23 @@ link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf,
 }
 
 int run(const AgentConfig& config, sigset_t signals) {
-  auto store = std::make_shared<persistence::BufferStore>(config.buffer);
+  // The store's limit includes the shutdown reserve (buffer_actor.hpp).
+  auto store_options = config.buffer;
+  uint64_t reserve = config.pending_budget;
+  store_options.limit_bytes += std::min(reserve, UINT64_MAX - store_options.limit_bytes);
+  auto store = std::make_shared<persistence::BufferStore>(store_options);
   if (auto& r = store->open_report(); r.set_aside_to || r.lost || r.lost_unknown)
     spdlog::error("buffer was damaged ({}): {} records salvaged, {} lost{}", r.reason, r.salvaged,
                   r.lost_unknown ? "an unknown number of" : std::to_string(r.lost),
                   r.set_aside_to ? "; the damaged file is kept at " + r.set_aside_to->string() : "");
   auto stats = store->stats();
   spdlog::info("buffer {}: {} records, {} of {} bytes", config.buffer.dir.string(), stats.records,
-               stats.live_bytes, stats.limit_bytes);
+               stats.live_bytes, config.buffer.limit_bytes);
 
 
   caf::actor_system_config cfg;
   caf::actor_system sys{configure_scheduler(cfg)};
-  auto buf = sys.spawn<caf::detached>(buffer, store);
+  auto buf = sys.spawn<caf::detached>(buffer_with, store, BufferOptions{config.pending_budget, reserve});
   link_actor link = spawn_link(sys, buf, store, config.link);
   caf::anon_send(buf, subscribe_atom::value, link);
   auto sensors = std::make_unique<vql::SensorHub>(sys);
