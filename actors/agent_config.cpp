@@ -456,7 +456,7 @@ constexpr std::pair<const char*, Kind> kTestArtifacts[] = {{"Outpost.Test.Clock"
 }  // namespace
 
 QuerySpec collected_query(const CollectSpec& c, Lane lane) {
-  std::string origin = "collect " + c.artifact;
+  std::string origin = (lane == Lane::EVENTS ? "event table " : "collect ") + c.artifact;
   QuerySpec q;
   q.id = c.flow_id;
   q.name = "F." + std::to_string(c.flow_id);

@@ -14,21 +14,29 @@
 namespace outpost {
 
 // One collection or event query the collector wants run. `flow_id` is the
-// collector's (unique per collector, >= kFirstFlowId), and becomes the query's id.
+// collector's (never given out twice, >= kFirstFlowId), and becomes the
+// query's id. `request_id` (16 random bytes, or empty from an older
+// collector) is how a request sent again is recognised: see
+// protocol.capnp's CollectRequest.
 struct CollectSpec {
   uint64_t flow_id = 0;
   std::string artifact;
   std::string vql;  // empty: the artifact's own query
   std::vector<std::pair<std::string, std::string>> parameters;
+  std::string request_id;
 };
 
 // Flow ids start above every id a configuration may give its queries.
 inline constexpr uint64_t kFirstFlowId = uint64_t{1} << 32;
 
+// What a cancel found (protocol.capnp's CancelOutcome).
+enum class CancelOutcome { stopped, already_finished, not_running };
+
 struct ControlReply {
   std::string error;    // empty: done
   uint64_t value = 0;   // collect: the flow id; cancel: records purged
   std::string json;     // status
+  CancelOutcome cancelled = CancelOutcome::stopped;  // cancel
 };
 
 // Answered exactly once, from any thread: by `answer`, or, when the call is

@@ -1,6 +1,9 @@
 #include "actors/supervisor.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 #include "actors/status.hpp"
 #include "actors/waker.hpp"
@@ -76,7 +79,32 @@ void begin_shutdown(Self self) {
   settle_buffer(self);
 }
 
+supervisor_state::Query* find_query(Self self, uint64_t id) {
+  for (auto& q : self->state.queries)
+    if (q.spec->id == id) return &q;
+  return nullptr;
+}
+
+const supervisor_state::Ended* find_ended(Self self, uint64_t id) {
+  auto& recent = self->state.recent;
+  for (auto it = recent.rbegin(); it != recent.rend(); ++it)
+    if (it->id == id) return &*it;
+  return nullptr;
+}
+
+// A collection or event query leaves the list for good, remembered in `recent`.
+void end_query(Self self, uint64_t id, supervisor_state::Ended::How how, std::string error = {}) {
+  auto& st = self->state;
+  auto it = std::find_if(st.queries.begin(), st.queries.end(), [id](auto& q) { return q.spec->id == id; });
+  if (it == st.queries.end()) return;
+  st.recent.push_back({how, id, it->request_id, it->spec->name, it->spec->artifact, it->origin, std::move(error)});
+  if (st.recent.size() > kRecentFlows) st.recent.pop_front();
+  st.queries.erase(it);
+}
+
 void on_down(Self self, const caf::down_msg& down) {
+  using How = supervisor_state::Ended::How;
+  using Origin = supervisor_state::Origin;
   auto& st = self->state;
   std::string reason = down.reason ? self->system().render(down.reason) : "normal";
   bool is_buffer = st.buffer && down.source == st.buffer.address();
@@ -95,15 +123,26 @@ void on_down(Self self, const caf::down_msg& down) {
     advance_shutdown(self);
     return;
   }
-  for (size_t i = 0; i < st.queries.size(); ++i) {
-    auto& q = st.queries[i];
+  for (auto& q : st.queries) {
     if (!q.actor || down.source != q.actor.address()) continue;
     q.actor = nullptr;
-    if (st.stopping || q.retired || !down.reason || q.origin == supervisor_state::Query::Origin::collection) {
-      if (down.reason && !st.stopping && !q.retired)
-        spdlog::error("collection {} ({}) failed: {}", q.spec->name, q.spec->artifact, reason);
-      q.finished = !down.reason;
-      if (!down.reason) spdlog::info("query {} finished", q.spec->name);
+    uint64_t id = q.spec->id;
+    if (st.stopping) break;
+    if (q.retired) {
+      end_query(self, id, q.origin == Origin::collection ? How::cancelled : How::removed);
+      break;
+    }
+    if (!down.reason) {
+      spdlog::info("query {} finished", q.spec->name);
+      if (q.origin == Origin::config)
+        q.finished = true;
+      else
+        end_query(self, id, How::finished);
+      break;
+    }
+    if (q.origin == Origin::collection) {
+      spdlog::error("collection {} ({}) failed: {}", q.spec->name, q.spec->artifact, reason);
+      end_query(self, id, How::failed, reason);
       break;
     }
     q.last_error = reason;
@@ -114,12 +153,20 @@ void on_down(Self self, const caf::down_msg& down) {
     ++q.restarts;
     spdlog::error("query {} failed: {}; restart {} in {} ms", q.spec->name, reason, q.restarts,
                   q.backoff.count());
-    self->delayed_send(self, q.backoff, restart_atom::value, uint64_t{i});
+    self->delayed_send(self, q.backoff, restart_atom::value, id);
     break;
   }
   if (st.stopping) advance_shutdown(self);
 }
 
+const char* origin_name(supervisor_state::Origin origin) {
+  static const char* kOrigins[] = {"config", "event_table", "collection"};
+  return kOrigins[static_cast<int>(origin)];
+}
+
+// Keyed by query name under "query" (one key each: a name may hold dots,
+// which caf::put would take for a path), and the ended flows under
+// "recent", oldest first.
 caf::settings status_of(Self self) {
   auto& st = self->state;
   caf::settings s;
@@ -127,114 +174,186 @@ caf::settings status_of(Self self) {
   put_count(s, "running", running(self));
   caf::put(s, "stopping", st.stopping);
   caf::put(s, "failed", st.failed);
-  static const char* kOrigins[] = {"config", "event_table", "collection"};
+  auto& queries = caf::put_dictionary(s, "query");
   for (auto& q : st.queries) {
-    std::string key = "query." + q.spec->name + ".";
-    caf::put(s, key + "artifact", q.spec->artifact);
-    caf::put(s, key + "origin", std::string(kOrigins[static_cast<int>(q.origin)]));
-    put_count(s, key + "restarts", q.restarts);
-    caf::put(s, key + "running", static_cast<bool>(q.actor));
-    caf::put(s, key + "finished", q.finished);
-    caf::put(s, key + "retired", q.retired);
-    if (!q.last_error.empty()) caf::put(s, key + "last_error", q.last_error);
+    caf::settings e;
+    caf::put(e, "artifact", q.spec->artifact);
+    caf::put(e, "origin", std::string(origin_name(q.origin)));
+    put_count(e, "restarts", q.restarts);
+    caf::put(e, "running", static_cast<bool>(q.actor));
+    caf::put(e, "finished", q.finished);
+    caf::put(e, "retired", q.retired);
+    if (!q.last_error.empty()) caf::put(e, "last_error", q.last_error);
+    queries.insert_or_assign(q.spec->name, caf::config_value{std::move(e)});
+  }
+  static const char* kHow[] = {"finished", "failed", "cancelled", "removed"};
+  auto& recent = caf::put_list(s, "recent");
+  for (auto& r : st.recent) {
+    caf::settings e;
+    caf::put(e, "name", r.name);
+    caf::put(e, "artifact", r.artifact);
+    caf::put(e, "origin", std::string(origin_name(r.origin)));
+    caf::put(e, "ended", std::string(kHow[static_cast<int>(r.how)]));
+    if (!r.error.empty()) caf::put(e, "error", r.error);
+    recent.emplace_back(std::move(e));
   }
   return s;
 }
 
-supervisor_state::Query* find_query(Self self, uint64_t id) {
-  for (auto& q : self->state.queries)
-    if (q.spec->id == id) return &q;
-  return nullptr;
-}
-
-size_t add_query(Self self, QuerySpec spec, supervisor_state::Query::Origin origin) {
+void add_query(Self self, QuerySpec spec, supervisor_state::Origin origin, std::string request_id) {
   supervisor_state::Query q;
   q.origin = origin;
   q.spec = std::make_shared<const QuerySpec>(std::move(spec));
+  q.request_id = std::move(request_id);
   self->state.queries.push_back(std::move(q));
-  size_t i = self->state.queries.size() - 1;
-  start_query(self, i);
-  return i;
+  start_query(self, self->state.queries.size() - 1);
 }
 
-// Stops a query for good; `then` runs once it has handed over its last batch.
-void retire(Self self, supervisor_state::Query& q, std::function<void()> then) {
-  q.retired = true;
-  if (!q.actor) return then();
-  self->request(q.actor, caf::infinite, stop_atom::value)
+// Stops a collection or event query for good; `then` runs once it has
+// handed over its last batch (it leaves the list when it has ended).
+void retire(Self self, uint64_t id, std::function<void()> then) {
+  auto* q = find_query(self, id);
+  if (!q) return then();
+  q->retired = true;
+  if (!q->actor) {  // waiting to restart
+    end_query(self, id, q->origin == supervisor_state::Origin::collection
+                            ? supervisor_state::Ended::How::cancelled
+                            : supervisor_state::Ended::How::removed);
+    return then();
+  }
+  self->request(q->actor, caf::infinite, stop_atom::value)
       .then([then](uint64_t) { then(); }, [then](caf::error&) { then(); });
 }
 
-// The collector's request as a query this agent can run, or ConfigError.
+// The collector's request as a query this agent can run, or ConfigError
+// naming `what` ("collect" or "event table") and the artifact.
 QuerySpec checked_query(Self self, const CollectSpec& request, Lane lane) {
   auto spec = collected_query(request, lane);
   if (self->state.make_source.check) try {
       self->state.make_source.check(spec);
     } catch (const std::exception& e) {
-      throw ConfigError("collect " + (request.artifact.empty() ? std::string("VQL") : request.artifact) + ": " +
-                        e.what());
+      throw ConfigError((lane == Lane::EVENTS ? "event table " : "collect ") +
+                        (request.artifact.empty() ? std::string("VQL") : request.artifact) + ": " + e.what());
     }
   return spec;
 }
 
+std::string hex(const std::string& bytes) {
+  std::string out;
+  for (unsigned char c : bytes) out += fmt::format("{:02x}", c);
+  return out;
+}
+
+// A request is run once: one sent again (its answer lost, or queued at the
+// collector across a restart) carries the same request id and is answered
+// with its flow id, whether it still runs or ended recently. A new request
+// may reuse the flow id of an ended one (a collector whose state was reset),
+// but not that of a query still here.
 void collect(Self self, const CollectSpec& request, ControlAnswer& answer) {
-  if (find_query(self, request.flow_id))  // a request sent again after a lost answer
-    return answer.answer({{}, request.flow_id, {}});
+  auto& st = self->state;
+  auto* q = find_query(self, request.flow_id);
+  if (!request.request_id.empty()) {
+    for (auto& r : st.queries)
+      if (r.request_id == request.request_id) return answer.answer({{}, r.spec->id, {}});
+    for (auto& r : st.recent)
+      if (r.request_id == request.request_id) return answer.answer({{}, r.id, {}});
+  } else if (q && q->origin == supervisor_state::Origin::collection && q->request_id.empty()) {
+    return answer.answer({{}, request.flow_id, {}});  // an older collector's request sent again
+  }
+  if (request.flow_id < kFirstFlowId)
+    return answer.answer({"collect: flow id " + std::to_string(request.flow_id) +
+                              " is below 4294967296, where configured queries' ids are",
+                          0, {}});
+  if (q)
+    return answer.answer({"collect: flow id " + std::to_string(request.flow_id) + " is already used by " +
+                              q->spec->name + " (" + q->spec->artifact + ")",
+                          0, {}});
   try {
     auto spec = checked_query(self, request, Lane::RESULTS);
-    size_t i = add_query(self, std::move(spec), supervisor_state::Query::Origin::collection);
-    spdlog::info("collection {} ({}) started", self->state.queries[i].spec->name, request.artifact);
+    spdlog::info("collection {} ({}) started{}", spec.name, request.artifact,
+                 request.request_id.empty() ? "" : ", request " + hex(request.request_id));
+    add_query(self, std::move(spec), supervisor_state::Origin::collection, request.request_id);
     answer.answer({{}, request.flow_id, {}});
   } catch (const ConfigError& e) {
     answer.answer({e.what(), 0, {}});
   }
 }
 
-// Stops the flow's query (if this agent still runs it) and then deletes
+// Stops a collection (if this agent still runs it) and then deletes
 // whatever of it the buffer holds, including appends waiting for space.
+// A configured query or an event query is refused: only the configuration,
+// or the event table, stops those. A flow that ended recently, or one this
+// agent does not know (from before it restarted) of which the buffer holds
+// rows, has its rows deleted; one that is none of these is refused.
 void cancel(Self self, uint64_t flow_id, std::shared_ptr<ControlAnswer> answer) {
-  auto purge = [self, flow_id, answer] {
+  using Origin = supervisor_state::Origin;
+  auto purge = [self, flow_id, answer](CancelOutcome outcome) {
     auto& st = self->state;
     if (!st.buffer) return answer->answer({"the buffer is gone", 0, {}});
     self->request(st.buffer, caf::infinite, purge_atom::value, flow_id)
-        .then([answer](uint64_t n) { answer->answer({{}, n, {}}); },
-              [self, answer](caf::error& e) { answer->answer({self->system().render(e), 0, {}}); });
+        .then(
+            [flow_id, answer, outcome](uint64_t n) {
+              if (n == 0 && outcome == CancelOutcome::not_running)
+                return answer->answer({"no such flow " + std::to_string(flow_id), 0, {}});
+              answer->answer({{}, n, {}, outcome});
+            },
+            [self, answer](caf::error& e) { answer->answer({self->system().render(e), 0, {}}); });
   };
-  auto* q = find_query(self, flow_id);
-  if (!q) return purge();  // rows of a flow from before a restart may still be buffered
-  spdlog::info("query {} cancelled by the collector", q->spec->name);
-  retire(self, *q, purge);
+  auto refuse = [&](Origin origin, const std::string& name) {
+    answer->answer({"flow " + std::to_string(flow_id) + " is " +
+                        (origin == Origin::config
+                             ? "the configured query " + name + ": only the agent's configuration stops it"
+                             : "the event query " + name + ": change the event table to stop it"),
+                    0, {}});
+  };
+  if (auto* q = find_query(self, flow_id)) {
+    if (q->origin != Origin::collection) return refuse(q->origin, q->spec->name);
+    if (q->retired) return purge(CancelOutcome::stopped);  // a cancel sent again
+    spdlog::info("query {} cancelled by the collector", q->spec->name);
+    return retire(self, flow_id, [purge] { purge(CancelOutcome::stopped); });
+  }
+  if (auto* r = find_ended(self, flow_id)) {
+    if (r->origin != Origin::collection) return refuse(r->origin, r->name);
+    return purge(CancelOutcome::already_finished);
+  }
+  if (flow_id < kFirstFlowId)  // never a collection's: rows of configured queries are not the collector's to delete
+    return answer->answer({"no such flow " + std::to_string(flow_id), 0, {}});
+  purge(CancelOutcome::not_running);
 }
 
 // Makes the collector's event table the set of event-table queries running:
 // entries already running (same flow id) go on untouched. Checks every
 // entry before changing anything.
 void set_event_table(Self self, const std::vector<CollectSpec>& table, ControlAnswer& answer) {
-  using Origin = supervisor_state::Query::Origin;
-  std::vector<QuerySpec> wanted;
+  using Origin = supervisor_state::Origin;
+  std::vector<std::pair<QuerySpec, std::string>> wanted;  // with its request id
   std::string errors;
   for (auto& entry : table) try {
-      wanted.push_back(checked_query(self, entry, Lane::EVENTS));
+      wanted.emplace_back(checked_query(self, entry, Lane::EVENTS), entry.request_id);
     } catch (const ConfigError& e) {
       errors += (errors.empty() ? "" : "; ") + std::string(e.what());
     }
-  for (auto& w : wanted)
+  for (auto& [w, request_id] : wanted)
     if (auto* q = find_query(self, w.id); q && (q->origin != Origin::event_table || q->retired))
       errors += (errors.empty() ? "" : "; ") + std::string("flow id ") + std::to_string(w.id) +
                 " is already used by " + q->spec->name;
+    else if (w.id < kFirstFlowId)
+      errors += (errors.empty() ? "" : "; ") + std::string("flow id ") + std::to_string(w.id) +
+                " is below 4294967296, where configured queries' ids are";
   if (!errors.empty()) return answer.answer({errors, 0, {}});
-  auto& st = self->state;
-  for (auto& q : st.queries) {
-    bool keep = std::any_of(wanted.begin(), wanted.end(), [&](auto& w) { return w.id == q.spec->id; });
+  std::vector<uint64_t> drop;
+  for (auto& q : self->state.queries) {
+    bool keep = std::any_of(wanted.begin(), wanted.end(), [&](auto& w) { return w.first.id == q.spec->id; });
     if (q.origin == Origin::event_table && !q.retired && !keep) {
       spdlog::info("event query {} ({}) removed from the event table", q.spec->name, q.spec->artifact);
-      retire(self, q, [] {});
+      drop.push_back(q.spec->id);
     }
   }
-  for (auto& w : wanted) {
+  for (uint64_t id : drop) retire(self, id, [] {});
+  for (auto& [w, request_id] : wanted) {
     if (find_query(self, w.id)) continue;  // running already
     spdlog::info("event query {} ({}) started", w.name, w.artifact);
-    add_query(self, std::move(w), Origin::event_table);
+    add_query(self, std::move(w), Origin::event_table, request_id);
   }
   answer.answer({{}, table.size(), {}});
 }
@@ -291,9 +410,11 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
         advance_shutdown(self);
       },
       [=](control_atom, ControlCall& call) { on_control(self, call); },
-      [=](restart_atom, uint64_t i) {
+      [=](restart_atom, uint64_t id) {
         auto& st = self->state;
-        if (!st.stopping && i < st.queries.size() && !st.queries[i].retired) start_query(self, i);
+        if (st.stopping) return;
+        for (size_t i = 0; i < st.queries.size(); ++i)
+          if (st.queries[i].spec->id == id && !st.queries[i].retired && !st.queries[i].actor) start_query(self, i);
       },
       [=](status_atom) { return status_of(self); },
   };

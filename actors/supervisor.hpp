@@ -2,6 +2,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include <chrono>
+#include <deque>
 #include <vector>
 
 #include "actors/interfaces.hpp"
@@ -17,22 +18,43 @@ struct RestartPolicy {
   std::chrono::milliseconds healthy{60000};
 };
 
+// How many ended collections and event queries the supervisor remembers
+// (for `status`, to recognise a request sent again, and to say "already
+// finished" to a cancel).
+inline constexpr size_t kRecentFlows = 256;
+
 struct supervisor_state {
   static inline const char* name = "supervisor";
   using Clock = std::chrono::steady_clock;
 
+  // Where a query came from: configured queries and the collector's event
+  // table restart when they fail; a collection ends with its first failure.
+  enum class Origin { config, event_table, collection };
+
+  // A query this agent runs or will restart. Configured queries stay here
+  // when they finish (the configuration bounds them); a collection or event
+  // query leaves when it ends, for `recent`.
   struct Query {
-    // Where it came from: configured queries and the collector's event table
-    // restart when they fail; a collection ends with its first failure.
-    enum class Origin { config, event_table, collection } origin = Origin::config;
+    Origin origin = Origin::config;
     std::shared_ptr<const QuerySpec> spec;
+    std::string request_id;  // the collector's (CollectSpec::request_id); empty for configured queries
     query_actor actor;  // null while waiting to restart or after finishing
     unsigned restarts = 0;
     std::chrono::milliseconds backoff{0};
     Clock::time_point started;
-    bool finished = false;
-    bool retired = false;  // cancelled, or dropped from the event table: never started again
+    bool finished = false;  // configured queries only: ended without an error
+    bool retired = false;  // being cancelled, or dropped from the event table: never started again
     std::string last_error;
+  };
+
+  // A collection or event query that ended.
+  struct Ended {
+    enum class How { finished, failed, cancelled, removed } how = How::finished;
+    uint64_t id = 0;  // its flow id
+    std::string request_id;
+    std::string name, artifact;
+    Origin origin = Origin::collection;
+    std::string error;  // failed: why
   };
 
   buffer_actor buffer;
@@ -41,6 +63,7 @@ struct supervisor_state {
   SourceFactory make_source;
   RestartPolicy policy;
   std::vector<Query> queries;
+  std::deque<Ended> recent;  // oldest first, at most kRecentFlows
   bool stopping = false;
   size_t handovers_pending = 0;  // queries yet to hand their last batch to the buffer
   bool buffer_stop_sent = false;

@@ -8,6 +8,12 @@
 #include <unistd.h>
 #include <spdlog/spdlog.h>
 
+#include <cstring>
+#include <optional>
+#include <random>
+
+#include "actors/control.hpp"
+
 #include "net/kj_util.hpp"
 #include "net/watched_stream.hpp"
 
@@ -188,6 +194,8 @@ class CollectorServer::CollectorImpl final : public protocol::Collector::Server 
       throw conn_.violation("agent id \"" + id +
                             "\" is not usable (1-128 of A-Z a-z 0-9 _ . @ -, not starting with '.')");
     conn_.agent = id;
+    if (!server.store_.known_agent(id))  // so that requests for it need no --new-agent once it left
+      server.tasks_.add(server.writer_.run([&store = server.store_, id] { store.remember_agent(id); }));
     server.agents_.erase(id);  // a reconnecting agent replaces its old session
     server.agents_.emplace(id, AgentSession{conn_.peer, schemas::now_ns(), params.getController()});
     spdlog::info("collector: agent {} connected from {} ({})", id, conn_.peer,
@@ -401,8 +409,8 @@ kj::Promise<void> CollectorServer::push_queued(std::string agent,
                      spdlog::warn("collector: agent {} refused the queued {}: {}", agent, what,
                                   e.getDescription().cStr());
                    })
-      .then([this, agent, controller, queued = kj::mv(queued), next, key]() mutable {
-        store_.remove_request(agent, key);
+      .then([this, agent, key] { return writer_.run([&store = store_, agent, key] { store.remove_request(agent, key); }); })
+      .then([this, agent, controller, queued = kj::mv(queued), next]() mutable {
         return push_queued(agent, controller, kj::mv(queued), next + 1);
       });
 }
@@ -445,99 +453,124 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
 
   kj::Promise<void> collect(CollectContext context) override {
     std::string agent = checked_agent(context.getParams().getAgent());
-    capnp::MallocMessageBuilder message;
-    auto request = message.initRoot<protocol::CollectRequest>();
-    request.setArtifact(context.getParams().getRequest().getArtifact());
-    request.setVql(context.getParams().getRequest().getVql());
-    request.setParameters(context.getParams().getRequest().getParameters());
-    uint64_t flow = server_.store_.next_flow_id();
-    request.setFlowId(flow);
-    auto queue = [this, agent, flow, stored = encode_pending(request.asReader())]() mutable {
-      server_.store_.queue_request(agent, stored);
-      spdlog::info("collector: collection {} queued for agent {}", flow, agent);
-    };
-    auto results = context.getResults();
-    results.setFlowId(flow);
-    auto it = server_.agents_.find(agent);
-    if (it == server_.agents_.end()) {
-      queue();
-      results.setQueued(true);
-      return kj::READY_NOW;
-    }
-    auto req = it->second.controller.collectRequest();
-    req.setRequest(request.asReader());
-    return req.send().then(
-        [agent, flow](auto) { spdlog::info("collector: agent {} started collection {}", agent, flow); },
-        [context, queue](kj::Exception&& e) mutable {
-          if (!disconnected(e)) throw kj::mv(e);  // the agent's own refusal, for the caller
-          queue();
-          context.getResults().setQueued(true);
+    check_met(agent, context.getParams().getNewAgent());
+    auto& store = server_.store_;
+    return server_.writer_.run([&store] { return store.next_flow_ids(1); })
+        .then([this, context, agent](uint64_t flow) mutable -> kj::Promise<void> {
+          auto given = context.getParams().getRequest();
+          capnp::MallocMessageBuilder message;
+          auto request = message.initRoot<protocol::CollectRequest>();
+          request.setArtifact(given.getArtifact());
+          request.setVql(given.getVql());
+          request.setParameters(given.getParameters());
+          request.setFlowId(flow);
+          set_request_id(request);
+          auto queue = [this, agent, flow, stored = encode_pending(request.asReader())] {
+            return server_.writer_.run([&store = server_.store_, agent, stored] { store.queue_request(agent, stored); })
+                .then([agent, flow] { spdlog::info("collector: collection {} queued for agent {}", flow, agent); });
+          };
+          context.getResults().setFlowId(flow);
+          auto it = server_.agents_.find(agent);
+          if (it == server_.agents_.end()) {
+            context.getResults().setQueued(true);
+            return queue();
+          }
+          auto req = it->second.controller.collectRequest();
+          req.setRequest(request.asReader());
+          return req.send().then(
+              [agent, flow](auto) -> kj::Promise<void> {
+                spdlog::info("collector: agent {} started collection {}", agent, flow);
+                return kj::READY_NOW;
+              },
+              [context, queue](kj::Exception&& e) mutable -> kj::Promise<void> {
+                if (!disconnected(e)) throw kj::mv(e);  // the agent's own refusal, for the caller
+                context.getResults().setQueued(true);
+                return queue();  // the same request id: the agent runs it once
+              });
         });
   }
 
   kj::Promise<void> cancel(CancelContext context) override {
     std::string agent = checked_agent(context.getParams().getAgent());
     uint64_t flow = context.getParams().getFlowId();
+    check_met(agent, std::nullopt);
     // Not sent yet: dropping it from the queue is the whole cancel.
     for (auto& q : server_.store_.queued_requests(agent)) {
       Decoded<protocol::PendingRequest> pending(q.encoded);
       if (pending.get().isCollect() && pending.get().getCollect().getFlowId() == flow) {
-        server_.store_.remove_request(agent, q.key);
-        return kj::READY_NOW;
+        context.getResults().setOutcome(protocol::CancelOutcome::NOT_SENT);
+        return server_.writer_.run([&store = server_.store_, agent, key = q.key] { store.remove_request(agent, key); });
       }
     }
     capnp::MallocMessageBuilder message;
     message.initRoot<protocol::PendingRequest>().setCancel(flow);
     auto queue = [this, agent, stored = encode<protocol::PendingRequest>(
-                                   message.getRoot<protocol::PendingRequest>().asReader())]() {
-      server_.store_.queue_request(agent, stored);
+                                   message.getRoot<protocol::PendingRequest>().asReader())] {
+      return server_.writer_.run([&store = server_.store_, agent, stored] { store.queue_request(agent, stored); });
     };
     auto it = server_.agents_.find(agent);
     if (it == server_.agents_.end()) {
-      queue();
+      // The agent would refuse it when it connects: say so now. (A connected
+      // agent says why itself: a configured query, say.)
+      uint64_t given_below = server_.store_.flows_given_below();
+      if (flow < kFirstFlowId || (given_below != 0 && flow >= given_below))
+        throw error_text("no such flow " + std::to_string(flow) + ": this collector never gave it out");
       context.getResults().setQueued(true);
-      return kj::READY_NOW;
+      return queue();
     }
     auto req = it->second.controller.cancelRequest();
     req.setFlowId(flow);
     return req.send().then(
-        [context](auto resp) mutable { context.getResults().setPurgedRecords(resp.getPurgedRecords()); },
-        [context, queue](kj::Exception&& e) mutable {
+        [context](auto resp) mutable -> kj::Promise<void> {
+          context.getResults().setPurgedRecords(resp.getPurgedRecords());
+          context.getResults().setOutcome(resp.getOutcome());
+          return kj::READY_NOW;
+        },
+        [context, queue](kj::Exception&& e) mutable -> kj::Promise<void> {
           if (!disconnected(e)) throw kj::mv(e);
-          queue();
           context.getResults().setQueued(true);
+          return queue();
         });
   }
 
   kj::Promise<void> setEventTable(SetEventTableContext context) override {
     std::string agent = checked_agent(context.getParams().getAgent());
-    capnp::MallocMessageBuilder message;
-    auto entries = message.initRoot<protocol::EventTable>().initEntries(
-        context.getParams().getArtifacts().size());
-    size_t i = 0;
-    for (auto a : context.getParams().getArtifacts()) {
-      entries[i].setArtifact(a.getArtifact());
-      entries[i].setVql(a.getVql());
-      entries[i].setParameters(a.getParameters());
-      entries[i++].setFlowId(server_.store_.next_flow_id());
-    }
-    auto table = message.getRoot<protocol::EventTable>().asReader();
-    std::string stored = table.getEntries().size() ? encode<protocol::EventTable>(table) : "";
-    auto it = server_.agents_.find(agent);
-    if (it == server_.agents_.end()) {
-      server_.store_.set_event_table(agent, stored);
-      context.getResults().setQueued(true);
-      return kj::READY_NOW;
-    }
-    auto req = it->second.controller.setEventTableRequest();
-    req.setArtifacts(table.getEntries());
-    // Stored only once the agent took it: a table it refuses would be refused at every connection.
-    return req.send().then(
-        [this, agent, stored](auto) { server_.store_.set_event_table(agent, stored); },
-        [this, context, agent, stored](kj::Exception&& e) mutable {
-          if (!disconnected(e)) throw kj::mv(e);
-          server_.store_.set_event_table(agent, stored);
-          context.getResults().setQueued(true);
+    check_met(agent, context.getParams().getNewAgent());
+    auto& store = server_.store_;
+    uint64_t count = context.getParams().getArtifacts().size();
+    return server_.writer_.run([&store, count] { return store.next_flow_ids(count); })
+        .then([this, context, agent](uint64_t first) mutable -> kj::Promise<void> {
+          capnp::MallocMessageBuilder message;
+          auto entries = message.initRoot<protocol::EventTable>().initEntries(
+              context.getParams().getArtifacts().size());
+          size_t i = 0;
+          for (auto a : context.getParams().getArtifacts()) {
+            entries[i].setArtifact(a.getArtifact());
+            entries[i].setVql(a.getVql());
+            entries[i].setParameters(a.getParameters());
+            set_request_id(entries[i]);
+            entries[i].setFlowId(first + i);
+            ++i;
+          }
+          auto table = message.getRoot<protocol::EventTable>().asReader();
+          std::string stored = table.getEntries().size() ? encode<protocol::EventTable>(table) : "";
+          auto keep = [this, agent, stored] {
+            return server_.writer_.run([&store = server_.store_, agent, stored] { store.set_event_table(agent, stored); });
+          };
+          auto it = server_.agents_.find(agent);
+          if (it == server_.agents_.end()) {
+            context.getResults().setQueued(true);
+            return keep();
+          }
+          auto req = it->second.controller.setEventTableRequest();
+          req.setArtifacts(table.getEntries());
+          // Stored only once the agent took it: a table it refuses would be refused at every connection.
+          return req.send().then([keep](auto) { return keep(); },
+                                 [context, keep](kj::Exception&& e) mutable {
+                                   if (!disconnected(e)) throw kj::mv(e);
+                                   context.getResults().setQueued(true);
+                                   return keep();
+                                 });
         });
   }
 
@@ -555,6 +588,23 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
     if (!valid_agent_id(agent))
       throw error_text("\"" + agent + "\" is not an agent id (1-128 of A-Z a-z 0-9 _ . @ -)");
     return agent;
+  }
+  // A mistyped name must not queue requests for nobody.
+  // `new_agent`: the caller may queue for an agent yet to connect (nullopt: it may not).
+  void check_met(const std::string& agent, std::optional<bool> new_agent) const {
+    if (new_agent.value_or(false) || server_.agents_.count(agent) || server_.store_.known_agent(agent)) return;
+    throw error_text("no agent " + agent +
+                     " has ever connected to this collector (`outpost-collector agents` lists those that have)" +
+                     (new_agent ? "; to queue for an agent yet to connect, pass --new-agent" : ""));
+  }
+  // 16 bytes the agent tells a request sent again by (protocol.capnp).
+  static void set_request_id(protocol::CollectRequest::Builder request) {
+    std::random_device random;
+    auto id = request.initRequestId(16);
+    for (size_t i = 0; i < id.size(); i += 4) {
+      uint32_t r = random();
+      std::memcpy(id.begin() + i, &r, sizeof r);
+    }
   }
   static std::string encode_pending(protocol::CollectRequest::Reader request) {
     capnp::MallocMessageBuilder message;

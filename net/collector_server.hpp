@@ -2,7 +2,8 @@
 // The collector's network side: accepts agents over TLS (mutual: an agent's
 // identity is its certificate's common name), serves Collector and Session
 // (protocol.capnp), and keeps each connected agent's AgentController for the
-// admin commands. Runs on one kj event loop; storage runs on StorageWorker.
+// admin commands. Runs on one kj event loop; storage runs on StorageWorker,
+// the admin side's LMDB writes on AdminWriter.
 
 #include <kj/async-io.h>
 
@@ -12,6 +13,7 @@
 #include <string>
 
 #include "net/log_limiter.hpp"
+#include "net/admin_writer.hpp"
 #include "net/storage_worker.hpp"
 #include "net/tls_config.hpp"
 #include "schemas/protocol.capnp.h"
@@ -72,6 +74,7 @@ class CollectorServer : private kj::TaskSet::ErrorHandler {
   CollectorConfig config_;
   CollectorStore& store_;
   StorageWorker& worker_;
+  AdminWriter writer_;  // the admin side's LMDB writes, off the loop
   std::unique_ptr<TlsSetup> tls_;
   kj::Own<kj::ConnectionReceiver> listener_;
   kj::Own<kj::ConnectionReceiver> admin_listener_;

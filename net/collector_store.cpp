@@ -420,12 +420,44 @@ std::string request_key(const std::string& agent, uint64_t n) {
 
 }  // namespace
 
-uint64_t CollectorStore::next_flow_id() {
+uint64_t CollectorStore::next_flow_ids(uint64_t count) {
   lmdb::Txn txn(*env_, false);
-  uint64_t next = std::max(get_u64(txn, meta_, "next_flow"), kFirstFlowId);
-  put_u64(txn, meta_, "next_flow", next + 1);
+  uint64_t clock = kFirstFlowId + static_cast<uint64_t>(schemas::now_ns()) / 1000;
+  uint64_t next = std::max(get_u64(txn, meta_, "next_flow"), clock);
+  put_u64(txn, meta_, "next_flow", next + count);
   lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
   return next;
+}
+
+uint64_t CollectorStore::flows_given_below() const {
+  lmdb::Txn txn(*env_, true);
+  return get_u64(txn, meta_, "next_flow");
+}
+
+bool CollectorStore::known_agent(const std::string& agent) const {
+  lmdb::Txn txn(*env_, true);
+  for (MDB_dbi dbi : {agents_, tables_}) {
+    MDB_val k = bytes_val(agent), v;
+    int rc = mdb_get(txn.get(), dbi, &k, &v);
+    if (rc == MDB_SUCCESS) return true;
+    if (rc != MDB_NOTFOUND) lmdb::check(rc, "mdb_get", env_->dir());
+  }
+  lmdb::Cursor cursor(txn, requests_, env_->dir());
+  std::string prefix = agent + '\0';
+  MDB_val k = bytes_val(prefix), v;
+  if (!cursor.get(k, v, MDB_SET_RANGE)) return false;
+  return k.mv_size > prefix.size() && std::memcmp(k.mv_data, prefix.data(), prefix.size()) == 0;
+}
+
+void CollectorStore::remember_agent(const std::string& agent) {
+  lmdb::Txn txn(*env_, false);
+  MDB_val k = bytes_val(agent);
+  uint64_t never = 0;
+  MDB_val v{sizeof never, &never};
+  int rc = mdb_put(txn.get(), agents_, &k, &v, MDB_NOOVERWRITE);
+  if (rc == MDB_KEYEXIST) return;  // the transaction aborts: nothing to write
+  lmdb::check(rc, "mdb_put", env_->dir());
+  lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
 }
 
 void CollectorStore::set_event_table(const std::string& agent, const std::string& encoded) {

@@ -6,10 +6,10 @@
 //
 //   marks: <agent> '\0' <lane byte>  -> u64  highest seq stored for that lane
 //   files: <path relative to datadir> -> u64  committed length of the file
-//   agents: <agent>                   -> u64  last time it uploaded (ns)
+//   agents: <agent>                   -> u64  last time it uploaded (ns); 0: met, never uploaded
 //   tables: <agent>                   -> EventTable (protocol.capnp), encoded
 //   requests: <agent> '\0' <u64 BE>   -> PendingRequest, encoded: for when it connects
-//   meta: "next_flow"                 -> u64  the next flow id to give out
+//   meta: "next_flow"                 -> u64  every flow id given out is below it
 //
 // A store first appends the lines and fdatasyncs every file it touched, then
 // commits the new marks and lengths in one LMDB transaction. Bytes past a
@@ -116,8 +116,22 @@ class CollectorStore {
   };
   std::vector<AgentEntry> agents() const;
 
-  // The admin side (requests are small and rare: these commit at once).
-  uint64_t next_flow_id();  // unique across restarts, from kFirstFlowId (actors/control.hpp)
+  // The admin side (requests are small and rare: the writes commit at once).
+  // Threads: the writes (next_flow_ids, set_event_table, queue_request,
+  // remove_request, remember_agent) may wait for a storage group's commit,
+  // so the collector runs them on its admin writer thread, never on the kj
+  // loop; the const reads may be called from any thread and wait for nothing
+  // (an LMDB read transaction of their own).
+
+  // `count` consecutive flow ids never given out before (protocol.capnp's
+  // CollectRequest.flowId): the first is at least kFirstFlowId plus the
+  // wall clock in microseconds, so that a reset datadir does not reuse ids.
+  uint64_t next_flow_ids(uint64_t count = 1);
+  uint64_t flows_given_below() const;  // 0: none given out since the datadir was made
+  // An agent this collector has met: connected, uploaded, or has a table or
+  // queued requests.
+  bool known_agent(const std::string& agent) const;
+  void remember_agent(const std::string& agent);  // on its first connection
   void set_event_table(const std::string& agent, const std::string& encoded);  // "" removes it
   std::string event_table(const std::string& agent) const;                     // "" if none
   void queue_request(const std::string& agent, const std::string& encoded);

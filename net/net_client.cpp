@@ -282,6 +282,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
       call.flow_id = context.getParams().getFlowId();
       return ask(std::move(call)).then([context](ControlReply r) mutable {
         context.getResults().setPurgedRecords(r.value);
+        context.getResults().setOutcome(outcome_of(r.cancelled));
       });
     }
     kj::Promise<void> setEventTable(SetEventTableContext context) override {
@@ -305,7 +306,17 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
       spec.artifact = r.getArtifact();
       spec.vql = r.getVql();
       for (auto p : r.getParameters()) spec.parameters.emplace_back(p.getName(), p.getValue());
+      auto id = r.getRequestId();
+      spec.request_id.assign(reinterpret_cast<const char*>(id.begin()), id.size());
       return spec;
+    }
+    static protocol::CancelOutcome outcome_of(CancelOutcome outcome) {
+      switch (outcome) {
+        case CancelOutcome::stopped: return protocol::CancelOutcome::STOPPED;
+        case CancelOutcome::already_finished: return protocol::CancelOutcome::ALREADY_FINISHED;
+        case CancelOutcome::not_running: return protocol::CancelOutcome::NOT_RUNNING;
+      }
+      return protocol::CancelOutcome::STOPPED;
     }
 
     kj::Promise<ControlReply> ask(ControlCall call) {

@@ -41,7 +41,19 @@ struct CollectRequest {
   artifact @0 :Text;
   vql @1 :Text;                  # empty: the artifact's own query
   parameters @2 :List(Parameter);
-  flowId @3 :UInt64;             # the collector's, unique per collector; the agent's query id
+  # The agent's query id. The collector never gives one out twice, even
+  # after its state directory is reset: each is at least 2^32 plus the wall
+  # clock in microseconds since 1970 when it is given out, and above the one
+  # before (the last is kept in its LMDB meta). So ids of a reset collector
+  # start above every id it gave out before, unless its clock went back.
+  flowId @3 :UInt64;
+  # 16 random bytes the collector draws when it creates the request and
+  # keeps with it while it is queued: a request sent again (its answer lost,
+  # or the collector restarted before it heard it) carries the same id, and
+  # the agent runs it once (it remembers its running queries and its most
+  # recent ended flows). Empty from an older collector: the agent then takes
+  # a request whose flow id is a collection still running as sent again.
+  requestId @4 :Data;
 
   struct Parameter {
     name @0 :Text;
@@ -74,7 +86,11 @@ interface AgentController {
   # Runs a collection on the agent; its rows come back on the results lane.
   collect @0 (request :CollectRequest) -> (flowId :UInt64);
   # Stops a collection and deletes its rows still buffered on the agent.
-  cancel @1 (flowId :UInt64) -> (purgedRecords :UInt64);
+  # Refused (an error) for a configured query or an event query (only the
+  # agent's configuration, or the event table, stops those), and for a flow
+  # the agent does not know: not running, not among its recent ended flows,
+  # and no rows of it buffered ("no such flow N").
+  cancel @1 (flowId :UInt64) -> (purgedRecords :UInt64, outcome :CancelOutcome);
   # Replaces the event queries the agent runs (entries whose flowId already
   # runs go on). Every entry is checked before anything changes.
   setEventTable @2 (artifacts :List(CollectRequest)) -> ();
@@ -82,8 +98,16 @@ interface AgentController {
   status @3 () -> (json :Text);
 }
 
+enum CancelOutcome {
+  stopped @0;          # it was running: stopped, then its buffered rows deleted
+  alreadyFinished @1;  # it had ended: its buffered rows deleted
+  notRunning @2;       # not known to this run of the agent (from before it restarted);
+                       # its buffered rows deleted
+  notSent @3;          # (Admin) still queued at the collector: dropped, it never ran
+}
+
 # --- The collector's local admin interface, served on the unix socket
-# <datadir>/admin.sock (mode 0600) to `outpost-collector <command>`.
+# <datadir>/.collector/admin.sock (mode 0600; --admin-socket moves it) to `outpost-collector <command>`.
 
 struct AgentSummary {
   id @0 :Text;
@@ -99,11 +123,18 @@ struct AgentSummary {
 interface Admin {
   listAgents @0 () -> (agents :List(AgentSummary));
   # Sent at once when the agent is connected (an error of the agent's comes
-  # back here); otherwise kept, durably, and sent when it connects.
-  collect @1 (agent :Text, request :CollectRequest) -> (flowId :UInt64, queued :Bool);
-  cancel @2 (agent :Text, flowId :UInt64) -> (purgedRecords :UInt64, queued :Bool);
+  # back here); otherwise kept, durably, and sent when it connects. An agent
+  # this collector has never met (not connected, never uploaded, nothing
+  # queued for it) is refused unless `newAgent`: a mistyped name would
+  # otherwise queue requests for nobody. The request's flowId and requestId
+  # are the collector's: what the caller sets there is ignored.
+  collect @1 (agent :Text, request :CollectRequest, newAgent :Bool) -> (flowId :UInt64, queued :Bool);
+  # Refused for an agent never met and for a flow id this collector never
+  # gave out; the agent's own refusals (see AgentController.cancel) come back.
+  cancel @2 (agent :Text, flowId :UInt64)
+         -> (purgedRecords :UInt64, queued :Bool, outcome :CancelOutcome);
   # Stored, and sent to the agent now and at every connection.
-  setEventTable @3 (agent :Text, artifacts :List(CollectRequest)) -> (queued :Bool);
+  setEventTable @3 (agent :Text, artifacts :List(CollectRequest), newAgent :Bool) -> (queued :Bool);
   agentStatus @4 (agent :Text) -> (json :Text);
 }
 

@@ -34,6 +34,23 @@ struct Control : EndToEnd {
     return std::stoull(m[1]);
   }
 
+  // The buffer seq that starts each line the collector stored for an artifact.
+  std::vector<uint64_t> seqs_of(const std::string& artifact) {
+    std::vector<uint64_t> out;
+    fs::path dir = data / "agent-1" / artifact;
+    if (!fs::exists(dir)) return out;
+    static const std::regex seq("^\\{\"seq\":(\\d+)");
+    for (auto& e : fs::directory_iterator(dir)) {
+      std::ifstream in(e.path());
+      for (std::string line; std::getline(in, line);) {
+        std::smatch m;
+        if (std::regex_search(line, m, seq)) out.push_back(std::stoull(m[1]));
+      }
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
   size_t lines_of(const std::string& artifact) {
     size_t n = 0;
     fs::path dir = data / "agent-1" / artifact;
@@ -78,8 +95,9 @@ TEST_F(Control, CollectRunsOnTheResultsLaneAndTheAgentsRefusalsComeBack) {
   ASSERT_EQ(info.first, 0) << info.second;
   ASSERT_TRUE(eventually([&] { return fs::exists(data / "agent-1" / "Generic.Client.Info"); }));
   ASSERT_TRUE(eventually([&] {
-    auto dir = data / "agent-1" / "Generic.Client.Info";
-    return slurp(fs::directory_iterator(dir)->path()).find("\"OS\":\"linux\"") != std::string::npos;
+    // The directory may exist before its file does: never dereference an end iterator.
+    fs::directory_iterator it(data / "agent-1" / "Generic.Client.Info"), end;
+    return it != end && slurp(it->path()).find("\"OS\":\"linux\"") != std::string::npos;
   })) << slurp(agent_log);
   auto bad_param = command({"collect", "agent-1", "Outpost.Test.Clock", "-p", "period_ms=soon"});
   EXPECT_EQ(bad_param.first, 1);
@@ -97,7 +115,7 @@ TEST_F(Control, CollectRunsOnTheResultsLaneAndTheAgentsRefusalsComeBack) {
 
 TEST_F(Control, RequestsForAnOfflineAgentSurviveACollectorCrashAndRunWhenItConnects) {
   start_collector();
-  auto queued = command({"collect", "agent-1", "Outpost.Test.Synthetic", "-p", "max_rows=500"});
+  auto queued = command({"collect", "agent-1", "Outpost.Test.Synthetic", "-p", "max_rows=500", "--new-agent"});
   ASSERT_EQ(queued.first, 0) << queued.second;
   EXPECT_NE(queued.second.find("queued for agent-1"), std::string::npos) << queued.second;
   auto table = command({"event-table", "agent-1", "Outpost.Test.Clock,period_ms=50"});
@@ -128,13 +146,20 @@ TEST_F(Control, RequestsForAnOfflineAgentSurviveACollectorCrashAndRunWhenItConne
       << slurp(agent_log);
   EXPECT_EQ(delivered("Outpost.Test.Synthetic").size(), 500u) << "the collection ran twice";
 
-  // An empty table stops the event query.
+  // An empty table stops the event query: the agent reports it removed
+  // (it has handed its last rows to the buffer). An event query started
+  // after that gets a later seq than every row of the clock on that lane.
   auto cleared = command({"event-table", "agent-1"});
   ASSERT_EQ(cleared.first, 0) << cleared.second;
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // rows already buffered arrive
-  size_t stopped_at = lines_of("Outpost.Test.Clock");
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  EXPECT_EQ(lines_of("Outpost.Test.Clock"), stopped_at) << "still ticking after the table was cleared";
+  ASSERT_TRUE(eventually([&] {
+    return command({"status", "agent-1"}).second.find("\"ended\":\"removed\"") != std::string::npos;
+  })) << command({"status", "agent-1"}).second;
+  auto marker = command({"event-table", "agent-1", "Generic.Client.Info"});
+  ASSERT_EQ(marker.first, 0) << marker.second;
+  ASSERT_TRUE(eventually([&] { return !seqs_of("Generic.Client.Info").empty(); })) << slurp(agent_log);
+  auto clock = seqs_of("Outpost.Test.Clock");
+  ASSERT_FALSE(clock.empty());
+  EXPECT_LT(clock.back(), seqs_of("Generic.Client.Info").front()) << "still ticking after the table was cleared";
 }
 
 TEST_F(Control, CancelStopsTheCollectionAndPurgesItsBufferedRows) {
@@ -159,17 +184,63 @@ TEST_F(Control, CancelStopsTheCollectionAndPurgesItsBufferedRows) {
   EXPECT_GT(std::stoull(m[1]), 0u);
 
   proxy.set_rate(0);
-  // What was in flight when the purge ran still arrives; nothing after it does.
+  // What was in flight when the purge ran still arrives; nothing after it
+  // can: the agent reports the collection ended (cancelled) and nothing of
+  // it left in its buffer.
+  std::string ended = "{\"artifact\":\"Outpost.Test.Synthetic\",\"ended\":\"cancelled\",\"name\":\"F." +
+                      std::to_string(flow) + "\"";
   ASSERT_TRUE(eventually([&] {
     auto status = command({"status", "agent-1"}).second;
-    return status.find("\"results\":{\"bytes\":0,\"records\":0}") != std::string::npos;
+    return status.find(ended) != std::string::npos &&
+           status.find("\"results\":{\"bytes\":0,\"records\":0}") != std::string::npos;
   })) << command({"status", "agent-1"}).second;
-  size_t delivered_rows = delivered("Outpost.Test.Synthetic").size();
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   auto rows = delivered("Outpost.Test.Synthetic");
-  EXPECT_EQ(rows.size(), delivered_rows) << "rows still arriving after the cancel";
   EXPECT_EQ(rows, one_to(rows.size())) << "a gap or a duplicate before the purge point";
   EXPECT_NE(slurp(agent_log).find("cancelled by the collector"), std::string::npos);
+
+  // Cancelled again: it had ended; nothing of it is left to delete.
+  auto again = command({"cancel", "agent-1", std::to_string(flow)});
+  EXPECT_EQ(again.first, 0) << again.second;
+  EXPECT_EQ(again.second, "flow " + std::to_string(flow) +
+                              " had already finished on agent-1: 0 buffered records deleted\n");
+}
+
+TEST_F(Control, MistakesAreRefused) {
+  start_collector();
+  AgentOptions o;
+  o.queries = "  - name: tick\n    id: 2\n    source: {type: clock, period_ms: 100}\n";
+  start_agent(0, 0, o);
+  ASSERT_TRUE(eventually([&] { return connected(); })) << slurp(agent_log);
+
+  // A mistyped agent name: refused, and no phantom agent appears.
+  auto typo = command({"collect", "agnet-1", "Outpost.Test.Clock"});
+  EXPECT_EQ(typo.first, 1);
+  EXPECT_EQ(typo.second,
+            "outpost-collector: no agent agnet-1 has ever connected to this collector (`outpost-collector "
+            "agents` lists those that have); to queue for an agent yet to connect, pass --new-agent\n");
+  EXPECT_EQ(command({"event-table", "agnet-1", "Outpost.Test.Clock"}).first, 1);
+  EXPECT_EQ(command({"cancel", "agnet-1", "4294967296"}).first, 1);
+  EXPECT_EQ(command({"agents"}).second.find("agnet-1"), std::string::npos);
+
+  // Flows the agent does not have, and a configured query: refused, and it ticks on.
+  auto unknown = command({"cancel", "agent-1", "12345"});
+  EXPECT_EQ(unknown.first, 1);
+  EXPECT_EQ(unknown.second, "outpost-collector: no such flow 12345\n");
+  auto never = command({"cancel", "agent-1", "4294967297"});
+  EXPECT_EQ(never.first, 1);
+  EXPECT_EQ(never.second, "outpost-collector: no such flow 4294967297\n");
+  auto configured = command({"cancel", "agent-1", "2"});
+  EXPECT_EQ(configured.first, 1);
+  EXPECT_EQ(configured.second,
+            "outpost-collector: flow 2 is the configured query tick: only the agent's configuration stops it\n");
+  size_t ticks = lines_of("tick");
+  ASSERT_TRUE(eventually([&] { return lines_of("tick") > ticks + 2; })) << "the configured query stopped";
+
+  // Asked to, it queues for an agent yet to connect.
+  auto fresh = command({"collect", "agent-2", "Outpost.Test.Clock", "--new-agent"});
+  EXPECT_EQ(fresh.first, 0) << fresh.second;
+  EXPECT_NE(fresh.second.find("queued for agent-2"), std::string::npos) << fresh.second;
+  EXPECT_NE(command({"agents"}).second.find("agent-2: not connected"), std::string::npos);
 }
 
 }  // namespace

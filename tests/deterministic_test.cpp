@@ -6,6 +6,7 @@
 
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <map>
 #include <caf/scheduler/test_coordinator.hpp>
 
@@ -56,7 +57,10 @@ caf::behavior fake_buffer(caf::stateful_actor<fake_buffer_state>* self) {
       [=](ack_atom, Lane, uint64_t) { return uint64_t{0}; },
       [=](purge_atom, uint64_t query_id) {
         self->state.events.push_back("purge " + std::to_string(query_id));
-        return uint64_t{7};
+        auto& a = self->state.appends;  // 7 if it holds any of the query's records
+        return std::any_of(a.begin(), a.end(), [&](auto& x) { return x.record.query_id == query_id; })
+                   ? uint64_t{7}
+                   : uint64_t{0};
       },
       [=](subscribe_atom, link_actor) {},
       [=](flush_atom) {},
@@ -85,6 +89,7 @@ struct Script {
   int throw_on = 0;  // 1-based; 0 never
   uint64_t dropped_on_second_pull = 0;  // events the source says it missed
   size_t big_row_bytes = 0;  // the first pull starts with a row of this many bytes
+  int done_on = 0;  // 1-based: the source says it is done on this pull; 0 never
 };
 
 class ScriptedSource : public Source {
@@ -102,6 +107,7 @@ class ScriptedSource : public Source {
       result.state = PullResult::State::wait;
       result.wait = script_.wait;
     }
+    if (pulls_ == script_.done_on) result.state = PullResult::State::done;
     return result;
   }
 
@@ -533,7 +539,7 @@ TEST_F(SupervisorTest, CancelPurgesOnlyAfterTheQueryHandedOverItsRows) {
   const uint64_t flow = kFirstFlowId + 1;
   ControlReply started{"no answer", 0, {}};
   caf::anon_send(sup, control_atom::value,
-                 control(ControlCall::Kind::collect, {{flow, "Outpost.Test.Clock", "", {}}}, 0, started));
+                 control(ControlCall::Kind::collect, {{flow, "Outpost.Test.Clock", "", {}, ""}}, 0, started));
   sched->run();
   EXPECT_EQ(started.error, "");
   EXPECT_EQ(started.value, flow);
@@ -543,7 +549,7 @@ TEST_F(SupervisorTest, CancelPurgesOnlyAfterTheQueryHandedOverItsRows) {
   // Sent again (an answer lost on the way): answered, not started twice.
   ControlReply again{"no answer", 0, {}};
   caf::anon_send(sup, control_atom::value,
-                 control(ControlCall::Kind::collect, {{flow, "Outpost.Test.Clock", "", {}}}, 0, again));
+                 control(ControlCall::Kind::collect, {{flow, "Outpost.Test.Clock", "", {}, ""}}, 0, again));
   sched->run();
   EXPECT_EQ(again.error, "");
   EXPECT_EQ(state_of<supervisor_state>(sup).queries.size(), 1u);
@@ -555,6 +561,8 @@ TEST_F(SupervisorTest, CancelPurgesOnlyAfterTheQueryHandedOverItsRows) {
   EXPECT_EQ(cancelled.error, "");
   EXPECT_EQ(cancelled.value, 7u) << "the buffer's purge count";
   EXPECT_TRUE(state_of<supervisor_state>(sup).queries.at(0).retired);
+  answer(0);  // its last batch is answered: it ends, and leaves the list
+  EXPECT_TRUE(state_of<supervisor_state>(sup).queries.empty()) << "a cancelled collection stays listed";
   caf::anon_send(sup, stop_atom::value);
   sched->run();
 }
@@ -563,7 +571,7 @@ TEST_F(SupervisorTest, RefusedRequestsChangeNothing) {
   auto sup = start({}, Script{0, 30min}, RestartPolicy{});
   ControlReply unknown{"no answer", 0, {}};
   caf::anon_send(sup, control_atom::value,
-                 control(ControlCall::Kind::collect, {{kFirstFlowId, "No.Such", "", {}}}, 0, unknown));
+                 control(ControlCall::Kind::collect, {{kFirstFlowId, "No.Such", "", {}, ""}}, 0, unknown));
   sched->run();
   EXPECT_EQ(unknown.error, "collect No.Such: unknown artifact No.Such");
 
@@ -571,17 +579,161 @@ TEST_F(SupervisorTest, RefusedRequestsChangeNothing) {
   ControlReply table{"no answer", 0, {}};
   caf::anon_send(sup, control_atom::value,
                  control(ControlCall::Kind::set_event_table,
-                         {{kFirstFlowId + 1, "Outpost.Test.Clock", "", {}},
-                          {kFirstFlowId + 2, "Outpost.Test.Clock", "", {{"period_ms", "0"}}}},
+                         {{kFirstFlowId + 1, "Outpost.Test.Clock", "", {}, ""},
+                          {kFirstFlowId + 2, "Outpost.Test.Clock", "", {{"period_ms", "0"}}, ""}},
                          0, table));
   sched->run();
   EXPECT_NE(table.error.find("parameter.period_ms"), std::string::npos) << table.error;
+  EXPECT_EQ(table.error.rfind("event table Outpost.Test.Clock: ", 0), 0u) << table.error;
   EXPECT_TRUE(state_of<supervisor_state>(sup).queries.empty());
 
   // A call dropped unanswered (the agent stops) still gets an answer.
   ControlReply dropped;
   { auto call = control(ControlCall::Kind::status, {}, 0, dropped); }
   EXPECT_EQ(dropped.error, "the agent dropped the request (shutting down)");
+  caf::anon_send(sup, stop_atom::value);
+  sched->run();
+}
+
+CollectSpec collection(uint64_t flow, char request_id) {
+  return {flow, "Outpost.Test.Clock", "", {}, std::string(16, request_id)};
+}
+
+TEST_F(SupervisorTest, ARequestSentAgainRunsOnceAndANewOneMayReuseAnEndedFlowId) {
+  auto sup = start({}, Script{1, 0ns, 0, 0, 1}, RestartPolicy{});  // one row, then done
+  const uint64_t flow = kFirstFlowId + 5;
+  ControlReply first{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value, control(ControlCall::Kind::collect, {collection(flow, 'a')}, 0, first));
+  sched->run();
+  EXPECT_EQ(first.error, "");
+  EXPECT_EQ(first.value, flow);
+  ASSERT_EQ(fb().appends.size(), 1u);
+  answer(0);  // its one batch is stored: it finishes
+
+  // The same request again (the collector restarted before it heard the
+  // answer): answered with its flow, not run again.
+  ControlReply again{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value, control(ControlCall::Kind::collect, {collection(flow, 'a')}, 0, again));
+  sched->run();
+  EXPECT_EQ(again.error, "");
+  EXPECT_EQ(again.value, flow);
+  EXPECT_EQ(fb().appends.size(), 1u) << "a request sent again ran twice";
+
+  // A new request with that flow id (a collector whose state was reset) runs.
+  ControlReply reused{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value, control(ControlCall::Kind::collect, {collection(flow, 'b')}, 0, reused));
+  sched->run();
+  EXPECT_EQ(reused.error, "");
+  ASSERT_EQ(fb().appends.size(), 2u) << "a new request was taken for an old one";
+  EXPECT_EQ(fb().appends[1].record.query_id, flow);
+
+  // While that one runs, a third request may not take its flow id.
+  ControlReply clash{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value, control(ControlCall::Kind::collect, {collection(flow, 'c')}, 0, clash));
+  sched->run();
+  EXPECT_EQ(clash.error, "collect: flow id " + std::to_string(flow) + " is already used by F." +
+                             std::to_string(flow) + " (Outpost.Test.Clock)");
+  EXPECT_EQ(fb().appends.size(), 2u);
+  answer(1);
+  caf::anon_send(sup, stop_atom::value);
+  sched->run();
+}
+
+TEST_F(SupervisorTest, EndedCollectionsLeaveTheListAndOnlyTheMostRecentAreRemembered) {
+  auto sup = start({}, Script{1, 0ns, 0, 0, 1}, RestartPolicy{});
+  const size_t n = kRecentFlows + 50;
+  for (size_t i = 0; i < n; ++i) {
+    ControlReply r{"no answer", 0, {}};
+    CollectSpec c{kFirstFlowId + i, "Outpost.Test.Clock", "", {}, "request " + std::to_string(i)};
+    caf::anon_send(sup, control_atom::value, control(ControlCall::Kind::collect, {c}, 0, r));
+    sched->run();
+    ASSERT_EQ(r.error, "");
+    answer(i);
+  }
+  auto& st = state_of<supervisor_state>(sup);
+  EXPECT_EQ(st.queries.size(), 0u) << "finished collections are still listed";
+  ASSERT_EQ(st.recent.size(), kRecentFlows);
+  EXPECT_EQ(st.recent.front().id, kFirstFlowId + 50);
+  EXPECT_EQ(st.recent.back().id, kFirstFlowId + n - 1);
+  caf::anon_send(sup, stop_atom::value);
+  sched->run();
+}
+
+TEST_F(SupervisorTest, CancelStopsOnlyCollectionsAndSaysWhatItFound) {
+  QuerySpec configured;
+  configured.id = 2;
+  configured.name = "conf";
+  auto sup = start({configured}, Script{1, 30min}, RestartPolicy{});
+  auto cancel = [&](uint64_t flow) {
+    ControlReply r{"no answer", 0, {}};
+    caf::anon_send(sup, control_atom::value, control(ControlCall::Kind::cancel, {}, flow, r));
+    sched->run();
+    return r;
+  };
+  auto& st = state_of<supervisor_state>(sup);
+
+  // A configured query is not the collector's to stop.
+  EXPECT_EQ(cancel(2).error, "flow 2 is the configured query conf: only the agent's configuration stops it");
+  ASSERT_EQ(st.queries.size(), 1u);
+  EXPECT_TRUE(st.queries[0].actor) << "a collector request stopped a configured query";
+  EXPECT_FALSE(st.queries[0].retired);
+  // Unknown ids: nothing purged, and said so.
+  EXPECT_EQ(cancel(12345).error, "no such flow 12345");
+  EXPECT_EQ(cancel(kFirstFlowId + 99).error, "no such flow " + std::to_string(kFirstFlowId + 99));
+
+  // An event query is stopped by changing the table.
+  ControlReply table{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value,
+                 control(ControlCall::Kind::set_event_table, {collection(kFirstFlowId + 1, 'e')}, 0, table));
+  sched->run();
+  ASSERT_EQ(table.error, "");
+  EXPECT_EQ(cancel(kFirstFlowId + 1).error,
+            "flow " + std::to_string(kFirstFlowId + 1) +
+                " is the event query F." + std::to_string(kFirstFlowId + 1) + ": change the event table to stop it");
+  EXPECT_EQ(st.queries.size(), 2u);
+
+  // A collection: stopped; cancelled again: already finished, its rows purged again.
+  const uint64_t flow = kFirstFlowId + 2;
+  ControlReply started{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value, control(ControlCall::Kind::collect, {collection(flow, 'f')}, 0, started));
+  sched->run();
+  ASSERT_EQ(started.error, "");
+  auto stopped = cancel(flow);
+  EXPECT_EQ(stopped.error, "");
+  EXPECT_EQ(stopped.cancelled, CancelOutcome::stopped);
+  EXPECT_EQ(stopped.value, 7u);
+  for (size_t i = 0; i < fb().appends.size(); ++i)
+    if (fb().appends[i].record.query_id == flow) answer(i);  // its last batch: it ends
+  auto again = cancel(flow);
+  EXPECT_EQ(again.error, "");
+  EXPECT_EQ(again.cancelled, CancelOutcome::already_finished);
+  EXPECT_EQ(again.value, 7u);
+  ASSERT_FALSE(st.recent.empty());
+  EXPECT_EQ(st.recent.back().how, supervisor_state::Ended::How::cancelled);
+
+  // Purged only for the collection: the refused and unknown ids purged nothing.
+  size_t purges = std::count_if(fb().events.begin(), fb().events.end(),
+                                [](auto& e) { return e.rfind("purge", 0) == 0; });
+  EXPECT_EQ(purges, 3u) << "the unknown flow above 2^32 (to see if rows of it are buffered), the collection twice";
+  EXPECT_EQ(std::count(fb().events.begin(), fb().events.end(), "purge 2"), 0);
+  caf::anon_send(sup, stop_atom::value);
+  sched->run();
+}
+
+TEST_F(SupervisorTest, StatusKeepsADottedQueryNameAsOneKey) {
+  auto sup = start({}, Script{1, 30min}, RestartPolicy{});
+  const uint64_t flow = kFirstFlowId + 3;
+  ControlReply started{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value, control(ControlCall::Kind::collect, {collection(flow, 's')}, 0, started));
+  sched->run();
+  ASSERT_EQ(started.error, "");
+  ControlReply status{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value, control(ControlCall::Kind::status, {}, 0, status));
+  sched->run();
+  ASSERT_EQ(status.error, "");
+  EXPECT_NE(status.json.find("\"query\":{\"F." + std::to_string(flow) + "\":{\"artifact\":\"Outpost.Test.Clock\""),
+            std::string::npos)
+      << status.json;
   caf::anon_send(sup, stop_atom::value);
   sched->run();
 }

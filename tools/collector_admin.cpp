@@ -206,10 +206,12 @@ void add_commands(CLI::App& app, CommandArgs& a) {
   collect->add_option("artifact", a.artifact, "artifact name")->required();
   collect->add_option("--param,-p", a.params, "name=value (repeatable)");
   collect->add_option("--vql", a.vql, "run this VQL, its rows labelled with the artifact name");
+  collect->add_flag("--new-agent", a.new_agent, "queue it for an agent that has never connected yet");
   collect->callback([&a] {
     a.run = [&a](const AdminOptions& o) { return call(o, [&a](Admin::Client admin) {
       auto req = admin.collectRequest();
       req.setAgent(a.agent);
+      req.setNewAgent(a.new_agent);
       req.initRequest().setArtifact(a.artifact);
       req.getRequest().setVql(a.vql);
       set_parameters(req.getRequest(), a.params);
@@ -230,11 +232,18 @@ void add_commands(CLI::App& app, CommandArgs& a) {
       req.setAgent(a.agent);
       req.setFlowId(a.flow);
       return req.send().then([&a](auto resp) {
+        using Outcome = protocol::CancelOutcome;
         if (resp.getQueued())
           std::cout << fmt::format("cancel of flow {} queued for {}\n", a.flow, a.agent);
+        else if (resp.getOutcome() == Outcome::NOT_SENT)
+          std::cout << fmt::format("flow {} cancelled before it was sent to {}: it never ran\n", a.flow, a.agent);
         else
-          std::cout << fmt::format("flow {} cancelled on {}: {} buffered records deleted\n", a.flow, a.agent,
-                                   resp.getPurgedRecords());
+          std::cout << fmt::format("flow {} {} on {}: {} buffered records deleted\n", a.flow,
+                                   resp.getOutcome() == Outcome::ALREADY_FINISHED ? "had already finished"
+                                   : resp.getOutcome() == Outcome::NOT_RUNNING
+                                       ? "was not running (from before the agent restarted)"
+                                       : "cancelled",
+                                   a.agent, resp.getPurgedRecords());
       });
     });
     };
@@ -243,10 +252,12 @@ void add_commands(CLI::App& app, CommandArgs& a) {
   auto* table = app.add_subcommand("event-table", "set the event queries an agent runs (none: clear)");
   table->add_option("agent", a.agent, "agent id")->required();
   table->add_option("entries", a.entries, "Artifact[,name=value...] for each event query");
+  table->add_flag("--new-agent", a.new_agent, "store it for an agent that has never connected yet");
   table->callback([&a] {
     a.run = [&a](const AdminOptions& o) { return call(o, [&a](Admin::Client admin) {
       auto req = admin.setEventTableRequest();
       req.setAgent(a.agent);
+      req.setNewAgent(a.new_agent);
       auto list = req.initArtifacts(a.entries.size());
       for (size_t i = 0; i < a.entries.size(); ++i) set_entry(list[i], a.entries[i]);
       return req.send().then([&a](auto resp) {

@@ -26,6 +26,7 @@ struct CommandArgs {
   uint64_t flow = 0;
   size_t lines = 10;
   bool json = false, follow = false;
+  bool new_agent = false;            // collect, event-table: an agent not yet met is no typo
   std::function<int(const AdminOptions&)> run;  // set by the command given; returns its exit code
 };
 
