@@ -399,9 +399,11 @@ buffer_actor::behavior_type buffer_with(buffer_actor::stateful_pointer<buffer_st
           p.promise.deliver(caf::make_error(caf::sec::runtime_error, std::string("purge: ") + e.what()));
           st.purges.pop_front();
         }
-        if (purged && !st.waiting.empty()) {
+        // Space was freed: unblock even with nothing waiting, or the next
+        // append would wait for a commit that is never scheduled.
+        if (purged) {
           st.blocked = false;
-          if (!try_commit(self)) retry_later(self);
+          if (!st.waiting.empty() && !try_commit(self)) retry_later(self);
         }
         if (!st.purges.empty()) self->send(self, purge_atom::value);
       },

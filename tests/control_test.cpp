@@ -197,6 +197,11 @@ TEST_F(Control, CancelStopsTheCollectionAndPurgesItsBufferedRows) {
   auto rows = delivered("Outpost.Test.Synthetic");
   EXPECT_EQ(rows, one_to(rows.size())) << "a gap or a duplicate before the purge point";
   EXPECT_NE(slurp(agent_log).find("cancelled by the collector"), std::string::npos);
+  // The buffer that was full takes new rows: a collection started now is delivered.
+  auto next = command({"collect", "agent-1", "Generic.Client.Info"});
+  ASSERT_EQ(next.first, 0) << next.second;
+  EXPECT_TRUE(eventually([&] { return lines_of("Generic.Client.Info") > 0; }))
+      << "the buffer stayed blocked after the purge freed it: " << command({"status", "agent-1"}).second;
 
   // Cancelled again: it had ended; nothing of it is left to delete.
   auto again = command({"cancel", "agent-1", std::to_string(flow)});
