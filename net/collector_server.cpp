@@ -79,6 +79,57 @@ std::string peer_of(kj::AsyncIoStream& stream) {
   return std::string(host) + ":" + std::to_string(port);
 }
 
+// A connection's stream whose reads wait while the collector is over its
+// memory budget (StorageWorker::room), so that the agent's TCP window
+// fills, and whose bytes read are charged to the budget until an upload
+// takes them over (take_charge). Reads at most kReadChunk at once, so that
+// each connection can pass the budget by at most that. Loop thread only.
+class GatedStream final : public kj::AsyncIoStream {
+ public:
+  GatedStream(kj::Own<kj::AsyncIoStream> inner, StorageWorker& worker)
+      : inner_(kj::mv(inner)), worker_(worker), charge_(worker) {}
+
+  MemoryCharge take_charge() {
+    MemoryCharge taken = kj::mv(charge_);
+    charge_ = MemoryCharge(worker_);
+    return taken;
+  }
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override {
+    return read_from(static_cast<kj::byte*>(buffer), minBytes, maxBytes, 0);
+  }
+  kj::Promise<void> write(const void* buffer, size_t size) override { return inner_->write(buffer, size); }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    return inner_->write(pieces);
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_->shutdownWrite(); }
+  void abortRead() override { inner_->abortRead(); }
+  void getsockopt(int level, int option, void* value, uint* length) override {
+    inner_->getsockopt(level, option, value, length);
+  }
+  void setsockopt(int level, int option, const void* value, uint length) override {
+    inner_->setsockopt(level, option, value, length);
+  }
+  void getsockname(struct sockaddr* addr, uint* length) override { inner_->getsockname(addr, length); }
+  void getpeername(struct sockaddr* addr, uint* length) override { inner_->getpeername(addr, length); }
+
+ private:
+  kj::Promise<size_t> read_from(kj::byte* buffer, size_t min, size_t max, size_t done) {
+    return worker_.room().then([this, buffer, min, max, done] {
+      return inner_->tryRead(buffer + done, 1, std::min(max - done, kReadChunk));
+    }).then([this, buffer, min, max, done](size_t n) -> kj::Promise<size_t> {
+      charge_.add(n);
+      if (n == 0 || done + n >= min) return done + n;
+      return read_from(buffer, min, max, done + n);
+    });
+  }
+
+  kj::Own<kj::AsyncIoStream> inner_;
+  StorageWorker& worker_;
+  MemoryCharge charge_;  // read, not yet taken by an upload
+};
+
 }  // namespace
 
 // One agent connection: its RPC system, and a way to cut it on a protocol
@@ -88,7 +139,7 @@ class CollectorServer::Connection {
   Connection(CollectorServer& server, kj::Own<kj::AsyncIoStream> stream, std::string peer,
              std::string cert_name)
       : server(server), peer(std::move(peer)), cert_name(std::move(cert_name)),
-        stream_(kj::mv(stream)), messages_(*stream_),
+        stream_(kj::heap<GatedStream>(kj::mv(stream), server.worker_)), messages_(*stream_),
         network_(messages_, capnp::rpc::twoparty::Side::SERVER, wire_limits()) {}
 
   // Runs the connection until the peer leaves or violates the protocol.
@@ -121,13 +172,16 @@ class CollectorServer::Connection {
   // unless a logged protocol violation closed it; empty if it did not.
   std::string failure() const { return violated_ ? std::string() : messages_.failure(); }
 
+  // What was read so far, for an upload to hold until it is answered.
+  MemoryCharge take_charge() { return stream_->take_charge(); }
+
   CollectorServer& server;
   std::string peer;
   std::string cert_name;  // empty without TLS
   std::string agent;      // set by hello
 
  private:
-  kj::Own<kj::AsyncIoStream> stream_;
+  kj::Own<GatedStream> stream_;
   WatchedMessageStream messages_;
   capnp::TwoPartyVatNetwork network_;
   kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc_;
@@ -160,8 +214,9 @@ class CollectorServer::SessionImpl final : public protocol::Session::Server {
     }
     if (bytes > protocol::MAX_UPLOAD_BYTES)
       throw conn_.violation(std::to_string(bytes) + " bytes in one upload");
-    // The params, which the records point into, live until the call returns.
-    return conn_.server.worker_.submit(std::move(up))
+    // The params, which the records point into, live until the call returns;
+    // the bytes read for them stay charged to the memory budget until then.
+    return conn_.server.worker_.submit(std::move(up), conn_.take_charge())
         // The connection may be gone when storage answers: capture its name only.
         .then([context, who = conn_.who()](UploadResult result) mutable {
           if (!result.error.empty()) {

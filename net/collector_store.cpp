@@ -3,11 +3,14 @@
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <map>
+#include <regex>
+#include <set>
 
 #include "persistence/errors.hpp"
 #include "actors/control.hpp"
@@ -20,9 +23,23 @@ namespace lmdb = persistence::lmdb;
 
 namespace {
 
+// A full file system shows up as ENOSPC from write, or as EIO from LMDB
+// (its short write) or fdatasync: an EIO with no space left is reported as
+// ENOSPC, so that disk full reads the same every time.
+int disk_full_as_enospc(int err, const fs::path& where) {
+  if (err != EIO) return err;
+  struct statvfs st;
+  if (::statvfs(where.c_str(), &st) == 0 && uint64_t{st.f_bavail} * st.f_frsize < (1u << 20)) return ENOSPC;
+  return err;
+}
+
 [[noreturn]] void fail_errno(const std::string& what, const fs::path& path) {
-  int err = errno;
+  int err = disk_full_as_enospc(errno, path.parent_path());
   throw StoreError(what + " " + path.string() + ": " + std::strerror(err), err);
+}
+
+[[noreturn]] void fail_lmdb(int rc, const char* call, const std::string& dir) {
+  lmdb::fail(rc == EIO ? disk_full_as_enospc(rc, dir) : rc, call, dir);
 }
 
 MDB_val bytes_val(const std::string& s) { return {s.size(), const_cast<char*>(s.data())}; }
@@ -181,17 +198,22 @@ bool valid_agent_id(const std::string& id) {
 }
 
 // The files one store() writes: each opened once, cut back to its committed
-// length first, appended to, then fdatasynced.
+// length first, appended to, then fdatasynced. No transaction is open while
+// it works: committed lengths come from short read transactions.
 class CollectorStore::Files {
  public:
-  Files(const fs::path& root, const lmdb::Txn& txn, MDB_dbi dbi) : root_(root), txn_(txn), dbi_(dbi) {}
+  Files(const fs::path& root, CollectorStore& store) : root_(root), store_(store) {}
   ~Files() {
     for (auto& [path, f] : open_) ::close(f.fd);
     for (auto& [path, fd] : blobs_) ::close(fd);
   }
 
+  // What one upload appends can be taken back (roll_back) until the next begin_upload.
+  void begin_upload() { before_.clear(); }
+
   void append(const std::string& rel, const std::string& lines) {
     auto& f = open(rel);
+    before_.emplace(rel, f.length);  // the first length this upload saw
     size_t done = 0;
     while (done < lines.size()) {
       ssize_t n = ::pwrite(f.fd, lines.data() + done, lines.size() - done, f.length + done);
@@ -208,6 +230,19 @@ class CollectorStore::Files {
                         SYNC_FILE_RANGE_WRITE);
       f.kicked = f.length;
     }
+  }
+
+  // Cuts what the current upload appended; throws StoreError if a file
+  // cannot be cut (then the group fails as a whole).
+  void roll_back() {
+    for (auto& [rel, length] : before_) {
+      auto& f = open_.at(rel);
+      if (f.length == length) continue;
+      if (::ftruncate(f.fd, static_cast<off_t>(length)) != 0) fail_errno("cannot cut a failed upload from", root_ / rel);
+      f.length = length;
+      f.kicked = std::min(f.kicked, length);
+    }
+    before_.clear();
   }
 
   // Upload data, at its offset: a chunk sent again lands on itself.
@@ -228,13 +263,17 @@ class CollectorStore::Files {
     }
   }
 
-  // Makes every write durable, then records the new lengths in `txn`.
-  void sync_and_record() {
+  // Makes every write durable.
+  void sync() {
     for (auto& [rel, f] : open_)
       if (::fdatasync(f.fd) != 0) fail_errno("cannot fdatasync", root_ / rel);
     for (auto& [rel, fd] : blobs_)
       if (::fdatasync(fd) != 0) fail_errno("cannot fdatasync", root_ / rel);
-    for (auto& [rel, f] : open_) put_u64(txn_, dbi_, rel, f.length);
+  }
+
+  // The new lengths, for the commit.
+  void record(const lmdb::Txn& txn, MDB_dbi dbi) const {
+    for (auto& [rel, f] : open_) put_u64(txn, dbi, rel, f.length);
   }
 
  private:
@@ -257,8 +296,13 @@ class CollectorStore::Files {
       ::close(fd);
       fail_errno("cannot stat", path);
     }
-    uint64_t committed = get_u64(txn_, dbi_, rel);
-    uint64_t size = static_cast<uint64_t>(st.st_size);
+    uint64_t size = static_cast<uint64_t>(st.st_size), committed;
+    try {
+      committed = store_.committed_length(rel, size);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
     if (size > committed && ::ftruncate(fd, committed) != 0) {
       ::close(fd);
       fail_errno("cannot cut uncommitted bytes from", path);
@@ -273,60 +317,166 @@ class CollectorStore::Files {
   }
 
   fs::path root_;
-  const lmdb::Txn& txn_;
-  MDB_dbi dbi_;
+  CollectorStore& store_;
   std::map<std::string, Open> open_;
+  std::map<std::string, uint64_t> before_;  // rel -> its length before the current upload
   std::map<std::string, int> blobs_;  // upload data files: written in place, never cut
 };
 
-CollectorStore::CollectorStore(const fs::path& datadir)
-    : datadir_(datadir), lock_((fs::create_directories(datadir / ".collector"), datadir / ".collector")) {
+CollectorStore::CollectorStore(const fs::path& datadir, CollectorStoreOptions options)
+    : datadir_(datadir), options_(std::move(options)),
+      lock_((fs::create_directories(datadir / ".collector"), datadir / ".collector")) {
   std::string dir = (datadir / ".collector").string();
-  env_ = std::make_unique<lmdb::Env>(dir, MDB_NOTLS, 1ull << 30, 8);
-  lmdb::Txn txn(*env_, false);
-  lmdb::check(mdb_dbi_open(txn.get(), "marks", MDB_CREATE, &marks_), "mdb_dbi_open", dir);
-  lmdb::check(mdb_dbi_open(txn.get(), "files", MDB_CREATE, &files_), "mdb_dbi_open", dir);
-  lmdb::check(mdb_dbi_open(txn.get(), "agents", MDB_CREATE, &agents_), "mdb_dbi_open", dir);
-  lmdb::check(mdb_dbi_open(txn.get(), "tables", MDB_CREATE, &tables_), "mdb_dbi_open", dir);
-  lmdb::check(mdb_dbi_open(txn.get(), "requests", MDB_CREATE, &requests_), "mdb_dbi_open", dir);
-  lmdb::check(mdb_dbi_open(txn.get(), "meta", MDB_CREATE, &meta_), "mdb_dbi_open", dir);
-  lmdb::check(txn.commit(), "mdb_txn_commit", dir);
+  env_ = std::make_unique<lmdb::Env>(dir, MDB_NOTLS, options_.map_size, 8);
+  write([&](const lmdb::Txn& txn) {
+    lmdb::check(mdb_dbi_open(txn.get(), "marks", MDB_CREATE, &marks_), "mdb_dbi_open", dir);
+    lmdb::check(mdb_dbi_open(txn.get(), "files", MDB_CREATE, &files_), "mdb_dbi_open", dir);
+    lmdb::check(mdb_dbi_open(txn.get(), "agents", MDB_CREATE, &agents_), "mdb_dbi_open", dir);
+    lmdb::check(mdb_dbi_open(txn.get(), "tables", MDB_CREATE, &tables_), "mdb_dbi_open", dir);
+    lmdb::check(mdb_dbi_open(txn.get(), "requests", MDB_CREATE, &requests_), "mdb_dbi_open", dir);
+    lmdb::check(mdb_dbi_open(txn.get(), "meta", MDB_CREATE, &meta_), "mdb_dbi_open", dir);
+  });
   repair();
 }
 
 CollectorStore::~CollectorStore() = default;
 
+CollectorStore::Txn CollectorStore::begin(bool read_only) const {
+  std::shared_lock<std::shared_mutex> lock(txns_);
+  return Txn{std::move(lock), lmdb::Txn(*env_, read_only)};
+}
+
+void CollectorStore::write(const std::function<void(const lmdb::Txn&)>& fill) {
+  for (;;) {
+    int rc;
+    try {
+      auto t = begin(false);
+      fill(t.txn);
+      rc = t.txn.commit();
+    } catch (const StoreError& e) {
+      if (e.code() != MDB_MAP_FULL) throw;
+      rc = MDB_MAP_FULL;
+    }
+    if (rc != MDB_MAP_FULL) {
+      if (rc != MDB_SUCCESS) fail_lmdb(rc, "mdb_txn_commit", env_->dir());
+      return;
+    }
+    grow();
+  }
+}
+
+uint64_t CollectorStore::map_size() const {
+  std::shared_lock<std::shared_mutex> lock(txns_);
+  return env_->info().me_mapsize;
+}
+
+// Doubles the map, up to options_.max_map_size and the file system's size.
+// LMDB requires that no transaction of this process is open meanwhile.
+void CollectorStore::grow() {
+  std::unique_lock<std::shared_mutex> lock(txns_);
+  uint64_t now = env_->info().me_mapsize, limit = options_.max_map_size;
+  struct statvfs st;
+  if (::statvfs(env_->dir().c_str(), &st) == 0)
+    limit = std::min<uint64_t>(limit, uint64_t{st.f_blocks} * st.f_frsize);
+  uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  limit -= limit % page;
+  if (now >= limit)
+    throw StoreError("collector state " + env_->dir() + " is full: its LMDB map is at " + std::to_string(now) +
+                         " bytes, the limit (--max-state-size, and the file system's size) is " +
+                         std::to_string(limit),
+                     MDB_MAP_FULL);
+  uint64_t next = std::min(now * 2, limit);
+  lmdb::check(mdb_env_set_mapsize(env_->get(), next), "mdb_env_set_mapsize", env_->dir());
+  spdlog::info("collector: state map in {} grown from {} to {} bytes", env_->dir(), now, next);
+}
+
+namespace {
+
+bool find_u64(const lmdb::Txn& txn, MDB_dbi dbi, const std::string& key, uint64_t* value) {
+  MDB_val k = bytes_val(key), v;
+  int rc = mdb_get(txn.get(), dbi, &k, &v);
+  if (rc == MDB_NOTFOUND) return false;
+  *value = get_u64(txn, dbi, key);
+  return true;
+}
+
+// The day a row file holds ("a1/Art/2026-01-02.jsonl" -> "2026-01-02"), or "".
+std::string file_day(const std::string& rel) {
+  static const std::regex day_file("(^|/)(\\d{4}-\\d{2}-\\d{2})\\.jsonl$");
+  std::smatch m;
+  return std::regex_search(rel, m, day_file) ? m[2].str() : "";
+}
+
+std::string get_text(const lmdb::Txn& txn, MDB_dbi dbi, const std::string& key) {
+  MDB_val k = bytes_val(key), v;
+  int rc = mdb_get(txn.get(), dbi, &k, &v);
+  if (rc == MDB_NOTFOUND) return {};
+  lmdb::check(rc, "mdb_get", txn.env().dir());
+  return std::string(static_cast<const char*>(v.mv_data), v.mv_size);
+}
+
+void put_text(const lmdb::Txn& txn, MDB_dbi dbi, const std::string& key, const std::string& value) {
+  MDB_val k = bytes_val(key), v = bytes_val(value);
+  lmdb::check(mdb_put(txn.get(), dbi, &k, &v, 0), "mdb_put", txn.env().dir());
+}
+
+constexpr const char* kSealedBefore = "files_sealed_before";
+
+}  // namespace
+
+bool CollectorStore::sealed(const std::string& rel, const lmdb::Txn& txn) const {
+  std::string day = file_day(rel);
+  return !day.empty() && day < get_text(txn, meta_, kSealedBefore);
+}
+
+uint64_t CollectorStore::committed_length(const std::string& rel, uint64_t size) {
+  bool adopt = false;
+  {
+    auto t = begin(true);
+    uint64_t committed = 0;
+    if (find_u64(t.txn, files_, rel, &committed)) return committed;
+    adopt = sealed(rel, t.txn);
+  }
+  if (!adopt) return 0;  // new, or created by a store that never committed
+  // Pruned (or new) on a sealed day: complete at its size. Recorded before
+  // anything is appended, so that a crash mid-append cuts back to here.
+  write([&](const lmdb::Txn& txn) { put_u64(txn, files_, rel, size); });
+  return size;
+}
+
 // Cuts every file back to its committed length: what lies beyond was never
 // acked, and the agents send it again. Files LMDB does not know about were
-// created by a store that never committed.
+// created by a store that never committed, unless pruned (sealed).
 void CollectorStore::repair() {
-  lmdb::Txn txn(*env_, false);
-  for (auto& entry : fs::recursive_directory_iterator(datadir_)) {
-    if (!entry.is_regular_file() || entry.path().extension() != ".jsonl") continue;
-    std::string rel = fs::relative(entry.path(), datadir_).string();
-    if (rel.rfind(".collector", 0) == 0) continue;
-    uint64_t committed = get_u64(txn, files_, rel), size = entry.file_size();
-    if (size > committed) {
-      fs::resize_file(entry.path(), committed);
-      persistence::fsync_path(entry.path());
-      ++repair_.files_cut;
-      repair_.bytes_cut += size - committed;
-      spdlog::warn("collector: cut {} uncommitted bytes from {}", size - committed, rel);
-    } else if (size < committed) {
-      ++repair_.files_short;
-      put_u64(txn, files_, rel, size);
-      spdlog::error("collector: {} is {} bytes shorter than committed (changed outside Outpost?)",
-                    rel, committed - size);
+  write([&](const lmdb::Txn& txn) {
+    repair_ = {};
+    for (auto& entry : fs::recursive_directory_iterator(datadir_)) {
+      if (!entry.is_regular_file() || entry.path().extension() != ".jsonl") continue;
+      std::string rel = fs::relative(entry.path(), datadir_).string();
+      if (rel.rfind(".collector", 0) == 0) continue;
+      uint64_t committed = 0, size = entry.file_size();
+      if (!find_u64(txn, files_, rel, &committed) && sealed(rel, txn)) continue;
+      if (size > committed) {
+        fs::resize_file(entry.path(), committed);
+        persistence::fsync_path(entry.path());
+        ++repair_.files_cut;
+        repair_.bytes_cut += size - committed;
+        spdlog::warn("collector: cut {} uncommitted bytes from {}", size - committed, rel);
+      } else if (size < committed) {
+        ++repair_.files_short;
+        put_u64(txn, files_, rel, size);
+        spdlog::error("collector: {} is {} bytes shorter than committed (changed outside Outpost?)",
+                      rel, committed - size);
+      }
     }
-  }
-  lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
+  });
 }
 
 LaneMarks CollectorStore::marks(const std::string& agent) const {
-  lmdb::Txn txn(*env_, true);
+  auto t = begin(true);
   LaneMarks marks{};
   for (size_t i = 0; i < marks.size(); ++i)
-    marks[i] = get_u64(txn, marks_, mark_key(agent, static_cast<Lane>(i)));
+    marks[i] = get_u64(t.txn, marks_, mark_key(agent, static_cast<Lane>(i)));
   return marks;
 }
 
@@ -352,23 +502,26 @@ std::vector<UploadResult> CollectorStore::store(const std::vector<Upload>& uploa
                                                 StoreReport* report) {
   StoreReport local;
   if (!report) report = &local;
-  lmdb::Txn txn(*env_, false);
-  Files files(datadir_, txn, files_);
+  Files files(datadir_, *this);
   std::map<std::string, uint64_t> marks;  // mark_key -> mark, as this group moves them
+  std::set<std::string> uploaded;         // agents with a stored upload
   std::vector<UploadResult> results;
-  int64_t now = schemas::now_ns();
   for (auto& up : uploads) {
     if (!valid_agent_id(up.agent)) throw StoreError("invalid agent id for a directory: " + up.agent);
     std::string key = mark_key(up.agent, up.lane);
     auto it = marks.find(key);
-    if (it == marks.end()) it = marks.emplace(key, get_u64(txn, marks_, key)).first;
+    if (it == marks.end()) it = marks.emplace(key, get_u64(begin(true).txn, marks_, key)).first;
     UploadResult result;
     result.error = check_sequence(up, it->second);
-    if (result.error.empty()) {
-      for (size_t i = 0; i < up.records.size(); ++i) {
+    if (!result.error.empty()) result.status = UploadStatus::refused;
+    StoreReport counted;
+    uint64_t mark = it->second;
+    files.begin_upload();
+    try {
+      for (size_t i = 0; result.error.empty() && i < up.records.size(); ++i) {
         auto& record = up.records[i];
-        if (record.seq <= it->second) {
-          ++report->duplicates;
+        if (record.seq <= mark) {
+          ++counted.duplicates;
           continue;
         }
         RenderedRecord here;
@@ -376,24 +529,122 @@ std::vector<UploadResult> CollectorStore::store(const std::vector<Upload>& uploa
             up.rendered.size() == up.records.size() ? up.rendered[i] : (here = render_record(up.agent, up.lane, record));
         if (!rendered.blob_file.empty()) files.write_at(rendered.blob_file, rendered.blob_offset, rendered.blob);
         files.append(rendered.file, rendered.lines);
-        it->second = record.seq;
-        ++(rendered.malformed ? report->malformed : report->stored);
+        mark = record.seq;
+        ++(rendered.malformed ? counted.malformed : counted.stored);
       }
-      put_u64(txn, agents_, up.agent, static_cast<uint64_t>(now));
+    } catch (const std::exception& e) {  // StoreError, filesystem_error: this upload only
+      files.roll_back();
+      result.status = UploadStatus::failed;
+      result.error = e.what();
+      spdlog::error("collector: storing an upload from {} failed: {}", up.agent, e.what());
+    }
+    if (result.status == UploadStatus::stored) {
+      it->second = mark;
+      uploaded.insert(up.agent);
+      report->stored += counted.stored;
+      report->duplicates += counted.duplicates;
+      report->malformed += counted.malformed;
     }
     result.mark = it->second;
     results.push_back(std::move(result));
   }
-  files.sync_and_record();
-  for (auto& [key, mark] : marks) put_u64(txn, marks_, key, mark);
-  lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
+  files.sync();
+  if (options_.after_data_sync) options_.after_data_sync();
+  uint64_t now = static_cast<uint64_t>(schemas::now_ns());
+  write([&](const lmdb::Txn& txn) {
+    files.record(txn, files_);
+    for (auto& [key, mark] : marks) put_u64(txn, marks_, key, mark);
+    for (auto& agent : uploaded) put_u64(txn, agents_, agent, now);
+  });
   return results;
+}
+
+PruneReport CollectorStore::prune(int64_t now_ns) {
+  PruneReport report;
+  constexpr int64_t kDayNs = 86400ll * 1000000000;
+  constexpr size_t kPerTxn = 1000;  // keeps each write transaction short
+  if (options_.files_keep_days > 0) {
+    std::string sealed_before = utc_date(now_ns - options_.files_keep_days * kDayNs);
+    // Recorded first: an entry removed below is then never taken for uncommitted.
+    write([&](const lmdb::Txn& txn) {
+      if (get_text(txn, meta_, kSealedBefore) < sealed_before) put_text(txn, meta_, kSealedBefore, sealed_before);
+    });
+    for (std::string from;;) {
+      std::vector<std::pair<std::string, uint64_t>> old;  // rel, committed
+      bool more = false;
+      {
+        auto t = begin(true);
+        lmdb::Cursor cursor(t.txn, files_, env_->dir());
+        MDB_val k = bytes_val(from), v;
+        for (bool ok = from.empty() ? cursor.get(k, v, MDB_FIRST) : cursor.get(k, v, MDB_SET_RANGE); ok;
+             ok = cursor.get(k, v, MDB_NEXT)) {
+          std::string rel(static_cast<const char*>(k.mv_data), k.mv_size);
+          if (old.size() == kPerTxn) {
+            from = rel;
+            more = true;
+            break;
+          }
+          std::string day = file_day(rel);
+          if (day.empty() || day >= sealed_before || v.mv_size != sizeof(uint64_t)) continue;
+          uint64_t committed;
+          std::memcpy(&committed, v.mv_data, sizeof committed);
+          old.emplace_back(rel, committed);
+        }
+      }
+      std::vector<std::string> gone;
+      for (auto& [rel, committed] : old) {
+        // Only a file that holds exactly what was committed is complete at its size.
+        std::error_code ec;
+        uint64_t size = fs::file_size(datadir_ / rel, ec);
+        if ((!ec && size == committed) || ec == std::errc::no_such_file_or_directory) gone.push_back(rel);
+      }
+      write([&](const lmdb::Txn& txn) {
+        for (auto& rel : gone) {
+          MDB_val k = bytes_val(rel);
+          int rc = mdb_del(txn.get(), files_, &k, nullptr);
+          if (rc != MDB_NOTFOUND) lmdb::check(rc, "mdb_del", env_->dir());
+        }
+      });
+      report.files += gone.size();
+      if (!more) break;
+    }
+  }
+  if (options_.agents_keep_days > 0) {
+    uint64_t cutoff = static_cast<uint64_t>(std::max<int64_t>(0, now_ns - options_.agents_keep_days * kDayNs));
+    std::vector<std::string> silent;
+    {
+      auto t = begin(true);
+      lmdb::Cursor cursor(t.txn, agents_, env_->dir());
+      MDB_val k, v;
+      for (bool ok = cursor.get(k, v, MDB_FIRST); ok; ok = cursor.get(k, v, MDB_NEXT)) {
+        uint64_t last = 0;
+        if (v.mv_size == sizeof last) std::memcpy(&last, v.mv_data, sizeof last);
+        // 0: met, never uploaded (remember_agent): kept, as the admin's
+        // --new-agent check relies on it; such entries come one per agent.
+        if (last != 0 && last < cutoff) silent.emplace_back(static_cast<const char*>(k.mv_data), k.mv_size);
+      }
+    }
+    for (size_t i = 0; i < silent.size(); i += kPerTxn)
+      write([&](const lmdb::Txn& txn) {
+        for (size_t j = i; j < std::min(silent.size(), i + kPerTxn); ++j) {
+          MDB_val k = bytes_val(silent[j]);
+          int rc = mdb_del(txn.get(), agents_, &k, nullptr);
+          if (rc != MDB_NOTFOUND) lmdb::check(rc, "mdb_del", env_->dir());
+        }
+      });
+    report.agents = silent.size();
+  }
+  if (report.files || report.agents)
+    spdlog::info("collector: pruned {} files entries (days before {} days ago) and {} agents silent for {} days",
+                 report.files, options_.files_keep_days, report.agents, options_.agents_keep_days);
+  return report;
 }
 
 std::vector<CollectorStore::AgentEntry> CollectorStore::agents() const {
   std::vector<AgentEntry> out;
   {
-    lmdb::Txn txn(*env_, true);
+    auto locked = begin(true);
+    auto& txn = locked.txn;
     lmdb::Cursor cursor(txn, agents_, env_->dir());
     MDB_val k, v;
     for (bool more = cursor.get(k, v, MDB_FIRST); more; more = cursor.get(k, v, MDB_NEXT)) {
@@ -421,28 +672,29 @@ std::string request_key(const std::string& agent, uint64_t n) {
 }  // namespace
 
 uint64_t CollectorStore::next_flow_ids(uint64_t count) {
-  lmdb::Txn txn(*env_, false);
-  uint64_t clock = kFirstFlowId + static_cast<uint64_t>(schemas::now_ns()) / 1000;
-  uint64_t next = std::max(get_u64(txn, meta_, "next_flow"), clock);
-  put_u64(txn, meta_, "next_flow", next + count);
-  lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
+  uint64_t next = 0;
+  write([&](const lmdb::Txn& txn) {
+    uint64_t clock = kFirstFlowId + static_cast<uint64_t>(schemas::now_ns()) / 1000;
+    next = std::max(get_u64(txn, meta_, "next_flow"), clock);
+    put_u64(txn, meta_, "next_flow", next + count);
+  });
   return next;
 }
 
 uint64_t CollectorStore::flows_given_below() const {
-  lmdb::Txn txn(*env_, true);
-  return get_u64(txn, meta_, "next_flow");
+  auto t = begin(true);
+  return get_u64(t.txn, meta_, "next_flow");
 }
 
 bool CollectorStore::known_agent(const std::string& agent) const {
-  lmdb::Txn txn(*env_, true);
+  auto t = begin(true);
   for (MDB_dbi dbi : {agents_, tables_}) {
     MDB_val k = bytes_val(agent), v;
-    int rc = mdb_get(txn.get(), dbi, &k, &v);
+    int rc = mdb_get(t.txn.get(), dbi, &k, &v);
     if (rc == MDB_SUCCESS) return true;
     if (rc != MDB_NOTFOUND) lmdb::check(rc, "mdb_get", env_->dir());
   }
-  lmdb::Cursor cursor(txn, requests_, env_->dir());
+  lmdb::Cursor cursor(t.txn, requests_, env_->dir());
   std::string prefix = agent + '\0';
   MDB_val k = bytes_val(prefix), v;
   if (!cursor.get(k, v, MDB_SET_RANGE)) return false;
@@ -450,18 +702,18 @@ bool CollectorStore::known_agent(const std::string& agent) const {
 }
 
 void CollectorStore::remember_agent(const std::string& agent) {
-  lmdb::Txn txn(*env_, false);
-  MDB_val k = bytes_val(agent);
-  uint64_t never = 0;
-  MDB_val v{sizeof never, &never};
-  int rc = mdb_put(txn.get(), agents_, &k, &v, MDB_NOOVERWRITE);
-  if (rc == MDB_KEYEXIST) return;  // the transaction aborts: nothing to write
-  lmdb::check(rc, "mdb_put", env_->dir());
-  lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
+  write([&](const lmdb::Txn& txn) {
+    MDB_val k = bytes_val(agent);
+    uint64_t never = 0;
+    MDB_val v{sizeof never, &never};
+    int rc = mdb_put(txn.get(), agents_, &k, &v, MDB_NOOVERWRITE);
+    if (rc != MDB_KEYEXIST) lmdb::check(rc, "mdb_put", env_->dir());  // known: an empty commit
+  });
 }
 
 void CollectorStore::set_event_table(const std::string& agent, const std::string& encoded) {
-  lmdb::Txn txn(*env_, false);
+  auto locked = begin(false);
+  auto& txn = locked.txn;
   MDB_val k = bytes_val(agent), v = bytes_val(encoded);
   int rc = encoded.empty() ? mdb_del(txn.get(), tables_, &k, nullptr) : mdb_put(txn.get(), tables_, &k, &v, 0);
   if (rc != MDB_NOTFOUND) lmdb::check(rc, "mdb_put", env_->dir());
@@ -469,7 +721,8 @@ void CollectorStore::set_event_table(const std::string& agent, const std::string
 }
 
 std::string CollectorStore::event_table(const std::string& agent) const {
-  lmdb::Txn txn(*env_, true);
+  auto locked = begin(true);
+  auto& txn = locked.txn;
   MDB_val k = bytes_val(agent), v;
   int rc = mdb_get(txn.get(), tables_, &k, &v);
   if (rc == MDB_NOTFOUND) return {};
@@ -478,7 +731,8 @@ std::string CollectorStore::event_table(const std::string& agent) const {
 }
 
 void CollectorStore::queue_request(const std::string& agent, const std::string& encoded) {
-  lmdb::Txn txn(*env_, false);
+  auto locked = begin(false);
+  auto& txn = locked.txn;
   uint64_t n = get_u64(txn, meta_, "next_request") + 1;
   put_u64(txn, meta_, "next_request", n);
   std::string key = request_key(agent, n);
@@ -489,7 +743,8 @@ void CollectorStore::queue_request(const std::string& agent, const std::string& 
 
 std::vector<CollectorStore::Queued> CollectorStore::queued_requests(const std::string& agent) const {
   std::vector<Queued> out;
-  lmdb::Txn txn(*env_, true);
+  auto locked = begin(true);
+  auto& txn = locked.txn;
   lmdb::Cursor cursor(txn, requests_, env_->dir());
   std::string prefix = agent + '\0';
   MDB_val k = bytes_val(prefix), v;
@@ -505,7 +760,8 @@ std::vector<CollectorStore::Queued> CollectorStore::queued_requests(const std::s
 
 std::vector<std::string> CollectorStore::agents_with_requests() const {
   std::vector<std::string> out;
-  lmdb::Txn txn(*env_, true);
+  auto locked = begin(true);
+  auto& txn = locked.txn;
   for (MDB_dbi dbi : {tables_, requests_}) {
     lmdb::Cursor cursor(txn, dbi, env_->dir());
     MDB_val k, v;
@@ -520,7 +776,8 @@ std::vector<std::string> CollectorStore::agents_with_requests() const {
 }
 
 void CollectorStore::remove_request(const std::string& agent, uint64_t key) {
-  lmdb::Txn txn(*env_, false);
+  auto locked = begin(false);
+  auto& txn = locked.txn;
   std::string k_text = request_key(agent, key);
   MDB_val k = bytes_val(k_text);
   int rc = mdb_del(txn.get(), requests_, &k, nullptr);

@@ -10,18 +10,37 @@
 //   tables: <agent>                   -> EventTable (protocol.capnp), encoded
 //   requests: <agent> '\0' <u64 BE>   -> PendingRequest, encoded: for when it connects
 //   meta: "next_flow"                 -> u64  every flow id given out is below it
+//   meta: "files_sealed_before"       -> "YYYY-MM-DD"  see Pruning below
 //
-// A store first appends the lines and fdatasyncs every file it touched, then
-// commits the new marks and lengths in one LMDB transaction. Bytes past a
-// file's committed length belong to a store that never committed: they are
-// cut off when the collector starts and before the file is written again,
-// and the agent sends those records again. So a record is in the files iff
-// its lane's mark covers it, across a crash at any point.
+// A store first appends the lines and fdatasyncs every file it touched, with
+// no LMDB transaction open, then commits the new marks and lengths in one
+// short write transaction. Bytes past a file's committed length belong to a
+// store that never committed: they are cut off when the collector starts and
+// before the file is written again, and the agent sends those records again.
+// So a record is in the files iff its lane's mark covers it, across a crash
+// at any point. This needs a single writer of `marks` and `files`: store()
+// and prune() are called from one thread (the storage thread).
+//
+// Pruning (prune()): a `files` entry of a day older than files_keep_days is
+// removed once the file holds exactly its committed length, and the day is
+// recorded in meta "files_sealed_before": a .jsonl file of an earlier day
+// that has no entry is complete at its size (repair leaves it alone; a late
+// row for that day first records its size, then appends). An `agents` entry
+// silent for agents_keep_days is removed (the agents command stops listing
+// it); its marks stay, as exactly-once needs them when it comes back.
+//
+// Threads: every function may be called from any thread, and blocks on
+// LMDB's writer lock (write transactions are short: no file I/O runs in
+// one) and briefly while the map grows. store() and prune() also block on
+// file I/O and fdatasync: call them from the storage thread only, never
+// from an event loop.
 
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -68,9 +87,17 @@ struct Upload {
 // decode, or would render to far more than its size, comes back malformed.
 RenderedRecord render_record(const std::string& agent, Lane lane, const IncomingRecord& record);
 
+enum class UploadStatus {
+  stored,   // its records are stored (or were already)
+  refused,  // a gap or seqs out of order: the agent must resume from `mark`
+  failed,   // storage failed for this upload only (a file could not be opened
+            // or written); nothing of it was stored, the agent sends it again
+};
+
 struct UploadResult {
+  UploadStatus status = UploadStatus::stored;
   uint64_t mark = 0;  // the lane's mark afterwards: the agent may delete through it
-  std::string error;  // set when the upload was refused; nothing of it was stored
+  std::string error;  // why, unless stored
 };
 
 struct StoreReport {
@@ -85,6 +112,20 @@ struct RepairReport {
   uint64_t files_short = 0;    // files shorter than committed: damaged outside Outpost
 };
 
+struct PruneReport {
+  uint64_t files = 0;   // `files` entries removed (their files are complete and stay)
+  uint64_t agents = 0;  // `agents` entries removed
+};
+
+struct CollectorStoreOptions {
+  uint64_t map_size = 1ull << 30;      // the LMDB map at start; it grows on MDB_MAP_FULL
+  uint64_t max_map_size = 64ull << 30;  // and never beyond this nor the file system's size
+  int files_keep_days = 7;              // `files` entries of days older than this are pruned
+  int agents_keep_days = 365;           // `agents` entries silent this long are pruned
+  // Tests: called in store() after the data is durable, before the marks commit.
+  std::function<void()> after_data_sync;
+};
+
 // Agent ids name directories: 1-128 of [A-Za-z0-9_.@-], not starting with '.'.
 bool valid_agent_id(const std::string& id);
 
@@ -94,18 +135,29 @@ std::string artifact_folder(kj::StringPtr artifact);
 
 class CollectorStore {
  public:
-  explicit CollectorStore(const std::filesystem::path& datadir);  // throws StoreLocked, StoreError
+  // Opens (and repairs) the store; throws StoreLocked, StoreError.
+  explicit CollectorStore(const std::filesystem::path& datadir, CollectorStoreOptions options = {});
   ~CollectorStore();
   CollectorStore(const CollectorStore&) = delete;
   CollectorStore& operator=(const CollectorStore&) = delete;
 
+  // Any thread: a read transaction, which waits only while the map grows.
   LaneMarks marks(const std::string& agent) const;
 
-  // Stores a group of uploads with one fdatasync per file touched and one
-  // commit. Refuses (in its result) an upload that leaves a gap after the
-  // mark or whose seqs do not ascend. Throws StoreError (nothing committed)
-  // on I/O errors.
+  // Storage thread only. Stores a group of uploads with one fdatasync per
+  // file touched and one commit. Refuses (in its result) an upload that
+  // leaves a gap after the mark or whose seqs do not ascend; fails (in its
+  // result) one whose files cannot be opened or written, cutting what it
+  // wrote, while the others are stored. Throws StoreError (nothing
+  // committed) when an fdatasync or the commit fails, or the map reached
+  // its limit. Blocks on file I/O, fdatasync and a short write transaction.
   std::vector<UploadResult> store(const std::vector<Upload>& uploads, StoreReport* report = nullptr);
+
+  // Storage thread only (see the top of this file). Short transactions,
+  // a stat per pruned file.
+  PruneReport prune(int64_t now_ns);
+
+  uint64_t map_size() const;  // any thread
 
   const RepairReport& repair_report() const { return repair_; }
 
@@ -114,7 +166,7 @@ class CollectorStore {
     int64_t last_upload_ns = 0;
     LaneMarks marks{};
   };
-  std::vector<AgentEntry> agents() const;
+  std::vector<AgentEntry> agents() const;  // any thread, like marks()
 
   // The admin side (requests are small and rare: the writes commit at once).
   // Threads: the writes (next_flow_ids, set_event_table, queue_request,
@@ -145,10 +197,27 @@ class CollectorStore {
 
  private:
   class Files;
+  // A transaction, holding txns_ shared so that the map cannot move under it.
+  // One at a time per thread: a thread that holds one must not begin another.
+  struct Txn {
+    std::shared_lock<std::shared_mutex> lock;
+    persistence::lmdb::Txn txn;
+  };
+  Txn begin(bool read_only) const;
+  // Runs fill in a write transaction and commits it; on MDB_MAP_FULL grows
+  // the map and runs it again (fill must only touch the transaction).
+  void write(const std::function<void(const persistence::lmdb::Txn&)>& fill);
+  void grow();  // takes txns_ exclusively; throws StoreError at the limit
   void repair();
+  // A .jsonl file whose `files` entry was pruned: complete at its size.
+  bool sealed(const std::string& rel, const persistence::lmdb::Txn& txn) const;
+  // The length a file holds for sure (its entry, or its size if sealed).
+  uint64_t committed_length(const std::string& rel, uint64_t size);
 
   std::filesystem::path datadir_;
+  CollectorStoreOptions options_;
   persistence::DirLock lock_;
+  mutable std::shared_mutex txns_;  // shared: a transaction is open; exclusive: the map moves
   std::unique_ptr<persistence::lmdb::Env> env_;
   MDB_dbi marks_ = 0, files_ = 0, agents_ = 0, tables_ = 0, requests_ = 0, meta_ = 0;
   RepairReport repair_;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "persistence/errors.hpp"
+#include "schemas/codec.hpp"
 
 namespace outpost::net {
 
@@ -15,32 +16,100 @@ uint64_t bytes_of(const Upload& up) {
 // Control and events lanes first, then the bulk lanes.
 bool urgent(Lane lane) { return lane == Lane::CONTROL || lane == Lane::EVENTS; }
 
-StorageWorker::StorageWorker(CollectorStore& store)
-    : store_(store), render_thread_([this] { render_loop(); }), store_thread_([this] { store_loop(); }) {}
+MemoryCharge& MemoryCharge::operator=(MemoryCharge&& other) noexcept {
+  if (this != &other) {
+    release();
+    worker_ = other.worker_;
+    bytes_ = other.bytes_;
+    other.bytes_ = 0;
+  }
+  return *this;
+}
 
-StorageWorker::~StorageWorker() {
+void MemoryCharge::add(uint64_t bytes) {
+  if (!worker_ || bytes == 0) return;
+  worker_->charge(bytes);
+  bytes_ += bytes;
+}
+
+void MemoryCharge::release() {
+  if (bytes_ == 0) return;
+  uint64_t bytes = bytes_;
+  bytes_ = 0;
+  worker_->release(bytes);
+}
+
+StorageWorker::StorageWorker(CollectorStore& store, uint64_t memory_budget)
+    : store_(store), budget_(memory_budget), render_thread_([this] { render_loop(); }),
+      store_thread_([this] { store_loop(); }) {}
+
+StorageWorker::~StorageWorker() { stop(); }
+
+void StorageWorker::stop() {
+  if (!render_thread_.joinable()) return;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
   wake_render_.notify_one();
+  wake_store_.notify_one();
   render_thread_.join();  // renders what was submitted,
   store_thread_.join();   // which is then stored
 }
 
-kj::Promise<UploadResult> StorageWorker::submit(Upload upload) {
+kj::Promise<UploadResult> StorageWorker::submit(Upload upload, MemoryCharge charge) {
   auto paf = kj::newPromiseAndCrossThreadFulfiller<UploadResult>();
+  if (charge.bytes() == 0) {
+    charge = MemoryCharge(*this);
+    charge.add(bytes_of(upload));
+  }
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    queue_.push_back({std::move(upload), kj::mv(paf.fulfiller)});
+    ++jobs_;
+    queue_.push_back({std::move(upload), std::move(charge), kj::mv(paf.fulfiller)});
   }
   wake_render_.notify_one();
   return kj::mv(paf.promise);
 }
 
+kj::Promise<void> StorageWorker::room() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (reading_allowed()) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+  readers_.push_back(kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
+}
+
+void StorageWorker::charge(uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  held_ += bytes;
+  stats_.peak_bytes = std::max(stats_.peak_bytes, held_);
+}
+
+void StorageWorker::release(uint64_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    held_ -= bytes;
+  }
+  wake_render_.notify_one();
+  wake_readers();
+}
+
+void StorageWorker::wake_readers() {
+  std::vector<kj::Own<kj::CrossThreadPromiseFulfiller<void>>> wake;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (readers_.empty() || !reading_allowed()) return;
+    wake.swap(readers_);
+  }
+  for (auto& reader : wake) reader->fulfill();  // a cancelled one ignores it
+}
+
 StorageWorker::Stats StorageWorker::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return stats_;
+  Stats stats = stats_;
+  stats.held_bytes = held_;
+  return stats;
 }
 
 std::vector<size_t> pick_group(const std::vector<UploadSize>& waiting) {
@@ -72,13 +141,23 @@ std::vector<StorageWorker::Job> StorageWorker::take_group() {
   return group;
 }
 
-// Nothing of the group was committed: every caller hears why, the agents
-// resend, and the storage thread goes on.
+// Nothing of these uploads was committed: every caller hears why, the
+// agents resend, and the storage thread goes on.
 void StorageWorker::fail_group(std::vector<Job>& group, const char* why) {
   spdlog::error("collector: storing {} uploads failed: {}", group.size(), why);
   for (auto& job : group) job.done->reject(KJ_EXCEPTION(FAILED, "collector storage failed", why));
   std::lock_guard<std::mutex> lock(mutex_);
-  ++stats_.failures;
+  stats_.failures += group.size();
+}
+
+void StorageWorker::finished(std::vector<Job>& group) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    jobs_ -= group.size();
+  }
+  group.clear();  // releases their memory
+  wake_render_.notify_one();
+  wake_readers();
 }
 
 // Urgent lanes first, like the groups; each upload whole.
@@ -102,11 +181,21 @@ void StorageWorker::render_loop() {
     auto& up = job.upload;
     try {
       up.rendered.reserve(up.records.size());
-      for (auto& r : up.records) up.rendered.push_back(render_record(up.agent, up.lane, r));
+      for (auto& r : up.records) {
+        {
+          // Over the budget, wait for what is being stored to be answered.
+          std::unique_lock<std::mutex> lock(mutex_);
+          wake_render_.wait(lock, [&] { return held_ < budget_ || (!storing_ && rendered_.empty()); });
+        }
+        up.rendered.push_back(render_record(up.agent, up.lane, r));
+        auto& last = up.rendered.back();
+        job.charge.add(last.lines.size() + last.file.size() + last.blob_file.size());
+      }
     } catch (const std::exception& e) {  // bad_alloc: this upload fails, the agent resends it
       std::vector<Job> failed;
       failed.push_back(std::move(job));
       fail_group(failed, e.what());
+      finished(failed);
       continue;
     }
     {
@@ -118,34 +207,65 @@ void StorageWorker::render_loop() {
 }
 
 void StorageWorker::store_loop() {
+  // Pruning runs here, the one writer of `files` and `agents`: at start and hourly.
+  auto next_prune = std::chrono::steady_clock::now();
   for (;;) {
     std::vector<Job> group;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_store_.wait(lock, [&] { return render_done_ || !rendered_.empty(); });
-      if (rendered_.empty()) return;  // stopping, and nothing left
-      group = take_group();
+      wake_store_.wait_until(lock, next_prune, [&] { return render_done_ || !rendered_.empty(); });
+      if (rendered_.empty() && render_done_) return;  // stopping, and nothing left
+      if (!rendered_.empty()) {
+        group = take_group();
+        storing_ = true;
+      }
     }
+    if (std::chrono::steady_clock::now() >= next_prune) {
+      next_prune = std::chrono::steady_clock::now() + std::chrono::hours(1);
+      try {
+        store_.prune(schemas::now_ns());
+      } catch (const std::exception& e) {
+        spdlog::error("collector: pruning the collector's state failed: {}", e.what());
+      }
+    }
+    if (group.empty()) continue;
     std::vector<Upload> uploads;
     uploads.reserve(group.size());
     for (auto& job : group) uploads.push_back(std::move(job.upload));
     StoreReport report;
+    uint64_t failed = 0;
+    bool group_failed = false;
     try {
       auto results = store_.store(uploads, &report);
-      for (size_t i = 0; i < group.size(); ++i) group[i].done->fulfill(std::move(results[i]));
+      for (size_t i = 0; i < group.size(); ++i) {
+        if (results[i].status == UploadStatus::failed) {
+          ++failed;
+          group[i].done->reject(KJ_EXCEPTION(FAILED, "collector storage failed", results[i].error));
+        } else {
+          group[i].done->fulfill(std::move(results[i]));
+        }
+      }
     } catch (const std::exception& e) {  // StoreError, filesystem_error, bad_alloc
+      group_failed = true;
       fail_group(group, e.what());
-      continue;
     } catch (const kj::Exception& e) {
+      group_failed = true;
       fail_group(group, e.getDescription().cStr());
-      continue;
     }
-    std::lock_guard<std::mutex> lock(mutex_);
-    ++stats_.groups;
-    stats_.uploads += group.size();
-    stats_.records.stored += report.stored;
-    stats_.records.duplicates += report.duplicates;
-    stats_.records.malformed += report.malformed;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      storing_ = false;
+    }
+    if (!group_failed) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++stats_.groups;
+      stats_.uploads += group.size();
+      stats_.failures += failed;
+      stats_.records.stored += report.stored;
+      stats_.records.duplicates += report.duplicates;
+      stats_.records.malformed += report.malformed;
+    }
+    finished(group);
   }
 }
 

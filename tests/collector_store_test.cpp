@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <future>
+#include <thread>
 #include <random>
 #include <regex>
 
@@ -27,6 +29,18 @@ namespace fs = std::filesystem;
 std::vector<kj::byte> batch_bytes(uint64_t seq, const std::string& artifact = "Test.Art") {
   schemas::RowBatchWriter w(1, artifact.c_str(), "q", Lane::EVENTS, {"N"});
   w.add_row()[0].setUint64(seq);
+  auto encoded = w.finish();
+  auto bytes = encoded.bytes();
+  return {bytes.begin(), bytes.end()};
+}
+
+// The same, created at `created_ns` (its file is that day's).
+std::vector<kj::byte> dated_batch_bytes(uint64_t seq, int64_t created_ns, const std::string& artifact = "Test.Art") {
+  schemas::RecordWriter w(1, created_ns);
+  auto batch = w.record().initRowBatch();
+  batch.setArtifact(artifact);
+  batch.initColumns(1).set(0, "N");
+  batch.initRows(1).init(0, 1)[0].setUint64(seq);
   auto encoded = w.finish();
   auto bytes = encoded.bytes();
   return {bytes.begin(), bytes.end()};
@@ -216,9 +230,6 @@ TEST(CollectorStore, ARecordThatWouldRenderToFarMoreJsonIsKeptAsMalformed) {
   EXPECT_FALSE(fs::exists(tmp.path("data") / "a1" / "Bomb"));
 }
 
-// A child process stores batches of 10 until killed at a random moment; the
-// parent reopens, checks that the files hold exactly 1..mark, then plays the
-// agent: resends everything from 1 and checks exactly-once again.
 TEST(CollectorStore, UploadChunksLandAtTheirOffsetsAndASentAgainChunkChangesNothing) {
   TempDir tmp;
   std::string content(2500000, '\0');
@@ -268,6 +279,192 @@ TEST(CollectorStore, UploadChunksLandAtTheirOffsetsAndASentAgainChunkChangesNoth
   EXPECT_TRUE(stored == content) << "stored " << stored.size() << " bytes";
 }
 
+// --- Writes outside the write transaction, per-upload failure, map growth, pruning
+
+constexpr int64_t kDayNs = 86400ll * 1000000000;
+
+// The storage thread's fsyncs must not hold LMDB's writer lock: the admin
+// side (on the event loop) commits while a group's files sync.
+TEST(CollectorStore, AWriteTransactionRunsWhileAGroupIsBetweenSyncAndCommit) {
+  TempDir tmp;
+  CollectorStoreOptions options;
+  std::unique_ptr<CollectorStore> store;
+  std::future_status admin = std::future_status::deferred;
+  std::thread other;
+  options.after_data_sync = [&] {
+    std::promise<void> done;
+    auto finished = done.get_future();
+    other = std::thread([&store, done = std::move(done)]() mutable {
+      store->next_flow_id();  // a write transaction
+      done.set_value();
+    });
+    admin = finished.wait_for(std::chrono::seconds(20));  // generous: it waits for nothing now
+  };
+  store = std::make_unique<CollectorStore>(tmp.path("data"), options);
+  EXPECT_EQ(marks_of(store->store({make_batch(1, 3).upload})), std::vector<uint64_t>{3});
+  other.join();
+  EXPECT_EQ(admin, std::future_status::ready) << "the admin's commit waited for the group's commit";
+}
+
+// Killed after the data is durable and before the marks commit: the rows
+// are cut at the next start, and the agent's resend stores each once.
+TEST(CollectorStore, ACrashBetweenDataSyncAndMarksCommitDuplicatesNothing) {
+  TempDir tmp;
+  fs::path data = tmp.path("data");
+  pid_t pid = fork();
+  if (pid == 0) {
+    CollectorStoreOptions options;
+    int stores = 0;
+    options.after_data_sync = [&] {
+      if (++stores == 2) _exit(0);
+    };
+    CollectorStore store(data, options);
+    store.store({make_batch(1, 5).upload});
+    store.store({make_batch(6, 10).upload});
+    _exit(3);
+  }
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  CollectorStore store(data);
+  EXPECT_EQ(store.repair_report().files_cut, 1u);
+  EXPECT_EQ(store.marks("a1")[static_cast<size_t>(Lane::EVENTS)], 5u);
+  EXPECT_EQ(stored_seqs(data), range(1, 5));
+  EXPECT_EQ(marks_of(store.store({make_batch(6, 10).upload})), std::vector<uint64_t>{10});
+  EXPECT_EQ(stored_seqs(data), range(1, 10));
+}
+
+// One agent's file cannot be opened (a directory is in its place): that
+// upload fails alone, what it wrote to its other files is cut, and the
+// others in the group are stored.
+TEST(CollectorStore, AnUploadWhoseFileCannotBeOpenedFailsAloneAndLeavesNothing) {
+  TempDir tmp;
+  fs::path data = tmp.path("data");
+  CollectorStore store(data);
+  int64_t then = schemas::now_ns();
+  auto a1 = make_batch(1, 3);
+  auto good = dated_batch_bytes(1, then, "Good"), bad = dated_batch_bytes(2, then, "Bad");
+  Upload a2{"a2", Lane::EVENTS, 0, {{1, kj::arrayPtr(good.data(), good.size())}, {2, kj::arrayPtr(bad.data(), bad.size())}}, {}};
+  Upload a3 = a1.upload;
+  a3.agent = "a3";
+  // What renders to a2/Bad/<today>.jsonl finds a directory there.
+  fs::path blocked = data / render_record("a2", Lane::EVENTS, a2.records[1]).file;
+  fs::create_directories(blocked);
+  auto results = store.store({a1.upload, a2, a3});
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_EQ(results[0].status, UploadStatus::stored);
+  EXPECT_EQ(results[0].mark, 3u);
+  EXPECT_EQ(results[1].status, UploadStatus::failed);
+  EXPECT_NE(results[1].error.find("cannot open"), std::string::npos) << results[1].error;
+  EXPECT_EQ(results[1].mark, 0u);
+  EXPECT_EQ(results[2].status, UploadStatus::stored);
+  EXPECT_EQ(store.marks("a2")[static_cast<size_t>(Lane::EVENTS)], 0u);
+  fs::path good_file = data / render_record("a2", Lane::EVENTS, a2.records[0]).file;
+  EXPECT_EQ(fs::file_size(good_file), 0u) << "the failed upload's first row was not cut";
+  // Once the file can be opened, the agent's resend stores each row once.
+  fs::remove(blocked);
+  EXPECT_EQ(marks_of(store.store({a2})), std::vector<uint64_t>{2});
+  EXPECT_EQ(std::count(std::istreambuf_iterator<char>(std::ifstream(good_file).rdbuf()), {}, '\n'), 1);
+  EXPECT_EQ(std::count(std::istreambuf_iterator<char>(std::ifstream(blocked).rdbuf()), {}, '\n'), 1);
+}
+
+// An upload of `count` records of distinct artifacts (a `files` entry each).
+struct ManyFiles {
+  std::vector<std::vector<kj::byte>> payloads;
+  Upload upload;
+  ManyFiles(uint64_t after, uint64_t count) {
+    upload.agent = "a1";
+    upload.lane = Lane::RESULTS;
+    upload.after = after;
+    for (uint64_t s = after + 1; s <= after + count; ++s)
+      payloads.push_back(batch_bytes(s, std::string(170, 'A') + "." + std::to_string(s)));
+    for (uint64_t i = 0; i < count; ++i)
+      upload.records.push_back({after + 1 + i, kj::arrayPtr(payloads[i].data(), payloads[i].size())});
+  }
+};
+
+TEST(CollectorStore, TheMapGrowsWhenFullAndStopsAtItsLimitWithAClearError) {
+  TempDir tmp;
+  fs::path data = tmp.path("data");
+  CollectorStoreOptions options;
+  options.map_size = 64 << 10;
+  options.max_map_size = 256 << 10;
+  uint64_t mark = 0;
+  std::string error;
+  {
+    CollectorStore store(data, options);
+    for (int i = 0; i < 100 && error.empty(); ++i) {
+      ManyFiles up(mark, 50);
+      try {
+        mark = marks_of(store.store({up.upload}))[0];
+      } catch (const persistence::StoreError& e) {
+        error = e.what();
+      }
+    }
+    EXPECT_NE(error.find("is full"), std::string::npos) << "never reached the limit: " << error;
+    EXPECT_NE(error.find("limit"), std::string::npos) << error;
+    EXPECT_EQ(store.map_size(), 256u << 10);
+    EXPECT_GT(mark, 300u) << "stored no more than fits in 64 KiB";
+  }
+  // The refused group's rows are cut at the next start: each row once, through the mark.
+  CollectorStore store(data, options);
+  EXPECT_EQ(store.marks("a1")[static_cast<size_t>(Lane::RESULTS)], mark);
+  uint64_t lines = 0;
+  for (auto& e : fs::recursive_directory_iterator(data / "a1"))
+    if (e.is_regular_file()) lines += std::count(std::istreambuf_iterator<char>(std::ifstream(e.path()).rdbuf()), {}, '\n');
+  EXPECT_EQ(lines, mark);
+}
+
+TEST(CollectorStore, PruningForgetsOldDaysWithoutCuttingTheirFilesAndALateRowAppends) {
+  TempDir tmp;
+  fs::path data = tmp.path("data");
+  int64_t now = schemas::now_ns(), month_ago = now - 30 * kDayNs;
+  std::vector<std::vector<kj::byte>> keep;
+  auto dated = [&](uint64_t first, uint64_t last, int64_t created) {
+    Upload up{"a1", Lane::EVENTS, first - 1, {}, {}};
+    for (uint64_t s = first; s <= last; ++s) keep.push_back(dated_batch_bytes(s, created));
+    for (uint64_t s = first; s <= last; ++s)
+      up.records.push_back({s, kj::arrayPtr(keep[keep.size() - 1 - (last - s)].data(), keep[keep.size() - 1 - (last - s)].size())});
+    return up;
+  };
+  {
+    CollectorStore store(data);
+    marks_of(store.store({dated(1, 3, month_ago)}));
+    marks_of(store.store({dated(4, 5, now)}));
+    auto pruned = store.prune(now);
+    EXPECT_EQ(pruned.files, 1u);  // the old day's; today's stays
+    EXPECT_EQ(pruned.agents, 0u);
+  }
+  {
+    CollectorStore store(data);  // repair must take the old day's file as complete
+    EXPECT_EQ(store.repair_report().files_cut, 0u);
+    EXPECT_EQ(stored_seqs(data), range(1, 5));
+    marks_of(store.store({dated(6, 6, month_ago)}));  // a late row of the old day
+    EXPECT_EQ(stored_seqs(data), (std::vector<uint64_t>{1, 2, 3, 6, 4, 5}));
+    EXPECT_EQ(store.prune(now).files, 1u);
+  }
+  // Killed while appending another late row: cut back to what was stored.
+  pid_t pid = fork();
+  if (pid == 0) {
+    CollectorStoreOptions options;
+    options.after_data_sync = [] { _exit(0); };
+    CollectorStore store(data, options);
+    store.store({dated(7, 7, month_ago)});
+    _exit(3);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  CollectorStore store(data);
+  EXPECT_EQ(store.repair_report().files_cut, 1u);
+  EXPECT_EQ(stored_seqs(data), (std::vector<uint64_t>{1, 2, 3, 6, 4, 5}));
+  // An agent silent for longer than agents_keep_days leaves the list; its marks stay.
+  EXPECT_EQ(store.prune(now + 400 * kDayNs).agents, 1u);
+  EXPECT_TRUE(store.agents().empty());
+  EXPECT_EQ(store.marks("a1")[static_cast<size_t>(Lane::EVENTS)], 6u);
+}
+
 // The storage thread's groups: fresh rows (control, events) first and with
 // little backlog beside them, the backlog in order and always progressing.
 TEST(StorageGroups, BacklogAloneFillsTheGroupBudgetInOrder) {
@@ -294,6 +491,9 @@ TEST(StorageGroups, FreshRowsGoFirstWithLittleBacklog) {
   EXPECT_TRUE(pick_group({}).empty());
 }
 
+// A child process stores batches of 10 until killed at a random moment; the
+// parent reopens, checks that the files hold exactly 1..mark, then plays the
+// agent: resends everything from 1 and checks exactly-once again.
 TEST(CollectorStore, ExactlyOnceAcrossKillNine) {
   TempDir tmp;
   fs::path data = tmp.path("data");
