@@ -1,7 +1,8 @@
 // The collector's memory budget and per-upload failures, in one process
 // over loopback: several agents upload far more than the budget at once,
 // connections stop reading while the budget is spent, and every row is
-// stored; an upload whose file cannot be opened fails alone.
+// stored; an upload whose file cannot be opened fails alone. And the
+// collector process says when it stops and what it stored.
 
 #include <gtest/gtest.h>
 
@@ -10,13 +11,17 @@
 
 #include <fstream>
 #include <iostream>
+#include <regex>
 
 #include "net/collector_server.hpp"
+#include "tests/process_util.hpp"
 #include "tests/temp_dir.hpp"
 
 namespace outpost::net {
 namespace {
 using outpost::testing::TempDir;
+using outpost::testing::eventually;
+using outpost::testing::slurp;
 namespace fs = std::filesystem;
 
 struct Agent {
@@ -137,6 +142,39 @@ TEST(CollectorMemory, AnUploadThatCannotBeStoredFailsAloneThroughTheWorker) {
   EXPECT_EQ(lines_under(data / "b1") + lines_under(data / "b3"), 2u);
   EXPECT_EQ(store.marks("b2")[static_cast<size_t>(Lane::RESULTS)], 0u);
   EXPECT_EQ(worker.stats().failures, 1u);
+}
+
+TEST(CollectorProcess, LogsItsStopWithWhatItStored) {
+  TempDir tmp;
+  outpost::testing::Processes processes;
+  fs::path log = tmp.path("collector.log");
+  pid_t pid = processes.add(outpost::testing::spawn(
+      {OUTPOST_COLLECTOR, "--datadir", tmp.path("data").string(), "--listen", "127.0.0.1:0", "--insecure"}, log));
+  std::smatch m;
+  std::string out;
+  ASSERT_TRUE(eventually([&] {
+    out = slurp(log);
+    return std::regex_search(out, m, std::regex("listening on port (\\d+)"));
+  })) << out;
+  {
+    auto io = kj::setupAsyncIo();
+    Agent agent(io, static_cast<uint16_t>(std::stoi(m[1])), "s1");
+    auto payload = record_bytes(1);
+    auto req = agent.session.uploadRequest();
+    req.setLane(Lane::RESULTS);
+    auto list = req.initRecords(3);
+    for (int r = 0; r < 3; ++r) {
+      list[r].setSeq(r + 1);
+      list[r].setData(kj::arrayPtr(payload.data(), payload.size()));
+    }
+    EXPECT_EQ(req.send().wait(io.waitScope).getStoredThrough(), 3u);
+  }
+  kill(pid, SIGTERM);
+  EXPECT_EQ(outpost::testing::wait_exit(pid), 0);
+  out = slurp(log);
+  EXPECT_NE(out.find("SIGTERM received, stopping"), std::string::npos) << out;
+  EXPECT_NE(out.find("stopped after SIGTERM"), std::string::npos) << out;
+  EXPECT_NE(out.find("in this run 1 uploads, 3 records stored"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -16,23 +16,35 @@ namespace {
 
 using namespace outpost::net;
 
-int serve(const std::string& datadir, CollectorConfig config) {
+const char* signal_name(int signo) { return signo == SIGTERM ? "SIGTERM" : signo == SIGINT ? "SIGINT" : "a signal"; }
+
+int serve(const std::string& datadir, CollectorConfig config, CollectorStoreOptions options) {
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGINT);
   auto io = kj::setupAsyncIo();
-  CollectorStore store(datadir);
+  CollectorStore store(datadir, std::move(options));
   auto& repaired = store.repair_report();
   if (repaired.files_cut)
     spdlog::warn("collector: cut {} uncommitted bytes from {} files (agents send them again)",
                  repaired.bytes_cut, repaired.files_cut);
   StorageWorker worker(store);
-  CollectorServer server(io, std::move(config), store, worker);
-  uint16_t port = server.start().wait(io.waitScope);
+  auto server = std::make_unique<CollectorServer>(io, std::move(config), store, worker);
+  uint16_t port = server->start().wait(io.waitScope);
   // Scripts and tests read this line to learn the port (with --listen host:0).
   std::cout << "listening on port " << port << std::endl;
   auto signal = io.unixEventPort.onSignal(SIGTERM).exclusiveJoin(io.unixEventPort.onSignal(SIGINT));
   auto info = signal.wait(io.waitScope);
-  spdlog::info("collector: {} received, stopping", strsignal(info.si_signo));
+  auto before = worker.stats();
+  spdlog::info("collector: {} received, stopping: closing {} connections, storing the uploads already received",
+               signal_name(info.si_signo), server->connections());
+  server.reset();  // no more uploads come in
+  worker.stop();   // what came in is stored (or failed, and its agent sends it again)
+  auto after = worker.stats();
+  spdlog::info("collector: stopped after {}: at the stop {} uploads ({} records) were stored and {} failed; "
+               "in this run {} uploads, {} records stored, {} duplicates, {} malformed, {} failed uploads",
+               signal_name(info.si_signo), after.uploads - before.uploads,
+               after.records.stored - before.records.stored, after.failures - before.failures, after.uploads,
+               after.records.stored, after.records.duplicates, after.records.malformed, after.failures);
   return 0;
 }
 
@@ -55,6 +67,11 @@ int main(int argc, char** argv) {
   std::string admin_socket;
   app.add_option("--admin-socket", admin_socket,
                  "unix socket for the admin commands (default: <datadir>/.collector/admin.sock)");
+  CollectorStoreOptions store_options;
+  app.add_option("--max-state-size", store_options.max_map_size,
+                 "the most the collector's state (LMDB map in <datadir>/.collector) may grow to")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
   app.fallthrough();  // --datadir may follow a command's name
   outpost::admin::CommandArgs args;
   outpost::admin::add_commands(app, args);
@@ -81,7 +98,7 @@ int main(int argc, char** argv) {
   }
   config.admin_socket = admin_socket.empty() ? outpost::admin::default_socket(datadir) : admin_socket;
   try {
-    return serve(datadir, std::move(config));
+    return serve(datadir, std::move(config), std::move(store_options));
   } catch (const outpost::persistence::StoreError& e) {
     std::cerr << "outpost-collector: " << e.what() << "\n";
     return 1;
