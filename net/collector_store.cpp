@@ -23,16 +23,6 @@ namespace lmdb = persistence::lmdb;
 
 namespace {
 
-// A full file system shows up as ENOSPC from write, or as EIO from LMDB
-// (its short write) or fdatasync: an EIO with no space left is reported as
-// ENOSPC, so that disk full reads the same every time.
-int disk_full_as_enospc(int err, const fs::path& where) {
-  if (err != EIO) return err;
-  struct statvfs st;
-  if (::statvfs(where.c_str(), &st) == 0 && uint64_t{st.f_bavail} * st.f_frsize < (1u << 20)) return ENOSPC;
-  return err;
-}
-
 [[noreturn]] void fail_errno(const std::string& what, const fs::path& path) {
   int err = disk_full_as_enospc(errno, path.parent_path());
   throw StoreError(what + " " + path.string() + ": " + std::strerror(err), err);
@@ -189,6 +179,13 @@ void make_dirs(const fs::path& dir) {
 }
 
 }  // namespace
+
+int disk_full_as_enospc(int err, const fs::path& where) {
+  if (err != EIO) return err;
+  struct statvfs st;
+  if (::statvfs(where.c_str(), &st) == 0 && uint64_t{st.f_bavail} * st.f_frsize < (1u << 20)) return ENOSPC;
+  return err;
+}
 
 bool valid_agent_id(const std::string& id) {
   if (id.empty() || id.size() > 128 || id[0] == '.') return false;

@@ -126,6 +126,11 @@ struct CollectorStoreOptions {
   std::function<void()> after_data_sync;
 };
 
+// A full file system shows up as ENOSPC from write, or as EIO from LMDB
+// (its short write) or fdatasync: an EIO where less than 1 MiB is left is
+// taken for ENOSPC, so that disk full reads the same every time.
+int disk_full_as_enospc(int err, const std::filesystem::path& where);
+
 // Agent ids name directories: 1-128 of [A-Za-z0-9_.@-], not starting with '.'.
 bool valid_agent_id(const std::string& id);
 

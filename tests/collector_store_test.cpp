@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -463,6 +464,26 @@ TEST(CollectorStore, PruningForgetsOldDaysWithoutCuttingTheirFilesAndALateRowApp
   EXPECT_EQ(store.prune(now + 400 * kDayNs).agents, 1u);
   EXPECT_TRUE(store.agents().empty());
   EXPECT_EQ(store.marks("a1")[static_cast<size_t>(Lane::EVENTS)], 6u);
+}
+
+// LMDB reports a short write on a full disk as EIO; the collector says
+// "No space left on device" for it, as for the rows' own writes.
+TEST(CollectorStore, AnEioOnAFullDiskIsReportedAsDiskFull) {
+  if (geteuid() != 0) GTEST_SKIP() << "mounting a small file system needs root";
+  TempDir tmp;
+  fs::path point = tmp.path("small");
+  fs::create_directories(point);
+  ASSERT_EQ(mount("outpost-test", point.c_str(), "tmpfs", 0, "size=1m"), 0) << strerror(errno);
+  {
+    std::ofstream fill(point / "fill", std::ios::binary);
+    std::string block(4096, 'x');
+    while (fill.write(block.data(), block.size()) && fill.flush()) {}
+  }
+  EXPECT_EQ(disk_full_as_enospc(EIO, point), ENOSPC);
+  EXPECT_EQ(disk_full_as_enospc(ENOSPC, point), ENOSPC);
+  EXPECT_EQ(disk_full_as_enospc(EACCES, point), EACCES);
+  umount2(point.c_str(), MNT_DETACH);
+  EXPECT_EQ(disk_full_as_enospc(EIO, tmp.path("")), EIO) << "a real I/O error where there is room";
 }
 
 // The storage thread's groups: fresh rows (control, events) first and with
