@@ -37,6 +37,10 @@ constexpr uint64_t kDayMs = 24 * 3600 * 1000;  // bound on periods and delays
 // it is checked by check_agent_config().
 constexpr uint64_t kMaxBufferLimit = 16ull << 40;
 constexpr const char* kMaxBufferLimitText = "16TiB";
+// Waiting appends are held in RAM, and the store is opened with the limit
+// plus this much as its shutdown reserve.
+constexpr uint64_t kMaxPendingBudget = 64ull << 30;
+constexpr const char* kMaxPendingBudgetText = "64GiB";
 // A synthetic row must fit in one record, its other columns and the batch's
 // header included: the record-size limit less 64 KiB.
 constexpr uint64_t kMaxRowSize = schemas::kMaxRecordBytes - (64 << 10);
@@ -232,7 +236,11 @@ void read_buffer(const YAML::Node& n, const std::string& path, AgentConfig& conf
             {"sync", [&](auto& v, auto& p) { b.sync = choice(v, p, kSyncPolicies); }},
             {"compact_threshold",
              [&](auto& v, auto& p) { b.compact_threshold_bytes = size(v, p, false); }},
-            {"pending_budget", [&](auto& v, auto& p) { config.pending_budget = size(v, p, true); }}});
+            {"pending_budget",
+             [&](auto& v, auto& p) {
+               config.pending_budget = size(v, p, true, kMaxPendingBudget, kMaxPendingBudgetText,
+                                            " (appends held in RAM)");
+             }}});
 }
 
 // "host:port"; the port is required.
@@ -517,14 +525,18 @@ AgentConfig load_agent_config(const std::string& path) {
 void check_agent_config(const AgentConfig& config, const std::string& origin) {
   // LMDB maps the buffer's whole map at once: reserve (not commit) as much
   // address space here, so a limit this process cannot map is named now,
-  // not reported by mdb_env_open. The map size as BufferStore derives it.
+  // not reported by mdb_env_open. The map size as BufferStore derives it,
+  // from the limit the agent opens it with: the shutdown reserve (the
+  // pending budget) included.
   const auto& b = config.buffer;
   constexpr uint64_t mib = 1ull << 20;
-  uint64_t map = b.map_size_bytes ? b.map_size_bytes : (b.limit_bytes * 3 + 256 * mib + mib - 1) / mib * mib;
+  uint64_t limit = b.limit_bytes + config.pending_budget;
+  uint64_t map = b.map_size_bytes ? b.map_size_bytes : (limit * 3 + 256 * mib + mib - 1) / mib * mib;
   void* probe = ::mmap(nullptr, map, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (probe == MAP_FAILED)
     throw ConfigError(origin + ": buffer.limit: a limit of " + std::to_string(b.limit_bytes) +
-                      " bytes needs a map of " + std::to_string(map / mib) +
+                      " bytes and a pending_budget of " + std::to_string(config.pending_budget) +
+                      " bytes need a map of " + std::to_string(map / mib) +
                       "MiB, more address space than this process can reserve (" + std::strerror(errno) +
                       "); lower the limit");
   ::munmap(probe, map);

@@ -27,7 +27,7 @@ constexpr size_t kPurgeSlice = 10000;
 struct Committed {
   uint64_t last = 0;  // 0: nothing of that lane
   uint64_t bytes = 0;
-  std::vector<persistence::StoredRecord> fresh;  // while bytes <= kFreshBytes
+  std::vector<persistence::BufferedRecord> fresh;  // while bytes <= kFreshBytes
 
   void add(uint64_t seq, const RecordRef& r) {
     last = seq;
@@ -43,9 +43,9 @@ void notify_link(Self self, std::array<Committed, schemas::kLaneCount>& lanes) {
   for (size_t i = 0; i < lanes.size(); ++i) {
     auto& c = lanes[i];
     if (!c.last) continue;
-    StoredRecords fresh;
+    BufferedRecords fresh;
     if (c.bytes <= kFreshBytes)
-      fresh = std::make_shared<const std::vector<persistence::StoredRecord>>(std::move(c.fresh));
+      fresh = std::make_shared<const std::vector<persistence::BufferedRecord>>(std::move(c.fresh));
     self->send(self->state.link, committed_atom::value, static_cast<Lane>(i), c.last, fresh);
   }
 }
@@ -71,16 +71,16 @@ uint64_t free_of(Self self, bool settling) {
 void retry_later(Self self) {
   if (self->state.commit_scheduled) return;
   self->state.commit_scheduled = true;
-  self->delayed_send(self, kDiskFullRetry, flush_atom::value);
+  self->delayed_send(self, kDiskFullRetry, commit_atom::value);
 }
 
 // Appends already in the mailbox are handled before this commit, so they
 // all land in the transaction it starts.
 void schedule_commit(Self self) {
   auto& st = self->state;
-  if (st.commit_scheduled || st.blocked) return;
+  if (st.commit_scheduled || st.stalled) return;
   st.commit_scheduled = true;
-  self->send(self, flush_atom::value);
+  self->send(self, commit_atom::value);
 }
 
 // A full episode starts when the head of `waiting` does not fit under the
@@ -118,6 +118,9 @@ void leave_full(Self self) {
 // that fit, the shutdown reserve included.
 void commit_waiting(Self self, bool settling) {
   auto& st = self->state;
+  // Blocked only while an append waits that could not go in: set again
+  // below if the head still does not fit (a retry or an ack may find none).
+  st.stalled = false;
   // Control and event rows go first, so that a flood of bulk appends (a big
   // collection) does not hold fresh events for several commits. Each lane
   // keeps its order.
@@ -143,7 +146,7 @@ void commit_waiting(Self self, bool settling) {
         st.waiting.pop_front();
         continue;
       }
-      st.blocked = true;  // producers wait here until acks free space
+      st.stalled = true;  // producers wait here until acks free space
       enter_full(self, head.lane);
       st.last_error = "the buffer is full (limit " + std::to_string(limit_of(self)) + " bytes" +
                       (settling ? ", and its shutdown reserve of " +
@@ -164,11 +167,11 @@ void commit_waiting(Self self, bool settling) {
       // and retry on a timer in case the disk frees up on its own.
       if (st.last_error != result.reason) spdlog::error("buffer: append refused: {}", result.reason);
       st.last_error = result.reason;
-      st.blocked = true;
+      st.stalled = true;
       retry_later(self);
       return;
     }
-    st.blocked = false;
+    st.stalled = false;
     ++st.commits;
     std::array<Committed, schemas::kLaneCount> committed;
     for (size_t i = 0; i < n; ++i) {
@@ -207,7 +210,7 @@ caf::settings status_of(Self self) {
   put_count(s, "pending_appends", st.waiting.size());
   put_count(s, "pending_bytes", st.budget->pending());  // the queries' count: in the mailbox too
   put_count(s, "pending_budget", st.budget->limit());
-  caf::put(s, "blocked", st.blocked);
+  caf::put(s, "stalled", st.stalled);
   caf::put(s, "full", st.full);
   put_count(s, "full_episodes", st.full_episodes);
   put_count(s, "appends", st.appends);
@@ -274,9 +277,9 @@ void apply_acks(Self self) {
   }
   st.pending_acks.clear();
   bool any = std::any_of(freed.begin(), freed.end(), [](uint64_t f) { return f > 0; });
-  if (any && !st.waiting.empty()) {
-    st.blocked = false;
-    if (!try_commit(self)) retry_later(self);
+  if (any) {
+    st.stalled = false;  // even with nothing waiting, or the next append would wait for good
+    if (!st.waiting.empty() && !try_commit(self)) retry_later(self);
   }
 }
 
@@ -293,7 +296,7 @@ uint64_t settle(Self self) {
         caf::sec::runtime_error, "not stored at shutdown: " + why));
   if (refused) spdlog::warn("buffer: refused {} appends at shutdown: {}", refused, why);
   st.waiting.clear();
-  st.blocked = false;
+  st.stalled = false;
   leave_full(self);
   return refused;
 }
@@ -327,17 +330,17 @@ buffer_actor::behavior_type buffer_with(buffer_actor::stateful_pointer<buffer_st
         return promise;
       },
       [=](budget_atom) { return self->state.budget; },
-      [=](flush_atom) {
+      [=](commit_atom) {
         self->state.commit_scheduled = false;
         // On failure nothing else may come to retry: the producers are paused.
         if (!try_commit(self)) retry_later(self);
       },
       [=](read_atom, Lane lane, uint64_t after, uint64_t max,
-          uint64_t max_bytes) -> caf::result<StoredRecords> {
-        return guarded("read", [&]() -> caf::result<StoredRecords> {
+          uint64_t max_bytes) -> caf::result<BufferedRecords> {
+        return guarded("read", [&]() -> caf::result<BufferedRecords> {
           auto got = self->state.store->read(lane, after, max, max_bytes);
-          return StoredRecords{
-              std::make_shared<const std::vector<persistence::StoredRecord>>(std::move(got.records))};
+          return BufferedRecords{
+              std::make_shared<const std::vector<persistence::BufferedRecord>>(std::move(got.records))};
         });
       },
       [=](ack_atom, Lane lane, uint64_t through) -> caf::result<uint64_t> {
@@ -346,7 +349,7 @@ buffer_actor::behavior_type buffer_with(buffer_actor::stateful_pointer<buffer_st
         pending = std::max(pending, through);
         auto promise = self->make_response_promise<uint64_t>();
         st.pending_acks.push_back({lane, promise});
-        if (st.blocked) {
+        if (st.stalled) {
           apply_acks(self);  // producers wait for exactly this space: no delay
         } else if (!st.acks_scheduled) {
           st.acks_scheduled = true;
@@ -373,6 +376,13 @@ buffer_actor::behavior_type buffer_with(buffer_actor::stateful_pointer<buffer_st
           it->promise.deliver(caf::make_error(caf::sec::runtime_error, "query cancelled"));
           it = st.waiting.erase(it);
           ++refused;
+        }
+        if (refused) {  // the head that blocked may have been one of them
+          st.stalled = false;
+          if (st.waiting.empty())
+            leave_full(self);
+          else
+            schedule_commit(self);
         }
         auto promise = self->make_response_promise<uint64_t>();
         st.purges.push_back({query_id, {}, refused, promise});
@@ -402,14 +412,14 @@ buffer_actor::behavior_type buffer_with(buffer_actor::stateful_pointer<buffer_st
         // Space was freed: unblock even with nothing waiting, or the next
         // append would wait for a commit that is never scheduled.
         if (purged) {
-          st.blocked = false;
+          st.stalled = false;
           if (!st.waiting.empty() && !try_commit(self)) retry_later(self);
         }
         if (!st.purges.empty()) self->send(self, purge_atom::value);
       },
-      [=](subscribe_atom, link_actor link) { self->state.link = std::move(link); },
+      [=](set_link_atom, link_actor link) { self->state.link = std::move(link); },
       [=](settle_atom) { return settle(self); },
-      [=](stop_atom) {
+      [=](close_atom) {
         settle(self);
         self->quit();
       },

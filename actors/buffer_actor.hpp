@@ -62,11 +62,12 @@ struct buffer_state {
   std::vector<PendingAck> pending_acks;
   bool acks_scheduled = false;
   link_actor link;
-  bool commit_scheduled = false;  // a flush_atom (commit the waiting appends) is on its way
-  // The head of `waiting` could not be committed: it does not fit under the
-  // limit (`full`), or the store refused it (disk full). Only acks, or the
-  // retry timer, let it in.
-  bool blocked = false;
+  bool commit_scheduled = false;  // a commit_atom (commit the waiting appends) is on its way
+  // Stalled: the head of `waiting` could not be committed: it does not fit
+  // under the limit (`full`), or the store refused it (disk full). Acks, a
+  // purge that frees space, a cancel that refuses it, or the retry timer let
+  // it in; never true with nothing waiting.
+  bool stalled = false;
   // A full episode: since the head last did not fit under the limit, appends
   // have waited; it ends when none waits. Logged once at each end.
   bool full = false;

@@ -15,7 +15,7 @@ buffer_reader_actor::behavior_type buffer_reader(
   self->set_down_handler([=](caf::down_msg&) { self->quit(); });
   return {
       [=](read_atom, Lane lane, uint64_t after, uint64_t max,
-          uint64_t max_bytes) -> caf::result<StoredRecords> {
+          uint64_t max_bytes) -> caf::result<BufferedRecords> {
         auto& st = self->state;
         ++st.reads;
         try {
@@ -25,8 +25,8 @@ buffer_reader_actor::behavior_type buffer_reader(
             self->send(st.buffer, quarantine_atom::value, lane, std::move(got.corrupt));
           }
           st.records += got.records.size();
-          return StoredRecords{
-              std::make_shared<const std::vector<persistence::StoredRecord>>(std::move(got.records))};
+          return BufferedRecords{
+              std::make_shared<const std::vector<persistence::BufferedRecord>>(std::move(got.records))};
         } catch (const persistence::StoreError& e) {
           // The environment is being replaced or failed: the owner's read reopens it.
           ++st.handed_to_buffer;

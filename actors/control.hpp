@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "schemas/protocol.capnp.h"
+
 namespace outpost {
 
 // One collection or event query the collector wants run. `flow_id` is the
@@ -27,7 +29,7 @@ struct CollectSpec {
 };
 
 // Flow ids start above every id a configuration may give its queries.
-inline constexpr uint64_t kFirstFlowId = uint64_t{1} << 32;
+inline constexpr uint64_t kFirstFlowId = protocol::FIRST_FLOW_ID;
 
 // What a cancel found (protocol.capnp's CancelOutcome).
 enum class CancelOutcome { stopped, already_finished, not_running };

@@ -18,7 +18,7 @@ namespace {
 using Self = link_actor::stateful_pointer<file_link_state>;
 constexpr auto kRetryDelay = std::chrono::seconds(1);
 
-std::string render(const persistence::StoredRecord& r) {
+std::string render(const persistence::BufferedRecord& r) {
   std::string out;
   try {
     schemas::RecordView view(r.words);
@@ -58,10 +58,10 @@ void failed(Self self, Lane lane) {
   auto& st = self->state;
   ++st.errors;
   spdlog::error("link: {}; retrying in {} s", st.last_error, kRetryDelay.count());
-  self->delayed_send(self, kRetryDelay, committed_atom::value, lane, uint64_t{0}, StoredRecords{});
+  self->delayed_send(self, kRetryDelay, committed_atom::value, lane, uint64_t{0}, BufferedRecords{});
 }
 
-void deliver(Self self, Lane lane, const StoredRecords& records) {
+void deliver(Self self, Lane lane, const BufferedRecords& records) {
   auto& st = self->state;
   std::string text;
   for (auto& r : *records) text += render(r);
@@ -89,7 +89,7 @@ void pump(Self self, Lane lane) {
   self->request(st.buffer, std::chrono::seconds(60), read_atom::value, lane,
                 st.delivered_through[i], kLinkReadBatch, uint64_t{8} << 20)
       .then(
-          [=](StoredRecords records) {
+          [=](BufferedRecords records) {
             self->state.reading[i] = false;
             if (!records->empty()) deliver(self, lane, records);
           },
@@ -125,7 +125,7 @@ link_actor::behavior_type file_link(link_actor::stateful_pointer<file_link_state
   st.online = online && st.fd >= 0;
   pump_all(self);  // a backlog from before a restart is delivered right away
   return {
-      [=](committed_atom, Lane lane, uint64_t, const StoredRecords&) { pump(self, lane); },
+      [=](committed_atom, Lane lane, uint64_t, const BufferedRecords&) { pump(self, lane); },
       [=](online_atom, bool on) {
         auto& st = self->state;
         if (on && st.fd < 0) {

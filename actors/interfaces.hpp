@@ -25,10 +25,15 @@ using ack_atom = caf::atom_constant<caf::atom("ack")>;
 using status_atom = caf::atom_constant<caf::atom("status")>;
 using committed_atom = caf::atom_constant<caf::atom("committed")>;
 using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
+using set_link_atom = caf::atom_constant<caf::atom("setlink")>;
+using set_supervisor_atom = caf::atom_constant<caf::atom("setsup")>;
 using online_atom = caf::atom_constant<caf::atom("online")>;
 using pull_atom = caf::atom_constant<caf::atom("pull")>;
-using flush_atom = caf::atom_constant<caf::atom("flush")>;
-using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using commit_atom = caf::atom_constant<caf::atom("commit")>;
+using batch_due_atom = caf::atom_constant<caf::atom("batchdue")>;
+using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+using hand_over_atom = caf::atom_constant<caf::atom("handover")>;
+using close_atom = caf::atom_constant<caf::atom("close")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using settle_atom = caf::atom_constant<caf::atom("settle")>;
 using connected_atom = caf::atom_constant<caf::atom("connected")>;
@@ -44,18 +49,21 @@ using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using fatal_atom = caf::atom_constant<caf::atom("fatal")>;
 using budget_atom = caf::atom_constant<caf::atom("budget")>;
 
+// What every actor answers: its counters and state, as settings (the
+// collector's `status` command gathers them through the supervisor; tests
+// and benchmarks read them too).
+using status_interface = caf::typed_actor<caf::replies_to<status_atom>::with<caf::settings>>;
+
 // Ships buffered records somewhere and acks them once they are stored there.
 using link_actor = caf::typed_actor<
     // The buffer committed records of a lane up to a seq: come and read them. When the
     // commit held few of that lane, they come along (else null): a link that has sent
     // everything before them sends them without reading them back.
-    caf::reacts_to<committed_atom, Lane, uint64_t, StoredRecords>,
+    caf::reacts_to<committed_atom, Lane, uint64_t, BufferedRecords>,
     // Start (true) or stop (false) delivering.
-    caf::reacts_to<online_atom, bool>,
-    // Counters and state, for outpostctl and tests.
-    caf::replies_to<status_atom>::with<caf::settings>>;
+    caf::reacts_to<online_atom, bool>>::extend_with<status_interface>;
 
-// Owns the LMDB store; the only place where producers ever wait.
+// Owns the LMDB store; producers wait here for space (and on its pending budget).
 using buffer_actor = caf::typed_actor<
     // Stores one record; answers its seq once committed, later if the buffer is full.
     caf::replies_to<append_atom, Lane, RecordRef>::with<uint64_t>,
@@ -63,7 +71,7 @@ using buffer_actor = caf::typed_actor<
     caf::replies_to<budget_atom>::with<PendingBudgetPtr>,
     // Records of a lane after a seq, for the link: at most max_records, and no more bytes than
     // max_bytes unless the first record alone is bigger.
-    caf::replies_to<read_atom, Lane, uint64_t, uint64_t, uint64_t>::with<StoredRecords>,
+    caf::replies_to<read_atom, Lane, uint64_t, uint64_t, uint64_t>::with<BufferedRecords>,
     // Deletes a lane's records through a seq, which may let waiting appends in.
     caf::replies_to<ack_atom, Lane, uint64_t>::with<uint64_t>,
     // Internal: apply the acks gathered since the first one came.
@@ -75,45 +83,37 @@ using buffer_actor = caf::typed_actor<
     // Internal: purge the next slice of the oldest purge under way.
     caf::reacts_to<purge_atom>,
     // Tells the buffer which link to notify after each commit.
-    caf::reacts_to<subscribe_atom, link_actor>,
+    caf::reacts_to<set_link_atom, link_actor>,
     // Internal: commit the waiting appends (those the mailbox held when this arrived).
-    caf::reacts_to<flush_atom>,
+    caf::reacts_to<commit_atom>,
     // Shutdown: commits the waiting appends that fit, the shutdown reserve included, refuses the
     // others; answers how many it refused.
     caf::replies_to<settle_atom>::with<uint64_t>,
     // Settles, then quits.
-    caf::reacts_to<stop_atom>,
-    // Counters and state, for outpostctl and tests.
-    caf::replies_to<status_atom>::with<caf::settings>>;
+    caf::reacts_to<close_atom>>::extend_with<status_interface>;
 
 // Reads the buffer's store on its own thread, for the network link.
 using buffer_reader_actor = caf::typed_actor<
     // As the buffer's read.
-    caf::replies_to<read_atom, Lane, uint64_t, uint64_t, uint64_t>::with<StoredRecords>,
-    // Counters, for outpostctl and tests.
-    caf::replies_to<status_atom>::with<caf::settings>>;
+    caf::replies_to<read_atom, Lane, uint64_t, uint64_t, uint64_t>::with<BufferedRecords>>::extend_with<status_interface>;
 
 // Runs one query: pulls rows from its source, batches them, appends them.
 using query_actor = caf::typed_actor<
     // Internal: pull more rows from the source.
     caf::reacts_to<pull_atom>,
     // Internal: the batch with this generation has waited long enough.
-    caf::reacts_to<flush_atom, uint64_t>,
+    caf::reacts_to<batch_due_atom, uint64_t>,
     // Internal: the pending budget has room for what the query waits to send.
     caf::reacts_to<budget_atom>,
     // Hands the partial batch to the buffer and answers how many rows await commit; quits once none do.
-    caf::replies_to<stop_atom>::with<uint64_t>,
-    // Counters and state, for outpostctl and tests.
-    caf::replies_to<status_atom>::with<caf::settings>>;
+    caf::replies_to<hand_over_atom>::with<uint64_t>>::extend_with<status_interface>;
 
 // Wakes sleeping queries with one timer for all of them.
 using waker_actor = caf::typed_actor<
     // Sends the sender `pull` once the delay has passed.
     caf::reacts_to<sleep_atom, caf::timespan>,
     // Internal: the timer armed for this time (since the clock's epoch) fired.
-    caf::reacts_to<wake_atom, caf::timespan>,
-    // Counters and state, for outpostctl and tests.
-    caf::replies_to<status_atom>::with<caf::settings>>;
+    caf::reacts_to<wake_atom, caf::timespan>>::extend_with<status_interface>;
 
 // One event source (a /proc scan, a log file, a directory) shared by every
 // query that subscribes to it with the same parameters (queries/sensors.hpp).
@@ -121,20 +121,16 @@ using sensor_actor = caf::typed_actor<
     // Adds a subscriber; the sensor fills its queue for as long as it lives.
     caf::reacts_to<subscribe_atom, SubscriptionPtr>,
     // Internal: look again.
-    caf::reacts_to<tick_atom>,
-    // Counters and state, for outpostctl and tests.
-    caf::replies_to<status_atom>::with<caf::settings>>;
+    caf::reacts_to<tick_atom>>::extend_with<status_interface>;
 
 // Starts the queries, restarts failed ones, and shuts the agent down in order.
 using supervisor_actor = caf::typed_actor<
-    // Ordered shutdown: queries flush, then the buffer commits, then the link stops.
-    caf::reacts_to<stop_atom>,
+    // Ordered shutdown: queries hand over, then the buffer commits, then the link stops.
+    caf::reacts_to<shutdown_atom>,
     // The collector's request (collect, cancel, event table, status), answered through the call.
     caf::reacts_to<control_atom, ControlCall>,
     // Internal: start query number i again after its backoff.
-    caf::reacts_to<restart_atom, uint64_t>,
-    // Counters and state, for outpostctl and tests.
-    caf::replies_to<status_atom>::with<caf::settings>>;
+    caf::reacts_to<restart_atom, uint64_t>>::extend_with<status_interface>;
 
 // The network link: a link whose network thread (net/net_client.hpp) reports
 // sessions and stored uploads back to it.
@@ -153,6 +149,6 @@ using net_link_actor = link_actor::extend<
     caf::reacts_to<retry_atom, read_atom, Lane>,
     caf::reacts_to<retry_atom, ack_atom, Lane>,
     // Tells the link which supervisor carries out the collector's requests.
-    caf::reacts_to<subscribe_atom, supervisor_actor>>;
+    caf::reacts_to<set_supervisor_atom, supervisor_actor>>;
 
 }  // namespace outpost

@@ -8,7 +8,7 @@
 #include <memory>
 #include <vector>
 
-#include "persistence/buffer_store.hpp"
+#include "persistence/buffered_record.hpp"
 #include "schemas/codec.hpp"
 
 namespace outpost {
@@ -22,8 +22,9 @@ struct RecordRef {
   int64_t created_ns = 0;
 };
 
-// Records read from the buffer for the link, in seq order.
-using StoredRecords = std::shared_ptr<const std::vector<persistence::StoredRecord>>;
+// Records read from the buffer, or a small commit's records sent with its
+// notification, for the link, in seq order.
+using BufferedRecords = std::shared_ptr<const std::vector<persistence::BufferedRecord>>;
 
 // A subscriber's queue of events (queries/sensors.hpp): the query's side
 // owns it, the sensor fills it while it lives.
@@ -36,6 +37,6 @@ using SubscriptionPtr = std::shared_ptr<vql::Subscription>;
 
 // Local only: these never cross a process boundary through CAF.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(outpost::RecordRef)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(outpost::StoredRecords)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(outpost::BufferedRecords)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(outpost::Lane)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(outpost::SubscriptionPtr)

@@ -54,6 +54,38 @@ class PendingBudget {
   // Gives `bytes` back, and wakes the waiters (oldest first) whose bytes fit now.
   void release(uint64_t bytes) {
     pending_ -= bytes;
+    wake_fitting();
+  }
+
+  // Registers `wake`, to be called once when `bytes` fit (use 1 for "any
+  // room"). Answers the wait's token, or 0, registering nothing, if they fit
+  // already.
+  uint64_t wait_for(uint64_t bytes, std::function<void()> wake) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (fits(pending_.load(), bytes)) return 0;
+    waiters_.push_back({++last_token_, bytes, std::move(wake)});
+    return last_token_;
+  }
+
+  // The waiter `token` ends without reserving (its query stopped): it is
+  // removed if still waiting, and those behind it are woken if they fit
+  // (a wake planned on its bytes would otherwise never come).
+  void forget(uint64_t token) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto it = waiters_.begin(); it != waiters_.end(); ++it)
+        if (it->token == token) {
+          waiters_.erase(it);
+          break;
+        }
+    }
+    wake_fitting();
+  }
+
+ private:
+  bool fits(uint64_t pending, uint64_t bytes) const { return pending == 0 || pending + bytes <= limit_; }
+
+  void wake_fitting() {
     std::vector<std::function<void()>> wake;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -67,19 +99,8 @@ class PendingBudget {
     for (auto& w : wake) w();
   }
 
-  // Registers `wake`, to be called once when `bytes` fit (use 1 for "any
-  // room"); false, registering nothing, if they fit already.
-  bool wait_for(uint64_t bytes, std::function<void()> wake) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (fits(pending_.load(), bytes)) return false;
-    waiters_.push_back({bytes, std::move(wake)});
-    return true;
-  }
-
- private:
-  bool fits(uint64_t pending, uint64_t bytes) const { return pending == 0 || pending + bytes <= limit_; }
-
   struct Waiter {
+    uint64_t token;
     uint64_t bytes;
     std::function<void()> wake;
   };
@@ -87,6 +108,7 @@ class PendingBudget {
   std::atomic<uint64_t> pending_{0};
   std::mutex mutex_;
   std::deque<Waiter> waiters_;
+  uint64_t last_token_ = 0;  // under mutex_
 };
 
 using PendingBudgetPtr = std::shared_ptr<PendingBudget>;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/status.hpp"
+#include "persistence/record_format.hpp"
 
 namespace outpost {
 namespace {
@@ -14,7 +15,7 @@ constexpr size_t kPullBudget = 256;
 
 void schedule_pull(Self self, std::chrono::nanoseconds delay = {}) {
   auto& st = self->state;
-  if (st.pull_scheduled || st.paused || st.awaiting_budget || !st.budget || st.source_done ||
+  if (st.pull_scheduled || st.paused || st.budget_wait || !st.budget || st.source_done ||
       st.stopping)
     return;
   st.pull_scheduled = true;
@@ -53,14 +54,18 @@ void send_batch(Self self);
 // Waits until the budget has room for `bytes`; false if it has already.
 bool wait_for_budget(Self self, uint64_t bytes) {
   auto& st = self->state;
-  bool waiting = st.budget->wait_for(bytes, [weak = caf::actor_cast<caf::weak_actor_ptr>(self)] {
+  st.budget_wait = st.budget->wait_for(bytes, [weak = caf::actor_cast<caf::weak_actor_ptr>(self)] {
     if (auto strong = caf::actor_cast<caf::actor>(weak.lock())) caf::anon_send(strong, budget_atom::value);
   });
-  if (waiting) {
-    st.awaiting_budget = true;
-    ++st.budget_waits;
-  }
-  return waiting;
+  if (st.budget_wait) ++st.budget_waits;
+  return st.budget_wait != 0;
+}
+
+// A record's bytes as the buffer's store accounts them (its overhead per
+// record included), so that the shutdown reserve, sized by the budget, holds
+// every record the budget let through.
+uint64_t budget_bytes(const RecordRef& record) {
+  return persistence::record_format::accounted_bytes(record.encoded->size());
 }
 
 // Hands one record to the buffer; `rows` of the query's are in it. Its
@@ -68,7 +73,7 @@ bool wait_for_budget(Self self, uint64_t bytes) {
 // caller took them already, else they are taken whatever the budget.
 void append(Self self, Lane lane, RecordRef record, uint64_t rows, bool reserved = false) {
   auto& st = self->state;
-  uint64_t bytes = record.encoded->size();
+  uint64_t bytes = budget_bytes(record);
   if (!reserved) st.budget->reserve(bytes);
   st.reserved += bytes;
   ++st.in_flight;
@@ -88,7 +93,7 @@ void append(Self self, Lane lane, RecordRef record, uint64_t rows, bool reserved
             st.rows_committed += rows;
             if (st.paused && st.in_flight < st.spec->max_in_flight) {
               resume(self);
-              if (st.flush_due) send_batch(self);
+              if (st.batch_due) send_batch(self);
             }
             if (st.in_flight == 0) send_batch(self);  // what came in meanwhile
             maybe_quit(self);
@@ -127,8 +132,8 @@ void report_refused(Self self, const schemas::RowBatchWriter::Refused& refused) 
 bool send_held(Self self) {
   auto& st = self->state;
   if (!st.held) return true;
-  if (st.awaiting_budget && !st.stopping) return false;
-  uint64_t bytes = st.held->record.encoded->size();
+  if (st.budget_wait && !st.stopping) return false;
+  uint64_t bytes = budget_bytes(st.held->record);
   bool reserved = !st.stopping && st.budget->try_reserve(bytes);
   if (!reserved && !st.stopping) {
     if (wait_for_budget(self, bytes)) return false;
@@ -160,7 +165,7 @@ void send_batch(Self self) {
   }
   if (st.batch && st.batch->row_count() == 0) st.batch.reset();
   ++st.generation;
-  st.timer_armed = st.flush_due = false;
+  st.timer_armed = st.batch_due = false;
 }
 
 // Events the source missed are reported in a status record of their own,
@@ -179,7 +184,7 @@ void report_dropped(Self self, uint64_t dropped) {
 void pull(Self self) {
   auto& st = self->state;
   st.pull_scheduled = false;
-  if (st.paused || st.awaiting_budget || st.source_done || st.stopping) return;
+  if (st.paused || st.budget_wait || st.source_done || st.stopping) return;
   // No new batch while the budget is used up: its rows would only wait.
   if (!st.batch && st.budget->used_up() && wait_for_budget(self, 1)) return;
   if (!st.batch)
@@ -212,12 +217,12 @@ void pull(Self self) {
     send_batch(self);
   } else if (rows > 0 && !st.timer_armed) {
     st.timer_armed = true;
-    self->delayed_send(self, st.spec->batch_delay, flush_atom::value, st.generation);
+    self->delayed_send(self, st.spec->batch_delay, batch_due_atom::value, st.generation);
   }
   switch (result.state) {
     case PullResult::State::more: schedule_pull(self); break;
     case PullResult::State::wait: schedule_pull(self, result.wait); break;
-    case PullResult::State::blocked: break;  // the source wakes us
+    case PullResult::State::parked: break;  // the source wakes us
     case PullResult::State::done:
       st.source_done = true;
       send_batch(self);
@@ -235,7 +240,7 @@ caf::settings status_of(Self self) {
   caf::put(s, "state", std::string(st.stopping          ? "stopping"
                                    : st.source_done     ? "finishing"
                                    : st.paused          ? "paused"
-                                   : st.awaiting_budget ? "awaiting budget"
+                                   : st.budget_wait ? "awaiting budget"
                                                         : "running"));
   caf::put(s, "paused", st.paused);
   put_count(s, "rows_produced", st.rows_produced);
@@ -288,20 +293,20 @@ query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self
       [=](pull_atom) { pull(self); },
       [=](budget_atom) {
         auto& st = self->state;
-        st.awaiting_budget = false;
+        st.budget_wait = 0;
         if (st.held) send_batch(self);
         schedule_pull(self);
         maybe_quit(self);
       },
-      [=](flush_atom, uint64_t generation) {
+      [=](batch_due_atom, uint64_t generation) {
         auto& st = self->state;
         if (generation != st.generation) return;
         if (st.paused)
-          st.flush_due = true;  // sent once the buffer answers
+          st.batch_due = true;  // sent once the buffer answers
         else
           send_batch(self);
       },
-      [=](stop_atom) -> uint64_t {
+      [=](hand_over_atom) -> uint64_t {
         auto& st = self->state;
         st.stopping = true;
         send_batch(self);

@@ -37,7 +37,7 @@ struct query_state {
     uint64_t rows;
   };
   std::unique_ptr<Held> held;  // a finished batch waiting for room in the budget
-  bool awaiting_budget = false;  // a wake from the budget is due: no pulls meanwhile
+  uint64_t budget_wait = 0;  // a wake from the budget is due (its token): no pulls meanwhile
   uint64_t reserved = 0;         // budget bytes of this query's unanswered appends
   waker_actor waker;  // a sleeping source's next pull
   std::unique_ptr<Source> source;
@@ -46,7 +46,7 @@ struct query_state {
   unsigned next_batch_words = 64;  // first segment of the next batch, from the last one's size
   uint64_t generation = 0;  // of `batch`, so a stale flush timer is ignored
   bool timer_armed = false;
-  bool flush_due = false;   // the timer fired while paused
+  bool batch_due = false;   // the timer fired while paused
   bool pull_scheduled = false;
   bool source_done = false;
   bool stopping = false;
@@ -62,9 +62,11 @@ struct query_state {
   Clock::time_point paused_since;
   Clock::duration paused_total{};
 
-  // A query that ends with appends unanswered gives their budget back.
+  // A query that ends with appends unanswered gives their budget back, and
+  // one that ends waiting for the budget leaves the queue.
   ~query_state() {
     if (budget && reserved) budget->release(reserved);
+    if (budget && budget_wait) budget->forget(budget_wait);
   }
 };
 

@@ -16,7 +16,7 @@ struct PullResult {
   enum class State {
     more,     // call again as soon as the query may
     wait,     // nothing now: call again after `wait`
-    blocked,  // nothing now: the source calls its wake function when rows come
+    parked,  // nothing now: the source calls its wake function when rows come
     done,     // the source is finished
   };
   State state = State::more;
@@ -36,7 +36,7 @@ class Source {
   virtual ~Source() = default;
   // The columns of the next batch; asked each time a batch starts.
   virtual std::vector<std::string> columns() const = 0;
-  // Given once, before the first pull: what a `blocked` source calls (from
+  // Given once, before the first pull: what a `parked` source calls (from
   // any thread) when it has rows again.
   virtual void set_wake(std::function<void()>) {}
   // Adds at most `max_rows` rows to `batch`. May throw: the query then fails

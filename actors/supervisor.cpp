@@ -36,8 +36,8 @@ void advance_shutdown(Self self) {
     if (!st.link_stop_sent) self->send_exit(st.link, caf::exit_reason::user_shutdown);
     st.link_stop_sent = true;
   } else if (st.buffer) {
-    if (!st.buffer_stop_sent) self->send(st.buffer, stop_atom::value);
-    st.buffer_stop_sent = true;
+    if (!st.buffer_close_sent) self->send(st.buffer, close_atom::value);
+    st.buffer_close_sent = true;
   } else if (st.failed) {
     self->send_exit(st.waker, caf::exit_reason::user_shutdown);
     // Exits with an error so that the agent's exit code says so.
@@ -72,7 +72,7 @@ void begin_shutdown(Self self) {
       continue;
     }
     ++st.handovers_pending;
-    self->request(q.actor, caf::infinite, stop_atom::value)
+    self->request(q.actor, caf::infinite, hand_over_atom::value)
         .then([=](uint64_t) { settle_buffer(self); },
               [=](caf::error&) { settle_buffer(self); });  // it ended first
   }
@@ -110,7 +110,7 @@ void on_down(Self self, const caf::down_msg& down) {
   bool is_buffer = st.buffer && down.source == st.buffer.address();
   bool is_link = st.link && down.source == st.link.address();
   if (is_buffer || is_link) {
-    if (!(is_buffer ? st.buffer_stop_sent : st.link_stop_sent)) {
+    if (!(is_buffer ? st.buffer_close_sent : st.link_stop_sent)) {
       spdlog::critical("supervisor: the {} stopped ({}); shutting the agent down",
                        is_buffer ? "buffer" : "link", reason);
       st.failed = true;
@@ -221,7 +221,7 @@ void retire(Self self, uint64_t id, std::function<void()> then) {
                             : supervisor_state::Ended::How::removed);
     return then();
   }
-  self->request(q->actor, caf::infinite, stop_atom::value)
+  self->request(q->actor, caf::infinite, hand_over_atom::value)
       .then([then](uint64_t) { then(); }, [then](caf::error&) { then(); });
 }
 
@@ -405,7 +405,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
   for (size_t i = 0; i < st.queries.size(); ++i) start_query(self, i);
   spdlog::info("supervisor: started {} queries", st.queries.size());
   return {
-      [=](stop_atom) {
+      [=](shutdown_atom) {
         begin_shutdown(self);
         advance_shutdown(self);
       },

@@ -66,7 +66,7 @@ struct supervisor_state {
   std::deque<Ended> recent;  // oldest first, at most kRecentFlows
   bool stopping = false;
   size_t handovers_pending = 0;  // queries yet to hand their last batch to the buffer
-  bool buffer_stop_sent = false;
+  bool buffer_close_sent = false;
   bool link_stop_sent = false;
   bool failed = false;  // the buffer or the link died: the agent exits non-zero
 };

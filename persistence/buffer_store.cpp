@@ -552,7 +552,7 @@ ReadResult BufferStore::scan(const lmdb::Txn& txn, Lane lane, uint64_t after_seq
     }
     size_t size = value.mv_size - rf::kHeaderSize;
     if (!out.records.empty() && bytes + size > max_bytes) break;
-    StoredRecord r;
+    BufferedRecord r;
     r.seq = *seq;
     r.query_id = header->query_id;
     r.created_ns = header->created_ns;

@@ -31,6 +31,7 @@
 #include <shared_mutex>
 #include <vector>
 
+#include "persistence/buffered_record.hpp"
 #include "persistence/files.hpp"
 #include "persistence/lmdb.hpp"
 #include "persistence/meta.hpp"
@@ -85,17 +86,8 @@ struct AppendResult {
   bool ok() const { return outcome == AppendOutcome::ok; }
 };
 
-struct StoredRecord {
-  uint64_t seq = 0;
-  uint64_t query_id = 0;
-  int64_t created_ns = 0;
-  kj::Array<capnp::word> words;  // the payload, copied to word-aligned memory
-  size_t size = 0;               // payload bytes (words may be padded)
-  kj::ArrayPtr<const kj::byte> payload() const { return words.asBytes().slice(0, size); }
-};
-
 struct ReadResult {
-  std::vector<StoredRecord> records;
+  std::vector<BufferedRecord> records;
   uint64_t quarantined = 0;  // corrupt records met on the way and moved aside
   std::vector<uint64_t> corrupt;  // read_concurrently: skipped, for the owner to quarantine()
 };
@@ -145,7 +137,7 @@ struct PurgeCursor {
 };
 
 // A full scan: what the meta record should say, and how many records fail
-// their checksum. For tests, crash checks and outpostctl.
+// their checksum. For tests and crash checks.
 struct Verification {
   Meta recomputed;
   uint64_t corrupt = 0;
@@ -187,13 +179,16 @@ class BufferStore {
   ReadResult read_concurrently(Lane lane, uint64_t after_seq, size_t max_records,
                                size_t max_bytes) const;
   // Owner. Moves corrupt records aside (best effort: logged if it cannot).
+  // Blocks on a commit.
   void quarantine(Lane lane, const std::vector<uint64_t>& seqs);
 
   // Owner. Deletes the query's records among the next `max_scan` records
   // from `at` (one transaction), advancing `at`; returns how many it deleted.
   // Repeat until at.done: a whole store is never scanned in one call.
+  // Blocks on a commit (when it deleted any).
   uint64_t purge_slice(uint64_t query_id, PurgeCursor& at, size_t max_scan);
-  // Owner. All of the query's records, in every lane: slices until done.
+  // Owner. All of the query's records, in every lane: slices until done,
+  // each with its commit.
   uint64_t purge(uint64_t query_id);
 
   // Any thread; never throws (what cannot be read is left out). Blocks only
@@ -204,7 +199,7 @@ class BufferStore {
   // Any thread: fixed once constructed.
   const OpenReport& open_report() const { return report_; }
   const StoreOptions& options() const { return options_; }
-  std::filesystem::path data_file() const;
+  std::filesystem::path data_file() const;  // any thread: a path, no I/O
 
  private:
   void reopen();         // owner; takes env_mutex_

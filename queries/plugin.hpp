@@ -26,7 +26,7 @@ struct Step {
   enum class State {
     more,     // call again at once (even when no row came: the work is sliced)
     wait,     // nothing until `wait` has passed (a periodic plugin)
-    blocked,  // nothing until Env::wake is called (an event from a sensor)
+    parked,  // nothing until Env::wake is called (an event from a sensor)
     done,
   };
   State state = State::more;
@@ -34,7 +34,7 @@ struct Step {
 
   static Step more() { return {}; }
   static Step done() { return {State::done, {}}; }
-  static Step blocked() { return {State::blocked, {}}; }
+  static Step parked() { return {State::parked, {}}; }
   static Step after(std::chrono::nanoseconds d) { return {State::wait, d}; }
 };
 

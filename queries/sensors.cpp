@@ -163,7 +163,7 @@ class SubscriberStream : public RowStream {
       return Step::done();
     }
     if (!env_.wake) return Step::after(std::chrono::milliseconds(100));  // nobody to wake: poll
-    return sub_->wait(env_.wake) ? Step::blocked() : Step::more();
+    return sub_->wait(env_.wake) ? Step::parked() : Step::more();
   }
 
  private:

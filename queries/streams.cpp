@@ -323,7 +323,7 @@ class MergeStream : public RowStream {
   bool empty() const { return streams_.empty(); }
 
   Step next(std::vector<Row>& out, size_t budget) override {
-    Step merged = Step::blocked();
+    Step merged = Step::parked();
     for (size_t i = 0; i < streams_.size();) {
       Step step = streams_[i]->next(out, budget);
       if (step.state == Step::State::done) {
@@ -337,7 +337,7 @@ class MergeStream : public RowStream {
     return streams_.empty() ? Step::done() : merged;
   }
 
-  // The sooner of two: more, then the shorter wait, then blocked.
+  // The sooner of two: more, then the shorter wait, then parked.
   static Step earliest(const Step& a, const Step& b) {
     if (a.state == Step::State::more || b.state == Step::State::more) return Step::more();
     if (a.state == Step::State::wait && b.state == Step::State::wait) return a.wait < b.wait ? a : b;
@@ -355,7 +355,7 @@ class AsyncForeachStream : public RowStream {
   AsyncForeachStream(std::unique_ptr<RowStream> rows, Value query) : rows_(std::move(rows)), query_(std::move(query)) {}
 
   Step next(std::vector<Row>& out, size_t budget) override {
-    Step step = Step::blocked();
+    Step step = Step::parked();
     if (rows_) {
       std::vector<Row> rows;
       step = rows_->next(rows, budget);

@@ -67,7 +67,7 @@ PullResult VqlSource::pull(schemas::RowBatchWriter& batch, size_t max_rows) {
   switch (last_.state) {
     case Step::State::more: break;
     case Step::State::wait: result.state = PullResult::State::wait; result.wait = last_.wait; break;
-    case Step::State::blocked: result.state = PullResult::State::blocked; break;
+    case Step::State::parked: result.state = PullResult::State::parked; break;
     case Step::State::done: result.state = PullResult::State::done; break;
   }
   return result;

@@ -98,7 +98,7 @@ class RowBatchWriter : public RecordWriter {
   // A row with one (null) value per column, to fill in place.
   capnp::List<schema::Value>::Builder add_row();
   // Rows kept: in the batch, carried over to the next one, and the one being filled.
-  size_t row_count() const { return rows_.size() + carried_.size() + (open_ ? 1 : 0); }
+  size_t row_count() const { return rows_.size() + carried_.size(); }  // rows_ holds the open one
   // At least what finish() will produce, the row being filled included (but
   // not the carried-over rows).
   size_t encoded_size();

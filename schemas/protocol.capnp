@@ -16,6 +16,10 @@ const minorVersion :UInt16 = 0;
 const maxRecordsPerUpload :UInt32 = 1000;
 const maxUploadBytes :UInt64 = 33554432;  # 32 MiB
 
+# Flow ids (CollectRequest.flowId) start here, above every id an agent's
+# configuration may give its queries.
+const firstFlowId :UInt64 = 4294967296;  # 2^32
+
 struct AgentInfo {
   majorVersion @0 :UInt16;
   minorVersion @1 :UInt16;
@@ -30,9 +34,9 @@ struct LaneSeq {
   seq @1 :UInt64;
 }
 
-# One buffered record as the agent's buffer holds it: `data` is the encoded
-# Record message (rows.capnp), byte for byte.
-struct StoredRecord {
+# One record of an upload: its seq and the encoded Record message
+# (rows.capnp), byte for byte as the agent buffered it.
+struct UploadRecord {
   seq @0 :UInt64;
   data @1 :Data;
 }
@@ -78,7 +82,7 @@ interface Session {
   # be in flight; they are stored in call order. An upload whose `after` lies
   # beyond the collector's mark (an earlier one failed) is refused: the agent
   # reconnects and resumes.
-  upload @0 (lane :Rows.Lane, after :UInt64, records :List(StoredRecord))
+  upload @0 (lane :Rows.Lane, after :UInt64, records :List(UploadRecord))
         -> (storedThrough :UInt64);
 }
 

@@ -145,29 +145,38 @@ TEST_F(AgentTest, SigtermWithAFullBufferAndNoLinkStoresWhatWasHandedOverAndExits
   EXPECT_EQ(stored, std::stoull(m[1]));
 }
 
-// The issue's reproduction: an 8 MB row (above the record limit) next to a
-// clock on the same lane. The big row is refused at its source with a clear
-// error; the clock's rows keep arriving; nothing is refused at shutdown.
+// The issue's reproduction: read_file of an 8 MB file next to a clock on
+// the same lane. read_file cuts the data into rows of at most 1 MiB, each
+// with its Offset, and they all arrive; a row that still comes out bigger
+// than the record limit (five copies of a 1 MiB column) is refused at its
+// source with a clear error; the clock's rows keep arriving; nothing is
+// refused at shutdown.
 TEST_F(AgentTest, ARowAboveTheRecordLimitIsRefusedAtItsSourceAndTheLaneGoesOn) {
   auto big = tmp.path("big.txt");
   std::ofstream(big) << std::string(8000000, 'b');
   auto out = tmp.path("out.jsonl");
+  std::string read = "read_file(filenames='" + big.string() + "', length=";
   std::ofstream(config) << "buffer: {dir: " << tmp.path("buf").string() << ", limit: 256MiB}\n"
                         << "link: {type: file, path: " << out.string() << "}\n"
                         << "log: {file: " << log.string() << "}\n"
                         << "queries:\n"
-                        << "  - name: big\n    source: {type: vql, query: \"SELECT * FROM read_file(filenames='"
-                        << big.string() << "', length=8000000)\"}\n"
+                        << "  - name: big\n    source: {type: vql, query: \"SELECT * FROM " << read
+                        << "8000000)\"}\n"
+                        << "  - name: wide\n    source: {type: vql, query: \"SELECT Data AS A, Data AS B, "
+                           "Data AS C, Data AS D, Data AS E FROM "
+                        << read << "1048576)\"}\n"
                         << "  - name: clock\n    source: {type: vql, query: \"SELECT Tick FROM clock(period=0.05)\"}\n";
   pid_t agent = start();
-  auto ticks = [&] {
+  auto count = [&](const std::string& what) {
     std::ifstream in(out);
     size_t n = 0;
-    for (std::string line; std::getline(in, line);) n += line.find("\"Tick\":") != std::string::npos;
+    for (std::string line; std::getline(in, line);) n += line.find(what) != std::string::npos;
     return n;
   };
-  ASSERT_TRUE(eventually([&] { return log_says("query big: refused 1 row(s) bigger than the record limit of 4194304 bytes"); }))
+  auto ticks = [&] { return count("\"Tick\":"); };
+  ASSERT_TRUE(eventually([&] { return log_says("query wide: refused 1 row(s) bigger than the record limit of 4194304 bytes"); }))
       << slurp(log);
+  ASSERT_TRUE(eventually([&] { return count("\"Offset\":") == 8; })) << "8 MB in rows of 1 MiB\n" << slurp(log);
   size_t seen = ticks();
   ASSERT_TRUE(eventually([&] { return ticks() >= seen + 10; })) << "the clock's rows stopped\n" << slurp(log);
   kill(agent, SIGTERM);
@@ -266,7 +275,8 @@ TEST_F(AgentTest, SizesBeyondWhatTheAgentCanHoldAreRefusedWithTheKeyNamed) {
                              config.string() + " --set buffer.limit=2GiB"},
                         out);
   EXPECT_EQ(wait_exit(limited), 2) << slurp(out);
-  EXPECT_NE(slurp(out).find(config.string() + ": buffer.limit: a limit of 2147483648 bytes needs a map of 6400MiB, "
+  EXPECT_NE(slurp(out).find(config.string() + ": buffer.limit: a limit of 2147483648 bytes and a pending_budget of "
+                                               "67108864 bytes need a map of 6592MiB, "
                                                "more address space than this process can reserve"),
             std::string::npos)
       << slurp(out);
@@ -278,7 +288,7 @@ TEST_F(AgentTest, SizesBeyondWhatTheAgentCanHoldAreRefusedWithTheKeyNamed) {
   auto row_out = tmp.path("row.out");
   pid_t row = started.add(spawn({OUTPOST_AGENT, "--config", config.string()}, row_out));
   EXPECT_EQ(wait_exit(row, std::chrono::seconds(20)), 2) << slurp(row_out);
-  EXPECT_NE(slurp(row_out).find("queries[0].source.row_size: expected a size up to 4MiB"), std::string::npos)
+  EXPECT_NE(slurp(row_out).find("queries[0].source.row_size: expected a size up to 4032KiB"), std::string::npos)
       << slurp(row_out);
 }
 

@@ -31,7 +31,7 @@ struct BufferActorTest : ::testing::Test {
     buf = sys->spawn<caf::detached>(buffer, std::make_shared<persistence::BufferStore>(o));
   }
   ~BufferActorTest() override {
-    if (buf) caf::anon_send(buf, stop_atom::value);
+    if (buf) caf::anon_send(buf, close_atom::value);
     sys->await_all_actors_done();
   }
 };
@@ -69,14 +69,14 @@ TEST_F(BufferActorTest, FullBufferHoldsAppendsUntilAcksFreeSpace) {
   ASSERT_TRUE(eventually([&] { return answered == 10; }));
   ASSERT_TRUE(eventually([&] { return count(status_of(self, buf), "pending_appends") == 15; }));
   auto s = status_of(self, buf);
-  EXPECT_TRUE(caf::get_or(s, "blocked", false));
+  EXPECT_TRUE(caf::get_or(s, "stalled", false));
   EXPECT_EQ(answered, 10);  // nothing refused, nothing dropped: they wait
 
   // Ack the four oldest: exactly four more get in.
-  StoredRecords head;
+  BufferedRecords head;
   self->request(buf, std::chrono::seconds(10), read_atom::value, Lane::EVENTS, uint64_t{0},
                 uint64_t{4}, uint64_t{1} << 20)
-      .receive([&](StoredRecords r) { head = r; }, [&](caf::error&) { FAIL(); });
+      .receive([&](BufferedRecords r) { head = r; }, [&](caf::error&) { FAIL(); });
   ASSERT_EQ(head->size(), 4u);
   self->request(buf, std::chrono::seconds(10), ack_atom::value, Lane::EVENTS, head->back().seq)
       .receive([&](uint64_t freed) { EXPECT_EQ(freed, 4 * per_record); },
@@ -90,7 +90,7 @@ TEST_F(BufferActorTest, FullBufferHoldsAppendsUntilAcksFreeSpace) {
     self->request(buf, std::chrono::seconds(10), read_atom::value, Lane::EVENTS, after,
                   uint64_t{100}, uint64_t{1} << 20)
         .receive(
-            [&](StoredRecords r) {
+            [&](BufferedRecords r) {
               if (r->empty()) return;
               for (auto& rec : *r) {
                 EXPECT_GT(rec.seq, after);
@@ -104,6 +104,47 @@ TEST_F(BufferActorTest, FullBufferHoldsAppendsUntilAcksFreeSpace) {
     return delivered == 21;
   }));
   EXPECT_EQ(answered, 25);
+}
+
+// A cancel that refuses the only waiting appends, of a query with nothing
+// stored, ends the wait: later acks free space and a new append must get in
+// (the buffer stayed stalled with nothing waiting, and every later append
+// waited for good).
+TEST_F(BufferActorTest, ACancelThatEmptiesTheWaitLetsLaterAppendsIn) {
+  uint64_t per_record = 0;
+  {
+    auto probe = make_record(1000);
+    per_record = persistence::record_format::accounted_bytes(probe.encoded->size());
+  }
+  start(per_record * 4);
+  caf::scoped_actor self{*sys};
+  for (int i = 0; i < 4; ++i)  // query 1 fills the buffer
+    self->request(buf, std::chrono::seconds(10), append_atom::value, Lane::EVENTS, make_record(1000, 1))
+        .receive([](uint64_t) {}, [&](caf::error& e) { FAIL() << caf::to_string(e); });
+  // Query 2's append waits for space; its cancel refuses it.
+  std::atomic<int> refused{0};
+  sys->spawn([&](caf::event_based_actor* p) {
+    p->request(buf, caf::infinite, append_atom::value, Lane::EVENTS, make_record(1000, 2))
+        .then([](uint64_t) {}, [&](caf::error&) { ++refused; });
+  });
+  ASSERT_TRUE(eventually([&] { return count(status_of(self, buf), "pending_appends") == 1; }));
+  self->request(buf, std::chrono::seconds(10), purge_atom::value, uint64_t{2})
+      .receive([](uint64_t n) { EXPECT_EQ(n, 1u); }, [&](caf::error& e) { FAIL() << caf::to_string(e); });
+  ASSERT_TRUE(eventually([&] { return refused == 1; }));
+  // The link acks query 1's records; then a new append must be stored.
+  BufferedRecords stored;
+  self->request(buf, std::chrono::seconds(10), read_atom::value, Lane::EVENTS, uint64_t{0},
+                uint64_t{10}, uint64_t{1} << 20)
+      .receive([&](BufferedRecords r) { stored = r; }, [&](caf::error&) { FAIL(); });
+  ASSERT_EQ(stored->size(), 4u);
+  self->request(buf, std::chrono::seconds(10), ack_atom::value, Lane::EVENTS, stored->back().seq)
+      .receive([](uint64_t) {}, [&](caf::error& e) { FAIL() << caf::to_string(e); });
+  bool stored_new = false;
+  self->request(buf, std::chrono::seconds(30), append_atom::value, Lane::EVENTS, make_record(1000, 3))
+      .receive([&](uint64_t) { stored_new = true; },
+               [&](caf::error& e) { ADD_FAILURE() << caf::to_string(e); });
+  EXPECT_TRUE(stored_new) << "the append after the cancel and the acks was never stored";
+  EXPECT_FALSE(caf::get_or(status_of(self, buf), "stalled", true));
 }
 
 TEST_F(BufferActorTest, AcksArrivingTogetherShareATransaction) {
@@ -167,7 +208,7 @@ TEST_F(BufferActorTest, ReaderServesTheSameRecordsAndEndsWithTheBuffer) {
     std::vector<std::pair<uint64_t, size_t>> out;
     self->request(from, std::chrono::seconds(10), read_atom::value, Lane::EVENTS, uint64_t{0},
                   uint64_t{100}, uint64_t{1} << 20)
-        .receive([&](StoredRecords r) {
+        .receive([&](BufferedRecords r) {
                    for (auto& rec : *r) out.emplace_back(rec.seq, rec.size);
                  },
                  [&](caf::error& e) { ADD_FAILURE() << sys->render(e); });
@@ -177,7 +218,7 @@ TEST_F(BufferActorTest, ReaderServesTheSameRecordsAndEndsWithTheBuffer) {
   EXPECT_EQ(direct.size(), 3u);
   EXPECT_EQ(read(reader), direct);
   self->monitor(reader);
-  self->send(buf, stop_atom::value);
+  self->send(buf, close_atom::value);
   bool ended = false;
   self->receive([&](caf::down_msg&) { ended = true; },
                 caf::after(std::chrono::seconds(10)) >> [] {});
@@ -189,10 +230,10 @@ TEST_F(BufferActorTest, NotifiesItsLinkAfterEachCommit) {
   start(1ull << 30);
   std::mutex mutex;
   uint64_t notified = 0;
-  StoredRecords fresh;
+  BufferedRecords fresh;
   auto link = sys->spawn([&](link_actor::pointer) -> link_actor::behavior_type {
     return {
-        [&](committed_atom, Lane lane, uint64_t seq, const StoredRecords& records) {
+        [&](committed_atom, Lane lane, uint64_t seq, const BufferedRecords& records) {
           EXPECT_EQ(lane, Lane::EVENTS);
           std::lock_guard<std::mutex> lock(mutex);
           notified = seq;
@@ -203,7 +244,7 @@ TEST_F(BufferActorTest, NotifiesItsLinkAfterEachCommit) {
     };
   });
   caf::scoped_actor self{*sys};
-  self->send(buf, subscribe_atom::value, link);
+  self->send(buf, set_link_atom::value, link);
   auto append = [&](const RecordRef& record) {
     uint64_t seq = 0;
     self->request(buf, std::chrono::seconds(10), append_atom::value, Lane::EVENTS, record)
@@ -246,7 +287,7 @@ TEST_F(BufferActorTest, ARecordAboveTheCommitCapCommitsAloneAndTheLaneGoesOn) {
   caf::scoped_actor self{*sys};
   auto s = status_of(self, buf);
   EXPECT_EQ(count(s, "lanes.events.records"), 3);
-  EXPECT_FALSE(caf::get_or(s, "blocked", true));
+  EXPECT_FALSE(caf::get_or(s, "stalled", true));
 }
 
 TEST_F(BufferActorTest, ARecordAboveTheRecordLimitIsRefusedAtOnceWithTheSizes) {
@@ -277,10 +318,10 @@ TEST_F(BufferActorTest, AFullEpisodeIsLoggedOnceWhenItStartsAndOnceWhenItEnds) {
   caf::scoped_actor self{*sys};
   ASSERT_TRUE(eventually([&] { return count(status_of(self, buf), "pending_appends") == 4; }));
   auto ack_all = [&] {
-    StoredRecords got;
+    BufferedRecords got;
     self->request(buf, std::chrono::seconds(10), read_atom::value, Lane::EVENTS, uint64_t{0},
                   uint64_t{100}, uint64_t{1} << 20)
-        .receive([&](StoredRecords r) { got = r; }, [&](caf::error&) { FAIL(); });
+        .receive([&](BufferedRecords r) { got = r; }, [&](caf::error&) { FAIL(); });
     ASSERT_FALSE(got->empty());
     self->request(buf, std::chrono::seconds(10), ack_atom::value, Lane::EVENTS, got->back().seq)
         .receive([](uint64_t) {}, [&](caf::error&) { FAIL(); });

@@ -46,7 +46,7 @@ TEST(BufferPurge, RequestsAreServedBetweenSlices) {
   EXPECT_EQ(count(s, "lanes.results.records"), 1000);
   EXPECT_EQ(count(s, "lanes.events.records"), 0);
   }  // the scoped actor must be gone before the system waits for all actors
-  caf::anon_send(buf, stop_atom::value);
+  caf::anon_send(buf, close_atom::value);
   sys.await_all_actors_done();
 }
 

@@ -13,7 +13,7 @@
 #include <iostream>
 #include <regex>
 
-#include "net/collector_server.hpp"
+#include "net/collector/collector_server.hpp"
 #include "tests/process_util.hpp"
 #include "tests/temp_dir.hpp"
 

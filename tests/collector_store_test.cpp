@@ -15,8 +15,8 @@
 
 #include <openssl/sha.h>
 
-#include "net/collector_store.hpp"
-#include "net/storage_worker.hpp"
+#include "net/collector/collector_store.hpp"
+#include "net/collector/storage_worker.hpp"
 #include "queries/vql_source.hpp"
 #include "persistence/errors.hpp"
 #include "tests/temp_dir.hpp"
@@ -235,11 +235,11 @@ TEST(CollectorStore, UploadChunksLandAtTheirOffsetsAndASentAgainChunkChangesNoth
   TempDir tmp;
   std::string content(2500000, '\0');
   for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>(i * 7 % 251);
-  std::ofstream(tmp.path("evidence.bin"), std::ios::binary) << content;
+  std::ofstream(tmp.path("evidence.jsonl"), std::ios::binary) << content;
   // The agent's side: upload() in a query, its chunks from the VqlSource.
   vql::Engine engine(vql::default_registry());
   auto query = std::make_shared<const vql::ast::Query>(
-      engine.compile("SELECT upload(file='" + tmp.path("evidence.bin").string() + "') AS U FROM info()"));
+      engine.compile("SELECT upload(file='" + tmp.path("evidence.jsonl").string() + "') AS U FROM info()"));
   vql::VqlSource source(engine, {query}, {}, vql::default_paths(), nullptr, 42);
   std::vector<schemas::Encoded> chunks;
   for (int i = 0; i < 50; ++i) {
@@ -262,22 +262,29 @@ TEST(CollectorStore, UploadChunksLandAtTheirOffsetsAndASentAgainChunkChangesNoth
             std::string(reinterpret_cast<const char*>(digest), 32));
 
   // The collector's side: the last chunk first, then all three (two resent).
-  CollectorStore store(tmp.path("data"));
+  auto store = std::make_unique<CollectorStore>(tmp.path("data"));
   auto upload = [&](uint64_t after, std::vector<std::pair<uint64_t, size_t>> seq_chunk) {
     Upload up;
     up.agent = "a1";
     up.lane = Lane::UPLOADS;
     up.after = after;
     for (auto& [seq, i] : seq_chunk) up.records.push_back({seq, chunks[i].bytes()});
-    return marks_of(store.store({up}));
+    return marks_of(store->store({up}));
   };
   EXPECT_EQ(upload(0, {{1, 0}}), std::vector<uint64_t>{1});
   EXPECT_EQ(upload(0, {{1, 0}, {2, 1}, {3, 2}}), std::vector<uint64_t>{3});
-  std::string name = std::regex_replace(tmp.path("evidence.bin").string(), std::regex("/"), "%2F");
-  std::ifstream in(tmp.path("data") / "a1" / "_uploads" / "42" / name, std::ios::binary);
-  ASSERT_TRUE(in) << "no upload file";
-  std::string stored((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_TRUE(stored == content) << "stored " << stored.size() << " bytes";
+  std::string name = std::regex_replace(tmp.path("evidence.jsonl").string(), std::regex("/"), "%2F");
+  auto stored = [&] {
+    std::ifstream in(tmp.path("data") / "a1" / "_uploads" / "42" / name, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  EXPECT_TRUE(stored() == content) << "stored " << stored().size() << " bytes";
+  // An uploaded file is the agent's, whatever its name: a restart's repair
+  // (which cuts the collector's own .jsonl files) leaves it whole.
+  store.reset();
+  CollectorStore reopened(tmp.path("data"));
+  EXPECT_EQ(reopened.repair_report().files_cut, 0u);
+  EXPECT_TRUE(stored() == content) << "after a restart: " << stored().size() << " bytes";
 }
 
 // --- Writes outside the write transaction, per-upload failure, map growth, pruning
@@ -285,7 +292,7 @@ TEST(CollectorStore, UploadChunksLandAtTheirOffsetsAndASentAgainChunkChangesNoth
 constexpr int64_t kDayNs = 86400ll * 1000000000;
 
 // The storage thread's fsyncs must not hold LMDB's writer lock: the admin
-// side (on the event loop) commits while a group's files sync.
+// writer thread commits while a group's files sync.
 TEST(CollectorStore, AWriteTransactionRunsWhileAGroupIsBetweenSyncAndCommit) {
   TempDir tmp;
   CollectorStoreOptions options;
@@ -296,7 +303,7 @@ TEST(CollectorStore, AWriteTransactionRunsWhileAGroupIsBetweenSyncAndCommit) {
     std::promise<void> done;
     auto finished = done.get_future();
     other = std::thread([&store, done = std::move(done)]() mutable {
-      store->next_flow_id();  // a write transaction
+      store->next_flow_ids();  // a write transaction
       done.set_value();
     });
     admin = finished.wait_for(std::chrono::seconds(20));  // generous: it waits for nothing now

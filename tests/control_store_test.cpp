@@ -7,8 +7,8 @@
 #include <thread>
 
 #include "actors/control.hpp"
-#include "net/admin_writer.hpp"
-#include "net/collector_store.hpp"
+#include "net/collector/admin_writer.hpp"
+#include "net/collector/collector_store.hpp"
 #include "tests/temp_dir.hpp"
 
 namespace outpost::net {
@@ -45,6 +45,13 @@ TEST(ControlStore, AnAgentIsKnownOnceMetOrGivenSomethingToDo) {
   ASSERT_EQ(agents.size(), 1u);
   EXPECT_EQ(agents[0].id, "a1");
   EXPECT_EQ(agents[0].last_upload_ns, 0) << "met, never uploaded";
+  // Met but silent for longer than agents_keep_days: pruned like any silent
+  // agent (a peer naming itself anew at each hello must not grow the list).
+  int64_t day = int64_t{24} * 3600 * 1000000000;
+  EXPECT_EQ(store.prune(schemas::now_ns() + 30 * day).agents, 0u);
+  EXPECT_EQ(store.prune(schemas::now_ns() + 400 * day).agents, 1u);
+  EXPECT_FALSE(store.known_agent("a1"));
+  store.remember_agent("a1");
 
   store.queue_request("a2", "request");
   EXPECT_TRUE(store.known_agent("a2"));

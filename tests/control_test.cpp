@@ -201,7 +201,7 @@ TEST_F(Control, CancelStopsTheCollectionAndPurgesItsBufferedRows) {
   auto next = command({"collect", "agent-1", "Generic.Client.Info"});
   ASSERT_EQ(next.first, 0) << next.second;
   EXPECT_TRUE(eventually([&] { return lines_of("Generic.Client.Info") > 0; }))
-      << "the buffer stayed blocked after the purge freed it: " << command({"status", "agent-1"}).second;
+      << "the buffer stayed stalled after the purge freed it: " << command({"status", "agent-1"}).second;
 
   // Cancelled again: it had ended; nothing of it is left to delete.
   auto again = command({"cancel", "agent-1", std::to_string(flow)});

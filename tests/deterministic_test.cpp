@@ -28,7 +28,7 @@ struct fake_buffer_state {
     bool answered = false;
   };
   std::vector<Append> appends;
-  std::vector<std::string> events;  // "append", "settle", "stop", "purge <query id>"
+  std::vector<std::string> events;  // "append", "settle", "close", "purge <query id>"
   uint64_t next_seq = 1;
   PendingBudgetPtr budget = std::make_shared<PendingBudget>(1ull << 30);
 };
@@ -52,7 +52,7 @@ caf::behavior fake_buffer(caf::stateful_actor<fake_buffer_state>* self) {
       },
       [=](budget_atom) { return self->state.budget; },
       [=](read_atom, Lane, uint64_t, uint64_t, uint64_t) {
-        return StoredRecords{std::make_shared<const std::vector<persistence::StoredRecord>>()};
+        return BufferedRecords{std::make_shared<const std::vector<persistence::BufferedRecord>>()};
       },
       [=](ack_atom, Lane, uint64_t) { return uint64_t{0}; },
       [=](purge_atom, uint64_t query_id) {
@@ -62,8 +62,8 @@ caf::behavior fake_buffer(caf::stateful_actor<fake_buffer_state>* self) {
                    ? uint64_t{7}
                    : uint64_t{0};
       },
-      [=](subscribe_atom, link_actor) {},
-      [=](flush_atom) {},
+      [=](set_link_atom, link_actor) {},
+      [=](commit_atom) {},
       [=](settle_atom) {
         self->state.events.push_back("settle");
         uint64_t refused = 0;
@@ -76,7 +76,7 @@ caf::behavior fake_buffer(caf::stateful_actor<fake_buffer_state>* self) {
         return refused;
       },
       // Stays up, so that the test can still read its state; the fixture ends it.
-      [=](stop_atom) { self->state.events.push_back("stop"); },
+      [=](close_atom) { self->state.events.push_back("close"); },
       [=](status_atom) { return caf::settings{}; },
   };
 }
@@ -88,8 +88,8 @@ struct Script {
   std::chrono::nanoseconds wait{0};
   int throw_on = 0;  // 1-based; 0 never
   uint64_t dropped_on_second_pull = 0;  // events the source says it missed
-  size_t big_row_bytes = 0;  // the first pull starts with a row of this many bytes
   int done_on = 0;  // 1-based: the source says it is done on this pull; 0 never
+  size_t big_row_bytes = 0;  // the first pull starts with a row of this many bytes
 };
 
 class ScriptedSource : public Source {
@@ -386,7 +386,7 @@ TEST_F(Deterministic, ARowTooBigForAnyRecordIsRefusedAndReportedAndTheQueryGoesO
 uint64_t waiting_bytes(const fake_buffer_state& fb) {
   uint64_t bytes = 0;
   for (auto& a : fb.appends)
-    if (!a.answered) bytes += a.record.encoded->size();
+    if (!a.answered) bytes += persistence::record_format::accounted_bytes(a.record.encoded->size());
   return bytes;
 }
 
@@ -412,7 +412,7 @@ TEST_F(Deterministic, ManyQueriesHoldNoMoreThanTheBudgetWaiting) {
   EXPECT_LE(waiting_bytes(fb()), budget);
   EXPECT_EQ(fb().budget->pending(), waiting_bytes(fb()));
   int awaiting = 0;
-  for (auto& q : queries) awaiting += state_of<query_state>(q).awaiting_budget;
+  for (auto& q : queries) awaiting += state_of<query_state>(q).budget_wait != 0;
   EXPECT_GT(awaiting, 0);
   // Answers free room: the waiting queries go on, still within the budget.
   for (int round = 0; round < 5; ++round) {
@@ -440,7 +440,7 @@ TEST_F(Deterministic, StopHandsOverThePartialBatchAndWaitsForItsAnswer) {
   sched->run();
   ASSERT_EQ(fb().appends.size(), 1u);
   caf::scoped_actor self{*sys};
-  self->send(q, stop_atom::value);
+  self->send(q, hand_over_atom::value);
   sched->run();
   ASSERT_EQ(fb().appends.size(), 2u);
   EXPECT_EQ(rows_in(fb().appends[1].record), 3u);
@@ -511,12 +511,12 @@ TEST_F(SupervisorTest, ShutdownSettlesTheBufferOnlyAfterEveryQueryHandedOver) {
   sched->advance_time(30min);
   sched->run();
   ASSERT_EQ(fb().appends.size(), 3u);
-  caf::anon_send(sup, stop_atom::value);
+  caf::anon_send(sup, shutdown_atom::value);
   sched->run();
   // Every final batch arrived before the settle, the settle let the queries
   // end, and only then was the buffer stopped.
   std::vector<std::string> expected(6, "append");
-  expected.insert(expected.end(), {"settle", "stop"});
+  expected.insert(expected.end(), {"settle", "close"});
   EXPECT_EQ(fb().events, expected);
   auto& st = state_of<supervisor_state>(sup);
   for (auto& q : st.queries) EXPECT_FALSE(q.actor) << q.spec->name << " still running";
@@ -563,7 +563,7 @@ TEST_F(SupervisorTest, CancelPurgesOnlyAfterTheQueryHandedOverItsRows) {
   EXPECT_TRUE(state_of<supervisor_state>(sup).queries.at(0).retired);
   answer(0);  // its last batch is answered: it ends, and leaves the list
   EXPECT_TRUE(state_of<supervisor_state>(sup).queries.empty()) << "a cancelled collection stays listed";
-  caf::anon_send(sup, stop_atom::value);
+  caf::anon_send(sup, shutdown_atom::value);
   sched->run();
 }
 
@@ -591,7 +591,7 @@ TEST_F(SupervisorTest, RefusedRequestsChangeNothing) {
   ControlReply dropped;
   { auto call = control(ControlCall::Kind::status, {}, 0, dropped); }
   EXPECT_EQ(dropped.error, "the agent dropped the request (shutting down)");
-  caf::anon_send(sup, stop_atom::value);
+  caf::anon_send(sup, shutdown_atom::value);
   sched->run();
 }
 
@@ -635,7 +635,7 @@ TEST_F(SupervisorTest, ARequestSentAgainRunsOnceAndANewOneMayReuseAnEndedFlowId)
                              std::to_string(flow) + " (Outpost.Test.Clock)");
   EXPECT_EQ(fb().appends.size(), 2u);
   answer(1);
-  caf::anon_send(sup, stop_atom::value);
+  caf::anon_send(sup, shutdown_atom::value);
   sched->run();
 }
 
@@ -655,7 +655,7 @@ TEST_F(SupervisorTest, EndedCollectionsLeaveTheListAndOnlyTheMostRecentAreRememb
   ASSERT_EQ(st.recent.size(), kRecentFlows);
   EXPECT_EQ(st.recent.front().id, kFirstFlowId + 50);
   EXPECT_EQ(st.recent.back().id, kFirstFlowId + n - 1);
-  caf::anon_send(sup, stop_atom::value);
+  caf::anon_send(sup, shutdown_atom::value);
   sched->run();
 }
 
@@ -716,7 +716,7 @@ TEST_F(SupervisorTest, CancelStopsOnlyCollectionsAndSaysWhatItFound) {
                                 [](auto& e) { return e.rfind("purge", 0) == 0; });
   EXPECT_EQ(purges, 3u) << "the unknown flow above 2^32 (to see if rows of it are buffered), the collection twice";
   EXPECT_EQ(std::count(fb().events.begin(), fb().events.end(), "purge 2"), 0);
-  caf::anon_send(sup, stop_atom::value);
+  caf::anon_send(sup, shutdown_atom::value);
   sched->run();
 }
 
@@ -734,7 +734,7 @@ TEST_F(SupervisorTest, StatusKeepsADottedQueryNameAsOneKey) {
   EXPECT_NE(status.json.find("\"query\":{\"F." + std::to_string(flow) + "\":{\"artifact\":\"Outpost.Test.Clock\""),
             std::string::npos)
       << status.json;
-  caf::anon_send(sup, stop_atom::value);
+  caf::anon_send(sup, shutdown_atom::value);
   sched->run();
 }
 

@@ -12,8 +12,8 @@
 
 #include "actors/buffer_actor.hpp"
 #include "actors/buffer_reader.hpp"
-#include "net/collector_store.hpp"
-#include "net/net_link.hpp"
+#include "net/collector/collector_store.hpp"
+#include "net/agent/net_link.hpp"
 #include "persistence/buffer_store.hpp"
 #include "persistence/meta.hpp"
 #include "tests/fault_proxy/fault_proxy.hpp"
@@ -52,7 +52,7 @@ TEST_F(EndToEnd, LiveRowsAreSentWithoutReadingThemBack) {
   client.port = port;
   client.tls = {cert("ca.pem"), cert("agent-1.pem"), cert("agent-1.key"), false};
   auto link = sys.spawn(net::net_link, buf, reader, client);
-  self->send(buf, subscribe_atom::value, link_actor{link});
+  self->send(buf, set_link_atom::value, link_actor{link});
   auto link_count = [&](const char* key) { return count(status_of(self, link), key); };
   // Connected, and every lane read until it had nothing: the link is caught up.
   ASSERT_TRUE(eventually([&] { return count(status_of(self, reader), "reads") >= static_cast<int64_t>(schemas::kLaneCount); }));
@@ -72,7 +72,7 @@ TEST_F(EndToEnd, LiveRowsAreSentWithoutReadingThemBack) {
   EXPECT_GE(link_count("fresh_sends"), 19);
   EXPECT_LE(count(status_of(self, reader), "reads"), reads + 1);
   self->send_exit(link, caf::exit_reason::user_shutdown);
-  self->send(buf, stop_atom::value);
+  self->send(buf, close_atom::value);
 }
 
 TEST_F(EndToEnd, CollectorKillNineRepeatedlyKeepsExactlyOnce) {

@@ -62,7 +62,7 @@ TEST(FileLink, ABlockedWriteHoldsNoWorker) {
   auto other = sys.spawn(echo);
   bool answered = false;
   self->request(other, 10s, ping_atom::value).receive([&](ping_atom) { answered = true; }, [](caf::error&) {});
-  EXPECT_TRUE(answered) << "a blocked file link held the only CAF worker";
+  EXPECT_TRUE(answered) << "a file link blocked in I/O held the only CAF worker";
 
   // Drain the pipe until the link, killed, closes its end.
   std::thread drain([reader] {

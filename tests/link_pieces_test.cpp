@@ -3,9 +3,9 @@
 
 #include <gtest/gtest.h>
 
-#include "net/backoff.hpp"
+#include "net/agent/backoff.hpp"
 #include "net/log_limiter.hpp"
-#include "net/retry.hpp"
+#include "net/agent/retry.hpp"
 
 namespace outpost::net {
 namespace {

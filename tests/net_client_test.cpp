@@ -10,7 +10,7 @@
 #include <future>
 #include <thread>
 
-#include "net/net_link.hpp"
+#include "net/agent/net_link.hpp"
 #include "schemas/protocol.capnp.h"
 #include "tests/actor_test_util.hpp"
 
@@ -127,15 +127,15 @@ class ScriptedCollector {
 caf::behavior fake_store(caf::event_based_actor*) {
   return {
       [](read_atom, Lane lane, uint64_t after, uint64_t, uint64_t) {
-        auto v = std::make_shared<std::vector<persistence::StoredRecord>>();
+        auto v = std::make_shared<std::vector<persistence::BufferedRecord>>();
         for (uint64_t seq = after + 1; lane == Lane::EVENTS && seq <= 5; ++seq) {
-          persistence::StoredRecord r;
+          persistence::BufferedRecord r;
           r.seq = seq;
           r.size = 64;
           r.words = kj::heapArray<capnp::word>(8);
           v->push_back(std::move(r));
         }
-        return StoredRecords{v};
+        return BufferedRecords{v};
       },
       [](ack_atom, Lane, uint64_t through) { return through; },
   };

@@ -9,7 +9,7 @@
 
 #include <map>
 
-#include "net/net_link.hpp"
+#include "net/agent/net_link.hpp"
 #include "schemas/protocol.capnp.h"
 
 namespace outpost::net {
@@ -33,7 +33,7 @@ class FakeTransport final : public Transport {
  public:
   explicit FakeTransport(std::shared_ptr<Wire> wire) : wire_(std::move(wire)) {}
   ~FakeTransport() override { wire_->destroyed = true; }
-  void upload(uint64_t session, Lane lane, uint64_t after, StoredRecords records, size_t begin,
+  void upload(uint64_t session, Lane lane, uint64_t after, BufferedRecords records, size_t begin,
               size_t end) override {
     std::vector<uint64_t> seqs;
     for (size_t i = begin; i < end; ++i) seqs.push_back((*records)[i].seq);
@@ -44,10 +44,10 @@ class FakeTransport final : public Transport {
   std::shared_ptr<Wire> wire_;
 };
 
-StoredRecords records(uint64_t first, uint64_t last) {
-  auto v = std::make_shared<std::vector<persistence::StoredRecord>>();
+BufferedRecords records(uint64_t first, uint64_t last) {
+  auto v = std::make_shared<std::vector<persistence::BufferedRecord>>();
   for (uint64_t seq = first; seq <= last; ++seq) {
-    persistence::StoredRecord r;
+    persistence::BufferedRecord r;
     r.seq = seq;
     r.size = 64;
     r.words = kj::heapArray<capnp::word>(8);
@@ -69,7 +69,7 @@ struct fake_store_state {
 caf::behavior fake_store(caf::stateful_actor<fake_store_state>* self) {
   return {
       [=](read_atom, Lane lane, uint64_t after, uint64_t max_records,
-          uint64_t) -> caf::result<StoredRecords> {
+          uint64_t) -> caf::result<BufferedRecords> {
         auto& st = self->state;
         st.reads[lane].push_back(after);
         if (st.failing_reads[lane] > 0 && st.failing_reads[lane]-- > 0)
@@ -160,7 +160,7 @@ struct NetLink : ::testing::Test {
   }
   void commit(Lane lane, uint64_t seq) {
     fs().last[lane] = seq;
-    caf::anon_send(link, committed_atom::value, lane, seq, StoredRecords{});
+    caf::anon_send(link, committed_atom::value, lane, seq, BufferedRecords{});
     sched->run();
   }
   std::vector<Wire::Upload> uploads_of(Lane lane) const {

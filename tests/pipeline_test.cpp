@@ -63,7 +63,7 @@ struct Pipeline {
     o.sync = persistence::SyncPolicy::none;
     buf = sys.spawn<caf::detached>(buffer, std::make_shared<persistence::BufferStore>(o));
     link = sys.spawn(file_link, buf, tmp.path("out.jsonl").string(), online);
-    self->send(buf, subscribe_atom::value, link);
+    self->send(buf, set_link_atom::value, link);
     RestartPolicy fast{std::chrono::milliseconds(20), std::chrono::milliseconds(200),
                        std::chrono::milliseconds(60000)};
     sup = sys.spawn(supervisor, buf, link, std::move(queries),
@@ -71,7 +71,7 @@ struct Pipeline {
                     fast);
   }
   ~Pipeline() {
-    self->send(sup, stop_atom::value);
+    self->send(sup, shutdown_atom::value);
     self->wait_for(sup);
   }
   caf::settings sup_status() { return status_of(self, sup); }
@@ -90,7 +90,7 @@ TEST(Pipeline, FullBufferPausesQueriesAndDrainingResumesThemWithNothingLost) {
   Pipeline p(64 * 1024, /*online=*/false, queries);
 
   // Offline with a small limit: the buffer fills, the queries pause.
-  ASSERT_TRUE(eventually([&] { return caf::get_or(status_of(p.self, p.buf), "blocked", false); }));
+  ASSERT_TRUE(eventually([&] { return caf::get_or(status_of(p.self, p.buf), "stalled", false); }));
   auto s = status_of(p.self, p.buf);
   EXPECT_GT(count(s, "pending_appends"), 0);
   EXPECT_LE(count(s, "live_bytes"), 64 * 1024);
@@ -182,7 +182,7 @@ TEST(Pipeline, AFullBufferAtShutdownStoresEveryRowTheQueriesHandedOver) {
   for (auto& q : queries) produced += count(status_of(self, q), "rows_produced");
   EXPECT_EQ(produced, 900);
 
-  for (auto& q : queries) self->send(q, stop_atom::value);
+  for (auto& q : queries) self->send(q, hand_over_atom::value);
   uint64_t refused = 99;
   self->request(buf, std::chrono::seconds(60), settle_atom::value)
       .receive([&](uint64_t r) { refused = r; }, [&](caf::error&) { FAIL(); });
@@ -190,10 +190,10 @@ TEST(Pipeline, AFullBufferAtShutdownStoresEveryRowTheQueriesHandedOver) {
   int64_t stored = 0;
   uint64_t after = 0;
   for (;;) {
-    StoredRecords got;
+    BufferedRecords got;
     self->request(buf, std::chrono::seconds(10), read_atom::value, Lane::EVENTS, after,
                   uint64_t{1000}, uint64_t{1} << 30)
-        .receive([&](StoredRecords r) { got = r; }, [&](caf::error&) { FAIL(); });
+        .receive([&](BufferedRecords r) { got = r; }, [&](caf::error&) { FAIL(); });
     if (got->empty()) break;
     for (auto& rec : *got) {
       schemas::RecordView view(rec.words);
@@ -204,7 +204,7 @@ TEST(Pipeline, AFullBufferAtShutdownStoresEveryRowTheQueriesHandedOver) {
   EXPECT_EQ(stored, produced);
   for (auto& q : queries) caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(wake, caf::exit_reason::user_shutdown);
-  self->send(buf, stop_atom::value);
+  self->send(buf, close_atom::value);
 }
 
 TEST(Pipeline, TenThousandIdleQueriesStartRunAndStop) {

@@ -17,7 +17,7 @@
 
 #include <sstream>
 
-#include "net/collector_server.hpp"
+#include "net/collector/collector_server.hpp"
 #include "tests/process_util.hpp"
 #include "tests/temp_dir.hpp"
 

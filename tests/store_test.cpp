@@ -30,7 +30,7 @@ using outpost::testing::TempDir;
 using record_format::accounted_bytes;
 using namespace outpost::persistence::testing;
 
-std::string text(const StoredRecord& r) {
+std::string text(const BufferedRecord& r) {
   return {reinterpret_cast<const char*>(r.payload().begin()), r.size};
 }
 

@@ -35,8 +35,8 @@ struct Batch {
   }
 };
 
-inline std::vector<StoredRecord> read_all(BufferStore& store, Lane lane, uint64_t* quarantined = nullptr) {
-  std::vector<StoredRecord> all;
+inline std::vector<BufferedRecord> read_all(BufferStore& store, Lane lane, uint64_t* quarantined = nullptr) {
+  std::vector<BufferedRecord> all;
   uint64_t after = 0;
   for (;;) {
     auto got = store.read(lane, after, 100, 1 << 20);

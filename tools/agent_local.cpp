@@ -52,7 +52,7 @@ int run_prepared(PreparedQuery p, size_t max_rows) {
           std::cerr << "outpost-agent: " << dropped << " events dropped at the source\n";
         if (step.state == Step::State::done) break;
         std::unique_lock<std::mutex> lock(mutex);
-        if (step.state == Step::State::blocked)
+        if (step.state == Step::State::parked)
           woken.wait(lock, [&] { return wake; });
         else if (step.state == Step::State::wait)
           woken.wait_for(lock, step.wait, [&] { return wake; });

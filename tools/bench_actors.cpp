@@ -41,7 +41,7 @@ struct Agent : BenchSystem {
   Agent(const fs::path& dir, bool online) {
     buf = sys.spawn<caf::detached>(buffer, open_store(dir / "buffer"));
     link = sys.spawn(file_link, buf, (dir / "delivered.jsonl").string(), online);
-    caf::anon_send(buf, subscribe_atom::value, link);
+    caf::anon_send(buf, set_link_atom::value, link);
   }
 
   void start(const QuerySpec& spec) {
@@ -52,13 +52,13 @@ struct Agent : BenchSystem {
   void stop() {
     for (auto& q : queries) {
       self->monitor(q);
-      caf::anon_send(q, stop_atom::value);  // no answer: it would sit in our mailbox
+      caf::anon_send(q, hand_over_atom::value);  // no answer: it would sit in our mailbox
     }
     size_t down = 0;
     self->receive_for(down, queries.size())([](caf::down_msg&) {});
     queries.clear();
     self->send_exit(link, caf::exit_reason::user_shutdown);
-    self->send(buf, stop_atom::value);
+    self->send(buf, close_atom::value);
     self->send_exit(wake, caf::exit_reason::user_shutdown);
   }
 };

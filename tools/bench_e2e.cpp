@@ -21,8 +21,8 @@
 #include "actors/query_actor.hpp"
 #include "actors/status.hpp"
 #include "actors/test_sources.hpp"
-#include "net/collector_server.hpp"
-#include "net/net_link.hpp"
+#include "net/collector/collector_server.hpp"
+#include "net/agent/net_link.hpp"
 #include "tools/bench.hpp"
 #include "tools/bench_queries.hpp"
 
@@ -167,11 +167,11 @@ struct Agent : BenchSystem {
     buf = sys.spawn<caf::detached>(buffer, store);
     auto reader = sys.spawn<caf::detached>(buffer_reader, store, buf);
     link = sys.spawn(net::net_link, buf, reader, std::move(client));
-    caf::anon_send(buf, subscribe_atom::value, link_actor{link});
+    caf::anon_send(buf, set_link_atom::value, link_actor{link});
   }
   ~Agent() {
     self->send_exit(link, caf::exit_reason::user_shutdown);
-    self->send(buf, stop_atom::value);
+    self->send(buf, close_atom::value);
     self->send_exit(wake, caf::exit_reason::user_shutdown);
   }
 

@@ -179,7 +179,7 @@ int run_sensors_bench(const SensorsBenchOptions& o) {
   store.dir = work.path() / "buffer";
   auto buf = bs.sys.spawn<caf::detached>(buffer, std::make_shared<persistence::BufferStore>(store));
   auto link = bs.sys.spawn(file_link, buf, (work.path() / "delivered.jsonl").string(), true);
-  caf::anon_send(buf, subscribe_atom::value, link);
+  caf::anon_send(buf, set_link_atom::value, link);
   SensorHub hub(bs.sys);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   long empty_rss = status_bytes("VmRSS"), empty_anon = status_bytes("RssAnon");
@@ -216,7 +216,7 @@ int run_sensors_bench(const SensorsBenchOptions& o) {
   for (auto& q : actors) caf::anon_send_exit(q, caf::exit_reason::user_shutdown);
   actors.clear();
   bs.self->send_exit(link, caf::exit_reason::user_shutdown);
-  bs.self->send(buf, stop_atom::value);
+  bs.self->send(buf, close_atom::value);
   bs.self->send_exit(bs.wake, caf::exit_reason::user_shutdown);
   if (o.json)
     fmt::print("{{\"bench\":\"sensors\",\"queries\":{},\"sensors\":{},\"events_per_tick\":{},\"period_s\":{},"

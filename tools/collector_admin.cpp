@@ -9,7 +9,7 @@
 #include <iostream>
 #include <thread>
 
-#include "net/collector_store.hpp"
+#include "net/collector/collector_store.hpp"
 #include "net/kj_util.hpp"
 #include "schemas/json.hpp"
 #include "schemas/protocol.capnp.h"

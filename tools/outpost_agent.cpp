@@ -22,7 +22,7 @@
 #include "actors/supervisor.hpp"
 #include "actors/system_config.hpp"
 #include "actors/test_sources.hpp"
-#include "net/net_link.hpp"
+#include "net/agent/net_link.hpp"
 #include "queries/agent_sources.hpp"
 #include "tools/agent_local.hpp"
 
@@ -68,7 +68,7 @@ void watch_signals(sigset_t signals, supervisor_actor sup) {
     sigset_t pending;
     sigpending(&pending);
     bool second = sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1;
-    if (!second) caf::anon_send(sup, stop_atom::value);
+    if (!second) caf::anon_send(sup, shutdown_atom::value);
     sigwait(&signals, &sig);
     spdlog::warn("second {}: exiting without waiting", strsignal(sig));
     spdlog::shutdown();
@@ -117,24 +117,23 @@ int run(const AgentConfig& config, sigset_t signals) {
   auto store = std::make_shared<persistence::BufferStore>(store_options);
   if (auto& r = store->open_report(); r.set_aside_to || r.lost || r.lost_unknown)
     spdlog::error("buffer was damaged ({}): {} records salvaged, {} lost{}", r.reason, r.salvaged,
-                  r.lost_unknown ? "an unknown number of" : std::to_string(r.lost),
+                  r.lost_unknown ? "an unknown number" : std::to_string(r.lost),
                   r.set_aside_to ? "; the damaged file is kept at " + r.set_aside_to->string() : "");
   auto stats = store->stats();
   spdlog::info("buffer {}: {} records, {} of {} bytes", config.buffer.dir.string(), stats.records,
                stats.live_bytes, config.buffer.limit_bytes);
 
-
   caf::actor_system_config cfg;
   caf::actor_system sys{configure_scheduler(cfg)};
   auto buf = sys.spawn<caf::detached>(buffer_with, store, BufferOptions{config.pending_budget, reserve});
   link_actor link = spawn_link(sys, buf, store, config.link);
-  caf::anon_send(buf, subscribe_atom::value, link);
+  caf::anon_send(buf, set_link_atom::value, link);
   auto sensors = std::make_unique<vql::SensorHub>(sys);
   auto sup = sys.spawn(supervisor, buf, link, config.queries,
                        vql::agent_sources(vql::ArtifactRepository::builtin(), sensors.get()), RestartPolicy{});
   // The collector's requests (collect, cancel, event table) reach the supervisor through the link.
   if (config.link.kind == LinkSpec::Kind::collector)
-    caf::anon_send(caf::actor_cast<net_link_actor>(link), subscribe_atom::value, sup);
+    caf::anon_send(caf::actor_cast<net_link_actor>(link), set_supervisor_atom::value, sup);
   spdlog::info("agent running: {} queries, link {}", config.queries.size(), describe(config.link));
   watch_signals(signals, sup);
 

@@ -8,7 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
-#include "net/collector_server.hpp"
+#include "net/collector/collector_server.hpp"
 #include "tools/collector_admin.hpp"
 #include "persistence/errors.hpp"
 

@@ -39,7 +39,7 @@ class Transport {
   // Any thread; never blocks beyond a short lock. Sends records[begin, end)
   // (ascending seqs, all above `after`) on the given session; ignored if that
   // session has ended meanwhile. The records are shared, not copied.
-  virtual void upload(uint64_t session, Lane lane, uint64_t after, StoredRecords records,
+  virtual void upload(uint64_t session, Lane lane, uint64_t after, BufferedRecords records,
                       size_t begin, size_t end) = 0;
 };
 

@@ -1,4 +1,4 @@
-#include "net/storage_worker.hpp"
+#include "net/collector/storage_worker.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -207,7 +207,8 @@ void StorageWorker::render_loop() {
 }
 
 void StorageWorker::store_loop() {
-  // Pruning runs here, the one writer of `files` and `agents`: at start and hourly.
+  // Pruning runs here, the one writer of `files` (the admin writer also adds
+  // `agents` entries): at start and hourly.
   auto next_prune = std::chrono::steady_clock::now();
   for (;;) {
     std::vector<Job> group;

@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "net/backoff.hpp"
+#include "net/agent/backoff.hpp"
 
 namespace outpost::net {
 

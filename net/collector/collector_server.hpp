@@ -13,8 +13,8 @@
 #include <string>
 
 #include "net/log_limiter.hpp"
-#include "net/admin_writer.hpp"
-#include "net/storage_worker.hpp"
+#include "net/collector/admin_writer.hpp"
+#include "net/collector/storage_worker.hpp"
 #include "net/tls_config.hpp"
 #include "schemas/protocol.capnp.h"
 

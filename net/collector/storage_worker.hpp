@@ -25,7 +25,7 @@
 #include <mutex>
 #include <thread>
 
-#include "net/collector_store.hpp"
+#include "net/collector/collector_store.hpp"
 
 namespace outpost::net {
 

@@ -1,4 +1,4 @@
-#include "net/net_link.hpp"
+#include "net/agent/net_link.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -40,7 +40,7 @@ void pump(Self self);
 
 // Hands records[begin, ...) to the network as uploads of at most
 // MAX_RECORDS_PER_UPLOAD records and kUploadBytes bytes each.
-void send_uploads(Self self, size_t lane, uint64_t after, const StoredRecords& records) {
+void send_uploads(Self self, size_t lane, uint64_t after, const BufferedRecords& records) {
   auto& st = self->state;
   auto& l = st.lanes[lane];
   for (size_t begin = 0; begin < records->size();) {
@@ -75,7 +75,7 @@ void read_and_send(Self self, size_t lane) {
   self->request(st.reader, caf::infinite, read_atom::value, static_cast<Lane>(lane), after,
                 uint64_t{slots * protocol::MAX_RECORDS_PER_UPLOAD}, slots * kUploadBytes)
       .then(
-          [=](StoredRecords records) {
+          [=](BufferedRecords records) {
             auto& st = self->state;
             auto& l = st.lanes[lane];
             l.reading = false;
@@ -236,7 +236,7 @@ net_link_actor::behavior_type net_link_over(net_link_actor::stateful_pointer<net
   };
   st.transport = make(std::move(events));
   return {
-      [=](committed_atom, Lane lane, uint64_t seq, const StoredRecords& fresh) {
+      [=](committed_atom, Lane lane, uint64_t seq, const BufferedRecords& fresh) {
         auto& l = self->state.lanes[static_cast<size_t>(lane)];
         // Everything committed before these was sent: they follow without a read.
         bool caught_up = !l.unread && !l.reading && l.sent == l.committed;
@@ -313,7 +313,7 @@ net_link_actor::behavior_type net_link_over(net_link_actor::stateful_pointer<net
         if (!sup) return call.answer->answer({"the agent is still starting", 0, {}});
         self->send(sup, control_atom::value, std::move(call));
       },
-      [=](subscribe_atom, supervisor_actor sup) { self->state.supervisor = std::move(sup); },
+      [=](set_supervisor_atom, supervisor_actor sup) { self->state.supervisor = std::move(sup); },
       [=](fatal_atom, std::string& why) {
         // The transport survives every failure of a connection on its own; its
         // thread ends only on a bug or exhausted resources (no event loop,

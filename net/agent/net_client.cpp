@@ -1,4 +1,4 @@
-#include "net/net_client.hpp"
+#include "net/agent/net_client.hpp"
 
 #include <arpa/inet.h>
 #include <capnp/rpc-twoparty.h>
@@ -377,7 +377,7 @@ NetClient::~NetClient() {
   thread_.join();
 }
 
-void NetClient::upload(uint64_t session, Lane lane, uint64_t after, StoredRecords records,
+void NetClient::upload(uint64_t session, Lane lane, uint64_t after, BufferedRecords records,
                        size_t begin, size_t end) {
   std::lock_guard<std::mutex> lock(mutex_);
   pending_.push_back({session, lane, after, std::move(records), begin, end});

@@ -1,4 +1,4 @@
-#include "net/collector_store.hpp"
+#include "net/collector/collector_store.hpp"
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -8,12 +8,13 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <set>
 
 #include "persistence/errors.hpp"
-#include "actors/control.hpp"
+#include "schemas/protocol.capnp.h"
 #include "schemas/json.hpp"
 
 namespace outpost::net {
@@ -444,13 +445,18 @@ uint64_t CollectorStore::committed_length(const std::string& rel, uint64_t size)
 // Cuts every file back to its committed length: what lies beyond was never
 // acked, and the agents send it again. Files LMDB does not know about were
 // created by a store that never committed, unless pruned (sealed).
+// Uploaded files (<agent>/_uploads/<flow>/<name>) are written in place and
+// never cut, whatever their name.
 void CollectorStore::repair() {
+  repair_ = {};  // a retry after map growth finds the files it cut already cut
   write([&](const lmdb::Txn& txn) {
-    repair_ = {};
     for (auto& entry : fs::recursive_directory_iterator(datadir_)) {
       if (!entry.is_regular_file() || entry.path().extension() != ".jsonl") continue;
-      std::string rel = fs::relative(entry.path(), datadir_).string();
+      fs::path relative = fs::relative(entry.path(), datadir_);
+      std::string rel = relative.string();
       if (rel.rfind(".collector", 0) == 0) continue;
+      if (std::distance(relative.begin(), relative.end()) == 4 && *std::next(relative.begin()) == "_uploads")
+        continue;
       uint64_t committed = 0, size = entry.file_size();
       if (!find_u64(txn, files_, rel, &committed) && sealed(rel, txn)) continue;
       if (size > committed) {
@@ -614,11 +620,11 @@ PruneReport CollectorStore::prune(int64_t now_ns) {
       lmdb::Cursor cursor(t.txn, agents_, env_->dir());
       MDB_val k, v;
       for (bool ok = cursor.get(k, v, MDB_FIRST); ok; ok = cursor.get(k, v, MDB_NEXT)) {
-        uint64_t last = 0;
-        if (v.mv_size == sizeof last) std::memcpy(&last, v.mv_data, sizeof last);
-        // 0: met, never uploaded (remember_agent): kept, as the admin's
-        // --new-agent check relies on it; such entries come one per agent.
-        if (last != 0 && last < cutoff) silent.emplace_back(static_cast<const char*>(k.mv_data), k.mv_size);
+        // Its last upload, or when it was met if it never uploaded (remember_agent).
+        uint64_t entry[2] = {0, 0};
+        std::memcpy(entry, v.mv_data, std::min(v.mv_size, sizeof entry));
+        uint64_t last = entry[0] ? entry[0] : entry[1];
+        if (last < cutoff) silent.emplace_back(static_cast<const char*>(k.mv_data), k.mv_size);
       }
     }
     for (size_t i = 0; i < silent.size(); i += kPerTxn)
@@ -647,7 +653,7 @@ std::vector<CollectorStore::AgentEntry> CollectorStore::agents() const {
     for (bool more = cursor.get(k, v, MDB_FIRST); more; more = cursor.get(k, v, MDB_NEXT)) {
       AgentEntry e;
       e.id.assign(static_cast<const char*>(k.mv_data), k.mv_size);
-      if (v.mv_size == sizeof(uint64_t)) std::memcpy(&e.last_upload_ns, v.mv_data, sizeof(uint64_t));
+      if (v.mv_size >= sizeof(uint64_t)) std::memcpy(&e.last_upload_ns, v.mv_data, sizeof(uint64_t));
       out.push_back(std::move(e));
     }
   }
@@ -671,7 +677,7 @@ std::string request_key(const std::string& agent, uint64_t n) {
 uint64_t CollectorStore::next_flow_ids(uint64_t count) {
   uint64_t next = 0;
   write([&](const lmdb::Txn& txn) {
-    uint64_t clock = kFirstFlowId + static_cast<uint64_t>(schemas::now_ns()) / 1000;
+    uint64_t clock = protocol::FIRST_FLOW_ID + static_cast<uint64_t>(schemas::now_ns()) / 1000;
     next = std::max(get_u64(txn, meta_, "next_flow"), clock);
     put_u64(txn, meta_, "next_flow", next + count);
   });
@@ -701,20 +707,20 @@ bool CollectorStore::known_agent(const std::string& agent) const {
 void CollectorStore::remember_agent(const std::string& agent) {
   write([&](const lmdb::Txn& txn) {
     MDB_val k = bytes_val(agent);
-    uint64_t never = 0;
-    MDB_val v{sizeof never, &never};
+    // Never uploaded (0), and when it was met: pruned like a silent agent.
+    uint64_t entry[2] = {0, static_cast<uint64_t>(schemas::now_ns())};
+    MDB_val v{sizeof entry, entry};
     int rc = mdb_put(txn.get(), agents_, &k, &v, MDB_NOOVERWRITE);
     if (rc != MDB_KEYEXIST) lmdb::check(rc, "mdb_put", env_->dir());  // known: an empty commit
   });
 }
 
 void CollectorStore::set_event_table(const std::string& agent, const std::string& encoded) {
-  auto locked = begin(false);
-  auto& txn = locked.txn;
-  MDB_val k = bytes_val(agent), v = bytes_val(encoded);
-  int rc = encoded.empty() ? mdb_del(txn.get(), tables_, &k, nullptr) : mdb_put(txn.get(), tables_, &k, &v, 0);
-  if (rc != MDB_NOTFOUND) lmdb::check(rc, "mdb_put", env_->dir());
-  lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
+  write([&](const lmdb::Txn& txn) {
+    MDB_val k = bytes_val(agent), v = bytes_val(encoded);
+    int rc = encoded.empty() ? mdb_del(txn.get(), tables_, &k, nullptr) : mdb_put(txn.get(), tables_, &k, &v, 0);
+    if (rc != MDB_NOTFOUND) lmdb::check(rc, "mdb_put", env_->dir());
+  });
 }
 
 std::string CollectorStore::event_table(const std::string& agent) const {
@@ -728,14 +734,13 @@ std::string CollectorStore::event_table(const std::string& agent) const {
 }
 
 void CollectorStore::queue_request(const std::string& agent, const std::string& encoded) {
-  auto locked = begin(false);
-  auto& txn = locked.txn;
-  uint64_t n = get_u64(txn, meta_, "next_request") + 1;
-  put_u64(txn, meta_, "next_request", n);
-  std::string key = request_key(agent, n);
-  MDB_val k = bytes_val(key), v = bytes_val(encoded);
-  lmdb::check(mdb_put(txn.get(), requests_, &k, &v, 0), "mdb_put", env_->dir());
-  lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
+  write([&](const lmdb::Txn& txn) {
+    uint64_t n = get_u64(txn, meta_, "next_request") + 1;
+    put_u64(txn, meta_, "next_request", n);
+    std::string key = request_key(agent, n);
+    MDB_val k = bytes_val(key), v = bytes_val(encoded);
+    lmdb::check(mdb_put(txn.get(), requests_, &k, &v, 0), "mdb_put", env_->dir());
+  });
 }
 
 std::vector<CollectorStore::Queued> CollectorStore::queued_requests(const std::string& agent) const {
@@ -773,13 +778,12 @@ std::vector<std::string> CollectorStore::agents_with_requests() const {
 }
 
 void CollectorStore::remove_request(const std::string& agent, uint64_t key) {
-  auto locked = begin(false);
-  auto& txn = locked.txn;
-  std::string k_text = request_key(agent, key);
-  MDB_val k = bytes_val(k_text);
-  int rc = mdb_del(txn.get(), requests_, &k, nullptr);
-  if (rc != MDB_NOTFOUND) lmdb::check(rc, "mdb_del", env_->dir());
-  lmdb::check(txn.commit(), "mdb_txn_commit", env_->dir());
+  write([&](const lmdb::Txn& txn) {
+    std::string k_text = request_key(agent, key);
+    MDB_val k = bytes_val(k_text);
+    int rc = mdb_del(txn.get(), requests_, &k, nullptr);
+    if (rc != MDB_NOTFOUND) lmdb::check(rc, "mdb_del", env_->dir());
+  });
 }
 
 }  // namespace outpost::net

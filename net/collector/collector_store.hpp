@@ -6,7 +6,8 @@
 //
 //   marks: <agent> '\0' <lane byte>  -> u64  highest seq stored for that lane
 //   files: <path relative to datadir> -> u64  committed length of the file
-//   agents: <agent>                   -> u64  last time it uploaded (ns); 0: met, never uploaded
+//   agents: <agent>                   -> u64  last time it uploaded (ns), or
+//                                        u64 0, u64 when met (ns): met, never uploaded
 //   tables: <agent>                   -> EventTable (protocol.capnp), encoded
 //   requests: <agent> '\0' <u64 BE>   -> PendingRequest, encoded: for when it connects
 //   meta: "next_flow"                 -> u64  every flow id given out is below it
@@ -30,10 +31,10 @@
 // it); its marks stay, as exactly-once needs them when it comes back.
 //
 // Threads: every function may be called from any thread, and blocks on
-// LMDB's writer lock (write transactions are short: no file I/O runs in
-// one) and briefly while the map grows. store() and prune() also block on
-// file I/O and fdatasync: call them from the storage thread only, never
-// from an event loop.
+// LMDB's writer lock (write transactions are short: store() and prune() run
+// no file I/O in one; only the repair at open does) and briefly while the
+// map grows. store() and prune() also block on file I/O and fdatasync: call
+// them from the storage thread only, never from an event loop.
 
 #include <array>
 #include <cstdint>
@@ -140,7 +141,9 @@ std::string artifact_folder(kj::StringPtr artifact);
 
 class CollectorStore {
  public:
-  // Opens (and repairs) the store; throws StoreLocked, StoreError.
+  // Opens (and repairs) the store; throws StoreLocked, StoreError. Any
+  // thread, before the others start: it walks every .jsonl file under the
+  // datadir and cuts and fsyncs those longer than committed.
   explicit CollectorStore(const std::filesystem::path& datadir, CollectorStoreOptions options = {});
   ~CollectorStore();
   CollectorStore(const CollectorStore&) = delete;
@@ -175,10 +178,11 @@ class CollectorStore {
 
   // The admin side (requests are small and rare: the writes commit at once).
   // Threads: the writes (next_flow_ids, set_event_table, queue_request,
-  // remove_request, remember_agent) may wait for a storage group's commit,
-  // so the collector runs them on its admin writer thread, never on the kj
-  // loop; the const reads may be called from any thread and wait for nothing
-  // (an LMDB read transaction of their own).
+  // remove_request, remember_agent) wait for LMDB's writer lock (the storage
+  // thread's short marks commit, with its sync) and while the map grows, so
+  // the collector runs them on its admin writer thread, never on the kj loop.
+  // The const reads may be called from any thread; they wait only while the
+  // map grows (an LMDB read transaction of their own).
 
   // `count` consecutive flow ids never given out before (protocol.capnp's
   // CollectRequest.flowId): the first is at least kFirstFlowId plus the

@@ -17,9 +17,9 @@
 
 #include "actors/interfaces.hpp"
 #include "net/log_limiter.hpp"
-#include "net/net_client.hpp"
-#include "net/retry.hpp"
-#include "net/transport.hpp"
+#include "net/agent/net_client.hpp"
+#include "net/agent/retry.hpp"
+#include "net/agent/transport.hpp"
 
 namespace outpost::net {
 

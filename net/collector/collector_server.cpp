@@ -1,4 +1,4 @@
-#include "net/collector_server.hpp"
+#include "net/collector/collector_server.hpp"
 
 #include <arpa/inet.h>
 #include <capnp/rpc-twoparty.h>
@@ -12,7 +12,7 @@
 #include <optional>
 #include <random>
 
-#include "actors/control.hpp"
+#include "schemas/protocol.capnp.h"
 
 #include "net/kj_util.hpp"
 #include "net/watched_stream.hpp"
@@ -568,7 +568,7 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
       // The agent would refuse it when it connects: say so now. (A connected
       // agent says why itself: a configured query, say.)
       uint64_t given_below = server_.store_.flows_given_below();
-      if (flow < kFirstFlowId || (given_below != 0 && flow >= given_below))
+      if (flow < protocol::FIRST_FLOW_ID || (given_below != 0 && flow >= given_below))
         throw error_text("no such flow " + std::to_string(flow) + ": this collector never gave it out");
       context.getResults().setQueued(true);
       return queue();

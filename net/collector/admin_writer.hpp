@@ -1,9 +1,9 @@
 #pragma once
 // The collector's small LMDB writes for admin commands and agents' requests
 // (flow ids, queued requests, event tables, agents met) run here, on one
-// thread of their own: a write transaction waits for the storage thread's
-// commit (its fdatasyncs), and the kj event loop, which serves every agent,
-// must not. Each job's result comes back on the loop that submitted it.
+// thread of their own: a write transaction waits for LMDB's writer lock (the
+// storage thread's short marks commit and its sync) and while the map grows,
+// and the kj event loop, which serves every agent, must not. Each job's result comes back on the loop that submitted it.
 
 #include <kj/async.h>
 

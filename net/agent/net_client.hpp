@@ -15,9 +15,9 @@
 
 #include "actors/control.hpp"
 #include "actors/messages.hpp"
-#include "net/backoff.hpp"
+#include "net/agent/backoff.hpp"
 #include "net/tls_config.hpp"
-#include "net/transport.hpp"
+#include "net/agent/transport.hpp"
 
 namespace outpost::net {
 
@@ -42,7 +42,7 @@ class NetClient final : public Transport {
   NetClient& operator=(const NetClient&) = delete;
 
   // As Transport::upload: hands the work to the network thread.
-  void upload(uint64_t session, Lane lane, uint64_t after, StoredRecords records, size_t begin,
+  void upload(uint64_t session, Lane lane, uint64_t after, BufferedRecords records, size_t begin,
               size_t end) override;
 
  private:
@@ -51,7 +51,7 @@ class NetClient final : public Transport {
     uint64_t session;
     Lane lane;
     uint64_t after;
-    StoredRecords records;
+    BufferedRecords records;
     size_t begin, end;
   };
 
