@@ -44,7 +44,7 @@ struct query_state {
   std::unique_ptr<schemas::RowBatchWriter> batch;  // rows not yet sent
   int64_t batch_created_ns = 0;
   unsigned next_batch_words = 64;  // first segment of the next batch, from the last one's size
-  uint64_t generation = 0;  // of `batch`, so a stale flush timer is ignored
+  uint64_t generation = 0;  // of `batch`, so a stale batch_due timer is ignored
   bool timer_armed = false;
   bool batch_due = false;   // the timer fired while paused
   bool pull_scheduled = false;

@@ -26,7 +26,7 @@ size_t running(Self self) {
   return n;
 }
 
-// The shutdown order: queries flush and end; then the link stops (acks it
+// The shutdown order: queries hand over and end; then the link stops (acks it
 // already sent are still in the buffer's mailbox, ahead of what follows);
 // then the buffer commits what is waiting and quits; then this actor.
 void advance_shutdown(Self self) {

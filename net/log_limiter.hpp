@@ -19,7 +19,7 @@ class LogLimiter {
   // Before each event (and whenever convenient, e.g. on a timer at the end of
   // a window): closes the window if it is over and returns how many events it
   // counted beyond its first; log them as a summary unless 0.
-  uint64_t flush(Clock::time_point now) {
+  uint64_t close_if_over(Clock::time_point now) {
     if (!open_ || now - opened_ < window_) return 0;
     open_ = false;
     uint64_t n = suppressed_;
@@ -27,7 +27,7 @@ class LogLimiter {
     return n;
   }
   // Closes the window now, over or not (the events have stopped for a known
-  // reason); returns what flush would.
+  // reason); returns what close_if_over would.
   uint64_t close() {
     open_ = false;
     uint64_t n = suppressed_;

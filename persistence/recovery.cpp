@@ -312,7 +312,7 @@ void salvage_body(const Out& out, const fs::path& from, const fs::path& to, uint
       uint64_t last = from_seq - 1;
       auto wtxn = std::make_unique<lmdb::Txn>(dst, false);
       size_t pending = 0, pending_bytes = 0;
-      auto flush = [&] {
+      auto commit_pending = [&] {
         if (!pending) return;
         check_write(wtxn->commit(), "mdb_txn_commit", to);
         out.line("C " + std::to_string(lane) + " " + std::to_string(last) + " " + std::to_string(pending));
@@ -339,14 +339,14 @@ void salvage_body(const Out& out, const fs::path& from, const fs::path& to, uint
             check_write(rc, "mdb_put", to);
             last = *seq;
             pending_bytes += value.mv_size;
-            if (++pending >= (careful ? 1 : kCommitRecords) || pending_bytes >= kCommitBytes) flush();
+            if (++pending >= (careful ? 1 : kCommitRecords) || pending_bytes >= kCommitBytes) commit_pending();
           }
-          flush();
+          commit_pending();
           break;  // the lane's end
         } catch (const WriteError&) {
           throw;
         } catch (const StoreError& e) {
-          flush();  // what was read before the damage is good
+          commit_pending();  // what was read before the damage is good
           out.line("E " + name + " after seq " + std::to_string(last) + ": " + e.what());
         }
       } catch (const WriteError& e) {

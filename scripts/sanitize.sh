@@ -25,17 +25,26 @@ build=build-$kind
 # ASan+UBSan: everything except
 #   buffer_crash: kill -9 cycles of a writer process, a soak CI already runs
 #     unsanitized (twice); the store code it drives runs here in the unit tests.
-ASAN_EXCLUDE='^buffer_crash$'
+#   ProtocolTest.AcceptGoesOnAfterRunningOutOfDescriptors: it uses up the
+#     process's file descriptors on purpose, and UBSan's vptr check needs a
+#     pipe to read memory, so every checked downcast meanwhile (in kj) is
+#     reported as an invalid vptr; the same code runs in the other tests.
+ASAN_EXCLUDE='^(buffer_crash|ProtocolTest\.AcceptGoesOnAfterRunningOutOfDescriptors)$'
 # TSan: the tests where threads of ours share state; not the single-threaded
 # parsers, plugins, JSON and schema tests, nor the multi-process fault tests
 # (their actors and stores are covered in-process here):
 #   BufferStore.Concurrent*  read_concurrently (reader thread) against the owner
 #   BufferActorTest, Pipeline, SupervisorTest  buffer actor, reader, queries on CAF workers
-#   CollectorStore, StorageGroups  the collector's store and storage worker
+#   BufferPurge              a purge's slices against requests from other actors
+#   PendingBudget            the budget's waiters (queries on CAF workers)
+#   CollectorStore, StorageGroups  the collector's store (map growth) and storage worker
+#   CollectorMemory          the memory budget between the loop and the storage threads
+#   ControlStore             the admin writer thread against the kj loop
 #   SensorTest               shared sensors: their threads and subscribers
 #   EndToEnd.LiveRowsAreSent*  the net link in-process: CAF workers, kj thread, reader
+#   NetClientReasons         the network thread and its owner
 #   ProtocolTest             the collector server's loop against its storage threads
-TSAN_TESTS='^(BufferStore\.Concurrent|BufferActorTest\.|Pipeline\.|SupervisorTest\.|CollectorStore\.|StorageGroups\.|SensorTest\.|EndToEnd\.LiveRowsAreSent|ProtocolTest\.)'
+TSAN_TESTS='^(BufferStore\.Concurrent|BufferActorTest\.|BufferPurge\.|PendingBudget\.|Pipeline\.|SupervisorTest\.|CollectorStore\.|StorageGroups\.|CollectorMemory\.|ControlStore\.|SensorTest\.|EndToEnd\.LiveRowsAreSent|NetClientReasons\.|ProtocolTest\.)'
 
 launcher=()
 if command -v ccache >/dev/null; then
@@ -56,6 +65,23 @@ export ASAN_OPTIONS="log_path=$reports/asan:check_initialization_order=1:detect_
 export UBSAN_OPTIONS="log_path=$reports/ubsan:print_stacktrace=1:halt_on_error=1:suppressions=$root/scripts/sanitizers/ubsan.supp:print_suppressions=0"
 export LSAN_OPTIONS="suppressions=$root/scripts/sanitizers/lsan.supp:print_suppressions=0"
 export TSAN_OPTIONS="log_path=$reports/tsan:suppressions=$root/scripts/sanitizers/tsan.supp:print_suppressions=0:second_deadlock_stack=1:history_size=4"
+
+# The UBSan suppression is checked before the run relies on it, built with
+# CMakeLists.txt's flags for address,undefined: CAF's finding passes, a null
+# shared_ptr of ours aborts, and CAF's finding aborts without the file.
+if [ "$kind" = asan ]; then
+  check=$root/$build/ubsan_supp_check
+  g++ -std=c++17 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fsanitize-recover=null \
+    -fno-omit-frame-pointer -O1 -g1 "$root/scripts/sanitizers/ubsan_supp_check.cpp" -o "$check" -lcaf_core
+  bare="print_stacktrace=1:halt_on_error=1"
+  if ! UBSAN_OPTIONS="$bare:suppressions=$root/scripts/sanitizers/ubsan.supp" "$check" caf >/dev/null 2>&1 ||
+     UBSAN_OPTIONS="$bare:suppressions=$root/scripts/sanitizers/ubsan.supp" "$check" ours >/dev/null 2>&1 ||
+     UBSAN_OPTIONS="$bare" "$check" caf >/dev/null 2>&1; then
+    echo "sanitize asan: scripts/sanitizers/ubsan.supp does not hold (see ubsan_supp_check.cpp)" >&2
+    exit 1
+  fi
+  echo "sanitize asan: the UBSan suppression hides CAF's finding and nothing else"
+fi
 
 start=$SECONDS
 status=0

@@ -73,7 +73,7 @@ struct AgentTest : ::testing::Test {
   }
 };
 
-TEST_F(AgentTest, SigtermFlushesEveryProducedRowAndExitsZero) {
+TEST_F(AgentTest, SigtermStoresEveryProducedRowAndExitsZero) {
   write_config("{type: offline}", true);
   pid_t agent = start();
   ASSERT_TRUE(eventually([&] { return log_says("agent running"); }));

@@ -44,8 +44,9 @@ struct EndToEnd : ::testing::Test {
                                  "--cert", cert("collector.pem"), "--key", cert("collector.key")},
                                 collector_log));
     std::smatch m;
+    std::string text;  // outlives the lambda: m points into it
     ASSERT_TRUE(eventually([&] {
-      std::string text = slurp(collector_log);
+      text = slurp(collector_log);
       return std::regex_search(text, m, std::regex("listening on port (\\d+)"));
     })) << slurp(collector_log);
     port = static_cast<uint16_t>(std::stoi(m[1]));

@@ -65,19 +65,19 @@ TEST(ReconnectBackoff, AStoredUploadOrALongSessionStartsAgainSmall) {
 TEST(LogLimiter, TheFirstEventOfAWindowIsLoggedThenACount) {
   LogLimiter limit(60s);
   auto t = Clock::now();
-  EXPECT_EQ(limit.flush(t), 0u);
+  EXPECT_EQ(limit.close_if_over(t), 0u);
   EXPECT_TRUE(limit.allow(t));
   int logged = 1;
   for (int i = 1; i < 1000; ++i) {  // 1,000 refusals in 10 s
     auto now = t + i * 10ms;
-    EXPECT_EQ(limit.flush(now), 0u);
+    EXPECT_EQ(limit.close_if_over(now), 0u);
     logged += limit.allow(now);
   }
   EXPECT_EQ(logged, 1);
   EXPECT_EQ(limit.suppressed(), 999u);
-  EXPECT_EQ(limit.flush(t + 59s), 0u) << "the window is not over";
-  EXPECT_EQ(limit.flush(t + 60s), 999u);
-  EXPECT_EQ(limit.flush(t + 61s), 0u) << "counted once";
+  EXPECT_EQ(limit.close_if_over(t + 59s), 0u) << "the window is not over";
+  EXPECT_EQ(limit.close_if_over(t + 60s), 999u);
+  EXPECT_EQ(limit.close_if_over(t + 61s), 0u) << "counted once";
   EXPECT_TRUE(limit.allow(t + 61s)) << "the next event opens a new window";
   EXPECT_FALSE(limit.allow(t + 62s));
   EXPECT_EQ(limit.close(), 1u);

@@ -48,7 +48,7 @@ struct Agent : BenchSystem {
     queries.push_back(sys.spawn(query, std::make_shared<const QuerySpec>(spec), buf, wake, kTestSources));
   }
 
-  // Stops the queries (they flush), waits for all of them, then the rest.
+  // Stops the queries (they hand over), waits for all of them, then the rest.
   void stop() {
     for (auto& q : queries) {
       self->monitor(q);
@@ -242,7 +242,7 @@ int run_queries_bench(const QueriesBenchOptions& o) {
     fmt::print("of which anonymous memory {:.0f} bytes (malloc'd and in use {:.0f}), file-backed "
                "(the buffer's LMDB map) {:.0f} bytes per query\n",
                anon_per_query, heap_per_query, file_per_query);
-    fmt::print("started in {:.3f} s, stopped (every batch flushed) in {:.3f} s\n", start_s, stop_s);
+    fmt::print("started in {:.3f} s, stopped (every batch handed over) in {:.3f} s\n", start_s, stop_s);
   }
   return 0;
 }

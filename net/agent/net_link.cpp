@@ -285,7 +285,7 @@ net_link_actor::behavior_type net_link_over(net_link_actor::stateful_pointer<net
         } else {
           // A failed attempt: while the collector stays unreachable, one line a minute.
           auto now = std::chrono::steady_clock::now();
-          if (auto more = st.attempt_log.flush(now)) log_failed_attempts(self, more);
+          if (auto more = st.attempt_log.close_if_over(now)) log_failed_attempts(self, more);
           if (st.attempt_log.allow(now))
             spdlog::warn("link: {} offline: {}; retrying in {} ms", st.target, why, retry_ms);
           st.last_attempt_error = why;

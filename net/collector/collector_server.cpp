@@ -368,7 +368,7 @@ kj::Promise<void> CollectorServer::handshake(kj::Own<kj::AsyncIoStream> stream, 
 // each window is logged in full, then one summary of how many more.
 void CollectorServer::log_refusal(const std::string& text) {
   auto now = LogLimiter::Clock::now();
-  if (auto more = refusal_log_.flush(now)) log_refusal_summary(more);
+  if (auto more = refusal_log_.close_if_over(now)) log_refusal_summary(more);
   if (refusal_log_.allow(now)) {
     spdlog::warn("collector: {}", text);
     return;
