@@ -146,7 +146,7 @@ void commit_waiting(Self self, bool settling) {
         st.waiting.pop_front();
         continue;
       }
-      st.stalled = true;  // producers wait here until acks free space
+      st.stalled = true;  // producers wait here until space frees (acks, a purge)
       enter_full(self, head.lane);
       st.last_error = "the buffer is full (limit " + std::to_string(limit_of(self)) + " bytes" +
                       (settling ? ", and its shutdown reserve of " +

@@ -78,7 +78,7 @@ void append(Self self, Lane lane, RecordRef record, uint64_t rows, bool reserved
   st.reserved += bytes;
   ++st.in_flight;
   if (st.in_flight >= st.spec->max_in_flight && !st.paused) {
-    st.paused = true;  // stop pulling: the buffer is the only place where we wait
+    st.paused = true;  // stop pulling until the buffer answers
     ++st.pauses;
     st.paused_since = query_state::Clock::now();
   }

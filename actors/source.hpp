@@ -1,6 +1,6 @@
 #pragma once
-// Where a query's rows come from. The built-in test sources implement it now;
-// the VQL engine does later, through the same interface.
+// Where a query's rows come from: the test sources (actors/test_sources.hpp)
+// and VQL (queries/vql_source.hpp) implement it.
 
 #include <chrono>
 #include <functional>

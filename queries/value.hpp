@@ -20,7 +20,7 @@ namespace outpost::vql {
 
 struct Value;
 class Dict;
-class StoredQuery;  // a query that runs when used (query.hpp)
+class StoredQuery;  // a query that runs when used (engine.hpp)
 
 using List = std::vector<Value>;
 using ListPtr = std::shared_ptr<const List>;
@@ -82,7 +82,7 @@ class Dict {
 
 using Row = Dict;
 
-// The name of a value's type, as errors and `typeof` say it.
+// The name of a value's type, as errors say it.
 const char* type_name(const Value& v);
 
 // VQL truth: NULL, false, 0, "", empty list or dict are false.

@@ -30,28 +30,32 @@ build=build-$kind
 #     pipe to read memory, so every checked downcast meanwhile (in kj) is
 #     reported as an invalid vptr; the same code runs in the other tests.
 ASAN_EXCLUDE='^(buffer_crash|ProtocolTest\.AcceptGoesOnAfterRunningOutOfDescriptors)$'
-# TSan: the tests where threads of ours share state; not the single-threaded
-# parsers, plugins, JSON and schema tests, nor the multi-process fault tests
-# (their actors and stores are covered in-process here):
+# TSan: the tests where threads of ours share state and meet through locks
+# TSan can see (std::mutex, std::shared_mutex, std::atomic, LMDB's pthread
+# locks). Two libraries hand work between threads in code TSan cannot see,
+# as Debian builds them without it, and every test that goes through them
+# reports that hand-off as races (seen on the first runs), so those tests
+# are not here:
+#   - CAF 0.17.6: a message passed from one CAF worker to another (its
+#     lock-free mailboxes): every actor test, the sensors, the network link;
+#   - kj 0.9.2: a cross-thread promise (kj::Mutex is a bare futex): the
+#     collector's storage worker and admin writer answering its event loop,
+#     the agent's network thread.
+# Here:
 #   BufferStore.Concurrent*  read_concurrently (reader thread) against the owner
-#   BufferActorTest, Pipeline, SupervisorTest  buffer actor, reader, queries on CAF workers
-#   BufferPurge              a purge's slices against requests from other actors
-#   PendingBudget            the budget's waiters (queries on CAF workers)
-#   CollectorStore, StorageGroups  the collector's store (map growth) and storage worker
-#   CollectorMemory          the memory budget between the loop and the storage threads
-#   ControlStore             the admin writer thread against the kj loop
-#   SensorTest               shared sensors: their threads and subscribers
-#   EndToEnd.LiveRowsAreSent*  the net link in-process: CAF workers, kj thread, reader
-#   NetClientReasons         the network thread and its owner
-#   ProtocolTest             the collector server's loop against its storage threads
-TSAN_TESTS='^(BufferStore\.Concurrent|BufferActorTest\.|BufferPurge\.|PendingBudget\.|Pipeline\.|SupervisorTest\.|CollectorStore\.|StorageGroups\.|CollectorMemory\.|ControlStore\.|SensorTest\.|EndToEnd\.LiveRowsAreSent|NetClientReasons\.|ProtocolTest\.)'
+#   PendingBudget            the queries' shared budget from eight threads
+#   CollectorStore           the collector's store from several threads (map
+#                            growth under its shared_mutex, writes between a
+#                            group's sync and its commit)
+#   StorageGroups            how the storage worker picks a group
+TSAN_TESTS='^(BufferStore\.Concurrent|PendingBudget\.|CollectorStore\.|StorageGroups\.)'
 
 launcher=()
 if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi
-targets=(outpost-unit-tests outpost-actor-tests outpost-net-tests outpost-query-tests outpost-fault-proxy-tests)
-[ "$kind" = asan ] && targets+=(outpost-crash-test)
+targets=(outpost-unit-tests outpost-actor-tests outpost-net-tests)
+[ "$kind" = asan ] && targets+=(outpost-query-tests outpost-fault-proxy-tests outpost-crash-test)
 
 start=$SECONDS
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOUTPOST_SANITIZE=$sanitize "${launcher[@]}" >/dev/null
