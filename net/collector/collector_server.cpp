@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <random>
@@ -441,6 +442,12 @@ kj::Promise<void> CollectorServer::push_queued(std::string agent,
                                                std::vector<CollectorStore::Queued> queued,
                                                size_t next) {
   if (next >= queued.size()) return kj::READY_NOW;
+  uint64_t key = queued[next].key;
+  // Cancelled since the list was read (the admin removed it): not sent.
+  auto still = store_.queued_requests(agent);
+  if (std::none_of(still.begin(), still.end(), [&](const CollectorStore::Queued& q) { return q.key == key; }))
+    return push_queued(agent, controller, kj::mv(queued), next + 1);
+  pushing_[agent] = key;
   Decoded<protocol::PendingRequest> decoded(queued[next].encoded);
   auto request = decoded.get();
   kj::Promise<void> sent = nullptr;
@@ -457,7 +464,7 @@ kj::Promise<void> CollectorServer::push_queued(std::string agent,
     what = "cancel of flow " + std::to_string(request.getCancel());
     sent = req.send().ignoreResult();
   }
-  uint64_t key = queued[next].key;
+  sent = sent.attach(kj::defer([this, agent] { pushing_.erase(agent); }));
   return sent.then([agent, what] { spdlog::info("collector: agent {} took the queued {}", agent, what); },
                    [agent, what](kj::Exception&& e) {
                      if (disconnected(e)) throw kj::mv(e);
@@ -549,10 +556,14 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
     std::string agent = checked_agent(context.getParams().getAgent());
     uint64_t flow = context.getParams().getFlowId();
     check_met(agent, std::nullopt);
-    // Not sent yet: dropping it from the queue is the whole cancel.
+    // Not sent yet: dropping it from the queue is the whole cancel. One being
+    // handed to the agent right now may run: the cancel goes to the agent
+    // (after it, on the same connection).
+    auto pushing = server_.pushing_.find(agent);
     for (auto& q : server_.store_.queued_requests(agent)) {
       Decoded<protocol::PendingRequest> pending(q.encoded);
       if (pending.get().isCollect() && pending.get().getCollect().getFlowId() == flow) {
+        if (pushing != server_.pushing_.end() && pushing->second == q.key) break;
         context.getResults().setOutcome(protocol::CancelOutcome::NOT_SENT);
         return server_.writer_.run([&store = server_.store_, agent, key = q.key] { store.remove_request(agent, key); });
       }

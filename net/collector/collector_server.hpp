@@ -79,6 +79,9 @@ class CollectorServer : private kj::TaskSet::ErrorHandler {
   kj::Own<kj::ConnectionReceiver> listener_;
   kj::Own<kj::ConnectionReceiver> admin_listener_;
   std::map<std::string, AgentSession> agents_;
+  // Per agent, the queued request push_queued() is handing over right now
+  // (its key): a cancel of that one must go to the agent, as it may run it.
+  std::map<std::string, uint64_t> pushing_;
   size_t connections_ = 0;
   LogLimiter refusal_log_;
   kj::TaskSet tasks_;
