@@ -30,36 +30,45 @@ build=build-$kind
 #     pipe to read memory, so every checked downcast meanwhile (in kj) is
 #     reported as an invalid vptr; the same code runs in the other tests.
 ASAN_EXCLUDE='^(buffer_crash|ProtocolTest\.AcceptGoesOnAfterRunningOutOfDescriptors)$'
-# TSan: the tests where threads of ours share state and meet through locks
-# TSan can see (std::mutex, std::shared_mutex, std::atomic, LMDB's pthread
-# locks). Two libraries hand work between threads in code TSan cannot see,
-# as Debian builds them without it, and every test that goes through them
-# reports that hand-off as races (seen on the first runs), so those tests
-# are not here:
-#   - CAF 0.17.6: a message passed from one CAF worker to another (its
-#     lock-free mailboxes): every actor test, the sensors, the network link;
-#   - kj 0.9.2: a cross-thread promise (kj::Mutex is a bare futex): the
-#     collector's storage worker and admin writer answering its event loop,
-#     the agent's network thread.
-# Here:
+# TSan: the tests where threads of ours share state. CAF 0.17.6 as Debian
+# ships it is not instrumented, so TSan could not see a message handed from
+# one CAF worker to another and reported that hand-off as races in every
+# actor test: the run builds CAF's core library with TSan from Debian's
+# source package (scripts/sanitizers/caf-tsan.sh) and runs the tests on it.
+# kj 0.9.2 is not rebuilt: its cross-thread promises (kj::Mutex is a bare
+# futex) stay invisible, so the tests that go through them are not here (the
+# collector's storage worker and admin writer answering its loop, the agent's
+# network thread: ProtocolTest, CollectorMemory, ControlStore's writer,
+# NetClientReasons, the in-process EndToEnd). Here:
 #   BufferStore.Concurrent*  read_concurrently (reader thread) against the owner
 #   PendingBudget            the queries' shared budget from eight threads
+#   BufferActorTest, BufferPurge, Pipeline  buffer actor, reader, queries on CAF workers
+#   SensorTest               shared sensors: their threads and subscribers
 #   CollectorStore           the collector's store from several threads (map
 #                            growth under its shared_mutex, writes between a
 #                            group's sync and its commit)
 #   StorageGroups            how the storage worker picks a group
-TSAN_TESTS='^(BufferStore\.Concurrent|PendingBudget\.|CollectorStore\.|StorageGroups\.)'
+# Left out: SensorTest.DistinctArgumentsCannotStartMoreThanTheSensorLimit,
+# which starts the limit of 256 sensors (a detached thread each): under TSan
+# it did not end within 600 s (not yet known whether it is slow or stuck;
+# unsanitized and under ASan it takes about a second).
+TSAN_EXCLUDE='^SensorTest\.DistinctArgumentsCannotStartMoreThanTheSensorLimit$'
+TSAN_TESTS='^(BufferStore\.Concurrent|PendingBudget\.|BufferActorTest\.|BufferPurge\.|Pipeline\.|SensorTest\.|CollectorStore\.|StorageGroups\.)'
 
 launcher=()
 if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi
-targets=(outpost-unit-tests outpost-actor-tests outpost-net-tests)
-[ "$kind" = asan ] && targets+=(outpost-query-tests outpost-fault-proxy-tests outpost-crash-test)
+targets=(outpost-unit-tests outpost-actor-tests outpost-net-tests outpost-query-tests)
+[ "$kind" = asan ] && targets+=(outpost-fault-proxy-tests outpost-crash-test)
 
 start=$SECONDS
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOUTPOST_SANITIZE=$sanitize "${launcher[@]}" >/dev/null
 cmake --build "$build" -j2 --target "${targets[@]}"
+if [ "$kind" = tsan ]; then
+  caf_lib=$(bash "$root/scripts/sanitizers/caf-tsan.sh" "$root/$build/caf")
+  export LD_LIBRARY_PATH="$caf_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 echo "sanitize $kind: built in $((SECONDS - start)) s"
 
 reports=$root/$build/sanitizer-reports
@@ -92,7 +101,7 @@ status=0
 if [ "$kind" = asan ]; then
   ctest --test-dir "$build" --output-on-failure -E "$ASAN_EXCLUDE" --timeout 600 "$@" || status=$?
 else
-  ctest --test-dir "$build" --output-on-failure -R "$TSAN_TESTS" --timeout 600 "$@" || status=$?
+  ctest --test-dir "$build" --output-on-failure -R "$TSAN_TESTS" -E "$TSAN_EXCLUDE" --timeout 600 "$@" || status=$?
 fi
 echo "sanitize $kind: tests ran in $((SECONDS - start)) s"
 
