@@ -21,7 +21,7 @@ constexpr const char* kDataFile = "data.mdb";
 constexpr const char* kLmdbLockFile = "lock.mdb";
 constexpr const char* kCompactDir = "compact.tmp";
 constexpr const char* kSalvageDir = "salvage.tmp";
-// Opens in a row that ended without a clean stop before the file is rebuilt
+// Opens in a row that ended without a clean close before the file is rebuilt
 // by a salvage even when its check passed: damage the check cannot see must
 // not make a crash loop.
 constexpr unsigned kMaxUncleanOpens = 3;
@@ -121,41 +121,41 @@ BufferStore::BufferStore(StoreOptions options)
   fs::remove_all(options_.dir / kSalvageDir);  // left by a crash during a salvage
   auto floor = read_seq_floor(options_.dir);
   seq_floor_ = floor.value_or(0);
-  auto stop = parse_stop_state(lock_.note_at_open());
-  StopState opening;
-  opening.unclean_opens = stop && !stop->clean ? stop->unclean_opens + 1 : 1;
-  lock_.write_note(format_stop_state(opening));
-  if (stop && stop->clean) clean_records_ = stop->records;
+  auto last_close = parse_close_state(lock_.note_at_open());
+  CloseState opening;
+  opening.unclean_opens = last_close && !last_close->clean ? last_close->unclean_opens + 1 : 1;
+  lock_.write_note(format_close_state(opening));
+  if (last_close && last_close->clean) clean_records_ = last_close->records;
   {
     std::unique_lock<std::shared_mutex> lock(env_mutex_);
-    check_before_open(stop, floor.has_value());
+    check_before_open(last_close, floor.has_value());
     reopen_locked();
   }
   compact_if_drained();
   opening_ = false;
 }
 
-// A clean stop records the data file's identity: the next open skips the
+// A clean close records the data file's identity: the next open skips the
 // check unless the file changed meanwhile.
 BufferStore::~BufferStore() {
   bool usable = env_ != nullptr;
   env_.reset();
   if (!usable) return;
   try {
-    StopState clean;
+    CloseState clean;
     clean.clean = true;
     clean.records = meta_.records();
     if (auto id = identity_of(data_file())) clean.data = *id;
-    lock_.write_note(format_stop_state(clean));
+    lock_.write_note(format_close_state(clean));
   } catch (const std::exception& e) {
-    spdlog::warn("buffer {}: could not record the clean stop: {}", options_.dir.string(), e.what());
+    spdlog::warn("buffer {}: could not record the clean close: {}", options_.dir.string(), e.what());
   }
 }
 
 // Before LMDB maps the file: was it emptied, or may it be damaged? A file
 // that may be is walked in a child process, and salvaged if the walk finds
-// damage or if opens keep ending without a clean stop. Under env_mutex_.
-void BufferStore::check_before_open(const std::optional<StopState>& stop, bool existed) {
+// damage or if opens keep ending without a clean close. Under env_mutex_.
+void BufferStore::check_before_open(const std::optional<CloseState>& last_close, bool existed) {
   auto id = identity_of(data_file());
   if (!id || id->size == 0) {
     // SEQ_FLOOR is written by a store's first commit: this one held a file.
@@ -170,16 +170,16 @@ void BufferStore::check_before_open(const std::optional<StopState>& stop, bool e
     return;
   }
   if (!lmdb::check_data_file(data_file().string()).empty()) return;  // set aside by open_env
-  bool changed = !stop || !stop->clean || !(stop->data == *id);
-  bool looping = stop && !stop->clean && stop->unclean_opens + 1 >= kMaxUncleanOpens;
+  bool changed = !last_close || !last_close->clean || !(last_close->data == *id);
+  bool looping = last_close && !last_close->clean && last_close->unclean_opens + 1 >= kMaxUncleanOpens;
   if (!changed) return;
   auto check = recovery::check(options_.dir, options_.map_size_bytes);
   report_.checked = true;
   if (!check.healthy) {
     salvage_locked(check.problem);
   } else if (looping) {
-    salvage_locked(std::to_string(stop->unclean_opens + 1) +
-                   " opens in a row ended without a clean stop");
+    salvage_locked(std::to_string(last_close->unclean_opens + 1) +
+                   " opens in a row ended without a clean close");
   } else if (check.corrupt_records) {
     spdlog::warn("buffer {}: {} records fail their checksum; reads will quarantine them",
                  options_.dir.string(), check.corrupt_records);
@@ -209,9 +209,9 @@ void BufferStore::salvage_locked(const std::string& why) {
   fsync_path(options_.dir);
   fsync_path(options_.dir.parent_path());
   fs::remove_all(tmp, ec);
-  StopState opening;
+  CloseState opening;
   opening.unclean_opens = 1;  // a fresh file: the crash-loop count starts again
-  lock_.write_note(format_stop_state(opening));
+  lock_.write_note(format_close_state(opening));
 
   std::optional<uint64_t> lost;
   if (s.expected) lost = *s.expected - std::min(*s.expected, s.salvaged);

@@ -123,7 +123,7 @@ struct OpenReport {
   std::optional<std::filesystem::path> set_aside_to;  // where an unreadable or damaged file went
   std::string reason;                                 // why it was set aside or rebuilt
   bool meta_rebuilt = false;                          // accounting recomputed by a scan
-  bool checked = false;    // walked in a child process before use (unclean stop, changed file)
+  bool checked = false;    // walked in a child process before use (unclean close, changed file)
   uint64_t salvaged = 0;   // records copied out of a damaged file into a fresh one
   uint64_t lost = 0;       // records known lost to damage (or to an emptied file)
   bool lost_unknown = false;  // records were lost and how many is not known
@@ -148,12 +148,12 @@ class BufferStore {
  public:
   // Throws StoreLocked when another process owns the directory, StoreError
   // when the directory cannot be used at all (permissions, disk). After an
-  // unclean stop, or when the data file changed since a clean one, blocks
+  // unclean close, or when the data file changed since a clean one, blocks
   // while a child process checks it (and salvages it when damaged): a full
   // read of the file. The constructing thread is the owner until it hands
   // the store over (e.g. to the actor that owns it, which orders the two).
   explicit BufferStore(StoreOptions options);
-  ~BufferStore();  // owner; records a clean stop (fsync)
+  ~BufferStore();  // owner; records a clean close (fsync)
   BufferStore(const BufferStore&) = delete;
   BufferStore& operator=(const BufferStore&) = delete;
 
@@ -205,7 +205,7 @@ class BufferStore {
   void reopen();         // owner; takes env_mutex_
   void reopen_locked();  // owner, under env_mutex_ held exclusively
   void open_env();
-  void check_before_open(const std::optional<StopState>& stop, bool existed);
+  void check_before_open(const std::optional<CloseState>& last_close, bool existed);
   void salvage_locked(const std::string& why);  // owner, env_ closed, env_mutex_ exclusive
   void recover(const std::string& why);         // owner: salvage a damaged file in use
   template <class F>
@@ -251,7 +251,7 @@ class BufferStore {
   Meta meta_;
   DamageStats damage_;
   std::atomic<uint64_t> seq_floor_{0};  // as last written to SEQ_FLOOR; next_seq never passes it
-  std::optional<uint64_t> clean_records_;  // the records a clean stop left, if it was one
+  std::optional<uint64_t> clean_records_;  // the records a clean close left, if it was one
   OpenReport report_;  // written while opening only
   bool opening_ = true;
   std::atomic<uint64_t> commits_{0};

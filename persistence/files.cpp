@@ -115,11 +115,11 @@ std::optional<FileIdentity> identity_of(const fs::path& file) {
   return id;
 }
 
-std::optional<StopState> parse_stop_state(const std::string& note) {
+std::optional<CloseState> parse_close_state(const std::string& note) {
   std::istringstream in(note);
   std::string magic, kind, end;
   if (!(in >> magic >> kind) || magic != kStateMagic) return std::nullopt;
-  StopState s;
+  CloseState s;
   if (kind == "open") {
     if (!(in >> s.unclean_opens >> end) || end != "end") return std::nullopt;
     return s;
@@ -131,7 +131,7 @@ std::optional<StopState> parse_stop_state(const std::string& note) {
   return s;
 }
 
-std::string format_stop_state(const StopState& s) {
+std::string format_close_state(const CloseState& s) {
   std::ostringstream text;
   text << kStateMagic << ' ';
   if (s.clean)

@@ -15,7 +15,7 @@ void fsync_path(const std::filesystem::path& path);  // a file or a directory
 // the same process; the lock dies with the process, so kill -9 leaves none.
 //
 // The lock file also carries a one-line note after the owner's pid (the
-// store's StopState): it takes no disk block of its own, so writing it
+// store's CloseState): it takes no disk block of its own, so writing it
 // works on a full disk. Not atomic: a torn note reads as none.
 class DirLock {
  public:
@@ -51,15 +51,15 @@ struct FileIdentity {
 std::optional<FileIdentity> identity_of(const std::filesystem::path& file);  // nothing if absent
 
 // How the store's last owner ended, kept as the lock file's note: "open N"
-// at each open (N opens in a row without a clean stop), "clean" with the
+// at each open (N opens in a row without a clean close), "clean" with the
 // data file's identity and record count at a clean close.
-struct StopState {
+struct CloseState {
   bool clean = false;
   unsigned unclean_opens = 0;  // when not clean
   FileIdentity data;           // when clean
   uint64_t records = 0;        // when clean
 };
-std::optional<StopState> parse_stop_state(const std::string& note);  // nothing if none or torn
-std::string format_stop_state(const StopState& state);
+std::optional<CloseState> parse_close_state(const std::string& note);  // nothing if none or torn
+std::string format_close_state(const CloseState& state);
 
 }  // namespace outpost::persistence

@@ -182,7 +182,7 @@ class Damage : public ::testing::Test {
     EXPECT_EQ(second.end, "exit 0") << second.text;
     EXPECT_EQ(second.delivered, 0u) << "delivered again: " << second.text;
     EXPECT_FALSE(second.set_aside) << second.text;
-    EXPECT_FALSE(second.checked) << "a clean stop was checked again: " << second.text;
+    EXPECT_FALSE(second.checked) << "a clean close was checked again: " << second.text;
     return first;
   }
 
