@@ -307,6 +307,26 @@ void read_log(const YAML::Node& n, const std::string& path, LogSpec& log) {
             {"file", [&](auto& v, auto& p) { log.file = text(v, p); }}});
 }
 
+void read_inspector(const YAML::Node& n, const std::string& path, InspectorSpec& in) {
+  auto& w = in.warnings;
+  read_map(n, path,
+           {{"socket", [&](auto& v, auto& p) { in.socket = v.IsNull() ? std::string{} : path_text(v, p); }},
+            {"control", [&](auto& v, auto& p) { in.control = choice(v, p, kBools); }},
+            {"warnings", [&](auto& v, auto& p) {
+               read_map(v, p,
+                        {{"mailbox_backlog_ms", [&](auto& v, auto& p) { w.mailbox_backlog = millis(v, p, 1); }},
+                         {"slow_handler_ms", [&](auto& v, auto& p) { w.slow_handler = millis(v, p, 1); }},
+                         {"backpressure_ms", [&](auto& v, auto& p) { w.backpressure = millis(v, p, 1); }},
+                         {"link_offline_ms", [&](auto& v, auto& p) { w.link_offline = millis(v, p, 1); }},
+                         {"restarts", [&](auto& v, auto& p) { w.restarts = static_cast<unsigned>(integer(v, p, 1, 1000000)); }},
+                         {"restart_window_ms", [&](auto& v, auto& p) { w.restart_window = millis(v, p, 1); }}});
+             }}});
+  // A unix socket's path holds 107 bytes; the agent binds a temporary name beside it first.
+  if (in.socket.size() > 96)
+    fail(join(path, "socket"), "at most 96 bytes (a unix socket's path is short); this one has " +
+                                   std::to_string(in.socket.size()));
+}
+
 // {name: value, ...}, values as their text.
 void read_parameters(const YAML::Node& n, const std::string& path,
                      std::vector<std::pair<std::string, std::string>>& out) {
@@ -427,6 +447,7 @@ void read_agent(const YAML::Node& root, AgentConfig& config) {
            {{"buffer", [&](auto& v, auto& p) { read_buffer(v, p, config); }},
             {"link", [&](auto& v, auto& p) { read_link(v, p, config.link); }},
             {"log", [&](auto& v, auto& p) { read_log(v, p, config.log); }},
+            {"inspector", [&](auto& v, auto& p) { read_inspector(v, p, config.inspector); }},
             {"event_table", [&](auto& v, auto& p) { read_event_table(v, p, event_table); }},
             {"queries", [&](auto& v, auto& p) { read_queries(v, p, config.queries); }}});
   uint64_t next_id = 1;

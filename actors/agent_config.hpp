@@ -95,6 +95,24 @@ struct LogSpec {
   std::string file;            // also log to this file (stderr always has the log); empty: none
 };
 
+// When the inspector warns (actors/warnings.hpp): each a time a condition must
+// last, or a count, before it is worth a person's attention.
+struct WarningThresholds {
+  std::chrono::milliseconds mailbox_backlog{10000};  // a mailbox over kBacklogMessages this long
+  std::chrono::milliseconds slow_handler{500};       // one message handled on a shared worker this long
+  std::chrono::milliseconds backpressure{60000};     // a query or the buffer waiting for space this long
+  std::chrono::milliseconds link_offline{300000};    // the link not delivering this long
+  unsigned restarts = 3;                             // a query failing this often ...
+  std::chrono::milliseconds restart_window{600000};  // ... within this time
+};
+
+// The agent's inspector endpoint (outpostctl's socket).
+struct InspectorSpec {
+  std::string socket = "outpost-data/inspector.sock";  // empty: no inspector
+  bool control = false;  // suspend, resume, restart, cancel, log level; read-only when false
+  WarningThresholds warnings;
+};
+
 inline persistence::StoreOptions default_store_options() {
   persistence::StoreOptions options;  // limit 1 GiB, sync full, compact at 64 MiB
   options.dir = "outpost-data/buffer";
@@ -110,6 +128,7 @@ struct AgentConfig {
   LinkSpec link;
   std::vector<QuerySpec> queries;  // none is fine: the agent runs no queries
   LogSpec log;
+  InspectorSpec inspector;
 };
 
 class ConfigError : public std::runtime_error {

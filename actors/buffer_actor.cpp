@@ -8,7 +8,7 @@
 namespace outpost {
 namespace {
 
-using Self = buffer_actor::stateful_pointer<buffer_state>;
+using Self = instrumented<buffer_actor, buffer_state>;
 
 // Bounds one transaction so that a huge backlog of appends does not hold the
 // write lock (and the link's acks) for long.
@@ -303,12 +303,12 @@ uint64_t settle(Self self) {
 
 }  // namespace
 
-buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> self,
+buffer_actor::behavior_type buffer(instrumented<buffer_actor, buffer_state> self,
                                    std::shared_ptr<persistence::BufferStore> store) {
   return buffer_with(self, std::move(store), BufferOptions{});
 }
 
-buffer_actor::behavior_type buffer_with(buffer_actor::stateful_pointer<buffer_state> self,
+buffer_actor::behavior_type buffer_with(instrumented<buffer_actor, buffer_state> self,
                                         std::shared_ptr<persistence::BufferStore> store,
                                         BufferOptions options) {
   self->state.store = std::move(store);

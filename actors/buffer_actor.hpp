@@ -7,6 +7,7 @@
 #include <deque>
 #include <memory>
 
+#include "actors/instrumented.hpp"
 #include "actors/interfaces.hpp"
 #include "persistence/buffer_store.hpp"
 
@@ -77,14 +78,16 @@ struct buffer_state {
   uint64_t acks = 0;
   uint64_t full_episodes = 0;
   std::string last_error;
+
+  ActorState shown_state() const { return stalled ? ActorState::waiting_for_space : ActorState::running; }
 };
 
 // Spawn detached: its fsyncs must not stall CAF's worker threads.
-buffer_actor::behavior_type buffer_with(buffer_actor::stateful_pointer<buffer_state> self,
+buffer_actor::behavior_type buffer_with(instrumented<buffer_actor, buffer_state> self,
                                         std::shared_ptr<persistence::BufferStore> store,
                                         BufferOptions options);
 // With the default options: the default budget and no shutdown reserve.
-buffer_actor::behavior_type buffer(buffer_actor::stateful_pointer<buffer_state> self,
+buffer_actor::behavior_type buffer(instrumented<buffer_actor, buffer_state> self,
                                    std::shared_ptr<persistence::BufferStore> store);
 
 }  // namespace outpost

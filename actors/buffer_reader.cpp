@@ -7,7 +7,7 @@
 namespace outpost {
 
 buffer_reader_actor::behavior_type buffer_reader(
-    buffer_reader_actor::stateful_pointer<buffer_reader_state> self,
+    instrumented<buffer_reader_actor, buffer_reader_state> self,
     std::shared_ptr<const persistence::BufferStore> store, buffer_actor buffer) {
   self->state.store = std::move(store);
   self->state.buffer = buffer;

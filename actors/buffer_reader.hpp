@@ -3,6 +3,7 @@
 
 #include <memory>
 
+#include "actors/instrumented.hpp"
 #include "actors/interfaces.hpp"
 #include "persistence/buffer_store.hpp"
 
@@ -20,7 +21,7 @@ struct buffer_reader_state {
 
 // Spawn detached.
 buffer_reader_actor::behavior_type buffer_reader(
-    buffer_reader_actor::stateful_pointer<buffer_reader_state> self,
+    instrumented<buffer_reader_actor, buffer_reader_state> self,
     std::shared_ptr<const persistence::BufferStore> store, buffer_actor buffer);
 
 }  // namespace outpost

@@ -15,7 +15,7 @@
 namespace outpost {
 namespace {
 
-using Self = link_actor::stateful_pointer<file_link_state>;
+using Self = instrumented<link_actor, file_link_state>;
 constexpr auto kRetryDelay = std::chrono::seconds(1);
 
 std::string render(const persistence::BufferedRecord& r) {
@@ -110,7 +110,7 @@ file_link_state::~file_link_state() {
   if (fd >= 0) ::close(fd);
 }
 
-link_actor::behavior_type file_link(link_actor::stateful_pointer<file_link_state> self,
+link_actor::behavior_type file_link(instrumented<link_actor, file_link_state> self,
                                     buffer_actor buffer, std::string path, bool online) {
   auto& st = self->state;
   st.buffer = std::move(buffer);

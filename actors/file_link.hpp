@@ -12,6 +12,7 @@
 #include <array>
 #include <string>
 
+#include "actors/instrumented.hpp"
 #include "actors/interfaces.hpp"
 
 namespace outpost {
@@ -30,13 +31,14 @@ struct file_link_state {
   uint64_t errors = 0;
   std::string last_error;
 
+  ActorState shown_state() const { return online ? ActorState::running : ActorState::offline; }
   ~file_link_state();
 };
 
 // Reads at most this many records per lane per round trip to the buffer.
 inline constexpr uint64_t kLinkReadBatch = 1000;
 
-link_actor::behavior_type file_link(link_actor::stateful_pointer<file_link_state> self,
+link_actor::behavior_type file_link(instrumented<link_actor, file_link_state> self,
                                     buffer_actor buffer, std::string path, bool online);
 
 // The link on its own thread (detached), as the agent runs it. Any thread.

@@ -48,6 +48,8 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using fatal_atom = caf::atom_constant<caf::atom("fatal")>;
 using budget_atom = caf::atom_constant<caf::atom("budget")>;
+using suspend_atom = caf::atom_constant<caf::atom("suspend")>;
+using resume_atom = caf::atom_constant<caf::atom("resume")>;
 
 // What every actor answers: its counters and state, as settings (the
 // collector's `status` command gathers them through the supervisor; tests
@@ -106,7 +108,11 @@ using query_actor = caf::typed_actor<
     // Internal: the pending budget has room for what the query waits to send.
     caf::reacts_to<budget_atom>,
     // Hands the partial batch to the buffer and answers how many rows await commit; quits once none do.
-    caf::replies_to<hand_over_atom>::with<uint64_t>>::extend_with<status_interface>;
+    caf::replies_to<hand_over_atom>::with<uint64_t>,
+    // The operator: stop pulling (the partial batch goes to the buffer) until resumed. Each
+    // answers whether it changed anything.
+    caf::replies_to<suspend_atom>::with<bool>,
+    caf::replies_to<resume_atom>::with<bool>>::extend_with<status_interface>;
 
 // Wakes sleeping queries with one timer for all of them.
 using waker_actor = caf::typed_actor<
@@ -129,8 +135,13 @@ using supervisor_actor = caf::typed_actor<
     caf::reacts_to<shutdown_atom>,
     // The collector's request (collect, cancel, event table, status), answered through the call.
     caf::reacts_to<control_atom, ControlCall>,
-    // Internal: start query number i again after its backoff.
-    caf::reacts_to<restart_atom, uint64_t>>::extend_with<status_interface>;
+    // Internal: start the query with this id again after its backoff.
+    caf::reacts_to<restart_atom, uint64_t>,
+    // The operator (outpostctl, through the inspector): suspend, resume, or restart now (hand
+    // over, then start again) the query with this name or id; answers what it did.
+    caf::replies_to<suspend_atom, std::string>::with<std::string>,
+    caf::replies_to<resume_atom, std::string>::with<std::string>,
+    caf::replies_to<restart_atom, std::string>::with<std::string>>::extend_with<status_interface>;
 
 // The network link: a link whose network thread (net/net_client.hpp) reports
 // sessions and stored uploads back to it.

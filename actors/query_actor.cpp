@@ -8,7 +8,7 @@
 namespace outpost {
 namespace {
 
-using Self = query_actor::stateful_pointer<query_state>;
+using Self = instrumented<query_actor, query_state>;
 
 // Rows per pull: small enough that one message is short work for a worker.
 constexpr size_t kPullBudget = 256;
@@ -16,10 +16,11 @@ constexpr size_t kPullBudget = 256;
 void schedule_pull(Self self, std::chrono::nanoseconds delay = {}) {
   auto& st = self->state;
   if (st.pull_scheduled || st.paused || st.budget_wait || !st.budget || st.source_done ||
-      st.stopping)
+      st.stopping || st.suspended)
     return;
   st.pull_scheduled = true;
-  if (delay.count() <= 0)
+  st.asleep = delay.count() > 0;
+  if (!st.asleep)
     self->send(self, pull_atom::value);
   else
     self->send(st.waker, sleep_atom::value, caf::timespan{delay});
@@ -82,6 +83,7 @@ void append(Self self, Lane lane, RecordRef record, uint64_t rows, bool reserved
     ++st.pauses;
     st.paused_since = query_state::Clock::now();
   }
+  if (auto* m = self->metrics()) m->add_out(rows, record.encoded->size());
   // No timeout: a full buffer holds the answer for as long as it stays full.
   self->request(st.buffer, caf::infinite, append_atom::value, lane, std::move(record))
       .then(
@@ -175,6 +177,7 @@ void report_dropped(Self self, uint64_t dropped) {
   auto& st = self->state;
   send_batch(self);
   st.dropped_at_source += dropped;
+  if (auto* m = self->metrics()) m->dropped.fetch_add(dropped, std::memory_order_relaxed);
   spdlog::warn("query {}: its source dropped {} events while it was paused", st.spec->name, dropped);
   RecordRef record{std::make_shared<const schemas::Encoded>(schemas::encode_dropped(st.spec->id, dropped)),
                    st.spec->id, schemas::now_ns()};
@@ -183,8 +186,8 @@ void report_dropped(Self self, uint64_t dropped) {
 
 void pull(Self self) {
   auto& st = self->state;
-  st.pull_scheduled = false;
-  if (st.paused || st.budget_wait || st.source_done || st.stopping) return;
+  st.pull_scheduled = st.asleep = false;
+  if (st.paused || st.budget_wait || st.source_done || st.stopping || st.suspended) return;
   // No new batch while the budget is used up: its rows would only wait.
   if (!st.batch && st.budget->used_up() && wait_for_budget(self, 1)) return;
   if (!st.batch)
@@ -238,6 +241,7 @@ caf::settings status_of(Self self) {
   put_count(s, "id", st.spec->id);
   caf::put(s, "lane", std::string(schemas::lane_name(st.spec->lane)));
   caf::put(s, "state", std::string(st.stopping          ? "stopping"
+                                   : st.suspended       ? "suspended"
                                    : st.source_done     ? "finishing"
                                    : st.paused          ? "paused"
                                    : st.budget_wait ? "awaiting budget"
@@ -260,7 +264,7 @@ caf::settings status_of(Self self) {
 
 }  // namespace
 
-query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self,
+query_actor::behavior_type query(instrumented<query_actor, query_state> self,
                                  std::shared_ptr<const QuerySpec> spec, buffer_actor buffer,
                                  waker_actor waker, const SourceFactory& make_source) {
   // A throwing source ends this actor with the exception's text as the exit
@@ -275,6 +279,7 @@ query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self
     }
   });
   auto& st = self->state;
+  if (auto* m = self->metrics()) m->set_name(spec->name);
   st.spec = std::move(spec);
   st.buffer = std::move(buffer);
   st.waker = std::move(waker);
@@ -313,6 +318,22 @@ query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self
         uint64_t awaiting_commit = st.rows_produced - st.rows_committed;
         maybe_quit(self);
         return awaiting_commit;
+      },
+      [=](suspend_atom) {
+        auto& st = self->state;
+        if (st.suspended || st.stopping) return false;
+        st.suspended = true;
+        spdlog::info("query {} suspended by the operator", st.spec->name);
+        if (!st.paused) send_batch(self);  // what it has so far is delivered
+        return true;
+      },
+      [=](resume_atom) {
+        auto& st = self->state;
+        if (!st.suspended) return false;
+        st.suspended = false;
+        spdlog::info("query {} resumed by the operator", st.spec->name);
+        schedule_pull(self);
+        return true;
       },
       [=](status_atom) { return status_of(self); },
   };

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "actors/agent_config.hpp"
+#include "actors/instrumented.hpp"
 #include "actors/interfaces.hpp"
 #include "actors/source.hpp"
 
@@ -51,6 +52,8 @@ struct query_state {
   bool source_done = false;
   bool stopping = false;
   bool paused = false;
+  bool asleep = false;     // the waker sends the next pull
+  bool suspended = false;  // by the operator: no pulls until resumed
   unsigned in_flight = 0;   // appends the buffer has not answered yet
   uint64_t rows_produced = 0;
   uint64_t rows_committed = 0;
@@ -62,6 +65,14 @@ struct query_state {
   Clock::time_point paused_since;
   Clock::duration paused_total{};
 
+  ActorState shown_state() const {
+    if (stopping) return ActorState::handing_over;
+    if (suspended) return ActorState::suspended;
+    if (paused || budget_wait || held) return ActorState::waiting_for_space;
+    if (asleep || (!pull_scheduled && !source_done)) return ActorState::sleeping;
+    return ActorState::running;
+  }
+
   // A query that ends with appends unanswered gives their budget back, and
   // one that ends waiting for the budget leaves the queue.
   ~query_state() {
@@ -70,7 +81,7 @@ struct query_state {
   }
 };
 
-query_actor::behavior_type query(query_actor::stateful_pointer<query_state> self,
+query_actor::behavior_type query(instrumented<query_actor, query_state> self,
                                  std::shared_ptr<const QuerySpec> spec, buffer_actor buffer,
                                  waker_actor waker, const SourceFactory& make_source);
 

@@ -11,7 +11,7 @@
 namespace outpost {
 namespace {
 
-using Self = supervisor_actor::stateful_pointer<supervisor_state>;
+using Self = instrumented<supervisor_actor, supervisor_state>;
 
 void start_query(Self self, size_t i) {
   auto& q = self->state.queries[i];
@@ -128,6 +128,13 @@ void on_down(Self self, const caf::down_msg& down) {
     q.actor = nullptr;
     uint64_t id = q.spec->id;
     if (st.stopping) break;
+    if (q.restart_now && !q.retired) {
+      q.restart_now = false;
+      q.finished = false;
+      spdlog::info("query {} restarted by the operator", q.spec->name);
+      start_query(self, static_cast<size_t>(&q - st.queries.data()));
+      break;
+    }
     if (q.retired) {
       end_query(self, id, q.origin == Origin::collection ? How::cancelled : How::removed);
       break;
@@ -358,6 +365,49 @@ void set_event_table(Self self, const std::vector<CollectSpec>& table, ControlAn
   answer.answer({{}, table.size(), {}});
 }
 
+// The query the operator names, by name or by id.
+supervisor_state::Query* find_named(Self self, const std::string& name) {
+  for (auto& q : self->state.queries)
+    if (q.spec->name == name || std::to_string(q.spec->id) == name) return &q;
+  return nullptr;
+}
+
+// The operator's suspend or resume, passed to the running query.
+template <class Atom>
+caf::result<std::string> operate(Self self, Atom atom, const std::string& name) {
+  auto* q = find_named(self, name);
+  bool suspend = std::is_same<Atom, suspend_atom>::value;
+  if (!q) return caf::make_error(caf::sec::runtime_error, "no query named " + name);
+  if (!q->actor)
+    return caf::make_error(caf::sec::runtime_error, "query " + name + " is not running" +
+                                                        (q->finished ? " (it finished)" : ""));
+  auto rp = self->make_response_promise<std::string>();
+  std::string what = std::string(suspend ? "suspended " : "resumed ") + q->spec->name;
+  self->request(q->actor, std::chrono::seconds(10), atom)
+      .then([rp, what, suspend](bool changed) mutable {
+              rp.deliver(changed ? what : what + " (it was " + (suspend ? "suspended" : "running") + " already)");
+            },
+            [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+  return rp;
+}
+
+caf::result<std::string> operator_restart(Self self, const std::string& name) {
+  auto& st = self->state;
+  auto* q = find_named(self, name);
+  if (st.stopping) return caf::make_error(caf::sec::runtime_error, "the agent is shutting down");
+  if (!q) return caf::make_error(caf::sec::runtime_error, "no query named " + name);
+  if (q->retired) return caf::make_error(caf::sec::runtime_error, "query " + name + " is being cancelled");
+  if (!q->actor) {  // finished, or waiting out its backoff
+    q->finished = false;
+    spdlog::info("query {} restarted by the operator", q->spec->name);
+    start_query(self, static_cast<size_t>(q - st.queries.data()));
+    return "restarted " + q->spec->name;
+  }
+  q->restart_now = true;
+  self->request(q->actor, caf::infinite, hand_over_atom::value).then([](uint64_t) {}, [](caf::error&) {});
+  return "restarting " + q->spec->name + " (it hands over its last batch first)";
+}
+
 void on_control(Self self, ControlCall& call) {
   auto& answer = *call.answer;
   if (self->state.stopping) return answer.answer({"the agent is shutting down", 0, {}});
@@ -384,7 +434,7 @@ void on_control(Self self, ControlCall& call) {
 
 }  // namespace
 
-supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<supervisor_state> self,
+supervisor_actor::behavior_type supervisor(instrumented<supervisor_actor, supervisor_state> self,
                                            buffer_actor buffer, link_actor link,
                                            std::vector<QuerySpec> queries,
                                            SourceFactory make_source, RestartPolicy policy) {
@@ -416,6 +466,9 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
         for (size_t i = 0; i < st.queries.size(); ++i)
           if (st.queries[i].spec->id == id && !st.queries[i].retired && !st.queries[i].actor) start_query(self, i);
       },
+      [=](suspend_atom a, const std::string& name) { return operate(self, a, name); },
+      [=](resume_atom a, const std::string& name) { return operate(self, a, name); },
+      [=](restart_atom, const std::string& name) { return operator_restart(self, name); },
       [=](status_atom) { return status_of(self); },
   };
 }

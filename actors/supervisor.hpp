@@ -5,6 +5,7 @@
 #include <deque>
 #include <vector>
 
+#include "actors/instrumented.hpp"
 #include "actors/interfaces.hpp"
 #include "actors/query_actor.hpp"
 
@@ -44,6 +45,7 @@ struct supervisor_state {
     Clock::time_point started;
     bool finished = false;  // configured queries only: ended without an error
     bool retired = false;  // being cancelled, or dropped from the event table: never started again
+    bool restart_now = false;  // the operator restarts it: start again as soon as it has ended
     std::string last_error;
   };
 
@@ -71,7 +73,7 @@ struct supervisor_state {
   bool failed = false;  // the buffer or the link died: the agent exits non-zero
 };
 
-supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<supervisor_state> self,
+supervisor_actor::behavior_type supervisor(instrumented<supervisor_actor, supervisor_state> self,
                                            buffer_actor buffer, link_actor link,
                                            std::vector<QuerySpec> queries,
                                            SourceFactory make_source, RestartPolicy policy);

@@ -7,7 +7,7 @@
 namespace outpost {
 namespace {
 
-using Self = waker_actor::stateful_pointer<waker_state>;
+using Self = instrumented<waker_actor, waker_state>;
 
 // One CAF timer, for the earliest sleeper, unless one is already due by then.
 void arm(Self self) {

@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "actors/instrumented.hpp"
 #include "actors/interfaces.hpp"
 
 namespace outpost {
@@ -25,6 +26,6 @@ struct waker_state {
   uint64_t wakeups = 0;
 };
 
-waker_actor::behavior_type waker(waker_actor::stateful_pointer<waker_state> self);
+waker_actor::behavior_type waker(instrumented<waker_actor, waker_state> self);
 
 }  // namespace outpost

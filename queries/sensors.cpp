@@ -70,8 +70,9 @@ bool Subscription::wait(std::function<void()> wake) {
   return true;
 }
 
-sensor_actor::behavior_type sensor(sensor_actor::stateful_pointer<sensor_state> self, std::string key,
+sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self, std::string key,
                                    std::shared_ptr<Scanner> scanner) {
+  if (auto* m = self->metrics()) m->set_name(key);
   self->state.key = std::move(key);
   self->state.scanner = std::move(scanner);
   self->send(self, tick_atom::value);

@@ -17,6 +17,7 @@
 #include <map>
 #include <mutex>
 
+#include "actors/instrumented.hpp"
 #include "actors/interfaces.hpp"
 #include "queries/plugin.hpp"
 
@@ -83,7 +84,7 @@ struct sensor_state {
   bool ended = false;  // failed or finished: a late subscriber is closed at once
 };
 
-sensor_actor::behavior_type sensor(sensor_actor::stateful_pointer<sensor_state> self, std::string key,
+sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self, std::string key,
                                    std::shared_ptr<Scanner> scanner);
 
 // Starts sensors on demand and stops each when its last subscriber leaves.

@@ -271,7 +271,7 @@ TEST(AgentConfig, StructureErrors) {
       {"- a", "agent.yaml: expected a map, got a list"},
       {"just text", "agent.yaml: expected a map, got \"just text\""},
       {"[a]: 1", "agent.yaml: expected a key, got a list"},
-      {"bufer: {}", "agent.yaml: bufer: unknown key; allowed: buffer, link, log, event_table, queries"},
+      {"bufer: {}", "agent.yaml: bufer: unknown key; allowed: buffer, link, log, inspector, event_table, queries"},
       {"buffer: {size: 1}",
        "agent.yaml: buffer.size: unknown key; allowed: dir, limit, sync, compact_threshold, pending_budget"},
       {"log: {lvl: info}", "agent.yaml: log.lvl: unknown key; allowed: level, file"},
@@ -501,7 +501,7 @@ TEST(AgentConfig, OverrideErrors) {
   EXPECT_EQ(override_error("buffer.limt=1"),
             "--set: buffer.limt: unknown key; allowed: dir, limit, sync, compact_threshold, pending_budget");
   EXPECT_EQ(override_error("bufer.limit=1"),
-            "--set: bufer: unknown key; allowed: buffer, link, log, event_table, queries");
+            "--set: bufer: unknown key; allowed: buffer, link, log, inspector, event_table, queries");
   EXPECT_EQ(override_error("buffer.limit=big"),
             "--set: buffer.limit: expected a size such as 1000, 10kB, 64MiB or 1GiB, got \"big\"");
   EXPECT_EQ(override_error("buffer=x"), "--set: buffer: expected a map, got \"x\"");
@@ -618,6 +618,29 @@ TEST(AgentConfig, PendingBudget) {
   EXPECT_EQ(parse_error("buffer: {pending_budget: 4611686018427387904}"),
             "agent.yaml: buffer.pending_budget: expected a size up to 64GiB (appends held in RAM), got "
             "\"4611686018427387904\"");
+}
+
+}  // namespace
+}  // namespace outpost
+
+namespace outpost {
+namespace {
+
+TEST(AgentConfig, InspectorSection) {
+  auto c = parse_agent_config(
+      "inspector: {socket: /run/o.sock, control: true, warnings: {slow_handler_ms: 50, restarts: 5}}\n", "a.yaml");
+  EXPECT_EQ(c.inspector.socket, "/run/o.sock");
+  EXPECT_TRUE(c.inspector.control);
+  EXPECT_EQ(c.inspector.warnings.slow_handler.count(), 50);
+  EXPECT_EQ(c.inspector.warnings.restarts, 5u);
+  EXPECT_EQ(c.inspector.warnings.backpressure.count(), 60000);  // the default
+  EXPECT_FALSE(parse_agent_config("{}", "a.yaml").inspector.control);  // read-only unless asked
+  EXPECT_TRUE(parse_agent_config("inspector: {socket: ~}", "a.yaml").inspector.socket.empty());
+  EXPECT_EQ(parse_error("inspector: {socket: /" + std::string(120, 'x') + "}"),
+            "agent.yaml: inspector.socket: at most 96 bytes (a unix socket's path is short); this one has 121");
+  EXPECT_EQ(parse_error("inspector: {warnings: {slow_ms: 5}}"),
+            "agent.yaml: inspector.warnings.slow_ms: unknown key; allowed: mailbox_backlog_ms, slow_handler_ms, "
+            "backpressure_ms, link_offline_ms, restarts, restart_window_ms");
 }
 
 }  // namespace

@@ -19,9 +19,12 @@
 #include "actors/buffer_actor.hpp"
 #include "actors/buffer_reader.hpp"
 #include "actors/file_link.hpp"
+#include "actors/registry.hpp"
 #include "actors/supervisor.hpp"
 #include "actors/system_config.hpp"
 #include "actors/test_sources.hpp"
+#include "net/agent/inspector_server.hpp"
+#include "net/agent/log_ring.hpp"
 #include "net/agent/net_link.hpp"
 #include "queries/agent_sources.hpp"
 #include "tools/agent_local.hpp"
@@ -30,14 +33,17 @@ namespace {
 
 using namespace outpost;
 
-// Log lines go to stderr, and also to log.file when one is given.
-void setup_logging(const LogSpec& log) {
-  std::vector<spdlog::sink_ptr> sinks{std::make_shared<spdlog::sinks::stderr_color_sink_mt>()};
+// Log lines go to stderr, to log.file when one is given, and to the ring the
+// inspector reads (`outpostctl logs`).
+std::shared_ptr<net::LogRing> setup_logging(const LogSpec& log) {
+  auto ring = std::make_shared<net::LogRing>();
+  std::vector<spdlog::sink_ptr> sinks{std::make_shared<spdlog::sinks::stderr_color_sink_mt>(), ring};
   if (!log.file.empty()) sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(log.file));
   auto logger = std::make_shared<spdlog::logger>("outpost", sinks.begin(), sinks.end());
   logger->set_level(spdlog::level::from_str(log.level));
   logger->flush_on(spdlog::level::info);  // lifecycle lines reach the file at once
   spdlog::set_default_logger(logger);
+  return ring;
 }
 
 // The configuration file (or the built-in one) with every override applied,
@@ -109,7 +115,30 @@ link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf,
   return sys.spawn(net::net_link, buf, reader, std::move(c));
 }
 
-int run(const AgentConfig& config, sigset_t signals) {
+// The inspector (outpostctl's socket), unless the configuration turns it off.
+// One that cannot start is logged: the agent runs on without it.
+std::unique_ptr<net::InspectorServer> start_inspector(caf::actor_system& sys, ActorRegistry& registry,
+                                                      std::shared_ptr<net::LogRing> logs, supervisor_actor sup,
+                                                      const AgentConfig& config) {
+  if (config.inspector.socket.empty()) return nullptr;
+  try {
+    auto dir = std::filesystem::path(config.inspector.socket).parent_path();
+    if (!dir.empty()) std::filesystem::create_directories(dir);
+    std::string agent = config.link.agent_id;
+    if (agent.empty()) {
+      char host[256] = {};
+      gethostname(host, sizeof host - 1);
+      agent = host;
+    }
+    return std::make_unique<net::InspectorServer>(
+        net::InspectorContext{sys, registry, std::move(logs), std::move(sup), config.inspector, agent});
+  } catch (const std::exception& e) {
+    spdlog::error("{}; running without an inspector", e.what());
+    return nullptr;
+  }
+}
+
+int run(const AgentConfig& config, sigset_t signals, std::shared_ptr<net::LogRing> logs) {
   // The store's limit includes the shutdown reserve (buffer_actor.hpp).
   auto store_options = config.buffer;
   uint64_t reserve = config.pending_budget;
@@ -123,7 +152,7 @@ int run(const AgentConfig& config, sigset_t signals) {
   spdlog::info("buffer {}: {} records, {} of {} bytes", config.buffer.dir.string(), stats.records,
                stats.live_bytes, config.buffer.limit_bytes);
 
-  caf::actor_system_config cfg;
+  AgentSystemConfig cfg;
   caf::actor_system sys{configure_scheduler(cfg)};
   auto buf = sys.spawn<caf::detached>(buffer_with, store, BufferOptions{config.pending_budget, reserve});
   link_actor link = spawn_link(sys, buf, store, config.link);
@@ -134,6 +163,7 @@ int run(const AgentConfig& config, sigset_t signals) {
   // The collector's requests (collect, cancel, event table) reach the supervisor through the link.
   if (config.link.kind == LinkSpec::Kind::collector)
     caf::anon_send(caf::actor_cast<net_link_actor>(link), set_supervisor_atom::value, sup);
+  auto inspector = start_inspector(sys, *cfg.registry, std::move(logs), sup, config);
   spdlog::info("agent running: {} queries, link {}", config.queries.size(), describe(config.link));
   watch_signals(signals, sup);
 
@@ -143,6 +173,7 @@ int run(const AgentConfig& config, sigset_t signals) {
     self->monitor(sup);
     self->receive([&](caf::down_msg& down) { failed = static_cast<bool>(down.reason); });
   }
+  inspector.reset();
   sensors.reset();  // the queries are gone: no sensor has a subscriber left
   sys.await_all_actors_done();
   spdlog::info("agent stopped{}", failed ? " after a failure" : "");
@@ -228,8 +259,9 @@ int main(int argc, char** argv) {
     std::cerr << "outpost-agent: invalid configuration: " << e.what() << "\n";
     return 2;
   }
+  std::shared_ptr<net::LogRing> logs;
   try {
-    setup_logging(config.log);
+    logs = setup_logging(config.log);
   } catch (const std::exception& e) {
     std::cerr << "outpost-agent: log.file: " << e.what() << "\n";
     return 1;
@@ -258,7 +290,7 @@ int main(int argc, char** argv) {
       auto parent = std::filesystem::path(config.link.path).parent_path();
       if (!parent.empty()) std::filesystem::create_directories(parent);
     }
-    return run(config, signals);
+    return run(config, signals, std::move(logs));
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());  // on stderr, and in the log file
     return 1;

@@ -8,7 +8,7 @@
 namespace outpost::net {
 namespace {
 
-using Self = net_link_actor::stateful_pointer<net_link_state>;
+using Self = instrumented<net_link_actor, net_link_state>;
 
 bool waiting(const net_link_state::LaneState& l) { return l.unread || l.committed > l.sent; }
 // Has records to send and no slot to send them in (a lane whose read waits
@@ -199,7 +199,7 @@ caf::settings status_of(Self self) {
 
 }  // namespace
 
-net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link_state> self,
+net_link_actor::behavior_type net_link(instrumented<net_link_actor, net_link_state> self,
                                        buffer_actor buffer, buffer_reader_actor reader,
                                        ClientConfig config) {
   std::string target = config.host + ":" + std::to_string(config.port);
@@ -209,7 +209,7 @@ net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link
                        });
 }
 
-net_link_actor::behavior_type net_link_over(net_link_actor::stateful_pointer<net_link_state> self,
+net_link_actor::behavior_type net_link_over(instrumented<net_link_actor, net_link_state> self,
                                             buffer_actor buffer, buffer_reader_actor reader,
                                             std::string target, TransportFactory make) {
   auto& st = self->state;
@@ -279,6 +279,7 @@ net_link_actor::behavior_type net_link_over(net_link_actor::stateful_pointer<net
       [=](disconnected_atom, uint64_t session, std::string why, int64_t retry_ms) {
         auto& st = self->state;
         if (session != 0 && session != st.session) return;  // about an older session
+        if (auto* m = self->metrics()) m->set_error(why);
         if (session != 0) {
           ++st.disconnects;
           spdlog::warn("link: {} offline: {}; retrying in {} ms", st.target, why, retry_ms);

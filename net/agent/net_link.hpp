@@ -15,6 +15,7 @@
 #include <array>
 #include <memory>
 
+#include "actors/instrumented.hpp"
 #include "actors/interfaces.hpp"
 #include "net/log_limiter.hpp"
 #include "net/agent/net_client.hpp"
@@ -61,6 +62,10 @@ struct net_link_state {
   int64_t retry_in_ms = 0;
   LogLimiter attempt_log;  // failed connection attempts: the first of each minute, then a count
   std::string last_attempt_error;
+
+  ActorState shown_state() const {
+    return !enabled ? ActorState::offline : session == 0 ? ActorState::backing_off : ActorState::running;
+  }
 };
 
 // Uploads in flight over all lanes: bounds memory (each at most 1000 records
@@ -71,12 +76,12 @@ inline constexpr unsigned kUploadWindow = 8;
 inline constexpr uint64_t kUploadBytes = 1 << 20;
 
 // The link over a NetClient to the collector in `config`.
-net_link_actor::behavior_type net_link(net_link_actor::stateful_pointer<net_link_state> self,
+net_link_actor::behavior_type net_link(instrumented<net_link_actor, net_link_state> self,
                                        buffer_actor buffer, buffer_reader_actor reader,
                                        ClientConfig config);
 
 // The link over the transport `make` returns; `target` names it in status.
-net_link_actor::behavior_type net_link_over(net_link_actor::stateful_pointer<net_link_state> self,
+net_link_actor::behavior_type net_link_over(instrumented<net_link_actor, net_link_state> self,
                                             buffer_actor buffer, buffer_reader_actor reader,
                                             std::string target, TransportFactory make);
 

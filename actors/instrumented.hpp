@@ -1,0 +1,139 @@
+#pragma once
+// The class every agent actor is spawned as: CAF's stateful actor, counting
+// what it handles in its ActorMetrics (actors/metrics.hpp) when its system
+// has an ActorRegistry (an AgentSystemConfig). An actor function takes
+// `instrumented<Handle, State>` as its self pointer; `spawn` then builds this
+// class (CAF infers the class from that parameter).
+//
+// Per message, with counters on: two clock reads and a few relaxed atomic
+// adds, no lock, no allocation. While watched, also a stamp at enqueue (a
+// locked map) for the mailbox-time histogram; while tracing, one event.
+
+#include <caf/invoke_message_result.hpp>
+#include <caf/local_actor.hpp>
+#include <caf/mailbox_element.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "actors/registry.hpp"
+
+namespace outpost {
+
+// What a handled message was, for a trace: its leading atom, or its type.
+std::string describe_message(const caf::mailbox_element& x);
+
+// A state with `ActorState shown_state() const` is asked after each handled
+// message: the actor's state for the inspector follows its own fields.
+template <class State, class = void>
+struct has_shown_state : std::false_type {};
+template <class State>
+struct has_shown_state<State, std::void_t<decltype(std::declval<const State&>().shown_state())>>
+    : std::true_type {};
+
+template <class State, class Base>
+class instrumented_actor : public caf::stateful_actor<State, Base> {
+  using super = caf::stateful_actor<State, Base>;
+
+ public:
+  template <class... Ts>
+  explicit instrumented_actor(caf::actor_config& cfg, Ts&&... xs)
+      : super(cfg, std::forward<Ts>(xs)...), registry_(ActorRegistry::of(this->home_system())) {
+    if (registry_)
+      metrics_ = registry_->enroll(caf::actor_cast<caf::weak_actor_ptr>(this), this->id(), State::name, cfg.parent ? cfg.parent->id() : 0,
+                                   (cfg.flags & caf::abstract_actor::is_detached_flag) != 0);
+  }
+
+  // Null when the system keeps no counters.
+  ActorMetrics* metrics() const { return metrics_.get(); }
+
+  using super::enqueue;
+  void enqueue(caf::mailbox_element_ptr ptr, caf::execution_unit* eu) override {
+    if (auto* m = metrics_.get()) {
+      uint64_t size = m->enqueued.fetch_add(1, std::memory_order_relaxed) + 1 -
+                      m->handled.load(std::memory_order_relaxed);
+      if (size > kBacklogMessages && m->backlog_since_ns.load(std::memory_order_relaxed) == 0)
+        m->backlog_since_ns.store(steady_ns(), std::memory_order_relaxed);
+      if (registry_->watching() || registry_->trace().active())
+        m->stamp(ptr.get(), steady_ns(), registry_->next_flow());
+    }
+    super::enqueue(std::move(ptr), eu);
+  }
+
+  caf::invoke_message_result consume(caf::mailbox_element& x) override {
+    auto* m = metrics_.get();
+    if (!m) return super::consume(x);
+    Handling h{*this, x, steady_ns()};
+    // The handler may take the sender (a response promise does): note it first.
+    if (registry_->trace().active() && x.sender) h.sender = x.sender->id();
+    m->busy_since_ns.store(h.start, std::memory_order_relaxed);
+    auto result = super::consume(x);
+    h.skipped = result == caf::invoke_message_result::skipped;
+    return result;
+  }
+
+  bool cleanup(caf::error&& reason, caf::execution_unit* host) override {
+    if (metrics_) registry_->exited(metrics_, reason ? this->home_system().render(reason) : std::string{});
+    return super::cleanup(std::move(reason), host);
+  }
+
+ private:
+  // Counts one handling when it ends, also when the handler throws.
+  struct Handling {
+    instrumented_actor& self;
+    caf::mailbox_element& x;
+    int64_t start;
+    bool skipped = false;
+    uint64_t sender = 0;  // while tracing
+    ~Handling() {
+      auto& m = *self.metrics_;
+      int64_t end = steady_ns();
+      uint64_t took = static_cast<uint64_t>(end - start);
+      m.busy_since_ns.store(0, std::memory_order_relaxed);
+      if (skipped) return;  // it stays in the mailbox and comes again
+      if constexpr (has_shown_state<State>::value) m.set_state(self.state.shown_state());
+      uint64_t handled = m.handled.fetch_add(1, std::memory_order_relaxed) + 1;
+      m.handling_ns.fetch_add(took, std::memory_order_relaxed);
+      if (took > m.handling_max_ns.load(std::memory_order_relaxed))
+        m.handling_max_ns.store(took, std::memory_order_relaxed);
+      if (took > self.registry_->slow_ns()) {
+        m.slow_handlings.fetch_add(1, std::memory_order_relaxed);
+        m.slow_last_wall_ns.store(wall_ns(), std::memory_order_relaxed);
+      }
+      if (m.backlog_since_ns.load(std::memory_order_relaxed) != 0 &&
+          m.enqueued.load(std::memory_order_relaxed) - handled <= kBacklogMessages / 2)
+        m.backlog_since_ns.store(0, std::memory_order_relaxed);
+      auto& registry = *self.registry_;
+      bool watching = registry.watching(), tracing = registry.trace().active();
+      if (!watching && !tracing) return;
+      int64_t enqueued = 0;
+      uint64_t flow = 0;
+      bool stamped = m.take_stamp(&x, &enqueued, &flow);
+      if (watching) {
+        m.handling.add(took);
+        if (stamped) m.mailbox.add(static_cast<uint64_t>(start - enqueued));
+      }
+      if (tracing && registry.trace().wants(m.id))
+        registry.trace().record(TraceEvent{m.id, sender, stamped ? flow : 0,
+                                           describe_message(x), stamped ? enqueued : 0, start,
+                                           static_cast<int64_t>(took)});
+    }
+  };
+
+  ActorRegistry* registry_;
+  std::shared_ptr<ActorMetrics> metrics_;
+};
+
+// The self pointer of an agent actor with this interface and state.
+template <class Handle, class State>
+using instrumented = instrumented_actor<State, typename Handle::base>*;
+
+// Sets an actor's state for the inspector (nothing when it keeps no counters).
+template <class Self>
+void show_state(Self* self, ActorState s) {
+  if (auto* m = self->metrics()) m->set_state(s);
+}
+
+}  // namespace outpost

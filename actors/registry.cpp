@@ -1,0 +1,125 @@
+#include "actors/registry.hpp"
+
+#include <caf/atom.hpp>
+#include <caf/mailbox_element.hpp>
+#include <caf/type_nr.hpp>
+
+#include "actors/instrumented.hpp"
+
+namespace outpost {
+
+void TraceRecorder::start(const TraceLimits& limits) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  limits_ = limits;
+  events_.clear();
+  events_.reserve(std::min<uint64_t>(limits.max_events, 100000));
+  ended_by_.clear();
+  second_start_ns_ = steady_ns();
+  deadline_ns_ = second_start_ns_ + limits.duration_ns;
+  in_second_ = 0;
+  active_.store(true, std::memory_order_relaxed);
+}
+
+bool TraceRecorder::wants(uint64_t actor) const {
+  if (!active()) return false;
+  std::lock_guard<std::mutex> lock(mutex_);
+  return limits_.actors.empty() || limits_.actors.count(actor);
+}
+
+void TraceRecorder::stop_locked(const char* why) {
+  if (!active_.load(std::memory_order_relaxed)) return;
+  active_.store(false, std::memory_order_relaxed);
+  ended_by_ = why;
+}
+
+void TraceRecorder::record(TraceEvent event) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!active_.load(std::memory_order_relaxed)) return;
+  int64_t now = event.start_ns;
+  if (now >= deadline_ns_) return stop_locked("deadline");
+  if (now - second_start_ns_ >= 1'000'000'000) {
+    second_start_ns_ = now;
+    in_second_ = 0;
+  }
+  if (++in_second_ > limits_.max_per_second) return stop_locked("rate");
+  events_.push_back(std::move(event));
+  if (events_.size() >= limits_.max_events) stop_locked("count");
+}
+
+TraceRecorder::Result TraceRecorder::take() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (active_.load(std::memory_order_relaxed)) {
+    // A quiet trace never sees a message past its deadline: say which it was.
+    stop_locked(steady_ns() >= deadline_ns_ ? "deadline" : "taken");
+  }
+  Result r{std::move(events_), ended_by_};
+  events_.clear();
+  return r;
+}
+
+bool TraceRecorder::ended() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return !active_.load(std::memory_order_relaxed) || steady_ns() >= deadline_ns_;
+}
+
+ActorRegistry* ActorRegistry::of(const caf::actor_system& sys) {
+  auto* cfg = dynamic_cast<const AgentSystemConfig*>(&sys.config());
+  return cfg ? cfg->registry.get() : nullptr;
+}
+
+std::shared_ptr<ActorMetrics> ActorRegistry::enroll(caf::weak_actor_ptr actor, uint64_t id, const char* kind,
+                                                    uint64_t parent, bool detached) {
+  if (!counters_) return nullptr;
+  auto m = std::make_shared<ActorMetrics>(id, kind, parent, detached);
+  std::lock_guard<std::mutex> lock(mutex_);
+  live_[id] = Entry{m, std::move(actor)};
+  return m;
+}
+
+void ActorRegistry::exited(const std::shared_ptr<ActorMetrics>& m, std::string reason) {
+  m->set_state(ActorState::exited);
+  Exit e{m->id, m->parent, m->handled.load(), m->kind, m->name(), std::move(reason), wall_ns()};
+  std::lock_guard<std::mutex> lock(mutex_);
+  live_.erase(m->id);
+  exits_.push_back(std::move(e));
+  if (exits_.size() > kExits) exits_.pop_front();
+}
+
+std::vector<ActorRegistry::Entry> ActorRegistry::live() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<Entry> out;
+  out.reserve(live_.size());
+  for (auto& [id, e] : live_) out.push_back(e);
+  return out;
+}
+
+std::vector<ActorRegistry::Exit> ActorRegistry::exits() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return {exits_.begin(), exits_.end()};
+}
+
+void ActorRegistry::set_watching(bool on) {
+  if (on == watching()) return;
+  if (on) {
+    for (auto& e : live()) {  // start the histograms afresh
+      e.metrics->handling.reset();
+      e.metrics->mailbox.reset();
+    }
+  }
+  watching_.store(on, std::memory_order_relaxed);
+  if (!on)
+    for (auto& e : live()) e.metrics->clear_stamps();
+}
+
+// (declared in actors/instrumented.hpp)
+std::string describe_message(const caf::mailbox_element& x) {
+  if (x.mid.is_response()) return "response";
+  auto& c = x.content();
+  if (c.empty()) return "empty";
+  if (c.match_element<caf::atom_value>(0)) return caf::to_string(c.get_as<caf::atom_value>(0));
+  auto t = c.type(0);
+  if (t.first != 0) return caf::numbered_type_names[t.first - 1];
+  return t.second ? t.second->name() : "message";
+}
+
+}  // namespace outpost

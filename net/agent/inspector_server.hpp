@@ -1,0 +1,59 @@
+#pragma once
+// The agent's inspector endpoint: schemas/inspector.capnp served on a unix
+// socket, on a thread of its own, for `outpostctl`.
+//
+// The socket is created with mode 0600 (bound under a temporary name,
+// chmod'ed, then renamed into place, so it never exists with a wider mode),
+// and a connecting process must also run as the agent's user or as root
+// (SO_PEERCRED). A socket file left by an agent that died is replaced; one a
+// live agent still serves is refused.
+//
+// Threads: construct and destroy on one thread (the agent's main). The
+// server's own thread reads the registry and the log ring, and asks actors
+// through short-lived helper actors; it never blocks on an actor.
+
+#include <caf/actor_system.hpp>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "actors/agent_config.hpp"
+#include "actors/interfaces.hpp"
+#include "actors/registry.hpp"
+#include "net/agent/log_ring.hpp"
+
+namespace outpost::net {
+
+struct InspectorContext {
+  caf::actor_system& sys;
+  ActorRegistry& registry;
+  std::shared_ptr<LogRing> logs;  // may be null: no log lines
+  supervisor_actor supervisor;    // carries out suspend, resume, restart
+  InspectorSpec spec;
+  std::string agent;              // the agent's name, for hello
+};
+
+class InspectorServer {
+ public:
+  // Listens on spec.socket before it returns; throws std::runtime_error
+  // naming the path when it cannot (a live agent serves it, a directory is
+  // missing, no permission).
+  explicit InspectorServer(InspectorContext context);
+  // Stops serving and removes the socket (if it is still this server's).
+  ~InspectorServer();
+  InspectorServer(const InspectorServer&) = delete;
+  InspectorServer& operator=(const InspectorServer&) = delete;
+
+  class Loop;  // the server's thread (inspector_server.cpp)
+
+ private:
+  InspectorContext context_;
+  std::mutex mutex_;
+  std::function<void()> stop_;  // rings the loop (set by it once it runs)
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace outpost::net

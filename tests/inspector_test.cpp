@@ -1,0 +1,307 @@
+// outpostctl against a real agent process: what it shows matches what the
+// agent delivered; control changes the delivered data; the socket keeps other
+// users out; warnings fire when provoked and not in a healthy run.
+
+#include <gtest/gtest.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "tests/mini_json.hpp"
+#include "tests/process_util.hpp"
+#include "tests/temp_dir.hpp"
+
+namespace outpost {
+namespace {
+using namespace outpost::testing;
+namespace fs = std::filesystem;
+
+struct ToolRun {
+  int code = -1;
+  std::string out, err;
+};
+
+struct InspectorTest : ::testing::Test {
+  TempDir tmp;
+  Processes started;
+  fs::path config = tmp.path("agent.yaml");
+  fs::path log = tmp.path("agent.log");
+  fs::path socket = tmp.path("i.sock");
+  fs::path delivered = tmp.path("out.jsonl");
+
+  // `extra` goes at the end: more queries, or the inspector's warnings.
+  void write_config(bool control, const std::string& link = "", const std::string& buffer = "limit: 256MiB",
+                    const std::string& warnings = "", const std::string& queries = "") {
+    std::ofstream(config)
+        << "buffer: {dir: " << tmp.path("buf").string() << ", " << buffer << "}\n"
+        << "link: " << (link.empty() ? "{type: file, path: " + delivered.string() + "}" : link) << "\n"
+        << "log: {level: info, file: " << log.string() << "}\n"
+        << "inspector: {socket: " << socket.string() << ", control: " << (control ? "true" : "false")
+        << (warnings.empty() ? "" : ", warnings: {" + warnings + "}") << "}\n"
+        << "queries:\n"
+        << (queries.empty() ? "  - name: syn\n"
+                              "    id: 7\n"
+                              "    source: {type: synthetic, rate: 2000, row_size: 64}\n"
+                              "    batch: {rows: 100, delay_ms: 5}\n"
+                              "  - name: beat\n"
+                              "    id: 8\n"
+                              "    source: {type: synthetic, rate: 200, row_size: 16}\n"
+                            : queries);
+  }
+
+  pid_t start_agent() {
+    pid_t pid = started.add(spawn({OUTPOST_AGENT, "--config", config.string()}, tmp.path("agent.out")));
+    EXPECT_TRUE(eventually([&] { return slurp(log).find("agent running") != std::string::npos; })) << slurp(log);
+    return pid;
+  }
+
+  // Runs outpostctl (as `uid` when given); its exit code, stdout and stderr.
+  ToolRun ctl(std::vector<std::string> args, int uid = -1) {
+    args.insert(args.begin(), {OUTPOSTCTL, "--socket", socket.string()});
+    fs::path out = tmp.path("ctl.out"), err = tmp.path("ctl.err");
+    pid_t pid = fork();
+    if (pid == 0) {
+      int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
+      int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
+      dup2(o, 1);
+      dup2(e, 2);
+      if (uid >= 0 && (setgid(uid) != 0 || setuid(uid) != 0)) _exit(126);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    ToolRun r;
+    r.code = wait_exit(pid, std::chrono::seconds(60));
+    r.out = slurp(out);
+    r.err = slurp(err);
+    return r;
+  }
+
+  Json ctl_json(std::vector<std::string> args) {
+    args.push_back("--json");
+    auto r = ctl(args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    try {
+      return Json::parse(r.out);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what() << " in: " << r.out;
+      return {};
+    }
+  }
+
+  // The actor of this kind (and name, when given).
+  static const Json* find(const Json& actors, const std::string& kind, const std::string& name = "") {
+    for (auto& a : actors.a)
+      if (a["kind"].s == kind && (name.empty() || a["name"].s == name)) return &a;
+    return nullptr;
+  }
+
+  // Rows of a query the file link has delivered.
+  uint64_t delivered_rows(uint64_t query) {
+    std::ifstream in(delivered);
+    std::string line, key = "\"query_id\":" + std::to_string(query) + ",";
+    uint64_t n = 0;
+    while (std::getline(in, line)) n += line.find(key) != std::string::npos && line.find("\"row\":") != std::string::npos;
+    return n;
+  }
+};
+
+TEST_F(InspectorTest, ActorsAndTreeShowEveryActorWithCountsThatMatchTheDeliveredRows) {
+  write_config(true);
+  start_agent();
+  ASSERT_TRUE(eventually([&] { return delivered_rows(7) > 200 && delivered_rows(8) > 5; }));
+
+  auto actors = ctl_json({"actors"});
+  for (auto kind : {"buffer", "link", "supervisor", "waker"}) EXPECT_NE(find(actors, kind), nullptr) << kind;
+  auto* syn = find(actors, "query", "syn");
+  ASSERT_NE(syn, nullptr);
+  EXPECT_GT((*syn)["handled"].u(), 0u);
+  EXPECT_EQ((*syn)["status"]["rows_committed"].u() <= (*syn)["rows_out"].u(), true);
+  EXPECT_EQ((*syn)["parent"].u(), (*find(actors, "supervisor"))["id"].u());
+  EXPECT_GT((*find(actors, "buffer"))["handled"].u(), 0u);
+
+  // Suspended, the query's rows_out stops where the delivered rows end up.
+  auto r = ctl({"suspend", "syn"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "suspended syn\n");
+  uint64_t out = 0;
+  ASSERT_TRUE(eventually([&] {
+    auto a = ctl_json({"actors"});
+    auto* q = find(a, "query", "syn");
+    out = q ? (*q)["rows_out"].u() : 0;
+    return q && (*q)["state"].s == "suspended" && delivered_rows(7) == out;
+  }));
+  // While another query's rows keep coming, the suspended one delivers nothing more.
+  uint64_t beat = delivered_rows(8);
+  ASSERT_TRUE(eventually([&] { return delivered_rows(8) >= beat + 20; }));
+  EXPECT_EQ(delivered_rows(7), out);
+  EXPECT_EQ((*find(ctl_json({"actors"}), "query", "syn"))["rows_out"].u(), out);
+
+  r = ctl({"resume", "syn"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "resumed syn\n");
+  ASSERT_TRUE(eventually([&] { return delivered_rows(7) > out + 100; }));
+
+  // The tree: the agent's top level, the supervisor's queries and waker under it.
+  auto tree = ctl_json({"tree"});
+  std::map<std::string, const Json*> top;
+  for (auto& c : tree["children"].a) top[c["kind"].s] = &c;
+  ASSERT_TRUE(top.count("supervisor") && top.count("buffer") && top.count("link")) << ctl({"tree"}).out;
+  std::set<std::string> under;
+  for (auto& c : (*top["supervisor"])["children"].a) under.insert(c["kind"].s + ":" + c["name"].s);
+  EXPECT_EQ(under, (std::set<std::string>{"query:syn", "query:beat", "waker:"}));
+
+  // A healthy run has no warning.
+  EXPECT_EQ(ctl_json({"warnings"}).a.size(), 0u) << ctl({"warnings"}).out;
+  // The log ring has the agent's lines, the operator's action among them.
+  r = ctl({"logs"});
+  EXPECT_NE(r.out.find("query syn suspended by the operator"), std::string::npos) << r.out;
+}
+
+TEST_F(InspectorTest, RestartStartsTheQueryAgainAndUnknownQueriesAreNamed) {
+  write_config(true);
+  start_agent();
+  auto actors = ctl_json({"actors"});
+  auto* before = find(actors, "query", "syn");
+  ASSERT_NE(before, nullptr);
+  uint64_t old_id = (*before)["id"].u();
+  auto r = ctl({"restart", "syn"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_TRUE(eventually([&] {
+    auto now = ctl_json({"actors"});
+    auto* q = find(now, "query", "syn");
+    return q && (*q)["id"].u() != old_id && (*q)["rows_out"].u() > 0;
+  }));
+  r = ctl({"suspend", "nosuch"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err, "outpostctl: no query named nosuch\n");
+}
+
+TEST_F(InspectorTest, ControlIsRefusedUnlessTheConfigurationAllowsIt) {
+  write_config(false);
+  start_agent();
+  auto r = ctl({"suspend", "syn"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("control refused"), std::string::npos) << r.err;
+  r = ctl({"log-level", "debug"});
+  EXPECT_EQ(r.code, 1);
+  // Reading still works.
+  EXPECT_EQ(ctl({"status"}).code, 0);
+}
+
+TEST_F(InspectorTest, TheSocketIsTheAgentUsersOnly) {
+  write_config(true);
+  start_agent();
+  struct stat st;
+  ASSERT_EQ(::stat(socket.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  if (geteuid() != 0) GTEST_SKIP() << "connecting as another user needs root";
+  auto* nobody = getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  fs::permissions(tmp.path(""), fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
+  auto r = ctl({"status"}, static_cast<int>(nobody->pw_uid));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("permission denied on " + socket.string()), std::string::npos) << r.err;
+}
+
+TEST_F(InspectorTest, AStaleSocketIsReplacedALiveOneRefusedAndNoAgentIsNamed) {
+  auto r = ctl({"status"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("no agent is running with its inspector at " + socket.string()), std::string::npos) << r.err;
+
+  {  // a socket file nobody listens on, as an agent killed with -9 leaves it
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strcpy(a.sun_path, socket.c_str());
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ::close(fd);
+  }
+  write_config(false);
+  start_agent();
+  EXPECT_EQ(ctl({"status"}).code, 0);
+
+  // A second agent (its own buffer) with the same socket runs without an inspector.
+  auto first_log = log;
+  log = tmp.path("agent2.log");
+  std::ofstream(tmp.path("agent2.yaml")) << "buffer: {dir: " << tmp.path("buf2").string() << "}\n"
+                                         << "link: {type: offline}\nlog: {file: " << log.string() << "}\n"
+                                         << "inspector: {socket: " << socket.string() << "}\nqueries: []\n";
+  config = tmp.path("agent2.yaml");
+  start_agent();
+  EXPECT_NE(slurp(log).find("a running agent serves it"), std::string::npos) << slurp(log);
+  EXPECT_EQ(ctl({"status"}).code, 0);  // still the first one's
+}
+
+TEST_F(InspectorTest, ATraceHoldsTheMessagesFromQueryToBufferToLinkAsTraceEventJson) {
+  write_config(false);
+  start_agent();
+  ASSERT_TRUE(eventually([&] { return delivered_rows(7) > 0; }));
+  auto out = tmp.path("trace.json");
+  auto r = ctl({"trace", "--count", "300", "--seconds", "20", "-o", out.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  Json trace = Json::parse(slurp(out));
+  EXPECT_EQ(trace["otherData"]["ended_by"].s, "count");
+  std::map<uint64_t, std::string> tracks;  // tid -> name
+  std::map<uint64_t, std::pair<const Json*, const Json*>> flows;  // id -> (start, end)
+  size_t slices = 0;
+  for (auto& e : trace["traceEvents"].a) {
+    if (e["ph"].s == "M") tracks[e["tid"].u()] = e["args"]["name"].s;
+    if (e["ph"].s == "X") {
+      ++slices;
+      EXPECT_GE(e["dur"].n, 0);
+    }
+    if (e["ph"].s == "s") flows[e["id"].u()].first = &e;
+    if (e["ph"].s == "f") flows[e["id"].u()].second = &e;
+  }
+  EXPECT_EQ(slices, 300u);
+  auto name = [&](const Json* e) { return tracks[(*e)["tid"].u()]; };
+  bool query_to_buffer = false, buffer_to_link = false;
+  for (auto& [id, f] : flows) {
+    ASSERT_TRUE(f.first && f.second) << "flow " << id << " has one end";
+    EXPECT_LE((*f.first)["ts"].n, (*f.second)["ts"].n);
+    auto from = name(f.first), to = name(f.second);
+    query_to_buffer |= (*f.first)["name"].s == "append" && from.rfind("query syn", 0) == 0 && to.rfind("buffer", 0) == 0;
+    buffer_to_link |= (*f.first)["name"].s == "committed" && from.rfind("buffer", 0) == 0 && to.rfind("link", 0) == 0;
+  }
+  EXPECT_TRUE(query_to_buffer) << slurp(out).substr(0, 4000);
+  EXPECT_TRUE(buffer_to_link) << slurp(out).substr(0, 4000);
+}
+
+TEST_F(InspectorTest, BackpressureAndAnOfflineLinkAreWarnedAbout) {
+  // A buffer at its limit with nothing to drain it, and a collector that is not there.
+  write_config(false, "{type: collector, address: 127.0.0.1:1, insecure: true, agent_id: a1}",
+               "limit: 1MiB, pending_budget: 1MiB", "backpressure_ms: 200, link_offline_ms: 200",
+               "  - name: syn\n    id: 7\n    source: {type: synthetic, rate: 0, row_size: 1024}\n");
+  start_agent();
+  std::set<std::string> kinds;
+  ASSERT_TRUE(eventually([&] {
+    kinds.clear();
+    for (auto& w : ctl_json({"warnings"}).a) kinds.insert(w["kind"].s + ":" + w["actor_name"].s);
+    return kinds.count("backpressure:query syn") && kinds.count("link-offline:net-link");
+  })) << ctl({"warnings"}).out;
+  auto r = ctl({"warnings"});
+  EXPECT_NE(r.out.find("waiting for space for"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Connection refused"), std::string::npos) << r.out;
+}
+
+TEST_F(InspectorTest, AQueryFailingOverAndOverIsWarnedAbout) {
+  write_config(false, "", "limit: 256MiB", "restarts: 2",
+               "  - name: flaky\n    id: 7\n    source: {type: synthetic, rate: 1000, fail_after: 5}\n");
+  start_agent();
+  ASSERT_TRUE(eventually([&] {
+    for (auto& w : ctl_json({"warnings"}).a)
+      if (w["kind"].s == "restarting" && w["actor_name"].s == "query flaky") return true;
+    return false;
+  })) << ctl({"warnings"}).out;
+}
+
+}  // namespace
+}  // namespace outpost
