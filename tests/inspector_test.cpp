@@ -305,3 +305,22 @@ TEST_F(InspectorTest, AQueryFailingOverAndOverIsWarnedAbout) {
 
 }  // namespace
 }  // namespace outpost
+
+namespace outpost {
+namespace {
+
+TEST_F(InspectorTest, TheAgentShutsDownCleanlyWithAClientConnected) {
+  write_config(false);
+  pid_t agent = start_agent();
+  fs::path out = tmp.path("follow.out");
+  pid_t follower = started.add(spawn({OUTPOSTCTL, "--socket", socket.string(), "logs", "-f"}, out));
+  ASSERT_TRUE(eventually([&] { return slurp(out).find("agent running") != std::string::npos; })) << slurp(out);
+  kill(agent, SIGTERM);
+  EXPECT_EQ(wait_exit(agent), 0) << slurp(log);
+  EXPECT_EQ(wait_exit(follower), 1);
+  EXPECT_NE(slurp(out).find("outpostctl: the agent closed the connection"), std::string::npos) << slurp(out);
+  EXPECT_FALSE(fs::exists(socket));
+}
+
+}  // namespace
+}  // namespace outpost

@@ -129,13 +129,14 @@ TEST_F(MetricsTest, HistogramsFillOnlyWhileWatched) {
   ASSERT_TRUE(eventually([&] { return m->handled.load() == 10; }));
   EXPECT_EQ(total(m->handling), 0u);
   registry.set_watching(true);
-  ask(20);
-  ASSERT_TRUE(eventually([&] { return total(m->handling) == 20; }));
-  EXPECT_EQ(total(m->mailbox), 20u);  // each was stamped when sent
+  ask(64);
+  ASSERT_TRUE(eventually([&] { return total(m->handling) == 64; }));
+  // Messages 11..74: one in 16 is timed in the mailbox (the 16th, 32nd, 48th, 64th).
+  EXPECT_EQ(total(m->mailbox), 4u);
   registry.set_watching(false);
   ask(5);
-  ASSERT_TRUE(eventually([&] { return m->handled.load() == 35; }));
-  EXPECT_EQ(total(m->handling), 20u);
+  ASSERT_TRUE(eventually([&] { return m->handled.load() == 79; }));
+  EXPECT_EQ(total(m->handling), 64u);
 }
 
 TEST_F(MetricsTest, CountersOffLeaveActorsUncounted) {

@@ -8,6 +8,10 @@
 
 #include <malloc.h>
 
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
+#include <atomic>
 #include <fstream>
 #include <thread>
 
@@ -16,6 +20,8 @@
 #include "actors/query_actor.hpp"
 #include "actors/status.hpp"
 #include "actors/test_sources.hpp"
+#include "net/agent/inspector_server.hpp"
+#include "schemas/inspector.capnp.h"
 #include "tools/bench.hpp"
 #include "tools/bench_queries.hpp"
 
@@ -25,10 +31,11 @@ using persistence::BufferStore;
 
 namespace {
 
-std::shared_ptr<BufferStore> open_store(const fs::path& dir) {
+std::shared_ptr<BufferStore> open_store(const fs::path& dir,
+                                        persistence::SyncPolicy sync = persistence::SyncPolicy::full) {
   persistence::StoreOptions options;  // 1 GiB limit, as the agent's default
   options.dir = dir;
-  options.sync = persistence::SyncPolicy::full;
+  options.sync = sync;
   return std::make_shared<BufferStore>(options);
 }
 
@@ -38,8 +45,10 @@ struct Agent : BenchSystem {
   link_actor link;
   std::vector<query_actor> queries;
 
-  Agent(const fs::path& dir, bool online) {
-    buf = sys.spawn<caf::detached>(buffer, open_store(dir / "buffer"));
+  Agent(const fs::path& dir, bool online, bool counters = true,
+        persistence::SyncPolicy sync = persistence::SyncPolicy::full)
+      : BenchSystem(counters) {
+    buf = sys.spawn<caf::detached>(buffer, open_store(dir / "buffer", sync));
     link = sys.spawn(file_link, buf, (dir / "delivered.jsonl").string(), online);
     caf::anon_send(buf, set_link_atom::value, link);
   }
@@ -63,6 +72,86 @@ struct Agent : BenchSystem {
   }
 };
 
+// Polls for up to 10 s.
+bool eventually_true(const std::function<bool()>& done) {
+  for (int i = 0; i < 1000; ++i) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+// How much of the inspector's instrumentation a pipeline round runs with.
+enum class Instrumentation { off, counters, watched };
+
+// An inspector client as outpostctl top is one: histograms on, every actor's
+// counters and status fetched twice a second, on a thread of its own.
+class Watcher {
+ public:
+  Watcher(caf::actor_system& sys, ActorRegistry& registry, const fs::path& socket)
+      : server_(net::InspectorContext{sys, registry, nullptr, supervisor_actor{}, spec(socket), "bench"}),
+        thread_([this, socket] { run(socket.string()); }) {}
+  ~Watcher() {
+    stop_ = true;
+    thread_.join();
+  }
+  uint64_t polls() const { return polls_; }
+
+ private:
+  static InspectorSpec spec(const fs::path& socket) {
+    InspectorSpec s;
+    s.socket = socket.string();
+    return s;
+  }
+  void run(const std::string& socket) {
+    auto io = kj::setupAsyncIo();
+    auto stream = io.provider->getNetwork().parseAddress("unix:" + socket).wait(io.waitScope)->connect().wait(io.waitScope);
+    capnp::TwoPartyClient client(*stream);
+    auto inspector = client.bootstrap().castAs<inspector::Inspector>();
+    auto watch = inspector.watchRequest();
+    watch.setSeconds(3600);
+    watch.send().wait(io.waitScope);
+    while (!stop_) {
+      auto req = inspector.actorsRequest();
+      req.setWithStatus(true);
+      req.send().wait(io.waitScope);
+      ++polls_;
+      io.provider->getTimer().afterDelay(500 * kj::MILLISECONDS).wait(io.waitScope);
+    }
+  }
+  net::InspectorServer server_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> polls_{0};
+  std::thread thread_;
+};
+
+// The time one message costs an actor with an empty handler: n messages sent
+// from outside, handled one by one. The difference between modes is what
+// the instrumentation adds to every message any actor handles.
+struct sink_state {
+  static inline const char* name = "bench-sink";
+  uint64_t seen = 0;
+};
+
+caf::behavior sink(instrumented_actor<sink_state, caf::event_based_actor>* self) {
+  return {[=](int) { ++self->state.seen; }, [=](caf::get_atom) { return self->state.seen; }};
+}
+
+double ns_per_message(Instrumentation mode, size_t n) {
+  BenchSystem bs(mode != Instrumentation::off);
+  if (mode == Instrumentation::watched) bs.cfg.registry->set_watching(true);
+  auto a = bs.sys.spawn(sink);
+  auto start = Clock::now();
+  for (size_t i = 0; i < n; ++i) caf::anon_send(a, 1);
+  uint64_t seen = 0;
+  while (seen < n)
+    bs.self->request(a, caf::infinite, caf::get_atom::value).receive([&](uint64_t s) { seen = s; }, [](caf::error&) {});
+  double ns = seconds_since(start) * 1e9 / n;
+  caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(bs.wake, caf::exit_reason::user_shutdown);
+  return ns;
+}
+
 struct PipelineRound {
   double rows_per_s = 0;
   uint64_t commits = 0, appends = 0, paused_ms = 0, backlog_bytes = 0, bytes_delivered = 0;
@@ -70,8 +159,16 @@ struct PipelineRound {
 
 // Each query produces its share of `rows`; the round lasts until the last
 // one has had all of its rows committed and has ended.
-PipelineRound pipeline_round(const fs::path& dir, size_t rows, const PipelineBenchOptions& o) {
-  Agent agent(dir, true);
+PipelineRound pipeline_round(const fs::path& dir, size_t rows, const PipelineBenchOptions& o,
+                             Instrumentation mode = Instrumentation::counters,
+                             persistence::SyncPolicy sync = persistence::SyncPolicy::full) {
+  Agent agent(dir, true, mode != Instrumentation::off, sync);
+  std::unique_ptr<Watcher> watcher;
+  if (mode == Instrumentation::watched) {
+    watcher = std::make_unique<Watcher>(agent.sys, *agent.cfg.registry, dir / "i.sock");
+    if (!eventually_true([&] { return agent.cfg.registry->watching(); }))
+      throw std::runtime_error("the inspector client did not start watching");
+  }
   auto start = Clock::now();
   for (size_t i = 0; i < o.queries; ++i) {
     auto q = bench_query(i + 1, "Bench.Pipeline", SourceSpec::Kind::synthetic);
@@ -109,6 +206,7 @@ PipelineRound pipeline_round(const fs::path& dir, size_t rows, const PipelineBen
   r.backlog_bytes = count(buf, "live_bytes");
   r.bytes_delivered = count(request_status(agent.self, agent.link), "bytes_written");
   for (auto ms : paused_ms) r.paused_ms += ms;
+  watcher.reset();
   agent.stop();
   return r;
 }
@@ -162,7 +260,7 @@ int run_pipeline_bench(const PipelineBenchOptions& o) {
     fmt::print("outpost-bench pipeline: {} queries, {} rows of {} bytes per round, sync=full, file "
                "sink, {} rounds, in {}\n",
                o.queries, o.rows, o.row_size, o.rounds, work.path().string());
-  std::vector<double> rates, baselines, ratios;
+  std::vector<double> rates, baselines, ratios, uncounted, counted, watched, costs, watched_costs;
   PipelineRound last;
   for (int r = 0; r < o.rounds; ++r) {
     auto round_dir = work.path() / fmt::format("round-{}", r);
@@ -170,26 +268,67 @@ int run_pipeline_bench(const PipelineBenchOptions& o) {
     last = pipeline_round(round_dir / "agent", o.rows, o);
     rates.push_back(last.rows_per_s);
     ratios.push_back(last.rows_per_s / baselines.back());
+    // The instrumentation's cost: the same round with the actors' counters
+    // off, on (as the agent runs), and on with an inspector client watching;
+    // in an order that turns each round, so none is always first; without
+    // fsync, whose latency varies far more than what is measured here.
+    // The first run after the fsynced ones is slower whatever its mode: a
+    // run whose figure is not kept goes first.
+    pipeline_round(round_dir / "nosync-warmup", o.rows, o, Instrumentation::counters, persistence::SyncPolicy::none);
+    double rate[3];
+    for (int i = 0; i < 3; ++i) {
+      auto mode = static_cast<Instrumentation>((r + i) % 3);
+      rate[(r + i) % 3] = pipeline_round(round_dir / fmt::format("nosync-{}", (r + i) % 3), o.rows, o, mode,
+                                         persistence::SyncPolicy::none)
+                              .rows_per_s;
+    }
+    uncounted.push_back(rate[0]);
+    counted.push_back(rate[1]);
+    watched.push_back(rate[2]);
+    costs.push_back(1 - rate[1] / rate[0]);
+    watched_costs.push_back(1 - rate[2] / rate[0]);
     fs::remove_all(round_dir);
     if (!o.json)
       fmt::print("  round {}: pipeline {:.0f} rows/s ({} appends in {} commits, queries paused {} ms "
-                 "in all, {} MB delivered, {} MB backlog); bare store {:.0f} rows/s\n",
+                 "in all, {} MB delivered, {} MB backlog); bare store {:.0f} rows/s; without fsync: "
+                 "counters off {:.0f}, on {:.0f}, watched {:.0f} rows/s\n",
                  r + 1, last.rows_per_s, last.appends, last.commits, last.paused_ms,
-                 last.bytes_delivered / 1000000, last.backlog_bytes / 1000000, baselines.back());
+                 last.bytes_delivered / 1000000, last.backlog_bytes / 1000000, baselines.back(),
+                 uncounted.back(), counted.back(), watched.back());
   }
   double rate = median(rates), baseline = median(baselines), ratio = median(ratios);
+  double cost = median(costs), watched_cost = median(watched_costs);
+  std::vector<double> per_message[3];
+  for (int r = 0; r < 5; ++r)
+    for (int i = 0; i < 3; ++i) {
+      int m = (r + i) % 3;
+      per_message[m].push_back(ns_per_message(static_cast<Instrumentation>(m), 500000));
+    }
+  double off_ns = median(per_message[0]), counted_ns = median(per_message[1]), watched_ns = median(per_message[2]);
   if (o.json) {
     fmt::print(
         "{{\"bench\":\"pipeline\",\"queries\":{},\"rows\":{},\"row_size\":{},\"rounds\":{},"
         "\"rows_per_s\":{:.0f},\"baseline_rows_per_s\":{:.0f},\"ratio\":{:.3f},\"commits\":{},"
-        "\"appends\":{},\"paused_ms_total\":{},\"bytes_delivered\":{},\"backlog_bytes\":{}}}\n",
+        "\"appends\":{},\"paused_ms_total\":{},\"bytes_delivered\":{},\"backlog_bytes\":{},"
+        "\"nosync_uncounted_rows_per_s\":{:.0f},\"nosync_counted_rows_per_s\":{:.0f},"
+        "\"nosync_watched_rows_per_s\":{:.0f},\"instrumentation_cost\":{:.3f},"
+        "\"watched_instrumentation_cost\":{:.3f},\"message_ns\":{:.1f},\"message_overhead_ns\":{:.1f},"
+        "\"watched_message_overhead_ns\":{:.1f}}}\n",
         o.queries, o.rows, o.row_size, o.rounds, rate, baseline, ratio, last.commits, last.appends,
-        last.paused_ms, last.bytes_delivered, last.backlog_bytes);
+        last.paused_ms, last.bytes_delivered, last.backlog_bytes, median(uncounted), median(counted), median(watched), cost,
+        watched_cost, off_ns, counted_ns - off_ns, watched_ns - off_ns);
   } else {
     fmt::print("pipeline: {:>10.0f} rows/s committed (median round)\n", rate);
     fmt::print("baseline: {:>10.0f} rows/s (bare store, 1000-row batches, fsync per commit)\n",
                baseline);
     fmt::print("ratio:    {:>10.3f}  (median of per-round ratios; target >= 0.8)\n", ratio);
+    fmt::print("instrumentation cost: {:.3f} with counters (target < 0.03), {:.3f} watched (target < 0.10); "
+               "without fsync: counters off {:.0f}, on {:.0f}, watched {:.0f} rows/s (medians of per-round "
+               "figures)\n",
+               cost, watched_cost, median(uncounted), median(counted), median(watched));
+    fmt::print("per message: {:.0f} ns uncounted, +{:.0f} ns with counters, +{:.0f} ns watched (an empty "
+               "handler, medians of 5)\n",
+               off_ns, counted_ns - off_ns, watched_ns - off_ns);
   }
   return 0;
 }

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "actors/query_actor.hpp"
+#include "actors/registry.hpp"
 #include "actors/system_config.hpp"
 #include "actors/test_sources.hpp"
 #include "actors/waker.hpp"
@@ -14,9 +15,11 @@ namespace outpost::bench {
 inline const SourceFactory kTestSources{[](const QuerySpec& q) { return make_test_source(q.source); }};
 
 // What every benchmark agent starts from: an actor system scheduled like the
-// agent's, a blocking handle into it, and the waker its queries sleep on.
+// agent's (its actors counted, as the agent's are, unless `counters` is false),
+// a blocking handle into it, and the waker its queries sleep on.
 struct BenchSystem {
-  caf::actor_system_config cfg;
+  explicit BenchSystem(bool counters = true) : cfg(counters) {}
+  AgentSystemConfig cfg;
   caf::actor_system sys{configure_scheduler(cfg)};
   caf::scoped_actor self{sys};
   waker_actor wake = sys.spawn(waker);

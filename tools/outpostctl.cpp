@@ -426,6 +426,8 @@ int main(int argc, char** argv) {
     std::cerr << "outpostctl: " << e.what() << "\n";
   } catch (const kj::Exception& e) {  // before std::exception: kj's also derive from it
     std::string why = e.getDescription().cStr();
+    if (e.getType() == kj::Exception::Type::DISCONNECTED && why.find("timed out") == std::string::npos)
+      why = "the agent closed the connection (" + why + ")";
     for (const std::string remote = "remote exception: "; why.rfind(remote, 0) == 0;) why = why.substr(remote.size());
     std::cerr << "outpostctl: " << why << "\n";
   } catch (const std::exception& e) {

@@ -193,13 +193,16 @@ class InspectorServer::Loop final : private kj::TaskSet::ErrorHandler {
   InspectorServer& owner_;
   InspectorContext& ctx_;
   kj::AsyncIoContext io_;
-  kj::TaskSet tasks_;
-  kj::Own<kj::ConnectionReceiver> listener_;
 
  public:
+  // The connections' watches; declared before tasks_, whose connections leave it when destroyed.
   std::set<WatchClient*> clients_;
   kj::Timer& timer() { return io_.provider->getTimer(); }
   InspectorContext& context() { return ctx_; }
+
+ private:
+  kj::TaskSet tasks_;
+  kj::Own<kj::ConnectionReceiver> listener_;
 };
 
 namespace {
@@ -407,7 +410,10 @@ void InspectorServer::Loop::take(kj::Own<kj::AsyncIoStream> stream) {
   auto rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(
       capnp::makeRpcServer(*network, kj::heap<InspectorImpl>(*this)));
   auto done = network->onDisconnect();
-  tasks_.add(done.attach(kj::mv(rpc), kj::mv(network), kj::mv(stream)));
+  // Attachments are destroyed last first: the RPC system before the network it
+  // uses, the network before its stream (a connection still open when the
+  // loop ends is torn down in that order).
+  tasks_.add(done.attach(kj::mv(stream), kj::mv(network), kj::mv(rpc)));
 }
 
 InspectorServer::InspectorServer(InspectorContext context) : context_(std::move(context)) {

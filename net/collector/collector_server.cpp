@@ -701,7 +701,10 @@ void CollectorServer::take_admin(kj::Own<kj::AsyncIoStream> stream) {
   auto rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(
       capnp::makeRpcServer(*network, kj::heap<AdminImpl>(*this)));
   auto done = network->onDisconnect();
-  tasks_.add(done.attach(kj::mv(rpc), kj::mv(network), kj::mv(stream)));
+  // Attachments are destroyed last first: the RPC system before the network it
+  // uses, the network before its stream (a connection still open when the
+  // loop ends is torn down in that order).
+  tasks_.add(done.attach(kj::mv(stream), kj::mv(network), kj::mv(rpc)));
 }
 
 }  // namespace outpost::net
