@@ -79,6 +79,7 @@ std::shared_ptr<ActorMetrics> ActorRegistry::enroll(caf::weak_actor_ptr actor, u
 void ActorRegistry::exited(const std::shared_ptr<ActorMetrics>& m, std::string reason) {
   m->set_state(ActorState::exited);
   Exit e{m->id, m->parent, m->handled.load(), m->kind, m->name(), std::move(reason), wall_ns()};
+  handled_by_exited_.fetch_add(e.handled, std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(mutex_);
   live_.erase(m->id);
   exits_.push_back(std::move(e));

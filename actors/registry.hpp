@@ -97,6 +97,8 @@ class ActorRegistry {
     int64_t wall_ns = 0;
   };
   std::vector<Exit> exits() const;  // the last kExits, oldest first
+  // Messages handled by every actor that has exited (the live ones count their own).
+  uint64_t handled_by_exited() const { return handled_by_exited_.load(std::memory_order_relaxed); }
   static constexpr size_t kExits = 64;
 
   // Histograms and mailbox times: on while an inspector watches.
@@ -113,6 +115,7 @@ class ActorRegistry {
   std::atomic<bool> watching_{false};
   std::atomic<uint64_t> flows_{0};
   std::atomic<uint64_t> slow_ns_{500'000'000};
+  std::atomic<uint64_t> handled_by_exited_{0};
   TraceRecorder trace_;
   mutable std::mutex mutex_;
   std::map<uint64_t, Entry> live_;

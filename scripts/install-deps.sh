@@ -14,6 +14,7 @@ packages=(
   libcli11-dev
   libssl-dev
   libre2-dev
+  tmux  # outpostctl top's tests drive it in a real terminal (send-keys, capture-pane)
 )
 
 missing=()

@@ -11,13 +11,14 @@
 
 #include <fstream>
 
-#include "tests/mini_json.hpp"
+#include "schemas/json_reader.hpp"
 #include "tests/process_util.hpp"
 #include "tests/temp_dir.hpp"
 
 namespace outpost {
 namespace {
 using namespace outpost::testing;
+using schemas::Json;
 namespace fs = std::filesystem;
 
 struct ToolRun {
@@ -320,6 +321,61 @@ TEST_F(InspectorTest, TheAgentShutsDownCleanlyWithAClientConnected) {
   EXPECT_EQ(wait_exit(follower), 1);
   EXPECT_NE(slurp(out).find("outpostctl: the agent closed the connection"), std::string::npos) << slurp(out);
   EXPECT_FALSE(fs::exists(socket));
+}
+
+}  // namespace
+}  // namespace outpost
+
+namespace outpost {
+namespace {
+
+// A command's output (stdout), and whether it exited 0.
+std::pair<bool, std::string> sh(const std::string& command) {
+  std::string out;
+  FILE* p = ::popen(command.c_str(), "r");
+  if (!p) return {false, ""};
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  return {::pclose(p) == 0, out};
+}
+
+TEST_F(InspectorTest, TopInATerminalShowsTheColumnsAndReactsToKeys) {
+  write_config(false);
+  start_agent();
+  // A tmux server of this test's own, so nothing else's sessions are touched.
+  std::string tmux = "tmux -L outpost-top-" + std::to_string(::getpid()) + " ";
+  struct Server {
+    std::string tmux;
+    ~Server() { sh(tmux + "kill-server 2>/dev/null"); }
+  } server{tmux};
+  ASSERT_TRUE(sh(tmux + "new-session -d -s top -x 160 -y 40 '" + std::string(OUTPOSTCTL) + " --socket " +
+                 socket.string() + " top --interval 300'")
+                  .first);
+  auto screen = [&] { return sh(tmux + "capture-pane -p -t top").second; };
+  auto shows = [&](const std::string& text) { return screen().find(text) != std::string::npos; };
+  ASSERT_TRUE(eventually([&] { return shows("MAILBOX") && shows("MSG/S") && shows("query syn") && shows("sort: mailbox"); }))
+      << screen();
+  EXPECT_TRUE(shows("buffer  ")) << screen();
+  EXPECT_TRUE(shows("link    running")) << screen();
+  sh(tmux + "send-keys -t top r");
+  ASSERT_TRUE(eventually([&] { return shows("sort: rate"); })) << screen();
+  sh(tmux + "send-keys -t top / b e a t Enter");
+  ASSERT_TRUE(eventually([&] { return shows("filter: beat ") && shows("query beat") && !shows("query syn"); }))
+      << screen();
+  sh(tmux + "send-keys -t top q");
+  ASSERT_TRUE(eventually([&] { return !sh(tmux + "has-session -t top 2>/dev/null").first; })) << screen();
+}
+
+TEST_F(InspectorTest, TopWithoutATerminalPrintsPlainFrames) {
+  write_config(false);
+  start_agent();
+  auto r = ctl({"top", "--iterations", "2", "--interval", "200", "--sort", "id"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.find("\x1b"), std::string::npos);  // no escape sequences
+  size_t first = r.out.find("outpost top - agent"), second = r.out.find("outpost top - agent", first + 1);
+  ASSERT_NE(second, std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("query syn", second), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("sort: id"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -20,91 +20,11 @@
 #include <map>
 #include <thread>
 
-#include "actors/agent_config.hpp"
-#include "net/kj_util.hpp"
-#include "schemas/inspector.capnp.h"
-#include "schemas/json.hpp"
+#include "tools/inspector_client.hpp"
 
 namespace {
 
-using outpost::inspector::Inspector;
-namespace in = outpost::inspector;
-
-struct Options {
-  std::string socket, config;
-  bool json = false;
-  unsigned timeout_s = 10;
-};
-
-// Thrown for what the user must fix; printed as "outpostctl: <text>", exit 1.
-struct Failure : std::runtime_error {
-  using runtime_error::runtime_error;
-};
-
-std::string socket_path(const Options& o) {
-  if (!o.socket.empty()) return o.socket;
-  if (!o.config.empty()) {
-    auto config = outpost::load_agent_config(o.config);
-    if (config.inspector.socket.empty()) throw Failure(o.config + ": the inspector is off (inspector.socket is empty)");
-    return config.inspector.socket;
-  }
-  return outpost::InspectorSpec{}.socket;
-}
-
-// A connected socket, or a Failure that says why in the user's terms.
-kj::AutoCloseFd connect_to(const std::string& path) {
-  kj::AutoCloseFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  if (path.size() >= sizeof a.sun_path) throw Failure("socket path too long: " + path);
-  std::memcpy(a.sun_path, path.data(), path.size());
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return fd;
-  int e = errno;
-  if (e == ENOENT || e == ECONNREFUSED)
-    throw Failure("no agent is running with its inspector at " + path + " (" + std::strerror(e) +
-                  "); --socket or --config names another");
-  if (e == EACCES || e == EPERM)
-    throw Failure("permission denied on " + path + ": run as the agent's user (or root)");
-  throw Failure("cannot connect to " + path + ": " + std::strerror(e));
-}
-
-struct Session {
-  kj::AsyncIoContext io = kj::setupAsyncIo();
-  kj::Own<kj::AsyncIoStream> stream;
-  kj::Own<capnp::TwoPartyClient> client;
-  Inspector::Client inspector{nullptr};
-  kj::Duration timeout;
-  bool control = false;
-  std::string agent;
-  uint32_t pid = 0;
-
-  explicit Session(const Options& o) : timeout(o.timeout_s * kj::SECONDS) {
-    stream = io.lowLevelProvider->wrapSocketFd(connect_to(socket_path(o)));
-    client = kj::heap<capnp::TwoPartyClient>(*stream);
-    inspector = client->bootstrap().castAs<Inspector>();
-    auto req = inspector.helloRequest();
-    req.setVersion(in::VERSION);
-    auto r = wait(req.send(), "hello");
-    control = r.getControl();
-    agent = r.getAgent();
-    pid = r.getPid();
-  }
-
-  template <class T>
-  T wait(kj::Promise<T> p, const char* what, kj::Duration extra = 0 * kj::SECONDS) {
-    return outpost::net::within(io.provider->getTimer(), kj::mv(p), timeout + extra, what).wait(io.waitScope);
-  }
-  template <class T>
-  capnp::Response<T> wait(capnp::RemotePromise<T> p, const char* what, kj::Duration extra = 0 * kj::SECONDS) {
-    return wait(kj::Promise<capnp::Response<T>>(kj::mv(p)), what, extra);
-  }
-};
-
-std::string q(kj::StringPtr s) {
-  std::string out;
-  outpost::schemas::append_json_string(out, s);
-  return out;
-}
+using namespace outpost::ctl;
 
 std::string ms(uint64_t ns) { return fmt::format("{:.3f}", static_cast<double>(ns) / 1e6); }
 
@@ -131,9 +51,6 @@ std::string actor_json(in::ActorInfo::Reader a) {
   return s + "}";
 }
 
-std::string label(in::ActorInfo::Reader a) {
-  return a.getName().size() ? fmt::format("{} {}", a.getKind().cStr(), a.getName().cStr()) : a.getKind().cStr();
-}
 
 std::vector<in::ActorInfo::Reader> sorted(capnp::List<in::ActorInfo>::Reader list, const std::string& by) {
   std::vector<in::ActorInfo::Reader> v;
@@ -403,6 +320,16 @@ int main(int argc, char** argv) {
   trace_cmd->add_option("--rate", rate, "stop in a second with more messages than this (default 20000)");
   trace_cmd->add_option("-o,--output", out_file, "the file to write (default trace.json; - for stdout)");
 
+  unsigned interval_ms = 1000;
+  int iterations = 0;
+  std::string top_sort = "mailbox";
+  auto* top_cmd = app.add_subcommand("top", "a live view: actors with rates, the buffer's lanes, the link, warnings");
+  top_cmd->add_option("--interval", interval_ms, "milliseconds between refreshes (default 1000)")
+      ->check(CLI::Range(100u, 3600000u));
+  top_cmd->add_option("--iterations", iterations, "refresh this many times, then exit (default: until q)");
+  top_cmd->add_option("--sort", top_sort, "mailbox, rate, time or id (keys m, r, t, i change it)")
+      ->check(CLI::IsMember({"id", "mailbox", "rate", "time"}));
+
   CLI11_PARSE(app, argc, argv);
   try {
     Session s(o);
@@ -421,6 +348,7 @@ int main(int argc, char** argv) {
     else if (name == "restart") return control(s, in::Action::RESTART, target);
     else if (name == "log-level") return control(s, in::Action::LOG_LEVEL, target);
     else if (name == "trace") return trace(s, o, trace_actors, seconds, count, rate, out_file);
+    else if (name == "top") return run_top(s, interval_ms, iterations, top_sort);
     return 0;
   } catch (const Failure& e) {
     std::cerr << "outpostctl: " << e.what() << "\n";

@@ -1,6 +1,8 @@
 #pragma once
-// A small strict JSON reader for tests that check what a tool printed:
-// throws std::runtime_error (with the offset) on anything that is not JSON.
+// A small strict JSON reader, for what the agent's tools read back (an actor's
+// status) and what tests check a tool printed: throws std::runtime_error (with
+// the offset) on anything that is not JSON. Not for untrusted input of any
+// size: it recurses once per nesting level.
 
 #include <cstdlib>
 #include <map>
@@ -9,7 +11,7 @@
 #include <string>
 #include <vector>
 
-namespace outpost::testing {
+namespace outpost::schemas {
 
 struct Json {
   enum class Type { null, boolean, number, string, array, object } type = Type::null;
@@ -30,6 +32,15 @@ struct Json {
   }
   bool has(const std::string& key) const { return type == Type::object && o.count(key); }
   uint64_t u() const { return static_cast<uint64_t>(n); }
+  // A member's number, or `otherwise` when it is missing or not a number.
+  double number_or(const std::string& key, double otherwise) const {
+    auto it = o.find(key);
+    return it != o.end() && it->second.type == Type::number ? it->second.n : otherwise;
+  }
+  std::string string_or(const std::string& key, const std::string& otherwise) const {
+    auto it = o.find(key);
+    return it != o.end() && it->second.type == Type::string ? it->second.s : otherwise;
+  }
 
   static Json parse(const std::string& text) {
     size_t i = 0;
@@ -72,7 +83,7 @@ struct Json {
           unsigned code = std::stoul(t.substr(i + 1, 4), nullptr, 16);
           i += 4;
           if (code < 0x80) out += static_cast<char>(code);
-          else out += "?";  // tests compare ASCII
+          else out += "?";  // readers here compare ASCII
           break;
         }
         default: fail(i, "bad escape");
@@ -134,4 +145,4 @@ struct Json {
   }
 };
 
-}  // namespace outpost::testing
+}  // namespace outpost::schemas
