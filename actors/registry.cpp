@@ -99,6 +99,16 @@ std::vector<ActorRegistry::Exit> ActorRegistry::exits() const {
   return {exits_.begin(), exits_.end()};
 }
 
+void ActorRegistry::add_watcher() {
+  std::lock_guard<std::mutex> lock(watchers_mutex_);
+  if (watchers_++ == 0) set_watching(true);
+}
+
+void ActorRegistry::remove_watcher() {
+  std::lock_guard<std::mutex> lock(watchers_mutex_);
+  if (watchers_ > 0 && --watchers_ == 0) set_watching(false);
+}
+
 void ActorRegistry::set_watching(bool on) {
   if (on == watching()) return;
   if (on) {

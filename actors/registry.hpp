@@ -104,6 +104,9 @@ class ActorRegistry {
   // Histograms and mailbox times: on while an inspector watches.
   bool watching() const { return watching_.load(std::memory_order_relaxed); }
   void set_watching(bool on);
+  // An inspector's watch begins or ends: watched while any lasts.
+  void add_watcher();
+  void remove_watcher();
   // A handling longer than this counts as slow (WarningThresholds::slow_handler).
   uint64_t slow_ns() const { return slow_ns_.load(std::memory_order_relaxed); }
   void set_slow_ns(uint64_t ns) { slow_ns_.store(ns, std::memory_order_relaxed); }
@@ -116,6 +119,8 @@ class ActorRegistry {
   std::atomic<uint64_t> flows_{0};
   std::atomic<uint64_t> slow_ns_{500'000'000};
   std::atomic<uint64_t> handled_by_exited_{0};
+  std::mutex watchers_mutex_;
+  unsigned watchers_ = 0;
   TraceRecorder trace_;
   mutable std::mutex mutex_;
   std::map<uint64_t, Entry> live_;

@@ -22,18 +22,10 @@
 #include "actors/agent_config.hpp"
 #include "actors/interfaces.hpp"
 #include "actors/registry.hpp"
-#include "net/agent/log_ring.hpp"
+#include "net/agent/inspector_service.hpp"
 
 namespace outpost::net {
 
-struct InspectorContext {
-  caf::actor_system& sys;
-  ActorRegistry& registry;
-  std::shared_ptr<LogRing> logs;  // may be null: no log lines
-  supervisor_actor supervisor;    // carries out suspend, resume, restart
-  InspectorSpec spec;
-  std::string agent;              // the agent's name, for hello
-};
 
 class InspectorServer {
  public:
