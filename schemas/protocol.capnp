@@ -7,6 +7,7 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("outpost::protocol");
 
 using Rows = import "rows.capnp";
+using Insp = import "inspector.capnp";
 
 # A peer whose major version differs is refused; minors are compatible.
 const majorVersion :UInt16 = 1;
@@ -100,6 +101,8 @@ interface AgentController {
   setEventTable @2 (artifacts :List(CollectRequest)) -> ();
   # The agent's status as JSON.
   status @3 () -> (json :Text);
+  # The agent's inspector (inspector.capnp), read-only: its control calls are refused.
+  inspector @4 () -> (inspector :Insp.Inspector);
 }
 
 enum CancelOutcome {
@@ -140,6 +143,8 @@ interface Admin {
   # Stored, and sent to the agent now and at every connection.
   setEventTable @3 (agent :Text, artifacts :List(CollectRequest), newAgent :Bool) -> (queued :Bool);
   agentStatus @4 (agent :Text) -> (json :Text);
+  # A connected agent's inspector (read-only), through this collector.
+  inspect @5 (agent :Text) -> (inspector :Insp.Inspector);
 }
 
 # How the collector keeps an agent's requests in its LMDB environment.

@@ -39,6 +39,7 @@ struct AgentTest : ::testing::Test {
                           << ", limit: " << limit << ", sync: full}\n"
                           << "link: " << link << "\n"
                           << "log: {level: info, file: " << log.string() << "}\n"
+                          << "inspector: {socket: " << tmp.path("inspector.sock").string() << "}\n"
                           << (with_query ? "queries:\n"
                                            "  - name: syn\n"
                                            "    id: 7\n"

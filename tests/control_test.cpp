@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/e2e_fixture.hpp"
+#include "schemas/json_reader.hpp"
 #include "tests/fault_proxy/fault_proxy.hpp"
 
 namespace outpost {
@@ -246,6 +247,43 @@ TEST_F(Control, MistakesAreRefused) {
   EXPECT_EQ(fresh.first, 0) << fresh.second;
   EXPECT_NE(fresh.second.find("queued for agent-2"), std::string::npos) << fresh.second;
   EXPECT_NE(command({"agents"}).second.find("agent-2: not connected"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace outpost
+
+namespace outpost {
+namespace {
+
+TEST_F(Control, InspectShowsAnAgentsActorsThroughTheCollector) {
+  start_collector();
+  start_agent(0, 200);
+  ASSERT_TRUE(eventually([&] { return connected(); }));
+  ASSERT_TRUE(eventually([&] { return !delivered().empty(); }));
+  auto [code, out] = command({"inspect", "agent-1", "actors", "--json"});
+  ASSERT_EQ(code, 0) << out;
+  auto actors = schemas::Json::parse(out);
+  std::map<std::string, const schemas::Json*> by;
+  for (auto& a : actors.a) by[a["kind"].s + ":" + a["name"].s] = &a;
+  ASSERT_TRUE(by.count("query:syn") && by.count("net-link:") && by.count("buffer:")) << out;
+  EXPECT_EQ((*by["net-link:"])["state"].s, "running");
+  EXPECT_GT((*by["query:syn"])["rows_out"].u(), 0u);
+  EXPECT_EQ((*by["query:syn"])["status"]["name"].s, "syn");  // its own status came along
+
+  std::tie(code, out) = command({"inspect", "agent-1", "tree"});
+  ASSERT_EQ(code, 0) << out;
+  // The supervisor at the top level, its waker and query one level down.
+  EXPECT_TRUE(std::regex_search(out, std::regex("\n(├|└)─ supervisor #\\d+ \\[running\\]"))) << out;
+  EXPECT_TRUE(std::regex_search(out, std::regex("\n(│  |   )(├|└)─ waker #"))) << out;
+  EXPECT_TRUE(std::regex_search(out, std::regex("\n(│  |   )(├|└)─ query syn #"))) << out;
+
+  std::tie(code, out) = command({"inspect", "agent-1", "logs"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("link: connected"), std::string::npos) << out;
+
+  std::tie(code, out) = command({"inspect", "agent-2", "status"});
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("agent agent-2 is not connected"), std::string::npos) << out;
 }
 
 }  // namespace

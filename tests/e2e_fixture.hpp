@@ -71,6 +71,7 @@ struct EndToEnd : ::testing::Test {
         << (ca.empty() ? cert("ca.pem") : ca) << ", cert: " << cert(name + ".pem")
         << ", key: " << cert(name + ".key") << ", backoff_initial_ms: 50, backoff_cap_ms: 400}\n"
         << "log: {level: info, file: " << agent_log.string() << "}\n"
+        << "inspector: {socket: " << tmp.path("inspector.sock").string() << "}\n"
         << "queries:\n"
         << (!o.queries.empty() ? o.queries
                                : "  - name: syn\n    source: {type: synthetic, rate: " +

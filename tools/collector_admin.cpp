@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <kj/async-io.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -13,6 +14,7 @@
 #include "net/kj_util.hpp"
 #include "schemas/json.hpp"
 #include "schemas/protocol.capnp.h"
+#include "tools/inspector_views.hpp"
 
 namespace outpost::admin {
 namespace {
@@ -54,6 +56,36 @@ int call(const AdminOptions& o, const std::function<kj::Promise<void>(Admin::Cli
     std::cerr << "outpost-collector: " << e.what() << "\n";
     return 1;
   }
+}
+
+// An agent's inspector through the collector: what outpostctl prints on the agent's host.
+int inspect(const AdminOptions& o, const std::string& agent, const std::string& what, bool json) {
+  std::string socket = o.socket.empty() ? default_socket(o.datadir) : o.socket;
+  try {
+    ctl::Session s(60);
+    s.open(ctl::connect_unix(socket, [&](int e) {
+      return "cannot reach the collector at " + socket + " (is it running with this --datadir?): " +
+             std::strerror(e);
+    }));
+    auto req = s.client->bootstrap().castAs<Admin>().inspectRequest();
+    req.setAgent(agent);
+    s.inspector = req.send().getInspector();
+    s.hello();
+    if (what == "status") ctl::print_status(s, json);
+    else if (what == "actors") ctl::print_actors(s, json, "id", "");
+    else if (what == "tree") ctl::print_tree(s, json);
+    else if (what == "warnings") ctl::print_warnings(s, json);
+    else if (what == "logs") ctl::logs(s, false);
+    else if (what == "buffer") ctl::print_kind(s, json, {"buffer"}, false);
+    else if (what == "link") ctl::print_kind(s, json, {"net-link", "link"}, false);
+    else if (what == "queries") json ? ctl::print_kind(s, json, {"query"}, true) : ctl::print_actors(s, json, "id", "query");
+    return 0;
+  } catch (const ctl::Failure& e) {
+    std::cerr << "outpost-collector: " << e.what() << "\n";
+  } catch (const kj::Exception& e) {
+    std::cerr << "outpost-collector: " << ctl::kj_error(e) << "\n";
+  }
+  return 1;
 }
 
 std::string describe(protocol::CollectRequest::Reader r) {
@@ -277,6 +309,17 @@ void add_commands(CLI::App& app, CommandArgs& a) {
       return req.send().then([&a](auto resp) { std::cout << resp.getJson().cStr() << "\n"; });
     });
     };
+  });
+
+  auto* inspect_cmd = app.add_subcommand(
+      "inspect", "a connected agent's actors, supervision tree, warnings or log lines, through its inspector "
+                 "over the agent's connection (read-only; outpostctl shows the same on the agent's host)");
+  inspect_cmd->add_option("agent", a.agent, "agent id")->required();
+  inspect_cmd->add_option("what", a.what, "status (default), actors, tree, warnings, logs, buffer, link, queries")
+      ->check(CLI::IsMember({"status", "actors", "tree", "warnings", "logs", "buffer", "link", "queries"}));
+  inspect_cmd->add_flag("--json", a.json, "print JSON");
+  inspect_cmd->callback([&a] {
+    a.run = [&a](const AdminOptions& o) { return inspect(o, a.agent, a.what, a.json); };
   });
 
   auto* tail_cmd = app.add_subcommand("tail", "print an artifact's newest rows from an agent (reads the files)");

@@ -27,6 +27,7 @@ struct CommandArgs {
   size_t lines = 10;
   bool json = false, follow = false;
   bool new_agent = false;            // collect, event-table: an agent not yet met is no typo
+  std::string what = "status";       // inspect: what to show
   std::function<int(const AdminOptions&)> run;  // set by the command given; returns its exit code
 };
 

@@ -93,8 +93,18 @@ std::string describe(const LinkSpec& link) {
   return "?";
 }
 
+// The agent's name: its id on the link, else the host's.
+std::string agent_name(const AgentConfig& config) {
+  if (!config.link.agent_id.empty()) return config.link.agent_id;
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  return host;
+}
+
+// `inspector` makes the read-only inspector the collector may ask for.
 link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf,
-                      std::shared_ptr<const persistence::BufferStore> store, const LinkSpec& link) {
+                      std::shared_ptr<const persistence::BufferStore> store, const LinkSpec& link,
+                      std::function<kj::Own<inspector::Inspector::Server>(kj::Timer&)> inspector) {
   if (link.kind != LinkSpec::Kind::collector) {
     bool file = link.kind == LinkSpec::Kind::file;
     return spawn_file_link(sys, buf, file ? link.path : std::string{}, file);
@@ -109,6 +119,7 @@ link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf,
   gethostname(host, sizeof host - 1);
   c.hostname = host;
   c.backoff = {link.backoff_initial, link.backoff_cap};
+  c.inspector = std::move(inspector);
   // Unreadable certificates are a configuration error: say so now, not in a retry loop.
   if (!c.tls.insecure) net::TlsSetup check(c.tls, false);
   auto reader = sys.spawn<caf::detached>(buffer_reader, std::move(store), buf);
@@ -124,14 +135,8 @@ std::unique_ptr<net::InspectorServer> start_inspector(caf::actor_system& sys, Ac
   try {
     auto dir = std::filesystem::path(config.inspector.socket).parent_path();
     if (!dir.empty()) std::filesystem::create_directories(dir);
-    std::string agent = config.link.agent_id;
-    if (agent.empty()) {
-      char host[256] = {};
-      gethostname(host, sizeof host - 1);
-      agent = host;
-    }
     return std::make_unique<net::InspectorServer>(
-        net::InspectorContext{sys, registry, std::move(logs), std::move(sup), config.inspector, agent});
+        net::InspectorContext{sys, registry, std::move(logs), std::move(sup), config.inspector, agent_name(config)});
   } catch (const std::exception& e) {
     spdlog::error("{}; running without an inspector", e.what());
     return nullptr;
@@ -155,7 +160,13 @@ int run(const AgentConfig& config, sigset_t signals, std::shared_ptr<net::LogRin
   AgentSystemConfig cfg;
   caf::actor_system sys{configure_scheduler(cfg)};
   auto buf = sys.spawn<caf::detached>(buffer_with, store, BufferOptions{config.pending_budget, reserve});
-  link_actor link = spawn_link(sys, buf, store, config.link);
+  // The collector's operator sees the same as outpostctl, read-only.
+  auto remote = config.inspector;
+  remote.control = false;
+  net::InspectorContext remote_context{sys, *cfg.registry, logs, supervisor_actor{}, remote, agent_name(config)};
+  link_actor link = spawn_link(sys, buf, store, config.link, [remote_context](kj::Timer& timer) {
+    return net::make_inspector_service(remote_context, timer);
+  });
   caf::anon_send(buf, set_link_atom::value, link);
   auto sensors = std::make_unique<vql::SensorHub>(sys);
   auto sup = sys.spawn(supervisor, buf, link, config.queries,

@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "schemas/json_reader.hpp"
-#include "tools/inspector_client.hpp"
+#include "tools/inspector_views.hpp"
 
 namespace outpost::ctl {
 namespace {

@@ -299,6 +299,13 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
       });
     }
 
+    kj::Promise<void> inspector(InspectorContext context) override {
+      auto& make = loop_.owner_.config_.inspector;
+      if (!make) throw error_text("this agent offers no inspector");
+      context.getResults().setInspector(make(loop_.io_.provider->getTimer()));
+      return kj::READY_NOW;
+    }
+
    private:
     static CollectSpec collect_spec(protocol::CollectRequest::Reader r) {
       CollectSpec spec;

@@ -18,6 +18,7 @@
 #include "net/agent/backoff.hpp"
 #include "net/tls_config.hpp"
 #include "net/agent/transport.hpp"
+#include "schemas/inspector.capnp.h"
 
 namespace outpost::net {
 
@@ -32,6 +33,9 @@ struct ClientConfig {
   // Nothing on the network may wait forever: a collector that vanished
   // without a reset (power loss, a NAT dropping the flow) must still be noticed.
   std::chrono::milliseconds upload_timeout{60000};  // one upload's answer
+  // Makes the inspector the collector may ask for (on the network thread's
+  // loop; read-only); empty: the agent offers none.
+  std::function<kj::Own<inspector::Inspector::Server>(kj::Timer&)> inspector;
 };
 
 class NetClient final : public Transport {

@@ -648,6 +648,15 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
         [context](auto resp) mutable { context.getResults().setJson(resp.getJson()); });
   }
 
+  kj::Promise<void> inspect(InspectContext context) override {
+    std::string agent = checked_agent(context.getParams().getAgent());
+    auto it = server_.agents_.find(agent);
+    if (it == server_.agents_.end()) throw error_text("agent " + agent + " is not connected");
+    // Pipelined: the caller's calls go to the agent through this collector.
+    context.getResults().setInspector(it->second.controller.inspectorRequest().send().getInspector());
+    return kj::READY_NOW;
+  }
+
  private:
   static std::string checked_agent(kj::StringPtr id) {
     std::string agent = id.cStr();

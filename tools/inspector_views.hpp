@@ -1,6 +1,8 @@
 #pragma once
-// outpostctl's side of the inspector (schemas/inspector.capnp): one
-// connection, each call with a timeout, errors in the user's terms.
+// A client of an agent's inspector (schemas/inspector.capnp), reached on its
+// unix socket (outpostctl) or through the collector (`outpost-collector
+// inspect`): one connection, each call with a timeout, errors in the user's
+// terms; and what both tools print from it (inspector_views.cpp, outpostctl_top.cpp).
 
 #include <capnp/rpc-twoparty.h>
 #include <fmt/format.h>
@@ -12,9 +14,10 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+#include <functional>
 #include <string>
+#include <vector>
 
-#include "actors/agent_config.hpp"
 #include "net/kj_util.hpp"
 #include "schemas/inspector.capnp.h"
 #include "schemas/json.hpp"
@@ -24,42 +27,22 @@ namespace outpost::ctl {
 using outpost::inspector::Inspector;
 namespace in = outpost::inspector;
 
-struct Options {
-  std::string socket, config;
-  bool json = false;
-  unsigned timeout_s = 10;
-};
 
 // Thrown for what the user must fix; printed as "outpostctl: <text>", exit 1.
 struct Failure : std::runtime_error {
   using runtime_error::runtime_error;
 };
 
-inline std::string socket_path(const Options& o) {
-  if (!o.socket.empty()) return o.socket;
-  if (!o.config.empty()) {
-    auto config = outpost::load_agent_config(o.config);
-    if (config.inspector.socket.empty()) throw Failure(o.config + ": the inspector is off (inspector.socket is empty)");
-    return config.inspector.socket;
-  }
-  return outpost::InspectorSpec{}.socket;
-}
 
-// A connected socket, or a Failure that says why in the user's terms.
-inline kj::AutoCloseFd connect_to(const std::string& path) {
+// A connected unix socket; a Failure made by `explain(errno)` when it cannot be.
+inline kj::AutoCloseFd connect_unix(const std::string& path, const std::function<std::string(int)>& explain) {
   kj::AutoCloseFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   if (path.size() >= sizeof a.sun_path) throw Failure("socket path too long: " + path);
   std::memcpy(a.sun_path, path.data(), path.size());
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return fd;
-  int e = errno;
-  if (e == ENOENT || e == ECONNREFUSED)
-    throw Failure("no agent is running with its inspector at " + path + " (" + std::strerror(e) +
-                  "); --socket or --config names another");
-  if (e == EACCES || e == EPERM)
-    throw Failure("permission denied on " + path + ": run as the agent's user (or root)");
-  throw Failure("cannot connect to " + path + ": " + std::strerror(e));
+  throw Failure(explain(errno));
 }
 
 struct Session {
@@ -72,10 +55,16 @@ struct Session {
   std::string agent;
   uint32_t pid = 0;
 
-  explicit Session(const Options& o) : timeout(o.timeout_s * kj::SECONDS) {
-    stream = io.lowLevelProvider->wrapSocketFd(connect_to(socket_path(o)));
+  explicit Session(unsigned timeout_s) : timeout(timeout_s * kj::SECONDS) {}
+
+  // Talks RPC over this socket; its bootstrap capability is client->bootstrap().
+  void open(kj::AutoCloseFd fd) {
+    stream = io.lowLevelProvider->wrapSocketFd(kj::mv(fd));
     client = kj::heap<capnp::TwoPartyClient>(*stream);
-    inspector = client->bootstrap().castAs<Inspector>();
+  }
+
+  // Checks the versions match and learns who the agent is.
+  void hello() {
     auto req = inspector.helloRequest();
     req.setVersion(in::VERSION);
     auto r = wait(req.send(), "hello");
@@ -104,7 +93,21 @@ inline std::string label(in::ActorInfo::Reader a) {
   return a.getName().size() ? fmt::format("{} {}", a.getKind().cStr(), a.getName().cStr()) : a.getKind().cStr();
 }
 
+// Each prints to stdout (JSON when `json`); a Failure or a kj::Exception says what went wrong.
+void print_status(Session& s, bool json);
+void print_actors(Session& s, bool json, const std::string& sort_by, const std::string& kind);
+void print_tree(Session& s, bool json);
+// The kind-specific status of the actors of these kinds: one (the first), or all.
+void print_kind(Session& s, bool json, std::initializer_list<const char*> kinds, bool many);
+void print_warnings(Session& s, bool json);
+int logs(Session& s, bool follow);
+int control(Session& s, in::Action action, const std::string& target);
+// Records a trace into `file` (- for stdout) as Chrome trace-event JSON.
+int trace(Session& s, const std::vector<uint64_t>& actors, unsigned seconds, uint64_t count, uint64_t rate,
+          const std::string& file);
 // outpostctl top (outpostctl_top.cpp): refreshes every interval_ms, `iterations` times (0: until q).
 int run_top(Session& s, unsigned interval_ms, int iterations, const std::string& sort);
+// A kj exception's text without the "remote exception: " each RPC hop adds.
+std::string kj_error(const kj::Exception& e);
 
 }  // namespace outpost::ctl
