@@ -64,19 +64,9 @@ struct InspectorTest : ::testing::Test {
   ToolRun ctl(std::vector<std::string> args, int uid = -1) {
     args.insert(args.begin(), {OUTPOSTCTL, "--socket", socket.string()});
     fs::path out = tmp.path("ctl.out"), err = tmp.path("ctl.err");
-    pid_t pid = fork();
-    if (pid == 0) {
-      int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
-      int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
-      dup2(o, 1);
-      dup2(e, 2);
-      if (uid >= 0 && (setgid(uid) != 0 || setuid(uid) != 0)) _exit(126);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
+    fs::remove(out);
+    fs::remove(err);
+    pid_t pid = spawn_to(args, out, err, uid);
     ToolRun r;
     r.code = wait_exit(pid, std::chrono::seconds(60));
     r.out = slurp(out);

@@ -25,15 +25,15 @@ inline std::string slurp(const std::filesystem::path& file) {
   return s.str();
 }
 
-// Runs argv[0] with stdout and stderr appended to `output` (when given).
-inline pid_t spawn(const std::vector<std::string>& args, const std::filesystem::path& output = {}) {
+// Runs argv[0] with stdout appended to `out` and stderr to `err` (when
+// given; they may be the same file), as user `uid` when it is not -1.
+inline pid_t spawn_to(const std::vector<std::string>& args, const std::filesystem::path& out,
+                      const std::filesystem::path& err, int uid = -1) {
   pid_t pid = fork();
   if (pid == 0) {
-    if (!output.empty()) {
-      int fd = ::open(output.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      dup2(fd, 1);
-      dup2(fd, 2);
-    }
+    if (!out.empty()) dup2(::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644), 1);
+    if (!err.empty()) dup2(err == out ? 1 : ::open(err.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644), 2);
+    if (uid >= 0 && (setgid(uid) != 0 || setuid(uid) != 0)) _exit(126);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -41,6 +41,11 @@ inline pid_t spawn(const std::vector<std::string>& args, const std::filesystem::
     _exit(127);
   }
   return pid;
+}
+
+// Runs argv[0] with stdout and stderr appended to `output` (when given).
+inline pid_t spawn(const std::vector<std::string>& args, const std::filesystem::path& output = {}) {
+  return spawn_to(args, output, output);
 }
 
 // The exit code (128 + signal when killed), or -1 if it is still running
