@@ -607,6 +607,17 @@ log:
   level: info                   # trace, debug, info, warn, error, critical or off
   file: ""                      # also log to this file; "" for none
 
+inspector:                      # what outpostctl reads (its unix socket, mode 0600)
+  socket: outpost-data/inspector.sock  # ~ for no inspector
+  control: false                # true: outpostctl may suspend, resume, restart, log-level
+  warnings:                     # when a condition is worth a warning
+    mailbox_backlog_ms: 10000   # a mailbox over 1000 messages this long
+    slow_handler_ms: 500        # one message this long in a handler on a shared worker
+    backpressure_ms: 60000      # a query or the buffer waiting for space this long
+    link_offline_ms: 300000     # the link not delivering this long
+    restarts: 3                 # a query failing this often
+    restart_window_ms: 600000   #   within this time
+
 event_table:                    # event artifacts (outpost-agent artifacts list), each a query
   - artifact: Linux.Events.ProcessCreation     # a row per process started
     parameters: {Period: 1}

@@ -26,6 +26,10 @@ std::string dump(const AgentConfig& c) {
   out << "link: " << (c.link.kind == LinkSpec::Kind::file ? "file" : "offline") << " "
       << c.link.path << "\n";
   out << "log: level=" << c.log.level << " file=" << c.log.file << "\n";
+  auto& w = c.inspector.warnings;
+  out << "inspector: socket=" << c.inspector.socket << " control=" << c.inspector.control
+      << " warnings=" << w.mailbox_backlog.count() << "/" << w.slow_handler.count() << "/" << w.backpressure.count()
+      << "/" << w.link_offline.count() << "/" << w.restarts << "/" << w.restart_window.count() << "\n";
   for (const auto& q : c.queries) {
     const auto& s = q.source;
     out << "query: name=" << q.name << " id=" << q.id << " artifact=" << q.artifact
@@ -120,6 +124,7 @@ queries:
       "map_size=0\n"
       "link: file /tmp/out.jsonl\n"
       "log: level=debug file=/var/log/outpost.log\n"
+      "inspector: socket=outpost-data/inspector.sock control=0 warnings=10000/500/60000/300000/3/600000\n"
       "query: name=proc.events id=7 artifact=Linux.Events.Process lane=control batch=10/4096/0ms "
       "max_in_flight=64\n"
       "  source: 0 rate=2.5 row_size=1024 max_rows=100 fail_after=50 period=1000ms query= name=\n"
