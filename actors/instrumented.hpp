@@ -63,7 +63,7 @@ class instrumented_actor : public caf::stateful_actor<State, Base> {
       // Traced, every message is stamped; watched, one in kMailboxSample (the
       // mailbox-time histogram is a sample: a stamp takes a lock).
       if (registry_->trace().active() || (registry_->watching() && n % kMailboxSample == 0))
-        m->stamp(ptr.get(), steady_ns(), registry_->next_flow());
+        if (auto* o = m->observed()) o->stamp(ptr.get(), steady_ns(), registry_->next_flow());
     }
     super::enqueue(std::move(ptr), eu);
   }
@@ -114,12 +114,14 @@ class instrumented_actor : public caf::stateful_actor<State, Base> {
       auto& registry = *self.registry_;
       bool watching = registry.watching(), tracing = registry.trace().active();
       if (!watching && !tracing) return;
+      auto* o = m.observed();
+      if (!o) return;  // enrolled just as the watch began: from its next message
       int64_t enqueued = 0;
       uint64_t flow = 0;
-      bool stamped = m.take_stamp(&x, &enqueued, &flow);
+      bool stamped = o->take_stamp(&x, &enqueued, &flow);
       if (watching) {
-        m.handling.add(took);
-        if (stamped) m.mailbox.add(static_cast<uint64_t>(start - enqueued));
+        o->handling.add(took);
+        if (stamped) o->mailbox.add(static_cast<uint64_t>(start - enqueued));
       }
       if (tracing && registry.trace().wants(m.id))
         registry.trace().record(TraceEvent{m.id, sender, stamped ? flow : 0,

@@ -42,6 +42,17 @@ ActorMetrics::ActorMetrics(uint64_t id, const char* kind, uint64_t parent, bool 
   state_since_ns.store(steady_ns(), std::memory_order_relaxed);
 }
 
+ActorMetrics::~ActorMetrics() { delete observed_.load(std::memory_order_acquire); }
+
+Observed& ActorMetrics::observe() {
+  Observed* o = observed_.load(std::memory_order_acquire);
+  if (o) return *o;
+  auto* fresh = new Observed;
+  if (observed_.compare_exchange_strong(o, fresh, std::memory_order_acq_rel)) return *fresh;
+  delete fresh;  // another thread made it first
+  return *o;
+}
+
 void ActorMetrics::set_name(std::string name) {
   std::lock_guard<std::mutex> lock(mutex_);
   name_ = std::move(name);
@@ -63,12 +74,12 @@ std::pair<std::string, int64_t> ActorMetrics::last_error() const {
   return {error_, error_wall_ns_};
 }
 
-void ActorMetrics::stamp(const void* message, int64_t at_ns, uint64_t flow) {
+void Observed::stamp(const void* message, int64_t at_ns, uint64_t flow) {
   std::lock_guard<std::mutex> lock(mutex_);
   stamps_[message] = {at_ns, flow};
 }
 
-bool ActorMetrics::take_stamp(const void* message, int64_t* at_ns, uint64_t* flow) {
+bool Observed::take_stamp(const void* message, int64_t* at_ns, uint64_t* flow) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = stamps_.find(message);
   if (it == stamps_.end()) return false;
@@ -78,7 +89,7 @@ bool ActorMetrics::take_stamp(const void* message, int64_t* at_ns, uint64_t* flo
   return true;
 }
 
-void ActorMetrics::clear_stamps() {
+void Observed::clear_stamps() {
   std::lock_guard<std::mutex> lock(mutex_);
   stamps_.clear();
 }

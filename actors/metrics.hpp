@@ -56,12 +56,30 @@ class Histogram {
   std::array<std::atomic<uint64_t>, kBuckets> buckets_{};
 };
 
+// What an actor keeps only once an inspector has watched or traced it (then
+// until it ends): histograms, and the enqueue stamps of messages in its
+// mailbox. Idle queries by the thousand would otherwise carry ~700 bytes each.
+struct Observed {
+  Histogram handling, mailbox;
+  // Senders' threads stamp; the handler takes the stamp back out.
+  void stamp(const void* message, int64_t at_ns, uint64_t flow);
+  bool take_stamp(const void* message, int64_t* at_ns, uint64_t* flow);
+  void clear_stamps();
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<const void*, std::pair<int64_t, uint64_t>> stamps_;
+};
+
 // A mailbox holding more than this many messages is a backlog; one that stays
 // over it for the configured time is a warning.
 inline constexpr uint64_t kBacklogMessages = 1000;
 
 struct ActorMetrics {
   ActorMetrics(uint64_t id, const char* kind, uint64_t parent, bool detached);
+  ~ActorMetrics();
+  ActorMetrics(const ActorMetrics&) = delete;
+  ActorMetrics& operator=(const ActorMetrics&) = delete;
 
   const uint64_t id;
   const char* const kind;  // the state's name: buffer, query, link, ...
@@ -80,7 +98,6 @@ struct ActorMetrics {
   std::atomic<int64_t> slow_last_wall_ns{0};
   std::atomic<uint64_t> dropped{0};  // events or rows lost at this actor (a sensor's full queue)
   std::atomic<int64_t> state_since_ns{0};  // steady
-  Histogram handling, mailbox;  // only while the registry is watched
 
   uint64_t mailbox_size() const {
     uint64_t e = enqueued.load(std::memory_order_relaxed), h = handled.load(std::memory_order_relaxed);
@@ -108,18 +125,17 @@ struct ActorMetrics {
   void set_error(std::string error);
   std::pair<std::string, int64_t> last_error() const;  // text and wall-clock ns; empty when none
 
-  // Senders' threads, only while watched: when a message was enqueued (and
-  // its flow id, for traces); the handler takes it back out.
-  void stamp(const void* message, int64_t at_ns, uint64_t flow);
-  bool take_stamp(const void* message, int64_t* at_ns, uint64_t* flow);
-  void clear_stamps();
+  // Null until the actor is first watched or traced. Any thread.
+  Observed* observed() const { return observed_.load(std::memory_order_acquire); }
+  // Makes it (once, whoever calls first). Any thread.
+  Observed& observe();
 
  private:
   std::atomic<uint8_t> state_{0};
+  std::atomic<Observed*> observed_{nullptr};  // owned
   mutable std::mutex mutex_;
   std::string name_, error_;
   int64_t error_wall_ns_ = 0;
-  std::unordered_map<const void*, std::pair<int64_t, uint64_t>> stamps_;
 };
 
 }  // namespace outpost

@@ -72,6 +72,7 @@ std::shared_ptr<ActorMetrics> ActorRegistry::enroll(caf::weak_actor_ptr actor, u
   if (!counters_) return nullptr;
   auto m = std::make_shared<ActorMetrics>(id, kind, parent, detached);
   std::lock_guard<std::mutex> lock(mutex_);
+  if (watching() || trace_.active()) m->observe();
   live_[id] = Entry{m, std::move(actor)};
   return m;
 }
@@ -110,16 +111,34 @@ void ActorRegistry::remove_watcher() {
 }
 
 void ActorRegistry::set_watching(bool on) {
+  std::lock_guard<std::mutex> lock(mutex_);
   if (on == watching()) return;
   if (on) {
-    for (auto& e : live()) {  // start the histograms afresh
-      e.metrics->handling.reset();
-      e.metrics->mailbox.reset();
+    for (auto& [id, e] : live_) {  // the histograms start afresh
+      auto& o = e.metrics->observe();
+      o.handling.reset();
+      o.mailbox.reset();
     }
   }
   watching_.store(on, std::memory_order_relaxed);
-  if (!on)
-    for (auto& e : live()) e.metrics->clear_stamps();
+  if (!on && !trace_.active())
+    for (auto& [id, e] : live_)
+      if (auto* o = e.metrics->observed()) o->clear_stamps();
+}
+
+TraceRecorder::Result ActorRegistry::take_trace() {
+  auto result = trace_.take();
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!watching())
+    for (auto& [id, e] : live_)
+      if (auto* o = e.metrics->observed()) o->clear_stamps();
+  return result;
+}
+
+void ActorRegistry::start_trace(const TraceLimits& limits) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& [id, e] : live_) e.metrics->observe();
+  trace_.start(limits);
 }
 
 // (declared in actors/instrumented.hpp)

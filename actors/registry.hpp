@@ -112,6 +112,10 @@ class ActorRegistry {
   void set_slow_ns(uint64_t ns) { slow_ns_.store(ns, std::memory_order_relaxed); }
   uint64_t next_flow() { return flows_.fetch_add(1, std::memory_order_relaxed) + 1; }
   TraceRecorder& trace() { return trace_; }
+  // Starts a trace (TraceRecorder::start) with every actor ready to be traced.
+  void start_trace(const TraceLimits& limits);
+  // Ends it (TraceRecorder::take), dropping the stamps of messages still in mailboxes.
+  TraceRecorder::Result take_trace();
 
  private:
   const bool counters_;

@@ -101,11 +101,11 @@ void fill(inspector::ActorInfo::Builder b, const ActorMetrics& m, int64_t now, c
   b.setStartNs(m.start_wall_ns);
   b.setDetached(m.detached);
   if (auto it = statuses.find(m.id); it != statuses.end()) b.setStatus(it->second);
-  if (watching) {
+  if (auto* o = m.observed(); watching && o) {
     auto put = [](auto list, const std::vector<uint64_t>& counts) {
       for (size_t i = 0; i < counts.size(); ++i) list.set(i, counts[i]);
     };
-    auto h = m.handling.counts(), mb = m.mailbox.counts();
+    auto h = o->handling.counts(), mb = o->mailbox.counts();
     put(b.initHandlingHistogram(h.size()), h);
     put(b.initMailboxHistogram(mb.size()), mb);
   }
@@ -201,7 +201,7 @@ class InspectorImpl final : public Inspector::Server {
     if (p.getMaxEvents()) limits.max_events = std::min<uint64_t>(p.getMaxEvents(), 1000000);
     if (p.getMaxPerSecond()) limits.max_per_second = p.getMaxPerSecond();
     limits.duration_ns = int64_t{std::clamp<uint32_t>(p.getSeconds(), 1, 600)} * 1000000000;
-    recorder.start(limits);
+    ctx_.registry.start_trace(limits);
     return wait_trace(call);
   }
 
@@ -240,7 +240,7 @@ class InspectorImpl final : public Inspector::Server {
     auto& recorder = ctx_.registry.trace();
     if (!recorder.ended())
       return timer_.afterDelay(50 * kj::MILLISECONDS).then([this, call]() mutable { return wait_trace(call); });
-    auto result = recorder.take();
+    auto result = ctx_.registry.take_trace();
     auto r = call.getResults();
     r.setEndedBy(result.ended_by);
     auto out = r.initEvents(static_cast<unsigned>(result.events.size()));
