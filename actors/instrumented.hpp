@@ -138,10 +138,4 @@ class instrumented_actor : public caf::stateful_actor<State, Base> {
 template <class Handle, class State>
 using instrumented = instrumented_actor<State, typename Handle::base>*;
 
-// Sets an actor's state for the inspector (nothing when it keeps no counters).
-template <class Self>
-void show_state(Self* self, ActorState s) {
-  if (auto* m = self->metrics()) m->set_state(s);
-}
-
 }  // namespace outpost

@@ -77,6 +77,8 @@ class ActorRegistry {
   // `counters` false: actors keep no counters (the benchmark's baseline).
   explicit ActorRegistry(bool counters = true) : counters_(counters) {}
 
+  const int64_t started_wall_ns = wall_ns();  // made with its actor system
+
   // The registry of the system's AgentSystemConfig; null for other systems.
   static ActorRegistry* of(const caf::actor_system& sys);
 

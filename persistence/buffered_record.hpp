@@ -19,4 +19,12 @@ struct BufferedRecord {
   kj::ArrayPtr<const kj::byte> payload() const { return words.asBytes().slice(0, size); }
 };
 
+// The payload bytes of records read together.
+template <class Records>
+uint64_t payload_bytes(const Records& records) {
+  uint64_t n = 0;
+  for (auto& r : records) n += r.size;
+  return n;
+}
+
 }  // namespace outpost::persistence

@@ -22,18 +22,17 @@ struct ActorInfo {
   handlingNs @8 :UInt64;   # total time in its handlers
   handlingMaxNs @9 :UInt64;
   busyForNs @10 :Int64;    # its current handler has run this long; 0: idle
-  rowsIn @11 :UInt64;
-  rowsOut @12 :UInt64;
-  bytesIn @13 :UInt64;
-  bytesOut @14 :UInt64;
-  dropped @15 :UInt64;
-  lastError @16 :Text;
-  lastErrorNs @17 :Int64;  # wall clock; 0: none
-  startNs @18 :Int64;      # wall clock
-  detached @19 :Bool;      # on a thread of its own
-  status @20 :Text;        # its own status (kind-specific fields) as JSON; empty if it did not answer in time
-  handlingHistogram @21 :List(UInt64);  # log2 ns buckets, while watched (empty otherwise)
-  mailboxHistogram @22 :List(UInt64);
+  rowsOut @11 :UInt64;      # rows a query appended
+  bytesIn @12 :UInt64;      # encoded records appended to the buffer
+  bytesOut @13 :UInt64;     # appended by a query, read from the buffer, sent by a link
+  dropped @14 :UInt64;
+  lastError @15 :Text;
+  lastErrorNs @16 :Int64;  # wall clock; 0: none
+  startNs @17 :Int64;      # wall clock
+  detached @18 :Bool;      # on a thread of its own
+  status @19 :Text;        # its own status (kind-specific fields) as JSON; empty if it did not answer in time
+  handlingHistogram @20 :List(UInt64);  # log2 ns buckets, while watched (empty otherwise)
+  mailboxHistogram @21 :List(UInt64);
 }
 
 struct ActorExit {
@@ -73,6 +72,7 @@ enum Action {
 
 interface Inspector {
   hello @0 (version :UInt32) -> (version :UInt32, pid :UInt32, control :Bool, startNs :Int64, agent :Text);
+  # startNs: when the agent's actor system started (wall clock).
   # Every live actor, and the last ones that exited. withStatus: also each one's own status
   # (asks every actor; those that do not answer within the call's time have none).
   actors @1 (withStatus :Bool) -> (actors :List(ActorInfo), exits :List(ActorExit), nowNs :Int64);

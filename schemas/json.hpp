@@ -33,6 +33,11 @@ void append_json(std::string& out, schema::Value::Reader value);
 
 // A JSON string: text escaped as append_json describes.
 void append_json_string(std::string& out, kj::StringPtr text);
+inline std::string json_string(kj::StringPtr text) {
+  std::string out;
+  append_json_string(out, text);
+  return out;
+}
 // A JSON string holding `data` in base64, as append_json writes bytes.
 void append_json_base64(std::string& out, kj::ArrayPtr<const kj::byte> data);
 

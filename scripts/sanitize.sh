@@ -62,7 +62,7 @@ if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi
 targets=(outpost-unit-tests outpost-actor-tests outpost-net-tests outpost-query-tests)
-[ "$kind" = asan ] && targets+=(outpost-fault-proxy-tests outpost-crash-test)
+[ "$kind" = asan ] && targets+=(outpost-fault-proxy-tests outpost-crash-test outpost-inspector-tests)
 
 start=$SECONDS
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOUTPOST_SANITIZE=$sanitize "${launcher[@]}" >/dev/null

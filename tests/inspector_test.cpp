@@ -134,6 +134,20 @@ TEST_F(InspectorTest, ActorsAndTreeShowEveryActorWithCountsThatMatchTheDelivered
   EXPECT_EQ(delivered_rows(7), out);
   EXPECT_EQ((*find(ctl_json({"actors"}), "query", "syn"))["rows_out"].u(), out);
 
+  // With both suspended, the bytes add up: what the queries appended is what
+  // the buffer took in and what the link delivered.
+  ASSERT_EQ(ctl({"suspend", "beat"}).code, 0);
+  uint64_t appended = 0, taken = 0, delivered_bytes = 0;
+  ASSERT_TRUE(eventually([&] {
+    auto a = ctl_json({"actors"});
+    appended = (*find(a, "query", "syn"))["bytes_out"].u() + (*find(a, "query", "beat"))["bytes_out"].u();
+    taken = (*find(a, "buffer"))["bytes_in"].u();
+    delivered_bytes = (*find(a, "link"))["bytes_out"].u();
+    return appended == taken && taken == delivered_bytes;
+  })) << appended << " appended, " << taken << " taken in, " << delivered_bytes << " delivered";
+  EXPECT_GT(appended, 0u);
+  ASSERT_EQ(ctl({"resume", "beat"}).code, 0);
+
   r = ctl({"resume", "syn"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "resumed syn\n");

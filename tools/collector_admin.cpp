@@ -21,12 +21,6 @@ namespace {
 namespace fs = std::filesystem;
 using protocol::Admin;
 
-std::string json_string(kj::StringPtr text) {
-  std::string out;
-  schemas::append_json_string(out, text);
-  return out;
-}
-
 // Runs one request against the collector; prints its error and returns 1 if it fails.
 int call(const AdminOptions& o, const std::function<kj::Promise<void>(Admin::Client)>& request) {
   std::string socket = o.socket.empty() ? default_socket(o.datadir) : o.socket;
@@ -111,11 +105,11 @@ void print_agent(protocol::AgentSummary::Reader a, bool json) {
     for (auto m : a.getMarks())
       marks += fmt::format("{}\"{}\":{}", marks.empty() ? "" : ",", schemas::lane_name(m.getLane()), m.getSeq());
     for (auto e : a.getEventTable())
-      table += (table.empty() ? "" : ",") + json_string(describe(e));
+      table += (table.empty() ? "" : ",") + schemas::json_string(describe(e));
     std::cout << fmt::format(
         "{{\"id\":{},\"connected\":{},\"peer\":{},\"connected_ns\":{},\"last_upload_ns\":{},"
         "\"stored\":{{{}}},\"event_table\":[{}],\"pending_requests\":{}}}\n",
-        json_string(a.getId()), a.getConnected(), json_string(a.getPeer()), a.getConnectedNs(),
+        schemas::json_string(a.getId()), a.getConnected(), schemas::json_string(a.getPeer()), a.getConnectedNs(),
         a.getLastUploadNs(), marks, table, a.getPendingRequests());
     return;
   }

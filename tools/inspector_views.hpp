@@ -83,11 +83,8 @@ struct Session {
   }
 };
 
-inline std::string q(kj::StringPtr s) {
-  std::string out;
-  outpost::schemas::append_json_string(out, s);
-  return out;
-}
+// A JSON string.
+inline std::string q(kj::StringPtr s) { return schemas::json_string(s); }
 
 inline std::string label(in::ActorInfo::Reader a) {
   return a.getName().size() ? fmt::format("{} {}", a.getKind().cStr(), a.getName().cStr()) : a.getKind().cStr();

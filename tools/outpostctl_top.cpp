@@ -134,10 +134,11 @@ std::vector<std::string> frame(Session& s, const View& view, std::map<uint64_t, 
   std::vector<Row> rows;
   std::map<uint64_t, Previous> next;
   for (auto a : r.getActors()) {
-    auto& p = prev[a.getId()];
-    bool known = prev.size() > 1 && p.handled <= a.getHandled() && dt > 0;
-    rows.push_back({a, known ? (a.getHandled() - p.handled) / dt : 0,
-                    known && p.rows_out <= a.getRowsOut() ? (a.getRowsOut() - p.rows_out) / dt : 0});
+    // A rate needs the actor in the last frame too (counters only grow).
+    auto p = prev.find(a.getId());
+    bool known = p != prev.end() && dt > 0;
+    rows.push_back({a, known ? (a.getHandled() - p->second.handled) / dt : 0,
+                    known ? (a.getRowsOut() - p->second.rows_out) / dt : 0});
     next[a.getId()] = {a.getHandled(), a.getRowsOut()};
     if (!view.filter.empty() && label(a).find(view.filter) == std::string::npos) rows.pop_back();
   }

@@ -90,7 +90,6 @@ void fill(inspector::ActorInfo::Builder b, const ActorMetrics& m, int64_t now, c
   b.setHandlingMaxNs(m.handling_max_ns.load());
   int64_t busy = m.busy_since_ns.load();
   b.setBusyForNs(busy ? now - busy : 0);
-  b.setRowsIn(m.rows_in.load());
   b.setRowsOut(m.rows_out.load());
   b.setBytesIn(m.bytes_in.load());
   b.setBytesOut(m.bytes_out.load());
@@ -126,7 +125,7 @@ class InspectorImpl final : public Inspector::Server {
     r.setVersion(inspector::VERSION);
     r.setPid(static_cast<uint32_t>(::getpid()));
     r.setControl(ctx_.spec.control);
-    r.setStartNs(start_ns_);
+    r.setStartNs(ctx_.registry.started_wall_ns);
     r.setAgent(ctx_.agent);
     return kj::READY_NOW;
   }
@@ -267,7 +266,6 @@ class InspectorImpl final : public Inspector::Server {
   kj::Timer& timer_;
   bool watching_ = false;
   kj::Promise<void> expiry_ = nullptr;
-  const int64_t start_ns_ = wall_ns();
 };
 
 }  // namespace

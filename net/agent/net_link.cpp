@@ -54,6 +54,7 @@ void send_uploads(Self self, size_t lane, uint64_t after, const BufferedRecords&
     ++st.uploads;
     st.records_sent += end - begin;
     st.bytes_sent += bytes;
+    if (auto* m = self->metrics()) m->add_out(0, bytes);
     st.transport->upload(st.session, static_cast<Lane>(lane), after, records, begin, end);
     after = (*records)[end - 1].seq;
     begin = end;
