@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <tuple>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -243,18 +244,22 @@ void read_buffer(const YAML::Node& n, const std::string& path, AgentConfig& conf
              }}});
 }
 
-// "host:port"; the port is required.
-void read_address(const YAML::Node& n, const std::string& path, LinkSpec& link) {
-  const char* what = "host:port, such as 127.0.0.1:4750";
+// "host:port" as host and port; `what` says what is expected when it is not one.
+std::pair<std::string, uint16_t> host_port(const YAML::Node& n, const std::string& path, const char* what,
+                                           bool port_zero_allowed) {
   const std::string& s = scalar(n, path, what);
   size_t colon = s.rfind(':');
   if (colon == std::string::npos || colon == 0) expected(n, path, what);
   uint64_t port = 0;
   auto [end, ec] = std::from_chars(s.data() + colon + 1, s.data() + s.size(), port);
-  if (ec != std::errc() || end != s.data() + s.size() || port == 0 || port > 65535)
+  if (ec != std::errc() || end != s.data() + s.size() || (port == 0 && !port_zero_allowed) || port > 65535)
     expected(n, path, what);
-  link.host = s.substr(0, colon);
-  link.port = static_cast<uint16_t>(port);
+  return {s.substr(0, colon), static_cast<uint16_t>(port)};
+}
+
+// The collector's address; the port is required.
+void read_address(const YAML::Node& n, const std::string& path, LinkSpec& link) {
+  std::tie(link.host, link.port) = host_port(n, path, "host:port, such as 127.0.0.1:4750", false);
 }
 
 void read_link(const YAML::Node& n, const std::string& path, LinkSpec& link) {
@@ -307,11 +312,23 @@ void read_log(const YAML::Node& n, const std::string& path, LogSpec& log) {
             {"file", [&](auto& v, auto& p) { log.file = text(v, p); }}});
 }
 
+// "host:port" to listen on; port 0 takes any free one.
+std::string listen_address(const YAML::Node& n, const std::string& path) {
+  host_port(n, path, "host:port, such as 127.0.0.1:9464 (port 0: any free one)", true);
+  return n.Scalar();
+}
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
+
 void read_inspector(const YAML::Node& n, const std::string& path, InspectorSpec& in) {
   auto& w = in.warnings;
   read_map(n, path,
            {{"socket", [&](auto& v, auto& p) { in.socket = v.IsNull() ? std::string{} : path_text(v, p); }},
             {"control", [&](auto& v, auto& p) { in.control = choice(v, p, kBools); }},
+            {"metrics", [&](auto& v, auto& p) { in.metrics = v.IsNull() ? std::string{} : listen_address(v, p); }},
+            {"metrics_remote", [&](auto& v, auto& p) { in.metrics_remote = choice(v, p, kBools); }},
             {"warnings", [&](auto& v, auto& p) {
                read_map(v, p,
                         {{"mailbox_backlog_ms", [&](auto& v, auto& p) { w.mailbox_backlog = millis(v, p, 1); }},
@@ -321,6 +338,9 @@ void read_inspector(const YAML::Node& n, const std::string& path, InspectorSpec&
                          {"restarts", [&](auto& v, auto& p) { w.restarts = static_cast<unsigned>(integer(v, p, 1, 1000000)); }},
                          {"restart_window_ms", [&](auto& v, auto& p) { w.restart_window = millis(v, p, 1); }}});
              }}});
+  if (!in.metrics.empty() && !in.metrics_remote && !is_loopback(in.metrics.substr(0, in.metrics.rfind(':'))))
+    fail(join(path, "metrics"), in.metrics + " is not a loopback address: the metrics would be served beyond this "
+                                "host; set inspector.metrics_remote: true to allow that");
   // A unix socket's path holds 107 bytes; the agent binds a temporary name beside it first.
   if (in.socket.size() > 96)
     fail(join(path, "socket"), "at most 96 bytes (a unix socket's path is short); this one has " +
@@ -609,7 +629,10 @@ log:
 
 inspector:                      # what outpostctl reads (its unix socket, mode 0600)
   socket: outpost-data/inspector.sock  # ~ for no inspector
-  control: false                # true: outpostctl may suspend, resume, restart, log-level
+  control: false                # true: outpostctl may suspend, resume, restart, cancel, log-level,
+                                #   link reconnect and buffer compact
+  metrics: ~                    # host:port for OpenMetrics (GET /metrics), e.g. 127.0.0.1:9464
+  metrics_remote: false         # true: metrics may listen on an address beyond loopback
   warnings:                     # when a condition is worth a warning
     mailbox_backlog_ms: 10000   # a mailbox over 1000 messages this long
     slow_handler_ms: 500        # one message this long in a handler on a shared worker

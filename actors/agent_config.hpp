@@ -109,8 +109,12 @@ struct WarningThresholds {
 // The agent's inspector endpoint (outpostctl's socket).
 struct InspectorSpec {
   std::string socket = "outpost-data/inspector.sock";  // empty: no inspector
-  bool control = false;  // suspend, resume, restart, cancel, log level; read-only when false
+  // suspend, resume, restart, cancel, link reconnect, buffer compact, log
+  // level; read-only when false
+  bool control = false;
   WarningThresholds warnings;
+  std::string metrics;          // host:port of the OpenMetrics listener (GET /metrics); empty: none
+  bool metrics_remote = false;  // metrics may listen beyond loopback
 };
 
 inline persistence::StoreOptions default_store_options() {

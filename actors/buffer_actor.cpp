@@ -425,6 +425,11 @@ buffer_actor::behavior_type buffer_with(instrumented<buffer_actor, buffer_state>
         settle(self);
         self->quit();
       },
+      [=](compact_atom) -> caf::result<uint64_t, uint64_t> {
+        auto c = self->state.store->compact();
+        if (!c.error.empty()) return caf::make_error(caf::sec::runtime_error, c.error);
+        return {c.before, c.after};
+      },
       [=](status_atom) -> caf::result<caf::settings> {
         return guarded("status", [&]() -> caf::result<caf::settings> { return status_of(self); });
       },

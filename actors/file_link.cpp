@@ -136,6 +136,12 @@ link_actor::behavior_type file_link(instrumented<link_actor, file_link_state> se
         st.online = on;
         pump_all(self);
       },
+      [=](reconnect_atom) -> caf::result<std::string> {
+        auto& st = self->state;
+        return caf::make_error(caf::sec::runtime_error,
+                               st.path.empty() ? std::string("this agent's link is offline: it has no connection")
+                                               : "this agent's link writes to " + st.path + ": it has no connection");
+      },
       [=](status_atom) {
         auto& st = self->state;
         caf::settings s;

@@ -25,6 +25,9 @@ namespace outpost {
 
 // What a handled message was, for a trace: its leading atom, or its type.
 std::string describe_message(const caf::mailbox_element& x);
+// Adds the bytes of the records a message carries (RecordRef, BufferedRecords)
+// and, when `payloads`, their JSON lines (registry.cpp).
+void describe_records(const caf::mailbox_element& x, bool payloads, uint64_t& bytes, std::string& payload);
 
 // A state with `ActorState shown_state() const` is asked after each handled
 // message: the actor's state for the inspector follows its own fields.
@@ -71,9 +74,13 @@ class instrumented_actor : public caf::stateful_actor<State, Base> {
   caf::invoke_message_result consume(caf::mailbox_element& x) override {
     auto* m = metrics_.get();
     if (!m) return super::consume(x);
-    Handling h{*this, x, steady_ns()};
-    // The handler may take the sender (a response promise does): note it first.
-    if (registry_->trace().active() && x.sender) h.sender = x.sender->id();
+    Handling h{*this, x, steady_ns(), false, 0, 0, {}};
+    // The handler may take the sender (a response promise does) and move the
+    // records out of the message: note them first.
+    if (auto& trace = registry_->trace(); trace.active() && trace.wants(m->id)) {
+      if (x.sender) h.sender = x.sender->id();
+      describe_records(x, trace.payloads(), h.bytes, h.payload);
+    }
     m->busy_since_ns.store(h.start, std::memory_order_relaxed);
     auto result = super::consume(x);
     h.skipped = result == caf::invoke_message_result::skipped;
@@ -93,6 +100,8 @@ class instrumented_actor : public caf::stateful_actor<State, Base> {
     int64_t start;
     bool skipped = false;
     uint64_t sender = 0;  // while tracing
+    uint64_t bytes = 0;   // while tracing
+    std::string payload;  // while tracing with payloads
     ~Handling() {
       auto& m = *self.metrics_;
       int64_t end = steady_ns();
@@ -124,9 +133,9 @@ class instrumented_actor : public caf::stateful_actor<State, Base> {
         if (stamped) o->mailbox.add(static_cast<uint64_t>(start - enqueued));
       }
       if (tracing && registry.trace().wants(m.id))
-        registry.trace().record(TraceEvent{m.id, sender, stamped ? flow : 0,
-                                           describe_message(x), stamped ? enqueued : 0, start,
-                                           static_cast<int64_t>(took)});
+        registry.trace().record(TraceEvent{m.id, sender, stamped ? flow : 0, describe_message(x),
+                                           stamped ? enqueued : 0, start, static_cast<int64_t>(took), bytes,
+                                           std::move(payload)});
     }
   };
 

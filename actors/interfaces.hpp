@@ -50,6 +50,9 @@ using fatal_atom = caf::atom_constant<caf::atom("fatal")>;
 using budget_atom = caf::atom_constant<caf::atom("budget")>;
 using suspend_atom = caf::atom_constant<caf::atom("suspend")>;
 using resume_atom = caf::atom_constant<caf::atom("resume")>;
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+using reconnect_atom = caf::atom_constant<caf::atom("reconnect")>;
+using compact_atom = caf::atom_constant<caf::atom("compact")>;
 
 // What every actor answers: its counters and state, as settings (the
 // collector's `status` command gathers them through the supervisor; tests
@@ -63,7 +66,10 @@ using link_actor = caf::typed_actor<
     // everything before them sends them without reading them back.
     caf::reacts_to<committed_atom, Lane, uint64_t, BufferedRecords>,
     // Start (true) or stop (false) delivering.
-    caf::reacts_to<online_atom, bool>>::extend_with<status_interface>;
+    caf::reacts_to<online_atom, bool>,
+    // The operator: end the connection and connect again at once; answers what it did (an
+    // error from a link that has no connection).
+    caf::replies_to<reconnect_atom>::with<std::string>>::extend_with<status_interface>;
 
 // Owns the LMDB store; producers wait here for space (and on its pending budget).
 using buffer_actor = caf::typed_actor<
@@ -92,7 +98,10 @@ using buffer_actor = caf::typed_actor<
     // others; answers how many it refused.
     caf::replies_to<settle_atom>::with<uint64_t>,
     // Settles, then quits.
-    caf::reacts_to<close_atom>>::extend_with<status_interface>;
+    caf::reacts_to<close_atom>,
+    // The operator: rewrite the store's file without its free pages; answers its bytes before
+    // and after (an error when there was no room for the copy).
+    caf::replies_to<compact_atom>::with<uint64_t, uint64_t>>::extend_with<status_interface>;
 
 // Reads the buffer's store on its own thread, for the network link.
 using buffer_reader_actor = caf::typed_actor<
@@ -141,7 +150,13 @@ using supervisor_actor = caf::typed_actor<
     // over, then start again) the query with this name or id; answers what it did.
     caf::replies_to<suspend_atom, std::string>::with<std::string>,
     caf::replies_to<resume_atom, std::string>::with<std::string>,
-    caf::replies_to<restart_atom, std::string>::with<std::string>>::extend_with<status_interface>;
+    caf::replies_to<restart_atom, std::string>::with<std::string>,
+    // The operator: stop the query and delete its rows from the buffer (restart starts it
+    // again); answers what it did.
+    caf::replies_to<cancel_atom, std::string>::with<std::string>,
+    // The operator: the link's reconnect and the buffer's compact, passed on; answer what they did.
+    caf::replies_to<reconnect_atom>::with<std::string>,
+    caf::replies_to<compact_atom>::with<std::string>>::extend_with<status_interface>;
 
 // The network link: a link whose network thread (net/net_client.hpp) reports
 // sessions and stored uploads back to it.

@@ -1,10 +1,14 @@
 #include "actors/registry.hpp"
 
 #include <caf/atom.hpp>
+#include <caf/event_based_actor.hpp>
 #include <caf/mailbox_element.hpp>
 #include <caf/type_nr.hpp>
 
 #include "actors/instrumented.hpp"
+#include "actors/interfaces.hpp"
+#include "schemas/codec.hpp"
+#include "schemas/json.hpp"
 
 namespace outpost {
 
@@ -17,6 +21,7 @@ void TraceRecorder::start(const TraceLimits& limits) {
   second_start_ns_ = steady_ns();
   deadline_ns_ = second_start_ns_ + limits.duration_ns;
   in_second_ = 0;
+  payloads_.store(limits.payloads, std::memory_order_relaxed);
   active_.store(true, std::memory_order_relaxed);
 }
 
@@ -95,6 +100,12 @@ std::vector<ActorRegistry::Entry> ActorRegistry::live() const {
   return out;
 }
 
+std::shared_ptr<ActorMetrics> ActorRegistry::find(uint64_t id) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = live_.find(id);
+  return it == live_.end() ? nullptr : it->second.metrics;
+}
+
 std::vector<ActorRegistry::Exit> ActorRegistry::exits() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return {exits_.begin(), exits_.end()};
@@ -150,6 +161,74 @@ std::string describe_message(const caf::mailbox_element& x) {
   auto t = c.type(0);
   if (t.first != 0) return caf::numbered_type_names[t.first - 1];
   return t.second ? t.second->name() : "message";
+}
+
+namespace {
+
+// Appends a record's JSON lines to `out`, up to kTracePayloadBytes in all.
+void append_payload(std::string& out, kj::ArrayPtr<const capnp::word> words) {
+  if (out.size() >= kTracePayloadBytes) return;
+  try {
+    schemas::append_json_lines(out, 0, schemas::RecordView(words).record());
+  } catch (const std::exception& e) {
+    out += std::string("(undecodable: ") + e.what() + ")\n";
+  }
+  if (out.size() > kTracePayloadBytes) {
+    out.resize(kTracePayloadBytes);
+    out += "...(cut)";
+  }
+}
+
+}  // namespace
+
+void describe_records(const caf::mailbox_element& x, bool payloads, uint64_t& bytes, std::string& payload) {
+  auto& c = x.content();
+  for (size_t i = 0; i < c.size(); ++i) {
+    if (c.match_element<RecordRef>(i)) {
+      auto& r = c.get_as<RecordRef>(i);
+      if (!r.encoded) continue;
+      bytes += r.encoded->size();
+      if (payloads) append_payload(payload, r.encoded->words());
+    } else if (c.match_element<BufferedRecords>(i)) {
+      auto& records = c.get_as<BufferedRecords>(i);
+      if (!records) continue;
+      bytes += persistence::payload_bytes(*records);
+      if (payloads)
+        for (auto& r : *records) append_payload(payload, r.words);
+    }
+  }
+}
+
+void ask_statuses(caf::actor_system& sys, std::vector<ActorRegistry::Entry> actors, std::chrono::milliseconds timeout,
+                  std::function<void(Statuses)> done) {
+  sys.spawn([actors = std::move(actors), timeout, done = std::move(done)](caf::event_based_actor* self) {
+    struct Pending {
+      Statuses statuses;
+      size_t left;
+    };
+    auto pending = std::make_shared<Pending>(Pending{{}, actors.size() + 1});
+    auto one_less = [pending, done, self] {
+      if (--pending->left > 0) return;
+      done(std::move(pending->statuses));
+      self->quit();
+    };
+    for (auto& e : actors) {
+      auto strong = e.actor.lock();
+      if (!strong) {
+        one_less();
+        continue;
+      }
+      uint64_t id = e.metrics->id;
+      self->request(caf::actor_cast<caf::actor>(strong), timeout, status_atom::value)
+          .then(
+              [pending, id, one_less](caf::settings& s) {
+                pending->statuses[id] = std::move(s);
+                one_less();
+              },
+              [one_less](caf::error&) { one_less(); });
+    }
+    one_less();
+  });
 }
 
 }  // namespace outpost

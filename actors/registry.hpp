@@ -12,9 +12,12 @@
 #include <caf/actor_control_block.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/settings.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -35,7 +38,12 @@ struct TraceEvent {
   int64_t enqueued_ns = 0;  // 0 when unknown (flow 0)
   int64_t start_ns = 0;
   int64_t duration_ns = 0;
+  uint64_t bytes = 0;    // of the records the message carries (an append, a read, a notification)
+  std::string payload;   // those records as JSON lines, cut at kTracePayloadBytes; only when asked for
 };
+
+// How much of a message's records a trace keeps, when it keeps payloads.
+inline constexpr size_t kTracePayloadBytes = 4096;
 
 // A trace is bounded by construction: it stops by itself at max_events, at
 // its deadline, or in the second it sees more than max_per_second messages.
@@ -44,6 +52,7 @@ struct TraceLimits {
   uint64_t max_per_second = 20000;
   int64_t duration_ns = 10'000'000'000;
   std::set<uint64_t> actors;  // empty: every actor
+  bool payloads = false;      // keep the rows the messages carry (TraceEvent::payload)
 };
 
 class TraceRecorder {
@@ -52,6 +61,7 @@ class TraceRecorder {
   void start(const TraceLimits& limits);
   bool active() const { return active_.load(std::memory_order_relaxed); }
   bool wants(uint64_t actor) const;  // active, and actor is traced
+  bool payloads() const { return payloads_.load(std::memory_order_relaxed); }
   void record(TraceEvent event);
   // Ends the trace (if it still runs) and hands over its events and why it ended.
   struct Result {
@@ -64,6 +74,7 @@ class TraceRecorder {
  private:
   void stop_locked(const char* why);
   std::atomic<bool> active_{false};
+  std::atomic<bool> payloads_{false};
   mutable std::mutex mutex_;
   TraceLimits limits_;
   std::vector<TraceEvent> events_;
@@ -93,6 +104,7 @@ class ActorRegistry {
     caf::weak_actor_ptr actor;  // to ask it for its status
   };
   std::vector<Entry> live() const;  // in id order
+  std::shared_ptr<ActorMetrics> find(uint64_t id) const;  // a live actor's; null when none
   struct Exit {
     uint64_t id = 0, parent = 0, handled = 0;
     std::string kind, name, reason;  // reason empty: it ended normally
@@ -132,6 +144,14 @@ class ActorRegistry {
   std::map<uint64_t, Entry> live_;
   std::deque<Exit> exits_;
 };
+
+// Every given actor's own status (its `status` answer, interfaces.hpp), asked
+// of all at once by a helper actor. Threads: any; `done` runs once, on a CAF
+// worker, when each has answered or failed to within `timeout` (those that
+// failed have no entry). Blocks on nothing.
+using Statuses = std::map<uint64_t, caf::settings>;
+void ask_statuses(caf::actor_system& sys, std::vector<ActorRegistry::Entry> actors, std::chrono::milliseconds timeout,
+                  std::function<void(Statuses)> done);
 
 // The actor system configuration of an agent: CAF's settings (system_config.hpp)
 // and the registry its actors enroll in.

@@ -5,19 +5,38 @@
 
 #include <algorithm>
 
+#include "actors/registry.hpp"
 #include "actors/status.hpp"
 #include "actors/waker.hpp"
+#include "schemas/codec.hpp"
 
 namespace outpost {
 namespace {
 
 using Self = instrumented<supervisor_actor, supervisor_state>;
 
+// A collection's start or end, as a status record on the control lane for
+// the collector's `flows`. Not budgeted like a query's rows (a few hundred
+// bytes a flow); a full buffer holds it like any append.
+void report_flow(Self self, schemas::Encoded record) {
+  auto& st = self->state;
+  if (!st.buffer) return;
+  auto encoded = std::make_shared<const schemas::Encoded>(std::move(record));
+  self->request(st.buffer, caf::infinite, append_atom::value, Lane::CONTROL, RecordRef{encoded, 0, 0})
+      .then([](uint64_t) {},
+            [self](caf::error& e) {
+              spdlog::warn("supervisor: a flow's status record was not stored: {}", self->system().render(e));
+            });
+}
+
 void start_query(Self self, size_t i) {
   auto& q = self->state.queries[i];
   q.actor = self->spawn<caf::monitored>(query, q.spec, self->state.buffer, self->state.waker,
                                          self->state.make_source);
   q.started = supervisor_state::Clock::now();
+  if (q.origin != supervisor_state::Origin::collection) return;
+  if (auto* registry = ActorRegistry::of(self->system())) q.metrics = registry->find(q.actor->id());
+  report_flow(self, schemas::encode_flow_started(q.spec->id, q.spec->artifact));
 }
 
 size_t running(Self self) {
@@ -97,6 +116,19 @@ void end_query(Self self, uint64_t id, supervisor_state::Ended::How how, std::st
   auto& st = self->state;
   auto it = std::find_if(st.queries.begin(), st.queries.end(), [id](auto& q) { return q.spec->id == id; });
   if (it == st.queries.end()) return;
+  if (it->origin == supervisor_state::Origin::collection) {
+    using Outcome = schema::QueryStatus::Outcome;
+    schemas::FlowEnd end;
+    end.rows = it->metrics ? it->metrics->rows_out.load() : 0;
+    end.bytes = it->metrics ? it->metrics->bytes_out.load() : 0;
+    end.duration_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(supervisor_state::Clock::now() - it->started)
+                          .count();
+    end.outcome = how == supervisor_state::Ended::How::failed      ? Outcome::FAILED
+                  : how == supervisor_state::Ended::How::cancelled ? Outcome::CANCELLED
+                                                                   : Outcome::FINISHED;
+    end.error = error;
+    report_flow(self, schemas::encode_flow_finished(id, it->spec->artifact, end));
+  }
   st.recent.push_back({how, id, it->request_id, it->spec->name, it->spec->artifact, it->origin, std::move(error)});
   if (st.recent.size() > kRecentFlows) st.recent.pop_front();
   st.queries.erase(it);
@@ -130,7 +162,7 @@ void on_down(Self self, const caf::down_msg& down) {
     if (st.stopping) break;
     if (q.restart_now && !q.retired) {
       q.restart_now = false;
-      q.finished = false;
+      q.halt = supervisor_state::Query::Halt::none;
       spdlog::info("query {} restarted by the operator", q.spec->name);
       start_query(self, static_cast<size_t>(&q - st.queries.data()));
       break;
@@ -139,10 +171,11 @@ void on_down(Self self, const caf::down_msg& down) {
       end_query(self, id, q.origin == Origin::collection ? How::cancelled : How::removed);
       break;
     }
+    if (q.halt == supervisor_state::Query::Halt::cancelled) break;  // the operator's: it stays stopped
     if (!down.reason) {
       spdlog::info("query {} finished", q.spec->name);
       if (q.origin == Origin::config)
-        q.finished = true;
+        q.halt = supervisor_state::Query::Halt::finished;
       else
         end_query(self, id, How::finished);
       break;
@@ -188,7 +221,8 @@ caf::settings status_of(Self self) {
     caf::put(e, "origin", std::string(origin_name(q.origin)));
     put_count(e, "restarts", q.restarts);
     caf::put(e, "running", static_cast<bool>(q.actor));
-    caf::put(e, "finished", q.finished);
+    caf::put(e, "finished", q.halt == supervisor_state::Query::Halt::finished);
+    caf::put(e, "cancelled", q.halt == supervisor_state::Query::Halt::cancelled);
     caf::put(e, "retired", q.retired);
     if (!q.last_error.empty()) caf::put(e, "last_error", q.last_error);
     queries.insert_or_assign(q.spec->name, caf::config_value{std::move(e)});
@@ -380,7 +414,9 @@ caf::result<std::string> operate(Self self, Atom atom, const std::string& name) 
   if (!q) return caf::make_error(caf::sec::runtime_error, "no query named " + name);
   if (!q->actor)
     return caf::make_error(caf::sec::runtime_error, "query " + name + " is not running" +
-                                                        (q->finished ? " (it finished)" : ""));
+                                                        (q->halt == supervisor_state::Query::Halt::finished    ? " (it finished)"
+                                                         : q->halt == supervisor_state::Query::Halt::cancelled ? " (it was cancelled)"
+                                                                                                          : ""));
   auto rp = self->make_response_promise<std::string>();
   std::string what = std::string(suspend ? "suspended " : "resumed ") + q->spec->name;
   self->request(q->actor, std::chrono::seconds(10), atom)
@@ -397,8 +433,8 @@ caf::result<std::string> operator_restart(Self self, const std::string& name) {
   if (st.stopping) return caf::make_error(caf::sec::runtime_error, "the agent is shutting down");
   if (!q) return caf::make_error(caf::sec::runtime_error, "no query named " + name);
   if (q->retired) return caf::make_error(caf::sec::runtime_error, "query " + name + " is being cancelled");
-  if (!q->actor) {  // finished, or waiting out its backoff
-    q->finished = false;
+  if (!q->actor) {  // finished, cancelled, or waiting out its backoff
+    q->halt = supervisor_state::Query::Halt::none;
     spdlog::info("query {} restarted by the operator", q->spec->name);
     start_query(self, static_cast<size_t>(q - st.queries.data()));
     return "restarted " + q->spec->name;
@@ -406,6 +442,68 @@ caf::result<std::string> operator_restart(Self self, const std::string& name) {
   q->restart_now = true;
   self->request(q->actor, caf::infinite, hand_over_atom::value).then([](uint64_t) {}, [](caf::error&) {});
   return "restarting " + q->spec->name + " (it hands over its last batch first)";
+}
+
+// The operator's cancel: the query stops (handing over its last batch), then
+// every row of it the buffer holds is deleted, appends waiting for space
+// included. A configured query stays listed, stopped, until the operator
+// restarts it; a collection or event query ends as a cancel from the
+// collector ends it.
+caf::result<std::string> operator_cancel(Self self, const std::string& name) {
+  using Halt = supervisor_state::Query::Halt;
+  auto& st = self->state;
+  auto* q = find_named(self, name);
+  if (st.stopping) return caf::make_error(caf::sec::runtime_error, "the agent is shutting down");
+  if (!q) return caf::make_error(caf::sec::runtime_error, "no query named " + name);
+  if (q->retired) return caf::make_error(caf::sec::runtime_error, "query " + name + " is being cancelled");
+  auto rp = self->make_response_promise<std::string>();
+  uint64_t id = q->spec->id;
+  std::string what = "cancelled " + q->spec->name;
+  auto purge = [self, id, what, rp]() mutable {
+    auto& st = self->state;
+    if (!st.buffer) {
+      rp.deliver(caf::make_error(caf::sec::runtime_error, "the buffer is gone"));
+      return;
+    }
+    self->request(st.buffer, caf::infinite, purge_atom::value, id)
+        .then([rp, what](uint64_t n) mutable { rp.deliver(what + "; " + std::to_string(n) + " buffered records of it deleted"); },
+              [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+  };
+  spdlog::info("query {} cancelled by the operator; its buffered rows are deleted", q->spec->name);
+  if (q->origin != supervisor_state::Origin::config) {
+    retire(self, id, purge);
+    return rp;
+  }
+  q->halt = Halt::cancelled;
+  q->restart_now = false;
+  if (!q->actor) {
+    purge();
+    return rp;
+  }
+  self->request(q->actor, caf::infinite, hand_over_atom::value)
+      .then([purge](uint64_t) mutable { purge(); }, [purge](caf::error&) mutable { purge(); });
+  return rp;
+}
+
+// The operator's link reconnect or buffer compaction, passed on.
+caf::result<std::string> operator_reconnect(Self self) {
+  if (!self->state.link) return caf::make_error(caf::sec::runtime_error, "the link is gone");
+  auto rp = self->make_response_promise<std::string>();
+  self->request(self->state.link, std::chrono::seconds(10), reconnect_atom::value)
+      .then([rp](std::string& s) mutable { rp.deliver(s); }, [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+  return rp;
+}
+
+caf::result<std::string> operator_compact(Self self) {
+  if (!self->state.buffer) return caf::make_error(caf::sec::runtime_error, "the buffer is gone");
+  auto rp = self->make_response_promise<std::string>();
+  self->request(self->state.buffer, caf::infinite, compact_atom::value)
+      .then([rp](uint64_t before, uint64_t after) mutable {
+              rp.deliver("compacted the buffer's file: " + std::to_string(before) + " -> " + std::to_string(after) +
+                         " bytes");
+            },
+            [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+  return rp;
 }
 
 void on_control(Self self, ControlCall& call) {
@@ -464,11 +562,16 @@ supervisor_actor::behavior_type supervisor(instrumented<supervisor_actor, superv
         auto& st = self->state;
         if (st.stopping) return;
         for (size_t i = 0; i < st.queries.size(); ++i)
-          if (st.queries[i].spec->id == id && !st.queries[i].retired && !st.queries[i].actor) start_query(self, i);
+          if (st.queries[i].spec->id == id && !st.queries[i].retired && !st.queries[i].actor &&
+              st.queries[i].halt == supervisor_state::Query::Halt::none)
+            start_query(self, i);
       },
       [=](suspend_atom a, const std::string& name) { return operate(self, a, name); },
       [=](resume_atom a, const std::string& name) { return operate(self, a, name); },
       [=](restart_atom, const std::string& name) { return operator_restart(self, name); },
+      [=](cancel_atom, const std::string& name) { return operator_cancel(self, name); },
+      [=](reconnect_atom) { return operator_reconnect(self); },
+      [=](compact_atom) { return operator_compact(self); },
       [=](status_atom) { return status_of(self); },
   };
 }

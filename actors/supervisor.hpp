@@ -43,10 +43,13 @@ struct supervisor_state {
     unsigned restarts = 0;
     std::chrono::milliseconds backoff{0};
     Clock::time_point started;
-    bool finished = false;  // configured queries only: ended without an error
+    // Configured queries only: why one without an actor is not started again
+    // (none: it waits out its backoff). Only the operator's restart starts it.
+    enum class Halt { none, finished, cancelled } halt = Halt::none;
     bool retired = false;  // being cancelled, or dropped from the event table: never started again
     bool restart_now = false;  // the operator restarts it: start again as soon as it has ended
     std::string last_error;
+    std::shared_ptr<const ActorMetrics> metrics;  // a collection's: its rows and bytes when it ends
   };
 
   // A collection or event query that ended.

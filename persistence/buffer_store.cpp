@@ -810,13 +810,20 @@ Verification BufferStore::verify() const {
   return v;
 }
 
-// LMDB never shrinks its file. Once every lane is empty, a compacting copy
-// (which carries the meta record and so the seq counter) replaces it. Never
-// throws: a failure is logged, and a failed reopen is retried by the next call.
+// LMDB never shrinks its file. Once every lane is empty, a compaction makes
+// it small again (the operator may ask for one at any time: compact()).
 void BufferStore::compact_if_drained() {
   if (meta_.records() != 0) return;
-  uint64_t before = file_size_or_zero(data_file());
-  if (before <= options_.compact_threshold_bytes) return;
+  if (file_size_or_zero(data_file()) <= options_.compact_threshold_bytes) return;
+  auto c = compact();
+  if (!c.error.empty()) spdlog::warn("buffer {}: {}", options_.dir.string(), c.error);
+}
+
+// A compacting copy (which carries the meta record and so the seq counter)
+// replaces the file. A failed reopen is retried by the next call that needs it.
+BufferStore::Compaction BufferStore::compact() {
+  Compaction c;
+  c.before = file_size_or_zero(data_file());
   fs::path tmp = options_.dir / kCompactDir;
   std::error_code ec;
   try {
@@ -829,15 +836,19 @@ void BufferStore::compact_if_drained() {
     env_.reset();
     fs::rename(tmp / kDataFile, data_file(), ec);  // atomic: the old file or the new
     if (!ec) fsync_path(options_.dir);
-    fs::remove_all(tmp, ec);
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
     reopen_locked();
+    if (ec) throw std::runtime_error("cannot replace " + data_file().string() + ": " + ec.message());
     ++compactions_;
-    spdlog::info("buffer {}: compacted {} -> {} bytes", options_.dir.string(), before,
-                 file_size_or_zero(data_file()));
+    c.after = file_size_or_zero(data_file());
+    spdlog::info("buffer {}: compacted {} -> {} bytes", options_.dir.string(), c.before, c.after);
   } catch (const std::exception& e) {
-    spdlog::warn("buffer {}: compaction failed: {}", options_.dir.string(), e.what());
+    c.error = std::string("compaction failed: ") + e.what();
+    c.after = file_size_or_zero(data_file());
     fs::remove_all(tmp, ec);
   }
+  return c;
 }
 
 }  // namespace outpost::persistence

@@ -191,6 +191,17 @@ class BufferStore {
   // each with its commit.
   uint64_t purge(uint64_t query_id);
 
+  // Owner. Rewrites the data file without its free pages (LMDB never shrinks
+  // it), every record and the seq counter carried over. Blocks the owner for
+  // as long as copying the live records takes, and read_concurrently only
+  // while the file is swapped. Needs free disk for the copy: when it cannot
+  // be made, nothing changed and `error` says why (a result, not a throw).
+  struct Compaction {
+    uint64_t before = 0, after = 0;  // the data file's bytes
+    std::string error;               // empty: compacted
+  };
+  Compaction compact();
+
   // Any thread; never throws (what cannot be read is left out). Blocks only
   // while the owner replaces the environment.
   StoreStats stats() const;

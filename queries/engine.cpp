@@ -1,5 +1,6 @@
 #include "queries/engine.hpp"
 
+#include "queries/agent_plugins.hpp"
 #include "queries/event_plugins.hpp"
 #include "queries/linux_plugins.hpp"
 #include "queries/parser.hpp"
@@ -96,6 +97,7 @@ const Registry& default_registry() {
     add_builtin_plugins(r);
     add_linux_plugins(r);
     add_event_plugins(r);
+    add_agent_plugins(r);
     return r;
   }();
   return registry;

@@ -14,6 +14,10 @@
 
 #include "queries/value.hpp"
 
+namespace caf {
+class actor_system;
+}
+
 namespace outpost::vql {
 
 // A query that cannot run: bad arguments, an unknown plugin, a failed
@@ -117,6 +121,7 @@ struct Env {
   std::function<void()> wake;
   Engine* engine = nullptr;
   SensorHub* sensors = nullptr;  // null: event plugins refuse to start
+  caf::actor_system* system = nullptr;  // the agent's, whose actors actors() lists; null: none
   uint64_t dropped_events = 0;   // missed by this query's subscriptions; reported, then reset
   std::vector<std::string> upload_requests;  // upload(): files to stream into the uploads lane
   Slicing slicing;

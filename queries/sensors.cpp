@@ -178,6 +178,8 @@ class SubscriberStream : public RowStream {
 
 SensorHub::SensorHub(caf::actor_system& system) : core_(std::make_shared<Core>(system)) {}
 
+caf::actor_system& SensorHub::system() const { return core_->system; }
+
 SensorHub::~SensorHub() {
   std::lock_guard<std::mutex> lock(core_->mutex);
   for (auto& [key, entry] : core_->sensors) caf::anon_send_exit(entry.actor, caf::exit_reason::user_shutdown);

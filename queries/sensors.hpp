@@ -98,6 +98,7 @@ class SensorHub {
   std::unique_ptr<RowStream> subscribe(const std::string& key, const ScannerFactory& make, Env& env,
                                        size_t queue_events = kDefaultQueueEvents);
   size_t running() const;
+  caf::actor_system& system() const;  // where the sensors run
 
   struct Core;  // shared with the streams, which may outlive the hub
 

@@ -1,5 +1,7 @@
 #include "queries/vql_source.hpp"
 
+#include "queries/sensors.hpp"
+
 namespace outpost::vql {
 
 VqlSource::VqlSource(const Engine& engine, std::vector<std::shared_ptr<const ast::Query>> queries,
@@ -8,6 +10,7 @@ VqlSource::VqlSource(const Engine& engine, std::vector<std::shared_ptr<const ast
     : engine_(engine.registry()), queries_(std::move(queries)), query_id_(query_id) {
   env_.paths = std::move(paths);
   env_.sensors = sensors;
+  if (sensors) env_.system = &sensors->system();  // the agent's: the hub runs on it
   std::vector<std::unique_ptr<RowStream>> streams;
   for (auto& q : queries_) streams.push_back(engine_.start(*q, parameters, env_));
   stream_ = streams.size() == 1 ? std::move(streams[0]) : merge_streams(std::move(streams));

@@ -177,4 +177,27 @@ Encoded encode_dropped(uint64_t query_id, uint64_t dropped) {
   return writer.finish();
 }
 
+Encoded encode_flow_started(uint64_t flow_id, kj::StringPtr artifact) {
+  RecordWriter writer(0);
+  auto status = writer.record().initQueryStatus();
+  status.setStarted();
+  status.setFlowId(flow_id);
+  status.setArtifact(artifact);
+  return writer.finish();
+}
+
+Encoded encode_flow_finished(uint64_t flow_id, kj::StringPtr artifact, const FlowEnd& end) {
+  RecordWriter writer(0);
+  auto status = writer.record().initQueryStatus();
+  auto finished = status.initFinished();
+  finished.setRowCount(end.rows);
+  finished.setError(end.error);
+  finished.setBytes(end.bytes);
+  finished.setDurationNs(end.duration_ns);
+  finished.setOutcome(end.outcome);
+  status.setFlowId(flow_id);
+  status.setArtifact(artifact);
+  return writer.finish();
+}
+
 }  // namespace outpost::schemas

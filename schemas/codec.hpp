@@ -140,5 +140,14 @@ class RowBatchWriter : public RecordWriter {
 Encoded encode_log(uint64_t query_id, schema::LogMessage::Level level, kj::StringPtr text);
 // The status record a query sends when its source missed events.
 Encoded encode_dropped(uint64_t query_id, uint64_t dropped);
+// A collection's start and end, for the collector's `flows` (rows.capnp's QueryStatus).
+struct FlowEnd {
+  uint64_t rows = 0, bytes = 0;
+  int64_t duration_ns = 0;
+  schema::QueryStatus::Outcome outcome = schema::QueryStatus::Outcome::FINISHED;
+  std::string error;
+};
+Encoded encode_flow_started(uint64_t flow_id, kj::StringPtr artifact);
+Encoded encode_flow_finished(uint64_t flow_id, kj::StringPtr artifact, const FlowEnd& end);
 
 }  // namespace outpost::schemas

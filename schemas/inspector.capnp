@@ -61,6 +61,8 @@ struct TraceEvent {
   enqueuedNs @4 :Int64;    # monotonic; 0: unknown
   startNs @5 :Int64;
   durationNs @6 :Int64;
+  bytes @7 :UInt64;        # of the records the message carried
+  payload @8 :Text;        # those records as JSON lines (cut at 4 KiB), when the trace asked for payloads
 }
 
 enum Action {
@@ -68,6 +70,9 @@ enum Action {
   resume @1;
   restart @2;
   logLevel @3;   # target: trace, debug, info, warn, error, critical, off
+  cancel @4;     # target: a query; it stops and its buffered rows are deleted
+  reconnect @5;  # the link connects again at once; no target
+  compact @6;    # the buffer's file is rewritten without its free pages; no target
 }
 
 interface Inspector {
@@ -83,7 +88,7 @@ interface Inspector {
   watch @4 (seconds :UInt32) -> ();
   # Records handled messages until maxEvents, or a second with more than maxPerSecond, or the
   # deadline: whichever comes first ends it. Empty actors: all.
-  trace @5 (actors :List(UInt64), maxEvents :UInt64, maxPerSecond :UInt64, seconds :UInt32)
+  trace @5 (actors :List(UInt64), maxEvents :UInt64, maxPerSecond :UInt64, seconds :UInt32, payloads :Bool)
         -> (events :List(TraceEvent), endedBy :Text);
   # Refused unless the agent's configuration has inspector.control: true.
   control @6 (action :Action, target :Text) -> (result :Text);

@@ -325,27 +325,50 @@ void append_upload(std::string& out, schema::UploadChunk::Reader chunk) {
   out += '}';
 }
 
-void append_status(std::string& out, QueryStatus::Reader status) {
+const char* outcome_name(QueryStatus::Outcome outcome) {
+  switch (outcome) {
+    case QueryStatus::Outcome::FINISHED: return "finished";
+    case QueryStatus::Outcome::FAILED: return "failed";
+    case QueryStatus::Outcome::CANCELLED: return "cancelled";
+  }
+  return "unknown";
+}
+
+void append_status(std::string& out, QueryStatus::Reader status, int64_t created_ns) {
   switch (status.which()) {
-    case QueryStatus::STARTED: out += "{\"started\":true}"; return;
+    case QueryStatus::STARTED: out += "{\"started\":true"; break;
     case QueryStatus::FINISHED: {
       auto finished = status.getFinished();
       out += "{\"finished\":{\"rows\":";
       append_number(out, finished.getRowCount());
       out += ",\"error\":";
       append_json_string(out, finished.getError());
-      out += "}}";
-      return;
+      out += ",\"bytes\":";
+      append_number(out, finished.getBytes());
+      out += ",\"duration_ns\":";
+      append_number(out, finished.getDurationNs());
+      out += ",\"outcome\":\"";
+      out += outcome_name(finished.getOutcome());
+      out += "\"}";
+      break;
     }
-    case QueryStatus::PAUSED: out += "{\"paused\":true}"; return;
-    case QueryStatus::RESUMED: out += "{\"resumed\":true}"; return;
+    case QueryStatus::PAUSED: out += "{\"paused\":true"; break;
+    case QueryStatus::RESUMED: out += "{\"resumed\":true"; break;
     case QueryStatus::DROPPED_AT_SOURCE:
       out += "{\"dropped_at_source\":";
       append_number(out, status.getDroppedAtSource());
-      out += '}';
-      return;
+      break;
+    default: out += "{\"unknown\":true"; break;
   }
-  out += "{\"unknown\":true}";
+  if (status.getFlowId() != 0) {
+    out += ",\"flow_id\":";
+    append_number(out, status.getFlowId());
+    out += ",\"artifact\":";
+    append_json_string(out, status.getArtifact());
+    out += ",\"time\":";
+    append_timestamp(out, created_ns);
+  }
+  out += '}';
 }
 
 // The start of a line for a record of one kind: {"seq":S,"lane":"L","query_id":Q,"kind":
@@ -375,7 +398,7 @@ void append_record(std::string& out, uint64_t seq, Record::Reader record) {
       return;
     case Record::QUERY_STATUS:
       open_record_line(out, seq, control, record, "status");
-      append_status(out, record.getQueryStatus());
+      append_status(out, record.getQueryStatus(), record.getCreatedNs());
       out += "}\n";
       return;
   }

@@ -55,11 +55,21 @@ struct QueryStatus {
     finished :group {
       rowCount @1 :UInt64;
       error @2 :Text;      # empty when the query succeeded
+      bytes @7 :UInt64;    # of its rows' records
+      durationNs @8 :Int64;
+      outcome @9 :Outcome;
     }
     paused @3 :Void;
     resumed @4 :Void;
     droppedAtSource @5 :UInt64;   # events a paused query missed
   }
+  # A collection's start and end: the flow and its artifact. Such records
+  # belong to no query (Record.queryId 0), so that a cancel's purge of the
+  # flow's rows keeps them.
+  flowId @6 :UInt64;
+  artifact @10 :Text;
+
+  enum Outcome { finished @0; failed @1; cancelled @2; }
 }
 
 struct Record {

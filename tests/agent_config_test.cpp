@@ -29,7 +29,8 @@ std::string dump(const AgentConfig& c) {
   auto& w = c.inspector.warnings;
   out << "inspector: socket=" << c.inspector.socket << " control=" << c.inspector.control
       << " warnings=" << w.mailbox_backlog.count() << "/" << w.slow_handler.count() << "/" << w.backpressure.count()
-      << "/" << w.link_offline.count() << "/" << w.restarts << "/" << w.restart_window.count() << "\n";
+      << "/" << w.link_offline.count() << "/" << w.restarts << "/" << w.restart_window.count()
+      << " metrics=" << c.inspector.metrics << " metrics_remote=" << c.inspector.metrics_remote << "\n";
   for (const auto& q : c.queries) {
     const auto& s = q.source;
     out << "query: name=" << q.name << " id=" << q.id << " artifact=" << q.artifact
@@ -124,7 +125,8 @@ queries:
       "map_size=0\n"
       "link: file /tmp/out.jsonl\n"
       "log: level=debug file=/var/log/outpost.log\n"
-      "inspector: socket=outpost-data/inspector.sock control=0 warnings=10000/500/60000/300000/3/600000\n"
+      "inspector: socket=outpost-data/inspector.sock control=0 warnings=10000/500/60000/300000/3/600000 metrics= "
+      "metrics_remote=0\n"
       "query: name=proc.events id=7 artifact=Linux.Events.Process lane=control batch=10/4096/0ms "
       "max_in_flight=64\n"
       "  source: 0 rate=2.5 row_size=1024 max_rows=100 fail_after=50 period=1000ms query= name=\n"
@@ -646,6 +648,16 @@ TEST(AgentConfig, InspectorSection) {
   EXPECT_EQ(parse_error("inspector: {warnings: {slow_ms: 5}}"),
             "agent.yaml: inspector.warnings.slow_ms: unknown key; allowed: mailbox_backlog_ms, slow_handler_ms, "
             "backpressure_ms, link_offline_ms, restarts, restart_window_ms");
+  // The metrics listener: loopback unless allowed beyond it.
+  EXPECT_EQ(parse_agent_config("inspector: {metrics: 127.0.0.1:9464}", "a.yaml").inspector.metrics, "127.0.0.1:9464");
+  EXPECT_EQ(parse_agent_config("inspector: {metrics: '[::1]:0'}", "a.yaml").inspector.metrics, "[::1]:0");
+  EXPECT_EQ(parse_error("inspector: {metrics: 0.0.0.0:9464}"),
+            "agent.yaml: inspector.metrics: 0.0.0.0:9464 is not a loopback address: the metrics would be served "
+            "beyond this host; set inspector.metrics_remote: true to allow that");
+  EXPECT_EQ(parse_agent_config("inspector: {metrics: 0.0.0.0:9464, metrics_remote: true}", "a.yaml").inspector.metrics,
+            "0.0.0.0:9464");
+  EXPECT_EQ(parse_error("inspector: {metrics: 9464}"),
+            "agent.yaml: inspector.metrics: expected host:port, such as 127.0.0.1:9464 (port 0: any free one), got \"9464\"");
 }
 
 }  // namespace

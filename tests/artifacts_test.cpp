@@ -32,7 +32,8 @@ TEST(Artifacts, EveryBuiltInParsesAndNamesItsFile) {
   const char* expected[] = {"Generic.Client.Info",          "Linux.Sys.Pslist",
                             "Linux.Sys.Users",              "Linux.Network.Netstat",
                             "Linux.Events.ProcessCreation", "Linux.Events.SSHLogin",
-                            "Linux.Detection.Thumbdrives.List", "Linux.Response.KillProcess"};
+                            "Linux.Detection.Thumbdrives.List", "Linux.Response.KillProcess",
+                            "Outpost.Client.Actors"};
   auto& repo = ArtifactRepository::builtin();
   EXPECT_EQ(repo.all().size(), std::size(expected));
   for (auto name : expected) {

@@ -240,6 +240,7 @@ TEST_F(BufferActorTest, NotifiesItsLinkAfterEachCommit) {
           fresh = records;
         },
         [](online_atom, bool) {},
+        [](reconnect_atom) { return std::string(); },
         [](status_atom) { return caf::settings{}; },
     };
   });

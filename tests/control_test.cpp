@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <sstream>
+
 #include "tests/e2e_fixture.hpp"
 #include "schemas/json_reader.hpp"
 #include "tests/fault_proxy/fault_proxy.hpp"
@@ -197,6 +200,12 @@ TEST_F(Control, CancelStopsTheCollectionAndPurgesItsBufferedRows) {
   })) << command({"status", "agent-1"}).second;
   auto rows = delivered("Outpost.Test.Synthetic");
   EXPECT_EQ(rows, one_to(rows.size())) << "a gap or a duplicate before the purge point";
+  // Its end record is no row of the flow's: the purge kept it, and `flows` says cancelled.
+  EXPECT_TRUE(eventually([&] {
+    return command({"flows", "agent-1", "--json"}).second.find("{\"flow\":" + std::to_string(flow) +
+                                                                ",\"artifact\":\"Outpost.Test.Synthetic\","
+                                                                "\"state\":\"cancelled\"") != std::string::npos;
+  })) << command({"flows", "agent-1"}).second;
   EXPECT_NE(slurp(agent_log).find("cancelled by the collector"), std::string::npos);
   // The buffer that was full takes new rows: a collection started now is delivered.
   auto next = command({"collect", "agent-1", "Generic.Client.Info"});
@@ -255,6 +264,70 @@ TEST_F(Control, MistakesAreRefused) {
 namespace outpost {
 namespace {
 
+// The collector's operator sees each collection end: `collect --wait`
+// streams a flow's rows and exits with its outcome, `flows` lists them all,
+// `tail --flow` picks one flow's rows.
+TEST_F(Control, FlowsReportEachCollectionsOutcomeAndCollectWaitFollowsOne) {
+  start_collector();
+  start_agent(0, 0, no_queries());
+  ASSERT_TRUE(eventually([&] { return connected(); })) << slurp(agent_log);
+  auto wait_for = [&](std::vector<std::string> params, std::string& out, std::string& err) {
+    std::vector<std::string> args = {OUTPOST_COLLECTOR, "collect", "agent-1", "Outpost.Test.Synthetic"};
+    for (auto& p : params) args.insert(args.end(), {"-p", p});
+    args.insert(args.end(), {"--wait", "--timeout", "60", "--datadir", data.string()});
+    fs::path o = tmp.path("wait.out"), e = tmp.path("wait.err");
+    int code = wait_exit(spawn_to(args, o, e));
+    out = slurp(o);
+    err = slurp(e);
+    return code;
+  };
+  std::string out, err;
+  ASSERT_EQ(wait_for({"max_rows=2500", "row_size=16"}, out, err), 0) << err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_match(err, m, std::regex("flow (\\d+) started on agent-1\n"
+                                                  "flow \\1 finished: 2500 rows, (\\d+) bytes, [0-9.]+ s\n")))
+      << err;
+  uint64_t ok = std::stoull(m[1]);
+  EXPECT_GT(std::stoull(m[2]), 2500u * 16);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2500) << out.substr(0, 300);
+  EXPECT_EQ(out.find("\"query_id\":" + std::to_string(ok) + ","), out.find("\"query_id\":"));
+
+  // A collection that fails: its error, and exit 1.
+  ASSERT_EQ(wait_for({"max_rows=5000", "fail_after=300"}, out, err), 1) << err;
+  ASSERT_TRUE(std::regex_search(err, m, std::regex("flow (\\d+) failed: ")) ) << err;
+  uint64_t failed = std::stoull(m[1]);
+  EXPECT_NE(err.find("fail_after"), std::string::npos) << err;
+
+  auto [code, listed] = command({"flows", "agent-1", "--json"});
+  ASSERT_EQ(code, 0) << listed;
+  std::map<uint64_t, schemas::Json> flows;
+  std::istringstream lines(listed);
+  for (std::string line; std::getline(lines, line);) {
+    auto j = schemas::Json::parse(line);
+    flows[j["flow"].u()] = j;
+  }
+  ASSERT_EQ(flows.size(), 2u) << listed;
+  EXPECT_EQ(flows[ok]["state"].s, "finished");
+  EXPECT_EQ(flows[ok]["rows"].u(), 2500u);
+  EXPECT_EQ(flows[ok]["artifact"].s, "Outpost.Test.Synthetic");
+  EXPECT_EQ(flows[failed]["state"].s, "failed");
+  EXPECT_NE(flows[failed]["error"].s.find("fail_after"), std::string::npos);
+  EXPECT_FALSE(flows[failed]["started"].s.empty());
+  std::tie(code, listed) = command({"flows", "agent-1"});
+  EXPECT_TRUE(std::regex_search(listed, std::regex("\n" + std::to_string(ok) +
+                                                   " +Outpost.Test.Synthetic +finished +2500 ")))
+      << listed;
+
+  // One flow's rows, found without naming the artifact.
+  std::tie(code, out) = command({"tail", "agent-1", "--flow", std::to_string(failed), "-n", "1000000"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(out.find("\"query_id\":" + std::to_string(ok) + ","), std::string::npos);
+  EXPECT_EQ(static_cast<uint64_t>(std::count(out.begin(), out.end(), '\n')), flows[failed]["rows"].u()) << out;
+  std::tie(code, out) = command({"tail", "agent-1", "--flow", "12345"});
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("no flow 12345 from agent-1"), std::string::npos) << out;
+}
+
 TEST_F(Control, InspectShowsAnAgentsActorsThroughTheCollector) {
   start_collector();
   start_agent(0, 200);
@@ -284,6 +357,33 @@ TEST_F(Control, InspectShowsAnAgentsActorsThroughTheCollector) {
   std::tie(code, out) = command({"inspect", "agent-2", "status"});
   EXPECT_EQ(code, 1);
   EXPECT_NE(out.find("agent agent-2 is not connected"), std::string::npos) << out;
+}
+
+// The operator's reconnect on a session that is up: it ends, the next one
+// comes at once, and the rows go on arriving exactly once.
+TEST_F(Control, OutpostctlLinkReconnectMakesANewSessionAndLosesNothing) {
+  start_collector();
+  AgentOptions o;
+  o.control = true;
+  start_agent(3000, 1000, o);
+  ASSERT_TRUE(eventually([&] { return connected() && delivered().size() > 100; }));
+  fs::path out = tmp.path("ctl.out"), err = tmp.path("ctl.err");
+  int code = wait_exit(spawn_to({OUTPOSTCTL, "--socket", tmp.path("inspector.sock").string(), "link", "reconnect"},
+                                out, err));
+  ASSERT_EQ(code, 0) << slurp(err);
+  EXPECT_EQ(slurp(out), "reconnecting to 127.0.0.1:" + std::to_string(port) + " (the session that was up ends)\n");
+  auto sessions = [&] {
+    std::string log = slurp(agent_log);
+    size_t n = 0;
+    for (size_t at = log.find("link: connected to"); at != std::string::npos; at = log.find("link: connected to", at + 1))
+      ++n;
+    return n;
+  };
+  ASSERT_TRUE(eventually([&] { return sessions() == 2; })) << slurp(agent_log);
+  EXPECT_NE(slurp(agent_log).find("offline: the operator asked for a new connection; retrying in 0 ms"),
+            std::string::npos);
+  ASSERT_TRUE(eventually([&] { return delivered().size() >= 3000; }));
+  EXPECT_EQ(delivered(), one_to(3000));
 }
 
 }  // namespace

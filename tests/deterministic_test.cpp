@@ -12,7 +12,10 @@
 
 #include "actors/file_link.hpp"
 #include "actors/supervisor.hpp"
+#include "actors/registry.hpp"
 #include "actors/waker.hpp"
+#include "schemas/codec.hpp"
+#include "schemas/json.hpp"
 
 namespace outpost {
 namespace {
@@ -27,7 +30,8 @@ struct fake_buffer_state {
     caf::typed_response_promise<uint64_t> promise;
     bool answered = false;
   };
-  std::vector<Append> appends;
+  std::vector<Append> appends;  // a query's (a flow's status records are apart)
+  std::vector<RecordRef> flow_records;  // the supervisor's, answered at once
   std::vector<std::string> events;  // "append", "settle", "close", "purge <query id>"
   uint64_t next_seq = 1;
   PendingBudgetPtr budget = std::make_shared<PendingBudget>(1ull << 30);
@@ -45,6 +49,10 @@ caf::behavior fake_buffer(caf::stateful_actor<fake_buffer_state>* self) {
         a.answered = true;
       },
       [=](append_atom, Lane lane, RecordRef record) -> caf::result<uint64_t> {
+        if (lane == Lane::CONTROL && record.query_id == 0) {  // a flow's start or end
+          self->state.flow_records.push_back(std::move(record));
+          return self->state.next_seq++;
+        }
         auto promise = self->make_response_promise<uint64_t>();
         self->state.appends.push_back({lane, std::move(record), promise});
         self->state.events.push_back("append");
@@ -135,7 +143,7 @@ size_t rows_in(const RecordRef& r) {
 }
 
 struct Deterministic : ::testing::Test {
-  caf::actor_system_config cfg;
+  AgentSystemConfig cfg;  // its registry: the counters a flow's end record reports
   std::unique_ptr<caf::actor_system> sys;
   caf::scheduler::test_coordinator* sched = nullptr;
   caf::actor fake;
@@ -635,6 +643,51 @@ TEST_F(SupervisorTest, ARequestSentAgainRunsOnceAndANewOneMayReuseAnEndedFlowId)
                              std::to_string(flow) + " (Outpost.Test.Clock)");
   EXPECT_EQ(fb().appends.size(), 2u);
   answer(1);
+  caf::anon_send(sup, shutdown_atom::value);
+  sched->run();
+}
+
+// Each collection's start and end go to the control lane for the collector's
+// `flows`, as records of no query: the end with its outcome, rows and bytes.
+TEST_F(SupervisorTest, ACollectionReportsItsStartAndItsEndOnTheControlLane) {
+  auto sup = start({}, Script{1, 0ns, 0, 0, 1}, RestartPolicy{});  // one row, then done
+  auto status_of_record = [](const RecordRef& r) {
+    schemas::RecordView view(r.encoded->words());
+    EXPECT_TRUE(view.record().isQueryStatus());
+    EXPECT_EQ(view.record().getQueryId(), 0u);
+    std::string out;
+    schemas::append_json_lines(out, 0, view.record());
+    return out;
+  };
+  const uint64_t done = kFirstFlowId + 7, stopped = kFirstFlowId + 8;
+  ControlReply r{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value, control(ControlCall::Kind::collect, {collection(done, 'a')}, 0, r));
+  sched->run();
+  ASSERT_EQ(fb().flow_records.size(), 1u);
+  EXPECT_NE(status_of_record(fb().flow_records[0])
+                .find("\"started\":true,\"flow_id\":" + std::to_string(done) + ",\"artifact\":\"Outpost.Test.Clock\""),
+            std::string::npos)
+      << status_of_record(fb().flow_records[0]);
+  answer(0);  // its one row is stored: it finishes
+  ASSERT_EQ(fb().flow_records.size(), 2u);
+  std::string end = status_of_record(fb().flow_records[1]);
+  EXPECT_NE(end.find("{\"finished\":{\"rows\":1,\"error\":\"\",\"bytes\":" +
+                     std::to_string(fb().appends[0].record.encoded->size())),
+            std::string::npos)
+      << end;
+  EXPECT_NE(end.find("\"outcome\":\"finished\"},\"flow_id\":" + std::to_string(done)), std::string::npos) << end;
+
+  // Cancelled: the purge keeps its end record (no query's), which says so.
+  caf::anon_send(sup, control_atom::value, control(ControlCall::Kind::collect, {collection(stopped, 'b')}, 0, r));
+  sched->run();
+  ControlReply cancelled{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value, control(ControlCall::Kind::cancel, {}, stopped, cancelled));
+  sched->run();
+  answer(1);  // the hand-over's batch
+  ASSERT_EQ(fb().flow_records.size(), 4u);
+  end = status_of_record(fb().flow_records[3]);
+  EXPECT_NE(end.find("\"outcome\":\"cancelled\"},\"flow_id\":" + std::to_string(stopped)), std::string::npos)
+      << end;
   caf::anon_send(sup, shutdown_atom::value);
   sched->run();
 }

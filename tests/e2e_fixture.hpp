@@ -58,6 +58,7 @@ struct EndToEnd : ::testing::Test {
     uint16_t target = 0;      // default: the collector's port
     std::string limit = "64MiB";
     std::string queries;      // YAML list; default: query "syn" with the given rows and rate
+    bool control = false;     // the inspector takes control actions
   };
 
   pid_t start_agent(uint64_t rows, uint64_t rate) { return start_agent(rows, rate, AgentOptions{}); }
@@ -71,7 +72,8 @@ struct EndToEnd : ::testing::Test {
         << (ca.empty() ? cert("ca.pem") : ca) << ", cert: " << cert(name + ".pem")
         << ", key: " << cert(name + ".key") << ", backoff_initial_ms: 50, backoff_cap_ms: 400}\n"
         << "log: {level: info, file: " << agent_log.string() << "}\n"
-        << "inspector: {socket: " << tmp.path("inspector.sock").string() << "}\n"
+        << "inspector: {socket: " << tmp.path("inspector.sock").string() << (o.control ? ", control: true" : "")
+        << "}\n"
         << "queries:\n"
         << (!o.queries.empty() ? o.queries
                                : "  - name: syn\n    source: {type: synthetic, rate: " +

@@ -3,13 +3,20 @@
 // users out; warnings fire when provoked and not in a healthy run.
 
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
+#include <sstream>
+#include <set>
+#include <map>
+#include <regex>
 
 #include "schemas/json_reader.hpp"
 #include "tests/process_util.hpp"
@@ -33,6 +40,7 @@ struct InspectorTest : ::testing::Test {
   fs::path log = tmp.path("agent.log");
   fs::path socket = tmp.path("i.sock");
   fs::path delivered = tmp.path("out.jsonl");
+  std::string inspector_extra;  // more keys of the inspector's map: ", key: value"
 
   // `extra` goes at the end: more queries, or the inspector's warnings.
   void write_config(bool control, const std::string& link = "", const std::string& buffer = "limit: 256MiB",
@@ -42,7 +50,7 @@ struct InspectorTest : ::testing::Test {
         << "link: " << (link.empty() ? "{type: file, path: " + delivered.string() + "}" : link) << "\n"
         << "log: {level: info, file: " << log.string() << "}\n"
         << "inspector: {socket: " << socket.string() << ", control: " << (control ? "true" : "false")
-        << (warnings.empty() ? "" : ", warnings: {" + warnings + "}") << "}\n"
+        << (warnings.empty() ? "" : ", warnings: {" + warnings + "}") << inspector_extra << "}\n"
         << "queries:\n"
         << (queries.empty() ? "  - name: syn\n"
                               "    id: 7\n"
@@ -169,6 +177,58 @@ TEST_F(InspectorTest, ActorsAndTreeShowEveryActorWithCountsThatMatchTheDelivered
   EXPECT_NE(r.out.find("query syn suspended by the operator"), std::string::npos) << r.out;
 }
 
+// The same actors, as VQL rows the agent delivers like any other query's:
+// actors() and the Outpost.Client.Actors artifact.
+TEST_F(InspectorTest, TheActorsPluginDeliversTheActorsOutpostctlShows) {
+  write_config(false, "", "limit: 256MiB", "",
+               "  - name: beat\n"
+               "    id: 8\n"
+               "    source: {type: synthetic, rate: 200, row_size: 16}\n"
+               "  - name: mine\n"
+               "    id: 9\n"
+               "    source: {type: vql, query: \"SELECT Id, Kind, Name, Parent, State, Status FROM actors()\"}\n"
+               "  - name: buffers\n"
+               "    id: 10\n"
+               "    source: {type: artifact, name: Outpost.Client.Actors, parameters: {Kind: buffer}}\n");
+  start_agent();
+  auto rows_of = [&](uint64_t query) {
+    std::vector<Json> rows;
+    std::ifstream in(delivered);
+    std::string line, key = "\"query_id\":" + std::to_string(query) + ",";
+    while (std::getline(in, line))
+      if (line.find(key) != std::string::npos && line.find("\"row\":") != std::string::npos)
+        rows.push_back(Json::parse(line)["row"]);
+    return rows;
+  };
+  ASSERT_TRUE(eventually([&] { return !rows_of(9).empty() && !rows_of(10).empty() && delivered_rows(8) > 5; }));
+  auto actors = ctl_json({"actors"});
+
+  // Each long-lived actor is a row, with the id, parent and kind outpostctl gives it.
+  auto mine = rows_of(9);
+  for (auto kind : {"buffer", "link", "supervisor", "waker"}) {
+    auto* shown = find(actors, kind);
+    ASSERT_NE(shown, nullptr) << kind;
+    auto row = std::find_if(mine.begin(), mine.end(), [&](const Json& r) { return r["Kind"].s == kind; });
+    ASSERT_NE(row, mine.end()) << kind;
+    EXPECT_EQ((*row)["Id"].u(), (*shown)["id"].u()) << kind;
+    EXPECT_EQ((*row)["Parent"].u(), (*shown)["parent"].u()) << kind;
+  }
+  // The query sees itself, running, with its name and its own status.
+  auto self = std::find_if(mine.begin(), mine.end(), [](const Json& r) { return r["Name"].s == "mine"; });
+  ASSERT_NE(self, mine.end());
+  EXPECT_EQ((*self)["Kind"].s, "query");
+  // Its state is the one it had before this handling: it had parked, waiting for the answers.
+  EXPECT_EQ((*self)["State"].s, "sleeping");
+  EXPECT_EQ((*self)["Status"]["id"].u(), 9u);
+
+  // The artifact, asked for the buffer only: one row, whose status is the buffer's.
+  auto buffers = rows_of(10);
+  ASSERT_EQ(buffers.size(), 1u);
+  EXPECT_EQ(buffers[0]["Kind"].s, "buffer");
+  EXPECT_GT(buffers[0]["Status"]["limit_bytes"].u(), 0u);
+  EXPECT_EQ(buffers[0]["Status"]["limit_bytes"].u(), (*find(actors, "buffer"))["status"]["limit_bytes"].u());
+}
+
 TEST_F(InspectorTest, RestartStartsTheQueryAgainAndUnknownQueriesAreNamed) {
   write_config(true);
   start_agent();
@@ -186,6 +246,164 @@ TEST_F(InspectorTest, RestartStartsTheQueryAgainAndUnknownQueriesAreNamed) {
   r = ctl({"suspend", "nosuch"});
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(r.err, "outpostctl: no query named nosuch\n");
+}
+
+// Cancel stops a query and deletes what the buffer holds of it, and nothing
+// else: an agent started again on the same buffer delivers the other
+// query's rows and none of the cancelled one's.
+TEST_F(InspectorTest, CancelDeletesAQuerysBufferedRowsOnlyAndRestartBringsItBack) {
+  write_config(true, "offline");
+  pid_t agent = start_agent();
+  auto rows_out = [&](const std::string& name) -> int64_t {
+    auto actors = ctl_json({"actors"});
+    auto* q = find(actors, "query", name);
+    return q ? static_cast<int64_t>((*q)["rows_out"].u()) : -1;
+  };
+  ASSERT_TRUE(eventually([&] { return rows_out("syn") > 200 && rows_out("beat") > 5; }));
+
+  auto r = ctl({"cancel", "syn"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("cancelled syn; ", 0), 0u) << r.out;
+  EXPECT_EQ(r.out.find("; 0 buffered"), std::string::npos) << r.out;  // it had rows waiting: offline
+  // The query ends; the supervisor lists it as cancelled.
+  EXPECT_TRUE(eventually([&] {
+    auto actors = ctl_json({"actors"});
+    return !find(actors, "query", "syn") && (*find(actors, "supervisor"))["status"]["query"]["syn"]["cancelled"].b;
+  }));
+
+  // Restart starts it again; a second cancel deletes what it made meanwhile.
+  ASSERT_EQ(ctl({"restart", "syn"}).code, 0);
+  ASSERT_TRUE(eventually([&] { return rows_out("syn") > 0; }));
+  ASSERT_EQ(ctl({"cancel", "syn"}).code, 0);
+  r = ctl({"cancel", "nosuch"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err, "outpostctl: no query named nosuch\n");
+
+  // What the purges freed, a compaction gives back to the disk; beat's
+  // records stay (delivered below).
+  r = ctl({"buffer", "compact"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_match(r.out, m, std::regex("compacted the buffer's file: (\\d+) -> (\\d+) bytes\n"))) << r.out;
+  EXPECT_LT(std::stoull(m[2]), std::stoull(m[1])) << r.out;
+  // The offline link has no connection to make again.
+  r = ctl({"link", "reconnect"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err, "outpostctl: this agent's link is offline: it has no connection\n");
+
+  // The same buffer, delivered by an agent that runs beat only.
+  kill(agent, SIGTERM);
+  ASSERT_EQ(wait_exit(agent), 0);
+  write_config(true, "", "limit: 256MiB", "",
+               "  - name: beat\n"
+               "    id: 8\n"
+               "    source: {type: synthetic, rate: 200, row_size: 16}\n");
+  start_agent();
+  // Each life of beat begins at Seq 1: the second one's first row comes after
+  // everything the first left in the buffer (one lane, delivered in order).
+  auto first_rows = [&] {
+    std::ifstream in(delivered);
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) n += line.find("\"query_id\":8,") != std::string::npos &&
+                                        line.find("\"row\":{\"Seq\":1,") != std::string::npos;
+    return n;
+  };
+  ASSERT_TRUE(eventually([&] { return first_rows() == 2; })) << first_rows();
+  EXPECT_EQ(delivered_rows(7), 0u);
+}
+
+// One HTTP/1.1 request to 127.0.0.1:port; the whole response.
+std::string http(uint16_t port, const std::string& method, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return "connect failed";
+  }
+  std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  if (::write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) return "write failed";
+  // Until the body is in (Content-Length): the server may keep the connection open.
+  std::string out;
+  char buf[65536];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) {
+    out.append(buf, static_cast<size_t>(n));
+    size_t end = out.find("\r\n\r\n");
+    if (end == std::string::npos) continue;
+    std::smatch m;
+    std::string head = out.substr(0, end);
+    if (!std::regex_search(head, m, std::regex("Content-Length: (\\d+)", std::regex::icase))) continue;
+    if (out.size() >= end + 4 + std::stoull(m[1])) break;
+  }
+  ::close(fd);
+  return out;
+}
+
+// The same counters for Prometheus: OpenMetrics text over HTTP, well formed,
+// with numbers that agree with what outpostctl shows.
+TEST_F(InspectorTest, MetricsAreServedAsOpenMetricsThatAgreeWithOutpostctl) {
+  inspector_extra = ", metrics: 127.0.0.1:0";
+  write_config(false);
+  start_agent();
+  std::smatch m;
+  std::string log_text = slurp(log);
+  ASSERT_TRUE(std::regex_search(log_text, m, std::regex("OpenMetrics on http://127.0.0.1:0/metrics \\(port (\\d+)\\)")))
+      << log_text;
+  auto port = static_cast<uint16_t>(std::stoi(m[1]));
+  ASSERT_TRUE(eventually([&] { return delivered_rows(7) > 200; }));
+
+  std::string response = http(port, "GET", "/metrics");
+  size_t body_at = response.find("\r\n\r\n");
+  ASSERT_NE(body_at, std::string::npos) << response;
+  std::string head = response.substr(0, body_at), body = response.substr(body_at + 4);
+  EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << head;
+  EXPECT_NE(head.find("Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8"), std::string::npos)
+      << head;
+  ASSERT_GE(body.size(), 6u);
+  EXPECT_EQ(body.substr(body.size() - 6), "# EOF\n");
+
+  // Every line is metadata or a sample; a family's metadata comes once, before its samples.
+  std::regex type_line("# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|unknown)");
+  std::regex sample(R"(([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-z_]+="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|NaN|[+-]Inf))");
+  std::set<std::string> families;
+  std::string current;
+  std::istringstream lines(body);
+  std::map<std::string, double> samples;
+  for (std::string line; std::getline(lines, line);) {
+    std::smatch f;
+    if (line == "# EOF") continue;
+    if (std::regex_match(line, f, type_line)) {
+      EXPECT_TRUE(families.insert(f[1]).second) << "two TYPE lines for " << f[1];
+      current = f[1];
+      continue;
+    }
+    if (line.rfind("# HELP ", 0) == 0) continue;
+    ASSERT_TRUE(std::regex_match(line, f, sample)) << line;
+    std::string name = f[1];
+    EXPECT_TRUE(name == current || name == current + "_total") << name << " under " << current;
+    samples[name + std::string(f[2])] = std::stod(f[3]);
+  }
+
+  auto actors = ctl_json({"actors"});
+  auto* buffer = find(actors, "buffer");
+  auto* syn = find(actors, "query", "syn");
+  ASSERT_TRUE(buffer && syn);
+  std::string syn_labels = "{id=\"" + std::to_string((*syn)["id"].u()) + "\",kind=\"query\",name=\"syn\"}";
+  ASSERT_TRUE(samples.count("outpost_actor_rows_out_total" + syn_labels)) << body.substr(0, 2000);
+  double rows = samples["outpost_actor_rows_out_total" + syn_labels];
+  EXPECT_GT(rows, 0);
+  EXPECT_LE(rows, static_cast<double>((*syn)["rows_out"].u()));  // it went on meanwhile
+  std::string buffer_id = "{id=\"" + std::to_string((*buffer)["id"].u()) + "\"}";
+  EXPECT_EQ(samples["outpost_buffer_limit_bytes" + buffer_id], static_cast<double>((*buffer)["status"]["limit_bytes"].u()));
+  EXPECT_TRUE(samples.count("outpost_link_records_delivered" + std::string("{id=\"") +
+                            std::to_string((*find(actors, "link"))["id"].u()) + "\"}"))
+      << body.substr(0, 2000);
+
+  EXPECT_EQ(http(port, "GET", "/other").rfind("HTTP/1.1 404 ", 0), 0u);
+  EXPECT_EQ(http(port, "POST", "/metrics").rfind("HTTP/1.1 405 ", 0), 0u);
 }
 
 TEST_F(InspectorTest, ControlIsRefusedUnlessTheConfigurationAllowsIt) {
@@ -278,6 +496,25 @@ TEST_F(InspectorTest, ATraceHoldsTheMessagesFromQueryToBufferToLinkAsTraceEventJ
   }
   EXPECT_TRUE(query_to_buffer) << slurp(out).substr(0, 4000);
   EXPECT_TRUE(buffer_to_link) << slurp(out).substr(0, 4000);
+  // An append carries its record's size, and no payload unless asked for.
+  bool sized = false;
+  for (auto& e : trace["traceEvents"].a) {
+    if (e["ph"].s != "X") continue;
+    EXPECT_FALSE(e["args"].has("payload"));
+    sized |= e["name"].s == "append" && e["args"]["bytes"].u() > 0;
+  }
+  EXPECT_TRUE(sized) << slurp(out).substr(0, 4000);
+
+  // Asked for, the rows come along: the synthetic query's rows, as JSON lines.
+  r = ctl({"trace", "--count", "300", "--seconds", "20", "--payloads", "-o", out.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  trace = Json::parse(slurp(out));
+  bool rows = false;
+  for (auto& e : trace["traceEvents"].a)
+    if (e["ph"].s == "X" && e["name"].s == "append" && e["args"].has("payload"))
+      rows |= e["args"]["payload"].s.find("\"Data\":\"xxxx") != std::string::npos &&
+              e["args"]["payload"].s.size() <= 4096 + 8;
+  EXPECT_TRUE(rows) << slurp(out).substr(0, 4000);
 }
 
 TEST_F(InspectorTest, BackpressureAndAnOfflineLinkAreWarnedAbout) {

@@ -382,9 +382,11 @@ TEST(Json, QueryStatuses) {
               finished.setRowCount(1234);
               finished.setError("timeout: \"x\"");
             }),
-            prefix + R"("status":{"finished":{"rows":1234,"error":"timeout: \"x\""}}})" + "\n");
+            prefix + R"("status":{"finished":{"rows":1234,"error":"timeout: \"x\"","bytes":0,"duration_ns":0,)"
+                     R"("outcome":"finished"}}})" + "\n");
   EXPECT_EQ(status_line([](Status s) { s.initFinished().setRowCount(0); }),
-            prefix + R"("status":{"finished":{"rows":0,"error":""}}})" + "\n");
+            prefix + R"("status":{"finished":{"rows":0,"error":"","bytes":0,"duration_ns":0,"outcome":"finished"}}})" +
+                "\n");
   EXPECT_EQ(status_line([](Status s) { s.setPaused(); }),
             prefix + R"("status":{"paused":true}})" + "\n");
   EXPECT_EQ(status_line([](Status s) { s.setResumed(); }),
@@ -396,6 +398,24 @@ TEST(Json, QueryStatuses) {
               set_unknown_discriminant(s);
             }),
             prefix + R"("status":{"unknown":true}})" + "\n");
+}
+
+TEST(Json, FlowStatuses) {
+  const std::string start = R"({"seq":4,"lane":"control","query_id":0,"status":)";
+  std::string started = lines_of(encode_flow_started(4294967297, "Generic.Client.Info"), 4);
+  const std::string head = start + R"({"started":true,"flow_id":4294967297,"artifact":"Generic.Client.Info","time":")";
+  EXPECT_EQ(started.compare(0, head.size(), head), 0) << started;
+  EXPECT_EQ(started.substr(started.size() - 5), "Z\"}}\n") << started;
+  FlowEnd end;
+  end.rows = 12;
+  end.bytes = 3456;
+  end.duration_ns = 789;
+  end.outcome = schema::QueryStatus::Outcome::FAILED;
+  end.error = "no such file";
+  std::string finished = lines_of(encode_flow_finished(4294967297, "A", end), 4);
+  const std::string fhead = start + R"({"finished":{"rows":12,"error":"no such file","bytes":3456,"duration_ns":789,)"
+                                    R"("outcome":"failed"},"flow_id":4294967297,"artifact":"A","time":")";
+  EXPECT_EQ(finished.compare(0, fhead.size(), fhead), 0) << finished;
 }
 
 TEST(Json, UnknownRecordKind) {

@@ -153,7 +153,7 @@ TEST_F(MetricsTest, CountersOffLeaveActorsUncounted) {
 }
 
 TEST(TraceRecorder, StopsByItselfAtItsCountItsRateAndItsDeadline) {
-  auto event = [](int64_t at) { return TraceEvent{1, 0, 0, "x", 0, at, 1}; };
+  auto event = [](int64_t at) { return TraceEvent{1, 0, 0, "x", 0, at, 1, 0, {}}; };
   TraceRecorder r;
   TraceLimits l;
   l.max_events = 3;

@@ -8,6 +8,7 @@
 #include <kj/async-io.h>
 
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include "net/agent/net_link.hpp"
@@ -211,6 +212,90 @@ TEST(NetClientReasons, NoCollectorIsACannotConnect) {
   EXPECT_EQ(last.rfind("cannot connect: ", 0), 0u) << last;
   self->send_exit(link, caf::exit_reason::user_shutdown);
   self->send_exit(store, caf::exit_reason::user_shutdown);
+}
+
+// What the network thread reported, for a test to wait on.
+struct Reports {
+  struct Ended {
+    uint64_t session;
+    std::string why;
+    std::chrono::milliseconds retry_in;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::mutex mutex;
+  std::vector<Ended> ended;
+  uint64_t sessions = 0;
+
+  ClientEvents events() {
+    ClientEvents e;
+    e.connected = [this](uint64_t, std::vector<uint64_t>) {
+      std::lock_guard<std::mutex> lock(mutex);
+      ++sessions;
+    };
+    e.disconnected = [this](uint64_t s, std::string why, std::chrono::milliseconds retry_in) {
+      std::lock_guard<std::mutex> lock(mutex);
+      ended.push_back({s, std::move(why), retry_in, std::chrono::steady_clock::now()});
+    };
+    e.stored = [](uint64_t, Lane, uint64_t) {};
+    return e;
+  }
+  size_t ended_count() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return ended.size();
+  }
+  Ended ended_at(size_t i) {
+    std::lock_guard<std::mutex> lock(mutex);
+    return ended.at(i);
+  }
+  uint64_t session_count() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return sessions;
+  }
+};
+
+// With nothing listening and a day between attempts, the operator's
+// reconnect makes the next attempt at once, long before the one scheduled.
+TEST(NetClientReconnect, CutsTheWaitForTheNextAttempt) {
+  uint16_t port;
+  {
+    ScriptedCollector gone(Script::refuse_uploads);
+    port = gone.port();
+  }
+  ClientConfig config;
+  config.port = port;
+  config.tls.insecure = true;
+  config.backoff = {std::chrono::hours(24), std::chrono::hours(24)};
+  Reports reports;
+  NetClient client(config, reports.events());
+  ASSERT_TRUE(eventually([&] { return reports.ended_count() == 1; }));
+  auto first = reports.ended_at(0);
+  EXPECT_EQ(first.why.rfind("cannot connect: ", 0), 0u) << first.why;
+  client.reconnect();
+  ASSERT_TRUE(eventually([&] { return reports.ended_count() == 2; }));
+  auto second = reports.ended_at(1);
+  EXPECT_LT(second.at - first.at, first.retry_in) << "the attempt came when it was due anyway";
+  EXPECT_EQ(second.why.rfind("cannot connect: ", 0), 0u) << second.why;
+}
+
+// A session that is up ends with the operator's reason, and the next one
+// comes with no delay.
+TEST(NetClientReconnect, EndsTheSessionAndConnectsAgainAtOnce) {
+  ScriptedCollector collector(Script::refuse_uploads);  // nothing is uploaded: the session stays up
+  ClientConfig config;
+  config.port = collector.port();
+  config.tls.insecure = true;
+  config.claimed_id = "agent";
+  config.backoff = {std::chrono::hours(24), std::chrono::hours(24)};
+  Reports reports;
+  NetClient client(config, reports.events());
+  ASSERT_TRUE(eventually([&] { return reports.session_count() == 1; }));
+  client.reconnect();
+  ASSERT_TRUE(eventually([&] { return reports.session_count() == 2; }));
+  ASSERT_EQ(reports.ended_count(), 1u);
+  auto ended = reports.ended_at(0);
+  EXPECT_EQ(ended.session, 1u);
+  EXPECT_EQ(ended.why, "the operator asked for a new connection");
+  EXPECT_EQ(ended.retry_in, std::chrono::milliseconds(0));
 }
 
 }  // namespace

@@ -26,6 +26,7 @@ struct Wire {
   };
   ClientEvents events;
   std::vector<Upload> uploads;
+  int reconnects = 0;
   bool destroyed = false;
 };
 
@@ -39,6 +40,7 @@ class FakeTransport final : public Transport {
     for (size_t i = begin; i < end; ++i) seqs.push_back((*records)[i].seq);
     wire_->uploads.push_back({session, lane, after, std::move(seqs)});
   }
+  void reconnect() override { ++wire_->reconnects; }
 
  private:
   std::shared_ptr<Wire> wire_;

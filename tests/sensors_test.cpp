@@ -54,7 +54,7 @@ class ScriptedScanner : public Scanner {
 };
 
 struct SensorTest : ::testing::Test {
-  caf::actor_system_config cfg;
+  AgentSystemConfig cfg;  // its registry: actors() lists the sensors
   caf::actor_system sys{cfg};
   std::unique_ptr<SensorHub> hub = std::make_unique<SensorHub>(sys);
   Engine engine{default_registry()};
@@ -232,6 +232,47 @@ TEST_F(SensorTest, SameArgumentsShareASensorOtherArgumentsDoNot) {
   s1.reset();
   s3.reset();
   EXPECT_EQ(hub->running(), 1u);
+}
+
+// actors() lists the sensors with their own status: two queries with the
+// same arguments share one, which counts both as its subscribers.
+TEST_F(SensorTest, ActorsListsASharedSensorWithItsSubscribers) {
+  auto dir = tmp.path("d");
+  std::filesystem::create_directories(dir);
+  Env a, b;
+  std::vector<Row> rows;
+  auto s1 = start("SELECT * FROM watch_directory(path='" + dir.string() + "')", a);
+  auto s2 = start("SELECT * FROM watch_directory(path='" + dir.string() + "')", b);
+  s1->next(rows, 1);
+  s2->next(rows, 1);
+  auto subscribers = [&]() -> int64_t {
+    Env me;
+    me.system = &sys;
+    auto q = start("SELECT Kind, Status FROM actors(kind='sensor')", me);
+    auto listed = pull_until(*q, [](const std::vector<Row>& r) { return !r.empty(); });
+    if (listed.size() != 1) return -1;
+    EXPECT_TRUE(equal(*listed[0].find("Kind"), Value("sensor")));
+    auto* status = listed[0].find("Status")->as_dict();
+    if (!status) return -2;  // it did not answer
+    EXPECT_NE(to_string(*status->find("key")).find(dir.string()), std::string::npos);
+    return *status->find("subscribers")->as_int();
+  };
+  auto deadline = Clock::now() + 10s;
+  int64_t n = subscribers();
+  while (n != 2 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+    n = subscribers();
+  }
+  EXPECT_EQ(n, 2);
+
+  // Outside an agent's actor system there are no actors to list: an error says so.
+  Env none;
+  try {
+    start("SELECT * FROM actors()", none)->next(rows, 10);
+    ADD_FAILURE() << "actors() ran without an actor system";
+  } catch (const QueryError& e) {
+    EXPECT_STREQ(e.what(), "actors(): this query runs outside an agent's actor system, so there are no actors to list");
+  }
 }
 
 TEST_F(SensorTest, DistinctArgumentsCannotStartMoreThanTheSensorLimit) {

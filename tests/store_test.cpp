@@ -392,6 +392,36 @@ TEST(BufferStore, CompactionAfterDrainShrinksTheFileAndKeepsTheSeqCounter) {
   EXPECT_EQ(read_all(store, Lane::EVENTS).size(), 2u);
 }
 
+// The operator's compaction, with records still in the store: they all stay,
+// with their seqs, and the file loses its free pages.
+TEST(BufferStore, CompactOnRequestKeepsEveryRecordAndShrinksTheFile) {
+  TempDir tmp;
+  auto o = options_for(tmp.path("buf"));
+  BufferStore store(o);
+  Batch b(2000, 4000, 1);
+  uint64_t last_seq = store.append(Lane::UPLOADS, b.ptr()).last_seq;
+  store.ack(Lane::UPLOADS, last_seq - 100);
+  auto kept = read_all(store, Lane::UPLOADS);
+  ASSERT_EQ(kept.size(), 100u);
+  EXPECT_EQ(store.stats().compactions, 0u);  // not drained: only asking compacts it
+
+  auto c = store.compact();
+  EXPECT_EQ(c.error, "");
+  EXPECT_GT(c.before, 4u << 20);
+  EXPECT_LT(c.after, c.before / 4);
+  EXPECT_EQ(store.stats().file_bytes, c.after);
+  EXPECT_EQ(store.stats().compactions, 1u);
+  auto after = read_all(store, Lane::UPLOADS);
+  ASSERT_EQ(after.size(), kept.size());
+  for (size_t i = 0; i < kept.size(); ++i) {
+    EXPECT_EQ(after[i].seq, kept[i].seq);
+    EXPECT_EQ(text(after[i]), text(kept[i]));
+  }
+  Batch one(1, 10, 1);
+  EXPECT_EQ(store.append(Lane::EVENTS, one.ptr()).first_seq, last_seq + 1);
+  EXPECT_TRUE(store.verify().meta_matches);
+}
+
 // Another thread reads while the owner appends, acks and compacts: every
 // read sees whole records in ascending order, none it could not have, and
 // compaction (which replaces the environment) never pulls it out from under it.
@@ -505,15 +535,23 @@ TEST(BufferStore, FileSizeLimitIsDiskFullAndTheStoreStaysConsistent) {
   EXPECT_TRUE(store.append(Lane::EVENTS, b.ptr()).ok());
 }
 
+// Runs `body` in a child process with a 4 MiB tmpfs mounted at `mnt` (in a
+// mount namespace of its own); "skip ..." when it cannot be mounted (not root).
+std::string on_a_small_tmpfs(const fs::path& mnt, const std::function<std::string()>& body) {
+  return in_child_process([&]() -> std::string {
+    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) ||
+        mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=4m") != 0)
+      return std::string("skip cannot mount a tmpfs: ") + strerror(errno);
+    return body();
+  });
+}
+
 // A real ENOSPC: a 4 MiB tmpfs mounted in a private mount namespace of a
 // child process. Needs root (CI and the README's commands run as root).
 TEST(BufferStore, FullFileSystemIsDiskFullAndAcksMakeRoomAgain) {
   TempDir tmp;
   fs::create_directories(tmp.path("mnt"));
-  std::string out = in_child_process([&]() -> std::string {
-    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) ||
-        mount("tmpfs", tmp.path("mnt").c_str(), "tmpfs", 0, "size=4m") != 0)
-      return std::string("skip cannot mount a tmpfs: ") + strerror(errno);
+  std::string out = on_a_small_tmpfs(tmp.path("mnt"), [&]() -> std::string {
     auto o = options_for(tmp.path("mnt") / "buf");
     std::string summary;
     uint64_t seq_after_ack = 0;
@@ -542,6 +580,25 @@ TEST(BufferStore, FullFileSystemIsDiskFullAndAcksMakeRoomAgain) {
   EXPECT_GT(seq_after_ack, 0u) << "no append succeeded after acks freed space: " << out;
   EXPECT_EQ(after_reopen, appended - 100 + 50) << out;
   EXPECT_EQ(matches, 1) << out;
+}
+
+// No room for the copy: compaction says why, and the store is as it was.
+TEST(BufferStore, CompactOnAFullFileSystemFailsCleanlyAndChangesNothing) {
+  TempDir tmp;
+  fs::create_directories(tmp.path("mnt"));
+  std::string out = on_a_small_tmpfs(tmp.path("mnt"), [&]() -> std::string {
+    BufferStore store(options_for(tmp.path("mnt") / "buf"));
+    fill_until_refused(store);
+    uint64_t records = store.stats().records;
+    auto c = store.compact();
+    std::ostringstream said;
+    said << (records == store.stats().records) << " " << store.verify().meta_matches << " "
+         << fs::exists(tmp.path("mnt") / "buf" / "compact.tmp") << " " << (c.before == c.after) << " " << c.error;
+    return said.str();
+  });
+  if (out.rfind("skip", 0) == 0) GTEST_SKIP() << out;
+  EXPECT_EQ(out.rfind("1 1 0 1 compaction failed: ", 0), 0u) << out;
+  EXPECT_NE(out.find("No space left on device"), std::string::npos) << out;
 }
 
 TEST(BufferStore, SyncNoneStillKeepsRecordsAcrossReopen) {

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "actors/registry.hpp"
 #include "actors/system_config.hpp"
 #include "queries/agent_sources.hpp"
 
@@ -19,7 +20,7 @@ using namespace vql;
 // Runs the prepared queries to their end (or max_rows), printing rows as
 // they come; event queries run until interrupted.
 int run_prepared(PreparedQuery p, size_t max_rows) {
-  caf::actor_system_config cfg;
+  AgentSystemConfig cfg;  // actors() lists this run's own actors (its sensors)
   caf::actor_system sys{configure_scheduler(cfg)};
   int status = 0;
   {
@@ -30,6 +31,7 @@ int run_prepared(PreparedQuery p, size_t max_rows) {
     bool wake = false;
     Env env;
     env.sensors = &hub;
+    env.system = &sys;
     env.wake = [&] {
       std::lock_guard<std::mutex> lock(mutex);
       wake = true;

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <kj/async-io.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include "net/kj_util.hpp"
 #include "schemas/json.hpp"
 #include "schemas/protocol.capnp.h"
+#include "tools/collector_files.hpp"
 #include "tools/inspector_views.hpp"
 
 namespace outpost::admin {
@@ -149,46 +151,34 @@ void set_entry(protocol::CollectRequest::Builder r, const std::string& entry) {
   set_parameters(r, {parts.begin() + 1, parts.end()});
 }
 
-// Prints complete lines only: a line being written has no '\n' yet.
-class Follower {
- public:
-  explicit Follower(fs::path dir) : dir_(std::move(dir)) {}
+bool check_agent(const std::string& agent) {
+  if (net::valid_agent_id(agent)) return true;
+  std::cerr << "outpost-collector: \"" << agent << "\" is not an agent id\n";
+  return false;
+}
 
-  std::vector<fs::path> files() const {
-    std::vector<fs::path> out;
-    std::error_code ec;
-    for (auto& e : fs::directory_iterator(dir_, ec))
-      if (e.path().extension() == ".jsonl") out.push_back(e.path());
-    std::sort(out.begin(), out.end());  // <date>.jsonl: oldest first
-    return out;
-  }
+// The lines of `lines` that are rows of `flow` (all of them when flow is 0).
+void keep_flow(std::vector<std::string>& lines, uint64_t flow) {
+  if (flow == 0) return;
+  lines.erase(std::remove_if(lines.begin(), lines.end(), [flow](const std::string& l) { return row_flow(l) != flow; }),
+              lines.end());
+}
 
-  // Appends every complete line past what was read before.
-  void read_new(std::vector<std::string>& lines) {
-    for (auto& f : files()) {
-      auto& offset = offsets_[f];
-      std::ifstream in(f, std::ios::binary);
-      in.seekg(static_cast<std::streamoff>(offset));
-      std::string line;
-      while (std::getline(in, line) && !in.eof()) {
-        offset += line.size() + 1;
-        lines.push_back(std::move(line));
-      }
-    }
-  }
-
- private:
-  fs::path dir_;
-  std::map<fs::path, uint64_t> offsets_;
-};
-
-int tail(const AdminOptions& o, const std::string& agent, const std::string& artifact, size_t n,
+int tail(const AdminOptions& o, const std::string& agent, std::string artifact, uint64_t flow, size_t n,
          bool follow) {
-  fs::path dir = fs::path(o.datadir) / agent / net::artifact_folder(artifact.c_str());
-  if (!net::valid_agent_id(agent)) {
-    std::cerr << "outpost-collector: \"" << agent << "\" is not an agent id\n";
-    return 1;
+  if (!check_agent(agent)) return 1;
+  if (artifact.empty()) {  // --flow: the artifact its start record names
+    FlowReader flows(o.datadir, agent);
+    flows.update();
+    auto it = flows.flows().find(flow);
+    if (it == flows.flows().end()) {
+      std::cerr << "outpost-collector: no flow " << flow << " from " << agent
+                << " (no status record of it stored yet; give the artifact too)\n";
+      return 1;
+    }
+    artifact = it->second.artifact;
   }
+  fs::path dir = fs::path(o.datadir) / agent / net::artifact_folder(artifact.c_str());
   if (!fs::is_directory(dir) && !follow) {
     std::cerr << "outpost-collector: no rows of " << artifact << " from " << agent << " (no " << dir.string() << ")\n";
     return 1;
@@ -196,16 +186,82 @@ int tail(const AdminOptions& o, const std::string& agent, const std::string& art
   Follower follower(dir);
   std::vector<std::string> lines;
   follower.read_new(lines);
+  keep_flow(lines, flow);
   for (size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size(); ++i) std::cout << lines[i] << "\n";
   std::cout << std::flush;
   while (follow) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     lines.clear();
     follower.read_new(lines);
+    keep_flow(lines, flow);
     for (auto& l : lines) std::cout << l << "\n";
     std::cout << std::flush;
   }
   return 0;
+}
+
+std::string seconds(int64_t ns) { return fmt::format("{:.3f} s", ns / 1e9); }
+
+int print_flows(const AdminOptions& o, const std::string& agent, bool json) {
+  if (!check_agent(agent)) return 1;
+  FlowReader reader(o.datadir, agent);
+  reader.update();
+  if (json) {
+    for (auto& [id, f] : reader.flows())
+      std::cout << fmt::format(
+          "{{\"flow\":{},\"artifact\":{},\"state\":{},\"rows\":{},\"bytes\":{},\"duration_ns\":{},"
+          "\"error\":{},\"started\":{},\"ended\":{}}}\n",
+          id, schemas::json_string(f.artifact.c_str()), schemas::json_string(f.state.c_str()), f.rows, f.bytes,
+          f.duration_ns, schemas::json_string(f.error.c_str()), schemas::json_string(f.started.c_str()),
+          schemas::json_string(f.ended.c_str()));
+    return 0;
+  }
+  if (reader.flows().empty()) {
+    std::cout << "no flows of " << agent << " reported yet\n";
+    return 0;
+  }
+  std::cout << fmt::format("{:<12} {:<32} {:<10} {:>10} {:>12} {:>10}  {}\n", "FLOW", "ARTIFACT", "STATE", "ROWS",
+                           "BYTES", "DURATION", "STARTED / ERROR");
+  for (auto& [id, f] : reader.flows())
+    std::cout << fmt::format("{:<12} {:<32} {:<10} {:>10} {:>12} {:>10}  {}\n", id, f.artifact, f.state,
+                             f.state == "running" ? "-" : std::to_string(f.rows),
+                             f.state == "running" ? "-" : std::to_string(f.bytes),
+                             f.state == "running" ? "-" : seconds(f.duration_ns),
+                             f.error.empty() ? f.started : f.error);
+  return 0;
+}
+
+// collect --wait: the flow's rows as they are stored, then its outcome. It
+// ends once the agent's end record is stored and, for a flow that finished,
+// as many rows as it counted (the control lane may overtake the rows).
+int wait_flow(const AdminOptions& o, const std::string& agent, const std::string& artifact, uint64_t flow,
+              unsigned timeout_s) {
+  FlowReader flows(o.datadir, agent);
+  Follower rows(fs::path(o.datadir) / agent / net::artifact_folder(artifact.c_str()));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  uint64_t seen = 0;
+  for (;;) {
+    std::vector<std::string> lines;
+    rows.read_new(lines);
+    keep_flow(lines, flow);
+    for (auto& l : lines) std::cout << l << "\n";
+    std::cout << std::flush;
+    seen += lines.size();
+    flows.update();
+    auto it = flows.flows().find(flow);
+    if (it != flows.flows().end() && it->second.state != "running" &&
+        (it->second.state != "finished" || seen >= it->second.rows)) {
+      auto& f = it->second;
+      std::cerr << fmt::format("flow {} {}: {} rows, {} bytes, {}{}\n", flow, f.state, f.rows, f.bytes,
+                               seconds(f.duration_ns), f.error.empty() ? "" : "; " + f.error);
+      return f.state == "finished" ? 0 : 1;
+    }
+    if (timeout_s && std::chrono::steady_clock::now() >= deadline) {
+      std::cerr << fmt::format("flow {}: no end reported within {} s ({} rows so far)\n", flow, timeout_s, seen);
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
 }
 
 }  // namespace
@@ -233,19 +289,26 @@ void add_commands(CLI::App& app, CommandArgs& a) {
   collect->add_option("--param,-p", a.params, "name=value (repeatable)");
   collect->add_option("--vql", a.vql, "run this VQL, its rows labelled with the artifact name");
   collect->add_flag("--new-agent", a.new_agent, "queue it for an agent that has never connected yet");
+  collect->add_flag("--wait", a.wait, "print its rows as they are stored, then its outcome (on stderr); exit 0 "
+                                      "only if it finished");
+  collect->add_option("--timeout", a.timeout_s, "with --wait: give up after this many seconds (default: never)");
   collect->callback([&a] {
-    a.run = [&a](const AdminOptions& o) { return call(o, [&a](Admin::Client admin) {
-      auto req = admin.collectRequest();
-      req.setAgent(a.agent);
-      req.setNewAgent(a.new_agent);
-      req.initRequest().setArtifact(a.artifact);
-      req.getRequest().setVql(a.vql);
-      set_parameters(req.getRequest(), a.params);
-      return req.send().then([&a](auto resp) {
-        std::cout << fmt::format("flow {} {} {}\n", resp.getFlowId(),
-                                 resp.getQueued() ? "queued for" : "started on", a.agent);
+    a.run = [&a](const AdminOptions& o) {
+      int code = call(o, [&a](Admin::Client admin) {
+        auto req = admin.collectRequest();
+        req.setAgent(a.agent);
+        req.setNewAgent(a.new_agent);
+        req.initRequest().setArtifact(a.artifact);
+        req.getRequest().setVql(a.vql);
+        set_parameters(req.getRequest(), a.params);
+        return req.send().then([&a](auto resp) {
+          a.flow = resp.getFlowId();
+          (a.wait ? std::cerr : std::cout) << fmt::format("flow {} {} {}\n", resp.getFlowId(),
+                                                         resp.getQueued() ? "queued for" : "started on", a.agent);
+        });
       });
-    });
+      if (code != 0 || !a.wait) return code;
+      return wait_flow(o, a.agent, a.artifact, a.flow, a.timeout_s);
     };
   });
 
@@ -318,11 +381,21 @@ void add_commands(CLI::App& app, CommandArgs& a) {
 
   auto* tail_cmd = app.add_subcommand("tail", "print an artifact's newest rows from an agent (reads the files)");
   tail_cmd->add_option("agent", a.agent, "agent id")->required();
-  tail_cmd->add_option("artifact", a.artifact, "artifact name")->required();
+  tail_cmd->add_option("artifact", a.artifact, "artifact name (with --flow: the flow's, when left out)");
+  tail_cmd->add_option("--flow", a.flow, "only this collection's rows");
   tail_cmd->add_option("-n,--lines", a.lines, "how many of the newest rows")->capture_default_str();
   tail_cmd->add_flag("-f,--follow", a.follow, "keep printing rows as they are stored");
   tail_cmd->callback([&a] {
-    a.run = [&a](const AdminOptions& o) { return tail(o, a.agent, a.artifact, a.lines, a.follow); };
+    if (a.artifact.empty() && a.flow == 0) throw CLI::ValidationError("tail", "give an artifact, or --flow ID");
+    a.run = [&a](const AdminOptions& o) { return tail(o, a.agent, a.artifact, a.flow, a.lines, a.follow); };
+  });
+
+  auto* flows_cmd = app.add_subcommand("flows", "an agent's collections as it reported them: state, rows, bytes, "
+                                                "duration, error (reads the files)");
+  flows_cmd->add_option("agent", a.agent, "agent id")->required();
+  flows_cmd->add_flag("--json", a.json, "one JSON object per flow");
+  flows_cmd->callback([&a] {
+    a.run = [&a](const AdminOptions& o) { return print_flows(o, a.agent, a.json); };
   });
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 // outpost-collector's admin commands: they talk to the running collector over
-// its unix socket (protocol.capnp's Admin), except `tail`, which reads the
-// row files directly.
+// its unix socket (protocol.capnp's Admin), except `tail`, `flows` and
+// `collect --wait`, which read the data directory's files (collector_files.hpp).
 
 #include <CLI/CLI.hpp>
 #include <functional>
@@ -27,6 +27,8 @@ struct CommandArgs {
   size_t lines = 10;
   bool json = false, follow = false;
   bool new_agent = false;            // collect, event-table: an agent not yet met is no typo
+  bool wait = false;                 // collect: follow the flow to its end
+  unsigned timeout_s = 0;            // collect --wait: give up after this long (0: never)
   std::string what = "status";       // inspect: what to show
   std::function<int(const AdminOptions&)> run;  // set by the command given; returns its exit code
 };

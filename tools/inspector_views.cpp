@@ -230,9 +230,10 @@ std::string trace_json(capnp::List<in::TraceEvent>::Reader events, capnp::List<i
   auto us = [](int64_t ns) { return fmt::format("{:.3f}", static_cast<double>(ns) / 1000); };
   for (auto e : events) {
     add(fmt::format("{{\"ph\":\"X\",\"name\":{},\"cat\":\"message\",\"pid\":1,\"tid\":{},\"ts\":{},\"dur\":{},"
-                    "\"args\":{{\"sender\":{},\"mailbox_us\":{}}}}}",
+                    "\"args\":{{\"sender\":{},\"mailbox_us\":{},\"bytes\":{}{}}}}}",
                     q(e.getType()), e.getActor(), us(e.getStartNs()), us(e.getDurationNs()), e.getSender(),
-                    e.getEnqueuedNs() ? us(e.getStartNs() - e.getEnqueuedNs()) : "null"));
+                    e.getEnqueuedNs() ? us(e.getStartNs() - e.getEnqueuedNs()) : "null", e.getBytes(),
+                    e.hasPayload() ? ",\"payload\":" + q(e.getPayload()) : std::string()));
     if (e.getFlow() && e.getSender() && e.getEnqueuedNs()) {
       add(fmt::format("{{\"ph\":\"s\",\"name\":{},\"cat\":\"send\",\"id\":{},\"pid\":1,\"tid\":{},\"ts\":{}}}",
                       q(e.getType()), e.getFlow(), e.getSender(), us(e.getEnqueuedNs())));
@@ -244,8 +245,9 @@ std::string trace_json(capnp::List<in::TraceEvent>::Reader events, capnp::List<i
 }
 
 int trace(Session& s, const std::vector<uint64_t>& actors, unsigned seconds, uint64_t count,
-          uint64_t rate, const std::string& file) {
+          uint64_t rate, bool payloads, const std::string& file) {
   auto req = s.inspector.traceRequest();
+  req.setPayloads(payloads);
   auto ids = req.initActors(static_cast<unsigned>(actors.size()));
   for (size_t i = 0; i < actors.size(); ++i) ids.set(i, actors[i]);
   req.setSeconds(seconds);

@@ -99,9 +99,10 @@ void print_kind(Session& s, bool json, std::initializer_list<const char*> kinds,
 void print_warnings(Session& s, bool json);
 int logs(Session& s, bool follow);
 int control(Session& s, in::Action action, const std::string& target);
-// Records a trace into `file` (- for stdout) as Chrome trace-event JSON.
+// Records a trace into `file` (- for stdout) as Chrome trace-event JSON; `payloads`:
+// with the rows the messages carry.
 int trace(Session& s, const std::vector<uint64_t>& actors, unsigned seconds, uint64_t count, uint64_t rate,
-          const std::string& file);
+          bool payloads, const std::string& file);
 // outpostctl top (outpostctl_top.cpp): refreshes every interval_ms, `iterations` times (0: until q).
 int run_top(Session& s, unsigned interval_ms, int iterations, const std::string& sort);
 // A kj exception's text without the "remote exception: " each RPC hop adds.

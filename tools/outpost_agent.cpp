@@ -24,6 +24,7 @@
 #include "actors/system_config.hpp"
 #include "actors/test_sources.hpp"
 #include "net/agent/inspector_server.hpp"
+#include "net/agent/metrics_server.hpp"
 #include "net/agent/log_ring.hpp"
 #include "net/agent/net_link.hpp"
 #include "queries/agent_sources.hpp"
@@ -143,6 +144,19 @@ std::unique_ptr<net::InspectorServer> start_inspector(caf::actor_system& sys, Ac
   }
 }
 
+// The OpenMetrics listener, when the configuration names one. One that cannot
+// start is logged: the agent runs on without it.
+std::unique_ptr<net::MetricsServer> start_metrics(caf::actor_system& sys, ActorRegistry& registry,
+                                                  const AgentConfig& config) {
+  if (config.inspector.metrics.empty()) return nullptr;
+  try {
+    return std::make_unique<net::MetricsServer>(sys, registry, config.inspector.metrics);
+  } catch (const std::exception& e) {
+    spdlog::error("{}; running without a metrics listener", e.what());
+    return nullptr;
+  }
+}
+
 int run(const AgentConfig& config, sigset_t signals, std::shared_ptr<net::LogRing> logs) {
   // The store's limit includes the shutdown reserve (buffer_actor.hpp).
   auto store_options = config.buffer;
@@ -175,6 +189,7 @@ int run(const AgentConfig& config, sigset_t signals, std::shared_ptr<net::LogRin
   if (config.link.kind == LinkSpec::Kind::collector)
     caf::anon_send(caf::actor_cast<net_link_actor>(link), set_supervisor_atom::value, sup);
   auto inspector = start_inspector(sys, *cfg.registry, std::move(logs), sup, config);
+  auto metrics = start_metrics(sys, *cfg.registry, config);
   spdlog::info("agent running: {} queries, link {}", config.queries.size(), describe(config.link));
   watch_signals(signals, sup);
 
@@ -185,6 +200,7 @@ int run(const AgentConfig& config, sigset_t signals, std::shared_ptr<net::LogRin
     self->receive([&](caf::down_msg& down) { failed = static_cast<bool>(down.reason); });
   }
   inspector.reset();
+  metrics.reset();
   sensors.reset();  // the queries are gone: no sensor has a subscriber left
   sys.await_all_actors_done();
   spdlog::info("agent stopped{}", failed ? " after a failure" : "");

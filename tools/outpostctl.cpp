@@ -77,8 +77,14 @@ int main(int argc, char** argv) {
   actors_cmd->add_option("--sort", sort_by, "mailbox, rate (messages handled), time (in handlers), or id")
       ->check(CLI::IsMember({"id", "mailbox", "rate", "time", "handled"}));
   app.add_subcommand("tree", "the supervision tree");
-  app.add_subcommand("buffer", "the buffer's status");
-  app.add_subcommand("link", "the link's status");
+  std::string action;
+  app.add_subcommand("buffer", "the buffer's status; `buffer compact` shrinks its file (needs control)")
+      ->add_option("action", action, "compact: rewrite the file without its free pages")
+      ->check(CLI::IsMember({"compact"}));
+  app.add_subcommand("link", "the link's status; `link reconnect` connects again now (needs control)")
+      ->add_option("action", action, "reconnect: end the connection (or the wait for the next attempt) and "
+                                     "connect again at once")
+      ->check(CLI::IsMember({"reconnect"}));
   app.add_subcommand("queries", "every query with its counters and status");
   app.add_subcommand("warnings", "conditions worth attention, with their evidence");
   bool follow = false;
@@ -88,7 +94,9 @@ int main(int argc, char** argv) {
   auto* suspend_cmd = app.add_subcommand("suspend", "stop a query pulling rows until resumed (needs control)");
   auto* resume_cmd = app.add_subcommand("resume", "resume a suspended query (needs control)");
   auto* restart_cmd = app.add_subcommand("restart", "restart a query now (needs control)");
-  for (auto* c : {suspend_cmd, resume_cmd, restart_cmd})
+  auto* cancel_cmd = app.add_subcommand("cancel", "stop a query and delete its buffered rows; restart starts "
+                                                  "it again (needs control)");
+  for (auto* c : {suspend_cmd, resume_cmd, restart_cmd, cancel_cmd})
     c->add_option("query", target, "the query's name or id")->required();
   auto* level_cmd = app.add_subcommand("log-level", "change the agent's log level (needs control)");
   level_cmd->add_option("level", target, "trace, debug, info, warn, error, critical, off")->required();
@@ -102,6 +110,8 @@ int main(int argc, char** argv) {
   trace_cmd->add_option("--count", count, "stop after this many messages (default 10000)");
   trace_cmd->add_option("--rate", rate, "stop in a second with more messages than this (default 20000)");
   trace_cmd->add_option("-o,--output", out_file, "the file to write (default trace.json; - for stdout)");
+  bool payloads = false;
+  trace_cmd->add_flag("--payloads", payloads, "keep the rows the messages carry (the first 4 KiB of each)");
 
   unsigned interval_ms = 1000;
   int iterations = 0;
@@ -122,7 +132,9 @@ int main(int argc, char** argv) {
     if (name == "status") print_status(s, o.json);
     else if (name == "actors") print_actors(s, o.json, sort_by, "");
     else if (name == "tree") print_tree(s, o.json);
+    else if (name == "buffer" && action == "compact") return control(s, in::Action::COMPACT, "");
     else if (name == "buffer") print_kind(s, o.json, {"buffer"}, false);
+    else if (name == "link" && action == "reconnect") return control(s, in::Action::RECONNECT, "");
     else if (name == "link") print_kind(s, o.json, {"net-link", "link"}, false);
     else if (name == "queries") o.json ? print_kind(s, o.json, {"query"}, true) : print_actors(s, o.json, sort_by, "query");
     else if (name == "warnings") print_warnings(s, o.json);
@@ -130,8 +142,9 @@ int main(int argc, char** argv) {
     else if (name == "suspend") return control(s, in::Action::SUSPEND, target);
     else if (name == "resume") return control(s, in::Action::RESUME, target);
     else if (name == "restart") return control(s, in::Action::RESTART, target);
+    else if (name == "cancel") return control(s, in::Action::CANCEL, target);
     else if (name == "log-level") return control(s, in::Action::LOG_LEVEL, target);
-    else if (name == "trace") return trace(s, trace_actors, seconds, count, rate, out_file);
+    else if (name == "trace") return trace(s, trace_actors, seconds, count, rate, payloads, out_file);
     else if (name == "top") return run_top(s, interval_ms, iterations, top_sort);
     return 0;
   } catch (const Failure& e) {

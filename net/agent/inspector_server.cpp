@@ -78,19 +78,12 @@ kj::AutoCloseFd listen_on(const std::string& path) {
 class InspectorServer::Loop final : private kj::TaskSet::ErrorHandler {
  public:
   Loop(InspectorServer& owner, kj::AutoCloseFd fd)
-      : owner_(owner), ctx_(owner.context_), io_(kj::setupAsyncIo()), tasks_(*this),
+      : ctx_(owner.context_), io_(kj::setupAsyncIo()), tasks_(*this),
         listener_(io_.lowLevelProvider->wrapListenSocketFd(fd.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP)) {}
 
-  void run() {
-    auto stop = kj::newPromiseAndCrossThreadFulfiller<void>();
-    auto fulfiller = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(stop.fulfiller));
-    {
-      std::lock_guard<std::mutex> lock(owner_.mutex_);
-      if (owner_.stopping_) return;
-      owner_.stop_ = [fulfiller] { (*fulfiller)->fulfill(); };
-    }
+  void run(ServerThread& thread) {
     tasks_.add(accept());
-    stop.promise.wait(io_.waitScope);
+    thread.wait_until_stopped(io_.waitScope);
   }
 
 
@@ -108,16 +101,11 @@ class InspectorServer::Loop final : private kj::TaskSet::ErrorHandler {
 
   void take(kj::Own<kj::AsyncIoStream> stream);
 
-  InspectorServer& owner_;
   InspectorContext& ctx_;
   kj::AsyncIoContext io_;
   kj::TaskSet tasks_;
   kj::Own<kj::ConnectionReceiver> listener_;
 };
-
-namespace {
-
-}  // namespace
 
 void InspectorServer::Loop::take(kj::Own<kj::AsyncIoStream> stream) {
   // The socket's mode keeps other users out; this also does if its directory is shared.
@@ -143,25 +131,14 @@ InspectorServer::InspectorServer(InspectorContext context) : context_(std::move(
   auto fd = std::make_shared<kj::AutoCloseFd>(listen_on(context_.spec.socket));
   spdlog::info("inspector: listening on {}{}", context_.spec.socket,
                context_.spec.control ? " (control allowed)" : " (read-only)");
-  thread_ = std::thread([this, fd] {
-    try {
-      Loop loop(*this, kj::mv(*fd));
-      loop.run();
-    } catch (const kj::Exception& e) {
-      spdlog::error("inspector: stopped: {}", e.getDescription().cStr());
-    } catch (const std::exception& e) {
-      spdlog::error("inspector: stopped: {}", e.what());
-    }
+  thread_ = std::make_unique<ServerThread>("inspector", [this, fd](ServerThread& thread) {
+    Loop loop(*this, kj::mv(*fd));
+    loop.run(thread);
   });
 }
 
 InspectorServer::~InspectorServer() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-    if (stop_) stop_();
-  }
-  thread_.join();
+  thread_.reset();  // stops serving and joins
   ::unlink(context_.spec.socket.c_str());
 }
 

@@ -15,14 +15,13 @@
 #include <caf/actor_system.hpp>
 
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 
 #include "actors/agent_config.hpp"
 #include "actors/interfaces.hpp"
 #include "actors/registry.hpp"
 #include "net/agent/inspector_service.hpp"
+#include "net/agent/server_thread.hpp"
 
 namespace outpost::net {
 
@@ -42,10 +41,7 @@ class InspectorServer {
 
  private:
   InspectorContext context_;
-  std::mutex mutex_;
-  std::function<void()> stop_;  // rings the loop (set by it once it runs)
-  bool stopping_ = false;
-  std::thread thread_;
+  std::unique_ptr<ServerThread> thread_;  // made last: its loop uses the context
 };
 
 }  // namespace outpost::net

@@ -49,34 +49,21 @@ kj::Promise<T> ask(caf::actor_system& sys, Ask<T> start) {
   return kj::mv(paf.promise);
 }
 
-using Statuses = std::map<uint64_t, std::string>;  // actor id -> status JSON
+using StatusJson = std::map<uint64_t, std::string>;  // actor id -> status JSON
 
 // Every actor's own status, asked of all at once; those that do not answer in time have none.
-kj::Promise<Statuses> gather(caf::actor_system& sys, std::vector<ActorRegistry::Entry> live) {
-  return ask<Statuses>(sys, [live](caf::event_based_actor* self, auto ok, auto) {
-    auto state = std::make_shared<std::pair<Statuses, size_t>>(Statuses{}, live.size() + 1);
-    auto one_less = [state, ok] {
-      if (--state->second == 0) ok(std::move(state->first));
-    };
-    for (auto& e : live) {
-      auto strong = e.actor.lock();
-      if (!strong) {
-        one_less();
-        continue;
-      }
-      uint64_t id = e.metrics->id;
-      self->request(caf::actor_cast<caf::actor>(strong), kActorTimeout, status_atom::value)
-          .then([state, id, one_less](caf::settings& s) {
-                  state->first[id] = settings_json(s);
-                  one_less();
-                },
-                [one_less](caf::error&) { one_less(); });
-    }
-    one_less();
+kj::Promise<StatusJson> gather(caf::actor_system& sys, std::vector<ActorRegistry::Entry> live) {
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<StatusJson>();
+  auto f = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<StatusJson>>>(kj::mv(paf.fulfiller));
+  ask_statuses(sys, std::move(live), kActorTimeout, [f](Statuses statuses) {
+    StatusJson json;
+    for (auto& [id, s] : statuses) json[id] = settings_json(s);
+    (*f)->fulfill(kj::mv(json));
   });
+  return kj::mv(paf.promise);
 }
 
-void fill(inspector::ActorInfo::Builder b, const ActorMetrics& m, int64_t now, const Statuses& statuses,
+void fill(inspector::ActorInfo::Builder b, const ActorMetrics& m, int64_t now, const StatusJson& statuses,
           bool watching) {
   b.setId(m.id);
   b.setKind(m.kind);
@@ -132,8 +119,8 @@ class InspectorImpl final : public Inspector::Server {
 
   kj::Promise<void> actors(ActorsContext call) override {
     auto live = ctx_.registry.live();
-    auto statuses = call.getParams().getWithStatus() ? gather(ctx_.sys, live) : kj::Promise<Statuses>(Statuses{});
-    return statuses.then([this, call, live = kj::mv(live)](Statuses s) mutable {
+    auto statuses = call.getParams().getWithStatus() ? gather(ctx_.sys, live) : kj::Promise<StatusJson>(StatusJson{});
+    return statuses.then([this, call, live = kj::mv(live)](StatusJson s) mutable {
       int64_t now = steady_ns();
       bool watching = ctx_.registry.watching();
       auto r = call.getResults();
@@ -200,6 +187,7 @@ class InspectorImpl final : public Inspector::Server {
     if (p.getMaxEvents()) limits.max_events = std::min<uint64_t>(p.getMaxEvents(), 1000000);
     if (p.getMaxPerSecond()) limits.max_per_second = p.getMaxPerSecond();
     limits.duration_ns = int64_t{std::clamp<uint32_t>(p.getSeconds(), 1, 600)} * 1000000000;
+    limits.payloads = p.getPayloads();
     ctx_.registry.start_trace(limits);
     return wait_trace(call);
   }
@@ -227,9 +215,13 @@ class InspectorImpl final : public Inspector::Server {
                std::move(req).then([ok](std::string& s) { ok(s); },
                                    [fail, self](caf::error& e) { fail(describe(self->system(), e)); });
              };
+             // Cancel and compact take as long as their work (a purge, a copy of the file).
              if (action == A::SUSPEND) then(self->request(sup, kActorTimeout, suspend_atom::value, target));
              else if (action == A::RESUME) then(self->request(sup, kActorTimeout, resume_atom::value, target));
-             else then(self->request(sup, kActorTimeout, restart_atom::value, target));
+             else if (action == A::RESTART) then(self->request(sup, kActorTimeout, restart_atom::value, target));
+             else if (action == A::CANCEL) then(self->request(sup, caf::infinite, cancel_atom::value, target));
+             else if (action == A::RECONNECT) then(self->request(sup, kActorTimeout, reconnect_atom::value));
+             else then(self->request(sup, caf::infinite, compact_atom::value));
            })
         .then([call](std::string result) mutable { call.getResults().setResult(result); });
   }
@@ -253,6 +245,8 @@ class InspectorImpl final : public Inspector::Server {
       b.setEnqueuedNs(e.enqueued_ns);
       b.setStartNs(e.start_ns);
       b.setDurationNs(e.duration_ns);
+      b.setBytes(e.bytes);
+      if (!e.payload.empty()) b.setPayload(e.payload);
     }
     return kj::READY_NOW;
   }

@@ -85,7 +85,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
     {
       std::lock_guard<std::mutex> lock(owner_.mutex_);
       owner_.wake_ = [fulfiller] { (*fulfiller)->fulfill(); };
-      ring_now = owner_.stopping_ || !owner_.pending_.empty();
+      ring_now = owner_.stopping_ || owner_.reconnect_ || !owner_.pending_.empty();
       if (ring_now) owner_.wake_ = nullptr;
     }
     if (ring_now) (*fulfiller)->fulfill();
@@ -94,18 +94,29 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
 
   void drain() {
     std::vector<Work> work;
-    bool stopping;
+    bool stopping, reconnect;
     {
       std::lock_guard<std::mutex> lock(owner_.mutex_);
       work.swap(owner_.pending_);
       stopping = owner_.stopping_;
+      reconnect = std::exchange(owner_.reconnect_, false);
     }
     if (stopping) {
       stop_->fulfill();
       return;
     }
     KJ_DEFER(arm_doorbell());  // even if a send throws: later work must still wake us
+    if (reconnect) reconnect_now();
     for (auto& w : work) send(w);
+  }
+
+  // The operator's reconnect: the session (if one is up) ends, and the next
+  // attempt is made at once instead of after the backoff's delay. While an
+  // attempt is under way, it goes on; if it fails, the next one is at once.
+  void reconnect_now() {
+    reconnect_asked_ = true;
+    if (retry_now_ && retry_now_->isWaiting()) return retry_now_->fulfill();
+    if (conn_ && conn_->drop->isWaiting()) conn_->drop->fulfill("the operator asked for a new connection");
   }
 
   // Each attempt's or session's end is reported with its reason: the
@@ -118,11 +129,19 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
         .then([this](std::string reason) {
           uint64_t ended = session_cap_ != nullptr ? session_ : 0;  // 0: no session came up
           end_connection();
-          auto delay = backoff_.next(std::chrono::steady_clock::now());
+          auto delay = std::exchange(reconnect_asked_, false) ? std::chrono::milliseconds(0)
+                                                              : backoff_.next(std::chrono::steady_clock::now());
           owner_.events_.disconnected(ended, reason, delay);
+          auto retry_now = kj::newPromiseAndFulfiller<void>();
+          retry_now_ = kj::mv(retry_now.fulfiller);
           return io_.provider->getTimer()
               .afterDelay(delay.count() * kj::MILLISECONDS)
-              .then([this] { return connect_loop(); });
+              .exclusiveJoin(kj::mv(retry_now.promise))
+              .then([this] {
+                retry_now_ = nullptr;
+                reconnect_asked_ = false;  // this attempt is the one asked for
+                return connect_loop();
+              });
         });
   }
 
@@ -205,6 +224,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
               marks[static_cast<size_t>(m.getLane())] = m.getSeq();
           session_cap_ = resp.getSession();
           ++session_;
+          reconnect_asked_ = false;
           backoff_.connected(std::chrono::steady_clock::now());
           spdlog::info("link: connected to {}:{} as {}", owner_.config_.host, owner_.config_.port,
                        resp.getAgentId().cStr());
@@ -352,6 +372,8 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
   kj::Own<Connection> conn_;
   kj::Maybe<protocol::Session::Client> session_cap_;
   uint64_t session_ = 0;
+  bool reconnect_asked_ = false;  // the operator's: the next attempt is not delayed
+  kj::Own<kj::PromiseFulfiller<void>> retry_now_;  // ends the wait before the next attempt
   kj::Own<kj::PromiseFulfiller<void>> stop_;
   kj::TaskSet tasks_;
 };
@@ -382,6 +404,13 @@ NetClient::~NetClient() {
     wake_ = nullptr;
   }
   thread_.join();
+}
+
+void NetClient::reconnect() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  reconnect_ = true;
+  if (wake_) wake_();
+  wake_ = nullptr;
 }
 
 void NetClient::upload(uint64_t session, Lane lane, uint64_t after, BufferedRecords records,

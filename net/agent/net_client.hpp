@@ -48,6 +48,8 @@ class NetClient final : public Transport {
   // As Transport::upload: hands the work to the network thread.
   void upload(uint64_t session, Lane lane, uint64_t after, BufferedRecords records, size_t begin,
               size_t end) override;
+  // As Transport::reconnect: the network thread does it.
+  void reconnect() override;
 
  private:
   class Loop;
@@ -62,6 +64,7 @@ class NetClient final : public Transport {
   std::mutex mutex_;
   std::vector<Work> pending_;  // handed over, not yet taken by the loop
   bool stopping_ = false;
+  bool reconnect_ = false;  // the operator asked for a new connection
   Loop* loop_ = nullptr;  // lives on the network thread while it runs
   std::function<void()> wake_;  // rings the loop's doorbell; set by the loop, under mutex_
   ClientConfig config_;

@@ -315,6 +315,13 @@ net_link_actor::behavior_type net_link_over(instrumented<net_link_actor, net_lin
         if (!sup) return call.answer->answer({"the agent is still starting", 0, {}});
         self->send(sup, control_atom::value, std::move(call));
       },
+      [=](reconnect_atom) {
+        auto& st = self->state;
+        spdlog::info("link: a new connection to {} asked for by the operator", st.target);
+        st.transport->reconnect();
+        return std::string(st.session ? "reconnecting to " : "connecting to ") + st.target +
+               (st.session ? " (the session that was up ends)" : " now (no more waiting for the next attempt)");
+      },
       [=](set_supervisor_atom, supervisor_actor sup) { self->state.supervisor = std::move(sup); },
       [=](fatal_atom, std::string& why) {
         // The transport survives every failure of a connection on its own; its

@@ -41,6 +41,9 @@ class Transport {
   // session has ended meanwhile. The records are shared, not copied.
   virtual void upload(uint64_t session, Lane lane, uint64_t after, BufferedRecords records,
                       size_t begin, size_t end) = 0;
+  // Any thread; never blocks beyond a short lock. Ends the session, if one is
+  // up, and connects again at once rather than after the backoff's delay.
+  virtual void reconnect() = 0;
 };
 
 // Makes the link's transport, which reports through `events` from the start.
