@@ -336,7 +336,8 @@ void read_inspector(const YAML::Node& n, const std::string& path, InspectorSpec&
                          {"backpressure_ms", [&](auto& v, auto& p) { w.backpressure = millis(v, p, 1); }},
                          {"link_offline_ms", [&](auto& v, auto& p) { w.link_offline = millis(v, p, 1); }},
                          {"restarts", [&](auto& v, auto& p) { w.restarts = static_cast<unsigned>(integer(v, p, 1, 1000000)); }},
-                         {"restart_window_ms", [&](auto& v, auto& p) { w.restart_window = millis(v, p, 1); }}});
+                         {"restart_window_ms", [&](auto& v, auto& p) { w.restart_window = millis(v, p, 1); }},
+                         {"recent_ms", [&](auto& v, auto& p) { w.recent = millis(v, p, 1); }}});
              }}});
   if (!in.metrics.empty() && !in.metrics_remote && !is_loopback(in.metrics.substr(0, in.metrics.rfind(':'))))
     fail(join(path, "metrics"), in.metrics + " is not a loopback address: the metrics would be served beyond this "
@@ -640,6 +641,7 @@ inspector:                      # what outpostctl reads (its unix socket, mode 0
     link_offline_ms: 300000     # the link not delivering this long
     restarts: 3                 # a query failing this often
     restart_window_ms: 600000   #   within this time
+    recent_ms: 600000           # a slow handler or dropped events are warned about this long after
 
 event_table:                    # event artifacts (outpost-agent artifacts list), each a query
   - artifact: Linux.Events.ProcessCreation     # a row per process started

@@ -104,6 +104,7 @@ struct WarningThresholds {
   std::chrono::milliseconds link_offline{300000};    // the link not delivering this long
   unsigned restarts = 3;                             // a query failing this often ...
   std::chrono::milliseconds restart_window{600000};  // ... within this time
+  std::chrono::milliseconds recent{600000};          // a slow handling or a drop is warned about this long
 };
 
 // The agent's inspector endpoint (outpostctl's socket).

@@ -98,6 +98,7 @@ struct ActorMetrics {
   std::atomic<uint64_t> slow_handlings{0};    // handlings longer than the registry's slow threshold
   std::atomic<int64_t> slow_last_wall_ns{0};
   std::atomic<uint64_t> dropped{0};  // events or rows lost at this actor (a sensor's full queue)
+  std::atomic<int64_t> dropped_last_wall_ns{0};
   std::atomic<int64_t> state_since_ns{0};  // steady
 
   uint64_t mailbox_size() const {

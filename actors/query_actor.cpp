@@ -177,7 +177,10 @@ void report_dropped(Self self, uint64_t dropped) {
   auto& st = self->state;
   send_batch(self);
   st.dropped_at_source += dropped;
-  if (auto* m = self->metrics()) m->dropped.fetch_add(dropped, std::memory_order_relaxed);
+  if (auto* m = self->metrics()) {
+    m->dropped.fetch_add(dropped, std::memory_order_relaxed);
+    m->dropped_last_wall_ns.store(wall_ns(), std::memory_order_relaxed);
+  }
   spdlog::warn("query {}: its source dropped {} events while it was paused", st.spec->name, dropped);
   RecordRef record{std::make_shared<const schemas::Encoded>(schemas::encode_dropped(st.spec->id, dropped)),
                    st.spec->id, schemas::now_ns()};

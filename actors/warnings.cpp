@@ -36,12 +36,15 @@ std::vector<Warning> compute_warnings(const std::vector<ActorRegistry::Entry>& l
                      fmt::format("one message has been in its handler for {}, holding a shared worker thread",
                                  seconds(now - busy)),
                      since_wall(busy)});
-    if (uint64_t slow = m.slow_handlings.load(); slow && !m.detached)
+    // A slow handling or a drop is warned about for `recent` after the last one, then no more.
+    int64_t slow_at = m.slow_last_wall_ns.load();
+    if (uint64_t slow = m.slow_handlings.load(); slow && !m.detached && wall - slow_at <= ns(limits.recent))
       out.push_back({"slow-handler", m.id, who(m),
-                     fmt::format("{} message(s) took over {} ms in its handler (the longest {} ms), holding a "
-                                 "shared worker thread",
-                                 slow, limits.slow_handler.count(), m.handling_max_ns.load() / 1000000),
-                     m.slow_last_wall_ns.load()});
+                     fmt::format("{} message(s) took over {} ms in its handler (the longest {} ms; the last {} "
+                                 "ago), holding a shared worker thread",
+                                 slow, limits.slow_handler.count(), m.handling_max_ns.load() / 1000000,
+                                 seconds(wall - slow_at)),
+                     slow_at});
     int64_t in_state = now - m.state_since_ns.load();
     auto state = m.state();
     if (state == ActorState::waiting_for_space && in_state >= ns(limits.backpressure))
@@ -58,9 +61,12 @@ std::vector<Warning> compute_warnings(const std::vector<ActorRegistry::Entry>& l
                                  error.empty() ? std::string{} : "; last error: " + error),
                      since_wall(m.state_since_ns.load())});
     }
-    if (uint64_t dropped = m.dropped.load())
+    int64_t dropped_at = m.dropped_last_wall_ns.load();
+    if (uint64_t dropped = m.dropped.load(); dropped && wall - dropped_at <= ns(limits.recent))
       out.push_back({"events-dropped", m.id, who(m),
-                     fmt::format("{} event(s) lost because a subscriber's queue was full", dropped), 0});
+                     fmt::format("{} event(s) lost because a subscriber's queue was full (the last {} ago)",
+                                 dropped, seconds(wall - dropped_at)),
+                     dropped_at});
   }
   // Failures in the window, per kind and name (a restarted query is a new actor).
   std::map<std::string, std::pair<unsigned, const ActorRegistry::Exit*>> failures;

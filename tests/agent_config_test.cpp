@@ -29,7 +29,7 @@ std::string dump(const AgentConfig& c) {
   auto& w = c.inspector.warnings;
   out << "inspector: socket=" << c.inspector.socket << " control=" << c.inspector.control
       << " warnings=" << w.mailbox_backlog.count() << "/" << w.slow_handler.count() << "/" << w.backpressure.count()
-      << "/" << w.link_offline.count() << "/" << w.restarts << "/" << w.restart_window.count()
+      << "/" << w.link_offline.count() << "/" << w.restarts << "/" << w.restart_window.count() << "/" << w.recent.count()
       << " metrics=" << c.inspector.metrics << " metrics_remote=" << c.inspector.metrics_remote << "\n";
   for (const auto& q : c.queries) {
     const auto& s = q.source;
@@ -125,7 +125,7 @@ queries:
       "map_size=0\n"
       "link: file /tmp/out.jsonl\n"
       "log: level=debug file=/var/log/outpost.log\n"
-      "inspector: socket=outpost-data/inspector.sock control=0 warnings=10000/500/60000/300000/3/600000 metrics= "
+      "inspector: socket=outpost-data/inspector.sock control=0 warnings=10000/500/60000/300000/3/600000/600000 metrics= "
       "metrics_remote=0\n"
       "query: name=proc.events id=7 artifact=Linux.Events.Process lane=control batch=10/4096/0ms "
       "max_in_flight=64\n"
@@ -647,7 +647,7 @@ TEST(AgentConfig, InspectorSection) {
             "agent.yaml: inspector.socket: at most 96 bytes (a unix socket's path is short); this one has 121");
   EXPECT_EQ(parse_error("inspector: {warnings: {slow_ms: 5}}"),
             "agent.yaml: inspector.warnings.slow_ms: unknown key; allowed: mailbox_backlog_ms, slow_handler_ms, "
-            "backpressure_ms, link_offline_ms, restarts, restart_window_ms");
+            "backpressure_ms, link_offline_ms, restarts, restart_window_ms, recent_ms");
   // The metrics listener: loopback unless allowed beyond it.
   EXPECT_EQ(parse_agent_config("inspector: {metrics: 127.0.0.1:9464}", "a.yaml").inspector.metrics, "127.0.0.1:9464");
   EXPECT_EQ(parse_agent_config("inspector: {metrics: '[::1]:0'}", "a.yaml").inspector.metrics, "[::1]:0");

@@ -272,7 +272,11 @@ TEST_F(InspectorTest, CancelDeletesAQuerysBufferedRowsOnlyAndRestartBringsItBack
   }));
 
   // Restart starts it again; a second cancel deletes what it made meanwhile.
-  ASSERT_EQ(ctl({"restart", "syn"}).code, 0);
+  EXPECT_EQ(ctl_json({"restart", "syn"})["result"].s, "restarted syn");
+  auto logged = ctl({"logs", "--json"});
+  ASSERT_EQ(logged.code, 0) << logged.err;
+  EXPECT_NE(logged.out.find("{\"line\":"), std::string::npos) << logged.out;
+  EXPECT_NE(logged.out.find("query syn cancelled by the operator"), std::string::npos) << logged.out;
   ASSERT_TRUE(eventually([&] { return rows_out("syn") > 0; }));
   ASSERT_EQ(ctl({"cancel", "syn"}).code, 0);
   r = ctl({"cancel", "nosuch"});
@@ -532,6 +536,36 @@ TEST_F(InspectorTest, BackpressureAndAnOfflineLinkAreWarnedAbout) {
   auto r = ctl({"warnings"});
   EXPECT_NE(r.out.find("waiting for space for"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("Connection refused"), std::string::npos) << r.out;
+}
+
+// A query suspended while its sensor's events pile up loses those past its
+// queue: the events-dropped warning names it, with the count.
+TEST_F(InspectorTest, EventsASuspendedQueryMissedAreWarnedAbout) {
+  auto dir = tmp.path("watched");
+  fs::create_directories(dir);
+  write_config(true, "", "limit: 256MiB", "",
+               "  - name: files\n"
+               "    id: 9\n"
+               "    source: {type: vql, query: \"SELECT * FROM watch_directory(path='" + dir.string() + "')\"}\n");
+  start_agent();
+  int n = 0;
+  ASSERT_TRUE(eventually([&] {  // the sensor is up once a file's event is delivered
+    std::ofstream(dir / ("early" + std::to_string(n++)));
+    return delivered_rows(9) > 0;
+  }));
+  EXPECT_TRUE(ctl_json({"warnings"}).a.empty());
+  ASSERT_EQ(ctl({"suspend", "files"}).code, 0);
+  for (int i = 0; i < 3000; ++i) std::ofstream(dir / ("f" + std::to_string(i)));  // over the 1,000 a queue holds
+  ASSERT_EQ(ctl({"resume", "files"}).code, 0);
+  std::string evidence;
+  ASSERT_TRUE(eventually([&] {
+    for (auto& w : ctl_json({"warnings"}).a)
+      if (w["kind"].s == "events-dropped" && w["actor_name"].s == "query files") evidence = w["evidence"].s;
+    return !evidence.empty();
+  }));
+  EXPECT_NE(evidence.find("event(s) lost because a subscriber's queue was full"), std::string::npos) << evidence;
+  auto actors = ctl_json({"actors"});
+  EXPECT_GT((*find(actors, "query", "files"))["dropped"].u(), 0u);
 }
 
 TEST_F(InspectorTest, AQueryFailingOverAndOverIsWarnedAbout) {

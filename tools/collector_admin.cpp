@@ -71,7 +71,7 @@ int inspect(const AdminOptions& o, const std::string& agent, const std::string& 
     else if (what == "actors") ctl::print_actors(s, json, "id", "");
     else if (what == "tree") ctl::print_tree(s, json);
     else if (what == "warnings") ctl::print_warnings(s, json);
-    else if (what == "logs") ctl::logs(s, false);
+    else if (what == "logs") ctl::logs(s, false, json);
     else if (what == "buffer") ctl::print_kind(s, json, {"buffer"}, false);
     else if (what == "link") ctl::print_kind(s, json, {"net-link", "link"}, false);
     else if (what == "queries") json ? ctl::print_kind(s, json, {"query"}, true) : ctl::print_actors(s, json, "id", "query");

@@ -184,14 +184,14 @@ void print_status(Session& s, bool json) {
             << "\n";
 }
 
-int logs(Session& s, bool follow) {
+int logs(Session& s, bool follow, bool json) {
   uint64_t after = 0;
   for (;;) {
     auto req = s.inspector.logsRequest();
     req.setAfter(after);
     req.setMax(1000);
     auto r = s.wait(req.send(), "the agent's log lines");
-    for (auto line : r.getLines()) std::cout << line.cStr() << "\n";
+    for (auto line : r.getLines()) std::cout << (json ? "{\"line\":" + q(line) + "}" : std::string(line.cStr())) << "\n";
     std::cout.flush();
     after = r.getLast();
     if (!follow) return 0;
@@ -199,11 +199,12 @@ int logs(Session& s, bool follow) {
   }
 }
 
-int control(Session& s, in::Action action, const std::string& target) {
+int control(Session& s, in::Action action, const std::string& target, bool json) {
   auto req = s.inspector.controlRequest();
   req.setAction(action);
   req.setTarget(target);
-  std::cout << s.wait(req.send(), "the agent's answer").getResult().cStr() << "\n";
+  auto result = s.wait(req.send(), "the agent's answer").getResult();
+  std::cout << (json ? "{\"result\":" + q(result) + "}" : std::string(result.cStr())) << "\n";
   return 0;
 }
 

@@ -97,8 +97,9 @@ void print_tree(Session& s, bool json);
 // The kind-specific status of the actors of these kinds: one (the first), or all.
 void print_kind(Session& s, bool json, std::initializer_list<const char*> kinds, bool many);
 void print_warnings(Session& s, bool json);
-int logs(Session& s, bool follow);
-int control(Session& s, in::Action action, const std::string& target);
+// --json: {"line": ...} and {"result": ...}, one object a line.
+int logs(Session& s, bool follow, bool json);
+int control(Session& s, in::Action action, const std::string& target, bool json);
 // Records a trace into `file` (- for stdout) as Chrome trace-event JSON; `payloads`:
 // with the rows the messages carry.
 int trace(Session& s, const std::vector<uint64_t>& actors, unsigned seconds, uint64_t count, uint64_t rate,
