@@ -354,6 +354,17 @@ TEST_F(Control, InspectShowsAnAgentsActorsThroughTheCollector) {
   ASSERT_EQ(code, 0) << out;
   EXPECT_NE(out.find("link: connected"), std::string::npos) << out;
 
+  // A bounded trace, recorded on the agent and brought back through the collector.
+  fs::path trace_file = tmp.path("remote-trace.json");
+  std::tie(code, out) = command({"inspect", "agent-1", "trace", "--count", "50", "--seconds", "20", "-o",
+                                 trace_file.string()});
+  ASSERT_EQ(code, 0) << out;
+  auto trace = schemas::Json::parse(slurp(trace_file));
+  EXPECT_EQ(trace["otherData"]["ended_by"].s, "count");
+  size_t slices = 0;
+  for (auto& e : trace["traceEvents"].a) slices += e["ph"].s == "X";
+  EXPECT_EQ(slices, 50u);
+
   std::tie(code, out) = command({"inspect", "agent-2", "status"});
   EXPECT_EQ(code, 1);
   EXPECT_NE(out.find("agent agent-2 is not connected"), std::string::npos) << out;

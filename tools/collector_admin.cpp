@@ -55,7 +55,8 @@ int call(const AdminOptions& o, const std::function<kj::Promise<void>(Admin::Cli
 }
 
 // An agent's inspector through the collector: what outpostctl prints on the agent's host.
-int inspect(const AdminOptions& o, const std::string& agent, const std::string& what, bool json) {
+int inspect(const AdminOptions& o, const std::string& agent, const std::string& what, bool json,
+            const CommandArgs::Trace& trace) {
   std::string socket = o.socket.empty() ? default_socket(o.datadir) : o.socket;
   try {
     ctl::Session s(60);
@@ -75,6 +76,8 @@ int inspect(const AdminOptions& o, const std::string& agent, const std::string& 
     else if (what == "buffer") ctl::print_kind(s, json, {"buffer"}, false);
     else if (what == "link") ctl::print_kind(s, json, {"net-link", "link"}, false);
     else if (what == "queries") json ? ctl::print_kind(s, json, {"query"}, true) : ctl::print_actors(s, json, "id", "query");
+    else if (what == "trace")
+      return ctl::trace(s, trace.actors, trace.seconds, trace.count, trace.rate, trace.payloads, trace.output);
     return 0;
   } catch (const ctl::Failure& e) {
     std::cerr << "outpost-collector: " << e.what() << "\n";
@@ -372,11 +375,17 @@ void add_commands(CLI::App& app, CommandArgs& a) {
       "inspect", "a connected agent's actors, supervision tree, warnings or log lines, through its inspector "
                  "over the agent's connection (read-only; outpostctl shows the same on the agent's host)");
   inspect_cmd->add_option("agent", a.agent, "agent id")->required();
-  inspect_cmd->add_option("what", a.what, "status (default), actors, tree, warnings, logs, buffer, link, queries")
-      ->check(CLI::IsMember({"status", "actors", "tree", "warnings", "logs", "buffer", "link", "queries"}));
+  inspect_cmd->add_option("what", a.what, "status (default), actors, tree, warnings, logs, buffer, link, queries, trace")
+      ->check(CLI::IsMember({"status", "actors", "tree", "warnings", "logs", "buffer", "link", "queries", "trace"}));
+  inspect_cmd->add_option("--actor", a.trace.actors, "trace: an actor id to trace (repeatable; default: all)");
+  inspect_cmd->add_option("--seconds", a.trace.seconds, "trace: stop after this long (default 5, at most 600)");
+  inspect_cmd->add_option("--count", a.trace.count, "trace: stop after this many messages (default 10000)");
+  inspect_cmd->add_option("--rate", a.trace.rate, "trace: stop in a second with more messages than this (default 20000)");
+  inspect_cmd->add_flag("--payloads", a.trace.payloads, "trace: keep the rows the messages carry");
+  inspect_cmd->add_option("-o,--output", a.trace.output, "trace: the file to write (default trace.json; - for stdout)");
   inspect_cmd->add_flag("--json", a.json, "print JSON");
   inspect_cmd->callback([&a] {
-    a.run = [&a](const AdminOptions& o) { return inspect(o, a.agent, a.what, a.json); };
+    a.run = [&a](const AdminOptions& o) { return inspect(o, a.agent, a.what, a.json, a.trace); };
   });
 
   auto* tail_cmd = app.add_subcommand("tail", "print an artifact's newest rows from an agent (reads the files)");

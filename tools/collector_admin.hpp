@@ -30,6 +30,13 @@ struct CommandArgs {
   bool wait = false;                 // collect: follow the flow to its end
   unsigned timeout_s = 0;            // collect --wait: give up after this long (0: never)
   std::string what = "status";       // inspect: what to show
+  struct Trace {                     // inspect AGENT trace: as outpostctl trace
+    std::vector<uint64_t> actors;
+    unsigned seconds = 5;
+    uint64_t count = 10000, rate = 20000;
+    bool payloads = false;
+    std::string output = "trace.json";
+  } trace;
   std::function<int(const AdminOptions&)> run;  // set by the command given; returns its exit code
 };
 
