@@ -203,7 +203,8 @@ int control(Session& s, in::Action action, const std::string& target, bool json)
   auto req = s.inspector.controlRequest();
   req.setAction(action);
   req.setTarget(target);
-  auto result = s.wait(req.send(), "the agent's answer").getResult();
+  auto response = s.wait(req.send(), "the agent's answer");  // owns what getResult() points into
+  auto result = response.getResult();
   std::cout << (json ? "{\"result\":" + q(result) + "}" : std::string(result.cStr())) << "\n";
   return 0;
 }
