@@ -168,11 +168,13 @@ TEST(Pipeline, AFullBufferAtShutdownStoresEveryRowTheQueriesHandedOver) {
     queries.push_back(sys.spawn(query, std::make_shared<const QuerySpec>(spec), buf, wake,
                                 SourceFactory{[](const QuerySpec& q) { return make_test_source(q.source); }}));
   }
-  // Every row produced and handed over; the buffer is full, some wait.
+  // Every row produced and handed over; the buffer is full, some wait. (The
+  // buffer marks itself full when it handles the commit that fills it, which
+  // may come after the queries' last appends went out.)
   ASSERT_TRUE(eventually([&] {
     for (auto& q : queries)
       if (caf::get_or(status_of(self, q), "state", std::string()) != "finishing") return false;
-    return true;
+    return caf::get_or(status_of(self, buf), "full", false);
   })) << caf::to_string(status_of(self, queries[0])) << "\n" << caf::to_string(status_of(self, buf));
   auto b = status_of(self, buf);
   ASSERT_TRUE(caf::get_or(b, "full", false)) << caf::to_string(b);
