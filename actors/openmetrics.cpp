@@ -5,6 +5,7 @@
 
 #include <cctype>
 #include <cmath>
+#include <cstring>
 #include <functional>
 
 namespace outpost {
@@ -41,6 +42,7 @@ struct Family {
   const char* type;  // counter samples get "_total"
   const char* help;
   std::function<double(const ActorMetrics&, int64_t now)> value;
+  bool state_label = false;  // its samples name the actor's state
 };
 
 // The numbers of one status (nested keys joined by '_'), as "unknown"
@@ -89,7 +91,7 @@ std::string openmetrics_text(const ActorRegistry& registry, const Statuses& stat
       {"outpost_actor_dropped", "counter", "Events or rows lost at the actor (a sensor's full queue).",
        [](const ActorMetrics& m, int64_t) { return static_cast<double>(m.dropped.load()); }},
       {"outpost_actor_state_seconds", "gauge", "How long the actor has been in its state (the state label).",
-       [](const ActorMetrics& m, int64_t now) { return (now - m.state_since_ns.load()) / 1e9; }},
+       [](const ActorMetrics& m, int64_t now) { return (now - m.state_since_ns.load()) / 1e9; }, true},
   };
   auto live = registry.live();
   int64_t now = steady_ns();
@@ -107,14 +109,15 @@ std::string openmetrics_text(const ActorRegistry& registry, const Statuses& stat
          "# HELP outpost_actors_exited_messages Messages handled by actors that have exited.\n";
   out += "outpost_actors_exited_messages_total " + std::to_string(registry.handled_by_exited()) + "\n";
   for (auto& f : kFamilies) {
-    bool counter = std::string(f.type) == "counter";
+    const char* total = std::strcmp(f.type, "counter") == 0 ? "_total" : "";
     out += fmt::format("# TYPE {} {}\n# HELP {} {}\n", f.name, f.type, f.name, f.help);
     for (size_t i = 0; i < live.size(); ++i) {
       auto& m = *live[i].metrics;
-      std::string extra = f.name == std::string("outpost_actor_state_seconds")
-                              ? ",state=\"" + std::string(to_string(m.state())) + "\""
-                              : "";
-      out += fmt::format("{}{}{{{}{}}} {}\n", f.name, counter ? "_total" : "", labels[i], extra, number(f.value(m, now)));
+      if (f.state_label)
+        out += fmt::format("{}{}{{{},state=\"{}\"}} {}\n", f.name, total, labels[i], to_string(m.state()),
+                           number(f.value(m, now)));
+      else
+        out += fmt::format("{}{}{{{}}} {}\n", f.name, total, labels[i], number(f.value(m, now)));
     }
   }
   for (auto& e : live) {

@@ -51,16 +51,13 @@ kj::Promise<T> ask(caf::actor_system& sys, Ask<T> start) {
 
 using StatusJson = std::map<uint64_t, std::string>;  // actor id -> status JSON
 
-// Every actor's own status, asked of all at once; those that do not answer in time have none.
+// Every actor's own status as JSON; those that do not answer in time have none.
 kj::Promise<StatusJson> gather(caf::actor_system& sys, std::vector<ActorRegistry::Entry> live) {
-  auto paf = kj::newPromiseAndCrossThreadFulfiller<StatusJson>();
-  auto f = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<StatusJson>>>(kj::mv(paf.fulfiller));
-  ask_statuses(sys, std::move(live), kActorTimeout, [f](Statuses statuses) {
+  return statuses_of(sys, std::move(live)).then([](Statuses statuses) {
     StatusJson json;
     for (auto& [id, s] : statuses) json[id] = settings_json(s);
-    (*f)->fulfill(kj::mv(json));
+    return json;
   });
-  return kj::mv(paf.promise);
 }
 
 void fill(inspector::ActorInfo::Builder b, const ActorMetrics& m, int64_t now, const StatusJson& statuses,
@@ -263,6 +260,13 @@ class InspectorImpl final : public Inspector::Server {
 };
 
 }  // namespace
+
+kj::Promise<Statuses> statuses_of(caf::actor_system& sys, std::vector<ActorRegistry::Entry> actors) {
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<Statuses>();
+  auto f = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<Statuses>>>(kj::mv(paf.fulfiller));
+  ask_statuses(sys, std::move(actors), kActorTimeout, [f](Statuses s) { (*f)->fulfill(kj::mv(s)); });
+  return kj::mv(paf.promise);
+}
 
 kj::Own<inspector::Inspector::Server> make_inspector_service(const InspectorContext& context, kj::Timer& timer) {
   return kj::heap<InspectorImpl>(context, timer);

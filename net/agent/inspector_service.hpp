@@ -33,4 +33,8 @@ struct InspectorContext {
 
 kj::Own<inspector::Inspector::Server> make_inspector_service(const InspectorContext& context, kj::Timer& timer);
 
+// ask_statuses (actors/registry.hpp) as a promise for the calling kj thread:
+// each actor's status, those that did not answer within 3 s left out.
+kj::Promise<Statuses> statuses_of(caf::actor_system& sys, std::vector<ActorRegistry::Entry> actors);
+
 }  // namespace outpost::net

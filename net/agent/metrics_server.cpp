@@ -12,12 +12,10 @@
 #include <stdexcept>
 
 #include "actors/openmetrics.hpp"
+#include "net/agent/inspector_service.hpp"
 
 namespace outpost::net {
 namespace {
-
-// How long the buffer and the link may take to give their status.
-constexpr auto kStatusTimeout = std::chrono::seconds(3);
 
 std::runtime_error address_error(const std::string& address, const std::string& what) {
   return std::runtime_error("metrics listener " + address + ": " + what);
@@ -98,10 +96,7 @@ class MetricsServer::Loop final : public kj::HttpService, private kj::TaskSet::E
       std::string kind = e.metrics->kind;
       if (kind == "buffer" || kind == "link" || kind == "net-link") asked.push_back(std::move(e));
     }
-    auto paf = kj::newPromiseAndCrossThreadFulfiller<Statuses>();
-    auto f = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<Statuses>>>(kj::mv(paf.fulfiller));
-    ask_statuses(owner_.sys_, std::move(asked), kStatusTimeout, [f](Statuses s) { (*f)->fulfill(kj::mv(s)); });
-    return kj::mv(paf.promise);
+    return statuses_of(owner_.sys_, std::move(asked));
   }
 
   MetricsServer& owner_;
