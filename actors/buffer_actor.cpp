@@ -34,7 +34,7 @@ struct Committed {
     bytes += r.encoded->size();
     if (bytes > kFreshBytes) return fresh.clear();
     auto words = kj::heapArray<capnp::word>(r.encoded->words());
-    fresh.push_back({seq, r.query_id, r.created_ns, kj::mv(words), r.encoded->size()});
+    fresh.push_back({seq, r.query_id, r.created_ns, kj::mv(words), r.encoded->size(), r.rows});
   }
 };
 
@@ -323,7 +323,7 @@ buffer_actor::behavior_type buffer_with(instrumented<buffer_actor, buffer_state>
                                  "record of " + std::to_string(record.encoded->size()) +
                                      " bytes exceeds the record limit of " +
                                      std::to_string(schemas::kMaxRecordBytes));
-        if (auto* m = self->metrics()) m->add_in(record.encoded->size());
+        if (auto* m = self->metrics()) m->add_in(record.rows, record.encoded->size());
         uint64_t bytes = persistence::record_format::accounted_bytes(record.encoded->size());
         auto promise = self->make_response_promise<uint64_t>();
         st.waiting.push_back({lane, std::move(record), bytes, promise});
@@ -340,7 +340,7 @@ buffer_actor::behavior_type buffer_with(instrumented<buffer_actor, buffer_state>
           uint64_t max_bytes) -> caf::result<BufferedRecords> {
         return guarded("read", [&]() -> caf::result<BufferedRecords> {
           auto got = self->state.store->read(lane, after, max, max_bytes);
-          if (auto* m = self->metrics()) m->add_out(0, persistence::payload_bytes(got.records));
+          if (auto* m = self->metrics()) m->add_out(count_rows(got.records), persistence::payload_bytes(got.records));
           return BufferedRecords{
               std::make_shared<const std::vector<persistence::BufferedRecord>>(std::move(got.records))};
         });

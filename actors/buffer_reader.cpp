@@ -25,7 +25,7 @@ buffer_reader_actor::behavior_type buffer_reader(
             self->send(st.buffer, quarantine_atom::value, lane, std::move(got.corrupt));
           }
           st.records += got.records.size();
-          if (auto* m = self->metrics()) m->add_out(0, persistence::payload_bytes(got.records));
+          if (auto* m = self->metrics()) m->add_out(count_rows(got.records), persistence::payload_bytes(got.records));
           return BufferedRecords{
               std::make_shared<const std::vector<persistence::BufferedRecord>>(std::move(got.records))};
         } catch (const persistence::StoreError& e) {

@@ -69,7 +69,7 @@ void deliver(Self self, Lane lane, const BufferedRecords& records) {
   uint64_t through = records->back().seq;
   st.delivered_through[static_cast<size_t>(lane)] = through;
   st.records_delivered += records->size();
-  if (auto* m = self->metrics()) m->add_out(0, persistence::payload_bytes(*records));
+  if (auto* m = self->metrics()) m->add_out(rows_of(*records), persistence::payload_bytes(*records));
   // Delivered and durable: now the buffer may forget them. The next read
   // starts after `through` and need not wait for the ack to be applied.
   self->request(st.buffer, std::chrono::seconds(60), ack_atom::value, lane, through)

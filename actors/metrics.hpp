@@ -93,8 +93,11 @@ struct ActorMetrics {
   std::atomic<uint64_t> handling_max_ns{0};
   std::atomic<int64_t> busy_since_ns{0};     // steady; a handler is running since then (0: none)
   std::atomic<int64_t> backlog_since_ns{0};  // steady; the mailbox is over kBacklogMessages since then
-  std::atomic<uint64_t> rows_out{0};            // rows a query appended
-  std::atomic<uint64_t> bytes_in{0}, bytes_out{0};  // encoded records: appended to or read from the buffer, sent
+  // Rows and encoded bytes of the records that reached the actor (appended to
+  // the buffer) and that it passed on (appended by a query, read from the
+  // buffer, sent by a link).
+  std::atomic<uint64_t> rows_in{0}, rows_out{0};
+  std::atomic<uint64_t> bytes_in{0}, bytes_out{0};
   std::atomic<uint64_t> slow_handlings{0};    // handlings longer than the registry's slow threshold
   std::atomic<int64_t> slow_last_wall_ns{0};
   std::atomic<uint64_t> dropped{0};  // events or rows lost at this actor (a sensor's full queue)
@@ -116,7 +119,10 @@ struct ActorMetrics {
     rows_out.fetch_add(rows, std::memory_order_relaxed);
     bytes_out.fetch_add(bytes, std::memory_order_relaxed);
   }
-  void add_in(uint64_t bytes) { bytes_in.fetch_add(bytes, std::memory_order_relaxed); }
+  void add_in(uint64_t rows, uint64_t bytes) {
+    rows_in.fetch_add(rows, std::memory_order_relaxed);
+    bytes_in.fetch_add(bytes, std::memory_order_relaxed);
+  }
 
   // Any thread; takes the lock.
   void set_name(std::string name);

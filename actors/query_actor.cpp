@@ -83,6 +83,7 @@ void append(Self self, Lane lane, RecordRef record, uint64_t rows, bool reserved
     ++st.pauses;
     st.paused_since = query_state::Clock::now();
   }
+  record.rows = rows;
   if (auto* m = self->metrics()) m->add_out(rows, record.encoded->size());
   // No timeout: a full buffer holds the answer for as long as it stays full.
   self->request(st.buffer, caf::infinite, append_atom::value, lane, std::move(record))

@@ -16,6 +16,7 @@ struct BufferedRecord {
   int64_t created_ns = 0;
   kj::Array<capnp::word> words;  // the payload, copied to word-aligned memory
   size_t size = 0;               // payload bytes (words may be padded)
+  uint64_t rows = 0;             // rows in it, when the actors counted them (not stored)
   kj::ArrayPtr<const kj::byte> payload() const { return words.asBytes().slice(0, size); }
 };
 

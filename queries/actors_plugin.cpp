@@ -55,6 +55,7 @@ Row actor_row(const ActorMetrics& m, int64_t now, const Statuses& statuses) {
   row.set("HandlingMaxNs", Value(m.handling_max_ns.load()));
   int64_t busy = m.busy_since_ns.load();
   row.set("BusyForNs", Value(busy ? now - busy : int64_t{0}));
+  row.set("RowsIn", Value(m.rows_in.load()));
   row.set("RowsOut", Value(m.rows_out.load()));
   row.set("BytesIn", Value(m.bytes_in.load()));
   row.set("BytesOut", Value(m.bytes_out.load()));
@@ -139,7 +140,7 @@ void add_agent_plugins(Registry& registry) {
   registry.add(PluginSpec{
       "actors",
       "The agent's actors, one row each: Id, Kind, Name, Parent, State, StateForNs, Mailbox, Handled, "
-      "HandlingNs, HandlingMaxNs, BusyForNs, RowsOut, BytesIn, BytesOut, Dropped, LastError, LastErrorTime, "
+      "HandlingNs, HandlingMaxNs, BusyForNs, RowsIn, RowsOut, BytesIn, BytesOut, Dropped, LastError, LastErrorTime, "
       "StartTime, Detached, Status (the actor's own status: a buffer's lanes, a link's state, a query's rows).",
       {{"kind", "string", false, "only actors of this kind (buffer, query, link, sensor, ...); empty: all"},
        {"status", "bool", false, "ask each actor for its own status (default TRUE)"}},

@@ -54,6 +54,16 @@ RecordView::RecordView(kj::ArrayPtr<const capnp::word> words) {
   }
 }
 
+uint64_t row_count(kj::ArrayPtr<const capnp::word> words) {
+  uint64_t n = 0;
+  (void)kj::runCatchingExceptions([&] {
+    capnp::FlatArrayMessageReader reader(words, bounded_options());
+    auto record = reader.getRoot<schema::Record>();
+    if (record.isRowBatch()) n = record.getRowBatch().getRows().size();
+  });
+  return n;
+}
+
 RecordWriter::RecordWriter(uint64_t query_id, int64_t created_ns, unsigned first_segment_words)
     : message_(first_segment_words), record_(message_.initRoot<schema::Record>()) {
   record_.setQueryId(query_id);

@@ -63,6 +63,10 @@ class RecordView {
   schema::Record::Reader record_;
 };
 
+// The rows in a record's row batch; 0 for another record or a malformed one.
+// Reads the message in place; allocates only for a message of several segments.
+uint64_t row_count(kj::ArrayPtr<const capnp::word> words);
+
 // Builds any record: set the union on record(), then finish().
 class RecordWriter {
  public:

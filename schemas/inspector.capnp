@@ -22,9 +22,9 @@ struct ActorInfo {
   handlingNs @8 :UInt64;   # total time in its handlers
   handlingMaxNs @9 :UInt64;
   busyForNs @10 :Int64;    # its current handler has run this long; 0: idle
-  rowsOut @11 :UInt64;      # rows a query appended
-  bytesIn @12 :UInt64;      # encoded records appended to the buffer
-  bytesOut @13 :UInt64;     # appended by a query, read from the buffer, sent by a link
+  rowsOut @11 :UInt64;     # rows passed on: appended by a query, read from the buffer, sent by a link
+  bytesIn @12 :UInt64;     # encoded records that reached it: appended to the buffer
+  bytesOut @13 :UInt64;    # encoded records passed on, as rowsOut
   dropped @14 :UInt64;
   lastError @15 :Text;
   lastErrorNs @16 :Int64;  # wall clock; 0: none
@@ -33,6 +33,7 @@ struct ActorInfo {
   status @19 :Text;        # its own status (kind-specific fields) as JSON; empty if it did not answer in time
   handlingHistogram @20 :List(UInt64);  # log2 ns buckets, while watched (empty otherwise)
   mailboxHistogram @21 :List(UInt64);
+  rowsIn @22 :UInt64;      # rows that reached it, as bytesIn
 }
 
 struct ActorExit {

@@ -341,6 +341,9 @@ TEST_F(Control, InspectShowsAnAgentsActorsThroughTheCollector) {
   ASSERT_TRUE(by.count("query:syn") && by.count("net-link:") && by.count("buffer:")) << out;
   EXPECT_EQ((*by["net-link:"])["state"].s, "running");
   EXPECT_GT((*by["query:syn"])["rows_out"].u(), 0u);
+  // Rows sent over the network were taken in by the buffer first.
+  EXPECT_GT((*by["net-link:"])["rows_out"].u(), 0u);
+  EXPECT_LE((*by["net-link:"])["rows_out"].u(), (*by["buffer:"])["rows_in"].u());
   EXPECT_EQ((*by["query:syn"])["status"]["name"].s, "syn");  // its own status came along
 
   std::tie(code, out) = command({"inspect", "agent-1", "tree"});

@@ -196,6 +196,7 @@ TEST_F(Deterministic, QueryPausesAtMaxInFlightAndResumesOnAnswer) {
   EXPECT_TRUE(st.paused);
   EXPECT_EQ(st.rows_produced, 20u) << "a paused query must not pull from its source";
   EXPECT_EQ(rows_in(fb().appends[0].record), 10u);
+  EXPECT_EQ(fb().appends[0].record.rows, 10u) << "the buffer counts its rows in from this";
 
   answer(0);  // one slot frees: exactly one more batch, then paused again
   EXPECT_EQ(fb().appends.size(), 3u);

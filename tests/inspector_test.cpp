@@ -142,18 +142,28 @@ TEST_F(InspectorTest, ActorsAndTreeShowEveryActorWithCountsThatMatchTheDelivered
   EXPECT_EQ(delivered_rows(7), out);
   EXPECT_EQ((*find(ctl_json({"actors"}), "query", "syn"))["rows_out"].u(), out);
 
-  // With both suspended, the bytes add up: what the queries appended is what
-  // the buffer took in and what the link delivered.
+  // With both suspended, rows and bytes add up: what the queries appended is
+  // what the buffer took in, what the link delivered, and what the file holds.
   ASSERT_EQ(ctl({"suspend", "beat"}).code, 0);
   uint64_t appended = 0, taken = 0, delivered_bytes = 0;
+  uint64_t rows_appended = 0, rows_taken = 0, rows_sent = 0, rows_in_file = 0;
   ASSERT_TRUE(eventually([&] {
     auto a = ctl_json({"actors"});
-    appended = (*find(a, "query", "syn"))["bytes_out"].u() + (*find(a, "query", "beat"))["bytes_out"].u();
+    auto *s = find(a, "query", "syn"), *b = find(a, "query", "beat");
+    appended = (*s)["bytes_out"].u() + (*b)["bytes_out"].u();
     taken = (*find(a, "buffer"))["bytes_in"].u();
     delivered_bytes = (*find(a, "link"))["bytes_out"].u();
-    return appended == taken && taken == delivered_bytes;
-  })) << appended << " appended, " << taken << " taken in, " << delivered_bytes << " delivered";
+    rows_appended = (*s)["rows_out"].u() + (*b)["rows_out"].u();
+    rows_taken = (*find(a, "buffer"))["rows_in"].u();
+    rows_sent = (*find(a, "link"))["rows_out"].u();
+    rows_in_file = delivered_rows(7) + delivered_rows(8);
+    return appended == taken && taken == delivered_bytes && rows_appended == rows_taken &&
+           rows_taken == rows_sent && rows_sent == rows_in_file;
+  })) << appended << " bytes appended, " << taken << " taken in, " << delivered_bytes << " delivered; "
+      << rows_appended << " rows appended, " << rows_taken << " taken in, " << rows_sent << " sent, "
+      << rows_in_file << " in the file";
   EXPECT_GT(appended, 0u);
+  EXPECT_GT(rows_appended, 200u);
   ASSERT_EQ(ctl({"resume", "beat"}).code, 0);
 
   r = ctl({"resume", "syn"});

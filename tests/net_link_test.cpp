@@ -9,6 +9,9 @@
 
 #include <map>
 
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
+
 #include "net/agent/net_link.hpp"
 #include "schemas/protocol.capnp.h"
 
@@ -284,6 +287,41 @@ TEST_F(NetLink, AnAckThatKeepsFailingBacksOffAndCarriesWhatWasStoredMeanwhile) {
   EXPECT_EQ(fs().acks[Lane::EVENTS], (std::vector<uint64_t>{10, 20, 30}));
   EXPECT_EQ(ls().lanes[ix(Lane::EVENTS)].acked, 30u);
   EXPECT_EQ(ls().ack_failures, 2u);
+}
+
+// Every failed connection attempt is logged with its number and reason: the
+// first of the minute as a warning, the rest at debug level; a session that
+// comes up logs how many were not warned about and starts the count again.
+TEST_F(NetLink, EachFailedConnectionAttemptIsLogged) {
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(100);
+  auto previous = spdlog::default_logger();
+  auto logger = std::make_shared<spdlog::logger>("test", sink);
+  logger->set_level(spdlog::level::debug);
+  spdlog::set_default_logger(logger);
+  for (int i = 0; i < 3; ++i) wire->events.disconnected(0, "connection refused", 1500ms);
+  sched->run();
+  EXPECT_EQ(ls().failed_attempts, 3u);
+  connect(1);
+  EXPECT_EQ(ls().failed_attempts, 0u);
+  wire->events.disconnected(0, "no route to host", 1000ms);
+  sched->run();
+  spdlog::set_default_logger(previous);
+  auto lines = sink->last_formatted();
+  std::vector<std::string> attempts;
+  std::string summary;
+  for (auto& line : lines) {
+    if (line.find("failed:") != std::string::npos) attempts.push_back(line);
+    if (line.find("more failed attempts") != std::string::npos) summary = line;
+  }
+  ASSERT_EQ(attempts.size(), 4u) << ::testing::PrintToString(lines);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NE(attempts[i].find("attempt " + std::to_string(i + 1) + " failed: connection refused; "
+                                "retrying in 1500 ms"), std::string::npos) << attempts[i];
+    EXPECT_NE(attempts[i].find(i == 0 ? "[warning]" : "[debug]"), std::string::npos) << attempts[i];
+  }
+  EXPECT_NE(attempts[3].find("attempt 1 failed: no route to host"), std::string::npos) << attempts[3];
+  EXPECT_NE(attempts[3].find("[warning]"), std::string::npos) << attempts[3];
+  EXPECT_NE(summary.find("2 more failed attempts to reach fake:1"), std::string::npos) << summary;
 }
 
 TEST_F(NetLink, TheNetworkThreadEndingFailsTheLink) {

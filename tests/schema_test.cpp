@@ -85,5 +85,19 @@ TEST(Schema, MalformedRecordIsADecodeErrorNotACrash) {
   EXPECT_THROW(RecordView view(bad_pointer), DecodeError);
 }
 
+// The counters' row count: a row batch's rows, 0 for any other record, and 0
+// (not a throw) for a malformed one.
+TEST(Schema, RowCountReadsARowBatchInPlace) {
+  std::vector<std::string> columns{"n"};
+  RowBatchWriter batch(1, "A", "src", Lane::RESULTS, columns);
+  for (int i = 0; i < 37; ++i) batch.add_row()[0].setInt64(i);
+  Encoded rows = batch.finish();
+  EXPECT_EQ(row_count(rows.words()), 37u);
+  EXPECT_EQ(row_count(encode_log(7, schema::LogMessage::Level::WARN, "x").words()), 0u);
+  kj::Array<capnp::word> garbage = kj::heapArray<capnp::word>(4);
+  std::fill(garbage.asBytes().begin(), garbage.asBytes().end(), 0xff);
+  EXPECT_EQ(row_count(garbage), 0u);
+}
+
 }  // namespace
 }  // namespace outpost::schemas

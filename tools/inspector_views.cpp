@@ -25,10 +25,10 @@ std::string actor_json(in::ActorInfo::Reader a) {
   std::string s = fmt::format(
       "{{\"id\":{},\"kind\":{},\"name\":{},\"parent\":{},\"state\":{},\"state_for_ms\":{},\"mailbox\":{},"
       "\"handled\":{},\"handling_ms\":{},\"handling_max_ms\":{},\"busy_for_ms\":{},"
-      "\"rows_out\":{},\"bytes_in\":{},\"bytes_out\":{},\"dropped\":{},\"detached\":{},\"start_ns\":{}",
+      "\"rows_in\":{},\"rows_out\":{},\"bytes_in\":{},\"bytes_out\":{},\"dropped\":{},\"detached\":{},\"start_ns\":{}",
       a.getId(), q(a.getKind()), q(a.getName()), a.getParent(), q(a.getState()), a.getStateForNs() / 1000000,
       a.getMailbox(), a.getHandled(), ms(a.getHandlingNs()), ms(a.getHandlingMaxNs()), a.getBusyForNs() / 1000000,
-      a.getRowsOut(), a.getBytesIn(), a.getBytesOut(), a.getDropped(),
+      a.getRowsIn(), a.getRowsOut(), a.getBytesIn(), a.getBytesOut(), a.getDropped(),
       a.getDetached() ? "true" : "false", a.getStartNs());
   if (a.getLastError().size())
     s += fmt::format(",\"last_error\":{},\"last_error_ns\":{}", q(a.getLastError()), a.getLastErrorNs());

@@ -74,6 +74,7 @@ void fill(inspector::ActorInfo::Builder b, const ActorMetrics& m, int64_t now, c
   b.setHandlingMaxNs(m.handling_max_ns.load());
   int64_t busy = m.busy_since_ns.load();
   b.setBusyForNs(busy ? now - busy : 0);
+  b.setRowsIn(m.rows_in.load());
   b.setRowsOut(m.rows_out.load());
   b.setBytesIn(m.bytes_in.load());
   b.setBytesOut(m.bytes_out.load());

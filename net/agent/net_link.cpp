@@ -54,7 +54,7 @@ void send_uploads(Self self, size_t lane, uint64_t after, const BufferedRecords&
     ++st.uploads;
     st.records_sent += end - begin;
     st.bytes_sent += bytes;
-    if (auto* m = self->metrics()) m->add_out(0, bytes);
+    if (auto* m = self->metrics()) m->add_out(rows_of(*records, begin, end), bytes);
     st.transport->upload(st.session, static_cast<Lane>(lane), after, records, begin, end);
     after = (*records)[end - 1].seq;
     begin = end;
@@ -186,7 +186,10 @@ caf::settings status_of(Self self) {
   put_count(s, "disconnects", st.disconnects);
   put_count(s, "read_failures", st.read_failures);
   put_count(s, "ack_failures", st.ack_failures);
-  if (!st.session) caf::put(s, "retry_in_ms", st.retry_in_ms);
+  if (!st.session) {
+    caf::put(s, "retry_in_ms", st.retry_in_ms);
+    put_count(s, "failed_attempts", st.failed_attempts);
+  }
   if (!st.last_error.empty()) caf::put(s, "last_error", st.last_error);
   for (size_t i = 0; i < st.lanes.size(); ++i) {
     std::string key = std::string("lanes.") + schemas::lane_name(static_cast<Lane>(i)) + ".";
@@ -259,6 +262,7 @@ net_link_actor::behavior_type net_link_over(instrumented<net_link_actor, net_lin
       [=](connected_atom, uint64_t session, std::vector<uint64_t> marks) {
         auto& st = self->state;
         if (auto more = st.attempt_log.close()) log_failed_attempts(self, more);
+        st.failed_attempts = 0;
         st.session = session;
         st.in_flight = 0;
         ++st.connects;
@@ -285,11 +289,14 @@ net_link_actor::behavior_type net_link_over(instrumented<net_link_actor, net_lin
           ++st.disconnects;
           spdlog::warn("link: {} offline: {}; retrying in {} ms", st.target, why, retry_ms);
         } else {
-          // A failed attempt: while the collector stays unreachable, one line a minute.
+          // A failed attempt: each is logged, but while the collector stays
+          // unreachable only one a minute as a warning.
           auto now = std::chrono::steady_clock::now();
+          ++st.failed_attempts;
           if (auto more = st.attempt_log.close_if_over(now)) log_failed_attempts(self, more);
-          if (st.attempt_log.allow(now))
-            spdlog::warn("link: {} offline: {}; retrying in {} ms", st.target, why, retry_ms);
+          auto level = st.attempt_log.allow(now) ? spdlog::level::warn : spdlog::level::debug;
+          spdlog::log(level, "link: {} offline: attempt {} failed: {}; retrying in {} ms", st.target,
+                      st.failed_attempts, why, retry_ms);
           st.last_attempt_error = why;
         }
         st.session = 0;

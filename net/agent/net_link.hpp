@@ -60,8 +60,11 @@ struct net_link_state {
   uint64_t read_failures = 0, ack_failures = 0;
   std::string last_error;
   int64_t retry_in_ms = 0;
-  LogLimiter attempt_log;  // failed connection attempts: the first of each minute, then a count
+  // Failed connection attempts: each is logged, the first of each minute as a
+  // warning and the rest at debug level, then a warning with their count.
+  LogLimiter attempt_log;
   std::string last_attempt_error;
+  uint64_t failed_attempts = 0;  // since the last session (or start)
 
   ActorState shown_state() const {
     return !enabled ? ActorState::offline : session == 0 ? ActorState::backing_off : ActorState::running;
