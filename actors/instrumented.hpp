@@ -29,6 +29,10 @@ std::string describe_message(const caf::mailbox_element& x);
 // and, when `payloads`, their JSON lines (registry.cpp).
 void describe_records(const caf::mailbox_element& x, bool payloads, uint64_t& bytes, std::string& payload);
 
+// The actor system this thread last handled a message for (a worker or a
+// detached actor's thread belongs to one system); null on other threads.
+inline thread_local const caf::actor_system* t_handling_system = nullptr;
+
 // A state with `ActorState shown_state() const` is asked after each handled
 // message: the actor's state for the inspector follows its own fields.
 template <class State, class = void>
@@ -72,6 +76,7 @@ class instrumented_actor : public caf::stateful_actor<State, Base> {
   }
 
   caf::invoke_message_result consume(caf::mailbox_element& x) override {
+    t_handling_system = &this->home_system();
     auto* m = metrics_.get();
     if (!m) return super::consume(x);
     Handling h{*this, x, steady_ns(), false, 0, 0, {}};

@@ -55,13 +55,13 @@ ASAN_EXCLUDE='^(buffer_crash|ProtocolTest\.AcceptGoesOnAfterRunningOutOfDescript
 # it did not end within 600 s (not yet known whether it is slow or stuck;
 # unsanitized and under ASan it takes about a second).
 TSAN_EXCLUDE='^SensorTest\.DistinctArgumentsCannotStartMoreThanTheSensorLimit$'
-TSAN_TESTS='^(MetricsTest\.|TraceRecorder\.|BufferStore\.Concurrent|PendingBudget\.|BufferActorTest\.|BufferPurge\.|Pipeline\.|SensorTest\.|CollectorStore\.|StorageGroups\.)'
+TSAN_TESTS='^(AgentApi\.|MetricsTest\.|TraceRecorder\.|BufferStore\.Concurrent|PendingBudget\.|BufferActorTest\.|BufferPurge\.|Pipeline\.|SensorTest\.|CollectorStore\.|StorageGroups\.)'
 
 launcher=()
 if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi
-targets=(outpost-unit-tests outpost-actor-tests outpost-net-tests outpost-query-tests)
+targets=(outpost-unit-tests outpost-actor-tests outpost-net-tests outpost-query-tests outpost-api-tests)
 [ "$kind" = asan ] && targets+=(outpost-fault-proxy-tests outpost-crash-test outpost-inspector-tests)
 
 start=$SECONDS

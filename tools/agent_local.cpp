@@ -1,72 +1,25 @@
 #include "tools/agent_local.hpp"
 
-#include <caf/all.hpp>
-
 #include <cctype>
-#include <condition_variable>
 #include <iostream>
-#include <mutex>
 #include <sstream>
 
-#include "actors/registry.hpp"
-#include "actors/system_config.hpp"
-#include "queries/agent_sources.hpp"
+#include "outpost/outpost.hpp"
+#include "queries/artifacts.hpp"
 
 namespace outpost::tools {
 namespace {
 
-using namespace vql;
+// Prints the rows as they come; 0 done, 1 failed while running, 2 refused.
+int report(const Result& r) {
+  if (r) return 0;
+  std::cerr << "outpost-agent: " << r.message << "\n";
+  return r.code == Errc::invalid_query ? 2 : 1;
+}
 
-// Runs the prepared queries to their end (or max_rows), printing rows as
-// they come; event queries run until interrupted.
-int run_prepared(PreparedQuery p, size_t max_rows) {
-  AgentSystemConfig cfg;  // actors() lists this run's own actors (its sensors)
-  caf::actor_system sys{configure_scheduler(cfg)};
-  int status = 0;
-  {
-    SensorHub hub(sys);
-    Engine engine(default_registry());
-    std::mutex mutex;
-    std::condition_variable woken;
-    bool wake = false;
-    Env env;
-    env.sensors = &hub;
-    env.system = &sys;
-    env.wake = [&] {
-      std::lock_guard<std::mutex> lock(mutex);
-      wake = true;
-      woken.notify_one();
-    };
-    try {
-      std::vector<std::unique_ptr<RowStream>> streams;
-      for (auto& q : p.queries) streams.push_back(engine.start(*q, p.parameters, env));
-      auto stream = merge_streams(std::move(streams));
-      size_t printed = 0;
-      for (;;) {
-        std::vector<Row> rows;
-        Step step = stream->next(rows, 256);
-        for (auto& r : rows) {
-          std::cout << to_json(r) << '\n';
-          if (max_rows && ++printed >= max_rows) return std::cout.flush(), 0;
-        }
-        std::cout.flush();
-        if (uint64_t dropped = std::exchange(env.dropped_events, 0))
-          std::cerr << "outpost-agent: " << dropped << " events dropped at the source\n";
-        if (step.state == Step::State::done) break;
-        std::unique_lock<std::mutex> lock(mutex);
-        if (step.state == Step::State::parked)
-          woken.wait(lock, [&] { return wake; });
-        else if (step.state == Step::State::wait)
-          woken.wait_for(lock, step.wait, [&] { return wake; });
-        wake = false;
-      }
-    } catch (const std::exception& e) {
-      std::cerr << "outpost-agent: " << e.what() << "\n";
-      status = 1;
-    }
-  }
-  sys.await_all_actors_done();
-  return status;
+bool print(const std::string& row) {
+  std::cout << row << std::endl;
+  return true;
 }
 
 }  // namespace
@@ -77,35 +30,14 @@ std::pair<std::string, std::string> parse_parameter(const std::string& text) {
   return {text.substr(0, eq), text.substr(eq + 1)};
 }
 
-namespace {
-
-int run_local(const SourceSpec& spec, size_t max_rows) {
-  PreparedQuery p;
-  try {
-    p = prepare(spec, ArtifactRepository::builtin(), Engine(default_registry()));
-  } catch (const std::exception& e) {
-    std::cerr << "outpost-agent: " << e.what() << "\n";
-    return 2;
-  }
-  return run_prepared(std::move(p), max_rows);
-}
-
-}  // namespace
-
 int run_local_query(const std::string& vql, const Parameters& parameters, size_t max_rows) {
-  SourceSpec spec;
-  spec.kind = SourceSpec::Kind::vql;
-  spec.query = vql;
-  spec.parameters = parameters;
-  return run_local(spec, max_rows);
+  Agent agent(AgentOptions{});
+  return report(agent.run_query(vql, print, {parameters, max_rows}));
 }
 
 int run_local_artifact(const std::string& name, const Parameters& parameters, size_t max_rows) {
-  SourceSpec spec;
-  spec.kind = SourceSpec::Kind::artifact;
-  spec.name = name;
-  spec.parameters = parameters;
-  return run_local(spec, max_rows);
+  Agent agent(AgentOptions{});
+  return report(agent.run_artifact(name, print, {parameters, max_rows}));
 }
 
 namespace {
@@ -129,13 +61,13 @@ std::string first_sentence(const std::string& description) {
 }  // namespace
 
 int list_artifacts() {
-  for (auto& [name, a] : ArtifactRepository::builtin().all())
+  for (auto& [name, a] : vql::ArtifactRepository::builtin().all())
     std::cout << name << (a.event ? " (event)" : "") << ": " << first_sentence(a.description) << "\n";
   return 0;
 }
 
 int show_artifact(const std::string& name) {
-  auto a = ArtifactRepository::builtin().find(name);
+  auto a = vql::ArtifactRepository::builtin().find(name);
   if (!a) {
     std::cerr << "outpost-agent: unknown artifact " << name << " (see `outpost-agent artifacts list`)\n";
     return 2;

@@ -8,11 +8,10 @@
 
 #include <string>
 #include <utility>
-#include <vector>
+
+#include "outpost/outpost.hpp"
 
 namespace outpost::tools {
-
-using Parameters = std::vector<std::pair<std::string, std::string>>;
 
 // Exit codes: 0 done, 1 the query failed while running, 2 it was refused.
 int run_local_query(const std::string& vql, const Parameters& parameters, size_t max_rows);

@@ -3,7 +3,6 @@
 // Its subcommands (query, collect, artifacts) run VQL once, locally, with
 // the same configuration (checked the same way, its log settings applied).
 
-#include <caf/all.hpp>
 #include <signal.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -11,23 +10,14 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "actors/agent_config.hpp"
-#include "actors/buffer_actor.hpp"
-#include "actors/buffer_reader.hpp"
-#include "actors/file_link.hpp"
-#include "actors/registry.hpp"
-#include "actors/supervisor.hpp"
-#include "actors/system_config.hpp"
-#include "actors/test_sources.hpp"
-#include "net/agent/inspector_server.hpp"
-#include "net/agent/metrics_server.hpp"
-#include "net/agent/log_ring.hpp"
-#include "net/agent/net_link.hpp"
-#include "queries/agent_sources.hpp"
+#include "api/agent_impl.hpp"
+#include "outpost/outpost.hpp"
 #include "tools/agent_local.hpp"
 
 namespace {
@@ -36,38 +26,28 @@ using namespace outpost;
 
 // Log lines go to stderr, to log.file when one is given, and to the ring the
 // inspector reads (`outpostctl logs`).
-std::shared_ptr<net::LogRing> setup_logging(const LogSpec& log) {
-  auto ring = std::make_shared<net::LogRing>();
-  std::vector<spdlog::sink_ptr> sinks{std::make_shared<spdlog::sinks::stderr_color_sink_mt>(), ring};
+void setup_logging(const LogSpec& log, std::shared_ptr<net::LogRing> ring) {
+  std::vector<spdlog::sink_ptr> sinks{std::make_shared<spdlog::sinks::stderr_color_sink_mt>(), std::move(ring)};
   if (!log.file.empty()) sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(log.file));
   auto logger = std::make_shared<spdlog::logger>("outpost", sinks.begin(), sinks.end());
   logger->set_level(spdlog::level::from_str(log.level));
   logger->flush_on(spdlog::level::info);  // lifecycle lines reach the file at once
   spdlog::set_default_logger(logger);
-  return ring;
 }
 
-// The configuration file (or the built-in one) with every override applied,
-// checked as a run needs it: VQL and artifacts are refused now, with the
-// query named, rather than in a restart loop. Throws ConfigError.
-AgentConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  std::string origin = path.empty() ? "built-in config" : path;
-  AgentConfig config = path.empty() ? parse_agent_config(default_agent_config_yaml(), origin)
-                                    : load_agent_config(path);
-  for (auto& o : overrides) apply_override(config, o);
-  check_agent_config(config, origin);
-  auto sources = vql::agent_sources(vql::ArtifactRepository::builtin(), nullptr);
-  for (auto& q : config.queries) try {
-      sources.check(q);
-    } catch (const std::exception& e) {
-      throw ConfigError(origin + ": query " + q.name + ": " + e.what());
-    }
-  return config;
+// The configuration file's text (empty: the built-in configuration).
+std::string read_config(const std::string& path) {
+  if (path.empty()) return {};
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) throw ConfigError(path + ": cannot read it");
+  return text.str();
 }
 
 // First SIGINT/SIGTERM: ordered shutdown. Second: exit now.
-void watch_signals(sigset_t signals, supervisor_actor sup) {
-  std::thread([signals, sup] {
+void watch_signals(sigset_t signals, Agent& agent) {
+  std::thread([signals, &agent] {
     int sig = 0;
     sigwait(&signals, &sig);
     spdlog::info("{} received: shutting down (send it again to force exit)", strsignal(sig));
@@ -75,136 +55,12 @@ void watch_signals(sigset_t signals, supervisor_actor sup) {
     sigset_t pending;
     sigpending(&pending);
     bool second = sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1;
-    if (!second) caf::anon_send(sup, shutdown_atom::value);
+    if (!second) agent.request_stop();
     sigwait(&signals, &sig);
     spdlog::warn("second {}: exiting without waiting", strsignal(sig));
     spdlog::shutdown();
     _exit(130);
   }).detach();
-}
-
-std::string describe(const LinkSpec& link) {
-  switch (link.kind) {
-    case LinkSpec::Kind::file: return "file " + link.path;
-    case LinkSpec::Kind::offline: return "offline";
-    case LinkSpec::Kind::collector:
-      return "collector " + link.host + ":" + std::to_string(link.port) +
-             (link.insecure ? " (INSECURE: no TLS)" : " (TLS)");
-  }
-  return "?";
-}
-
-// The agent's name: its id on the link, else the host's.
-std::string agent_name(const AgentConfig& config) {
-  if (!config.link.agent_id.empty()) return config.link.agent_id;
-  char host[256] = {};
-  gethostname(host, sizeof host - 1);
-  return host;
-}
-
-// `inspector` makes the read-only inspector the collector may ask for.
-link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf,
-                      std::shared_ptr<const persistence::BufferStore> store, const LinkSpec& link,
-                      std::function<kj::Own<inspector::Inspector::Server>(kj::Timer&)> inspector) {
-  if (link.kind != LinkSpec::Kind::collector) {
-    bool file = link.kind == LinkSpec::Kind::file;
-    return spawn_file_link(sys, buf, file ? link.path : std::string{}, file);
-  }
-  net::ClientConfig c;
-  c.host = link.host;
-  c.port = link.port;
-  c.server_name = link.server_name;
-  c.tls = {link.ca, link.cert, link.key, link.insecure};
-  c.claimed_id = link.agent_id;
-  char host[256] = {};
-  gethostname(host, sizeof host - 1);
-  c.hostname = host;
-  c.backoff = {link.backoff_initial, link.backoff_cap};
-  c.inspector = std::move(inspector);
-  // Unreadable certificates are a configuration error: say so now, not in a retry loop.
-  if (!c.tls.insecure) net::TlsSetup check(c.tls, false);
-  auto reader = sys.spawn<caf::detached>(buffer_reader, std::move(store), buf);
-  return sys.spawn(net::net_link, buf, reader, std::move(c));
-}
-
-// The inspector (outpostctl's socket), unless the configuration turns it off.
-// One that cannot start is logged: the agent runs on without it.
-std::unique_ptr<net::InspectorServer> start_inspector(caf::actor_system& sys, ActorRegistry& registry,
-                                                      std::shared_ptr<net::LogRing> logs, supervisor_actor sup,
-                                                      const AgentConfig& config) {
-  if (config.inspector.socket.empty()) return nullptr;
-  try {
-    auto dir = std::filesystem::path(config.inspector.socket).parent_path();
-    if (!dir.empty()) std::filesystem::create_directories(dir);
-    return std::make_unique<net::InspectorServer>(
-        net::InspectorContext{sys, registry, std::move(logs), std::move(sup), config.inspector, agent_name(config)});
-  } catch (const std::exception& e) {
-    spdlog::error("{}; running without an inspector", e.what());
-    return nullptr;
-  }
-}
-
-// The OpenMetrics listener, when the configuration names one. One that cannot
-// start is logged: the agent runs on without it.
-std::unique_ptr<net::MetricsServer> start_metrics(caf::actor_system& sys, ActorRegistry& registry,
-                                                  const AgentConfig& config) {
-  if (config.inspector.metrics.empty()) return nullptr;
-  try {
-    return std::make_unique<net::MetricsServer>(sys, registry, config.inspector.metrics);
-  } catch (const std::exception& e) {
-    spdlog::error("{}; running without a metrics listener", e.what());
-    return nullptr;
-  }
-}
-
-int run(const AgentConfig& config, sigset_t signals, std::shared_ptr<net::LogRing> logs) {
-  // The store's limit includes the shutdown reserve (buffer_actor.hpp).
-  auto store_options = config.buffer;
-  uint64_t reserve = config.pending_budget;
-  store_options.limit_bytes += std::min(reserve, UINT64_MAX - store_options.limit_bytes);
-  auto store = std::make_shared<persistence::BufferStore>(store_options);
-  if (auto& r = store->open_report(); r.set_aside_to || r.lost || r.lost_unknown)
-    spdlog::error("buffer was damaged ({}): {} records salvaged, {} lost{}", r.reason, r.salvaged,
-                  r.lost_unknown ? "an unknown number" : std::to_string(r.lost),
-                  r.set_aside_to ? "; the damaged file is kept at " + r.set_aside_to->string() : "");
-  auto stats = store->stats();
-  spdlog::info("buffer {}: {} records, {} of {} bytes", config.buffer.dir.string(), stats.records,
-               stats.live_bytes, config.buffer.limit_bytes);
-
-  AgentSystemConfig cfg;
-  caf::actor_system sys{configure_scheduler(cfg)};
-  auto buf = sys.spawn<caf::detached>(buffer_with, store, BufferOptions{config.pending_budget, reserve});
-  // The collector's operator sees the same as outpostctl, read-only.
-  auto remote = config.inspector;
-  remote.control = false;
-  net::InspectorContext remote_context{sys, *cfg.registry, logs, supervisor_actor{}, remote, agent_name(config)};
-  link_actor link = spawn_link(sys, buf, store, config.link, [remote_context](kj::Timer& timer) {
-    return net::make_inspector_service(remote_context, timer);
-  });
-  caf::anon_send(buf, set_link_atom::value, link);
-  auto sensors = std::make_unique<vql::SensorHub>(sys);
-  auto sup = sys.spawn(supervisor, buf, link, config.queries,
-                       vql::agent_sources(vql::ArtifactRepository::builtin(), sensors.get()), RestartPolicy{});
-  // The collector's requests (collect, cancel, event table) reach the supervisor through the link.
-  if (config.link.kind == LinkSpec::Kind::collector)
-    caf::anon_send(caf::actor_cast<net_link_actor>(link), set_supervisor_atom::value, sup);
-  auto inspector = start_inspector(sys, *cfg.registry, std::move(logs), sup, config);
-  auto metrics = start_metrics(sys, *cfg.registry, config);
-  spdlog::info("agent running: {} queries, link {}", config.queries.size(), describe(config.link));
-  watch_signals(signals, sup);
-
-  bool failed = false;
-  {
-    caf::scoped_actor self{sys};
-    self->monitor(sup);
-    self->receive([&](caf::down_msg& down) { failed = static_cast<bool>(down.reason); });
-  }
-  inspector.reset();
-  metrics.reset();
-  sensors.reset();  // the queries are gone: no sensor has a subscriber left
-  sys.await_all_actors_done();
-  spdlog::info("agent stopped{}", failed ? " after a failure" : "");
-  return failed ? 1 : 0;
 }
 
 sigset_t shutdown_signals() {
@@ -279,26 +135,38 @@ int main(int argc, char** argv) {
     std::cout << default_agent_config_yaml();
     return 0;
   }
+  // The library checks the configuration again as it starts; here it is
+  // read for the log settings, and refused before anything runs.
+  AgentOptions options;
+  options.origin = config_path.empty() ? "built-in config" : config_path;
+  options.overrides = overrides;
   AgentConfig config;
   try {
-    config = load_config(config_path, overrides);
+    options.config_yaml = read_config(config_path);
+    config = parse_agent_config(options.config_yaml.empty() ? Agent::default_config_yaml() : options.config_yaml,
+                                options.origin);
+    for (auto& o : overrides) apply_override(config, o);
   } catch (const ConfigError& e) {
     std::cerr << "outpost-agent: invalid configuration: " << e.what() << "\n";
     return 2;
   }
-  std::shared_ptr<net::LogRing> logs;
+  Agent agent(options);
   try {
-    logs = setup_logging(config.log);
+    setup_logging(config.log, AgentAccess::log_ring(agent));
   } catch (const std::exception& e) {
     std::cerr << "outpost-agent: log.file: " << e.what() << "\n";
     return 1;
   }
 
+  if (auto checked = agent.check(); !checked) {
+    std::cerr << "outpost-agent: invalid configuration: " << checked.message << "\n";
+    return 2;
+  }
   if (*query_cmd || *collect_cmd || *artifacts_cmd) try {
     pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
     if (*artifacts_cmd)
       return artifacts_cmd->got_subcommand("list") ? tools::list_artifacts() : tools::show_artifact(show_name);
-    tools::Parameters parameters;
+    Parameters parameters;
     try {
       for (auto& p : params) parameters.push_back(tools::parse_parameter(p));
     } catch (const std::exception& e) {
@@ -312,14 +180,15 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  try {
-    if (config.link.kind == LinkSpec::Kind::file) {
-      auto parent = std::filesystem::path(config.link.path).parent_path();
-      if (!parent.empty()) std::filesystem::create_directories(parent);
+  if (auto started = agent.start(); !started) {
+    if (started.code == Errc::invalid_config) {
+      std::cerr << "outpost-agent: invalid configuration: " << started.message << "\n";
+      return 2;
     }
-    return run(config, signals, std::move(logs));
-  } catch (const std::exception& e) {
-    spdlog::critical("{}", e.what());  // on stderr, and in the log file
+    spdlog::critical("{}", started.message);  // on stderr, and in the log file
     return 1;
   }
+  watch_signals(signals, agent);
+  auto ended = agent.wait();
+  return ended ? 0 : 1;
 }

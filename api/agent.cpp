@@ -1,0 +1,324 @@
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "actors/buffer_actor.hpp"
+#include "actors/buffer_reader.hpp"
+#include "actors/file_link.hpp"
+#include "actors/instrumented.hpp"
+#include "actors/supervisor.hpp"
+#include "actors/system_config.hpp"
+#include "api/agent_impl.hpp"
+#include "net/agent/inspector_server.hpp"
+#include "net/agent/metrics_server.hpp"
+#include "net/agent/net_link.hpp"
+#include "net/tls_config.hpp"
+#include "queries/agent_sources.hpp"
+
+namespace outpost {
+namespace {
+
+std::string describe(const LinkSpec& link) {
+  switch (link.kind) {
+    case LinkSpec::Kind::file: return "file " + link.path;
+    case LinkSpec::Kind::offline: return "offline";
+    case LinkSpec::Kind::collector:
+      return "collector " + link.host + ":" + std::to_string(link.port) +
+             (link.insecure ? " (INSECURE: no TLS)" : " (TLS)");
+  }
+  return "?";
+}
+
+std::string host_name() {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  return host;
+}
+
+// The agent's name: its id on the link, else the host's.
+std::string agent_name(const AgentConfig& config) {
+  return config.link.agent_id.empty() ? host_name() : config.link.agent_id;
+}
+
+// `inspector` makes the read-only inspector the collector may ask for.
+link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf,
+                      std::shared_ptr<const persistence::BufferStore> store, const LinkSpec& link,
+                      std::function<kj::Own<inspector::Inspector::Server>(kj::Timer&)> inspector) {
+  if (link.kind != LinkSpec::Kind::collector) {
+    bool file = link.kind == LinkSpec::Kind::file;
+    return spawn_file_link(sys, buf, file ? link.path : std::string{}, file);
+  }
+  net::ClientConfig c;
+  c.host = link.host;
+  c.port = link.port;
+  c.server_name = link.server_name;
+  c.tls = {link.ca, link.cert, link.key, link.insecure};
+  c.claimed_id = link.agent_id;
+  c.hostname = host_name();
+  c.backoff = {link.backoff_initial, link.backoff_cap};
+  c.inspector = std::move(inspector);
+  auto reader = sys.spawn<caf::detached>(buffer_reader, std::move(store), buf);
+  return sys.spawn(net::net_link, buf, reader, std::move(c));
+}
+
+// The inspector (outpostctl's socket), unless the configuration turns it off.
+// One that cannot start is logged: the agent runs on without it.
+std::unique_ptr<net::InspectorServer> start_inspector(net::InspectorContext context) {
+  if (context.spec.socket.empty()) return nullptr;
+  try {
+    auto dir = std::filesystem::path(context.spec.socket).parent_path();
+    if (!dir.empty()) std::filesystem::create_directories(dir);
+    return std::make_unique<net::InspectorServer>(std::move(context));
+  } catch (const std::exception& e) {
+    spdlog::error("{}; running without an inspector", e.what());
+    return nullptr;
+  }
+}
+
+// The OpenMetrics listener, when the configuration names one. One that cannot
+// start is logged: the agent runs on without it.
+std::unique_ptr<net::MetricsServer> start_metrics(caf::actor_system& sys, ActorRegistry& registry,
+                                                  const AgentConfig& config) {
+  if (config.inspector.metrics.empty()) return nullptr;
+  try {
+    return std::make_unique<net::MetricsServer>(sys, registry, config.inspector.metrics);
+  } catch (const std::exception& e) {
+    spdlog::error("{}; running without a metrics listener", e.what());
+    return nullptr;
+  }
+}
+
+// The buffer, opened (and salvaged when damaged). Throws on failure.
+std::shared_ptr<persistence::BufferStore> open_buffer(const AgentConfig& config) {
+  // The store's limit includes the shutdown reserve (buffer_actor.hpp).
+  auto options = config.buffer;
+  options.limit_bytes += std::min(config.pending_budget, UINT64_MAX - options.limit_bytes);
+  auto store = std::make_shared<persistence::BufferStore>(options);
+  if (auto& r = store->open_report(); r.set_aside_to || r.lost || r.lost_unknown)
+    spdlog::error("buffer was damaged ({}): {} records salvaged, {} lost{}", r.reason, r.salvaged,
+                  r.lost_unknown ? "an unknown number" : std::to_string(r.lost),
+                  r.set_aside_to ? "; the damaged file is kept at " + r.set_aside_to->string() : "");
+  auto stats = store->stats();
+  spdlog::info("buffer {}: {} records, {} of {} bytes", config.buffer.dir.string(), stats.records,
+               stats.live_bytes, config.buffer.limit_bytes);
+  return store;
+}
+
+}  // namespace
+
+const char* to_string(Errc code) {
+  switch (code) {
+    case Errc::ok: return "ok";
+    case Errc::invalid_config: return "invalid_config";
+    case Errc::invalid_query: return "invalid_query";
+    case Errc::query_failed: return "query_failed";
+    case Errc::io: return "io";
+    case Errc::already_started: return "already_started";
+    case Errc::timeout: return "timeout";
+    case Errc::failed: return "failed";
+  }
+  return "unknown";
+}
+
+Agent::Impl::Impl(AgentOptions o) : options(std::move(o)) {}
+
+Agent::Impl::~Impl() = default;
+
+AgentConfig Agent::Impl::load_config() const {
+  const auto& origin = options.origin;
+  AgentConfig config = parse_agent_config(
+      options.config_yaml.empty() ? default_agent_config_yaml() : options.config_yaml, origin);
+  for (auto& o : options.overrides) apply_override(config, o);
+  check_agent_config(config, origin);
+  auto sources = vql::agent_sources(vql::ArtifactRepository::builtin(), nullptr);
+  for (auto& q : config.queries) try {
+      sources.check(q);
+    } catch (const std::exception& e) {
+      throw ConfigError(origin + ": query " + q.name + ": " + e.what());
+    }
+  if (config.link.kind == LinkSpec::Kind::collector && !config.link.insecure) try {
+      net::TlsSetup check(net::TlsFiles{config.link.ca, config.link.cert, config.link.key, false}, false);
+    } catch (const std::exception& e) {
+      throw ConfigError(origin + ": link: " + e.what());  // now, not in a retry loop
+    }
+  return config;
+}
+
+void Agent::Impl::ask_stop() {
+  std::vector<std::function<void()>*> wake;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (stop_asked) return;
+    stop_asked = true;
+    if (sup) caf::anon_send(sup, shutdown_atom::value);  // else start() sends it when it has one
+    wake.assign(wakers.begin(), wakers.end());
+    // The wakers stay valid: their queries wait for the lock to leave the set.
+    for (auto* w : wake) (*w)();
+  }
+}
+
+bool Agent::Impl::wait_ended(std::unique_lock<std::mutex>& lock, std::chrono::steady_clock::time_point until) {
+  return changed.wait_until(lock, until, [&] { return phase != Phase::running; });
+}
+
+void Agent::Impl::tear_down(std::unique_lock<std::mutex>& lock) {
+  if (phase == Phase::stopped) return;  // also after a refused start(): nothing ran
+  if (tearing_down) return changed.wait(lock, [&] { return phase == Phase::stopped; });
+  tearing_down = true;
+  changed.wait(lock, [&] { return queries_running == 0; });
+  lock.unlock();
+  inspector.reset();
+  metrics.reset();
+  sensors.reset();  // the queries are gone: no sensor has a subscriber left
+  sup = nullptr;
+  buffer = link = nullptr;
+  sys->await_all_actors_done();
+  sys.reset();
+  cfg.reset();
+  store.reset();
+  spdlog::info("agent stopped{}", failure.empty() ? "" : " after a failure");
+  lock.lock();
+  phase = Phase::stopped;
+  changed.notify_all();
+}
+
+bool Agent::Impl::on_own_thread() const { return t_handling_system && t_handling_system == sys.get(); }
+
+Agent::Agent(AgentOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Agent::~Agent() { stop(); }
+
+std::string Agent::default_config_yaml() { return default_agent_config_yaml(); }
+
+Result Agent::start() {
+  auto& d = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(d.mutex);
+    if (d.phase != Impl::Phase::created || d.stop_asked)
+      return {Errc::already_started, "this agent was started or stopped before: an Agent runs once"};
+    d.phase = Impl::Phase::running;  // a concurrent start() is refused
+  }
+  auto refuse = [&](Errc code, std::string why) {
+    std::lock_guard<std::mutex> lock(d.mutex);
+    d.phase = Impl::Phase::stopped;  // nothing runs: stop() and wait() answer at once
+    d.changed.notify_all();
+    return Result{code, std::move(why)};
+  };
+  AgentConfig config;
+  try {
+    config = d.load_config();
+  } catch (const std::exception& e) {
+    return refuse(Errc::invalid_config, e.what());
+  }
+  std::shared_ptr<persistence::BufferStore> store;
+  try {
+    if (config.link.kind == LinkSpec::Kind::file) {
+      auto parent = std::filesystem::path(config.link.path).parent_path();
+      if (!parent.empty()) std::filesystem::create_directories(parent);
+    }
+    store = open_buffer(config);
+  } catch (const std::exception& e) {
+    return refuse(Errc::io, e.what());
+  }
+
+  auto cfg = std::make_unique<AgentSystemConfig>();
+  ReleaseCafLogger release;
+  auto sys = std::make_unique<caf::actor_system>(configure_scheduler(*cfg));
+  uint64_t reserve = config.pending_budget;
+  auto buf = sys->spawn<caf::detached>(buffer_with, store, BufferOptions{config.pending_budget, reserve});
+  // The collector's operator sees the same as outpostctl, read-only.
+  auto remote = config.inspector;
+  remote.control = false;
+  net::InspectorContext remote_context{*sys, *cfg->registry, d.logs, supervisor_actor{}, remote, agent_name(config)};
+  link_actor link = spawn_link(*sys, buf, store, config.link, [remote_context](kj::Timer& timer) {
+    return net::make_inspector_service(remote_context, timer);
+  });
+  caf::anon_send(buf, set_link_atom::value, link);
+  auto sensors = std::make_unique<vql::SensorHub>(*sys);
+  auto sup = sys->spawn(supervisor, buf, link, config.queries,
+                        vql::agent_sources(vql::ArtifactRepository::builtin(), sensors.get()), RestartPolicy{});
+  // The collector's requests (collect, cancel, event table) reach the supervisor through the link.
+  if (config.link.kind == LinkSpec::Kind::collector)
+    caf::anon_send(caf::actor_cast<net_link_actor>(link), set_supervisor_atom::value, sup);
+  // Ended (by a shutdown or a failure): the phase says so to every waiter.
+  // (It runs on the thread the supervisor ends on, or here if it has already.)
+  Impl* impl = &d;
+  auto& system = *sys;
+  caf::actor_cast<caf::abstract_actor*>(sup)->attach_functor([impl, &system](const caf::error& reason) {
+    {
+      std::lock_guard<std::mutex> lock(impl->mutex);
+      if (reason) impl->failure = system.render(reason);
+      impl->phase = Impl::Phase::ended;
+    }
+    impl->changed.notify_all();
+  });
+  auto inspector = start_inspector({*sys, *cfg->registry, d.logs, sup, config.inspector, agent_name(config)});
+  auto metrics = start_metrics(*sys, *cfg->registry, config);
+  spdlog::info("agent running: {} queries, link {}", config.queries.size(), describe(config.link));
+
+  std::lock_guard<std::mutex> lock(d.mutex);
+  d.cfg = std::move(cfg);
+  d.sys = std::move(sys);
+  d.store = std::move(store);
+  d.sensors = std::move(sensors);
+  d.inspector = std::move(inspector);
+  d.metrics = std::move(metrics);
+  d.sup = sup;
+  d.buffer = caf::actor_cast<caf::actor>(buf);
+  d.link = caf::actor_cast<caf::actor>(link);
+  if (d.stop_asked) caf::anon_send(sup, shutdown_atom::value);  // asked while starting
+  return {};
+}
+
+Result Agent::check() const {
+  try {
+    impl_->load_config();
+    return {};
+  } catch (const std::exception& e) {
+    return {Errc::invalid_config, e.what()};
+  }
+}
+
+void Agent::request_stop() { impl_->ask_stop(); }
+
+Result Agent::stop(std::chrono::milliseconds deadline) {
+  auto& d = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(d.mutex);
+    if (d.phase == Impl::Phase::created) {
+      d.stop_asked = true;  // start() refuses from now on
+      d.phase = Impl::Phase::stopped;
+      return {};
+    }
+  }
+  d.ask_stop();
+  auto until = std::chrono::steady_clock::now() + deadline;
+  std::unique_lock<std::mutex> lock(d.mutex);
+  if (d.on_own_thread()) return {};  // waiting here would wait for ourselves
+  Result result;
+  if (!d.wait_ended(lock, until)) {
+    // Past the deadline: end the actors now; the buffer keeps what it committed.
+    result = {Errc::timeout, "the ordered shutdown did not finish within " + std::to_string(deadline.count()) +
+                                 " ms: the agent's actors were ended"};
+    spdlog::error("agent: {}", result.message);
+    for (auto& a : {caf::actor_cast<caf::actor>(d.sup), d.link, d.buffer})
+      if (a) caf::anon_send_exit(a, caf::exit_reason::kill);
+    d.changed.wait(lock, [&] { return d.phase != Impl::Phase::running; });
+  }
+  d.tear_down(lock);
+  if (result) result = d.failure.empty() ? Result{} : Result{Errc::failed, d.failure};
+  return result;
+}
+
+Result Agent::wait() {
+  auto& d = *impl_;
+  std::unique_lock<std::mutex> lock(d.mutex);
+  if (d.phase == Impl::Phase::created) return {};
+  d.changed.wait(lock, [&] { return d.phase != Impl::Phase::running; });
+  d.tear_down(lock);
+  return d.failure.empty() ? Result{} : Result{Errc::failed, d.failure};
+}
+
+}  // namespace outpost

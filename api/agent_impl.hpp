@@ -1,0 +1,98 @@
+#pragma once
+// The agent behind include/outpost/outpost.hpp: what outpost-agent's main()
+// assembled before, minus signals, command line and printing.
+
+#include <caf/actor_system.hpp>
+#include <caf/logger.hpp>
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "actors/agent_config.hpp"
+#include "actors/interfaces.hpp"
+#include "actors/registry.hpp"
+#include "outpost/outpost.hpp"
+#include "net/agent/log_ring.hpp"
+
+namespace outpost {
+namespace net {
+class InspectorServer;
+class MetricsServer;
+}  // namespace net
+namespace vql {
+class SensorHub;
+}
+namespace persistence {
+class BufferStore;
+}
+
+// CAF 0.17 leaves a thread that built an actor system or spawned into it
+// holding the system's logger, and the system's destructor waits until every
+// holder lets go: a host thread that would hold it forever (it called
+// start() or run_query(), and the agent is stopped from another) lets go
+// when the call returns.
+struct ReleaseCafLogger {
+  ReleaseCafLogger() = default;
+  ReleaseCafLogger(const ReleaseCafLogger&) = delete;
+  ReleaseCafLogger& operator=(const ReleaseCafLogger&) = delete;
+  ~ReleaseCafLogger() { caf::logger::set_current_actor_system(nullptr); }
+};
+
+struct Agent::Impl {
+  // created -> running -> ended (the supervisor is down) -> stopped (every
+  // actor and thread gone). stop() before start() goes to stopped at once.
+  enum class Phase { created, running, ended, stopped };
+
+  explicit Impl(AgentOptions o);
+  ~Impl();
+
+  // The configuration with its overrides, checked as a run needs it
+  // (every query's VQL or artifact). Throws ConfigError. Any thread.
+  AgentConfig load_config() const;
+
+  const AgentOptions options;
+  // The lines `outpostctl logs` shows; outpost-agent feeds it from its log.
+  std::shared_ptr<net::LogRing> logs = std::make_shared<net::LogRing>();
+
+  mutable std::mutex mutex;  // guards everything below
+  std::condition_variable changed;
+  Phase phase = Phase::created;
+  bool stop_asked = false;
+  bool tearing_down = false;  // one caller tears down; the others wait for stopped
+  std::string failure;        // why the supervisor ended, when it failed
+  unsigned queries_running = 0;              // run_query calls using `sys`
+  std::set<std::function<void()>*> wakers;   // theirs: request_stop wakes them
+
+  // Set by start(), reset by the teardown (in reverse order).
+  std::unique_ptr<AgentSystemConfig> cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::shared_ptr<persistence::BufferStore> store;
+  std::unique_ptr<vql::SensorHub> sensors;
+  std::unique_ptr<net::InspectorServer> inspector;
+  std::unique_ptr<net::MetricsServer> metrics;
+  supervisor_actor sup;
+  caf::actor buffer, link;
+
+  // Sends the supervisor its shutdown (once) and wakes the one-shot queries.
+  // Takes the lock.
+  void ask_stop();
+  // Waits (lock held) until the phase is ended or later, or `until`; false on timeout.
+  bool wait_ended(std::unique_lock<std::mutex>& lock, std::chrono::steady_clock::time_point until);
+  // From ended: ends the listeners and sensors, waits for every actor, ends
+  // the actor system. Once; other callers wait for it. Lock held on entry and exit.
+  void tear_down(std::unique_lock<std::mutex>& lock);
+  // True on a thread of this agent's actor system, where waiting for the
+  // actors to end would wait for ourselves. Lock held.
+  bool on_own_thread() const;
+};
+
+// What outpost-agent (Outpost's own binary) reaches beyond the public API.
+struct AgentAccess {
+  // The ring of log lines the inspector serves; feed it from the log.
+  static std::shared_ptr<net::LogRing> log_ring(Agent& agent) { return agent.impl_->logs; }
+};
+
+}  // namespace outpost

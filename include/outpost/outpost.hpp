@@ -1,0 +1,124 @@
+#pragma once
+// Outpost as a library: an agent (its queries, its durable buffer and its
+// link) inside a host program. No type of a library Outpost is built on (CAF,
+// Cap'n Proto, kj, LMDB, spdlog) appears here, so a host that uses other
+// versions of them can include this header.
+//
+// Threads: every member of Agent may be called from any thread, concurrently
+// with the others. What each one may block on is said next to it. An Agent
+// holds no process-wide state: several run side by side in one process, each
+// with its own buffer directory.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace outpost {
+
+// What a call came to, for the caller to branch on; Result::message says
+// what and where.
+enum class Errc : int {
+  ok = 0,
+  invalid_config,   // the configuration, or a query in it, was refused
+  invalid_query,    // run_query/run_artifact: the VQL, artifact or a parameter was refused
+  query_failed,     // run_query/run_artifact: the query failed while it ran
+  io,               // the buffer (a directory, a file, the disk) could not be opened
+  already_started,  // start() on an agent that was started before (an Agent runs once)
+  timeout,          // stop(): the ordered shutdown did not finish in time and was forced
+  failed,           // the agent ended by itself after a failure (for example its link's)
+};
+
+// The name of a code ("invalid_config", ...).
+const char* to_string(Errc code);
+
+struct Result {
+  Errc code = Errc::ok;
+  std::string message;  // empty when ok
+  explicit operator bool() const { return code == Errc::ok; }
+};
+
+struct AgentOptions {
+  std::string config_yaml;               // as outpost-agent's --config file; empty: the built-in one
+  std::string origin = "configuration";  // names the configuration in errors (a file's path)
+  std::vector<std::string> overrides;    // "key=value" each, as outpost-agent's --set
+};
+
+using Parameters = std::vector<std::pair<std::string, std::string>>;
+
+// A row as one JSON object. Called on the thread that runs the query; return
+// false to end the query there.
+using RowCallback = std::function<bool(const std::string& json)>;
+
+struct QueryOptions {
+  Parameters parameters;  // the query's or artifact's parameters, name and value
+  uint64_t max_rows = 0;  // end after this many rows; 0: when the query ends
+};
+
+class Agent {
+ public:
+  // Takes the options; checks nothing yet (start() does). Blocks on nothing.
+  explicit Agent(AgentOptions options);
+  // stop() with its default deadline, unless stopped already.
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // Checks the configuration (every query in it), opens the buffer and
+  // starts the actors, the link and (when configured) the inspector and
+  // metrics listeners. Blocks while the buffer opens (a damaged one is
+  // salvaged first). invalid_config or io leave nothing running, and the
+  // agent stopped; already_started on a second call, also after stop().
+  Result start();
+
+  // Checks the configuration as start() does (every query's VQL or
+  // artifact, the link's certificates), without starting: ok or
+  // invalid_config. Blocks on nothing but reading the certificates.
+  Result check() const;
+
+  // Ordered shutdown: the queries hand over their last rows, the buffer
+  // commits them, then every actor and thread of the agent ends. Idempotent;
+  // before start() it only makes start() refuse. Waits up to `deadline`,
+  // then forces the end (rows already committed stay in the buffer; rows a
+  // query had not handed over are lost) and answers timeout. From one of the
+  // agent's own threads (a host callback) it only asks, and returns ok at
+  // once; the destructor or a later stop() or wait() waits.
+  Result stop(std::chrono::milliseconds deadline = std::chrono::seconds(30));
+
+  // Asks for the ordered shutdown and returns at once.
+  void request_stop();
+
+  // Blocks until the agent has ended (by stop(), request_stop() or a
+  // failure) and its threads are gone: ok, or failed with the reason. At
+  // once when it never started.
+  Result wait();
+
+  // The agent's actors with their counters and their own status: a JSON
+  // array with one object per actor, the columns of the VQL plugin actors()
+  // (Id, Kind, Name, Parent, State, Mailbox, Handled, RowsIn, RowsOut, ...,
+  // Status); "[]" when not running. Waits up to 3 s for the actors' answers.
+  std::string status_json() const;
+
+  // Runs VQL once and hands each row to `on_row` on the calling thread,
+  // until the query ends, max_rows, or on_row answers false. In a running
+  // agent it shares the agent's sensors (and actors() lists its actors);
+  // otherwise it runs on its own threads, started and ended with the call.
+  // An event query runs until on_row answers false (or request_stop()).
+  Result run_query(const std::string& vql, const RowCallback& on_row, const QueryOptions& options = {});
+  // The same for a built-in artifact, by name.
+  Result run_artifact(const std::string& name, const RowCallback& on_row, const QueryOptions& options = {});
+
+  // The built-in configuration (what an empty config_yaml means), as YAML.
+  static std::string default_config_yaml();
+
+  struct Impl;  // api/agent_impl.hpp
+
+ private:
+  friend struct AgentAccess;  // Outpost's own tools (api/agent_impl.hpp)
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace outpost

@@ -1,0 +1,239 @@
+// The library as a host uses it: only include/outpost/outpost.hpp, real
+// buffers in temporary directories, rows read back from the file link.
+
+#include <gtest/gtest.h>
+
+#include <dirent.h>
+
+#include <algorithm>
+#include <set>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include "outpost/outpost.hpp"
+#include "schemas/json_reader.hpp"
+#include "tests/temp_dir.hpp"
+
+namespace outpost {
+namespace {
+
+using namespace std::chrono_literals;
+using schemas::Json;
+
+bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit = 30s) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
+// Entries of a /proc/self directory: the process's threads or descriptors.
+size_t count_entries(const char* dir) {
+  size_t n = 0;
+  if (DIR* d = opendir(dir)) {
+    while (auto* e = readdir(d)) n += e->d_name[0] != '.';
+    closedir(d);
+  }
+  return n;
+}
+
+struct AgentApi : ::testing::Test {
+  testing::TempDir tmp;
+
+  // An agent with one synthetic query `name` (id `id`) delivering to `<dir>/delivered.jsonl`.
+  AgentOptions options(const std::string& dir, const std::string& name = "syn", int id = 7,
+                       const std::string& extra = "") {
+    AgentOptions o;
+    o.origin = dir + ".yaml";
+    o.config_yaml = "buffer: {dir: " + tmp.path(dir + "/buf").string() + ", limit: 64MiB}\n" +
+                    "link: {type: file, path: " + tmp.path(dir + "/delivered.jsonl").string() + "}\n" +
+                    "inspector: {socket: ~}\n"
+                    "event_table: []\n"
+                    "queries:\n"
+                    "  - name: " + name + "\n"
+                    "    id: " + std::to_string(id) + "\n"
+                    "    source: {type: synthetic, rate: 2000, row_size: 32}\n" + extra;
+    return o;
+  }
+  // Rows of query `id` delivered into `<dir>/delivered.jsonl`.
+  uint64_t delivered(const std::string& dir, int id) {
+    std::ifstream in(tmp.path(dir + "/delivered.jsonl"));
+    std::string line, key = "\"query_id\":" + std::to_string(id) + ",";
+    uint64_t n = 0;
+    while (std::getline(in, line)) n += line.find(key) != std::string::npos;
+    return n;
+  }
+};
+
+TEST_F(AgentApi, TwoAgentsRunSideBySideInOneProcess) {
+  Agent a(options("a", "alpha", 1)), b(options("b", "beta", 2));
+  auto ra = a.start();
+  ASSERT_TRUE(ra) << ra.message;
+  auto rb = b.start();
+  ASSERT_TRUE(rb) << rb.message;
+  ASSERT_TRUE(eventually([&] { return delivered("a", 1) > 100 && delivered("b", 2) > 100; }));
+  // Each delivers only its own query's rows, and lists only its own actors.
+  EXPECT_EQ(delivered("a", 2), 0u);
+  EXPECT_EQ(delivered("b", 1), 0u);
+  auto names = [](const std::string& json) {
+    std::set<std::string> s;
+    for (auto& actor : Json::parse(json).a) s.insert(actor["Kind"].s + ":" + actor["Name"].s);
+    return s;
+  };
+  auto sa = names(a.status_json()), sb = names(b.status_json());
+  EXPECT_TRUE(sa.count("query:alpha") && !sa.count("query:beta")) << a.status_json();
+  EXPECT_TRUE(sb.count("query:beta") && !sb.count("query:alpha")) << b.status_json();
+  EXPECT_TRUE(sa.count("buffer:") && sa.count("link:") && sa.count("supervisor:")) << a.status_json();
+  auto stopped = a.stop();
+  EXPECT_TRUE(stopped) << stopped.message;
+  // b runs on after a has stopped.
+  uint64_t before = delivered("b", 2);
+  ASSERT_TRUE(eventually([&] { return delivered("b", 2) > before + 100; }));
+  EXPECT_TRUE(b.stop());
+  EXPECT_EQ(a.status_json(), "[]");
+}
+
+// A hundred starts and stops, each stop from another thread than its start,
+// leave no thread and no descriptor behind.
+TEST_F(AgentApi, StartStopCyclesLeaveNoThreadOrDescriptorBehind) {
+  { Agent warm(options("warm")); ASSERT_TRUE(warm.start()); ASSERT_TRUE(warm.stop()); }  // one-time initialisation
+  size_t threads = count_entries("/proc/self/task"), fds = count_entries("/proc/self/fd");
+  for (int i = 0; i < 100; ++i) {
+    Agent agent(options("cycle"));
+    auto r = agent.start();
+    ASSERT_TRUE(r) << "cycle " << i << ": " << r.message;
+    if (i % 10 == 0) {  // it runs: its query is among its actors
+      auto status = agent.status_json();
+      EXPECT_NE(status.find("\"syn\":{"), std::string::npos) << status;
+    }
+    std::thread([&] { r = agent.stop(); }).join();
+    ASSERT_TRUE(r) << "cycle " << i << ": " << r.message;
+  }
+  EXPECT_EQ(count_entries("/proc/self/task"), threads);
+  EXPECT_EQ(count_entries("/proc/self/fd"), fds);
+}
+
+TEST_F(AgentApi, StopBeforeStartTwiceAndFromAnotherThread) {
+  Agent never(options("never"));
+  EXPECT_TRUE(never.stop());
+  EXPECT_TRUE(never.stop());
+  EXPECT_TRUE(never.wait());
+  auto r = never.start();
+  EXPECT_EQ(r.code, Errc::already_started) << r.message;
+
+  Agent agent(options("run"));
+  ASSERT_TRUE(agent.start());
+  EXPECT_EQ(agent.start().code, Errc::already_started);
+  std::atomic<bool> waited{false};
+  Result waited_result;
+  std::thread waiter([&] {
+    waited_result = agent.wait();
+    waited = true;
+  });
+  ASSERT_TRUE(eventually([&] { return delivered("run", 7) > 0; }));
+  EXPECT_FALSE(waited);
+  std::thread stopper([&] { EXPECT_TRUE(agent.stop()); });
+  stopper.join();
+  waiter.join();
+  EXPECT_TRUE(waited_result) << waited_result.message;
+  EXPECT_TRUE(agent.stop());  // again: nothing left to do
+  EXPECT_EQ(agent.start().code, Errc::already_started);
+}
+
+TEST_F(AgentApi, ABadConfigurationOrBufferIsRefusedNamingWhatAndWhere) {
+  auto o = options("bad");
+  o.config_yaml += "    batch: {rows: many}\n";
+  Agent bad(o);
+  auto r = bad.start();
+  EXPECT_EQ(r.code, Errc::invalid_config);
+  EXPECT_NE(r.message.find("bad.yaml"), std::string::npos) << r.message;
+  EXPECT_EQ(bad.check().code, Errc::invalid_config);
+  EXPECT_TRUE(bad.stop());
+
+  auto v = options("vql", "q", 1);
+  auto at = v.config_yaml.find("{type: synthetic");
+  v.config_yaml = v.config_yaml.substr(0, at) + "{type: vql, query: 'SELECT FROM'}\n";
+  Agent bad_vql(v);
+  r = bad_vql.start();
+  EXPECT_EQ(r.code, Errc::invalid_config);
+  EXPECT_NE(r.message.find("query q"), std::string::npos) << r.message;
+
+  // The buffer's directory cannot be made: a file stands where it would be.
+  std::ofstream(tmp.path("file")) << "x";
+  auto f = options("io");
+  f.overrides = {"buffer.dir=" + tmp.path("file/buf").string()};
+  Agent io(f);
+  r = io.start();
+  EXPECT_EQ(r.code, Errc::io) << r.message;
+  EXPECT_NE(r.message.find(tmp.path("file").string()), std::string::npos) << r.message;
+  EXPECT_TRUE(io.wait());
+}
+
+TEST_F(AgentApi, OneShotQueriesHandRowsToTheCaller) {
+  Agent agent(options("oneshot"));
+  std::vector<std::string> rows;
+  auto collect = [&](const std::string& row) {
+    rows.push_back(row);
+    return true;
+  };
+  auto r = agent.run_query("SELECT _value AS x, _value * 3 AS y, N AS n FROM foreach(row=[1, 2, 3, 4, 5])", collect,
+                           {{{"N", "three"}}, 0});
+  ASSERT_TRUE(r) << r.message;
+  ASSERT_EQ(rows.size(), 5u);
+  EXPECT_EQ(Json::parse(rows[4])["y"].n, 15);
+  EXPECT_EQ(Json::parse(rows[4])["n"].s, "three");
+
+  const std::string twenty = "SELECT _value FROM foreach(row=[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20])";
+  rows.clear();
+  EXPECT_TRUE(agent.run_query(twenty, collect, {{}, 3}));
+  EXPECT_EQ(rows.size(), 3u);
+  rows.clear();
+  EXPECT_TRUE(agent.run_query(twenty, [&](const std::string& row) {
+    rows.push_back(row);
+    return rows.size() < 2;
+  }));
+  EXPECT_EQ(rows.size(), 2u);
+
+  r = agent.run_query("SELECT FROM", collect);
+  EXPECT_EQ(r.code, Errc::invalid_query) << r.message;
+  r = agent.run_artifact("No.Such.Artifact", collect);
+  EXPECT_EQ(r.code, Errc::invalid_query) << r.message;
+  EXPECT_NE(r.message.find("No.Such.Artifact"), std::string::npos) << r.message;
+}
+
+// In a running agent a one-shot query sees its actors; an event query runs
+// until the agent is asked to stop.
+TEST_F(AgentApi, AQueryInARunningAgentSeesItsActorsAndEndsWithIt) {
+  Agent agent(options("inside"));
+  ASSERT_TRUE(agent.start());
+  std::vector<std::string> kinds;
+  auto r = agent.run_query("SELECT Kind FROM actors(status=FALSE)", [&](const std::string& row) {
+    kinds.push_back(Json::parse(row)["Kind"].s);
+    return true;
+  });
+  ASSERT_TRUE(r) << r.message;
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), "buffer"), kinds.end());
+
+  std::atomic<int> ticks{0};
+  Result ended;
+  std::thread events([&] {
+    ended = agent.run_query("SELECT * FROM clock(period=0.01)", [&](const std::string&) {
+      ++ticks;
+      return true;
+    });
+  });
+  ASSERT_TRUE(eventually([&] { return ticks > 2; }));
+  agent.request_stop();
+  events.join();
+  EXPECT_TRUE(ended) << ended.message;
+  EXPECT_TRUE(agent.wait());
+}
+
+}  // namespace
+}  // namespace outpost
