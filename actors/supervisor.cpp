@@ -35,8 +35,13 @@ void start_query(Self self, size_t i) {
                                          self->state.make_source);
   q.started = supervisor_state::Clock::now();
   if (q.origin != supervisor_state::Origin::collection) return;
+  if (q.metrics) {  // restarted by the operator: the same flow goes on
+    q.rows_before += q.metrics->rows_out.load();
+    q.bytes_before += q.metrics->bytes_out.load();
+  }
   if (auto* registry = ActorRegistry::of(self->system())) q.metrics = registry->find(q.actor->id());
-  report_flow(self, schemas::encode_flow_started(q.spec->id, q.spec->artifact));
+  if (!std::exchange(q.flow_reported, true))
+    report_flow(self, schemas::encode_flow_started(q.spec->id, q.spec->artifact));
 }
 
 size_t running(Self self) {
@@ -119,8 +124,8 @@ void end_query(Self self, uint64_t id, supervisor_state::Ended::How how, std::st
   if (it->origin == supervisor_state::Origin::collection) {
     using Outcome = schema::QueryStatus::Outcome;
     schemas::FlowEnd end;
-    end.rows = it->metrics ? it->metrics->rows_out.load() : 0;
-    end.bytes = it->metrics ? it->metrics->bytes_out.load() : 0;
+    end.rows = it->rows_before + (it->metrics ? it->metrics->rows_out.load() : 0);
+    end.bytes = it->bytes_before + (it->metrics ? it->metrics->bytes_out.load() : 0);
     end.duration_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(supervisor_state::Clock::now() - it->started)
                           .count();
     end.outcome = how == supervisor_state::Ended::How::failed      ? Outcome::FAILED

@@ -49,7 +49,11 @@ struct supervisor_state {
     bool retired = false;  // being cancelled, or dropped from the event table: never started again
     bool restart_now = false;  // the operator restarts it: start again as soon as it has ended
     std::string last_error;
-    std::shared_ptr<const ActorMetrics> metrics;  // a collection's: its rows and bytes when it ends
+    // A collection's: its current run's counters, and what the runs before it
+    // (an operator's restarts) handed over; its end reports the sum.
+    std::shared_ptr<const ActorMetrics> metrics;
+    uint64_t rows_before = 0, bytes_before = 0;
+    bool flow_reported = false;  // its started record was sent: a restart continues the flow
   };
 
   // A collection or event query that ended.

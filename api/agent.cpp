@@ -173,7 +173,6 @@ void Agent::Impl::tear_down(std::unique_lock<std::mutex>& lock) {
   metrics.reset();
   sensors.reset();  // the queries are gone: no sensor has a subscriber left
   sup = nullptr;
-  buffer = link = nullptr;
   sys->await_all_actors_done();
   sys.reset();
   cfg.reset();
@@ -266,8 +265,6 @@ Result Agent::start() {
   d.inspector = std::move(inspector);
   d.metrics = std::move(metrics);
   d.sup = sup;
-  d.buffer = caf::actor_cast<caf::actor>(buf);
-  d.link = caf::actor_cast<caf::actor>(link);
   if (d.stop_asked) caf::anon_send(sup, shutdown_atom::value);  // asked while starting
   return {};
 }
@@ -303,8 +300,9 @@ Result Agent::stop(std::chrono::milliseconds deadline) {
     result = {Errc::timeout, "the ordered shutdown did not finish within " + std::to_string(deadline.count()) +
                                  " ms: the agent's actors were ended"};
     spdlog::error("agent: {}", result.message);
-    for (auto& a : {caf::actor_cast<caf::actor>(d.sup), d.link, d.buffer})
-      if (a) caf::anon_send_exit(a, caf::exit_reason::kill);
+    if (d.cfg)  // else start() is still starting them: it sends the shutdown when it is done
+      for (auto& e : d.cfg->registry->live())  // every actor: the queries are not linked to the supervisor
+        if (auto a = e.actor.lock()) caf::anon_send_exit(caf::actor_cast<caf::actor>(a), caf::exit_reason::kill);
     d.changed.wait(lock, [&] { return d.phase != Impl::Phase::running; });
   }
   d.tear_down(lock);

@@ -74,7 +74,6 @@ struct Agent::Impl {
   std::unique_ptr<net::InspectorServer> inspector;
   std::unique_ptr<net::MetricsServer> metrics;
   supervisor_actor sup;
-  caf::actor buffer, link;
 
   // Sends the supervisor its shutdown (once) and wakes the one-shot queries.
   // Takes the lock.

@@ -146,6 +146,29 @@ TEST_F(AgentApi, StopBeforeStartTwiceAndFromAnotherThread) {
   EXPECT_EQ(agent.start().code, Errc::already_started);
 }
 
+// A shutdown that cannot finish in time is forced: every actor ends, every
+// thread is gone, and the buffer opens again.
+TEST_F(AgentApi, AStopPastItsDeadlineEndsEveryActor) {
+  { Agent warm(options("warm")); ASSERT_TRUE(warm.start()); ASSERT_TRUE(warm.stop()); }
+  size_t threads = count_entries("/proc/self/task");
+  {
+    Agent agent(options("forced"));
+    ASSERT_TRUE(agent.start());
+    ASSERT_TRUE(eventually([&] { return delivered("forced", 7) > 0; }));
+    auto r = agent.stop(0ms);  // the supervisor cannot even have read its shutdown
+    EXPECT_EQ(r.code, Errc::timeout) << r.message;
+    EXPECT_NE(r.message.find("did not finish within 0 ms"), std::string::npos) << r.message;
+    EXPECT_EQ(agent.status_json(), "[]");
+  }
+  EXPECT_EQ(count_entries("/proc/self/task"), threads);
+  Agent again(options("forced"));
+  auto r = again.start();
+  EXPECT_TRUE(r) << r.message;
+  uint64_t before = delivered("forced", 7);
+  ASSERT_TRUE(eventually([&] { return delivered("forced", 7) > before; }));
+  EXPECT_TRUE(again.stop());
+}
+
 TEST_F(AgentApi, ABadConfigurationOrBufferIsRefusedNamingWhatAndWhere) {
   auto o = options("bad");
   o.config_yaml += "    batch: {rows: many}\n";

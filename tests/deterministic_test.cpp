@@ -693,6 +693,40 @@ TEST_F(SupervisorTest, ACollectionReportsItsStartAndItsEndOnTheControlLane) {
   sched->run();
 }
 
+// The operator's restart of a running collection continues its flow: one
+// started record, and the end counts the rows and bytes of both runs.
+TEST_F(SupervisorTest, ACollectionRestartedByTheOperatorIsStillOneFlow) {
+  auto sup = start({}, Script{1, 0ns, 0, 0, 3}, RestartPolicy{});  // a row a pull, done on the third
+  const uint64_t flow = kFirstFlowId + 9;
+  ControlReply r{"no answer", 0, {}};
+  caf::anon_send(sup, control_atom::value, control(ControlCall::Kind::collect, {collection(flow, 'r')}, 0, r));
+  sched->run();
+  auto& st = state_of<supervisor_state>(sup);
+  ASSERT_EQ(st.queries.size(), 1u);
+  ASSERT_FALSE(fb().appends.empty()) << "the first run handed over a batch";
+  size_t first_run = fb().appends.size();
+  caf::anon_send(sup, restart_atom::value, st.queries[0].spec->name);
+  sched->run();
+  // Every append is stored as it comes, until the flow has ended.
+  for (size_t i = 0; i < fb().appends.size() && fb().flow_records.size() < 2; ++i) answer(i);
+  ASSERT_EQ(fb().flow_records.size(), 2u) << "one started record and one end";
+  schemas::RecordView started(fb().flow_records[0].encoded->words()), ended(fb().flow_records[1].encoded->words());
+  ASSERT_TRUE(started.record().getQueryStatus().isStarted());
+  ASSERT_TRUE(ended.record().getQueryStatus().isFinished());
+  uint64_t rows = 0, bytes = 0;
+  for (auto& a : fb().appends) {
+    rows += rows_in(a.record);
+    bytes += a.record.encoded->size();
+  }
+  EXPECT_GT(fb().appends.size(), first_run) << "the second run handed over rows too";
+  auto end = ended.record().getQueryStatus().getFinished();
+  EXPECT_EQ(end.getRowCount(), rows);
+  EXPECT_EQ(end.getBytes(), bytes);
+  EXPECT_EQ(end.getOutcome(), schema::QueryStatus::Outcome::FINISHED);
+  caf::anon_send(sup, shutdown_atom::value);
+  sched->run();
+}
+
 TEST_F(SupervisorTest, EndedCollectionsLeaveTheListAndOnlyTheMostRecentAreRemembered) {
   auto sup = start({}, Script{1, 0ns, 0, 0, 1}, RestartPolicy{});
   const size_t n = kRecentFlows + 50;

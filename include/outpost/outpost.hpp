@@ -62,7 +62,8 @@ class Agent {
  public:
   // Takes the options; checks nothing yet (start() does). Blocks on nothing.
   explicit Agent(AgentOptions options);
-  // stop() with its default deadline, unless stopped already.
+  // stop() with its default deadline, unless stopped already. Not on one of
+  // the agent's own threads (a host callback), where it cannot wait.
   ~Agent();
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;
