@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <thread>
 
@@ -46,8 +47,9 @@ std::string read_config(const std::string& path) {
 }
 
 // First SIGINT/SIGTERM: ordered shutdown. Second: exit now.
-void watch_signals(sigset_t signals, Agent& agent) {
-  std::thread([signals, &agent] {
+// The thread shares the agent: a signal while main returns finds it alive.
+void watch_signals(sigset_t signals, std::shared_ptr<Agent> agent) {
+  std::thread([signals, agent] {
     int sig = 0;
     sigwait(&signals, &sig);
     spdlog::info("{} received: shutting down (send it again to force exit)", strsignal(sig));
@@ -55,7 +57,7 @@ void watch_signals(sigset_t signals, Agent& agent) {
     sigset_t pending;
     sigpending(&pending);
     bool second = sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1;
-    if (!second) agent.request_stop();
+    if (!second) agent->request_stop();
     sigwait(&signals, &sig);
     spdlog::warn("second {}: exiting without waiting", strsignal(sig));
     spdlog::shutdown();
@@ -150,15 +152,15 @@ int main(int argc, char** argv) {
     std::cerr << "outpost-agent: invalid configuration: " << e.what() << "\n";
     return 2;
   }
-  Agent agent(options);
+  auto agent = std::make_shared<Agent>(options);
   try {
-    setup_logging(config.log, AgentAccess::log_ring(agent));
+    setup_logging(config.log, AgentAccess::log_ring(*agent));
   } catch (const std::exception& e) {
     std::cerr << "outpost-agent: log.file: " << e.what() << "\n";
     return 1;
   }
 
-  if (auto checked = agent.check(); !checked) {
+  if (auto checked = agent->check(); !checked) {
     std::cerr << "outpost-agent: invalid configuration: " << checked.message << "\n";
     return 2;
   }
@@ -180,7 +182,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  if (auto started = agent.start(); !started) {
+  if (auto started = agent->start(); !started) {
     if (started.code == Errc::invalid_config) {
       std::cerr << "outpost-agent: invalid configuration: " << started.message << "\n";
       return 2;
@@ -189,6 +191,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   watch_signals(signals, agent);
-  auto ended = agent.wait();
+  auto ended = agent->wait();
   return ended ? 0 : 1;
 }
