@@ -147,16 +147,12 @@ AgentConfig Agent::Impl::load_config() const {
 }
 
 void Agent::Impl::ask_stop() {
-  std::vector<std::function<void()>*> wake;
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (stop_asked) return;
-    stop_asked = true;
-    if (sup) caf::anon_send(sup, shutdown_atom::value);  // else start() sends it when it has one
-    wake.assign(wakers.begin(), wakers.end());
-    // The wakers stay valid: their queries wait for the lock to leave the set.
-    for (auto* w : wake) (*w)();
-  }
+  std::lock_guard<std::mutex> lock(mutex);
+  if (stop_asked) return;
+  stop_asked = true;
+  if (sup) caf::anon_send(sup, shutdown_atom::value);  // else start() sends it when it has one
+  // Under the lock: a query leaves the set (and its waker dies) only after taking it.
+  for (auto* w : wakers) (*w)();
 }
 
 bool Agent::Impl::wait_ended(std::unique_lock<std::mutex>& lock, std::chrono::steady_clock::time_point until) {
