@@ -61,9 +61,11 @@ constexpr std::pair<const char*, SyncPolicy> kSyncPolicies[] = {{"full", SyncPol
 constexpr std::pair<const char*, Kind> kSourceKinds[] = {{"clock", Kind::clock},
                                                          {"synthetic", Kind::synthetic},
                                                          {"vql", Kind::vql},
-                                                         {"artifact", Kind::artifact}};
+                                                         {"artifact", Kind::artifact},
+                                                         {"host", Kind::host}};
 constexpr std::pair<const char*, LinkKind> kLinkKinds[] = {
-    {"file", LinkKind::file}, {"offline", LinkKind::offline}, {"collector", LinkKind::collector}};
+    {"file", LinkKind::file}, {"offline", LinkKind::offline}, {"collector", LinkKind::collector},
+    {"host", LinkKind::host}};
 constexpr std::pair<const char*, bool> kBools[] = {{"true", true}, {"false", false}};
 constexpr std::pair<const char*, spdlog::level::level_enum> kLogLevels[] = {
     {"trace", spdlog::level::trace}, {"debug", spdlog::level::debug},
@@ -263,7 +265,7 @@ void read_address(const YAML::Node& n, const std::string& path, LinkSpec& link) 
 }
 
 void read_link(const YAML::Node& n, const std::string& path, LinkSpec& link) {
-  if (n.IsScalar()) {  // shorthand: offline | file | file:PATH
+  if (n.IsScalar()) {  // shorthand: offline | file | host | file:PATH
     const std::string& s = n.Scalar();
     const std::string prefix = "file:";
     if (auto kind = lookup(kLinkKinds, s)) {
@@ -272,7 +274,7 @@ void read_link(const YAML::Node& n, const std::string& path, LinkSpec& link) {
       link.kind = LinkKind::file;
       link.path = s.substr(prefix.size());
     } else {
-      expected(n, path, "a map, file, file:PATH or offline");
+      expected(n, path, "a map, file, file:PATH, host or offline");
     }
     return;
   }
@@ -283,6 +285,9 @@ void read_link(const YAML::Node& n, const std::string& path, LinkSpec& link) {
           case LinkKind::offline: return {};
           case LinkKind::file:
             return {{"path", [&](auto& v, auto& p) { link.path = path_text(v, p); }}};
+          case LinkKind::host:
+            return {{"max_unacked",
+                     [&](auto& v, auto& p) { link.max_unacked = static_cast<unsigned>(integer(v, p, 1, 1024)); }}};
           case LinkKind::collector: break;
         }
         return {{"address", [&](auto& v, auto& p) { read_address(v, p, link); }},
@@ -296,9 +301,13 @@ void read_link(const YAML::Node& n, const std::string& path, LinkSpec& link) {
                 {"backoff_cap_ms", [&](auto& v, auto& p) { link.backoff_cap = millis(v, p, 1); }}};
       },
       [&] {
-        return link.kind == LinkKind::file      ? " for a file link"
-               : link.kind == LinkKind::offline ? " for an offline link"
-                                                : " for a collector link";
+        switch (link.kind) {
+          case LinkKind::file: return " for a file link";
+          case LinkKind::offline: return " for an offline link";
+          case LinkKind::host: return " for a host link";
+          case LinkKind::collector: break;
+        }
+        return " for a collector link";
       });
 }
 
@@ -375,6 +384,8 @@ void read_source(const YAML::Node& n, const std::string& path, SourceSpec& sourc
                   {"parameters", parameters}};
         if (source.kind == Kind::clock)
           return {{"period_ms", [&](auto& v, auto& p) { source.period = millis(v, p, 1); }}};
+        if (source.kind == Kind::host)
+          return {{"queue_rows", [&](auto& v, auto& p) { source.queue_rows = integer(v, p, 1, 1000000); }}};
         return {{"rate", [&](auto& v, auto& p) { source.rate = number(v, p); }},
                 {"row_size",
                  [&](auto& v, auto& p) {
@@ -620,9 +631,10 @@ buffer:
   pending_budget: 64MiB         # appends waiting in RAM for the buffer (queries pause beyond
                                 # it); the store keeps this much above the limit for shutdown
 
-link:                           # or just: link: offline | file | file:PATH
-  type: file                    # file: deliver to a local JSON-lines file; offline: nowhere
-  path: outpost-data/delivered.jsonl
+link:                           # or just: link: offline | file | host | file:PATH
+  type: file                    # file: deliver to a local JSON-lines file; offline: nowhere;
+  path: outpost-data/delivered.jsonl  # collector: address, ca, cert, key; host: the program
+                                # embedding Outpost receives them (max_unacked: 4)
 
 log:
   level: info                   # trace, debug, info, warn, error, critical or off
@@ -655,7 +667,7 @@ queries:                        # none at all is fine
     # artifact: heartbeat       # defaults to the name
     lane: events                # control, events, results or uploads
     source:
-      type: vql                 # or artifact (name:, parameters:), clock, synthetic
+      type: vql                 # or artifact (name:, parameters:), clock, synthetic, host
       query: SELECT * FROM clock(period=1)
     batch:                      # a batch is sent at once when none of this query's is being
       rows: 1000                # committed, else at whichever comes first: this many rows,

@@ -52,7 +52,8 @@ namespace outpost {
 // Where a query's rows come from: a VQL query, an artifact (by name), or a
 // built-in test source.
 struct SourceSpec {
-  enum class Kind { synthetic, clock, vql, artifact } kind = Kind::clock;
+  // host: rows the program embedding Outpost pushes (outpost::Agent::push)
+  enum class Kind { synthetic, clock, vql, artifact, host } kind = Kind::clock;
   std::string query;  // vql: the query text
   std::string name;   // artifact: its name
   std::vector<std::pair<std::string, std::string>> parameters;  // vql, artifact: as text
@@ -61,6 +62,7 @@ struct SourceSpec {
   uint64_t max_rows = 0;    // synthetic: stop after this many rows, 0 = never
   uint64_t fail_after = 0;  // synthetic: throw after this many rows (tests of restarts), 0 = never
   std::chrono::milliseconds period{1000};  // clock
+  uint64_t queue_rows = 1000;  // host: rows pushed and not yet taken by the query, at most
 };
 
 struct QuerySpec {
@@ -77,8 +79,10 @@ struct QuerySpec {
 };
 
 struct LinkSpec {
-  enum class Kind { offline, file, collector } kind = Kind::file;
+  // host: the program that embeds Outpost receives the records (outpost::Sink)
+  enum class Kind { offline, file, collector, host } kind = Kind::file;
   std::string path = "outpost-data/delivered.jsonl";  // file
+  unsigned max_unacked = 4;  // host: batches of a lane handed over and not yet acknowledged
   // collector: TLS with a pinned CA unless `insecure`
   std::string host = "127.0.0.1";
   uint16_t port = 4750;

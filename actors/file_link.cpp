@@ -18,7 +18,9 @@ namespace {
 using Self = instrumented<link_actor, file_link_state>;
 constexpr auto kRetryDelay = std::chrono::seconds(1);
 
-std::string render(const persistence::BufferedRecord& r) {
+}  // namespace
+
+std::string json_lines(const persistence::BufferedRecord& r) {
   std::string out;
   try {
     schemas::RecordView view(r.words);
@@ -31,6 +33,8 @@ std::string render(const persistence::BufferedRecord& r) {
   }
   return out;
 }
+
+namespace {
 
 // Appends and fsyncs; false (with last_error set) when the file refuses.
 bool write_durably(Self self, const std::string& text) {
@@ -64,7 +68,7 @@ void failed(Self self, Lane lane) {
 void deliver(Self self, Lane lane, const BufferedRecords& records) {
   auto& st = self->state;
   std::string text;
-  for (auto& r : *records) text += render(r);
+  for (auto& r : *records) text += json_lines(r);
   if (!write_durably(self, text)) return failed(self, lane);
   uint64_t through = records->back().seq;
   st.delivered_through[static_cast<size_t>(lane)] = through;

@@ -35,6 +35,10 @@ struct file_link_state {
   ~file_link_state();
 };
 
+// A record as JSON lines, as the file link writes it; one that passed its
+// checksum but does not decode becomes a line that says so (and is logged).
+std::string json_lines(const persistence::BufferedRecord& r);
+
 // Reads at most this many records per lane per round trip to the buffer.
 inline constexpr uint64_t kLinkReadBatch = 1000;
 

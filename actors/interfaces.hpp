@@ -158,6 +158,14 @@ using supervisor_actor = caf::typed_actor<
     caf::replies_to<reconnect_atom>::with<std::string>,
     caf::replies_to<compact_atom>::with<std::string>>::extend_with<status_interface>;
 
+// The host's sink as the link (api/host_link.hpp): the program embedding
+// Outpost acknowledges the batches it was handed, from any of its threads.
+using host_link_actor = link_actor::extend<
+    // Any thread (a SinkAck): the host stored the batch with this id of a lane.
+    caf::reacts_to<ack_atom, Lane, uint64_t>,
+    // Internal: a lane's failed hand-over, read or buffer ack may be tried again.
+    caf::reacts_to<retry_atom, Lane>>;
+
 // The network link: a link whose network thread (net/net_client.hpp) reports
 // sessions and stored uploads back to it.
 using net_link_actor = link_actor::extend<

@@ -28,7 +28,9 @@ void schedule_pull(Self self, std::chrono::nanoseconds delay = {}) {
 
 void maybe_quit(Self self) {
   auto& st = self->state;
-  bool empty = (!st.batch || st.batch->row_count() == 0) && !st.held;
+  // Rows the source accepted wait for the budget, which the hand-over needs.
+  bool empty = (!st.batch || st.batch->row_count() == 0) && !st.held &&
+               (st.budget || !st.source->holds_accepted_rows());
   if ((st.stopping || st.source_done) && st.in_flight == 0 && empty) {
     spdlog::info("query {} stopped: {} rows produced, {} rows committed", st.spec->name,
                  st.rows_produced, st.rows_committed);
@@ -188,10 +190,30 @@ void report_dropped(Self self, uint64_t dropped) {
   append(self, Lane::CONTROL, std::move(record), 0);
 }
 
+// The records a source encoded itself, after the rows before them. Row
+// batches go through the budget as the query's own do.
+void append_records(Self self, PullResult& result) {
+  auto& st = self->state;
+  for (auto& r : result.records) {
+    send_batch(self);  // the rows before it go first
+    RecordRef record{std::make_shared<const schemas::Encoded>(std::move(r.encoded)), st.spec->id,
+                     r.created_ns ? r.created_ns : schemas::now_ns()};
+    st.rows_produced += r.rows;
+    if (r.rows == 0 || st.held) {  // held: the source gave more than one batch in a pull
+      append(self, r.lane, std::move(record), r.rows);
+      continue;
+    }
+    ++st.batches_sent;
+    st.held = std::make_unique<query_state::Held>(query_state::Held{r.lane, std::move(record), r.rows});
+    send_held(self);
+  }
+}
+
 void pull(Self self) {
   auto& st = self->state;
   st.pull_scheduled = st.asleep = false;
-  if (st.paused || st.budget_wait || st.source_done || st.stopping || st.suspended) return;
+  // A source may wake the query before the buffer's budget came (a host's push): the budget's pull comes.
+  if (!st.budget || st.paused || st.budget_wait || st.source_done || st.stopping || st.suspended) return;
   // No new batch while the budget is used up: its rows would only wait.
   if (!st.batch && st.budget->used_up() && wait_for_budget(self, 1)) return;
   if (!st.batch)
@@ -208,11 +230,7 @@ void pull(Self self) {
   if (rows == 0) st.batch.reset();  // a sleeping source holds no batch
   if (before == 0 && rows > 0) st.batch_created_ns = pulled_ns;  // its first row's time
   if (result.dropped) report_dropped(self, result.dropped);
-  for (auto& [lane, encoded] : result.records) {
-    send_batch(self);  // the rows before it go first
-    RecordRef record{std::make_shared<const schemas::Encoded>(std::move(encoded)), st.spec->id, schemas::now_ns()};
-    append(self, lane, std::move(record), 0);
-  }
+  append_records(self, result);
   rows = st.batch ? st.batch->row_count() : 0;
   bool full = rows > 0 && (result.cut || rows >= st.spec->batch_rows || st.batch->full() ||
                            st.batch->encoded_size() >= st.spec->batch_bytes);
@@ -235,6 +253,26 @@ void pull(Self self) {
       send_batch(self);
       maybe_quit(self);
       break;
+  }
+}
+
+// At the hand-over: the rows a source holds for someone else go to the
+// buffer too (the query is stopping: whatever the budget).
+void drain_accepted(Self self) {
+  auto& st = self->state;
+  if (!st.budget) return;  // again once it comes
+  while (st.source->holds_accepted_rows()) {
+    if (!st.batch)
+      st.batch = std::make_unique<schemas::RowBatchWriter>(st.spec->id, st.spec->artifact.c_str(),
+                                                           st.spec->name.c_str(), st.spec->lane,
+                                                           st.source->columns(), st.next_batch_words);
+    size_t before = st.batch->row_count();
+    PullResult result = st.source->pull(*st.batch, kPullBudget);
+    report_refused(self, st.batch->take_refused());
+    st.rows_produced += st.batch->row_count() - before;
+    append_records(self, result);  // may send the batch
+    if (st.batch && (result.cut || st.batch->row_count() >= st.spec->batch_rows || st.batch->full()))
+      send_batch(self);
   }
 }
 
@@ -295,7 +333,10 @@ query_actor::behavior_type query(instrumented<query_actor, query_state> self,
       .then(
           [=](PendingBudgetPtr budget) {
             self->state.budget = std::move(budget);
-            schedule_pull(self);
+            if (!self->state.stopping) return schedule_pull(self);
+            drain_accepted(self);  // handed over before it could
+            send_batch(self);
+            maybe_quit(self);
           },
           [=](caf::error& err) { self->quit(err); });
   return {
@@ -318,6 +359,7 @@ query_actor::behavior_type query(instrumented<query_actor, query_state> self,
       [=](hand_over_atom) -> uint64_t {
         auto& st = self->state;
         st.stopping = true;
+        drain_accepted(self);
         send_batch(self);
         uint64_t awaiting_commit = st.rows_produced - st.rows_committed;
         maybe_quit(self);

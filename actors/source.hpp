@@ -25,8 +25,16 @@ struct PullResult {
   // it if empty) and start one with columns() again.
   bool cut = false;
   uint64_t dropped = 0;  // events the source missed since the last pull (reported, never hidden)
-  // Records of another kind (file chunks), appended after the batch so far.
-  std::vector<std::pair<schemas::Lane, schemas::Encoded>> records{};
+  // Records the source encoded itself, appended after the batch so far: of
+  // another kind (file chunks), or row batches (the host's pushed rows, then
+  // with their row count, appended as the query's own batches are).
+  struct Record {
+    schemas::Lane lane;
+    schemas::Encoded encoded;
+    uint64_t rows = 0;
+    int64_t created_ns = 0;  // 0: when appended
+  };
+  std::vector<Record> records{};
 };
 
 // Called from the query actor's thread, one pull per message: a pull must do
@@ -42,6 +50,11 @@ class Source {
   // Adds at most `max_rows` rows to `batch`. May throw: the query then fails
   // and its supervisor restarts it.
   virtual PullResult pull(schemas::RowBatchWriter& batch, size_t max_rows) = 0;
+  // Rows the source accepted from someone else and holds (the host's pushed
+  // rows): at its hand-over the query pulls them into its last batches,
+  // whatever the budget. False by default: other sources' rows are made on
+  // demand.
+  virtual bool holds_accepted_rows() const { return false; }
 };
 
 }  // namespace outpost

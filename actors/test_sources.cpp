@@ -77,9 +77,10 @@ std::unique_ptr<Source> make_test_source(const SourceSpec& spec) {
     case SourceSpec::Kind::synthetic: return std::make_unique<SyntheticSource>(spec);
     case SourceSpec::Kind::clock: return std::make_unique<ClockSource>(spec);
     case SourceSpec::Kind::vql:
-    case SourceSpec::Kind::artifact: break;
+    case SourceSpec::Kind::artifact: throw std::invalid_argument("not a test source: VQL and artifacts need the query engine");
+    case SourceSpec::Kind::host: break;
   }
-  throw std::invalid_argument("not a test source: VQL and artifacts need the query engine");
+  throw std::invalid_argument("not a test source: a host source is fed by the program embedding Outpost");
 }
 
 }  // namespace outpost

@@ -11,6 +11,8 @@
 #include "actors/supervisor.hpp"
 #include "actors/system_config.hpp"
 #include "api/agent_impl.hpp"
+#include "api/host_link.hpp"
+#include "api/host_source.hpp"
 #include "net/agent/inspector_server.hpp"
 #include "net/agent/metrics_server.hpp"
 #include "net/agent/net_link.hpp"
@@ -24,6 +26,7 @@ std::string describe(const LinkSpec& link) {
   switch (link.kind) {
     case LinkSpec::Kind::file: return "file " + link.path;
     case LinkSpec::Kind::offline: return "offline";
+    case LinkSpec::Kind::host: return "the host's sink";
     case LinkSpec::Kind::collector:
       return "collector " + link.host + ":" + std::to_string(link.port) +
              (link.insecure ? " (INSECURE: no TLS)" : " (TLS)");
@@ -42,10 +45,17 @@ std::string agent_name(const AgentConfig& config) {
   return config.link.agent_id.empty() ? host_name() : config.link.agent_id;
 }
 
-// `inspector` makes the read-only inspector the collector may ask for.
+// `inspector` makes the read-only inspector the collector may ask for; a
+// host link's acknowledgements go through `acks`.
 link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf,
                       std::shared_ptr<const persistence::BufferStore> store, const LinkSpec& link,
-                      std::function<kj::Own<inspector::Inspector::Server>(kj::Timer&)> inspector) {
+                      std::function<kj::Own<inspector::Inspector::Server>(kj::Timer&)> inspector,
+                      const Sink& sink, std::shared_ptr<AckChannel>& acks) {
+  if (link.kind == LinkSpec::Kind::host) {
+    auto [host, channel] = spawn_host_link(sys, buf, sink, link.max_unacked);
+    acks = std::move(channel);
+    return caf::actor_cast<link_actor>(host);
+  }
   if (link.kind != LinkSpec::Kind::collector) {
     bool file = link.kind == LinkSpec::Kind::file;
     return spawn_file_link(sys, buf, file ? link.path : std::string{}, file);
@@ -90,6 +100,17 @@ std::unique_ptr<net::MetricsServer> start_metrics(caf::actor_system& sys, ActorR
   }
 }
 
+// The engine's sources, and the host's for queries with `source: {type: host}`.
+SourceFactory with_host_sources(SourceFactory engine, std::map<std::string, std::shared_ptr<PushQueue>> queues) {
+  auto check = engine.check;
+  return SourceFactory(
+      [engine = std::move(engine), queues = std::move(queues)](const QuerySpec& q) -> std::unique_ptr<Source> {
+        if (q.source.kind != SourceSpec::Kind::host) return engine(q);
+        return std::make_unique<HostSource>(queues.at(q.name));
+      },
+      std::move(check));
+}
+
 // The buffer, opened (and salvaged when damaged). Throws on failure.
 std::shared_ptr<persistence::BufferStore> open_buffer(const AgentConfig& config) {
   // The store's limit includes the shutdown reserve (buffer_actor.hpp).
@@ -118,6 +139,10 @@ const char* to_string(Errc code) {
     case Errc::already_started: return "already_started";
     case Errc::timeout: return "timeout";
     case Errc::failed: return "failed";
+    case Errc::would_block: return "would_block";
+    case Errc::unknown_query: return "unknown_query";
+    case Errc::not_running: return "not_running";
+    case Errc::too_large: return "too_large";
   }
   return "unknown";
 }
@@ -138,6 +163,13 @@ AgentConfig Agent::Impl::load_config() const {
     } catch (const std::exception& e) {
       throw ConfigError(origin + ": query " + q.name + ": " + e.what());
     }
+  bool host_link = config.link.kind == LinkSpec::Kind::host;
+  if (host_link && !options.sink)
+    throw ConfigError(origin + ": link: type host hands the records to the program that embeds Outpost, and this "
+                               "one gave no sink (AgentOptions::sink)");
+  if (!host_link && options.sink)
+    throw ConfigError(origin + ": link: the program gives a sink (AgentOptions::sink), so the link's type must "
+                               "be host");
   if (config.link.kind == LinkSpec::Kind::collector && !config.link.insecure) try {
       net::TlsSetup check(net::TlsFiles{config.link.ca, config.link.cert, config.link.key, false}, false);
     } catch (const std::exception& e) {
@@ -150,6 +182,7 @@ void Agent::Impl::ask_stop() {
   std::lock_guard<std::mutex> lock(mutex);
   if (stop_asked) return;
   stop_asked = true;
+  for (auto& [name, queue] : queues) queue->close();  // what they hold goes with the hand-over
   if (sup) caf::anon_send(sup, shutdown_atom::value);  // else start() sends it when it has one
   // Under the lock: a query leaves the set (and its waker dies) only after taking it.
   for (auto* w : wakers) (*w)();
@@ -169,6 +202,8 @@ void Agent::Impl::tear_down(std::unique_lock<std::mutex>& lock) {
   metrics.reset();
   sensors.reset();  // the queries are gone: no sensor has a subscriber left
   sup = nullptr;
+  if (acks) acks->close();  // the host's later acknowledgements find no link
+  acks.reset();
   sys->await_all_actors_done();
   sys.reset();
   cfg.reset();
@@ -220,20 +255,28 @@ Result Agent::start() {
 
   auto cfg = std::make_unique<AgentSystemConfig>();
   ReleaseCafLogger release;
-  auto sys = std::make_unique<caf::actor_system>(configure_scheduler(*cfg));
+  configure_scheduler(*cfg);
+  if (d.options.worker_threads) cfg->set("scheduler.max-threads", d.options.worker_threads);
+  auto sys = std::make_unique<caf::actor_system>(*cfg);
   uint64_t reserve = config.pending_budget;
   auto buf = sys->spawn<caf::detached>(buffer_with, store, BufferOptions{config.pending_budget, reserve});
   // The collector's operator sees the same as outpostctl, read-only.
   auto remote = config.inspector;
   remote.control = false;
   net::InspectorContext remote_context{*sys, *cfg->registry, d.logs, supervisor_actor{}, remote, agent_name(config)};
-  link_actor link = spawn_link(*sys, buf, store, config.link, [remote_context](kj::Timer& timer) {
-    return net::make_inspector_service(remote_context, timer);
-  });
+  std::shared_ptr<AckChannel> acks;
+  link_actor link = spawn_link(
+      *sys, buf, store, config.link,
+      [remote_context](kj::Timer& timer) { return net::make_inspector_service(remote_context, timer); },
+      d.options.sink, acks);
   caf::anon_send(buf, set_link_atom::value, link);
   auto sensors = std::make_unique<vql::SensorHub>(*sys);
-  auto sup = sys->spawn(supervisor, buf, link, config.queries,
-                        vql::agent_sources(vql::ArtifactRepository::builtin(), sensors.get()), RestartPolicy{});
+  std::map<std::string, std::shared_ptr<PushQueue>> queues;
+  for (auto& q : config.queries)
+    if (q.source.kind == SourceSpec::Kind::host)
+      queues[q.name] = std::make_shared<PushQueue>(q, d.options.on_writable);
+  auto sources = with_host_sources(vql::agent_sources(vql::ArtifactRepository::builtin(), sensors.get()), queues);
+  auto sup = sys->spawn(supervisor, buf, link, config.queries, std::move(sources), RestartPolicy{});
   // The collector's requests (collect, cancel, event table) reach the supervisor through the link.
   if (config.link.kind == LinkSpec::Kind::collector)
     caf::anon_send(caf::actor_cast<net_link_actor>(link), set_supervisor_atom::value, sup);
@@ -261,6 +304,8 @@ Result Agent::start() {
   d.inspector = std::move(inspector);
   d.metrics = std::move(metrics);
   d.sup = sup;
+  d.acks = std::move(acks);
+  d.queues = std::move(queues);
   if (d.stop_asked) caf::anon_send(sup, shutdown_atom::value);  // asked while starting
   return {};
 }
@@ -304,6 +349,43 @@ Result Agent::stop(std::chrono::milliseconds deadline) {
   d.tear_down(lock);
   if (result) result = d.failure.empty() ? Result{} : Result{Errc::failed, d.failure};
   return result;
+}
+
+namespace {
+
+// The host query's queue, when the agent runs; else why not.
+std::pair<PushQueue*, Result> queue_of(Agent::Impl& d, const std::string& query) {
+  std::lock_guard<std::mutex> lock(d.mutex);
+  if (d.phase != Agent::Impl::Phase::running || d.stop_asked)
+    return {nullptr, {Errc::not_running, "the agent is not running"}};
+  auto it = d.queues.find(query);
+  if (it == d.queues.end())
+    return {nullptr, {Errc::unknown_query, "no query named " + query + " has a host source (source: {type: host})"}};
+  return {it->second.get(), {}};  // the agent keeps it until it is destroyed
+}
+
+Result answer(Errc code, const std::string& query) {
+  switch (code) {
+    case Errc::ok: return {};
+    case Errc::would_block:
+      return {code, "query " + query + " holds as many rows as it may (its queue_rows): the buffer is at its limit"};
+    case Errc::too_large:
+      return {code, "query " + query + ": the row alone is bigger than a record may be (" +
+                        std::to_string(schemas::kMaxRecordBytes) + " bytes)"};
+    default: return {code, "the agent is stopping"};
+  }
+}
+
+}  // namespace
+
+Result Agent::push(const std::string& query, const Row& row) {
+  auto [queue, why] = queue_of(*impl_, query);
+  return queue ? answer(queue->push(row), query) : why;
+}
+
+Result Agent::wait_writable(const std::string& query, std::chrono::milliseconds timeout) {
+  auto [queue, why] = queue_of(*impl_, query);
+  return queue ? answer(queue->wait_writable(timeout), query) : why;
 }
 
 Result Agent::wait() {

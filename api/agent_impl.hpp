@@ -6,6 +6,7 @@
 #include <caf/logger.hpp>
 
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -28,6 +29,8 @@ class SensorHub;
 namespace persistence {
 class BufferStore;
 }
+class AckChannel;
+class PushQueue;
 
 // CAF 0.17 leaves a thread that built an actor system or spawned into it
 // holding the system's logger, and the system's destructor waits until every
@@ -74,6 +77,10 @@ struct Agent::Impl {
   std::unique_ptr<net::InspectorServer> inspector;
   std::unique_ptr<net::MetricsServer> metrics;
   supervisor_actor sup;
+  std::shared_ptr<AckChannel> acks;  // a host link's (link: host), else null
+  // Host sources' queues by query name; kept until the agent is destroyed
+  // (push() uses one outside the lock).
+  std::map<std::string, std::shared_ptr<PushQueue>> queues;
 
   // Sends the supervisor its shutdown (once) and wakes the one-shot queries.
   // Takes the lock.

@@ -58,7 +58,7 @@ Result pull(PreparedQuery& p, caf::actor_system& sys, SensorHub& hub, Agent::Imp
     auto stream = merge_streams(std::move(streams));
     uint64_t handed = 0;
     for (;;) {
-      std::vector<Row> rows;
+      std::vector<vql::Row> rows;
       Step step = stream->next(rows, 256);
       for (auto& r : rows) {
         if (!on_row(to_json(r))) return {};

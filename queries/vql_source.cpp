@@ -63,7 +63,7 @@ PullResult VqlSource::pull(schemas::RowBatchWriter& batch, size_t max_rows) {
   for (auto& path : env_.upload_requests) uploads_.add(std::move(path));
   env_.upload_requests.clear();
   if (auto chunk = uploads_.next_chunk(query_id_)) {
-    result.records.emplace_back(schemas::Lane::UPLOADS, std::move(*chunk));
+    result.records.push_back({schemas::Lane::UPLOADS, std::move(*chunk)});
     if (!uploads_.idle()) return result;  // more to send
   }
   if (next_ < pending_.size() || result.cut) return result;  // more to write

@@ -303,7 +303,7 @@ TEST(AgentConfig, StructureErrors) {
       {"buffer: 5", "agent.yaml: buffer: expected a map, got \"5\""},
       {"log: [info]", "agent.yaml: log: expected a map, got a list"},
       {"link: ftp:x",
-       "agent.yaml: link: expected a map, file, file:PATH or offline, got \"ftp:x\""},
+       "agent.yaml: link: expected a map, file, file:PATH, host or offline, got \"ftp:x\""},
       {"queries: {name: a}", "agent.yaml: queries: expected a list of queries, got a map"},
       {"queries: [heartbeat]", "agent.yaml: queries[0]: expected a map, got \"heartbeat\""},
       {"queries: [{name: a, batch: 5}]", "agent.yaml: queries[0].batch: expected a map, got \"5\""},
@@ -328,7 +328,7 @@ TEST(AgentConfig, ValueErrors) {
        "got \"big\""},
       {"queries: [{name: a, source: {type: vql}}]", "agent.yaml: queries[0].source.query: missing; a vql source needs one"},
       {"queries: [{name: a, source: {type: sql}}]",
-       "agent.yaml: queries[0].source.type: expected clock, synthetic, vql or artifact, got \"sql\""},
+       "agent.yaml: queries[0].source.type: expected clock, synthetic, vql, artifact or host, got \"sql\""},
       {"queries: [{name: a, source: {type: artifact, query: x}}]",
        "agent.yaml: queries[0].source.query: unknown key for a artifact source; allowed: type, name, parameters"},
       {"queries: [{name: a, source: {type: vql, query: x, parameters: [1]}}]",
@@ -382,7 +382,7 @@ TEST(AgentConfig, ValueErrors) {
        "agent.yaml: buffer.sync: expected full or none, got \"sometimes\""},
       {"buffer: {dir: \"\"}", "agent.yaml: buffer.dir: expected a non-empty path, got \"\""},
       {"buffer: {dir: {a: 1}}", "agent.yaml: buffer.dir: expected a non-empty path, got a map"},
-      {"link: {type: ftp}", "agent.yaml: link.type: expected file, offline or collector, got \"ftp\""},
+      {"link: {type: ftp}", "agent.yaml: link.type: expected file, offline, collector or host, got \"ftp\""},
       {"link: {type: collector, address: nope}",
        "agent.yaml: link.address: expected host:port, such as 127.0.0.1:4750, got \"nope\""},
       {"link: {type: collector, address: \"h:70000\"}",
@@ -516,9 +516,9 @@ TEST(AgentConfig, OverrideErrors) {
       override_error("log.level.x=1"),
       "--set: log.level: expected trace, debug, info, warn, error, critical or off, got a map");
   EXPECT_EQ(override_error("link=ftp:x"),
-            "--set: link: expected a map, file, file:PATH or offline, got \"ftp:x\"");
+            "--set: link: expected a map, file, file:PATH, host or offline, got \"ftp:x\"");
   EXPECT_EQ(override_error("link=file:"),
-            "--set: link: expected a map, file, file:PATH or offline, got \"file:\"");
+            "--set: link: expected a map, file, file:PATH, host or offline, got \"file:\"");
   EXPECT_EQ(override_error("link.path=/x", offline),
             "--set: link.path: unknown key for an offline link; allowed: type");
   EXPECT_EQ(override_error("queries=x"), "--set: queries: expected a list of queries, got \"x\"");

@@ -301,7 +301,7 @@ TEST_F(AgentTest, LocalCommandsReadAndCheckTheConfiguration) {
                 2, "outpost-agent: invalid configuration: --set: log.levl: unknown key; allowed: level, file\n"}));
   EXPECT_EQ(run_command(tmp, {"artifacts", "list", "--set", "link=ftp:x"}),
             (std::pair<int, std::string>{2, "outpost-agent: invalid configuration: --set: link: expected a map, "
-                                            "file, file:PATH or offline, got \"ftp:x\"\n"}));
+                                            "file, file:PATH, host or offline, got \"ftp:x\"\n"}));
   std::ofstream(config) << "buffer: {limit: lots}\n";
   EXPECT_EQ(run_command(tmp, {"--config", config.string(), "collect", "Linux.Sys.Users"}),
             (std::pair<int, std::string>{2, "outpost-agent: invalid configuration: " + config.string() +

@@ -245,9 +245,9 @@ TEST(CollectorStore, UploadChunksLandAtTheirOffsetsAndASentAgainChunkChangesNoth
   for (int i = 0; i < 50; ++i) {
     schemas::RowBatchWriter batch(42, "a", "s", Lane::RESULTS, source.columns());
     auto r = source.pull(batch, 100);
-    for (auto& [lane, encoded] : r.records) {
-      EXPECT_EQ(lane, Lane::UPLOADS);
-      chunks.push_back(std::move(encoded));
+    for (auto& record : r.records) {
+      EXPECT_EQ(record.lane, Lane::UPLOADS);
+      chunks.push_back(std::move(record.encoded));
     }
     if (r.state == PullResult::State::done) break;
   }

@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace outpost {
@@ -30,6 +31,10 @@ enum class Errc : int {
   already_started,  // start() on an agent that was started before (an Agent runs once)
   timeout,          // stop(): the ordered shutdown did not finish in time and was forced
   failed,           // the agent ended by itself after a failure (for example its link's)
+  would_block,      // push(): the query holds as many rows as it may; the buffer is at its limit
+  unknown_query,    // push(), wait_writable(): no query of that name has a host source
+  not_running,      // push(), wait_writable(): the agent is not running (yet, or any more)
+  too_large,        // push(): the row alone is bigger than a record may be
 };
 
 // The name of a code ("invalid_config", ...).
@@ -41,10 +46,66 @@ struct Result {
   explicit operator bool() const { return code == Errc::ok; }
 };
 
+// --- Rows from the host: a query whose `source: {type: host}` ---------------
+
+// A value in a row the host pushes. Text is UTF-8.
+using Value = std::variant<std::nullptr_t, bool, int64_t, uint64_t, double, std::string>;
+// A row: each column's name and value, in order. A query's rows may differ in
+// their columns (a batch then ends where they change).
+using Row = std::vector<std::pair<std::string, Value>>;
+
+// Called on one of the agent's threads when a host query that answered
+// would_block can take rows again. It must not block; it may push().
+using WritableCallback = std::function<void(const std::string& query)>;
+
+// --- The host as the link: the configuration's `link: host` ---------------
+
+// One record of the buffer, as the host's sink receives it.
+struct SinkRecord {
+  uint64_t seq = 0;       // its place in its lane: increasing, never reused (also across restarts)
+  uint64_t query_id = 0;  // the query that made it
+  uint64_t rows = 0;      // its rows; 0 for a record that is not rows (a log line, an upload chunk)
+  std::string json;       // JSON lines as a file link writes them: one per row, else one
+};
+
+// Records of one lane, handed over together, in seq order.
+struct SinkBatch {
+  std::string lane;  // "control", "events", "results" or "uploads"
+  std::vector<SinkRecord> records;
+};
+
+// The host's word that a batch is stored where it keeps it. Any thread,
+// inside the sink's call or later; the first call counts, later ones do
+// nothing. The buffer deletes a batch once it and every earlier batch of its
+// lane are acknowledged; a batch not acknowledged when the agent stops (or
+// its process dies) comes again at the next start, with the same seqs.
+// After the agent stopped a call does nothing. Blocks on nothing.
+class SinkAck {
+ public:
+  void operator()() const;
+
+  struct State;  // api/host_link.hpp
+  explicit SinkAck(std::shared_ptr<State> state);
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+// Receives each batch on the agent's link thread (one thread, batches of a
+// lane in seq order). It may block: only the link waits. At most
+// `link.max_unacked` batches of a lane are unacknowledged at a time; then the
+// lane waits, the buffer fills and the queries pause at its limit. A sink
+// that throws is an error of the link (logged, counted in its status): the
+// same batch comes again a second later.
+using Sink = std::function<void(const SinkBatch& batch, SinkAck ack)>;
+
 struct AgentOptions {
   std::string config_yaml;               // as outpost-agent's --config file; empty: the built-in one
   std::string origin = "configuration";  // names the configuration in errors (a file's path)
   std::vector<std::string> overrides;    // "key=value" each, as outpost-agent's --set
+  Sink sink;                             // the link, when the configuration says `link: host`
+  WritableCallback on_writable;          // optional: a host query takes rows again
+  unsigned worker_threads = 0;           // threads running the actors; 0: one per core (at least 2)
 };
 
 using Parameters = std::vector<std::pair<std::string, std::string>>;
@@ -111,6 +172,21 @@ class Agent {
   Result run_query(const std::string& vql, const RowCallback& on_row, const QueryOptions& options = {});
   // The same for a built-in artifact, by name.
   Result run_artifact(const std::string& name, const RowCallback& on_row, const QueryOptions& options = {});
+
+  // Hands a row to the query named `query`, whose source is the host's.
+  // The row is encoded on the calling thread; blocks on nothing else. ok:
+  // the agent holds the row; it reaches the buffer as soon as the query's
+  // last append is answered, and an ordered stop commits it (a crash before
+  // that loses it, as it loses rows a query made). would_block: the query
+  // holds `queue_rows` rows it could not yet hand to the buffer, which is at
+  // its limit (nothing else makes a query wait): the row was not taken;
+  // wait_writable() or on_writable says when to push again. too_large,
+  // unknown_query, not_running.
+  Result push(const std::string& query, const Row& row);
+
+  // Blocks until `query` takes rows again (ok), the agent ends (not_running)
+  // or `timeout` passes (would_block). unknown_query.
+  Result wait_writable(const std::string& query, std::chrono::milliseconds timeout);
 
   // The built-in configuration (what an empty config_yaml means), as YAML.
   static std::string default_config_yaml();
