@@ -18,6 +18,8 @@
 #include <variant>
 #include <vector>
 
+#include "outpost/export.hpp"
+
 namespace outpost {
 
 // What a call came to, for the caller to branch on; Result::message says
@@ -38,7 +40,7 @@ enum class Errc : int {
 };
 
 // The name of a code ("invalid_config", ...).
-const char* to_string(Errc code);
+OUTPOST_API const char* to_string(Errc code);
 
 struct Result {
   Errc code = Errc::ok;
@@ -82,10 +84,10 @@ struct SinkBatch {
 // After the agent stopped a call does nothing. Blocks on nothing.
 class SinkAck {
  public:
-  void operator()() const;
+  OUTPOST_API void operator()() const;
 
   struct State;  // api/host_link.hpp
-  explicit SinkAck(std::shared_ptr<State> state);
+  OUTPOST_API explicit SinkAck(std::shared_ptr<State> state);
 
  private:
   std::shared_ptr<State> state_;
@@ -122,10 +124,10 @@ struct QueryOptions {
 class Agent {
  public:
   // Takes the options; checks nothing yet (start() does). Blocks on nothing.
-  explicit Agent(AgentOptions options);
+  OUTPOST_API explicit Agent(AgentOptions options);
   // stop() with its default deadline, unless stopped already. Not on one of
   // the agent's own threads (a host callback), where it cannot wait.
-  ~Agent();
+  OUTPOST_API ~Agent();
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;
 
@@ -134,12 +136,12 @@ class Agent {
   // metrics listeners. Blocks while the buffer opens (a damaged one is
   // salvaged first). invalid_config or io leave nothing running, and the
   // agent stopped; already_started on a second call, also after stop().
-  Result start();
+  OUTPOST_API Result start();
 
   // Checks the configuration as start() does (every query's VQL or
   // artifact, the link's certificates), without starting: ok or
   // invalid_config. Blocks on nothing but reading the certificates.
-  Result check() const;
+  OUTPOST_API Result check() const;
 
   // Ordered shutdown: the queries hand over their last rows, the buffer
   // commits them, then every actor and thread of the agent ends. Idempotent;
@@ -148,30 +150,30 @@ class Agent {
   // query had not handed over are lost) and answers timeout. From one of the
   // agent's own threads (a host callback) it only asks, and returns ok at
   // once; the destructor or a later stop() or wait() waits.
-  Result stop(std::chrono::milliseconds deadline = std::chrono::seconds(30));
+  OUTPOST_API Result stop(std::chrono::milliseconds deadline = std::chrono::seconds(30));
 
   // Asks for the ordered shutdown and returns at once.
-  void request_stop();
+  OUTPOST_API void request_stop();
 
   // Blocks until the agent has ended (by stop(), request_stop() or a
   // failure) and its threads are gone: ok, or failed with the reason. At
   // once when it never started.
-  Result wait();
+  OUTPOST_API Result wait();
 
   // The agent's actors with their counters and their own status: a JSON
   // array with one object per actor, the columns of the VQL plugin actors()
   // (Id, Kind, Name, Parent, State, Mailbox, Handled, RowsIn, RowsOut, ...,
   // Status); "[]" when not running. Waits up to 3 s for the actors' answers.
-  std::string status_json() const;
+  OUTPOST_API std::string status_json() const;
 
   // Runs VQL once and hands each row to `on_row` on the calling thread,
   // until the query ends, max_rows, or on_row answers false. In a running
   // agent it shares the agent's sensors (and actors() lists its actors);
   // otherwise it runs on its own threads, started and ended with the call.
   // An event query runs until on_row answers false (or request_stop()).
-  Result run_query(const std::string& vql, const RowCallback& on_row, const QueryOptions& options = {});
+  OUTPOST_API Result run_query(const std::string& vql, const RowCallback& on_row, const QueryOptions& options = {});
   // The same for a built-in artifact, by name.
-  Result run_artifact(const std::string& name, const RowCallback& on_row, const QueryOptions& options = {});
+  OUTPOST_API Result run_artifact(const std::string& name, const RowCallback& on_row, const QueryOptions& options = {});
 
   // Hands a row to the query named `query`, whose source is the host's.
   // The row is encoded on the calling thread; blocks on nothing else. ok:
@@ -182,14 +184,14 @@ class Agent {
   // its limit (nothing else makes a query wait): the row was not taken;
   // wait_writable() or on_writable says when to push again. too_large,
   // unknown_query, not_running.
-  Result push(const std::string& query, const Row& row);
+  OUTPOST_API Result push(const std::string& query, const Row& row);
 
   // Blocks until `query` takes rows again (ok), the agent ends (not_running)
   // or `timeout` passes (would_block). unknown_query.
-  Result wait_writable(const std::string& query, std::chrono::milliseconds timeout);
+  OUTPOST_API Result wait_writable(const std::string& query, std::chrono::milliseconds timeout);
 
   // The built-in configuration (what an empty config_yaml means), as YAML.
-  static std::string default_config_yaml();
+  OUTPOST_API static std::string default_config_yaml();
 
   struct Impl;  // api/agent_impl.hpp
 
