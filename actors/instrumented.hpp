@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "actors/log_thread.hpp"
 #include "actors/registry.hpp"
 
 namespace outpost {
@@ -75,8 +76,14 @@ class instrumented_actor : public caf::stateful_actor<State, Base> {
     super::enqueue(std::move(ptr), eu);
   }
 
+  // Before the behavior is made: what it logs is the agent's too.
+  void initialize() override {
+    enter();
+    super::initialize();
+  }
+
   caf::invoke_message_result consume(caf::mailbox_element& x) override {
-    t_handling_system = &this->home_system();
+    enter();
     auto* m = metrics_.get();
     if (!m) return super::consume(x);
     Handling h{*this, x, steady_ns(), false, 0, 0, {}};
@@ -98,6 +105,12 @@ class instrumented_actor : public caf::stateful_actor<State, Base> {
   }
 
  private:
+  // This thread works for this actor's system now: its log lines are that agent's.
+  void enter() {
+    t_handling_system = &this->home_system();
+    t_log_route = registry_ ? registry_->log_route() : nullptr;
+  }
+
   // Counts one handling when it ends, also when the handler throws.
   struct Handling {
     instrumented_actor& self;

@@ -83,6 +83,8 @@ class TraceRecorder {
   uint64_t in_second_ = 0;
 };
 
+class LogRoute;
+
 class ActorRegistry {
  public:
   // `counters` false: actors keep no counters (the benchmark's baseline).
@@ -121,6 +123,11 @@ class ActorRegistry {
   // An inspector's watch begins or ends: watched while any lasts.
   void add_watcher();
   void remove_watcher();
+  // Where the agent's log lines go (actors/log_route.hpp): set before the
+  // actor system is made, read by its threads; null: the default logger's.
+  LogRoute* log_route() const { return log_route_; }
+  void set_log_route(LogRoute* route) { log_route_ = route; }
+
   // A handling longer than this counts as slow (WarningThresholds::slow_handler).
   uint64_t slow_ns() const { return slow_ns_.load(std::memory_order_relaxed); }
   void set_slow_ns(uint64_t ns) { slow_ns_.store(ns, std::memory_order_relaxed); }
@@ -136,6 +143,7 @@ class ActorRegistry {
   std::atomic<bool> watching_{false};
   std::atomic<uint64_t> flows_{0};
   std::atomic<uint64_t> slow_ns_{500'000'000};
+  LogRoute* log_route_ = nullptr;
   std::atomic<uint64_t> handled_by_exited_{0};
   std::mutex watchers_mutex_;
   unsigned watchers_ = 0;

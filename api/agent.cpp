@@ -1,4 +1,6 @@
 #include <caf/all.hpp>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -8,11 +10,13 @@
 #include "actors/buffer_reader.hpp"
 #include "actors/file_link.hpp"
 #include "actors/instrumented.hpp"
+#include "actors/log_route.hpp"
 #include "actors/supervisor.hpp"
 #include "actors/system_config.hpp"
 #include "api/agent_impl.hpp"
 #include "api/host_link.hpp"
 #include "api/host_source.hpp"
+#include "api/log_sink.hpp"
 #include "net/agent/inspector_server.hpp"
 #include "net/agent/metrics_server.hpp"
 #include "net/agent/net_link.hpp"
@@ -151,6 +155,21 @@ Agent::Impl::Impl(AgentOptions o) : options(std::move(o)) {}
 
 Agent::Impl::~Impl() = default;
 
+std::shared_ptr<LogRoute> Agent::Impl::make_route(const std::string& level, const std::string& file) const {
+  std::vector<spdlog::sink_ptr> sinks{logs};
+  if (options.log_sink)
+    sinks.push_back(std::make_shared<HostLogSink>(options.log_sink));
+  else
+    sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+  if (!file.empty()) sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(file));
+  return std::make_shared<LogRoute>(std::move(sinks), spdlog::level::from_str(level));
+}
+
+const LogRoute* Agent::Impl::route() const {
+  std::lock_guard<std::mutex> lock(mutex);
+  return log_route.get();
+}
+
 AgentConfig Agent::Impl::load_config() const {
   const auto& origin = options.origin;
   AgentConfig config = parse_agent_config(
@@ -242,6 +261,18 @@ Result Agent::start() {
   } catch (const std::exception& e) {
     return refuse(Errc::invalid_config, e.what());
   }
+  std::shared_ptr<LogRoute> route;
+  try {
+    route = d.make_route(config.log.level, config.log.file);
+  } catch (const std::exception& e) {
+    return refuse(Errc::io, d.options.origin + ": log.file: " + e.what());
+  }
+  route_default_logger();
+  {
+    std::lock_guard<std::mutex> lock(d.mutex);
+    d.log_route = route;
+  }
+  ScopedLogRoute log(route.get());
   std::shared_ptr<persistence::BufferStore> store;
   try {
     if (config.link.kind == LinkSpec::Kind::file) {
@@ -254,6 +285,7 @@ Result Agent::start() {
   }
 
   auto cfg = std::make_unique<AgentSystemConfig>();
+  cfg->registry->set_log_route(route.get());
   ReleaseCafLogger release;
   configure_scheduler(*cfg);
   if (d.options.worker_threads) cfg->set("scheduler.max-threads", d.options.worker_threads);
@@ -331,6 +363,7 @@ Result Agent::stop(std::chrono::milliseconds deadline) {
       return {};
     }
   }
+  ScopedLogRoute log(d.route());
   d.ask_stop();
   auto until = std::chrono::steady_clock::now() + deadline;
   std::unique_lock<std::mutex> lock(d.mutex);
@@ -390,6 +423,7 @@ Result Agent::wait_writable(const std::string& query, std::chrono::milliseconds 
 
 Result Agent::wait() {
   auto& d = *impl_;
+  ScopedLogRoute log(d.route());
   std::unique_lock<std::mutex> lock(d.mutex);
   if (d.phase == Impl::Phase::created) return {};
   d.changed.wait(lock, [&] { return d.phase != Impl::Phase::running; });

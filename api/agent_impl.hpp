@@ -30,6 +30,7 @@ namespace persistence {
 class BufferStore;
 }
 class AckChannel;
+class LogRoute;
 class PushQueue;
 
 // CAF 0.17 leaves a thread that built an actor system or spawned into it
@@ -56,8 +57,15 @@ struct Agent::Impl {
   // (every query's VQL or artifact). Throws ConfigError. Any thread.
   AgentConfig load_config() const;
 
+  // The agent's log: the ring `outpostctl logs` shows, and the host's log
+  // sink or stderr, and `log.file` when set, at `level`. Throws
+  // std::exception when the file cannot be opened. Any thread.
+  std::shared_ptr<LogRoute> make_route(const std::string& level, const std::string& file) const;
+  // The route start() made; null before. Any thread (takes the lock).
+  const LogRoute* route() const;
+
   const AgentOptions options;
-  // The lines `outpostctl logs` shows; outpost-agent feeds it from its log.
+  // The lines `outpostctl logs` shows: the route writes them.
   std::shared_ptr<net::LogRing> logs = std::make_shared<net::LogRing>();
 
   mutable std::mutex mutex;  // guards everything below
@@ -70,6 +78,7 @@ struct Agent::Impl {
   std::set<std::function<void()>*> wakers;   // theirs: request_stop wakes them
 
   // Set by start(), reset by the teardown (in reverse order).
+  std::shared_ptr<LogRoute> log_route;  // set once, by start(); kept to the end: late lines use it
   std::unique_ptr<AgentSystemConfig> cfg;
   std::unique_ptr<caf::actor_system> sys;
   std::shared_ptr<persistence::BufferStore> store;
@@ -97,8 +106,9 @@ struct Agent::Impl {
 
 // What outpost-agent (Outpost's own binary) reaches beyond the public API.
 struct AgentAccess {
-  // The ring of log lines the inspector serves; feed it from the log.
-  static std::shared_ptr<net::LogRing> log_ring(Agent& agent) { return agent.impl_->logs; }
+  // Where the agent's lines go, for a thread of the program's own (its
+  // signal thread) to log into; null before start(). Any thread.
+  static const LogRoute* log_route(const Agent& agent) { return agent.impl_->route(); }
 };
 
 }  // namespace outpost

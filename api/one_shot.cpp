@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <mutex>
 
+#include "actors/log_route.hpp"
 #include "actors/system_config.hpp"
 #include "api/agent_impl.hpp"
 #include "queries/agent_sources.hpp"
@@ -95,6 +96,7 @@ Result run(Agent::Impl& d, const SourceSpec& spec, const RowCallback& on_row, ui
       lock.unlock();
       Result r;
       {
+        ScopedLogRoute log(d.log_route.get());
         ReleaseCafLogger release;  // it spawns into the agent's system
         r = pull(p, *d.sys, *d.sensors, &d, on_row, max_rows);
       }
@@ -105,8 +107,13 @@ Result run(Agent::Impl& d, const SourceSpec& spec, const RowCallback& on_row, ui
     }
     if (agent_only) return {Errc::query_failed, "the agent is not running"};
   }
-  // Not running: a system of its own, whose actors() lists this run's own actors (its sensors).
+  // Not running: a system of its own, whose actors() lists this run's own actors (its sensors),
+  // logging at info to the host's sink or stderr.
+  auto route = d.make_route("info", "");
+  route_default_logger();
+  ScopedLogRoute log(route.get());
   AgentSystemConfig cfg;
+  cfg.registry->set_log_route(route.get());
   caf::actor_system sys{configure_scheduler(cfg)};
   Result r;
   {

@@ -40,6 +40,9 @@ ASAN_EXCLUDE='^(buffer_crash|ProtocolTest\.AcceptGoesOnAfterRunningOutOfDescript
 # collector's storage worker and admin writer answering its loop, the agent's
 # network thread: ProtocolTest, CollectorMemory, ControlStore's writer,
 # NetClientReasons, the in-process EndToEnd). Here:
+#   AgentApi, HostSink, HostPush  the library: start/stop from host threads, the
+#                            host's pushes against its query, acknowledgements
+#                            from host threads against the host link
 #   MetricsTest, TraceRecorder  actor counters written by senders and handlers,
 #                            read by another thread; watching and tracing
 #   BufferStore.Concurrent*  read_concurrently (reader thread) against the owner
@@ -55,13 +58,13 @@ ASAN_EXCLUDE='^(buffer_crash|ProtocolTest\.AcceptGoesOnAfterRunningOutOfDescript
 # it did not end within 600 s (not yet known whether it is slow or stuck;
 # unsanitized and under ASan it takes about a second).
 TSAN_EXCLUDE='^SensorTest\.DistinctArgumentsCannotStartMoreThanTheSensorLimit$'
-TSAN_TESTS='^(AgentApi\.|MetricsTest\.|TraceRecorder\.|BufferStore\.Concurrent|PendingBudget\.|BufferActorTest\.|BufferPurge\.|Pipeline\.|SensorTest\.|CollectorStore\.|StorageGroups\.)'
+TSAN_TESTS='^(AgentApi\.|HostSink\.|HostPush\.|MetricsTest\.|TraceRecorder\.|BufferStore\.Concurrent|PendingBudget\.|BufferActorTest\.|BufferPurge\.|Pipeline\.|SensorTest\.|CollectorStore\.|StorageGroups\.)'
 
 launcher=()
 if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi
-targets=(outpost-unit-tests outpost-actor-tests outpost-net-tests outpost-query-tests outpost-api-tests)
+targets=(outpost-unit-tests outpost-actor-tests outpost-net-tests outpost-query-tests outpost-api-tests outpost-host-tests)
 [ "$kind" = asan ] && targets+=(outpost-fault-proxy-tests outpost-crash-test outpost-inspector-tests)
 
 start=$SECONDS

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <thread>
 
 #include "outpost/outpost.hpp"
@@ -256,6 +257,65 @@ TEST_F(AgentApi, AQueryInARunningAgentSeesItsActorsAndEndsWithIt) {
   events.join();
   EXPECT_TRUE(ended) << ended.message;
   EXPECT_TRUE(agent.wait());
+}
+
+// What a LogSink received.
+struct Lines {
+  std::mutex mutex;
+  std::vector<LogLine> lines;
+  LogSink sink() {
+    return [this](const LogLine& line) {
+      std::lock_guard<std::mutex> lock(mutex);
+      lines.push_back(line);
+    };
+  }
+  // The lines containing `text`.
+  std::vector<LogLine> with(const std::string& text) {
+    std::lock_guard<std::mutex> lock(mutex);
+    std::vector<LogLine> out;
+    for (auto& l : lines)
+      if (l.message.find(text) != std::string::npos) out.push_back(l);
+    return out;
+  }
+};
+
+TEST_F(AgentApi, EachAgentsLogGoesToItsHostSinkAtItsLevel) {
+  Lines la, lb, lc;
+  auto oa = options("a", "alpha", 1), ob = options("b", "beta", 2);
+  oa.log_sink = la.sink();
+  ob.log_sink = lb.sink();
+  // c logs warnings and worse; its query fails after 10 rows.
+  auto oc = options("c", "gamma", 3, "    source: {type: synthetic, rate: 2000, row_size: 32, fail_after: 10}\n");
+  oc.config_yaml.erase(oc.config_yaml.find("    source: {type: synthetic, rate: 2000, row_size: 32}\n"),
+                       std::string("    source: {type: synthetic, rate: 2000, row_size: 32}\n").size());
+  oc.overrides = {"log.level=warn"};
+  oc.log_sink = lc.sink();
+  Agent a(oa), b(ob), c(oc);
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(b.start());
+  ASSERT_TRUE(c.start());
+  ASSERT_TRUE(eventually([&] { return !lc.with("query gamma failed").empty(); }));
+  EXPECT_TRUE(a.stop());
+  EXPECT_TRUE(b.stop());
+  EXPECT_TRUE(c.stop());
+
+  // Lines of the agent's actors, of its threads, and of the host's thread inside stop().
+  for (auto* l : {&la, &lb}) {
+    EXPECT_FALSE(l->with("agent running").empty());
+    EXPECT_FALSE(l->with("supervisor: stopping").empty());
+    EXPECT_FALSE(l->with("agent stopped").empty());
+  }
+  EXPECT_FALSE(la.with("query alpha stopped").empty());
+  EXPECT_TRUE(la.with("beta").empty() && la.with("gamma").empty());
+  EXPECT_FALSE(lb.with("query beta stopped").empty());
+  EXPECT_TRUE(lb.with("alpha").empty() && lb.with("gamma").empty());
+  auto failed = lc.with("query gamma failed");
+  ASSERT_FALSE(failed.empty());
+  EXPECT_EQ(failed[0].level, LogLevel::error);
+  EXPECT_GT(failed[0].time_ns, 0);
+  EXPECT_NE(failed[0].thread, 0u);
+  EXPECT_TRUE(lc.with("agent running").empty()) << "an info line below its level";
+  EXPECT_TRUE(lc.with("alpha").empty() && lc.with("beta").empty());
 }
 
 }  // namespace

@@ -98,4 +98,14 @@ struct E2EBenchOptions {
 
 int run_e2e_bench(const E2EBenchOptions& options);
 
+struct EmbedBenchOptions {
+  std::filesystem::path dir;
+  size_t row_size = 256;
+  size_t rows = 1000000;  // per round, for the host's pushes and the built-in query alike
+  int rounds = 3;
+  bool json = false;
+};
+
+int run_embed_bench(const EmbedBenchOptions& options);
+
 }  // namespace outpost::bench

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "actors/log_thread.hpp"
 #include "actors/agent_config.hpp"
 #include "api/agent_impl.hpp"
 #include "outpost/outpost.hpp"
@@ -25,10 +26,11 @@ namespace {
 
 using namespace outpost;
 
-// Log lines go to stderr, to log.file when one is given, and to the ring the
-// inspector reads (`outpostctl logs`).
-void setup_logging(const LogSpec& log, std::shared_ptr<net::LogRing> ring) {
-  std::vector<spdlog::sink_ptr> sinks{std::make_shared<spdlog::sinks::stderr_color_sink_mt>(), std::move(ring)};
+// This program's own lines (the agent's go where the library routes them:
+// stderr, log.file and the ring `outpostctl logs` reads) go to stderr and to
+// log.file when one is given.
+void setup_logging(const LogSpec& log) {
+  std::vector<spdlog::sink_ptr> sinks{std::make_shared<spdlog::sinks::stderr_color_sink_mt>()};
   if (!log.file.empty()) sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(log.file));
   auto logger = std::make_shared<spdlog::logger>("outpost", sinks.begin(), sinks.end());
   logger->set_level(spdlog::level::from_str(log.level));
@@ -50,6 +52,7 @@ std::string read_config(const std::string& path) {
 // The thread shares the agent: a signal while main returns finds it alive.
 void watch_signals(sigset_t signals, std::shared_ptr<Agent> agent) {
   std::thread([signals, agent] {
+    ScopedLogRoute log(AgentAccess::log_route(*agent));  // its lines are the agent's
     int sig = 0;
     sigwait(&signals, &sig);
     spdlog::info("{} received: shutting down (send it again to force exit)", strsignal(sig));
@@ -154,7 +157,7 @@ int main(int argc, char** argv) {
   }
   auto agent = std::make_shared<Agent>(options);
   try {
-    setup_logging(config.log, AgentAccess::log_ring(*agent));
+    setup_logging(config.log);
   } catch (const std::exception& e) {
     std::cerr << "outpost-agent: log.file: " << e.what() << "\n";
     return 1;

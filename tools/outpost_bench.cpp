@@ -75,6 +75,17 @@ int main(int argc, char** argv) {
   e->add_option("--backlog-mb", e2e.backlog_mb, "MiB spooled while the collector is down")
       ->check(CLI::PositiveNumber);
 
+  EmbedBenchOptions embed;
+  auto* m = app.add_subcommand(
+      "embed", "a host pushing rows through the library's push() into its own sink (link: host), "
+               "through the buffer (sync=full); baseline: the same rows from a built-in synthetic "
+               "query into the same sink, in the same run");
+  m->add_flag("--json", embed.json, "print one JSON object");
+  m->add_option("--dir", embed.dir, "working directory (default: a new temp dir)");
+  m->add_option("--row-size", embed.row_size, "bytes of each row's Data column")->check(CLI::PositiveNumber);
+  m->add_option("--rows", embed.rows, "rows per round")->check(CLI::PositiveNumber);
+  m->add_option("--rounds", embed.rounds, "rounds; the median counts")->check(CLI::PositiveNumber);
+
   CLI11_PARSE(app, argc, argv);
   spdlog::set_default_logger(spdlog::stderr_color_mt("bench"));  // stdout carries the results
   try {
@@ -83,6 +94,7 @@ int main(int argc, char** argv) {
     if (*e) return run_e2e_bench(e2e);
     if (*v) return run_vql_bench(vql);
     if (*s) return run_sensors_bench(sensors);
+    if (*m) return run_embed_bench(embed);
     return run_queries_bench(queries);
   } catch (const std::exception& e) {
     fprintf(stderr, "outpost-bench: %s\n", e.what());

@@ -101,12 +101,30 @@ class SinkAck {
 // same batch comes again a second later.
 using Sink = std::function<void(const SinkBatch& batch, SinkAck ack)>;
 
+// --- The agent's log ------------------------------------------------------
+
+enum class LogLevel { trace, debug, info, warn, error, critical };
+
+struct LogLine {
+  LogLevel level = LogLevel::info;
+  int64_t time_ns = 0;  // wall clock, nanoseconds since the Unix epoch
+  uint64_t thread = 0;  // the OS thread that logged it
+  std::string message;
+};
+
+// Receives the agent's log lines at or above its `log.level` (which
+// `outpostctl log-level` changes), one call at a time, on the thread that
+// logs: one of the agent's, or a host thread inside a call to the Agent. It
+// must not call the Agent; what it throws is dropped.
+using LogSink = std::function<void(const LogLine& line)>;
+
 struct AgentOptions {
   std::string config_yaml;               // as outpost-agent's --config file; empty: the built-in one
   std::string origin = "configuration";  // names the configuration in errors (a file's path)
   std::vector<std::string> overrides;    // "key=value" each, as outpost-agent's --set
   Sink sink;                             // the link, when the configuration says `link: host`
   WritableCallback on_writable;          // optional: a host query takes rows again
+  LogSink log_sink;                      // the agent's log; empty: stderr (and `log.file` when set)
   unsigned worker_threads = 0;           // threads running the actors; 0: one per core (at least 2)
 };
 

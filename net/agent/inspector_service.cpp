@@ -1,3 +1,4 @@
+#include "actors/log_route.hpp"
 #include "net/agent/inspector_service.hpp"
 
 #include <caf/event_based_actor.hpp>
@@ -201,7 +202,10 @@ class InspectorImpl final : public Inspector::Server {
       auto level = spdlog::level::from_str(target);
       if (level == spdlog::level::off && target != "off")
         throw error_text("no log level " + target + " (trace, debug, info, warn, error, critical, off)");
-      spdlog::default_logger()->set_level(level);
+      if (auto* route = ctx_.registry.log_route())
+        route->set_level(level);  // this agent's lines
+      else
+        spdlog::default_logger()->set_level(level);
       spdlog::info("inspector: log level set to {}", target);
       call.getResults().setResult("log level " + target);
       return kj::READY_NOW;

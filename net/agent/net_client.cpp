@@ -1,3 +1,4 @@
+#include "actors/log_thread.hpp"
 #include "net/agent/net_client.hpp"
 
 #include <arpa/inet.h>
@@ -380,7 +381,8 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
 
 NetClient::NetClient(ClientConfig config, ClientEvents events)
     : config_(std::move(config)), events_(std::move(events)) {
-  thread_ = std::thread([this] {
+  thread_ = std::thread([this, route = t_log_route] {
+    ScopedLogRoute log(route);  // its link's agent's
     std::string why;
     try {
       Loop loop(*this);

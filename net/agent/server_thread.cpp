@@ -2,13 +2,16 @@
 
 #include <spdlog/spdlog.h>
 
+#include "actors/log_thread.hpp"
+
 #include <exception>
 #include <memory>
 
 namespace outpost::net {
 
 ServerThread::ServerThread(std::string name, std::function<void(ServerThread&)> body) : name_(std::move(name)) {
-  thread_ = std::thread([this, body = std::move(body)] {
+  thread_ = std::thread([this, body = std::move(body), route = t_log_route] {
+    ScopedLogRoute log(route);  // its owner's agent's
     try {
       body(*this);
     } catch (const kj::Exception& e) {
