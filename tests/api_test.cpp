@@ -259,6 +259,22 @@ TEST_F(AgentApi, AQueryInARunningAgentSeesItsActorsAndEndsWithIt) {
   EXPECT_TRUE(agent.wait());
 }
 
+TEST_F(AgentApi, TheHostChoosesTheNumberOfWorkerThreads) {
+  auto threads_of = [&](unsigned workers, const std::string& dir) {
+    auto o = options(dir);
+    o.worker_threads = workers;
+    Agent agent(o);
+    size_t before = count_entries("/proc/self/task");
+    EXPECT_TRUE(agent.start());
+    EXPECT_TRUE(eventually([&] { return delivered(dir, 7) > 10; }));  // running, its threads all there
+    size_t during = count_entries("/proc/self/task");
+    EXPECT_TRUE(agent.stop());
+    return during - before;
+  };
+  size_t two = threads_of(2, "two"), seven = threads_of(7, "seven");
+  EXPECT_EQ(seven - two, 5u) << two << " threads with 2 workers, " << seven << " with 7";
+}
+
 // What a LogSink received.
 struct Lines {
   std::mutex mutex;
