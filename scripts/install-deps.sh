@@ -15,6 +15,7 @@ packages=(
   libssl-dev
   libre2-dev
   tmux  # outpostctl top's tests drive it in a real terminal (send-keys, capture-pane)
+  python3  # examples/embed-python (ctypes over the C API), built and run by a package test
 )
 
 missing=()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What a vendor does with Outpost: install the build into a prefix, build
 # examples/embed-cpp out of tree against it, once with liboutpost.so and once
-# with liboutpost.a, and run both; then compile and run a program with the
-# flags pkg-config gives for outpost and for outpost-static.
+# with liboutpost.a, and run both; the same for examples/embed-c (the C API,
+# liboutpost.so) and examples/embed-python (ctypes over it); then compile and run a program with the flags pkg-config
+# gives for outpost and for outpost-static.
 # Run by ctest: package_install_check.sh CMAKE BUILD_DIR SOURCE_DIR CXX LIBDIR
 set -euo pipefail
 cmake=$1 build=$2 source=$3 cxx=$4 libdir=$5
@@ -36,6 +37,15 @@ for variant in shared static; do
   step "$cmake" --build "$work/$variant"
   step "$work/$variant/embed-cpp" "$work/run-$variant"
 done
+
+# The C host (examples/embed-c): C only, against liboutpost.so.
+step "$cmake" -S "$source/examples/embed-c" -B "$work/c" -DCMAKE_PREFIX_PATH="$prefix" \
+     -DCMAKE_FIND_PACKAGE_NO_PACKAGE_REGISTRY=ON
+step "$cmake" --build "$work/c"
+step "$work/c/embed-c" "$work/run-c"
+
+# The Python host (examples/embed-python): ctypes over the C API of the installed library.
+step python3 "$source/examples/embed-python/embed.py" "$prefix/$libdir/liboutpost.so" "$work/run-py"
 
 export PKG_CONFIG_PATH="$prefix/$libdir/pkgconfig"
 cat >"$work/pc.cpp" <<'CPP'
