@@ -5,8 +5,11 @@
 #include <kj/timer.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 
+#include <mutex>
 #include <string>
 
 namespace outpost::net {
@@ -16,6 +19,26 @@ namespace outpost::net {
 inline kj::Exception error_text(const std::string& text,
                                 kj::Exception::Type type = kj::Exception::Type::FAILED) {
   return kj::Exception(type, __FILE__, __LINE__, kj::heapString(text.c_str(), text.size()));
+}
+
+// kj::setupAsyncIo() without its change to the whole process: kj's event
+// port sets SIGPIPE to ignored, a choice that belongs to the program Outpost
+// runs in. Instead the calling thread blocks SIGPIPE (a write there to a
+// closed socket fails with EPIPE, whatever the process's disposition), and
+// the disposition is put back as it was. Call once on each thread of ours
+// that runs a kj event loop, at its start.
+inline kj::AsyncIoContext setup_async_io() {
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+  static std::mutex mutex;  // two threads' save and restore must not interleave
+  std::lock_guard<std::mutex> lock(mutex);
+  struct sigaction before;
+  sigaction(SIGPIPE, nullptr, &before);
+  auto io = kj::setupAsyncIo();
+  sigaction(SIGPIPE, &before, nullptr);
+  return io;
 }
 
 // `promise`, or a DISCONNECTED error naming `what` once `limit` has passed.

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <dirent.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <set>
@@ -273,6 +274,31 @@ TEST_F(AgentApi, TheHostChoosesTheNumberOfWorkerThreads) {
   };
   size_t two = threads_of(2, "two"), seven = threads_of(7, "seven");
   EXPECT_EQ(seven - two, 5u) << two << " threads with 2 workers, " << seven << " with 7";
+}
+
+// The process's SIGPIPE disposition is the host's: an agent with every
+// network thread (its link's, its inspector's, its metrics listener's) leaves
+// it as it found it, whether the default or the host's own handler.
+void host_handler(int) {}
+
+TEST_F(AgentApi, TheHostsSigpipeDispositionIsLeftAlone) {
+  for (auto handler : {SIG_DFL, &host_handler}) {
+    struct sigaction set {}, after {};
+    set.sa_handler = handler;
+    ASSERT_EQ(sigaction(SIGPIPE, &set, nullptr), 0);
+    auto dir = std::string(handler == SIG_DFL ? "dfl" : "own");
+    auto o = options(dir);
+    o.overrides = {"link.type=collector", "link.address=127.0.0.1:1", "link.insecure=true",
+                   "inspector.socket=" + tmp.path(dir + "/i.sock").string(), "inspector.metrics=127.0.0.1:0"};
+    Agent agent(o);
+    ASSERT_TRUE(agent.start());
+    // Its threads are up once the inspector answers actors() and the link has tried to connect.
+    ASSERT_TRUE(eventually([&] { return agent.status_json().find("\"failed_attempts\":") != std::string::npos; }));
+    ASSERT_EQ(sigaction(SIGPIPE, nullptr, &after), 0);
+    EXPECT_EQ(after.sa_handler, handler) << dir;
+    EXPECT_TRUE(agent.stop());
+  }
+  signal(SIGPIPE, SIG_DFL);
 }
 
 // What a LogSink received.

@@ -78,7 +78,7 @@ kj::AutoCloseFd listen_on(const std::string& path) {
 class InspectorServer::Loop final : private kj::TaskSet::ErrorHandler {
  public:
   Loop(InspectorServer& owner, kj::AutoCloseFd fd)
-      : ctx_(owner.context_), io_(kj::setupAsyncIo()), tasks_(*this),
+      : ctx_(owner.context_), io_(setup_async_io()), tasks_(*this),
         listener_(io_.lowLevelProvider->wrapListenSocketFd(fd.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP)) {}
 
   void run(ServerThread& thread) {

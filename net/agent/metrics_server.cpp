@@ -11,6 +11,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "net/kj_util.hpp"
 #include "actors/openmetrics.hpp"
 #include "net/agent/inspector_service.hpp"
 
@@ -59,7 +60,7 @@ kj::AutoCloseFd listen_on(const std::string& address, uint16_t& port) {
 class MetricsServer::Loop final : public kj::HttpService, private kj::TaskSet::ErrorHandler {
  public:
   Loop(MetricsServer& owner, kj::AutoCloseFd fd)
-      : owner_(owner), io_(kj::setupAsyncIo()), tasks_(*this),
+      : owner_(owner), io_(setup_async_io()), tasks_(*this),
         listener_(io_.lowLevelProvider->wrapListenSocketFd(fd.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP)),
         server_(io_.provider->getTimer(), headers_, *this) {}
 

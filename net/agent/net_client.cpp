@@ -43,7 +43,7 @@ kj::Exception failed_at(const char* what, const kj::Exception& e) {
 class NetClient::Loop : private kj::TaskSet::ErrorHandler {
  public:
   explicit Loop(NetClient& owner)
-      : owner_(owner), io_(kj::setupAsyncIo()), backoff_(owner.config_.backoff, kHealthyAfter),
+      : owner_(owner), io_(setup_async_io()), backoff_(owner.config_.backoff, kHealthyAfter),
         tasks_(*this) {
     auto& tls = owner_.config_.tls;
     if (tls.insecure)
