@@ -355,18 +355,28 @@ TEST_F(AgentTest, QueryCollectAndArtifactsRunLocally) {
 }
 
 TEST_F(AgentTest, ConfiguredVqlRunsAndABadQueryStopsTheStart) {
+  auto delivered = tmp.path("delivered.jsonl");
   std::ofstream(config) << "buffer: {dir: " << tmp.path("buf").string() << "}\n"
-                        << "link: offline\nlog: {file: " << log.string() << "}\n"
-                        << "queries:\n  - name: vql\n    id: 7\n"
+                        << "link: {type: file, path: " << delivered.string() << "}\nlog: {file: " << log.string()
+                        << "}\nqueries:\n  - name: vql\n    id: 7\n"
                         << "    source: {type: vql, query: \"SELECT Tick FROM clock(period=0.05)\"}\n";
+  // The Tick of each row the link delivered, in order.
+  auto delivered_ticks = [&] {
+    std::vector<uint64_t> ticks;
+    static const std::regex tick("\"Tick\":(\\d+)");
+    std::istringstream in(slurp(delivered));
+    std::smatch m;
+    for (std::string line; std::getline(in, line);)
+      if (std::regex_search(line, m, tick)) ticks.push_back(std::stoull(m[1]));
+    return ticks;
+  };
   pid_t agent = start();
-  ASSERT_TRUE(eventually([&] { return log_says("agent running"); })) << slurp(log);
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE(eventually([&] { return delivered_ticks().size() >= 3; })) << slurp(log);
   kill(agent, SIGTERM);
   EXPECT_EQ(wait_exit(agent), 0);
-  auto rows = stored_rows();
-  std::vector<uint64_t> ticks;
-  for (auto& [seq, r] : rows) ticks.insert(ticks.end(), r.begin(), r.end());
+  // Delivered, then what the buffer still holds.
+  std::vector<uint64_t> ticks = delivered_ticks();
+  for (auto& [seq, r] : stored_rows()) ticks.insert(ticks.end(), r.begin(), r.end());
   ASSERT_GE(ticks.size(), 3u);
   for (size_t i = 0; i < ticks.size(); ++i) EXPECT_EQ(ticks[i], i + 1) << "a tick lost or repeated";
 
