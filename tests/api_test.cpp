@@ -261,18 +261,21 @@ TEST_F(AgentApi, AQueryInARunningAgentSeesItsActorsAndEndsWithIt) {
 }
 
 TEST_F(AgentApi, TheHostChoosesTheNumberOfWorkerThreads) {
-  auto threads_of = [&](unsigned workers, const std::string& dir) {
+  size_t idle = count_entries("/proc/self/task");
+  // The process's threads while an agent with `workers` runs; then, once
+  // every thread of it is gone, back to the idle count.
+  auto threads_with = [&](unsigned workers, const std::string& dir) {
     auto o = options(dir);
     o.worker_threads = workers;
     Agent agent(o);
-    size_t before = count_entries("/proc/self/task");
     EXPECT_TRUE(agent.start());
     EXPECT_TRUE(eventually([&] { return delivered(dir, 7) > 10; }));  // running, its threads all there
     size_t during = count_entries("/proc/self/task");
     EXPECT_TRUE(agent.stop());
-    return during - before;
+    EXPECT_TRUE(eventually([&] { return count_entries("/proc/self/task") == idle; }));
+    return during;
   };
-  size_t two = threads_of(2, "two"), seven = threads_of(7, "seven");
+  size_t two = threads_with(2, "two"), seven = threads_with(7, "seven");
   EXPECT_EQ(seven - two, 5u) << two << " threads with 2 workers, " << seven << " with 7";
 }
 
