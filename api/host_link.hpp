@@ -28,7 +28,7 @@ namespace outpost {
 // block on nothing else.
 class AckChannel {
  public:
-  // The link, from its first handler on: before it hands over any batch.
+  // The link, as it starts (its behavior's setup): before it hands over any batch.
   void open(host_link_actor link);
   void send(Lane lane, uint64_t batch);
   void close();

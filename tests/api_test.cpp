@@ -341,9 +341,10 @@ TEST_F(AgentApi, EachAgentsLogGoesToItsHostSinkAtItsLevel) {
   oa.log_sink = la.sink();
   ob.log_sink = lb.sink();
   // c logs warnings and worse; its query fails after 10 rows.
-  auto oc = options("c", "gamma", 3, "    source: {type: synthetic, rate: 2000, row_size: 32, fail_after: 10}\n");
-  oc.config_yaml.erase(oc.config_yaml.find("    source: {type: synthetic, rate: 2000, row_size: 32}\n"),
-                       std::string("    source: {type: synthetic, rate: 2000, row_size: 32}\n").size());
+  auto oc = options("c", "gamma", 3);
+  auto source = oc.config_yaml.find("row_size: 32}");
+  ASSERT_NE(source, std::string::npos);
+  oc.config_yaml.replace(source, 13, "row_size: 32, fail_after: 10}");
   oc.overrides = {"log.level=warn"};
   oc.log_sink = lc.sink();
   Agent a(oa), b(ob), c(oc);
