@@ -64,7 +64,8 @@ launcher=()
 if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi
-targets=(outpost-unit-tests outpost-actor-tests outpost-net-tests outpost-query-tests outpost-api-tests outpost-host-tests)
+targets=(outpost-unit-tests outpost-actor-tests outpost-net-tests outpost-query-tests outpost-api-tests outpost-host-tests
+         outpost-c-api-test)
 [ "$kind" = asan ] && targets+=(outpost-fault-proxy-tests outpost-crash-test outpost-inspector-tests)
 
 start=$SECONDS
