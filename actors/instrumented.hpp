@@ -21,6 +21,7 @@
 
 #include "actors/log_thread.hpp"
 #include "actors/registry.hpp"
+#include "actors/status.hpp"
 
 namespace outpost {
 
@@ -100,7 +101,7 @@ class instrumented_actor : public caf::stateful_actor<State, Base> {
   }
 
   bool cleanup(caf::error&& reason, caf::execution_unit* host) override {
-    if (metrics_) registry_->exited(metrics_, reason ? this->home_system().render(reason) : std::string{});
+    if (metrics_) registry_->exited(metrics_, reason ? readable_error(this->home_system(), reason) : std::string{});
     return super::cleanup(std::move(reason), host);
   }
 

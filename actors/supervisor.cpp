@@ -143,7 +143,7 @@ void on_down(Self self, const caf::down_msg& down) {
   using How = supervisor_state::Ended::How;
   using Origin = supervisor_state::Origin;
   auto& st = self->state;
-  std::string reason = down.reason ? self->system().render(down.reason) : "normal";
+  std::string reason = down.reason ? readable_error(self->system(), down.reason) : "normal";
   bool is_buffer = st.buffer && down.source == st.buffer.address();
   bool is_link = st.link && down.source == st.link.address();
   if (is_buffer || is_link) {

@@ -15,6 +15,7 @@
 #include "actors/system_config.hpp"
 #include "api/agent_impl.hpp"
 #include "api/host_link.hpp"
+#include "api/host_plugins.hpp"
 #include "api/host_source.hpp"
 #include "api/log_sink.hpp"
 #include "net/agent/inspector_server.hpp"
@@ -151,7 +152,13 @@ const char* to_string(Errc code) {
   return "unknown";
 }
 
-Agent::Impl::Impl(AgentOptions o) : options(std::move(o)) {}
+Agent::Impl::Impl(AgentOptions o) : options(std::move(o)) {
+  try {
+    registry = host_registry(options.plugins, options.functions);
+  } catch (const std::exception& e) {
+    plugins_refused = std::string("AgentOptions: ") + e.what();
+  }
+}
 
 Agent::Impl::~Impl() = default;
 
@@ -176,7 +183,8 @@ AgentConfig Agent::Impl::load_config() const {
       options.config_yaml.empty() ? default_agent_config_yaml() : options.config_yaml, origin);
   for (auto& o : options.overrides) apply_override(config, o);
   check_agent_config(config, origin);
-  auto sources = vql::agent_sources(vql::ArtifactRepository::builtin(), nullptr);
+  if (!registry) throw ConfigError(plugins_refused);
+  auto sources = vql::agent_sources(vql::ArtifactRepository::builtin(), nullptr, vql::default_paths(), registry);
   for (auto& q : config.queries) try {
       sources.check(q);
     } catch (const std::exception& e) {
@@ -307,7 +315,8 @@ Result Agent::start() {
   for (auto& q : config.queries)
     if (q.source.kind == SourceSpec::Kind::host)
       queues[q.name] = std::make_shared<PushQueue>(q, d.options.on_writable);
-  auto sources = with_host_sources(vql::agent_sources(vql::ArtifactRepository::builtin(), sensors.get()), queues);
+  auto sources = with_host_sources(
+      vql::agent_sources(vql::ArtifactRepository::builtin(), sensors.get(), vql::default_paths(), d.registry), queues);
   auto sup = sys->spawn(supervisor, buf, link, config.queries, std::move(sources), RestartPolicy{});
   // The collector's requests (collect, cancel, event table) reach the supervisor through the link.
   if (config.link.kind == LinkSpec::Kind::collector)

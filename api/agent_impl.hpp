@@ -24,6 +24,7 @@ class InspectorServer;
 class MetricsServer;
 }  // namespace net
 namespace vql {
+class Registry;
 class SensorHub;
 }
 namespace persistence {
@@ -65,6 +66,11 @@ struct Agent::Impl {
   const LogRoute* route() const;
 
   const AgentOptions options;
+  // The plugins and functions its VQL may call: the built-in ones and the
+  // host's (options.plugins, options.functions). Null when the host's were
+  // refused, and `plugins_refused` says why (start() and run_query() answer it).
+  std::shared_ptr<const vql::Registry> registry;
+  std::string plugins_refused;
   // The lines `outpostctl logs` shows: the route writes them.
   std::shared_ptr<net::LogRing> logs = std::make_shared<net::LogRing>();
 

@@ -3,7 +3,6 @@
 
 #include "outpost/outpost.h"
 
-#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -11,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "api/c_plugins.hpp"
+#include "api/row_reader.hpp"
 #include "outpost/outpost.hpp"
 
 struct outpost_agent {
@@ -56,144 +57,6 @@ outpost_code guarded(char** error, Body&& body) {
     return fail(OUTPOST_FAILED, "outpost: an unknown exception", error);
   }
 }
-
-// A flat JSON object as a Row: members in order; null, true, false, numbers
-// (integers exact, as int64 or beyond it uint64), strings (with escapes).
-class RowReader {
- public:
-  explicit RowReader(const char* text) : p_(text) {}
-
-  // Throws std::invalid_argument naming the offset and what was expected.
-  outpost::Row read() {
-    outpost::Row row;
-    expect('{');
-    if (peek() == '}') return ++p_, end(row);
-    for (;;) {
-      std::string name = string();
-      expect(':');
-      row.emplace_back(std::move(name), value());
-      if (peek() == ',') {
-        ++p_;
-        continue;
-      }
-      expect('}');
-      return end(row);
-    }
-  }
-
- private:
-  [[noreturn]] void bad(const std::string& what) {
-    throw std::invalid_argument("row: at offset " + std::to_string(p_ - start_) + ": " + what);
-  }
-  char peek() {
-    while (*p_ == ' ' || *p_ == '\t' || *p_ == '\n' || *p_ == '\r') ++p_;
-    return *p_;
-  }
-  void expect(char c) {
-    if (peek() != c) bad(std::string("expected '") + c + "'");
-    ++p_;
-  }
-  outpost::Row& end(outpost::Row& row) {
-    if (peek() != '\0') bad("text after the object");
-    return row;
-  }
-  void word(const char* w) {
-    for (; *w; ++w, ++p_)
-      if (*p_ != *w) bad("expected a value");
-  }
-  void append_utf8(std::string& out, unsigned cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
-  unsigned hex4() {
-    unsigned v = 0;
-    for (int i = 0; i < 4; ++i, ++p_) {
-      char c = *p_;
-      v <<= 4;
-      if (c >= '0' && c <= '9') v |= c - '0';
-      else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-      else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
-      else bad("expected four hex digits after \\u");
-    }
-    return v;
-  }
-  std::string string() {
-    if (peek() != '"') bad("expected a string");
-    std::string out;
-    for (++p_; *p_ != '"'; ++p_) {
-      if (*p_ == '\0') bad("the string does not end");
-      if (static_cast<unsigned char>(*p_) < 0x20) bad("a control character in a string");
-      if (*p_ != '\\') {
-        out += *p_;
-        continue;
-      }
-      switch (*++p_) {
-        case '"': case '\\': case '/': out += *p_; break;
-        case 'n': out += '\n'; break;
-        case 't': out += '\t'; break;
-        case 'r': out += '\r'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'u': {
-          ++p_;
-          unsigned cp = hex4();
-          if (cp >= 0xD800 && cp < 0xDC00 && p_[0] == '\\' && p_[1] == 'u') {  // a surrogate pair
-            p_ += 2;
-            unsigned low = hex4();
-            if (low < 0xDC00 || low > 0xDFFF) bad("an unpaired surrogate");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-          }
-          append_utf8(out, cp);
-          --p_;
-          break;
-        }
-        default: bad("an unknown escape");
-      }
-    }
-    ++p_;
-    return out;
-  }
-  outpost::Value number() {
-    const char* begin = p_;
-    while (*p_ == '-' || *p_ == '+' || *p_ == '.' || *p_ == 'e' || *p_ == 'E' || (*p_ >= '0' && *p_ <= '9')) ++p_;
-    if (begin == p_) bad("expected a value");
-    int64_t i = 0;
-    if (auto [end, ec] = std::from_chars(begin, p_, i); ec == std::errc() && end == p_) return i;
-    uint64_t u = 0;
-    if (auto [end, ec] = std::from_chars(begin, p_, u); ec == std::errc() && end == p_) return u;
-    std::string text(begin, p_);
-    char* end = nullptr;
-    double d = std::strtod(text.c_str(), &end);
-    if (end != text.c_str() + text.size()) bad("not a number: " + text);
-    return d;
-  }
-  outpost::Value value() {
-    switch (peek()) {
-      case '"': return string();
-      case 't': return word("true"), outpost::Value(true);
-      case 'f': return word("false"), outpost::Value(false);
-      case 'n': return word("null"), outpost::Value(nullptr);
-      case '{': case '[': bad("a nested object or array (a row's values are null, booleans, numbers or strings)");
-      default: return number();
-    }
-  }
-
-  const char* p_;
-  const char* const start_ = p_;
-};
 
 bool missing(const void* p, const char* what, char** error, outpost_code* code) {
   if (p) return false;
@@ -241,8 +104,11 @@ outpost_code outpost_agent_create(const outpost_options* o, outpost_agent** agen
       options.on_writable = [writable, user](const std::string& query) { writable(user, query.c_str()); };
     }
     options.worker_threads = o->worker_threads;
+    add_c_plugins(*o, options);
     *agent = new outpost_agent{std::make_unique<outpost::Agent>(std::move(options))};
     return OUTPOST_OK;
+  } catch (const std::invalid_argument&) {
+    return OUTPOST_INVALID_ARGUMENT;
   } catch (...) {
     return OUTPOST_FAILED;
   }
@@ -308,7 +174,7 @@ outpost_code outpost_agent_push_json(outpost_agent* agent, const char* query, co
     return code;
   outpost::Row parsed;
   try {
-    parsed = RowReader(row).read();
+    parsed = outpost::RowReader(row).row();
   } catch (const std::invalid_argument& e) {
     return fail(OUTPOST_INVALID_ARGUMENT, std::string("push into ") + query + ": " + e.what(), error);
   }

@@ -19,7 +19,7 @@ using namespace vql;
 
 // Pulls the streams on this thread, parking until a source wakes it (or its
 // wait is over, or the agent is stopping), and hands rows to `on_row`.
-Result pull(PreparedQuery& p, caf::actor_system& sys, SensorHub& hub, Agent::Impl* agent,
+Result pull(PreparedQuery& p, const Registry& registry, caf::actor_system& sys, SensorHub& hub, Agent::Impl* agent,
             const RowCallback& on_row, uint64_t max_rows) {
   std::mutex mutex;
   std::condition_variable woken;
@@ -52,7 +52,7 @@ Result pull(PreparedQuery& p, caf::actor_system& sys, SensorHub& hub, Agent::Imp
       agent->wakers.erase(waker);
     }
   } unregister{agent, &waker};
-  Engine engine(default_registry());
+  Engine engine(registry);
   try {
     std::vector<std::unique_ptr<RowStream>> streams;
     for (auto& q : p.queries) streams.push_back(engine.start(*q, p.parameters, env));
@@ -83,9 +83,11 @@ Result pull(PreparedQuery& p, caf::actor_system& sys, SensorHub& hub, Agent::Imp
 // In the running agent; otherwise, unless `agent_only`, in a system of its own.
 Result run(Agent::Impl& d, const SourceSpec& spec, const RowCallback& on_row, uint64_t max_rows,
            bool agent_only = false) {
+  if (!d.registry) return {Errc::invalid_query, d.plugins_refused};
+  const Registry& registry = *d.registry;
   PreparedQuery p;
   try {
-    p = prepare(spec, ArtifactRepository::builtin(), Engine(default_registry()));
+    p = prepare(spec, ArtifactRepository::builtin(), Engine(registry));
   } catch (const std::exception& e) {
     return {Errc::invalid_query, e.what()};
   }
@@ -98,7 +100,7 @@ Result run(Agent::Impl& d, const SourceSpec& spec, const RowCallback& on_row, ui
       {
         ScopedLogRoute log(d.log_route.get());
         ReleaseCafLogger release;  // it spawns into the agent's system
-        r = pull(p, *d.sys, *d.sensors, &d, on_row, max_rows);
+        r = pull(p, registry, *d.sys, *d.sensors, &d, on_row, max_rows);
       }
       lock.lock();
       --d.queries_running;
@@ -118,7 +120,7 @@ Result run(Agent::Impl& d, const SourceSpec& spec, const RowCallback& on_row, ui
   Result r;
   {
     SensorHub hub(sys);
-    r = pull(p, sys, hub, nullptr, on_row, max_rows);
+    r = pull(p, registry, sys, hub, nullptr, on_row, max_rows);
   }
   sys.await_all_actors_done();
   return r;

@@ -20,8 +20,11 @@ PreparedQuery prepare(const SourceSpec& source, const ArtifactRepository& artifa
 }
 
 SourceFactory agent_sources(const ArtifactRepository& artifacts, SensorHub* sensors,
-                            std::shared_ptr<const Paths> paths) {
-  auto engine = std::make_shared<const Engine>(default_registry());
+                            std::shared_ptr<const Paths> paths, std::shared_ptr<const Registry> registry) {
+  // The engine refers to the registry: the lambdas keep both.
+  std::shared_ptr<const Engine> engine(
+      new Engine(registry ? *registry : default_registry()),
+      [registry](const Engine* e) { delete e; });
   auto is_engine_source = [](const QuerySpec& q) {
     return q.source.kind == SourceSpec::Kind::vql || q.source.kind == SourceSpec::Kind::artifact;
   };

@@ -1,5 +1,7 @@
 #include "queries/engine.hpp"
 
+#include <algorithm>
+
 #include "queries/agent_plugins.hpp"
 #include "queries/event_plugins.hpp"
 #include "queries/linux_plugins.hpp"
@@ -49,6 +51,15 @@ class Checker {
       std::string hint = r_.plugin(e.name) ? " (" + e.name + "() is a plugin: use it after FROM)" : "";
       throw QueryError(at(e.pos) + "unknown function " + e.name + "()" + hint);
     }
+    if (e.kind == ast::Expr::Kind::call) try {
+        const auto& spec = r_.function(e.name)->args;
+        std::vector<std::pair<std::string, Value>> names;
+        for (auto& a : e.args) names.emplace_back(a.name, Value());
+        check_arg_names(Args(e.name, std::move(names)), spec);
+        required(e.name, e.args, spec);
+      } catch (const QueryError& err) {
+        throw QueryError(at(e.pos) + err.what());
+      }
     for (auto& o : e.operands) expr(*o);
     for (auto& a : e.args) expr(*a.value);
     if (e.query) select(*e.query);
@@ -64,10 +75,19 @@ class Checker {
     for (auto& a : s.source_args) names.emplace_back(a.name, Value());
     try {
       check_arg_names(Args(s.source, std::move(names)), plugin.args);
+      required(s.source, s.source_args, plugin.args);
       if (auto check = r_.check(s.source)) (*check)(Args(s.source, std::move(constants)));
     } catch (const QueryError& e) {
       throw QueryError(at(s.source_pos) + e.what());
     }
+  }
+
+  // A required argument the call does not name (whatever its value will be).
+  template <class Written>
+  static void required(const std::string& callee, const Written& written, const std::vector<ArgSpec>& spec) {
+    for (auto& a : spec)
+      if (a.required && std::none_of(written.begin(), written.end(), [&](auto& w) { return w.name == a.name; }))
+        Args(callee, {}).fail(a.name, "required");
   }
 
   const Registry& r_;

@@ -40,9 +40,10 @@ ASAN_EXCLUDE='^(buffer_crash|ProtocolTest\.AcceptGoesOnAfterRunningOutOfDescript
 # collector's storage worker and admin writer answering its loop, the agent's
 # network thread: ProtocolTest, CollectorMemory, ControlStore's writer,
 # NetClientReasons, the in-process EndToEnd). Here:
-#   AgentApi, HostSink, HostPush  the library: start/stop from host threads, the
-#                            host's pushes against its query, acknowledgements
-#                            from host threads against the host link
+#   AgentApi, HostSink, HostPush, HostPlugin  the library: start/stop from host
+#                            threads, the host's pushes against its query,
+#                            acknowledgements from host threads against the host
+#                            link, host threads waking the host's plugins
 #   MetricsTest, TraceRecorder  actor counters written by senders and handlers,
 #                            read by another thread; watching and tracing
 #   BufferStore.Concurrent*  read_concurrently (reader thread) against the owner
@@ -58,14 +59,14 @@ ASAN_EXCLUDE='^(buffer_crash|ProtocolTest\.AcceptGoesOnAfterRunningOutOfDescript
 # it did not end within 600 s (not yet known whether it is slow or stuck;
 # unsanitized and under ASan it takes about a second).
 TSAN_EXCLUDE='^SensorTest\.DistinctArgumentsCannotStartMoreThanTheSensorLimit$'
-TSAN_TESTS='^(AgentApi\.|HostSink\.|HostPush\.|MetricsTest\.|TraceRecorder\.|BufferStore\.Concurrent|PendingBudget\.|BufferActorTest\.|BufferPurge\.|Pipeline\.|SensorTest\.|CollectorStore\.|StorageGroups\.)'
+TSAN_TESTS='^(AgentApi\.|HostSink\.|HostPush\.|HostPlugin\.|MetricsTest\.|TraceRecorder\.|BufferStore\.Concurrent|PendingBudget\.|BufferActorTest\.|BufferPurge\.|Pipeline\.|SensorTest\.|CollectorStore\.|StorageGroups\.)'
 
 launcher=()
 if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi
 targets=(outpost-unit-tests outpost-actor-tests outpost-net-tests outpost-query-tests outpost-api-tests outpost-host-tests
-         outpost-c-api-test)
+         outpost-c-api-test outpost-c-plugin-test)
 [ "$kind" = asan ] && targets+=(outpost-fault-proxy-tests outpost-crash-test outpost-inspector-tests)
 
 start=$SECONDS

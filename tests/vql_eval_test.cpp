@@ -141,7 +141,7 @@ TEST(VqlEval, FunctionsAndCoercions) {
   EXPECT_EQ(one("basename(path='/a/b/') + ' ' + dirname(path='/a') + ' ' + dirname(path='a')"), "\"b / .\"");
   EXPECT_EQ(error_of("SELECT lowcase(string=1) FROM range(end=1)"), "lowcase(): string: expected string, got int");
   EXPECT_EQ(error_of("SELECT lowcase(text='a') FROM range(end=1)"),
-            "lowcase(): text: unknown argument (expected string)");
+            "line 1, column 8: lowcase(): text: unknown argument (expected string)");
 }
 
 TEST(VqlEval, SelectWhereOrderLimit) {
@@ -215,7 +215,11 @@ TEST(VqlEval, UnknownNamesFailBeforeAnythingRuns) {
             "line 1, column 15: unknown plugin counter() (counter() is a function, not a plugin)");
   EXPECT_EQ(error_of("SELECT range(end=1) FROM range(end=1)"),
             "line 1, column 8: unknown function range() (range() is a plugin: use it after FROM)");
-  EXPECT_EQ(error_of("SELECT * FROM range()"), "range(): end: required");
+  EXPECT_EQ(error_of("SELECT * FROM range()"), "line 1, column 15: range(): end: required");
+  // A required argument the call leaves out, whatever the values will be.
+  EXPECT_EQ(error_of("SELECT counter() FROM range(end=1); SELECT lowcase() FROM range(end=1)"),
+            "line 1, column 44: lowcase(): string: required");
+  EXPECT_EQ(g_counter_calls, 0);
 }
 
 }  // namespace

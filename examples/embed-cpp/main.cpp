@@ -1,7 +1,8 @@
 // An agent inside a host program, through the public API only. The host is
 // the agent's link (its sink receives what the buffer holds and acknowledges
 // it) and one of its sources (it pushes its own events into a query); it
-// also runs a query once and prints the agent's status.
+// gives VQL a plugin and a function of its own, runs a query with them once
+// and prints the agent's status.
 // Usage: embed-cpp DIR (the agent keeps its buffer below DIR).
 #include <outpost/outpost.hpp>
 
@@ -9,8 +10,12 @@
 #include <condition_variable>
 #include <cstdint>
 #include <iostream>
+#include <memory>
+#include <stdexcept>
 #include <mutex>
 #include <string>
+#include <variant>
+#include <vector>
 
 namespace {
 
@@ -28,6 +33,48 @@ outpost::AgentOptions agent_options(const std::string& dir) {
                         "  - name: logins\n"
                         "    source: {type: host}\n";
   return options;
+}
+
+// The host's own VQL plugin: host_sessions() lists the host's sessions, a
+// slice of at most `budget` rows per call, so that it never holds the
+// agent's thread for long.
+class Sessions : public outpost::PluginStream {
+ public:
+  explicit Sessions(int64_t count) : count_(count) {}
+  outpost::PluginStep next(std::vector<outpost::Row>& rows, size_t budget) override {
+    for (; next_ < count_ && budget > 0; ++next_, --budget)
+      rows.push_back({{"Session", next_}, {"User", std::string(next_ % 3 ? "alice" : "root")}});
+    return next_ < count_ ? outpost::PluginStep::more() : outpost::PluginStep::done();
+  }
+
+ private:
+  int64_t next_ = 0, count_;
+};
+
+outpost::PluginDef sessions_plugin() {
+  outpost::PluginDef def;
+  def.name = "host_sessions";
+  def.description = "The host's sessions.";
+  def.args = {{"count", "int", false, "how many (default 10)"}};
+  def.open = [](const outpost::Arguments& args, outpost::WakeCallback) {
+    auto* count = args.find("count");
+    if (count && !std::holds_alternative<int64_t>(*count)) throw std::invalid_argument("count: expected an int");
+    return std::make_unique<Sessions>(count ? std::get<int64_t>(*count) : 10);
+  };
+  return def;
+}
+
+// And a function: host_privileged(user) is true for the host's admins.
+outpost::FunctionDef privileged_function() {
+  outpost::FunctionDef def;
+  def.name = "host_privileged";
+  def.description = "Whether the host counts `user` as an admin.";
+  def.args = {{"user", "string", true, ""}};
+  def.call = [](const outpost::Arguments& args) -> outpost::Value {
+    auto* user = args.find("user");
+    return user && *user == outpost::Value(std::string("root"));
+  };
+  return def;
 }
 
 // True when `result` is ok; otherwise says what failed.
@@ -56,6 +103,8 @@ int main(int argc, char** argv) {
   const uint64_t kLogins = 1000;
   Received received;
   auto options = agent_options(argv[1]);
+  options.plugins = {sessions_plugin()};
+  options.functions = {privileged_function()};
   options.sink = [&received](const outpost::SinkBatch& batch, outpost::SinkAck ack) {
     std::lock_guard<std::mutex> lock(received.mutex);
     for (auto& record : batch.records) {
@@ -93,6 +142,15 @@ int main(int argc, char** argv) {
   bool queried = ok(agent.run_query("SELECT Hostname, OS, Architecture, Pid FROM info()", print), "query");
   if (queried && rows == 0) {
     std::cerr << "embed-cpp: query: no row\n";
+    queried = false;
+  }
+  // The host's plugin and function, as VQL calls them: 4 of its 12 sessions are root's.
+  rows = 0;
+  queried = ok(agent.run_query("SELECT Session, User FROM host_sessions(count=12) WHERE host_privileged(user=User)",
+                               print),
+               "query") && queried;
+  if (queried && rows != 4) {
+    std::cerr << "embed-cpp: query: " << rows << " privileged sessions, not 4\n";
     queried = false;
   }
   std::cout << agent.status_json() << "\n";

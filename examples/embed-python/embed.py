@@ -29,7 +29,9 @@ class Options(C.Structure):  # outpost_options
     _fields_ = [("config_yaml", C.c_char_p), ("origin", C.c_char_p),
                 ("overrides", C.POINTER(C.c_char_p)), ("override_count", C.c_size_t),
                 ("sink", SINK), ("sink_user", C.c_void_p), ("log", LOG), ("log_user", C.c_void_p),
-                ("on_writable", WRITABLE), ("writable_user", C.c_void_p), ("worker_threads", C.c_uint)]
+                ("on_writable", WRITABLE), ("writable_user", C.c_void_p), ("worker_threads", C.c_uint),
+                ("plugins", C.c_void_p), ("plugin_count", C.c_size_t),  # none here
+                ("functions", C.c_void_p), ("function_count", C.c_size_t)]
 
 
 def load(path):

@@ -74,6 +74,72 @@ typedef void (*outpost_writable_fn)(void* user, const char* query);
 /* A row of a one-shot query, as a JSON object; return 0 to end the query. */
 typedef int (*outpost_row_fn)(void* user, const char* json);
 
+/* --- The host's own VQL plugins and functions (outpost/plugins.hpp) ------
+ * Each callback runs on the thread running its query (one of the agent's,
+ * or the host's inside outpost_agent_query), one call at a time per stream;
+ * the streams of different queries run at once. None may call the agent. */
+
+/* One call of a plugin or function, valid during the callback it is given to. */
+typedef struct outpost_call outpost_call;
+/* Wakes a parked stream: any thread, until the stream's close returns. */
+typedef struct outpost_waker outpost_waker;
+
+/* In a plugin's next: appends a row, a flat JSON object as
+ * outpost_agent_push_json takes. OUTPOST_OK, or OUTPOST_INVALID_ARGUMENT
+ * (the row was not taken; *error says why). */
+OUTPOST_API outpost_code outpost_call_add_row(outpost_call* call, const char* row, char** error);
+/* In a function's call: its value, one JSON value (null, true, false, a
+ * number or a string). Not set: NULL. OUTPOST_OK or OUTPOST_INVALID_ARGUMENT. */
+OUTPOST_API outpost_code outpost_call_set_result(outpost_call* call, const char* value, char** error);
+/* Says why the callback fails (the query's error names the plugin); the
+ * callback then returns its failure (OUTPOST_STEP_FAILED, or nonzero). */
+OUTPOST_API void outpost_call_fail(outpost_call* call, const char* message);
+OUTPOST_API void outpost_waker_wake(const outpost_waker* waker);
+
+/* What a plugin's next says after a slice (as outpost::PluginStep). */
+typedef enum outpost_step {
+  OUTPOST_STEP_MORE = 0, /* call again at once */
+  OUTPOST_STEP_WAIT,     /* call again after *wait_ms */
+  OUTPOST_STEP_PARKED,   /* call again once the waker was woken */
+  OUTPOST_STEP_DONE,     /* no more rows */
+  OUTPOST_STEP_FAILED    /* the query fails (outpost_call_fail says why) */
+} outpost_step;
+
+typedef struct outpost_argument {
+  const char* name;        /* "*": any name goes */
+  const char* type;        /* as shown to users: "string", "int"... (may be NULL) */
+  int required;
+  const char* description; /* may be NULL */
+} outpost_argument;
+
+/* A plugin: SELECT * FROM name(arg=...). `args_json` is the call's arguments
+ * as one JSON object. open makes the call's state (*stream, the host's) and
+ * returns 0, or nonzero to fail the query; next appends up to `budget` rows
+ * after a bounded slice of work (it must not block); close releases the
+ * state (also after a failure of next; not after one of open). */
+typedef struct outpost_plugin {
+  const char* name;
+  const char* description;
+  const outpost_argument* args;
+  size_t arg_count;
+  int event; /* its rows never end by themselves */
+  int (*open)(void* user, const char* args_json, const outpost_waker* waker, outpost_call* call, void** stream);
+  outpost_step (*next)(void* user, void* stream, outpost_call* call, size_t budget, int64_t* wait_ms);
+  void (*close)(void* user, void* stream);
+  void* user;
+} outpost_plugin;
+
+/* A function: name(arg=...) in an expression, once per row. Returns 0 (its
+ * value set by outpost_call_set_result), or nonzero to fail the query. */
+typedef struct outpost_function {
+  const char* name;
+  const char* description;
+  const outpost_argument* args;
+  size_t arg_count;
+  int (*call)(void* user, const char* args_json, outpost_call* call);
+  void* user;
+} outpost_function;
+
 typedef struct outpost_options {
   const char* config_yaml;         /* as outpost-agent's --config file; NULL or "": the built-in one */
   const char* origin;              /* names the configuration in errors; NULL: "configuration" */
@@ -86,10 +152,16 @@ typedef struct outpost_options {
   outpost_writable_fn on_writable; /* may be NULL */
   void* writable_user;
   unsigned worker_threads;         /* 0: one per core, at least 2 */
+  const outpost_plugin* plugins;   /* the host's VQL plugins (copied; each `user` must outlive the agent) */
+  size_t plugin_count;
+  const outpost_function* functions; /* the host's VQL functions (the same) */
+  size_t function_count;
 } outpost_options;
 
 /* Makes an agent from `options` (copied; checked by start). *agent is the
- * host's: release it with outpost_agent_destroy(). */
+ * host's: release it with outpost_agent_destroy(). OUTPOST_INVALID_ARGUMENT:
+ * a NULL pointer, or a plugin or function without a name or a callback it
+ * needs (open and next; call). */
 OUTPOST_API outpost_code outpost_agent_create(const outpost_options* options, outpost_agent** agent);
 /* Stops the agent (30 s deadline) unless stopped, and releases it. Not from
  * a callback of this agent. */

@@ -15,10 +15,11 @@
 #include <memory>
 #include <string>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include "outpost/export.hpp"
+#include "outpost/plugins.hpp"
+#include "outpost/values.hpp"
 
 namespace outpost {
 
@@ -49,12 +50,6 @@ struct Result {
 };
 
 // --- Rows from the host: a query whose `source: {type: host}` ---------------
-
-// A value in a row the host pushes. Text is UTF-8.
-using Value = std::variant<std::nullptr_t, bool, int64_t, uint64_t, double, std::string>;
-// A row: each column's name and value, in order. A query's rows may differ in
-// their columns (a batch then ends where they change).
-using Row = std::vector<std::pair<std::string, Value>>;
 
 // Called on one of the agent's threads when a host query that answered
 // would_block can take rows again. It must not block; it may push().
@@ -126,6 +121,12 @@ struct AgentOptions {
   WritableCallback on_writable;          // optional: a host query takes rows again
   LogSink log_sink;                      // the agent's log; empty: stderr (and `log.file` when set)
   unsigned worker_threads = 0;           // threads running the actors; 0: one per core (at least 2)
+  // The host's own VQL plugins and functions (outpost/plugins.hpp), for the
+  // configured queries, the collector's and run_query(). A name that is not
+  // an identifier, is taken twice or is a built-in's: start(), check() and
+  // run_query() refuse (invalid_config, invalid_query).
+  std::vector<PluginDef> plugins;
+  std::vector<FunctionDef> functions;
 };
 
 using Parameters = std::vector<std::pair<std::string, std::string>>;

@@ -9,6 +9,7 @@
 #include <map>
 
 #include "actors/control.hpp"
+#include "actors/status.hpp"
 #include "actors/warnings.hpp"
 #include "net/kj_util.hpp"
 
@@ -19,13 +20,6 @@ using inspector::Inspector;
 
 // How long an actor may take to answer the inspector.
 constexpr auto kActorTimeout = std::chrono::seconds(3);
-
-// An actor's error as a person reads it: the text it was made with, else CAF's rendering.
-std::string describe(caf::actor_system& sys, const caf::error& e) {
-  auto& context = e.context();
-  if (context.match_elements<std::string>()) return context.get_as<std::string>(0);
-  return sys.render(e);
-}
 
 // Runs `start` in a helper actor; its ok or fail ends the promise.
 template <class T>
@@ -215,7 +209,7 @@ class InspectorImpl final : public Inspector::Server {
     return ask<std::string>(ctx_.sys, [sup, action, target](caf::event_based_actor* self, auto ok, auto fail) {
              auto then = [ok, fail, self](auto&& req) {
                std::move(req).then([ok](std::string& s) { ok(s); },
-                                   [fail, self](caf::error& e) { fail(describe(self->system(), e)); });
+                                   [fail, self](caf::error& e) { fail(readable_error(self->system(), e)); });
              };
              // Cancel and compact take as long as their work (a purge, a copy of the file).
              if (action == A::SUSPEND) then(self->request(sup, kActorTimeout, suspend_atom::value, target));
