@@ -1,12 +1,14 @@
 #include "persistence/files.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -52,6 +54,29 @@ void fsync_path(const fs::path& path) {
   if (rc != 0) fail_errno("fsync failed for", path);
 }
 
+namespace {
+
+// The owner named in the lock file has exited (a kill -9): a process it had
+// forked may still hold the flock for a moment (recovery.cpp's check child,
+// until its parent-death signal ends it).
+bool owner_is_gone(const std::string& pid) {
+  char* end = nullptr;
+  long n = std::strtol(pid.c_str(), &end, 10);
+  return n > 0 && end && *end == '\0' && ::kill(static_cast<pid_t>(n), 0) != 0 && errno == ESRCH;
+}
+
+// Takes the flock within about two seconds, or leaves errno as flock set it.
+bool flock_soon(int fd) {
+  for (int i = 0; i < 200; ++i) {
+    ::usleep(10000);
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
+    if (errno != EWOULDBLOCK) return false;
+  }
+  return false;
+}
+
+}  // namespace
+
 DirLock::DirLock(const fs::path& dir) : path_(dir / "LOCK") {
   const fs::path& path = path_;
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -59,10 +84,10 @@ DirLock::DirLock(const fs::path& dir) : path_(dir / "LOCK") {
   char content[512] = {};
   ssize_t n = ::pread(fd_, content, sizeof content - 1, 0);
   std::string old = n > 0 ? std::string(content, strnlen(content, n)) : "";
-  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+  std::string pid = old.substr(0, old.find('\n'));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0 && !(errno == EWOULDBLOCK && owner_is_gone(pid) && flock_soon(fd_))) {
     int err = errno;
     ::close(fd_);
-    std::string pid = old.substr(0, old.find('\n'));
     if (pid.empty()) pid = "unknown";
     if (err == EWOULDBLOCK)
       throw StoreLocked("directory " + dir.string() + " is in use by process " + pid + " (lock " +

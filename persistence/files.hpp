@@ -12,14 +12,17 @@ void fsync_path(const std::filesystem::path& path);  // a file or a directory
 
 // Exclusive ownership of a buffer directory, held for the object's lifetime.
 // flock is per open file description, so a second opener is refused even in
-// the same process; the lock dies with the process, so kill -9 leaves none.
+// the same process; the lock dies with the process, so kill -9 leaves none
+// (the buffer check's child closes what it inherits at once).
 //
 // The lock file also carries a one-line note after the owner's pid (the
 // store's CloseState): it takes no disk block of its own, so writing it
 // works on a full disk. Not atomic: a torn note reads as none.
 class DirLock {
  public:
-  explicit DirLock(const std::filesystem::path& dir);  // throws StoreLocked
+  // Throws StoreLocked while another owner lives. When the owner the file
+  // names has exited, waits up to ~2 s for a process it forked to let go.
+  explicit DirLock(const std::filesystem::path& dir);
   ~DirLock();
   DirLock(const DirLock&) = delete;
   DirLock& operator=(const DirLock&) = delete;

@@ -75,6 +75,7 @@ ChildEnd run_child(const std::function<void(const Out&)>& body,
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0)
     throw StoreError(std::string("pipe for the buffer check: ") + std::strerror(errno), errno);
+  pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) {
     int err = errno;
@@ -83,8 +84,16 @@ ChildEnd run_child(const std::function<void(const Out&)>& body,
     throw StoreError(std::string("fork for the buffer check: ") + std::strerror(err), err);
   }
   if (pid == 0) {
-    ::close(fds[0]);
+    // The parent's descriptors are not the child's business (it opens what it
+    // reads): above all the directory's lock, whose flock the child would
+    // otherwise hold after its parent died, until its parent-death signal came.
+    if (fds[1] != 3) {
+      ::dup2(fds[1], 3);
+      fds[1] = 3;
+    }
+    ::close_range(4, ~0U, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a parent killed meanwhile takes its child along
+    if (::getppid() != parent) ::_exit(4);  // it died before the line above
     // Above what the process already has (a sanitizer's shadow counts too).
     rlim_t data_kib = 0;
     std::ifstream status("/proc/self/status");

@@ -366,6 +366,46 @@ TEST(BufferStore, SecondOwnerIsRefusedInProcessAndFromAnotherProcess) {
   EXPECT_NE(msg.find("in use by process " + std::to_string(getpid())), std::string::npos) << msg;
 }
 
+// An owner killed with kill -9 may leave a process it forked holding the
+// lock for a moment (as the buffer check's child did until its parent-death
+// signal came): the next opener waits for it instead of refusing.
+TEST(BufferStore, AnOwnerKilledWhileAProcessItForkedHeldTheLockIsFollowedOnceThatLetsGo) {
+  TempDir tmp;
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  pid_t owner = fork();
+  ASSERT_GE(owner, 0);
+  if (owner == 0) {
+    BufferStore store(options_for(tmp.path("buf")));  // writes its pid, holds the flock
+    pid_t child = fork();                             // inherits the lock's descriptor
+    if (child == 0) {
+      for (;;) pause();
+    }
+    (void)!write(ready[1], &child, sizeof child);
+    for (;;) pause();
+  }
+  pid_t child = 0;
+  ASSERT_EQ(read(ready[0], &child, sizeof child), static_cast<ssize_t>(sizeof child));
+  close(ready[0]);
+  close(ready[1]);
+  kill(owner, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(waitpid(owner, &status, 0), owner);
+  // The owner is gone; its child holds the lock until this thread ends it.
+  std::thread ender([child] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    kill(child, SIGKILL);
+  });
+  std::string error;
+  try {
+    BufferStore store(options_for(tmp.path("buf")));
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  ender.join();
+  EXPECT_EQ(error, "");
+}
+
 TEST(BufferStore, CompactionAfterDrainShrinksTheFileAndKeepsTheSeqCounter) {
   TempDir tmp;
   auto o = options_for(tmp.path("buf"));
