@@ -114,6 +114,7 @@ const Registry& default_registry() {
   static const Registry registry = [] {
     Registry r;
     add_builtin_functions(r);
+    add_text_functions(r);
     add_builtin_plugins(r);
     add_linux_plugins(r);
     add_event_plugins(r);

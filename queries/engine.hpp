@@ -134,6 +134,7 @@ Value materialize(const Value& v);
 // plugins, event plugins.
 const Registry& default_registry();
 void add_builtin_functions(Registry& registry);
+void add_text_functions(Registry& registry);  // regex_replace
 void add_builtin_plugins(Registry& registry);  // foreach, if
 
 }  // namespace outpost::vql

@@ -177,18 +177,47 @@ std::string dirname(std::string p) {
   return slash == 0 ? "/" : p.substr(0, slash);
 }
 
+std::optional<int64_t> parse_integer(std::string_view s) {
+  bool negative = false;
+  if (!s.empty() && (s[0] == '+' || s[0] == '-')) {
+    negative = s[0] == '-';
+    s.remove_prefix(1);
+  }
+  int base = 10;
+  bool prefixed = false;
+  if (s.size() > 1 && s[0] == '0') {
+    char p = static_cast<char>(std::tolower(static_cast<unsigned char>(s[1])));
+    base = p == 'x' ? 16 : p == 'b' ? 2 : 8;
+    prefixed = true;
+    s.remove_prefix(p == 'x' || p == 'b' || p == 'o' ? 2 : 1);
+  }
+  if (s.empty()) return std::nullopt;
+  uint64_t n = 0;
+  bool digit_before = prefixed;  // '_' only between digits, or after a base prefix
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == '_') {
+      if (!digit_before || i + 1 == s.size() || s[i + 1] == '_') return std::nullopt;
+      continue;
+    }
+    int d = std::isdigit(static_cast<unsigned char>(c)) ? c - '0'
+            : std::isxdigit(static_cast<unsigned char>(c)) ? std::tolower(static_cast<unsigned char>(c)) - 'a' + 10
+                                                            : 99;
+    if (d >= base || __builtin_mul_overflow(n, static_cast<uint64_t>(base), &n) ||
+        __builtin_add_overflow(n, static_cast<uint64_t>(d), &n))
+      return std::nullopt;
+    digit_before = true;
+  }
+  if (n > (negative ? uint64_t{1} << 63 : uint64_t{INT64_MAX})) return std::nullopt;
+  return negative ? static_cast<int64_t>(0 - n) : static_cast<int64_t>(n);
+}
+
 Value integer(const Value& v) {
   if (auto i = v.as_int()) return *i;
   if (auto d = v.as_double()) return std::isfinite(*d) && std::fabs(*d) < 9.2e18 ? Value(static_cast<int64_t>(*d)) : Value();
   if (auto b = v.as_bool()) return int64_t{*b};
   if (auto t = v.as_timestamp()) return t->ns / 1'000'000'000;
-  if (auto s = v.as_string()) {
-    errno = 0;
-    char* end = nullptr;
-    long long n = std::strtoll(s->c_str(), &end, 0);
-    if (errno || end == s->c_str()) return int64_t{0};
-    return int64_t{n};
-  }
+  if (auto s = v.as_string()) return parse_integer(*s).value_or(0);
   return int64_t{0};
 }
 
@@ -247,8 +276,12 @@ void add_builtin_functions(Registry& r) {
     for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     return Value(std::move(s));
   });
-  fn("split", "Splits `string` at each match of the regex `sep`.",
-     {{"string", "string", true, ""}, {"sep", "regex", true, ""}}, [](const Args& a, Env&) {
+  fn("split", "Splits `string` at each match of the regex `sep`, or at each `sep_string`; NULL with neither.",
+     {{"string", "string", true, ""}, {"sep", "regex", false, ""}, {"sep_string", "string", false, ""}},
+     [](const Args& a, Env&) {
+       if (auto literal = a.string("sep_string"))
+         return Value(split(string_arg(a, "string"), separator(RE2::QuoteMeta(*literal), a)));
+       if (!a.find("sep")) return Value();
        return Value(split(string_arg(a, "string"), separator(string_arg(a, "sep"), a)));
      });
   fn("join", "Joins the items of `array` with `sep`.", {{"array", "list", true, ""}, {"sep", "string", false, ""}},
@@ -268,9 +301,14 @@ void add_builtin_functions(Registry& r) {
        if (auto s = data.as_string()) return Value(static_cast<int64_t>(s->size()));
        return Value(int64_t{0});
      });
-  fn("int", "An integer: strings parsed (0x for hex), floats truncated, timestamps as epoch seconds.",
+  fn("int", "An integer: strings parsed (base prefixes as atoi()), floats truncated, timestamps as epoch seconds.",
      {{"int", "any", false, ""}}, [](const Args& a, Env&) {
        auto v = a.find("int");
+       return v ? integer(*v) : Value(int64_t{0});
+     });
+  fn("atoi", "An integer from `string` as int() reads it (Go's base prefixes 0x, 0o, 0b, 0; '_' between digits); 0 when it is none.",
+     {{"string", "any", false, ""}}, [](const Args& a, Env&) {
+       auto v = a.find("string");
        return v ? integer(*v) : Value(int64_t{0});
      });
   fn("str", "A string: containers as JSON, timestamps in RFC 3339.", {{"str", "any", false, ""}},

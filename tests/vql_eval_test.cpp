@@ -15,6 +15,7 @@ const Registry& test_registry() {
   static const Registry r = [] {
     Registry r;
     add_builtin_functions(r);
+    add_text_functions(r);
     add_builtin_plugins(r);
     r.add(PluginSpec{"range", "rows N from start to end - 1", {{"start", "int", false, ""}, {"end", "int", true, ""}},
                      false, [](const Args& a, Env&) {
@@ -125,6 +126,41 @@ TEST(VqlEval, FieldsIndexesAndContainers) {
 TEST(VqlEval, FunctionsAndCoercions) {
   EXPECT_EQ(one("int(int='0x10') + int(int='12') + int(int=2.9) + int(int=TRUE)"), "31");
   EXPECT_EQ(one("int(int='junk')"), "0");
+  EXPECT_EQ(one("int(int='12abc')"), "0");  // all of it is a number, or it is none
+}
+
+// atoi() reads integers as Go's ParseInt with base 0 does; what is none gives 0.
+TEST(VqlEval, AtoiReadsGoIntegers) {
+  EXPECT_EQ(one("[atoi(string='42'), atoi(string='-17'), atoi(string='+8'), atoi(string='0x1F'), atoi(string='0o17')]"),
+            "[42,-17,8,31,15]");
+  EXPECT_EQ(one("[atoi(string='017'), atoi(string='0b101'), atoi(string='1_000'), atoi(string='0'), atoi(string=7)]"),
+            "[15,5,1000,0,7]");
+  EXPECT_EQ(one("[atoi(string='9223372036854775807'), atoi(string='-9223372036854775808')]"),
+            "[9223372036854775807,-9223372036854775808]");
+  // Not integers: 0.
+  EXPECT_EQ(one("[atoi(string='9223372036854775808'), atoi(string='08'), atoi(string='1__0'), atoi(string='_1')]"),
+            "[0,0,0,0]");
+  EXPECT_EQ(one("[atoi(string=''), atoi(string='0x'), atoi(string=' 1'), atoi(string='1.5'), atoi(string=NULL)]"),
+            "[0,0,0,0,0]");
+}
+
+TEST(VqlEval, SplitAtARegexOrAtALiteralString) {
+  EXPECT_EQ(one("split(string='a.b..c', sep_string='.')"), R"(["a","b","","c"])");
+  EXPECT_EQ(one("split(string='a.b', sep='.')"), R"(["","","",""])");  // sep is a regex
+  EXPECT_EQ(one("split(string='a1b22c', sep='[0-9]+')"), R"(["a","b","c"])");
+  EXPECT_EQ(one("split(string='', sep_string=',')"), R"([""])");
+  EXPECT_EQ(one("split(string='a,b')"), "null");  // neither separator
+}
+
+// regex_replace(): every match, case ignored, $1 and ${name} expanded as Go's Expand does.
+TEST(VqlEval, RegexReplaceExpandsGroupsAndIgnoresCase) {
+  EXPECT_EQ(one("regex_replace(source='Hello hello HELLO', re='hello', replace='bye')"), R"("bye bye bye")");
+  EXPECT_EQ(one("regex_replace(source='key=value', re='(\\w+)=(\\w+)', replace='$2:$1')"), R"("value:key")");
+  EXPECT_EQ(one("regex_replace(source='ab', re='(?P<first>a)', replace='[${first}]')"), R"("[a]b")");
+  EXPECT_EQ(one("regex_replace(source='ab', re='(a)', replace='${1}x $1x $$ $9')"), R"("ax  $ b")");
+  EXPECT_EQ(one("regex_replace(source='abc', re='x*', replace='-')"), R"("-a-b-c-")");
+  EXPECT_EQ(one("regex_replace(source='abc', re='b')"), R"("ac")");
+  EXPECT_EQ(one("regex_replace(source='abc', re='(', replace='x')"), "null");  // not a regex
   EXPECT_EQ(one("str(str=12)"), "\"12\"");
   EXPECT_EQ(one("str(str=[1, 'a'])"), "\"[1,\\\"a\\\"]\"");
   EXPECT_EQ(one("str(str=timestamp(epoch=1700000000))"), "\"2023-11-14T22:13:20.000000000Z\"");
