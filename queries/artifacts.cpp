@@ -18,8 +18,19 @@ namespace {
 
 const char* const kIgnoredKeys[] = {"author", "reference", "references", "precondition", "tools",
                                     "column_types", "export", "imports", "required_permissions",
-                                    "implied_permissions", "resources", "aliases", "level"};
-const char* const kTypes[] = {"string", "int", "bool", "regex"};
+                                    "implied_permissions", "resources", "aliases", "level", "notebook",
+                                    "reports", "friendly_name", "choices"};
+
+// Velociraptor's parameter types, by the type Outpost gives the value:
+// the text ones are strings to the query (a GUI shows them differently).
+const std::pair<const char*, const char*> kTypes[] = {
+    {"string", "string"}, {"str", "string"},  {"hidden", "string"},   {"choices", "string"},
+    {"glob", "string"},   {"yara", "string"}, {"regex", "regex"},     {"int", "int"},
+    {"int64", "int"},     {"integer", "int"}, {"bool", "bool"},       {"float", "float"},
+    {"timestamp", "timestamp"}};
+// Types Velociraptor has that take more than a text (rows, a file from the server).
+const char* const kNotYet[] = {"csv", "json", "json_array", "upload", "upload_file", "server_metadata",
+                               "artifactset", "redacted"};
 
 struct Reader {
   const std::string& origin;
@@ -80,7 +91,38 @@ Value convert(const Artifact::Parameter& p, const std::string& text, std::string
     RE2 re(text, RE2::Quiet);
     if (!re.ok()) error = "not a valid regex: " + re.error();
   }
+  if (p.type == "float") {
+    char* end = nullptr;
+    double d = std::strtod(text.c_str(), &end);
+    if (text.empty() || *end) error = "expected a number, got \"" + text + "\"";
+    return d;
+  }
+  if (p.type == "timestamp") {  // epoch seconds or RFC 3339; empty: no time
+    if (text.empty()) return Value();
+    char* end = nullptr;
+    long long n = std::strtoll(text.c_str(), &end, 10);
+    Value epoch = *end ? Value(text) : Value(int64_t{n});
+    Env env;
+    try {
+      return default_registry().function("timestamp")->call(Args("timestamp", {{"epoch", epoch}}), env);
+    } catch (const std::exception&) {
+      error = "expected a time (epoch seconds or RFC 3339), got \"" + text + "\"";
+      return Value();
+    }
+  }
   return text;
+}
+
+// The type Outpost gives a parameter of Velociraptor's type `type`; fails
+// naming it when there is none (yet).
+std::string value_type(const Reader& r, const std::string& at, const std::string& type) {
+  for (auto& [name, kind] : kTypes)
+    if (type == name) return kind;
+  if (std::find(std::begin(kNotYet), std::end(kNotYet), type) != std::end(kNotYet))
+    r.fail(at, "type \"" + type + "\" is not supported yet");
+  std::string known;
+  for (auto& [name, kind] : kTypes) known += (known.empty() ? "" : ", ") + std::string(name);
+  r.fail(at, "expected one of " + known + ", got \"" + type + "\"");
 }
 
 }  // namespace
@@ -113,10 +155,10 @@ Artifact parse_artifact(const std::string& yaml, const std::string& origin, cons
       Artifact::Parameter p;
       if (!params[i]["name"]) r.fail(at + ".name", "missing");
       p.name = r.text(params[i]["name"], at + ".name");
-      if (params[i]["default"]) p.default_value = r.text(params[i]["default"], at + ".default");
-      if (params[i]["type"]) p.type = r.text(params[i]["type"], at + ".type");
-      if (std::find(std::begin(kTypes), std::end(kTypes), p.type) == std::end(kTypes))
-        r.fail(at + ".type", "expected string, int, bool or regex, got \"" + p.type + "\"");
+      auto given = params[i]["default"];
+      if (given && !given.IsNull()) p.default_value = r.text(given, at + ".default");  // `default:` alone is ""
+      if (params[i]["type"] && !params[i]["type"].IsNull())
+        p.type = value_type(r, at + ".type", r.text(params[i]["type"], at + ".type"));
       if (params[i]["description"]) p.description = r.text(params[i]["description"], at + ".description");
       for (auto& other : a.parameters)
         if (other.name == p.name) r.fail(at + ".name", "\"" + p.name + "\" is declared twice");

@@ -7,7 +7,9 @@
 //   parameters:
 //     - name: ProcessRegex
 //       default: .
-//       type: regex                # string (default), int, bool, regex
+//       type: regex                # string (default), int, bool, float, regex, timestamp
+//                                  # (Velociraptor's str, hidden, choices, glob, yara are strings;
+//                                  # int64 and integer are int)
 //       description: Which processes.
 //   sources:
 //     - name: processes            # optional
@@ -36,7 +38,7 @@ struct Artifact {
   struct Parameter {
     std::string name;
     std::string default_value;
-    std::string type = "string";
+    std::string type = "string";  // the value's: string, int, bool, float, regex or timestamp
     std::string description;
   };
   struct Source {

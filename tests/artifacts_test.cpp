@@ -63,8 +63,11 @@ TEST(Artifacts, MalformedFilesAreRefusedWithThePlace) {
             "my.yaml: sources[0].query: line 1, column 15: unknown plugin nothing()");
   EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: int, default: ten}]\nsources: [{query: SELECT N FROM info()}]\n"),
             "my.yaml: parameters[0].default: expected an integer, got \"ten\"");
-  EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: float}]\nsources: [{query: SELECT N FROM info()}]\n"),
-            "my.yaml: parameters[0].type: expected string, int, bool or regex, got \"float\"");
+  EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: wat}]\nsources: [{query: SELECT N FROM info()}]\n"),
+            "my.yaml: parameters[0].type: expected one of string, str, hidden, choices, glob, yara, regex, int, "
+            "int64, integer, bool, float, timestamp, got \"wat\"");
+  EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: csv}]\nsources: [{query: SELECT N FROM info()}]\n"),
+            "my.yaml: parameters[0].type: type \"csv\" is not supported yet");
   EXPECT_EQ(parse_error("name: A\nparameters: [{name: N}, {name: N}]\nsources: [{query: SELECT N FROM info()}]\n"),
             "my.yaml: parameters[1].name: \"N\" is declared twice");
   EXPECT_EQ(parse_error("name: [A\n"), "my.yaml: line 2, column 1: end of sequence flow not found");
@@ -109,6 +112,49 @@ sources: [{query: "SELECT S, I + 1 AS I1, B, 'sshd' =~ R AS M FROM info()"}]
   }
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(to_json(rows[0]), "{\"S\":\"text\",\"I1\":42,\"B\":true,\"M\":true}");
+}
+
+// Velociraptor's parameter types, its empty defaults and the keys only its GUI reads.
+TEST(Artifacts, ParametersOfVelociraptorsTypesAndKeys) {
+  auto a = parse_artifact(R"Y(name: V
+reports: [{type: CLIENT, template: x}]
+parameters:
+  - {name: H, type: hidden, default: x}
+  - {name: C, type: choices, choices: [a, b], default: a, friendly_name: Choice}
+  - {name: F, type: float, default: "1.5"}
+  - {name: T, type: timestamp}
+  - {name: T2, type: timestamp, default: "2023-11-14T22:13:20Z"}
+  - name: E
+    default:
+  - {name: I, type: int64, default: "7"}
+sources:
+  - query: SELECT H, C, F, T, T2, E, I FROM info()
+    notebook: [{type: vql_suggestion}]
+)Y",
+                          "v.yaml", engine());
+  auto binds = bind_parameters(a, {});
+  ASSERT_EQ(binds.size(), 7u);
+  EXPECT_TRUE(equal(binds[0].value, Value("x")));
+  EXPECT_TRUE(equal(binds[1].value, Value("a")));
+  EXPECT_TRUE(equal(binds[2].value, Value(1.5)));
+  EXPECT_TRUE(binds[3].value.is_null());  // an empty timestamp is no time
+  ASSERT_TRUE(binds[4].value.as_timestamp());
+  EXPECT_EQ(binds[4].value.as_timestamp()->ns, int64_t{1700000000} * 1'000'000'000);
+  EXPECT_TRUE(equal(binds[5].value, Value("")));
+  EXPECT_TRUE(equal(binds[6].value, Value(int64_t{7})));
+  binds = bind_parameters(a, {{"T", "1700000000"}});
+  ASSERT_TRUE(binds[3].value.as_timestamp());
+  EXPECT_EQ(binds[3].value.as_timestamp()->ns, int64_t{1700000000} * 1'000'000'000);
+  auto error = [&](std::vector<std::pair<std::string, std::string>> given) {
+    try {
+      bind_parameters(a, given);
+    } catch (const ArtifactError& e) {
+      return std::string(e.what());
+    }
+    return std::string("<bound>");
+  };
+  EXPECT_EQ(error({{"F", "abc"}}), "V: parameter F: expected a number, got \"abc\"");
+  EXPECT_EQ(error({{"T", "yesterday"}}), "V: parameter T: expected a time (epoch seconds or RFC 3339), got \"yesterday\"");
 }
 
 TEST(Artifacts, UsersFromAFakePasswdThroughTheAgentsFactory) {
