@@ -126,6 +126,11 @@ class Engine {
 // Rows of all `streams` as they come, interleaved; done when all are.
 std::unique_ptr<RowStream> merge_streams(std::vector<std::unique_ptr<RowStream>> streams);
 
+// A compiled regex for functions, cached per thread (up to 100 patterns);
+// null when `pattern` is not a valid regex. Queries' own `=~` use
+// RunContext::regex, cached per query.
+const re2::RE2* cached_regex(const std::string& pattern, bool case_sensitive);
+
 // Materializes a value for functions that want data: a stored query becomes
 // its rows as a list of dicts; anything else is itself.
 Value materialize(const Value& v);

@@ -2,6 +2,8 @@
 
 #include <re2/re2.h>
 
+#include <map>
+
 #include "queries/engine.hpp"
 
 namespace outpost::vql {
@@ -81,6 +83,19 @@ const re2::RE2& RunContext::regex(const std::string& pattern) {
   if (regexes.size() > 1000) regexes.clear();  // patterns computed per row must not grow without bound
   regexes.emplace(pattern, re);
   return *re;
+}
+
+const re2::RE2* cached_regex(const std::string& pattern, bool case_sensitive) {
+  thread_local std::map<std::pair<std::string, bool>, std::unique_ptr<re2::RE2>> cache;
+  auto key = std::make_pair(pattern, case_sensitive);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    if (cache.size() >= 100) cache.clear();
+    RE2::Options options(RE2::Quiet);
+    options.set_case_sensitive(case_sensitive);
+    it = cache.emplace(std::move(key), std::make_unique<re2::RE2>(pattern, options)).first;
+  }
+  return it->second->ok() ? it->second.get() : nullptr;
 }
 
 Value materialize(const Value& v) {

@@ -139,15 +139,8 @@ std::string format(const std::string& fmt, const List& values, const Args& args)
 }
 
 const re2::RE2& separator(const std::string& pattern, const Args& args) {
-  thread_local std::map<std::string, std::unique_ptr<re2::RE2>> cache;
-  auto& re = cache[pattern];
-  if (!re) {
-    if (cache.size() > 100) cache.clear();
-    auto compiled = std::make_unique<re2::RE2>(pattern, RE2::Quiet);
-    if (!compiled->ok()) args.fail("sep", "regex '" + pattern + "': " + compiled->error());
-    return *(cache[pattern] = std::move(compiled));
-  }
-  return *re;
+  if (auto re = cached_regex(pattern, true)) return *re;
+  args.fail("sep", "regex '" + pattern + "': " + re2::RE2(pattern, RE2::Quiet).error());
 }
 
 List split(const std::string& s, const re2::RE2& sep) {

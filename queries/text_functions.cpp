@@ -3,26 +3,11 @@
 #include <re2/re2.h>
 
 #include <algorithm>
-#include <map>
-#include <memory>
 
 #include "queries/engine.hpp"
 
 namespace outpost::vql {
 namespace {
-
-// Velociraptor's regexes in these functions ignore case. Compiled once per
-// thread and pattern (up to 100 kept); null when the pattern is not valid.
-const re2::RE2* caseless(const std::string& pattern) {
-  thread_local std::map<std::string, std::unique_ptr<re2::RE2>> cache;
-  auto it = cache.find(pattern);
-  if (it != cache.end()) return it->second->ok() ? it->second.get() : nullptr;
-  if (cache.size() >= 100) cache.clear();
-  RE2::Options options(RE2::Quiet);
-  options.set_case_sensitive(false);
-  auto& re = cache[pattern] = std::make_unique<re2::RE2>(pattern, options);
-  return re->ok() ? re.get() : nullptr;
-}
 
 // Go's Regexp.Expand: $1 or ${1} a group by number, $name or ${name} by
 // name (the longest run of letters, digits and '_': `$1x` is the group named
@@ -109,7 +94,7 @@ void add_text_functions(Registry& r) {
         auto source = a.string("source");
         auto pattern = a.string("re");
         if (!source || !pattern) return Value();
-        const re2::RE2* re = caseless(*pattern);
+        const re2::RE2* re = cached_regex(*pattern, false);  // Velociraptor's ignore case here
         if (!re) return Value();
         return replace_all(*source, *re, a.string("replace").value_or(""));
       }});
