@@ -26,7 +26,10 @@ inline kj::Exception error_text(const std::string& text,
 // runs in. Instead the calling thread blocks SIGPIPE (a write there to a
 // closed socket fails with EPIPE, whatever the process's disposition), and
 // the disposition is put back as it was. Call once on each thread of ours
-// that runs a kj event loop, at its start.
+// that runs a kj event loop, at its start. kj 0.9.2 sets SIGPIPE ignored each
+// time it makes an event port, so for those microseconds the process sees
+// SIG_IGN: the threads' owners (ServerThread, NetClient) wait until their
+// loop is made, so that this happens inside Agent::start() only.
 inline kj::AsyncIoContext setup_async_io() {
   sigset_t pipe;
   sigemptyset(&pipe);

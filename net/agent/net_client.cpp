@@ -1,6 +1,8 @@
 #include "actors/log_thread.hpp"
 #include "net/agent/net_client.hpp"
 
+#include <future>
+
 #include <arpa/inet.h>
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
@@ -381,11 +383,18 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
 
 NetClient::NetClient(ClientConfig config, ClientEvents events)
     : config_(std::move(config)), events_(std::move(events)) {
-  thread_ = std::thread([this, route = t_log_route] {
+  // The constructor returns once the loop is made (or failed): kj's event
+  // port sets SIGPIPE's disposition while it is made (kj_util.hpp).
+  std::promise<void> made;
+  auto loop_made = made.get_future();
+  thread_ = std::thread([this, &made, route = t_log_route] {
     ScopedLogRoute log(route);  // its link's agent's
     std::string why;
+    bool told = false;
     try {
       Loop loop(*this);
+      made.set_value();
+      told = true;
       loop.run();
       return;
     } catch (const std::exception& e) {
@@ -393,9 +402,11 @@ NetClient::NetClient(ClientConfig config, ClientEvents events)
     } catch (const kj::Exception& e) {
       why = e.getDescription().cStr();
     }
+    if (!told) made.set_value();
     spdlog::critical("link: network thread failed: {}", why);
     if (events_.failed) events_.failed(why);
   });
+  loop_made.wait();
 }
 
 NetClient::~NetClient() {

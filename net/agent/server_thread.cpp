@@ -10,6 +10,7 @@
 namespace outpost::net {
 
 ServerThread::ServerThread(std::string name, std::function<void(ServerThread&)> body) : name_(std::move(name)) {
+  auto started = started_.get_future();
   thread_ = std::thread([this, body = std::move(body), route = t_log_route] {
     ScopedLogRoute log(route);  // its owner's agent's
     try {
@@ -19,7 +20,15 @@ ServerThread::ServerThread(std::string name, std::function<void(ServerThread&)> 
     } catch (const std::exception& e) {
       spdlog::error("{}: stopped: {}", name_, e.what());
     }
+    mark_started();  // also when it ended before its loop waited
   });
+  started.wait();
+}
+
+void ServerThread::mark_started() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!started_set_) started_.set_value();
+  started_set_ = true;
 }
 
 ServerThread::~ServerThread() {
@@ -39,6 +48,7 @@ void ServerThread::wait_until_stopped(kj::WaitScope& scope) {
     if (stopping_) return;
     stop_ = [fulfiller] { (*fulfiller)->fulfill(); };
   }
+  mark_started();
   stop.promise.wait(scope);
 }
 

@@ -4,11 +4,14 @@
 //
 // Threads: construct and destroy on the owner's thread (the destructor
 // stops the loop and joins). `body` runs on the new thread; it makes its
-// event loop and calls wait_until_stopped() on it.
+// event loop and calls wait_until_stopped() on it. The constructor returns
+// once the loop waits (or `body` ended): kj's event port sets SIGPIPE's
+// disposition while it is made (kj_util.hpp), so that is over by then.
 
 #include <kj/async.h>
 
 #include <functional>
+#include <future>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -32,6 +35,9 @@ class ServerThread {
   std::mutex mutex_;
   std::function<void()> stop_;  // rings the loop (set by it once it waits)
   bool stopping_ = false;
+  std::promise<void> started_;   // the loop waits, or the body ended
+  bool started_set_ = false;
+  void mark_started();           // the first call sets `started_`
   std::thread thread_;
 };
 
