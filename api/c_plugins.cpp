@@ -102,15 +102,18 @@ void add_c_plugins(const outpost_options& c, AgentOptions& options) {
   }
 }
 
+// OUTPOST_INVALID_ARGUMENT, with `why` stored for the host (when it asked).
+outpost_code refused(const std::string& why, char** error) {
+  if (error) *error = strdup(why.c_str());
+  return OUTPOST_INVALID_ARGUMENT;
+}
+
 }  // namespace outpost
 
 extern "C" {
 
 outpost_code outpost_call_add_row(outpost_call* call, const char* row, char** error) {
-  auto refuse = [&](const std::string& why) {
-    if (error) *error = strdup(why.c_str());
-    return OUTPOST_INVALID_ARGUMENT;
-  };
+  auto refuse = [error](const std::string& why) { return outpost::refused(why, error); };
   if (!call || !row) return refuse(std::string(call ? "row" : "call") + " is NULL");
   if (!call->rows) return refuse("outpost_call_add_row: not in a plugin's next");
   try {
@@ -122,10 +125,7 @@ outpost_code outpost_call_add_row(outpost_call* call, const char* row, char** er
 }
 
 outpost_code outpost_call_set_result(outpost_call* call, const char* value, char** error) {
-  auto refuse = [&](const std::string& why) {
-    if (error) *error = strdup(why.c_str());
-    return OUTPOST_INVALID_ARGUMENT;
-  };
+  auto refuse = [error](const std::string& why) { return outpost::refused(why, error); };
   if (!call || !value) return refuse(std::string(call ? "value" : "call") + " is NULL");
   if (!call->result) return refuse("outpost_call_set_result: not in a function's call");
   try {

@@ -13,13 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CHECK(cond, what)                                                  \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      fprintf(stderr, "FAILED %s:%d: %s (%s)\n", __FILE__, __LINE__, what, #cond); \
-      exit(1);                                                             \
-    }                                                                      \
-  } while (0)
+#include "c_check.h"
 
 enum { kRows = 100 };
 
