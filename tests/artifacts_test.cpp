@@ -28,6 +28,18 @@ std::string parse_error(const std::string& yaml) {
   return "<parsed>";
 }
 
+using Given = std::vector<std::pair<std::string, std::string>>;
+
+// What binding `given` to `a`'s parameters refuses, or "<bound>".
+std::string bind_error(const Artifact& a, const Given& given) {
+  try {
+    bind_parameters(a, given);
+  } catch (const ArtifactError& e) {
+    return e.what();
+  }
+  return "<bound>";
+}
+
 TEST(Artifacts, EveryBuiltInParsesAndNamesItsFile) {
   const char* expected[] = {"Generic.Client.Info",          "Linux.Sys.Pslist",
                             "Linux.Sys.Users",              "Linux.Network.Netstat",
@@ -91,14 +103,7 @@ sources: [{query: "SELECT S, I + 1 AS I1, B, 'sshd' =~ R AS M FROM info()"}]
   EXPECT_TRUE(equal(binds[0].value, Value("other")));
   EXPECT_TRUE(equal(binds[1].value, Value(int64_t{16})));
   EXPECT_TRUE(equal(binds[2].value, Value(false)));
-  auto error = [&](std::vector<std::pair<std::string, std::string>> given) {
-    try {
-      bind_parameters(a, given);
-    } catch (const ArtifactError& e) {
-      return std::string(e.what());
-    }
-    return std::string("<bound>");
-  };
+  auto error = [&](const Given& given) { return bind_error(a, given); };
   EXPECT_EQ(error({{"I", "many"}}), "P: parameter I: expected an integer, got \"many\"");
   EXPECT_EQ(error({{"B", "maybe"}}), "P: parameter B: expected a boolean (Y/N, true/false, 1/0), got \"maybe\"");
   EXPECT_EQ(error({{"R", "("}}), "P: parameter R: not a valid regex: missing ): (");
@@ -145,14 +150,7 @@ sources:
   binds = bind_parameters(a, {{"T", "1700000000"}});
   ASSERT_TRUE(binds[3].value.as_timestamp());
   EXPECT_EQ(binds[3].value.as_timestamp()->ns, int64_t{1700000000} * 1'000'000'000);
-  auto error = [&](std::vector<std::pair<std::string, std::string>> given) {
-    try {
-      bind_parameters(a, given);
-    } catch (const ArtifactError& e) {
-      return std::string(e.what());
-    }
-    return std::string("<bound>");
-  };
+  auto error = [&](const Given& given) { return bind_error(a, given); };
   EXPECT_EQ(error({{"F", "abc"}}), "V: parameter F: expected a number, got \"abc\"");
   EXPECT_EQ(error({{"T", "yesterday"}}), "V: parameter T: expected a time (epoch seconds or RFC 3339), got \"yesterday\"");
 }
