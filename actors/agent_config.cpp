@@ -473,6 +473,16 @@ void read_queries(const YAML::Node& n, const std::string& path, std::vector<Quer
   }
 }
 
+// paths: a list, or one path (as --set artifacts.paths=DIR gives it): each is added.
+void read_artifacts(const YAML::Node& n, const std::string& path, std::vector<std::string>& paths) {
+  read_map(n, path, {{"paths", [&](auto& v, auto& p) {
+                        if (v.IsScalar()) return paths.push_back(path_text(v, p));
+                        if (!v.IsSequence()) expected(v, p, "a list of directories");
+                        for (size_t i = 0; i < v.size(); ++i)
+                          paths.push_back(path_text(v[i], p + "[" + std::to_string(i) + "]"));
+                      }}});
+}
+
 void read_agent(const YAML::Node& root, AgentConfig& config) {
   std::vector<QuerySpec> event_table;
   read_map(root, "",
@@ -480,6 +490,7 @@ void read_agent(const YAML::Node& root, AgentConfig& config) {
             {"link", [&](auto& v, auto& p) { read_link(v, p, config.link); }},
             {"log", [&](auto& v, auto& p) { read_log(v, p, config.log); }},
             {"inspector", [&](auto& v, auto& p) { read_inspector(v, p, config.inspector); }},
+            {"artifacts", [&](auto& v, auto& p) { read_artifacts(v, p, config.artifact_paths); }},
             {"event_table", [&](auto& v, auto& p) { read_event_table(v, p, event_table); }},
             {"queries", [&](auto& v, auto& p) { read_queries(v, p, config.queries); }}});
   uint64_t next_id = 1;
@@ -654,6 +665,10 @@ inspector:                      # what outpostctl reads (its unix socket, mode 0
     restarts: 3                 # a query failing this often
     restart_window_ms: 600000   #   within this time
     recent_ms: 600000           # a slow handler or dropped events are warned about this long after
+
+artifacts:                      # artifact definitions besides the built-in ones
+  paths: []                     # directories (every *.yaml below) or files; --set artifacts.paths=DIR
+                                #   or outpost-agent --definitions DIR adds one
 
 event_table:                    # event artifacts (outpost-agent artifacts list), each a query
   - artifact: Linux.Events.ProcessCreation     # a row per process started

@@ -138,6 +138,9 @@ struct AgentConfig {
   std::vector<QuerySpec> queries;  // none is fine: the agent runs no queries
   LogSpec log;
   InspectorSpec inspector;
+  // Artifact definitions besides the built-in ones: directories (every
+  // *.yaml below) or files; a file that does not load is logged and skipped.
+  std::vector<std::string> artifact_paths;
 };
 
 class ConfigError : public std::runtime_error {

@@ -152,6 +152,11 @@ const char* to_string(Errc code) {
   return "unknown";
 }
 
+void log_load_report(const vql::LoadReport& report) {
+  for (auto& f : report.failed) spdlog::warn("artifacts: {}: not loaded: {}", f.origin, f.message);
+  for (auto& r : report.replaced) spdlog::warn("artifacts: {}: {}", r.origin, r.message);
+}
+
 Agent::Impl::Impl(AgentOptions o) : options(std::move(o)) {
   try {
     registry = host_registry(options.plugins, options.functions);
@@ -177,14 +182,27 @@ const LogRoute* Agent::Impl::route() const {
   return log_route.get();
 }
 
+AgentConfig Agent::Impl::read_config() const {
+  AgentConfig config = parse_agent_config(
+      options.config_yaml.empty() ? default_agent_config_yaml() : options.config_yaml, options.origin);
+  for (auto& o : options.overrides) apply_override(config, o);
+  return config;
+}
+
+std::shared_ptr<const vql::ArtifactRepository> Agent::Impl::artifacts(const AgentConfig& config,
+                                                                      vql::LoadReport* report) const {
+  std::lock_guard<std::mutex> lock(artifacts_mutex);
+  if (!artifacts_loaded) artifacts_loaded = vql::load_artifacts(config.artifact_paths, *registry, artifacts_report);
+  if (report) *report = artifacts_report;
+  return artifacts_loaded;
+}
+
 AgentConfig Agent::Impl::load_config() const {
   const auto& origin = options.origin;
-  AgentConfig config = parse_agent_config(
-      options.config_yaml.empty() ? default_agent_config_yaml() : options.config_yaml, origin);
-  for (auto& o : options.overrides) apply_override(config, o);
+  AgentConfig config = read_config();
   check_agent_config(config, origin);
   if (!registry) throw ConfigError(plugins_refused);
-  auto sources = vql::agent_sources(vql::ArtifactRepository::builtin(), nullptr, vql::default_paths(), registry);
+  auto sources = vql::agent_sources(artifacts(config), nullptr, vql::default_paths(), registry);
   for (auto& q : config.queries) try {
       sources.check(q);
     } catch (const std::exception& e) {
@@ -281,6 +299,9 @@ Result Agent::start() {
     d.log_route = route;
   }
   ScopedLogRoute log(route.get());
+  vql::LoadReport loaded;
+  auto artifacts = d.artifacts(config, &loaded);
+  log_load_report(loaded);
   std::shared_ptr<persistence::BufferStore> store;
   try {
     if (config.link.kind == LinkSpec::Kind::file) {
@@ -316,7 +337,7 @@ Result Agent::start() {
     if (q.source.kind == SourceSpec::Kind::host)
       queues[q.name] = std::make_shared<PushQueue>(q, d.options.on_writable);
   auto sources = with_host_sources(
-      vql::agent_sources(vql::ArtifactRepository::builtin(), sensors.get(), vql::default_paths(), d.registry), queues);
+      vql::agent_sources(artifacts, sensors.get(), vql::default_paths(), d.registry), queues);
   auto sup = sys->spawn(supervisor, buf, link, config.queries, std::move(sources), RestartPolicy{});
   // The collector's requests (collect, cancel, event table) reach the supervisor through the link.
   if (config.link.kind == LinkSpec::Kind::collector)

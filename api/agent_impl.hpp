@@ -17,6 +17,7 @@
 #include "actors/registry.hpp"
 #include "outpost/outpost.hpp"
 #include "net/agent/log_ring.hpp"
+#include "queries/artifacts.hpp"
 
 namespace outpost {
 namespace net {
@@ -24,7 +25,6 @@ class InspectorServer;
 class MetricsServer;
 }  // namespace net
 namespace vql {
-class Registry;
 class SensorHub;
 }
 namespace persistence {
@@ -57,6 +57,16 @@ struct Agent::Impl {
   // The configuration with its overrides, checked as a run needs it
   // (every query's VQL or artifact). Throws ConfigError. Any thread.
   AgentConfig load_config() const;
+  // The configuration with its overrides, not checked further. Throws
+  // ConfigError. Any thread.
+  AgentConfig read_config() const;
+
+  // The built-in artifacts and those the configuration's artifact paths
+  // give, compiled with `registry` (not null); loaded on the first call,
+  // then the same. `report` says which files did not load. Any thread;
+  // the first call blocks on reading the files.
+  std::shared_ptr<const vql::ArtifactRepository> artifacts(const AgentConfig& config,
+                                                           vql::LoadReport* report = nullptr) const;
 
   // The agent's log: the ring `outpostctl logs` shows, and the host's log
   // sink or stderr, and `log.file` when set, at `level`. Throws
@@ -73,6 +83,10 @@ struct Agent::Impl {
   std::string plugins_refused;
   // The lines `outpostctl logs` shows: the route writes them.
   std::shared_ptr<net::LogRing> logs = std::make_shared<net::LogRing>();
+
+  mutable std::mutex artifacts_mutex;  // guards the two below
+  mutable std::shared_ptr<const vql::ArtifactRepository> artifacts_loaded;
+  mutable vql::LoadReport artifacts_report;
 
   mutable std::mutex mutex;  // guards everything below
   std::condition_variable changed;
@@ -110,11 +124,26 @@ struct Agent::Impl {
   bool on_own_thread() const;
 };
 
+// Warns of each artifact file that did not load or replaced another, on the
+// current log route.
+void log_load_report(const vql::LoadReport& report);
+
 // What outpost-agent (Outpost's own binary) reaches beyond the public API.
 struct AgentAccess {
   // Where the agent's lines go, for a thread of the program's own (its
   // signal thread) to log into; null before start(). Any thread.
   static const LogRoute* log_route(const Agent& agent) { return agent.impl_->route(); }
+  // The artifacts it runs: the built-in ones and its configuration's
+  // (artifacts.paths). Throws ConfigError. Any thread.
+  static std::shared_ptr<const vql::ArtifactRepository> artifacts(const Agent& agent, vql::LoadReport& report) {
+    if (!agent.impl_->registry) throw ConfigError(agent.impl_->plugins_refused);
+    return agent.impl_->artifacts(agent.impl_->read_config(), &report);
+  }
+  // The plugins and functions its VQL may call. Throws ConfigError.
+  static const vql::Registry& registry(const Agent& agent) {
+    if (!agent.impl_->registry) throw ConfigError(agent.impl_->plugins_refused);
+    return *agent.impl_->registry;
+  }
 };
 
 }  // namespace outpost

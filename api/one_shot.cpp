@@ -19,7 +19,7 @@ using namespace vql;
 
 // Pulls the streams on this thread, parking until a source wakes it (or its
 // wait is over, or the agent is stopping), and hands rows to `on_row`.
-Result pull(PreparedQuery& p, const Registry& registry, caf::actor_system& sys, SensorHub& hub, Agent::Impl* agent,
+Result pull(PreparedQuery& p, Engine engine, caf::actor_system& sys, SensorHub& hub, Agent::Impl* agent,
             const RowCallback& on_row, uint64_t max_rows) {
   std::mutex mutex;
   std::condition_variable woken;
@@ -52,7 +52,6 @@ Result pull(PreparedQuery& p, const Registry& registry, caf::actor_system& sys, 
       agent->wakers.erase(waker);
     }
   } unregister{agent, &waker};
-  Engine engine(registry);
   try {
     std::vector<std::unique_ptr<RowStream>> streams;
     for (auto& q : p.queries) streams.push_back(engine.start(*q, p.parameters, env));
@@ -85,9 +84,17 @@ Result run(Agent::Impl& d, const SourceSpec& spec, const RowCallback& on_row, ui
            bool agent_only = false) {
   if (!d.registry) return {Errc::invalid_query, d.plugins_refused};
   const Registry& registry = *d.registry;
+  std::shared_ptr<const ArtifactRepository> artifacts;
+  LoadReport loaded;
+  try {
+    artifacts = d.artifacts(d.read_config(), &loaded);
+  } catch (const std::exception& e) {
+    return {Errc::invalid_config, e.what()};
+  }
+  const Engine engine(registry, artifacts.get());
   PreparedQuery p;
   try {
-    p = prepare(spec, ArtifactRepository::builtin(), Engine(registry));
+    p = prepare(spec, *artifacts, engine);
   } catch (const std::exception& e) {
     return {Errc::invalid_query, e.what()};
   }
@@ -100,7 +107,7 @@ Result run(Agent::Impl& d, const SourceSpec& spec, const RowCallback& on_row, ui
       {
         ScopedLogRoute log(d.log_route.get());
         ReleaseCafLogger release;  // it spawns into the agent's system
-        r = pull(p, registry, *d.sys, *d.sensors, &d, on_row, max_rows);
+        r = pull(p, engine, *d.sys, *d.sensors, &d, on_row, max_rows);
       }
       lock.lock();
       --d.queries_running;
@@ -114,13 +121,14 @@ Result run(Agent::Impl& d, const SourceSpec& spec, const RowCallback& on_row, ui
   auto route = d.make_route("info", "");
   route_default_logger();
   ScopedLogRoute log(route.get());
+  log_load_report(loaded);
   AgentSystemConfig cfg;
   cfg.registry->set_log_route(route.get());
   caf::actor_system sys{configure_scheduler(cfg)};
   Result r;
   {
     SensorHub hub(sys);
-    r = pull(p, registry, sys, hub, nullptr, on_row, max_rows);
+    r = pull(p, engine, sys, hub, nullptr, on_row, max_rows);
   }
   sys.await_all_actors_done();
   return r;

@@ -13,29 +13,29 @@ PreparedQuery prepare(const SourceSpec& source, const ArtifactRepository& artifa
   }
   auto artifact = artifacts.find(source.name);
   if (!artifact) throw ArtifactError("unknown artifact " + source.name + " (see `outpost-agent artifacts list`)");
-  for (auto& s : artifact->sources) p.queries.push_back(s.compiled);
+  p.queries = artifacts.programs(*artifact);
   p.parameters = bind_parameters(*artifact, source.parameters);
   p.event = artifact->event;
   return p;
 }
 
-SourceFactory agent_sources(const ArtifactRepository& artifacts, SensorHub* sensors,
+SourceFactory agent_sources(std::shared_ptr<const ArtifactRepository> artifacts, SensorHub* sensors,
                             std::shared_ptr<const Paths> paths, std::shared_ptr<const Registry> registry) {
-  // The engine refers to the registry: the lambdas keep both.
+  // The engine refers to the registry and the artifacts: the lambdas keep all three.
   std::shared_ptr<const Engine> engine(
-      new Engine(registry ? *registry : default_registry()),
-      [registry](const Engine* e) { delete e; });
+      new Engine(registry ? *registry : default_registry(), artifacts.get()),
+      [registry, artifacts](const Engine* e) { delete e; });
   auto is_engine_source = [](const QuerySpec& q) {
     return q.source.kind == SourceSpec::Kind::vql || q.source.kind == SourceSpec::Kind::artifact;
   };
   return SourceFactory(
-      [&artifacts, sensors, paths, engine, is_engine_source](const QuerySpec& q) -> std::unique_ptr<Source> {
+      [artifacts, sensors, paths, engine, is_engine_source](const QuerySpec& q) -> std::unique_ptr<Source> {
         if (!is_engine_source(q)) return make_test_source(q.source);
-        auto p = prepare(q.source, artifacts, *engine);
+        auto p = prepare(q.source, *artifacts, *engine);
         return std::make_unique<VqlSource>(*engine, std::move(p.queries), p.parameters, paths, sensors, q.id);
       },
-      [&artifacts, engine, is_engine_source](const QuerySpec& q) {
-        if (is_engine_source(q)) prepare(q.source, artifacts, *engine);
+      [artifacts, engine, is_engine_source](const QuerySpec& q) {
+        if (is_engine_source(q)) prepare(q.source, *artifacts, *engine);
       });
 }
 

@@ -18,10 +18,10 @@ struct PreparedQuery {
 };
 PreparedQuery prepare(const SourceSpec& source, const ArtifactRepository& artifacts, const Engine& engine);
 
-// make() and check() for the supervisor. `artifacts` and `sensors` must
-// outlive the queries. `registry`: the plugins and functions VQL may call;
-// null: default_registry().
-SourceFactory agent_sources(const ArtifactRepository& artifacts, SensorHub* sensors,
+// make() and check() for the supervisor. `sensors` must outlive the
+// queries. `registry`: the plugins and functions VQL may call; null:
+// default_registry().
+SourceFactory agent_sources(std::shared_ptr<const ArtifactRepository> artifacts, SensorHub* sensors,
                             std::shared_ptr<const Paths> paths = default_paths(),
                             std::shared_ptr<const Registry> registry = nullptr);
 

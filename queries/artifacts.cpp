@@ -16,10 +16,9 @@ extern const size_t kBuiltinArtifactCount;
 
 namespace {
 
-const char* const kIgnoredKeys[] = {"author", "reference", "references", "precondition", "tools",
-                                    "column_types", "export", "imports", "required_permissions",
-                                    "implied_permissions", "resources", "aliases", "level", "notebook",
-                                    "reports", "friendly_name", "choices"};
+const char* const kIgnoredKeys[] = {"author", "reference", "references", "tools", "column_types",
+                                    "required_permissions", "implied_permissions", "resources", "aliases",
+                                    "level", "notebook", "reports", "friendly_name", "choices"};
 
 // Velociraptor's parameter types, by the type Outpost gives the value:
 // the text ones are strings to the query (a GUI shows them differently).
@@ -41,6 +40,26 @@ struct Reader {
   std::string text(const YAML::Node& n, const std::string& path) const {
     if (!n.IsScalar()) fail(path, "expected a string");
     return n.Scalar();
+  }
+  // VQL statements; `select`: they must end with a SELECT (a precondition).
+  std::shared_ptr<const ast::Query> compile(const std::string& vql, const std::string& path, const Engine& engine,
+                                            bool select) const {
+    std::shared_ptr<const ast::Query> q;
+    try {
+      q = std::make_shared<const ast::Query>(engine.compile(vql));
+    } catch (const std::exception& e) {
+      fail(path, e.what());
+    }
+    if (select && (q->statements.empty() || !q->statements.back().select)) fail(path, "expected a query ending in SELECT");
+    return q;
+  }
+  // An optional key's statements; null when absent or empty.
+  std::shared_ptr<const ast::Query> query(const YAML::Node& n, const std::string& path, const Engine& engine,
+                                          bool select) const {
+    if (!n || n.IsNull()) return nullptr;
+    std::string vql = text(n, path);
+    if (vql.find_first_not_of(" \t\r\n") == std::string::npos) return nullptr;
+    return compile(vql, path, engine, select);
   }
   // Keys of `n` must be in `known` (or ignored ones, when `ignore` is set).
   void check_keys(const YAML::Node& n, const std::string& path, std::vector<const char*> known,
@@ -136,9 +155,11 @@ Artifact parse_artifact(const std::string& yaml, const std::string& origin, cons
     throw ArtifactError(origin + ": line " + std::to_string(e.mark.line + 1) + ", column " +
                         std::to_string(e.mark.column + 1) + ": " + e.msg);
   }
-  r.check_keys(root, "", {"name", "description", "type", "parameters", "sources"}, true);
+  r.check_keys(root, "", {"name", "description", "type", "parameters", "precondition", "export", "imports", "sources"},
+               true);
   Artifact a;
   a.yaml = yaml;
+  a.origin = origin;
   if (!root["name"]) r.fail("name", "missing");
   a.name = r.text(root["name"], "name");
   static const RE2 kName("[A-Za-z0-9_]+(\\.[A-Za-z0-9_]+)*");
@@ -168,84 +189,106 @@ Artifact parse_artifact(const std::string& yaml, const std::string& origin, cons
       a.parameters.push_back(std::move(p));
     }
   }
+  a.precondition = r.query(root["precondition"], "precondition", engine, true);
+  a.exports = r.query(root["export"], "export", engine, false);
+  if (auto imports = root["imports"]) {
+    if (!imports.IsSequence()) r.fail("imports", "expected a list of artifact names");
+    for (size_t i = 0; i < imports.size(); ++i) a.imports.push_back(r.text(imports[i], "imports[" + std::to_string(i) + "]"));
+  }
   auto sources = root["sources"];
   if (!sources || !sources.IsSequence() || sources.size() == 0) r.fail("sources", "expected a list of at least one source");
   for (size_t i = 0; i < sources.size(); ++i) {
     std::string at = "sources[" + std::to_string(i) + "]";
-    r.check_keys(sources[i], at, {"name", "query", "description"}, true);
+    r.check_keys(sources[i], at, {"name", "query", "queries", "precondition", "description"}, true);
     Artifact::Source s;
     if (sources[i]["name"]) s.name = r.text(sources[i]["name"], at + ".name");
-    if (!sources[i]["query"]) r.fail(at + ".query", "missing");
-    s.query = r.text(sources[i]["query"], at + ".query");
-    try {
-      s.compiled = std::make_shared<const ast::Query>(engine.compile(s.query));
-    } catch (const std::exception& e) {
-      r.fail(at + ".query", e.what());
+    for (auto& other : a.sources)  // unnamed ones may be several (alternatives, by their preconditions)
+      if (!s.name.empty() && other.name == s.name) r.fail(at + ".name", "\"" + s.name + "\" is taken twice");
+    auto query = sources[i]["query"];
+    auto queries = sources[i]["queries"];  // Velociraptor's older form: a list of statements
+    if (query && queries) r.fail(at, "both query and queries: give one");
+    if (queries) {
+      if (!queries.IsSequence()) r.fail(at + ".queries", "expected a list of VQL statements");
+      for (size_t k = 0; k < queries.size(); ++k) s.query += r.text(queries[k], at + ".queries[" + std::to_string(k) + "]") + "\n";
+    } else if (query) {
+      s.query = r.text(query, at + ".query");
+    } else {
+      r.fail(at + ".query", "missing");
     }
+    s.compiled = r.compile(s.query, at + (queries ? ".queries" : ".query"), engine, false);
+    s.precondition = r.query(sources[i]["precondition"], at + ".precondition", engine, true);
     a.sources.push_back(std::move(s));
   }
   return a;
 }
 
-std::vector<Binding> bind_parameters(const Artifact& a,
-                                     const std::vector<std::pair<std::string, std::string>>& given) {
-  std::vector<Binding> out;
-  for (auto& [name, text] : given) {
+namespace {
+
+void check_names(const Artifact& a, const std::vector<std::string>& given) {
+  for (auto& name : given) {
     bool known = std::any_of(a.parameters.begin(), a.parameters.end(),
                              [&](const Artifact::Parameter& p) { return p.name == name; });
-    if (!known) {
-      std::string names;
-      for (auto& p : a.parameters) names += (names.empty() ? "" : ", ") + p.name;
-      throw ArtifactError(a.name + ": parameter " + name + ": unknown; " +
-                          (names.empty() ? "it takes none" : "it takes " + names));
-    }
+    if (known) continue;
+    std::string names;
+    for (auto& p : a.parameters) names += (names.empty() ? "" : ", ") + p.name;
+    throw ArtifactError(a.name + ": parameter " + name + ": unknown; " +
+                        (names.empty() ? "it takes none" : "it takes " + names));
   }
+}
+
+// A parameter's value given as text: converted to its type.
+Value from_text(const Artifact& a, const Artifact::Parameter& p, const std::string& text) {
+  std::string error;
+  Value v = convert(p, text, error);
+  if (text.empty() && p.type == "int") error = "required (it has no default)";
+  if (!error.empty()) throw ArtifactError(a.name + ": parameter " + p.name + ": " + error);
+  return v;
+}
+
+// A value from VQL: text is converted; a number or boolean where one is
+// expected is taken as such; anything else (a list, a dict) as it is.
+Value from_value(const Artifact& a, const Artifact::Parameter& p, const Value& v) {
+  if (auto text = v.as_string()) return from_text(a, p, *text);
+  if (p.type == "int" && v.as_double()) return static_cast<int64_t>(*v.as_double());
+  if (p.type == "int" && v.as_bool()) return int64_t{*v.as_bool()};
+  if (p.type == "float" && v.as_int()) return static_cast<double>(*v.as_int());
+  if (p.type == "bool" && !v.as_bool()) return truthy(v);
+  if (p.type == "timestamp" && (v.as_int() || v.as_double())) {
+    Env env;
+    return default_registry().function("timestamp")->call(Args("timestamp", {{"epoch", v}}), env);
+  }
+  return v;
+}
+
+}  // namespace
+
+std::vector<Binding> bind_parameters(const Artifact& a,
+                                     const std::vector<std::pair<std::string, std::string>>& given) {
+  std::vector<std::string> names;
+  for (auto& [name, text] : given) names.push_back(name);
+  check_names(a, names);
+  std::vector<Binding> out;
   for (auto& p : a.parameters) {
     std::string text = p.default_value;
     for (auto& [name, value] : given)
       if (name == p.name) text = value;  // the last one given wins
-    std::string error;
-    Value v = convert(p, text, error);
-    if (text.empty() && p.type == "int") error = "required (it has no default)";
-    if (!error.empty()) throw ArtifactError(a.name + ": parameter " + p.name + ": " + error);
-    out.push_back({p.name, std::move(v), nullptr});
+    out.push_back({p.name, from_text(a, p, text), nullptr});
   }
   return out;
 }
 
-void ArtifactRepository::add(Artifact artifact) {
-  auto name = artifact.name;
-  artifacts_.insert_or_assign(name, std::move(artifact));
-}
-
-void ArtifactRepository::load_directory(const std::filesystem::path& dir, const Engine& engine) {
-  std::vector<std::filesystem::path> files;
-  for (auto& e : std::filesystem::directory_iterator(dir))
-    if (e.path().extension() == ".yaml" || e.path().extension() == ".yml") files.push_back(e.path());
-  std::sort(files.begin(), files.end());
-  for (auto& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    if (!in) throw ArtifactError(f.string() + ": cannot read");
-    std::stringstream text;
-    text << in.rdbuf();
-    add(parse_artifact(text.str(), f.string(), engine));
+std::vector<Binding> bind_values(const Artifact& a, const std::vector<std::pair<std::string, Value>>& given) {
+  std::vector<std::string> names;
+  for (auto& [name, value] : given) names.push_back(name);
+  check_names(a, names);
+  std::vector<Binding> out;
+  for (auto& p : a.parameters) {
+    const Value* value = nullptr;
+    for (auto& [name, v] : given)
+      if (name == p.name) value = &v;
+    out.push_back({p.name, value ? from_value(a, p, *value) : from_text(a, p, p.default_value), nullptr});
   }
-}
-
-const Artifact* ArtifactRepository::find(const std::string& name) const {
-  auto it = artifacts_.find(name);
-  return it == artifacts_.end() ? nullptr : &it->second;
-}
-
-const ArtifactRepository& ArtifactRepository::builtin() {
-  static const ArtifactRepository repo = [] {
-    ArtifactRepository r;
-    Engine engine(default_registry());
-    for (size_t i = 0; i < kBuiltinArtifactCount; ++i)
-      r.add(parse_artifact(kBuiltinArtifacts[i][1], kBuiltinArtifacts[i][0], engine));
-    return r;
-  }();
-  return repo;
+  return out;
 }
 
 }  // namespace outpost::vql

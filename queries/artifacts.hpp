@@ -4,6 +4,7 @@
 //   name: Linux.Sys.Pslist
 //   description: Processes running now.
 //   type: CLIENT                  # or CLIENT_EVENT (never ends)
+//   precondition: SELECT OS FROM info() WHERE OS = 'linux'
 //   parameters:
 //     - name: ProcessRegex
 //       default: .
@@ -11,17 +12,27 @@
 //                                  # (Velociraptor's str, hidden, choices, glob, yara are strings;
 //                                  # int64 and integer are int)
 //       description: Which processes.
+//   export: LET helper = ...       # statements for its sources and for artifacts importing it
+//   imports: [Other.Artifact]      # their `export` statements come before the sources
 //   sources:
 //     - name: processes            # optional
+//       precondition: SELECT ...   # optional: this source runs only if it gives a row
 //       query: SELECT * FROM pslist() WHERE Name =~ ProcessRegex
 //
 // Parameters become variables of every source's query; a caller may
 // override their defaults. Keys Velociraptor uses and Outpost does not
-// (author, reference, precondition, ...) are accepted and ignored; any other
+// (author, reference, column_types, ...) are accepted and ignored; any other
 // key is an error, so that a typo does not pass silently.
+//
+// How the sources run is Velociraptor's: in order, in one scope (a LET of
+// the first is seen by the second), after the artifact's precondition gave a
+// row. When sources have preconditions of their own and the artifact has
+// none, or the artifact is an event artifact, each source runs on its own,
+// with its own scope and precondition.
 
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -34,6 +45,8 @@ class ArtifactError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+using QueryPtrs = std::vector<std::shared_ptr<const ast::Query>>;
+
 struct Artifact {
   struct Parameter {
     std::string name;
@@ -45,13 +58,21 @@ struct Artifact {
     std::string name;
     std::string query;
     std::shared_ptr<const ast::Query> compiled;
+    std::shared_ptr<const ast::Query> precondition;  // null: none
   };
   std::string name;
   std::string description;
   bool event = false;  // type: CLIENT_EVENT
   std::vector<Parameter> parameters;
+  std::shared_ptr<const ast::Query> precondition;  // null: none
+  std::shared_ptr<const ast::Query> exports;       // null: none
+  std::vector<std::string> imports;
   std::vector<Source> sources;
-  std::string yaml;  // as written
+  std::string yaml;    // as written
+  std::string origin;  // the file it came from, or "built-in"
+
+  // "Name", or "Name/Source" for a named source: its rows' _Source.
+  std::string source_label(const Source& s) const { return s.name.empty() ? name : name + "/" + s.name; }
 };
 
 // Throws ArtifactError "<origin>: <key path>: <problem>"; every source's
@@ -63,20 +84,67 @@ Artifact parse_artifact(const std::string& yaml, const std::string& origin, cons
 // Throws ArtifactError naming the artifact and the parameter.
 std::vector<Binding> bind_parameters(const Artifact& artifact,
                                      const std::vector<std::pair<std::string, std::string>>& given);
+// The same for values from VQL (Artifact.X(Param=...)): text is converted,
+// values of the parameter's type are kept.
+std::vector<Binding> bind_values(const Artifact& artifact, const std::vector<std::pair<std::string, Value>>& given);
 
-class ArtifactRepository {
+// A definition that did not load, or that replaced another.
+struct LoadProblem {
+  std::string origin;  // the file
+  std::string message;
+};
+struct LoadReport {
+  size_t loaded = 0;
+  std::vector<LoadProblem> failed;    // not loaded: what is wrong, where
+  std::vector<LoadProblem> replaced;  // loaded over another of its name (a built-in, an earlier file)
+};
+
+// Which of an artifact's queries run, and how.
+struct RunOptions {
+  std::string source;         // only this source (its name); empty: all
+  bool preconditions = true;  // false: run without checking them
+};
+
+// Not shared while being changed; once loaded, its const methods are safe
+// to call from any thread.
+class ArtifactRepository : public ArtifactCalls {
  public:
   // Outpost's own (queries/artifacts/*.yaml, built into the binary).
   static const ArtifactRepository& builtin();
 
-  // Adds or replaces; throws ArtifactError for a file that does not parse.
+  // Adds or replaces.
   void add(Artifact artifact);
-  void load_directory(const std::filesystem::path& dir, const Engine& engine);
+  // Loads every *.yaml and *.yml below `path` (a directory, recursively, in
+  // name order; or one file), compiled by `engine`. A file that does not
+  // load is reported and the others load.
+  void load(const std::filesystem::path& path, const Engine& engine, LoadReport& report);
+  // Once all are loaded: removes (and reports) artifacts whose imports or
+  // Artifact.X() calls name an artifact that is not here, or arguments it
+  // does not take.
+  void check_links(const Registry& registry, LoadReport& report);
+
   const Artifact* find(const std::string& name) const;
   const std::map<std::string, Artifact>& all() const { return artifacts_; }
+
+  // What running `artifact` runs: one query with every source in order, or
+  // one per source (see the top of this file). Throws ArtifactError for an
+  // unknown source or import.
+  QueryPtrs programs(const Artifact& artifact, const RunOptions& options = {}) const;
+
+  // ArtifactCalls: Artifact.Name(args) from VQL. Besides the parameters it
+  // takes source= and preconditions= (default FALSE, as in Velociraptor).
+  void check_call(const std::string& name, const std::vector<std::string>& arguments) const override;
+  std::unique_ptr<RowStream> call(const std::string& name, const Args& arguments, const ScopePtr& caller,
+                                  RunContext& context) const override;
 
  private:
   std::map<std::string, Artifact> artifacts_;
 };
+
+// The built-in artifacts and those below `paths` (directories or files, in
+// order: a later definition replaces an earlier one), compiled with
+// `registry`.
+std::shared_ptr<const ArtifactRepository> load_artifacts(const std::vector<std::string>& paths,
+                                                         const Registry& registry, LoadReport& report);
 
 }  // namespace outpost::vql

@@ -82,7 +82,11 @@ std::string print(const Select& s) {
     out += c.expr ? print(*c.expr) : "*";
     if (!c.alias.empty()) out += " AS " + identifier(c.alias);
   }
-  out += " FROM " + identifier(s.source);
+  out += " FROM ";
+  std::string source = s.source;  // Artifact.A.B prints part by part
+  for (size_t dot; (dot = source.find('.')) != std::string::npos; source.erase(0, dot + 1))
+    out += identifier(source.substr(0, dot)) + ".";
+  out += identifier(source);
   if (s.source_is_call) out += args(s.source_args);
   if (s.where) out += " WHERE " + print(*s.where);
   if (!s.order_by.empty()) out += " ORDER BY " + identifier(s.order_by) + (s.descending ? " DESC" : "");

@@ -53,7 +53,8 @@ struct Column {
 struct Select {
   Position pos;
   std::vector<Column> columns;
-  // FROM plugin(args), or FROM name: a LET query or a parameter.
+  // FROM plugin(args), or FROM name: a LET query or a parameter. An
+  // artifact called inline is a plugin named Artifact.Its.Name.
   std::string source;
   bool source_is_call = false;
   std::vector<Arg> source_args;
@@ -75,10 +76,16 @@ struct Let {
 struct Statement {
   std::shared_ptr<const Let> let;  // one of the two
   SelectPtr select;
+  // Set on the SELECT that is an artifact source's result: the source's
+  // name ("Linux.Sys.Users" or "Generic.Client.Info/Users"). When no
+  // statement has one, the last SELECT is the query's result.
+  std::optional<std::string> result;
 };
 
 struct Query {
   std::vector<Statement> statements;
+  // An artifact's precondition: the statements run only if it gives a row.
+  std::shared_ptr<const Query> precondition;
 };
 
 // The canonical form: keywords upper case, single spaces, every binary

@@ -30,18 +30,23 @@ std::optional<Value> constant(const ast::Expr& e) {
 // Every name the query calls must exist, and a plugin's arguments must be
 // ones it takes with values it accepts (as far as they are constants): a
 // typo or clock(period=0) fails before anything runs, not in a restart loop.
+// With `problems`, it goes on past each one and lists them all there.
 class Checker {
  public:
-  explicit Checker(const Registry& r) : r_(r) {}
+  Checker(const Registry& r, const ArtifactCalls* artifacts, std::vector<std::string>* problems)
+      : r_(r), artifacts_(artifacts), problems_(problems) {}
 
   void select(const ast::Select& s) {
     for (auto& c : s.columns)
       if (c.expr) expr(*c.expr);
-    if (s.source_is_call && !r_.plugin(s.source)) {
+    if (s.source_is_call && is_artifact_call(s.source)) {
+      artifact_call(s);
+    } else if (s.source_is_call && !r_.plugin(s.source)) {
       std::string hint = r_.function(s.source) ? " (" + s.source + "() is a function, not a plugin)" : "";
-      throw QueryError(at(s.source_pos) + "unknown plugin " + s.source + "()" + hint);
+      problem(s.source_pos, "unknown plugin " + s.source + "()" + hint);
+    } else if (s.source_is_call) {
+      plugin_args(s);
     }
-    if (s.source_is_call) plugin_args(s);
     for (auto& a : s.source_args) expr(*a.value);
     if (s.where) expr(*s.where);
   }
@@ -49,23 +54,41 @@ class Checker {
   void expr(const ast::Expr& e) {
     if (e.kind == ast::Expr::Kind::call && !r_.function(e.name)) {
       std::string hint = r_.plugin(e.name) ? " (" + e.name + "() is a plugin: use it after FROM)" : "";
-      throw QueryError(at(e.pos) + "unknown function " + e.name + "()" + hint);
-    }
-    if (e.kind == ast::Expr::Kind::call) try {
+      problem(e.pos, "unknown function " + e.name + "()" + hint);
+    } else if (e.kind == ast::Expr::Kind::call) {
+      try {
         const auto& spec = r_.function(e.name)->args;
         std::vector<std::pair<std::string, Value>> names;
         for (auto& a : e.args) names.emplace_back(a.name, Value());
         check_arg_names(Args(e.name, std::move(names)), spec);
         required(e.name, e.args, spec);
       } catch (const QueryError& err) {
-        throw QueryError(at(e.pos) + err.what());
+        problem(e.pos, err.what());
       }
+    }
     for (auto& o : e.operands) expr(*o);
     for (auto& a : e.args) expr(*a.value);
     if (e.query) select(*e.query);
   }
 
  private:
+  void problem(Position p, const std::string& what) {
+    if (!problems_) throw QueryError(at(p) + what);
+    problems_->push_back(at(p) + what);
+  }
+
+  // Left to the artifacts, when there are any here.
+  void artifact_call(const ast::Select& s) {
+    if (!artifacts_) return;
+    std::vector<std::string> names;
+    for (auto& a : s.source_args) names.push_back(a.name);
+    try {
+      artifacts_->check_call(s.source.substr(kArtifactPrefix.size()), names);
+    } catch (const QueryError& e) {
+      problem(s.source_pos, e.what());
+    }
+  }
+
   void plugin_args(const ast::Select& s) {
     const PluginSpec& plugin = *r_.plugin(s.source);
     std::vector<std::pair<std::string, Value>> constants;
@@ -78,7 +101,7 @@ class Checker {
       required(s.source, s.source_args, plugin.args);
       if (auto check = r_.check(s.source)) (*check)(Args(s.source, std::move(constants)));
     } catch (const QueryError& e) {
-      throw QueryError(at(s.source_pos) + e.what());
+      problem(s.source_pos, e.what());
     }
   }
 
@@ -91,7 +114,17 @@ class Checker {
   }
 
   const Registry& r_;
+  const ArtifactCalls* artifacts_;
+  std::vector<std::string>* problems_;
 };
+
+void check_statements(const ast::Query& query, Checker& c) {
+  for (auto& st : query.statements) {
+    if (st.select) c.select(*st.select);
+    if (st.let && st.let->query) c.select(*st.let->query);
+    if (st.let && st.let->expr) c.expr(*st.let->expr);
+  }
+}
 
 }  // namespace
 
@@ -102,12 +135,17 @@ ast::Query Engine::compile(std::string_view vql) const {
 }
 
 void Engine::check(const ast::Query& query) const {
-  Checker c(registry_);
-  for (auto& st : query.statements) {
-    if (st.select) c.select(*st.select);
-    if (st.let && st.let->query) c.select(*st.let->query);
-    if (st.let && st.let->expr) c.expr(*st.let->expr);
-  }
+  if (query.precondition) check(*query.precondition);
+  Checker c(registry_, artifacts_, nullptr);
+  check_statements(query, c);
+}
+
+std::vector<std::string> Engine::problems(const ast::Query& query) const {
+  std::vector<std::string> out;
+  Checker c(registry_, artifacts_, &out);
+  if (query.precondition) check_statements(*query.precondition, c);
+  check_statements(query, c);
+  return out;
 }
 
 const Registry& default_registry() {

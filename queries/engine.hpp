@@ -62,6 +62,7 @@ struct RunContext {
   ScopePtr root;
   std::shared_ptr<Engine> own_engine;
   int depth = 0;  // nested evaluations (lazy LETs, stored queries): bounded
+  int artifact_depth = 0;  // artifacts calling artifacts (Artifact.X()) up to this run: bounded
   std::unordered_map<std::string, std::shared_ptr<const re2::RE2>> regexes;
 
   const re2::RE2& regex(const std::string& pattern);  // case-insensitive, cached
@@ -95,20 +96,57 @@ struct Frame {
   const std::vector<ast::Column>* columns = nullptr;
 };
 
+// Artifacts that VQL calls as plugins: FROM Artifact.Linux.Sys.Users(...).
+// Implemented by the artifact repository; const methods, safe to call from
+// any thread.
+class ArtifactCalls {
+ public:
+  // Artifacts may call each other this deep.
+  static constexpr int kMaxDepth = 10;
+
+  virtual ~ArtifactCalls() = default;
+  // Throws QueryError when `name` (without "Artifact.") is no artifact or
+  // does not take an argument named in `arguments`.
+  virtual void check_call(const std::string& name, const std::vector<std::string>& arguments) const = 0;
+  // The artifact's rows, run in a child of `caller` (its variables stay
+  // visible), each with a last column _Source naming its source.
+  virtual std::unique_ptr<RowStream> call(const std::string& name, const Args& arguments, const ScopePtr& caller,
+                                          RunContext& context) const = 0;
+};
+
+// FROM Artifact.Name(...) calls an artifact.
+inline constexpr std::string_view kArtifactPrefix = "Artifact.";
+inline bool is_artifact_call(std::string_view source) { return source.substr(0, kArtifactPrefix.size()) == kArtifactPrefix; }
+
+// Where a query run by another starts (an artifact called inline).
+struct Caller {
+  ScopePtr scope;          // the new run's root scope is a child of it
+  int artifact_depth = 0;  // of the new run
+  bool label_rows = false; // rows of an artifact source's result get _Source
+};
+
 class Engine {
  public:
-  explicit Engine(const Registry& registry) : registry_(registry) {}
+  // `artifacts`, when given, must outlive the engine and its queries;
+  // without it Artifact.X() passes the checks and fails when run.
+  explicit Engine(const Registry& registry, const ArtifactCalls* artifacts = nullptr)
+      : registry_(registry), artifacts_(artifacts) {}
   const Registry& registry() const { return registry_; }
+  const ArtifactCalls* artifacts() const { return artifacts_; }
 
   // Parses and checks (every plugin and function exists, plugins take the
   // arguments given and accept their constant values); throws ParseError or
   // QueryError.
   ast::Query compile(std::string_view vql) const;
   void check(const ast::Query& query) const;
+  // What check() would refuse: every problem, each as its QueryError's text.
+  std::vector<std::string> problems(const ast::Query& query) const;
 
-  // Runs `query` with `parameters` bound as variables. `env` must outlive
-  // the stream.
-  std::unique_ptr<RowStream> start(const ast::Query& query, std::vector<Binding> parameters, Env& env);
+  // Runs `query` with `parameters` bound as variables: its statements in
+  // order, each LET bound for those after it, after its precondition (when
+  // it has one) gave a row. `env` must outlive the stream.
+  std::unique_ptr<RowStream> start(const ast::Query& query, std::vector<Binding> parameters, Env& env,
+                                   const Caller& caller = {});
   std::unique_ptr<RowStream> start(std::string_view vql, std::vector<Binding> parameters, Env& env) {
     return start(compile(vql), std::move(parameters), env);
   }
@@ -121,10 +159,13 @@ class Engine {
 
  private:
   const Registry& registry_;
+  const ArtifactCalls* artifacts_;
 };
 
 // Rows of all `streams` as they come, interleaved; done when all are.
 std::unique_ptr<RowStream> merge_streams(std::vector<std::unique_ptr<RowStream>> streams);
+// Rows of each of `streams` in turn.
+std::unique_ptr<RowStream> chain_streams(std::vector<std::unique_ptr<RowStream>> streams);
 
 // A compiled regex for functions, cached per thread (up to 100 patterns);
 // null when `pattern` is not a valid regex. Queries' own `=~` use

@@ -105,6 +105,8 @@ class Parser {
     expect_keyword("FROM");
     s->source_pos = peek().pos;
     s->source = name("a plugin or a LET name after FROM");
+    if (s->source == "Artifact")  // Artifact.Linux.Sys.Users(...)
+      while (accept_op(".")) s->source += "." + name("an artifact name's next part after '.'");
     if (accept_op("(")) {
       s->source_is_call = true;
       s->source_args = args();

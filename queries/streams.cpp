@@ -248,32 +248,87 @@ class SelectStream : public RowStream {
   size_t next_sorted_ = 0;
 };
 
-// The statements after the LETs: each SELECT in turn, only the last one's rows kept.
-class SequenceStream : public RowStream {
+// A query's statements in order. A LET binds its name for the statements
+// after it (LET x <= ... is evaluated there); a SELECT runs with the
+// variables bound so far, and its rows are kept when it is a result (an
+// artifact source's, or the last SELECT when none is marked).
+class StatementStream : public RowStream {
  public:
-  SequenceStream(Engine& engine, std::vector<ast::SelectPtr> selects, std::shared_ptr<RunContext> ctx)
-      : engine_(engine), selects_(std::move(selects)), ctx_(std::move(ctx)) {}
+  StatementStream(std::vector<ast::Statement> statements, std::shared_ptr<RunContext> ctx, bool label_rows)
+      : statements_(std::move(statements)), ctx_(std::move(ctx)), label_rows_(label_rows) {
+    bool marked = std::any_of(statements_.begin(), statements_.end(), [](auto& st) { return st.result; });
+    for (size_t i = 0; i < statements_.size(); ++i)
+      if (statements_[i].select && (marked ? bool(statements_[i].result) : true)) last_result_ = i;
+    if (!marked && last_result_ == statements_.size()) throw QueryError("the query has no SELECT: nothing to return");
+    if (!marked) statements_[last_result_].result = "";
+  }
 
   Step next(std::vector<Row>& out, size_t budget) override {
-    while (current_ < selects_.size()) {
-      if (!stream_) stream_ = engine_.run(selects_[current_], ctx_->root, ctx_);
-      bool last = current_ + 1 == selects_.size();
+    while (current_ < statements_.size()) {
+      const ast::Statement& st = statements_[current_];
+      if (st.let) {
+        bind(*st.let);
+        ++current_;
+        continue;
+      }
+      if (!stream_) stream_ = ctx_->engine.run(st.select, ctx_->root, ctx_);
       std::vector<Row> dropped;
-      Step step = stream_->next(last ? out : dropped, budget);
+      size_t before = out.size();
+      Step step = stream_->next(st.result ? out : dropped, budget);
+      if (label_rows_ && st.result)
+        for (size_t i = before; i < out.size(); ++i) out[i].set("_Source", *st.result);
       if (step.state != Step::State::done) return step;
       stream_.reset();
-      ++current_;
-      if (!last) return Step::more();  // one slice of work per call
+      if (++current_ <= last_result_) return Step::more();  // one slice of work per call
     }
     return Step::done();
   }
 
  private:
-  Engine& engine_;
-  std::vector<ast::SelectPtr> selects_;
+  void bind(const ast::Let& let) {
+    Binding b{let.name, Value(), nullptr};
+    if (!let.materialized) {
+      b.lazy = statements_[current_].let;
+    } else if (let.query) {
+      b.value = materialize(QueryPtr(std::make_shared<const StoredQuery>(let.query, ctx_->root, ctx_)));
+    } else {
+      // A stored query kept in a binding would keep its own context alive.
+      b.value = materialize(ctx_->engine.eval(*let.expr, Frame{ctx_->root}, ctx_));
+    }
+    ctx_->root = std::make_shared<const Scope>(ctx_->root, Row{}, std::vector<Binding>{std::move(b)});
+  }
+
+  std::vector<ast::Statement> statements_;
   std::shared_ptr<RunContext> ctx_;
+  bool label_rows_;
+  size_t last_result_ = statements_.size();  // after it, the rest (LETs) is not run
   size_t current_ = 0;
   std::unique_ptr<RowStream> stream_;
+};
+
+// An artifact's precondition, then (if it gave a row) its statements.
+class PreconditionStream : public RowStream {
+ public:
+  PreconditionStream(std::unique_ptr<RowStream> precondition, std::function<std::unique_ptr<RowStream>()> then)
+      : precondition_(std::move(precondition)), then_(std::move(then)) {}
+
+  Step next(std::vector<Row>& out, size_t budget) override {
+    if (precondition_) {
+      std::vector<Row> rows;
+      Step step = precondition_->next(rows, 1);
+      if (rows.empty() && step.state != Step::State::done) return step;
+      precondition_.reset();
+      if (rows.empty()) return Step::done();  // skipped: not an error
+      then_stream_ = then_();
+      return Step::more();
+    }
+    return then_stream_ ? then_stream_->next(out, budget) : Step::done();
+  }
+
+ private:
+  std::unique_ptr<RowStream> precondition_;  // null once it has answered
+  std::function<std::unique_ptr<RowStream>()> then_;
+  std::unique_ptr<RowStream> then_stream_;
 };
 
 // foreach(row=, query=): for each row, the query with that row's columns in scope.
@@ -420,6 +475,23 @@ std::unique_ptr<RowStream> merge_streams(std::vector<std::unique_ptr<RowStream>>
   return merged;
 }
 
+std::unique_ptr<RowStream> chain_streams(std::vector<std::unique_ptr<RowStream>> streams) {
+  struct Running : RowStream {
+    std::vector<std::unique_ptr<RowStream>> streams;
+    size_t current = 0;
+    Step next(std::vector<Row>& out, size_t budget) override {
+      if (current == streams.size()) return Step::done();
+      Step step = streams[current]->next(out, budget);
+      if (step.state != Step::State::done) return step;
+      streams[current++].reset();
+      return current == streams.size() ? Step::done() : Step::more();
+    }
+  };
+  auto chained = std::make_unique<Running>();
+  chained->streams = std::move(streams);
+  return chained;
+}
+
 std::unique_ptr<RowStream> StoredQuery::run(const Row* row) const {
   auto scope = row ? std::make_shared<const Scope>(scope_, *row) : scope_;
   return context_->engine.run(select_, scope, context_);
@@ -443,7 +515,15 @@ std::unique_ptr<RowStream> Engine::run(const ast::SelectPtr& s, const ScopePtr& 
                                        const std::shared_ptr<RunContext>& ctx) {
   std::unique_ptr<RowStream> source;
   Frame f{scope};
-  if (s->source_is_call) {
+  if (s->source_is_call && is_artifact_call(s->source)) {
+    if (!artifacts_)
+      throw QueryError("line " + std::to_string(s->source_pos.line) + ", column " +
+                       std::to_string(s->source_pos.column) + ": " + s->source + "(): no artifacts here");
+    std::vector<std::pair<std::string, Value>> values;
+    for (auto& a : s->source_args) values.emplace_back(a.name, eval(*a.value, f, ctx));
+    source = artifacts_->call(s->source.substr(kArtifactPrefix.size()), Args(s->source, std::move(values)), scope,
+                              *ctx);
+  } else if (s->source_is_call) {
     auto plugin = registry_.plugin(s->source);
     if (!plugin)
       throw QueryError("line " + std::to_string(s->source_pos.line) + ", column " +
@@ -464,31 +544,23 @@ std::unique_ptr<RowStream> Engine::run(const ast::SelectPtr& s, const ScopePtr& 
   return std::make_unique<SelectStream>(*this, s, scope, ctx, std::move(source));
 }
 
-std::unique_ptr<RowStream> Engine::start(const ast::Query& query, std::vector<Binding> parameters, Env& env) {
-  auto engine = std::make_shared<Engine>(*this);
-  auto ctx = std::make_shared<RunContext>(RunContext{*engine, env, nullptr, engine, 0, {}});
-  env.engine = engine.get();
-  ctx->root = std::make_shared<const Scope>(nullptr, Row{}, std::move(parameters));
-  std::vector<ast::SelectPtr> selects;
-  for (auto& st : query.statements) {
-    if (st.select) {
-      selects.push_back(st.select);
-      continue;
-    }
-    auto& let = st.let;
-    Binding b{let->name, Value(), nullptr};
-    if (!let->materialized) {
-      b.lazy = let;
-    } else if (let->query) {
-      b.value = materialize(QueryPtr(std::make_shared<const StoredQuery>(let->query, ctx->root, ctx)));
-    } else {
-      // A stored query kept in a binding would keep its own context alive.
-      b.value = materialize(eval(*let->expr, Frame{ctx->root}, ctx));
-    }
-    ctx->root = std::make_shared<const Scope>(ctx->root, Row{}, std::vector<Binding>{std::move(b)});
-  }
-  if (selects.empty()) throw QueryError("the query has no SELECT: nothing to return");
-  return std::make_unique<SequenceStream>(ctx->engine, std::move(selects), ctx);
+std::unique_ptr<RowStream> Engine::start(const ast::Query& query, std::vector<Binding> parameters, Env& env,
+                                         const Caller& caller) {
+  if (caller.artifact_depth > ArtifactCalls::kMaxDepth)
+    throw QueryError("artifacts call each other more than " + std::to_string(ArtifactCalls::kMaxDepth) +
+                     " deep (does one call itself?)");
+  // The run's own copy of the engine: the caller's may be gone before it begins.
+  auto begin = [engine = std::make_shared<Engine>(*this), &env, caller, statements = query.statements,
+                parameters]() -> std::unique_ptr<RowStream> {
+    auto ctx = std::make_shared<RunContext>(RunContext{*engine, env, nullptr, engine, 0, caller.artifact_depth, {}});
+    env.engine = engine.get();
+    ctx->root = std::make_shared<const Scope>(caller.scope, Row{}, parameters);
+    return std::make_unique<StatementStream>(statements, ctx, caller.label_rows);
+  };
+  if (!query.precondition) return begin();
+  Caller plain = caller;
+  plain.label_rows = false;
+  return std::make_unique<PreconditionStream>(start(*query.precondition, parameters, env, plain), begin);
 }
 
 void add_builtin_plugins(Registry& r) {
@@ -508,6 +580,8 @@ void add_builtin_plugins(Registry& r) {
                      }
                      return std::make_unique<ForeachStream>(rows_of(args.require("row")), q ? *q : Value());
                    }});
+  r.add(PluginSpec{"scope", "One empty row: the FROM of a query that only computes expressions.", {}, false,
+                   [](const Args&, Env&) { return rows_stream({Row{}}); }});
   r.add(PluginSpec{"chain",
                    "The rows of each argument's query in turn: chain(a={...}, b={...}); with async=TRUE, "
                    "all at once, started in argument order (a watch before a listing: nothing falls between).",

@@ -354,6 +354,63 @@ TEST_F(AgentTest, QueryCollectAndArtifactsRunLocally) {
   EXPECT_EQ(run_command(tmp, {"artifacts", "show", "Nope"}).first, 2);
 }
 
+TEST_F(AgentTest, DefinitionsFromADirectoryAreListedCollectedAndChecked) {
+  auto defs = tmp.path("defs");
+  fs::create_directories(defs / "deeper");
+  std::ofstream(defs / "deeper" / "hello.yaml")
+      << "name: Custom.Hello\ndescription: Says hello. Twice.\nparameters: [{name: Who, default: you}]\n"
+      << "sources:\n  - query: SELECT 'hello ' + Who AS Greeting FROM scope()\n";
+  std::ofstream(defs / "broken.yaml") << "name: Custom.Broken\nsources:\n  - query: |\n"
+                                      << "      SELECT nothing(x=1), a || b FROM scope()\n"
+                                      << "  - query: SELECT * FROM nowhere(y=2) WHERE later(z=3)\n";
+  // collect and list see them; what did not load is said on stderr and the rest goes on.
+  auto hello = run_command(tmp, {"--definitions", defs.string(), "collect", "Custom.Hello", "-p", "Who=there"});
+  EXPECT_EQ(hello.first, 0) << hello.second;
+  EXPECT_NE(hello.second.find("{\"Greeting\":\"hello there\"}\n"), std::string::npos) << hello.second;
+  EXPECT_NE(hello.second.find((defs / "broken.yaml").string() + ": not loaded: sources[0].query: line 1, column 24: "
+                              "unexpected character '|'"),
+            std::string::npos)
+      << hello.second;
+  auto list = run_command(tmp, {"artifacts", "list", "--definitions", defs.string()});
+  EXPECT_NE(list.second.find("\nCustom.Hello: Says hello.\n"), std::string::npos) << list.second;
+  EXPECT_EQ(run_command(tmp, {"artifacts", "list"}).second.find("Custom.Hello"), std::string::npos);
+
+  // check lists every problem of the one that does not load, and what it needs.
+  auto check = run_command(tmp, {"artifacts", "check", defs.string()});
+  EXPECT_EQ(check.first, 1);
+  EXPECT_NE(check.second.find("Custom.Hello (" + (defs / "deeper" / "hello.yaml").string() + "): loads\n"),
+            std::string::npos)
+      << check.second;
+  EXPECT_NE(check.second.find("Custom.Broken (" + (defs / "broken.yaml").string() + "): does not load\n"
+                              "  needs function later()\n  needs plugin nowhere()\n"
+                              "  needs syntax: unexpected character '|'\n"),
+            std::string::npos)
+      << check.second;
+  EXPECT_NE(check.second.find("  sources[1].query: line 1, column 15: unknown plugin nowhere()\n"
+                              "  sources[1].query: line 1, column 34: unknown function later()\n"),
+            std::string::npos)
+      << check.second;
+  EXPECT_NE(check.second.find("\n1 of 2 load.\n"), std::string::npos) << check.second;
+  EXPECT_EQ(run_command(tmp, {"artifacts", "check", tmp.path("missing").string()}),
+            (std::pair<int, std::string>{2, "outpost-agent: " + tmp.path("missing").string() +
+                                                ": no such file or directory\n"}));
+  fs::create_directories(tmp.path("empty"));
+  EXPECT_EQ(run_command(tmp, {"artifacts", "check", tmp.path("empty").string()}).first, 2);
+
+  // A running agent's configured query names one (artifacts.paths in its configuration).
+  auto delivered = tmp.path("delivered.jsonl");
+  std::ofstream(config) << "buffer: {dir: " << tmp.path("buf").string() << "}\n"
+                        << "link: {type: file, path: " << delivered.string() << "}\nlog: {file: " << log.string()
+                        << "}\nartifacts: {paths: [" << defs.string() << "]}\n"
+                        << "queries: [{name: hello, source: {type: artifact, name: Custom.Hello}}]\n";
+  pid_t agent = start();
+  ASSERT_TRUE(eventually([&] { return slurp(delivered).find("\"Greeting\":\"hello you\"") != std::string::npos; }))
+      << slurp(log);
+  kill(agent, SIGTERM);
+  EXPECT_EQ(wait_exit(agent), 0);
+  EXPECT_NE(slurp(log).find("artifacts: " + (defs / "broken.yaml").string() + ": not loaded: "), std::string::npos);
+}
+
 TEST_F(AgentTest, ConfiguredVqlRunsAndABadQueryStopsTheStart) {
   auto delivered = tmp.path("delivered.jsonl");
   std::ofstream(config) << "buffer: {dir: " << tmp.path("buf").string() << "}\n"

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 
 #include "queries/agent_sources.hpp"
 #include "tests/temp_dir.hpp"
@@ -17,6 +18,11 @@ namespace {
 const Engine& engine() {
   static const Engine e(default_registry());
   return e;
+}
+
+// The built-in artifacts, shared but not owned.
+std::shared_ptr<const ArtifactRepository> builtin() {
+  return std::shared_ptr<const ArtifactRepository>(&ArtifactRepository::builtin(), [](const ArtifactRepository*) {});
 }
 
 std::string parse_error(const std::string& yaml) {
@@ -60,7 +66,7 @@ TEST(Artifacts, EveryBuiltInParsesAndNamesItsFile) {
 
 TEST(Artifacts, MalformedFilesAreRefusedWithThePlace) {
   EXPECT_EQ(parse_error("name: A\nsources: [{query: SELECT * FROM info()}]\nautor: me\n"),
-            "my.yaml: autor: unknown key; allowed: name, description, type, parameters, sources");
+            "my.yaml: autor: unknown key; allowed: name, description, type, parameters, precondition, export, imports, sources");
   EXPECT_EQ(parse_error("name: A\nauthor: me\nprecondition: SELECT 1 FROM info()\nsources: [{query: SELECT * FROM info()}]\n"),
             "<parsed>");  // Velociraptor's keys that Outpost does not use
   EXPECT_EQ(parse_error("name: A\ntype: SERVER\nsources: [{query: SELECT * FROM info()}]\n"),
@@ -160,7 +166,7 @@ TEST(Artifacts, UsersFromAFakePasswdThroughTheAgentsFactory) {
   std::ofstream(tmp.path("passwd")) << "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice:/home/alice:/bin/zsh\n";
   Paths paths;
   paths.passwd = tmp.path("passwd");
-  auto factory = agent_sources(ArtifactRepository::builtin(), nullptr, std::make_shared<const Paths>(paths));
+  auto factory = agent_sources(builtin(), nullptr, std::make_shared<const Paths>(paths));
   QuerySpec q;
   q.source.kind = SourceSpec::Kind::artifact;
   q.source.name = "Linux.Sys.Users";
@@ -231,16 +237,82 @@ TEST(Artifacts, KillProcessIsAResponseActionOnARealProcess) {
   EXPECT_THROW(prepare(spec, ArtifactRepository::builtin(), engine()), ArtifactError);
 }
 
-TEST(Artifacts, ADirectoryOfUserArtifactsLoads) {
+TEST(Artifacts, ADirectoryTreeLoadsAndAFileThatDoesNotIsNamedWithItsError) {
   testing::TempDir tmp;
-  std::ofstream(tmp.path("mine.yaml")) << "name: Custom.Mine\nsources: [{query: SELECT 1 AS One FROM info()}]\n";
-  std::ofstream(tmp.path("notes.txt")) << "not an artifact";
+  std::filesystem::create_directories(tmp.path("a/b"));
+  std::ofstream(tmp.path("a/b/mine.yaml")) << "name: Custom.Mine\nsources: [{query: SELECT 1 AS One FROM info()}]\n";
+  std::ofstream(tmp.path("a/notes.txt")) << "not an artifact";
+  std::ofstream(tmp.path("broken.yaml")) << "name: Custom.Broken\nsources: [{query: SELECT * FROM nothing()}]\n";
+  std::ofstream(tmp.path("pslist.yml")) << "name: Linux.Sys.Pslist\nsources: [{query: SELECT 2 AS Two FROM info()}]\n";
+  LoadReport report;
+  auto repo = load_artifacts({tmp.root().string()}, default_registry(), report);
+  ASSERT_TRUE(repo->find("Custom.Mine"));
+  EXPECT_EQ(repo->find("Custom.Mine")->origin, tmp.path("a/b/mine.yaml").string());
+  EXPECT_FALSE(repo->find("Custom.Broken"));
+  EXPECT_EQ(report.loaded, 2u);
+  ASSERT_EQ(report.failed.size(), 1u);
+  EXPECT_EQ(report.failed[0].origin, tmp.path("broken.yaml").string());
+  EXPECT_EQ(report.failed[0].message, "sources[0].query: line 1, column 15: unknown plugin nothing()");
+  ASSERT_EQ(report.replaced.size(), 1u);  // over the built-in one, which is gone
+  EXPECT_EQ(report.replaced[0].message, "Linux.Sys.Pslist replaces the one from built-in");
+  EXPECT_EQ(repo->find("Linux.Sys.Pslist")->sources[0].query, "SELECT 2 AS Two FROM info()");
+  EXPECT_TRUE(repo->find("Linux.Sys.Users"));  // the other built-ins stay
+
+  LoadReport missing;
+  load_artifacts({tmp.path("nowhere").string()}, default_registry(), missing);
+  ASSERT_EQ(missing.failed.size(), 1u);
+  EXPECT_EQ(missing.failed[0].message, "no such file or directory");
+}
+
+TEST(Artifacts, ImportsAndCallsOfArtifactsThatAreNotThereAreRefusedWhenLoaded) {
+  testing::TempDir tmp;
+  auto write = [&](const std::string& file, const std::string& yaml) { std::ofstream(tmp.path(file)) << yaml; };
+  write("a.yaml", "name: T.A\nimports: [T.Gone]\nsources: [{query: SELECT 1 AS One FROM scope()}]\n");
+  write("b.yaml", "name: T.B\nsources: [{query: SELECT * FROM Artifact.T.Nowhere()}]\n");
+  write("c.yaml", "name: T.C\nsources: [{query: \"SELECT * FROM Artifact.T.D(Bogus=1)\"}]\n");
+  write("d.yaml", "name: T.D\nparameters: [{name: Real}]\nsources: [{query: SELECT Real FROM scope()}]\n");
+  write("e.yaml", "name: T.AlsoGone\nsources: [{query: SELECT * FROM Artifact.T.B()}]\n");  // B goes: so does this one (checked first)
+  LoadReport report;
+  auto repo = load_artifacts({tmp.root().string()}, default_registry(), report);
+  std::map<std::string, std::string> failed;
+  for (auto& f : report.failed) failed[std::filesystem::path(f.origin).filename().string()] = f.message;
+  EXPECT_EQ(failed["a.yaml"], "T.A: imports: unknown artifact T.Gone");
+  EXPECT_EQ(failed["b.yaml"], "line 1, column 15: Artifact.T.Nowhere(): unknown artifact");
+  EXPECT_EQ(failed["c.yaml"], "line 1, column 15: Artifact.T.D(): Bogus: not a parameter of T.D");
+  EXPECT_EQ(failed["e.yaml"], "line 1, column 15: Artifact.T.B(): unknown artifact");
+  EXPECT_EQ(failed.size(), 4u);
+  EXPECT_TRUE(repo->find("T.D"));
+  EXPECT_EQ(report.loaded, 1u);
+}
+
+TEST(Artifacts, AnArtifactThatCallsItselfFailsAtTheDepthLimit) {
   ArtifactRepository repo;
-  repo.load_directory(tmp.root(), engine());
-  ASSERT_TRUE(repo.find("Custom.Mine"));
-  EXPECT_EQ(repo.all().size(), 1u);
-  std::ofstream(tmp.path("broken.yaml")) << "name: X\n";
-  EXPECT_THROW(repo.load_directory(tmp.root(), engine()), ArtifactError);
+  repo.add(parse_artifact("name: T.Loop\nsources: [{query: SELECT * FROM Artifact.T.Loop()}]\n", "loop.yaml", engine()));
+  Engine e(default_registry(), &repo);
+  Env env;
+  auto stream = e.start(*repo.programs(*repo.find("T.Loop"))[0], {}, env);
+  std::vector<Row> rows;
+  try {
+    while (stream->next(rows, 10).state != Step::State::done) {
+    }
+    ADD_FAILURE() << "it ended";
+  } catch (const QueryError& error) {
+    EXPECT_STREQ(error.what(), "artifacts call each other more than 10 deep (does one call itself?)");
+  }
+}
+
+TEST(Artifacts, PreconditionsExportsAndSourcesAreCheckedWhereWritten) {
+  EXPECT_EQ(parse_error("name: A\nprecondition: LET x = 1\nsources: [{query: SELECT 1 FROM scope()}]\n"),
+            "my.yaml: precondition: expected a query ending in SELECT");
+  EXPECT_EQ(parse_error("name: A\nexport: LET x = nothing()\nsources: [{query: SELECT 1 FROM scope()}]\n"),
+            "my.yaml: export: line 1, column 9: unknown function nothing()");
+  EXPECT_EQ(parse_error("name: A\nsources: [{query: SELECT 1 FROM scope(), queries: [SELECT 2 FROM scope()]}]\n"),
+            "my.yaml: sources[0]: both query and queries: give one");
+  EXPECT_EQ(parse_error("name: A\nsources: [{name: S, query: SELECT 1 FROM scope()}, {name: S, query: SELECT 2 "
+                        "FROM scope()}]\n"),
+            "my.yaml: sources[1].name: \"S\" is taken twice");
+  EXPECT_EQ(parse_error("name: A\nsources: [{precondition: SELECT 1 FROM nothing(), query: SELECT 1 FROM scope()}]\n"),
+            "my.yaml: sources[0].precondition: line 1, column 15: unknown plugin nothing()");
 }
 
 }  // namespace

@@ -1,11 +1,14 @@
 #include "tools/agent_local.hpp"
 
 #include <cctype>
+#include <filesystem>
 #include <iostream>
+#include <map>
 #include <sstream>
 
+#include "api/agent_impl.hpp"
 #include "outpost/outpost.hpp"
-#include "queries/artifacts.hpp"
+#include "queries/artifact_check.hpp"
 
 namespace outpost::tools {
 namespace {
@@ -30,13 +33,11 @@ std::pair<std::string, std::string> parse_parameter(const std::string& text) {
   return {text.substr(0, eq), text.substr(eq + 1)};
 }
 
-int run_local_query(const std::string& vql, const Parameters& parameters, size_t max_rows) {
-  Agent agent(AgentOptions{});
+int run_local_query(Agent& agent, const std::string& vql, const Parameters& parameters, size_t max_rows) {
   return report(agent.run_query(vql, print, {parameters, max_rows}));
 }
 
-int run_local_artifact(const std::string& name, const Parameters& parameters, size_t max_rows) {
-  Agent agent(AgentOptions{});
+int run_local_artifact(Agent& agent, const std::string& name, const Parameters& parameters, size_t max_rows) {
   return report(agent.run_artifact(name, print, {parameters, max_rows}));
 }
 
@@ -58,22 +59,65 @@ std::string first_sentence(const std::string& description) {
   return text;
 }
 
+// The agent's artifacts; what did not load is said on stderr.
+std::shared_ptr<const vql::ArtifactRepository> artifacts_of(const Agent& agent) {
+  vql::LoadReport report;
+  auto repo = AgentAccess::artifacts(agent, report);
+  for (auto& f : report.failed) std::cerr << "outpost-agent: " << f.origin << ": not loaded: " << f.message << "\n";
+  for (auto& r : report.replaced) std::cerr << "outpost-agent: " << r.origin << ": " << r.message << "\n";
+  return repo;
+}
+
 }  // namespace
 
-int list_artifacts() {
-  for (auto& [name, a] : vql::ArtifactRepository::builtin().all())
+int list_artifacts(const Agent& agent) {
+  for (auto& [name, a] : artifacts_of(agent)->all())
     std::cout << name << (a.event ? " (event)" : "") << ": " << first_sentence(a.description) << "\n";
   return 0;
 }
 
-int show_artifact(const std::string& name) {
-  auto a = vql::ArtifactRepository::builtin().find(name);
+int show_artifact(const Agent& agent, const std::string& name) {
+  auto repo = artifacts_of(agent);
+  auto a = repo->find(name);
   if (!a) {
     std::cerr << "outpost-agent: unknown artifact " << name << " (see `outpost-agent artifacts list`)\n";
     return 2;
   }
   std::cout << a->yaml;
   return 0;
+}
+
+int check_artifacts(const Agent& agent, const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    std::cerr << "outpost-agent: " << path << ": no such file or directory\n";
+    return 2;
+  }
+  auto checks = vql::check_artifacts(path, AgentAccess::registry(agent));
+  if (checks.empty()) {
+    std::cerr << "outpost-agent: " << path << ": no artifact definitions (*.yaml, *.yml) there\n";
+    return 2;
+  }
+  size_t loads = 0;
+  std::map<std::string, size_t> wanted;  // each need, by how many definitions have it
+  for (auto& c : checks) {
+    std::cout << (c.name.empty() ? "(no name)" : c.name) << " (" << c.origin << "): "
+              << (c.loads ? "loads" : "does not load") << "\n";
+    loads += c.loads;
+    for (auto& n : c.needs) {
+      std::cout << "  needs " << n << "\n";
+      ++wanted[n];
+    }
+    for (auto& p : c.problems) std::cout << "  " << p << "\n";
+  }
+  std::cout << "\n" << loads << " of " << checks.size() << " load.\n";
+  if (wanted.empty()) return loads == checks.size() ? 0 : 1;
+  std::vector<std::pair<size_t, std::string>> ranked;
+  for (auto& [need, count] : wanted) ranked.emplace_back(count, need);
+  std::stable_sort(ranked.begin(), ranked.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  std::cout << "What the others need, by how many definitions need it:\n";
+  for (auto& [count, need] : ranked) std::cout << "  " << count << "  " << need << "\n";
+  return 1;
 }
 
 }  // namespace outpost::tools

@@ -106,6 +106,10 @@ int main(int argc, char** argv) {
   app.add_option("--set", overrides,
                  "override a key, e.g. --set buffer.limit=64MiB --set link=offline "
                  "--set link=file:out.jsonl --set log.level=debug (repeatable)");
+  std::vector<std::string> definitions;
+  app.add_option("--definitions", definitions,
+                 "artifact definitions: a directory (every *.yaml below) or a file; as --set "
+                 "artifacts.paths=DIR (repeatable)");
   app.add_flag("--print-default-config", print_default, "print the built-in configuration and exit");
   app.footer(
       "query, collect and artifacts run here, once, without buffer or link; they read and check "
@@ -124,11 +128,15 @@ int main(int argc, char** argv) {
     cmd->add_option("-p,--param", params, "a parameter, name=value (repeatable)");
     cmd->add_option("-n,--max-rows", max_rows, "stop after this many rows (0: at the end)");
   }
-  auto* artifacts_cmd = app.add_subcommand("artifacts", "the built-in artifacts");
+  auto* artifacts_cmd = app.add_subcommand("artifacts", "the artifacts: built-in and --definitions");
   artifacts_cmd->require_subcommand(1);
   artifacts_cmd->add_subcommand("list", "their names and what they do");
-  std::string show_name;
+  std::string show_name, check_path;
   artifacts_cmd->add_subcommand("show", "one artifact's YAML")->add_option("name", show_name)->required();
+  artifacts_cmd
+      ->add_subcommand("check", "whether each definition below a directory loads, and what those that do not need")
+      ->add_option("dir", check_path, "a directory (every *.yaml below) or a file")
+      ->required();
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);
@@ -144,6 +152,7 @@ int main(int argc, char** argv) {
   // read for the log settings, and refused before anything runs.
   AgentOptions options;
   options.origin = config_path.empty() ? "built-in config" : config_path;
+  for (auto& d : definitions) overrides.push_back("artifacts.paths=" + d);
   options.overrides = overrides;
   AgentConfig config;
   try {
@@ -169,8 +178,9 @@ int main(int argc, char** argv) {
   }
   if (*query_cmd || *collect_cmd || *artifacts_cmd) try {
     pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
-    if (*artifacts_cmd)
-      return artifacts_cmd->got_subcommand("list") ? tools::list_artifacts() : tools::show_artifact(show_name);
+    if (artifacts_cmd->got_subcommand("list")) return tools::list_artifacts(*agent);
+    if (artifacts_cmd->got_subcommand("show")) return tools::show_artifact(*agent, show_name);
+    if (artifacts_cmd->got_subcommand("check")) return tools::check_artifacts(*agent, check_path);
     Parameters parameters;
     try {
       for (auto& p : params) parameters.push_back(tools::parse_parameter(p));
@@ -178,8 +188,8 @@ int main(int argc, char** argv) {
       std::cerr << "outpost-agent: " << e.what() << "\n";
       return 2;
     }
-    return *query_cmd ? tools::run_local_query(vql, parameters, max_rows)
-                      : tools::run_local_artifact(artifact, parameters, max_rows);
+    return *query_cmd ? tools::run_local_query(*agent, vql, parameters, max_rows)
+                      : tools::run_local_artifact(*agent, artifact, parameters, max_rows);
   } catch (const std::exception& e) {
     std::cerr << "outpost-agent: " << e.what() << "\n";
     return 2;
