@@ -30,6 +30,7 @@ std::string need_of(const std::string& problem) {
 struct Scan {
   const Engine& engine;
   ArtifactCheck& check;
+  Declared declared = {};
 
   void problem(const std::string& where, const std::string& what) {
     std::string line = where + ": " + what;
@@ -41,7 +42,7 @@ struct Scan {
   void vql(const YAML::Node& n, const std::string& where) {
     if (!n || !n.IsScalar()) return;
     try {
-      for (auto& p : engine.problems(parse(n.Scalar()))) problem(where, p);
+      for (auto& p : engine.problems(parse(n.Scalar()), declared)) problem(where, p);
     } catch (const ParseError& e) {
       problem(where, e.what());
       std::string what = e.what();
@@ -93,7 +94,7 @@ std::vector<ArtifactCheck> check_artifacts(const std::filesystem::path& path, co
     try {
       YAML::Node root = YAML::Load(read(failed.origin));
       if (root.IsMap() && root["name"] && root["name"].IsScalar()) check.name = root["name"].Scalar();
-      Scan{engine, check}.file(root);
+      Scan{engine, check, declared_lets(root)}.file(root);
     } catch (const std::exception&) {
       // The YAML itself is broken: the load's message says where.
     }

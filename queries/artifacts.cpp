@@ -8,6 +8,8 @@
 #include <set>
 #include <sstream>
 
+#include "queries/parser.hpp"
+
 namespace outpost::vql {
 
 // Generated from queries/artifacts/*.yaml (embed_artifacts.cmake).
@@ -33,6 +35,7 @@ const char* const kNotYet[] = {"csv", "json", "json_array", "upload", "upload_fi
 
 struct Reader {
   const std::string& origin;
+  Declared declared = {};  // LETs of the artifact's export and sources, callable from each of them
 
   [[noreturn]] void fail(const std::string& path, const std::string& problem) const {
     throw ArtifactError(origin + ": " + path + ": " + problem);
@@ -46,7 +49,7 @@ struct Reader {
                                             bool select) const {
     std::shared_ptr<const ast::Query> q;
     try {
-      q = std::make_shared<const ast::Query>(engine.compile(vql));
+      q = std::make_shared<const ast::Query>(engine.compile(vql, declared));
     } catch (const std::exception& e) {
       fail(path, e.what());
     }
@@ -146,6 +149,31 @@ std::string value_type(const Reader& r, const std::string& at, const std::string
 
 }  // namespace
 
+// Every LET name in the artifact's export and sources (as far as they parse:
+// what does not is refused later, where it is), and any name at all when it
+// imports others.
+Declared declared_lets(const YAML::Node& root) {
+  Declared out;
+  out.any = bool(root["imports"]);
+  auto add = [&](const YAML::Node& n) {
+    if (!n || !n.IsScalar()) return;
+    try {
+      for (auto& st : parse(n.Scalar()).statements)
+        if (st.let) out.names.insert(st.let->name);
+    } catch (const std::exception&) {
+    }
+  };
+  add(root["export"]);
+  if (auto sources = root["sources"]; sources && sources.IsSequence())
+    for (auto source : sources) {
+      if (!source.IsMap()) continue;
+      add(source["query"]);
+      if (auto queries = source["queries"]; queries && queries.IsSequence())
+        for (auto q : queries) add(q);
+    }
+  return out;
+}
+
 Artifact parse_artifact(const std::string& yaml, const std::string& origin, const Engine& engine) {
   Reader r{origin};
   YAML::Node root;
@@ -164,6 +192,7 @@ Artifact parse_artifact(const std::string& yaml, const std::string& origin, cons
   a.name = r.text(root["name"], "name");
   static const RE2 kName("[A-Za-z0-9_]+(\\.[A-Za-z0-9_]+)*");
   if (!RE2::FullMatch(a.name, kName)) r.fail("name", "\"" + a.name + "\" is not a name like Linux.Sys.Pslist");
+  r.declared = declared_lets(root);
   if (root["description"]) a.description = r.text(root["description"], "description");
   std::string type = root["type"] ? r.text(root["type"], "type") : "CLIENT";
   if (type != "CLIENT" && type != "CLIENT_EVENT") r.fail("type", "expected CLIENT or CLIENT_EVENT, got \"" + type + "\"");

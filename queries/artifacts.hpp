@@ -39,6 +39,10 @@
 
 #include "queries/engine.hpp"
 
+namespace YAML {
+class Node;
+}
+
 namespace outpost::vql {
 
 class ArtifactError : public std::runtime_error {
@@ -78,6 +82,10 @@ struct Artifact {
 // Throws ArtifactError "<origin>: <key path>: <problem>"; every source's
 // query is compiled (parsed, and its plugins and functions checked).
 Artifact parse_artifact(const std::string& yaml, const std::string& origin, const Engine& engine);
+
+// What the export and sources of an artifact's YAML define with LET (as far
+// as they parse), callable from each of them; any name when it imports others.
+Declared declared_lets(const YAML::Node& root);
 
 // The parameters as variables: defaults, overridden by `given` (text, as a
 // collector or a command line sends them), each converted to its type.

@@ -70,6 +70,10 @@ std::string print(const Expr& e) {
       return out + "]";
     }
     case Expr::Kind::subquery: return "{" + print(*e.query) + "}";
+    case Expr::Kind::slice: {
+      auto bound = [](const Expr& b) { return b.kind == Expr::Kind::literal && b.value.is_null() ? "" : print(b); };
+      return print(*e.operands[0]) + "[" + bound(*e.operands[1]) + ":" + bound(*e.operands[2]) + "]";
+    }
   }
   return "?";
 }
@@ -102,7 +106,13 @@ std::string print(const Query& q) {
       out += print(*st.select);
     } else {
       auto& l = *st.let;
-      out += "LET " + identifier(l.name) + (l.materialized ? " <= " : " = ");
+      out += "LET " + identifier(l.name);
+      if (l.params) {
+        out += "(";
+        for (size_t i = 0; i < l.params->size(); ++i) out += (i ? ", " : "") + identifier((*l.params)[i]);
+        out += ")";
+      }
+      out += l.materialized ? " <= " : " = ";
       out += l.query ? print(*l.query) : print(*l.expr);
     }
   }

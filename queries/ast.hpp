@@ -34,11 +34,13 @@ struct Expr {
     list,      // [operands...]
     dict,      // dict(args) and {name: value}-free literal form: dict(a=1)
     subquery,  // { query }
+    slice,     // operands[0][operands[1]:operands[2]], an absent bound a NULL literal
   };
   Kind kind = Kind::literal;
   Position pos;
   Value value;
-  std::string name;  // variable, field, function, or operator (upper case: AND OR NOT IN, =~ ...)
+  // variable, field, function, or operator (upper case: AND OR NOT IN, =~ ..., and || &&)
+  std::string name;
   std::vector<ExprPtr> operands;
   std::vector<Arg> args;
   SelectPtr query;
@@ -68,6 +70,9 @@ struct Select {
 struct Let {
   Position pos;
   std::string name;
+  // LET f(a, b) = ...: a function (an expression) or a plugin (a query)
+  // called with these arguments, each a variable of its body.
+  std::optional<std::vector<std::string>> params;
   bool materialized = false;  // LET x <= ...: evaluated once, where it is defined
   SelectPtr query;            // either a query
   ExprPtr expr;               // or an expression

@@ -33,8 +33,15 @@ std::optional<Value> constant(const ast::Expr& e) {
 // With `problems`, it goes on past each one and lists them all there.
 class Checker {
  public:
-  Checker(const Registry& r, const ArtifactCalls* artifacts, std::vector<std::string>* problems)
-      : r_(r), artifacts_(artifacts), problems_(problems) {}
+  Checker(const Registry& r, const ArtifactCalls* artifacts, const Declared& declared,
+          std::vector<std::string>* problems)
+      : r_(r), artifacts_(artifacts), declared_(declared), problems_(problems) {}
+
+  // The query's own LETs: callable wherever they are written.
+  void declare(const ast::Query& query) {
+    for (auto& st : query.statements)
+      if (st.let) declared_.names.insert(st.let->name);
+  }
 
   void select(const ast::Select& s) {
     for (auto& c : s.columns)
@@ -42,17 +49,24 @@ class Checker {
     if (s.source_is_call && is_artifact_call(s.source)) {
       artifact_call(s);
     } else if (s.source_is_call && !r_.plugin(s.source)) {
+      if (is_declared(s.source)) return rest(s);
       std::string hint = r_.function(s.source) ? " (" + s.source + "() is a function, not a plugin)" : "";
       problem(s.source_pos, "unknown plugin " + s.source + "()" + hint);
     } else if (s.source_is_call) {
       plugin_args(s);
     }
+    rest(s);
+  }
+
+  void rest(const ast::Select& s) {
     for (auto& a : s.source_args) expr(*a.value);
     if (s.where) expr(*s.where);
   }
 
   void expr(const ast::Expr& e) {
-    if (e.kind == ast::Expr::Kind::call && !r_.function(e.name)) {
+    if (e.kind == ast::Expr::Kind::call && !r_.function(e.name) && is_declared(e.name)) {
+      // a LET: its parameters are checked when it is called
+    } else if (e.kind == ast::Expr::Kind::call && !r_.function(e.name)) {
       std::string hint = r_.plugin(e.name) ? " (" + e.name + "() is a plugin: use it after FROM)" : "";
       problem(e.pos, "unknown function " + e.name + "()" + hint);
     } else if (e.kind == ast::Expr::Kind::call) {
@@ -72,6 +86,8 @@ class Checker {
   }
 
  private:
+  bool is_declared(const std::string& name) const { return declared_.any || declared_.names.count(name); }
+
   void problem(Position p, const std::string& what) {
     if (!problems_) throw QueryError(at(p) + what);
     problems_->push_back(at(p) + what);
@@ -115,6 +131,7 @@ class Checker {
 
   const Registry& r_;
   const ArtifactCalls* artifacts_;
+  Declared declared_;
   std::vector<std::string>* problems_;
 };
 
@@ -128,22 +145,24 @@ void check_statements(const ast::Query& query, Checker& c) {
 
 }  // namespace
 
-ast::Query Engine::compile(std::string_view vql) const {
+ast::Query Engine::compile(std::string_view vql, const Declared& declared) const {
   ast::Query q = parse(vql);
-  check(q);
+  check(q, declared);
   return q;
 }
 
-void Engine::check(const ast::Query& query) const {
-  if (query.precondition) check(*query.precondition);
-  Checker c(registry_, artifacts_, nullptr);
+void Engine::check(const ast::Query& query, const Declared& declared) const {
+  if (query.precondition) check(*query.precondition, declared);
+  Checker c(registry_, artifacts_, declared, nullptr);
+  c.declare(query);
   check_statements(query, c);
 }
 
-std::vector<std::string> Engine::problems(const ast::Query& query) const {
+std::vector<std::string> Engine::problems(const ast::Query& query, const Declared& declared) const {
   std::vector<std::string> out;
-  Checker c(registry_, artifacts_, &out);
-  if (query.precondition) check_statements(*query.precondition, c);
+  if (query.precondition) out = problems(*query.precondition, declared);
+  Checker c(registry_, artifacts_, declared, &out);
+  c.declare(query);
   check_statements(query, c);
   return out;
 }
@@ -153,6 +172,7 @@ const Registry& default_registry() {
     Registry r;
     add_builtin_functions(r);
     add_text_functions(r);
+    add_flow_functions(r);
     add_builtin_plugins(r);
     add_linux_plugins(r);
     add_event_plugins(r);

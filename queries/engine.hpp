@@ -8,6 +8,7 @@
 // evaluated where x is used); LET x <= ... is evaluated once, in order.
 
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -114,6 +115,14 @@ class ArtifactCalls {
                                           RunContext& context) const = 0;
 };
 
+// Names a query may call that are not in the registry: LETs defined outside
+// it. `any`: every name (an artifact's imports may define it; the artifact
+// is checked again once its imports are known).
+struct Declared {
+  std::set<std::string> names;
+  bool any = false;
+};
+
 // FROM Artifact.Name(...) calls an artifact.
 inline constexpr std::string_view kArtifactPrefix = "Artifact.";
 inline bool is_artifact_call(std::string_view source) { return source.substr(0, kArtifactPrefix.size()) == kArtifactPrefix; }
@@ -137,10 +146,12 @@ class Engine {
   // Parses and checks (every plugin and function exists, plugins take the
   // arguments given and accept their constant values); throws ParseError or
   // QueryError.
-  ast::Query compile(std::string_view vql) const;
-  void check(const ast::Query& query) const;
+  // A query's own LETs may be called as functions and plugins; `declared`
+  // adds names defined elsewhere (an artifact's other sources).
+  ast::Query compile(std::string_view vql, const Declared& declared = {}) const;
+  void check(const ast::Query& query, const Declared& declared = {}) const;
   // What check() would refuse: every problem, each as its QueryError's text.
-  std::vector<std::string> problems(const ast::Query& query) const;
+  std::vector<std::string> problems(const ast::Query& query, const Declared& declared = {}) const;
 
   // Runs `query` with `parameters` bound as variables: its statements in
   // order, each LET bound for those after it, after its precondition (when
@@ -156,8 +167,13 @@ class Engine {
   std::unique_ptr<RowStream> run(const ast::SelectPtr& s, const ScopePtr& scope,
                                  const std::shared_ptr<RunContext>& ctx);
   Value lookup(const std::string& name, const Frame& f, const std::shared_ptr<RunContext>& ctx);
+  // LET name(params) = ... called: its expression's value, or its query.
+  Value call_let(const std::string& name, Position pos, const std::vector<ast::Arg>& args, const Frame& f,
+                 const std::shared_ptr<RunContext>& ctx, bool as_plugin = false);
 
  private:
+  Value lazy_if(const ast::Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx);
+
   const Registry& registry_;
   const ArtifactCalls* artifacts_;
 };
@@ -172,6 +188,9 @@ std::unique_ptr<RowStream> chain_streams(std::vector<std::unique_ptr<RowStream>>
 // RunContext::regex, cached per query.
 const re2::RE2* cached_regex(const std::string& pattern, bool case_sensitive);
 
+// A condition that is a query holds when it has a row; otherwise its truth.
+bool condition_holds(const Value& v);
+
 // Materializes a value for functions that want data: a stored query becomes
 // its rows as a list of dicts; anything else is itself.
 Value materialize(const Value& v);
@@ -181,6 +200,7 @@ Value materialize(const Value& v);
 const Registry& default_registry();
 void add_builtin_functions(Registry& registry);
 void add_text_functions(Registry& registry);  // regex_replace
+void add_flow_functions(Registry& registry);  // if, log
 void add_builtin_plugins(Registry& registry);  // foreach, if
 
 }  // namespace outpost::vql

@@ -58,6 +58,31 @@ Value index_of(const Value& v, const Value& i) {
   return Value();
 }
 
+// x[a:b]: a substring, a sub-list; either bound NULL (absent), negative from the end.
+Value slice_of(const Value& v, const Value& a, const Value& b) {
+  auto data = materialize(v);
+  auto bounds = [&](size_t size, int64_t& from, int64_t& to) {
+    auto n = static_cast<int64_t>(size);
+    auto at = [n](const Value& x, int64_t absent) {
+      auto i = x.as_int();
+      int64_t k = i ? (*i < 0 ? *i + n : *i) : absent;
+      return std::clamp<int64_t>(k, 0, n);
+    };
+    from = at(a, 0);
+    to = std::max(from, at(b, n));
+  };
+  int64_t from = 0, to = 0;
+  if (auto l = data.as_list()) {
+    bounds(l->size(), from, to);
+    return List(l->begin() + from, l->begin() + to);
+  }
+  if (auto s = data.as_string()) {
+    bounds(s->size(), from, to);
+    return s->substr(static_cast<size_t>(from), static_cast<size_t>(to - from));
+  }
+  return Value();
+}
+
 bool contains(const Value& haystack, const Value& needle) {
   auto data = materialize(haystack);
   if (auto l = data.as_list()) {
@@ -107,6 +132,42 @@ Value materialize(const Value& v) {
   return v;
 }
 
+Value Engine::lazy_if(const Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx) {
+  const ast::Arg* then = nullptr;
+  const ast::Arg* otherwise = nullptr;
+  Value condition;
+  for (auto& a : e.args) {
+    if (a.name == "condition") condition = eval(*a.value, f, ctx);
+    if (a.name == "then") then = &a;
+    if (a.name == "else") otherwise = &a;
+  }
+  auto branch = condition_holds(condition) ? then : otherwise;
+  return branch ? eval(*branch->value, f, ctx) : Value();
+}
+
+Value Engine::call_let(const std::string& name, Position pos, const std::vector<ast::Arg>& args, const Frame& f,
+                       const std::shared_ptr<RunContext>& ctx, bool as_plugin) {
+  const Binding* b = nullptr;
+  for (const Scope* s = f.scope.get(); s && !b; s = s->parent().get()) b = s->binding(name);
+  auto where = "line " + std::to_string(pos.line) + ", column " + std::to_string(pos.column) + ": ";
+  if (!b || !b->lazy) throw QueryError(where + (as_plugin ? "unknown plugin " : "unknown function ") + name + "()");
+  const ast::Let& let = *b->lazy;
+  std::vector<Binding> params;
+  for (auto& a : args) {
+    if (!let.params || std::find(let.params->begin(), let.params->end(), a.name) == let.params->end())
+      throw QueryError(where + name + "(): " + a.name + ": not a parameter of LET " + name);
+    params.push_back({a.name, eval(*a.value, f, ctx), nullptr});
+  }
+  if (let.params)  // those not given are NULL, not the caller's variables of that name
+    for (auto& p : *let.params)
+      if (std::none_of(params.begin(), params.end(), [&](auto& given) { return given.name == p; }))
+        params.push_back({p, Value(), nullptr});
+  auto scope = std::make_shared<const Scope>(f.scope, Row{}, std::move(params));
+  if (let.query) return QueryPtr(std::make_shared<const StoredQuery>(let.query, scope, ctx));
+  Deeper deeper(*ctx, name + "()");
+  return eval(*let.expr, Frame{scope}, ctx);
+}
+
 Value Engine::lookup(const std::string& name, const Frame& f, const std::shared_ptr<RunContext>& ctx) {
   if (f.row)
     if (auto v = f.row->find(name)) return *v;
@@ -152,9 +213,9 @@ Value Engine::eval(const Expr& e, const Frame& f, const std::shared_ptr<RunConte
       return QueryPtr(std::make_shared<const StoredQuery>(e.query, scope, ctx));
     }
     case Expr::Kind::call: {
+      if (e.name == "if") return lazy_if(e, f, ctx);
       auto fn = registry_.function(e.name);
-      if (!fn) throw QueryError("line " + std::to_string(e.pos.line) + ", column " + std::to_string(e.pos.column) +
-                                ": unknown function " + e.name + "()");
+      if (!fn) return call_let(e.name, e.pos, e.args, f, ctx);
       std::vector<std::pair<std::string, Value>> values;
       values.reserve(e.args.size());
       for (auto& a : e.args) values.emplace_back(a.name, eval(*a.value, f, ctx));
@@ -170,11 +231,26 @@ Value Engine::eval(const Expr& e, const Frame& f, const std::shared_ptr<RunConte
       if (auto d = v.as_double()) return -*d;
       return Value();
     }
+    case Expr::Kind::slice:
+      return slice_of(eval(*e.operands[0], f, ctx), eval(*e.operands[1], f, ctx), eval(*e.operands[2], f, ctx));
     case Expr::Kind::binary: break;
   }
   const std::string& op = e.name;
-  if (op == "AND") return truthy(eval(*e.operands[0], f, ctx)) && truthy(eval(*e.operands[1], f, ctx));
-  if (op == "OR") return truthy(eval(*e.operands[0], f, ctx)) || truthy(eval(*e.operands[1], f, ctx));
+  // Velociraptor's: AND is a boolean; && is FALSE or its right operand's
+  // value; OR and || give a true left operand's value, else (||) the right
+  // one's, or (OR) TRUE for a true right operand and its value otherwise.
+  if (op == "AND" || op == "&&") {
+    if (!truthy(eval(*e.operands[0], f, ctx))) return false;
+    Value b = eval(*e.operands[1], f, ctx);
+    if (!truthy(b)) return false;
+    return op == "AND" ? Value(true) : b;
+  }
+  if (op == "OR" || op == "||") {
+    Value a = eval(*e.operands[0], f, ctx);
+    if (truthy(a)) return a;
+    Value b = eval(*e.operands[1], f, ctx);
+    return op == "OR" && truthy(b) ? Value(true) : b;
+  }
   Value a = eval(*e.operands[0], f, ctx);
   Value b = eval(*e.operands[1], f, ctx);
   if (op == "=") return equal(a, b);

@@ -19,8 +19,8 @@ const char* const kKeywords[] = {"SELECT", "FROM", "WHERE", "LET",  "AS",   "AND
                                  "NULL",   "TRUE", "FALSE", "GROUP"};
 
 // Longest first, so that "<=" is not read as "<" then "=".
-const char* const kOperators[] = {"!=", "<>", "<=", ">=", "=~", "=", "<", ">", "+", "-", "*",
-                                  "/",  "%",  "(",  ")",  "[",  "]", "{", "}", ",", ".", ";"};
+const char* const kOperators[] = {"!=", "<>", "<=", ">=", "=~", "||", "&&", "=", "<", ">", "+", "-", "*",
+                                  "/",  "%",  "(",  ")",  "[",  "]",  "{",  "}", ",", ".", ";", "|", ":"};
 
 }  // namespace
 

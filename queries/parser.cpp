@@ -78,6 +78,14 @@ class Parser {
     auto l = std::make_shared<ast::Let>();
     l->pos = next().pos;
     l->name = name("a name after LET");
+    if (accept_op("(")) {  // LET f(a, b) = ...
+      l->params.emplace();
+      if (!accept_op(")")) {
+        do l->params->push_back(name("a parameter name"));
+        while (accept_op(",") && !peek().is_op(")"));
+        expect_op(")");
+      }
+    }
     if (accept_op("<="))
       l->materialized = true;
     else
@@ -134,6 +142,7 @@ class Parser {
     std::vector<ast::Arg> out;
     if (accept_op(")")) return out;
     do {
+      if (peek().is_op(")")) break;  // a trailing comma
       ast::Arg a;
       a.name = name("an argument name (arguments are named: name=value)");
       for (auto& other : out)
@@ -170,23 +179,25 @@ class Parser {
 
   ExprPtr expr() {
     Depth depth(*this);
-    return or_expr();
+    return and_expr();
   }
 
-  ExprPtr or_expr() {
-    auto lhs = and_expr();
-    while (peek().is_keyword("OR")) {
-      auto pos = next().pos;
-      lhs = binary("OR", pos, lhs, and_expr());
+  // Velociraptor's precedence: AND binds looser than OR (a OR b AND c is
+  // (a OR b) AND c). && is AND with its value; || (and |) is OR with its value.
+  ExprPtr and_expr() {
+    auto lhs = or_expr();
+    while (peek().is_keyword("AND") || peek().is_op("&&")) {
+      auto& t = next();
+      lhs = binary(t.kind == Token::Kind::op ? "&&" : "AND", t.pos, lhs, or_expr());
     }
     return lhs;
   }
 
-  ExprPtr and_expr() {
+  ExprPtr or_expr() {
     auto lhs = not_expr();
-    while (peek().is_keyword("AND")) {
-      auto pos = next().pos;
-      lhs = binary("AND", pos, lhs, not_expr());
+    while (peek().is_keyword("OR") || peek().is_op("||") || peek().is_op("|")) {
+      auto& t = next();
+      lhs = binary(t.kind == Token::Kind::op ? "||" : "OR", t.pos, lhs, not_expr());
     }
     return lhs;
   }
@@ -259,8 +270,17 @@ class Parser {
         f->operands = {e};
         e = grown(f);
       } else if (peek().is_op("[")) {
-        auto x = node(Expr::Kind::index, next().pos);
-        x->operands = {e, expr()};
+        auto pos = next().pos;
+        ExprPtr from = peek().is_op(":") ? literal_at(Value(), pos) : expr();
+        if (accept_op(":")) {  // x[a:b], either bound optional
+          auto x = node(Expr::Kind::slice, pos);
+          x->operands = {e, from, peek().is_op("]") ? literal_at(Value(), pos) : expr()};
+          expect_op("]");
+          e = grown(x);
+          continue;
+        }
+        auto x = node(Expr::Kind::index, pos);
+        x->operands = {e, from};
         expect_op("]");
         e = grown(x);
       } else {
@@ -296,19 +316,22 @@ class Parser {
         return grown(call);
       }
       case Token::Kind::op:
-        if (t.is_op("(")) {
-          next();
+        if (t.is_op("(")) {  // (a) is a; (a, b) and (a,) are lists
+          auto pos = next().pos;
           auto e = expr();
-          expect_op(")");
-          return e;
+          if (!peek().is_op(",")) {
+            expect_op(")");
+            return e;
+          }
+          next();
+          auto list = node(Expr::Kind::list, pos);
+          list->operands.push_back(e);
+          items(*list, ")");
+          return grown(list);
         }
         if (t.is_op("[")) {
           auto list = node(Expr::Kind::list, next().pos);
-          if (!accept_op("]")) {
-            do list->operands.push_back(expr());
-            while (accept_op(","));
-            expect_op("]");
-          }
+          items(*list, "]");
           return grown(list);
         }
         if (t.is_op("{")) {
@@ -321,6 +344,23 @@ class Parser {
       case Token::Kind::end: break;
     }
     fail("expected an expression");
+  }
+
+  // expr, ... up to `close`; a trailing comma is allowed.
+  void items(Expr& list, const char* close) {
+    while (!accept_op(close)) {
+      list.operands.push_back(expr());
+      if (!accept_op(",")) {
+        expect_op(close);
+        return;
+      }
+    }
+  }
+
+  ExprPtr literal_at(Value v, Position pos) {
+    auto e = node(Expr::Kind::literal, pos);
+    e->value = std::move(v);
+    return e;
   }
 
   ExprPtr literal(Value v) {

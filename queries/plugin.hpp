@@ -125,6 +125,8 @@ struct Env {
   uint64_t dropped_events = 0;   // missed by this query's subscriptions; reported, then reset
   std::vector<std::string> upload_requests;  // upload(): files to stream into the uploads lane
   Slicing slicing;
+  // log(): when each message format was last logged (its deduplication).
+  std::map<std::string, std::chrono::steady_clock::time_point> logged;
 };
 
 struct ArgSpec {

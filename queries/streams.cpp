@@ -287,7 +287,7 @@ class StatementStream : public RowStream {
  private:
   void bind(const ast::Let& let) {
     Binding b{let.name, Value(), nullptr};
-    if (!let.materialized) {
+    if (!let.materialized || let.params) {
       b.lazy = statements_[current_].let;
     } else if (let.query) {
       b.value = materialize(QueryPtr(std::make_shared<const StoredQuery>(let.query, ctx_->root, ctx_)));
@@ -453,7 +453,8 @@ class ChainStream : public RowStream {
   std::unique_ptr<RowStream> current_;
 };
 
-// A condition that is a query is true when it has a row.
+}  // namespace
+
 bool condition_holds(const Value& v) {
   auto q = v.as_query();
   if (!q) return truthy(v);
@@ -466,8 +467,6 @@ bool condition_holds(const Value& v) {
   }
   return false;
 }
-
-}  // namespace
 
 std::unique_ptr<RowStream> merge_streams(std::vector<std::unique_ptr<RowStream>> streams) {
   auto merged = std::make_unique<MergeStream>();
@@ -523,11 +522,10 @@ std::unique_ptr<RowStream> Engine::run(const ast::SelectPtr& s, const ScopePtr& 
     for (auto& a : s->source_args) values.emplace_back(a.name, eval(*a.value, f, ctx));
     source = artifacts_->call(s->source.substr(kArtifactPrefix.size()), Args(s->source, std::move(values)), scope,
                               *ctx);
+  } else if (s->source_is_call && !registry_.plugin(s->source)) {  // LET q(a) = SELECT ...
+    source = rows_of(call_let(s->source, s->source_pos, s->source_args, f, ctx, true));
   } else if (s->source_is_call) {
     auto plugin = registry_.plugin(s->source);
-    if (!plugin)
-      throw QueryError("line " + std::to_string(s->source_pos.line) + ", column " +
-                       std::to_string(s->source_pos.column) + ": unknown plugin " + s->source + "()");
     std::vector<std::pair<std::string, Value>> values;
     for (auto& a : s->source_args) values.emplace_back(a.name, eval(*a.value, f, ctx));
     Args args(s->source, std::move(values));

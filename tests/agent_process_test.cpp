@@ -361,14 +361,14 @@ TEST_F(AgentTest, DefinitionsFromADirectoryAreListedCollectedAndChecked) {
       << "name: Custom.Hello\ndescription: Says hello. Twice.\nparameters: [{name: Who, default: you}]\n"
       << "sources:\n  - query: SELECT 'hello ' + Who AS Greeting FROM scope()\n";
   std::ofstream(defs / "broken.yaml") << "name: Custom.Broken\nsources:\n  - query: |\n"
-                                      << "      SELECT nothing(x=1), a || b FROM scope()\n"
+                                      << "      SELECT nothing(x=1), a ! b FROM scope()\n"
                                       << "  - query: SELECT * FROM nowhere(y=2) WHERE later(z=3)\n";
   // collect and list see them; what did not load is said on stderr and the rest goes on.
   auto hello = run_command(tmp, {"--definitions", defs.string(), "collect", "Custom.Hello", "-p", "Who=there"});
   EXPECT_EQ(hello.first, 0) << hello.second;
   EXPECT_NE(hello.second.find("{\"Greeting\":\"hello there\"}\n"), std::string::npos) << hello.second;
   EXPECT_NE(hello.second.find((defs / "broken.yaml").string() + ": not loaded: sources[0].query: line 1, column 24: "
-                              "unexpected character '|'"),
+                              "unexpected character '!'"),
             std::string::npos)
       << hello.second;
   auto list = run_command(tmp, {"artifacts", "list", "--definitions", defs.string()});
@@ -383,7 +383,7 @@ TEST_F(AgentTest, DefinitionsFromADirectoryAreListedCollectedAndChecked) {
       << check.second;
   EXPECT_NE(check.second.find("Custom.Broken (" + (defs / "broken.yaml").string() + "): does not load\n"
                               "  needs function later()\n  needs plugin nowhere()\n"
-                              "  needs syntax: unexpected character '|'\n"),
+                              "  needs syntax: unexpected character '!'\n"),
             std::string::npos)
       << check.second;
   EXPECT_NE(check.second.find("  sources[1].query: line 1, column 15: unknown plugin nowhere()\n"

@@ -3,6 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <sstream>
+
 #include "queries/engine.hpp"
 
 namespace outpost::vql {
@@ -16,6 +21,7 @@ const Registry& test_registry() {
     Registry r;
     add_builtin_functions(r);
     add_text_functions(r);
+    add_flow_functions(r);
     add_builtin_plugins(r);
     r.add(PluginSpec{"range", "rows N from start to end - 1", {{"start", "int", false, ""}, {"end", "int", true, ""}},
                      false, [](const Args& a, Env&) {
@@ -256,6 +262,69 @@ TEST(VqlEval, UnknownNamesFailBeforeAnythingRuns) {
   EXPECT_EQ(error_of("SELECT counter() FROM range(end=1); SELECT lowcase() FROM range(end=1)"),
             "line 1, column 44: lowcase(): string: required");
   EXPECT_EQ(g_counter_calls, 0);
+}
+
+TEST(VqlEval, LogicalOperatorsGiveVelociraptorsValues) {
+  EXPECT_EQ(one("0 || 'fallback'"), "\"fallback\"");
+  EXPECT_EQ(one("'first' || 'second'"), "\"first\"");
+  EXPECT_EQ(one("'' || 0"), "0");  // none true: the last one's value
+  EXPECT_EQ(one("2 && 'last'"), "\"last\"");
+  EXPECT_EQ(one("0 && 'last'"), "false");
+  EXPECT_EQ(one("'x' OR 0"), "\"x\"");  // a true left operand's value
+  EXPECT_EQ(one("0 OR 'y'"), "true");
+  EXPECT_EQ(one("0 OR ''"), "\"\"");
+  EXPECT_EQ(one("2 AND 'z'"), "true");
+  // AND binds looser than OR: (TRUE OR TRUE) AND FALSE.
+  EXPECT_EQ(one("TRUE OR TRUE AND FALSE"), "false");
+  EXPECT_EQ(one("[1, 2, 3, 4][1:3]"), "[2,3]");
+  EXPECT_EQ(one("'abcdef'[-3:]"), "\"def\"");
+  EXPECT_EQ(one("'abcdef'[:2]"), "\"ab\"");
+  EXPECT_EQ(one("'abc'[2:1]"), "\"\"");
+  EXPECT_EQ(one("(1, 'a',)"), "[1,\"a\"]");
+}
+
+TEST(VqlEval, LetFunctionsAndParameterizedQueries) {
+  EXPECT_EQ(run("LET Twice(X) = X * 2 SELECT Twice(X=N) AS T FROM range(end=3)"),
+            (std::vector<std::string>{"{\"T\":0}", "{\"T\":2}", "{\"T\":4}"}));
+  // A query with parameters is a plugin; a parameter not given is NULL, not the caller's variable.
+  EXPECT_EQ(run("LET N = 'outer' LET Upto(N, M) = SELECT N AS Got, M FROM range(end=N) "
+                "SELECT * FROM Upto(N=2)"),
+            (std::vector<std::string>{"{\"Got\":0,\"M\":null}", "{\"Got\":1,\"M\":null}"}));
+  // Defined after its first use in the text, called from a function's argument, nested.
+  EXPECT_EQ(run("LET Inc(X) = X + 1 LET Twice(X) = Inc(X=Inc(X=X)) SELECT Twice(X=1) AS T FROM range(end=1)"),
+            (std::vector<std::string>{"{\"T\":3}"}));
+  try {
+    run("LET F(X) = X SELECT F(Y=1) FROM range(end=1)");
+    ADD_FAILURE() << "ran";
+  } catch (const QueryError& e) {
+    EXPECT_STREQ(e.what(), "line 1, column 21: F(): Y: not a parameter of LET F");
+  }
+}
+
+TEST(VqlEval, IfEvaluatesOnlyTheBranchItTakes) {
+  // The other branch would fail (F takes no Z), and count a call.
+  g_counter_calls = 0;
+  EXPECT_EQ(run("LET F(X) = X SELECT if(condition=N = 1, then='one', else=F(Z=1)) AS A, "
+                "if(condition=N != 1, then=counter(), else='not counted') AS B FROM range(start=1, end=2)"),
+            (std::vector<std::string>{"{\"A\":\"one\",\"B\":\"not counted\"}"}));
+  EXPECT_EQ(g_counter_calls, 0);
+  EXPECT_EQ(one("if(condition={SELECT * FROM range(end=1)}, then='has a row')"), "\"has a row\"");
+  EXPECT_EQ(one("if(condition={SELECT * FROM range(end=0)}, then='has a row')"), "null");
+}
+
+TEST(VqlEval, LogWritesOnceWithinItsDedupTimeAndReturnsTrue) {
+  std::ostringstream lines;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(lines);
+  sink->set_pattern("%l %v");
+  auto logger = spdlog::default_logger();
+  logger->sinks().push_back(sink);
+  auto rows = run("SELECT log(message='row %v of %v', args=[N, 3]) AS A, "
+                  "log(message='each %v', args=N, dedup=-1, level='warn') AS B FROM range(end=3)");
+  logger->sinks().pop_back();
+  EXPECT_EQ(rows, std::vector<std::string>(3, "{\"A\":true,\"B\":true}"));
+  EXPECT_EQ(lines.str(),
+            "info vql: DEFAULT: row 0 of 3\nwarning vql: WARN: each 0\nwarning vql: WARN: each 1\n"
+            "warning vql: WARN: each 2\n");
 }
 
 }  // namespace
