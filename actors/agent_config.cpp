@@ -491,6 +491,9 @@ void read_agent(const YAML::Node& root, AgentConfig& config) {
             {"log", [&](auto& v, auto& p) { read_log(v, p, config.log); }},
             {"inspector", [&](auto& v, auto& p) { read_inspector(v, p, config.inspector); }},
             {"artifacts", [&](auto& v, auto& p) { read_artifacts(v, p, config.artifact_paths); }},
+            {"vql", [&](auto& v, auto& p) {
+               read_map(v, p, {{"allow_execve", [&](auto& b, auto& q) { config.allow_execve = choice(b, q, kBools); }}});
+             }},
             {"event_table", [&](auto& v, auto& p) { read_event_table(v, p, event_table); }},
             {"queries", [&](auto& v, auto& p) { read_queries(v, p, config.queries); }}});
   uint64_t next_id = 1;
@@ -669,6 +672,10 @@ inspector:                      # what outpostctl reads (its unix socket, mode 0
 artifacts:                      # artifact definitions besides the built-in ones
   paths: []                     # directories (every *.yaml below) or files; --set artifacts.paths=DIR
                                 #   or outpost-agent --definitions DIR adds one
+
+vql:
+  allow_execve: false           # true: execve() may run programs (as root, when the agent is);
+                                #   false refuses it, as Velociraptor's prevent_execve
 
 event_table:                    # event artifacts (outpost-agent artifacts list), each a query
   - artifact: Linux.Events.ProcessCreation     # a row per process started

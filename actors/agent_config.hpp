@@ -141,6 +141,8 @@ struct AgentConfig {
   // Artifact definitions besides the built-in ones: directories (every
   // *.yaml below) or files; a file that does not load is logged and skipped.
   std::vector<std::string> artifact_paths;
+  // VQL's execve() may run programs (vql.allow_execve); refused otherwise.
+  bool allow_execve = false;
 };
 
 class ConfigError : public std::runtime_error {

@@ -202,7 +202,8 @@ AgentConfig Agent::Impl::load_config() const {
   AgentConfig config = read_config();
   check_agent_config(config, origin);
   if (!registry) throw ConfigError(plugins_refused);
-  auto sources = vql::agent_sources(artifacts(config), nullptr, vql::default_paths(), registry);
+  auto sources = vql::agent_sources(artifacts(config), nullptr, vql::default_paths(), registry,
+                                   vql::Permissions{config.allow_execve});
   for (auto& q : config.queries) try {
       sources.check(q);
     } catch (const std::exception& e) {
@@ -337,7 +338,9 @@ Result Agent::start() {
     if (q.source.kind == SourceSpec::Kind::host)
       queues[q.name] = std::make_shared<PushQueue>(q, d.options.on_writable);
   auto sources = with_host_sources(
-      vql::agent_sources(artifacts, sensors.get(), vql::default_paths(), d.registry), queues);
+      vql::agent_sources(artifacts, sensors.get(), vql::default_paths(), d.registry,
+                         vql::Permissions{config.allow_execve}),
+      queues);
   auto sup = sys->spawn(supervisor, buf, link, config.queries, std::move(sources), RestartPolicy{});
   // The collector's requests (collect, cancel, event table) reach the supervisor through the link.
   if (config.link.kind == LinkSpec::Kind::collector)

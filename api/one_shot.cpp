@@ -86,12 +86,15 @@ Result run(Agent::Impl& d, const SourceSpec& spec, const RowCallback& on_row, ui
   const Registry& registry = *d.registry;
   std::shared_ptr<const ArtifactRepository> artifacts;
   LoadReport loaded;
+  Permissions permissions;
   try {
-    artifacts = d.artifacts(d.read_config(), &loaded);
+    AgentConfig config = d.read_config();
+    artifacts = d.artifacts(config, &loaded);
+    permissions.execve = config.allow_execve;
   } catch (const std::exception& e) {
     return {Errc::invalid_config, e.what()};
   }
-  const Engine engine(registry, artifacts.get());
+  const Engine engine(registry, artifacts.get(), permissions);
   PreparedQuery p;
   try {
     p = prepare(spec, *artifacts, engine);

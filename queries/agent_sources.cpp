@@ -20,10 +20,11 @@ PreparedQuery prepare(const SourceSpec& source, const ArtifactRepository& artifa
 }
 
 SourceFactory agent_sources(std::shared_ptr<const ArtifactRepository> artifacts, SensorHub* sensors,
-                            std::shared_ptr<const Paths> paths, std::shared_ptr<const Registry> registry) {
+                            std::shared_ptr<const Paths> paths, std::shared_ptr<const Registry> registry,
+                            Permissions permissions) {
   // The engine refers to the registry and the artifacts: the lambdas keep all three.
   std::shared_ptr<const Engine> engine(
-      new Engine(registry ? *registry : default_registry(), artifacts.get()),
+      new Engine(registry ? *registry : default_registry(), artifacts.get(), permissions),
       [registry, artifacts](const Engine* e) { delete e; });
   auto is_engine_source = [](const QuerySpec& q) {
     return q.source.kind == SourceSpec::Kind::vql || q.source.kind == SourceSpec::Kind::artifact;

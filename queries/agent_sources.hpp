@@ -20,9 +20,9 @@ PreparedQuery prepare(const SourceSpec& source, const ArtifactRepository& artifa
 
 // make() and check() for the supervisor. `sensors` must outlive the
 // queries. `registry`: the plugins and functions VQL may call; null:
-// default_registry().
+// default_registry(). `permissions`: what the configuration allows beyond reading.
 SourceFactory agent_sources(std::shared_ptr<const ArtifactRepository> artifacts, SensorHub* sensors,
                             std::shared_ptr<const Paths> paths = default_paths(),
-                            std::shared_ptr<const Registry> registry = nullptr);
+                            std::shared_ptr<const Registry> registry = nullptr, Permissions permissions = {});
 
 }  // namespace outpost::vql

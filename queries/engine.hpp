@@ -138,10 +138,11 @@ class Engine {
  public:
   // `artifacts`, when given, must outlive the engine and its queries;
   // without it Artifact.X() passes the checks and fails when run.
-  explicit Engine(const Registry& registry, const ArtifactCalls* artifacts = nullptr)
-      : registry_(registry), artifacts_(artifacts) {}
+  explicit Engine(const Registry& registry, const ArtifactCalls* artifacts = nullptr, Permissions permissions = {})
+      : registry_(registry), artifacts_(artifacts), permissions_(permissions) {}
   const Registry& registry() const { return registry_; }
   const ArtifactCalls* artifacts() const { return artifacts_; }
+  const Permissions& permissions() const { return permissions_; }
 
   // Parses and checks (every plugin and function exists, plugins take the
   // arguments given and accept their constant values); throws ParseError or
@@ -176,6 +177,7 @@ class Engine {
 
   const Registry& registry_;
   const ArtifactCalls* artifacts_;
+  Permissions permissions_;
 };
 
 // Rows of all `streams` as they come, interleaved; done when all are.
@@ -201,6 +203,7 @@ const Registry& default_registry();
 void add_builtin_functions(Registry& registry);
 void add_text_functions(Registry& registry);  // regex_replace
 void add_flow_functions(Registry& registry);  // if, log
+void add_execve_plugin(Registry& registry);
 void add_builtin_plugins(Registry& registry);  // foreach, if
 
 }  // namespace outpost::vql

@@ -85,6 +85,11 @@ struct Paths {
   std::vector<std::filesystem::path> os_release = {"/etc/os-release", "/usr/lib/os-release"};  // first found
 };
 
+// What the agent's configuration lets queries do beyond reading the host.
+struct Permissions {
+  bool execve = false;  // execve() may run programs (vql.allow_execve)
+};
+
 // Thrown by a function that did a bounded slice of its work and must be
 // called again, with the same arguments, to go on (hash() of a big file).
 // Only while Env::slicing.work is set; the SelectStream that set it catches
@@ -125,6 +130,7 @@ struct Env {
   uint64_t dropped_events = 0;   // missed by this query's subscriptions; reported, then reset
   std::vector<std::string> upload_requests;  // upload(): files to stream into the uploads lane
   Slicing slicing;
+  Permissions permissions;  // the engine's, set when a query starts
   // log(): when each message format was last logged (its deduplication).
   std::map<std::string, std::chrono::steady_clock::time_point> logged;
 };

@@ -552,6 +552,7 @@ std::unique_ptr<RowStream> Engine::start(const ast::Query& query, std::vector<Bi
                 parameters]() -> std::unique_ptr<RowStream> {
     auto ctx = std::make_shared<RunContext>(RunContext{*engine, env, nullptr, engine, 0, caller.artifact_depth, {}});
     env.engine = engine.get();
+    env.permissions = engine->permissions();
     ctx->root = std::make_shared<const Scope>(caller.scope, Row{}, parameters);
     return std::make_unique<StatementStream>(statements, ctx, caller.label_rows);
   };

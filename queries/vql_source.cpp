@@ -7,7 +7,7 @@ namespace outpost::vql {
 VqlSource::VqlSource(const Engine& engine, std::vector<std::shared_ptr<const ast::Query>> queries,
                      const std::vector<Binding>& parameters, std::shared_ptr<const Paths> paths, SensorHub* sensors,
                      uint64_t query_id)
-    : engine_(engine.registry()), queries_(std::move(queries)), query_id_(query_id) {
+    : engine_(engine), queries_(std::move(queries)), query_id_(query_id) {
   env_.paths = std::move(paths);
   env_.sensors = sensors;
   if (sensors) env_.system = &sensors->system();  // the agent's: the hub runs on it
