@@ -170,22 +170,30 @@ TEST(Artifacts, UsersFromAFakePasswdThroughTheAgentsFactory) {
   QuerySpec q;
   q.source.kind = SourceSpec::Kind::artifact;
   q.source.name = "Linux.Sys.Users";
-  factory.check(q);
-  auto source = factory(q);
-  std::vector<std::string> names;
-  for (int i = 0; i < 100; ++i) {
-    schemas::RowBatchWriter batch(1, "a", "s", schemas::Lane::RESULTS, source->columns());
-    auto r = source->pull(batch, 100);
-    if (batch.row_count()) {
-      auto cols = source->columns();
-      EXPECT_EQ(cols[0], "Name");
-      auto encoded = batch.finish();
-      schemas::RecordView view(encoded.words());
-      for (auto row : view.record().getRowBatch().getRows()) names.push_back(row[0].getText().cStr());
+  // The first column of every row the factory's source for `q` gives.
+  auto first_column = [&](const QuerySpec& q) {
+    factory.check(q);
+    auto source = factory(q);
+    std::vector<std::string> names;
+    for (int i = 0; i < 100; ++i) {
+      schemas::RowBatchWriter batch(1, "a", "s", schemas::Lane::RESULTS, source->columns());
+      auto r = source->pull(batch, 100);
+      if (batch.row_count()) {
+        auto cols = source->columns();
+        EXPECT_EQ(cols[0], "Name");
+        auto encoded = batch.finish();
+        schemas::RecordView view(encoded.words());
+        for (auto row : view.record().getRowBatch().getRows()) names.push_back(row[0].getText().cStr());
+      }
+      if (r.state == PullResult::State::done) break;
     }
-    if (r.state == PullResult::State::done) break;
-  }
-  EXPECT_EQ(names, (std::vector<std::string>{"root", "alice"}));
+    return names;
+  };
+  EXPECT_EQ(first_column(q), (std::vector<std::string>{"root", "alice"}));
+  QuerySpec inline_call;  // the same artifact called from VQL, in the agent's source
+  inline_call.source.kind = SourceSpec::Kind::vql;
+  inline_call.source.query = "SELECT Name FROM Artifact.Linux.Sys.Users()";
+  EXPECT_EQ(first_column(inline_call), (std::vector<std::string>{"root", "alice"}));
   q.source.name = "No.Such";
   EXPECT_THROW(factory.check(q), ArtifactError);
   q.source.kind = SourceSpec::Kind::vql;
