@@ -175,6 +175,7 @@ const Registry& default_registry() {
     add_flow_functions(r);
     add_builtin_plugins(r);
     add_execve_plugin(r);
+    add_parse_functions(r);
     add_linux_plugins(r);
     add_event_plugins(r);
     add_agent_plugins(r);

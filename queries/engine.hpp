@@ -204,6 +204,7 @@ void add_builtin_functions(Registry& registry);
 void add_text_functions(Registry& registry);  // regex_replace
 void add_flow_functions(Registry& registry);  // if, log
 void add_execve_plugin(Registry& registry);
+void add_parse_functions(Registry& registry);  // parse_json, parse_json_array, split_records, read_file()
 void add_builtin_plugins(Registry& registry);  // foreach, if
 
 }  // namespace outpost::vql

@@ -22,6 +22,53 @@ const std::string& string_arg(const Args& args, const char* name) {
 }
 
 // Seconds, or milli/micro/nanoseconds told apart by size, as Velociraptor does.
+// A time written as text, in UTC unless it says otherwise: RFC 3339
+// (2023-11-14T22:13:20[.fraction][Z|±hh:mm|±hhmm], or a space for the T),
+// a date, syslog's "Nov 14 22:13:20" (this year), ctime's "Tue Nov 14
+// 22:13:20 2023", or epoch seconds.
+std::optional<int64_t> parse_time(const std::string& text) {
+  std::string s = text;
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  if (!s.empty() && s.find_first_not_of("0123456789") == std::string::npos && s.size() <= 12)
+    return std::stoll(s) * 1'000'000'000;
+  struct tm tm = {};
+  const char* rest = nullptr;
+  for (const char* f : {"%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%a %b %d %H:%M:%S %Y"})
+    if (!rest) {
+      tm = {};
+      rest = strptime(s.c_str(), f, &tm);
+    }
+  if (!rest) {  // syslog's: no year, this one
+    tm = {};
+    rest = strptime(s.c_str(), "%b %d %H:%M:%S", &tm);
+    time_t now = std::time(nullptr);
+    struct tm today = {};
+    gmtime_r(&now, &today);
+    tm.tm_year = today.tm_year;
+  }
+  if (!rest) {
+    tm = {};
+    rest = strptime(s.c_str(), "%Y-%m-%d", &tm);
+    if (rest && *rest) return std::nullopt;
+  }
+  if (!rest) return std::nullopt;
+  int64_t ns = static_cast<int64_t>(timegm(&tm)) * 1'000'000'000;
+  if (*rest == '.' || *rest == ',') {
+    int64_t scale = 100'000'000;
+    for (++rest; std::isdigit(static_cast<unsigned char>(*rest)); ++rest, scale /= 10) ns += (*rest - '0') * scale;
+  }
+  while (*rest == ' ') ++rest;
+  if (*rest == 'Z' || std::strcmp(rest, "UTC") == 0) return ns;
+  if (*rest == '+' || *rest == '-') {
+    int hh = 0, mm = 0;
+    if (std::sscanf(rest + 1, "%2d:%2d", &hh, &mm) != 2 && std::sscanf(rest + 1, "%2d%2d", &hh, &mm) != 2)
+      return std::nullopt;
+    ns -= (*rest == '+' ? 1 : -1) * (hh * 3600 + mm * 60) * 1'000'000'000LL;
+    return ns;
+  }
+  return *rest ? std::nullopt : std::optional<int64_t>(ns);
+}
+
 Value timestamp_of(const Value& v, const Args& args) {
   if (auto t = v.as_timestamp()) return *t;
   if (auto i = v.as_int()) {  // exact: a double loses nanoseconds
@@ -39,22 +86,9 @@ Value timestamp_of(const Value& v, const Args& args) {
     if (!std::isfinite(ns) || std::fabs(ns) > 9.2e18) args.fail("epoch", "out of range");
     return Timestamp{static_cast<int64_t>(ns)};
   }
-  if (auto s = v.as_string()) {  // RFC 3339: 2023-11-14T22:13:20[.fraction](Z|±hh:mm)
-    struct tm tm = {};
-    const char* rest = strptime(s->c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!rest) rest = strptime(s->c_str(), "%Y-%m-%d %H:%M:%S", &tm);
-    if (!rest) args.fail("epoch", "'" + *s + "' is not a time (expected RFC 3339)");
-    int64_t ns = static_cast<int64_t>(timegm(&tm)) * 1'000'000'000;
-    if (*rest == '.') {
-      int64_t scale = 100'000'000;
-      for (++rest; std::isdigit(static_cast<unsigned char>(*rest)); ++rest, scale /= 10) ns += (*rest - '0') * scale;
-    }
-    if (*rest == '+' || *rest == '-') {
-      int hh = 0, mm = 0;
-      if (std::sscanf(rest + 1, "%2d:%2d", &hh, &mm) != 2) args.fail("epoch", "bad time zone in '" + *s + "'");
-      ns -= (*rest == '+' ? 1 : -1) * (hh * 3600 + mm * 60) * 1'000'000'000LL;
-    }
-    return Timestamp{ns};
+  if (auto s = v.as_string()) {
+    if (auto ns = parse_time(*s)) return Timestamp{*ns};
+    args.fail("epoch", "'" + *s + "' is not a time (expected RFC 3339)");
   }
   return Value();
 }
@@ -246,9 +280,18 @@ void add_builtin_functions(Registry& r) {
     r.add(FunctionSpec{std::move(name), std::move(description), std::move(args), std::move(call)});
   };
   fn("now", "Seconds since the epoch.", {}, [](const Args&, Env&) { return Value(int64_t{std::time(nullptr)}); });
-  fn("timestamp", "A timestamp from epoch seconds (or ms, us, ns by size) or an RFC 3339 string.",
-     {{"epoch", "int, float, string or timestamp", true, ""}},
-     [](const Args& a, Env&) { return timestamp_of(a.require("epoch"), a); });
+  fn("timestamp",
+     "A timestamp from epoch seconds (or ms, us, ns by size) or an RFC 3339 string; or from `string`, "
+     "a time as text (RFC 3339, a date, syslog's or ctime's form, epoch seconds), NULL when it is none.",
+     {{"epoch", "int, float, string or timestamp", false, ""}, {"string", "string", false, ""}},
+     [](const Args& a, Env&) {
+       if (auto text = a.string("string")) {
+         auto ns = parse_time(*text);
+         return ns ? Value(Timestamp{*ns}) : Value();
+       }
+       auto epoch = a.find("epoch");
+       return epoch ? timestamp_of(*epoch, a) : Value();
+     });
   fn("format", "Formats `args` with Go-style verbs (%v %s %d %x %f %q).",
      {{"format", "string", true, ""}, {"args", "list or value", false, ""}}, [](const Args& a, Env&) {
        auto v = a.find("args");

@@ -1,0 +1,352 @@
+// Parsers of text the host gives: parse_json(), parse_json_array(),
+// split_records(), and read_file() as a function.
+
+#include <re2/re2.h>
+
+#include <cstring>
+
+#include "queries/engine.hpp"
+#include "queries/linux_util.hpp"
+
+namespace outpost::vql {
+namespace {
+
+// JSON into VQL values: objects keep their key order, integers that fit
+// stay int64. Nesting is bounded (the text may come from anywhere).
+class JsonParser {
+ public:
+  explicit JsonParser(std::string_view text) : t_(text) {}
+
+  // The value, or nullopt when the text is not exactly one JSON value.
+  std::optional<Value> parse() {
+    try {
+      Value v = value(0);
+      skip();
+      if (i_ != t_.size()) return std::nullopt;
+      return v;
+    } catch (const Bad&) {
+      return std::nullopt;
+    }
+  }
+
+ private:
+  struct Bad {};
+  static constexpr int kMaxDepth = 100;
+
+  void skip() {
+    while (i_ < t_.size() && (t_[i_] == ' ' || t_[i_] == '\n' || t_[i_] == '\r' || t_[i_] == '\t')) ++i_;
+  }
+  bool eat(char c) {
+    skip();
+    if (i_ < t_.size() && t_[i_] == c) return ++i_, true;
+    return false;
+  }
+  void word(std::string_view w) {
+    if (t_.substr(i_, w.size()) != w) throw Bad{};
+    i_ += w.size();
+  }
+
+  Value value(int depth) {
+    if (depth > kMaxDepth) throw Bad{};
+    skip();
+    if (i_ >= t_.size()) throw Bad{};
+    char c = t_[i_];
+    if (c == '{') {
+      ++i_;
+      Dict d;
+      if (eat('}')) return d;
+      do {
+        skip();
+        std::string key = string();
+        if (!eat(':')) throw Bad{};
+        d.set(std::move(key), value(depth + 1));
+      } while (eat(','));
+      if (!eat('}')) throw Bad{};
+      return d;
+    }
+    if (c == '[') {
+      ++i_;
+      List l;
+      if (eat(']')) return l;
+      do l.push_back(value(depth + 1));
+      while (eat(','));
+      if (!eat(']')) throw Bad{};
+      return l;
+    }
+    if (c == '"') return string();
+    if (c == 't') return word("true"), Value(true);
+    if (c == 'f') return word("false"), Value(false);
+    if (c == 'n') return word("null"), Value();
+    return number();
+  }
+
+  Value number() {
+    size_t start = i_;
+    bool integral = true;
+    if (i_ < t_.size() && t_[i_] == '-') ++i_;
+    while (i_ < t_.size() && (std::isdigit(static_cast<unsigned char>(t_[i_])) || std::strchr(".eE+-", t_[i_]))) {
+      if (!std::isdigit(static_cast<unsigned char>(t_[i_]))) integral = false;
+      ++i_;
+    }
+    std::string text(t_.substr(start, i_ - start));
+    if (text.empty() || text == "-") throw Bad{};
+    char* end = nullptr;
+    errno = 0;
+    if (integral) {
+      long long n = std::strtoll(text.c_str(), &end, 10);
+      if (!*end && errno == 0) return int64_t{n};
+    }
+    double d = std::strtod(text.c_str(), &end);
+    if (*end) throw Bad{};
+    return d;
+  }
+
+  void utf8(std::string& out, uint32_t c) {
+    if (c < 0x80) {
+      out += static_cast<char>(c);
+    } else if (c < 0x800) {
+      out += static_cast<char>(0xC0 | (c >> 6));
+      out += static_cast<char>(0x80 | (c & 0x3F));
+    } else if (c < 0x10000) {
+      out += static_cast<char>(0xE0 | (c >> 12));
+      out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (c & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | (c >> 18));
+      out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
+      out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (c & 0x3F));
+    }
+  }
+  uint32_t hex4() {
+    if (i_ + 4 > t_.size()) throw Bad{};
+    uint32_t c = 0;
+    for (int k = 0; k < 4; ++k) {
+      char h = t_[i_++];
+      c = c * 16 + (std::isdigit(static_cast<unsigned char>(h)) ? h - '0'
+                    : (h >= 'a' && h <= 'f')                     ? h - 'a' + 10
+                    : (h >= 'A' && h <= 'F')                     ? h - 'A' + 10
+                                                                 : throw Bad{});
+    }
+    return c;
+  }
+  std::string string() {
+    if (i_ >= t_.size() || t_[i_] != '"') throw Bad{};
+    ++i_;
+    std::string out;
+    while (i_ < t_.size() && t_[i_] != '"') {
+      char c = t_[i_++];
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      if (i_ >= t_.size()) throw Bad{};
+      char e = t_[i_++];
+      switch (e) {
+        case 'n': out += '\n'; break;
+        case 't': out += '\t'; break;
+        case 'r': out += '\r'; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'u': {
+          uint32_t c = hex4();
+          if (c >= 0xD800 && c < 0xDC00 && t_.substr(i_, 2) == "\\u") {  // a surrogate pair
+            i_ += 2;
+            uint32_t low = hex4();
+            c = 0x10000 + ((c - 0xD800) << 10) + (low - 0xDC00);
+          }
+          utf8(out, c);
+          break;
+        }
+        default: out += e;  // " \ /
+      }
+    }
+    if (i_ >= t_.size()) throw Bad{};
+    ++i_;
+    return out;
+  }
+
+  std::string_view t_;
+  size_t i_ = 0;
+};
+
+std::string trimmed(const std::string& s) {
+  size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
+  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
+}
+
+// parse_json_array's value: an empty text is [], what is not an array NULL.
+Value json_array(const Args& args) {
+  std::string text = trimmed(args.string("data").value_or(""));
+  if (text.empty()) return List{};
+  auto v = JsonParser(text).parse();
+  return v && v->as_list() ? *v : Value();
+}
+
+// split_records: headers made names (what is not a letter, digit or _
+// becomes _; a repeated name gets a number).
+std::vector<std::string> header_names(const std::vector<std::string>& fields) {
+  std::vector<std::string> names;
+  for (auto f : fields) {
+    for (auto& c : f)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') c = '_';
+    std::string name = f;
+    for (int n = 1; std::find(names.begin(), names.end(), name) != names.end(); ++n) name = f + std::to_string(n);
+    names.push_back(name);
+  }
+  return names;
+}
+
+// Go's regexp.Split(s, n): the pieces between matches; n > 0 caps them (the
+// last keeps the rest).
+std::vector<std::string> split_fields(std::string_view s, const RE2& re, int64_t n) {
+  std::vector<std::string> out;
+  size_t at = 0, search = 0;
+  re2::StringPiece m;
+  while ((n <= 0 || static_cast<int64_t>(out.size()) + 1 < n) && search <= s.size() &&
+         re.Match(s, search, s.size(), RE2::UNANCHORED, &m, 1)) {
+    size_t begin = static_cast<size_t>(m.data() - s.data()), end = begin + m.size();
+    if (m.empty() && begin == 0) {  // an empty match at the start splits nothing
+      search = 1;
+      continue;
+    }
+    out.emplace_back(s.substr(at, begin - at));
+    at = end;
+    search = m.empty() ? end + 1 : end;
+  }
+  out.emplace_back(s.substr(std::min(at, s.size())));
+  return out;
+}
+
+struct SplitOptions {
+  std::shared_ptr<const RE2> fields;
+  std::vector<std::string> columns;
+  bool headers = false;
+  int64_t count = 0;
+};
+
+// One record's row; the first record may name the columns instead.
+class RecordSplitter {
+ public:
+  explicit RecordSplitter(SplitOptions o) : o_(std::move(o)) {}
+  std::optional<Row> operator()(std::string_view record) {
+    if (!record.empty() && record.back() == '\r') record.remove_suffix(1);
+    auto fields = split_fields(record, *o_.fields, o_.count);
+    if (o_.columns.empty() && o_.headers) {
+      o_.columns = header_names(fields);
+      return std::nullopt;
+    }
+    if (o_.columns.empty())
+      for (size_t i = 0; i < fields.size(); ++i) o_.columns.push_back("Column" + std::to_string(i));
+    Row row;
+    for (size_t i = 0; i < o_.columns.size(); ++i)
+      row.set(o_.columns[i], i < fields.size() ? Value(std::move(fields[i])) : Value());
+    return row;
+  }
+
+ private:
+  SplitOptions o_;
+};
+
+std::unique_ptr<RowStream> make_split_records(const Args& args, Env&) {
+  SplitOptions o;
+  auto regex = args.string("regex").value_or("\\s+");
+  o.fields = std::make_shared<const RE2>(regex, RE2::Quiet);
+  if (!o.fields->ok()) args.fail("regex", o.fields->error());
+  o.columns = args.strings("columns");
+  o.headers = args.boolean("first_row_is_headers").value_or(false);
+  o.count = args.integer("count").value_or(0);
+  auto records = args.string("record_regex").value_or("\n");
+  std::string accessor = args.string("accessor").value_or("auto");
+  if (accessor != "data" && records != "\n" && records != "\r?\n")
+    args.fail("record_regex", "only lines (\\n) for files: other records need accessor='data'");
+  std::vector<std::unique_ptr<RowStream>> streams;
+  for (auto& name : args.strings("filenames")) {
+    if (accessor == "data") {  // the argument is the text
+      RE2 split(records, RE2::Quiet);
+      if (!split.ok()) args.fail("record_regex", split.error());
+      auto pieces = split_fields(name, split, 0);
+      if (!pieces.empty() && pieces.back().empty()) pieces.pop_back();  // after the last separator: no record
+      RecordSplitter splitter(o);
+      std::vector<Row> rows;
+      for (auto& record : pieces)
+        if (auto row = splitter(record)) rows.push_back(std::move(*row));
+      streams.push_back(rows_stream(std::move(rows)));
+    } else if (accessor == "auto" || accessor == "file" || accessor.empty()) {
+      streams.push_back(line_rows("split_records(): filenames", name, RecordSplitter(o)));
+    } else {
+      args.fail("accessor", "\"" + accessor + "\" is not supported: file, auto or data");
+    }
+  }
+  return chain_streams(std::move(streams));
+}
+
+}  // namespace
+
+void add_parse_functions(Registry& r) {
+  r.add(FunctionSpec{"parse_json",
+                     "A JSON object as a dict (keys in order, whole numbers as ints); NULL when `data` is not one.",
+                     {{"data", "string", true, ""}}, [](const Args& args, Env&) {
+                       std::string text = trimmed(args.string("data").value_or(""));
+                       if (text.empty() || text[0] != '{') return Value();
+                       auto v = JsonParser(text).parse();
+                       return v ? *v : Value();
+                     }});
+  r.add(FunctionSpec{"parse_json_array", "A JSON array as a list ([] for empty text); NULL when `data` is not one.",
+                     {{"data", "string", true, ""}}, [](const Args& args, Env&) { return json_array(args); }});
+  r.add(PluginSpec{"parse_json_array", "A row per element of a JSON array (a value that is not an object as _value).",
+                   {{"data", "string", true, ""}}, false, [](const Args& args, Env&) -> std::unique_ptr<RowStream> {
+                     Value v = json_array(args);
+                     std::vector<Row> rows;
+                     for (auto& item : v.as_list() ? *v.as_list() : List{}) {
+                       if (auto d = item.as_dict()) {
+                         rows.push_back(*d);
+                       } else {
+                         Row row;
+                         row.set("_value", item);
+                         rows.push_back(std::move(row));
+                       }
+                     }
+                     return rows_stream(std::move(rows));
+                   }});
+  r.add(PluginSpec{"split_records",
+                   "Records (lines) split into fields by a regex: Column0, Column1, ... (the first record's "
+                   "count), or `columns`, or the first record's fields as names; values are strings.",
+                   {{"filenames", "string or list of strings", true, "the files (with accessor='data': the text)"},
+                    {"accessor", "string", false, "file (default) or data"},
+                    {"regex", "string", false, "between fields (default \\s+)"},
+                    {"columns", "list of strings", false, "the names of the fields"},
+                    {"first_row_is_headers", "bool", false, ""},
+                    {"count", "int", false, "fields at most, the last keeping the rest"},
+                    {"record_regex", "string", false, "between records (default \\n; others only with data)"}},
+                   false, make_split_records});
+  r.add(FunctionSpec{"read_file",
+                     "Up to `length` bytes (default 4 MiB, at most 64 MiB) of a file from `offset`, as a string; "
+                     "\"\" when it cannot be read. accessor='data': the filename is the data.",
+                     {{"filename", "string", true, ""},
+                      {"accessor", "string", false, ""},
+                      {"length", "int", false, ""},
+                      {"offset", "int", false, ""}},
+                     [](const Args& args, Env&) {
+                       std::string name = args.string("filename").value_or("");
+                       int64_t length = args.integer("length").value_or(4 << 20);
+                       int64_t offset = args.integer("offset").value_or(0);
+                       if (length < 0 || length > (int64_t{64} << 20)) args.fail("length", "expected 0 to 64 MiB");
+                       if (offset < 0) args.fail("offset", "expected >= 0");
+                       if (args.string("accessor").value_or("") == "data")
+                         return Value(name.substr(std::min(name.size(), static_cast<size_t>(offset)),
+                                                  static_cast<size_t>(length)));
+                       Fd fd = open_read(name);
+                       if (!fd) return Value("");
+                       std::string out(static_cast<size_t>(length), '\0');
+                       size_t got = 0;
+                       for (ssize_t n; got < out.size(); got += static_cast<size_t>(n)) {
+                         n = ::pread(fd.get(), out.data() + got, out.size() - got, offset + static_cast<int64_t>(got));
+                         if (n <= 0) break;
+                       }
+                       out.resize(got);
+                       return Value(std::move(out));
+                     }});
+}
+
+}  // namespace outpost::vql
