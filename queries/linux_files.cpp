@@ -655,8 +655,25 @@ void add_linux_file_plugins(Registry& registry) {
       check_read_file);
   registry.add(PluginSpec{
       "parse_lines", "A file's lines (cut at 1 MiB): Line.",
-      {{"filename", "string", true, "the file"}}, false,
+      {{"filename", "string", true, "the file (with accessor='data': the text)"},
+       {"accessor", "string", false, "file (default) or data"}},
+      false,
       [](const Args& args, Env&) -> std::unique_ptr<RowStream> {
+        std::string accessor = args.string("accessor").value_or("file");
+        if (accessor == "data") {
+          std::vector<Row> rows;
+          std::string text = required_string(args, "filename");
+          for (size_t at = 0; at < text.size();) {
+            size_t end = std::min(text.find('\n', at), text.size());
+            Row row;
+            row.set("Line", text.substr(at, end - at - (end > at && text[end - 1] == '\r')));
+            rows.push_back(std::move(row));
+            at = end + 1;
+          }
+          return rows_stream(std::move(rows));
+        }
+        if (accessor != "file" && accessor != "auto" && !accessor.empty())
+          args.fail("accessor", "\"" + accessor + "\" is not supported: file, auto or data");
         return line_rows("parse_lines(): filename", required_string(args, "filename"),
                          [](std::string_view line) -> std::optional<Row> {
                            Row row;

@@ -334,7 +334,9 @@ class PreconditionStream : public RowStream {
 // foreach(row=, query=): for each row, the query with that row's columns in scope.
 class ForeachStream : public RowStream {
  public:
-  ForeachStream(std::unique_ptr<RowStream> rows, Value query) : rows_(std::move(rows)), query_(std::move(query)) {}
+  // With `column`: each row's value of that column as rows instead of a query's.
+  ForeachStream(std::unique_ptr<RowStream> rows, Value query, std::string column = "")
+      : rows_(std::move(rows)), query_(std::move(query)), column_(std::move(column)) {}
 
   Step next(std::vector<Row>& out, size_t budget) override {
     if (!inner_ && pending_.empty() && rows_done_) return Step::done();
@@ -346,7 +348,10 @@ class ForeachStream : public RowStream {
     }
     if (!inner_) {
       Row& row = pending_[next_pending_++];
-      if (query_.is_null()) {
+      if (!column_.empty()) {
+        auto v = row.find(column_);
+        inner_ = rows_of(v ? *v : Value());
+      } else if (query_.is_null()) {
         out.push_back(std::move(row));
       } else {
         inner_ = rows_of(query_, &row);
@@ -365,6 +370,7 @@ class ForeachStream : public RowStream {
  private:
   std::unique_ptr<RowStream> rows_;
   Value query_;
+  std::string column_;
   std::vector<Row> pending_;
   size_t next_pending_ = 0;
   bool rows_done_ = false;
@@ -451,6 +457,35 @@ class ChainStream : public RowStream {
   std::vector<Value> queries_;
   size_t next_ = 0;
   std::unique_ptr<RowStream> current_;
+};
+
+// switch(a=, b=, ...): the first query that gives a row, all of its rows.
+class SwitchStream : public RowStream {
+ public:
+  explicit SwitchStream(std::vector<Value> queries) : queries_(std::move(queries)) {}
+  Step next(std::vector<Row>& out, size_t budget) override {
+    for (;;) {
+      if (!current_) {
+        if (next_ == queries_.size()) return Step::done();
+        current_ = rows_of(queries_[next_++]);
+      }
+      size_t before = out.size();
+      Step step = current_->next(out, budget);
+      if (out.size() > before) chosen_ = true;
+      if (chosen_ || step.state != Step::State::done) {
+        if (step.state == Step::State::done) next_ = queries_.size();
+        if (step.state == Step::State::done) current_.reset();
+        return step.state == Step::State::done ? Step::more() : step;
+      }
+      current_.reset();  // ended without a row: the next one
+    }
+  }
+
+ private:
+  std::vector<Value> queries_;
+  size_t next_ = 0;
+  std::unique_ptr<RowStream> current_;
+  bool chosen_ = false;
 };
 
 }  // namespace
@@ -567,17 +602,32 @@ void add_builtin_plugins(Registry& r) {
                    "For each row of `row`, runs `query` with that row's columns in scope.",
                    {{"row", "query or list", true, "the rows to iterate"},
                     {"query", "query", false, "run for each row; without it, the rows themselves"},
+                    {"column", "string", false, "instead of a query: this column's value (a list, a dict) as rows"},
                     {"async", "bool", false, "run the queries of all rows at once (for event rows and "
-                                             "queries that never end); default false: one after another"}},
+                                             "queries that never end); default false: one after another"},
+                    {"workers", "int", false, "accepted for Velociraptor's artifacts; the rows go one after another"}},
                    false,
                    [](const Args& args, Env&) -> std::unique_ptr<RowStream> {
                      const Value* q = args.find("query");
                      if (q && !q->as_query() && !q->as_list()) args.fail("query", "expected a query, got " + std::string(type_name(*q)));
+                     if (auto column = args.string("column")) {
+                       if (q) args.fail("column", "give a query or a column, not both");
+                       return std::make_unique<ForeachStream>(rows_of(args.require("row")), Value(), *column);
+                     }
                      if (args.boolean("async").value_or(false)) {
                        if (!q) args.fail("async", "needs a query to run for each row");
                        return std::make_unique<AsyncForeachStream>(rows_of(args.require("row")), *q);
                      }
                      return std::make_unique<ForeachStream>(rows_of(args.require("row")), q ? *q : Value());
+                   }});
+  r.add(PluginSpec{"switch",
+                   "The rows of the first of its arguments' queries, in argument order, that gives any: "
+                   "switch(a={...}, b={...}); the later ones do not run.",
+                   {{"*", "query or list", false, "any name"}}, false,
+                   [](const Args& args, Env&) -> std::unique_ptr<RowStream> {
+                     std::vector<Value> queries;
+                     for (auto& [name, v] : args.values()) queries.push_back(v);
+                     return std::make_unique<SwitchStream>(std::move(queries));
                    }});
   r.add(PluginSpec{"scope", "One empty row: the FROM of a query that only computes expressions.", {}, false,
                    [](const Args&, Env&) { return rows_stream({Row{}}); }});
