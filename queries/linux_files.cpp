@@ -39,6 +39,7 @@ std::string mode_string(mode_t mode) {
 Row stat_row(const std::string& path, std::string_view name, const struct stat& st) {
   Row row;
   row.set("FullPath", path);
+  row.set("OSPath", path);  // Velociraptor's name; a string here (no .Basename, .Components yet)
   row.set("Name", name);
   row.set("Size", int64_t{st.st_size});
   row.set("Mode", mode_string(st.st_mode));
@@ -674,7 +675,7 @@ void add_linux_file_plugins(Registry& registry) {
         }
         if (accessor != "file" && accessor != "auto" && !accessor.empty())
           args.fail("accessor", "\"" + accessor + "\" is not supported: file, auto or data");
-        return line_rows("parse_lines(): filename", required_string(args, "filename"),
+        return logged_line_rows("parse_lines(): filename", required_string(args, "filename"),
                          [](std::string_view line) -> std::optional<Row> {
                            Row row;
                            row.set("Line", line);

@@ -280,4 +280,9 @@ inline std::unique_ptr<RowStream> line_rows(const std::string& what, const std::
   return std::make_unique<LineRowStream>(std::move(reader), std::move(parse), what + ": " + path);
 }
 
+// As line_rows, but a file that cannot be opened is logged (a warning) and
+// gives no rows, as Velociraptor's parsers do: the query goes on.
+std::unique_ptr<RowStream> logged_line_rows(const std::string& what, const std::string& path,
+                                            LineRowStream::Parser parse);
+
 }  // namespace outpost::vql

@@ -2,6 +2,7 @@
 // split_records(), and read_file() as a function.
 
 #include <re2/re2.h>
+#include <spdlog/spdlog.h>
 
 #include <cstring>
 
@@ -273,7 +274,7 @@ std::unique_ptr<RowStream> make_split_records(const Args& args, Env&) {
         if (auto row = splitter(record)) rows.push_back(std::move(*row));
       streams.push_back(rows_stream(std::move(rows)));
     } else if (accessor == "auto" || accessor == "file" || accessor.empty()) {
-      streams.push_back(line_rows("split_records(): filenames", name, RecordSplitter(o)));
+      streams.push_back(logged_line_rows("split_records(): filenames", name, RecordSplitter(o)));
     } else {
       args.fail("accessor", "\"" + accessor + "\" is not supported: file, auto or data");
     }
@@ -282,6 +283,16 @@ std::unique_ptr<RowStream> make_split_records(const Args& args, Env&) {
 }
 
 }  // namespace
+
+std::unique_ptr<RowStream> logged_line_rows(const std::string& what, const std::string& path,
+                                            LineRowStream::Parser parse) {
+  try {
+    return line_rows(what, path, std::move(parse));
+  } catch (const QueryError& e) {
+    spdlog::warn("vql: {}", e.what());
+    return rows_stream({});
+  }
+}
 
 void add_parse_functions(Registry& r) {
   r.add(FunctionSpec{"parse_json",
