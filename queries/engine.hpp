@@ -190,6 +190,10 @@ std::unique_ptr<RowStream> chain_streams(std::vector<std::unique_ptr<RowStream>>
 // RunContext::regex, cached per query.
 const re2::RE2* cached_regex(const std::string& pattern, bool case_sensitive);
 
+// An error of one row's function or inner query: a warning in the log (the
+// same message once a minute per query); the query goes on.
+void log_row_error(Env& env, const std::string& message);
+
 // A condition that is a query holds when it has a row; otherwise its truth.
 bool condition_holds(const Value& v);
 

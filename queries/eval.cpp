@@ -1,6 +1,7 @@
 // Expression evaluation.
 
 #include <re2/re2.h>
+#include <spdlog/spdlog.h>
 
 #include <map>
 
@@ -132,6 +133,15 @@ Value materialize(const Value& v) {
   return v;
 }
 
+void log_row_error(Env& env, const std::string& message) {
+  auto now = std::chrono::steady_clock::now();
+  auto [it, fresh] = env.logged.emplace(message, now);
+  if (!fresh && now - it->second < std::chrono::seconds(60)) return;
+  it->second = now;
+  if (env.logged.size() > 1000) env.logged.clear();
+  spdlog::warn("vql: {}", message);
+}
+
 Value Engine::lazy_if(const Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx) {
   const ast::Arg* then = nullptr;
   const ast::Arg* otherwise = nullptr;
@@ -220,9 +230,14 @@ Value Engine::eval(const Expr& e, const Frame& f, const std::shared_ptr<RunConte
       values.reserve(e.args.size());
       for (auto& a : e.args) values.emplace_back(a.name, eval(*a.value, f, ctx));
       Args args(e.name, std::move(values));
-      check_args(args, fn->args);
       Deeper deeper(*ctx, e.name + "()");
-      return fn->call(args, ctx->env);
+      try {
+        check_args(args, fn->args);
+        return fn->call(args, ctx->env);
+      } catch (const QueryError& error) {  // as Velociraptor: logged, NULL, and the query goes on
+        log_row_error(ctx->env, error.what());
+        return Value();
+      }
     }
     case Expr::Kind::unary: {
       Value v = eval(*e.operands[0], f, ctx);

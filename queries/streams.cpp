@@ -335,8 +335,9 @@ class PreconditionStream : public RowStream {
 class ForeachStream : public RowStream {
  public:
   // With `column`: each row's value of that column as rows instead of a query's.
-  ForeachStream(std::unique_ptr<RowStream> rows, Value query, std::string column = "")
-      : rows_(std::move(rows)), query_(std::move(query)), column_(std::move(column)) {}
+  // An error in one row's query is logged (`env`) and ends only that query.
+  ForeachStream(Env& env, std::unique_ptr<RowStream> rows, Value query, std::string column = "")
+      : env_(env), rows_(std::move(rows)), query_(std::move(query)), column_(std::move(column)) {}
 
   Step next(std::vector<Row>& out, size_t budget) override {
     if (!inner_ && pending_.empty() && rows_done_) return Step::done();
@@ -354,12 +355,22 @@ class ForeachStream : public RowStream {
       } else if (query_.is_null()) {
         out.push_back(std::move(row));
       } else {
-        inner_ = rows_of(query_, &row);
+        try {
+          inner_ = rows_of(query_, &row);
+        } catch (const QueryError& error) {
+          log_row_error(env_, error.what());
+        }
       }
       if (next_pending_ == pending_.size()) pending_.clear();
       if (!inner_) return Step::more();
     }
-    Step step = inner_->next(out, budget);
+    Step step;
+    try {
+      step = inner_->next(out, budget);
+    } catch (const QueryError& error) {
+      log_row_error(env_, error.what());
+      step = Step::done();
+    }
     if (step.state == Step::State::done) {
       inner_.reset();
       return Step::more();
@@ -368,6 +379,7 @@ class ForeachStream : public RowStream {
   }
 
  private:
+  Env& env_;
   std::unique_ptr<RowStream> rows_;
   Value query_;
   std::string column_;
@@ -607,18 +619,18 @@ void add_builtin_plugins(Registry& r) {
                                              "queries that never end); default false: one after another"},
                     {"workers", "int", false, "accepted for Velociraptor's artifacts; the rows go one after another"}},
                    false,
-                   [](const Args& args, Env&) -> std::unique_ptr<RowStream> {
+                   [](const Args& args, Env& env) -> std::unique_ptr<RowStream> {
                      const Value* q = args.find("query");
                      if (q && !q->as_query() && !q->as_list()) args.fail("query", "expected a query, got " + std::string(type_name(*q)));
                      if (auto column = args.string("column")) {
                        if (q) args.fail("column", "give a query or a column, not both");
-                       return std::make_unique<ForeachStream>(rows_of(args.require("row")), Value(), *column);
+                       return std::make_unique<ForeachStream>(env, rows_of(args.require("row")), Value(), *column);
                      }
                      if (args.boolean("async").value_or(false)) {
                        if (!q) args.fail("async", "needs a query to run for each row");
                        return std::make_unique<AsyncForeachStream>(rows_of(args.require("row")), *q);
                      }
-                     return std::make_unique<ForeachStream>(rows_of(args.require("row")), q ? *q : Value());
+                     return std::make_unique<ForeachStream>(env, rows_of(args.require("row")), q ? *q : Value());
                    }});
   r.add(PluginSpec{"switch",
                    "The rows of the first of its arguments' queries, in argument order, that gives any: "

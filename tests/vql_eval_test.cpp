@@ -181,7 +181,9 @@ TEST(VqlEval, RegexReplaceExpandsGroupsAndIgnoresCase) {
   EXPECT_EQ(one("len(list=[1, 2]) + len(list='abc') + len(list=dict(a=1))"), "6");
   EXPECT_EQ(one("basename(path='/a/b/c.txt') + ' ' + dirname(path='/a/b/c.txt')"), "\"c.txt /a/b\"");
   EXPECT_EQ(one("basename(path='/a/b/') + ' ' + dirname(path='/a') + ' ' + dirname(path='a')"), "\"b / .\"");
-  EXPECT_EQ(error_of("SELECT lowcase(string=1) FROM range(end=1)"), "lowcase(): string: expected string, got int");
+  // A bad value in one row is Velociraptor's: NULL (and a warning), the query goes on.
+  EXPECT_EQ(run("SELECT lowcase(string=N) AS L, N FROM range(end=1)"),
+            (std::vector<std::string>{"{\"L\":null,\"N\":0}"}));
   EXPECT_EQ(error_of("SELECT lowcase(text='a') FROM range(end=1)"),
             "line 1, column 8: lowcase(): text: unknown argument (expected string)");
 }
@@ -325,6 +327,28 @@ TEST(VqlEval, LogWritesOnceWithinItsDedupTimeAndReturnsTrue) {
   EXPECT_EQ(lines.str(),
             "info vql: DEFAULT: row 0 of 3\nwarning vql: WARN: each 0\nwarning vql: WARN: each 1\n"
             "warning vql: WARN: each 2\n");
+}
+
+// Velociraptor's: an error of one row's function or inner query is a
+// warning in the log, and the query goes on.
+TEST(VqlEval, AnErrorInOneRowIsLoggedAndTheQueryGoesOn) {
+  std::ostringstream lines;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(lines);
+  sink->set_pattern("%l %v");
+  spdlog::default_logger()->sinks().push_back(sink);
+  auto rows = run("SELECT * FROM foreach(row={SELECT N FROM range(end=4)}, "
+                  "query={SELECT N, M FROM range(start=N, end=if(condition=N = 2, then='two', else=N + 1))})");
+  auto functions = run("SELECT N, format(format=if(condition=N = 1, then='%', else='%v'), args=N) AS F, "
+                       "format(format='%', args=N) AS Bad FROM range(end=3)");
+  spdlog::default_logger()->sinks().pop_back();
+  EXPECT_EQ(rows, (std::vector<std::string>{"{\"N\":0,\"M\":null}", "{\"N\":1,\"M\":null}",
+                                            "{\"N\":3,\"M\":null}"}));
+  EXPECT_EQ(functions, (std::vector<std::string>{"{\"N\":0,\"F\":\"0\",\"Bad\":null}", "{\"N\":1,\"F\":null,\"Bad\":null}",
+                                                 "{\"N\":2,\"F\":\"2\",\"Bad\":null}"}));
+  // Each message once (a minute), however many rows have it.
+  EXPECT_EQ(lines.str(),
+            "warning vql: range(): end: expected int, got string\n"
+            "warning vql: format(): format: ends inside a verb\n");
 }
 
 }  // namespace
