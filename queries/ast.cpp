@@ -93,6 +93,7 @@ std::string print(const Select& s) {
   out += identifier(source);
   if (s.source_is_call) out += args(s.source_args);
   if (s.where) out += " WHERE " + print(*s.where);
+  for (size_t i = 0; i < s.group_by.size(); ++i) out += (i ? ", " : " GROUP BY ") + print(*s.group_by[i]);
   if (!s.order_by.empty()) out += " ORDER BY " + identifier(s.order_by) + (s.descending ? " DESC" : "");
   if (s.limit) out += " LIMIT " + std::to_string(*s.limit);
   return out;

@@ -62,6 +62,7 @@ struct Select {
   std::vector<Arg> source_args;
   Position source_pos;
   ExprPtr where;
+  std::vector<ExprPtr> group_by;  // GROUP BY: one row per distinct value of these
   std::string order_by;
   bool descending = false;
   std::optional<int64_t> limit;

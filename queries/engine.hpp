@@ -2,11 +2,14 @@
 // Runs parsed VQL: scopes, lazy LETs, stored queries, and the streams that
 // SELECT, foreach() and if() are made of.
 //
-// A query runs as a RowStream: the last SELECT's rows are its result;
-// earlier SELECTs run first (for their side effects, as response actions)
-// and their rows are dropped. LET x = ... is lazy (a query or expression
-// evaluated where x is used); LET x <= ... is evaluated once, in order.
+// A query runs as a RowStream, its statements in order: the last SELECT's
+// rows are its result (an artifact's query marks each source's result
+// SELECT instead); other SELECTs run for their side effects (response
+// actions) and their rows are dropped. LET x = ... is lazy (a query or
+// expression evaluated where x is used); LET x <= ... is evaluated once,
+// where it stands; LET f(a) = ... is a function, or a plugin when a query.
 
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -26,6 +29,10 @@ namespace outpost::vql {
 // Rows a stored query may hold when a function or a materialized LET turns
 // it into a list: beyond this the query fails rather than exhaust memory.
 inline constexpr size_t kMaxMaterializedRows = 100000;
+// Groups a GROUP BY may hold at once, and items enumerate() may collect in
+// one: beyond them the query fails rather than exhaust memory.
+inline constexpr size_t kMaxGroups = 100000;
+inline constexpr size_t kMaxEnumerated = 10000;
 
 class Scope;
 using ScopePtr = std::shared_ptr<const Scope>;
@@ -87,6 +94,9 @@ class StoredQuery {
   std::shared_ptr<RunContext> context_;
 };
 
+// What aggregate functions have seen so far, by the call written in the query.
+using Aggregates = std::map<const ast::Expr*, Value>;
+
 // Where an expression is evaluated: a scope, and the row being filtered or
 // projected (not yet part of any scope, so that nothing is copied per row).
 struct Frame {
@@ -95,6 +105,9 @@ struct Frame {
   // SELECT columns that WHERE and later columns may name (their aliases),
   // evaluated against `row` when named.
   const std::vector<ast::Column>* columns = nullptr;
+  // The state of the aggregate functions (count(), sum(), ...) by call:
+  // the SELECT's own, or its GROUP BY group's.
+  Aggregates* aggregates = nullptr;
 };
 
 // Artifacts that VQL calls as plugins: FROM Artifact.Linux.Sys.Users(...).
@@ -174,6 +187,7 @@ class Engine {
 
  private:
   Value lazy_if(const ast::Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx);
+  Value aggregate(const ast::Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx);
 
   const Registry& registry_;
   const ArtifactCalls* artifacts_;

@@ -142,6 +142,35 @@ void log_row_error(Env& env, const std::string& message) {
   spdlog::warn("vql: {}", message);
 }
 
+bool is_aggregate(const std::string& name) {
+  return name == "count" || name == "sum" || name == "min" || name == "max" || name == "enumerate";
+}
+
+// The running value over the rows seen so far, of the SELECT or of the
+// row's GROUP BY group: count() the rows, sum(item=), min(item=), max(item=),
+// enumerate(items=) as a list.
+Value Engine::aggregate(const Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx) {
+  Value item;
+  for (auto& a : e.args) item = eval(*a.value, f, ctx);
+  Aggregates scratch;  // outside a SELECT (a LET's expression): over this one row
+  Value& state = (f.aggregates ? *f.aggregates : scratch)[&e];
+  if (e.name == "count") {
+    state = int64_t{state.as_int() ? *state.as_int() + 1 : 1};
+  } else if (e.name == "sum") {
+    state = state.is_null() ? (item.is_number() ? item : Value(int64_t{0})) : add(state, item);
+  } else if (e.name == "min" || e.name == "max") {
+    auto c = state.is_null() ? std::optional<int>() : compare(item, state);
+    if (state.is_null() || (c && (e.name == "min" ? *c < 0 : *c > 0))) state = item;
+  } else {  // enumerate
+    List list = state.as_list() ? *state.as_list() : List{};
+    if (list.size() >= kMaxEnumerated)
+      throw QueryError("enumerate(): more than " + std::to_string(kMaxEnumerated) + " items in one group");
+    list.push_back(item);
+    state = std::move(list);
+  }
+  return state;
+}
+
 Value Engine::lazy_if(const Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx) {
   const ast::Arg* then = nullptr;
   const ast::Arg* otherwise = nullptr;
@@ -224,6 +253,7 @@ Value Engine::eval(const Expr& e, const Frame& f, const std::shared_ptr<RunConte
     }
     case Expr::Kind::call: {
       if (e.name == "if") return lazy_if(e, f, ctx);
+      if (is_aggregate(e.name)) return aggregate(e, f, ctx);
       auto fn = registry_.function(e.name);
       if (!fn) return call_let(e.name, e.pos, e.args, f, ctx);
       std::vector<std::pair<std::string, Value>> values;

@@ -280,6 +280,18 @@ void add_builtin_functions(Registry& r) {
     r.add(FunctionSpec{std::move(name), std::move(description), std::move(args), std::move(call)});
   };
   fn("now", "Seconds since the epoch.", {}, [](const Args&, Env&) { return Value(int64_t{std::time(nullptr)}); });
+  // Aggregates: the engine keeps their state per SELECT or GROUP BY group
+  // and evaluates them itself; these specs name their arguments.
+  fn("count", "The rows so far (of the group, with GROUP BY).", {{"items", "any", false, ""}},
+     [](const Args&, Env&) { return Value(int64_t{1}); });
+  fn("sum", "The sum of `item` over the rows so far (of the group).", {{"item", "number", true, ""}},
+     [](const Args& a, Env&) { return a.require("item"); });
+  fn("min", "The least `item` of the rows so far (of the group).", {{"item", "any", true, ""}},
+     [](const Args& a, Env&) { return a.require("item"); });
+  fn("max", "The greatest `item` of the rows so far (of the group).", {{"item", "any", true, ""}},
+     [](const Args& a, Env&) { return a.require("item"); });
+  fn("enumerate", "Every `items` of the rows so far (of the group), as a list (at most 10,000).",
+     {{"items", "any", true, ""}}, [](const Args& a, Env&) { return Value(List{a.require("items")}); });
   fn("timestamp",
      "A timestamp from epoch seconds (or ms, us, ns by size) or an RFC 3339 string; or from `string`, "
      "a time as text (RFC 3339, a date, syslog's or ctime's form, epoch seconds), NULL when it is none.",

@@ -120,8 +120,11 @@ class Parser {
       s->source_args = args();
     }
     if (accept_keyword("WHERE")) s->where = expr();
-    if (peek().is_keyword("GROUP"))
-      fail("GROUP BY is not supported; expected ORDER BY, LIMIT or the end of the query");
+    if (accept_keyword("GROUP")) {
+      expect_keyword("BY");
+      do s->group_by.push_back(expr());
+      while (accept_op(","));
+    }
     if (accept_keyword("ORDER")) {
       expect_keyword("BY");
       s->order_by = name("a column name after ORDER BY");

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <unordered_map>
 
 #include "queries/engine.hpp"
 
@@ -148,6 +149,20 @@ class SelectStream : public RowStream {
                            " rows to sort");
       }
     }
+    if (source_step_.state == Step::State::done && !s_->group_by.empty() && !grouped_) {
+      grouped_ = true;  // the groups are the rows now: ORDER BY and LIMIT apply to them
+      for (auto& g : groups_) {
+        if (s_->order_by.empty()) {
+          if (s_->limit && emitted_ >= static_cast<uint64_t>(*s_->limit)) break;
+          out.push_back(std::move(g.row));
+          ++emitted_;
+        } else {
+          unsorted_.push_back(std::move(g.row));
+          keys_.push_back(key_of(unsorted_.back()));
+        }
+      }
+      groups_.clear();
+    }
     if (source_step_.state == Step::State::done && !s_->order_by.empty()) {
       start_sort();
       return Step::more();
@@ -186,12 +201,45 @@ class SelectStream : public RowStream {
   }
 
   bool filter_and_project(Row& row, std::vector<Row>& out) {
-    Frame f{scope_, &row, &s_->columns};
+    Frame f{scope_, &row, &s_->columns, &aggregates_};
     if (s_->where && !truthy(engine_.eval(*s_->where, f, ctx_))) return false;
+    if (!s_->group_by.empty()) return group(row, f);
     if (star_only_) {
       out.push_back(std::move(row));
       return true;
     }
+    return project(row, f, out);
+  }
+
+  // GROUP BY: the row's projection, with its group's aggregates, becomes
+  // the group's row (Velociraptor's: the last one wins). Nothing is emitted
+  // until the source has ended.
+  bool group(Row& row, Frame& f) {
+    Row values;
+    for (size_t i = 0; i < s_->group_by.size(); ++i) values.set(std::to_string(i), engine_.eval(*s_->group_by[i], f, ctx_));
+    std::string key = to_json(values);
+    auto [it, fresh] = group_index_.emplace(key, groups_.size());
+    if (fresh) {
+      if (groups_.size() >= kMaxGroups)
+        throw QueryError("GROUP BY: more than " + std::to_string(kMaxGroups) + " groups");
+      groups_.emplace_back();
+    }
+    Group& g = groups_[it->second];
+    Aggregates before = g.aggregates;  // an unfinished row runs again: it must not count twice
+    f.aggregates = &g.aggregates;
+    std::vector<Row> projected;
+    Frame grouped = f;
+    try {
+      star_only_ ? projected.push_back(row) : (void)project(row, grouped, projected);
+    } catch (const Unfinished&) {
+      g.aggregates = std::move(before);
+      throw;
+    }
+    g.row = std::move(projected.back());
+    return false;
+  }
+
+  bool project(Row& row, const Frame& f, std::vector<Row>& out) {
     Row projected;
     for (auto& c : s_->columns) {
       if (!c.expr) {
@@ -246,6 +294,14 @@ class SelectStream : public RowStream {
   SlicedSort sort_;
   bool sorted_ = false;
   size_t next_sorted_ = 0;
+  Aggregates aggregates_;  // without GROUP BY: over every row so far
+  struct Group {
+    Aggregates aggregates;
+    Row row;  // the last row's projection
+  };
+  std::vector<Group> groups_;  // in the order first seen
+  std::unordered_map<std::string, size_t> group_index_;
+  bool grouped_ = false;
 };
 
 // A query's statements in order. A LET binds its name for the statements

@@ -40,6 +40,8 @@ const Good kGood[] = {
     {"LET n <= 1 + 2; LET m = n * 2; SELECT m FROM info();",
      "LET n <= (1 + 2); LET m = (n * 2); SELECT m FROM info()"},
     {"SELECT x FROM y ORDER BY x ASC", "SELECT x FROM y ORDER BY x"},
+    {"SELECT a, count() AS n FROM x WHERE b GROUP BY a, b + 1 ORDER BY n LIMIT 3",
+     "SELECT a, count() AS n FROM x WHERE b GROUP BY a, (b + 1) ORDER BY n LIMIT 3"},
     {"SELECT 'it''s' FROM x", nullptr},  // '' is not an escape: two strings -> error (see kBad)
     {"SELECT 'a\\'b\\n\\x41\\d' FROM x", "SELECT 'a\\'b\\x0aA\\\\d' FROM x"},
     {"SELECT '''raw \\n 'quoted' ''' FROM x", "SELECT 'raw \\\\n \\'quoted\\' ' FROM x"},
@@ -84,8 +86,7 @@ const Bad kBad[] = {
     {"SELECT * FROM pslist(a=1, a=2)", "line 1, column 27: argument 'a' given twice"},
     {"SELECT * FROM x LIMIT 'a'", "line 1, column 23: expected a whole number after LIMIT, found string 'a'"},
     {"SELECT * FROM x ORDER Name", "line 1, column 23: expected BY, found identifier 'Name'"},
-    {"SELECT * FROM x GROUP BY a",
-     "line 1, column 17: GROUP BY is not supported; expected ORDER BY, LIMIT or the end of the query, found 'GROUP'"},
+    {"SELECT * FROM x GROUP a", "line 1, column 23: expected BY, found identifier 'a'"},
     {"SELECT 'abc FROM x", "line 1, column 8: string not closed: expected ', found end of query"},
     {"SELECT 1 FROM x /* never closed", "line 1, column 17: comment not closed: expected */, found end of query"},
     {"SELECT # FROM x", "line 1, column 8: unexpected character '#'"},
