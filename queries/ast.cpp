@@ -110,7 +110,10 @@ std::string print(const Query& q) {
       out += "LET " + identifier(l.name);
       if (l.params) {
         out += "(";
-        for (size_t i = 0; i < l.params->size(); ++i) out += (i ? ", " : "") + identifier((*l.params)[i]);
+        for (size_t i = 0; i < l.params->size(); ++i) {
+          out += (i ? ", " : "") + identifier((*l.params)[i]);
+          if (i < l.defaults.size() && l.defaults[i]) out += "=" + print(*l.defaults[i]);
+        }
         out += ")";
       }
       out += l.materialized ? " <= " : " = ";

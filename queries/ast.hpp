@@ -74,6 +74,7 @@ struct Let {
   // LET f(a, b) = ...: a function (an expression) or a plugin (a query)
   // called with these arguments, each a variable of its body.
   std::optional<std::vector<std::string>> params;
+  std::vector<ExprPtr> defaults;  // of each parameter; null: none (NULL)
   bool materialized = false;  // LET x <= ...: evaluated once, where it is defined
   SelectPtr query;            // either a query
   ExprPtr expr;               // or an expression

@@ -197,10 +197,13 @@ Value Engine::call_let(const std::string& name, Position pos, const std::vector<
       throw QueryError(where + name + "(): " + a.name + ": not a parameter of LET " + name);
     params.push_back({a.name, eval(*a.value, f, ctx), nullptr});
   }
-  if (let.params)  // those not given are NULL, not the caller's variables of that name
-    for (auto& p : *let.params)
-      if (std::none_of(params.begin(), params.end(), [&](auto& given) { return given.name == p; }))
-        params.push_back({p, Value(), nullptr});
+  if (let.params)  // those not given: their default, else NULL (not the caller's variables of that name)
+    for (size_t i = 0; i < let.params->size(); ++i) {
+      auto& p = (*let.params)[i];
+      if (std::any_of(params.begin(), params.end(), [&](auto& given) { return given.name == p; })) continue;
+      ast::ExprPtr d = i < let.defaults.size() ? let.defaults[i] : nullptr;
+      params.push_back({p, d ? eval(*d, f, ctx) : Value(), nullptr});
+    }
   auto scope = std::make_shared<const Scope>(f.scope, Row{}, std::move(params));
   if (let.query) return QueryPtr(std::make_shared<const StoredQuery>(let.query, scope, ctx));
   Deeper deeper(*ctx, name + "()");

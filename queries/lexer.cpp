@@ -124,6 +124,7 @@ class Lexer {
     if (std::find(std::begin(kKeywords), std::end(kKeywords), upper) != std::end(kKeywords)) {
       t.kind = Token::Kind::keyword;
       t.text = upper;
+      t.raw = w;
     } else {
       t.kind = Token::Kind::identifier;
       t.text = std::move(w);

@@ -28,6 +28,7 @@ struct Token {
   };
   Kind kind = Kind::end;
   std::string text;  // identifier, keyword, operator, or the string's decoded value
+  std::string raw;   // a keyword as written (GROUP is also a column's name: Group)
   int64_t integer = 0;
   double floating = 0;
   Position pos;

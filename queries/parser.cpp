@@ -47,7 +47,17 @@ class Parser {
   void expect_keyword(const char* k) {
     if (!accept_keyword(k)) fail(std::string("expected ") + k);
   }
+  // Keywords only where a clause may start: elsewhere they are names, as in
+  // Velociraptor's artifacts (SELECT Group FROM ..., a parameter Limit).
+  static bool soft_keyword(const Token& t) {
+    if (t.kind != Token::Kind::keyword) return false;
+    for (const char* k : {"GROUP", "ORDER", "BY", "ASC", "DESC", "LIMIT"})
+      if (t.text == k) return true;
+    return false;
+  }
+
   std::string name(const char* what) {
+    if (soft_keyword(peek())) return next().raw;
     if (peek().kind != Token::Kind::identifier) fail(std::string("expected ") + what);
     return next().text;
   }
@@ -78,11 +88,13 @@ class Parser {
     auto l = std::make_shared<ast::Let>();
     l->pos = next().pos;
     l->name = name("a name after LET");
-    if (accept_op("(")) {  // LET f(a, b) = ...
+    if (accept_op("(")) {  // LET f(a, b='default') = ...
       l->params.emplace();
       if (!accept_op(")")) {
-        do l->params->push_back(name("a parameter name"));
-        while (accept_op(",") && !peek().is_op(")"));
+        do {
+          l->params->push_back(name("a parameter name"));
+          l->defaults.push_back(accept_op("=") ? expr() : nullptr);
+        } while (accept_op(",") && !peek().is_op(")"));
         expect_op(")");
       }
     }
@@ -303,10 +315,11 @@ class Parser {
           std::string k = next().text;
           return literal(k == "NULL" ? Value() : Value(k == "TRUE"));
         }
-        break;
+        if (!soft_keyword(t)) break;
+        [[fallthrough]];
       case Token::Kind::identifier: {
         auto pos = t.pos;
-        std::string n = next().text;
+        std::string n = name("a name");
         if (!accept_op("(")) {
           auto v = node(Expr::Kind::variable, pos);
           v->name = std::move(n);

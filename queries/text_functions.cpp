@@ -85,6 +85,19 @@ std::string replace_all(const std::string& source, const re2::RE2& re, const std
 }  // namespace
 
 void add_text_functions(Registry& r) {
+  r.add(FunctionSpec{"filter",
+                     "The items of `list` that match the regex `regex` (case ignored; an item that is not a string "
+                     "by its text); NULL when `regex` is not a valid regex.",
+                     {{"list", "list", true, ""}, {"regex", "regex", true, ""}},
+                     [](const Args& a, Env&) -> Value {
+                       const RE2* re = cached_regex(a.string("regex").value_or(""), false);
+                       if (!re) return Value();
+                       Value items = materialize(a.require("list"));
+                       List out;
+                       for (auto& item : items.as_list() ? *items.as_list() : List{items})
+                         if (RE2::PartialMatch(to_string(item), *re)) out.push_back(item);
+                       return out;
+                     }});
   r.add(FunctionSpec{
       "regex_replace",
       "`source` with every match of the regex `re` (case ignored) replaced by `replace`, where $1 or ${name} "

@@ -40,6 +40,8 @@ const Good kGood[] = {
     {"LET n <= 1 + 2; LET m = n * 2; SELECT m FROM info();",
      "LET n <= (1 + 2); LET m = (n * 2); SELECT m FROM info()"},
     {"SELECT x FROM y ORDER BY x ASC", "SELECT x FROM y ORDER BY x"},
+    {"LET f(a, b='x') = a SELECT Group, limit AS Order FROM x GROUP BY Group ORDER BY Order",
+     "LET f(a, b='x') = a; SELECT `Group`, `limit` AS `Order` FROM x GROUP BY `Group` ORDER BY `Order`"},
     {"SELECT a, count() AS n FROM x WHERE b GROUP BY a, b + 1 ORDER BY n LIMIT 3",
      "SELECT a, count() AS n FROM x WHERE b GROUP BY a, (b + 1) ORDER BY n LIMIT 3"},
     {"SELECT 'it''s' FROM x", nullptr},  // '' is not an escape: two strings -> error (see kBad)
