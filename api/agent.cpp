@@ -189,21 +189,24 @@ AgentConfig Agent::Impl::read_config() const {
   return config;
 }
 
-std::shared_ptr<const vql::ArtifactRepository> Agent::Impl::artifacts(const AgentConfig& config,
-                                                                      vql::LoadReport* report) const {
-  std::lock_guard<std::mutex> lock(artifacts_mutex);
-  if (!artifacts_loaded) artifacts_loaded = vql::load_artifacts(config.artifact_paths, *registry, artifacts_report);
-  if (report) *report = artifacts_report;
-  return artifacts_loaded;
+const Agent::Impl::VqlSetup& Agent::Impl::vql() const {
+  std::lock_guard<std::mutex> lock(vql_mutex);
+  if (vql_setup) return *vql_setup;
+  if (!registry) throw ConfigError(plugins_refused);
+  AgentConfig config = read_config();
+  auto setup = std::make_unique<VqlSetup>();
+  setup->artifacts = vql::load_artifacts(config.artifact_paths, *registry, setup->report);
+  setup->permissions.execve = config.allow_execve;
+  vql_setup = std::move(setup);
+  return *vql_setup;
 }
 
 AgentConfig Agent::Impl::load_config() const {
   const auto& origin = options.origin;
   AgentConfig config = read_config();
   check_agent_config(config, origin);
-  if (!registry) throw ConfigError(plugins_refused);
-  auto sources = vql::agent_sources(artifacts(config), nullptr, vql::default_paths(), registry,
-                                   vql::Permissions{config.allow_execve});
+  auto& setup = vql();
+  auto sources = vql::agent_sources(setup.artifacts, nullptr, vql::default_paths(), registry, setup.permissions);
   for (auto& q : config.queries) try {
       sources.check(q);
     } catch (const std::exception& e) {
@@ -300,9 +303,8 @@ Result Agent::start() {
     d.log_route = route;
   }
   ScopedLogRoute log(route.get());
-  vql::LoadReport loaded;
-  auto artifacts = d.artifacts(config, &loaded);
-  log_load_report(loaded);
+  auto& setup = d.vql();  // load_config() loaded it
+  log_load_report(setup.report);
   std::shared_ptr<persistence::BufferStore> store;
   try {
     if (config.link.kind == LinkSpec::Kind::file) {
@@ -338,9 +340,7 @@ Result Agent::start() {
     if (q.source.kind == SourceSpec::Kind::host)
       queues[q.name] = std::make_shared<PushQueue>(q, d.options.on_writable);
   auto sources = with_host_sources(
-      vql::agent_sources(artifacts, sensors.get(), vql::default_paths(), d.registry,
-                         vql::Permissions{config.allow_execve}),
-      queues);
+      vql::agent_sources(setup.artifacts, sensors.get(), vql::default_paths(), d.registry, setup.permissions), queues);
   auto sup = sys->spawn(supervisor, buf, link, config.queries, std::move(sources), RestartPolicy{});
   // The collector's requests (collect, cancel, event table) reach the supervisor through the link.
   if (config.link.kind == LinkSpec::Kind::collector)

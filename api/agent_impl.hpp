@@ -61,12 +61,17 @@ struct Agent::Impl {
   // ConfigError. Any thread.
   AgentConfig read_config() const;
 
-  // The built-in artifacts and those the configuration's artifact paths
-  // give, compiled with `registry` (not null); loaded on the first call,
-  // then the same. `report` says which files did not load. Any thread;
-  // the first call blocks on reading the files.
-  std::shared_ptr<const vql::ArtifactRepository> artifacts(const AgentConfig& config,
-                                                           vql::LoadReport* report = nullptr) const;
+  // What the agent's VQL runs with, from its configuration.
+  struct VqlSetup {
+    // The built-in artifacts and those of artifacts.paths, compiled with `registry`.
+    std::shared_ptr<const vql::ArtifactRepository> artifacts;
+    vql::LoadReport report;  // the files that did not load, or replaced another
+    vql::Permissions permissions;  // vql.allow_execve
+  };
+  // Read (read_config()) and loaded on the first call, then the same.
+  // Throws ConfigError (also when the host's plugins were refused). Any
+  // thread; the first call blocks on reading the files.
+  const VqlSetup& vql() const;
 
   // The agent's log: the ring `outpostctl logs` shows, and the host's log
   // sink or stderr, and `log.file` when set, at `level`. Throws
@@ -84,9 +89,8 @@ struct Agent::Impl {
   // The lines `outpostctl logs` shows: the route writes them.
   std::shared_ptr<net::LogRing> logs = std::make_shared<net::LogRing>();
 
-  mutable std::mutex artifacts_mutex;  // guards the two below
-  mutable std::shared_ptr<const vql::ArtifactRepository> artifacts_loaded;
-  mutable vql::LoadReport artifacts_report;
+  mutable std::mutex vql_mutex;  // guards the one below
+  mutable std::unique_ptr<const VqlSetup> vql_setup;  // set once, by vql()
 
   mutable std::mutex mutex;  // guards everything below
   std::condition_variable changed;
@@ -135,10 +139,7 @@ struct AgentAccess {
   static const LogRoute* log_route(const Agent& agent) { return agent.impl_->route(); }
   // The artifacts it runs: the built-in ones and its configuration's
   // (artifacts.paths). Throws ConfigError. Any thread.
-  static std::shared_ptr<const vql::ArtifactRepository> artifacts(const Agent& agent, vql::LoadReport& report) {
-    if (!agent.impl_->registry) throw ConfigError(agent.impl_->plugins_refused);
-    return agent.impl_->artifacts(agent.impl_->read_config(), &report);
-  }
+  static const Agent::Impl::VqlSetup& vql(const Agent& agent) { return agent.impl_->vql(); }
   // The plugins and functions its VQL may call. Throws ConfigError.
   static const vql::Registry& registry(const Agent& agent) {
     if (!agent.impl_->registry) throw ConfigError(agent.impl_->plugins_refused);

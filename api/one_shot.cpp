@@ -84,20 +84,16 @@ Result run(Agent::Impl& d, const SourceSpec& spec, const RowCallback& on_row, ui
            bool agent_only = false) {
   if (!d.registry) return {Errc::invalid_query, d.plugins_refused};
   const Registry& registry = *d.registry;
-  std::shared_ptr<const ArtifactRepository> artifacts;
-  LoadReport loaded;
-  Permissions permissions;
+  const Agent::Impl::VqlSetup* setup = nullptr;
   try {
-    AgentConfig config = d.read_config();
-    artifacts = d.artifacts(config, &loaded);
-    permissions.execve = config.allow_execve;
+    setup = &d.vql();
   } catch (const std::exception& e) {
     return {Errc::invalid_config, e.what()};
   }
-  const Engine engine(registry, artifacts.get(), permissions);
+  const Engine engine(registry, setup->artifacts.get(), setup->permissions);
   PreparedQuery p;
   try {
-    p = prepare(spec, *artifacts, engine);
+    p = prepare(spec, *setup->artifacts, engine);
   } catch (const std::exception& e) {
     return {Errc::invalid_query, e.what()};
   }
@@ -124,7 +120,7 @@ Result run(Agent::Impl& d, const SourceSpec& spec, const RowCallback& on_row, ui
   auto route = d.make_route("info", "");
   route_default_logger();
   ScopedLogRoute log(route.get());
-  log_load_report(loaded);
+  log_load_report(setup->report);
   AgentSystemConfig cfg;
   cfg.registry->set_log_route(route.get());
   caf::actor_system sys{configure_scheduler(cfg)};

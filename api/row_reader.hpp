@@ -9,6 +9,7 @@
 #include <string>
 
 #include "outpost/values.hpp"
+#include "schemas/json_reader.hpp"
 
 namespace outpost {
 
@@ -62,35 +63,6 @@ class RowReader {
     for (; *w; ++w, ++p_)
       if (*p_ != *w) bad("expected a value");
   }
-  void append_utf8(std::string& out, unsigned cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
-  unsigned hex4() {
-    unsigned v = 0;
-    for (int i = 0; i < 4; ++i, ++p_) {
-      char c = *p_;
-      v <<= 4;
-      if (c >= '0' && c <= '9') v |= c - '0';
-      else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-      else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
-      else bad("expected four hex digits after \\u");
-    }
-    return v;
-  }
   std::string string() {
     if (peek() != '"') bad("expected a string");
     std::string out;
@@ -110,14 +82,9 @@ class RowReader {
         case 'f': out += '\f'; break;
         case 'u': {
           ++p_;
-          unsigned cp = hex4();
-          if (cp >= 0xD800 && cp < 0xDC00 && p_[0] == '\\' && p_[1] == 'u') {  // a surrogate pair
-            p_ += 2;
-            unsigned low = hex4();
-            if (low < 0xDC00 || low > 0xDFFF) bad("an unpaired surrogate");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-          }
-          append_utf8(out, cp);
+          auto cp = schemas::unicode_escape(p_, nullptr);
+          if (!cp) bad("expected four hex digits after \\u, and a low surrogate after a high one");
+          schemas::append_utf8(out, *cp);
           --p_;
           break;
         }

@@ -39,33 +39,14 @@ struct Scan {
   }
   // Parses (the first syntax error is all a parser can tell), then lists
   // every unknown name.
-  void vql(const YAML::Node& n, const std::string& where) {
-    if (!n || !n.IsScalar()) return;
+  void vql(const std::string& where, const std::string& text) {
     try {
-      for (auto& p : engine.problems(parse(n.Scalar()), declared)) problem(where, p);
+      for (auto& p : engine.problems(parse(text), declared)) problem(where, p);
     } catch (const ParseError& e) {
       problem(where, e.what());
       std::string what = e.what();
       auto colon = what.find(": ");  // after "line L, column C"
       check.needs.push_back("syntax: " + (colon == std::string::npos ? what : what.substr(colon + 2)));
-    }
-  }
-  void file(const YAML::Node& root) {
-    if (!root.IsMap()) return;
-    vql(root["precondition"], "precondition");
-    vql(root["export"], "export");
-    auto sources = root["sources"];
-    for (size_t i = 0; sources && sources.IsSequence() && i < sources.size(); ++i) {
-      std::string at = "sources[" + std::to_string(i) + "]";
-      if (!sources[i].IsMap()) continue;
-      vql(sources[i]["precondition"], at + ".precondition");
-      vql(sources[i]["query"], at + ".query");
-      if (auto queries = sources[i]["queries"]; queries && queries.IsSequence()) {
-        std::string all;
-        for (auto q : queries)
-          if (q.IsScalar()) all += q.Scalar() + "\n";
-        vql(YAML::Node(all), at + ".queries");
-      }
     }
   }
 };
@@ -94,7 +75,8 @@ std::vector<ArtifactCheck> check_artifacts(const std::filesystem::path& path, co
     try {
       YAML::Node root = YAML::Load(read(failed.origin));
       if (root.IsMap() && root["name"] && root["name"].IsScalar()) check.name = root["name"].Scalar();
-      Scan{engine, check, declared_lets(root)}.file(root);
+      Scan scan{engine, check, declared_lets(root)};
+      for_each_vql(root, [&](const std::string& where, const std::string& text) { scan.vql(where, text); });
     } catch (const std::exception&) {
       // The YAML itself is broken: the load's message says where.
     }

@@ -60,7 +60,6 @@ void ArtifactRepository::load(const std::filesystem::path& path, const Engine& e
       if (auto old = find(a.name))
         report.replaced.push_back({file.string(), a.name + " replaces the one from " + old->origin});
       add(std::move(a));
-      ++report.loaded;
     } catch (const ArtifactError& e) {
       std::string message = e.what();  // "<file>: <where>: <problem>"
       if (message.rfind(file.string() + ": ", 0) == 0) message.erase(0, file.string().size() + 2);
@@ -79,7 +78,6 @@ void ArtifactRepository::check_links(const Registry& registry, LoadReport& repor
         ++it;
       } catch (const std::exception& e) {
         report.failed.push_back({it->second.origin, e.what()});
-        if (it->second.origin != "built-in" && report.loaded > 0) --report.loaded;  // no longer loaded
         it = artifacts_.erase(it);
         removed = true;
       }
@@ -186,6 +184,8 @@ std::shared_ptr<const ArtifactRepository> load_artifacts(const std::vector<std::
   Engine engine(registry);
   for (auto& p : paths) repo->load(p, engine, report);
   if (!paths.empty()) repo->check_links(registry, report);
+  report.loaded = static_cast<size_t>(std::count_if(repo->all().begin(), repo->all().end(),
+                                                    [](auto& entry) { return entry.second.origin != "built-in"; }));
   return repo;
 }
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -92,6 +93,12 @@ std::optional<bool> parse_bool(std::string s) {
   return std::nullopt;
 }
 
+// timestamp(epoch=`epoch`); throws QueryError when it is no time.
+Value time_of(const Value& epoch) {
+  Env env;
+  return default_registry().function("timestamp")->call(Args("timestamp", {{"epoch", epoch}}), env);
+}
+
 // The text of a parameter as its type's value, or an error message.
 Value convert(const Artifact::Parameter& p, const std::string& text, std::string& error) {
   if (p.type == "int") {
@@ -123,10 +130,8 @@ Value convert(const Artifact::Parameter& p, const std::string& text, std::string
     if (text.empty()) return Value();
     char* end = nullptr;
     long long n = std::strtoll(text.c_str(), &end, 10);
-    Value epoch = *end ? Value(text) : Value(int64_t{n});
-    Env env;
     try {
-      return default_registry().function("timestamp")->call(Args("timestamp", {{"epoch", epoch}}), env);
+      return time_of(*end ? Value(text) : Value(int64_t{n}));
     } catch (const std::exception&) {
       error = "expected a time (epoch seconds or RFC 3339), got \"" + text + "\"";
       return Value();
@@ -152,25 +157,38 @@ std::string value_type(const Reader& r, const std::string& at, const std::string
 // Every LET name in the artifact's export and sources (as far as they parse:
 // what does not is refused later, where it is), and any name at all when it
 // imports others.
+void for_each_vql(const YAML::Node& root, const std::function<void(const std::string&, const std::string&)>& fn) {
+  if (!root.IsMap()) return;
+  auto text = [&](const YAML::Node& n, const std::string& where) {
+    if (n && n.IsScalar()) fn(where, n.Scalar());
+  };
+  text(root["precondition"], "precondition");
+  text(root["export"], "export");
+  auto sources = root["sources"];
+  for (size_t i = 0; sources && sources.IsSequence() && i < sources.size(); ++i) {
+    std::string at = "sources[" + std::to_string(i) + "]";
+    if (!sources[i].IsMap()) continue;
+    text(sources[i]["precondition"], at + ".precondition");
+    text(sources[i]["query"], at + ".query");
+    if (auto queries = sources[i]["queries"]; queries && queries.IsSequence()) {
+      std::string all;
+      for (auto q : queries)
+        if (q.IsScalar()) all += q.Scalar() + "\n";
+      fn(at + ".queries", all);
+    }
+  }
+}
+
 Declared declared_lets(const YAML::Node& root) {
   Declared out;
-  out.any = bool(root["imports"]);
-  auto add = [&](const YAML::Node& n) {
-    if (!n || !n.IsScalar()) return;
+  out.any = root.IsMap() && root["imports"];
+  for_each_vql(root, [&](const std::string&, const std::string& vql) {
     try {
-      for (auto& st : parse(n.Scalar()).statements)
+      for (auto& st : parse(vql).statements)
         if (st.let) out.names.insert(st.let->name);
     } catch (const std::exception&) {
     }
-  };
-  add(root["export"]);
-  if (auto sources = root["sources"]; sources && sources.IsSequence())
-    for (auto source : sources) {
-      if (!source.IsMap()) continue;
-      add(source["query"]);
-      if (auto queries = source["queries"]; queries && queries.IsSequence())
-        for (auto q : queries) add(q);
-    }
+  });
   return out;
 }
 
@@ -282,10 +300,7 @@ Value from_value(const Artifact& a, const Artifact::Parameter& p, const Value& v
   if (p.type == "int" && v.as_bool()) return int64_t{*v.as_bool()};
   if (p.type == "float" && v.as_int()) return static_cast<double>(*v.as_int());
   if (p.type == "bool" && !v.as_bool()) return truthy(v);
-  if (p.type == "timestamp" && (v.as_int() || v.as_double())) {
-    Env env;
-    return default_registry().function("timestamp")->call(Args("timestamp", {{"epoch", v}}), env);
-  }
+  if (p.type == "timestamp" && (v.as_int() || v.as_double())) return time_of(v);
   return v;
 }
 

@@ -31,6 +31,7 @@
 // with its own scope and precondition.
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -83,8 +84,13 @@ struct Artifact {
 // query is compiled (parsed, and its plugins and functions checked).
 Artifact parse_artifact(const std::string& yaml, const std::string& origin, const Engine& engine);
 
-// What the export and sources of an artifact's YAML define with LET (as far
-// as they parse), callable from each of them; any name when it imports others.
+// Each VQL text of an artifact's YAML, as far as it has the expected shape:
+// `fn(where, vql)` for the precondition, the export, and each source's
+// precondition and query (its `queries` list as one text).
+void for_each_vql(const YAML::Node& root, const std::function<void(const std::string&, const std::string&)>& fn);
+
+// What those texts define with LET (as far as they parse), callable from
+// each of them; any name when the artifact imports others.
 Declared declared_lets(const YAML::Node& root);
 
 // The parameters as variables: defaults, overridden by `given` (text, as a
@@ -102,7 +108,7 @@ struct LoadProblem {
   std::string message;
 };
 struct LoadReport {
-  size_t loaded = 0;
+  size_t loaded = 0;  // load_artifacts(): the definitions from files now in the repository
   std::vector<LoadProblem> failed;    // not loaded: what is wrong, where
   std::vector<LoadProblem> replaced;  // loaded over another of its name (a built-in, an earlier file)
 };

@@ -204,6 +204,10 @@ std::unique_ptr<RowStream> chain_streams(std::vector<std::unique_ptr<RowStream>>
 // RunContext::regex, cached per query.
 const re2::RE2* cached_regex(const std::string& pattern, bool case_sensitive);
 
+// False when `key` was logged by this query less than `period` ago (log()'s
+// and the row errors' deduplication); else notes it now.
+bool first_in(Env& env, const std::string& key, std::chrono::seconds period);
+
 // An error of one row's function or inner query: a warning in the log (the
 // same message once a minute per query); the query goes on.
 void log_row_error(Env& env, const std::string& message);

@@ -133,13 +133,17 @@ Value materialize(const Value& v) {
   return v;
 }
 
-void log_row_error(Env& env, const std::string& message) {
+bool first_in(Env& env, const std::string& key, std::chrono::seconds period) {
   auto now = std::chrono::steady_clock::now();
-  auto [it, fresh] = env.logged.emplace(message, now);
-  if (!fresh && now - it->second < std::chrono::seconds(60)) return;
+  auto [it, fresh] = env.logged.emplace(key, now);
+  if (!fresh && now - it->second < period) return false;
   it->second = now;
-  if (env.logged.size() > 1000) env.logged.clear();
-  spdlog::warn("vql: {}", message);
+  if (env.logged.size() > 1000) env.logged.clear();  // keys built per row must not grow without bound
+  return true;
+}
+
+void log_row_error(Env& env, const std::string& message) {
+  if (first_in(env, message, std::chrono::seconds(60))) spdlog::warn("vql: {}", message);
 }
 
 bool is_aggregate(const std::string& name) {

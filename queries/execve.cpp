@@ -142,15 +142,17 @@ class ExecveStream : public RowStream {
       out.push_back(row("", start_error_, 1, true));
       return Step::done();
     }
-    bool open = child_.read(stdout_, stderr_, length_ + 1);
-    size_t before = out.size();
-    emit(out, budget, false);
-    if (out.size() > before) return Step::more();
-    if (Clock::now() >= deadline_ && !timed_out_) {
+    if (Clock::now() >= deadline_ && !timed_out_) {  // also a program that never stops writing
       timed_out_ = true;
       child_.kill();
       stderr_ += "execve(): killed after its timeout of " + std::to_string(timeout_.count()) + " s";
     }
+    size_t held = stdout_.size() + stderr_.size();
+    bool open = child_.read(stdout_, stderr_, length_ + 1);
+    if (stdout_.size() + stderr_.size() > held) idle_ = std::chrono::milliseconds(1);  // output: look again soon
+    size_t before = out.size();
+    emit(out, budget, false);
+    if (out.size() > before) return Step::more();
     auto code = open ? std::nullopt : child_.exited();
     if (!code) {
       idle_ = std::min(idle_ * 2, std::chrono::milliseconds(100));
@@ -167,7 +169,6 @@ class ExecveStream : public RowStream {
   // With sep: each complete piece of stdout or stderr (all, at the end) in
   // Stdout. Without: a row each time the output held passes `length`.
   void emit(std::vector<Row>& out, size_t budget, bool end) {
-    idle_ = std::chrono::milliseconds(1);
     if (sep_.empty()) {
       while (!end && out.size() < budget && (stdout_.size() > length_ || stderr_.size() > length_)) {
         size_t o = std::min(stdout_.size(), length_), e = std::min(stderr_.size(), length_);

@@ -31,13 +31,7 @@ void add_flow_functions(Registry& r) {
       [](const Args& args, Env& env) {
         std::string format = args.string("message").value_or("");
         int64_t dedup = args.integer("dedup").value_or(60);
-        auto now = std::chrono::steady_clock::now();
-        if (dedup >= 0) {
-          auto [it, fresh] = env.logged.emplace(format, now);
-          if (!fresh && now - it->second < std::chrono::seconds(dedup)) return Value(true);
-          it->second = now;
-          if (env.logged.size() > 1000) env.logged.clear();  // formats built per row must not grow without bound
-        }
+        if (dedup >= 0 && !first_in(env, "log() " + format, std::chrono::seconds(dedup))) return Value(true);
         std::vector<std::pair<std::string, Value>> format_args{{"format", format}};
         if (auto a = args.find("args")) format_args.emplace_back("args", *a);
         Value text = default_registry().function("format")->call(Args("log", std::move(format_args)), env);

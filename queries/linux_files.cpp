@@ -1,6 +1,7 @@
 // The file plugins (glob, read_file, parse_lines) and functions (hash, stat).
 
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <cctype>
@@ -634,6 +635,16 @@ Value stat_file(const Args& args, Env&) {
 }
 
 }  // namespace
+
+std::unique_ptr<RowStream> logged_line_rows(const std::string& what, const std::string& path,
+                                            LineRowStream::Parser parse) {
+  try {
+    return line_rows(what, path, std::move(parse));
+  } catch (const QueryError& e) {
+    spdlog::warn("vql: {}", e.what());
+    return rows_stream({});
+  }
+}
 
 void add_linux_file_plugins(Registry& registry) {
   registry.add(PluginSpec{

@@ -2,12 +2,12 @@
 // split_records(), and read_file() as a function.
 
 #include <re2/re2.h>
-#include <spdlog/spdlog.h>
 
 #include <cstring>
 
 #include "queries/engine.hpp"
 #include "queries/linux_util.hpp"
+#include "schemas/json_reader.hpp"
 
 namespace outpost::vql {
 namespace {
@@ -102,35 +102,6 @@ class JsonParser {
     return d;
   }
 
-  void utf8(std::string& out, uint32_t c) {
-    if (c < 0x80) {
-      out += static_cast<char>(c);
-    } else if (c < 0x800) {
-      out += static_cast<char>(0xC0 | (c >> 6));
-      out += static_cast<char>(0x80 | (c & 0x3F));
-    } else if (c < 0x10000) {
-      out += static_cast<char>(0xE0 | (c >> 12));
-      out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (c & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (c >> 18));
-      out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (c & 0x3F));
-    }
-  }
-  uint32_t hex4() {
-    if (i_ + 4 > t_.size()) throw Bad{};
-    uint32_t c = 0;
-    for (int k = 0; k < 4; ++k) {
-      char h = t_[i_++];
-      c = c * 16 + (std::isdigit(static_cast<unsigned char>(h)) ? h - '0'
-                    : (h >= 'a' && h <= 'f')                     ? h - 'a' + 10
-                    : (h >= 'A' && h <= 'F')                     ? h - 'A' + 10
-                                                                 : throw Bad{});
-    }
-    return c;
-  }
   std::string string() {
     if (i_ >= t_.size() || t_[i_] != '"') throw Bad{};
     ++i_;
@@ -150,13 +121,11 @@ class JsonParser {
         case 'b': out += '\b'; break;
         case 'f': out += '\f'; break;
         case 'u': {
-          uint32_t c = hex4();
-          if (c >= 0xD800 && c < 0xDC00 && t_.substr(i_, 2) == "\\u") {  // a surrogate pair
-            i_ += 2;
-            uint32_t low = hex4();
-            c = 0x10000 + ((c - 0xD800) << 10) + (low - 0xDC00);
-          }
-          utf8(out, c);
+          const char* p = t_.data() + i_;
+          auto c = schemas::unicode_escape(p, t_.data() + t_.size());
+          if (!c) throw Bad{};
+          schemas::append_utf8(out, *c);
+          i_ = static_cast<size_t>(p - t_.data());
           break;
         }
         default: out += e;  // " \ /
@@ -283,16 +252,6 @@ std::unique_ptr<RowStream> make_split_records(const Args& args, Env&) {
 }
 
 }  // namespace
-
-std::unique_ptr<RowStream> logged_line_rows(const std::string& what, const std::string& path,
-                                            LineRowStream::Parser parse) {
-  try {
-    return line_rows(what, path, std::move(parse));
-  } catch (const QueryError& e) {
-    spdlog::warn("vql: {}", e.what());
-    return rows_stream({});
-  }
-}
 
 void add_parse_functions(Registry& r) {
   r.add(FunctionSpec{"parse_json",

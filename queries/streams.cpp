@@ -130,6 +130,7 @@ class SelectStream : public RowStream {
       }
       return emit_sorted(out, budget);
     }
+    if (grouped_) return emit_groups(out, budget);
     if (next_in_ == in_.size()) {
       in_.clear();
       next_in_ = 0;
@@ -149,17 +150,12 @@ class SelectStream : public RowStream {
                            " rows to sort");
       }
     }
-    if (source_step_.state == Step::State::done && !s_->group_by.empty() && !grouped_) {
+    if (source_step_.state == Step::State::done && !s_->group_by.empty()) {
       grouped_ = true;  // the groups are the rows now: ORDER BY and LIMIT apply to them
+      if (s_->order_by.empty()) return emit_groups(out, budget);
       for (auto& g : groups_) {
-        if (s_->order_by.empty()) {
-          if (s_->limit && emitted_ >= static_cast<uint64_t>(*s_->limit)) break;
-          out.push_back(std::move(g.row));
-          ++emitted_;
-        } else {
-          unsorted_.push_back(std::move(g.row));
-          keys_.push_back(key_of(unsorted_.back()));
-        }
+        unsorted_.push_back(std::move(g.row));
+        keys_.push_back(key_of(unsorted_.back()));
       }
       groups_.clear();
     }
@@ -208,29 +204,30 @@ class SelectStream : public RowStream {
       out.push_back(std::move(row));
       return true;
     }
-    return project(row, f, out);
+    project(row, f, out);
+    return true;
   }
 
   // GROUP BY: the row's projection, with its group's aggregates, becomes
   // the group's row (Velociraptor's: the last one wins). Nothing is emitted
   // until the source has ended.
-  bool group(Row& row, Frame& f) {
+  bool group(const Row& row, Frame& f) {
     Row values;
     for (size_t i = 0; i < s_->group_by.size(); ++i) values.set(std::to_string(i), engine_.eval(*s_->group_by[i], f, ctx_));
     std::string key = to_json(values);
-    auto [it, fresh] = group_index_.emplace(key, groups_.size());
-    if (fresh) {
+    auto found = group_index_.find(key);
+    if (found == group_index_.end()) {
       if (groups_.size() >= kMaxGroups)
         throw QueryError("GROUP BY: more than " + std::to_string(kMaxGroups) + " groups");
+      found = group_index_.emplace(std::move(key), groups_.size()).first;
       groups_.emplace_back();
     }
-    Group& g = groups_[it->second];
+    Group& g = groups_[found->second];
     Aggregates before = g.aggregates;  // an unfinished row runs again: it must not count twice
     f.aggregates = &g.aggregates;
     std::vector<Row> projected;
-    Frame grouped = f;
     try {
-      star_only_ ? projected.push_back(row) : (void)project(row, grouped, projected);
+      project(row, f, projected);
     } catch (const Unfinished&) {
       g.aggregates = std::move(before);
       throw;
@@ -239,7 +236,7 @@ class SelectStream : public RowStream {
     return false;
   }
 
-  bool project(Row& row, const Frame& f, std::vector<Row>& out) {
+  void project(const Row& row, const Frame& f, std::vector<Row>& out) {
     Row projected;
     for (auto& c : s_->columns) {
       if (!c.expr) {
@@ -249,7 +246,6 @@ class SelectStream : public RowStream {
       }
     }
     out.push_back(std::move(projected));
-    return true;
   }
 
   Value key_of(const Row& r) const {
@@ -267,6 +263,14 @@ class SelectStream : public RowStream {
       bool greater = c ? *c > 0 : (!x.is_null() && y.is_null());
       return s_->descending ? greater : less;
     });
+  }
+
+  // GROUP BY without ORDER BY: the groups in the order first seen, `budget` a call.
+  Step emit_groups(std::vector<Row>& out, size_t budget) {
+    uint64_t limit = s_->limit ? static_cast<uint64_t>(*s_->limit) : UINT64_MAX;
+    for (; next_group_ < groups_.size() && budget > 0 && emitted_ < limit; --budget, ++emitted_)
+      out.push_back(std::move(groups_[next_group_++].row));
+    return next_group_ < groups_.size() && emitted_ < limit ? Step::more() : Step::done();
   }
 
   Step emit_sorted(std::vector<Row>& out, size_t budget) {
@@ -301,7 +305,8 @@ class SelectStream : public RowStream {
   };
   std::vector<Group> groups_;  // in the order first seen
   std::unordered_map<std::string, size_t> group_index_;
-  bool grouped_ = false;
+  bool grouped_ = false;  // the source has ended: the groups are emitted
+  size_t next_group_ = 0;
 };
 
 // A query's statements in order. A LET binds its name for the statements
@@ -539,12 +544,9 @@ class SwitchStream : public RowStream {
       }
       size_t before = out.size();
       Step step = current_->next(out, budget);
-      if (out.size() > before) chosen_ = true;
-      if (chosen_ || step.state != Step::State::done) {
-        if (step.state == Step::State::done) next_ = queries_.size();
-        if (step.state == Step::State::done) current_.reset();
-        return step.state == Step::State::done ? Step::more() : step;
-      }
+      chosen_ = chosen_ || out.size() > before;
+      if (step.state != Step::State::done) return step;
+      if (chosen_) return Step::done();
       current_.reset();  // ended without a row: the next one
     }
   }
@@ -651,13 +653,14 @@ std::unique_ptr<RowStream> Engine::start(const ast::Query& query, std::vector<Bi
     throw QueryError("artifacts call each other more than " + std::to_string(ArtifactCalls::kMaxDepth) +
                      " deep (does one call itself?)");
   // The run's own copy of the engine: the caller's may be gone before it begins.
+  // Called once: now, or once the precondition gave a row.
   auto begin = [engine = std::make_shared<Engine>(*this), &env, caller, statements = query.statements,
-                parameters]() -> std::unique_ptr<RowStream> {
+                parameters]() mutable -> std::unique_ptr<RowStream> {
     auto ctx = std::make_shared<RunContext>(RunContext{*engine, env, nullptr, engine, 0, caller.artifact_depth, {}});
     env.engine = engine.get();
     env.permissions = engine->permissions();
-    ctx->root = std::make_shared<const Scope>(caller.scope, Row{}, parameters);
-    return std::make_unique<StatementStream>(statements, ctx, caller.label_rows);
+    ctx->root = std::make_shared<const Scope>(caller.scope, Row{}, std::move(parameters));
+    return std::make_unique<StatementStream>(std::move(statements), ctx, caller.label_rows);
   };
   if (!query.precondition) return begin();
   Caller plain = caller;

@@ -4,14 +4,62 @@
 // the offset) on anything that is not JSON. Not for untrusted input of any
 // size: it recurses once per nesting level.
 
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace outpost::schemas {
+
+// The UTF-8 of code point `cp`, appended to `out`.
+inline void append_utf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+// JSON's \u escape, `p` just after the "\u": its four hex digits' code
+// point, joined with the "\uXXXX" low surrogate after them when it is a high
+// one; `p` moves past what was read. nullopt when the digits are not four
+// hex digits or a surrogate is unpaired. `end` bounds the text; null: it
+// ends at a NUL.
+inline std::optional<uint32_t> unicode_escape(const char*& p, const char* end) {
+  auto at = [&](size_t k) { return end && p + k >= end ? '\0' : p[k]; };
+  auto hex4 = [&]() -> std::optional<uint32_t> {
+    uint32_t v = 0;
+    for (size_t k = 0; k < 4; ++k) {  // stops at the first non-digit: never past a NUL
+      char c = at(k);
+      int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      if (d < 0) return std::nullopt;
+      v = v * 16 + static_cast<uint32_t>(d);
+    }
+    p += 4;
+    return v;
+  };
+  auto cp = hex4();
+  if (!cp || *cp < 0xD800 || *cp > 0xDFFF) return cp;
+  if (*cp >= 0xDC00 || at(0) != '\\' || at(1) != 'u') return std::nullopt;
+  p += 2;
+  auto low = hex4();
+  if (!low || *low < 0xDC00 || *low > 0xDFFF) return std::nullopt;
+  return 0x10000 + ((*cp - 0xD800) << 10) + (*low - 0xDC00);
+}
 
 struct Json {
   enum class Type { null, boolean, number, string, array, object } type = Type::null;
@@ -79,11 +127,11 @@ struct Json {
         case 'b': out += '\b'; break;
         case 'f': out += '\f'; break;
         case 'u': {
-          if (i + 4 >= t.size()) fail(i, "short \\u escape");
-          unsigned code = std::stoul(t.substr(i + 1, 4), nullptr, 16);
-          i += 4;
-          if (code < 0x80) out += static_cast<char>(code);
-          else out += "?";  // readers here compare ASCII
+          const char* p = t.data() + i + 1;
+          auto cp = unicode_escape(p, t.data() + t.size());
+          if (!cp) fail(i, "bad \\u escape");
+          append_utf8(out, *cp);
+          i = static_cast<size_t>(p - t.data()) - 1;
           break;
         }
         default: fail(i, "bad escape");

@@ -90,6 +90,24 @@ TEST(Execve, AProgramThatCannotStartGivesOneRowWithTheError) {
                                       R"(directory","ReturnCode":1,"Complete":true})"}));
 }
 
+// Its timeout holds while the program writes as fast as it can.
+TEST(Execve, AProgramThatNeverStopsWritingIsKilledAtItsTimeout) {
+  Engine engine(default_registry(), nullptr, allowed());
+  Env env;
+  auto stream = engine.start("SELECT ReturnCode FROM execve(argv=['yes', 'xxxxxxxxxxxxxxxx'], "
+                             "length=64, timeout=1) WHERE Complete",
+                             {}, env);
+  std::vector<Row> rows;
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  for (Step s; std::chrono::steady_clock::now() < until;) {
+    s = stream->next(rows, 100);
+    if (s.state == Step::State::done) break;
+    if (s.state == Step::State::wait) std::this_thread::sleep_for(s.wait);
+  }
+  ASSERT_EQ(rows.size(), 1u) << "not killed within 20 s";
+  EXPECT_EQ(to_json(rows[0]), R"({"ReturnCode":137})");
+}
+
 // The program and what it started are killed when the query ends first.
 TEST(Execve, TheTimeoutAndAnEndedQueryKillTheProgramAndItsChildren) {
   auto rows = run("SELECT Stderr, ReturnCode FROM execve(argv=['sh', '-c', 'sleep 30 & wait'], timeout=1)");

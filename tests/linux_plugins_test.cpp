@@ -2,10 +2,6 @@
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
-
-#include <sstream>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -18,6 +14,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "tests/log_capture.hpp"
 #include "tests/temp_dir.hpp"
 
 namespace outpost::vql {
@@ -695,10 +692,7 @@ TEST_F(LinuxPlugins, ParseLinesCutsHugeLines) {
 // As Velociraptor's: a file that cannot be read is a warning in the log and
 // no rows, and the query goes on.
 TEST_F(LinuxPlugins, ParseLinesErrors) {
-  std::ostringstream lines;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(lines);
-  sink->set_pattern("%l %v");
-  spdlog::default_logger()->sinks().push_back(sink);
+  testing::LogCapture lines;
   auto missing = dir_.path("missing").string();
   EXPECT_TRUE(run("parse_lines", {{"filename", Value(missing)}}).empty());
   // One that opens but then cannot be read fails the query.
@@ -706,10 +700,10 @@ TEST_F(LinuxPlugins, ParseLinesErrors) {
             std::string::npos);
   // A device never ends (/dev/zero has no newline either): refused before any read.
   EXPECT_TRUE(run("parse_lines", {{"filename", Value("/dev/zero")}}).empty());
-  spdlog::default_logger()->sinks().pop_back();
-  EXPECT_EQ(lines.str().substr(0, lines.str().find('\n') + 1),
+  lines.stop();
+  EXPECT_EQ(lines.text().substr(0, lines.text().find('\n') + 1),
             "warning vql: parse_lines(): filename: cannot open " + missing + ": No such file or directory\n");
-  EXPECT_NE(lines.str().find("warning vql: parse_lines(): filename: /dev/zero: a character device, not a regular "
+  EXPECT_NE(lines.text().find("warning vql: parse_lines(): filename: /dev/zero: a character device, not a regular "
                              "file (it may never end)\n"),
             std::string::npos);
   EXPECT_EQ(error_of([&] { make("parse_lines", {}); }), "parse_lines(): filename: required");

@@ -3,12 +3,8 @@
 
 #include <gtest/gtest.h>
 
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
-
-#include <sstream>
-
 #include "queries/engine.hpp"
+#include "tests/log_capture.hpp"
 
 namespace outpost::vql {
 namespace {
@@ -315,16 +311,12 @@ TEST(VqlEval, IfEvaluatesOnlyTheBranchItTakes) {
 }
 
 TEST(VqlEval, LogWritesOnceWithinItsDedupTimeAndReturnsTrue) {
-  std::ostringstream lines;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(lines);
-  sink->set_pattern("%l %v");
-  auto logger = spdlog::default_logger();
-  logger->sinks().push_back(sink);
+  testing::LogCapture lines;
   auto rows = run("SELECT log(message='row %v of %v', args=[N, 3]) AS A, "
                   "log(message='each %v', args=N, dedup=-1, level='warn') AS B FROM range(end=3)");
-  logger->sinks().pop_back();
+  lines.stop();
   EXPECT_EQ(rows, std::vector<std::string>(3, "{\"A\":true,\"B\":true}"));
-  EXPECT_EQ(lines.str(),
+  EXPECT_EQ(lines.text(),
             "info vql: DEFAULT: row 0 of 3\nwarning vql: WARN: each 0\nwarning vql: WARN: each 1\n"
             "warning vql: WARN: each 2\n");
 }
@@ -332,23 +324,37 @@ TEST(VqlEval, LogWritesOnceWithinItsDedupTimeAndReturnsTrue) {
 // Velociraptor's: an error of one row's function or inner query is a
 // warning in the log, and the query goes on.
 TEST(VqlEval, AnErrorInOneRowIsLoggedAndTheQueryGoesOn) {
-  std::ostringstream lines;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(lines);
-  sink->set_pattern("%l %v");
-  spdlog::default_logger()->sinks().push_back(sink);
+  testing::LogCapture lines;
   auto rows = run("SELECT * FROM foreach(row={SELECT N FROM range(end=4)}, "
                   "query={SELECT N, M FROM range(start=N, end=if(condition=N = 2, then='two', else=N + 1))})");
   auto functions = run("SELECT N, format(format=if(condition=N = 1, then='%', else='%v'), args=N) AS F, "
                        "format(format='%', args=N) AS Bad FROM range(end=3)");
-  spdlog::default_logger()->sinks().pop_back();
+  lines.stop();
   EXPECT_EQ(rows, (std::vector<std::string>{"{\"N\":0,\"M\":null}", "{\"N\":1,\"M\":null}",
                                             "{\"N\":3,\"M\":null}"}));
   EXPECT_EQ(functions, (std::vector<std::string>{"{\"N\":0,\"F\":\"0\",\"Bad\":null}", "{\"N\":1,\"F\":null,\"Bad\":null}",
                                                  "{\"N\":2,\"F\":\"2\",\"Bad\":null}"}));
   // Each message once (a minute), however many rows have it.
-  EXPECT_EQ(lines.str(),
+  EXPECT_EQ(lines.text(),
             "warning vql: range(): end: expected int, got string\n"
             "warning vql: format(): format: ends inside a verb\n");
+}
+
+// The groups come out in the order first seen, a pull's budget at a time.
+TEST(VqlEval, GroupByEmitsItsGroupsWithinEachPullsBudget) {
+  Engine engine(test_registry());
+  Env env;
+  auto stream = engine.start("SELECT N % 3 AS K, count() AS C FROM range(end=10) GROUP BY K", {}, env);
+  std::vector<Row> rows;
+  for (int i = 0; i < 1000; ++i) {
+    size_t before = rows.size();
+    Step s = stream->next(rows, 1);
+    EXPECT_LE(rows.size() - before, 1u);
+    if (s.state == Step::State::done) break;
+  }
+  std::vector<std::string> json;
+  for (auto& r : rows) json.push_back(to_json(r));
+  EXPECT_EQ(json, (std::vector<std::string>{"{\"K\":0,\"C\":4}", "{\"K\":1,\"C\":3}", "{\"K\":2,\"C\":3}"}));
 }
 
 }  // namespace

@@ -61,8 +61,9 @@ std::string first_sentence(const std::string& description) {
 
 // The agent's artifacts; what did not load is said on stderr.
 std::shared_ptr<const vql::ArtifactRepository> artifacts_of(const Agent& agent) {
-  vql::LoadReport report;
-  auto repo = AgentAccess::artifacts(agent, report);
+  auto& setup = AgentAccess::vql(agent);
+  auto& report = setup.report;
+  auto repo = setup.artifacts;
   for (auto& f : report.failed) std::cerr << "outpost-agent: " << f.origin << ": not loaded: " << f.message << "\n";
   for (auto& r : report.replaced) std::cerr << "outpost-agent: " << r.origin << ": " << r.message << "\n";
   return repo;
