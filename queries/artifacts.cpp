@@ -29,10 +29,10 @@ const std::pair<const char*, const char*> kTypes[] = {
     {"string", "string"}, {"str", "string"},  {"hidden", "string"},   {"choices", "string"},
     {"glob", "string"},   {"yara", "string"}, {"regex", "regex"},     {"int", "int"},
     {"int64", "int"},     {"integer", "int"}, {"bool", "bool"},       {"float", "float"},
-    {"timestamp", "timestamp"}};
-// Types Velociraptor has that take more than a text (rows, a file from the server).
-const char* const kNotYet[] = {"csv", "json", "json_array", "upload", "upload_file", "server_metadata",
-                               "artifactset", "redacted"};
+    {"timestamp", "timestamp"}, {"csv", "csv"},      {"artifactset", "csv"}, {"json", "json"},
+    {"json_array", "json_array"}, {"regex_array", "json_array"}, {"multichoice", "json_array"}};
+// Types Velociraptor has that take more than a text (a file from the server).
+const char* const kNotYet[] = {"upload", "upload_file", "server_metadata", "redacted"};
 
 struct Reader {
   const std::string& origin;
@@ -136,6 +136,18 @@ Value convert(const Artifact::Parameter& p, const std::string& text, std::string
       error = "expected a time (epoch seconds or RFC 3339), got \"" + text + "\"";
       return Value();
     }
+  }
+  if (p.type == "csv") {  // rows, the first line naming the columns
+    auto rows = csv_rows(text);
+    return List(rows.begin(), rows.end());
+  }
+  if (p.type == "json" || p.type == "json_array") {
+    bool array = p.type == "json_array";
+    if (text.find_first_not_of(" \t\r\n") == std::string::npos) return array ? Value(List{}) : Value(Dict{});
+    Value v = parse_json_text(text);
+    if (array ? !v.as_list() : !v.as_dict())
+      error = std::string("expected a JSON ") + (array ? "array" : "object") + ", got \"" + text + "\"";
+    return v;
   }
   return text;
 }

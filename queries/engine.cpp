@@ -172,6 +172,10 @@ const Registry& default_registry() {
     Registry r;
     add_builtin_functions(r);
     add_text_functions(r);
+    add_string_functions(r);
+    add_collection_functions(r);
+    add_host_functions(r);
+    add_record_parsers(r);
     add_flow_functions(r);
     add_builtin_plugins(r);
     add_execve_plugin(r);

@@ -29,6 +29,9 @@ namespace outpost::vql {
 // Rows a stored query may hold when a function or a materialized LET turns
 // it into a list: beyond this the query fails rather than exhaust memory.
 inline constexpr size_t kMaxMaterializedRows = 100000;
+// How long a stored query that waits (on a program's output) may take when
+// a function or a materialized LET needs its rows: the thread waits for it.
+inline constexpr std::chrono::minutes kMaxMaterializeWait{10};
 // Groups a GROUP BY may hold at once, and items enumerate() may collect in
 // one: beyond them the query fails rather than exhaust memory.
 inline constexpr size_t kMaxGroups = 100000;
@@ -84,7 +87,8 @@ class StoredQuery {
       : select_(std::move(select)), scope_(std::move(scope)), context_(std::move(context)) {}
   // With `row`'s columns in scope (foreach runs its query once per row).
   std::unique_ptr<RowStream> run(const Row* row = nullptr) const;
-  // All its rows; QueryError beyond kMaxMaterializedRows or if it never ends.
+  // All its rows; QueryError beyond kMaxMaterializedRows, for an event
+  // query, or when it takes longer than kMaxMaterializeWait.
   std::vector<Row> materialize() const;
   const ast::Select& select() const { return *select_; }
 
@@ -93,6 +97,36 @@ class StoredQuery {
   ScopePtr scope_;
   std::shared_ptr<RunContext> context_;
 };
+
+// Velociraptor's lambda, "x => expression": a plugin's or function's
+// argument whose spec type is "lambda" is given as a string, which the
+// engine compiles into this when it calls them. call() evaluates the
+// expression with x bound, in the scope of the call (its variables seen).
+// Used only by the thread running the query.
+class Lambda final : public Object {
+ public:
+  Lambda(std::string text, std::string param, ast::ExprPtr body, ScopePtr scope, std::shared_ptr<RunContext> context)
+      : text_(std::move(text)), param_(std::move(param)), body_(std::move(body)), scope_(std::move(scope)),
+        context_(std::move(context)) {}
+  // Throws QueryError naming `where` when `text` is no lambda.
+  static ObjectPtr compile(const std::string& where, const std::string& text, ScopePtr scope,
+                           std::shared_ptr<RunContext> context);
+  Value call(const Value& argument) const;
+
+  const char* type() const override { return "lambda"; }
+  std::string str() const override { return text_; }
+  std::optional<Value> member(std::string_view) const override { return std::nullopt; }
+  std::vector<std::string> members() const override { return {}; }
+
+ private:
+  std::string text_, param_;
+  ast::ExprPtr body_;
+  ScopePtr scope_;
+  std::shared_ptr<RunContext> context_;
+};
+
+// The lambda argument `name`; null when absent.
+const Lambda* lambda_arg(const Args& args, const std::string& name);
 
 // What aggregate functions have seen so far, by the call written in the query.
 using Aggregates = std::map<const ast::Expr*, Value>;
@@ -187,12 +221,22 @@ class Engine {
 
  private:
   Value lazy_if(const ast::Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx);
+  Value scope_get(const ast::Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx);
   Value aggregate(const ast::Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx);
+  // The values of a call's arguments, lambdas (by `spec`) compiled.
+  std::vector<std::pair<std::string, Value>> arguments(const std::string& callee, const std::vector<ast::Arg>& args,
+                                                       const std::vector<ArgSpec>& spec, const Frame& f,
+                                                       const std::shared_ptr<RunContext>& ctx);
 
   const Registry& registry_;
   const ArtifactCalls* artifacts_;
   Permissions permissions_;
 };
+
+// Rows a value stands for in FROM, foreach(row=) and if(then=): a stored
+// query's (run with `row`'s columns in scope), a list's dicts, a dict;
+// other items become {"_value": item}.
+std::unique_ptr<RowStream> rows_of(const Value& v, const Row* row = nullptr);
 
 // Rows of all `streams` as they come, interleaved; done when all are.
 std::unique_ptr<RowStream> merge_streams(std::vector<std::unique_ptr<RowStream>> streams);
@@ -203,6 +247,9 @@ std::unique_ptr<RowStream> chain_streams(std::vector<std::unique_ptr<RowStream>>
 // null when `pattern` is not a valid regex. Queries' own `=~` use
 // RunContext::regex, cached per query.
 const re2::RE2* cached_regex(const std::string& pattern, bool case_sensitive);
+// Every match of `re` in `source` replaced by `tmpl`, where $1 or ${name}
+// stand for a group, as Go's Regexp.Expand writes them (text_functions.cpp).
+std::string replace_all(const std::string& source, const re2::RE2& re, const std::string& tmpl);
 
 // False when `key` was logged by this query less than `period` ago (log()'s
 // and the row errors' deduplication); else notes it now.
@@ -215,6 +262,13 @@ void log_row_error(Env& env, const std::string& message);
 // A condition that is a query holds when it has a row; otherwise its truth.
 bool condition_holds(const Value& v);
 
+// JSON text as VQL values (objects as dicts in key order); NULL when it is
+// not exactly one JSON value (parse_functions.cpp).
+Value parse_json_text(std::string_view text);
+// CSV text (the first record naming the columns) as rows, cells typed as
+// parse_csv() types them (record_parsers.cpp).
+std::vector<Row> csv_rows(const std::string& text);
+
 // Materializes a value for functions that want data: a stored query becomes
 // its rows as a list of dicts; anything else is itself.
 Value materialize(const Value& v);
@@ -226,6 +280,11 @@ void add_builtin_functions(Registry& registry);
 void add_text_functions(Registry& registry);  // regex_replace
 void add_flow_functions(Registry& registry);  // if, log
 void add_execve_plugin(Registry& registry);
+void add_string_functions(Registry& registry);  // substr, regex_transform, humanize, commandline_split, base64
+void add_collection_functions(Registry& registry);  // items, to_dict, flatten
+void add_host_functions(Registry& registry);  // ip, tempfile
+void add_record_parsers(Registry& registry);  // parse_records_with_regex, parse_csv, grok
+void add_grok(Registry& registry);  // grok() (grok.cpp)
 void add_parse_functions(Registry& registry);  // parse_json, parse_json_array, split_records, read_file()
 void add_builtin_plugins(Registry& registry);  // foreach, if
 

@@ -34,6 +34,7 @@ Value field_of(const Value& v, const std::string& name) {
     auto found = d->find(name);
     return found ? *found : Value();
   }
+  if (auto o = v.as_object()) return o->member(name).value_or(Value());
   if (v.as_list() || v.as_query()) {  // a list's field is the list of its items' fields
     auto data = materialize(v);
     List out;
@@ -47,6 +48,7 @@ Value index_of(const Value& v, const Value& i) {
   if (auto key = i.as_string()) return field_of(v, *key);
   auto n = i.as_int();
   if (!n) return Value();
+  if (auto o = v.as_object()) return o->index(*n);
   auto data = materialize(v);
   if (auto l = data.as_list()) {
     int64_t k = *n < 0 ? *n + static_cast<int64_t>(l->size()) : *n;
@@ -61,6 +63,10 @@ Value index_of(const Value& v, const Value& i) {
 
 // x[a:b]: a substring, a sub-list; either bound NULL (absent), negative from the end.
 Value slice_of(const Value& v, const Value& a, const Value& b) {
+  if (auto o = v.as_object()) {
+    auto bound = [](const Value& x) { return x.as_int() ? std::optional<int64_t>(*x.as_int()) : std::nullopt; };
+    return o->slice(bound(a), bound(b));
+  }
   auto data = materialize(v);
   auto bounds = [&](size_t size, int64_t& from, int64_t& to) {
     auto n = static_cast<int64_t>(size);
@@ -92,7 +98,8 @@ bool contains(const Value& haystack, const Value& needle) {
     return false;
   }
   if (auto d = data.as_dict()) return needle.as_string() && d->find(*needle.as_string());
-  if (auto s = data.as_string()) return needle.as_string() && s->find(*needle.as_string()) != std::string::npos;
+  if (data.as_string() || data.as_object())
+    return (needle.as_string() || needle.as_object()) && to_string(data).find(to_string(needle)) != std::string::npos;
   return false;
 }
 
@@ -236,6 +243,27 @@ Value Engine::lookup(const std::string& name, const Frame& f, const std::shared_
   return Value();  // VQL: an unknown name is NULL, not an error
 }
 
+// get(field=) or get(member=) without item=: the path starts at a variable.
+Value Engine::scope_get(const Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx) {
+  Value field, member, fallback;
+  for (auto& a : e.args) {
+    Value v = eval(*a.value, f, ctx);
+    if (a.name == "field") field = v;
+    else if (a.name == "member") member = v;
+    else if (a.name == "default") fallback = v;
+    else throw QueryError("get(): " + a.name + ": no such argument (item, field, member, default)");
+  }
+  std::string path = !field.is_null() ? to_string(field) : to_string(member);
+  if (path.empty()) throw QueryError("get(): a field or a member is needed");
+  size_t dot = member.is_null() || !field.is_null() ? std::string::npos : path.find('.');
+  Value v = lookup(path.substr(0, dot), f, ctx);
+  if (dot != std::string::npos && !v.is_null()) {
+    std::vector<std::pair<std::string, Value>> values{{"item", v}, {"member", path.substr(dot + 1)}};
+    v = registry_.function("get")->call(Args("get", std::move(values)), ctx->env);
+  }
+  return v.is_null() ? fallback : v;
+}
+
 Value Engine::eval(const Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx) {
   switch (e.kind) {
     case Expr::Kind::literal: return e.value;
@@ -261,12 +289,11 @@ Value Engine::eval(const Expr& e, const Frame& f, const std::shared_ptr<RunConte
     case Expr::Kind::call: {
       if (e.name == "if") return lazy_if(e, f, ctx);
       if (is_aggregate(e.name)) return aggregate(e, f, ctx);
+      if (e.name == "get" && std::none_of(e.args.begin(), e.args.end(), [](auto& a) { return a.name == "item"; }))
+        return scope_get(e, f, ctx);
       auto fn = registry_.function(e.name);
       if (!fn) return call_let(e.name, e.pos, e.args, f, ctx);
-      std::vector<std::pair<std::string, Value>> values;
-      values.reserve(e.args.size());
-      for (auto& a : e.args) values.emplace_back(a.name, eval(*a.value, f, ctx));
-      Args args(e.name, std::move(values));
+      Args args(e.name, arguments(e.name, e.args, fn->args, f, ctx));
       Deeper deeper(*ctx, e.name + "()");
       try {
         check_args(args, fn->args);

@@ -7,6 +7,7 @@
 
 #include <set>
 
+#include "queries/engine.hpp"
 #include "queries/event_plugins.hpp"
 #include "queries/linux_util.hpp"
 #include "queries/sensors.hpp"
@@ -270,6 +271,26 @@ void add_event_plugins(Registry& r) {
                      return subscribe(a, env, [path] { return std::make_unique<TailScanner>(path); });
                    }},
         check_path("filename"));
+  r.add(PluginSpec{"watch_syslog",
+                   "Follows log files from their end, across rotation and truncation: a row (Line) per line "
+                   "(one shared tail() sensor per file).",
+                   {{"filename", "string or list of strings", true, ""},
+                    {"accessor", "string", false, "file or auto"},
+                    {"buffer_size", "int", false, "accepted; lines are cut at 1 MiB"}},
+                   true,
+                   [](const Args& a, Env& env) -> std::unique_ptr<RowStream> {
+                     auto accessor = a.string("accessor").value_or("auto");
+                     if (accessor != "auto" && accessor != "file" && !accessor.empty())
+                       a.fail("accessor", "\"" + accessor + "\" is not supported: file or auto");
+                     std::vector<std::unique_ptr<RowStream>> streams;
+                     for (auto& path : a.strings("filename")) {
+                       Args one("tail", {{"filename", path}});  // the same sensor as tail(filename=path)
+                       check_path("filename")(one);
+                       streams.push_back(subscribe(one, env, [path] { return std::make_unique<TailScanner>(path); }));
+                     }
+                     if (streams.empty()) a.fail("filename", "no file");
+                     return merge_streams(std::move(streams));
+                   }});
   r.add(PluginSpec{"watch_directory",
                    "Files created, modified, deleted and moved in a directory (inotify): Time, Action, "
                    "FullPath, Name, IsDir, Size, Mtime. Ends when the directory goes away.",

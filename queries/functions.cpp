@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cinttypes>
 #include <cmath>
 #include <cstring>
@@ -15,10 +17,11 @@
 namespace outpost::vql {
 namespace {
 
-const std::string& string_arg(const Args& args, const char* name) {
-  const Value& v = args.require(name);
-  if (!v.as_string()) args.fail(name, std::string("expected string, got ") + type_name(v));
-  return *v.as_string();
+// A required string argument; a NULL given is "".
+std::string string_arg(const Args& args, const char* name) {
+  auto s = args.string(name);
+  if (!s && !args.given(name)) args.fail(name, "required");
+  return s.value_or("");
 }
 
 // Seconds, or milli/micro/nanoseconds told apart by size, as Velociraptor does.
@@ -248,28 +251,38 @@ Value integer(const Value& v) {
   return int64_t{0};
 }
 
-Value get(const Value& item, const Value& field) {
-  if (auto path = field.as_string()) {
-    Value v = item;
-    size_t begin = 0;
-    for (;;) {  // "a.b.c" walks nested dicts
-      size_t dot = path->find('.', begin);
-      auto d = materialize(v).as_dict();
-      if (!d) return Value();
-      auto found = d->find(path->substr(begin, dot == std::string::npos ? std::string::npos : dot - begin));
-      if (!found) return Value();
-      v = *found;
-      if (dot == std::string::npos) return v;
-      begin = dot + 1;
+// One step into a dict, an object or a list (by index, or a numeric string).
+Value step(const Value& v, const Value& key) {
+  auto data = materialize(v);
+  if (auto name = key.as_string()) {
+    if (auto d = data.as_dict()) {
+      auto found = d->find(*name);
+      return found ? *found : Value();
     }
+    if (auto o = data.as_object()) return o->member(*name).value_or(Value());
+    if (!data.as_list() || name->empty() || !std::all_of(name->begin(), name->end(), ::isdigit)) return Value();
+    return step(data, Value(int64_t{std::stoll(name->substr(0, 18))}));
   }
-  if (auto i = field.as_int()) {
-    auto data = materialize(item);
+  if (auto i = key.as_int()) {
     auto l = data.as_list();
     if (!l || *i < 0 || *i >= static_cast<int64_t>(l->size())) return Value();
     return (*l)[static_cast<size_t>(*i)];
   }
   return Value();
+}
+
+// `field` one key (dotted names walk nested dicts, as before members came);
+// `member` a dotted path of keys and indexes.
+Value get(const Value& item, const Value& key, bool member) {
+  auto path = key.as_string();
+  if (!path || (!member && path->find('.') == std::string::npos)) return step(item, key);
+  Value v = item;
+  for (size_t begin = 0;;) {
+    size_t dot = path->find('.', begin);
+    v = step(v, Value(path->substr(begin, dot == std::string::npos ? std::string::npos : dot - begin)));
+    if (v.is_null() || dot == std::string::npos) return v;
+    begin = dot + 1;
+  }
 }
 
 }  // namespace
@@ -279,7 +292,14 @@ void add_builtin_functions(Registry& r) {
                  std::function<Value(const Args&, Env&)> call) {
     r.add(FunctionSpec{std::move(name), std::move(description), std::move(args), std::move(call)});
   };
-  fn("now", "Seconds since the epoch.", {}, [](const Args&, Env&) { return Value(int64_t{std::time(nullptr)}); });
+  fn("now", "Seconds since the epoch (nanoseconds with ns=TRUE).", {{"ns", "bool", false, ""}},
+     [](const Args& a, Env&) {
+       if (a.boolean("ns").value_or(false))
+         return Value(int64_t{std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count()});
+       return Value(int64_t{std::time(nullptr)});
+     });
   // Aggregates: the engine keeps their state per SELECT or GROUP BY group
   // and evaluates them itself; these specs name their arguments.
   fn("count", "The rows so far (of the group, with GROUP BY).", {{"items", "any", false, ""}},
@@ -370,7 +390,7 @@ void add_builtin_functions(Registry& r) {
      [](const Args& a, Env&) { return Value(dirname(string_arg(a, "path"))); });
   fn("parse_string_with_regex", "The named groups ((?P<Name>...)) of the first regex that matches, as a dict.",
      {{"string", "string", true, ""}, {"regex", "regex or list of regexes", true, ""}}, [](const Args& a, Env&) {
-       const std::string& text = string_arg(a, "string");
+       std::string text = string_arg(a, "string");
        for (auto& pattern : a.strings("regex")) {
          RE2 re(pattern, RE2::Quiet);
          if (!re.ok()) a.fail("regex", "'" + pattern + "': " + re.error());
@@ -400,10 +420,19 @@ void add_builtin_functions(Registry& r) {
        out.set("Size", static_cast<int64_t>(st.st_size));
        return Value(std::move(out));
      });
-  fn("get", "A field of a dict (dotted for nested ones) or an item of a list, else `default`.",
-     {{"item", "any", true, ""}, {"field", "string or int", true, ""}, {"default", "any", false, ""}},
+  fn("get",
+     "A field of `item` (a dict's key, a list's index; without item, a variable of the query) or a dotted "
+     "`member` path in it (\"a.b.0\"), else `default`.",
+     {{"item", "any", false, "default: the query's variables"},
+      {"field", "string or int", false, ""},
+      {"member", "string", false, ""},
+      {"default", "any", false, ""}},
      [](const Args& a, Env&) {
-       Value v = get(a.require("item"), a.require("field"));
+       const Value* item = a.find("item");
+       Value v = item ? *item : Value();
+       if (auto field = a.find("field")) v = get(v, *field, false);
+       if (auto member = a.string("member")) v = get(v, *member, true);
+       if (!a.find("field") && !a.find("member")) a.fail("field", "a field or a member is needed");
        auto fallback = a.find("default");
        return v.is_null() && fallback ? *fallback : v;
      });

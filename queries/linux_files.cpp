@@ -8,50 +8,18 @@
 #include <limits>
 #include <stdexcept>
 
+#include "queries/engine.hpp"
 #include "queries/linux_util.hpp"
 #include "schemas/codec.hpp"
 
 namespace outpost::vql {
 namespace {
 
-constexpr int64_t kNsPerSec = 1'000'000'000;
-
-// ---- a file's row: glob's rows and stat()'s dict
-
-Timestamp timestamp(const timespec& t) { return {t.tv_sec * kNsPerSec + t.tv_nsec}; }
-
-// As ls -l shows it: "drwxr-xr-x", "-rwsr-xr-x", "drwxrwxrwt".
-std::string mode_string(mode_t mode) {
-  std::string s(10, '-');
-  s[0] = S_ISDIR(mode) ? 'd' : S_ISLNK(mode) ? 'l' : S_ISFIFO(mode) ? 'p' : S_ISSOCK(mode) ? 's'
-       : S_ISCHR(mode) ? 'c' : S_ISBLK(mode) ? 'b' : '-';
-  for (int i = 0; i < 9; ++i)
-    if (mode & (0400 >> i)) s[1 + i] = "rwxrwxrwx"[i];
-  auto special = [&](mode_t bit, size_t at, char c) {
-    if (mode & bit) s[at] = s[at] == 'x' ? c : static_cast<char>(std::toupper(c));
-  };
-  special(S_ISUID, 3, 's');
-  special(S_ISGID, 6, 's');
-  special(S_ISVTX, 9, 't');
-  return s;
-}
-
-// From lstat: a link is a link (IsLink), not what it points to.
-Row stat_row(const std::string& path, std::string_view name, const struct stat& st) {
-  Row row;
-  row.set("FullPath", path);
-  row.set("OSPath", path);  // Velociraptor's name; a string here (no .Basename, .Components yet)
-  row.set("Name", name);
-  row.set("Size", int64_t{st.st_size});
-  row.set("Mode", mode_string(st.st_mode));
-  row.set("IsDir", S_ISDIR(st.st_mode));
-  row.set("IsLink", S_ISLNK(st.st_mode));
-  row.set("Mtime", timestamp(st.st_mtim));
-  row.set("Atime", timestamp(st.st_atim));
-  row.set("Ctime", timestamp(st.st_ctim));
-  row.set("Uid", int64_t{st.st_uid});
-  row.set("Gid", int64_t{st.st_gid});
-  return row;
+// The accessor= of the file plugins: on Linux, auto is file.
+void file_accessor(const Args& args) {
+  auto accessor = args.string("accessor").value_or("auto");
+  if (accessor != "auto" && accessor != "file" && !accessor.empty())
+    args.fail("accessor", "\"" + accessor + "\" is not supported here: file or auto");
 }
 
 // ---- glob
@@ -217,9 +185,18 @@ Pattern compile(std::string_view text) {
 // All patterns are walked together, a directory once with the set of
 // (pattern, parts matched so far) that reach it, so a file several patterns
 // match is still visited, and returned, once.
+struct GlobOptions {
+  bool follow_links = true;    // into symlinked directories (not for `**`: no loops)
+  bool one_filesystem = false;  // nothing on another device than the root's
+  Value descend;                // a Lambda: a directory's row must make it true to be walked
+};
+
 class GlobStream : public RowStream {
  public:
-  GlobStream(std::vector<Pattern> patterns, std::string root) : patterns_(std::move(patterns)) {
+  GlobStream(std::vector<Pattern> patterns, std::string root, GlobOptions options)
+      : patterns_(std::move(patterns)), options_(std::move(options)) {
+    struct stat st;
+    if (options_.one_filesystem && ::stat(root.c_str(), &st) == 0) root_dev_ = st.st_dev;
     States all;
     for (uint32_t p = 0; p < patterns_.size(); ++p) all.push_back({p, 0});
     stack_.push_back({std::move(root), std::move(all)});
@@ -331,17 +308,38 @@ class GlobStream : public RowStream {
       type = IFTODT(st.st_mode);
     }
     States& below = type == DT_DIR ? next : through_link;
-    if ((type == DT_DIR || type == DT_LNK) && !below.empty()) {
+    if ((type == DT_DIR || (type == DT_LNK && options_.follow_links)) && !below.empty() &&
+        descend(path, entry.name, st, matched || entry.type == DT_UNKNOWN, ops)) {
       std::sort(below.begin(), below.end());
       below.erase(std::unique(below.begin(), below.end()), below.end());
       subdirs_.push_back({path, std::move(below)});
     }
     if (!matched) return 0;
-    out.push_back(stat_row(path, entry.name, st));
+    out.push_back(file_info_row(path, entry.name, st, fs_types_));
     return 1;
   }
 
+  // Whether to walk into `path` (a directory, or a link to one): on the
+  // root's filesystem if asked, and where the recursion callback says so.
+  bool descend(const std::string& path, const std::string& name, struct stat& st, bool have_stat, int& ops) {
+    auto callback = dynamic_cast<const Lambda*>(options_.descend.as_object());
+    if (!root_dev_ && !callback) return true;
+    if (!have_stat) {
+      ++ops;
+      if (::lstat(path.c_str(), &st) != 0) return false;
+    }
+    if (root_dev_) {
+      struct stat target = st;
+      if (S_ISLNK(st.st_mode) && ::stat(path.c_str(), &target) != 0) return false;
+      if (target.st_dev != *root_dev_) return false;
+    }
+    return !callback || truthy(callback->call(Value(file_info_row(path, name, st, fs_types_))));
+  }
+
   std::vector<Pattern> patterns_;
+  GlobOptions options_;
+  std::optional<dev_t> root_dev_;
+  FsTypes fs_types_;
   std::vector<Dir> stack_;
   Dir current_;
   bool active_ = false, listing_ = false;
@@ -370,6 +368,7 @@ std::vector<Pattern> glob_patterns(const Args& args) {
 void check_glob(const Args& args) {
   if (args.find("globs")) glob_patterns(args);
   args.string("root");
+  file_accessor(args);
 }
 
 std::unique_ptr<RowStream> make_glob(const Args& args, Env&) {
@@ -378,7 +377,15 @@ std::unique_ptr<RowStream> make_glob(const Args& args, Env&) {
   std::string root = args.string("root").value_or("/");
   if (root.empty()) root = "/";
   while (root.size() > 1 && root.back() == '/') root.pop_back();
-  return std::make_unique<GlobStream>(glob_patterns(args), std::move(root));
+  file_accessor(args);
+  GlobOptions options;
+  options.follow_links = !args.boolean("nosymlink").value_or(false);
+  options.one_filesystem = args.boolean("one_filesystem").value_or(false);
+  if (auto callback = args.find("recursion_callback")) {
+    if (!dynamic_cast<const Lambda*>(callback->as_object())) args.fail("recursion_callback", "expected a lambda");
+    options.descend = *callback;
+  }
+  return std::make_unique<GlobStream>(glob_patterns(args), std::move(root), std::move(options));
 }
 
 // ---- read_file
@@ -625,13 +632,15 @@ Value hash_file(const Args& args, Env& env) {
 
 Value stat_file(const Args& args, Env&) {
   std::string path = required_string(args, "filename");
+  file_accessor(args);
   struct stat st;
   if (path.empty() || path.find('\0') != std::string::npos || ::lstat(path.c_str(), &st) != 0)
     return Value();
   std::string_view name = path;
   while (name.size() > 1 && name.back() == '/') name.remove_suffix(1);
   if (name.size() > 1) name = name.substr(name.find_last_of('/') + 1);
-  return Value(stat_row(path, name, st));
+  FsTypes fs_types;
+  return Value(file_info_row(path, name, st, fs_types));
 }
 
 }  // namespace
@@ -649,10 +658,14 @@ std::unique_ptr<RowStream> logged_line_rows(const std::string& what, const std::
 void add_linux_file_plugins(Registry& registry) {
   registry.add(PluginSpec{
       "glob",
-      "Files matching glob patterns (* ? [a-z] [!x] {a,b} **), sorted, depth first: FullPath, "
-      "Name, Size, Mode, IsDir, IsLink, Mtime, Atime, Ctime, Uid, Gid.",
+      "Files matching glob patterns (* ? [a-z] [!x] {a,b} **), sorted, depth first: Name, OSPath, "
+      "Mtime, Atime, Ctime, Btime, Size, Mode, IsDir, IsLink, Data, Sys, FullPath.",
       {{"globs", "string or list of strings", true, "the patterns"},
-       {"root", "string", false, "where patterns start (default /)"}},
+       {"root", "string", false, "where patterns start (default /)"},
+       {"accessor", "string", false, "file or auto (the default; the same on Linux)"},
+       {"nosymlink", "bool", false, "do not walk into symlinked directories"},
+       {"one_filesystem", "bool", false, "do not walk onto another filesystem than the root's"},
+       {"recursion_callback", "lambda", false, "x => ...: walk into directory x only where true"}},
       false, make_glob},
       check_glob);
   registry.add(PluginSpec{
@@ -698,7 +711,17 @@ void add_linux_file_plugins(Registry& registry) {
                             "{Path, Error} when it cannot be hashed (missing, unreadable, a device).",
                             {{"path", "string", true, "the file"}}, hash_file});
   registry.add(FunctionSpec{"stat", "A file's glob row (lstat), as a dict; NULL if missing.",
-                            {{"filename", "string", true, "the file"}}, stat_file});
+                            {{"filename", "string", true, "the file"},
+                             {"accessor", "string", false, "file or auto"}},
+                            stat_file});
+  registry.add(PluginSpec{"stat", "A file's glob row (lstat); no row if missing.",
+                          {{"filename", "string", true, "the file"}, {"accessor", "string", false, "file or auto"}},
+                          false, [](const Args& args, Env& env) -> std::unique_ptr<RowStream> {
+                            Value v = stat_file(args, env);
+                            std::vector<Row> rows;
+                            if (auto d = v.as_dict()) rows.push_back(*d);
+                            return rows_stream(std::move(rows));
+                          }});
 }
 
 }  // namespace outpost::vql

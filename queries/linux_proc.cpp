@@ -147,29 +147,42 @@ class PslistStream : public RowStream {
     // comm may hold spaces and ')': it ends at the last ')'.
     size_t open = stat->find('('), close = stat->rfind(')');
     if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
-    // f[k] is field k+3 of proc(5): ppid is field 4, starttime 22, rss 24.
+    // f[k] is field k+3 of proc(5): ppid is field 4, utime 14, stime 15,
+    // starttime 22, vsize 23, rss 24.
     auto f = split_ws(std::string_view(*stat).substr(close + 1));
     if (f.size() < 22) return std::nullopt;
     auto ppid = parse_number<int64_t>(f[1]);
+    auto utime = parse_number<uint64_t>(f[11]), stime = parse_number<uint64_t>(f[12]);
     auto ticks = parse_number<uint64_t>(f[19]);
+    auto vsize = parse_number<int64_t>(f[20]);
     auto rss = parse_number<int64_t>(f[21]);
-    if (!ppid || !ticks || !rss) return std::nullopt;
+    if (!ppid || !ticks || !rss || !utime || !stime || !vsize) return std::nullopt;
 
-    std::error_code ec;
+    std::error_code ec, cwd_error;
     auto exe = fs::read_symlink(dir / "exe", ec);
+    auto cwd = fs::read_symlink(dir / "cwd", cwd_error);
     std::string cmdline = read_small_file(dir / "cmdline", kMaxCmdline).value_or("");
     std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
     auto uid = real_uid(dir);
 
     Row row;
+    // Velociraptor's columns (gopsutil's), in its order; "" where denied.
     row.set("Pid", pid);
     row.set("Ppid", *ppid);
     row.set("Name", stat->substr(open + 1, close - open - 1));
-    row.set("Exe", ec ? std::string() : exe.string());
     row.set("CommandLine", trim(cmdline));
+    row.set("CreateTime", Timestamp{boot_ns_ + ticks_to_ns(*ticks)});
+    Dict times;
+    times.set("user", static_cast<double>(*utime) / static_cast<double>(hz_));
+    times.set("system", static_cast<double>(*stime) / static_cast<double>(hz_));
+    row.set("Times", std::move(times));
+    row.set("Exe", ec ? std::string() : exe.string());
+    row.set("Cwd", cwd_error ? std::string() : cwd.string());
     row.set("Username", uid ? users_.name(*uid) : std::string());
-    row.set("StartTime", Timestamp{boot_ns_ + ticks_to_ns(*ticks)});
-    row.set("RSS", *rss * page_size_);
+    Dict memory;
+    memory.set("rss", *rss * page_size_);
+    memory.set("vms", *vsize);
+    row.set("MemoryInfo", std::move(memory));
     return row;
   }
 
@@ -495,9 +508,15 @@ std::unique_ptr<RowStream> make_pslist(const Args& args, Env& env) {
 
 void add_linux_proc_plugins(Registry& registry) {
   registry.add(PluginSpec{
-      "pslist", "Processes: Pid, Ppid, Name, Exe, CommandLine, Username, StartTime, RSS.",
+      "pslist",
+      "Processes: Pid, Ppid, Name, CommandLine, CreateTime, Times {user, system} (seconds), Exe, Cwd, Username, "
+      "MemoryInfo {rss, vms} (bytes).",
       {{"pid", "int", false, "only this process"}}, false, make_pslist},
       check_pslist);
+  // Velociraptor's tracker falls back to pslist() where none runs; Outpost
+  // has no process tracker yet, so it is always pslist().
+  registry.add(PluginSpec{"process_tracker_pslist", "The processes running now: pslist()'s rows (no tracker yet).",
+                          {}, false, make_pslist});
   registry.add(PluginSpec{
       "users", "Local accounts from passwd: Name, Uid, Gid, Description, Homedir, Shell.", {}, false,
       [](const Args&, Env& env) -> std::unique_ptr<RowStream> {

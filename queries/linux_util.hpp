@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <charconv>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,14 +28,27 @@ namespace outpost::vql {
 void add_linux_proc_plugins(Registry& registry);
 void add_linux_file_plugins(Registry& registry);
 
+// The filesystem type of each device seen (file_info.cpp), by statfs.
+class FsTypes {
+ public:
+  std::string of(const std::string& path, dev_t dev);  // "" when statfs fails
+
+ private:
+  std::map<dev_t, std::string> names_;
+};
+
+// A file's row as glob() and stat() give it (file_info.cpp); `st` from lstat.
+Row file_info_row(const std::string& path, std::string_view name, const struct stat& st, FsTypes& fs_types);
+
 inline std::string errno_message(int error) { return std::generic_category().message(error); }
 
 // A string argument that check_args has already required; checked again so
 // that a caller skipping check_args gets an error, not undefined behaviour.
+// A NULL given reads as "", as Velociraptor reads it.
 inline std::string required_string(const Args& args, const std::string& name) {
   auto s = args.string(name);
-  if (!s) args.fail(name, "required");
-  return *s;
+  if (!s && !args.given(name)) args.fail(name, "required");
+  return s.value_or("");
 }
 
 class Fd {
@@ -77,6 +91,17 @@ inline ssize_t read_retry(int fd, char* buf, size_t size) {
   do n = ::read(fd, buf, size);
   while (n < 0 && errno == EINTR);
   return n;
+}
+
+// A whole file, up to `limit` bytes; nullopt (errno set) when it cannot be opened.
+inline std::optional<std::string> read_whole_file(const std::string& path, size_t limit) {
+  Fd fd = open_read(path);
+  if (!fd) return std::nullopt;
+  std::string text;
+  char buf[65536];
+  for (ssize_t n; text.size() < limit && (n = read_retry(fd.get(), buf, std::min(sizeof buf, limit - text.size()))) > 0;)
+    text.append(buf, static_cast<size_t>(n));
+  return text;
 }
 
 // Why an open file would be read without end or not at all by a plugin that

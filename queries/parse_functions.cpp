@@ -145,6 +145,15 @@ std::string trimmed(const std::string& s) {
   return a == std::string::npos ? "" : s.substr(a, b - a + 1);
 }
 
+}  // namespace
+
+Value parse_json_text(std::string_view text) {
+  auto v = JsonParser(text).parse();
+  return v ? *v : Value();
+}
+
+namespace {
+
 // parse_json_array's value: an empty text is [], what is not an array NULL.
 Value json_array(const Args& args) {
   std::string text = trimmed(args.string("data").value_or(""));
@@ -218,7 +227,7 @@ class RecordSplitter {
   SplitOptions o_;
 };
 
-std::unique_ptr<RowStream> make_split_records(const Args& args, Env&) {
+std::unique_ptr<RowStream> make_split_records(const Args& args, Env& env) {
   SplitOptions o;
   auto regex = args.string("regex").value_or("\\s+");
   o.fields = std::make_shared<const RE2>(regex, RE2::Quiet);
@@ -228,24 +237,33 @@ std::unique_ptr<RowStream> make_split_records(const Args& args, Env&) {
   o.count = args.integer("count").value_or(0);
   auto records = args.string("record_regex").value_or("\n");
   std::string accessor = args.string("accessor").value_or("auto");
-  if (accessor != "data" && records != "\n" && records != "\r?\n")
-    args.fail("record_regex", "only lines (\\n) for files: other records need accessor='data'");
+  bool lines = records == "\n" || records == "\r?\n";
+  if (accessor != "data" && accessor != "auto" && accessor != "file" && !accessor.empty())
+    args.fail("accessor", "\"" + accessor + "\" is not supported: file, auto or data");
   std::vector<std::unique_ptr<RowStream>> streams;
   for (auto& name : args.strings("filenames")) {
-    if (accessor == "data") {  // the argument is the text
+    std::optional<std::string> text;
+    if (accessor == "data") {
+      text = name;  // the argument is the text
+    } else if (!lines) {  // other records than lines: the whole file (up to 64 MiB) at once
+      text = read_whole_file(name, size_t{64} << 20);
+      if (!text) {
+        log_row_error(env, "split_records(): filenames: cannot open " + name + ": " + errno_message(errno));
+        continue;
+      }
+    }
+    if (text) {
       RE2 split(records, RE2::Quiet);
       if (!split.ok()) args.fail("record_regex", split.error());
-      auto pieces = split_fields(name, split, 0);
+      auto pieces = split_fields(*text, split, 0);
       if (!pieces.empty() && pieces.back().empty()) pieces.pop_back();  // after the last separator: no record
       RecordSplitter splitter(o);
       std::vector<Row> rows;
       for (auto& record : pieces)
         if (auto row = splitter(record)) rows.push_back(std::move(*row));
       streams.push_back(rows_stream(std::move(rows)));
-    } else if (accessor == "auto" || accessor == "file" || accessor.empty()) {
-      streams.push_back(logged_line_rows("split_records(): filenames", name, RecordSplitter(o)));
     } else {
-      args.fail("accessor", "\"" + accessor + "\" is not supported: file, auto or data");
+      streams.push_back(logged_line_rows("split_records(): filenames", name, RecordSplitter(o)));
     }
   }
   return chain_streams(std::move(streams));
@@ -288,7 +306,7 @@ void add_parse_functions(Registry& r) {
                     {"columns", "list of strings", false, "the names of the fields"},
                     {"first_row_is_headers", "bool", false, ""},
                     {"count", "int", false, "fields at most, the last keeping the rest"},
-                    {"record_regex", "string", false, "between records (default \\n; others only with data)"}},
+                    {"record_regex", "string", false, "between records (default \\n)"}},
                    false, make_split_records});
   r.add(FunctionSpec{"read_file",
                      "Up to `length` bytes (default 4 MiB, at most 64 MiB) of a file from `offset`, as a string; "

@@ -3,12 +3,13 @@
 //
 //   query      := statement (';'? statement)* ';'?
 //   statement  := LET name ('=' | '<=') (select | expr) | select
-//   select     := SELECT columns FROM source [WHERE expr]
+//   select     := SELECT columns FROM source [WHERE expr] [GROUP BY expr (',' expr)*]
 //                 [ORDER BY name [ASC|DESC]] [LIMIT integer]
 //   columns    := '*' | column (',' column)*      column := '*' | expr [AS name]
 //   source     := name '(' args ')' | name
 //   args       := [name '=' expr (',' name '=' expr)*]
-//   expr       := or;  or := and (OR and)*;  and := not (AND not)*
+//   expr       := and;  and := or ((AND | &&) or)*;  or := not ((OR | || | |) not)*
+//                 (Velociraptor's precedence: AND binds looser than OR)
 //   not        := NOT not | comparison
 //   comparison := sum [('=' | '!=' | '<>' | '<' | '<=' | '>' | '>=' | '=~' | IN) sum]
 //   sum        := product (('+' | '-') product)*

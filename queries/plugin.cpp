@@ -15,6 +15,10 @@ const Value* Args::find(const std::string& name) const {
   return nullptr;
 }
 
+bool Args::given(const std::string& name) const {
+  return std::any_of(values_.begin(), values_.end(), [&](auto& v) { return v.first == name; });
+}
+
 void Args::fail(const std::string& name, const std::string& problem) const {
   throw QueryError(callee_ + "(): " + name + ": " + problem);
 }
@@ -36,6 +40,12 @@ std::optional<T> typed(const Args& args, const std::string& name, const char* ty
 }  // namespace
 
 std::optional<std::string> Args::string(const std::string& name) const {
+  // As Velociraptor coerces a string argument: a path or a number as its
+  // text, a list of one string as that string.
+  auto v = find(name);
+  if (v && (v->as_object() || v->is_number() || v->as_bool() || v->as_timestamp())) return to_string(*v);
+  if (auto l = v ? v->as_list() : nullptr; l && l->size() == 1 && ((*l)[0].as_string() || (*l)[0].as_object()))
+    return to_string((*l)[0]);
   return typed<std::string>(*this, name, "string");
 }
 std::optional<int64_t> Args::integer(const std::string& name) const {
@@ -49,9 +59,14 @@ std::vector<std::string> Args::strings(const std::string& name) const {
   auto v = find(name);
   if (!v) return {};
   if (auto s = v->as_string()) return {*s};
+  if (auto o = v->as_object()) return {o->str()};
   if (auto l = v->as_list()) {
     std::vector<std::string> out;
     for (auto& item : *l) {
+      if (auto o = item.as_object()) {
+        out.push_back(o->str());
+        continue;
+      }
       auto s = item.as_string();
       if (!s) fail(name, std::string("expected a list of strings, found a ") + type_name(item));
       out.push_back(*s);
@@ -100,8 +115,8 @@ void check_arg_names(const Args& args, const std::vector<ArgSpec>& spec) {
 
 void check_args(const Args& args, const std::vector<ArgSpec>& spec) {
   check_arg_names(args, spec);
-  for (auto& a : spec)
-    if (a.required) args.require(a.name);
+  for (auto& a : spec)  // a NULL given is given (Velociraptor reads it as "", 0, FALSE)
+    if (a.required && !args.given(a.name)) args.fail(a.name, "required");
 }
 
 namespace {

@@ -60,6 +60,8 @@ class Args {
 
   // NULL or absent: nullptr.
   const Value* find(const std::string& name) const;
+  // Written in the call, even as NULL.
+  bool given(const std::string& name) const;
   // The typed getters throw QueryError "<callee>(): <name>: expected <type>, got <type>"
   // when the argument has another type, and, for `require`, when it is missing.
   const Value& require(const std::string& name) const;
@@ -116,6 +118,19 @@ class SensorHub;   // sensors.hpp: where event plugins subscribe
 // The paths every query uses unless told otherwise.
 const std::shared_ptr<const Paths>& default_paths();
 
+// Files a query made (tempfile()), removed when it ends (host_functions.cpp).
+class TempFiles {
+ public:
+  TempFiles() = default;
+  TempFiles(const TempFiles&) = delete;
+  TempFiles& operator=(const TempFiles&) = delete;
+  ~TempFiles();
+  void add(std::string path) { paths_.push_back(std::move(path)); }
+
+ private:
+  std::vector<std::string> paths_;
+};
+
 // One query's surroundings.
 struct Env {
   // Shared, not copied: a Paths costs ~1.3 KB (std::filesystem::path
@@ -133,6 +148,7 @@ struct Env {
   Permissions permissions;  // the engine's, set when a query starts
   // log(): when each message format was last logged (its deduplication).
   std::map<std::string, std::chrono::steady_clock::time_point> logged;
+  TempFiles temp_files;
 };
 
 struct ArgSpec {

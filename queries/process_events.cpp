@@ -81,7 +81,7 @@ class ProcessScanner : public DiffScanner {
 
  private:
   std::vector<Row> current() override { return collect("pslist", paths_); }
-  std::string key(const Row& r) const override { return text_of(r, "Pid") + "@" + text_of(r, "StartTime"); }
+  std::string key(const Row& r) const override { return text_of(r, "Pid") + "@" + text_of(r, "CreateTime"); }
   Paths paths_;
 };
 

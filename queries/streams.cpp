@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <thread>
 #include <unordered_map>
 
 #include "queries/engine.hpp"
@@ -16,11 +17,7 @@ const Binding* Scope::binding(std::string_view name) const {
   return nullptr;
 }
 
-namespace {
-
-// Rows a value stands for in FROM, foreach(row=) and if(then=): a query's
-// rows, a list's dicts, a dict; other items become {"_value": item}.
-std::unique_ptr<RowStream> rows_of(const Value& v, const Row* row = nullptr) {
+std::unique_ptr<RowStream> rows_of(const Value& v, const Row* row) {
   if (auto q = v.as_query()) return q->run(row);
   std::vector<Row> rows;
   auto add = [&rows](const Value& item) {
@@ -38,6 +35,8 @@ std::unique_ptr<RowStream> rows_of(const Value& v, const Row* row = nullptr) {
     add(v);
   return rows_stream(std::move(rows));
 }
+
+namespace {
 
 // ORDER BY's sort, in slices: runs of kRun rows sorted, then merged in
 // pairs, kWorkPerCall rows moved per step, so that sorting a million rows
@@ -602,16 +601,25 @@ std::unique_ptr<RowStream> StoredQuery::run(const Row* row) const {
 }
 
 std::vector<Row> StoredQuery::materialize() const {
+  auto event = [this] {
+    return QueryError("{" + ast::print(*select_) + "}: an event query cannot be used as a list");
+  };
+  if (auto plugin = context_->engine.registry().plugin(select_->source); plugin && plugin->event) throw event();
   auto stream = run();
   std::vector<Row> rows;
+  auto deadline = std::chrono::steady_clock::now() + kMaxMaterializeWait;
   for (;;) {
     Step step = stream->next(rows, 1024);
     if (rows.size() > kMaxMaterializedRows)
       throw QueryError("{" + ast::print(*select_) + "}: more than " + std::to_string(kMaxMaterializedRows) +
                        " rows where a list was needed");
     if (step.state == Step::State::done) return rows;
-    if (step.state != Step::State::more)
-      throw QueryError("{" + ast::print(*select_) + "}: an event query cannot be used as a list");
+    if (step.state == Step::State::parked) throw event();
+    if (step.state == Step::State::wait) {  // a program's output (execve()): this thread waits for it
+      if (std::chrono::steady_clock::now() > deadline)
+        throw QueryError("{" + ast::print(*select_) + "}: did not end within 10 minutes where a list was needed");
+      std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(step.wait, std::chrono::milliseconds(50)));
+    }
   }
 }
 
@@ -631,9 +639,7 @@ std::unique_ptr<RowStream> Engine::run(const ast::SelectPtr& s, const ScopePtr& 
     source = rows_of(call_let(s->source, s->source_pos, s->source_args, f, ctx, true));
   } else if (s->source_is_call) {
     auto plugin = registry_.plugin(s->source);
-    std::vector<std::pair<std::string, Value>> values;
-    for (auto& a : s->source_args) values.emplace_back(a.name, eval(*a.value, f, ctx));
-    Args args(s->source, std::move(values));
+    Args args(s->source, arguments(s->source, s->source_args, plugin->args, f, ctx));
     check_args(args, plugin->args);
     source = plugin->make(args, ctx->env);
   } else {

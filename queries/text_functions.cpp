@@ -59,7 +59,8 @@ void expand(std::string& out, const std::string& tmpl, const re2::RE2& re, const
   }
 }
 
-// Every match of `re` in `source` replaced by `tmpl`, expanded.
+}  // namespace
+
 std::string replace_all(const std::string& source, const re2::RE2& re, const std::string& tmpl) {
   std::vector<re2::StringPiece> groups(static_cast<size_t>(re.NumberOfCapturingGroups()) + 1);
   std::string out;
@@ -81,8 +82,6 @@ std::string replace_all(const std::string& source, const re2::RE2& re, const std
   if (copied < source.size()) out.append(source, copied, std::string::npos);
   return out;
 }
-
-}  // namespace
 
 void add_text_functions(Registry& r) {
   r.add(FunctionSpec{"filter",

@@ -29,6 +29,23 @@ const StoredQuery* Value::as_query() const {
   return p ? p->get() : nullptr;
 }
 
+const Object* Value::as_object() const {
+  auto p = std::get_if<ObjectPtr>(&data);
+  return p ? p->get() : nullptr;
+}
+
+void Object::append_json(std::string& out) const {
+  std::string s = str();
+  schemas::append_json_string(out, kj::StringPtr(s.c_str(), s.size()));
+}
+void Object::write(schema::Value::Builder out) const {
+  std::string s = str();
+  out.setText(kj::StringPtr(s.c_str(), s.size()));
+}
+Value Object::index(int64_t) const { return Value(); }
+Value Object::slice(std::optional<int64_t>, std::optional<int64_t>) const { return Value(); }
+Value Object::add(const Value&) const { return Value(); }
+
 std::optional<double> Value::number() const {
   if (auto i = as_int()) return static_cast<double>(*i);
   if (auto d = as_double()) return *d;
@@ -53,6 +70,7 @@ void Dict::set(std::string key, Value value) {
 const char* type_name(const Value& v) {
   static const char* const kNames[] = {"null", "bool",      "int",  "float", "string",
                                        "timestamp", "list", "dict", "query"};
+  if (auto o = v.as_object()) return o->type();
   return kNames[v.data.index()];
 }
 
@@ -64,6 +82,7 @@ bool truthy(const Value& v) {
   if (auto t = v.as_timestamp()) return t->ns != 0;
   if (auto l = v.as_list()) return !l->empty();
   if (auto d = v.as_dict()) return !d->empty();
+  if (auto o = v.as_object()) return o->truthy();
   return true;  // a query
 }
 
@@ -72,6 +91,8 @@ bool equal(const Value& a, const Value& b) {
     if (a.as_int() && b.as_int()) return *a.as_int() == *b.as_int();
     return *a.number() == *b.number();
   }
+  if (auto x = a.as_object(); x && (b.as_object() || b.as_string())) return x->str() == to_string(b);
+  if (auto y = b.as_object(); y && a.as_string()) return *a.as_string() == y->str();
   if (a.data.index() != b.data.index()) return false;
   if (a.is_null()) return true;
   if (auto x = a.as_bool()) return *x == *b.as_bool();
@@ -112,6 +133,11 @@ std::optional<int> compare(const Value& a, const Value& b) {
   }
   if (a.as_string() && b.as_string()) return three_way(*a.as_string(), *b.as_string());
   if (a.as_timestamp() && b.as_timestamp()) return three_way(a.as_timestamp()->ns, b.as_timestamp()->ns);
+  // A time against a number: the number is epoch seconds, as in Velociraptor.
+  if (a.as_timestamp() && b.is_number()) return three_way(static_cast<double>(a.as_timestamp()->ns) / 1e9, *b.number());
+  if (a.is_number() && b.as_timestamp()) return three_way(*a.number(), static_cast<double>(b.as_timestamp()->ns) / 1e9);
+  if ((a.as_object() || a.as_string()) && (b.as_object() || b.as_string()) && (a.as_object() || b.as_object()))
+    return three_way(to_string(a), to_string(b));
   if (a.as_bool() && b.as_bool()) return three_way(*a.as_bool(), *b.as_bool());
   return std::nullopt;
 }
@@ -133,6 +159,7 @@ Value arithmetic(const Value& a, const Value& b, IntOp int_op, FloatOp float_op)
 }  // namespace
 
 Value add(const Value& a, const Value& b) {
+  if (auto o = a.as_object()) return o->add(b);
   if (a.as_string() && b.as_string()) return *a.as_string() + *b.as_string();
   if (a.as_list() && b.as_list()) {
     List out = *a.as_list();
@@ -187,6 +214,7 @@ std::string format_timestamp(int64_t ns) {
 std::string to_string(const Value& v) {
   if (v.is_null()) return "";
   if (auto s = v.as_string()) return *s;
+  if (auto o = v.as_object()) return o->str();
   if (auto t = v.as_timestamp()) return format_timestamp(t->ns);
   if (auto i = v.as_int()) return std::to_string(*i);
   if (auto b = v.as_bool()) return *b ? "true" : "false";
@@ -226,6 +254,8 @@ void append_json(std::string& out, const Value& v) {
       append_json(out, item);
     }
     out += '}';
+  } else if (auto o = v.as_object()) {
+    o->append_json(out);
   }
 }
 
@@ -257,6 +287,8 @@ void write_value(const Value& v, schema::Value::Builder out) {
       write_value(item, dict[i].initValue());
       ++i;
     }
+  } else if (auto o = v.as_object()) {
+    o->write(out);
   } else {
     out.setNull();
   }

@@ -21,11 +21,13 @@ namespace outpost::vql {
 struct Value;
 class Dict;
 class StoredQuery;  // a query that runs when used (engine.hpp)
+class Object;       // a value with members of its own (a path, a file mode)
 
 using List = std::vector<Value>;
 using ListPtr = std::shared_ptr<const List>;
 using DictPtr = std::shared_ptr<const Dict>;
 using QueryPtr = std::shared_ptr<const StoredQuery>;
+using ObjectPtr = std::shared_ptr<const Object>;
 
 struct Timestamp {
   int64_t ns = 0;  // since the Unix epoch, UTC
@@ -33,7 +35,7 @@ struct Timestamp {
 
 struct Value {
   using Data = std::variant<std::monostate, bool, int64_t, double, std::string, Timestamp, ListPtr,
-                            DictPtr, QueryPtr>;
+                            DictPtr, QueryPtr, ObjectPtr>;
   Data data;
 
   Value() = default;
@@ -52,6 +54,7 @@ struct Value {
   Value(Dict d);
   Value(DictPtr d) : data(std::move(d)) {}
   Value(QueryPtr q) : data(std::move(q)) {}
+  Value(ObjectPtr o) : data(std::move(o)) {}
 
   bool is_null() const { return data.index() == 0; }
   const bool* as_bool() const { return std::get_if<bool>(&data); }
@@ -62,6 +65,7 @@ struct Value {
   const List* as_list() const;
   const Dict* as_dict() const;
   const StoredQuery* as_query() const;
+  const Object* as_object() const;
   bool is_number() const { return as_int() || as_double(); }
   std::optional<double> number() const;  // int or double
 };
@@ -82,10 +86,31 @@ class Dict {
 
 using Row = Dict;
 
+// What Velociraptor's Go values with methods are to its VQL (an OSPath, a
+// FileMode): members read by name, a string form that string arguments,
+// `=~`, str() and comparisons see, and a JSON form of their own. Immutable,
+// so const methods are safe from any thread.
+class Object {
+ public:
+  virtual ~Object() = default;
+  virtual const char* type() const = 0;  // as errors say it: "path", "mode"
+  virtual std::string str() const = 0;
+  // The member `name`; nullopt when there is none.
+  virtual std::optional<Value> member(std::string_view name) const = 0;
+  virtual std::vector<std::string> members() const = 0;
+  virtual bool truthy() const { return !str().empty(); }
+  virtual void append_json(std::string& out) const;  // default: str() as a JSON string
+  virtual void write(schema::Value::Builder out) const;  // default: str() as text
+  // x[i], x[a:b], x + y; NULL (the default) where the object has none.
+  virtual Value index(int64_t i) const;
+  virtual Value slice(std::optional<int64_t> from, std::optional<int64_t> to) const;
+  virtual Value add(const Value& right) const;
+};
+
 // The name of a value's type, as errors say it.
 const char* type_name(const Value& v);
 
-// VQL truth: NULL, false, 0, "", empty list or dict are false.
+// VQL truth: NULL, false, 0, "", empty list or dict are false; an object says.
 bool truthy(const Value& v);
 
 // a = b: numbers across int and float, containers deeply; NULL equals only NULL.

@@ -23,6 +23,8 @@ std::vector<std::string> collect(const ArtifactRepository& repo, const std::stri
   spec.kind = SourceSpec::Kind::artifact;
   spec.name = name;
   auto p = prepare(spec, repo, engine);
+  for (auto& b : p.parameters)  // where the fixture files are, in this checkout
+    if (b.name == "Fixtures") b.value = (kCorpus / "fixtures").string();
   Env env;
   std::vector<std::unique_ptr<RowStream>> streams;
   for (auto& q : p.queries) streams.push_back(engine.start(*q, p.parameters, env));

@@ -83,9 +83,13 @@ TEST(Artifacts, MalformedFilesAreRefusedWithThePlace) {
             "my.yaml: parameters[0].default: expected an integer, got \"ten\"");
   EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: wat}]\nsources: [{query: SELECT N FROM info()}]\n"),
             "my.yaml: parameters[0].type: expected one of string, str, hidden, choices, glob, yara, regex, int, "
-            "int64, integer, bool, float, timestamp, got \"wat\"");
-  EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: csv}]\nsources: [{query: SELECT N FROM info()}]\n"),
-            "my.yaml: parameters[0].type: type \"csv\" is not supported yet");
+            "int64, integer, bool, float, timestamp, csv, artifactset, json, json_array, regex_array, multichoice, "
+            "got \"wat\"");
+  EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: upload}]\nsources: [{query: SELECT N FROM info()}]\n"),
+            "my.yaml: parameters[0].type: type \"upload\" is not supported yet");
+  EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: json, default: '[1]'}]\n"
+                        "sources: [{query: SELECT N FROM info()}]\n"),
+            "my.yaml: parameters[0].default: expected a JSON object, got \"[1]\"");
   EXPECT_EQ(parse_error("name: A\nparameters: [{name: N}, {name: N}]\nsources: [{query: SELECT N FROM info()}]\n"),
             "my.yaml: parameters[1].name: \"N\" is declared twice");
   EXPECT_EQ(parse_error("name: [A\n"), "my.yaml: line 2, column 1: end of sequence flow not found");

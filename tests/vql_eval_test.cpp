@@ -178,8 +178,10 @@ TEST(VqlEval, RegexReplaceExpandsGroupsAndIgnoresCase) {
   EXPECT_EQ(one("basename(path='/a/b/c.txt') + ' ' + dirname(path='/a/b/c.txt')"), "\"c.txt /a/b\"");
   EXPECT_EQ(one("basename(path='/a/b/') + ' ' + dirname(path='/a') + ' ' + dirname(path='a')"), "\"b / .\"");
   // A bad value in one row is Velociraptor's: NULL (and a warning), the query goes on.
-  EXPECT_EQ(run("SELECT lowcase(string=N) AS L, N FROM range(end=1)"),
+  EXPECT_EQ(run("SELECT lowcase(string=[N]) AS L, N FROM range(end=1)"),
             (std::vector<std::string>{"{\"L\":null,\"N\":0}"}));
+  // A number where a string goes is its text, as Velociraptor coerces it.
+  EXPECT_EQ(run("SELECT lowcase(string=N) AS L FROM range(end=1)"), (std::vector<std::string>{"{\"L\":\"0\"}"}));
   EXPECT_EQ(error_of("SELECT lowcase(text='a') FROM range(end=1)"),
             "line 1, column 8: lowcase(): text: unknown argument (expected string)");
 }
