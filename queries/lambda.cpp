@@ -30,8 +30,10 @@ ObjectPtr Lambda::compile(const std::string& where, const std::string& text, Sco
     auto query = parse("SELECT (" + body + "\n) AS _ FROM scope()");
     if (query.statements.size() != 1 || !query.statements[0].select) return fail("not one expression");
     expr = query.statements[0].select->columns.at(0).expr;
-  } catch (const std::exception& e) {
-    return fail(e.what());
+  } catch (const std::exception& e) {  // its place is in the query around the body: left out
+    std::string what = e.what();
+    if (what.rfind("line ", 0) == 0 && what.find(": ") != std::string::npos) what = what.substr(what.find(": ") + 2);
+    return fail(what);
   }
   return std::make_shared<const Lambda>(text, std::move(param), std::move(expr), std::move(scope),
                                         std::move(context));

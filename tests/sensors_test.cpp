@@ -370,6 +370,30 @@ TEST_F(SensorTest, TailFollowsAppendsRotationAndTruncation) {
   EXPECT_FALSE(has(rows, "Line", Value("old line before the start")));
 }
 
+TEST_F(SensorTest, WatchSyslogFollowsEachOfItsFiles) {
+  auto auth = tmp.path("auth.log"), secure = tmp.path("secure");
+  std::ofstream(auth) << "before\n";
+  std::ofstream(secure) << "before\n";
+  Env env;
+  auto s = start("SELECT Line FROM watch_syslog(filename=['" + auth.string() + "', '" + secure.string() + "'])", env);
+  auto append = [&](const std::filesystem::path& p, const std::string& text) {
+    std::ofstream(p, std::ios::app) << text;
+  };
+  ASSERT_TRUE(until_watching(
+      *s, [&](int n) { append(auth, "marker " + std::to_string(n) + "\n"); },
+      [&](const Row& r, int n) { return to_string(*r.find("Line")) == "marker " + std::to_string(n); }));
+  ASSERT_TRUE(until_watching(
+      *s, [&](int n) { append(secure, "mark " + std::to_string(n) + "\n"); },
+      [&](const Row& r, int n) { return to_string(*r.find("Line")) == "mark " + std::to_string(n); }));
+  append(auth, "sshd: one\n");
+  append(secure, "sshd: two\n");
+  auto rows = pull_until(*s, [](auto& r) { return r.size() >= 2; });
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_TRUE(has(rows, "Line", Value("sshd: one")));
+  EXPECT_TRUE(has(rows, "Line", Value("sshd: two")));
+  EXPECT_FALSE(has(rows, "Line", Value("before")));
+}
+
 TEST_F(SensorTest, WatchProcessesSeesARealChildStartAndExit) {
   Env env;
   auto s = start("SELECT Action, Pid, Name FROM watch_processes(period=0.1)", env);

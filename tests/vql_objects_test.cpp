@@ -1,0 +1,98 @@
+// Velociraptor's objects in VQL (paths, file modes, lambdas) and the
+// functions that make files (tempfile()), through the whole engine.
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "queries/engine.hpp"
+
+namespace outpost::vql {
+namespace {
+
+std::vector<std::string> run(const std::string& vql) {
+  Engine engine(default_registry());
+  Env env;
+  auto stream = engine.start(vql, {}, env);
+  std::vector<Row> rows;
+  for (int i = 0; i < 100000; ++i) {
+    Step s = stream->next(rows, 1000);
+    if (s.state == Step::State::done) break;
+    if (s.state != Step::State::more) ADD_FAILURE() << "a finite query waited";
+  }
+  std::vector<std::string> out;
+  for (auto& r : rows) out.push_back(to_json(r));
+  return out;
+}
+
+std::string one(const std::string& expr) {
+  auto rows = run("SELECT " + expr + " AS X FROM scope()");
+  if (rows.size() != 1) return "<" + std::to_string(rows.size()) + " rows>";
+  return rows[0].substr(5, rows[0].size() - 6);  // {"X":...}
+}
+
+std::string error_of(const std::string& vql) {
+  try {
+    run(vql);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+
+TEST(VqlObjects, ATempFileLastsAsLongAsItsQuery) {
+  auto rows = run("SELECT tempfile(data=['a', 'b']) AS Path, read_file(filename=tempfile(data='abc')) AS Text "
+                  "FROM scope()");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_NE(rows[0].find("\"Text\":\"abc\""), std::string::npos) << rows[0];
+  auto begin = rows[0].find("/"), end = rows[0].find('"', begin);
+  std::string path = rows[0].substr(begin, end - begin);
+  EXPECT_EQ(path.rfind("/outpost-tmp-", std::string::npos) != std::string::npos, true) << path;
+  EXPECT_FALSE(std::filesystem::exists(path)) << path << " outlived its query";
+}
+
+TEST(VqlObjects, OneFilesystemDoesNotFollowALinkToAnother) {
+  char tmpl[] = "/tmp/outpost-onefs-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::filesystem::path dir = tmpl;
+  std::filesystem::create_directories(dir / "d");
+  std::ofstream(dir / "d" / "version") << "here";
+  std::filesystem::create_directory_symlink("/proc", dir / "proc");  // proc is another filesystem
+  auto glob = [&](const std::string& extra) {
+    return run("SELECT str(str=OSPath[-2:]) AS P FROM glob(globs='*/version', root='" + dir.string() + "'" + extra + ")");
+  };
+  EXPECT_EQ(glob(""), (std::vector<std::string>{"{\"P\":\"/d/version\"}", "{\"P\":\"/proc/version\"}"}));
+  EXPECT_EQ(glob(", one_filesystem=TRUE"), (std::vector<std::string>{"{\"P\":\"/d/version\"}"}));
+  EXPECT_EQ(glob(", nosymlink=TRUE"), (std::vector<std::string>{"{\"P\":\"/d/version\"}"}));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(VqlObjects, ALambdaIsCheckedWhereItIsUsed) {
+  EXPECT_EQ(error_of("SELECT * FROM glob(globs='/nonexistent/*', recursion_callback='x')"),
+            "glob(): recursion_callback: no => (a lambda is \"x => expression\"): x");
+  EXPECT_EQ(error_of("SELECT * FROM glob(globs='/nonexistent/*', recursion_callback='1 => TRUE')"),
+            "glob(): recursion_callback: \"1\" is not a parameter name (a lambda is \"x => expression\"): 1 => TRUE");
+  EXPECT_EQ(error_of("SELECT * FROM glob(globs='/nonexistent/*', recursion_callback='x => (')"),
+            "glob(): recursion_callback: expected an expression, found ')' (a lambda is \"x => expression\"): x => (");
+  // The callback sees the query's variables and the directory's row.
+  EXPECT_EQ(run("LET Deep = 'sbin' SELECT Name FROM glob(globs='/usr/*/ls', recursion_callback='x => NOT x.Name =~ Deep')"),
+            (std::vector<std::string>{"{\"Name\":\"ls\"}"}));
+}
+
+TEST(VqlObjects, PathsAndModesReadAsVelociraptorsDo) {
+  EXPECT_EQ(one("stat(filename='/').OSPath"), "\"/\"");
+  EXPECT_EQ(one("stat(filename='/usr/bin').OSPath + 'ls'"), "\"/usr/bin/ls\"");
+  EXPECT_EQ(one("(stat(filename='/usr/bin').OSPath + '../x/./y').Components"), "[\"usr\",\"bin\",\"x\",\"y\"]");
+  EXPECT_EQ(one("stat(filename='/usr/bin').OSPath[5]"), "null");
+  EXPECT_EQ(one("stat(filename='/usr/bin').OSPath = '/usr/bin'"), "true");
+  EXPECT_EQ(one("stat(filename='/usr/bin').Mode.String"), "\"drwxr-xr-x\"");
+  EXPECT_EQ(one("stat(filename='/usr/bin').Mode.Perm"), "493");
+  EXPECT_EQ(one("stat(filename='/dev/null').Mode.String"), "\"Dcrw-rw-rw-\"");
+  EXPECT_EQ(one("stat(filename='/dev/null').Mode.IsRegular"), "false");
+}
+
+}  // namespace
+}  // namespace outpost::vql
