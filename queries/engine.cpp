@@ -176,6 +176,7 @@ const Registry& default_registry() {
     add_collection_functions(r);
     add_host_functions(r);
     add_record_parsers(r);
+    add_http_client(r);
     add_flow_functions(r);
     add_builtin_plugins(r);
     add_execve_plugin(r);

@@ -285,6 +285,7 @@ void add_collection_functions(Registry& registry);  // items, to_dict, flatten
 void add_host_functions(Registry& registry);  // ip, tempfile
 void add_record_parsers(Registry& registry);  // parse_records_with_regex, parse_csv, grok
 void add_grok(Registry& registry);  // grok() (grok.cpp)
+void add_http_client(Registry& registry);  // http_client() (http_client.cpp)
 void add_parse_functions(Registry& registry);  // parse_json, parse_json_array, split_records, read_file()
 void add_builtin_plugins(Registry& registry);  // foreach, if
 

@@ -388,21 +388,34 @@ void add_builtin_functions(Registry& r) {
      [](const Args& a, Env&) { return Value(basename(string_arg(a, "path"))); });
   fn("dirname", "A path without its last element.", {{"path", "string", true, ""}},
      [](const Args& a, Env&) { return Value(dirname(string_arg(a, "path"))); });
-  fn("parse_string_with_regex", "The named groups ((?P<Name>...)) of the first regex that matches, as a dict.",
+  fn("parse_string_with_regex",
+     "The groups of every match of every regex (case ignored) in `string`, as one dict: named groups by name "
+     "(\"\" when they never match), others as g1, g2, ...; a later match overwrites an earlier one.",
      {{"string", "string", true, ""}, {"regex", "regex or list of regexes", true, ""}}, [](const Args& a, Env&) {
        std::string text = string_arg(a, "string");
+       Dict out;
        for (auto& pattern : a.strings("regex")) {
-         RE2 re(pattern, RE2::Quiet);
-         if (!re.ok()) a.fail("regex", "'" + pattern + "': " + re.error());
-         std::vector<re2::StringPiece> groups(static_cast<size_t>(re.NumberOfCapturingGroups()) + 1);
-         if (!re.Match(text, 0, text.size(), RE2::UNANCHORED, groups.data(), static_cast<int>(groups.size())))
-           continue;
-         Dict out;
-         for (auto& [name, index] : re.NamedCapturingGroups())
-           out.set(name, std::string(groups[static_cast<size_t>(index)].data(), groups[static_cast<size_t>(index)].size()));
-         return Value(std::move(out));
+         const RE2* re = cached_regex(pattern, false);
+         if (!re) a.fail("regex", "'" + pattern + "': not a valid regex");
+         std::map<int, std::string> names;
+         for (auto& [name, index] : re->NamedCapturingGroups()) {
+           names[index] = name;
+           if (!out.find(name)) out.set(name, "");
+         }
+         std::vector<re2::StringPiece> groups(static_cast<size_t>(re->NumberOfCapturingGroups()) + 1);
+         for (size_t at = 0; at <= text.size();) {
+           if (!re->Match(text, at, text.size(), RE2::UNANCHORED, groups.data(), static_cast<int>(groups.size())))
+             break;
+           for (size_t g = 1; g < groups.size(); ++g) {
+             if (!groups[g].data()) continue;  // did not take part
+             auto it = names.find(static_cast<int>(g));
+             out.set(it != names.end() ? it->second : "g" + std::to_string(g), std::string(groups[g]));
+           }
+           size_t end = static_cast<size_t>(groups[0].data() - text.data()) + groups[0].size();
+           at = end > at ? end : at + 1;
+         }
        }
-       return Value(Dict{});
+       return Value(std::move(out));
      });
   fn("upload", "Sends a file to the collector: in 1 MiB chunks on the uploads lane, after this row, with "
                "its SHA-256 at the end. Returns {Path, Size} (or {Path, Error}) at once.",
