@@ -1,4 +1,4 @@
-// VQL over dicts, lists and queries: items(), to_dict(), flatten().
+// VQL over dicts, lists and queries: items(), to_dict(), set(), flatten().
 
 #include "queries/engine.hpp"
 
@@ -125,6 +125,19 @@ void add_collection_functions(Registry& r) {
                          out.set(to_string(*key), value ? *value : Value());
                        }
                        return out;
+                     }});
+  r.add(FunctionSpec{"set",
+                     "Sets `field` of the dict `item` to `value`, in place (every holder of the dict sees it, as in "
+                     "Velociraptor), and returns the dict.",
+                     {{"item", "dict", true, ""}, {"field", "string", true, ""}, {"value", "any", true, ""}},
+                     [](const Args& a, Env&) -> Value {
+                       const Value& item = a.require("item");
+                       auto d = item.as_dict();
+                       if (!d) a.fail("item", std::string("expected a dict, got ") + type_name(item));
+                       const Value* value = a.find("value");
+                       // The one change of a value in place: a query's values are used by its thread only.
+                       const_cast<Dict*>(d)->set(a.string("field").value_or(""), value ? *value : Value());
+                       return item;
                      }});
   r.add(PluginSpec{"flatten",
                    "The rows of `query`, each list-valued column expanded into a row per item (across several such "

@@ -281,8 +281,8 @@ void add_text_functions(Registry& registry);  // regex_replace
 void add_flow_functions(Registry& registry);  // if, log
 void add_execve_plugin(Registry& registry);
 void add_string_functions(Registry& registry);  // substr, regex_transform, humanize, commandline_split, base64
-void add_collection_functions(Registry& registry);  // items, to_dict, flatten
-void add_host_functions(Registry& registry);  // ip, tempfile
+void add_collection_functions(Registry& registry);  // items, to_dict, set, flatten
+void add_host_functions(Registry& registry);  // ip, host, url, tempfile
 void add_record_parsers(Registry& registry);  // parse_records_with_regex, parse_csv, grok
 void add_grok(Registry& registry);  // grok() (grok.cpp)
 void add_http_client(Registry& registry);  // http_client() (http_client.cpp)

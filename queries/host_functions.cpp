@@ -1,10 +1,12 @@
-// Functions about the host: ip() and tempfile().
+// Functions about the host and its network: ip(), host(), url(), tempfile().
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -67,9 +69,83 @@ Value tempfile(const Args& a, Env& env) {
   return path;
 }
 
+// Go's url.URL of `text`: Scheme, User, Host (with the port), Path, RawQuery, Fragment.
+Value parse_url(const std::string& text) {
+  Dict out;
+  std::string rest = text, scheme, user, host, path, query, fragment;
+  if (auto at = rest.find('#'); at != std::string::npos) fragment = rest.substr(at + 1), rest.resize(at);
+  if (auto at = rest.find('?'); at != std::string::npos) query = rest.substr(at + 1), rest.resize(at);
+  auto colon = rest.find(':');
+  if (colon != std::string::npos && colon > 0 && std::isalpha(static_cast<unsigned char>(rest[0])) &&
+      rest.find('/') > colon) {
+    scheme = rest.substr(0, colon);
+    std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return std::tolower(c); });
+    rest = rest.substr(colon + 1);
+  }
+  if (rest.rfind("//", 0) == 0) {
+    rest = rest.substr(2);
+    auto slash = rest.find('/');
+    host = rest.substr(0, slash);
+    path = slash == std::string::npos ? "" : rest.substr(slash);
+    if (auto at = host.rfind('@'); at != std::string::npos) user = host.substr(0, at), host = host.substr(at + 1);
+  } else {
+    path = rest;
+  }
+  out.set("Scheme", scheme);
+  out.set("User", user);
+  out.set("Host", host);
+  out.set("Path", path);
+  out.set("RawQuery", query);
+  out.set("Fragment", fragment);
+  return out;
+}
+
+// The addresses `name` resolves to (the resolver's answers, in order); an
+// address is itself.
+Value host(const Args& a, Env&) {
+  std::string name = a.string("name").value_or("");
+  if (name.empty()) return List{};
+  addrinfo hints{}, *found = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  if (::getaddrinfo(name.c_str(), nullptr, &hints, &found) != 0) return List{};
+  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> own(found, freeaddrinfo);
+  List out;
+  for (auto* i = found; i; i = i->ai_next) {
+    char buf[INET6_ADDRSTRLEN] = "";
+    if (i->ai_family == AF_INET)
+      ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ai_addr)->sin_addr, buf, sizeof buf);
+    else if (i->ai_family == AF_INET6)
+      ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(i->ai_addr)->sin6_addr, buf, sizeof buf);
+    Value v(std::string{buf});
+    if (*buf && std::none_of(out.begin(), out.end(), [&](auto& x) { return equal(x, v); })) out.push_back(v);
+  }
+  return out;
+}
+
 }  // namespace
 
 void add_host_functions(Registry& r) {
+  r.add(FunctionSpec{"host", "The IP addresses a host name resolves to, as a list ([] when it does not).",
+                     {{"name", "string", true, ""}, {"server", "string", false, "ignored: the system's resolver"},
+                      {"type", "string", false, "ignored"}, {"prefer_go", "bool", false, "ignored"}},
+                     host});
+  r.add(FunctionSpec{"url",
+                     "A URL's parts as Go's url.URL gives them (Scheme, User, Host, Path, RawQuery, Fragment) with "
+                     "parse=; else a URL built from scheme, host, path, query and fragment.",
+                     {{"parse", "string", false, ""}, {"scheme", "string", false, ""}, {"host", "string", false, ""},
+                      {"path", "string", false, ""}, {"query", "dict", false, ""}, {"fragment", "string", false, ""}},
+                     [](const Args& a, Env&) -> Value {
+                       if (auto text = a.string("parse")) return parse_url(*text);
+                       std::string out = a.string("scheme").value_or("http") + "://" + a.string("host").value_or("") +
+                                         a.string("path").value_or("");
+                       if (auto q = a.find("query"); q && q->as_dict()) {
+                         std::string query;
+                         for (auto& [k, v] : q->as_dict()->items()) query += (query.empty() ? "" : "&") + k + "=" + to_string(v);
+                         if (!query.empty()) out += "?" + query;
+                       }
+                       if (auto f = a.string("fragment"); f && !f->empty()) out += "#" + *f;
+                       return out;
+                     }});
   r.add(FunctionSpec{"ip",
                      "An IP address as text (\"10.0.0.1\", \"::1\"): parsed from `parse`, or from an IPv4 address "
                      "as an integer (netaddr4_le little endian, netaddr4_be big endian); NULL when not an address.",

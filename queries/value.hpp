@@ -4,6 +4,8 @@
 //
 // Containers are shared and immutable once built, so that a row copied into
 // a LET variable, a foreach scope and a projection costs a pointer each.
+// One exception: VQL's set() changes a dict in place, as Velociraptor's
+// does (a query's values are used by its own thread only).
 
 #include <cstdint>
 #include <memory>

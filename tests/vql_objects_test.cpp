@@ -94,5 +94,23 @@ TEST(VqlObjects, PathsAndModesReadAsVelociraptorsDo) {
   EXPECT_EQ(one("stat(filename='/dev/null').Mode.IsRegular"), "false");
 }
 
+TEST(VqlObjects, SetChangesADictForEveryHolderAsVelociraptorsDoes) {
+  EXPECT_EQ(run("LET S <= dict(installed=FALSE) LET Install = set(item=S, field='installed', value=TRUE) "
+                "SELECT S.installed AS Before, Install.installed AS Setting, S.installed AS After FROM scope()"),
+            (std::vector<std::string>{"{\"Before\":false,\"Setting\":true,\"After\":true}"}));
+  EXPECT_EQ(one("set(item='x', field='a', value=1)"), "null");  // not a dict: NULL (and a warning)
+}
+
+TEST(VqlObjects, UrlsAndHosts) {
+  EXPECT_EQ(one("url(parse='HTTPS://u@example.com:8443/a/b?x=1#f')"),
+            "{\"Scheme\":\"https\",\"User\":\"u\",\"Host\":\"example.com:8443\",\"Path\":\"/a/b\","
+            "\"RawQuery\":\"x=1\",\"Fragment\":\"f\"}");
+  EXPECT_EQ(one("url(parse='/just/a/path').Path"), "\"/just/a/path\"");
+  EXPECT_EQ(one("url(scheme='https', host='h:1', path='/p', query=dict(a=1), fragment='z')"), "\"https://h:1/p?a=1#z\"");
+  EXPECT_EQ(one("host(name='127.0.0.1')"), "[\"127.0.0.1\"]");
+  EXPECT_NE(one("host(name='localhost')").find("127.0.0.1"), std::string::npos);
+  EXPECT_EQ(one("host(name='no-such-host.invalid')"), "[]");
+}
+
 }  // namespace
 }  // namespace outpost::vql
