@@ -254,6 +254,13 @@ class DirectoryScanner : public Scanner {
   bool finished_ = false;
 };
 
+// tail(filename=): one TailScanner sensor per file, shared by its queries.
+std::unique_ptr<RowStream> make_tail(const Args& a, Env& env) {
+  check_path("filename")(a);
+  auto path = required_string(a, "filename");
+  return subscribe(a, env, [path] { return std::make_unique<TailScanner>(path); });
+}
+
 }  // namespace
 
 void add_event_plugins(Registry& r) {
@@ -264,12 +271,7 @@ void add_event_plugins(Registry& r) {
                    }},
                 check_period);
   r.add(PluginSpec{"tail", "Follows a file from its end, across rotation and truncation: a row (Line) per line.",
-                   {{"filename", "string", true, ""}}, true,
-                   [](const Args& a, Env& env) {
-                     check_path("filename")(a);
-                     auto path = required_string(a, "filename");
-                     return subscribe(a, env, [path] { return std::make_unique<TailScanner>(path); });
-                   }},
+                   {{"filename", "string", true, ""}}, true, make_tail},
         check_path("filename"));
   r.add(PluginSpec{"watch_syslog",
                    "Follows log files from their end, across rotation and truncation: a row (Line) per line "
@@ -279,15 +281,10 @@ void add_event_plugins(Registry& r) {
                     {"buffer_size", "int", false, "accepted; lines are cut at 1 MiB"}},
                    true,
                    [](const Args& a, Env& env) -> std::unique_ptr<RowStream> {
-                     auto accessor = a.string("accessor").value_or("auto");
-                     if (accessor != "auto" && accessor != "file" && !accessor.empty())
-                       a.fail("accessor", "\"" + accessor + "\" is not supported: file or auto");
+                     accessor_of(a, false);
                      std::vector<std::unique_ptr<RowStream>> streams;
-                     for (auto& path : a.strings("filename")) {
-                       Args one("tail", {{"filename", path}});  // the same sensor as tail(filename=path)
-                       check_path("filename")(one);
-                       streams.push_back(subscribe(one, env, [path] { return std::make_unique<TailScanner>(path); }));
-                     }
+                     for (auto& path : a.strings("filename"))  // the same sensor as tail(filename=path)
+                       streams.push_back(make_tail(Args("tail", {{"filename", path}}), env));
                      if (streams.empty()) a.fail("filename", "no file");
                      return merge_streams(std::move(streams));
                    }});

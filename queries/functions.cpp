@@ -17,13 +17,6 @@
 namespace outpost::vql {
 namespace {
 
-// A required string argument; a NULL given is "".
-std::string string_arg(const Args& args, const char* name) {
-  auto s = args.string(name);
-  if (!s && !args.given(name)) args.fail(name, "required");
-  return s.value_or("");
-}
-
 // Seconds, or milli/micro/nanoseconds told apart by size, as Velociraptor does.
 // A time written as text, in UTC unless it says otherwise: RFC 3339
 // (2023-11-14T22:13:20[.fraction][Z|±hh:mm|±hhmm], or a space for the T),
@@ -332,15 +325,15 @@ void add_builtin_functions(Registry& r) {
          Value data = materialize(*v);
          values = data.as_list() ? *data.as_list() : List{data};
        }
-       return Value(format(string_arg(a, "format"), values, a));
+       return Value(format(required_string(a, "format"), values, a));
      });
   fn("lowcase", "Lower case (ASCII).", {{"string", "string", true, ""}}, [](const Args& a, Env&) {
-    std::string s = string_arg(a, "string");
+    std::string s = required_string(a, "string");
     for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return Value(std::move(s));
   });
   fn("upcase", "Upper case (ASCII).", {{"string", "string", true, ""}}, [](const Args& a, Env&) {
-    std::string s = string_arg(a, "string");
+    std::string s = required_string(a, "string");
     for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     return Value(std::move(s));
   });
@@ -348,9 +341,9 @@ void add_builtin_functions(Registry& r) {
      {{"string", "string", true, ""}, {"sep", "regex", false, ""}, {"sep_string", "string", false, ""}},
      [](const Args& a, Env&) {
        if (auto literal = a.string("sep_string"))
-         return Value(split(string_arg(a, "string"), separator(RE2::QuoteMeta(*literal), a)));
+         return Value(split(required_string(a, "string"), separator(RE2::QuoteMeta(*literal), a)));
        if (!a.find("sep")) return Value();
-       return Value(split(string_arg(a, "string"), separator(string_arg(a, "sep"), a)));
+       return Value(split(required_string(a, "string"), separator(required_string(a, "sep"), a)));
      });
   fn("join", "Joins the items of `array` with `sep`.", {{"array", "list", true, ""}, {"sep", "string", false, ""}},
      [](const Args& a, Env&) {
@@ -385,14 +378,14 @@ void add_builtin_functions(Registry& r) {
        return Value(v ? to_string(materialize(*v)) : std::string());
      });
   fn("basename", "The last element of a path.", {{"path", "string", true, ""}},
-     [](const Args& a, Env&) { return Value(basename(string_arg(a, "path"))); });
+     [](const Args& a, Env&) { return Value(basename(required_string(a, "path"))); });
   fn("dirname", "A path without its last element.", {{"path", "string", true, ""}},
-     [](const Args& a, Env&) { return Value(dirname(string_arg(a, "path"))); });
+     [](const Args& a, Env&) { return Value(dirname(required_string(a, "path"))); });
   fn("parse_string_with_regex",
      "The groups of every match of every regex (case ignored) in `string`, as one dict: named groups by name "
      "(\"\" when they never match), others as g1, g2, ...; a later match overwrites an earlier one.",
      {{"string", "string", true, ""}, {"regex", "regex or list of regexes", true, ""}}, [](const Args& a, Env&) {
-       std::string text = string_arg(a, "string");
+       std::string text = required_string(a, "string");
        Dict out;
        for (auto& pattern : a.strings("regex")) {
          const RE2* re = cached_regex(pattern, false);
@@ -420,7 +413,7 @@ void add_builtin_functions(Registry& r) {
   fn("upload", "Sends a file to the collector: in 1 MiB chunks on the uploads lane, after this row, with "
                "its SHA-256 at the end. Returns {Path, Size} (or {Path, Error}) at once.",
      {{"file", "string", true, ""}}, [](const Args& a, Env& env) {
-       const std::string& path = string_arg(a, "file");
+       const std::string& path = required_string(a, "file");
        Dict out;
        out.set("Path", path);
        struct stat st;
@@ -441,11 +434,11 @@ void add_builtin_functions(Registry& r) {
       {"member", "string", false, ""},
       {"default", "any", false, ""}},
      [](const Args& a, Env&) {
+       if (!a.find("field") && !a.find("member")) a.fail("field", "a field or a member is needed");
        const Value* item = a.find("item");
        Value v = item ? *item : Value();
        if (auto field = a.find("field")) v = get(v, *field, false);
        if (auto member = a.string("member")) v = get(v, *member, true);
-       if (!a.find("field") && !a.find("member")) a.fail("field", "a field or a member is needed");
        auto fallback = a.find("default");
        return v.is_null() && fallback ? *fallback : v;
      });

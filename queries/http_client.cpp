@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <strings.h>
 #include <sys/un.h>
 
 #include <chrono>
@@ -174,11 +175,12 @@ class HttpStream : public RowStream {
       at = eol + 2;
       size_t colon = line.find(':');
       if (colon == std::string::npos) continue;
-      std::string name = line.substr(0, colon), value = line.substr(line.find_first_not_of(' ', colon + 1) == std::string::npos ? line.size() : line.find_first_not_of(' ', colon + 1));
-      std::string lower = name;
-      std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-      if (lower == "transfer-encoding" && value.find("chunked") != std::string::npos) chunked = true;
-      List values = headers.find(name) && headers.find(name)->as_list() ? *headers.find(name)->as_list() : List{};
+      std::string name = line.substr(0, colon), value = line.substr(colon + 1);
+      value.erase(0, value.find_first_not_of(' '));
+      if (::strcasecmp(name.c_str(), "Transfer-Encoding") == 0 && value.find("chunked") != std::string::npos)
+        chunked = true;
+      const Value* seen = headers.find(name);  // a repeated header: its values in a list
+      List values = seen && seen->as_list() ? *seen->as_list() : List{};
       values.push_back(value);
       headers.set(name, std::move(values));
     }

@@ -15,12 +15,6 @@
 namespace outpost::vql {
 namespace {
 
-// The accessor= of the file plugins: on Linux, auto is file.
-void file_accessor(const Args& args) {
-  auto accessor = args.string("accessor").value_or("auto");
-  if (accessor != "auto" && accessor != "file" && !accessor.empty())
-    args.fail("accessor", "\"" + accessor + "\" is not supported here: file or auto");
-}
 
 // ---- glob
 
@@ -368,7 +362,7 @@ std::vector<Pattern> glob_patterns(const Args& args) {
 void check_glob(const Args& args) {
   if (args.find("globs")) glob_patterns(args);
   args.string("root");
-  file_accessor(args);
+  accessor_of(args, false);
 }
 
 std::unique_ptr<RowStream> make_glob(const Args& args, Env&) {
@@ -377,7 +371,7 @@ std::unique_ptr<RowStream> make_glob(const Args& args, Env&) {
   std::string root = args.string("root").value_or("/");
   if (root.empty()) root = "/";
   while (root.size() > 1 && root.back() == '/') root.pop_back();
-  file_accessor(args);
+  accessor_of(args, false);
   GlobOptions options;
   options.follow_links = !args.boolean("nosymlink").value_or(false);
   options.one_filesystem = args.boolean("one_filesystem").value_or(false);
@@ -632,7 +626,7 @@ Value hash_file(const Args& args, Env& env) {
 
 Value stat_file(const Args& args, Env&) {
   std::string path = required_string(args, "filename");
-  file_accessor(args);
+  accessor_of(args, false);
   struct stat st;
   if (path.empty() || path.find('\0') != std::string::npos || ::lstat(path.c_str(), &st) != 0)
     return Value();
@@ -684,8 +678,7 @@ void add_linux_file_plugins(Registry& registry) {
        {"accessor", "string", false, "file (default) or data"}},
       false,
       [](const Args& args, Env&) -> std::unique_ptr<RowStream> {
-        std::string accessor = args.string("accessor").value_or("file");
-        if (accessor == "data") {
+        if (accessor_of(args, true) == Accessor::data) {
           std::vector<Row> rows;
           std::string text = required_string(args, "filename");
           for (size_t at = 0; at < text.size();) {
@@ -697,8 +690,6 @@ void add_linux_file_plugins(Registry& registry) {
           }
           return rows_stream(std::move(rows));
         }
-        if (accessor != "file" && accessor != "auto" && !accessor.empty())
-          args.fail("accessor", "\"" + accessor + "\" is not supported: file, auto or data");
         return logged_line_rows("parse_lines(): filename", required_string(args, "filename"),
                          [](std::string_view line) -> std::optional<Row> {
                            Row row;

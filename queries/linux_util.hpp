@@ -28,6 +28,17 @@ namespace outpost::vql {
 void add_linux_proc_plugins(Registry& registry);
 void add_linux_file_plugins(Registry& registry);
 
+// Where a file plugin's argument points (accessor=): a file ("file",
+// "auto" or none: on Linux auto is file) or, where `data_allowed`, the text
+// itself ("data"). Anything else is a QueryError naming it.
+enum class Accessor { file, data };
+inline Accessor accessor_of(const Args& args, bool data_allowed) {
+  auto accessor = args.string("accessor").value_or("auto");
+  if (accessor == "auto" || accessor == "file" || accessor.empty()) return Accessor::file;
+  if (accessor == "data" && data_allowed) return Accessor::data;
+  args.fail("accessor", "\"" + accessor + "\" is not supported: " + (data_allowed ? "file, auto or data" : "file or auto"));
+}
+
 // The filesystem type of each device seen (file_info.cpp), by statfs.
 class FsTypes {
  public:
@@ -42,14 +53,6 @@ Row file_info_row(const std::string& path, std::string_view name, const struct s
 
 inline std::string errno_message(int error) { return std::generic_category().message(error); }
 
-// A string argument that check_args has already required; checked again so
-// that a caller skipping check_args gets an error, not undefined behaviour.
-// A NULL given reads as "", as Velociraptor reads it.
-inline std::string required_string(const Args& args, const std::string& name) {
-  auto s = args.string(name);
-  if (!s && !args.given(name)) args.fail(name, "required");
-  return s.value_or("");
-}
 
 class Fd {
  public:

@@ -236,14 +236,12 @@ std::unique_ptr<RowStream> make_split_records(const Args& args, Env& env) {
   o.headers = args.boolean("first_row_is_headers").value_or(false);
   o.count = args.integer("count").value_or(0);
   auto records = args.string("record_regex").value_or("\n");
-  std::string accessor = args.string("accessor").value_or("auto");
+  bool data = accessor_of(args, true) == Accessor::data;
   bool lines = records == "\n" || records == "\r?\n";
-  if (accessor != "data" && accessor != "auto" && accessor != "file" && !accessor.empty())
-    args.fail("accessor", "\"" + accessor + "\" is not supported: file, auto or data");
   std::vector<std::unique_ptr<RowStream>> streams;
   for (auto& name : args.strings("filenames")) {
     std::optional<std::string> text;
-    if (accessor == "data") {
+    if (data) {
       text = name;  // the argument is the text
     } else if (!lines) {  // other records than lines: the whole file (up to 64 MiB) at once
       text = read_whole_file(name, size_t{64} << 20);
@@ -321,7 +319,7 @@ void add_parse_functions(Registry& r) {
                        int64_t offset = args.integer("offset").value_or(0);
                        if (length < 0 || length > (int64_t{64} << 20)) args.fail("length", "expected 0 to 64 MiB");
                        if (offset < 0) args.fail("offset", "expected >= 0");
-                       if (args.string("accessor").value_or("") == "data")
+                       if (accessor_of(args, true) == Accessor::data)
                          return Value(name.substr(std::min(name.size(), static_cast<size_t>(offset)),
                                                   static_cast<size_t>(length)));
                        Fd fd = open_read(name);

@@ -78,6 +78,15 @@ class Args {
   std::vector<std::pair<std::string, Value>> values_;
 };
 
+// A string argument that check_args has already required; checked again so
+// that a caller skipping check_args gets an error, not undefined behaviour.
+// A NULL given reads as "", as Velociraptor reads it.
+inline std::string required_string(const Args& args, const std::string& name) {
+  auto s = args.string(name);
+  if (!s && !args.given(name)) args.fail(name, "required");
+  return s.value_or("");
+}
+
 // Where plugins look, so that tests point them at fixtures.
 struct Paths {
   std::filesystem::path proc = "/proc";

@@ -17,12 +17,10 @@ constexpr size_t kMaxFileBytes = size_t{64} << 20;
 // itself) and the path it came from. A file that cannot be read is logged
 // and skipped.
 std::vector<std::pair<std::string, std::string>> inputs(const Args& args, const std::string& arg, Env& env) {
-  std::string accessor = args.string("accessor").value_or("auto");
-  if (accessor != "data" && accessor != "file" && accessor != "auto" && !accessor.empty())
-    args.fail("accessor", "\"" + accessor + "\" is not supported: file, auto or data");
+  bool data = accessor_of(args, true) == Accessor::data;
   std::vector<std::pair<std::string, std::string>> out;
   for (auto& name : args.strings(arg)) {
-    if (accessor == "data") {
+    if (data) {
       out.emplace_back("", name);
       continue;
     }
@@ -145,6 +143,27 @@ Value csv_value(std::string cell) {
   return cell;
 }
 
+// The records of `text` as rows: named by `given`, else (unless
+// `auto_headers`: Col0, Col1, ...) by the first record.
+void append_csv_rows(const std::string& text, char sep, const std::string& comment,
+                     const std::vector<std::string>& given, bool auto_headers, std::vector<Row>& rows) {
+  auto records = csv_records(text, sep, comment);
+  std::vector<std::string> columns = given;
+  size_t first = 0;
+  if (columns.empty() && !auto_headers && !records.empty()) columns = records[first++];
+  for (size_t r = first; r < records.size(); ++r) {
+    auto& fields = records[r];
+    Row row;
+    for (size_t i = 0; i < std::max(columns.size(), fields.size()); ++i) {
+      std::string name = i < columns.size() ? columns[i] : "Col" + std::to_string(i);
+      row.set(name, i < fields.size() ? csv_value(fields[i]) : Value());
+    }
+    rows.push_back(std::move(row));
+    if (rows.size() > kMaxMaterializedRows)
+      throw QueryError("parse_csv(): more than " + std::to_string(kMaxMaterializedRows) + " records");
+  }
+}
+
 std::unique_ptr<RowStream> parse_csv(const Args& args, Env& env) {
   std::string sep = args.string("separator").value_or(",");
   if (sep.size() != 1) args.fail("separator", "expected one character");
@@ -152,34 +171,15 @@ std::unique_ptr<RowStream> parse_csv(const Args& args, Env& env) {
   auto given = args.strings("columns");
   bool auto_headers = args.boolean("auto_headers").value_or(false);
   std::vector<Row> rows;
-  for (auto& [path, text] : inputs(args, "filename", env)) {
-    auto records = csv_records(text, sep[0], comment);
-    std::vector<std::string> columns = given;
-    size_t first = 0;
-    if (columns.empty() && !auto_headers && !records.empty()) columns = records[first++];
-    for (size_t r = first; r < records.size(); ++r) {
-      auto& fields = records[r];
-      Row row;
-      for (size_t i = 0; i < std::max(columns.size(), fields.size()); ++i) {
-        std::string name = i < columns.size() ? columns[i] : "Col" + std::to_string(i);
-        row.set(name, i < fields.size() ? csv_value(fields[i]) : Value());
-      }
-      rows.push_back(std::move(row));
-      if (rows.size() > kMaxMaterializedRows)
-        throw QueryError("parse_csv(): more than " + std::to_string(kMaxMaterializedRows) + " records");
-    }
-  }
+  for (auto& [path, text] : inputs(args, "filename", env)) append_csv_rows(text, sep[0], comment, given, auto_headers, rows);
   return rows_stream(std::move(rows));
 }
 
 }  // namespace
 
 std::vector<Row> csv_rows(const std::string& text) {
-  Env env;
-  auto stream = parse_csv(Args("parse_csv", {{"filename", text}, {"accessor", "data"}}), env);
   std::vector<Row> rows;
-  while (stream->next(rows, 1 << 20).state != Step::State::done) {
-  }
+  append_csv_rows(text, ',', "", {}, false, rows);
   return rows;
 }
 

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "queries/engine.hpp"
+#include "tests/vql_test_util.hpp"
 
 namespace outpost::vql {
 namespace {
@@ -49,18 +50,7 @@ class OneShotServer {
   std::thread thread_;
 };
 
-std::vector<Row> run(const std::string& vql) {
-  Engine engine(default_registry());
-  Env env;
-  auto stream = engine.start(vql, {}, env);
-  std::vector<Row> rows;
-  for (int i = 0; i < 100000; ++i) {
-    Step s = stream->next(rows, 1000);
-    if (s.state == Step::State::done) break;
-    std::this_thread::sleep_for(s.wait);
-  }
-  return rows;
-}
+std::vector<Row> run(const std::string& vql) { return run_rows(default_registry(), vql, Waits::sleep); }
 
 TEST(HttpClient, AUnixSocketLikeDockersWithAChunkedBody) {
   std::string path = "/tmp/outpost-http-" + std::to_string(::getpid()) + ".sock";

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "queries/engine.hpp"
+#include "tests/vql_test_util.hpp"
 #include "tests/log_capture.hpp"
 
 namespace outpost::vql {
@@ -40,18 +41,7 @@ const Registry& test_registry() {
 
 // Every row as JSON, pulled `budget` rows at a time.
 std::vector<std::string> run(const std::string& vql, size_t budget = 1000, std::vector<Binding> params = {}) {
-  Engine engine(test_registry());
-  Env env;
-  auto stream = engine.start(vql, std::move(params), env);
-  std::vector<Row> rows;
-  for (int i = 0; i < 100000; ++i) {
-    Step s = stream->next(rows, budget);
-    if (s.state == Step::State::done) break;
-    if (s.state != Step::State::more) ADD_FAILURE() << "a finite query waited";
-  }
-  std::vector<std::string> out;
-  for (auto& r : rows) out.push_back(to_json(r));
-  return out;
+  return json_lines(run_rows(test_registry(), vql, Waits::fail, budget, std::move(params)));
 }
 
 std::string one(const std::string& expr) {
@@ -61,12 +51,7 @@ std::string one(const std::string& expr) {
 }
 
 std::string error_of(const std::string& vql) {
-  try {
-    run(vql);
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
+  return error_of_run([&] { run(vql); });
 }
 
 TEST(VqlEval, Arithmetic) {

@@ -8,24 +8,12 @@
 #include <fstream>
 
 #include "queries/engine.hpp"
+#include "tests/vql_test_util.hpp"
 
 namespace outpost::vql {
 namespace {
 
-std::vector<std::string> run(const std::string& vql) {
-  Engine engine(default_registry());
-  Env env;
-  auto stream = engine.start(vql, {}, env);
-  std::vector<Row> rows;
-  for (int i = 0; i < 100000; ++i) {
-    Step s = stream->next(rows, 1000);
-    if (s.state == Step::State::done) break;
-    if (s.state != Step::State::more) ADD_FAILURE() << "a finite query waited";
-  }
-  std::vector<std::string> out;
-  for (auto& r : rows) out.push_back(to_json(r));
-  return out;
-}
+std::vector<std::string> run(const std::string& vql) { return json_lines(run_rows(default_registry(), vql)); }
 
 std::string one(const std::string& expr) {
   auto rows = run("SELECT " + expr + " AS X FROM scope()");
@@ -34,12 +22,7 @@ std::string one(const std::string& expr) {
 }
 
 std::string error_of(const std::string& vql) {
-  try {
-    run(vql);
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
+  return error_of_run([&] { run(vql); });
 }
 
 
