@@ -281,7 +281,7 @@ void add_event_plugins(Registry& r) {
                     {"buffer_size", "int", false, "accepted; lines are cut at 1 MiB"}},
                    true,
                    [](const Args& a, Env& env) -> std::unique_ptr<RowStream> {
-                     accessor_of(a, false);
+                     accessor_of(a, {});
                      std::vector<std::unique_ptr<RowStream>> streams;
                      for (auto& path : a.strings("filename"))  // the same sensor as tail(filename=path)
                        streams.push_back(make_tail(Args("tail", {{"filename", path}}), env));

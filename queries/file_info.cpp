@@ -5,7 +5,9 @@
 // string, Velociraptor's deprecated name).
 
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/magic.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
@@ -51,6 +53,39 @@ std::string fs_name(int64_t magic) {
       return buf;
     }
   }
+}
+
+// The inode flags' names, as the kernel's FS_*_FL constants name them.
+constexpr std::pair<unsigned, const char*> kInodeFlags[] = {
+    {FS_SECRM_FL, "SECRM"},         {FS_UNRM_FL, "UNRM"},
+    {FS_COMPR_FL, "COMPR"},         {FS_SYNC_FL, "SYNC"},
+    {FS_IMMUTABLE_FL, "IMMUTABLE"}, {FS_APPEND_FL, "APPEND"},
+    {FS_NODUMP_FL, "NODUMP"},       {FS_NOATIME_FL, "NOATIME"},
+    {FS_DIRTY_FL, "DIRTY"},         {FS_COMPRBLK_FL, "COMPRBLK"},
+    {FS_NOCOMP_FL, "NOCOMP"},       {FS_ENCRYPT_FL, "ENCRYPT"},
+    {FS_INDEX_FL, "INDEX"},         {FS_IMAGIC_FL, "IMAGIC"},
+    {FS_JOURNAL_DATA_FL, "JOURNAL_DATA"}, {FS_NOTAIL_FL, "NOTAIL"},
+    {FS_DIRSYNC_FL, "DIRSYNC"},     {FS_TOPDIR_FL, "TOPDIR"},
+    {FS_HUGE_FILE_FL, "HUGE_FILE"}, {FS_EXTENT_FL, "EXTENTS"},
+    {FS_VERITY_FL, "VERITY"},       {FS_EA_INODE_FL, "EA_INODE"},
+    {FS_DAX_FL, "DAX"},             {FS_INLINE_DATA_FL, "INLINE_DATA"},
+    {FS_PROJINHERIT_FL, "PROJINHERIT"}, {FS_CASEFOLD_FL, "CASEFOLD"},
+};
+
+// A regular file's or directory's inode flags; none for the others (a
+// device is not opened: opening one may act on it) or when they cannot be read.
+List inode_flags(const std::string& path, const struct stat& st) {
+  List names;
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return names;
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) return names;
+  unsigned flags = 0;
+  int rc = ::ioctl(fd, FS_IOC_GETFLAGS, &flags);
+  ::close(fd);
+  if (rc != 0) return names;
+  for (auto& [bit, name] : kInodeFlags)
+    if (flags & bit) names.push_back(name);
+  return names;
 }
 
 }  // namespace
@@ -103,6 +138,20 @@ Row file_info_row(const std::string& path, std::string_view name, const struct s
   sys.set("Blocks", int64_t{st.st_blocks});
   row.set("Sys", std::move(sys));
   row.set("FullPath", path);
+  return row;
+}
+
+std::optional<Row> ext4_info_row(const std::string& path, std::string_view name, const struct stat& st,
+                                 FsTypes& fs_types) {
+  if (fs_types.of(path, st.st_dev) != "ext2") return std::nullopt;  // ext2, 3 and 4 share the magic
+  Row row = file_info_row(path, name, st, fs_types);
+  Dict data;
+  data.set("Inode", Value(uint64_t{st.st_ino}));
+  data.set("Uid", int64_t{st.st_uid});
+  data.set("Gid", int64_t{st.st_gid});
+  List flags = inode_flags(path, st);
+  if (!flags.empty()) data.set("Flags", std::move(flags));
+  row.set("Data", std::move(data));
   return row;
 }
 

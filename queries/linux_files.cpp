@@ -183,6 +183,7 @@ struct GlobOptions {
   bool follow_links = true;    // into symlinked directories (not for `**`: no loops)
   bool one_filesystem = false;  // nothing on another device than the root's
   Value descend;                // a Lambda: a directory's row must make it true to be walked
+  bool ext4 = false;            // accessor="ext4": rows of files on ext2/3/4 only, with its Data
 };
 
 class GlobStream : public RowStream {
@@ -309,7 +310,13 @@ class GlobStream : public RowStream {
       subdirs_.push_back({path, std::move(below)});
     }
     if (!matched) return 0;
-    out.push_back(file_info_row(path, entry.name, st, fs_types_));
+    if (!options_.ext4) {
+      out.push_back(file_info_row(path, entry.name, st, fs_types_));
+      return 1;
+    }
+    auto row = ext4_info_row(path, entry.name, st, fs_types_);
+    if (!row) return 0;
+    out.push_back(std::move(*row));
     return 1;
   }
 
@@ -362,7 +369,7 @@ std::vector<Pattern> glob_patterns(const Args& args) {
 void check_glob(const Args& args) {
   if (args.find("globs")) glob_patterns(args);
   args.string("root");
-  accessor_of(args, false);
+  accessor_of(args, {Accessor::ext4});
 }
 
 std::unique_ptr<RowStream> make_glob(const Args& args, Env&) {
@@ -371,8 +378,8 @@ std::unique_ptr<RowStream> make_glob(const Args& args, Env&) {
   std::string root = args.string("root").value_or("/");
   if (root.empty()) root = "/";
   while (root.size() > 1 && root.back() == '/') root.pop_back();
-  accessor_of(args, false);
   GlobOptions options;
+  options.ext4 = accessor_of(args, {Accessor::ext4}) == Accessor::ext4;
   options.follow_links = !args.boolean("nosymlink").value_or(false);
   options.one_filesystem = args.boolean("one_filesystem").value_or(false);
   if (auto callback = args.find("recursion_callback")) {
@@ -626,7 +633,7 @@ Value hash_file(const Args& args, Env& env) {
 
 Value stat_file(const Args& args, Env&) {
   std::string path = required_string(args, "filename");
-  accessor_of(args, false);
+  bool ext4 = accessor_of(args, {Accessor::ext4}) == Accessor::ext4;
   struct stat st;
   if (path.empty() || path.find('\0') != std::string::npos || ::lstat(path.c_str(), &st) != 0)
     return Value();
@@ -634,7 +641,9 @@ Value stat_file(const Args& args, Env&) {
   while (name.size() > 1 && name.back() == '/') name.remove_suffix(1);
   if (name.size() > 1) name = name.substr(name.find_last_of('/') + 1);
   FsTypes fs_types;
-  return Value(file_info_row(path, name, st, fs_types));
+  if (!ext4) return Value(file_info_row(path, name, st, fs_types));
+  auto row = ext4_info_row(path, name, st, fs_types);
+  return row ? Value(std::move(*row)) : Value();
 }
 
 }  // namespace
@@ -656,7 +665,7 @@ void add_linux_file_plugins(Registry& registry) {
       "Mtime, Atime, Ctime, Btime, Size, Mode, IsDir, IsLink, Data, Sys, FullPath.",
       {{"globs", "string or list of strings", true, "the patterns"},
        {"root", "string", false, "where patterns start (default /)"},
-       {"accessor", "string", false, "file or auto (the default; the same on Linux)"},
+       {"accessor", "string", false, "file or auto (the default; the same on Linux), or ext4 (files on ext2/3/4, Data with their inode flags)"},
        {"nosymlink", "bool", false, "do not walk into symlinked directories"},
        {"one_filesystem", "bool", false, "do not walk onto another filesystem than the root's"},
        {"recursion_callback", "lambda", false, "x => ...: walk into directory x only where true"}},
@@ -678,7 +687,7 @@ void add_linux_file_plugins(Registry& registry) {
        {"accessor", "string", false, "file (default) or data"}},
       false,
       [](const Args& args, Env&) -> std::unique_ptr<RowStream> {
-        if (accessor_of(args, true) == Accessor::data) {
+        if (accessor_of(args, {Accessor::data}) == Accessor::data) {
           std::vector<Row> rows;
           std::string text = required_string(args, "filename");
           for (size_t at = 0; at < text.size();) {
@@ -703,10 +712,10 @@ void add_linux_file_plugins(Registry& registry) {
                             {{"path", "string", true, "the file"}}, hash_file});
   registry.add(FunctionSpec{"stat", "A file's glob row (lstat), as a dict; NULL if missing.",
                             {{"filename", "string", true, "the file"},
-                             {"accessor", "string", false, "file or auto"}},
+                             {"accessor", "string", false, "file, auto or ext4 (as glob())"}},
                             stat_file});
   registry.add(PluginSpec{"stat", "A file's glob row (lstat); no row if missing.",
-                          {{"filename", "string", true, "the file"}, {"accessor", "string", false, "file or auto"}},
+                          {{"filename", "string", true, "the file"}, {"accessor", "string", false, "file, auto or ext4 (as glob())"}},
                           false, [](const Args& args, Env& env) -> std::unique_ptr<RowStream> {
                             Value v = stat_file(args, env);
                             std::vector<Row> rows;

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <charconv>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -29,14 +30,27 @@ void add_linux_proc_plugins(Registry& registry);
 void add_linux_file_plugins(Registry& registry);
 
 // Where a file plugin's argument points (accessor=): a file ("file",
-// "auto" or none: on Linux auto is file) or, where `data_allowed`, the text
-// itself ("data"). Anything else is a QueryError naming it.
-enum class Accessor { file, data };
-inline Accessor accessor_of(const Args& args, bool data_allowed) {
+// "auto" or none: on Linux auto is file), or, where the plugin allows it,
+// the text itself ("data") or a file seen as Velociraptor's "ext4" accessor
+// sees it (file_info.cpp). Anything else is a QueryError naming it.
+enum class Accessor { file, data, ext4 };
+inline const char* accessor_name(Accessor a) {
+  switch (a) {
+    case Accessor::file: return "file";
+    case Accessor::data: return "data";
+    case Accessor::ext4: return "ext4";
+  }
+  return "?";
+}
+inline Accessor accessor_of(const Args& args, std::initializer_list<Accessor> also) {
   auto accessor = args.string("accessor").value_or("auto");
   if (accessor == "auto" || accessor == "file" || accessor.empty()) return Accessor::file;
-  if (accessor == "data" && data_allowed) return Accessor::data;
-  args.fail("accessor", "\"" + accessor + "\" is not supported: " + (data_allowed ? "file, auto or data" : "file or auto"));
+  std::string allowed = "file, auto";
+  for (Accessor a : also) {
+    if (accessor == accessor_name(a)) return a;
+    allowed += std::string(", ") + accessor_name(a);
+  }
+  args.fail("accessor", "\"" + accessor + "\" is not supported: " + allowed);
 }
 
 // The filesystem type of each device seen (file_info.cpp), by statfs.
@@ -50,6 +64,12 @@ class FsTypes {
 
 // A file's row as glob() and stat() give it (file_info.cpp); `st` from lstat.
 Row file_info_row(const std::string& path, std::string_view name, const struct stat& st, FsTypes& fs_types);
+// The same through the "ext4" accessor: nullopt for a file that is not on an
+// ext2/3/4 filesystem (that accessor sees only those), and Data as
+// Velociraptor's ext4 accessor gives it: {Inode, Uid, Gid, Flags}, Flags the
+// inode's flag names (FS_IOC_GETFLAGS), present only when there are some.
+std::optional<Row> ext4_info_row(const std::string& path, std::string_view name, const struct stat& st,
+                                 FsTypes& fs_types);
 
 inline std::string errno_message(int error) { return std::generic_category().message(error); }
 

@@ -236,7 +236,7 @@ std::unique_ptr<RowStream> make_split_records(const Args& args, Env& env) {
   o.headers = args.boolean("first_row_is_headers").value_or(false);
   o.count = args.integer("count").value_or(0);
   auto records = args.string("record_regex").value_or("\n");
-  bool data = accessor_of(args, true) == Accessor::data;
+  bool data = accessor_of(args, {Accessor::data}) == Accessor::data;
   bool lines = records == "\n" || records == "\r?\n";
   std::vector<std::unique_ptr<RowStream>> streams;
   for (auto& name : args.strings("filenames")) {
@@ -319,7 +319,7 @@ void add_parse_functions(Registry& r) {
                        int64_t offset = args.integer("offset").value_or(0);
                        if (length < 0 || length > (int64_t{64} << 20)) args.fail("length", "expected 0 to 64 MiB");
                        if (offset < 0) args.fail("offset", "expected >= 0");
-                       if (accessor_of(args, true) == Accessor::data)
+                       if (accessor_of(args, {Accessor::data}) == Accessor::data)
                          return Value(name.substr(std::min(name.size(), static_cast<size_t>(offset)),
                                                   static_cast<size_t>(length)));
                        Fd fd = open_read(name);

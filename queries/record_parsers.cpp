@@ -17,7 +17,7 @@ constexpr size_t kMaxFileBytes = size_t{64} << 20;
 // itself) and the path it came from. A file that cannot be read is logged
 // and skipped.
 std::vector<std::pair<std::string, std::string>> inputs(const Args& args, const std::string& arg, Env& env) {
-  bool data = accessor_of(args, true) == Accessor::data;
+  bool data = accessor_of(args, {Accessor::data}) == Accessor::data;
   std::vector<std::pair<std::string, std::string>> out;
   for (auto& name : args.strings(arg)) {
     if (data) {

@@ -1,9 +1,17 @@
 // Velociraptor's objects in VQL (paths, file modes, lambdas) and the
 // functions that make files (tempfile()), through the whole engine.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/fs.h>
+#include <linux/magic.h>
+#include <sys/ioctl.h>
+#include <sys/statfs.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -50,6 +58,63 @@ TEST(VqlObjects, OneFilesystemDoesNotFollowALinkToAnother) {
   EXPECT_EQ(glob(""), (std::vector<std::string>{"{\"P\":\"/d/version\"}", "{\"P\":\"/proc/version\"}"}));
   EXPECT_EQ(glob(", one_filesystem=TRUE"), (std::vector<std::string>{"{\"P\":\"/d/version\"}"}));
   EXPECT_EQ(glob(", nosymlink=TRUE"), (std::vector<std::string>{"{\"P\":\"/d/version\"}"}));
+  std::filesystem::remove_all(dir);
+}
+
+// Sets inode flags on a file, and clears them when it goes, so that the
+// test's directory can be removed whatever the test found.
+class InodeFlags {
+ public:
+  InodeFlags(const std::string& path, unsigned flags) : fd_(::open(path.c_str(), O_RDONLY)) {
+    unsigned old = 0;
+    ok_ = fd_ >= 0 && ::ioctl(fd_, FS_IOC_GETFLAGS, &old) == 0 && (flags_ = old | flags, true) &&
+          ::ioctl(fd_, FS_IOC_SETFLAGS, &flags_) == 0;
+    flags_ = old;
+  }
+  ~InodeFlags() {
+    if (ok_) ::ioctl(fd_, FS_IOC_SETFLAGS, &flags_);
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  int fd_;
+  unsigned flags_ = 0;
+  bool ok_ = false;
+};
+
+TEST(VqlObjects, TheExt4AccessorShowsInodeFlags) {
+  char tmpl[] = "/tmp/outpost-ext4-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::filesystem::path dir = tmpl;
+  struct statfs fs;
+  ASSERT_EQ(::statfs(tmpl, &fs), 0);
+  if (fs.f_type != EXT4_SUPER_MAGIC) {
+    std::filesystem::remove_all(dir);
+    GTEST_SKIP() << "/tmp is not on ext2/3/4 here";
+  }
+  std::ofstream(dir / "locked") << "x";
+  std::ofstream(dir / "open") << "y";
+  {
+    InodeFlags immutable((dir / "locked").string(), FS_IMMUTABLE_FL);
+    if (!immutable.ok()) {
+      std::filesystem::remove_all(dir);
+      GTEST_SKIP() << "cannot set FS_IMMUTABLE_FL (needs CAP_LINUX_IMMUTABLE): " << std::strerror(errno);
+    }
+    auto rows = run("SELECT Name, Data.Uid AS Uid, Data.Inode > 0 AS HasInode FROM glob(globs='*', root='" +
+                    dir.string() + "', accessor='ext4') WHERE Data.Flags =~ 'IMMUTABLE'");
+    EXPECT_EQ(rows, (std::vector<std::string>{"{\"Name\":\"locked\",\"Uid\":" + std::to_string(::getuid()) +
+                                               ",\"HasInode\":true}"}));
+    EXPECT_EQ(one("stat(filename='" + (dir / "locked").string() + "', accessor='ext4').Data.Flags =~ 'IMMUTABLE'"),
+              "true");
+    // The file accessor's Data has no flags.
+    EXPECT_EQ(run("SELECT Name FROM glob(globs='*', root='" + dir.string() + "') WHERE Data.Flags"),
+              std::vector<std::string>{});
+  }
+  // Only ext2/3/4 files are seen through it, as Velociraptor's sees only those.
+  EXPECT_EQ(one("stat(filename='/proc/version', accessor='ext4')"), "null");
+  EXPECT_NE(error_of("SELECT * FROM glob(globs='*', accessor='ntfs')").find("\"ntfs\" is not supported: file, auto, ext4"),
+            std::string::npos);
   std::filesystem::remove_all(dir);
 }
 
