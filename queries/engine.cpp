@@ -177,6 +177,10 @@ const Registry& default_registry() {
     add_host_functions(r);
     add_record_parsers(r);
     add_http_client(r);
+    add_binary_parser(r);
+    add_xml_functions(r);
+    add_netstat_plugins(r);
+    add_journald_plugins(r);
     add_flow_functions(r);
     add_builtin_plugins(r);
     add_execve_plugin(r);

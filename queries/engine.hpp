@@ -125,6 +125,27 @@ class Lambda final : public Object {
   std::shared_ptr<RunContext> context_;
 };
 
+// An argument whose text holds lambdas (parse_binary()'s profile): the
+// text, and the scope of the call, where its lambdas compile. Engine::arguments
+// makes one of a string argument whose spec type is "lambda text".
+class LambdaText final : public Object {
+ public:
+  LambdaText(std::string text, ScopePtr scope, std::shared_ptr<RunContext> context)
+      : text_(std::move(text)), scope_(std::move(scope)), context_(std::move(context)) {}
+  ObjectPtr compile(const std::string& where, const std::string& lambda) const {
+    return Lambda::compile(where, lambda, scope_, context_);
+  }
+  const char* type() const override { return "string"; }
+  std::string str() const override { return text_; }
+  std::optional<Value> member(std::string_view) const override { return std::nullopt; }
+  std::vector<std::string> members() const override { return {}; }
+
+ private:
+  std::string text_;
+  ScopePtr scope_;
+  std::shared_ptr<RunContext> context_;
+};
+
 // The lambda argument `name`; null when absent.
 const Lambda* lambda_arg(const Args& args, const std::string& name);
 
@@ -286,6 +307,10 @@ void add_host_functions(Registry& registry);  // ip, host, url, tempfile
 void add_record_parsers(Registry& registry);  // parse_records_with_regex, parse_csv, grok
 void add_grok(Registry& registry);  // grok() (grok.cpp)
 void add_http_client(Registry& registry);  // http_client() (http_client.cpp)
+void add_binary_parser(Registry& registry);  // parse_binary() (binary_parser.cpp)
+void add_xml_functions(Registry& registry);  // parse_xml() (xml.cpp)
+void add_netstat_plugins(Registry& registry);  // connections, process_tracker_get/_callchain/_tree (netstat.cpp)
+void add_journald_plugins(Registry& registry);  // parse_journald, watch_journald (journald.cpp)
 void add_parse_functions(Registry& registry);  // parse_json, parse_json_array, split_records, read_file()
 void add_builtin_plugins(Registry& registry);  // foreach, if
 

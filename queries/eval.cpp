@@ -335,9 +335,18 @@ Value Engine::eval(const Expr& e, const Frame& f, const std::shared_ptr<RunConte
   if (op == "=") return equal(a, b);
   if (op == "!=") return !equal(a, b);
   if (op == "=~") {
-    if (a.is_null() || b.is_null()) return false;
-    const auto& re = ctx->regex(to_string(b));
+    if (b.is_null()) return false;
+    std::string pattern = to_string(b);
+    // As Velociraptor's: these match anything, NULL too; a list matches
+    // when one of its elements does.
+    if (pattern.empty() || pattern == "." || pattern == ".*") return true;
+    if (a.is_null()) return false;
+    const auto& re = ctx->regex(pattern);
     if (auto s = a.as_string()) return RE2::PartialMatch(*s, re);
+    if (auto l = a.as_list())
+      return std::any_of(l->begin(), l->end(), [&](const Value& v) {
+        return !v.is_null() && RE2::PartialMatch(v.as_string() ? *v.as_string() : to_string(v), re);
+      });
     return RE2::PartialMatch(to_string(a), re);
   }
   if (op == "IN") return contains(b, a);

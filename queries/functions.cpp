@@ -13,9 +13,24 @@
 #include <map>
 
 #include "queries/engine.hpp"
+#include "queries/linux_util.hpp"
 
 namespace outpost::vql {
 namespace {
+
+// What Velociraptor's str() gives (Go's %v): a list as [a b], its strings
+// bare; anything else as to_string gives it.
+std::string go_string(const Value& v) {
+  auto l = v.as_list();
+  if (!l) return to_string(v);
+  std::string out = "[";
+  for (size_t i = 0; i < l->size(); ++i) {
+    if (i) out += ' ';
+    out += go_string((*l)[i]);
+  }
+  return out + "]";
+}
+
 
 // Seconds, or milli/micro/nanoseconds told apart by size, as Velociraptor does.
 // A time written as text, in UTC unless it says otherwise: RFC 3339
@@ -372,10 +387,10 @@ void add_builtin_functions(Registry& r) {
        auto v = a.find("string");
        return v ? integer(*v) : Value(int64_t{0});
      });
-  fn("str", "A string: containers as JSON, timestamps in RFC 3339.", {{"str", "any", false, ""}},
-     [](const Args& a, Env&) {
+  fn("str", "A string: a list as Go prints it ([a b]), a dict as JSON, a time in RFC 3339.",
+     {{"str", "any", false, ""}}, [](const Args& a, Env&) {
        auto v = a.find("str");
-       return Value(v ? to_string(materialize(*v)) : std::string());
+       return Value(v ? go_string(materialize(*v)) : std::string());
      });
   fn("basename", "The last element of a path.", {{"path", "string", true, ""}},
      [](const Args& a, Env&) { return Value(basename(required_string(a, "path"))); });
@@ -411,18 +426,46 @@ void add_builtin_functions(Registry& r) {
        return Value(std::move(out));
      });
   fn("upload", "Sends a file to the collector: in 1 MiB chunks on the uploads lane, after this row, with "
-               "its SHA-256 at the end. Returns {Path, Size} (or {Path, Error}) at once.",
-     {{"file", "string", true, ""}}, [](const Args& a, Env& env) {
+               "its SHA-256 at the end. Returns {Path, Size} (or {Path, Error}) at once. accessor='process': "
+               "file='/PID' sends the process's readable memory, its ranges one after another, and returns "
+               "where each is: Ranges [{Address, Size, Offset}].",
+     {{"file", "string", true, ""}, {"accessor", "string", false, "file (default), auto or process"},
+      {"name", "string", false, "the name to store it under (default: file)"}},
+     [](const Args& a, Env& env) {
        const std::string& path = required_string(a, "file");
+       std::string name = a.string("name").value_or(path);
        Dict out;
-       out.set("Path", path);
+       out.set("Path", name);
+       if (env.upload_requests.size() >= 1000) a.fail("file", "more than 1000 uploads waiting in this query");
+       if (accessor_of(a, {Accessor::process}) == Accessor::process) {
+         auto pid = process_of(path);
+         if (!pid) a.fail("file", "\"" + path + "\" is not a process: \"/PID\"");
+         auto ranges = readable_ranges(*env.paths, *pid);
+         if (!ranges) {
+           out.set("Error", "cannot read the memory map of process " + std::to_string(*pid));
+           return Value(std::move(out));
+         }
+         List index;
+         uint64_t size = 0;
+         for (auto& r : *ranges) {
+           Dict d;
+           d.set("Address", Value(r.start));
+           d.set("Size", Value(r.length));
+           d.set("Offset", Value(size));
+           index.push_back(Value(std::move(d)));
+           size += r.length;
+         }
+         env.upload_requests.push_back({name, (env.paths->proc / std::to_string(*pid) / "mem").string(), *ranges});
+         out.set("Size", Value(size));
+         out.set("Ranges", Value(std::move(index)));
+         return Value(std::move(out));
+       }
        struct stat st;
        if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || ::access(path.c_str(), R_OK) != 0) {
          out.set("Error", ::access(path.c_str(), F_OK) != 0 ? "no such file" : "not a readable regular file");
          return Value(std::move(out));
        }
-       if (env.upload_requests.size() >= 1000) a.fail("file", "more than 1000 uploads waiting in this query");
-       env.upload_requests.push_back(path);
+       env.upload_requests.push_back({name, path, {}});
        out.set("Size", static_cast<int64_t>(st.st_size));
        return Value(std::move(out));
      });

@@ -58,9 +58,13 @@ std::vector<std::pair<std::string, Value>> Engine::arguments(const std::string& 
   for (auto& a : args) {
     Value v = eval(*a.value, f, ctx);
     auto s = v.as_string();
-    if (s && std::any_of(spec.begin(), spec.end(), [&](auto& x) { return x.name == a.name && x.type == "lambda"; })) {
+    auto kind = s ? std::find_if(spec.begin(), spec.end(), [&](auto& x) { return x.name == a.name; }) : spec.end();
+    if (kind != spec.end() && (kind->type == "lambda" || kind->type == "lambda text")) {
       auto scope = f.row ? std::make_shared<const Scope>(f.scope, *f.row) : f.scope;
-      v = Value(Lambda::compile(callee + "(): " + a.name, *s, std::move(scope), ctx));
+      if (kind->type == "lambda")
+        v = Value(Lambda::compile(callee + "(): " + a.name, *s, std::move(scope), ctx));
+      else
+        v = Value(std::static_pointer_cast<const Object>(std::make_shared<const LambdaText>(*s, std::move(scope), ctx)));
     }
     values.emplace_back(a.name, std::move(v));
   }

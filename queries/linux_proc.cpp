@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iterator>
 #include <limits>
 #include <unordered_map>
@@ -505,6 +506,35 @@ std::unique_ptr<RowStream> make_pslist(const Args& args, Env& env) {
 }
 
 }  // namespace
+
+std::optional<int64_t> process_of(const std::string& name) {
+  std::string_view digits = name;
+  if (!digits.empty() && digits.front() == '/') digits.remove_prefix(1);
+  int64_t pid = 0;
+  auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), pid);
+  if (digits.empty() || error != std::errc() || end != digits.data() + digits.size() || pid <= 0) return std::nullopt;
+  return pid;
+}
+
+std::optional<std::vector<MemoryRange>> readable_ranges(const Paths& paths, int64_t pid) {
+  std::ifstream maps(paths.proc / std::to_string(pid) / "maps");
+  if (!maps) return std::nullopt;
+  std::vector<MemoryRange> out;
+  std::string line;
+  while (std::getline(maps, line)) {
+    // start-end perms offset dev inode [path]
+    uint64_t start = 0, end = 0;
+    auto dash = line.find('-'), space = line.find(' ');
+    if (dash == std::string::npos || space == std::string::npos || space < dash || space + 1 >= line.size()) continue;
+    auto parse = [&](size_t from, size_t to, uint64_t& v) {
+      return std::from_chars(line.data() + from, line.data() + to, v, 16).ec == std::errc();
+    };
+    if (!parse(0, dash, start) || !parse(dash + 1, space, end) || end <= start) continue;
+    if (line[space + 1] != 'r' || line.find("[vsyscall]") != std::string::npos) continue;
+    out.push_back({start, end - start});
+  }
+  return out;
+}
 
 void add_linux_proc_plugins(Registry& registry) {
   registry.add(PluginSpec{

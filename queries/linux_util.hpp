@@ -33,12 +33,13 @@ void add_linux_file_plugins(Registry& registry);
 // "auto" or none: on Linux auto is file), or, where the plugin allows it,
 // the text itself ("data") or a file seen as Velociraptor's "ext4" accessor
 // sees it (file_info.cpp). Anything else is a QueryError naming it.
-enum class Accessor { file, data, ext4 };
+enum class Accessor { file, data, ext4, process };
 inline const char* accessor_name(Accessor a) {
   switch (a) {
     case Accessor::file: return "file";
     case Accessor::data: return "data";
     case Accessor::ext4: return "ext4";
+    case Accessor::process: return "process";
   }
   return "?";
 }
@@ -52,6 +53,14 @@ inline Accessor accessor_of(const Args& args, std::initializer_list<Accessor> al
   }
   args.fail("accessor", "\"" + accessor + "\" is not supported: " + allowed);
 }
+
+// accessor="process": a process's address space, named "/PID" (or "PID");
+// nullopt for any other name.
+std::optional<int64_t> process_of(const std::string& name);
+// The readable mappings of process `pid` (the "r" regions of its maps, but
+// [vsyscall], which /proc/PID/mem cannot read), in address order; nullopt
+// when its maps cannot be read (gone, or not ours to read).
+std::optional<std::vector<MemoryRange>> readable_ranges(const Paths& paths, int64_t pid);
 
 // The filesystem type of each device seen (file_info.cpp), by statfs.
 class FsTypes {

@@ -308,20 +308,27 @@ void add_parse_functions(Registry& r) {
                    false, make_split_records});
   r.add(FunctionSpec{"read_file",
                      "Up to `length` bytes (default 4 MiB, at most 64 MiB) of a file from `offset`, as a string; "
-                     "\"\" when it cannot be read. accessor='data': the filename is the data.",
+                     "\"\" when it cannot be read. accessor='data': the filename is the data; accessor='process': "
+                     "filename '/PID' is that process's memory, offset an address in it.",
                      {{"filename", "string", true, ""},
-                      {"accessor", "string", false, ""},
+                      {"accessor", "string", false, "file (default), auto, data or process"},
                       {"length", "int", false, ""},
                       {"offset", "int", false, ""}},
-                     [](const Args& args, Env&) {
+                     [](const Args& args, Env& env) {
                        std::string name = args.string("filename").value_or("");
                        int64_t length = args.integer("length").value_or(4 << 20);
                        int64_t offset = args.integer("offset").value_or(0);
                        if (length < 0 || length > (int64_t{64} << 20)) args.fail("length", "expected 0 to 64 MiB");
                        if (offset < 0) args.fail("offset", "expected >= 0");
-                       if (accessor_of(args, {Accessor::data}) == Accessor::data)
+                       auto accessor = accessor_of(args, {Accessor::data, Accessor::process});
+                       if (accessor == Accessor::data)
                          return Value(name.substr(std::min(name.size(), static_cast<size_t>(offset)),
                                                   static_cast<size_t>(length)));
+                       if (accessor == Accessor::process) {  // "/PID": offset is an address in it
+                         auto pid = process_of(name);
+                         if (!pid) args.fail("filename", "\"" + name + "\" is not a process: \"/PID\"");
+                         name = (env.paths->proc / std::to_string(*pid) / "mem").string();
+                       }
                        Fd fd = open_read(name);
                        if (!fd) return Value("");
                        std::string out(static_cast<size_t>(length), '\0');

@@ -96,6 +96,20 @@ struct Paths {
   std::vector<std::filesystem::path> os_release = {"/etc/os-release", "/usr/lib/os-release"};  // first found
 };
 
+// A piece of a process's address space (accessor="process").
+struct MemoryRange {
+  uint64_t start = 0, length = 0;
+};
+
+// A file upload() asked for, streamed after its row (uploads.hpp).
+struct UploadRequest {
+  std::string path;    // the name the collector stores it under
+  std::string source;  // the file read: the path itself, or /proc/PID/mem
+  // Empty: the whole file. Else these ranges of it, one after another (a
+  // process's readable memory, whose addresses upload() returns).
+  std::vector<MemoryRange> ranges;
+};
+
 // What the agent's configuration lets queries do beyond reading the host.
 struct Permissions {
   bool execve = false;  // execve() may run programs (vql.allow_execve)
@@ -152,7 +166,7 @@ struct Env {
   SensorHub* sensors = nullptr;  // null: event plugins refuse to start
   caf::actor_system* system = nullptr;  // the agent's, whose actors actors() lists; null: none
   uint64_t dropped_events = 0;   // missed by this query's subscriptions; reported, then reset
-  std::vector<std::string> upload_requests;  // upload(): files to stream into the uploads lane
+  std::vector<UploadRequest> upload_requests;  // upload(): files to stream into the uploads lane
   Slicing slicing;
   Permissions permissions;  // the engine's, set when a query starts
   // log(): when each message format was last logged (its deduplication).

@@ -17,12 +17,39 @@ const Binding* Scope::binding(std::string_view name) const {
   return nullptr;
 }
 
+// A `{SELECT ...}` column's value, as Velociraptor gives it: its rows, each
+// row of one column as that column's value, and one row as itself, not a list.
+// foreach()'s row= as given: NULL given (a parser's NULL for a file that
+// did not parse) is no rows, as in Velociraptor; absent is refused.
+static const Value& foreach_rows(const Args& args) {
+  static const Value none;
+  if (auto v = args.find("row")) return *v;
+  if (args.given("row")) return none;
+  return args.require("row");
+}
+
+static Value subquery_column(const Value& query) {
+  Value rows = materialize(query);
+  auto list = rows.as_list();
+  if (!list) return rows;
+  List out;
+  out.reserve(list->size());
+  for (auto& r : *list) {
+    auto d = r.as_dict();
+    out.push_back(d && d->size() == 1 ? d->items()[0].second : r);
+  }
+  if (out.size() == 1) return std::move(out[0]);
+  return Value(std::move(out));
+}
+
 std::unique_ptr<RowStream> rows_of(const Value& v, const Row* row) {
   if (auto q = v.as_query()) return q->run(row);
   std::vector<Row> rows;
-  auto add = [&rows](const Value& item) {
+  auto add = [&rows](const Value& item, bool in_list) {
     if (auto d = item.as_dict()) {
       rows.push_back(*d);
+    } else if (auto o = item.as_object(); o && !(in_list && o->wrapped_as_item()) && o->row()) {
+      rows.push_back(*o->row());
     } else {
       Row r;
       r.set("_value", item);
@@ -30,9 +57,9 @@ std::unique_ptr<RowStream> rows_of(const Value& v, const Row* row) {
     }
   };
   if (auto l = v.as_list())
-    for (auto& item : *l) add(item);
+    for (auto& item : *l) add(item, true);
   else if (!v.is_null())
-    add(v);
+    add(v, false);
   return rows_stream(std::move(rows));
 }
 
@@ -240,6 +267,8 @@ class SelectStream : public RowStream {
     for (auto& c : s_->columns) {
       if (!c.expr) {
         for (auto& [k, v] : row.items()) projected.set(k, v);
+      } else if (c.expr->kind == ast::Expr::Kind::subquery) {
+        projected.set(ast::column_name(c), subquery_column(engine_.eval(*c.expr, f, ctx_)));
       } else {
         projected.set(ast::column_name(c), engine_.eval(*c.expr, f, ctx_));
       }
@@ -689,13 +718,13 @@ void add_builtin_plugins(Registry& r) {
                      if (q && !q->as_query() && !q->as_list()) args.fail("query", "expected a query, got " + std::string(type_name(*q)));
                      if (auto column = args.string("column")) {
                        if (q) args.fail("column", "give a query or a column, not both");
-                       return std::make_unique<ForeachStream>(env, rows_of(args.require("row")), Value(), *column);
+                       return std::make_unique<ForeachStream>(env, rows_of(foreach_rows(args)), Value(), *column);
                      }
                      if (args.boolean("async").value_or(false)) {
                        if (!q) args.fail("async", "needs a query to run for each row");
-                       return std::make_unique<AsyncForeachStream>(rows_of(args.require("row")), *q);
+                       return std::make_unique<AsyncForeachStream>(rows_of(foreach_rows(args)), *q);
                      }
-                     return std::make_unique<ForeachStream>(env, rows_of(args.require("row")), q ? *q : Value());
+                     return std::make_unique<ForeachStream>(env, rows_of(foreach_rows(args)), q ? *q : Value());
                    }});
   r.add(PluginSpec{"switch",
                    "The rows of the first of its arguments' queries, in argument order, that gives any: "

@@ -175,8 +175,13 @@ std::string base64_encode(const std::string& in) {
   return out;
 }
 
-// Standard or URL alphabet, padding optional; nullopt for anything else.
-std::optional<std::string> base64_decode(const std::string& in) {
+// Standard or URL alphabet, padding optional, line breaks ignored (as Go's
+// decoder ignores them: PEM bodies); nullopt for anything else.
+std::optional<std::string> base64_decode(const std::string& text) {
+  std::string in;
+  in.reserve(text.size());
+  for (char c : text)
+    if (c != '\r' && c != '\n') in += c;
   std::string out;
   uint32_t bits = 0;
   int count = 0;

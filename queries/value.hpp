@@ -101,6 +101,13 @@ class Object {
   virtual std::optional<Value> member(std::string_view name) const = 0;
   virtual std::vector<std::string> members() const = 0;
   virtual bool truthy() const { return !str().empty(); }
+  // An object that stands for a row (a parsed struct): its members as one,
+  // for foreach() and FROM; nullopt (the default) for the others.
+  virtual std::optional<Dict> row() const { return std::nullopt; }
+  // As a list's item, the row {_value: object} rather than row(): a map
+  // from a parser (parse_xml()), as Velociraptor wraps a Go map item, so
+  // that `foreach(row=List, query={SELECT ... FROM _value})` reads it.
+  virtual bool wrapped_as_item() const { return false; }
   virtual void append_json(std::string& out) const;  // default: str() as a JSON string
   virtual void write(schema::Value::Builder out) const;  // default: str() as text
   // x[i], x[a:b], x + y; NULL (the default) where the object has none.

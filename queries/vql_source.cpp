@@ -60,7 +60,7 @@ PullResult VqlSource::pull(schemas::RowBatchWriter& batch, size_t max_rows) {
   result.dropped = std::exchange(env_.dropped_events, 0);
   // One chunk of a file upload() asked for per pull: a big file goes at the
   // pace the buffer takes it, between the rows.
-  for (auto& path : env_.upload_requests) uploads_.add(std::move(path));
+  for (auto& request : env_.upload_requests) uploads_.add(std::move(request));
   env_.upload_requests.clear();
   if (auto chunk = uploads_.next_chunk(query_id_)) {
     result.records.push_back({schemas::Lane::UPLOADS, std::move(*chunk)});
