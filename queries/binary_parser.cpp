@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstring>
 
 #include "queries/engine.hpp"
@@ -29,6 +30,15 @@ namespace {
 constexpr int64_t kMaxArrayElements = 1'000'000;
 constexpr int64_t kMaxStringBytes = int64_t{16} << 20;
 constexpr int kMaxDepth = 64;  // structs inside structs, as JSON or rows
+// Bytes one parse_binary() result may copy out of its data (strings, array
+// elements), all its members together; past it, NULL and a warning.
+constexpr int64_t kMaxBytesRead = int64_t{256} << 20;
+// Members one struct's JSON (or record) may hold, nested ones included: a
+// profile whose struct holds itself twice would otherwise be 2^64 of them.
+constexpr int64_t kMaxSerializedMembers = 100'000;
+// Files up to this size are read whole when parse_binary() is called, so
+// that what it returns holds no descriptor; bigger ones are read as used.
+constexpr int64_t kReadWholeBytes = int64_t{1} << 20;
 
 // ---- the profile's JSON: comments (# and //) and trailing commas allowed,
 // as the profiles Velociraptor's artifacts ship are written.
@@ -127,7 +137,10 @@ class LenientJson {
         case 't': out += '\t'; break;
         case 'r': out += '\r'; break;
         case 'u': {
-          if (i_ + 4 > s_.size()) fail("bad \\u escape");
+          if (i_ + 4 > s_.size() ||
+              !std::all_of(s_.begin() + static_cast<long>(i_), s_.begin() + static_cast<long>(i_ + 4),
+                           [](char h) { return std::isxdigit(static_cast<unsigned char>(h)); }))
+            fail("bad \\u escape");
           unsigned cp = static_cast<unsigned>(std::stoul(std::string(s_.substr(i_, 4)), nullptr, 16));
           i_ += 4;
           if (cp < 0x80) {
@@ -153,6 +166,15 @@ class LenientJson {
   std::string_view s_;
   size_t i_ = 0;
 };
+
+// A number as an int64; `otherwise` for NaN and what does not fit (a
+// profile's 1e300 or a lambda's float must not be undefined behaviour).
+int64_t to_int(const Value& v, int64_t otherwise) {
+  if (auto i = v.as_int()) return *i;
+  auto d = v.number();
+  if (!d || !(*d >= -9.2e18 && *d <= 9.2e18)) return otherwise;
+  return static_cast<int64_t>(*d);
+}
 
 // ---- where the bytes come from
 
@@ -275,7 +297,7 @@ bool lambda_option(const std::string& key) {
 }
 
 Amount Profile::amount(const Value& v, const std::string& where, const LambdaText& lambdas) const {
-  if (auto n = v.number()) return {static_cast<int64_t>(*n), nullptr};
+  if (v.is_number()) return {to_int(v, 0), nullptr};
   if (auto s = v.as_string()) return {0, lambdas.compile("parse_binary(): " + where, *s)};
   throw QueryError("parse_binary(): " + where + ": expected a number or a lambda, got " + type_name(v));
 }
@@ -339,7 +361,8 @@ void Profile::check(const TypeRef& t, const std::string& where) const {
   }
   if (t.name == "Enumeration" || t.name == "BitField" || t.name == "Timestamp") {
     auto inner = t.options.find("type");
-    if (inner && !(inner->as_string() && int_type(*inner->as_string())))
+    auto it = inner && inner->as_string() ? int_type(*inner->as_string()) : std::nullopt;
+    if (inner && (!it || it->is_float))
       fail(t.name + ": type must be an integer type");
     return;
   }
@@ -351,24 +374,33 @@ void Profile::check(const TypeRef& t, const std::string& where) const {
 struct Reading {
   std::shared_ptr<const Profile> profile;
   std::shared_ptr<const Source> source;
+  std::shared_ptr<std::atomic<int64_t>> bytes_left;  // kMaxBytesRead, shared by all it returns
 };
+
+// Takes `n` bytes from the budget; false (and a warning) when it is spent.
+bool spend(const Reading& r, int64_t n, const std::string& what) {
+  if (r.bytes_left->fetch_sub(n) >= n) return true;
+  r.bytes_left->fetch_add(n);
+  spdlog::warn("vql: parse_binary(): {}: more than {} bytes read from one file: NULL", what, kMaxBytesRead);
+  return false;
+}
+
+// How deep struct members are being read, and how many members the JSON
+// (or record) being written may still hold: this thread's, as a query is
+// read by the thread running it.
+thread_local int t_read_depth = 0;
+thread_local int64_t t_members_left = -1;  // -1: not writing
 
 int64_t amount_of(const Amount& a, const Value& x) {
   if (!a.lambda) return a.fixed;
-  Value v = static_cast<const Lambda*>(a.lambda.get())->call(x);
-  auto n = v.number();
-  return n ? static_cast<int64_t>(*n) : 0;
+  return to_int(static_cast<const Lambda*>(a.lambda.get())->call(x), 0);
 }
 
 int64_t option_int(const Dict& options, const char* key, int64_t otherwise, const Value& x) {
   auto v = options.find(key);
   if (!v) return otherwise;
-  if (auto l = dynamic_cast<const Lambda*>(v->as_object())) {
-    auto n = l->call(x).number();
-    return n ? static_cast<int64_t>(*n) : 0;
-  }
-  auto n = v->number();
-  return n ? static_cast<int64_t>(*n) : otherwise;
+  if (auto l = dynamic_cast<const Lambda*>(v->as_object())) return to_int(l->call(x), 0);
+  return to_int(*v, otherwise);
 }
 
 std::string option_string(const Dict& options, const char* key, std::string otherwise) {
@@ -376,8 +408,9 @@ std::string option_string(const Dict& options, const char* key, std::string othe
   return v && v->as_string() ? *v->as_string() : otherwise;
 }
 
-// An integer at `offset`; bytes past the end read as 0, as Velociraptor's.
-Value read_int(const Source& src, uint64_t offset, IntType t) {
+// The bits of an integer at `offset`, sign-extended when it is signed;
+// bytes past the end read as 0, as Velociraptor's.
+uint64_t read_bits(const Source& src, uint64_t offset, IntType t) {
   unsigned char buf[8] = {};
   src.read(offset, reinterpret_cast<char*>(buf), static_cast<size_t>(t.bytes));
   uint64_t u = 0;
@@ -385,14 +418,22 @@ Value read_int(const Source& src, uint64_t offset, IntType t) {
     int at = t.big_endian ? i : t.bytes - 1 - i;
     u = (u << 8) | buf[at];
   }
+  if (t.is_signed && !t.is_float && t.bytes < 8) {
+    int shift = 64 - 8 * t.bytes;
+    u = static_cast<uint64_t>(static_cast<int64_t>(u << shift) >> shift);
+  }
+  return u;
+}
+
+Value read_int(const Source& src, uint64_t offset, IntType t) {
+  uint64_t u = read_bits(src, offset, t);
   if (t.is_float) {
     double d;
     std::memcpy(&d, &u, sizeof d);
     return Value(d);
   }
   if (!t.is_signed) return Value(u);
-  int shift = 64 - 8 * t.bytes;
-  return Value(static_cast<int64_t>(u << shift) >> shift);
+  return Value(static_cast<int64_t>(u));
 }
 
 class StructObject;
@@ -406,11 +447,18 @@ int64_t size_of(const Reading& r, const TypeRef& t, const Value& element) {
     return inner ? inner->bytes : 0;
   }
   if (auto def = r.profile->find(t.name)) return amount_of(def->size, element);
-  if (auto s = element.as_string()) return static_cast<int64_t>(s->size());
+  if (auto length = t.options.find("length"); t.name == "String" && length && length->is_number())
+    return to_int(*length, 0);
+  if (auto s = element.as_string())  // a terminated string: its bytes and the terminator's
+    return static_cast<int64_t>(s->size() * (option_string(t.options, "encoding", "") == "utf16" ? 2 : 1)) +
+           static_cast<int64_t>(option_string(t.options, "term", std::string(1, '\0')).size());
   return 0;
 }
 
-// A struct at an offset of the data, read as its members are used.
+// A struct at an offset of the data, read as its members are used. Its
+// members run the profile's lambdas in the query's context: like a Lambda,
+// used only by the thread running the query, while it runs (its rows are
+// written by then).
 class StructObject final : public Object, public std::enable_shared_from_this<StructObject> {
  public:
   StructObject(Reading r, const StructDef& def, uint64_t offset, int depth)
@@ -434,25 +482,56 @@ class StructObject final : public Object, public std::enable_shared_from_this<St
   bool truthy() const override { return true; }
   std::optional<Dict> row() const override {
     Dict d;
-    for (auto& f : def_.fields) d.set(f.name, read(f));
+    for (auto& f : def_.fields) {
+      if (t_members_left == 0) {  // writing, and the budget is spent
+        d.set(f.name, Value());
+        continue;
+      }
+      if (t_members_left > 0) --t_members_left;
+      d.set(f.name, read(f));
+    }
     return d;
   }
   void append_json(std::string& out) const override {
+    Writing writing;
     if (depth_ > kMaxDepth) return out.append("null"), void();
     vql::append_json(out, Value(*row()));
   }
-  void write(schema::Value::Builder out) const override { write_value(Value(*row()), out); }
+  void write(schema::Value::Builder out) const override {
+    Writing writing;
+    write_value(Value(*row()), out);
+  }
 
  private:
-  // A member that cannot be read (its lambda fails) is NULL, logged: the
-  // struct may be read while a row is written, where nothing may throw.
+  // While the outermost struct is written, its members and its nested
+  // structs' share one budget.
+  struct Writing {
+    bool outermost = t_members_left < 0;
+    Writing() {
+      if (outermost) t_members_left = kMaxSerializedMembers;
+    }
+    ~Writing() {
+      if (outermost) t_members_left = -1;
+    }
+  };
+  struct Deeper {
+    Deeper() { ++t_read_depth; }
+    ~Deeper() { --t_read_depth; }
+  };
+
+  // A member that cannot be read (its lambda fails, or reads members that
+  // read it: x => x.a for a itself) is NULL, logged: the struct may be read
+  // while a row is written, where nothing may throw.
   Value read(const Field& f) const {
+    Deeper deeper;
     try {
+      if (t_read_depth > kMaxDepth) throw QueryError("members read each other more than 64 deep");
       Value self(std::static_pointer_cast<const Object>(shared_from_this()));
       int64_t at = amount_of(f.offset, self);
       if (at < 0) return Value();
       return parse_at(r_, f.type, offset_ + static_cast<uint64_t>(at), self, depth_ + 1);
     } catch (const std::exception& e) {
+      if (t_read_depth > 1) throw;  // the member whose reading began this fails, not one read on the way
       spdlog::warn("vql: parse_binary(): {}.{}: {}", def_.name, f.name, e.what());
       return Value();
     }
@@ -468,8 +547,9 @@ Value parse_array(const Reading& r, const TypeRef& t, uint64_t offset, const Val
   TypeRef element{option_string(t.options, "type", ""), {}};
   if (auto o = t.options.find("type_options"); o && o->as_dict()) element.options = *o->as_dict();
   if (element.name.empty()) throw QueryError("parse_binary(): Array: no type");
-  int64_t max = option_int(t.options, "max_count", 1000, x);
+  int64_t max = std::max<int64_t>(option_int(t.options, "max_count", 1000, x), 0);
   int64_t count = std::clamp<int64_t>(option_int(t.options, "count", 0, x), 0, std::min(max, kMaxArrayElements));
+  if (!spend(r, count * 64, "Array of " + element.name)) return Value();  // what its values cost, about
   List out;
   uint64_t at = offset;
   for (int64_t i = 0; i < count && at < r.source->size(); ++i) {  // nothing past the end of the data
@@ -489,6 +569,7 @@ Value parse_string(const Reading& r, const TypeRef& t, uint64_t offset, const Va
   if (!lambda_length && length > max_length) length = max_length;
   if (length < 0) length = 1024;
   length = std::min(length, kMaxStringBytes);
+  if (!spend(r, length, "String")) return Value();
   std::string buf(static_cast<size_t>(length), '\0');
   buf.resize(r.source->read(offset, buf.data(), buf.size()));
   if (option_string(t.options, "encoding", "") == "utf16") {
@@ -537,26 +618,30 @@ Value parse_at(const Reading& r, const TypeRef& t, uint64_t offset, const Value&
   auto inner = int_type(inner_name);
   if (t.name == "Enumeration" || t.name == "BitField" || t.name == "Timestamp") {
     if (!inner) throw QueryError("parse_binary(): " + t.name + ": type \"" + inner_name + "\" is not an integer type");
-    Value n = read_int(*r.source, offset, *inner);
+    if (inner->is_float) throw QueryError("parse_binary(): " + t.name + ": type must be an integer type");
+    uint64_t bits = read_bits(*r.source, offset, *inner);
+    int64_t v = static_cast<int64_t>(bits);
     if (t.name == "Enumeration") {
-      std::string key = to_string(n);
+      std::string key = inner->is_signed ? std::to_string(v) : std::to_string(bits);
       auto choices = t.options.find("choices");
       auto d = choices ? choices->as_dict() : nullptr;
       auto name = d ? d->find(key) : nullptr;
       return name ? *name : Value(key);
     }
-    int64_t v = n.as_int() ? *n.as_int() : static_cast<int64_t>(n.number().value_or(0));
     if (t.name == "BitField") {
       int64_t start = std::clamp<int64_t>(option_int(t.options, "start_bit", 0, x), 0, 64);
       int64_t end = std::clamp<int64_t>(option_int(t.options, "end_bit", 64, x), start, 64);
-      uint64_t u = static_cast<uint64_t>(v) >> start;
+      if (start == 64) return Value(int64_t{0});
+      uint64_t u = bits >> start;
       if (end - start < 64) u &= (uint64_t{1} << (end - start)) - 1;
       return Value(u);
     }
     int64_t factor = option_int(t.options, "factor", 1, x);
     if (factor <= 0) factor = 1;
     // Seconds since the epoch, divided by the factor (1000000: microseconds).
-    __int128 ns = static_cast<__int128>(v) * 1'000'000'000 / factor;
+    __int128 seconds = inner->is_signed ? static_cast<__int128>(v) : static_cast<__int128>(bits);
+    __int128 ns = seconds * 1'000'000'000 / factor;
+    if (ns > INT64_MAX || ns < INT64_MIN) return Value();
     return Value(Timestamp{static_cast<int64_t>(ns)});
   }
   throw QueryError("parse_binary(): unknown type \"" + t.name + "\"");
@@ -578,17 +663,26 @@ Value parse_binary(const Args& args, Env&) {
     if (data) {
       source = std::make_shared<const DataSource>(filename);
     } else {
+      if (filename.find('\0') != std::string::npos) args.fail("filename", "contains a NUL byte");
       Fd fd(::open(filename.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
       struct stat st;
       if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0) {
         spdlog::warn("vql: parse_binary(): cannot open {}: {}", filename, errno_message(errno));
         return Value();
       }
-      source = std::make_shared<const FileSource>(std::move(fd), static_cast<uint64_t>(st.st_size));
+      auto file = std::make_shared<const FileSource>(std::move(fd), static_cast<uint64_t>(st.st_size));
+      if (S_ISREG(st.st_mode) && st.st_size <= kReadWholeBytes) {
+        std::string data(static_cast<size_t>(st.st_size), '\0');
+        data.resize(file->read(0, data.data(), data.size()));
+        source = std::make_shared<const DataSource>(std::move(data));  // the descriptor closes here
+      } else {
+        source = std::move(file);
+      }
     }
     if (offset < 0) return Value();
     return Value(std::static_pointer_cast<const Object>(std::make_shared<const StructObject>(
-        Reading{std::move(profile), std::move(source)}, *def, static_cast<uint64_t>(offset), 0)));
+        Reading{std::move(profile), std::move(source), std::make_shared<std::atomic<int64_t>>(kMaxBytesRead)}, *def,
+        static_cast<uint64_t>(offset), 0)));
   } catch (const QueryError& e) {
     throw QueryError(std::string(e.what()).rfind("parse_binary", 0) == 0 ? e.what()
                                                                           : "parse_binary(): " + std::string(e.what()));

@@ -178,6 +178,9 @@ const Registry& default_registry() {
     add_record_parsers(r);
     add_http_client(r);
     add_binary_parser(r);
+    add_fifo_plugin(r);
+    add_yara_plugins(r);
+    add_misc_functions(r);
     add_xml_functions(r);
     add_netstat_plugins(r);
     add_journald_plugins(r);

@@ -16,7 +16,8 @@
 namespace outpost::vql {
 
 TempFiles::~TempFiles() {
-  for (auto& path : paths_) ::unlink(path.c_str());
+  std::error_code ignored;  // what cannot be removed stays
+  for (auto& path : paths_) std::filesystem::remove_all(path, ignored);  // links are not followed
 }
 
 namespace {

@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <spdlog/spdlog.h>
 #include <systemd/sd-journal.h>
 
 #include <algorithm>
@@ -27,6 +28,13 @@
 namespace outpost::vql {
 
 namespace {
+
+// What one entry may give: fields, bytes in all, bytes of a field (a
+// compressed one is decompressed up to this; systemd's own default is 64 KiB).
+constexpr int64_t kMaxFields = 1000;
+constexpr size_t kMaxEntryBytes = size_t{16} << 20;
+constexpr size_t kMaxFieldBytes = size_t{4} << 20;
+
 
 using namespace std::chrono_literals;
 
@@ -65,7 +73,7 @@ JournalFile open_journal(const std::string& plugin, const std::string& path) {
   f.journal.reset(j);
   // Whole fields, as Velociraptor reads them: by default libsystemd may give
   // only the first 64 KiB of a compressed one.
-  sd_journal_set_data_threshold(j, 0);
+  sd_journal_set_data_threshold(j, kMaxFieldBytes);
   return f;
 }
 
@@ -144,7 +152,15 @@ Row entry_row(sd_journal* j, int64_t us, bool raw, const std::string& what) {
   const void* item = nullptr;
   size_t size = 0;
   sd_journal_restart_data(j);
+  size_t bytes = 0;
   for (int64_t index = 0; (r = sd_journal_enumerate_data(j, &item, &size)) > 0; ++index) {
+    // A hostile file's entry may name one big item many times, or hold
+    // thousands of fields: the rest is left out, with a warning.
+    if (index == kMaxFields || (bytes += size) > kMaxEntryBytes) {
+      spdlog::warn("vql: {}: an entry with more than {} fields or {} bytes: the rest left out", what, kMaxFields,
+                   kMaxEntryBytes);
+      break;
+    }
     std::string_view text(static_cast<const char*>(item), size);
     size_t eq = text.find('=');
     if (eq == std::string_view::npos) {  // journald writes none such; kept as Velociraptor keeps it
@@ -185,7 +201,22 @@ class ParseStream : public RowStream {
   ParseStream(std::string path, bool raw, int64_t from_us, int64_t to_us)
       : path_(std::move(path)), what_("parse_journald(): " + path_), raw_(raw), from_us_(from_us), to_us_(to_us) {}
 
+  // A file that cannot be read (missing, not a journal, corrupt) is a
+  // warning in the log and no more rows from it, as in Velociraptor: the
+  // artifacts' globs match rotated and half-written files, and the others
+  // must still be read.
   Step next(std::vector<Row>& out, size_t budget) override {
+    try {
+      return read(out, budget);
+    } catch (const QueryError& e) {
+      spdlog::warn("vql: {}", e.what());
+      file_ = JournalFile();
+      return Step::done();
+    }
+  }
+
+ private:
+  Step read(std::vector<Row>& out, size_t budget) {
     if (!file_.journal) file_ = open_journal("parse_journald", path_);
     sd_journal* j = file_.journal.get();
     for (size_t read = 0; read < budget; ++read) {
@@ -201,7 +232,6 @@ class ParseStream : public RowStream {
     return Step::more();
   }
 
- private:
   std::string path_, what_;
   bool raw_;
   int64_t from_us_, to_us_;

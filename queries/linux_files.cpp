@@ -585,6 +585,7 @@ void start_hash(HashWork& h, const std::string& path) {
 // rest in the next calls (Unfinished); else all at once.
 Value hash_file(const Args& args, Env& env) {
   std::string path = required_string(args, "path");
+  accessor_of(args, {});
   auto* work = env.slicing.work;
   std::shared_ptr<HashWork> h;
   if (work) {
@@ -709,7 +710,9 @@ void add_linux_file_plugins(Registry& registry) {
   registry.add(FunctionSpec{"hash",
                             "MD5, SHA1 and SHA256 of a regular file, read over several calls when big; "
                             "{Path, Error} when it cannot be hashed (missing, unreadable, a device).",
-                            {{"path", "string", true, "the file"}}, hash_file});
+                            {{"path", "string", true, "the file"},
+                             {"accessor", "string", false, "file or auto (the default; the same on Linux)"}},
+                            hash_file});
   registry.add(FunctionSpec{"stat", "A file's glob row (lstat), as a dict; NULL if missing.",
                             {{"filename", "string", true, "the file"},
                              {"accessor", "string", false, "file, auto or ext4 (as glob())"}},

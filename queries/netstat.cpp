@@ -379,8 +379,9 @@ std::shared_ptr<const Processes> load_processes(Env& env) {
 
 // The processes of the last 10 s, shared by every query in the process; read
 // again when older or when asked for other proc or passwd paths (one set is
-// kept). Read under the lock: a caller may wait for one pslist(). Immutable
-// once made: what leaves it is copied (set() may change a result in place).
+// kept). Read outside the lock, so that no worker waits on another's /proc
+// scan (two may read at once; the later one is kept). Immutable once made:
+// what leaves it is copied (set() may change a result in place).
 std::shared_ptr<const Processes> processes(Env& env) {
   static std::mutex mutex;
   static std::string key;
@@ -388,13 +389,16 @@ std::shared_ptr<const Processes> processes(Env& env) {
   static std::shared_ptr<const Processes> cached;
   std::string paths = env.paths->proc.string() + '\0' + env.paths->passwd.string();
   auto now = std::chrono::steady_clock::now();
-  std::lock_guard<std::mutex> lock(mutex);
-  if (!cached || key != paths || now - loaded >= kTrackerLifetime) {
-    cached = load_processes(env);
-    key = paths;
-    loaded = now;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (cached && key == paths && now - loaded < kTrackerLifetime) return cached;
   }
-  return cached;
+  auto fresh = load_processes(env);
+  std::lock_guard<std::mutex> lock(mutex);
+  cached = fresh;
+  key = paths;
+  loaded = now;
+  return fresh;
 }
 
 // A copy of `v` sharing no dict or list with it.

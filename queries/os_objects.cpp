@@ -20,57 +20,27 @@ std::vector<std::string> split_path(std::string_view text) {
   return out;
 }
 
-class Path final : public Object {
+class Path final : public PathObject {
  public:
-  explicit Path(std::vector<std::string> c) : c_(std::move(c)) {}
-  const std::vector<std::string>& components() const { return c_; }
+  using PathObject::PathObject;
 
-  const char* type() const override { return "path"; }
   std::string str() const override {
     if (c_.empty()) return "/";
     std::string out;
     for (auto& part : c_) out += '/' + part;
     return out;
   }
-  bool truthy() const override { return !c_.empty(); }
   std::optional<Value> member(std::string_view name) const override {
-    if (name == "Basename") return c_.empty() ? Value("") : Value(c_.back());
-    if (name == "Dirname") return os_path(std::vector<std::string>(c_.begin(), c_.end() - (c_.empty() ? 0 : 1)));
-    if (name == "Components") return Value(List(c_.begin(), c_.end()));
     if (name == "Path" || name == "String" || name == "HumanString") return Value(str());
-    return std::nullopt;
+    return PathObject::member(name);
   }
   std::vector<std::string> members() const override {
     return {"Basename", "Components", "Dirname", "HumanString", "Path", "String"};
   }
-  Value index(int64_t i) const override {
-    auto n = static_cast<int64_t>(c_.size());
-    if (i < 0) i += n;
-    return i >= 0 && i < n ? Value(c_[static_cast<size_t>(i)]) : Value();
-  }
-  Value slice(std::optional<int64_t> from, std::optional<int64_t> to) const override {
-    auto n = static_cast<int64_t>(c_.size());
-    auto at = [n](int64_t k) { return std::clamp<int64_t>(k < 0 ? k + n : k, 0, n); };
-    int64_t a = at(from.value_or(0)), b = at(to.value_or(n));
-    if (b <= a) return os_path(std::vector<std::string>{});
-    return os_path(std::vector<std::string>(c_.begin() + a, c_.begin() + b));
-  }
-  Value add(const Value& right) const override {
-    auto out = c_;
-    if (auto s = right.as_string()) {
-      for (auto& part : split_path(*s)) out.push_back(std::move(part));
-    } else if (auto p = path_components(right)) {
-      out.insert(out.end(), p->begin(), p->end());
-    } else if (auto l = right.as_list()) {
-      for (auto& item : *l) out.push_back(to_string(item));  // verbatim
-    } else {
-      return Value();
-    }
-    return os_path(std::move(out));
-  }
 
  private:
-  std::vector<std::string> c_;
+  std::vector<std::string> split(std::string_view text) const override { return split_path(text); }
+  Value with(std::vector<std::string> c) const override { return os_path(std::move(c)); }
 };
 
 // Go's os.FileMode bits.
@@ -120,8 +90,42 @@ Value os_path(std::vector<std::string> components) {
 }
 
 const std::vector<std::string>* path_components(const Value& v) {
-  auto p = dynamic_cast<const Path*>(v.as_object());
+  auto p = dynamic_cast<const PathObject*>(v.as_object());
   return p ? &p->components() : nullptr;
+}
+
+std::optional<Value> PathObject::member(std::string_view name) const {
+  if (name == "Basename") return c_.empty() ? Value("") : Value(c_.back());
+  if (name == "Dirname") return with(std::vector<std::string>(c_.begin(), c_.end() - (c_.empty() ? 0 : 1)));
+  if (name == "Components") return Value(List(c_.begin(), c_.end()));
+  return std::nullopt;
+}
+
+Value PathObject::index(int64_t i) const {
+  auto n = static_cast<int64_t>(c_.size());
+  if (i < 0) i += n;
+  return i >= 0 && i < n ? Value(c_[static_cast<size_t>(i)]) : Value();
+}
+
+Value PathObject::slice(std::optional<int64_t> from, std::optional<int64_t> to) const {
+  auto n = static_cast<int64_t>(c_.size());
+  auto at = [n](int64_t k) { return std::clamp<int64_t>(k < 0 ? k + n : k, 0, n); };
+  int64_t a = at(from.value_or(0)), b = std::max(a, at(to.value_or(n)));
+  return with(std::vector<std::string>(c_.begin() + a, c_.begin() + b));
+}
+
+Value PathObject::add(const Value& right) const {
+  auto out = c_;
+  if (auto s = right.as_string()) {
+    for (auto& part : split(*s)) out.push_back(std::move(part));
+  } else if (auto p = path_components(right)) {
+    out.insert(out.end(), p->begin(), p->end());
+  } else if (auto l = right.as_list()) {
+    for (auto& item : *l) out.push_back(to_string(item));  // verbatim
+  } else {
+    return Value();
+  }
+  return with(std::move(out));
 }
 
 Value file_mode(mode_t st_mode) {

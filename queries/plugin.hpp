@@ -42,6 +42,14 @@ struct Step {
   static Step after(std::chrono::nanoseconds d) { return {State::wait, d}; }
 };
 
+// The sooner of two steps of streams that go on: more, then the shorter
+// wait, then the other (parked).
+inline Step sooner(const Step& a, const Step& b) {
+  if (a.state == Step::State::more || b.state == Step::State::more) return Step::more();
+  if (a.state == Step::State::wait && b.state == Step::State::wait) return a.wait < b.wait ? a : b;
+  return a.state == Step::State::wait ? a : b;
+}
+
 class RowStream {
  public:
   virtual ~RowStream() = default;
@@ -141,7 +149,8 @@ class SensorHub;   // sensors.hpp: where event plugins subscribe
 // The paths every query uses unless told otherwise.
 const std::shared_ptr<const Paths>& default_paths();
 
-// Files a query made (tempfile()), removed when it ends (host_functions.cpp).
+// Files and directories a query made (tempfile(), tempdir()), removed (a
+// directory with all in it) when it ends (host_functions.cpp).
 class TempFiles {
  public:
   TempFiles() = default;
@@ -152,6 +161,15 @@ class TempFiles {
 
  private:
   std::vector<std::string> paths_;
+};
+
+// A query a query keeps running beside its own rows (fifo()'s): pulled by
+// pump_background() from the query's statements before their rows.
+class Background {
+ public:
+  virtual ~Background() = default;
+  // One bounded slice of its work, as RowStream::next.
+  virtual Step pump(size_t budget) = 0;
 };
 
 // One query's surroundings.
@@ -172,7 +190,13 @@ struct Env {
   // log(): when each message format was last logged (its deduplication).
   std::map<std::string, std::chrono::steady_clock::time_point> logged;
   TempFiles temp_files;
+  // Last, so that it goes first: what runs there still sees the rest.
+  std::map<std::string, std::shared_ptr<Background>> background;
 };
+
+// A slice of every background query of `env`; the soonest step any of them
+// wants (parked when there are none). Used only by the query's thread.
+Step pump_background(Env& env, size_t budget);
 
 struct ArgSpec {
   std::string name;

@@ -353,6 +353,13 @@ class StatementStream : public RowStream {
   }
 
   Step next(std::vector<Row>& out, size_t budget) override {
+    Step step = run(out, budget);
+    if (ctx_->env.background.empty() || step.state == Step::State::done) return step;
+    return sooner(step, pump_background(ctx_->env, budget));
+  }
+
+ private:
+  Step run(std::vector<Row>& out, size_t budget) {
     while (current_ < statements_.size()) {
       const ast::Statement& st = statements_[current_];
       if (st.let) {
@@ -373,7 +380,6 @@ class StatementStream : public RowStream {
     return Step::done();
   }
 
- private:
   void bind(const ast::Let& let) {
     Binding b{let.name, Value(), nullptr};
     if (!let.materialized || let.params) {
@@ -493,17 +499,10 @@ class MergeStream : public RowStream {
         merged = Step::more();  // one ended: look again at once
         continue;
       }
-      merged = earliest(merged, step);
+      merged = sooner(merged, step);
       ++i;
     }
     return streams_.empty() ? Step::done() : merged;
-  }
-
-  // The sooner of two: more, then the shorter wait, then parked.
-  static Step earliest(const Step& a, const Step& b) {
-    if (a.state == Step::State::more || b.state == Step::State::more) return Step::more();
-    if (a.state == Step::State::wait && b.state == Step::State::wait) return a.wait < b.wait ? a : b;
-    return a.state == Step::State::wait ? a : b;
   }
 
  private:
@@ -530,7 +529,7 @@ class AsyncForeachStream : public RowStream {
     if (inners_.empty()) return rows_ ? step : Step::done();
     Step inner = inners_.next(out, budget);
     if (inner.state == Step::State::done) return rows_ ? Step::more() : Step::done();
-    return MergeStream::earliest(step, inner);
+    return sooner(step, inner);
   }
 
  private:
@@ -692,7 +691,7 @@ std::unique_ptr<RowStream> Engine::start(const ast::Query& query, std::vector<Bi
   auto begin = [engine = std::make_shared<Engine>(*this), &env, caller, statements = query.statements,
                 parameters]() mutable -> std::unique_ptr<RowStream> {
     auto ctx = std::make_shared<RunContext>(RunContext{*engine, env, nullptr, engine, 0, caller.artifact_depth, {}});
-    env.engine = engine.get();
+    if (!caller.scope) env.engine = engine.get();  // a run called inline (Artifact.X()) keeps the caller's, which outlives it
     env.permissions = engine->permissions();
     ctx->root = std::make_shared<const Scope>(caller.scope, Row{}, std::move(parameters));
     return std::make_unique<StatementStream>(std::move(statements), ctx, caller.label_rows);

@@ -161,9 +161,12 @@ Value arithmetic(const Value& a, const Value& b, IntOp int_op, FloatOp float_op)
 Value add(const Value& a, const Value& b) {
   if (auto o = a.as_object()) return o->add(b);
   if (a.as_string() && b.as_string()) return *a.as_string() + *b.as_string();
-  if (a.as_list() && b.as_list()) {
-    List out = *a.as_list();
-    out.insert(out.end(), b.as_list()->begin(), b.as_list()->end());
+  if ((a.as_list() || b.as_list()) && !a.is_null()) {  // a list on either side: a scalar joins it (Velociraptor's)
+    List out = a.as_list() ? *a.as_list() : List{a};
+    if (b.as_list())
+      out.insert(out.end(), b.as_list()->begin(), b.as_list()->end());
+    else if (!b.is_null())
+      out.push_back(b);
     return out;
   }
   if (a.as_timestamp() && b.is_number())  // + seconds

@@ -115,6 +115,30 @@ TEST_F(BinaryFile, BadProfilesAndFilesAreNamed) {
          "parse_binary(): profile: File.a[]: type \"nothing\" is not supported");
 }
 
+// Profiles written to hurt: members that read themselves, structs that
+// hold themselves twice (2^64 members as JSON), numbers that do not fit.
+TEST_F(BinaryFile, HostileProfilesAreBounded) {
+  auto one = [&](const std::string& profile, const std::string& expr) {
+    auto rows = run("LET S = parse_binary(filename=F, profile=P, struct='S') SELECT " + expr + " AS X FROM scope()",
+                    {{"P", Value(profile), nullptr}, {"F", Value(path_), nullptr}});
+    return rows.size() == 1 ? rows[0] : "<rows>";
+  };
+  EXPECT_EQ(one(R"([["S", 0, [["a", "x=>x.a", "uint8"]]]])", "S.a"), R"({"X":null})");
+  std::string twice = one(R"([["S", 0, [["a", 0, "S"], ["b", 0, "S"]]]])", "S");
+  EXPECT_LT(twice.size(), size_t{4} << 20);
+  EXPECT_NE(twice.find("null"), std::string::npos);
+  EXPECT_EQ(one(R"([["S", 1e300, [["a", 0, "Array", {"type": "S", "count": 3, "max_count": -1}]]]])", "S.a"),
+            R"({"X":[]})");
+  EXPECT_EQ(one(R"([["S", 0, [["c", 0, "BitField", {"type": "float64"}]]]])", "S"),
+            R"({"X":null})");  // refused before anything is read
+  auto rows = run(R"(SELECT parse_binary(accessor='data', filename=D, struct='S', profile='[["S", 0, [
+                       ["a", 0, "BitField", {"type": "uint64", "start_bit": 64}],
+                       ["b", 0, "Timestamp", {"type": "uint64", "factor": 0}],
+                       ["e", 0, "Enumeration", {"type": "uint64"}]]]]') AS X FROM scope())",
+                  {{"D", Value(std::string(8, '\xff')), nullptr}});
+  EXPECT_EQ(rows, std::vector<std::string>{R"({"X":{"a":0,"b":null,"e":"18446744073709551615"}})"});
+}
+
 // A PEM body (base64 in lines) decoded and read with a length taken from the data.
 TEST(VqlSemantics, AKeyHeaderReadsFromDecodedData) {
   auto rows = run(R"(

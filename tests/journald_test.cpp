@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "queries/engine.hpp"
+#include "tests/log_capture.hpp"
 #include "tests/temp_dir.hpp"
 #include "tests/vql_test_util.hpp"
 
@@ -110,6 +111,13 @@ std::vector<std::string> pull(RowStream& s, size_t want, std::chrono::millisecon
     if (step.state == Step::State::done) break;
     if (step.state != Step::State::more) std::this_thread::sleep_for(20ms);
   }
+  return json_lines(rows);
+}
+
+// The rows of one call: a watch's first call opens its files and finds their end.
+std::vector<std::string> first_call(RowStream& s) {
+  std::vector<Row> rows;
+  s.next(rows, 100);
   return json_lines(rows);
 }
 
@@ -238,13 +246,15 @@ TEST_F(JournalFiles, FailuresNameThePluginAndTheFile) {
   std::ofstream(text) << std::string(4096, 'x');
   std::ofstream{empty};
   auto missing = dir_.path("missing.journal").string();
-  EXPECT_EQ(error_of("SELECT * FROM parse_journald(filename='" + missing + "')"),
-            "parse_journald(): " + missing + ": No such file or directory");
+  // parse_journald() logs each file it cannot read and goes on, as Velociraptor's.
+  testing::LogCapture log;
+  EXPECT_EQ(run("SELECT * FROM parse_journald(filename=['" + missing + "', '" + text + "', '" + empty + "'])"),
+            std::vector<std::string>{});
   const std::string not_journal = ": not a journal file, or a truncated or corrupt one: ";
-  EXPECT_EQ(error_of("SELECT * FROM parse_journald(filename='" + text + "')"),
-            "parse_journald(): " + text + not_journal + "Bad message");
-  EXPECT_EQ(error_of("SELECT * FROM parse_journald(filename='" + empty + "')"),
-            "parse_journald(): " + empty + not_journal + "No data available");
+  EXPECT_NE(log.text().find("parse_journald(): " + missing + ": No such file or directory"), std::string::npos)
+      << log.text();
+  EXPECT_NE(log.text().find("parse_journald(): " + text + not_journal + "Bad message"), std::string::npos);
+  EXPECT_NE(log.text().find("parse_journald(): " + empty + not_journal + "No data available"), std::string::npos);
   EXPECT_EQ(error_of("SELECT * FROM watch_journald(filename='" + missing + "')"),
             "watch_journald(): " + missing + ": No such file or directory");
   // Constant arguments are checked before the query runs, at their place.
@@ -266,10 +276,9 @@ TEST_F(Journald, WatchGivesOnlyEntriesAddedAfterItStarted) {
   auto stream = engine.start("SELECT System.Seq AS S, EventData.MESSAGE AS M FROM watch_journald(filename='" +
                                  path + "')",
                              {}, env);
-  EXPECT_EQ(pull(*stream, 1, 300ms), std::vector<std::string>{});
+  EXPECT_EQ(first_call(*stream), std::vector<std::string>{});  // it has started, at the end
   write("a.journal", {entry(T + 2, {{"MESSAGE", "new1"}})});
   EXPECT_EQ(pull(*stream, 1, 3s), (std::vector<std::string>{R"({"S":3,"M":"new1"})"}));
-  EXPECT_EQ(pull(*stream, 1, 300ms), std::vector<std::string>{});
 }
 
 // journald rotates by renaming the file and starting a new one: what the
@@ -281,7 +290,7 @@ TEST_F(Journald, WatchFollowsRotation) {
   auto stream = engine.start(
       "SELECT System.Seq AS S, EventData.MESSAGE AS M FROM watch_journald(filename='" + path + "', raw=FALSE)", {},
       env);
-  EXPECT_EQ(pull(*stream, 1, 300ms), std::vector<std::string>{});
+  EXPECT_EQ(first_call(*stream), std::vector<std::string>{});  // it has started, at the end
   write("system.journal", {entry(T + 1, {{"MESSAGE", "before rotation"}})});
   std::filesystem::rename(path, dir_.path("system@1.journal"));
   write("system.journal", {entry(T + 2, {{"MESSAGE", "after rotation"}})});

@@ -762,6 +762,10 @@ TEST_F(LinuxPlugins, HashKnownDigests) {
   EXPECT_EQ(error(dir_.root().string()), dir_.root().string() + ": a directory");
   EXPECT_EQ(error("/dev/zero"), "/dev/zero: a character device, not a regular file (it may never end)");
   EXPECT_NE(error_of([&] { call("hash", {{"path", Value(List{})}}); }).find("hash(): path:"), std::string::npos);
+  // accessor= as Velociraptor's artifacts pass it: file or auto here.
+  EXPECT_EQ(error_of([&] { call("hash", {{"path", Value("/x")}, {"accessor", Value("ntfs")}}); }),
+            "hash(): accessor: \"ntfs\" is not supported: file, auto");
+  EXPECT_TRUE(call("hash", {{"path", Value(dir_.root().string())}, {"accessor", Value("auto")}}).as_dict());
 }
 
 TEST_F(LinuxPlugins, StatMatchesGlobRow) {

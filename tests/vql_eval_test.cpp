@@ -67,6 +67,8 @@ TEST(VqlEval, Arithmetic) {
   EXPECT_EQ(one("-(3)"), "-3");
   EXPECT_EQ(one("'a' + 'b'"), "\"ab\"");
   EXPECT_EQ(one("[1] + [2, 3]"), "[1,2,3]");
+  EXPECT_EQ(one("[1, 2] + 3"), "[1,2,3]");  // a scalar joins a list, as in Velociraptor
+  EXPECT_EQ(one("'a' + ['b']"), "[\"a\",\"b\"]");
   EXPECT_EQ(one("'a' + 1"), "null");
   EXPECT_EQ(one("NULL + 1"), "null");
 }
