@@ -310,6 +310,9 @@ void add_http_client(Registry& registry);  // http_client() (http_client.cpp)
 void add_binary_parser(Registry& registry);  // parse_binary() (binary_parser.cpp)
 void add_fifo_plugin(Registry& registry);  // fifo() (fifo.cpp)
 void add_yara_plugins(Registry& registry);  // yara, proc_yara (yara.cpp)
+void add_interface_plugins(Registry& registry);  // interfaces, rate (interfaces.cpp)
+// rate()'s step at one call site, whose Aggregates slot is `state` (interfaces.cpp).
+Value rate_step(Value& state, const Value& x, const Value& y);
 void add_misc_functions(Registry& registry);  // getpid, version, pathspec, tempdir, copy, delay, query (misc_functions.cpp)
 void add_xml_functions(Registry& registry);  // parse_xml() (xml.cpp)
 void add_netstat_plugins(Registry& registry);  // connections, process_tracker_get/_callchain/_tree (netstat.cpp)

@@ -154,17 +154,24 @@ void log_row_error(Env& env, const std::string& message) {
 }
 
 bool is_aggregate(const std::string& name) {
-  return name == "count" || name == "sum" || name == "min" || name == "max" || name == "enumerate";
+  return name == "count" || name == "sum" || name == "min" || name == "max" || name == "enumerate" ||
+         name == "rate";
 }
 
 // The running value over the rows seen so far, of the SELECT or of the
 // row's GROUP BY group: count() the rows, sum(item=), min(item=), max(item=),
-// enumerate(items=) as a list.
+// enumerate(items=) as a list; rate(x=, y=) the change of x over y since
+// the last row.
 Value Engine::aggregate(const Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx) {
-  Value item;
-  for (auto& a : e.args) item = eval(*a.value, f, ctx);
   Aggregates scratch;  // outside a SELECT (a LET's expression): over this one row
   Value& state = (f.aggregates ? *f.aggregates : scratch)[&e];
+  if (e.name == "rate") {  // its state is the last row's (x, y); it gives the rate
+    Value x, y;
+    for (auto& a : e.args) (a.name == "x" ? x : y) = eval(*a.value, f, ctx);
+    return rate_step(state, x, y);
+  }
+  Value item;
+  for (auto& a : e.args) item = eval(*a.value, f, ctx);
   if (e.name == "count") {
     state = int64_t{state.as_int() ? *state.as_int() + 1 : 1};
   } else if (e.name == "sum") {
