@@ -21,6 +21,7 @@
 
 #include "queries/engine.hpp"
 #include "queries/linux_util.hpp"
+#include "schemas/json_reader.hpp"
 
 namespace outpost::vql {
 namespace {
@@ -143,16 +144,7 @@ class LenientJson {
             fail("bad \\u escape");
           unsigned cp = static_cast<unsigned>(std::stoul(std::string(s_.substr(i_, 4)), nullptr, 16));
           i_ += 4;
-          if (cp < 0x80) {
-            out += static_cast<char>(cp);
-          } else if (cp < 0x800) {
-            out += static_cast<char>(0xc0 | (cp >> 6));
-            out += static_cast<char>(0x80 | (cp & 0x3f));
-          } else {
-            out += static_cast<char>(0xe0 | (cp >> 12));
-            out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-            out += static_cast<char>(0x80 | (cp & 0x3f));
-          }
+          schemas::append_utf8(out, cp);
           break;
         }
         default: out += e;  // \" \\ \/
@@ -575,17 +567,8 @@ Value parse_string(const Reading& r, const TypeRef& t, uint64_t offset, const Va
   if (option_string(t.options, "encoding", "") == "utf16") {
     std::string utf8;
     for (size_t i = 0; i + 1 < buf.size(); i += 2) {
-      unsigned c = static_cast<unsigned char>(buf[i]) | (static_cast<unsigned char>(buf[i + 1]) << 8);
-      if (c < 0x80) {
-        utf8 += static_cast<char>(c);
-      } else if (c < 0x800) {
-        utf8 += static_cast<char>(0xc0 | (c >> 6));
-        utf8 += static_cast<char>(0x80 | (c & 0x3f));
-      } else {
-        utf8 += static_cast<char>(0xe0 | (c >> 12));
-        utf8 += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
-        utf8 += static_cast<char>(0x80 | (c & 0x3f));
-      }
+      schemas::append_utf8(utf8, static_cast<unsigned>(static_cast<unsigned char>(buf[i]) |
+                                                      (static_cast<unsigned char>(buf[i + 1]) << 8)));
     }
     buf = std::move(utf8);
   }
