@@ -538,10 +538,13 @@ QuerySpec collected_query(const CollectSpec& c, Lane lane) {
   q.artifact = c.artifact.empty() ? "VQL" : c.artifact;
   q.lane = lane;
   auto kind = lookup(kTestArtifacts, c.artifact);
-  if (!c.vql.empty() || !kind) {  // the engine's: checked by the agent's SourceFactory
+  if (!c.vql.empty() && !c.definition.empty())
+    throw ConfigError(origin + ": a query and an artifact definition: give one");
+  if (!c.vql.empty() || !c.definition.empty() || !kind) {  // the engine's: checked by the agent's SourceFactory
     q.source.kind = c.vql.empty() ? Kind::artifact : Kind::vql;
     q.source.query = c.vql;
     q.source.name = c.artifact;
+    q.source.definition = c.definition;
     q.source.parameters = c.parameters;
     return q;
   }

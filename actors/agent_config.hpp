@@ -56,6 +56,7 @@ struct SourceSpec {
   enum class Kind { synthetic, clock, vql, artifact, host } kind = Kind::clock;
   std::string query;  // vql: the query text
   std::string name;   // artifact: its name
+  std::string definition;  // artifact: its YAML when the collector sent it; empty: the agent's own
   std::vector<std::pair<std::string, std::string>> parameters;  // vql, artifact: as text
   double rate = 0;          // synthetic: rows per second, 0 = as fast as accepted
   uint64_t row_size = 256;  // synthetic: bytes of the Data column

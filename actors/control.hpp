@@ -26,6 +26,7 @@ struct CollectSpec {
   std::string vql;  // empty: the artifact's own query
   std::vector<std::pair<std::string, std::string>> parameters;
   std::string request_id;
+  std::string definition = {};  // YAML of `artifact` sent with the request; empty: the agent's own
 };
 
 // Flow ids start above every id a configuration may give its queries.

@@ -10,7 +10,10 @@
 namespace outpost::vql {
 
 // The compiled queries of a VQL or artifact source, with its parameters as
-// variables. Throws (ParseError, QueryError, ArtifactError) naming what is wrong.
+// variables: the agent's artifact of that name, or the definition the
+// collector sent (at most kMaxDefinitionBytes). Throws (ParseError,
+// QueryError, ArtifactError) naming what is wrong.
+inline constexpr size_t kMaxDefinitionBytes = 1 << 20;
 struct PreparedQuery {
   std::vector<std::shared_ptr<const ast::Query>> queries;
   std::vector<Binding> parameters;

@@ -23,7 +23,7 @@ std::string need_of(const std::string& problem) {
   if (RE2::PartialMatch(problem, R"re(imports: unknown artifact ([\w.]+))re", &name)) return "artifact " + name;
   if (RE2::PartialMatch(problem, R"re(([\w.]+)\(\): (\w+): unknown argument)re", &name, &arg))
     return "argument " + name + "(" + arg + "=)";
-  if (RE2::PartialMatch(problem, R"re(type "(\w+)" is not supported yet)re", &type)) return "parameter type " + type;
+  if (RE2::PartialMatch(problem, R"re(type "(\w+)" is filled in by Velociraptor's server)re", &type)) return "parameter type " + type;
   return "";
 }
 

@@ -91,7 +91,8 @@ const Artifact* ArtifactRepository::find(const std::string& name) const {
 }
 
 QueryPtrs ArtifactRepository::programs(const Artifact& a, const RunOptions& options) const {
-  std::vector<ast::Statement> prelude;  // Velociraptor's order: its export, then each import's
+  std::vector<ast::Statement> prelude;  // Velociraptor's order: conversions, its export, then each import's
+  append(prelude, a.conversions);
   append(prelude, a.exports);
   for (auto& name : a.imports) {
     auto other = find(name);

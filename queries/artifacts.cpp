@@ -30,9 +30,10 @@ const std::pair<const char*, const char*> kTypes[] = {
     {"glob", "string"},   {"yara", "string"}, {"regex", "regex"},     {"int", "int"},
     {"int64", "int"},     {"integer", "int"}, {"bool", "bool"},       {"float", "float"},
     {"timestamp", "timestamp"}, {"csv", "csv"},      {"artifactset", "csv"}, {"json", "json"},
-    {"json_array", "json_array"}, {"regex_array", "json_array"}, {"multichoice", "json_array"}};
-// Types Velociraptor has that take more than a text (a file from the server).
-const char* const kNotYet[] = {"upload", "upload_file", "server_metadata", "redacted"};
+    {"json_array", "json_array"}, {"regex_array", "json_array"}, {"multichoice", "json_array"},
+    {"upload", "upload"}, {"upload_file", "upload_file"}};
+// Types Velociraptor has that take what only its server fills in.
+const char* const kNotYet[] = {"server_metadata", "redacted"};
 
 struct Reader {
   const std::string& origin;
@@ -141,6 +142,14 @@ Value convert(const Artifact::Parameter& p, const std::string& text, std::string
     auto rows = csv_rows(text);
     return List(rows.begin(), rows.end());
   }
+  if (p.type == "upload" || p.type == "upload_file") {  // a file's content, as the collector sends it
+    bool url = (text.rfind("http://", 0) == 0 || text.rfind("https://", 0) == 0) &&
+               text.find_first_of("\r\n") == std::string::npos;
+    if (url)
+      error = "\"" + text + "\" is a URL: an agent does not fetch parameters (Velociraptor's server-side file); "
+              "send the file itself (outpost-collector collect --param-file " + p.name + "=FILE)";
+    return text;
+  }
   if (p.type == "json" || p.type == "json_array") {
     bool array = p.type == "json_array";
     if (text.find_first_not_of(" \t\r\n") == std::string::npos) return array ? Value(List{}) : Value(Dict{});
@@ -158,7 +167,7 @@ std::string value_type(const Reader& r, const std::string& at, const std::string
   for (auto& [name, kind] : kTypes)
     if (type == name) return kind;
   if (std::find(std::begin(kNotYet), std::end(kNotYet), type) != std::end(kNotYet))
-    r.fail(at, "type \"" + type + "\" is not supported yet");
+    r.fail(at, "type \"" + type + "\" is filled in by Velociraptor's server; Outpost's has no such values");
   std::string known;
   for (auto& [name, kind] : kTypes) known += (known.empty() ? "" : ", ") + std::string(name);
   r.fail(at, "expected one of " + known + ", got \"" + type + "\"");
@@ -248,6 +257,12 @@ Artifact parse_artifact(const std::string& yaml, const std::string& origin, cons
       a.parameters.push_back(std::move(p));
     }
   }
+  // An upload_file parameter is a path: its content in a file of the query's own.
+  std::string conversions;
+  for (auto& p : a.parameters)
+    if (p.type == "upload_file")
+      conversions += "LET `" + p.name + "` <= if(condition=`" + p.name + "`, then=tempfile(data=`" + p.name + "`), else=`" + p.name + "`) ";
+  if (!conversions.empty()) a.conversions = r.compile(conversions, "parameters", engine, false);
   a.precondition = r.query(root["precondition"], "precondition", engine, true);
   a.exports = r.query(root["export"], "export", engine, false);
   if (auto imports = root["imports"]) {

@@ -8,7 +8,8 @@
 //   parameters:
 //     - name: ProcessRegex
 //       default: .
-//       type: regex                # string (default), int, bool, float, regex, timestamp
+//       type: regex                # string (default), int, bool, float, regex, timestamp,
+//                                  # csv, json, json_array, upload, upload_file
 //                                  # (Velociraptor's str, hidden, choices, glob, yara are strings;
 //                                  # int64 and integer are int)
 //       description: Which processes.
@@ -56,7 +57,9 @@ struct Artifact {
   struct Parameter {
     std::string name;
     std::string default_value;
-    std::string type = "string";  // the value's: string, int, bool, float, regex or timestamp
+    // The value's: string, int, bool, float, regex, timestamp, csv, json,
+    // json_array, upload (a file's content) or upload_file (a file's path).
+    std::string type = "string";
     std::string description;
   };
   struct Source {
@@ -70,6 +73,7 @@ struct Artifact {
   bool event = false;  // type: CLIENT_EVENT
   std::vector<Parameter> parameters;
   std::shared_ptr<const ast::Query> precondition;  // null: none
+  std::shared_ptr<const ast::Query> conversions;   // LETs of upload_file parameters; null: none
   std::shared_ptr<const ast::Query> exports;       // null: none
   std::vector<std::string> imports;
   std::vector<Source> sources;

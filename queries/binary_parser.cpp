@@ -44,71 +44,15 @@ constexpr int64_t kReadWholeBytes = int64_t{1} << 20;
 // ---- the profile's JSON: comments (# and //) and trailing commas allowed,
 // as the profiles Velociraptor's artifacts ship are written.
 
-class LenientJson {
- public:
-  explicit LenientJson(std::string_view text) : s_(text) {}
-  // The first value; what follows it is ignored, as Velociraptor's reader
-  // ignores it (Linux.Sys.LastUserLogin's profile ends with two more "]").
-  Value parse() { return value(0); }
-
- private:
-  [[noreturn]] void fail(const std::string& what) const {
-    size_t line = 1 + static_cast<size_t>(std::count(s_.begin(), s_.begin() + static_cast<long>(i_), '\n'));
-    throw QueryError("profile: line " + std::to_string(line) + ": " + what);
-  }
-  void skip() {
-    while (i_ < s_.size()) {
-      char c = s_[i_];
-      if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
-        ++i_;
-      } else if (c == '#' || (c == '/' && i_ + 1 < s_.size() && s_[i_ + 1] == '/')) {
-        while (i_ < s_.size() && s_[i_] != '\n') ++i_;
-      } else {
-        break;
-      }
-    }
-  }
-  bool eat(char c) {
-    skip();
-    if (i_ < s_.size() && s_[i_] == c) return ++i_, true;
-    return false;
-  }
-  Value value(int depth) {
-    if (depth > kMaxDepth) fail("nested too deep");
-    skip();
-    if (i_ >= s_.size()) fail("unexpected end");
-    char c = s_[i_];
-    if (c == '[') {
-      ++i_;
-      List out;
-      while (!eat(']')) {
-        out.push_back(value(depth + 1));
-        if (!eat(',') && !(skip(), i_ < s_.size() && s_[i_] == ']')) fail("expected , or ]");
-      }
-      return Value(std::move(out));
-    }
-    if (c == '{') {
-      ++i_;
-      Dict out;
-      while (!eat('}')) {
-        skip();
-        if (i_ >= s_.size() || s_[i_] != '"') fail("expected a key");
-        std::string key = string();
-        if (!eat(':')) fail("expected :");
-        out.set(std::move(key), value(depth + 1));
-        if (!eat(',') && !(skip(), i_ < s_.size() && s_[i_] == '}')) fail("expected , or }");
-      }
-      return Value(std::move(out));
-    }
-    if (c == '"') return Value(string());
-    for (auto [word, v] : {std::pair<const char*, Value>{"true", Value(true)}, {"false", Value(false)}, {"null", Value()}})
-      if (s_.compare(i_, std::strlen(word), word) == 0) return i_ += std::strlen(word), v;
-    size_t start = i_;
-    while (i_ < s_.size() && (std::isdigit(static_cast<unsigned char>(s_[i_])) || std::strchr("+-.eExX", s_[i_]) ||
-                              std::isxdigit(static_cast<unsigned char>(s_[i_]))))
-      ++i_;
-    std::string number(s_.substr(start, i_ - start));
-    if (number.empty()) fail(std::string("unexpected '") + c + "'");
+// A profile's numbers: a run of hex digits, signs, '.', x and X; with a '.'
+// or an exponent (and no x) a double, else an int64 as strtoll reads the
+// whole of it in base 0 (0x hex, a leading 0 octal).
+struct ProfileJson : schemas::JsonValues<Value, List, Dict> {
+  static std::optional<Value> number(std::string_view s, size_t& i) {
+    size_t start = i;
+    while (i < s.size() && (std::isxdigit(static_cast<unsigned char>(s[i])) || std::strchr("+-.xX", s[i]))) ++i;
+    std::string number(s.substr(start, i - start));
+    if (number.empty()) return std::nullopt;
     try {
       size_t used = 0;
       if (number.find_first_of(".eE") == std::string::npos || number.find_first_of("xX") != std::string::npos) {
@@ -120,44 +64,30 @@ class LenientJson {
       }
     } catch (const std::exception&) {
     }
-    fail("bad number " + number);
+    return std::nullopt;
   }
-  std::string string() {
-    ++i_;  // the quote
-    std::string out;
-    while (i_ < s_.size() && s_[i_] != '"') {
-      char c = s_[i_++];
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (i_ >= s_.size()) break;
-      char e = s_[i_++];
-      switch (e) {
-        case 'n': out += '\n'; break;
-        case 't': out += '\t'; break;
-        case 'r': out += '\r'; break;
-        case 'u': {
-          if (i_ + 4 > s_.size() ||
-              !std::all_of(s_.begin() + static_cast<long>(i_), s_.begin() + static_cast<long>(i_ + 4),
-                           [](char h) { return std::isxdigit(static_cast<unsigned char>(h)); }))
-            fail("bad \\u escape");
-          unsigned cp = static_cast<unsigned>(std::stoul(std::string(s_.substr(i_, 4)), nullptr, 16));
-          i_ += 4;
-          schemas::append_utf8(out, cp);
-          break;
-        }
-        default: out += e;  // \" \\ \/
-      }
-    }
-    if (i_ >= s_.size()) fail("unterminated string");
-    ++i_;
-    return out;
-  }
-
-  std::string_view s_;
-  size_t i_ = 0;
 };
+
+// The profile's first value; what follows it is ignored, as Velociraptor's
+// reader ignores it (Linux.Sys.LastUserLogin's profile ends with two more "]").
+Value profile_json(std::string_view text) {
+  schemas::JsonOptions options;
+  options.comments = options.trailing_commas = options.first_value_only = true;
+  options.lax_strings = true;
+  options.max_depth = kMaxDepth;
+  try {
+    return schemas::JsonReader<ProfileJson>(text, options).read();
+  } catch (const schemas::JsonError& e) {
+    using Problem = schemas::JsonError::Problem;
+    std::string what = e.problem == Problem::end     ? "unexpected end"
+                       : e.problem == Problem::value ? "unexpected '" + std::string(1, text[e.offset]) + "'"
+                       : e.problem == Problem::key   ? "expected a key"
+                       : e.problem == Problem::comma ? "expected , or " + e.detail
+                                                     : e.message();
+    auto line = 1 + std::count(text.begin(), text.begin() + static_cast<long>(e.offset), '\n');
+    throw QueryError("profile: line " + std::to_string(line) + ": " + what);
+  }
+}
 
 // A number as an int64; `otherwise` for NaN and what does not fit (a
 // profile's 1e300 or a lambda's float must not be undefined behaviour).
@@ -639,7 +569,7 @@ Value parse_binary(const Args& args, Env&) {
   if (!lambdas) args.fail("profile", "required (a vtypes JSON profile)");
   int64_t offset = args.integer("offset").value_or(0);
   try {
-    auto profile = std::make_shared<const Profile>(LenientJson(lambdas->str()).parse(), *lambdas);
+    auto profile = std::make_shared<const Profile>(profile_json(lambdas->str()), *lambdas);
     auto def = profile->find(struct_name);
     if (!def) args.fail("struct", "\"" + struct_name + "\" is not in the profile");
     std::shared_ptr<const Source> source;

@@ -180,6 +180,7 @@ const Registry& default_registry() {
     add_binary_parser(r);
     add_fifo_plugin(r);
     add_yara_plugins(r);
+    add_sqlite_plugin(r);
     add_interface_plugins(r);
     add_misc_functions(r);
     add_xml_functions(r);

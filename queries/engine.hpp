@@ -235,7 +235,11 @@ class Engine {
   Value eval(const ast::Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx);
   std::unique_ptr<RowStream> run(const ast::SelectPtr& s, const ScopePtr& scope,
                                  const std::shared_ptr<RunContext>& ctx);
-  Value lookup(const std::string& name, const Frame& f, const std::shared_ptr<RunContext>& ctx);
+  // A name's value: the row's column, a SELECT alias, a variable; NULL when none is.
+  Value lookup(const std::string& name, const Frame& f, const std::shared_ptr<RunContext>& ctx) {
+    return find_name(name, f, ctx).value_or(Value());
+  }
+  std::optional<Value> find_name(const std::string& name, const Frame& f, const std::shared_ptr<RunContext>& ctx);
   // LET name(params) = ... called: its expression's value, or its query.
   Value call_let(const std::string& name, Position pos, const std::vector<ast::Arg>& args, const Frame& f,
                  const std::shared_ptr<RunContext>& ctx, bool as_plugin = false);
@@ -280,6 +284,13 @@ bool first_in(Env& env, const std::string& key, std::chrono::seconds period);
 // same message once a minute per query); the query goes on.
 void log_row_error(Env& env, const std::string& message);
 
+// "No silent wrong answers": a name that is no column and no variable, and a
+// field a value does not have (`Laddr.Port` on a string), read as NULL as
+// in Velociraptor, with a warning naming what there is and the nearest name
+// (once an hour per name and query).
+void warn_unknown_name(Env& env, const std::string& name, const Row* row);
+void warn_missing_field(Env& env, const ast::Expr& of, const Value& value, const std::string& field);
+
 // A condition that is a query holds when it has a row; otherwise its truth.
 bool condition_holds(const Value& v);
 
@@ -310,6 +321,7 @@ void add_http_client(Registry& registry);  // http_client() (http_client.cpp)
 void add_binary_parser(Registry& registry);  // parse_binary() (binary_parser.cpp)
 void add_fifo_plugin(Registry& registry);  // fifo() (fifo.cpp)
 void add_yara_plugins(Registry& registry);  // yara, proc_yara (yara.cpp)
+void add_sqlite_plugin(Registry& registry);  // sqlite() (sqlite.cpp)
 void add_interface_plugins(Registry& registry);  // interfaces, rate (interfaces.cpp)
 // rate()'s step at one call site, whose Aggregates slot is `state` (interfaces.cpp).
 Value rate_step(Value& state, const Value& x, const Value& y);

@@ -153,6 +153,71 @@ void log_row_error(Env& env, const std::string& message) {
   if (first_in(env, message, std::chrono::seconds(60))) spdlog::warn("vql: {}", message);
 }
 
+namespace {
+
+// How many edits (a letter added, removed, changed, or two swapped) turn
+// `a` into `b`, ignoring case; at most 3 ("more").
+size_t distance(std::string_view a, std::string_view b) {
+  if (a.size() > b.size() + 2 || b.size() > a.size() + 2) return 3;
+  auto same = [](char x, char y) {
+    return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+  };
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i)
+    for (size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (same(a[i - 1], b[j - 1]) ? 0 : 1)});
+      if (i > 1 && j > 1 && same(a[i - 1], b[j - 2]) && same(a[i - 2], b[j - 1]))
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return std::min<size_t>(d[a.size()][b.size()], 3);
+}
+
+// " (NOUN: a, b, c; did you mean b?)": what there is, and the nearest to `name`.
+std::string what_there_is(const std::string& noun, const std::vector<std::string>& names, const std::string& name) {
+  std::string list, nearest;
+  size_t best = name.size() <= 2 ? 0 : name.size() <= 5 ? 1 : 2;  // a short name: its case only
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i < 30) list += (i ? ", " : "") + names[i];
+    if (size_t d = distance(name, names[i]); d <= best && (nearest.empty() || d < best)) best = d, nearest = names[i];
+  }
+  if (names.size() > 30) list += ", ... (" + std::to_string(names.size()) + " in all)";
+  if (list.empty()) return "";
+  return " (" + noun + ": " + list + (nearest.empty() ? "" : "; did you mean " + nearest + "?") + ")";
+}
+
+std::vector<std::string> keys_of(const Dict& d) {
+  std::vector<std::string> out;
+  for (auto& [k, v] : d.items()) out.push_back(k);
+  return out;
+}
+
+}  // namespace
+
+void warn_unknown_name(Env& env, const std::string& name, const Row* row) {
+  if (!first_in(env, "name " + name, std::chrono::seconds(3600))) return;
+  spdlog::warn("vql: {} is no column of the row and no variable: it reads as NULL{}", name,
+               row ? what_there_is("the row's columns", keys_of(*row), name) : std::string());
+}
+
+void warn_missing_field(Env& env, const ast::Expr& of, const Value& value, const std::string& field) {
+  if (value.is_null() || value.as_list() || value.as_query()) return;  // NULL in, NULL out; a list: per item
+  std::string whose = of.kind == ast::Expr::Kind::variable ? of.name : "the value";
+  if (!first_in(env, "field " + whose + "." + field, std::chrono::seconds(3600))) return;
+  std::string there;
+  if (auto d = value.as_dict()) {
+    if (d->find(field)) return;  // there, and NULL
+    there = what_there_is("its fields", keys_of(*d), field);
+  } else if (auto o = value.as_object()) {
+    if (o->member(field)) return;
+    there = what_there_is("its members", o->members(), field);
+  } else {
+    there = std::string(" (a ") + type_name(value) + " has no fields)";
+  }
+  spdlog::warn("vql: {}.{}: {} has no field {}: it reads as NULL{}", whose, field, whose, field, there);
+}
+
 bool is_aggregate(const std::string& name) {
   return name == "count" || name == "sum" || name == "min" || name == "max" || name == "enumerate" ||
          name == "rate";
@@ -228,7 +293,8 @@ Value Engine::call_let(const std::string& name, Position pos, const std::vector<
   return eval(*let.expr, Frame{scope}, ctx);
 }
 
-Value Engine::lookup(const std::string& name, const Frame& f, const std::shared_ptr<RunContext>& ctx) {
+std::optional<Value> Engine::find_name(const std::string& name, const Frame& f,
+                                      const std::shared_ptr<RunContext>& ctx) {
   if (f.row)
     if (auto v = f.row->find(name)) return *v;
   if (f.columns)
@@ -247,7 +313,7 @@ Value Engine::lookup(const std::string& name, const Frame& f, const std::shared_
     Deeper deeper(*ctx, "LET " + name);
     return eval(*b->lazy->expr, Frame{ctx->root}, ctx);
   }
-  return Value();  // VQL: an unknown name is NULL, not an error
+  return std::nullopt;  // VQL: an unknown name is NULL, not an error (a warning: warn_unknown_name)
 }
 
 // get(field=) or get(member=) without item=: the path starts at a variable.
@@ -274,8 +340,17 @@ Value Engine::scope_get(const Expr& e, const Frame& f, const std::shared_ptr<Run
 Value Engine::eval(const Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx) {
   switch (e.kind) {
     case Expr::Kind::literal: return e.value;
-    case Expr::Kind::variable: return lookup(e.name, f, ctx);
-    case Expr::Kind::field: return field_of(eval(*e.operands[0], f, ctx), e.name);
+    case Expr::Kind::variable: {
+      if (auto v = find_name(e.name, f, ctx)) return *v;
+      warn_unknown_name(ctx->env, e.name, f.row);
+      return Value();
+    }
+    case Expr::Kind::field: {
+      Value of = eval(*e.operands[0], f, ctx);
+      Value v = field_of(of, e.name);
+      if (v.is_null()) warn_missing_field(ctx->env, *e.operands[0], of, e.name);
+      return v;
+    }
     case Expr::Kind::index: return index_of(eval(*e.operands[0], f, ctx), eval(*e.operands[1], f, ctx));
     case Expr::Kind::list: {
       List out;

@@ -82,35 +82,12 @@ std::optional<int64_t> boot_time(const fs::path& proc) {
   return std::nullopt;
 }
 
-// The numeric entries of <proc>, one directory entry per call of next().
-class PidScanner {
- public:
-  enum class Result { pid, other, end };
-  explicit PidScanner(const fs::path& proc) : dir_(::opendir(proc.c_str())) {}
-  bool opened() const { return dir_ != nullptr; }
-  Result next(int64_t& pid) {
-    if (!dir_) return Result::end;
-    dirent* entry = ::readdir(dir_.get());
-    if (!entry) {
-      dir_.reset();
-      return Result::end;
-    }
-    auto number = parse_number<int64_t>(entry->d_name);
-    if (!number || *number <= 0) return Result::other;
-    pid = *number;
-    return Result::pid;
-  }
-
- private:
-  DirPtr dir_;
-};
-
 class PslistStream : public RowStream {
  public:
   PslistStream(const Paths& paths, std::optional<int64_t> pid)
       : proc_(paths.proc), only_(pid), users_(paths.passwd), scanner_(paths.proc) {
-    if (!only_ && !scanner_.opened())
-      throw QueryError("pslist(): cannot read " + proc_.string() + ": " + errno_message(errno));
+    if (!only_ && scanner_.error())
+      throw QueryError("pslist(): cannot read " + proc_.string() + ": " + errno_message(scanner_.error()));
     boot_ns_ = boot_time(proc_).value_or(0) * kNsPerSec;
     hz_ = ::sysconf(_SC_CLK_TCK);
     if (hz_ <= 0) hz_ = 100;
@@ -222,51 +199,6 @@ class PslistStream : public RowStream {
 
 // ---- netstat
 
-// Socket inode -> pid, from the `socket:[inode]` links of <proc>/<pid>/fd.
-class SocketOwners {
- public:
-  explicit SocketOwners(const fs::path& proc) : proc_(proc), pids_(proc) {}
-
-  // Reads up to `ops` directory entries or links; true when all are read.
-  bool scan(int ops) {
-    for (; ops > 0; --ops) {
-      if (fds_) {
-        dirent* entry = ::readdir(fds_.get());
-        if (!entry) {
-          fds_.reset();
-          continue;
-        }
-        char target[64];
-        ssize_t n = ::readlinkat(::dirfd(fds_.get()), entry->d_name, target, sizeof target);
-        if (n <= 0 || static_cast<size_t>(n) >= sizeof target) continue;  // not a socket
-        std::string_view link(target, static_cast<size_t>(n));
-        constexpr std::string_view kPrefix = "socket:[";
-        if (link.substr(0, kPrefix.size()) != kPrefix || link.back() != ']') continue;
-        auto inode = parse_number<uint64_t>(link.substr(kPrefix.size(), link.size() - kPrefix.size() - 1));
-        if (inode) owners_.emplace(*inode, pid_);  // a shared socket: the lowest pid
-        continue;
-      }
-      auto result = pids_.next(pid_);
-      if (result == PidScanner::Result::end) return true;
-      if (result == PidScanner::Result::pid)
-        fds_.reset(::opendir((proc_ / std::to_string(pid_) / "fd").c_str()));  // EACCES: skipped
-    }
-    return false;
-  }
-
-  int64_t pid(uint64_t inode) const {
-    auto it = owners_.find(inode);
-    return inode == 0 || it == owners_.end() ? -1 : it->second;
-  }
-
- private:
-  fs::path proc_;
-  PidScanner pids_;
-  DirPtr fds_;
-  int64_t pid_ = -1;
-  std::unordered_map<uint64_t, int64_t> owners_;
-};
-
 struct SocketTable {
   const char* file;
   bool v6;
@@ -303,11 +235,11 @@ std::optional<std::pair<std::string, int64_t>> parse_endpoint(std::string_view s
 
 class NetstatStream : public RowStream {
  public:
-  explicit NetstatStream(const Paths& paths) : proc_(paths.proc), owners_(paths.proc) {}
+  explicit NetstatStream(const Paths& paths) : proc_(paths.proc), holders_(paths.proc) {}
 
   Step next(std::vector<Row>& out, size_t budget) override {
-    if (budget == 0 || !owners_scanned_) {
-      owners_scanned_ = owners_.scan(256);
+    if (budget == 0 || !holders_scanned_) {
+      holders_scanned_ = holders_.scan(256);
       return Step::more();
     }
     reader_.new_slice();
@@ -360,13 +292,16 @@ class NetstatStream : public RowStream {
     row.set("Rport", remote->second);
     row.set("Uid", int64_t{*uid});
     row.set("Inode", Value(*inode));
-    row.set("Pid", owners_.pid(*inode));
+    // -1: nobody's (inode 0 is no socket's); a shared socket's, the first
+    // holder found: the lowest pid, as /proc lists them.
+    auto holders = *inode ? holders_.find(*inode) : nullptr;
+    row.set("Pid", holders ? holders->front().pid : int64_t{-1});
     return row;
   }
 
   fs::path proc_;
-  SocketOwners owners_;
-  bool owners_scanned_ = false;
+  SocketHolders holders_;
+  bool holders_scanned_ = false;
   size_t table_ = 0;
   bool open_ = false;
   LineReader reader_;
@@ -506,6 +441,33 @@ std::unique_ptr<RowStream> make_pslist(const Args& args, Env& env) {
 }
 
 }  // namespace
+
+bool SocketHolders::scan(int ops) {
+  for (; ops > 0; --ops) {
+    if (fds_) {
+      dirent* entry = ::readdir(fds_.get());
+      if (!entry) {
+        fds_.reset();
+        continue;
+      }
+      auto fd = parse_number<int64_t>(entry->d_name);
+      char target[64];
+      ssize_t n = fd ? ::readlinkat(::dirfd(fds_.get()), entry->d_name, target, sizeof target) : -1;
+      if (n <= 0 || static_cast<size_t>(n) >= sizeof target) continue;  // not a socket
+      std::string_view link(target, static_cast<size_t>(n));
+      constexpr std::string_view kPrefix = "socket:[";
+      if (link.substr(0, kPrefix.size()) != kPrefix || link.back() != ']') continue;
+      if (auto inode = parse_number<uint64_t>(link.substr(kPrefix.size(), link.size() - kPrefix.size() - 1)))
+        holders_[*inode].push_back({pid_, *fd});
+      continue;
+    }
+    auto result = pids_.next(pid_);
+    if (result == PidScanner::Result::end) return true;
+    if (result == PidScanner::Result::pid)
+      fds_.reset(::opendir((proc_ / std::to_string(pid_) / "fd").c_str()));  // EACCES, gone: skipped
+  }
+  return false;
+}
 
 std::optional<int64_t> process_of(const std::string& name) {
   std::string_view digits = name;

@@ -1,7 +1,8 @@
 #pragma once
-// What the Linux plugins share (linux_proc.cpp, linux_files.cpp): descriptors
-// and directories that close themselves, bounded reads, strict number
-// parsing, and a line reader that streams a file in bounded slices.
+// What the Linux plugins share (linux_proc.cpp, linux_files.cpp, netstat.cpp):
+// descriptors and directories that close themselves, bounded reads, strict
+// number parsing, a line reader that streams a file in bounded slices, and
+// /proc's processes and the sockets they hold.
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <filesystem>
 #include <functional>
 #include <initializer_list>
 #include <map>
@@ -19,6 +21,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -203,6 +206,56 @@ inline std::vector<std::string_view> split(std::string_view s, char sep) {
     start = end + 1;
   }
 }
+
+// The numeric entries of <proc>, one directory entry per call of next().
+class PidScanner {
+ public:
+  enum class Result { pid, other, end };
+  explicit PidScanner(const std::filesystem::path& proc) : dir_(::opendir(proc.c_str())), error_(dir_ ? 0 : errno) {}
+  int error() const { return error_; }  // of opening <proc>
+  Result next(int64_t& pid) {
+    if (!dir_) return Result::end;
+    dirent* entry = ::readdir(dir_.get());
+    if (!entry) {
+      dir_.reset();
+      return Result::end;
+    }
+    auto number = parse_number<int64_t>(entry->d_name);
+    if (!number || *number <= 0) return Result::other;
+    pid = *number;
+    return Result::pid;
+  }
+
+ private:
+  DirPtr dir_;
+  int error_;
+};
+
+// Socket inode -> every (pid, fd) holding it, in /proc's directory order,
+// from the `socket:[inode]` links of <proc>/<pid>/fd (scan() is in
+// linux_proc.cpp); netstat() and connections() read it.
+class SocketHolders {
+ public:
+  struct Holder {
+    int64_t pid = 0, fd = 0;
+  };
+  explicit SocketHolders(const std::filesystem::path& proc) : proc_(proc), pids_(proc) {}
+  int error() const { return pids_.error(); }  // of opening <proc>
+  // Reads up to `ops` directory entries or links; true when all are read.
+  bool scan(int ops);
+  // The holders of socket `inode`, in the order found; nullptr when none was.
+  const std::vector<Holder>* find(uint64_t inode) const {
+    auto it = holders_.find(inode);
+    return it == holders_.end() ? nullptr : &it->second;
+  }
+
+ private:
+  std::filesystem::path proc_;
+  PidScanner pids_;
+  DirPtr fds_;
+  int64_t pid_ = 0;
+  std::unordered_map<uint64_t, std::vector<Holder>> holders_;
+};
 
 // Streams a file's lines in bounded slices: a caller calls new_slice() at
 // the start of each RowStream::next and stops at Result::again, so no call

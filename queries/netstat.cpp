@@ -29,65 +29,8 @@ constexpr int kScanOps = 256;
 // /proc/<pid>/status files read per call for the rows' Uids.
 constexpr int kStatusReads = 64;
 
-struct Holder {
-  int64_t pid = 0, fd = 0;  // 0, 0: nobody found (as gopsutil says it)
-};
-
-// Socket inode -> every (pid, fd) holding it, in /proc's directory order,
-// from the `socket:[inode]` links of <proc>/<pid>/fd.
-class SocketHolders {
- public:
-  explicit SocketHolders(const fs::path& proc) : proc_(proc), pids_(::opendir(proc.c_str())) {
-    if (!pids_) error_ = errno;
-  }
-  int error() const { return error_; }  // of opening <proc>
-
-  // Reads up to `ops` directory entries or links; true when all are read.
-  bool scan(int ops) {
-    for (; ops > 0; --ops) {
-      if (fds_) {
-        dirent* entry = ::readdir(fds_.get());
-        if (!entry) {
-          fds_.reset();
-          continue;
-        }
-        auto fd = parse_number<int64_t>(entry->d_name);
-        char target[64];
-        ssize_t n = fd ? ::readlinkat(::dirfd(fds_.get()), entry->d_name, target, sizeof target) : -1;
-        if (n <= 0 || static_cast<size_t>(n) >= sizeof target) continue;
-        std::string_view link(target, static_cast<size_t>(n));
-        constexpr std::string_view kPrefix = "socket:[";
-        if (link.substr(0, kPrefix.size()) != kPrefix || link.back() != ']') continue;
-        if (auto inode = parse_number<uint64_t>(link.substr(kPrefix.size(), link.size() - kPrefix.size() - 1)))
-          holders_[*inode].push_back({pid_, *fd});
-        continue;
-      }
-      dirent* entry = pids_ ? ::readdir(pids_.get()) : nullptr;
-      if (!entry) {
-        pids_.reset();
-        return true;
-      }
-      auto pid = parse_number<int64_t>(entry->d_name);
-      if (!pid || *pid <= 0) continue;
-      pid_ = *pid;
-      fds_.reset(::opendir((proc_ / entry->d_name / "fd").c_str()));  // EACCES, gone: skipped
-    }
-    return false;
-  }
-
-  const std::vector<Holder>* find(std::string_view inode) const {
-    auto number = parse_number<uint64_t>(inode);
-    auto it = number ? holders_.find(*number) : holders_.end();
-    return it == holders_.end() ? nullptr : &it->second;
-  }
-
- private:
-  fs::path proc_;
-  DirPtr pids_, fds_;
-  int64_t pid_ = 0;
-  int error_ = 0;
-  std::unordered_map<uint64_t, std::vector<Holder>> holders_;
-};
+// Holder{}, pid and fd 0: nobody found (as gopsutil says it).
+using Holder = SocketHolders::Holder;
 
 struct SocketTable {
   const char* file;
@@ -242,7 +185,7 @@ class ConnectionsStream : public RowStream {
     auto local = parse_endpoint(f[1], v6), remote = parse_endpoint(f[2], v6);
     if (!local || !remote) return;
     std::string status = table.type == SOCK_STREAM ? tcp_status(f[3]) : "NONE";
-    auto holders = holders_.find(f[9]);
+    auto holders = holders_of(f[9]);
     Holder holder = holders && !holders->empty() ? holders->front() : Holder{};
     add(holder, table.family, table.type, *local, *remote, status,
         std::to_string(table.type) + "-" + local->ip + ":" + std::to_string(local->port) + "-" + remote->ip + ":" +
@@ -257,12 +200,18 @@ class ConnectionsStream : public RowStream {
     auto type = parse_number<int>(f[4]);  // hex in the file, read as decimal as gopsutil does (1, 2, 5)
     if (!type) return;
     Endpoint local{f.size() == 8 ? std::string(f[7]) : std::string(), 0};
-    auto holders = holders_.find(f[6]);
+    auto holders = holders_of(f[6]);
     static const std::vector<Holder> kNobody{Holder{}};
     for (const Holder& h : holders && !holders->empty() ? *holders : kNobody)
       add(h, AF_UNIX, *type, local, Endpoint{}, "NONE",
           std::to_string(h.pid) + "-" + std::to_string(h.fd) + "-" + std::string(f[6]) + "-" + std::string(f[4]) +
               "-" + local.ip);
+  }
+
+  // The holders of the inode a table's line names (in decimal), or nullptr.
+  const std::vector<Holder>* holders_of(std::string_view inode) const {
+    auto number = parse_number<uint64_t>(inode);
+    return number ? holders_.find(*number) : nullptr;
   }
 
   void add(const Holder& h, int family, int type, const Endpoint& local, const Endpoint& remote,

@@ -12,133 +12,44 @@
 namespace outpost::vql {
 namespace {
 
-// JSON into VQL values: objects keep their key order, integers that fit
-// stay int64. Nesting is bounded (the text may come from anywhere).
-class JsonParser {
- public:
-  explicit JsonParser(std::string_view text) : t_(text) {}
-
-  // The value, or nullopt when the text is not exactly one JSON value.
-  std::optional<Value> parse() {
-    try {
-      Value v = value(0);
-      skip();
-      if (i_ != t_.size()) return std::nullopt;
-      return v;
-    } catch (const Bad&) {
-      return std::nullopt;
-    }
-  }
-
- private:
-  struct Bad {};
-  static constexpr int kMaxDepth = 100;
-
-  void skip() {
-    while (i_ < t_.size() && (t_[i_] == ' ' || t_[i_] == '\n' || t_[i_] == '\r' || t_[i_] == '\t')) ++i_;
-  }
-  bool eat(char c) {
-    skip();
-    if (i_ < t_.size() && t_[i_] == c) return ++i_, true;
-    return false;
-  }
-  void word(std::string_view w) {
-    if (t_.substr(i_, w.size()) != w) throw Bad{};
-    i_ += w.size();
-  }
-
-  Value value(int depth) {
-    if (depth > kMaxDepth) throw Bad{};
-    skip();
-    if (i_ >= t_.size()) throw Bad{};
-    char c = t_[i_];
-    if (c == '{') {
-      ++i_;
-      Dict d;
-      if (eat('}')) return d;
-      do {
-        skip();
-        std::string key = string();
-        if (!eat(':')) throw Bad{};
-        d.set(std::move(key), value(depth + 1));
-      } while (eat(','));
-      if (!eat('}')) throw Bad{};
-      return d;
-    }
-    if (c == '[') {
-      ++i_;
-      List l;
-      if (eat(']')) return l;
-      do l.push_back(value(depth + 1));
-      while (eat(','));
-      if (!eat(']')) throw Bad{};
-      return l;
-    }
-    if (c == '"') return string();
-    if (c == 't') return word("true"), Value(true);
-    if (c == 'f') return word("false"), Value(false);
-    if (c == 'n') return word("null"), Value();
-    return number();
-  }
-
-  Value number() {
-    size_t start = i_;
+// JSON into VQL values: objects keep their key order, and a number (digits,
+// '.', e, E, + and - after an optional '-') that is an integer fitting int64
+// stays one; other numbers are doubles.
+struct VqlJson : schemas::JsonValues<Value, List, Dict> {
+  static std::optional<Value> number(std::string_view t, size_t& i) {
+    size_t start = i;
     bool integral = true;
-    if (i_ < t_.size() && t_[i_] == '-') ++i_;
-    while (i_ < t_.size() && (std::isdigit(static_cast<unsigned char>(t_[i_])) || std::strchr(".eE+-", t_[i_]))) {
-      if (!std::isdigit(static_cast<unsigned char>(t_[i_]))) integral = false;
-      ++i_;
+    if (i < t.size() && t[i] == '-') ++i;
+    while (i < t.size() && (std::isdigit(static_cast<unsigned char>(t[i])) || std::strchr(".eE+-", t[i]))) {
+      if (!std::isdigit(static_cast<unsigned char>(t[i]))) integral = false;
+      ++i;
     }
-    std::string text(t_.substr(start, i_ - start));
-    if (text.empty() || text == "-") throw Bad{};
+    std::string text(t.substr(start, i - start));
+    if (text.empty() || text == "-") return std::nullopt;
     char* end = nullptr;
     errno = 0;
     if (integral) {
       long long n = std::strtoll(text.c_str(), &end, 10);
-      if (!*end && errno == 0) return int64_t{n};
+      if (!*end && errno == 0) return Value(int64_t{n});
     }
     double d = std::strtod(text.c_str(), &end);
-    if (*end) throw Bad{};
-    return d;
+    if (*end) return std::nullopt;
+    return Value(d);
   }
-
-  std::string string() {
-    if (i_ >= t_.size() || t_[i_] != '"') throw Bad{};
-    ++i_;
-    std::string out;
-    while (i_ < t_.size() && t_[i_] != '"') {
-      char c = t_[i_++];
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (i_ >= t_.size()) throw Bad{};
-      char e = t_[i_++];
-      switch (e) {
-        case 'n': out += '\n'; break;
-        case 't': out += '\t'; break;
-        case 'r': out += '\r'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'u': {
-          const char* p = t_.data() + i_;
-          auto c = schemas::unicode_escape(p, t_.data() + t_.size());
-          if (!c) throw Bad{};
-          schemas::append_utf8(out, *c);
-          i_ = static_cast<size_t>(p - t_.data());
-          break;
-        }
-        default: out += e;  // " \ /
-      }
-    }
-    if (i_ >= t_.size()) throw Bad{};
-    ++i_;
-    return out;
-  }
-
-  std::string_view t_;
-  size_t i_ = 0;
 };
+
+// The value, or nullopt when the text is not exactly one JSON value. Strings
+// are read laxly, and nesting is bounded (the text may come from anywhere).
+std::optional<Value> json_value(std::string_view text) {
+  schemas::JsonOptions options;
+  options.lax_strings = true;
+  options.max_depth = 100;
+  try {
+    return schemas::JsonReader<VqlJson>(text, options).read();
+  } catch (const schemas::JsonError&) {
+    return std::nullopt;
+  }
+}
 
 std::string trimmed(const std::string& s) {
   size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
@@ -148,7 +59,7 @@ std::string trimmed(const std::string& s) {
 }  // namespace
 
 Value parse_json_text(std::string_view text) {
-  auto v = JsonParser(text).parse();
+  auto v = json_value(text);
   return v ? *v : Value();
 }
 
@@ -158,7 +69,7 @@ namespace {
 Value json_array(const Args& args) {
   std::string text = trimmed(args.string("data").value_or(""));
   if (text.empty()) return List{};
-  auto v = JsonParser(text).parse();
+  auto v = json_value(text);
   return v && v->as_list() ? *v : Value();
 }
 
@@ -275,7 +186,7 @@ void add_parse_functions(Registry& r) {
                      {{"data", "string", true, ""}}, [](const Args& args, Env&) {
                        std::string text = trimmed(args.string("data").value_or(""));
                        if (text.empty() || text[0] != '{') return Value();
-                       auto v = JsonParser(text).parse();
+                       auto v = json_value(text);
                        return v ? *v : Value();
                      }});
   r.add(FunctionSpec{"parse_json_array", "A JSON array as a list ([] for empty text); NULL when `data` is not one.",

@@ -11,7 +11,7 @@ using Insp = import "inspector.capnp";
 
 # A peer whose major version differs is refused; minors are compatible.
 const majorVersion :UInt16 = 1;
-const minorVersion :UInt16 = 0;
+const minorVersion :UInt16 = 1;  # 1: CollectRequest.definition
 
 # What a collector accepts in one upload; a peer that sends more is cut off.
 const maxRecordsPerUpload :UInt32 = 1000;
@@ -59,6 +59,12 @@ struct CollectRequest {
   # recent ended flows). Empty from an older collector: the agent then takes
   # a request whose flow id is a collection still running as sent again.
   requestId @4 :Data;
+  # An artifact definition (YAML, as in a definitions file) sent with the
+  # request: the agent checks it as it checks a file of its own and runs it
+  # in place of any artifact of that name it has. Its name is `artifact`.
+  # Empty: the agent's own artifact. An agent of minor version 0 does not
+  # know the field; the collector does not send one to it.
+  definition @5 :Text;
 
   struct Parameter {
     name @0 :Text;

@@ -18,6 +18,7 @@ packages=(
   libsystemd-dev  # parse_journald() and watch_journald() read journal files with sd-journal
   systemd-journal-remote  # the journald tests write journal files with it
   libyara-dev  # yara() and proc_yara()
+  libsqlite3-dev  # sqlite()
   tmux  # outpostctl top's tests drive it in a real terminal (send-keys, capture-pane)
   python3  # examples/embed-python (ctypes over the C API), built and run by a package test
 )

@@ -562,7 +562,7 @@ TEST(AgentConfig, ParseSize) {
 
 
 TEST(AgentConfig, CollectedQueryReadsParametersLikeSourceKeys) {
-  CollectSpec c{kFirstFlowId + 7, "Outpost.Test.Synthetic", "", {{"rate", "50"}, {"max_rows", "10"}}, ""};
+  CollectSpec c{kFirstFlowId + 7, "Outpost.Test.Synthetic", "", {{"rate", "50"}, {"max_rows", "10"}}, "", ""};
   QuerySpec q = collected_query(c, schemas::Lane::RESULTS);
   EXPECT_EQ(q.id, kFirstFlowId + 7);
   EXPECT_EQ(q.name, "F." + std::to_string(kFirstFlowId + 7));
@@ -571,7 +571,7 @@ TEST(AgentConfig, CollectedQueryReadsParametersLikeSourceKeys) {
   EXPECT_EQ(q.source.kind, SourceSpec::Kind::synthetic);
   EXPECT_EQ(q.source.rate, 50);
   EXPECT_EQ(q.source.max_rows, 10u);
-  EXPECT_EQ(collected_query({1, "Outpost.Test.Clock", "", {{"period_ms", "250"}}, ""}, schemas::Lane::EVENTS)
+  EXPECT_EQ(collected_query({1, "Outpost.Test.Clock", "", {{"period_ms", "250"}}, "", ""}, schemas::Lane::EVENTS)
                 .source.period,
             std::chrono::milliseconds(250));
 }
@@ -586,30 +586,37 @@ TEST(AgentConfig, CollectedQueryErrorsNameTheArtifactAndParameter) {
     return std::string("no error");
   };
   // Artifacts other than the test ones, and VQL, are the engine's to check.
-  auto other = collected_query({1ull << 33, "Linux.Sys.Users", "", {{"a", "1"}}, ""}, schemas::Lane::RESULTS);
+  auto other = collected_query({1ull << 33, "Linux.Sys.Users", "", {{"a", "1"}}, "", ""}, schemas::Lane::RESULTS);
   EXPECT_EQ(other.source.kind, SourceSpec::Kind::artifact);
   EXPECT_EQ(other.source.name, "Linux.Sys.Users");
   EXPECT_EQ(other.source.parameters, (std::vector<std::pair<std::string, std::string>>{{"a", "1"}}));
-  auto vql = collected_query({1ull << 33, "", "SELECT * FROM info()", {}, ""}, schemas::Lane::RESULTS);
+  auto vql = collected_query({1ull << 33, "", "SELECT * FROM info()", {}, "", ""}, schemas::Lane::RESULTS);
   EXPECT_EQ(vql.source.kind, SourceSpec::Kind::vql);
   EXPECT_EQ(vql.source.query, "SELECT * FROM info()");
   EXPECT_EQ(vql.artifact, "VQL");
-  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"period_ms", "soon"}}, ""}),
+  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"period_ms", "soon"}}, "", ""}),
             "collect Outpost.Test.Clock: parameter.period_ms: expected an integer from 1 to 86400000, "
             "got \"soon\"");
-  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"rate", "5"}}, ""}),
+  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"rate", "5"}}, "", ""}),
             "collect Outpost.Test.Clock: parameter.rate: unknown key for a clock source; allowed: type, "
             "period_ms");
-  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"period_ms", "5"}, {"period_ms", "6"}}, ""}),
+  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"period_ms", "5"}, {"period_ms", "6"}}, "", ""}),
             "collect Outpost.Test.Clock: parameter period_ms: given twice");
-  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"period_ms", "0"}}, ""}),
+  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"period_ms", "0"}}, "", ""}),
             "collect Outpost.Test.Clock: parameter.period_ms: expected an integer from 1 to 86400000, "
             "got \"0\"");
-  EXPECT_EQ(error({1, "Outpost.Test.Synthetic", "", {{"row_size", "1GiB"}}, ""}),
+  EXPECT_EQ(error({1, "Outpost.Test.Synthetic", "", {{"row_size", "1GiB"}}, "", ""}),
             "collect Outpost.Test.Synthetic: parameter.row_size: expected a size up to 4032KiB (a row must "
             "fit in one record), got \"1GiB\"");
-  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"type", "synthetic"}}, ""}),
+  EXPECT_EQ(error({1, "Outpost.Test.Clock", "", {{"type", "synthetic"}}, "", ""}),
             "collect Outpost.Test.Clock: parameter type: not a parameter of this artifact");
+  // A definition sent with the request is the engine's, even under a test source's name.
+  auto sent = collected_query({1ull << 33, "Outpost.Test.Clock", "", {}, "", "name: Outpost.Test.Clock"},
+                              schemas::Lane::RESULTS);
+  EXPECT_EQ(sent.source.kind, SourceSpec::Kind::artifact);
+  EXPECT_EQ(sent.source.definition, "name: Outpost.Test.Clock");
+  EXPECT_EQ(error({1ull << 33, "X", "SELECT * FROM info()", {}, "", "name: X"}),
+            "collect X: a query and an artifact definition: give one");
 }
 
 TEST(AgentConfig, PendingBudget) {

@@ -84,9 +84,10 @@ TEST(Artifacts, MalformedFilesAreRefusedWithThePlace) {
   EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: wat}]\nsources: [{query: SELECT N FROM info()}]\n"),
             "my.yaml: parameters[0].type: expected one of string, str, hidden, choices, glob, yara, regex, int, "
             "int64, integer, bool, float, timestamp, csv, artifactset, json, json_array, regex_array, multichoice, "
-            "got \"wat\"");
-  EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: upload}]\nsources: [{query: SELECT N FROM info()}]\n"),
-            "my.yaml: parameters[0].type: type \"upload\" is not supported yet");
+            "upload, upload_file, got \"wat\"");
+  EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: server_metadata}]\nsources: [{query: SELECT N FROM info()}]\n"),
+            "my.yaml: parameters[0].type: type \"server_metadata\" is filled in by Velociraptor's server; Outpost's "
+            "has no such values");
   EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: json, default: '[1]'}]\n"
                         "sources: [{query: SELECT N FROM info()}]\n"),
             "my.yaml: parameters[0].default: expected a JSON object, got \"[1]\"");
@@ -165,6 +166,45 @@ sources:
   EXPECT_EQ(error({{"T", "yesterday"}}), "V: parameter T: expected a time (epoch seconds or RFC 3339), got \"yesterday\"");
 }
 
+// Velociraptor's upload parameters take a file from its server; here the
+// collector sends the file's content: `upload` is that content, and
+// `upload_file` a file of the query's own holding it, gone when it ends.
+TEST(Artifacts, UploadParametersAreTheFileSentOrAFileHoldingIt) {
+  auto a = parse_artifact(R"Y(name: U
+parameters:
+  - {name: Rules, type: upload}
+  - {name: Script, type: upload_file}
+  - {name: Unset, type: upload_file}
+sources:
+  - query: SELECT Rules, read_file(filename=Script) AS Read, Unset, Script FROM scope()
+)Y",
+                          "u.yaml", engine());
+  auto program = ArtifactRepository::builtin().programs(a);
+  ASSERT_EQ(program.size(), 1u);
+  std::vector<Row> rows;
+  std::string script;
+  {
+    Env env;
+    Engine running(default_registry());
+    auto stream = running.start(*program[0], bind_parameters(a, {{"Rules", "rule r { condition: true }"},
+                                                                  {"Script", "echo hi\n"}}), env);
+    while (stream->next(rows, 100).state != Step::State::done) {
+    }
+    ASSERT_EQ(rows.size(), 1u);
+    ASSERT_TRUE(rows[0].find("Script") && rows[0].find("Script")->as_string());
+    script = *rows[0].find("Script")->as_string();
+    EXPECT_NE(script.find("/outpost-tmp-"), std::string::npos) << script;
+    EXPECT_TRUE(std::filesystem::exists(script)) << script;
+  }
+  EXPECT_EQ(to_json(rows[0]), "{\"Rules\":\"rule r { condition: true }\",\"Read\":\"echo hi\\u000a\",\"Unset\":\"\",\"Script\":\"" +
+                                  script + "\"}");
+  EXPECT_FALSE(std::filesystem::exists(script)) << "the query's file outlived it";
+  EXPECT_EQ(bind_error(a, {{"Rules", "https://server/file.yar"}}),
+            "U: parameter Rules: \"https://server/file.yar\" is a URL: an agent does not fetch parameters "
+            "(Velociraptor's server-side file); send the file itself (outpost-collector collect --param-file "
+            "Rules=FILE)");
+}
+
 TEST(Artifacts, UsersFromAFakePasswdThroughTheAgentsFactory) {
   testing::TempDir tmp;
   std::ofstream(tmp.path("passwd")) << "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice:/home/alice:/bin/zsh\n";
@@ -203,6 +243,36 @@ TEST(Artifacts, UsersFromAFakePasswdThroughTheAgentsFactory) {
   q.source.kind = SourceSpec::Kind::vql;
   q.source.query = "SELECT * FROM";
   EXPECT_THROW(factory.check(q), ParseError);
+}
+
+// A one-shot query's -p values: typed when they look like numbers or
+// booleans, or as "name:type" says; text otherwise.
+TEST(Artifacts, QueryParametersAreTypedLikeTheirText) {
+  SourceSpec s;
+  s.kind = SourceSpec::Kind::vql;
+  s.query = "SELECT * FROM scope()";
+  s.parameters = {{"n", "42"}, {"neg", "-7"}, {"f", "2.5"}, {"e", "1e3"}, {"b", "TRUE"}, {"zero", "007"},
+                  {"text", "12ab"}, {"id:string", "42"}, {"i:int", "5"}, {"x:float", "3"}, {"y:bool", "false"},
+                  {"big", "99999999999999999999"}};
+  auto p = prepare(s, *builtin(), engine());
+  std::map<std::string, std::string> typed;  // name: the value as JSON
+  for (auto& b : p.parameters) append_json(typed[b.name], b.value);
+  EXPECT_EQ(typed, (std::map<std::string, std::string>{{"n", "42"}, {"neg", "-7"}, {"f", "2.5"}, {"e", "1000"},
+                                                       {"b", "true"}, {"zero", "\"007\""}, {"text", "\"12ab\""},
+                                                       {"id", "\"42\""}, {"i", "5"}, {"x", "3"}, {"y", "false"},
+                                                       {"big", "\"99999999999999999999\""}}));
+  auto error = [&](const std::string& name, const std::string& value) {
+    s.parameters = {{name, value}};
+    try {
+      prepare(s, *builtin(), engine());
+    } catch (const ArtifactError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(error("n:int", "five"), "parameter n: \"five\" is not an int");
+  EXPECT_EQ(error("n:bool", "1"), "parameter n: \"1\" is not a bool");
+  EXPECT_EQ(error("n:list", "1"), "parameter n:list: no type list (string, int, float or bool)");
 }
 
 TEST(Artifacts, VqlSourceCutsABatchWhereTheColumnsChange) {

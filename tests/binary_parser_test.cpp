@@ -1,6 +1,7 @@
 // parse_binary(): vtypes profiles over files we write, through the engine;
-// and the semantics around it that artifacts reading binary files use
-// ({SELECT} columns, =~ on NULL and lists, str() of a list).
+// the semantics around it that artifacts reading binary files use
+// ({SELECT} columns, =~ on NULL and lists, str() of a list); and
+// parse_json(), whose JSON reader profiles are read with, leniently.
 
 #include <gtest/gtest.h>
 
@@ -106,6 +107,18 @@ TEST_F(BinaryFile, BadProfilesAndFilesAreNamed) {
     EXPECT_NE(log.text().find(message), std::string::npos) << log.text();
   };
   logged("[[\"File\", 0, [\n[\"a\" 0]]]]", path_, "parse_binary(): profile: line 2: expected , or ]");
+  logged("[[\"File\", 0,\n", path_, "parse_binary(): profile: line 2: unexpected end");
+  logged("[[\"File\", 0, [\n# a comment\n{\"a\" 0}]]]", path_, "parse_binary(): profile: line 3: expected :");
+  logged("[[\"File\", 0, [{1: 0}]]]", path_, "parse_binary(): profile: line 1: expected a key");
+  logged("[{\"a\": 1 2}]", path_, "parse_binary(): profile: line 1: expected , or }");
+  logged("[[\"File\", 0, [[\"a\", 0, uint8]]]]", path_, "parse_binary(): profile: line 1: unexpected 'u'");
+  logged("[[\"File\", 1e, []]]", path_, "parse_binary(): profile: line 1: bad number 1e");
+  logged("[[\"File\", 0, [[\"a\\u12\", 0, \"uint8\"]]]]", path_, "parse_binary(): profile: line 1: bad \\u escape");
+  logged("[[\"File", path_, "parse_binary(): profile: line 1: unterminated string");
+  // Values nest 64 deep at most (the outermost list is at 0).
+  logged(std::string(66, '[') + std::string(66, ']'), path_, "parse_binary(): profile: line 1: nested too deep");
+  logged(std::string(65, '[') + std::string(65, ']'), path_,
+         "parse_binary(): profile: a definition is [name, size, [fields...]]");
   logged("[[\"File\", 0, [[\"a\", 0]]]]", path_, "parse_binary(): profile: File: a field is [name, offset, type, {options}]");
   logged(kLogins, path_ + ".missing", "parse_binary(): cannot open " + path_ + ".missing");
   logged("[[\"Other\", 0, []]]", path_, "parse_binary(): struct: \"File\" is not in the profile");
@@ -113,6 +126,38 @@ TEST_F(BinaryFile, BadProfilesAndFilesAreNamed) {
          "parse_binary(): profile: File.a: type \"Pointer\" is not supported");
   logged("[[\"File\", 0, [[\"a\", 0, \"Array\", {\"type\": \"nothing\"}]]]]", path_,
          "parse_binary(): profile: File.a[]: type \"nothing\" is not supported");
+}
+
+// A profile's JSON: // comments too, hex numbers, and JSON's escapes in strings.
+TEST(VqlSemantics, ProfileJsonTakesCommentsHexAndEscapes) {
+  const char* profile = R"(// the struct
+      [["S", 0x3, [
+        ["b", 0x2, "uint8"],  // its third byte
+        ["v", 0, "Value", {"value": "a\/b\"c\u00e9"}],
+      ]]])";
+  auto rows = run("SELECT parse_binary(accessor='data', filename=D, profile=P, struct='S') AS S FROM scope()",
+                  {{"D", Value(std::string("\x01\x02\x03")), nullptr}, {"P", Value(profile), nullptr}});
+  EXPECT_EQ(rows, std::vector<std::string>{"{\"S\":{\"b\":3,\"v\":\"a/b\\\"c\xc3\xa9\"}}"});
+}
+
+// parse_json(): keys in order (a repeated key's last value, in its first
+// place), whole numbers that fit as ints, other numbers as doubles; what is
+// not exactly one JSON object, or nests more than 100 deep, is NULL.
+TEST(VqlSemantics, ParseJsonKeepsOrderTypesNumbersAndBoundsNesting) {
+  auto one = [](const std::string& data) {
+    auto rows = run("SELECT parse_json(data=D) AS J FROM scope()", {{"D", Value(data), nullptr}});
+    return rows.size() == 1 ? rows[0] : "<rows>";
+  };
+  EXPECT_EQ(one(R"({"b": 1, "a": [1, -3, 2.5, 99999999999999999999, true, null, {}], "b": 2})"),
+            R"({"J":{"b":2,"a":[1,-3,2.5,1e+20,true,null,{}]}})");
+  EXPECT_EQ(one(R"({"s": "a\/b\"c\u00e9\ud83d\ude00"})"), "{\"J\":{\"s\":\"a/b\\\"c\xc3\xa9\xf0\x9f\x98\x80\"}}");
+  EXPECT_EQ(one(R"({"a": 1,})"), R"({"J":null})");
+  EXPECT_EQ(one(R"({"a": 1} x)"), R"({"J":null})");
+  EXPECT_EQ(one(R"({"a": tru})"), R"({"J":null})");
+  EXPECT_EQ(one(R"({"s": "\ud83d"})"), R"({"J":null})");  // an unpaired surrogate
+  auto deep = [](int levels) { return std::string(levels, '[') + std::string(levels, ']'); };
+  EXPECT_EQ(one("{\"a\":" + deep(100) + "}"), "{\"J\":{\"a\":" + deep(100) + "}}");
+  EXPECT_EQ(one("{\"a\":" + deep(101) + "}"), R"({"J":null})");
 }
 
 // Profiles written to hurt: members that read themselves, structs that

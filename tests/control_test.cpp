@@ -117,6 +117,77 @@ TEST_F(Control, CollectRunsOnTheResultsLaneAndTheAgentsRefusalsComeBack) {
   EXPECT_NE(status.second.find("\"buffer\":{"), std::string::npos) << status.second;
 }
 
+// Artifacts live with the operator: a definition sent with a request runs
+// on an agent that has no copy of it, or in place of its own, and is checked
+// as the agent checks its own files.
+TEST_F(Control, ArtifactDefinitionsAndQueriesTravelWithRequests) {
+  start_collector();
+  start_agent(0, 0, no_queries());
+  ASSERT_TRUE(eventually([&] { return connected(); })) << slurp(agent_log);
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(tmp.path(name)) << text;
+    return tmp.path(name).string();
+  };
+  auto stored = [&](const std::string& artifact) {
+    std::string all;
+    if (fs::exists(data / "agent-1" / artifact))
+      for (auto& e : fs::directory_iterator(data / "agent-1" / artifact)) all += slurp(e.path());
+    return all;
+  };
+
+  std::string sent = write("sent.yaml",
+                           "name: Custom.Sent\n"
+                           "parameters:\n  - name: Greeting\n    default: hi\n  - name: Rules\n    type: upload\n"
+                           "sources:\n  - query: SELECT Greeting, 1 + 1 AS Two, Rules FROM scope()\n");
+  std::string rules = write("rules.yar", "rule r {\n condition: true\n}\n");
+  auto [code, out] = command({"collect", "agent-1", "--artifact-file", sent, "-p", "Greeting=hello", "-f",
+                              "Rules=" + rules});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("started on agent-1"), std::string::npos) << out;
+  ASSERT_TRUE(eventually([&] {
+    return stored("Custom.Sent").find("\"Greeting\":\"hello\",\"Two\":2,\"Rules\":\"rule r {\\u000a condition: "
+                                      "true\\u000a}\\u000a\"") != std::string::npos;
+  }))
+      << stored("Custom.Sent") << slurp(agent_log);
+  // One of the agent's own names: the definition sent wins.
+  std::string info = write("info.yaml",
+                           "name: Generic.Client.Info\nsources:\n  - query: SELECT 'sent' AS Marker FROM scope()\n");
+  ASSERT_EQ(command({"collect", "agent-1", "Generic.Client.Info", "--artifact-file", info}).first, 0);
+  ASSERT_TRUE(eventually([&] { return stored("Generic.Client.Info").find("\"Marker\":\"sent\"") != std::string::npos; }))
+      << stored("Generic.Client.Info") << slurp(agent_log);
+
+  // Checked by the agent as its own files are; mistakes named.
+  std::string bad = write("bad.yaml", "name: Custom.Bad\nsources:\n  - query: SELECT * FROM nope()\n");
+  auto refused = command({"collect", "agent-1", "--artifact-file", bad});
+  EXPECT_EQ(refused.first, 1);
+  EXPECT_EQ(refused.second, "outpost-collector: collect Custom.Bad: the definition sent for Custom.Bad: "
+                            "sources[0].query: line 1, column 15: unknown plugin nope()\n");
+  auto other = command({"collect", "agent-1", "Custom.Other", "--artifact-file", sent});
+  EXPECT_EQ(other.first, 1);
+  EXPECT_EQ(other.second, "outpost-collector: " + sent + " defines Custom.Sent, not Custom.Other\n");
+  auto not_yaml = command({"collect", "agent-1", "--artifact-file", write("list.yaml", "- a\n")});
+  EXPECT_EQ(not_yaml.first, 1);
+  EXPECT_NE(not_yaml.second.find("not an artifact definition (no `name:`)"), std::string::npos) << not_yaml.second;
+
+  // The event table: an event artifact from a file, and a query.
+  std::string ticks = write("ticks.yaml",
+                            "name: Custom.Ticks\ntype: CLIENT_EVENT\n"
+                            "parameters:\n  - name: Label\n    default: tick\n"
+                            "sources:\n  - query: SELECT Label FROM clock(period=0.05)\n");
+  auto table = command({"event-table", "agent-1", "Custom.Ticks,Label=tock", "--artifact-file", ticks, "--vql",
+                        "Custom.Query=SELECT 'q' AS Q FROM clock(period=0.05)"});
+  ASSERT_EQ(table.first, 0) << table.second;
+  EXPECT_EQ(table.second, "event table of agent-1 (2 entries) set\n");
+  ASSERT_TRUE(eventually([&] { return stored("Custom.Ticks").find("\"Label\":\"tock\"") != std::string::npos; }))
+      << slurp(agent_log);
+  ASSERT_TRUE(eventually([&] { return stored("Custom.Query").find("\"Q\":\"q\"") != std::string::npos; }))
+      << slurp(agent_log);
+  EXPECT_NE(agent_line().find("Custom.Ticks(Label=tock) flow"), std::string::npos) << agent_line();
+  auto bad_table = command({"event-table", "agent-1", "--artifact-file", bad});
+  EXPECT_EQ(bad_table.first, 1);
+  EXPECT_NE(bad_table.second.find("unknown plugin nope()"), std::string::npos) << bad_table.second;
+}
+
 TEST_F(Control, RequestsForAnOfflineAgentSurviveACollectorCrashAndRunWhenItConnects) {
   start_collector();
   auto queued = command({"collect", "agent-1", "Outpost.Test.Synthetic", "-p", "max_rows=500", "--new-agent"});

@@ -364,6 +364,32 @@ TEST_F(LinuxPlugins, NetstatFakeProc) {
   EXPECT_EQ(num(rows[2], "Pid"), 456);
 }
 
+// A socket several processes hold is the first one found's; one nobody
+// holds is -1's.
+TEST_F(LinuxPlugins, NetstatPidOfSharedAndUnheldSockets) {
+  fs::path proc = fake_proc();
+  const std::string line = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000  0 ";
+  write_file(proc / "net/tcp", "  sl  local_address rem_address   st ...\n" + line + "700 1\n" + line + "800 1\n");
+  for (auto pid : {"300", "400"}) {
+    fs::create_directories(proc / pid / "fd");
+    fs::create_symlink("socket:[700]", proc / pid / "fd/3");
+  }
+  auto rows = run("netstat");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(num(rows[0], "Inode"), 700);
+  EXPECT_TRUE(num(rows[0], "Pid") == 300 || num(rows[0], "Pid") == 400) << num(rows[0], "Pid");
+  EXPECT_EQ(num(rows[1], "Inode"), 800);
+  EXPECT_EQ(num(rows[1], "Pid"), -1);
+}
+
+// Without <proc>, pslist() fails saying why; netstat() has no rows.
+TEST_F(LinuxPlugins, WithoutProcPslistFailsAndNetstatHasNoRows) {
+  paths_.proc = dir_.path("nowhere");
+  EXPECT_EQ(error_of([&] { run("pslist"); }),
+            "pslist(): cannot read " + paths_.proc.string() + ": No such file or directory");
+  EXPECT_TRUE(run("netstat").empty());
+}
+
 TEST_F(LinuxPlugins, NetstatRealListeningSocket) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_GE(fd, 0);

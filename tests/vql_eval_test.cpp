@@ -311,6 +311,26 @@ TEST(VqlEval, LogWritesOnceWithinItsDedupTimeAndReturnsTrue) {
             "warning vql: WARN: each 2\n");
 }
 
+// No silent wrong answers: a column the source never gives, or a field a
+// value does not have, reads as NULL (as in Velociraptor) and is warned
+// about once, naming what there is and the nearest name.
+TEST(VqlEval, ReadingAColumnOrFieldThatIsNotThereIsWarnedAbout) {
+  testing::LogCapture lines;
+  auto rows = run("LET D = dict(Port=22, Addr='10.0.0.1') "
+                  "SELECT n, Nmae, D.Prot AS P, Name.Port AS Q, D.Port AS R, get(field='Gone') AS G "
+                  "FROM range(end=2)");
+  lines.stop();
+  EXPECT_EQ(rows, std::vector<std::string>(2, "{\"n\":null,\"Nmae\":null,\"P\":null,\"Q\":null,\"R\":22,\"G\":null}"));
+  EXPECT_EQ(lines.text(),
+            "warning vql: n is no column of the row and no variable: it reads as NULL (the row's columns: N, "
+            "Name; did you mean N?)\n"
+            "warning vql: Nmae is no column of the row and no variable: it reads as NULL (the row's columns: N, "
+            "Name; did you mean Name?)\n"
+            "warning vql: D.Prot: D has no field Prot: it reads as NULL (its fields: Port, Addr; did you mean "
+            "Port?)\n"
+            "warning vql: Name.Port: Name has no field Port: it reads as NULL (a string has no fields)\n");
+}
+
 // Velociraptor's: an error of one row's function or inner query is a
 // warning in the log, and the query goes on.
 TEST(VqlEval, AnErrorInOneRowIsLoggedAndTheQueryGoesOn) {
@@ -324,8 +344,10 @@ TEST(VqlEval, AnErrorInOneRowIsLoggedAndTheQueryGoesOn) {
                                             "{\"N\":3,\"M\":null}"}));
   EXPECT_EQ(functions, (std::vector<std::string>{"{\"N\":0,\"F\":\"0\",\"Bad\":null}", "{\"N\":1,\"F\":null,\"Bad\":null}",
                                                  "{\"N\":2,\"F\":\"2\",\"Bad\":null}"}));
-  // Each message once (a minute), however many rows have it.
+  // Each message once (a minute), however many rows have it; M is no column.
   EXPECT_EQ(lines.text(),
+            "warning vql: M is no column of the row and no variable: it reads as NULL (the row's columns: N, "
+            "Name)\n"
             "warning vql: range(): end: expected int, got string\n"
             "warning vql: format(): format: ends inside a verb\n");
 }

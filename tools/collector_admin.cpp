@@ -3,12 +3,15 @@
 #include <capnp/rpc-twoparty.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <sstream>
 #include <thread>
 
 #include "net/collector/collector_store.hpp"
@@ -17,6 +20,7 @@
 #include "schemas/protocol.capnp.h"
 #include "tools/collector_files.hpp"
 #include "tools/inspector_views.hpp"
+#include "tools/param_file.hpp"
 
 namespace outpost::admin {
 namespace {
@@ -91,7 +95,8 @@ std::string describe(protocol::CollectRequest::Reader r) {
   std::string params;
   for (auto p : r.getParameters())
     params += (params.empty() ? "" : ",") + std::string(p.getName().cStr()) + "=" + p.getValue().cStr();
-  return fmt::format("{}({}) flow {}", r.getArtifact().cStr(), params, r.getFlowId());
+  return fmt::format("{}({}) flow {}{}", r.getArtifact().cStr(), params, r.getFlowId(),
+                     r.getVql().size() ? " (VQL)" : r.getDefinition().size() ? " (definition sent)" : "");
 }
 
 std::string utc(int64_t ns) {
@@ -152,6 +157,63 @@ void set_entry(protocol::CollectRequest::Builder r, const std::string& entry) {
   if (parts[0].empty()) throw std::invalid_argument("event table entry \"" + entry + "\": no artifact");
   r.setArtifact(parts[0]);
   set_parameters(r, {parts.begin() + 1, parts.end()});
+}
+
+// An artifact definition to send with a request: the file's text and the
+// name it defines. The agent checks the rest, as it checks its own files.
+struct Definition {
+  std::string name, yaml;
+};
+constexpr size_t kMaxDefinitionBytes = 1 << 20;  // what an agent takes (queries/agent_sources.hpp)
+
+Definition read_definition(const std::string& path) {
+  Definition d{{}, tools::read_sent_file(path, kMaxDefinitionBytes, "an agent")};
+  try {
+    YAML::Node root = YAML::Load(d.yaml);
+    if (root.IsMap() && root["name"] && root["name"].IsScalar()) d.name = root["name"].Scalar();
+  } catch (const YAML::Exception& e) {
+    throw std::invalid_argument(path + ": not YAML: line " + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
+  if (d.name.empty()) throw std::invalid_argument(path + ": not an artifact definition (no `name:`)");
+  return d;
+}
+
+// The definitions of `paths` by name; two of one name are an error.
+std::map<std::string, std::string> read_definitions(const std::vector<std::string>& paths) {
+  std::map<std::string, std::string> out;
+  for (auto& path : paths) {
+    auto d = read_definition(path);
+    if (!out.emplace(d.name, d.yaml).second)
+      throw std::invalid_argument(path + ": " + d.name + " is defined by an earlier --artifact-file too");
+  }
+  return out;
+}
+
+// An event table entry as given: "Artifact[,k=v...]" (with the artifact's
+// definition when a file gives it), or a query labelled with a name.
+struct TableEntry {
+  std::string entry, definition, vql;
+};
+
+// The entries given as Artifact[,k=v], then each --artifact-file no entry
+// names, then each --vql Name=VQL.
+std::vector<TableEntry> table_entries(const CommandArgs& a) {
+  auto defined = read_definitions(a.artifact_files);
+  std::vector<TableEntry> out;
+  for (auto& entry : a.entries) {
+    auto it = defined.find(entry.substr(0, entry.find(',')));
+    out.push_back({entry, it == defined.end() ? "" : it->second, ""});
+  }
+  for (auto& [name, yaml] : defined)
+    if (std::none_of(out.begin(), out.end(), [&](auto& e) { return e.entry.substr(0, e.entry.find(',')) == name; }))
+      out.push_back({name, yaml, ""});
+  for (auto& entry : a.vql_entries) {
+    size_t eq = entry.find('=');
+    if (eq == 0 || eq == std::string::npos || eq + 1 == entry.size() || entry.substr(0, eq).find(',') != std::string::npos)
+      throw std::invalid_argument("--vql \"" + entry + "\": expected Name=VQL");
+    out.push_back({entry.substr(0, eq), "", entry.substr(eq + 1)});
+  }
+  return out;
 }
 
 bool check_agent(const std::string& agent) {
@@ -288,21 +350,55 @@ void add_commands(CLI::App& app, CommandArgs& a) {
 
   auto* collect = app.add_subcommand("collect", "run an artifact on an agent (queued if it is not connected)");
   collect->add_option("agent", a.agent, "agent id")->required();
-  collect->add_option("artifact", a.artifact, "artifact name")->required();
+  collect->add_option("artifact", a.artifact, "artifact name (with --artifact-file: the file's, when left out)");
   collect->add_option("--param,-p", a.params, "name=value (repeatable)");
+  collect->add_option("--param-file,-f", a.param_files,
+                      "name=FILE: the file's content as the value (an upload or upload_file parameter; repeatable)");
   collect->add_option("--vql", a.vql, "run this VQL, its rows labelled with the artifact name");
+  collect->add_option("--artifact-file", a.artifact_files,
+                      "send this artifact definition (YAML) with the request: the agent runs it in place of "
+                      "its own artifact of that name")
+      ->expected(1);
   collect->add_flag("--new-agent", a.new_agent, "queue it for an agent that has never connected yet");
   collect->add_flag("--wait", a.wait, "print its rows as they are stored, then its outcome (on stderr); exit 0 "
                                       "only if it finished");
   collect->add_option("--timeout", a.timeout_s, "with --wait: give up after this many seconds (default: never)");
   collect->callback([&a] {
+    if (a.artifact.empty() && a.artifact_files.empty())
+      throw CLI::ValidationError("collect", "give an artifact, or --artifact-file FILE");
+    if (!a.vql.empty() && !a.artifact_files.empty())
+      throw CLI::ValidationError("collect", "--vql and --artifact-file: give one");
     a.run = [&a](const AdminOptions& o) {
-      int code = call(o, [&a](Admin::Client admin) {
+      std::string definition;
+      try {
+        for (auto& given : a.param_files) {
+          auto [name, content] = tools::file_parameter(given);
+          a.params.push_back(name + "=" + content);
+        }
+      } catch (const std::invalid_argument& e) {
+        std::cerr << "outpost-collector: " << e.what() << "\n";
+        return 1;
+      }
+      if (!a.artifact_files.empty()) try {
+          auto d = read_definition(a.artifact_files[0]);
+          if (!a.artifact.empty() && a.artifact != d.name) {
+            std::cerr << "outpost-collector: " << a.artifact_files[0] << " defines " << d.name << ", not "
+                      << a.artifact << "\n";
+            return 1;
+          }
+          a.artifact = d.name;
+          definition = std::move(d.yaml);
+        } catch (const std::invalid_argument& e) {
+          std::cerr << "outpost-collector: " << e.what() << "\n";
+          return 1;
+        }
+      int code = call(o, [&a, &definition](Admin::Client admin) {
         auto req = admin.collectRequest();
         req.setAgent(a.agent);
         req.setNewAgent(a.new_agent);
         req.initRequest().setArtifact(a.artifact);
         req.getRequest().setVql(a.vql);
+        req.getRequest().setDefinition(definition);
         set_parameters(req.getRequest(), a.params);
         return req.send().then([&a](auto resp) {
           a.flow = resp.getFlowId();
@@ -344,16 +440,25 @@ void add_commands(CLI::App& app, CommandArgs& a) {
   auto* table = app.add_subcommand("event-table", "set the event queries an agent runs (none: clear)");
   table->add_option("agent", a.agent, "agent id")->required();
   table->add_option("entries", a.entries, "Artifact[,name=value...] for each event query");
+  table->add_option("--artifact-file", a.artifact_files,
+                    "an artifact definition (YAML) sent with the table: run by the entry naming it, or by one "
+                    "of its own with its default parameters (repeatable)");
+  table->add_option("--vql", a.vql_entries, "Name=VQL: an event query, its rows labelled Name (repeatable)");
   table->add_flag("--new-agent", a.new_agent, "store it for an agent that has never connected yet");
   table->callback([&a] {
     a.run = [&a](const AdminOptions& o) { return call(o, [&a](Admin::Client admin) {
       auto req = admin.setEventTableRequest();
       req.setAgent(a.agent);
       req.setNewAgent(a.new_agent);
-      auto list = req.initArtifacts(a.entries.size());
-      for (size_t i = 0; i < a.entries.size(); ++i) set_entry(list[i], a.entries[i]);
-      return req.send().then([&a](auto resp) {
-        std::cout << fmt::format("event table of {} ({} entries) {}\n", a.agent, a.entries.size(),
+      auto entries = table_entries(a);
+      auto list = req.initArtifacts(entries.size());
+      for (size_t i = 0; i < entries.size(); ++i) {
+        set_entry(list[i], entries[i].entry);
+        list[i].setDefinition(entries[i].definition);
+        list[i].setVql(entries[i].vql);
+      }
+      return req.send().then([&a, n = entries.size()](auto resp) {
+        std::cout << fmt::format("event table of {} ({} entries) {}\n", a.agent, n,
                                  resp.getQueued() ? "stored; sent when it connects" : "set");
       });
     });

@@ -22,7 +22,10 @@ struct CommandArgs {
   std::string agent, artifact;
   std::string vql;                   // collect: instead of the artifact's query
   std::vector<std::string> params;   // collect: name=value
+  std::vector<std::string> param_files;  // collect: name=FILE, the file's content as the value
   std::vector<std::string> entries;  // event-table: Artifact[,name=value...]
+  std::vector<std::string> artifact_files;  // collect, event-table: definitions sent with the request
+  std::vector<std::string> vql_entries;     // event-table: Name=VQL
   uint64_t flow = 0;
   size_t lines = 10;
   bool json = false, follow = false;

@@ -21,6 +21,7 @@
 #include "api/agent_impl.hpp"
 #include "outpost/outpost.hpp"
 #include "tools/agent_local.hpp"
+#include "tools/param_file.hpp"
 
 namespace {
 
@@ -118,14 +119,17 @@ int main(int argc, char** argv) {
   app.fallthrough();  // --config and --set may also follow a command
 
   std::string vql, artifact;
-  std::vector<std::string> params;
+  std::vector<std::string> params, param_files;
   size_t max_rows = 0;
   auto* query_cmd = app.add_subcommand("query", "run VQL once, here, and print its rows as JSON lines");
   query_cmd->add_option("vql", vql, "the query")->required();
   auto* collect_cmd = app.add_subcommand("collect", "run an artifact once, here, and print its rows");
   collect_cmd->add_option("artifact", artifact, "its name (see `artifacts list`)")->required();
   for (auto* cmd : {query_cmd, collect_cmd}) {
-    cmd->add_option("-p,--param", params, "a parameter, name=value (repeatable)");
+    cmd->add_option("-p,--param", params,
+                    "a parameter, name=value (repeatable); a query's are typed: 5 is an int, 2.5 a float, true "
+                    "a bool, the rest text, unless the name says, as in id:string=5 (string, int, float, bool)");
+    cmd->add_option("-f,--param-file", param_files, "name=FILE: the file's content as the value (repeatable)");
     cmd->add_option("-n,--max-rows", max_rows, "stop after this many rows (0: at the end)");
   }
   auto* artifacts_cmd = app.add_subcommand("artifacts", "the artifacts: built-in and --definitions");
@@ -184,6 +188,7 @@ int main(int argc, char** argv) {
     Parameters parameters;
     try {
       for (auto& p : params) parameters.push_back(tools::parse_parameter(p));
+      for (auto& p : param_files) parameters.push_back(tools::file_parameter(p));
     } catch (const std::exception& e) {
       std::cerr << "outpost-agent: " << e.what() << "\n";
       return 2;

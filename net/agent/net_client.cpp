@@ -335,6 +335,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
       spec.flow_id = r.getFlowId();
       spec.artifact = r.getArtifact();
       spec.vql = r.getVql();
+      spec.definition = r.getDefinition();
       for (auto p : r.getParameters()) spec.parameters.emplace_back(p.getName(), p.getValue());
       auto id = r.getRequestId();
       spec.request_id.assign(reinterpret_cast<const char*>(id.begin()), id.size());

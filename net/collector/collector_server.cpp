@@ -253,7 +253,8 @@ class CollectorServer::CollectorImpl final : public protocol::Collector::Server 
     if (!server.store_.known_agent(id))  // so that requests for it need no --new-agent once it left
       server.tasks_.add(server.writer_.run([&store = server.store_, id] { store.remember_agent(id); }));
     server.agents_.erase(id);  // a reconnecting agent replaces its old session
-    server.agents_.emplace(id, AgentSession{conn_.peer, schemas::now_ns(), params.getController()});
+    server.agents_.emplace(id, AgentSession{conn_.peer, schemas::now_ns(), params.getController(),
+                                            info.getMinorVersion()});
     spdlog::info("collector: agent {} connected from {} ({})", id, conn_.peer,
                  info.getSoftware().cStr());
 
@@ -516,6 +517,7 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
   kj::Promise<void> collect(CollectContext context) override {
     std::string agent = checked_agent(context.getParams().getAgent());
     check_met(agent, context.getParams().getNewAgent());
+    check_takes(agent, context.getParams().getRequest().getDefinition().size() > 0);
     auto& store = server_.store_;
     return server_.writer_.run([&store] { return store.next_flow_ids(1); })
         .then([this, context, agent](uint64_t flow) mutable -> kj::Promise<void> {
@@ -524,6 +526,7 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
           auto request = message.initRoot<protocol::CollectRequest>();
           request.setArtifact(given.getArtifact());
           request.setVql(given.getVql());
+          request.setDefinition(given.getDefinition());
           request.setParameters(given.getParameters());
           request.setFlowId(flow);
           set_request_id(request);
@@ -602,8 +605,12 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
   kj::Promise<void> setEventTable(SetEventTableContext context) override {
     std::string agent = checked_agent(context.getParams().getAgent());
     check_met(agent, context.getParams().getNewAgent());
+    auto entries = context.getParams().getArtifacts();
+    bool definitions = false;
+    for (auto e : entries) definitions = definitions || e.getDefinition().size() > 0;
+    check_takes(agent, definitions);
     auto& store = server_.store_;
-    uint64_t count = context.getParams().getArtifacts().size();
+    uint64_t count = entries.size();
     return server_.writer_.run([&store, count] { return store.next_flow_ids(count); })
         .then([this, context, agent](uint64_t first) mutable -> kj::Promise<void> {
           capnp::MallocMessageBuilder message;
@@ -613,6 +620,7 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
           for (auto a : context.getParams().getArtifacts()) {
             entries[i].setArtifact(a.getArtifact());
             entries[i].setVql(a.getVql());
+            entries[i].setDefinition(a.getDefinition());
             entries[i].setParameters(a.getParameters());
             set_request_id(entries[i]);
             entries[i].setFlowId(first + i);
@@ -671,6 +679,14 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
     throw error_text("no agent " + agent +
                      " has ever connected to this collector (`outpost-collector agents` lists those that have)" +
                      (new_agent ? "; to queue for an agent yet to connect, pass --new-agent" : ""));
+  }
+  // A connected agent of protocol 1.0 would ignore an artifact definition and
+  // run its own artifact of that name.
+  void check_takes(const std::string& agent, bool definitions) const {
+    auto it = server_.agents_.find(agent);
+    if (definitions && it != server_.agents_.end() && it->second.minor_version < 1)
+      throw error_text("agent " + agent + " speaks protocol 1." + std::to_string(it->second.minor_version) +
+                         ", which takes no artifact definitions (an agent of 1.1 or later does)");
   }
   // 16 bytes the agent tells a request sent again by (protocol.capnp).
   static void set_request_id(protocol::CollectRequest::Builder request) {

@@ -42,6 +42,7 @@ class CollectorServer : private kj::TaskSet::ErrorHandler {
     std::string peer;  // remote address
     int64_t connected_ns = 0;
     protocol::AgentController::Client controller;
+    uint16_t minor_version = 0;  // of the protocol it speaks
   };
   // Connected agents by id (the newest connection of each).
   const std::map<std::string, AgentSession>& agents() const { return agents_; }
