@@ -4,7 +4,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <optional>
-#include <regex>
+#include <charconv>
+#include <fmt/format.h>
 
 #include "actors/test_sources.hpp"
 
@@ -14,26 +15,28 @@ namespace {
 
 // A query's parameter (text from a command line, a collector or a
 // configuration) as a variable: "name:type" types it (string, int, float,
-// bool); a plain name is an int when the text is one (no leading zero, so
-// "007" stays text), a float when it is a decimal, a bool for true/false.
+// bool); a plain name is an int or a float when the number written back is
+// the same text ("5", "2.5"; not "007", "1.10", "1e3", "+5": those stay
+// text), a bool for true/false, text otherwise.
 Binding typed_parameter(const std::string& given, const std::string& text) {
   size_t colon = given.find(':');
   std::string name = given.substr(0, colon);
   std::string type = colon == std::string::npos ? "" : given.substr(colon + 1);
-  static const std::regex integer("-?(0|[1-9][0-9]*)"), decimal("-?[0-9]+(\\.[0-9]*)?([eE][-+]?[0-9]+)?");
   auto refuse = [&] { return ArtifactError("parameter " + name + ": \"" + text + "\" is not a" +
                                            (type == "int" ? "n int" : " " + type)); };
-  auto as_int = [&]() -> std::optional<int64_t> {
-    errno = 0;
-    char* end = nullptr;
-    long long v = std::strtoll(text.c_str(), &end, 10);
-    if (!std::regex_match(text, integer) || errno == ERANGE) return std::nullopt;
+  auto as_int = [&](bool exact) -> std::optional<int64_t> {
+    int64_t v = 0;
+    auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (error != std::errc() || end != text.data() + text.size() || (exact && std::to_string(v) != text))
+      return std::nullopt;
     return v;
   };
-  auto as_float = [&]() -> std::optional<double> {
-    if (!std::regex_match(text, decimal)) return std::nullopt;
-    double v = std::strtod(text.c_str(), nullptr);
-    return std::isfinite(v) ? std::optional<double>(v) : std::nullopt;
+  auto as_float = [&](bool exact) -> std::optional<double> {
+    char* end = nullptr;
+    double v = text.empty() || std::isspace(static_cast<unsigned char>(text[0])) ? NAN : std::strtod(text.c_str(), &end);
+    if (!std::isfinite(v) || end != text.c_str() + text.size() || (exact && fmt::format("{}", v) != text))
+      return std::nullopt;
+    return v;
   };
   auto as_bool = [&]() -> std::optional<bool> {
     std::string lower;
@@ -43,11 +46,11 @@ Binding typed_parameter(const std::string& given, const std::string& text) {
   };
   if (type == "string") return {name, Value(text), nullptr};
   if (type == "int") {
-    if (auto v = as_int()) return {name, Value(*v), nullptr};
+    if (auto v = as_int(false)) return {name, Value(*v), nullptr};
     throw refuse();
   }
   if (type == "float") {
-    if (auto v = as_float()) return {name, Value(*v), nullptr};
+    if (auto v = as_float(false)) return {name, Value(*v), nullptr};
     throw refuse();
   }
   if (type == "bool") {
@@ -56,8 +59,8 @@ Binding typed_parameter(const std::string& given, const std::string& text) {
   }
   if (!type.empty())
     throw ArtifactError("parameter " + given + ": no type " + type + " (string, int, float or bool)");
-  if (auto v = as_int()) return {name, Value(*v), nullptr};
-  if (auto v = as_float(); v && text.find_first_of(".eE") != std::string::npos) return {name, Value(*v), nullptr};
+  if (auto v = as_int(true)) return {name, Value(*v), nullptr};
+  if (auto v = as_float(true)) return {name, Value(*v), nullptr};
   if (auto v = as_bool()) return {name, Value(*v), nullptr};
   return {name, Value(text), nullptr};
 }

@@ -116,6 +116,12 @@ QueryPtrs ArtifactRepository::programs(const Artifact& a, const RunOptions& opti
       if (q->statements.size() > first && q->statements.back().select)
         q->statements.back().result = a.source_label(*s);
     }
+    if (options.preconditions && precondition && a.conversions) {  // it reads the parameters as the sources do
+      auto converted = std::make_shared<ast::Query>();
+      append(converted->statements, a.conversions);
+      append(converted->statements, precondition);
+      precondition = std::move(converted);
+    }
     if (options.preconditions) q->precondition = std::move(precondition);
     return std::shared_ptr<const ast::Query>(std::move(q));
   };

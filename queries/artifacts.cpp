@@ -244,6 +244,8 @@ Artifact parse_artifact(const std::string& yaml, const std::string& origin, cons
       Artifact::Parameter p;
       if (!params[i]["name"]) r.fail(at + ".name", "missing");
       p.name = r.text(params[i]["name"], at + ".name");
+      if (p.name.empty() || p.name.find('`') != std::string::npos)  // VQL could not name it
+        r.fail(at + ".name", p.name.empty() ? "empty" : "\"" + p.name + "\": a name VQL cannot write (it holds `)");
       auto given = params[i]["default"];
       if (given && !given.IsNull()) p.default_value = r.text(given, at + ".default");  // `default:` alone is ""
       if (params[i]["type"] && !params[i]["type"].IsNull())
@@ -283,7 +285,11 @@ Artifact parse_artifact(const std::string& yaml, const std::string& origin, cons
     if (query && queries) r.fail(at, "both query and queries: give one");
     if (queries) {
       if (!queries.IsSequence()) r.fail(at + ".queries", "expected a list of VQL statements");
-      for (size_t k = 0; k < queries.size(); ++k) s.query += r.text(queries[k], at + ".queries[" + std::to_string(k) + "]") + "\n";
+      for (size_t k = 0; k < queries.size(); ++k) {
+        s.query += r.text(queries[k], at + ".queries[" + std::to_string(k) + "]") + "\n";
+        if (s.query.size() > kMaxQueryBytes)  // YAML aliases repeat one text without taking room in the file
+          r.fail(at + ".queries", "more than " + std::to_string(kMaxQueryBytes) + " bytes of VQL");
+      }
     } else if (query) {
       s.query = r.text(query, at + ".query");
     } else {

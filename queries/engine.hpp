@@ -247,6 +247,11 @@ class Engine {
  private:
   Value lazy_if(const ast::Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx);
   Value scope_get(const ast::Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx);
+  // accessor='scope' (Velociraptor's): a path argument (file, filename,
+  // files, path) names a variable with .members ("String.Data"); it becomes
+  // that variable's value, as text, and the accessor 'data'.
+  void read_scope_paths(std::vector<std::pair<std::string, Value>>& values, const Frame& f,
+                        const std::shared_ptr<RunContext>& ctx);
   Value aggregate(const ast::Expr& e, const Frame& f, const std::shared_ptr<RunContext>& ctx);
   // The values of a call's arguments, lambdas (by `spec`) compiled.
   std::vector<std::pair<std::string, Value>> arguments(const std::string& callee, const std::vector<ast::Arg>& args,
@@ -275,6 +280,12 @@ const re2::RE2* cached_regex(const std::string& pattern, bool case_sensitive);
 // Every match of `re` in `source` replaced by `tmpl`, where $1 or ${name}
 // stand for a group, as Go's Regexp.Expand writes them (text_functions.cpp).
 std::string replace_all(const std::string& source, const re2::RE2& re, const std::string& tmpl);
+
+// The path of a new file in $TMPDIR (or /tmp) holding `pieces`, removed
+// when the query ends (tempfile()'s; host_functions.cpp). Throws QueryError
+// naming `who`.
+std::string temp_file_with(Env& env, const std::vector<std::string>& pieces, const std::string& extension,
+                           const std::string& who);
 
 // False when `key` was logged by this query less than `period` ago (log()'s
 // and the row errors' deduplication); else notes it now.

@@ -203,14 +203,15 @@ void warn_unknown_name(Env& env, const std::string& name, const Row* row) {
 
 void warn_missing_field(Env& env, const ast::Expr& of, const Value& value, const std::string& field) {
   if (value.is_null() || value.as_list() || value.as_query()) return;  // NULL in, NULL out; a list: per item
+  auto d = value.as_dict();
+  auto o = value.as_object();
+  if ((d && d->find(field)) || (o && o->member(field))) return;  // there, and NULL
   std::string whose = of.kind == ast::Expr::Kind::variable ? of.name : "the value";
   if (!first_in(env, "field " + whose + "." + field, std::chrono::seconds(3600))) return;
   std::string there;
-  if (auto d = value.as_dict()) {
-    if (d->find(field)) return;  // there, and NULL
+  if (d) {
     there = what_there_is("its fields", keys_of(*d), field);
-  } else if (auto o = value.as_object()) {
-    if (o->member(field)) return;
+  } else if (o) {
     there = what_there_is("its members", o->members(), field);
   } else {
     there = std::string(" (a ") + type_name(value) + " has no fields)";
@@ -314,6 +315,25 @@ std::optional<Value> Engine::find_name(const std::string& name, const Frame& f,
     return eval(*b->lazy->expr, Frame{ctx->root}, ctx);
   }
   return std::nullopt;  // VQL: an unknown name is NULL, not an error (a warning: warn_unknown_name)
+}
+
+void Engine::read_scope_paths(std::vector<std::pair<std::string, Value>>& values, const Frame& f,
+                              const std::shared_ptr<RunContext>& ctx) {
+  auto accessor = std::find_if(values.begin(), values.end(), [](auto& v) { return v.first == "accessor"; });
+  if (accessor == values.end() || !accessor->second.as_string() || *accessor->second.as_string() != "scope") return;
+  accessor->second = Value("data");
+  for (auto& [name, v] : values) {
+    auto path = v.as_string();
+    if ((name != "file" && name != "filename" && name != "files" && name != "path") || !path) continue;
+    size_t dot = path->find('.');
+    Value data = lookup(path->substr(0, dot), f, ctx);
+    while (dot != std::string::npos && !data.is_null()) {
+      size_t next = path->find('.', dot + 1);
+      data = field_of(data, path->substr(dot + 1, next == std::string::npos ? next : next - dot - 1));
+      dot = next;
+    }
+    v = data.is_null() ? Value() : Value(to_string(data));
+  }
 }
 
 // get(field=) or get(member=) without item=: the path starts at a variable.

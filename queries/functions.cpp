@@ -428,16 +428,23 @@ void add_builtin_functions(Registry& r) {
   fn("upload", "Sends a file to the collector: in 1 MiB chunks on the uploads lane, after this row, with "
                "its SHA-256 at the end. Returns {Path, Size} (or {Path, Error}) at once. accessor='process': "
                "file='/PID' sends the process's readable memory, its ranges one after another, and returns "
-               "where each is: Ranges [{Address, Size, Offset}].",
-     {{"file", "string", true, ""}, {"accessor", "string", false, "file (default), auto or process"},
+               "where each is: Ranges [{Address, Size, Offset}]. accessor='data' (or 'scope': `file` names a "
+               "variable): `file` is the content itself.",
+     {{"file", "string", true, ""}, {"accessor", "string", false, "file (default), auto, process, data or scope"},
       {"name", "string", false, "the name to store it under (default: file)"}},
      [](const Args& a, Env& env) {
        const std::string& path = required_string(a, "file");
-       std::string name = a.string("name").value_or(path);
+       auto accessor = accessor_of(a, {Accessor::process, Accessor::data});
+       std::string name = a.string("name").value_or(accessor == Accessor::data ? "data" : path);
        Dict out;
        out.set("Path", name);
        if (env.upload_requests.size() >= 1000) a.fail("file", "more than 1000 uploads waiting in this query");
-       if (accessor_of(a, {Accessor::process}) == Accessor::process) {
+       if (accessor == Accessor::data) {  // the content: sent from a file of the query's own
+         env.upload_requests.push_back({name, temp_file_with(env, {path}, "", "upload()"), {}});
+         out.set("Size", static_cast<int64_t>(path.size()));
+         return Value(std::move(out));
+       }
+       if (accessor == Accessor::process) {
          auto pid = process_of(path);
          if (!pid) a.fail("file", "\"" + path + "\" is not a process: \"/PID\"");
          auto ranges = readable_ranges(*env.paths, *pid);

@@ -42,17 +42,17 @@ Value ip(const Args& a, Env&) {
   return Value();
 }
 
-// A new file in $TMPDIR (or /tmp) holding `data`, removed when the query ends.
-Value tempfile(const Args& a, Env& env) {
+}  // namespace
+
+std::string temp_file_with(Env& env, const std::vector<std::string>& pieces, const std::string& extension,
+                           const std::string& who) {
   std::string dir = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
-  std::string extension = a.string("extension").value_or("");
-  if (extension.find('/') != std::string::npos) a.fail("extension", "must not hold '/'");
   std::string path = dir + "/outpost-tmp-XXXXXX" + extension;
   int fd = ::mkstemps(path.data(), static_cast<int>(extension.size()));
-  if (fd < 0) throw QueryError("tempfile(): cannot create in " + dir + ": " + std::strerror(errno));
+  if (fd < 0) throw QueryError(who + ": cannot create a file in " + dir + ": " + std::strerror(errno));
   env.temp_files.add(path);
   bool ok = true;
-  for (auto& piece : a.strings("data")) {
+  for (auto& piece : pieces) {
     for (size_t done = 0; ok && done < piece.size();) {
       ssize_t n = ::write(fd, piece.data() + done, piece.size() - done);
       if (n < 0 && errno == EINTR) continue;
@@ -62,7 +62,16 @@ Value tempfile(const Args& a, Env& env) {
   }
   int error = errno;
   ::close(fd);
-  if (!ok) throw QueryError("tempfile(): writing " + path + ": " + std::strerror(error));
+  if (!ok) throw QueryError(who + ": writing " + path + ": " + std::strerror(error));
+  return path;
+}
+
+namespace {
+
+Value tempfile(const Args& a, Env& env) {
+  std::string extension = a.string("extension").value_or("");
+  if (extension.find('/') != std::string::npos) a.fail("extension", "must not hold '/'");
+  std::string path = temp_file_with(env, a.strings("data"), extension, "tempfile()");
   if (auto mode = a.string("permissions")) {
     if (*mode == "x") ::chmod(path.c_str(), 0700);
     else if (!mode->empty()) a.fail("permissions", "expected \"x\" (executable) or nothing");

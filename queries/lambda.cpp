@@ -68,6 +68,7 @@ std::vector<std::pair<std::string, Value>> Engine::arguments(const std::string& 
     }
     values.emplace_back(a.name, std::move(v));
   }
+  read_scope_paths(values, f, ctx);
   return values;
 }
 

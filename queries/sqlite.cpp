@@ -117,7 +117,7 @@ class PrivateDir {
 };
 
 Fd create_private(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd) throw FileError("cannot create " + path + ": " + errno_message(errno));
   return fd;
 }
@@ -286,6 +286,7 @@ class Copy {
       if (!S_ISREG(st.st_mode)) throw FileError("its " + std::string(suffix + 1) + " is not a regular file");
       side.size = static_cast<uint64_t>(st.st_size);
       side.out = create_private(to + suffix);
+      side.journal = std::strcmp(suffix, "-journal") == 0;
       total += side.size;
       parts_.push_back(std::move(side));
     }
@@ -297,6 +298,7 @@ class Copy {
     for (size_t quota = kCopyBytesPerCall; next_ < parts_.size();) {
       Part& p = parts_[next_];
       if (p.done == p.size) {
+        if (p.journal) forget_super_journal(p);
         p.out.reset();
         ++next_;
         continue;
@@ -317,7 +319,22 @@ class Copy {
     sqlite3_file* file = nullptr;  // the database, through its connection; else `in`
     Fd in, out;
     uint64_t size = 0, done = 0;
+    bool journal = false;
   };
+
+  // A hot journal may end naming a super-journal (its name, length,
+  // checksum, then this magic): rolling the copy back, SQLite would read
+  // that file and delete it, whatever file it is. The copy's magic is
+  // zeroed, so the name is not read: the journal's own pages still roll back.
+  static void forget_super_journal(Part& p) {
+    static const unsigned char kMagic[8] = {0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7};
+    unsigned char tail[8];
+    off_t at = static_cast<off_t>(p.done) - 8;
+    if (p.done < 16 || ::pread(p.out.get(), tail, 8, at) != 8 || std::memcmp(tail, kMagic, 8) != 0) return;
+    static const unsigned char kZeros[8] = {};
+    if (::pwrite(p.out.get(), kZeros, 8, at) != 8)
+      throw FileError("cannot make its journal's copy safe to roll back: " + errno_message(errno));
+  }
 
   // Up to `want` bytes at p.done into buffer_; fewer at the file's end.
   size_t read(Part& p, size_t want) {

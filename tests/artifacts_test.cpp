@@ -85,6 +85,12 @@ TEST(Artifacts, MalformedFilesAreRefusedWithThePlace) {
             "my.yaml: parameters[0].type: expected one of string, str, hidden, choices, glob, yara, regex, int, "
             "int64, integer, bool, float, timestamp, csv, artifactset, json, json_array, regex_array, multichoice, "
             "upload, upload_file, got \"wat\"");
+  EXPECT_EQ(parse_error("name: A\nparameters: [{name: \"a`b\"}]\nsources: [{query: SELECT 1 FROM info()}]\n"),
+            "my.yaml: parameters[0].name: \"a`b\": a name VQL cannot write (it holds `)");
+  // An alias repeats a text without taking room in the file: the VQL it makes is bounded all the same.
+  std::string aliased = "name: A\nsources:\n  - queries: [&q \"SELECT '" + std::string(100000, 'x') + "' FROM info()\"";
+  for (int i = 0; i < 20; ++i) aliased += ", *q";
+  EXPECT_EQ(parse_error(aliased + "]\n"), "my.yaml: sources[0].queries: more than 1048576 bytes of VQL");
   EXPECT_EQ(parse_error("name: A\nparameters: [{name: N, type: server_metadata}]\nsources: [{query: SELECT N FROM info()}]\n"),
             "my.yaml: parameters[0].type: type \"server_metadata\" is filled in by Velociraptor's server; Outpost's "
             "has no such values");
@@ -253,14 +259,17 @@ TEST(Artifacts, QueryParametersAreTypedLikeTheirText) {
   s.query = "SELECT * FROM scope()";
   s.parameters = {{"n", "42"}, {"neg", "-7"}, {"f", "2.5"}, {"e", "1e3"}, {"b", "TRUE"}, {"zero", "007"},
                   {"text", "12ab"}, {"id:string", "42"}, {"i:int", "5"}, {"x:float", "3"}, {"y:bool", "false"},
-                  {"big", "99999999999999999999"}};
+                  {"big", "99999999999999999999"}, {"version", "1.10"}, {"plus", "+5"}, {"space", " 5"},
+                  {"negzero", "-0"}, {"huge", "1e400"}};
   auto p = prepare(s, *builtin(), engine());
   std::map<std::string, std::string> typed;  // name: the value as JSON
   for (auto& b : p.parameters) append_json(typed[b.name], b.value);
-  EXPECT_EQ(typed, (std::map<std::string, std::string>{{"n", "42"}, {"neg", "-7"}, {"f", "2.5"}, {"e", "1000"},
+  EXPECT_EQ(typed, (std::map<std::string, std::string>{{"n", "42"}, {"neg", "-7"}, {"f", "2.5"}, {"e", "\"1e3\""},
                                                        {"b", "true"}, {"zero", "\"007\""}, {"text", "\"12ab\""},
                                                        {"id", "\"42\""}, {"i", "5"}, {"x", "3"}, {"y", "false"},
-                                                       {"big", "\"99999999999999999999\""}}));
+                                                       {"big", "\"99999999999999999999\""}, {"version", "\"1.10\""},
+                                                       {"plus", "\"+5\""}, {"space", "\" 5\""}, {"negzero", "-0"},
+                                                       {"huge", "\"1e400\""}}));
   auto error = [&](const std::string& name, const std::string& value) {
     s.parameters = {{name, value}};
     try {

@@ -165,6 +165,11 @@ TEST_F(Control, ArtifactDefinitionsAndQueriesTravelWithRequests) {
   auto other = command({"collect", "agent-1", "Custom.Other", "--artifact-file", sent});
   EXPECT_EQ(other.first, 1);
   EXPECT_EQ(other.second, "outpost-collector: " + sent + " defines Custom.Sent, not Custom.Other\n");
+  auto binary = command({"collect", "agent-1", "--artifact-file", sent, "-f",
+                         "Rules=" + write("nul.bin", std::string("ab\0cd", 5))});
+  EXPECT_EQ(binary.first, 1);
+  EXPECT_EQ(binary.second, "outpost-collector: " + tmp.path("nul.bin").string() +
+                               ": a NUL byte at offset 2 (a parameter is text; binary files cannot be sent as one yet)\n");
   auto not_yaml = command({"collect", "agent-1", "--artifact-file", write("list.yaml", "- a\n")});
   EXPECT_EQ(not_yaml.first, 1);
   EXPECT_NE(not_yaml.second.find("not an artifact definition (no `name:`)"), std::string::npos) << not_yaml.second;

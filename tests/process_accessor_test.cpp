@@ -1,10 +1,13 @@
 // accessor="process": a process's memory by pid, through /proc/PID/mem and
 // its maps, read by read_file() and sent by upload(). The process read is
-// this test's own, so the bytes are ones the test put there.
+// this test's own, so the bytes are ones the test put there. And
+// accessor="scope": a variable's value as the data.
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include "queries/engine.hpp"
@@ -28,6 +31,30 @@ TEST(ProcessAccessor, ReadFileReadsMemoryAtAnAddress) {
   EXPECT_EQ(json_lines(run_rows(default_registry(), "SELECT read_file(accessor='process', filename='" + self() +
                                                         "', offset=16, length=4) AS M FROM scope()")),
             std::vector<std::string>{"{\"M\":\"\"}"});
+}
+
+// accessor='scope' (Velociraptor's, as Linux.Detection.Yara.Process uploads
+// a hit's bytes): the path names a variable with members; its value is the
+// data. upload() sends it from a file of the query's own.
+TEST(ProcessAccessor, ScopeAccessorReadsAVariablesValueAsTheData) {
+  Engine engine(default_registry());
+  Env env;
+  std::vector<Row> rows;
+  auto stream = engine.start(
+      "LET Hit = dict(String=dict(Data='the bytes that matched')) "
+      "SELECT read_file(accessor='scope', filename='Hit.String.Data') AS R, "
+      "upload(accessor='scope', file='Hit.String.Data', name='hit.bin') AS U, "
+      "read_file(accessor='scope', filename='Hit.Nothing') AS Missing FROM scope()",
+      {}, env);
+  while (stream->next(rows, 10).state != Step::State::done) {
+  }
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(to_json(rows[0]), "{\"R\":\"the bytes that matched\",\"U\":{\"Path\":\"hit.bin\",\"Size\":22},"
+                              "\"Missing\":\"\"}");
+  ASSERT_EQ(env.upload_requests.size(), 1u);
+  EXPECT_EQ(env.upload_requests[0].path, "hit.bin");
+  std::ifstream sent(env.upload_requests[0].source, std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(sent), {}), "the bytes that matched");
 }
 
 TEST(ProcessAccessor, UploadSendsTheReadableRangesAndSaysWhereEachIs) {

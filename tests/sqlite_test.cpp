@@ -7,9 +7,12 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -426,6 +429,65 @@ TEST_F(Sqlite, ClosedWalDatabaseIsReadWithoutCreatingFilesBesideIt) {
   // Even read-only, SQLite in place would have made a -wal and a -shm here.
   EXPECT_FALSE(fs::exists(path + "-wal"));
   EXPECT_FALSE(fs::exists(path + "-shm"));
+  EXPECT_EQ(held(copies), Lines{});
+}
+
+TEST_F(Sqlite, APlantedSuperJournalDeletesNothing) {
+  auto path = make_db("hot.db");
+  const std::string committed = read_bytes(path);
+  // A hot journal, as a writer that died mid-transaction leaves it: pages
+  // spilled to the database (a cache of 2 pages) before any commit, so the
+  // journal is synced with its header. The child uses only SQLite, then
+  // goes without committing or closing; its locks go with it.
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    sqlite3* db = nullptr;
+    int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr);
+    if (rc == SQLITE_OK)
+      rc = sqlite3_exec(db,
+                        "PRAGMA journal_mode=DELETE; PRAGMA cache_size=2; BEGIN;"
+                        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200)"
+                        " INSERT INTO t(i, b) SELECT x, randomblob(300) FROM c;"
+                        "UPDATE t SET s = 'uncommitted';",
+                        nullptr, nullptr, nullptr);
+    ::_exit(rc == SQLITE_OK ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  const std::string journal = path + "-journal";
+  std::string hot = read_bytes(journal);
+  ASSERT_FALSE(hot.empty());
+  ASSERT_NE(hot[0], '\0');                 // hot: a reader must roll it back
+  ASSERT_NE(read_bytes(path), committed);  // and only a rollback gives the last commit
+  // What a real super-journal holds: its child journals' names, each ending in NUL.
+  auto victim = dir_.path("victim").string();
+  const std::string precious = dir_.path("gone.db-journal").string() + std::string(1, '\0');
+  write_bytes(victim, precious);
+  // The journal made to end as a writer of several databases ends it: the
+  // super-journal's name, its length and the sum of its bytes (big-endian),
+  // then the journal magic.
+  auto be32 = [](uint32_t v) {
+    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+                       static_cast<char>(v)};
+  };
+  uint32_t sum = 0;
+  for (unsigned char c : victim) sum += c;
+  hot += victim + be32(static_cast<uint32_t>(victim.size())) + be32(sum) +
+         std::string("\xd9\xd5\x05\xf9\x20\xa1\x63\xd7", 8);
+  write_bytes(journal, hot);
+  const std::string database = read_bytes(path);
+  auto copies = dir_.path("tmp");
+  fs::create_directory(copies);
+  TmpdirSet tmpdir(copies);
+  // Read from a copy rolled back: the last commit.
+  EXPECT_EQ(query(path, "SELECT count(*) AS n, max(s) AS s FROM t"), (Lines{R"({"n":2,"s":"forty-two"})"}));
+  EXPECT_TRUE(fs::exists(victim));
+  EXPECT_EQ(read_bytes(victim), precious);
+  // Nothing changed beside it, nothing left behind.
+  EXPECT_EQ(read_bytes(path), database);
+  EXPECT_EQ(read_bytes(journal), hot);
   EXPECT_EQ(held(copies), Lines{});
 }
 

@@ -416,11 +416,23 @@ void CollectorServer::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer,
 
 // --- Requests for agents
 
+bool CollectorServer::takes_definitions(const std::string& agent) const {
+  auto it = agents_.find(agent);
+  return it != agents_.end() && it->second.minor_version >= 1;
+}
+
 kj::Promise<void> CollectorServer::push_requests(std::string agent,
                                                  protocol::AgentController::Client controller) {
   kj::Promise<void> table = kj::READY_NOW;
   if (auto stored = store_.event_table(agent); !stored.empty()) {
     Decoded<protocol::EventTable> decoded(stored);
+    for (auto e : decoded.get().getEntries())
+      if (e.getDefinition().size() && !takes_definitions(agent)) {
+        spdlog::warn("collector: agent {} speaks protocol 1.0, which would ignore the artifact definitions its "
+                     "event table holds: the table is not sent",
+                     agent);
+        return push_queued(agent, controller, store_.queued_requests(agent), 0);
+      }
     auto req = controller.setEventTableRequest();
     req.setArtifacts(decoded.get().getEntries());
     table = req.send().ignoreResult().catch_([agent](kj::Exception&& e) {
@@ -453,7 +465,11 @@ kj::Promise<void> CollectorServer::push_queued(std::string agent,
   auto request = decoded.get();
   kj::Promise<void> sent = nullptr;
   std::string what;
-  if (request.isCollect()) {
+  if (request.isCollect() && request.getCollect().getDefinition().size() && !takes_definitions(agent)) {
+    what = "collection " + std::to_string(request.getCollect().getFlowId());
+    sent = kj::Promise<void>(
+        KJ_EXCEPTION(FAILED, "it speaks protocol 1.0, which would ignore the artifact definition sent with it"));
+  } else if (request.isCollect()) {
     auto req = controller.collectRequest();
     req.setRequest(request.getCollect());
     what = "collection " + std::to_string(request.getCollect().getFlowId()) + " (" +

@@ -66,6 +66,9 @@ class CollectorServer : private kj::TaskSet::ErrorHandler {
   void log_refusal_summary(uint64_t more);
   void taskFailed(kj::Exception&& exception) override;
   kj::Promise<void> start_admin();
+  // Whether the connected `agent` runs artifact definitions sent to it
+  // (protocol 1.1): one of 1.0 would ignore them and run its own artifacts.
+  bool takes_definitions(const std::string& agent) const;
   // What waits for an agent: its event table, then its queued requests in order.
   kj::Promise<void> push_requests(std::string agent, protocol::AgentController::Client controller);
   kj::Promise<void> push_queued(std::string agent, protocol::AgentController::Client controller,
