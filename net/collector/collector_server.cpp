@@ -699,10 +699,9 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
   // A connected agent of protocol 1.0 would ignore an artifact definition and
   // run its own artifact of that name.
   void check_takes(const std::string& agent, bool definitions) const {
-    auto it = server_.agents_.find(agent);
-    if (definitions && it != server_.agents_.end() && it->second.minor_version < 1)
-      throw error_text("agent " + agent + " speaks protocol 1." + std::to_string(it->second.minor_version) +
-                         ", which takes no artifact definitions (an agent of 1.1 or later does)");
+    if (definitions && server_.agents_.count(agent) && !server_.takes_definitions(agent))
+      throw error_text("agent " + agent + " speaks protocol 1.0, which takes no artifact definitions (an agent "
+                       "of 1.1 or later does)");
   }
   // 16 bytes the agent tells a request sent again by (protocol.capnp).
   static void set_request_id(protocol::CollectRequest::Builder request) {
