@@ -1,5 +1,6 @@
 #include "net/collector/storage_worker.hpp"
 
+#include <algorithm>
 #include <spdlog/spdlog.h>
 
 #include "persistence/errors.hpp"
@@ -145,9 +146,11 @@ std::vector<StorageWorker::Job> StorageWorker::take_group() {
 // agents resend, and the storage thread goes on.
 void StorageWorker::fail_group(std::vector<Job>& group, const char* why) {
   spdlog::error("collector: storing {} uploads failed: {}", group.size(), why);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.failures += group.size();
+  }
   for (auto& job : group) job.done->reject(KJ_EXCEPTION(FAILED, "collector storage failed", why));
-  std::lock_guard<std::mutex> lock(mutex_);
-  stats_.failures += group.size();
 }
 
 void StorageWorker::finished(std::vector<Job>& group) {
@@ -234,38 +237,36 @@ void StorageWorker::store_loop() {
     uploads.reserve(group.size());
     for (auto& job : group) uploads.push_back(std::move(job.upload));
     StoreReport report;
-    uint64_t failed = 0;
-    bool group_failed = false;
+    std::vector<UploadResult> results;
+    bool group_failed = true;
     try {
-      auto results = store_.store(uploads, &report);
-      for (size_t i = 0; i < group.size(); ++i) {
-        if (results[i].status == UploadStatus::failed) {
-          ++failed;
-          group[i].done->reject(KJ_EXCEPTION(FAILED, "collector storage failed", results[i].error));
-        } else {
-          group[i].done->fulfill(std::move(results[i]));
-        }
-      }
+      results = store_.store(uploads, &report);
+      group_failed = false;
     } catch (const std::exception& e) {  // StoreError, filesystem_error, bad_alloc
-      group_failed = true;
       fail_group(group, e.what());
     } catch (const kj::Exception& e) {
-      group_failed = true;
       fail_group(group, e.getDescription().cStr());
     }
-    {
+    {  // counted before anyone is answered: an answer's reader sees its upload in the stats
       std::lock_guard<std::mutex> lock(mutex_);
       storing_ = false;
+      if (!group_failed) {
+        ++stats_.groups;
+        stats_.uploads += group.size();
+        stats_.failures += static_cast<uint64_t>(std::count_if(
+            results.begin(), results.end(), [](auto& r) { return r.status == UploadStatus::failed; }));
+        stats_.records.stored += report.stored;
+        stats_.records.duplicates += report.duplicates;
+        stats_.records.malformed += report.malformed;
+      }
     }
-    if (!group_failed) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      ++stats_.groups;
-      stats_.uploads += group.size();
-      stats_.failures += failed;
-      stats_.records.stored += report.stored;
-      stats_.records.duplicates += report.duplicates;
-      stats_.records.malformed += report.malformed;
-    }
+    if (!group_failed)
+      for (size_t i = 0; i < group.size(); ++i) {
+        if (results[i].status == UploadStatus::failed)
+          group[i].done->reject(KJ_EXCEPTION(FAILED, "collector storage failed", results[i].error));
+        else
+          group[i].done->fulfill(std::move(results[i]));
+      }
     finished(group);
   }
 }
