@@ -67,6 +67,8 @@ constexpr std::pair<const char*, LinkKind> kLinkKinds[] = {
     {"file", LinkKind::file}, {"offline", LinkKind::offline}, {"collector", LinkKind::collector},
     {"host", LinkKind::host}};
 constexpr std::pair<const char*, bool> kBools[] = {{"true", true}, {"false", false}};
+constexpr std::pair<const char*, const char*> kProcessBackends[] = {
+    {"auto", "auto"}, {"ebpf", "ebpf"}, {"proc_connector", "proc_connector"}};
 constexpr std::pair<const char*, spdlog::level::level_enum> kLogLevels[] = {
     {"trace", spdlog::level::trace}, {"debug", spdlog::level::debug},
     {"info", spdlog::level::info},   {"warn", spdlog::level::warn},
@@ -483,6 +485,18 @@ void read_artifacts(const YAML::Node& n, const std::string& path, std::vector<st
                       }}});
 }
 
+void read_sensors(const YAML::Node& n, const std::string& path, SensorConfig& sensors) {
+  read_map(n, path, {{"process_events", [&](auto& v, auto& p) {
+                        sensors.process_events = choice(v, p, kProcessBackends);
+                      }},
+                     {"ring_buffer", [&](auto& v, auto& p) {
+                        uint64_t bytes = size(v, p, true, 1ull << 30, "1GiB");
+                        if (bytes < 4096 || (bytes & (bytes - 1)) != 0)
+                          expected(v, p, "a power of two from 4KiB to 1GiB (a BPF ring buffer's size)");
+                        sensors.ring_buffer = bytes;
+                      }}});
+}
+
 void read_agent(const YAML::Node& root, AgentConfig& config) {
   std::vector<QuerySpec> event_table;
   read_map(root, "",
@@ -494,6 +508,7 @@ void read_agent(const YAML::Node& root, AgentConfig& config) {
             {"vql", [&](auto& v, auto& p) {
                read_map(v, p, {{"allow_execve", [&](auto& b, auto& q) { config.allow_execve = choice(b, q, kBools); }}});
              }},
+            {"sensors", [&](auto& v, auto& p) { read_sensors(v, p, config.sensors); }},
             {"event_table", [&](auto& v, auto& p) { read_event_table(v, p, event_table); }},
             {"queries", [&](auto& v, auto& p) { read_queries(v, p, config.queries); }}});
   uint64_t next_id = 1;
@@ -679,6 +694,13 @@ artifacts:                      # artifact definitions besides the built-in ones
 vql:
   allow_execve: false           # true: execve() may run programs (as root, when the agent is);
                                 #   false refuses it, as Velociraptor's prevent_execve
+
+sensors:
+  process_events: auto          # process events from the kernel: auto (eBPF, else the netlink proc
+                                #   connector), ebpf or proc_connector; eBPF needs root (or CAP_BPF
+                                #   and CAP_PERFMON), the proc connector root before Linux 6.6
+  ring_buffer: 8MiB             # eBPF's ring buffer, a power of two: events it has no room for are
+                                #   counted and reported as dropped_at_source
 
 event_table:                    # event artifacts (outpost-agent artifacts list), each a query
   - artifact: Linux.Events.ProcessCreation     # a row per process started

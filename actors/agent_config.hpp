@@ -129,6 +129,13 @@ inline persistence::StoreOptions default_store_options() {
   return options;
 }
 
+// Where kernel events come from (sensors.*).
+struct SensorConfig {
+  // "auto" (eBPF, else the netlink proc connector), "ebpf" or "proc_connector".
+  std::string process_events = "auto";
+  uint64_t ring_buffer = 8 << 20;  // eBPF's ring buffer: a power of two, 4KiB to 1GiB
+};
+
 struct AgentConfig {
   persistence::StoreOptions buffer = default_store_options();
   // buffer.pending_budget: bytes of appends that may wait in RAM for the
@@ -144,6 +151,7 @@ struct AgentConfig {
   std::vector<std::string> artifact_paths;
   // VQL's execve() may run programs (vql.allow_execve); refused otherwise.
   bool allow_execve = false;
+  SensorConfig sensors;
 };
 
 class ConfigError : public std::runtime_error {

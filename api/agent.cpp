@@ -197,6 +197,8 @@ const Agent::Impl::VqlSetup& Agent::Impl::vql() const {
   auto setup = std::make_unique<VqlSetup>();
   setup->artifacts = vql::load_artifacts(config.artifact_paths, *registry, setup->report);
   setup->permissions.execve = config.allow_execve;
+  vql::parse_backend(config.sensors.process_events, setup->sensors.process_events.backend);  // checked when read
+  setup->sensors.process_events.ring_buffer_bytes = config.sensors.ring_buffer;
   vql_setup = std::move(setup);
   return *vql_setup;
 }
@@ -334,7 +336,7 @@ Result Agent::start() {
       [remote_context](kj::Timer& timer) { return net::make_inspector_service(remote_context, timer); },
       d.options.sink, acks);
   caf::anon_send(buf, set_link_atom::value, link);
-  auto sensors = std::make_unique<vql::SensorHub>(*sys);
+  auto sensors = std::make_unique<vql::SensorHub>(*sys, setup.sensors);
   std::map<std::string, std::shared_ptr<PushQueue>> queues;
   for (auto& q : config.queries)
     if (q.source.kind == SourceSpec::Kind::host)

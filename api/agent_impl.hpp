@@ -18,15 +18,13 @@
 #include "outpost/outpost.hpp"
 #include "net/agent/log_ring.hpp"
 #include "queries/artifacts.hpp"
+#include "queries/sensors.hpp"
 
 namespace outpost {
 namespace net {
 class InspectorServer;
 class MetricsServer;
 }  // namespace net
-namespace vql {
-class SensorHub;
-}
 namespace persistence {
 class BufferStore;
 }
@@ -67,6 +65,7 @@ struct Agent::Impl {
     std::shared_ptr<const vql::ArtifactRepository> artifacts;
     vql::LoadReport report;  // the files that did not load, or replaced another
     vql::Permissions permissions;  // vql.allow_execve
+    vql::SensorSettings sensors;   // sensors.*
   };
   // Read (read_config()) and loaded on the first call, then the same.
   // Throws ConfigError (also when the host's plugins were refused). Any

@@ -126,7 +126,7 @@ Result run(Agent::Impl& d, const SourceSpec& spec, const RowCallback& on_row, ui
   caf::actor_system sys{configure_scheduler(cfg)};
   Result r;
   {
-    SensorHub hub(sys);
+    SensorHub hub(sys, setup->sensors);
     r = pull(p, engine, sys, hub, nullptr, on_row, max_rows);
   }
   sys.await_all_actors_done();

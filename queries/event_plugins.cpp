@@ -1,6 +1,6 @@
 // Event plugins: clock(), tail(), watch_directory() (and, in
-// process_events.cpp, watch_processes() and watch_mounts()). All but clock
-// are shared sensors: one scanner per distinct arguments.
+// process_events.cpp, watch_processes() and watch_mounts(); in
+// kernel_events.cpp, watch_ebpf()). All but clock are shared sensors.
 
 #include <sys/inotify.h>
 #include <sys/stat.h>
@@ -305,6 +305,7 @@ void add_event_plugins(Registry& r) {
           a.boolean("recursive");
         });
   add_process_event_plugins(r);
+  add_kernel_event_plugins(r);
 }
 
 }  // namespace outpost::vql

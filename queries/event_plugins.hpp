@@ -1,6 +1,6 @@
 #pragma once
 // VQL's event plugins: clock(), tail(), watch_directory(), watch_processes(),
-// watch_mounts(). All but clock() are shared sensors (sensors.hpp).
+// watch_mounts(), watch_ebpf(). All but clock() are shared sensors (sensors.hpp).
 
 #include "queries/plugin.hpp"
 #include "queries/sensors.hpp"
@@ -11,6 +11,7 @@ void add_event_plugins(Registry& registry);
 
 // Shared by the event plugins' files.
 void add_process_event_plugins(Registry& registry);  // watch_processes, watch_mounts
+void add_kernel_event_plugins(Registry& registry);   // watch_ebpf, ebpf_events
 // Seconds from 0.01 to 86400 (0, negative, NaN and infinity refused with a
 // QueryError naming the plugin and argument), or `fallback` when absent.
 std::chrono::milliseconds period_arg(const Args& args, const char* name, std::chrono::milliseconds fallback);

@@ -71,7 +71,8 @@ class UserNames {
 
 // ---- /proc
 
-// `<proc>/stat`'s btime, in seconds since the epoch.
+}  // namespace
+
 std::optional<int64_t> boot_time(const fs::path& proc) {
   auto stat = read_small_file(proc / "stat", 4 << 20);  // an intr line per CPU makes it big
   if (!stat) return std::nullopt;
@@ -81,6 +82,8 @@ std::optional<int64_t> boot_time(const fs::path& proc) {
   }
   return std::nullopt;
 }
+
+namespace {
 
 class PslistStream : public RowStream {
  public:

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -60,6 +61,8 @@ inline Accessor accessor_of(const Args& args, std::initializer_list<Accessor> al
 // accessor="process": a process's address space, named "/PID" (or "PID");
 // nullopt for any other name.
 std::optional<int64_t> process_of(const std::string& name);
+// `<proc>/stat`'s btime, in seconds since the epoch.
+std::optional<int64_t> boot_time(const std::filesystem::path& proc);
 // The readable mappings of process `pid` (the "r" regions of its maps, but
 // [vsyscall], which /proc/PID/mem cannot read), in address order; nullopt
 // when its maps cannot be read (gone, or not ours to read).
@@ -84,6 +87,13 @@ std::optional<Row> ext4_info_row(const std::string& path, std::string_view name,
                                  FsTypes& fs_types);
 
 inline std::string errno_message(int error) { return std::generic_category().message(error); }
+
+// `clock`'s time now, in ns.
+inline int64_t clock_ns(clockid_t clock) {
+  timespec ts{};
+  ::clock_gettime(clock, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
 
 
 class Fd {

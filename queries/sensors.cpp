@@ -8,6 +8,7 @@
 namespace outpost::vql {
 
 void Subscription::push(const std::shared_ptr<const Row>& event) {
+  if (filter_ && !filter_(*event)) return;
   std::function<void()> wake;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -21,6 +22,18 @@ void Subscription::push(const std::shared_ptr<const Row>& event) {
     wake_ = nullptr;
   }
   if (wake) wake();  // outside the lock: it sends a message
+}
+
+void Subscription::add_dropped(uint64_t events) {
+  std::function<void()> wake;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_ || events == 0) return;
+    dropped_ += events;
+    wake = std::move(wake_);  // so that the query reports them now
+    wake_ = nullptr;
+  }
+  if (wake) wake();
 }
 
 void Subscription::close(std::string error) {
@@ -94,6 +107,8 @@ sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self
         }
         ++st.scans;
         st.events += events.size();
+        uint64_t lost = st.scanner->take_lost();
+        st.lost += lost;
         // Shared, so that 10,000 subscribers hold one copy until they take it.
         std::vector<std::shared_ptr<const Row>> shared;
         shared.reserve(events.size());
@@ -105,12 +120,17 @@ sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self
                                     auto s = w.lock();
                                     if (!s) return true;  // its query ended
                                     for (auto& e : shared) s->push(e);
+                                    s->add_dropped(lost);
                                     st.delivered += shared.size();
                                     if (ended) s->close(st.error);
                                     return false;
                                   }),
                    subs.end());
-        if (!ended) self->delayed_send(self, st.scanner->period(), tick_atom::value);
+        if (ended) return;
+        if (auto period = st.scanner->period(); period.count() > 0)
+          self->delayed_send(self, period, tick_atom::value);
+        else
+          self->send(self, tick_atom::value);
       },
       [=](status_atom) {
         auto& st = self->state;
@@ -120,6 +140,8 @@ sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self
         put_count(s, "scans", st.scans);
         put_count(s, "events", st.events);
         put_count(s, "delivered", st.delivered);
+        put_count(s, "lost", st.lost);
+        st.scanner->describe(s);
         caf::put(s, "error", st.error);
         return s;
       },
@@ -127,11 +149,13 @@ sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self
 }
 
 struct SensorHub::Core {
-  explicit Core(caf::actor_system& system) : system(system) {}
+  Core(caf::actor_system& system, SensorSettings settings) : system(system), settings(std::move(settings)) {}
   caf::actor_system& system;
+  const SensorSettings settings;
   mutable std::mutex mutex;
   struct Entry {
     sensor_actor actor;
+    std::shared_ptr<Scanner> scanner;  // to interrupt a scan that waits for events
     size_t subscribers = 0;
   };
   std::map<std::string, Entry> sensors;
@@ -142,6 +166,7 @@ struct SensorHub::Core {
     auto it = sensors.find(key);
     if (it == sensors.end() || --it->second.subscribers > 0) return;
     caf::anon_send_exit(it->second.actor, caf::exit_reason::user_shutdown);
+    it->second.scanner->interrupt();
     sensors.erase(it);
   }
 };
@@ -176,20 +201,26 @@ class SubscriberStream : public RowStream {
 
 }  // namespace
 
-SensorHub::SensorHub(caf::actor_system& system) : core_(std::make_shared<Core>(system)) {}
+SensorHub::SensorHub(caf::actor_system& system, SensorSettings settings)
+    : core_(std::make_shared<Core>(system, std::move(settings))) {}
 
 caf::actor_system& SensorHub::system() const { return core_->system; }
 
+const SensorSettings& SensorHub::settings() const { return core_->settings; }
+
 SensorHub::~SensorHub() {
   std::lock_guard<std::mutex> lock(core_->mutex);
-  for (auto& [key, entry] : core_->sensors) caf::anon_send_exit(entry.actor, caf::exit_reason::user_shutdown);
+  for (auto& [key, entry] : core_->sensors) {
+    caf::anon_send_exit(entry.actor, caf::exit_reason::user_shutdown);
+    entry.scanner->interrupt();
+  }
   core_->sensors.clear();
   core_->stopped = true;
 }
 
 std::unique_ptr<RowStream> SensorHub::subscribe(const std::string& key, const ScannerFactory& make, Env& env,
-                                                size_t queue_events) {
-  auto sub = std::make_shared<Subscription>(queue_events);
+                                                size_t queue_events, EventFilter filter) {
+  auto sub = std::make_shared<Subscription>(queue_events, std::move(filter));
   std::lock_guard<std::mutex> lock(core_->mutex);
   if (core_->stopped) throw QueryError(key + ": the agent is stopping");
   if (!core_->sensors.count(key) && core_->sensors.size() >= kMaxSensors)
@@ -198,7 +229,8 @@ std::unique_ptr<RowStream> SensorHub::subscribe(const std::string& key, const Sc
   auto& entry = core_->sensors[key];
   if (!entry.actor) {
     try {
-      entry.actor = core_->system.spawn<caf::detached>(sensor, key, std::shared_ptr<Scanner>(make()));
+      entry.scanner = make();
+      entry.actor = core_->system.spawn<caf::detached>(sensor, key, entry.scanner);
     } catch (...) {
       core_->sensors.erase(key);
       throw;
@@ -206,6 +238,7 @@ std::unique_ptr<RowStream> SensorHub::subscribe(const std::string& key, const Sc
   }
   ++entry.subscribers;
   caf::anon_send(entry.actor, subscribe_atom::value, sub);
+  entry.scanner->interrupt();  // a scan waiting for events would hold the subscription back
   return std::make_unique<SubscriberStream>(core_, key, std::move(sub), env);
 }
 

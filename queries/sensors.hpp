@@ -9,6 +9,9 @@
 // (dropped_at_source) when it pulls again. It is the only loss Outpost
 // allows, and it is never silent. Other subscribers are not affected.
 //
+// A source that loses events itself (a kernel ring buffer that was full)
+// counts them, and every subscriber reports the count the same way.
+//
 // The sensor lives while it has subscribers: the last one leaving stops it.
 
 #include <caf/actor_system.hpp>
@@ -19,6 +22,7 @@
 
 #include "actors/instrumented.hpp"
 #include "actors/interfaces.hpp"
+#include "queries/kernel_process.hpp"
 #include "queries/plugin.hpp"
 
 namespace outpost::vql {
@@ -28,13 +32,21 @@ inline constexpr size_t kDefaultQueueEvents = 1000;
 // paths) must not make an agent start 10,000 of them.
 inline constexpr size_t kMaxSensors = 256;
 
+// Which of a sensor's events a subscriber wants (all when empty).
+using EventFilter = std::function<bool(const Row&)>;
+
 // One subscriber's queue: the sensor pushes, the query's stream takes.
 class Subscription {
  public:
-  explicit Subscription(size_t capacity = kDefaultQueueEvents) : capacity_(capacity) {}
+  explicit Subscription(size_t capacity = kDefaultQueueEvents, EventFilter filter = {})
+      : capacity_(capacity), filter_(std::move(filter)) {}
 
-  // Sensor side: queues the event, or counts it as dropped when full.
+  // Sensor side: queues the event (unless filtered out), or counts it as
+  // dropped when full.
   void push(const std::shared_ptr<const Row>& event);
+  // Events the source itself lost: reported as dropped too. The filter
+  // cannot tell whether they were wanted, so they count for every subscriber.
+  void add_dropped(uint64_t events);
   // The source is gone (`error` empty) or failed: the stream ends after
   // the events already queued.
   void close(std::string error = {});
@@ -55,6 +67,7 @@ class Subscription {
   std::vector<std::shared_ptr<const Row>> queue_;
   size_t head_ = 0;
   size_t capacity_;
+  EventFilter filter_;  // read without the lock: set once, before sharing
   uint64_t dropped_ = 0;
   bool closed_ = false;
   std::string error_;
@@ -66,9 +79,18 @@ class Subscription {
 class Scanner {
  public:
   virtual ~Scanner() = default;
+  // Between two scans; zero: scan() waits for events itself (up to a second,
+  // so that the sensor's messages are served), and interrupt() ends the wait.
   virtual std::chrono::milliseconds period() const = 0;
   virtual void scan(std::vector<Row>& events) = 0;  // throws on failure: subscribers' queries fail
   virtual bool finished() const { return false; }    // the source is gone for good
+  // Events the source lost since the last call (counted as dropped by every
+  // subscriber). Sensor's thread.
+  virtual uint64_t take_lost() { return 0; }
+  // Ends a scan() waiting, now or at its next wait. Any thread.
+  virtual void interrupt() const {}
+  // What the sensor's status shows about its source. Sensor's thread.
+  virtual void describe(caf::settings&) const {}
 };
 using ScannerFactory = std::function<std::unique_ptr<Scanner>()>;
 
@@ -80,6 +102,7 @@ struct sensor_state {
   uint64_t scans = 0;
   uint64_t events = 0;     // events seen
   uint64_t delivered = 0;  // events queued, summed over subscribers
+  uint64_t lost = 0;       // lost by the source
   std::string error;
   bool ended = false;  // failed or finished: a late subscriber is closed at once
 };
@@ -87,18 +110,24 @@ struct sensor_state {
 sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self, std::string key,
                                    std::shared_ptr<Scanner> scanner);
 
+// How the agent's sensors reach the kernel (agent configuration `sensors`).
+struct SensorSettings {
+  ProcessSourceOptions process_events;
+};
+
 // Starts sensors on demand and stops each when its last subscriber leaves.
 class SensorHub {
  public:
-  explicit SensorHub(caf::actor_system& system);
+  explicit SensorHub(caf::actor_system& system, SensorSettings settings = {});
   ~SensorHub();  // stops every sensor; streams still held end
 
-  // The events of sensor `key` (made by `make` unless running) as a stream
-  // for a query in `env`. Throws what `make` throws.
+  // The events of sensor `key` (made by `make` unless running) that pass
+  // `filter`, as a stream for a query in `env`. Throws what `make` throws.
   std::unique_ptr<RowStream> subscribe(const std::string& key, const ScannerFactory& make, Env& env,
-                                       size_t queue_events = kDefaultQueueEvents);
+                                       size_t queue_events = kDefaultQueueEvents, EventFilter filter = {});
   size_t running() const;
   caf::actor_system& system() const;  // where the sensors run
+  const SensorSettings& settings() const;
 
   struct Core;  // shared with the streams, which may outlive the hub
 

@@ -78,6 +78,7 @@ class Dict {
   Dict() = default;
   const Value* find(std::string_view key) const;
   void set(std::string key, Value value);  // replaces in place, or appends
+  void reserve(size_t items) { items_.reserve(items); }
   const std::vector<std::pair<std::string, Value>>& items() const { return items_; }
   size_t size() const { return items_.size(); }
   bool empty() const { return items_.empty(); }

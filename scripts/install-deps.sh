@@ -19,6 +19,7 @@ packages=(
   systemd-journal-remote  # the journald tests write journal files with it
   libyara-dev  # yara() and proc_yara()
   libsqlite3-dev  # sqlite()
+  libbpf-dev bpftool clang  # process events from the kernel: eBPF programs built with clang, loaded with libbpf
   tmux  # outpostctl top's tests drive it in a real terminal (send-keys, capture-pane)
   python3  # examples/embed-python (ctypes over the C API), built and run by a package test
 )

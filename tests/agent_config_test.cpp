@@ -278,7 +278,7 @@ TEST(AgentConfig, StructureErrors) {
       {"- a", "agent.yaml: expected a map, got a list"},
       {"just text", "agent.yaml: expected a map, got \"just text\""},
       {"[a]: 1", "agent.yaml: expected a key, got a list"},
-      {"bufer: {}", "agent.yaml: bufer: unknown key; allowed: buffer, link, log, inspector, artifacts, vql, event_table, queries"},
+      {"bufer: {}", "agent.yaml: bufer: unknown key; allowed: buffer, link, log, inspector, artifacts, vql, sensors, event_table, queries"},
       {"buffer: {size: 1}",
        "agent.yaml: buffer.size: unknown key; allowed: dir, limit, sync, compact_threshold, pending_budget"},
       {"log: {lvl: info}", "agent.yaml: log.lvl: unknown key; allowed: level, file"},
@@ -508,7 +508,7 @@ TEST(AgentConfig, OverrideErrors) {
   EXPECT_EQ(override_error("buffer.limt=1"),
             "--set: buffer.limt: unknown key; allowed: dir, limit, sync, compact_threshold, pending_budget");
   EXPECT_EQ(override_error("bufer.limit=1"),
-            "--set: bufer: unknown key; allowed: buffer, link, log, inspector, artifacts, vql, event_table, queries");
+            "--set: bufer: unknown key; allowed: buffer, link, log, inspector, artifacts, vql, sensors, event_table, queries");
   EXPECT_EQ(override_error("buffer.limit=big"),
             "--set: buffer.limit: expected a size such as 1000, 10kB, 64MiB or 1GiB, got \"big\"");
   EXPECT_EQ(override_error("buffer=x"), "--set: buffer: expected a map, got \"x\"");

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <string>
 #include <vector>
 
 namespace outpost::bench {
@@ -107,5 +108,28 @@ struct EmbedBenchOptions {
 };
 
 int run_embed_bench(const EmbedBenchOptions& options);
+
+struct KernelBenchOptions {
+  std::string backend = "auto";  // auto, ebpf, proc_connector
+  int workers = 0;               // storm threads; 0: one per core
+  double seconds = 3;            // each phase
+  int rounds = 3;                // off and on alternate; the medians count
+  bool json = false;
+};
+
+int run_kernel_bench(const KernelBenchOptions& options);
+
+struct FootprintBenchOptions {
+  std::filesystem::path agent;  // the outpost-agent binary; default: beside outpost-bench
+  std::filesystem::path dir;    // working directory (default: a new temp dir)
+  double seconds = 30;          // each measurement
+  bool json = false;
+};
+
+// The agent's own cost, as a new user meets it: `outpost-agent` with its
+// default configuration (link offline), idle, then with one 10 rows/s clock
+// query; CPU and RSS from /proc over `seconds`, and wakeups per second per
+// thread (context switches).
+int run_footprint_bench(const FootprintBenchOptions& options);
 
 }  // namespace outpost::bench

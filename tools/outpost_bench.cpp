@@ -86,6 +86,26 @@ int main(int argc, char** argv) {
   m->add_option("--rows", embed.rows, "rows per round")->check(CLI::PositiveNumber);
   m->add_option("--rounds", embed.rounds, "rounds; the median counts")->check(CLI::PositiveNumber);
 
+  KernelBenchOptions kernel;
+  auto* k = app.add_subcommand(
+      "kernel", "an exec storm (/bin/true started and reaped, as fast as the machine goes) with the process "
+                "event sensor off, then on, in turn: the storm's rate both ways, the sensor's CPU per 1,000 "
+                "events, and events lost (as root)");
+  k->add_flag("--json", kernel.json, "print one JSON object");
+  k->add_option("--backend", kernel.backend, "auto, ebpf or proc_connector");
+  k->add_option("--workers", kernel.workers, "storm threads (default: one per core)")->check(CLI::PositiveNumber);
+  k->add_option("--seconds", kernel.seconds, "length of each phase")->check(CLI::PositiveNumber);
+  k->add_option("--rounds", kernel.rounds, "rounds; the medians count")->check(CLI::PositiveNumber);
+
+  FootprintBenchOptions footprint;
+  auto* f = app.add_subcommand(
+      "footprint", "the agent's own cost: outpost-agent with its default configuration (link offline) idle, "
+                   "then with one 10 rows/s query; CPU, RSS and wakeups per thread from /proc");
+  f->add_flag("--json", footprint.json, "print one JSON object");
+  f->add_option("--agent", footprint.agent, "the outpost-agent binary (default: beside outpost-bench)");
+  f->add_option("--dir", footprint.dir, "working directory (default: a new temp dir)");
+  f->add_option("--seconds", footprint.seconds, "length of each measurement")->check(CLI::PositiveNumber);
+
   CLI11_PARSE(app, argc, argv);
   spdlog::set_default_logger(spdlog::stderr_color_mt("bench"));  // stdout carries the results
   try {
@@ -95,6 +115,8 @@ int main(int argc, char** argv) {
     if (*v) return run_vql_bench(vql);
     if (*s) return run_sensors_bench(sensors);
     if (*m) return run_embed_bench(embed);
+    if (*k) return run_kernel_bench(kernel);
+    if (*f) return run_footprint_bench(footprint);
     return run_queries_bench(queries);
   } catch (const std::exception& e) {
     fprintf(stderr, "outpost-bench: %s\n", e.what());

@@ -1,0 +1,207 @@
+// watch_ebpf(): kernel events in Velociraptor's row shape ({System, EventData},
+// tracee's event names). The process events come from one shared sensor (the
+// ebpf or proc connector backend, kernel_process.hpp); each query filters it
+// down to the events it named.
+
+#include <sys/utsname.h>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "queries/engine.hpp"
+#include "queries/event_plugins.hpp"
+#include "queries/kernel_process.hpp"
+
+namespace outpost::vql {
+namespace {
+
+// A query's queue: an exec storm comes in bursts of thousands.
+constexpr size_t kKernelQueueEvents = 16384;
+
+const char* event_name(ProcessEvent::Kind kind) {
+  switch (kind) {
+    case ProcessEvent::Kind::exec: return "sched_process_exec";
+    case ProcessEvent::Kind::fork: return "sched_process_fork";
+    case ProcessEvent::Kind::exit: return "sched_process_exit";
+  }
+  return "?";
+}
+
+struct EventInfo {
+  const char* name;
+  const char* description;
+};
+const EventInfo kEvents[] = {
+    {"sched_process_exec",
+     "A program started (execve): EventData cmdpath (as given to execve), pathname (the executable), "
+     "argv (a list), cwd; argv_truncated beyond 4 KiB"},
+    {"sched_process_fork", "A new process (not a thread): EventData parent_pid, parent_start_time, child_pid, "
+                           "start_time"},
+    {"sched_process_exit", "A process ended (its last thread): EventData exit_code, signal (0: none), "
+                           "process_group_exit"},
+};
+
+std::string hostname() {
+  struct utsname uts {};
+  return ::uname(&uts) == 0 ? uts.nodename : "";
+}
+
+Row event_row(const ProcessEvent& e, const std::string& host) {
+  Dict system;
+  system.reserve(14);
+  system.set("Timestamp", Timestamp{static_cast<int64_t>(e.time_ns)});
+  system.set("EventName", event_name(e.kind));
+  system.set("ProcessID", int64_t{e.pid});
+  system.set("ThreadID", int64_t{e.tid});
+  // 0 for a parent the proc connector could not read (the process was gone).
+  Value ppid = e.partial && e.ppid == 0 ? Value() : Value(int64_t{e.ppid});
+  system.set("ParentProcessID", ppid);
+  // No pid namespaces are translated: the host's ids, under both names.
+  system.set("HostProcessID", int64_t{e.pid});
+  system.set("HostThreadID", int64_t{e.tid});
+  system.set("HostParentProcessID", ppid);
+  system.set("UserID", e.uid >= 0 ? Value(e.uid) : Value());
+  system.set("GroupID", e.gid >= 0 ? Value(e.gid) : Value());
+  system.set("ProcessName", e.comm);
+  system.set("ProcessStartTime", e.start_ns ? Value(Timestamp{static_cast<int64_t>(e.start_ns)}) : Value());
+  system.set("HostName", host);
+  Dict data;
+  data.reserve(6);
+  switch (e.kind) {
+    case ProcessEvent::Kind::exec: {
+      data.set("cmdpath", e.filename);
+      data.set("pathname", e.exe);
+      List argv;
+      for (auto& a : e.argv) argv.emplace_back(a);
+      data.set("argv", std::move(argv));
+      data.set("cwd", e.cwd);
+      if (e.argv_cut) data.set("argv_truncated", true);
+      break;
+    }
+    case ProcessEvent::Kind::fork:
+      data.set("parent_pid", int64_t{e.ppid});
+      data.set("parent_start_time",
+               e.parent_start_ns ? Value(Timestamp{static_cast<int64_t>(e.parent_start_ns)}) : Value());
+      data.set("child_pid", int64_t{e.pid});
+      data.set("start_time", e.start_ns ? Value(Timestamp{static_cast<int64_t>(e.start_ns)}) : Value());
+      break;
+    case ProcessEvent::Kind::exit:
+      data.set("exit_code", int64_t{(e.status >> 8) & 0xff});
+      data.set("signal", int64_t{e.status & 0x7f});
+      data.set("process_group_exit", true);
+      break;
+  }
+  if (e.partial) data.set("partial", true);  // proc connector: the process was gone before /proc was read
+  Row row;
+  row.reserve(2);
+  row.set("System", std::move(system));
+  row.set("EventData", std::move(data));
+  return row;
+}
+
+class ProcessEventScanner : public Scanner {
+ public:
+  static constexpr size_t kGatherEvents = 256;
+  static constexpr std::chrono::milliseconds kGatherTime{5};
+
+  explicit ProcessEventScanner(const ProcessSourceOptions& options)
+      : source_(open_process_events(options)), host_(hostname()) {}
+
+  std::chrono::milliseconds period() const override { return std::chrono::milliseconds(0); }
+
+  void scan(std::vector<Row>& events) override {
+    raw_.clear();
+    if (!source_->read(raw_, 1000)) return;
+    // A few events: more are likely on their way (a storm, a build). Taking
+    // them together costs one wakeup of this thread and of each query, not
+    // one per event, for a delay nobody downstream of a buffer notices.
+    if (!raw_.empty() && raw_.size() < kGatherEvents) {
+      std::this_thread::sleep_for(kGatherTime);
+      source_->read(raw_, 0);
+    }
+    events.reserve(events.size() + raw_.size());
+    for (auto& e : raw_) events.push_back(event_row(e, host_));
+  }
+
+  uint64_t take_lost() override { return source_->take_lost(); }
+  void interrupt() const override { source_->interrupt(); }
+  void describe(caf::settings& s) const override { caf::put(s, "backend", backend_name(source_->backend())); }
+
+ private:
+  std::unique_ptr<ProcessEventSource> source_;
+  std::string host_;
+  std::vector<ProcessEvent> raw_;
+};
+
+// The events named, checked: a string or a list of strings.
+std::vector<std::string> event_names(const Args& args) {
+  auto names = args.strings("events");
+  if (names.empty()) args.fail("events", "name at least one event (ebpf_events() lists them)");
+  for (auto& name : names)
+    if (std::none_of(std::begin(kEvents), std::end(kEvents), [&](auto& e) { return name == e.name; })) {
+      std::string known;
+      for (auto& e : kEvents) known += (known.empty() ? "" : ", ") + std::string(e.name);
+      args.fail("events", "'" + name + "' is not an event Outpost takes from the kernel (it takes " + known + ")");
+    }
+  return names;
+}
+
+}  // namespace
+
+void add_kernel_event_plugins(Registry& r) {
+  r.add(PluginSpec{"watch_ebpf",
+                   "Kernel events as they happen, in Velociraptor's shape: System {Timestamp, EventName, ProcessID, "
+                   "ThreadID, ParentProcessID, Host*ID, UserID, GroupID, ProcessName, ProcessStartTime, HostName} "
+                   "and EventData (per event: ebpf_events()). From eBPF, or the proc connector where eBPF cannot "
+                   "load (the sensor's status says which).",
+                   {{"events", "list of strings", true, "event names (ebpf_events())"}}, true,
+                   [](const Args& a, Env& env) {
+                     auto names = event_names(a);
+                     if (!env.sensors) throw QueryError("watch_ebpf(): event plugins run only in an agent (no sensors here)");
+                     auto options = env.sensors->settings().process_events;
+                     EventFilter filter = [names](const Row& row) {
+                       auto system = row.find("System");
+                       auto* d = system ? system->as_dict() : nullptr;
+                       auto* name = d && d->find("EventName") ? d->find("EventName")->as_string() : nullptr;
+                       return name && std::find(names.begin(), names.end(), *name) != names.end();
+                     };
+                     return env.sensors->subscribe(
+                         "watch_ebpf(process)",
+                         [options] { return std::make_unique<ProcessEventScanner>(options); }, env,
+                         kKernelQueueEvents, std::move(filter));
+                   }},
+        [](const Args& a) {
+          if (a.find("events")) event_names(a);
+        });
+  r.add(FunctionSpec{"process_events_backend",
+                     "Where watch_ebpf()'s process events would come from here: 'ebpf', 'proc_connector', or "
+                     "NULL when neither can start (not root: the reason is logged).",
+                     {},
+                     [](const Args&, Env& env) -> Value {
+                       if (!env.sensors) return Value();
+                       try {
+                         return backend_name(open_process_events(env.sensors->settings().process_events)->backend());
+                       } catch (const std::exception& e) {
+                         spdlog::warn("process events from the kernel: {}", e.what());
+                         return Value();
+                       }
+                     }});
+  r.add(PluginSpec{"ebpf_events",
+                   "The events watch_ebpf() takes: Event, Description.",
+                   {},
+                   false,
+                   [](const Args&, Env&) {
+                     std::vector<Row> rows;
+                     for (auto& e : kEvents) {
+                       Row row;
+                       row.set("Event", e.name);
+                       row.set("Description", e.description);
+                       rows.push_back(std::move(row));
+                     }
+                     return rows_stream(std::move(rows));
+                   }});
+}
+
+}  // namespace outpost::vql

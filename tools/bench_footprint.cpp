@@ -1,0 +1,382 @@
+// outpost-bench footprint: what the agent costs a machine it merely watches.
+// `outpost-agent` runs as a new user starts it (the built-in configuration,
+// link offline), first as it is, then with one more query of 10 rows/s; over
+// each measurement we read from /proc its CPU time, its RSS at the end, and
+// each thread's context switches: how often it wakes the CPU.
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "tools/bench.hpp"
+
+extern char** environ;
+
+namespace outpost::bench {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr const char* kClockQuery = "footprint_clock";  // the query phase's extra query
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The last `n` lines of a log, for an error message.
+std::string tail(const fs::path& path, size_t n = 5) {
+  std::string text = read_text(path);
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  size_t from = text.size();
+  for (size_t lines = 0; lines < n && from > 0; ++lines) {
+    size_t nl = text.rfind('\n', from - 1);
+    from = nl == std::string::npos ? 0 : nl;
+  }
+  text = text.substr(from);
+  if (!text.empty() && text.front() == '\n') text.erase(0, 1);
+  return text.empty() ? "(empty)" : text;
+}
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return fmt::format("exit code {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return fmt::format("signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  return fmt::format("status {}", status);
+}
+
+// Starts `args` (args[0] an absolute path) in `cwd`, stdin from /dev/null,
+// stdout (and stderr too when `with_stderr`) to `out`.
+pid_t spawn(const std::vector<std::string>& args, const fs::path& cwd, const fs::path& out, bool with_stderr) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (with_stderr)
+    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  else
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0)
+    throw std::runtime_error(fmt::format("cannot start {} in {}: {}", args[0], cwd.string(), strerror(rc)));
+  return pid;
+}
+
+// Runs a short command to its end, its stdout in `out`; its exit status.
+int run_to_end(const std::vector<std::string>& args, const fs::path& cwd, const fs::path& out) {
+  pid_t pid = spawn(args, cwd, out, false);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
+}
+
+// One agent process, started in its own directory, its output in agent.log
+// there (`kept`: the directory stays after the benchmark); killed if still
+// running when this ends.
+class AgentProcess {
+ public:
+  AgentProcess(const fs::path& agent, std::vector<std::string> args, const fs::path& dir, bool kept)
+      : log_(dir / "agent.log"), kept_(kept) {
+    args.insert(args.begin(), agent.string());
+    pid_ = spawn(args, dir, log_, true);
+  }
+  ~AgentProcess() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  AgentProcess(const AgentProcess&) = delete;
+  AgentProcess& operator=(const AgentProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  const fs::path& log() const { return log_; }
+
+  // Throws if the agent has ended, with `when` and its log's last lines.
+  void check_running(const std::string& when) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) != pid_) return;
+    pid_ = 0;
+    throw std::runtime_error(
+        fmt::format("outpost-agent ended {} ({}); its log{} ends:\n{}", when, describe_status(status), where(), tail(log_)));
+  }
+
+  // Until its log says it runs: the line the library logs once the actors,
+  // inspector and metrics are up.
+  void wait_started(std::chrono::seconds limit) {
+    auto deadline = Clock::now() + limit;
+    for (;;) {
+      check_running("before it started");
+      if (read_text(log_).find("agent running:") != std::string::npos) return;
+      if (Clock::now() > deadline)
+        throw std::runtime_error(fmt::format("outpost-agent did not say it runs within {} s; its log{} ends:\n{}",
+                                             limit.count(), where(), tail(log_)));
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+
+  // SIGTERM, and SIGKILL after 10 s; its exit status.
+  int stop() {
+    int status = 0;
+    ::kill(pid_, SIGTERM);
+    auto deadline = Clock::now() + 10s;
+    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+      if (Clock::now() > deadline) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    pid_ = 0;
+    return status;
+  }
+
+ private:
+  // Where the log is, if it stays: a temp dir goes with the benchmark.
+  std::string where() const { return kept_ ? ", " + log_.string() + "," : " (give --dir to keep it)"; }
+
+  fs::path log_;
+  bool kept_;
+  pid_t pid_ = 0;
+};
+
+struct ThreadCount {
+  std::string name;
+  uint64_t switches = 0;  // voluntary and nonvoluntary context switches
+};
+
+struct Sample {
+  Clock::time_point at;
+  uint64_t cpu_ticks = 0;  // utime + stime
+  std::map<pid_t, ThreadCount> threads;
+};
+
+uint64_t status_field(const std::string& status, const std::string& key) {
+  size_t at = status.find("\n" + key + ":");
+  if (at == std::string::npos) return 0;
+  return std::strtoull(status.c_str() + at + key.size() + 2, nullptr, 10);
+}
+
+Sample take_sample(pid_t pid) {
+  Sample s;
+  fs::path proc = fs::path("/proc") / std::to_string(pid);
+  std::error_code ec;
+  for (auto& task : fs::directory_iterator(proc / "task", ec)) {
+    std::string status = read_text(task.path() / "status");
+    if (status.empty()) continue;  // ended meanwhile
+    auto& t = s.threads[static_cast<pid_t>(std::stol(task.path().filename().string()))];
+    t.name = read_text(task.path() / "comm");
+    while (!t.name.empty() && t.name.back() == '\n') t.name.pop_back();
+    t.switches = status_field(status, "voluntary_ctxt_switches") + status_field(status, "nonvoluntary_ctxt_switches");
+  }
+  // The fields after the command's name, "(...)": state is the 3rd, utime the 14th, stime the 15th.
+  std::string stat = read_text(proc / "stat");
+  size_t paren = stat.rfind(')');
+  if (paren != std::string::npos) {
+    std::istringstream fields(stat.substr(paren + 1));
+    std::string field;
+    for (int i = 3; i <= 15 && fields >> field; ++i)
+      if (i == 14 || i == 15) s.cpu_ticks += std::strtoull(field.c_str(), nullptr, 10);
+  }
+  s.at = Clock::now();
+  return s;
+}
+
+uint64_t rss_bytes(pid_t pid) {
+  return status_field(read_text(fs::path("/proc") / std::to_string(pid) / "status"), "VmRSS") * 1024;
+}
+
+// The rows the extra query has passed to the buffer, as `outpostctl queries`
+// reports them through the inspector socket; nothing when outpostctl (beside
+// the agent) is missing or cannot tell.
+std::optional<uint64_t> query_rows(const fs::path& outpostctl, const fs::path& dir) {
+  if (outpostctl.empty()) return std::nullopt;
+  fs::path out = dir / "outpostctl.json";
+  int status = run_to_end({outpostctl.string(), "--socket", (dir / "outpost-data" / "inspector.sock").string(),
+                           "--timeout", "5", "--json", "queries"},
+                          dir, out);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return std::nullopt;
+  std::string json = read_text(out);
+  size_t at = json.find(fmt::format("\"name\":\"{}\"", kClockQuery));
+  if (at == std::string::npos) return std::nullopt;
+  at = json.find("\"rows_out\":", at);
+  if (at == std::string::npos) return std::nullopt;
+  return std::strtoull(json.c_str() + at + 11, nullptr, 10);
+}
+
+struct ThreadRate {
+  std::string name;
+  pid_t tid = 0;
+  double wakeups_per_s = 0;
+};
+
+struct Footprint {
+  double cpu_percent = 0;  // of one core
+  uint64_t rss_bytes = 0;
+  double wakeups_per_s = 0;
+  std::vector<ThreadRate> threads;  // most wakeups first
+  std::optional<double> rows_per_s;
+};
+
+// One phase: the agent started in `dir` with `args`, up, warmed up, measured
+// for `seconds`, stopped.
+Footprint measure(const fs::path& agent, const std::vector<std::string>& args, const fs::path& dir, bool kept,
+                  double seconds, const fs::path& outpostctl) {
+  std::error_code ignored;
+  fs::remove_all(dir, ignored);  // an earlier run's
+  fs::create_directories(dir);
+  AgentProcess p(agent, args, dir, kept);
+  p.wait_started(60s);
+  std::this_thread::sleep_for(2s);  // warm-up: start-up work, the first rows and batches
+  p.check_running("during the warm-up");
+
+  auto rows_at = [&](Clock::time_point& at) {
+    auto before = Clock::now();
+    auto rows = query_rows(outpostctl, dir);
+    at = before + (Clock::now() - before) / 2;
+    return rows;
+  };
+  Clock::time_point rows_start_at, rows_end_at;
+  auto rows_start = rows_at(rows_start_at);
+  Sample start = take_sample(p.pid());
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  Sample end = take_sample(p.pid());
+  Footprint f;
+  f.rss_bytes = rss_bytes(p.pid());
+  auto rows_end = rows_start ? rows_at(rows_end_at) : std::nullopt;
+  p.check_running("during the measurement");
+  int status = p.stop();
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    fmt::print(stderr, "outpost-bench: outpost-agent stopped with {} (the figures stand: it ran throughout); "
+               "its log, {}, ends:\n{}\n", describe_status(status), p.log().string(), tail(p.log()));
+
+  double elapsed = std::chrono::duration<double>(end.at - start.at).count();
+  f.cpu_percent = static_cast<double>(end.cpu_ticks - start.cpu_ticks) / static_cast<double>(sysconf(_SC_CLK_TCK)) /
+                  elapsed * 100;
+  for (auto& [tid, t] : end.threads) {
+    auto was = start.threads.find(tid);
+    uint64_t before = was == start.threads.end() ? 0 : was->second.switches;  // 0: started meanwhile
+    double rate = static_cast<double>(t.switches - std::min(t.switches, before)) / elapsed;
+    f.threads.push_back({t.name, tid, rate});
+    f.wakeups_per_s += rate;
+  }
+  std::stable_sort(f.threads.begin(), f.threads.end(),
+                   [](const ThreadRate& a, const ThreadRate& b) { return a.wakeups_per_s > b.wakeups_per_s; });
+  if (rows_start && rows_end && rows_end_at > rows_start_at)
+    f.rows_per_s = static_cast<double>(*rows_end - std::min(*rows_end, *rows_start)) /
+                   std::chrono::duration<double>(rows_end_at - rows_start_at).count();
+  return f;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\')
+      out += std::string("\\") + c;
+    else if (static_cast<unsigned char>(c) < 0x20)
+      out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+    else
+      out += c;
+  }
+  return out + "\"";
+}
+
+std::string json_fields(const std::string& prefix, const Footprint& f) {
+  std::string threads;
+  for (auto& t : f.threads)
+    threads += fmt::format("{}{{\"name\":{},\"tid\":{},\"wakeups_per_s\":{:.2f}}}", threads.empty() ? "" : ",",
+                           json_string(t.name), t.tid, t.wakeups_per_s);
+  return fmt::format("\"{0}_cpu_percent\":{1:.3f},\"{0}_rss_bytes\":{2},\"{0}_wakeups_per_s\":{3:.2f},"
+                     "\"{0}_threads\":[{4}]",
+                     prefix, f.cpu_percent, f.rss_bytes, f.wakeups_per_s, threads);
+}
+
+void print_text(const std::string& title, const Footprint& f) {
+  fmt::print("{}: CPU {:.2f} % of a core, RSS {:.1f} MiB, {:.1f} wakeups/s{}\n", title, f.cpu_percent,
+             static_cast<double>(f.rss_bytes) / (1 << 20), f.wakeups_per_s,
+             f.rows_per_s ? fmt::format(", {:.1f} rows/s", *f.rows_per_s) : "");
+  for (auto& t : f.threads)
+    if (t.wakeups_per_s >= 0.05) fmt::print("  {:<16} {:>7} {:>9.1f} wakeups/s\n", t.name, t.tid, t.wakeups_per_s);
+}
+
+}  // namespace
+
+int run_footprint_bench(const FootprintBenchOptions& o) {
+  std::error_code ec;
+  fs::path agent = o.agent.empty() ? fs::read_symlink("/proc/self/exe", ec).parent_path() / "outpost-agent"
+                                   : fs::absolute(o.agent);
+  if (!fs::is_regular_file(agent) || ::access(agent.c_str(), X_OK) != 0)
+    throw std::runtime_error(fmt::format("no outpost-agent to run at {}{}", agent.string(),
+                                         o.agent.empty() ? " (beside outpost-bench; give --agent)" : ""));
+  fs::path outpostctl = agent.parent_path() / "outpostctl";
+  if (::access(outpostctl.c_str(), X_OK) != 0) outpostctl.clear();  // rows/s unknown then
+
+  WorkDir work(o.dir);
+  const fs::path root = fs::absolute(work.path());  // the agent runs elsewhere: no relative paths
+  fs::create_directories(root);
+  const bool kept = !o.dir.empty();
+  if (!o.json)
+    fmt::print("outpost-bench footprint: {} with its built-in configuration, link offline; {} s each, in {}\n",
+               agent.string(), o.seconds, root.string());
+
+  // The built-in configuration and one more query: 10 rows/s.
+  fs::path builtin = root / "builtin.yaml", with_query = root / "footprint-query.yaml";
+  if (int status = run_to_end({agent.string(), "--print-default-config"}, root, builtin);
+      !WIFEXITED(status) || WEXITSTATUS(status) != 0 || read_text(builtin).empty())
+    throw std::runtime_error(fmt::format("{} --print-default-config failed ({})", agent.string(),
+                                         describe_status(status)));
+  {
+    std::ofstream out(with_query);
+    out << read_text(builtin) << "\n  - name: " << kClockQuery
+        << "          # added by outpost-bench footprint\n"
+           "    lane: events\n"
+           "    source:\n"
+           "      type: vql\n"
+           "      query: SELECT * FROM clock(period=0.1)\n";
+    if (!out) throw std::runtime_error("cannot write " + with_query.string());
+  }
+
+  auto phase_args = [&](const fs::path& dir) {
+    return std::vector<std::string>{"--set", "link=offline", "--set", "buffer.dir=" + (dir / "buffer").string()};
+  };
+  auto idle_args = phase_args(root / "idle");
+  auto query_args = phase_args(root / "query");
+  query_args.insert(query_args.begin(), {"-c", with_query.string()});
+
+  Footprint idle = measure(agent, idle_args, root / "idle", kept, o.seconds, {});
+  Footprint query = measure(agent, query_args, root / "query", kept, o.seconds, outpostctl);
+
+  if (o.json) {
+    fmt::print("{{\"bench\":\"footprint\",\"seconds\":{},{},{},\"rows_per_s\":{}}}\n", o.seconds,
+               json_fields("idle", idle), json_fields("query", query),
+               query.rows_per_s ? fmt::format("{:.2f}", *query.rows_per_s) : "null");
+  } else {
+    print_text("idle", idle);
+    print_text("with a 10 rows/s query", query);
+  }
+  return 0;
+}
+
+}  // namespace outpost::bench
