@@ -699,7 +699,7 @@ sensors:
   process_events: auto          # process events from the kernel: auto (eBPF, else the netlink proc
                                 #   connector), ebpf or proc_connector; eBPF needs root (or CAP_BPF
                                 #   and CAP_PERFMON), the proc connector root before Linux 6.6
-  ring_buffer: 8MiB             # eBPF's ring buffer, a power of two: events it has no room for are
+  ring_buffer: 1MiB             # eBPF's ring buffer, a power of two: events it has no room for are
                                 #   counted and reported as dropped_at_source
 
 event_table:                    # event artifacts (outpost-agent artifacts list), each a query

@@ -133,7 +133,7 @@ inline persistence::StoreOptions default_store_options() {
 struct SensorConfig {
   // "auto" (eBPF, else the netlink proc connector), "ebpf" or "proc_connector".
   std::string process_events = "auto";
-  uint64_t ring_buffer = 8 << 20;  // eBPF's ring buffer: a power of two, 4KiB to 1GiB
+  uint64_t ring_buffer = 1 << 20;  // eBPF's ring buffer: a power of two, 4KiB to 1GiB
 };
 
 struct AgentConfig {

@@ -66,7 +66,9 @@ class ProcessEventSource {
 
 struct ProcessSourceOptions {
   ProcessBackend backend = ProcessBackend::automatic;
-  uint64_t ring_buffer_bytes = 8 << 20;     // ebpf: a power of two, at least a page
+  // ebpf: a power of two, at least a page. Mapped twice into the agent (RSS
+  // counts it so once written through): 1 MiB holds ~5,000 exec records.
+  uint64_t ring_buffer_bytes = 1 << 20;
   uint64_t socket_buffer_bytes = 8 << 20;   // proc_connector: its socket's receive buffer
 };
 

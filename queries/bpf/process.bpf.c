@@ -13,7 +13,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
-  __uint(max_entries, 8 << 20); /* the reader may set another size before loading */
+  __uint(max_entries, 1 << 20); /* the reader sets its own size before loading */
 } events SEC(".maps");
 
 struct {
