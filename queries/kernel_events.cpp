@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <mutex>
 #include <thread>
 
 #include "queries/engine.hpp"
@@ -106,12 +107,20 @@ class ProcessEventScanner : public Scanner {
   static constexpr size_t kGatherEvents = 256;
   static constexpr std::chrono::milliseconds kGatherTime{5};
 
-  explicit ProcessEventScanner(const ProcessSourceOptions& options)
-      : source_(open_process_events(options)), host_(hostname()) {}
+  // The source opens in the first scan, on the sensor's thread: loading the
+  // programs (the kernel verifies them) takes a few hundred ms, which the
+  // subscribing query's worker thread should not wait for. A source that
+  // cannot start fails the sensor, and its queries, with the reasons.
+  explicit ProcessEventScanner(const ProcessSourceOptions& options) : options_(options), host_(hostname()) {}
 
   std::chrono::milliseconds period() const override { return std::chrono::milliseconds(0); }
 
   void scan(std::vector<Row>& events) override {
+    if (!source_) {
+      auto source = std::shared_ptr<ProcessEventSource>(open_process_events(options_));
+      std::lock_guard<std::mutex> lock(mutex_);
+      source_ = std::move(source);
+    }
     raw_.clear();
     if (!source_->read(raw_, 1000)) return;
     // A few events: more are likely on their way (a storm, a build). Taking
@@ -125,12 +134,20 @@ class ProcessEventScanner : public Scanner {
     for (auto& e : raw_) events.push_back(event_row(e, host_));
   }
 
-  uint64_t take_lost() override { return source_->take_lost(); }
-  void interrupt() const override { source_->interrupt(); }
-  void describe(caf::settings& s) const override { caf::put(s, "backend", backend_name(source_->backend())); }
+  uint64_t take_lost() override { return source_ ? source_->take_lost() : 0; }
+  void interrupt() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (source_) source_->interrupt();  // not open yet: the first scan opens it and does not wait
+  }
+  void describe(caf::settings& s) const override {
+    caf::put(s, "backend", source_ ? backend_name(source_->backend()) : "starting");
+  }
 
  private:
-  std::unique_ptr<ProcessEventSource> source_;
+  const ProcessSourceOptions options_;
+  // Set once by the sensor's thread; read there, and by interrupt() from others.
+  std::shared_ptr<ProcessEventSource> source_;
+  mutable std::mutex mutex_;
   std::string host_;
   std::vector<ProcessEvent> raw_;
 };
@@ -176,17 +193,17 @@ void add_kernel_event_plugins(Registry& r) {
           if (a.find("events")) event_names(a);
         });
   r.add(FunctionSpec{"process_events_backend",
-                     "Where watch_ebpf()'s process events would come from here: 'ebpf', 'proc_connector', or "
-                     "NULL when neither can start (not root: the reason is logged).",
+                     "Where watch_ebpf()'s process events would come from here, judged without loading programs: "
+                     "'ebpf' (BTF and the capabilities are there), 'proc_connector', or NULL when neither can start "
+                     "(the reason is logged).",
                      {},
                      [](const Args&, Env& env) -> Value {
                        if (!env.sensors) return Value();
-                       try {
-                         return backend_name(open_process_events(env.sensors->settings().process_events)->backend());
-                       } catch (const std::exception& e) {
-                         spdlog::warn("process events from the kernel: {}", e.what());
-                         return Value();
-                       }
+                       std::string why;
+                       if (auto b = likely_process_backend(env.sensors->settings().process_events, why))
+                         return backend_name(*b);
+                       spdlog::warn("process events from the kernel: {}", why);
+                       return Value();
                      }});
   r.add(PluginSpec{"ebpf_events",
                    "The events watch_ebpf() takes: Event, Description.",

@@ -75,6 +75,34 @@ uint64_t process_start_wall_ns(uint64_t boottime_ns) {
   return static_cast<uint64_t>(btime_ns + static_cast<int64_t>(boottime_ns) / tick_ns * tick_ns);
 }
 
+std::string ebpf_unavailable() {
+  if (::access("/sys/kernel/btf/vmlinux", R_OK) != 0)
+    return "ebpf: the kernel has no BTF (/sys/kernel/btf/vmlinux: " + errno_message(errno) +
+           "; needs CONFIG_DEBUG_INFO_BTF)";
+  if (missing_capabilities({CAP_SYS_ADMIN}).empty()) return {};
+  auto missing = missing_capabilities({CAP_BPF, CAP_PERFMON});
+  if (missing.empty()) return {};
+  std::string names;
+  for (auto& m : missing) names += (names.empty() ? "" : " and ") + m;
+  return "ebpf: needs root, or CAP_BPF and CAP_PERFMON: this process lacks " + names;
+}
+
+std::optional<ProcessBackend> likely_process_backend(const ProcessSourceOptions& options, std::string& why) {
+  std::string ebpf = options.backend == ProcessBackend::proc_connector ? "" : ebpf_unavailable();
+  if (options.backend != ProcessBackend::proc_connector && ebpf.empty()) return ProcessBackend::ebpf;
+  if (options.backend != ProcessBackend::ebpf) {
+    try {
+      open_proc_connector_events(options);
+      return ProcessBackend::proc_connector;
+    } catch (const std::exception& e) {
+      why = ebpf.empty() ? e.what() : ebpf + "; " + e.what();
+      return std::nullopt;
+    }
+  }
+  why = ebpf;
+  return std::nullopt;
+}
+
 namespace {
 
 // libbpf's messages go to the log at debug level; the last warning is kept
@@ -121,18 +149,7 @@ class EbpfSource final : public ProcessEventSource {
  public:
   explicit EbpfSource(const ProcessSourceOptions& options) {
     libbpf_set_print(libbpf_print);
-    if (::access("/sys/kernel/btf/vmlinux", R_OK) != 0)
-      throw std::runtime_error(
-          "ebpf: the kernel has no BTF (/sys/kernel/btf/vmlinux: " + errno_message(errno) +
-          "; needs CONFIG_DEBUG_INFO_BTF)");
-    if (!missing_capabilities({CAP_SYS_ADMIN}).empty()) {
-      auto missing = missing_capabilities({CAP_BPF, CAP_PERFMON});
-      if (!missing.empty()) {
-        std::string names;
-        for (auto& m : missing) names += (names.empty() ? "" : " and ") + m;
-        throw std::runtime_error("ebpf: needs root, or CAP_BPF and CAP_PERFMON: this process lacks " + names);
-      }
-    }
+    if (auto why = ebpf_unavailable(); !why.empty()) throw std::runtime_error(why);
     skel_.reset(outpost_process__open());
     if (!skel_) fail("opening the programs", errno);
     if (int err = bpf_map__set_max_entries(skel_->maps.events, static_cast<uint32_t>(options.ring_buffer_bytes)))

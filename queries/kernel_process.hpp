@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -82,6 +83,15 @@ std::unique_ptr<ProcessEventSource> open_process_events(const ProcessSourceOptio
 // std::runtime_error with its reason.
 std::unique_ptr<ProcessEventSource> open_ebpf_process_events(const ProcessSourceOptions& options);
 std::unique_ptr<ProcessEventSource> open_proc_connector_events(const ProcessSourceOptions& options);
+
+// Why eBPF cannot load here, judged without loading (BTF, capabilities);
+// empty when nothing stands in its way.
+std::string ebpf_unavailable();
+// The backend open_process_events(options) would start, judged without
+// loading programs: eBPF by its prerequisites (a load the verifier then
+// refuses falls back to the proc connector), the proc connector by opening it
+// for a moment. Nullopt, and `why`, when neither could start.
+std::optional<ProcessBackend> likely_process_backend(const ProcessSourceOptions& options, std::string& why);
 
 // The capabilities `needed` (e.g. {CAP_BPF, CAP_PERFMON}) this process lacks
 // in its effective set, by name ("CAP_BPF"); empty when it has them all.

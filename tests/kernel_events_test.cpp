@@ -441,6 +441,36 @@ TEST(WatchEbpfLost, EventsTheRingBufferHadNoRoomForReachEveryQueryAsDroppedAtSou
   sys.await_all_actors_done();
 }
 
+// The sensor opens its source on its own thread: a source that cannot start
+// fails the query when it pulls, with the reason.
+TEST(WatchEbpfStart, ASourceThatCannotStartFailsTheQueryWithItsReason) {
+  AgentSystemConfig cfg;
+  caf::actor_system sys{cfg};
+  SensorSettings settings;
+  settings.process_events.backend = ProcessBackend::ebpf;
+  settings.process_events.ring_buffer_bytes = 1000;  // not a power of two
+  auto hub = std::make_unique<SensorHub>(sys, settings);
+  Engine engine{default_registry()};
+  Env env;
+  env.sensors = hub.get();
+  auto stream = engine.start("SELECT * FROM watch_ebpf(events='sched_process_exec')", {}, env);
+  std::string error;
+  for (auto deadline = Clock::now() + 10s; error.empty() && Clock::now() < deadline;) {
+    std::vector<Row> rows;
+    try {
+      stream->next(rows, 100);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_NE(error.find("watch_ebpf(process): ebpf: the ring buffer's size must be a power of two"), std::string::npos)
+      << error;
+  stream.reset();
+  hub.reset();
+  sys.await_all_actors_done();
+}
+
 TEST(WatchEbpfCheck, AnEventOutpostDoesNotTakeIsRefusedBeforeTheQueryStarts) {
   Engine engine{default_registry()};
   try {

@@ -87,8 +87,23 @@ int run_kernel_bench(const KernelBenchOptions& o) {
     env.sensors = &hub;
     auto stream = engine.start(
         "SELECT * FROM watch_ebpf(events=['sched_process_exec', 'sched_process_fork', 'sched_process_exit'])", {}, env);
+    // The sensor loads its programs on its own thread: until a process of
+    // ours comes through, it may not watch yet (a source that cannot start
+    // fails a later pull with its reasons).
     std::vector<vql::Row> rows;
-    stream->next(rows, 1);  // subscribes, and fails here if no backend can start
+    for (auto deadline = Clock::now() + std::chrono::seconds(20); rows.empty();) {
+      if (Clock::now() > deadline) throw std::runtime_error("the sensor delivered no event in 20 s");
+      storm(1, 0.001);
+      stream->next(rows, 1024);
+      if (rows.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    for (int quiet = 0; quiet < 20; ++quiet) {  // what the warm-up made, until 20 ms bring nothing
+      rows.clear();
+      stream->next(rows, 1024);
+      if (!rows.empty()) quiet = 0;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    env.dropped_events = 0;
     std::atomic<bool> storming{true};
     std::atomic<uint64_t> pulled{0};
     std::thread puller([&] {
