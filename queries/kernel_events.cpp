@@ -37,9 +37,9 @@ struct EventInfo {
 const EventInfo kEvents[] = {
     {"sched_process_exec",
      "A program started (execve): EventData cmdpath (as given to execve), pathname (the executable), "
-     "argv (a list), cwd; argv_truncated beyond 4 KiB"},
-    {"sched_process_fork", "A new process (not a thread): EventData parent_pid, parent_start_time, child_pid, "
-                           "start_time"},
+     "argv (a list), cwd; argv_truncated beyond 4 KiB, path_truncated for a path deeper than 24 components"},
+    {"sched_process_fork", "A new process (not a thread); System is the forking process: EventData parent_pid, "
+                           "parent_start_time, child_pid, start_time"},
     {"sched_process_exit", "A process ended (its last thread): EventData exit_code, signal (0: none), "
                            "process_group_exit"},
 };
@@ -50,23 +50,28 @@ std::string hostname() {
 }
 
 Row event_row(const ProcessEvent& e, const std::string& host) {
+  // A fork's System is the forking process, as tracee has it; the child is in EventData.
+  bool fork = e.kind == ProcessEvent::Kind::fork;
   Dict system;
   system.reserve(14);
   system.set("Timestamp", Timestamp{static_cast<int64_t>(e.time_ns)});
   system.set("EventName", event_name(e.kind));
-  system.set("ProcessID", int64_t{e.pid});
-  system.set("ThreadID", int64_t{e.tid});
-  // 0 for a parent the proc connector could not read (the process was gone).
-  Value ppid = e.partial && e.ppid == 0 ? Value() : Value(int64_t{e.ppid});
+  Value pid = fork ? Value(int64_t{e.ppid}) : Value(int64_t{e.pid});
+  Value tid = fork ? Value() : Value(int64_t{e.tid});
+  system.set("ProcessID", pid);
+  system.set("ThreadID", tid);
+  // Unknown (NULL): a fork's grandparent, and a parent the proc connector could not read.
+  Value ppid = fork || (e.partial && e.ppid == 0) ? Value() : Value(int64_t{e.ppid});
   system.set("ParentProcessID", ppid);
   // No pid namespaces are translated: the host's ids, under both names.
-  system.set("HostProcessID", int64_t{e.pid});
-  system.set("HostThreadID", int64_t{e.tid});
+  system.set("HostProcessID", pid);
+  system.set("HostThreadID", tid);
   system.set("HostParentProcessID", ppid);
   system.set("UserID", e.uid >= 0 ? Value(e.uid) : Value());
   system.set("GroupID", e.gid >= 0 ? Value(e.gid) : Value());
   system.set("ProcessName", e.comm);
-  system.set("ProcessStartTime", e.start_ns ? Value(Timestamp{static_cast<int64_t>(e.start_ns)}) : Value());
+  uint64_t start = fork ? e.parent_start_ns : e.start_ns;
+  system.set("ProcessStartTime", start ? Value(Timestamp{static_cast<int64_t>(start)}) : Value());
   system.set("HostName", host);
   Dict data;
   data.reserve(6);
@@ -79,6 +84,7 @@ Row event_row(const ProcessEvent& e, const std::string& host) {
       data.set("argv", std::move(argv));
       data.set("cwd", e.cwd);
       if (e.argv_cut) data.set("argv_truncated", true);
+      if (e.path_cut) data.set("path_truncated", true);  // a path deeper than 24 components: its root side is cut
       break;
     }
     case ProcessEvent::Kind::fork:
@@ -120,13 +126,14 @@ class ProcessEventScanner : public Scanner {
       auto source = std::shared_ptr<ProcessEventSource>(open_process_events(options_));
       std::lock_guard<std::mutex> lock(mutex_);
       source_ = std::move(source);
+      return;  // the messages that came meanwhile (subscriptions) first: an interrupt then was lost
     }
     raw_.clear();
-    if (!source_->read(raw_, 1000)) return;
+    bool woken = !source_->read(raw_, 1000);  // an interrupt may still hand over events: kept
     // A few events: more are likely on their way (a storm, a build). Taking
     // them together costs one wakeup of this thread and of each query, not
     // one per event, for a delay nobody downstream of a buffer notices.
-    if (!raw_.empty() && raw_.size() < kGatherEvents) {
+    if (!woken && !raw_.empty() && raw_.size() < kGatherEvents) {
       std::this_thread::sleep_for(kGatherTime);
       source_->read(raw_, 0);
     }
@@ -137,7 +144,7 @@ class ProcessEventScanner : public Scanner {
   uint64_t take_lost() override { return source_ ? source_->take_lost() : 0; }
   void interrupt() const override {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (source_) source_->interrupt();  // not open yet: the first scan opens it and does not wait
+    if (source_) source_->interrupt();  // not open yet: the scan that opens it does not wait
   }
   void describe(caf::settings& s) const override {
     caf::put(s, "backend", source_ ? backend_name(source_->backend()) : "starting");

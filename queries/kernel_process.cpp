@@ -15,6 +15,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <climits>
+#include <fstream>
 #include <mutex>
 #include <stdexcept>
 
@@ -67,18 +69,35 @@ std::vector<std::string> missing_capabilities(const std::vector<int>& needed) {
 int64_t boot_to_wall_ns() { return clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_BOOTTIME); }
 
 uint64_t process_start_wall_ns(uint64_t boottime_ns) {
-  static const int64_t btime_ns = boot_time("/proc").value_or(0) * 1'000'000'000;
+  // /proc/stat's btime, as pslist() reads it: it moves with the clock (set,
+  // stepped by NTP), so it is read again at most once a second.
+  static std::mutex mutex;
+  static int64_t btime_ns = 0, read_at = INT64_MIN;
+  int64_t btime;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (int64_t now = clock_ns(CLOCK_MONOTONIC); now - read_at >= 1'000'000'000) {
+      btime_ns = boot_time("/proc").value_or(0) * 1'000'000'000;
+      read_at = now;
+    }
+    btime = btime_ns;
+  }
   static const int64_t tick_ns = [] {
     long hz = ::sysconf(_SC_CLK_TCK);
     return int64_t{1'000'000'000} / (hz > 0 ? hz : 100);
   }();
-  return static_cast<uint64_t>(btime_ns + static_cast<int64_t>(boottime_ns) / tick_ns * tick_ns);
+  return static_cast<uint64_t>(btime + static_cast<int64_t>(boottime_ns) / tick_ns * tick_ns);
 }
 
 std::string ebpf_unavailable() {
   if (::access("/sys/kernel/btf/vmlinux", R_OK) != 0)
     return "ebpf: the kernel has no BTF (/sys/kernel/btf/vmlinux: " + errno_message(errno) +
            "; needs CONFIG_DEBUG_INFO_BTF)";
+  // Capabilities in a user namespace other than the first are not the kernel's to load BPF.
+  std::ifstream uid_map("/proc/self/uid_map");
+  uint64_t inside = 1, outside = 1, count = 0;
+  if (uid_map >> inside >> outside >> count && !(inside == 0 && outside == 0 && count == 4294967295u))
+    return "ebpf: this process is in a user namespace (a container): only the host's can load programs";
   if (missing_capabilities({CAP_SYS_ADMIN}).empty()) return {};
   auto missing = missing_capabilities({CAP_BPF, CAP_PERFMON});
   if (missing.empty()) return {};
@@ -108,17 +127,19 @@ namespace {
 // libbpf's messages go to the log at debug level; the last warning is kept
 // for the error a failed load throws.
 std::mutex libbpf_mutex;
-std::string libbpf_last_warning;
+std::string libbpf_last_warning;  // the first since it was last taken
 
 int libbpf_print(enum libbpf_print_level level, const char* format, va_list args) {
   char text[1024];
   int n = std::vsnprintf(text, sizeof text, format, args);
   std::string line(text, n > 0 ? std::min<size_t>(static_cast<size_t>(n), sizeof text - 1) : 0);
   while (!line.empty() && line.back() == '\n') line.pop_back();
+  if (line.rfind("libbpf: ", 0) == 0) line.erase(0, 8);
   spdlog::debug("libbpf: {}", line);
+  // The first warning of a failed load names its cause; the last ones only that it failed.
   if (level == LIBBPF_WARN) {
     std::lock_guard<std::mutex> lock(libbpf_mutex);
-    libbpf_last_warning = line;
+    if (libbpf_last_warning.empty()) libbpf_last_warning = line;
   }
   return 0;
 }
@@ -150,6 +171,7 @@ class EbpfSource final : public ProcessEventSource {
   explicit EbpfSource(const ProcessSourceOptions& options) {
     libbpf_set_print(libbpf_print);
     if (auto why = ebpf_unavailable(); !why.empty()) throw std::runtime_error(why);
+    take_libbpf_warning();  // this load's warnings from here on
     skel_.reset(outpost_process__open());
     if (!skel_) fail("opening the programs", errno);
     if (int err = bpf_map__set_max_entries(skel_->maps.events, static_cast<uint32_t>(options.ring_buffer_bytes)))

@@ -178,6 +178,54 @@ TEST_P(KernelProcessEvents, AThousandSubMillisecondProcessesAreEachSeenStartingA
   }
 }
 
+// Processes of 16 spinning threads ended by one of them (exit_group): the
+// threads exit together on every CPU, several may see the process end, and
+// one exit is reported.
+TEST(KernelProcessEventsExit, AProcessOfManyThreadsEndedByOneIsReportedExitingOnce) {
+  std::string why;
+  auto source = open_or_skip(ProcessBackend::ebpf, 8 << 20, &why);
+  if (!source) GTEST_SKIP() << why;
+  std::set<pid_t> children;
+  for (int i = 0; i < 300; ++i) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      std::atomic<int> running{0};
+      std::vector<std::thread> threads;
+      for (int t = 0; t < 15; ++t)
+        threads.emplace_back([&] {
+          ++running;
+          for (;;) std::atomic_signal_fence(std::memory_order_seq_cst);
+        });
+      while (running < 15) std::this_thread::yield();
+      std::thread([] { ::_exit(7); }).join();  // exit_group from a thread that is not the leader
+    }
+    ASSERT_GT(pid, 0);
+    ::waitpid(pid, nullptr, 0);
+    children.insert(pid);
+  }
+  std::map<pid_t, std::vector<ProcessEvent>> exits;
+  std::vector<ProcessEvent> events;
+  auto all_exited = [&] {
+    for (auto pid : children)
+      if (exits[pid].empty()) return false;
+    return true;
+  };
+  for (auto deadline = Clock::now() + 10s; Clock::now() < deadline && !all_exited();) {
+    events.clear();
+    source->read(events, 100);
+    for (auto& e : events)
+      if (e.kind == ProcessEvent::Kind::exit && children.count(e.pid) && e.ppid == ::getpid()) exits[e.pid].push_back(e);
+  }
+  events.clear();
+  source->read(events, 200);  // a second report would be here by now
+  for (auto& e : events)
+    if (e.kind == ProcessEvent::Kind::exit && children.count(e.pid) && e.ppid == ::getpid()) exits[e.pid].push_back(e);
+  for (auto pid : children) {
+    ASSERT_EQ(exits[pid].size(), 1u) << "pid " << pid;
+    EXPECT_EQ(WEXITSTATUS(exits[pid][0].status), 7);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, KernelProcessEvents,
                          ::testing::Values(ProcessBackend::ebpf, ProcessBackend::proc_connector),
                          [](const auto& info) { return std::string(backend_name(info.param)); });

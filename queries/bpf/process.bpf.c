@@ -71,7 +71,8 @@ static __always_inline void submit(struct outpost_process_event *e, __u32 used) 
 }
 
 /* Appends a path's components at data[off], leaf first, each ended by a NUL,
- * crossing mount points as d_path does; returns the bytes written. */
+ * crossing mount points up to the mount namespace's root (not a chroot's),
+ * with no " (deleted)" for an unlinked file; returns the bytes written. */
 static __always_inline __u32 put_path(struct outpost_process_event *e, __u32 off, struct path *p) {
   struct dentry *d = BPF_CORE_READ(p, dentry);
   struct vfsmount *vm = BPF_CORE_READ(p, mnt);
@@ -103,6 +104,13 @@ static __always_inline __u32 put_path(struct outpost_process_event *e, __u32 off
     off += n;
     d = up;
   }
+  /* Its own parent but not a mount's root: a file of no directory (memfd, an
+   * anonymous file), named by itself alone. Outside the loop: inside, the
+   * verifier's paths multiply past its limit. */
+  if (complete && d != BPF_CORE_READ(vm, mnt_root) && off - start <= OUTPOST_PATH_MAX - OUTPOST_NAME_MAX) {
+    long n = bpf_probe_read_kernel_str(&e->data[off & OUTPOST_DATA_MASK], OUTPOST_NAME_MAX, BPF_CORE_READ(d, d_name.name));
+    if (n > 0) off += n;
+  }
   if (!complete) e->flags |= OUTPOST_CUT_PATH;
   return off - start;
 }
@@ -130,6 +138,7 @@ int outpost_exec(struct bpf_raw_tracepoint_args *ctx) {
     len = OUTPOST_ARGS_MAX;
     e->flags |= OUTPOST_CUT_ARGS;
   }
+  len &= OUTPOST_DATA_MASK; /* changes nothing; older verifiers keep the bound of a mask, not of a branch */
   if (len > 0 && bpf_probe_read_user(&e->data[off & OUTPOST_DATA_MASK], len, (const void *)arg_start) == 0) e->args_len = len;
   submit(e, off + e->args_len);
   return 0;
@@ -144,10 +153,27 @@ int outpost_fork(struct bpf_raw_tracepoint_args *ctx) {
   return 0;
 }
 
+/* Processes whose exit was reported: in an exit_group, several threads may
+ * each see `live` at 0 by the time they reach the tracepoint. Keyed by the
+ * process's signal_struct and start (an address is reused, not both). */
+struct exit_key {
+  __u64 signal;
+  __u64 start;
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 4096);
+  __type(key, struct exit_key);
+  __type(value, __u8);
+} exited SEC(".maps");
+
 SEC("raw_tp/sched_process_exit")
 int outpost_exit(struct bpf_raw_tracepoint_args *ctx) {
   struct task_struct *task = (struct task_struct *)ctx->args[0];
   if (BPF_CORE_READ(task, signal, live.counter) != 0) return 0; /* not the process's last thread */
+  struct exit_key key = {(__u64)BPF_CORE_READ(task, signal), BPF_CORE_READ(task, group_leader, start_time)};
+  __u8 one = 1;
+  if (bpf_map_update_elem(&exited, &key, &one, BPF_NOEXIST) != 0) return 0; /* another thread reported it */
   struct outpost_process_event *e = start(OUTPOST_EXIT, task);
   if (!e) return 0;
   e->exit_code = BPF_CORE_READ(task, exit_code);
