@@ -124,18 +124,26 @@ class ProcessEventScanner : public Scanner {
   void scan(std::vector<Row>& events) override {
     if (!source_) {
       auto source = std::shared_ptr<ProcessEventSource>(open_process_events(options_));
+      backend_ = backend_name(source->backend());
       std::lock_guard<std::mutex> lock(mutex_);
       source_ = std::move(source);
       return;  // the messages that came meanwhile (subscriptions) first: an interrupt then was lost
     }
     raw_.clear();
-    bool woken = !source_->read(raw_, 1000);  // an interrupt may still hand over events: kept
-    // A few events: more are likely on their way (a storm, a build). Taking
-    // them together costs one wakeup of this thread and of each query, not
-    // one per event, for a delay nobody downstream of a buffer notices.
-    if (!woken && !raw_.empty() && raw_.size() < kGatherEvents) {
-      std::this_thread::sleep_for(kGatherTime);
-      source_->read(raw_, 0);
+    try {
+      bool woken = !source_->read(raw_, 1000);  // an interrupt may still hand over events: kept
+      // A few events: more are likely on their way (a storm, a build). Taking
+      // them together costs one wakeup of this thread and of each query, not
+      // one per event, for a delay nobody downstream of a buffer notices.
+      if (!woken && !raw_.empty() && raw_.size() < kGatherEvents) {
+        std::this_thread::sleep_for(kGatherTime);
+        source_->read(raw_, 0);
+      }
+    } catch (...) {
+      // The sensor fails with this; its programs are detached now, not when its last query leaves.
+      std::lock_guard<std::mutex> lock(mutex_);
+      source_.reset();
+      throw;
     }
     events.reserve(events.size() + raw_.size());
     for (auto& e : raw_) events.push_back(event_row(e, host_));
@@ -146,15 +154,14 @@ class ProcessEventScanner : public Scanner {
     std::lock_guard<std::mutex> lock(mutex_);
     if (source_) source_->interrupt();  // not open yet: the scan that opens it does not wait
   }
-  void describe(caf::settings& s) const override {
-    caf::put(s, "backend", source_ ? backend_name(source_->backend()) : "starting");
-  }
+  void describe(caf::settings& s) const override { caf::put(s, "backend", backend_); }
 
  private:
   const ProcessSourceOptions options_;
   // Set once by the sensor's thread; read there, and by interrupt() from others.
   std::shared_ptr<ProcessEventSource> source_;
   mutable std::mutex mutex_;
+  std::string backend_ = "starting";  // then the backend that opened (the sensor's error says when it failed)
   std::string host_;
   std::vector<ProcessEvent> raw_;
 };

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <iterator>
 #include <stdexcept>
+#include <unordered_map>
 
 #include "queries/kernel_process.hpp"
 #include "queries/linux_util.hpp"
@@ -317,11 +318,40 @@ class ProcConnectorSource final : public ProcessEventSource {
         e.ppid = d.exit.parent_tgid;
         e.partial = e.ppid == 0;  // the kernel names no parent once the parent has reaped the process
         e.status = static_cast<int32_t>(d.exit.exit_code);  // the wait status: code << 8 | signal
+        if (auto it = known_.find(e.pid); it != known_.end()) {  // what its fork or exec told
+          e.comm = it->second.comm;
+          e.uid = it->second.uid;
+          e.gid = it->second.gid;
+          e.start_ns = it->second.start_ns;
+          known_.erase(it);
+        }
         break;
       default:
         return;
     }
+    if (e.kind != ProcessEvent::Kind::exit) remember(e);
     out.push_back(std::move(e));
+  }
+
+  // A process's name, user and start, from its fork or exec, for its exit
+  // (gone from /proc by then). Bounded (~100 bytes each): beyond kMaxKnown
+  // processes started since the connector opened and still running, some are
+  // forgotten, and their exits come without these.
+  struct Known {
+    std::string comm;
+    int64_t uid = -1, gid = -1;
+    uint64_t start_ns = 0;
+  };
+  static constexpr size_t kMaxKnown = 65536;
+
+  void remember(const ProcessEvent& e) {
+    auto& k = known_[e.pid];
+    if (e.kind == ProcessEvent::Kind::fork) k = Known{};  // a new process: its pid's last one is gone
+    if (!e.comm.empty()) k.comm = e.comm;
+    if (e.uid >= 0) k.uid = e.uid;
+    if (e.gid >= 0) k.gid = e.gid;
+    if (e.start_ns) k.start_ns = e.start_ns;
+    if (known_.size() > kMaxKnown) known_.erase(known_.begin());
   }
 
   // cn_msg.seq counts each CPU's messages of every kind: a gap is messages lost.
@@ -340,6 +370,7 @@ class ProcConnectorSource final : public ProcessEventSource {
   std::vector<char> buffer_ = std::vector<char>(64 << 10);
   std::vector<ProcessEvent> pending_;  // received while opening
   std::vector<std::optional<uint32_t>> last_seq_;
+  std::unordered_map<int32_t, Known> known_;
   uint64_t lost_ = 0;
 };
 

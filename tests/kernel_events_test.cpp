@@ -122,7 +122,7 @@ TEST_P(KernelProcessEvents, AThousandSubMillisecondProcessesAreEachSeenStartingA
   spawner.join();
   ASSERT_EQ(children.size(), 1000u);
   const auto cwd = std::filesystem::current_path().string();
-  size_t with_argv = 0, forks = 0, execs = 0, exits = 0;
+  size_t with_argv = 0, forks = 0, execs = 0, exits = 0, exits_with_start = 0;
   for (auto& c : children) {
     auto& s = seen[c.pid];
     SCOPED_TRACE("pid " + std::to_string(c.pid) + " " + c.argv[0] + " " + c.argv[2]);
@@ -157,6 +157,10 @@ TEST_P(KernelProcessEvents, AThousandSubMillisecondProcessesAreEachSeenStartingA
     }
     if (s.exit) {
       ++exits;
+      exits_with_start += s.exit->start_ns != 0;
+      if (s.fork && s.fork->start_ns && s.exit->start_ns) {
+        EXPECT_EQ(s.exit->start_ns, s.fork->start_ns);  // the same process
+      }
       EXPECT_TRUE(WIFEXITED(s.exit->status)) << s.exit->status;
       EXPECT_EQ(WEXITSTATUS(s.exit->status), c.code);
       if (!s.exit->partial || s.exit->ppid != 0) {
@@ -175,6 +179,14 @@ TEST_P(KernelProcessEvents, AThousandSubMillisecondProcessesAreEachSeenStartingA
   // reads /proc after the fact, so a process already gone has none.
   if (GetParam() == ProcessBackend::ebpf) {
     EXPECT_EQ(with_argv, 1000u);
+  }
+  // An exit's start time: eBPF reads it in the kernel; the proc connector
+  // remembers it from the process's fork or exec, where /proc was read in time.
+  std::printf("%zu exits with their process's start time\n", exits_with_start);
+  if (GetParam() == ProcessBackend::ebpf) {
+    EXPECT_EQ(exits_with_start, 1000u);
+  } else {
+    EXPECT_GT(exits_with_start, 0u);
   }
 }
 
