@@ -67,7 +67,7 @@ if command -v ccache >/dev/null; then
 fi
 targets=(outpost-unit-tests outpost-actor-tests outpost-net-tests outpost-query-tests outpost-api-tests outpost-host-tests
          outpost-c-api-test outpost-c-plugin-test)
-[ "$kind" = asan ] && targets+=(outpost-fault-proxy-tests outpost-crash-test outpost-inspector-tests)
+[ "$kind" = asan ] && targets+=(outpost-fault-proxy-tests outpost-crash-test outpost-inspector-tests outpost-kernel-tests)
 
 start=$SECONDS
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOUTPOST_SANITIZE=$sanitize "${launcher[@]}" >/dev/null
