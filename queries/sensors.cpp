@@ -25,10 +25,11 @@ void Subscription::push(const std::shared_ptr<const Row>& event) {
 }
 
 void Subscription::add_dropped(uint64_t events) {
+  if (events == 0) return;
   std::function<void()> wake;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (closed_ || events == 0) return;
+    if (closed_) return;
     dropped_ += events;
     wake = std::move(wake_);  // so that the query reports them now
     wake_ = nullptr;
@@ -120,7 +121,7 @@ sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self
                                     auto s = w.lock();
                                     if (!s) return true;  // its query ended
                                     for (auto& e : shared) s->push(e);
-                                    s->add_dropped(lost);
+                                    if (lost) s->add_dropped(lost);
                                     st.delivered += shared.size();
                                     if (ended) s->close(st.error);
                                     return false;

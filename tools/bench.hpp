@@ -36,6 +36,13 @@ class WorkDir {
   bool owned_ = false;
 };
 
+// A number of a /proc status file's text ("voluntary_ctxt_switches", "VmRSS"
+// in kB), as written; 0 when the line is not there.
+uint64_t status_field(const std::string& status, const std::string& key);
+// /proc/<pid>/status's `key` ("VmRSS", "RssAnon"), from kB to bytes; throws
+// when the line is not there.
+long proc_status_bytes(const std::string& key, const std::string& pid = "self");
+
 struct BufferBenchOptions {
   std::filesystem::path dir;  // where the stores go; a temp dir when empty
   size_t records = 200000;

@@ -255,13 +255,6 @@ long heap_bytes() {
   return static_cast<long>(info.uordblks + info.hblkhd);
 }
 
-// A line of /proc/self/status, such as "VmRSS" or "RssAnon", in bytes.
-long proc_status_bytes(const std::string& key) {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind(key + ":", 0) == 0) return std::stol(line.substr(key.size() + 1)) * 1024;
-  throw std::runtime_error("no " + key + " in /proc/self/status");
-}
 
 long rss_bytes() { return proc_status_bytes("VmRSS"); }
 

@@ -173,12 +173,6 @@ struct Sample {
   std::map<pid_t, ThreadCount> threads;
 };
 
-uint64_t status_field(const std::string& status, const std::string& key) {
-  size_t at = status.find("\n" + key + ":");
-  if (at == std::string::npos) return 0;
-  return std::strtoull(status.c_str() + at + key.size() + 2, nullptr, 10);
-}
-
 Sample take_sample(pid_t pid) {
   Sample s;
   fs::path proc = fs::path("/proc") / std::to_string(pid);
@@ -204,9 +198,7 @@ Sample take_sample(pid_t pid) {
   return s;
 }
 
-uint64_t rss_bytes(pid_t pid) {
-  return status_field(read_text(fs::path("/proc") / std::to_string(pid) / "status"), "VmRSS") * 1024;
-}
+uint64_t rss_bytes(pid_t pid) { return static_cast<uint64_t>(proc_status_bytes("VmRSS", std::to_string(pid))); }
 
 // The rows the extra query has passed to the buffer, as `outpostctl queries`
 // reports them through the inspector socket; nothing when outpostctl (beside

@@ -91,12 +91,6 @@ Registry bench_registry(std::shared_ptr<const std::vector<Row>> rows) {
   return r;
 }
 
-long status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(key + ":", 0) == 0) return std::stol(line.substr(key.size() + 1)) * 1024;
-  return 0;
-}
 
 }  // namespace
 
@@ -182,7 +176,7 @@ int run_sensors_bench(const SensorsBenchOptions& o) {
   caf::anon_send(buf, set_link_atom::value, link);
   SensorHub hub(bs.sys);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  long empty_rss = status_bytes("VmRSS"), empty_anon = status_bytes("RssAnon");
+  long empty_rss = proc_status_bytes("VmRSS"), empty_anon = proc_status_bytes("RssAnon");
   size_t empty_heap = mallinfo2().uordblks;
   SourceFactory sources{[&](const QuerySpec&) -> std::unique_ptr<Source> {
     return std::make_unique<VqlSource>(engine, std::vector<std::shared_ptr<const ast::Query>>{query},
@@ -207,7 +201,7 @@ int run_sensors_bench(const SensorsBenchOptions& o) {
   std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
   auto after = committed();
   double elapsed = seconds_since(start);
-  long busy_rss = status_bytes("VmRSS"), busy_anon = status_bytes("RssAnon");
+  long busy_rss = proc_status_bytes("VmRSS"), busy_anon = proc_status_bytes("RssAnon");
   double heap_per_query = (static_cast<double>(mallinfo2().uordblks) - static_cast<double>(empty_heap)) / o.queries;
   double per_s = (after.first - before.first) / elapsed;
   double rss_per_query = static_cast<double>(busy_rss - empty_rss) / o.queries;
