@@ -18,6 +18,7 @@
 #include <climits>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 
 #include "queries/linux_util.hpp"
@@ -72,11 +73,12 @@ uint64_t process_start_wall_ns(uint64_t boottime_ns) {
   // /proc/stat's btime, as pslist() reads it: it moves with the clock (set,
   // stepped by NTP), so it is read again at most once a second.
   static std::mutex mutex;
-  static int64_t btime_ns = 0, read_at = INT64_MIN;
+  static int64_t btime_ns = 0;
+  static std::optional<int64_t> read_at;
   int64_t btime;
   {
     std::lock_guard<std::mutex> lock(mutex);
-    if (int64_t now = clock_ns(CLOCK_MONOTONIC); now - read_at >= 1'000'000'000) {
+    if (int64_t now = clock_ns(CLOCK_MONOTONIC); !read_at || now - *read_at >= 1'000'000'000) {
       btime_ns = boot_time("/proc").value_or(0) * 1'000'000'000;
       read_at = now;
     }
