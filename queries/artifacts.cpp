@@ -103,6 +103,7 @@ Value time_of(const Value& epoch) {
 // The text of a parameter as its type's value, or an error message.
 Value convert(const Artifact::Parameter& p, const std::string& text, std::string& error) {
   if (p.type == "int") {
+    if (text.empty()) return int64_t{0};  // Velociraptor's int(int=""): no default, no value
     errno = 0;
     char* end = nullptr;
     long long n = std::strtoll(text.c_str(), &end, 0);
@@ -320,7 +321,6 @@ void check_names(const Artifact& a, const std::vector<std::string>& given) {
 Value from_text(const Artifact& a, const Artifact::Parameter& p, const std::string& text) {
   std::string error;
   Value v = convert(p, text, error);
-  if (text.empty() && p.type == "int") error = "required (it has no default)";
   if (!error.empty()) throw ArtifactError(a.name + ": parameter " + p.name + ": " + error);
   return v;
 }

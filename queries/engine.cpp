@@ -185,6 +185,7 @@ const Registry& default_registry() {
     add_misc_functions(r);
     add_xml_functions(r);
     add_netstat_plugins(r);
+    add_tracker_plugins(r);
     add_journald_plugins(r);
     add_flow_functions(r);
     add_builtin_plugins(r);

@@ -338,7 +338,8 @@ void add_interface_plugins(Registry& registry);  // interfaces, rate (interfaces
 Value rate_step(Value& state, const Value& x, const Value& y);
 void add_misc_functions(Registry& registry);  // getpid, version, pathspec, tempdir, copy, delay, query (misc_functions.cpp)
 void add_xml_functions(Registry& registry);  // parse_xml() (xml.cpp)
-void add_netstat_plugins(Registry& registry);  // connections, process_tracker_get/_callchain/_tree (netstat.cpp)
+void add_netstat_plugins(Registry& registry);  // connections (netstat.cpp)
+void add_tracker_plugins(Registry& registry);  // process_tracker, process_tracker_* (tracker_plugins.cpp)
 void add_journald_plugins(Registry& registry);  // parse_journald, watch_journald (journald.cpp)
 void add_parse_functions(Registry& registry);  // parse_json, parse_json_array, split_records, read_file()
 void add_builtin_plugins(Registry& registry);  // foreach, if

@@ -508,10 +508,6 @@ void add_linux_proc_plugins(Registry& registry) {
       "MemoryInfo {rss, vms} (bytes).",
       {{"pid", "int", false, "only this process"}}, false, make_pslist},
       check_pslist);
-  // Velociraptor's tracker falls back to pslist() where none runs; Outpost
-  // has no process tracker yet, so it is always pslist().
-  registry.add(PluginSpec{"process_tracker_pslist", "The processes running now: pslist()'s rows (no tracker yet).",
-                          {}, false, make_pslist});
   registry.add(PluginSpec{
       "users", "Local accounts from passwd: Name, Uid, Gid, Description, Homedir, Shell.", {}, false,
       [](const Args&, Env& env) -> std::unique_ptr<RowStream> {

@@ -1,16 +1,11 @@
-// connections(), Velociraptor's gopsutil-based socket list, and the process
-// tracker's functions as Velociraptor answers them without a tracker: from
-// pslist()'s rows, kept for 10 s (process_tracker_get, _callchain, _tree).
+// connections(), Velociraptor's gopsutil-based socket list.
 
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <deque>
-#include <mutex>
-#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -233,7 +228,7 @@ class ConnectionsStream : public RowStream {
   Value uids(int64_t pid) {
     auto it = uids_.find(pid);
     if (it != uids_.end()) return it->second;
-    List ids;
+    std::vector<int64_t> ids;
     if (pid > 0) {
       ++status_reads_;
       std::string status = read_small_file(proc_ / std::to_string(pid) / "status").value_or("");
@@ -250,7 +245,7 @@ class ConnectionsStream : public RowStream {
         break;
       }
     }
-    return uids_.emplace(pid, Value(std::move(ids))).first->second;
+    return uids_.emplace(pid, Value(List(ids.begin(), ids.end()))).first->second;
   }
 
   fs::path proc_;
@@ -265,204 +260,6 @@ class ConnectionsStream : public RowStream {
   int status_reads_ = 0;
 };
 
-// ---- the process tracker's fallback
-
-// Velociraptor's fallback keeps its pslist() this long.
-constexpr auto kTrackerLifetime = std::chrono::seconds(10);
-// A call chain has at most kMaxChain processes; a tree, as Velociraptor
-// counts, at most kMaxTreeDepth + 1 levels below its root.
-constexpr int kMaxChain = 10;
-constexpr int kMaxTreeDepth = 20;
-
-struct Process {
-  std::string id, parent_id;  // the pid and ppid as text
-  Timestamp start;
-  Row data;                          // pslist()'s row with Pid, Ppid, StartTime and EndTime the tracker's
-  std::vector<std::string> children;  // ids, by pid
-};
-
-struct Processes {
-  std::vector<Process> all;  // by pid
-  std::unordered_map<std::string, size_t> by_id;
-  const Process* find(const std::string& id) const {
-    auto it = by_id.find(id);
-    return it == by_id.end() ? nullptr : &all[it->second];
-  }
-};
-
-// pslist()'s rows, all at once (the registry's pslist, as Velociraptor calls
-// its own); none when the engine has no pslist.
-std::vector<Row> pslist_rows(Env& env) {
-  const PluginSpec* pslist = env.engine ? env.engine->registry().plugin("pslist") : nullptr;
-  std::vector<Row> rows;
-  if (!pslist) return rows;
-  auto stream = pslist->make(Args("pslist", {}), env);
-  for (Step step = Step::more(); step.state == Step::State::more;) step = stream->next(rows, 1000);
-  return rows;
-}
-
-std::shared_ptr<const Processes> load_processes(Env& env) {
-  auto p = std::make_shared<Processes>();
-  for (auto& row : pslist_rows(env)) {
-    auto pid = row.find("Pid"), ppid = row.find("Ppid"), created = row.find("CreateTime");
-    if (!pid || !pid->as_int() || !ppid || !ppid->as_int() || !created) continue;
-    Process process{std::to_string(*pid->as_int()), std::to_string(*ppid->as_int()),
-                    created->as_timestamp() ? *created->as_timestamp() : Timestamp{}, std::move(row), {}};
-    process.data.set("Pid", process.id);
-    process.data.set("Ppid", process.parent_id);
-    process.data.set("StartTime", process.start);
-    process.data.set("EndTime", Timestamp{});  // running: Go's zero time upstream, the epoch here
-    p->all.push_back(std::move(process));
-  }
-  std::sort(p->all.begin(), p->all.end(), [](const Process& a, const Process& b) {
-    return std::make_pair(a.id.size(), a.id) < std::make_pair(b.id.size(), b.id);  // numerically
-  });
-  for (size_t i = 0; i < p->all.size(); ++i) p->by_id.emplace(p->all[i].id, i);
-  for (auto& process : p->all) {
-    auto parent = p->by_id.find(process.parent_id);
-    if (parent != p->by_id.end() && process.parent_id != process.id)
-      p->all[parent->second].children.push_back(process.id);
-  }
-  return p;
-}
-
-// The processes of the last 10 s, shared by every query in the process; read
-// again when older or when asked for other proc or passwd paths (one set is
-// kept). Read outside the lock, so that no worker waits on another's /proc
-// scan (two may read at once; the later one is kept). Immutable once made:
-// what leaves it is copied (set() may change a result in place).
-std::shared_ptr<const Processes> processes(Env& env) {
-  static std::mutex mutex;
-  static std::string key;
-  static std::chrono::steady_clock::time_point loaded;
-  static std::shared_ptr<const Processes> cached;
-  std::string paths = env.paths->proc.string() + '\0' + env.paths->passwd.string();
-  auto now = std::chrono::steady_clock::now();
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (cached && key == paths && now - loaded < kTrackerLifetime) return cached;
-  }
-  auto fresh = load_processes(env);
-  std::lock_guard<std::mutex> lock(mutex);
-  cached = fresh;
-  key = paths;
-  loaded = now;
-  return fresh;
-}
-
-// A copy of `v` sharing no dict or list with it.
-Value copy_of(const Value& v) {
-  if (auto d = v.as_dict()) {
-    Dict out;
-    for (auto& [k, item] : d->items()) out.set(k, copy_of(item));
-    return out;
-  }
-  if (auto l = v.as_list()) {
-    List out;
-    out.reserve(l->size());
-    for (auto& item : *l) out.push_back(copy_of(item));
-    return out;
-  }
-  return v;
-}
-
-Value data_of(const Process& p) {
-  Dict out;
-  for (auto& [k, item] : p.data.items()) out.set(k, copy_of(item));
-  return out;
-}
-
-// An entry as the tracker gives it: {Id, ParentId, StartTime, EndTime, Data, Children}.
-Value entry_of(const Process& p) {
-  Dict e;
-  e.set("Id", p.id);
-  e.set("ParentId", p.parent_id);
-  e.set("StartTime", p.start);
-  e.set("EndTime", Timestamp{});
-  e.set("Data", data_of(p));
-  List children(p.children.begin(), p.children.end());
-  e.set("Children", std::move(children));
-  return e;
-}
-
-Value tracker_get(const Args& args, Env& env) {
-  auto p = processes(env);
-  auto process = p->find(required_string(args, "id"));
-  return process ? entry_of(*process) : Value();
-}
-
-// The process's ancestors from the oldest known down to it.
-Value tracker_callchain(const Args& args, Env& env) {
-  std::string id = required_string(args, "id");
-  int64_t max_items = args.integer("max_items").value_or(0);
-  if (max_items == 0) max_items = 10;
-  auto p = processes(env);
-  std::vector<const Process*> chain;
-  for (int depth = 0; depth < kMaxChain; ++depth) {
-    const Process* process = p->find(id);
-    if (!process || std::find(chain.begin(), chain.end(), process) != chain.end()) break;
-    chain.push_back(process);
-    if (static_cast<int64_t>(chain.size()) > max_items) break;  // max_items + 1, as Velociraptor
-    id = process->parent_id;
-  }
-  List out;
-  for (auto it = chain.rbegin(); it != chain.rend(); ++it) out.push_back(entry_of(**it));
-  return out;
-}
-
-// process_tracker_tree()'s nodes: {name, id, start_time, data, children}.
-class TreeBuilder {
- public:
-  TreeBuilder(const Processes& processes, Env& env, int64_t max_items)
-      : processes_(processes), env_(env), left_(max_items - 1) {}
-
-  // `depth` counts the levels above `p`'s children, as Velociraptor's does.
-  Dict node(const Process& p, int depth) {
-    Dict n;
-    auto name = p.data.find("Name");
-    n.set("name", name && name->as_string() ? *name : Value(p.id));
-    n.set("id", p.id);
-    n.set("start_time", p.start);
-    n.set("data", data_of(p));
-    std::vector<std::pair<int64_t, Dict>> children;
-    bool complete = true;
-    for (size_t i = 0; depth <= kMaxTreeDepth && i < p.children.size(); ++i) {
-      const Process* child = processes_.find(p.children[i]);
-      if (!child || !seen_.insert(child->id).second) continue;
-      if (--left_ < 0) {
-        log_row_error(env_, "process_tracker_tree(): more than max_items processes in the tree: truncated");
-        complete = false;
-        break;
-      }
-      children.emplace_back(child->start.ns, node(*child, depth + 1));
-    }
-    if (complete)  // a truncated level stays in pid order, as Velociraptor leaves it unsorted
-      std::stable_sort(children.begin(), children.end(),
-                       [](const auto& a, const auto& b) { return a.first < b.first; });
-    List list;
-    for (auto& child : children) list.push_back(std::move(child.second));
-    n.set("children", list.empty() ? Value() : Value(std::move(list)));  // Go's nil slice: null
-    return n;
-  }
-
- private:
-  const Processes& processes_;
-  Env& env_;
-  int64_t left_;
-  std::set<std::string> seen_;
-};
-
-Value tracker_tree(const Args& args, Env& env) {
-  if (auto callback = args.find("data_callback"); callback && !dynamic_cast<const Lambda*>(callback->as_object()))
-    args.fail("data_callback", "expected a lambda");
-  int64_t max_items = args.integer("max_items").value_or(0);
-  if (max_items == 0) max_items = 1000;
-  auto p = processes(env);
-  auto root = p->find(args.string("id").value_or(""));
-  if (!root) return Value();
-  return TreeBuilder(*p, env, max_items).node(*root, 0);
-}
-
 }  // namespace
 
 void add_netstat_plugins(Registry& r) {
@@ -473,24 +270,6 @@ void add_netstat_plugins(Registry& r) {
                    {}, false, [](const Args&, Env& env) -> std::unique_ptr<RowStream> {
                      return std::make_unique<ConnectionsStream>(*env.paths);
                    }});
-  const std::string fallback = " Without a process tracker: from pslist(), ids the pids as text, kept 10 s.";
-  r.add(FunctionSpec{"process_tracker_get",
-                     "A process: {Id, ParentId, StartTime, EndTime, Data (its pslist() row), Children (ids)}, or "
-                     "NULL." + fallback,
-                     {{"id", "string", true, "the process id"}, {"max_items", "int", false, "accepted, unused"}},
-                     tracker_get});
-  r.add(FunctionSpec{"process_tracker_callchain",
-                     "A process and its ancestors, oldest first, as process_tracker_get() gives them." + fallback,
-                     {{"id", "string", true, "the process id"},
-                      {"max_items", "int", false, "stop after max_items + 1 processes (default 10; 10 at most)"}},
-                     tracker_callchain});
-  r.add(FunctionSpec{"process_tracker_tree",
-                     "A process and its descendants: {name, id, start_time, data, children [...]}, children by "
-                     "start time, 21 levels deep at most; NULL for an unknown id." + fallback,
-                     {{"id", "string", false, "the process id"},
-                      {"data_callback", "lambda", false, "accepted, unused (as upstream)"},
-                      {"max_items", "int", false, "processes in the tree at most (default 1000)"}},
-                     tracker_tree});
 }
 
 }  // namespace outpost::vql

@@ -295,6 +295,10 @@ class ProcConnectorSource final : public ProcessEventSource {
         e.pid = d.exec.process_tgid;
         e.tid = d.exec.process_pid;
         read_exec(e, boot_ns);
+        if (auto it = known_.find(e.pid); it != known_.end()) {  // gone from /proc already: what its fork told
+          if (e.ppid == 0) e.ppid = it->second.ppid;
+          if (e.start_ns == 0) e.start_ns = it->second.start_ns;
+        }
         break;
       case proc_event::PROC_EVENT_FORK: {
         if (d.fork.child_pid != d.fork.child_tgid) return;  // a new thread
@@ -333,12 +337,13 @@ class ProcConnectorSource final : public ProcessEventSource {
     out.push_back(std::move(e));
   }
 
-  // A process's name, user and start, from its fork or exec, for its exit
-  // (gone from /proc by then). Bounded (~100 bytes each): beyond kMaxKnown
+  // A process's name, parent, user and start, from its fork or exec, for its
+  // exit (gone from /proc by then) and an exec /proc no longer shows. Bounded (~100 bytes each): beyond kMaxKnown
   // processes started since the connector opened and still running, some are
   // forgotten, and their exits come without these.
   struct Known {
     std::string comm;
+    int32_t ppid = 0;
     int64_t uid = -1, gid = -1;
     uint64_t start_ns = 0;
   };
@@ -348,6 +353,7 @@ class ProcConnectorSource final : public ProcessEventSource {
     auto& k = known_[e.pid];
     if (e.kind == ProcessEvent::Kind::fork) k = Known{};  // a new process: its pid's last one is gone
     if (!e.comm.empty()) k.comm = e.comm;
+    if (e.ppid) k.ppid = e.ppid;
     if (e.uid >= 0) k.uid = e.uid;
     if (e.gid >= 0) k.gid = e.gid;
     if (e.start_ns) k.start_ns = e.start_ns;

@@ -248,6 +248,22 @@ size_t SensorHub::running() const {
   return core_->sensors.size();
 }
 
+std::shared_ptr<ProcessTracker> TrackerSlot::get() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return tracker_;
+}
+
+void TrackerSlot::install(std::shared_ptr<ProcessTracker> tracker) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  tracker_ = std::move(tracker);
+}
+
+void TrackerSlot::uninstall(const ProcessTracker* tracker) {
+  std::shared_ptr<ProcessTracker> gone;  // destroyed outside the lock
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (tracker_.get() == tracker) gone = std::move(tracker_);
+}
+
 std::string sensor_key(const Args& args) {
   auto values = args.values();  // the same arguments in another order: the same sensor
   std::sort(values.begin(), values.end(), [](auto& a, auto& b) { return a.first < b.first; });

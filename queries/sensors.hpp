@@ -115,6 +115,23 @@ struct SensorSettings {
   ProcessSourceOptions process_events;
 };
 
+class ProcessTracker;  // process_tracker.hpp
+
+// The process tracker a query installed with process_tracker(), if any:
+// every query of the agent reads it. Any thread.
+class TrackerSlot {
+ public:
+  std::shared_ptr<ProcessTracker> get() const;
+  // Replaces the one installed (the last installed is read, as upstream).
+  void install(std::shared_ptr<ProcessTracker> tracker);
+  // Removes `tracker` if it is still the one installed.
+  void uninstall(const ProcessTracker* tracker);
+
+ private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<ProcessTracker> tracker_;
+};
+
 // Starts sensors on demand and stops each when its last subscriber leaves.
 class SensorHub {
  public:
@@ -128,11 +145,14 @@ class SensorHub {
   size_t running() const;
   caf::actor_system& system() const;  // where the sensors run
   const SensorSettings& settings() const;
+  // Shared with the queries that install a tracker, which may outlive the hub.
+  const std::shared_ptr<TrackerSlot>& trackers() const { return trackers_; }
 
   struct Core;  // shared with the streams, which may outlive the hub
 
  private:
   std::shared_ptr<Core> core_;
+  std::shared_ptr<TrackerSlot> trackers_ = std::make_shared<TrackerSlot>();
 };
 
 // A sensor's key: the plugin's name and its arguments, canonically.

@@ -51,7 +51,7 @@ TEST(Artifacts, EveryBuiltInParsesAndNamesItsFile) {
                             "Linux.Sys.Users",              "Linux.Network.Netstat",
                             "Linux.Events.ProcessCreation", "Linux.Events.SSHLogin",
                             "Linux.Detection.Thumbdrives.List", "Linux.Response.KillProcess",
-                            "Outpost.Client.Actors"};
+                            "Linux.Events.TrackProcesses", "Outpost.Client.Actors"};
   auto& repo = ArtifactRepository::builtin();
   EXPECT_EQ(repo.all().size(), std::size(expected));
   for (auto name : expected) {
@@ -149,13 +149,14 @@ parameters:
   - name: E
     default:
   - {name: I, type: int64, default: "7"}
+  - {name: N, type: int64}
 sources:
-  - query: SELECT H, C, F, T, T2, E, I FROM info()
+  - query: SELECT H, C, F, T, T2, E, I, N FROM info()
     notebook: [{type: vql_suggestion}]
 )Y",
                           "v.yaml", engine());
   auto binds = bind_parameters(a, {});
-  ASSERT_EQ(binds.size(), 7u);
+  ASSERT_EQ(binds.size(), 8u);
   EXPECT_TRUE(equal(binds[0].value, Value("x")));
   EXPECT_TRUE(equal(binds[1].value, Value("a")));
   EXPECT_TRUE(equal(binds[2].value, Value(1.5)));
@@ -164,6 +165,7 @@ sources:
   EXPECT_EQ(binds[4].value.as_timestamp()->ns, int64_t{1700000000} * 1'000'000'000);
   EXPECT_TRUE(equal(binds[5].value, Value("")));
   EXPECT_TRUE(equal(binds[6].value, Value(int64_t{7})));
+  EXPECT_TRUE(equal(binds[7].value, Value(int64_t{0})));  // no default: int(int="") is 0 (Linux.Events.TrackProcesses' MaxSize)
   binds = bind_parameters(a, {{"T", "1700000000"}});
   ASSERT_TRUE(binds[3].value.as_timestamp());
   EXPECT_EQ(binds[3].value.as_timestamp()->ns, int64_t{1700000000} * 1'000'000'000);
@@ -324,8 +326,20 @@ TEST(Artifacts, KillProcessIsAResponseActionOnARealProcess) {
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_TRUE(*rows[0].find("Success")->as_bool()) << to_json(rows[0]);
+  // Without a Pid: 0, as Velociraptor's int(int=""), which kill() refuses
+  // (it would signal the agent's process group).
   spec.parameters = {};
-  EXPECT_THROW(prepare(spec, ArtifactRepository::builtin(), engine()), ArtifactError);
+  auto none = prepare(spec, ArtifactRepository::builtin(), engine());
+  Env none_env;
+  auto refused = Engine(default_registry()).start(*none.queries[0], none.parameters, none_env);
+  std::string error;
+  try {
+    while (refused->next(rows, 10).state != Step::State::done) {
+    }
+  } catch (const QueryError& e) {
+    error = e.what();
+  }
+  EXPECT_EQ(error, "kill(): pid: must be a single process id, got 0");
 }
 
 TEST(Artifacts, ADirectoryTreeLoadsAndAFileThatDoesNotIsNamedWithItsError) {

@@ -324,22 +324,10 @@ TEST_F(FakeTracker, CallChain) {
   EXPECT_EQ(one("process_tracker_callchain(id=50).Id"), "[\"50\"]");
 }
 
-// A tree as text: name(children...), children as the tree orders them.
-std::string shape(const Value& node) {
-  auto d = node.as_dict();
-  if (!d) return "?";
-  std::string out = to_string(*d->find("name"));
-  auto children = d->find("children");
-  if (!children || children->is_null()) return out;
-  out += "(";
-  for (auto& child : *children->as_list()) out += (out.back() == '(' ? "" : " ") + shape(child);
-  return out + ")";
-}
-
 TEST_F(FakeTracker, Tree) {
   auto tree = [&](const std::string& args) {
     auto rows = run("SELECT process_tracker_tree(" + args + ") AS X FROM scope()", paths_);
-    return rows.size() == 1 ? shape(*rows[0].find("X")) : "<rows>";
+    return rows.size() == 1 ? tree_shape(*rows[0].find("X")) : "<rows>";
   };
   EXPECT_EQ(tree("id=1"), "init(sh(a b(c)))");  // children by start time
   EXPECT_EQ(tree("id=1, data_callback='x => x.Name'"), "init(sh(a b(c)))");  // accepted, unused as upstream

@@ -39,6 +39,25 @@ inline std::vector<std::string> json_lines(const std::vector<Row>& rows) {
   return out;
 }
 
+inline std::string value_json(const Value& v) {
+  std::string out;
+  append_json(out, v);
+  return out;
+}
+
+// A process_tracker_tree() node as text: name(children...), children in
+// the tree's order.
+inline std::string tree_shape(const Value& node) {
+  auto d = node.as_dict();
+  if (!d) return "?";
+  std::string out = to_string(*d->find("name"));
+  auto children = d->find("children");
+  if (!children || children->is_null()) return out;
+  out += "(";
+  for (auto& child : *children->as_list()) out += (out.back() == '(' ? "" : " ") + tree_shape(child);
+  return out + ")";
+}
+
 // The message of what `run` throws; "<no error>" when it throws nothing.
 template <typename Run>
 std::string error_of_run(Run&& run) {
