@@ -1,6 +1,7 @@
 // watch_ebpf(): kernel events in Velociraptor's row shape ({System, EventData},
 // tracee's event names). The process events come from one shared sensor (the
-// ebpf or proc connector backend, kernel_process.hpp); each query filters it
+// ebpf or proc connector backend, kernel_process.hpp), the network events
+// from one per group of programs (net_events.cpp); each query filters them
 // down to the events it named.
 
 #include <sys/utsname.h>
@@ -8,12 +9,14 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <map>
 #include <mutex>
 #include <thread>
 
 #include "queries/engine.hpp"
 #include "queries/event_plugins.hpp"
 #include "queries/kernel_process.hpp"
+#include "queries/kernel_scanner.hpp"
 
 namespace outpost::vql {
 namespace {
@@ -32,47 +35,54 @@ const char* event_name(ProcessEvent::Kind kind) {
 
 struct EventInfo {
   const char* name;
+  const char* sensor;  // the sensor (group of programs) it comes from
   const char* description;
 };
 const EventInfo kEvents[] = {
-    {"sched_process_exec",
+    {"sched_process_exec", "process",
      "A program started (execve): EventData cmdpath (as given to execve), pathname (the executable), "
      "argv (a list), cwd; argv_truncated beyond 4 KiB, path_truncated for a path deeper than 24 components"},
-    {"sched_process_fork", "A new process (not a thread); System is the forking process: EventData parent_pid, "
-                           "parent_start_time, child_pid, start_time"},
-    {"sched_process_exit", "A process ended (its last thread): EventData exit_code, signal (0: none), "
-                           "process_group_exit"},
+    {"sched_process_fork", "process",
+     "A new process (not a thread); System is the forking process: EventData parent_pid, parent_start_time, "
+     "child_pid, start_time"},
+    {"sched_process_exit", "process",
+     "A process ended (its last thread): EventData exit_code, signal (0: none), process_group_exit"},
+    {"security_socket_connect", "tcp",
+     "A TCP connection a process made, when its outcome is known (the SYN answered, or given up): EventData "
+     "remote_addr {sa_family, sin_port, sin_addr} (sin6_* for IPv6), local_addr, established (bool), "
+     "duration_ns"},
+    {"security_socket_accept", "tcp",
+     "A TCP connection a process accepted (accept, accept4): EventData local_addr, remote_addr"},
+    {"net_flow_tcp_end", "tcp",
+     "A TCP connection ended (its socket closed): EventData src, dst, src_port, dst_port (src the local side), "
+     "closer_pid (the process whose close or shutdown ended it; 0 unknown); System is the process that made or "
+     "accepted it, where Outpost saw that"},
+    {"net_packet_dns", "dns",
+     "A DNS message over UDP port 53: a query (System: the sender) or an answer (System: the process that sent "
+     "the socket's last query): EventData src, dst, src_port, dst_port, metadata {src_ip, dst_ip, src_port, "
+     "dst_port, protocol, packet_len, direction}, proto_dns (decoded, as tracee)"},
+    {"net_packet_http_request", "tcp_data",
+     "An HTTP/1.x request a process sent (the first 256 bytes of a send on a TCP connection that start a request "
+     "line): EventData metadata {src_ip, dst_ip, src_port, dst_port, protocol, packet_len}, http_request "
+     "{method, protocol, host, uri_path, headers, content_length}"},
 };
-
-std::string hostname() {
-  struct utsname uts {};
-  return ::uname(&uts) == 0 ? uts.nodename : "";
-}
 
 Row event_row(const ProcessEvent& e, const std::string& host) {
   // A fork's System is the forking process, as tracee has it; the child is in EventData.
   bool fork = e.kind == ProcessEvent::Kind::fork;
-  Dict system;
-  system.reserve(14);
-  system.set("Timestamp", Timestamp{static_cast<int64_t>(e.time_ns)});
-  system.set("EventName", event_name(e.kind));
-  Value pid = fork ? Value(int64_t{e.ppid}) : Value(int64_t{e.pid});
-  Value tid = fork ? Value() : Value(int64_t{e.tid});
-  system.set("ProcessID", pid);
-  system.set("ThreadID", tid);
+  SystemFields f;
+  f.time_ns = e.time_ns;
+  f.event = event_name(e.kind);
+  f.pid = fork ? Value(int64_t{e.ppid}) : Value(int64_t{e.pid});
+  f.tid = fork ? Value() : Value(int64_t{e.tid});
   // Unknown (NULL): a fork's grandparent, and a parent the proc connector could not read.
-  Value ppid = fork || (e.partial && e.ppid == 0) ? Value() : Value(int64_t{e.ppid});
-  system.set("ParentProcessID", ppid);
-  // No pid namespaces are translated: the host's ids, under both names.
-  system.set("HostProcessID", pid);
-  system.set("HostThreadID", tid);
-  system.set("HostParentProcessID", ppid);
-  system.set("UserID", e.uid >= 0 ? Value(e.uid) : Value());
-  system.set("GroupID", e.gid >= 0 ? Value(e.gid) : Value());
-  system.set("ProcessName", e.comm);
+  f.ppid = fork || (e.partial && e.ppid == 0) ? Value() : Value(int64_t{e.ppid});
+  f.uid = e.uid >= 0 ? Value(e.uid) : Value();
+  f.gid = e.gid >= 0 ? Value(e.gid) : Value();
+  f.comm = e.comm;
   uint64_t start = fork ? e.parent_start_ns : e.start_ns;
-  system.set("ProcessStartTime", start ? Value(Timestamp{static_cast<int64_t>(start)}) : Value());
-  system.set("HostName", host);
+  f.start = start ? Value(Timestamp{static_cast<int64_t>(start)}) : Value();
+  Dict system = system_row(f, host);
   Dict data;
   data.reserve(6);
   switch (e.kind) {
@@ -108,64 +118,6 @@ Row event_row(const ProcessEvent& e, const std::string& host) {
   return row;
 }
 
-class ProcessEventScanner : public Scanner {
- public:
-  static constexpr size_t kGatherEvents = 256;
-  static constexpr std::chrono::milliseconds kGatherTime{5};
-
-  // The source opens in the first scan, on the sensor's thread: loading the
-  // programs (the kernel verifies them) takes a few hundred ms, which the
-  // subscribing query's worker thread should not wait for. A source that
-  // cannot start fails the sensor, and its queries, with the reasons.
-  explicit ProcessEventScanner(const ProcessSourceOptions& options) : options_(options), host_(hostname()) {}
-
-  std::chrono::milliseconds period() const override { return std::chrono::milliseconds(0); }
-
-  void scan(std::vector<Row>& events) override {
-    if (!source_) {
-      auto source = std::shared_ptr<ProcessEventSource>(open_process_events(options_));
-      backend_ = backend_name(source->backend());
-      std::lock_guard<std::mutex> lock(mutex_);
-      source_ = std::move(source);
-      return;  // the messages that came meanwhile (subscriptions) first: an interrupt then was lost
-    }
-    raw_.clear();
-    try {
-      bool woken = !source_->read(raw_, 1000);  // an interrupt may still hand over events: kept
-      // A few events: more are likely on their way (a storm, a build). Taking
-      // them together costs one wakeup of this thread and of each query, not
-      // one per event, for a delay nobody downstream of a buffer notices.
-      if (!woken && !raw_.empty() && raw_.size() < kGatherEvents) {
-        std::this_thread::sleep_for(kGatherTime);
-        source_->read(raw_, 0);
-      }
-    } catch (...) {
-      // The sensor fails with this; its programs are detached now, not when its last query leaves.
-      std::lock_guard<std::mutex> lock(mutex_);
-      source_.reset();
-      throw;
-    }
-    events.reserve(events.size() + raw_.size());
-    for (auto& e : raw_) events.push_back(event_row(e, host_));
-  }
-
-  uint64_t take_lost() override { return source_ ? source_->take_lost() : 0; }
-  void interrupt() const override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (source_) source_->interrupt();  // not open yet: the scan that opens it does not wait
-  }
-  void describe(caf::settings& s) const override { caf::put(s, "backend", backend_); }
-
- private:
-  const ProcessSourceOptions options_;
-  // Set once by the sensor's thread; read there, and by interrupt() from others.
-  std::shared_ptr<ProcessEventSource> source_;
-  mutable std::mutex mutex_;
-  std::string backend_ = "starting";  // then the backend that opened (the sensor's error says when it failed)
-  std::string host_;
-  std::vector<ProcessEvent> raw_;
-};
-
 // The events named, checked: a string or a list of strings.
 std::vector<std::string> event_names(const Args& args) {
   auto names = args.strings("events");
@@ -179,7 +131,69 @@ std::vector<std::string> event_names(const Args& args) {
   return names;
 }
 
+std::unique_ptr<Scanner> process_scanner(const ProcessSourceOptions& options) {
+  return std::make_unique<KernelScanner<ProcessEventSource, ProcessEvent>>(
+      [options] { return open_process_events(options); },
+      [host = host_name()](const ProcessEvent& e, std::vector<Row>& rows) { rows.push_back(event_row(e, host)); },
+      [](const ProcessEventSource& source) { return std::string(backend_name(source.backend())); });
+}
+
+// One subscription per sensor the events named come from, each filtered
+// down to them; merged when there are several.
+std::unique_ptr<RowStream> watch(const Args& a, Env& env) {
+  auto names = event_names(a);
+  if (!env.sensors) throw QueryError("watch_ebpf(): event plugins run only in an agent (no sensors here)");
+  std::map<std::string, std::vector<std::string>> by_sensor;
+  for (auto& name : names)
+    for (auto& e : kEvents)
+      if (name == e.name) by_sensor[e.sensor].push_back(name);
+  auto& settings = env.sensors->settings();
+  std::vector<std::unique_ptr<RowStream>> streams;
+  for (auto& [sensor, wanted] : by_sensor) {
+    EventFilter filter = [wanted = wanted](const Row& row) {
+      auto system = row.find("System");
+      auto* d = system ? system->as_dict() : nullptr;
+      auto* name = d && d->find("EventName") ? d->find("EventName")->as_string() : nullptr;
+      return name && std::find(wanted.begin(), wanted.end(), *name) != wanted.end();
+    };
+    ScannerFactory make;
+    if (sensor == "process") {
+      make = [options = settings.process_events] { return process_scanner(options); };
+    } else {
+      make = [group = sensor, ring = settings.process_events.ring_buffer_bytes] { return net_scanner(group, ring); };
+    }
+    streams.push_back(env.sensors->subscribe("watch_ebpf(" + sensor + ")", make, env, kKernelQueueEvents,
+                                             std::move(filter)));
+  }
+  return streams.size() == 1 ? std::move(streams[0]) : merge_streams(std::move(streams));
+}
+
 }  // namespace
+
+Dict system_row(const SystemFields& f, const std::string& host) {
+  Dict system;
+  system.reserve(14);
+  system.set("Timestamp", Timestamp{static_cast<int64_t>(f.time_ns)});
+  system.set("EventName", f.event);
+  system.set("ProcessID", f.pid);
+  system.set("ThreadID", f.tid);
+  system.set("ParentProcessID", f.ppid);
+  // No pid namespaces are translated: the host's ids, under both names.
+  system.set("HostProcessID", f.pid);
+  system.set("HostThreadID", f.tid);
+  system.set("HostParentProcessID", f.ppid);
+  system.set("UserID", f.uid);
+  system.set("GroupID", f.gid);
+  system.set("ProcessName", f.comm);
+  system.set("ProcessStartTime", f.start);
+  system.set("HostName", host);
+  return system;
+}
+
+std::string host_name() {
+  struct utsname uts {};
+  return ::uname(&uts) == 0 ? uts.nodename : "";
+}
 
 void add_kernel_event_plugins(Registry& r) {
   r.add(PluginSpec{"watch_ebpf",
@@ -188,21 +202,7 @@ void add_kernel_event_plugins(Registry& r) {
                    "and EventData (per event: ebpf_events()). From eBPF, or the proc connector where eBPF cannot "
                    "load (the sensor's status says which).",
                    {{"events", "list of strings", true, "event names (ebpf_events())"}}, true,
-                   [](const Args& a, Env& env) {
-                     auto names = event_names(a);
-                     if (!env.sensors) throw QueryError("watch_ebpf(): event plugins run only in an agent (no sensors here)");
-                     auto options = env.sensors->settings().process_events;
-                     EventFilter filter = [names](const Row& row) {
-                       auto system = row.find("System");
-                       auto* d = system ? system->as_dict() : nullptr;
-                       auto* name = d && d->find("EventName") ? d->find("EventName")->as_string() : nullptr;
-                       return name && std::find(names.begin(), names.end(), *name) != names.end();
-                     };
-                     return env.sensors->subscribe(
-                         "watch_ebpf(process)",
-                         [options] { return std::make_unique<ProcessEventScanner>(options); }, env,
-                         kKernelQueueEvents, std::move(filter));
-                   }},
+                   [](const Args& a, Env& env) { return watch(a, env); }},
         [](const Args& a) {
           if (a.find("events")) event_names(a);
         });

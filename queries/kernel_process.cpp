@@ -6,10 +6,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/capability.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/syscall.h>
-#include <poll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,6 +18,7 @@
 #include <optional>
 #include <stdexcept>
 
+#include "queries/bpf_ring.hpp"
 #include "queries/linux_util.hpp"
 
 #include <linux/types.h>  // process_event.h's __u32, as the kernel's headers spell it
@@ -126,31 +124,6 @@ std::optional<ProcessBackend> likely_process_backend(const ProcessSourceOptions&
 
 namespace {
 
-// libbpf's messages go to the log at debug level; the last warning is kept
-// for the error a failed load throws.
-std::mutex libbpf_mutex;
-std::string libbpf_last_warning;  // the first since it was last taken
-
-int libbpf_print(enum libbpf_print_level level, const char* format, va_list args) {
-  char text[1024];
-  int n = std::vsnprintf(text, sizeof text, format, args);
-  std::string line(text, n > 0 ? std::min<size_t>(static_cast<size_t>(n), sizeof text - 1) : 0);
-  while (!line.empty() && line.back() == '\n') line.pop_back();
-  if (line.rfind("libbpf: ", 0) == 0) line.erase(0, 8);
-  spdlog::debug("libbpf: {}", line);
-  // The first warning of a failed load names its cause; the last ones only that it failed.
-  if (level == LIBBPF_WARN) {
-    std::lock_guard<std::mutex> lock(libbpf_mutex);
-    if (libbpf_last_warning.empty()) libbpf_last_warning = line;
-  }
-  return 0;
-}
-
-std::string take_libbpf_warning() {
-  std::lock_guard<std::mutex> lock(libbpf_mutex);
-  return std::exchange(libbpf_last_warning, {});
-}
-
 // Path components leaf first, each ended by a NUL, as the programs write them.
 std::string path_of(const char* data, uint32_t len) {
   std::vector<std::string_view> parts;
@@ -164,85 +137,39 @@ std::string path_of(const char* data, uint32_t len) {
 struct SkeletonDeleter {
   void operator()(outpost_process* s) const { outpost_process__destroy(s); }
 };
-struct RingDeleter {
-  void operator()(ring_buffer* r) const { ring_buffer__free(r); }
-};
 
 class EbpfSource final : public ProcessEventSource {
  public:
   explicit EbpfSource(const ProcessSourceOptions& options) {
-    libbpf_set_print(libbpf_print);
     if (auto why = ebpf_unavailable(); !why.empty()) throw std::runtime_error(why);
-    take_libbpf_warning();  // this load's warnings from here on
+    start_libbpf_load();
     skel_.reset(outpost_process__open());
-    if (!skel_) fail("opening the programs", errno);
+    if (!skel_) fail_libbpf_load("opening the programs", errno);
     if (int err = bpf_map__set_max_entries(skel_->maps.events, static_cast<uint32_t>(options.ring_buffer_bytes)))
-      fail("sizing the ring buffer", -err);
-    if (int err = outpost_process__load(skel_.get())) fail("loading the programs", -err);
-    if (int err = outpost_process__attach(skel_.get())) fail("attaching the programs", -err);
-    ring_.reset(ring_buffer__new(bpf_map__fd(skel_->maps.events), &EbpfSource::on_record, this, nullptr));
-    if (!ring_) fail("opening the ring buffer", errno);
-    wake_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!wake_) fail("creating an eventfd", errno);
-    cpus_ = libbpf_num_possible_cpus();
-    if (cpus_ <= 0) fail("counting the CPUs", -cpus_);
+      fail_libbpf_load("sizing the ring buffer", -err);
+    if (int err = outpost_process__load(skel_.get())) fail_libbpf_load("loading the programs", -err);
+    if (int err = outpost_process__attach(skel_.get())) fail_libbpf_load("attaching the programs", -err);
+    ring_ = std::make_unique<BpfRing>(skel_->maps.events, skel_->maps.lost);
   }
 
   ProcessBackend backend() const override { return ProcessBackend::ebpf; }
 
   bool read(std::vector<ProcessEvent>& out, int timeout_ms) override {
-    pollfd fds[2] = {{ring_buffer__epoll_fd(ring_.get()), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
-    int n = ::poll(fds, 2, timeout_ms);
-    if (n < 0 && errno != EINTR) throw std::runtime_error("ebpf: poll: " + errno_message(errno));
-    if (n > 0 && (fds[1].revents & POLLIN)) {
-      uint64_t count;
-      [[maybe_unused]] auto r = ::read(wake_.get(), &count, sizeof count);
-      return false;
-    }
-    out_ = &out;
-    wall_offset_ = boot_to_wall_ns();
-    int consumed = ring_buffer__consume(ring_.get());
-    out_ = nullptr;
-    if (consumed < 0) throw std::runtime_error("ebpf: reading the ring buffer: " + errno_message(-consumed));
-    return true;
+    return ring_->read(timeout_ms, [&](const void* data, size_t size, int64_t wall) { add(data, size, wall, out); });
   }
-
-  uint64_t take_lost() override {
-    std::vector<uint64_t> per_cpu(static_cast<size_t>(cpus_));
-    uint32_t zero = 0;
-    if (bpf_map__lookup_elem(skel_->maps.lost, &zero, sizeof zero, per_cpu.data(),
-                             per_cpu.size() * sizeof(uint64_t), 0) != 0)
-      return 0;
-    uint64_t total = 0;
-    for (auto n : per_cpu) total += n;
-    return total - std::exchange(lost_seen_, total);
-  }
-
-  void interrupt() const override {
-    uint64_t one = 1;
-    [[maybe_unused]] auto r = ::write(wake_.get(), &one, sizeof one);
-  }
+  uint64_t take_lost() override { return ring_->take_lost(); }
+  void interrupt() const override { ring_->interrupt(); }
 
  private:
-  [[noreturn]] void fail(const std::string& what, int error) {
-    std::string warning = take_libbpf_warning();
-    throw std::runtime_error("ebpf: " + what + ": " + errno_message(error) +
-                             (warning.empty() ? "" : " (libbpf: " + warning + ")"));
-  }
-
-  static int on_record(void* self, void* data, size_t size) {
-    static_cast<EbpfSource*>(self)->add(static_cast<const outpost_process_event*>(data), size);
-    return 0;
-  }
-
-  void add(const outpost_process_event* r, size_t size) {
+  void add(const void* data, size_t size, int64_t wall_offset, std::vector<ProcessEvent>& out) {
+    auto r = static_cast<const outpost_process_event*>(data);
     constexpr size_t header = offsetof(outpost_process_event, data);
     if (size < header) return;  // cannot happen: the programs write at least the header
     ProcessEvent e;
     e.kind = r->kind == OUTPOST_EXEC ? ProcessEvent::Kind::exec
              : r->kind == OUTPOST_FORK ? ProcessEvent::Kind::fork
                                        : ProcessEvent::Kind::exit;
-    e.time_ns = static_cast<uint64_t>(static_cast<int64_t>(r->time_ns) + wall_offset_);
+    e.time_ns = static_cast<uint64_t>(static_cast<int64_t>(r->time_ns) + wall_offset);
     e.pid = static_cast<int32_t>(r->pid);
     e.tid = static_cast<int32_t>(r->tid);
     e.ppid = static_cast<int32_t>(r->ppid);
@@ -271,25 +198,17 @@ class EbpfSource final : public ProcessEventSource {
       e.argv_cut = r->flags & OUTPOST_CUT_ARGS;
       e.path_cut = r->flags & OUTPOST_CUT_PATH;
     }
-    out_->push_back(std::move(e));
+    out.push_back(std::move(e));
   }
 
   std::unique_ptr<outpost_process, SkeletonDeleter> skel_;
-  std::unique_ptr<ring_buffer, RingDeleter> ring_;
-  Fd wake_;
-  int cpus_ = 0;
-  uint64_t lost_seen_ = 0;
-  std::vector<ProcessEvent>* out_ = nullptr;  // set during read()
-  int64_t wall_offset_ = 0;
+  std::unique_ptr<BpfRing> ring_;
 };
 
 }  // namespace
 
 std::unique_ptr<ProcessEventSource> open_ebpf_process_events(const ProcessSourceOptions& options) {
-  auto bytes = options.ring_buffer_bytes;
-  if (bytes < 4096 || (bytes & (bytes - 1)) != 0 || bytes > (1ull << 30))
-    throw std::runtime_error("ebpf: the ring buffer's size must be a power of two from 4 KiB to 1 GiB, not " +
-                             std::to_string(bytes));
+  check_ring_buffer_bytes(options.ring_buffer_bytes);
   return std::make_unique<EbpfSource>(options);
 }
 

@@ -5,29 +5,7 @@
 #ifndef OUTPOST_KERNEL_TYPES_H
 #define OUTPOST_KERNEL_TYPES_H
 
-typedef unsigned char __u8;
-typedef unsigned short __u16;
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
-typedef signed int __s32;
-typedef signed long long __s64;
-typedef __u16 __be16;
-typedef __u32 __be32;
-typedef __u32 __wsum;
-typedef int pid_t;
-
-/* The map and program types libbpf's headers name. */
-enum bpf_map_type {
-  BPF_MAP_TYPE_ARRAY = 2,
-  BPF_MAP_TYPE_PERCPU_ARRAY = 6,
-  BPF_MAP_TYPE_LRU_HASH = 9,
-  BPF_MAP_TYPE_RINGBUF = 27,
-};
-enum { BPF_ANY = 0, BPF_NOEXIST = 1 };
-
-struct bpf_raw_tracepoint_args {
-  __u64 args[0];
-};
+#include "bpf_common.h"
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 

@@ -11,25 +11,7 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-struct {
-  __uint(type, BPF_MAP_TYPE_RINGBUF);
-  __uint(max_entries, 1 << 20); /* the reader sets its own size before loading */
-} events SEC(".maps");
-
-struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, 1);
-  __type(key, __u32);
-  __type(value, __u64);
-} lost SEC(".maps");
-
-/* Where a record is assembled: too large for the BPF stack. */
-struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, 1);
-  __type(key, __u32);
-  __type(value, struct outpost_process_event);
-} scratch SEC(".maps");
+OUTPOST_RING_MAPS(struct outpost_process_event);
 
 #define DATA_SIZE (sizeof(((struct outpost_process_event *)0)->data))
 #define HEADER_SIZE (sizeof(struct outpost_process_event) - DATA_SIZE)

@@ -1,0 +1,156 @@
+#include "queries/kernel_net.hpp"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <mntent.h>
+
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+
+#include "queries/bpf_ring.hpp"
+#include "queries/kernel_process.hpp"
+#include "queries/linux_util.hpp"
+#include "queries/net_decode.hpp"
+
+#include <linux/types.h>  // net_event.h's __u32, as the kernel's headers spell it
+
+#include "queries/bpf/net_event.h"
+#include "queries/bpf/outpost_net.skel.h"
+
+namespace outpost::vql {
+namespace {
+
+struct SkeletonDeleter {
+  void operator()(outpost_net* s) const { outpost_net__destroy(s); }
+};
+struct LinkDeleter {
+  void operator()(bpf_link* l) const { bpf_link__destroy(l); }
+};
+
+// Where cgroup v2 is mounted ("" when it is not): the DNS programs watch
+// its root, so every process's sockets.
+std::string cgroup2_root() {
+  std::unique_ptr<FILE, int (*)(FILE*)> mounts(setmntent("/proc/self/mounts", "r"), endmntent);
+  if (!mounts) return "";
+  mntent entry;
+  char buffer[4096];
+  while (getmntent_r(mounts.get(), &entry, buffer, sizeof buffer))
+    if (std::strcmp(entry.mnt_type, "cgroup2") == 0) return entry.mnt_dir;
+  return "";
+}
+
+NetEvent::Kind kind_of(uint32_t kind) {
+  switch (kind) {
+    case OUTPOST_NET_CONNECT: return NetEvent::Kind::connect;
+    case OUTPOST_NET_ACCEPT: return NetEvent::Kind::accept;
+    case OUTPOST_NET_CLOSE: return NetEvent::Kind::close;
+    case OUTPOST_NET_DNS_QUERY: return NetEvent::Kind::dns_query;
+    case OUTPOST_NET_DNS_ANSWER: return NetEvent::Kind::dns_answer;
+    default: return NetEvent::Kind::tcp_data;
+  }
+}
+
+class EbpfNetSource final : public NetEventSource {
+ public:
+  EbpfNetSource(NetGroup group, uint64_t ring_buffer_bytes) {
+    if (auto why = ebpf_unavailable(); !why.empty()) throw std::runtime_error(why);
+    std::string cgroup;
+    if (group == NetGroup::dns && (cgroup = cgroup2_root()).empty())
+      throw std::runtime_error("ebpf: DNS events need cgroup v2 mounted (none in /proc/self/mounts)");
+    start_libbpf_load();
+    skel_.reset(outpost_net__open());
+    if (!skel_) fail_libbpf_load("opening the network programs", errno);
+    // Only this group's programs are loaded.
+    bpf_program* mine[2] = {};
+    switch (group) {
+      case NetGroup::tcp: mine[0] = skel_->progs.outpost_tcp_state, mine[1] = skel_->progs.outpost_accept; break;
+      case NetGroup::dns: mine[0] = skel_->progs.outpost_dns_egress, mine[1] = skel_->progs.outpost_dns_ingress; break;
+      case NetGroup::tcp_data: mine[0] = skel_->progs.outpost_tcp_send; break;
+    }
+    bpf_program* program = nullptr;
+    bpf_object__for_each_program(program, skel_->obj) {
+      if (program != mine[0] && program != mine[1]) bpf_program__set_autoload(program, false);
+    }
+    if (int err = bpf_map__set_max_entries(skel_->maps.events, static_cast<uint32_t>(ring_buffer_bytes)))
+      fail_libbpf_load("sizing the ring buffer", -err);
+    if (int err = outpost_net__load(skel_.get())) fail_libbpf_load("loading the network programs", -err);
+    Fd cgroup_fd;
+    if (group == NetGroup::dns) {
+      cgroup_fd = Fd(::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!cgroup_fd) throw std::runtime_error("ebpf: opening the cgroup v2 root " + cgroup + ": " + errno_message(errno));
+    }
+    for (auto* p : mine) {
+      if (!p) continue;
+      // A link: attached beside other programs on the same hook, detached with it.
+      bpf_link* link = group == NetGroup::dns ? bpf_program__attach_cgroup(p, cgroup_fd.get()) : bpf_program__attach(p);
+      if (!link) fail_libbpf_load(std::string("attaching ") + bpf_program__name(p), errno);
+      links_.emplace_back(link);
+    }
+    ring_ = std::make_unique<BpfRing>(skel_->maps.events, skel_->maps.lost);
+  }
+
+  ~EbpfNetSource() override {
+    ring_.reset();
+    links_.clear();  // before the programs they hold
+  }
+
+  bool read(std::vector<NetEvent>& out, int timeout_ms) override {
+    return ring_->read(timeout_ms, [&](const void* data, size_t size, int64_t wall) { add(data, size, wall, out); });
+  }
+  uint64_t take_lost() override { return ring_->take_lost(); }
+  void interrupt() const override { ring_->interrupt(); }
+
+ private:
+  void add(const void* data, size_t size, int64_t wall_offset, std::vector<NetEvent>& out) {
+    auto r = static_cast<const outpost_net_event*>(data);
+    constexpr size_t header = offsetof(outpost_net_event, data);
+    if (size < header || r->data_len > size - header) return;  // cannot happen: the programs write these
+    NetEvent e;
+    e.kind = kind_of(r->kind);
+    e.time_ns = static_cast<uint64_t>(static_cast<int64_t>(r->time_ns) + wall_offset);
+    if (r->flags & OUTPOST_NET_PROCESS_KNOWN) {
+      e.pid = static_cast<int32_t>(r->pid);
+      e.tid = static_cast<int32_t>(r->tid);
+      e.uid = r->uid;
+      e.comm.assign(r->comm, strnlen(r->comm, sizeof r->comm));
+    }
+    e.family = r->family;
+    e.protocol = r->protocol;
+    e.local_ip = ip_text(r->family, r->saddr);
+    e.remote_ip = ip_text(r->family, r->daddr);
+    e.local_port = r->sport;
+    e.remote_port = r->dport;
+    e.result = r->result;
+    if (r->flags & OUTPOST_NET_CLOSER_KNOWN) e.closer_pid = static_cast<int32_t>(r->closer_pid);
+    if (r->start_ns && r->time_ns > r->start_ns) e.duration_ns = r->time_ns - r->start_ns;
+    e.socket = r->sock;
+    e.message_bytes = r->msg_len;
+    e.data.assign(r->data, r->data_len);
+    e.cut = r->flags & OUTPOST_NET_DATA_CUT;
+    out.push_back(std::move(e));
+  }
+
+  std::unique_ptr<outpost_net, SkeletonDeleter> skel_;
+  std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links_;
+  std::unique_ptr<BpfRing> ring_;
+};
+
+}  // namespace
+
+const char* net_group_name(NetGroup group) {
+  switch (group) {
+    case NetGroup::tcp: return "tcp";
+    case NetGroup::dns: return "dns";
+    case NetGroup::tcp_data: return "tcp_data";
+  }
+  return "?";
+}
+
+std::unique_ptr<NetEventSource> open_net_events(NetGroup group, uint64_t ring_buffer_bytes) {
+  check_ring_buffer_bytes(ring_buffer_bytes);
+  return std::make_unique<EbpfNetSource>(group, ring_buffer_bytes);
+}
+
+}  // namespace outpost::vql
