@@ -3,9 +3,9 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
-#include <mntent.h>
 
 #include <cstring>
+#include <fstream>
 #include <optional>
 #include <stdexcept>
 
@@ -29,15 +29,20 @@ struct LinkDeleter {
   void operator()(bpf_link* l) const { bpf_link__destroy(l); }
 };
 
-// Where cgroup v2 is mounted ("" when it is not): the DNS programs watch
-// its root, so every process's sockets.
+// Where the root of cgroup v2 is mounted ("" when it is not): the DNS
+// programs watch it, so every process's sockets. A cgroup2 mount of a
+// subtree (a container's own) is not the root: mountinfo's 4th field says.
 std::string cgroup2_root() {
-  std::unique_ptr<FILE, int (*)(FILE*)> mounts(setmntent("/proc/self/mounts", "r"), endmntent);
-  if (!mounts) return "";
-  mntent entry;
-  char buffer[4096];
-  while (getmntent_r(mounts.get(), &entry, buffer, sizeof buffer))
-    if (std::strcmp(entry.mnt_type, "cgroup2") == 0) return entry.mnt_dir;
+  std::ifstream mountinfo("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mountinfo, line)) {
+    auto dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    auto fields = split_ws(std::string_view(line).substr(0, dash));
+    auto after = split_ws(std::string_view(line).substr(dash + 3));
+    if (fields.size() >= 5 && !after.empty() && after[0] == "cgroup2" && fields[3] == "/")
+      return std::string(fields[4]);  // a standard path: no octal escapes to undo
+  }
   return "";
 }
 
@@ -73,6 +78,8 @@ class EbpfNetSource final : public NetEventSource {
     bpf_object__for_each_program(program, skel_->obj) {
       if (program != mine[0] && program != mine[1]) bpf_program__set_autoload(program, false);
     }
+    // Nor the other groups' maps (the LRU maps are allocated whole at creation).
+    bpf_map__set_autocreate(group == NetGroup::dns ? skel_->maps.tcp_owners : skel_->maps.dns_owners, false);
     if (int err = bpf_map__set_max_entries(skel_->maps.events, static_cast<uint32_t>(ring_buffer_bytes)))
       fail_libbpf_load("sizing the ring buffer", -err);
     if (int err = outpost_net__load(skel_.get())) fail_libbpf_load("loading the network programs", -err);

@@ -27,28 +27,23 @@ size_t approx_bytes(const Value& v) {
   return n;
 }
 
-size_t json_size(const Value& v) {
-  std::string s;
-  append_json(s, v);
-  return s.size();
-}
-
-// `data` within kMaxDataBytes of JSON: strings cut, other values that do not
-// fit dropped, DataTruncated set.
+// `data` within kMaxDataBytes of memory (approx_bytes): strings cut, other
+// values that do not fit dropped, DataTruncated set.
 Row bounded(const Row& data) {
-  if (json_size(Value(data)) <= ProcessTracker::kMaxDataBytes) return data;
+  if (approx_bytes(Value(data)) <= ProcessTracker::kMaxDataBytes) return data;
   Row out;
-  size_t left = ProcessTracker::kMaxDataBytes - 64;  // room for DataTruncated and the braces
+  size_t left = ProcessTracker::kMaxDataBytes - 256;  // room for the dict, DataTruncated and cut strings' overhead
   for (auto& [key, value] : data.items()) {
-    size_t size = key.size() + 4 + json_size(value);
+    size_t overhead = sizeof(std::string) + key.size() + sizeof(Value);
+    size_t size = overhead + approx_bytes(value);
     if (size <= left) {
       out.set(key, value);
       left -= size;
-    } else if (auto s = value.as_string(); s && key.size() + 8 < left) {
-      size_t keep = std::min(s->size(), (left - key.size() - 8) / 2);  // JSON may double what it escapes
+    } else if (auto s = value.as_string(); s && overhead < left) {
+      size_t keep = std::min(s->size(), left - overhead);
       while (keep > 0 && (static_cast<unsigned char>((*s)[keep]) & 0xC0) == 0x80) --keep;  // whole UTF-8 characters
       out.set(key, s->substr(0, keep));
-      left -= key.size() + 8 + keep;
+      left -= overhead + keep;
     }
   }
   out.set("DataTruncated", true);
@@ -62,6 +57,12 @@ size_t entry_bytes(const TrackedProcess& p) {
 }
 
 bool ended(const TrackedProcess& p) { return p.end.ns != 0; }
+
+// A start more than 2 s after `known`'s: another process with the pid (ids
+// count seconds; an exec's time given as start is later by its own delay).
+bool started_later(Timestamp start, Timestamp known) {
+  return start.ns != 0 && known.ns != 0 && start.ns > known.ns + 2'000'000'000;
+}
 
 // A copy of `v` sharing no dict or list with it (set() changes a dict in place).
 Value copy_of(const Value& v) {
@@ -266,8 +267,10 @@ void ProcessTracker::update(const TrackerUpdate& u, Timestamp now) {
     if (u.type == "start") {
       // A live process with this pid is this one (a pid is not reused
       // while its process lives): an exec, or a process the sync found
-      // before it exec'd. It keeps its id.
+      // before it exec'd; it keeps its id. Unless this one started later:
+      // then that one's exit was lost, and it ended when last seen.
       TrackedProcess* p = t.live_by_pid(u.id);
+      if (p && started_later(u.start, p->start)) p = nullptr;
       if (!p) p = &t.add(tracker_id(u.id, u.start), u.id, now);
       t.modify(*p, [&](TrackedProcess& q) {
         if (q.start.ns == 0) q.start = u.start;
@@ -296,6 +299,7 @@ void ProcessTracker::update(const TrackerUpdate& u, Timestamp now) {
 }
 
 void ProcessTracker::sync(const std::vector<TrackerUpdate>& live, Timestamp now) {
+  if (live.empty()) return;  // a sync query that failed to list anything: nothing ended because of it
   // The ids of this sync's processes by pid: a process the tracker has as
   // live with that pid is the same one (it keeps its id); else a new one.
   std::unordered_map<std::string, std::string> ids;
@@ -307,10 +311,15 @@ void ProcessTracker::sync(const std::vector<TrackerUpdate>& live, Timestamp now)
       ids[u.id] = p->id;
       continue;
     }
-    // Ended, or started later than the one the tracker has (which then
-    // ended unseen): another process.
-    if (p && (ended(*p) || (u.start.ns != 0 && p->start.ns != 0 && u.start.ns > p->start.ns + 2'000'000'000)))
-      p = nullptr;
+    // Ended, with this start: the same process, a zombie pslist still
+    // lists; it stays ended.
+    if (p && ended(*p) && !started_later(u.start, p->start)) {
+      ids[u.id] = p->id;
+      continue;
+    }
+    // Ended long before, or started later than the one the tracker has
+    // (which then ended unseen): another process.
+    if (p && (ended(*p) || started_later(u.start, p->start))) p = nullptr;
     if (!p) p = &t.add(tracker_id(u.id, u.start), u.id, now);
     t.link(u.id, *p);
     t.modify(*p, [&](TrackedProcess& q) {
@@ -334,17 +343,27 @@ void ProcessTracker::sync(const std::vector<TrackerUpdate>& live, Timestamp now)
       t.set_parent(*p, t.parent_of(u.parent_id));
     }
   }
-  Dict all;
   {
     std::unique_lock<std::shared_mutex> lock(mutex_);
-    Table& t = *table_;
-    t.end_unseen(now);
-    t.trim(now);
+    table_->end_unseen(now);
+    table_->trim(now);
+  }
+  {
     std::lock_guard<std::mutex> subscribers(subscribers_mutex_);
     if (subscribers_.empty()) return;
-    for (auto& [pid, id] : ids)
-      if (auto* p = t.get(id)) all.set(id, tracker_entry(*p));
   }
+  // The sync's processes for subscribers: copied under the shared lock, the
+  // row built outside any lock (Dict::set looks each key up: quadratic).
+  std::vector<std::pair<std::string, Value>> entries;
+  {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    entries.reserve(ids.size());
+    for (auto& [pid, id] : ids)
+      if (auto* p = table_->find(id)) entries.emplace_back(id, tracker_entry(*p));
+  }
+  Dict all;
+  all.reserve(entries.size());
+  for (auto& [id, entry] : entries) all.set(id, std::move(entry));
   Dict row;
   row.set("Id", "");
   row.set("ParentId", "");

@@ -10,14 +10,15 @@
 // with that pid; a parent the tracker never saw is "<ppid>-?".
 //
 // Memory is bounded: at most `max_size` processes, each with at most
-// kMaxDataBytes of data (longer strings cut, larger values dropped, and
-// `DataTruncated` set), and no more child ids than processes in all. An
-// entry costs about 500 bytes plus its data: the default 10,000 processes
-// take ~5 MB typically and at most ~46 MB (bytes() counts it).
+// kMaxDataBytes of data in memory (longer strings cut, larger values
+// dropped, and `DataTruncated` set), and no more child ids than processes in
+// all. An entry costs about 900 bytes with Linux.Events.TrackProcesses'
+// data and at most about 5 KiB (bytes() counts it).
 //
 // Threads: one owner (the query that installed the tracker) applies
 // updates; any thread reads. Reads take a shared lock, updates an exclusive
-// one for the time of one update (a sync: one lock per process).
+// one for the time of one update (a sync: one lock per process, then one to
+// end the processes it did not find).
 
 #include <chrono>
 #include <functional>
@@ -74,7 +75,7 @@ struct TrackerOptions {
 
 class ProcessTracker {
  public:
-  // Data beyond this (JSON bytes) is cut.
+  // Data beyond this (bytes of memory, estimated) is cut.
   static constexpr size_t kMaxDataBytes = 4096;
   // Update rows a process_tracker_updates() query may have waiting.
   static constexpr size_t kUpdateQueue = 10'000;
@@ -88,7 +89,8 @@ class ProcessTracker {
   void update(const TrackerUpdate& u, Timestamp now);
   // Every live process, as of `now`: replaces what the tracker knew of them;
   // a process not in it and not known to have ended is taken as ended when
-  // it was last seen. Subscribers get {UpdateType: "sync", Data: {id: entry}}.
+  // it was last seen (an empty `live` changes nothing). Subscribers get
+  // {UpdateType: "sync", Data: {id: entry}}.
   void sync(const std::vector<TrackerUpdate>& live, Timestamp now);
 
   // ---- any thread

@@ -5,7 +5,6 @@
 // Velociraptor's fallback does: from pslist()'s rows, kept for 10 s, the
 // ids bare pids.
 
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <mutex>
@@ -295,7 +294,7 @@ class TrackerRunner final : public Background {
         for (int i = 0; i < kCallsPerPump && s.state == Step::State::more && rows.size() < budget; ++i)
           s = updates_->next(rows, budget - rows.size());
       } catch (const std::exception& e) {  // the tracker keeps what it has; syncs go on
-        spdlog::warn("vql: process_tracker(): update_query failed: {}", e.what());
+        log_row_error(env_, std::string("process_tracker(): update_query failed (only syncs from now on): ") + e.what());
         s = Step::done();
       }
       std::string problem;
@@ -323,7 +322,7 @@ class TrackerRunner final : public Background {
       for (int i = 0; i < kCallsPerPump && s.state == Step::State::more; ++i) s = syncing_->next(sync_rows_, budget);
       if (sync_rows_.size() > kMaxMaterializedRows) throw QueryError("more than " + std::to_string(kMaxMaterializedRows) + " rows");
     } catch (const std::exception& e) {
-      spdlog::warn("vql: process_tracker(): sync_query failed: {}", e.what());
+      log_row_error(env_, std::string("process_tracker(): sync_query failed: ") + e.what());
       syncing_.reset();
       next_sync_ = now + period_;
       return Step::after(period_);
@@ -355,6 +354,9 @@ QueryPtr query_arg(const Args& args, const std::string& name) {
   return std::get<QueryPtr>(v->data);
 }
 
+constexpr int64_t kMaxExpiry = int64_t{10} * 365 * 24 * 3600;
+constexpr int64_t kMaxSyncPeriod = int64_t{24} * 3600 * 1000;
+
 Value install_tracker(const Args& args, Env& env) {
   for (const char* unsupported : {"enrichments", "cache"})
     if (args.find(unsupported)) args.fail(unsupported, "not supported by Outpost's tracker");
@@ -364,16 +366,19 @@ Value install_tracker(const Args& args, Env& env) {
     options.max_size = static_cast<size_t>(*max_size);
   }
   if (auto expiry = args.integer("max_expiry"); expiry && *expiry != 0) {
-    if (*expiry < 0) args.fail("max_expiry", "must be positive, got " + std::to_string(*expiry));
+    if (*expiry < 0 || *expiry > kMaxExpiry)
+      args.fail("max_expiry", "must be from 1 to " + std::to_string(kMaxExpiry) + " (10 years), got " + std::to_string(*expiry));
     options.max_expiry = std::chrono::seconds(*expiry);
   }
   int64_t period = args.integer("sync_period").value_or(0);
-  if (period < 0) args.fail("sync_period", "must be positive, got " + std::to_string(period));
+  if (period < 0 || period > kMaxSyncPeriod)
+    args.fail("sync_period", "must be from 1 to " + std::to_string(kMaxSyncPeriod) + " ms (a day), got " + std::to_string(period));
   if (period == 0) period = 5000;  // upstream's default
   QueryPtr sync = query_arg(args, "sync_query"), update = query_arg(args, "update_query");
   if (!env.sensors) throw QueryError("process_tracker(): only an agent's queries can install a tracker");
   auto tracker = std::make_shared<ProcessTracker>(options);
-  // The first sync before anything reads the tracker (upstream's too).
+  // The first sync at once (upstream's too): the tracker is installed, and
+  // read empty, only for as long as that takes.
   Timestamp began = wall_now();
   std::vector<Row> first = sync ? sync->materialize() : std::vector<Row>{};
   auto runner = std::make_shared<TrackerRunner>(env.sensors->trackers(), tracker, sync, update,

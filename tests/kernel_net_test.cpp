@@ -98,6 +98,15 @@ std::string text(const Row& row, std::initializer_list<const char*> path) {
   return v ? to_string(*v) : "<none>";
 }
 
+// A TCP socket to listen on, whose accept() gives up after 2 s (a child
+// that could not connect must not hang the test).
+int listening_socket() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval timeout{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  return fd;
+}
+
 struct WatchNet : ::testing::Test {
   AgentSystemConfig cfg;
   caf::actor_system sys{cfg};
@@ -143,7 +152,7 @@ struct WatchNet : ::testing::Test {
 
 TEST_F(WatchNet, AConnectionToALocalListenerNamesTheProcessAtEachEnd) {
   if (auto why = unavailable(NetGroup::tcp); !why.empty()) GTEST_SKIP() << why;
-  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int listener = listening_socket();
   auto address = loopback(0);
   ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
   ASSERT_EQ(::listen(listener, 16), 0);
@@ -206,7 +215,7 @@ TEST_F(WatchNet, AConnectionToALocalListenerNamesTheProcessAtEachEnd) {
 
 TEST_F(WatchNet, AnHttpRequestLineNamesItsHostPathAndProcess) {
   if (auto why = unavailable(NetGroup::tcp_data); !why.empty()) GTEST_SKIP() << why;
-  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int listener = listening_socket();
   auto address = loopback(0);
   ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
   ASSERT_EQ(::listen(listener, 16), 0);

@@ -128,7 +128,7 @@ TEST_F(Tracker, AReusedPidIsAnotherProcess) {
 
 TEST_F(Tracker, AnExecOfAProcessTheSyncFoundKeepsItsId) {
   tracker->sync({live("1", "0", 10, "init"), live("12", "1", 150, "sh")}, at(155));
-  tracker->update(started("12", "1", 160, "python3"), at(160));  // exec: the same process, a new name
+  tracker->update(started("12", "1", 150, "python3"), at(160));  // exec: the same process, a new name
   EXPECT_EQ(one("process_tracker_get(id=12).Id"), "\"12-150\"");
   EXPECT_EQ(one("process_tracker_get(id=12).Data.Name"), "\"python3\"");
   EXPECT_EQ(run("SELECT * FROM process_tracker_pslist()").size(), 2u);
@@ -138,6 +138,10 @@ TEST_F(Tracker, AnExecOfAProcessTheSyncFoundKeepsItsId) {
   EXPECT_EQ(one("process_tracker_get(id=13).Id"), "\"13-171\"");
   EXPECT_EQ(one("process_tracker_get(id=13).StartTime"), time(170));
   EXPECT_EQ(run("SELECT * FROM process_tracker_pslist()").size(), 3u);
+  // A start well after the live one's: its exit was lost; another process.
+  tracker->update(started("13", "1", 300, "later"), at(300));
+  EXPECT_EQ(one("process_tracker_get(id=13).Id"), "\"13-300\"");
+  EXPECT_EQ(one("process_tracker_get(id='13-171').EndTime"), time(172));
 }
 
 TEST_F(Tracker, ASyncEndsWhatItNoLongerSeesButNotWhatExitedWhileItRan) {
@@ -147,6 +151,12 @@ TEST_F(Tracker, ASyncEndsWhatItNoLongerSeesButNotWhatExitedWhileItRan) {
   EXPECT_EQ(one("process_tracker_get(id=11).EndTime"), time(100));  // when last seen
   EXPECT_EQ(one("process_tracker_get(id=10).EndTime"), time(205));
   EXPECT_EQ(one("process_tracker_get(id=1).EndTime"), time(0));
+  tracker->sync({}, at(250));  // a sync query that listed nothing ends nothing
+  EXPECT_EQ(one("process_tracker_get(id=1).EndTime"), time(0));
+  // A zombie pslist still lists stays ended.
+  tracker->update(exited("1", 290), at(290));
+  tracker->sync({live("1", "0", 10, "init")}, at(300));
+  EXPECT_EQ(one("process_tracker_get(id=1).EndTime"), time(290));
 }
 
 class SmallTracker : public Tracker {
@@ -312,6 +322,8 @@ TEST(ProcessTrackerQuery, WhatItCannotDoIsRefusedByName) {
   EXPECT_EQ(error({}), "process_tracker(): only an agent's queries can install a tracker");
   EXPECT_EQ(error({{"cache", Value("/tmp/x")}}), "process_tracker(): cache: not supported by Outpost's tracker");
   EXPECT_EQ(error({{"max_size", Value(-1)}}), "process_tracker(): max_size: must be positive, got -1");
+  EXPECT_EQ(error({{"max_expiry", Value(int64_t{10'000'000'000})}}),
+            "process_tracker(): max_expiry: must be from 1 to 315360000 (10 years), got 10000000000");
   EXPECT_EQ(error({{"sync_query", Value("pslist")}}), "process_tracker(): sync_query: expected a query, got string");
 }
 

@@ -1,8 +1,7 @@
 /* What Outpost's eBPF programs share: the kernel's integer types (no kernel
  * headers are used), the map types libbpf's headers name, and the maps every
- * program set has: its ring buffer, a per-CPU count of the records it had no
- * room for, and a per-CPU record to assemble one in (too large for the BPF
- * stack). */
+ * program set has: its ring buffer and a per-CPU count of the records it had
+ * no room for. */
 #ifndef OUTPOST_BPF_COMMON_H
 #define OUTPOST_BPF_COMMON_H
 
@@ -32,7 +31,7 @@ struct bpf_raw_tracepoint_args {
 };
 
 /* Use after bpf_helpers.h. The reader sizes `events` before loading. */
-#define OUTPOST_RING_MAPS(record)                 \
+#define OUTPOST_RING_MAPS()                       \
   struct {                                        \
     __uint(type, BPF_MAP_TYPE_RINGBUF);           \
     __uint(max_entries, 1 << 20);                 \
@@ -42,7 +41,11 @@ struct bpf_raw_tracepoint_args {
     __uint(max_entries, 1);                       \
     __type(key, __u32);                           \
     __type(value, __u64);                         \
-  } lost SEC(".maps");                            \
+  } lost SEC(".maps")
+
+/* A per-CPU record to assemble one in: only for programs that cannot
+ * interrupt one another on a CPU (all in process context). */
+#define OUTPOST_SCRATCH_MAP(record)               \
   struct {                                        \
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);      \
     __uint(max_entries, 1);                       \

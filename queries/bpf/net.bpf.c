@@ -1,7 +1,7 @@
 /* Network events from the kernel, into one ring buffer (a record it has no
  * room for is counted in `lost`, per CPU):
  *  - TCP connect, close: raw tracepoint inet_sock_set_state;
- *  - TCP accept: raw tracepoint sys_exit, for accept/accept4 only;
+ *  - TCP accept: BTF tracepoint sys_exit, for accept/accept4 only;
  *  - TCP first bytes sent (HTTP request lines): raw tracepoint tcp_sendmsg_locked;
  *  - DNS over UDP: cgroup_skb egress/ingress on the cgroup v2 root.
  * Kernels built without kprobes and with fentry refused (as here) leave
@@ -38,11 +38,13 @@ enum {
   TCP_CLOSING = 11,
 };
 
-OUTPOST_RING_MAPS(struct outpost_net_event);
+OUTPOST_RING_MAPS();
 
 /* The process a socket belongs to: who connected it, accepted it, or sent
  * its first DNS query; and who closed it. TCP keyed by the struct sock's
- * address (entries go at TCP_CLOSE), DNS by the socket cookie (LRU). */
+ * address (entries go at TCP_CLOSE where the tcp programs run; else, as
+ * for the tcp_data programs alone, the LRU evicts them), DNS by the socket
+ * cookie (LRU). */
 struct owner {
   __u32 pid, tid, uid;
   __u32 closer_pid;
@@ -72,15 +74,31 @@ struct {
 #define DATA_SIZE (sizeof(((struct outpost_net_event *)0)->data))
 #define HEADER_SIZE (sizeof(struct outpost_net_event) - DATA_SIZE)
 
-static __always_inline struct outpost_net_event *start(__u32 kind) {
+/* Records are written in the ring buffer itself: these programs run in
+ * process context and in softirq, and one may interrupt another on a CPU, so
+ * no per-CPU record can be shared between them. `size` is a constant:
+ * HEADER_SIZE for events without data, else the whole record. Every path
+ * after start() submits or discards (the verifier insists). */
+static __always_inline void count_lost(void) {
   __u32 zero = 0;
-  struct outpost_net_event *e = bpf_map_lookup_elem(&scratch, &zero);
-  if (!e) return 0;
+  __u64 *count = bpf_map_lookup_elem(&lost, &zero);
+  if (count) __sync_fetch_and_add(count, 1);
+}
+
+static __always_inline struct outpost_net_event *start(__u32 kind, __u64 size) {
+  struct outpost_net_event *e = bpf_ringbuf_reserve(&events, size, 0);
+  if (!e) {
+    count_lost();
+    return 0;
+  }
   __builtin_memset(e, 0, HEADER_SIZE);
   e->kind = kind;
   e->time_ns = bpf_ktime_get_boot_ns();
   return e;
 }
+
+static __always_inline void submit(struct outpost_net_event *e) { bpf_ringbuf_submit(e, 0); }
+static __always_inline void discard(struct outpost_net_event *e) { bpf_ringbuf_discard(e, 0); }
 
 static __always_inline void set_current(struct outpost_net_event *e) {
   __u64 id = bpf_get_current_pid_tgid();
@@ -107,16 +125,6 @@ static __always_inline void set_owner(struct outpost_net_event *e, const struct 
   e->uid = o->uid;
   __builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
   e->flags |= OUTPOST_NET_PROCESS_KNOWN | OUTPOST_NET_OWNER_FROM_MAP;
-}
-
-static __always_inline void submit(struct outpost_net_event *e) {
-  __u64 size = HEADER_SIZE + e->data_len;
-  if (size > sizeof(*e)) size = sizeof(*e);
-  if (bpf_ringbuf_output(&events, e, size, 0) != 0) {
-    __u32 zero = 0;
-    __u64 *count = bpf_map_lookup_elem(&lost, &zero);
-    if (count) *count += 1;
-  }
 }
 
 /* ---- TCP: the socket's 5-tuple ---- */
@@ -183,8 +191,12 @@ int outpost_tcp_state(struct bpf_raw_tracepoint_args *ctx) {
     return 0;
   }
   if (oldstate == TCP_SYN_SENT && (newstate == TCP_ESTABLISHED || newstate == TCP_CLOSE)) {
-    struct outpost_net_event *e = start(OUTPOST_NET_CONNECT);
-    if (!e || !set_tuple(e, sk)) return 0;
+    struct outpost_net_event *e = start(OUTPOST_NET_CONNECT, HEADER_SIZE);
+    if (!e) return 0;
+    if (!set_tuple(e, sk)) {
+      discard(e);
+      return 0;
+    }
     struct owner *o = bpf_map_lookup_elem(&tcp_owners, &key);
     set_owner(e, o);
     if (o) e->start_ns = o->start_ns;
@@ -194,8 +206,12 @@ int outpost_tcp_state(struct bpf_raw_tracepoint_args *ctx) {
     return 0;
   }
   if (newstate == TCP_CLOSE && oldstate != TCP_LISTEN && oldstate != TCP_CLOSE) {
-    struct outpost_net_event *e = start(OUTPOST_NET_CLOSE);
-    if (!e || !set_tuple(e, sk)) return 0;
+    struct outpost_net_event *e = start(OUTPOST_NET_CLOSE, HEADER_SIZE);
+    if (!e) return 0;
+    if (!set_tuple(e, sk)) {
+      discard(e);
+      return 0;
+    }
     struct owner *o = bpf_map_lookup_elem(&tcp_owners, &key);
     set_owner(e, o);
     if (o && (o->flags & OWNER_CLOSER)) {
@@ -230,14 +246,19 @@ int BPF_PROG(outpost_accept, struct pt_regs *regs, long ret) {
   struct socket *sock = BPF_CORE_READ(file, private_data); /* accept's fd is a socket's */
   struct sock *sk = BPF_CORE_READ(sock, sk);
   if (!sk || sk_protocol(sk) != IPPROTO_TCP) return 0;
-  struct outpost_net_event *e = start(OUTPOST_NET_ACCEPT);
-  if (!e || !set_tuple(e, sk)) return 0;
+  struct outpost_net_event *e = start(OUTPOST_NET_ACCEPT, HEADER_SIZE);
+  if (!e) return 0;
+  if (!set_tuple(e, sk)) {
+    discard(e);
+    return 0;
+  }
   set_current(e);
+  __u64 now = e->time_ns;
   submit(e);
   __u64 key = (__u64)sk;
   struct owner o = {};
   fill_owner(&o);
-  o.start_ns = e->time_ns;
+  o.start_ns = now;
   struct owner *old = bpf_map_lookup_elem(&tcp_owners, &key);
   if (old && (old->flags & OWNER_CLOSER)) { /* closed by the peer before the accept: keep the closer */
     o.closer_pid = old->closer_pid;
@@ -292,7 +313,8 @@ static __always_inline const void *iter_user_bytes(struct iov_iter *it, unsigned
 /* raw_tp/tcp_sendmsg_locked(sk, msg, skb, size_goal) (6.9+): at each turn of
  * tcp_sendmsg_locked's copy loop, in the sender's context. Reported: the
  * first send on a socket, and later ones that start with an HTTP method;
- * only from the loop's first turn (nothing consumed yet, iov_offset 0). */
+ * only at the start of an iovec segment (iov_offset 0: the send's first turn,
+ * or a later segment of a vectored send). */
 SEC("raw_tp/tcp_sendmsg_locked")
 int outpost_tcp_send(struct bpf_raw_tracepoint_args *ctx) {
   struct sock *sk = (struct sock *)ctx->args[0];
@@ -309,12 +331,14 @@ int outpost_tcp_send(struct bpf_raw_tracepoint_args *ctx) {
     char head[4];
     if (seg < 4 || bpf_probe_read_user(head, 4, p) != 0 || !http_method(head)) return 0;
   }
-  struct outpost_net_event *e = start(OUTPOST_NET_TCP_DATA);
+  struct outpost_net_event *e = start(OUTPOST_NET_TCP_DATA, sizeof(struct outpost_net_event));
   if (!e) return 0;
   __u32 len = seg < OUTPOST_NET_TCP_DATA_MAX ? seg : OUTPOST_NET_TCP_DATA_MAX;
   len &= (2 * OUTPOST_NET_TCP_DATA_MAX - 1); /* changes nothing; older verifiers keep a mask's bound */
-  if (len == 0 || bpf_probe_read_user(e->data, len, p) != 0) return 0;
-  if (!set_tuple(e, sk)) return 0;
+  if (len == 0 || bpf_probe_read_user(e->data, len, p) != 0 || !set_tuple(e, sk)) {
+    discard(e);
+    return 0;
+  }
   set_current(e);
   e->data_len = len;
   e->msg_len = BPF_CORE_READ(it, count);
@@ -434,15 +458,20 @@ static __always_inline int dns_port(struct __sk_buff *skb, int egress) {
 SEC("cgroup_skb/egress")
 int outpost_dns_egress(struct __sk_buff *skb) {
   if (!dns_port(skb, 1)) return 1;
-  struct outpost_net_event *e = start(OUTPOST_NET_DNS_QUERY);
-  if (!e || !dns_packet(skb, 1, e)) return 1;
+  struct outpost_net_event *e = start(OUTPOST_NET_DNS_QUERY, sizeof(struct outpost_net_event));
+  if (!e) return 1;
+  if (!dns_packet(skb, 1, e)) {
+    discard(e);
+    return 1;
+  }
   __u64 cookie = bpf_get_socket_cookie(skb);
   e->sock = cookie;
   set_current(e);
+  __u64 now = e->time_ns;
   submit(e);
   struct owner o = {};
   fill_owner(&o);
-  o.start_ns = e->time_ns;
+  o.start_ns = now;
   bpf_map_update_elem(&dns_owners, &cookie, &o, BPF_ANY);
   return 1; /* let it through: we only watch */
 }
@@ -452,8 +481,12 @@ int outpost_dns_egress(struct __sk_buff *skb) {
 SEC("cgroup_skb/ingress")
 int outpost_dns_ingress(struct __sk_buff *skb) {
   if (!dns_port(skb, 0)) return 1;
-  struct outpost_net_event *e = start(OUTPOST_NET_DNS_ANSWER);
-  if (!e || !dns_packet(skb, 0, e)) return 1;
+  struct outpost_net_event *e = start(OUTPOST_NET_DNS_ANSWER, sizeof(struct outpost_net_event));
+  if (!e) return 1;
+  if (!dns_packet(skb, 0, e)) {
+    discard(e);
+    return 1;
+  }
   __u64 cookie = bpf_get_socket_cookie(skb);
   e->sock = cookie;
   set_owner(e, bpf_map_lookup_elem(&dns_owners, &cookie));

@@ -11,7 +11,10 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-OUTPOST_RING_MAPS(struct outpost_process_event);
+OUTPOST_RING_MAPS();
+/* The sched tracepoints run in process context with preemption off: one
+ * record per CPU at a time. Too large for the BPF stack. */
+OUTPOST_SCRATCH_MAP(struct outpost_process_event);
 
 #define DATA_SIZE (sizeof(((struct outpost_process_event *)0)->data))
 #define HEADER_SIZE (sizeof(struct outpost_process_event) - DATA_SIZE)
