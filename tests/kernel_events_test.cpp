@@ -273,7 +273,11 @@ TEST_P(KernelProcessEventsLost, AStormLargerThanTheKernelBufferIsCountedExactly)
   cpu_set_t allowed;
   ASSERT_EQ(::sched_getaffinity(0, sizeof allowed, &allowed), 0);
   bool exact = false;
-  for (int attempt = 0; attempt < 3 && !exact; ++attempt) {
+  // Every process's events share the buffer: another process's lost during
+  // the storm make the count too high, never too low. A machine that is
+  // busy (a build beside the tests) gets more tries at a quiet moment.
+  constexpr int kAttempts = 10;
+  for (int attempt = 0; attempt < kAttempts && !exact; ++attempt) {
     drain();
     source->take_lost();
     seen.clear();
@@ -298,7 +302,7 @@ TEST_P(KernelProcessEventsLost, AStormLargerThanTheKernelBufferIsCountedExactly)
     ASSERT_GE(delivered + lost, 3 * children.size()) << "events were lost without being counted";
     exact = delivered + lost == 3 * children.size();
   }
-  EXPECT_TRUE(exact) << "the lost count exceeded the storm's three times (other processes' events?)";
+  EXPECT_TRUE(exact) << "the lost count exceeded the storm's " << kAttempts << " times (other processes' events?)";
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, KernelProcessEventsLost,
