@@ -7,7 +7,7 @@
 // ring buffer had no room for is counted (take_lost), never silent.
 //
 // Kernel requirements beyond the process events': the raw tracepoints
-// inet_sock_set_state and (for the first bytes) tcp_sendmsg_locked (6.9+),
+// inet_sock_set_state and (for the first bytes) tcp_sendmsg_locked (recent kernels only),
 // a BTF-typed tracepoint on sys_exit (accept), and cgroup v2 mounted (DNS).
 
 #include <cstdint>

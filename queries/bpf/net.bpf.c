@@ -310,7 +310,7 @@ static __always_inline const void *iter_user_bytes(struct iov_iter *it, unsigned
   return (const char *)BPF_CORE_READ(iov, iov_base) + offset;
 }
 
-/* raw_tp/tcp_sendmsg_locked(sk, msg, skb, size_goal) (6.9+): at each turn of
+/* raw_tp/tcp_sendmsg_locked(sk, msg, skb, size_goal) (recent kernels): at each turn of
  * tcp_sendmsg_locked's copy loop, in the sender's context. Reported: the
  * first send on a socket, and later ones that start with an HTTP method;
  * only at the start of an iovec segment (iov_offset 0: the send's first turn,
