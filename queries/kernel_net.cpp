@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 
 #include <cstring>
 #include <fstream>
@@ -61,6 +62,11 @@ class EbpfNetSource final : public NetEventSource {
  public:
   EbpfNetSource(NetGroup group, uint64_t ring_buffer_bytes) {
     if (auto why = ebpf_unavailable(); !why.empty()) throw std::runtime_error(why);
+    // Programs on cgroups are the network's: the kernel wants CAP_NET_ADMIN to load and attach them.
+    if (group == NetGroup::dns && !missing_capabilities({CAP_SYS_ADMIN}).empty() &&
+        !missing_capabilities({CAP_NET_ADMIN}).empty())
+      throw std::runtime_error("ebpf: DNS events need root or CAP_NET_ADMIN (their programs attach to cgroup v2): "
+                               "this process lacks CAP_NET_ADMIN");
     std::string cgroup;
     if (group == NetGroup::dns && (cgroup = cgroup2_root()).empty())
       throw std::runtime_error("ebpf: DNS events need cgroup v2 mounted (none in /proc/self/mounts)");

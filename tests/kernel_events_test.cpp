@@ -13,12 +13,14 @@
 #include <caf/all.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
 #include <thread>
 
 #include "actors/agent_config.hpp"
 #include "queries/engine.hpp"
+#include "queries/kernel_net.hpp"
 #include "queries/kernel_process.hpp"
 #include "queries/sensors.hpp"
 
@@ -312,7 +314,8 @@ INSTANTIATE_TEST_SUITE_P(Backends, KernelProcessEventsLost,
 // What open_ebpf_process_events throws in a child process that has dropped
 // `drop` from its capabilities (it stays uid 0: the capabilities are what the
 // kernel checks). The proc connector needs none since Linux 6.6.
-std::string error_without(const std::vector<int>& drop) {
+std::string error_without(const std::vector<int>& drop,
+                          const std::function<void()>& open = [] { open_ebpf_process_events({}); }) {
   int fds[2];
   if (::pipe(fds) != 0) return "pipe failed";
   pid_t pid = ::fork();
@@ -326,7 +329,7 @@ std::string error_without(const std::vector<int>& drop) {
       message = "capset failed";
     } else {
       try {
-        open_ebpf_process_events({});
+        open();
       } catch (const std::exception& e) {
         message = e.what();
       }
@@ -350,6 +353,17 @@ TEST(KernelProcessEventsPrivilege, EbpfNamesTheCapabilityItLacks) {
             "ebpf: needs root, or CAP_BPF and CAP_PERFMON: this process lacks CAP_BPF and CAP_PERFMON");
   EXPECT_EQ(error_without({CAP_SYS_ADMIN, CAP_PERFMON}),
             "ebpf: needs root, or CAP_BPF and CAP_PERFMON: this process lacks CAP_PERFMON");
+}
+
+TEST(KernelNetEventsPrivilege, DnsNamesTheCapabilityItLacks) {
+  try {
+    open_net_events(NetGroup::dns, 1 << 16);
+  } catch (const std::exception& e) {
+    GTEST_SKIP() << e.what();
+  }
+  EXPECT_EQ(error_without({CAP_SYS_ADMIN, CAP_NET_ADMIN}, [] { open_net_events(NetGroup::dns, 1 << 16); }),
+            "ebpf: DNS events need root or CAP_NET_ADMIN (their programs attach to cgroup v2): this process lacks "
+            "CAP_NET_ADMIN");
 }
 
 // watch_ebpf() in an agent's sensor hub: one sensor, each query its events.
