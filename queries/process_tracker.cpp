@@ -181,8 +181,11 @@ class ProcessTracker::Table final : public ProcessView {
     order_.insert(key(p));
   }
 
-  void touch(TrackedProcess& p, Timestamp now) {
+  // modify(), and `p` seen as of `now` (last in the eviction order of live processes).
+  template <typename F>
+  void modify_seen(TrackedProcess& p, Timestamp now, F change) {
     modify(p, [&](TrackedProcess& q) {
+      change(q);
       q.seen = now;
       q.touched = ++clock_;
     });
@@ -272,12 +275,11 @@ void ProcessTracker::update(const TrackerUpdate& u, Timestamp now) {
       TrackedProcess* p = t.live_by_pid(u.id);
       if (p && started_later(u.start, p->start)) p = nullptr;
       if (!p) p = &t.add(tracker_id(u.id, u.start), u.id, now);
-      t.modify(*p, [&](TrackedProcess& q) {
+      t.modify_seen(*p, now, [&](TrackedProcess& q) {
         if (q.start.ns == 0) q.start = u.start;
         q.end = Timestamp{};  // an ended one only when its pid came back within its second
         q.data = bounded(u.data);
       });
-      t.touch(*p, now);
       if (!u.parent_id.empty()) t.set_parent(*p, t.parent_of(u.parent_id));
     } else {
       TrackedProcess* p = t.live_by_pid(u.id);
@@ -307,13 +309,9 @@ void ProcessTracker::sync(const std::vector<TrackerUpdate>& live, Timestamp now)
     std::unique_lock<std::shared_mutex> lock(mutex_);
     Table& t = *table_;
     TrackedProcess* p = t.by_pid(u.id);
-    if (p && ended(*p) && p->end.ns >= now.ns) {  // it exited while the sync ran
-      ids[u.id] = p->id;
-      continue;
-    }
-    // Ended, with this start: the same process, a zombie pslist still
-    // lists; it stays ended.
-    if (p && ended(*p) && !started_later(u.start, p->start)) {
+    // Ended while the sync ran, or ended with this start (a zombie pslist
+    // still lists): the same process, and it stays ended.
+    if (p && ended(*p) && (p->end.ns >= now.ns || !started_later(u.start, p->start))) {
       ids[u.id] = p->id;
       continue;
     }
@@ -322,12 +320,11 @@ void ProcessTracker::sync(const std::vector<TrackerUpdate>& live, Timestamp now)
     if (p && (ended(*p) || started_later(u.start, p->start))) p = nullptr;
     if (!p) p = &t.add(tracker_id(u.id, u.start), u.id, now);
     t.link(u.id, *p);
-    t.modify(*p, [&](TrackedProcess& q) {
+    t.modify_seen(*p, now, [&](TrackedProcess& q) {
       if (u.start.ns != 0) q.start = u.start;
-      q.end = Timestamp{};
+      q.end = Timestamp{};  // an ended one only when its pid came back within its second
       q.data = bounded(u.data);
     });
-    t.touch(*p, now);
     ids[u.id] = p->id;
     t.trim(now);
   }

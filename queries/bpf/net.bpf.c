@@ -453,42 +453,44 @@ static __always_inline int dns_port(struct __sk_buff *skb, int egress) {
   return port == bpf_htons(53);
 }
 
+/* A DNS packet's record, its socket's cookie set; NULL for any other
+ * packet (or no room: counted). */
+static __always_inline struct outpost_net_event *dns_event(struct __sk_buff *skb, int egress) {
+  if (!dns_port(skb, egress)) return 0;
+  struct outpost_net_event *e =
+      start(egress ? OUTPOST_NET_DNS_QUERY : OUTPOST_NET_DNS_ANSWER, sizeof(struct outpost_net_event));
+  if (!e) return 0;
+  if (!dns_packet(skb, egress, e)) {
+    discard(e);
+    return 0;
+  }
+  e->sock = bpf_get_socket_cookie(skb);
+  return e;
+}
+
 /* Egress runs in ip_finish_output, called from udp_sendmsg: the sender's
- * context for UDP. */
+ * context for UDP. Both programs let every packet through: they only watch. */
 SEC("cgroup_skb/egress")
 int outpost_dns_egress(struct __sk_buff *skb) {
-  if (!dns_port(skb, 1)) return 1;
-  struct outpost_net_event *e = start(OUTPOST_NET_DNS_QUERY, sizeof(struct outpost_net_event));
+  struct outpost_net_event *e = dns_event(skb, 1);
   if (!e) return 1;
-  if (!dns_packet(skb, 1, e)) {
-    discard(e);
-    return 1;
-  }
-  __u64 cookie = bpf_get_socket_cookie(skb);
-  e->sock = cookie;
   set_current(e);
-  __u64 now = e->time_ns;
-  submit(e);
+  __u64 cookie = e->sock;
   struct owner o = {};
   fill_owner(&o);
-  o.start_ns = now;
+  o.start_ns = e->time_ns;
+  submit(e);
   bpf_map_update_elem(&dns_owners, &cookie, &o, BPF_ANY);
-  return 1; /* let it through: we only watch */
+  return 1;
 }
 
 /* Ingress runs at the socket's receive (softirq): the process is the one
  * that sent the socket's last query, not the current task. */
 SEC("cgroup_skb/ingress")
 int outpost_dns_ingress(struct __sk_buff *skb) {
-  if (!dns_port(skb, 0)) return 1;
-  struct outpost_net_event *e = start(OUTPOST_NET_DNS_ANSWER, sizeof(struct outpost_net_event));
+  struct outpost_net_event *e = dns_event(skb, 0);
   if (!e) return 1;
-  if (!dns_packet(skb, 0, e)) {
-    discard(e);
-    return 1;
-  }
-  __u64 cookie = bpf_get_socket_cookie(skb);
-  e->sock = cookie;
+  __u64 cookie = e->sock;
   set_owner(e, bpf_map_lookup_elem(&dns_owners, &cookie));
   submit(e);
   return 1;
