@@ -245,7 +245,8 @@ void read_buffer(const YAML::Node& n, const std::string& path, AgentConfig& conf
              [&](auto& v, auto& p) {
                config.pending_budget = size(v, p, true, kMaxPendingBudget, kMaxPendingBudgetText,
                                             " (appends held in RAM)");
-             }}});
+             }},
+            {"commit_interval_ms", [&](auto& v, auto& p) { config.commit_interval = millis(v, p, 0); }}});
 }
 
 // "host:port" as host and port; `what` says what is expected when it is not one.
@@ -658,10 +659,12 @@ std::string default_agent_config_yaml() {
 buffer:
   dir: outpost-data/buffer      # the LMDB store; locked by one agent at a time
   limit: 1GiB                   # buffered bytes; queries pause when it is reached
-  sync: full                    # full: survives power loss; none: survives kill -9 only
+  sync: full                    # full: a stored row survives power loss; none: kill -9 only
   compact_threshold: 64MiB      # shrink a drained store whose file is larger than this
   pending_budget: 64MiB         # appends waiting in RAM for the buffer (queries pause beyond
                                 # it); the store keeps this much above the limit for shutdown
+  commit_interval_ms: 250       # a trickle of rows is stored (one commit, one fsync) at most
+                                #   this often, a busy stream at once; 0: every row at once
 
 link:                           # or just: link: offline | file | host | file:PATH
   type: file                    # file: deliver to a local JSON-lines file; offline: nowhere;

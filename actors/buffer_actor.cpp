@@ -66,21 +66,51 @@ uint64_t free_of(Self self, bool settling) {
   return free - std::min(free, st.options.shutdown_reserve);
 }
 
+using Clock = std::chrono::steady_clock;
+
+// Sends a commit_atom due at `at` (now or later) unless one due no later is
+// on its way.
+void send_commit(Self self, Clock::time_point at) {
+  auto& st = self->state;
+  if (st.commit_at && *st.commit_at <= at) return;
+  st.commit_at = at;
+  ++st.commits_in_flight;
+  auto now = Clock::now();
+  if (at <= now)
+    self->send(self, commit_atom::value);
+  else
+    self->delayed_send(self, at - now, commit_atom::value);
+}
+
 // The store refused a commit: try again on a timer (the disk may free up
 // on its own), or at the next ack.
 void retry_later(Self self) {
-  if (self->state.commit_scheduled) return;
-  self->state.commit_scheduled = true;
-  self->delayed_send(self, kDiskFullRetry, commit_atom::value);
+  send_commit(self, Clock::now() + kDiskFullRetry);
+}
+
+// Whether the waiting appends are to be committed now rather than grouped
+// with later ones (BufferOptions::commit_interval).
+bool commit_due(Self self, Clock::time_point now) {
+  auto& st = self->state;
+  auto interval = st.options.commit_interval;
+  uint64_t group_bytes = std::min<uint64_t>(kGroupCommitBytes, st.budget->limit() / 4);
+  return interval.count() == 0 || st.hurried || now - st.last_commit >= interval ||
+         st.waiting_bytes >= group_bytes || st.waiting.size() >= kMaxRecordsPerCommit;
 }
 
 // Appends already in the mailbox are handled before this commit, so they
 // all land in the transaction it starts.
 void schedule_commit(Self self) {
   auto& st = self->state;
-  if (st.commit_scheduled || st.stalled) return;
-  st.commit_scheduled = true;
-  self->send(self, commit_atom::value);
+  if (st.stalled || st.waiting.empty()) return;
+  auto now = Clock::now();
+  send_commit(self, commit_due(self, now) ? now : st.last_commit + st.options.commit_interval);
+}
+
+void pop_waiting(Self self) {
+  auto& st = self->state;
+  st.waiting_bytes -= st.waiting.front().bytes;
+  st.waiting.pop_front();
 }
 
 // A full episode starts when the head of `waiting` does not fit under the
@@ -143,7 +173,7 @@ void commit_waiting(Self self, bool settling) {
             caf::sec::runtime_error, "record of " + std::to_string(head.bytes) +
                                          " bytes can never fit the buffer limit of " +
                                          std::to_string(limit_of(self))));
-        st.waiting.pop_front();
+        pop_waiting(self);
         continue;
       }
       st.stalled = true;  // producers wait here until space frees (acks, a purge)
@@ -172,14 +202,16 @@ void commit_waiting(Self self, bool settling) {
       return;
     }
     st.stalled = false;
+    st.hurried = false;
     ++st.commits;
+    st.last_commit = Clock::now();
     std::array<Committed, schemas::kLaneCount> committed;
     for (size_t i = 0; i < n; ++i) {
       uint64_t seq = result.first_seq + i;
       auto& w = st.waiting.front();
       committed[static_cast<size_t>(w.lane)].add(seq, w.record);
       w.promise.deliver(seq);
-      st.waiting.pop_front();
+      pop_waiting(self);
     }
     notify_link(self, committed);
     if (!settling && !st.waiting.empty()) {
@@ -215,6 +247,7 @@ caf::settings status_of(Self self) {
   put_count(s, "full_episodes", st.full_episodes);
   put_count(s, "appends", st.appends);
   put_count(s, "commits", st.commits);
+  put_count(s, "commit_interval_ms", st.options.commit_interval.count());
   put_count(s, "store_commits", stats.commits);  // every write transaction, acks included
   put_count(s, "acks", st.acks);
   put_count(s, "quarantined", stats.quarantined.records);
@@ -277,10 +310,10 @@ void apply_acks(Self self) {
   }
   st.pending_acks.clear();
   bool any = std::any_of(freed.begin(), freed.end(), [](uint64_t f) { return f > 0; });
-  if (any) {
+  if (any && st.stalled) {
     st.stalled = false;  // even with nothing waiting, or the next append would wait for good
     if (!st.waiting.empty() && !try_commit(self)) retry_later(self);
-  }
+  }  // not stalled: the appends waiting have their commit scheduled
 }
 
 // Commits what fits, the shutdown reserve included; the appends that still
@@ -296,6 +329,7 @@ uint64_t settle(Self self) {
         caf::sec::runtime_error, "not stored at shutdown: " + why));
   if (refused) spdlog::warn("buffer: refused {} appends at shutdown: {}", refused, why);
   st.waiting.clear();
+  st.waiting_bytes = 0;
   st.stalled = false;
   leave_full(self);
   return refused;
@@ -327,12 +361,25 @@ buffer_actor::behavior_type buffer_with(instrumented<buffer_actor, buffer_state>
         uint64_t bytes = persistence::record_format::accounted_bytes(record.encoded->size());
         auto promise = self->make_response_promise<uint64_t>();
         st.waiting.push_back({lane, std::move(record), bytes, promise});
+        st.waiting_bytes += bytes;
         schedule_commit(self);
         return promise;
       },
       [=](budget_atom) { return self->state.budget; },
       [=](commit_atom) {
-        self->state.commit_scheduled = false;
+        auto& st = self->state;
+        auto now = Clock::now();
+        // From a producer that waits for its appends' answers (paused,
+        // stopping, out of budget): the waiting appends are due now, with
+        // those already in the mailbox.
+        if (self->current_sender() != static_cast<caf::abstract_actor*>(self)) {
+          st.hurried = !st.waiting.empty();
+          return schedule_commit(self);
+        }
+        if (--st.commits_in_flight == 0 || (st.commit_at && *st.commit_at <= now)) st.commit_at.reset();
+        if (st.waiting.empty()) return;
+        // Early (one due later was asked for meanwhile): wait for the due one.
+        if (!st.stalled && !commit_due(self, now)) return schedule_commit(self);
         // On failure nothing else may come to retry: the producers are paused.
         if (!try_commit(self)) retry_later(self);
       },
@@ -376,6 +423,7 @@ buffer_actor::behavior_type buffer_with(instrumented<buffer_actor, buffer_state>
             continue;
           }
           it->promise.deliver(caf::make_error(caf::sec::runtime_error, "query cancelled"));
+          st.waiting_bytes -= it->bytes;
           it = st.waiting.erase(it);
           ++refused;
         }

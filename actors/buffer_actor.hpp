@@ -6,12 +6,17 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <optional>
 
 #include "actors/instrumented.hpp"
 #include "actors/interfaces.hpp"
 #include "persistence/buffer_store.hpp"
 
 namespace outpost {
+
+// Waiting appends worth a commit of their own under a commit interval: a
+// busy stream is committed as fast as without one, a trickle in groups.
+constexpr uint64_t kGroupCommitBytes = 256 << 10;
 
 struct BufferOptions {
   // Bytes of appends that may wait (handed over, not yet committed): the
@@ -24,6 +29,16 @@ struct BufferOptions {
   // fit too). The store must be opened with the configured limit plus this;
   // the agent makes it the budget.
   uint64_t shutdown_reserve = 0;
+  // Group commit: while appends trickle in, at most one commit (and its
+  // fsync) per this interval. An append that comes sooner after the last
+  // commit waits for the next one, with every other that comes meanwhile; it
+  // is answered then (an answered append is stored as before). Committed at
+  // once: the first append after a quiet interval, enough waiting to be worth
+  // a commit of its own (kGroupCommitBytes, a quarter of the budget or
+  // kMaxRecordsPerCommit records), a retry, everything at shutdown, and
+  // whatever waits when a producer sends commit_atom (it waits for answers:
+  // paused, stopping, or out of budget). Zero: every append at once.
+  std::chrono::milliseconds commit_interval{0};
 };
 
 struct buffer_state {
@@ -59,11 +74,17 @@ struct buffer_state {
   BufferOptions options;
   PendingBudgetPtr budget;
   std::deque<Waiting> waiting;  // FIFO: appends not yet committed
+  uint64_t waiting_bytes = 0;   // their bytes
   std::array<uint64_t, schemas::kLaneCount> ack_through{};  // 0: nothing pending on that lane
   std::vector<PendingAck> pending_acks;
   bool acks_scheduled = false;
   link_actor link;
-  bool commit_scheduled = false;  // a commit_atom (commit the waiting appends) is on its way
+  // commit_atoms (commit the waiting appends) on their way, and the time the
+  // earliest one asked for is due; none due once the last has arrived.
+  unsigned commits_in_flight = 0;
+  std::optional<std::chrono::steady_clock::time_point> commit_at;
+  std::chrono::steady_clock::time_point last_commit;  // of appends
+  bool hurried = false;  // a producer waits for the waiting appends: commit them now
   // Stalled: the head of `waiting` could not be committed: it does not fit
   // under the limit (`full`), or the store refused it (disk full). Acks, a
   // purge that frees space, a cancel that refuses it, or the retry timer let

@@ -26,11 +26,19 @@ void schedule_pull(Self self, std::chrono::nanoseconds delay = {}) {
     self->send(st.waker, sleep_atom::value, caf::timespan{delay});
 }
 
+// The query waits for its appends' answers: the buffer is to commit what
+// waits now rather than group it with later appends.
+void hurry_buffer(Self self) {
+  auto& st = self->state;
+  if (st.in_flight > 0) self->send(st.buffer, commit_atom::value);
+}
+
 void maybe_quit(Self self) {
   auto& st = self->state;
   // Rows the source accepted wait for the budget, which the hand-over needs.
   bool empty = (!st.batch || st.batch->row_count() == 0) && !st.held &&
                (st.budget || !st.source->holds_accepted_rows());
+  if ((st.stopping || st.source_done) && empty) hurry_buffer(self);
   if ((st.stopping || st.source_done) && st.in_flight == 0 && empty) {
     spdlog::info("query {} stopped: {} rows produced, {} rows committed", st.spec->name,
                  st.rows_produced, st.rows_committed);
@@ -60,8 +68,10 @@ bool wait_for_budget(Self self, uint64_t bytes) {
   st.budget_wait = st.budget->wait_for(bytes, [weak = caf::actor_cast<caf::weak_actor_ptr>(self)] {
     if (auto strong = caf::actor_cast<caf::actor>(weak.lock())) caf::anon_send(strong, budget_atom::value);
   });
-  if (st.budget_wait) ++st.budget_waits;
-  return st.budget_wait != 0;
+  if (!st.budget_wait) return false;
+  ++st.budget_waits;
+  self->send(st.buffer, commit_atom::value);  // its answers free budget, whoever's appends they are
+  return true;
 }
 
 // A record's bytes as the buffer's store accounts them (its overhead per
@@ -85,6 +95,7 @@ void append(Self self, Lane lane, RecordRef record, uint64_t rows, bool reserved
     ++st.pauses;
     st.paused_since = query_state::Clock::now();
   }
+  bool hurry = st.paused;
   record.rows = rows;
   if (auto* m = self->metrics()) m->add_out(rows, record.encoded->size());
   // No timeout: a full buffer holds the answer for as long as it stays full.
@@ -112,6 +123,7 @@ void append(Self self, Lane lane, RecordRef record, uint64_t rows, bool reserved
                         st.rows_produced - st.rows_committed, self->system().render(err));
             self->quit(err);
           });
+  if (hurry) hurry_buffer(self);
 }
 
 // Rows the writer refused, each alone bigger than a record may be: counted,

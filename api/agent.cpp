@@ -325,7 +325,8 @@ Result Agent::start() {
   if (d.options.worker_threads) cfg->set("scheduler.max-threads", d.options.worker_threads);
   auto sys = std::make_unique<caf::actor_system>(*cfg);
   uint64_t reserve = config.pending_budget;
-  auto buf = sys->spawn<caf::detached>(buffer_with, store, BufferOptions{config.pending_budget, reserve});
+  auto buf = sys->spawn<caf::detached>(buffer_with, store,
+                                       BufferOptions{config.pending_budget, reserve, config.commit_interval});
   // The collector's operator sees the same as outpostctl, read-only.
   auto remote = config.inspector;
   remote.control = false;

@@ -280,7 +280,7 @@ TEST(AgentConfig, StructureErrors) {
       {"[a]: 1", "agent.yaml: expected a key, got a list"},
       {"bufer: {}", "agent.yaml: bufer: unknown key; allowed: buffer, link, log, inspector, artifacts, vql, sensors, event_table, queries"},
       {"buffer: {size: 1}",
-       "agent.yaml: buffer.size: unknown key; allowed: dir, limit, sync, compact_threshold, pending_budget"},
+       "agent.yaml: buffer.size: unknown key; allowed: dir, limit, sync, compact_threshold, pending_budget, commit_interval_ms"},
       {"log: {lvl: info}", "agent.yaml: log.lvl: unknown key; allowed: level, file"},
       {"link: {type: file, dir: x}",
        "agent.yaml: link.dir: unknown key for a file link; allowed: type, path"},
@@ -506,7 +506,7 @@ TEST(AgentConfig, OverrideErrors) {
   EXPECT_EQ(override_error("buffer.limit"), "--set: expected key=value, got \"buffer.limit\"");
   EXPECT_EQ(override_error("=5"), "--set: expected key=value, got \"=5\"");
   EXPECT_EQ(override_error("buffer.limt=1"),
-            "--set: buffer.limt: unknown key; allowed: dir, limit, sync, compact_threshold, pending_budget");
+            "--set: buffer.limt: unknown key; allowed: dir, limit, sync, compact_threshold, pending_budget, commit_interval_ms");
   EXPECT_EQ(override_error("bufer.limit=1"),
             "--set: bufer: unknown key; allowed: buffer, link, log, inspector, artifacts, vql, sensors, event_table, queries");
   EXPECT_EQ(override_error("buffer.limit=big"),
@@ -632,6 +632,18 @@ TEST(AgentConfig, PendingBudget) {
   EXPECT_EQ(parse_error("buffer: {pending_budget: 4611686018427387904}"),
             "agent.yaml: buffer.pending_budget: expected a size up to 64GiB (appends held in RAM), got "
             "\"4611686018427387904\"");
+}
+
+TEST(AgentConfig, CommitInterval) {
+  EXPECT_EQ(AgentConfig{}.commit_interval, std::chrono::milliseconds(250));
+  EXPECT_EQ(parse_agent_config(default_agent_config_yaml(), "d").commit_interval, std::chrono::milliseconds(250));
+  EXPECT_EQ(parse_agent_config("buffer: {commit_interval_ms: 0}", "agent.yaml").commit_interval,
+            std::chrono::milliseconds(0));
+  AgentConfig c;
+  apply_override(c, "buffer.commit_interval_ms=1000");
+  EXPECT_EQ(c.commit_interval, std::chrono::seconds(1));
+  EXPECT_NE(parse_error("buffer: {commit_interval_ms: -5}").find("agent.yaml: buffer.commit_interval_ms: "),
+            std::string::npos);
 }
 
 }  // namespace

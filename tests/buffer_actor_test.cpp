@@ -22,13 +22,13 @@ struct BufferActorTest : ::testing::Test {
   std::unique_ptr<caf::actor_system> sys;
   buffer_actor buf;
 
-  void start(uint64_t limit) {
+  void start(uint64_t limit, BufferOptions options = {}) {
     persistence::StoreOptions o;
     o.dir = tmp.path("buf");
     o.limit_bytes = limit;
     o.sync = persistence::SyncPolicy::full;
     sys = std::make_unique<caf::actor_system>(cfg);
-    buf = sys->spawn<caf::detached>(buffer, std::make_shared<persistence::BufferStore>(o));
+    buf = sys->spawn<caf::detached>(buffer_with, std::make_shared<persistence::BufferStore>(o), options);
   }
   ~BufferActorTest() override {
     if (buf) caf::anon_send(buf, close_atom::value);
@@ -346,6 +346,102 @@ TEST_F(BufferActorTest, AFullEpisodeIsLoggedOnceWhenItStartsAndOnceWhenItEnds) {
   }
   EXPECT_EQ(warned, 1);
   EXPECT_EQ(drained, 1);
+}
+
+}  // namespace
+}  // namespace outpost
+
+namespace outpost {
+namespace {
+using namespace outpost::testing;
+
+BufferOptions with_interval(std::chrono::milliseconds interval) {
+  BufferOptions o;
+  o.commit_interval = interval;
+  return o;
+}
+
+// Sends one append from its own actor; its answer (the seq, or 0 for an
+// error) lands in `*seq`, and `*answered` counts it.
+void append_from_actor(caf::actor_system& sys, buffer_actor buf, RecordRef record, std::atomic<uint64_t>* seq,
+                       std::atomic<int>* answered) {
+  sys.spawn([=](caf::event_based_actor* a) {
+    a->request(buf, caf::infinite, append_atom::value, Lane::EVENTS, record)
+        .then([=](uint64_t s) { *seq = s, ++*answered; }, [=](caf::error&) { ++*answered; });
+  });
+}
+
+// A trickle: the first append after a quiet interval is committed at once;
+// the next ones, each handled (seen waiting) before the interval is over,
+// wait for one commit together, due an interval after the first.
+TEST_F(BufferActorTest, ATrickleOfAppendsIsCommittedInGroupsOnePerInterval) {
+  const auto interval = std::chrono::seconds(3);
+  start(1ull << 30, with_interval(interval));
+  caf::scoped_actor self{*sys};
+  auto first_committed = std::chrono::steady_clock::now();
+  self->request(buf, std::chrono::seconds(10), append_atom::value, Lane::EVENTS, make_record(100))
+      .receive([](uint64_t) {}, [&](caf::error& e) { FAIL() << sys->render(e); });
+  EXPECT_EQ(count(status_of(self, buf), "commits"), 1);
+  std::atomic<uint64_t> seqs[3] = {};
+  std::atomic<int> answered{0};
+  for (int i = 0; i < 3; ++i) {
+    append_from_actor(*sys, buf, make_record(100), &seqs[i], &answered);
+    ASSERT_TRUE(eventually([&] { return count(status_of(self, buf), "pending_appends") == i + 1; }))
+        << "append " << i + 2 << " was not held for the group";
+  }
+  ASSERT_TRUE(eventually([&] { return answered == 3; }));
+  auto grouped = std::chrono::steady_clock::now() - first_committed;
+  auto s = status_of(self, buf);
+  EXPECT_EQ(count(s, "commits"), 2) << caf::to_string(s);
+  EXPECT_EQ(count(s, "lanes.events.records"), 4);
+  EXPECT_EQ(count(s, "commit_interval_ms"), 3000);
+  EXPECT_GE(grouped, interval - std::chrono::milliseconds(50));
+  EXPECT_EQ(seqs[1], seqs[0] + 1);
+  EXPECT_EQ(seqs[2], seqs[1] + 1);
+}
+
+// Enough waiting for a commit of its own goes at once, however long the
+// interval: a busy stream is not slowed down (nor held in RAM) by it. Its
+// tail, less than that, waits for its group (here: the shutdown).
+TEST_F(BufferActorTest, AnAppendBacklogWorthACommitDoesNotWaitForTheInterval) {
+  start(1ull << 30, with_interval(std::chrono::hours(1)));
+  uint64_t per_record = persistence::record_format::accounted_bytes(make_record(1000).encoded->size());
+  int enough = static_cast<int>(kGroupCommitBytes / per_record);  // the last of them crosses the threshold
+  std::atomic<int> answered{0};
+  {
+    caf::scoped_actor self{*sys};
+    self->request(buf, std::chrono::seconds(10), append_atom::value, Lane::EVENTS, make_record(100))
+        .receive([](uint64_t) {}, [&](caf::error& e) { FAIL() << sys->render(e); });
+    sys->spawn(producer, buf, 400, 1000, &answered);  // ~400 KB
+    EXPECT_TRUE(eventually([&] { return answered >= enough; })) << answered << " of 400 answered";
+    self->send(buf, close_atom::value);
+  }
+  buf = nullptr;
+  ASSERT_TRUE(eventually([&] { return answered == 400; }));  // the tail at shutdown
+}
+
+// Shutdown stores the appends still waiting for their group's commit, and
+// answers them.
+TEST_F(BufferActorTest, CloseStoresTheAppendsWaitingForTheirGroup) {
+  start(1ull << 30, with_interval(std::chrono::hours(1)));
+  std::atomic<uint64_t> seq{0};
+  std::atomic<int> answered{0};
+  {
+    caf::scoped_actor self{*sys};
+    self->request(buf, std::chrono::seconds(10), append_atom::value, Lane::EVENTS, make_record(100))
+        .receive([](uint64_t) {}, [&](caf::error& e) { FAIL() << sys->render(e); });
+    append_from_actor(*sys, buf, make_record(100), &seq, &answered);
+    ASSERT_TRUE(eventually([&] { return count(status_of(self, buf), "pending_appends") == 1; }));
+    self->send(buf, close_atom::value);
+  }
+  buf = nullptr;
+  ASSERT_TRUE(eventually([&] { return answered == 1; }));
+  EXPECT_NE(seq, 0u) << "refused at shutdown";
+  sys->await_all_actors_done();  // the store is closed
+  persistence::StoreOptions o;
+  o.dir = tmp.path("buf");
+  persistence::BufferStore store(o);
+  EXPECT_EQ(store.stats().lanes[static_cast<size_t>(Lane::EVENTS)].live.records, 2u);
 }
 
 }  // namespace

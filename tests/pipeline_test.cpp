@@ -56,12 +56,12 @@ struct Pipeline {
   link_actor link;
   supervisor_actor sup;
 
-  Pipeline(uint64_t limit, bool online, std::vector<QuerySpec> queries) {
+  Pipeline(uint64_t limit, bool online, std::vector<QuerySpec> queries, BufferOptions options = {}) {
     persistence::StoreOptions o;
     o.dir = tmp.path("buf");
     o.limit_bytes = limit;
     o.sync = persistence::SyncPolicy::none;
-    buf = sys.spawn<caf::detached>(buffer, std::make_shared<persistence::BufferStore>(o));
+    buf = sys.spawn<caf::detached>(buffer_with, std::make_shared<persistence::BufferStore>(o), options);
     link = sys.spawn(file_link, buf, tmp.path("out.jsonl").string(), online);
     self->send(buf, set_link_atom::value, link);
     RestartPolicy fast{std::chrono::milliseconds(20), std::chrono::milliseconds(200),
@@ -117,6 +117,21 @@ TEST(Pipeline, ManyQueriesShareCommits) {
   auto s = status_of(p.self, p.buf);
   EXPECT_EQ(count(s, "appends"), 50 * 2000 / 50);
   EXPECT_LT(count(s, "commits") * 3, count(s, "appends")) << caf::to_string(s);
+}
+
+// A query that waits for its appends' answers (paused at max_in_flight, or
+// done and waiting to finish) has the buffer commit them at once: with a
+// commit interval of an hour, both queries still finish.
+TEST(Pipeline, QueriesWaitingForTheirAppendsAreNotHeldByTheCommitInterval) {
+  auto paused = synthetic(1, 1000);
+  paused.max_in_flight = 1;  // pauses after every append
+  auto done = synthetic(2, 120);
+  done.max_in_flight = 64;  // never pauses: its last appends wait for the end
+  BufferOptions options;
+  options.commit_interval = std::chrono::hours(1);
+  Pipeline p(1ull << 30, /*online=*/false, {paused, done}, options);  // no acks to commit along
+  ASSERT_TRUE(eventually([&] { return p.all_finished(2); })) << caf::to_string(p.sup_status());
+  EXPECT_EQ(count(status_of(p.self, p.buf), "lanes.events.records"), 1000 / 50 + 3);  // batches of 50 rows
 }
 
 TEST(Pipeline, FailingQueryIsRestartedOthersGoOnAndItsRowsStay) {

@@ -1,8 +1,10 @@
 // outpost-bench footprint: what the agent costs a machine it merely watches.
 // `outpost-agent` runs as a new user starts it (the built-in configuration,
 // link offline), first as it is, then with one more query of 10 rows/s; over
-// each measurement we read from /proc its CPU time, its RSS at the end, and
-// each thread's context switches: how often it wakes the CPU.
+// each measurement we read from /proc its CPU time, what its resident memory
+// is made of at the end, and each thread's context switches (how often it
+// wakes the CPU); through outpostctl, the query's rows and the buffer's
+// commits (each one fsync: a disk kept awake costs a laptop's battery).
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -11,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -32,6 +35,7 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 constexpr const char* kClockQuery = "footprint_clock";  // the query phase's extra query
+constexpr int kTrickleQueries = 100;                     // the trickle phases' queries
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path);
@@ -198,24 +202,79 @@ Sample take_sample(pid_t pid) {
   return s;
 }
 
-uint64_t rss_bytes(pid_t pid) { return static_cast<uint64_t>(proc_status_bytes("VmRSS", std::to_string(pid))); }
+// What the resident set is made of, from /proc/PID/smaps_rollup and smaps.
+struct Memory {
+  uint64_t rss = 0;
+  uint64_t pss = 0;      // shared pages divided among the processes that map them
+  uint64_t anon = 0;     // heap, stacks, relocated data: the agent's own
+  uint64_t bpf_map = 0;  // BPF ring buffers mapped in (their data pages twice: the ring wraps)
+};
 
-// The rows the extra query has passed to the buffer, as `outpostctl queries`
-// reports them through the inspector socket; nothing when outpostctl (beside
-// the agent) is missing or cannot tell.
-std::optional<uint64_t> query_rows(const fs::path& outpostctl, const fs::path& dir) {
+// A "Key:   123 kB" line's value in bytes.
+uint64_t kb_field(const std::string& line) { return std::strtoull(line.c_str() + line.find(':') + 1, nullptr, 10) << 10; }
+
+Memory memory_of(pid_t pid) {
+  Memory m;
+  m.rss = static_cast<uint64_t>(proc_status_bytes("VmRSS", std::to_string(pid)));
+  fs::path proc = fs::path("/proc") / std::to_string(pid);
+  std::istringstream rollup(read_text(proc / "smaps_rollup"));
+  for (std::string line; std::getline(rollup, line);) {
+    if (line.rfind("Pss:", 0) == 0) m.pss = kb_field(line);
+    if (line.rfind("Anonymous:", 0) == 0) m.anon = kb_field(line);
+  }
+  std::istringstream smaps(read_text(proc / "smaps"));
+  bool bpf = false;
+  for (std::string line; std::getline(smaps, line);) {
+    if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) && line.find('-') < line.find(' '))
+      bpf = line.find("anon_inode:bpf-map") != std::string::npos;  // a mapping's header
+    else if (bpf && line.rfind("Rss:", 0) == 0)
+      m.bpf_map += kb_field(line);
+  }
+  return m;
+}
+
+// What `outpostctl --json <what>` prints about the agent running in `dir`;
+// nothing when outpostctl (beside the agent) is missing or cannot tell.
+std::optional<std::string> inspect(const fs::path& outpostctl, const fs::path& dir, const char* what) {
   if (outpostctl.empty()) return std::nullopt;
   fs::path out = dir / "outpostctl.json";
   int status = run_to_end({outpostctl.string(), "--socket", (dir / "outpost-data" / "inspector.sock").string(),
-                           "--timeout", "5", "--json", "queries"},
+                           "--timeout", "5", "--json", what},
                           dir, out);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return std::nullopt;
-  std::string json = read_text(out);
-  size_t at = json.find(fmt::format("\"name\":\"{}\"", kClockQuery));
+  return read_text(out);
+}
+
+// The number after "key": in `json`, from `from` on.
+std::optional<uint64_t> number_after(const std::string& json, const std::string& key, size_t from = 0) {
+  std::string quoted = "\"" + key + "\":";
+  size_t at = from == std::string::npos ? from : json.find(quoted, from);
   if (at == std::string::npos) return std::nullopt;
-  at = json.find("\"rows_out\":", at);
-  if (at == std::string::npos) return std::nullopt;
-  return std::strtoull(json.c_str() + at + 11, nullptr, 10);
+  return std::strtoull(json.c_str() + at + quoted.size(), nullptr, 10);
+}
+
+// Counters read through the inspector at one moment: the rows the extra query
+// passed to the buffer, and the buffer's commits (each one fsync).
+struct Counters {
+  Clock::time_point at;  // halfway through reading them
+  std::optional<uint64_t> rows, commits;
+};
+
+Counters read_counters(const fs::path& outpostctl, const fs::path& dir) {
+  Counters c;
+  auto before = Clock::now();
+  if (auto queries = inspect(outpostctl, dir, "queries"))
+    c.rows = number_after(*queries, "rows_out", queries->find(fmt::format("\"name\":\"{}\"", kClockQuery)));
+  if (auto buffer = inspect(outpostctl, dir, "buffer")) c.commits = number_after(*buffer, "commits");
+  c.at = before + (Clock::now() - before) / 2;
+  return c;
+}
+
+// The rate of a counter between two readings, if both have it.
+std::optional<double> rate(const Counters& a, const Counters& b, std::optional<uint64_t> Counters::*field) {
+  auto from = a.*field, to = b.*field;
+  if (!from || !to || b.at <= a.at) return std::nullopt;
+  return static_cast<double>(*to - std::min(*to, *from)) / std::chrono::duration<double>(b.at - a.at).count();
 }
 
 struct ThreadRate {
@@ -226,10 +285,11 @@ struct ThreadRate {
 
 struct Footprint {
   double cpu_percent = 0;  // of one core
-  uint64_t rss_bytes = 0;
+  Memory memory;
   double wakeups_per_s = 0;
   std::vector<ThreadRate> threads;  // most wakeups first
   std::optional<double> rows_per_s;
+  std::optional<double> commits_per_s;  // the buffer's, each with its fsync
 };
 
 // One phase: the agent started in `dir` with `args`, up, warmed up, measured
@@ -244,20 +304,13 @@ Footprint measure(const fs::path& agent, const std::vector<std::string>& args, c
   std::this_thread::sleep_for(2s);  // warm-up: start-up work, the first rows and batches
   p.check_running("during the warm-up");
 
-  auto rows_at = [&](Clock::time_point& at) {
-    auto before = Clock::now();
-    auto rows = query_rows(outpostctl, dir);
-    at = before + (Clock::now() - before) / 2;
-    return rows;
-  };
-  Clock::time_point rows_start_at, rows_end_at;
-  auto rows_start = rows_at(rows_start_at);
+  Counters counters_start = read_counters(outpostctl, dir);
   Sample start = take_sample(p.pid());
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   Sample end = take_sample(p.pid());
   Footprint f;
-  f.rss_bytes = rss_bytes(p.pid());
-  auto rows_end = rows_start ? rows_at(rows_end_at) : std::nullopt;
+  f.memory = memory_of(p.pid());
+  Counters counters_end = read_counters(outpostctl, dir);
   p.check_running("during the measurement");
   int status = p.stop();
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
@@ -276,9 +329,8 @@ Footprint measure(const fs::path& agent, const std::vector<std::string>& args, c
   }
   std::stable_sort(f.threads.begin(), f.threads.end(),
                    [](const ThreadRate& a, const ThreadRate& b) { return a.wakeups_per_s > b.wakeups_per_s; });
-  if (rows_start && rows_end && rows_end_at > rows_start_at)
-    f.rows_per_s = static_cast<double>(*rows_end - std::min(*rows_end, *rows_start)) /
-                   std::chrono::duration<double>(rows_end_at - rows_start_at).count();
+  f.rows_per_s = rate(counters_start, counters_end, &Counters::rows);
+  f.commits_per_s = rate(counters_start, counters_end, &Counters::commits);
   return f;
 }
 
@@ -300,15 +352,21 @@ std::string json_fields(const std::string& prefix, const Footprint& f) {
   for (auto& t : f.threads)
     threads += fmt::format("{}{{\"name\":{},\"tid\":{},\"wakeups_per_s\":{:.2f}}}", threads.empty() ? "" : ",",
                            json_string(t.name), t.tid, t.wakeups_per_s);
-  return fmt::format("\"{0}_cpu_percent\":{1:.3f},\"{0}_rss_bytes\":{2},\"{0}_wakeups_per_s\":{3:.2f},"
-                     "\"{0}_threads\":[{4}]",
-                     prefix, f.cpu_percent, f.rss_bytes, f.wakeups_per_s, threads);
+  return fmt::format("\"{0}_cpu_percent\":{1:.3f},\"{0}_rss_bytes\":{2},\"{0}_pss_bytes\":{3},"
+                     "\"{0}_anon_bytes\":{4},\"{0}_bpf_map_bytes\":{5},\"{0}_wakeups_per_s\":{6:.2f},"
+                     "\"{0}_commits_per_s\":{7},\"{0}_threads\":[{8}]",
+                     prefix, f.cpu_percent, f.memory.rss, f.memory.pss, f.memory.anon, f.memory.bpf_map,
+                     f.wakeups_per_s, f.commits_per_s ? fmt::format("{:.2f}", *f.commits_per_s) : "null",
+                     threads);
 }
 
 void print_text(const std::string& title, const Footprint& f) {
-  fmt::print("{}: CPU {:.2f} % of a core, RSS {:.1f} MiB, {:.1f} wakeups/s{}\n", title, f.cpu_percent,
-             static_cast<double>(f.rss_bytes) / (1 << 20), f.wakeups_per_s,
-             f.rows_per_s ? fmt::format(", {:.1f} rows/s", *f.rows_per_s) : "");
+  auto mib = [](uint64_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
+  fmt::print("{}: CPU {:.2f} % of a core, RSS {:.1f} MiB (PSS {:.1f}, anonymous {:.1f}, BPF maps {:.1f}), "
+             "{:.1f} wakeups/s{}{}\n",
+             title, f.cpu_percent, mib(f.memory.rss), mib(f.memory.pss), mib(f.memory.anon), mib(f.memory.bpf_map),
+             f.wakeups_per_s, f.rows_per_s ? fmt::format(", {:.1f} rows/s", *f.rows_per_s) : "",
+             f.commits_per_s ? fmt::format(", {:.1f} commits/s", *f.commits_per_s) : "");
   for (auto& t : f.threads)
     if (t.wakeups_per_s >= 0.05) fmt::print("  {:<16} {:>7} {:>9.1f} wakeups/s\n", t.name, t.tid, t.wakeups_per_s);
 }
@@ -350,6 +408,19 @@ int run_footprint_bench(const FootprintBenchOptions& o) {
     if (!out) throw std::runtime_error("cannot write " + with_query.string());
   }
 
+  // 100 queries of about a row per second each, at periods that do not line
+  // up: what group commit is for (many sources trickling, rarely at once).
+  fs::path trickle = root / "footprint-trickle.yaml";
+  {
+    std::ofstream out(trickle);
+    out << read_text(builtin) << "\n";
+    for (int i = 1; i <= kTrickleQueries; ++i)
+      out << fmt::format("  - name: trickle{}\n    lane: events\n    source:\n      type: vql\n"
+                         "      query: SELECT * FROM clock(period={:.4f})\n",
+                         i, 0.5 + i * 0.0137);
+    if (!out) throw std::runtime_error("cannot write " + trickle.string());
+  }
+
   auto phase_args = [&](const fs::path& dir) {
     return std::vector<std::string>{"--set", "link=offline", "--set", "buffer.dir=" + (dir / "buffer").string()};
   };
@@ -357,16 +428,24 @@ int run_footprint_bench(const FootprintBenchOptions& o) {
   auto query_args = phase_args(root / "query");
   query_args.insert(query_args.begin(), {"-c", with_query.string()});
 
-  Footprint idle = measure(agent, idle_args, root / "idle", kept, o.seconds, {});
+  Footprint idle = measure(agent, idle_args, root / "idle", kept, o.seconds, outpostctl);
   Footprint query = measure(agent, query_args, root / "query", kept, o.seconds, outpostctl);
+  auto trickle_args = phase_args(root / "trickle");
+  trickle_args.insert(trickle_args.begin(), {"-c", trickle.string()});
+  Footprint grouped = measure(agent, trickle_args, root / "trickle", kept, o.seconds, outpostctl);
+  trickle_args.insert(trickle_args.end(), {"--set", "buffer.commit_interval_ms=0"});  // the baseline
+  Footprint ungrouped = measure(agent, trickle_args, root / "trickle-ungrouped", kept, o.seconds, outpostctl);
 
   if (o.json) {
-    fmt::print("{{\"bench\":\"footprint\",\"seconds\":{},{},{},\"rows_per_s\":{}}}\n", o.seconds,
+    fmt::print("{{\"bench\":\"footprint\",\"seconds\":{},{},{},\"rows_per_s\":{},{},{}}}\n", o.seconds,
                json_fields("idle", idle), json_fields("query", query),
-               query.rows_per_s ? fmt::format("{:.2f}", *query.rows_per_s) : "null");
+               query.rows_per_s ? fmt::format("{:.2f}", *query.rows_per_s) : "null",
+               json_fields("trickle", grouped), json_fields("trickle_ungrouped", ungrouped));
   } else {
     print_text("idle", idle);
     print_text("with a 10 rows/s query", query);
+    print_text(fmt::format("with {} queries of ~1 row/s", kTrickleQueries), grouped);
+    print_text("the same, each append committed at once (commit_interval_ms=0)", ungrouped);
   }
   return 0;
 }

@@ -100,7 +100,8 @@ int main(int argc, char** argv) {
   FootprintBenchOptions footprint;
   auto* f = app.add_subcommand(
       "footprint", "the agent's own cost: outpost-agent with its default configuration (link offline) idle, "
-                   "then with one 10 rows/s query; CPU, RSS and wakeups per thread from /proc");
+                   "with one 10 rows/s query, and with 100 queries of ~1 row/s grouped into commits and not; "
+                   "CPU, memory and wakeups per thread from /proc, rows and commits from outpostctl");
   f->add_flag("--json", footprint.json, "print one JSON object");
   f->add_option("--agent", footprint.agent, "the outpost-agent binary (default: beside outpost-bench)");
   f->add_option("--dir", footprint.dir, "working directory (default: a new temp dir)");
