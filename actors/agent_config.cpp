@@ -663,8 +663,8 @@ buffer:
   compact_threshold: 64MiB      # shrink a drained store whose file is larger than this
   pending_budget: 64MiB         # appends waiting in RAM for the buffer (queries pause beyond
                                 # it); the store keeps this much above the limit for shutdown
-  commit_interval_ms: 250       # a trickle of rows is stored (one commit, one fsync) at most
-                                #   this often, a busy stream at once; 0: every row at once
+  commit_interval_ms: 0         # 0: every row is stored (committed, fsynced) at once; e.g. 250:
+                                #   a trickle at most that often (a busy stream still at once)
 
 link:                           # or just: link: offline | file | host | file:PATH
   type: file                    # file: deliver to a local JSON-lines file; offline: nowhere;

@@ -5,7 +5,7 @@
 //
 //   buffer: {dir: outpost-data/buffer, limit: 1GiB, sync: full, compact_threshold: 64MiB,
 //            pending_budget: 64MiB,   # appends waiting in RAM; also the store's shutdown reserve
-//            commit_interval_ms: 250} # a trickle of appends is committed at most this often
+//            commit_interval_ms: 0}   # e.g. 250: a trickle of appends is committed at most this often
 //   link: {type: file, path: outpost-data/delivered.jsonl}   # or {type: offline}
 //   link: {type: collector, address: 127.0.0.1:4750, ca: ca.pem, cert: agent.pem, key: agent.key}
 //   log: {level: info, file: ""}
@@ -144,8 +144,8 @@ struct AgentConfig {
   // plus this much, kept for shutdown so that the waiting appends are stored.
   uint64_t pending_budget = kDefaultPendingBudget;
   // buffer.commit_interval_ms: while appends trickle in, at most one commit
-  // (and fsync) per this interval (BufferOptions::commit_interval).
-  std::chrono::milliseconds commit_interval{250};
+  // (and fsync) per this interval (BufferOptions::commit_interval); 0: off.
+  std::chrono::milliseconds commit_interval{0};
   LinkSpec link;
   std::vector<QuerySpec> queries;  // none is fine: the agent runs no queries
   LogSpec log;

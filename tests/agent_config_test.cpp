@@ -635,10 +635,10 @@ TEST(AgentConfig, PendingBudget) {
 }
 
 TEST(AgentConfig, CommitInterval) {
-  EXPECT_EQ(AgentConfig{}.commit_interval, std::chrono::milliseconds(250));
-  EXPECT_EQ(parse_agent_config(default_agent_config_yaml(), "d").commit_interval, std::chrono::milliseconds(250));
-  EXPECT_EQ(parse_agent_config("buffer: {commit_interval_ms: 0}", "agent.yaml").commit_interval,
-            std::chrono::milliseconds(0));
+  EXPECT_EQ(AgentConfig{}.commit_interval, std::chrono::milliseconds(0));
+  EXPECT_EQ(parse_agent_config(default_agent_config_yaml(), "d").commit_interval, std::chrono::milliseconds(0));
+  EXPECT_EQ(parse_agent_config("buffer: {commit_interval_ms: 250}", "agent.yaml").commit_interval,
+            std::chrono::milliseconds(250));
   AgentConfig c;
   apply_override(c, "buffer.commit_interval_ms=1000");
   EXPECT_EQ(c.commit_interval, std::chrono::seconds(1));
