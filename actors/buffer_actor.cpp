@@ -373,7 +373,8 @@ buffer_actor::behavior_type buffer_with(instrumented<buffer_actor, buffer_state>
         // stopping, out of budget): the waiting appends are due now, with
         // those already in the mailbox.
         if (self->current_sender() != static_cast<caf::abstract_actor*>(self)) {
-          st.hurried = !st.waiting.empty();
+          if (st.waiting.empty()) return;
+          st.hurried = true;
           return schedule_commit(self);
         }
         if (--st.commits_in_flight == 0 || (st.commit_at && *st.commit_at <= now)) st.commit_at.reset();

@@ -211,25 +211,20 @@ struct Memory {
   uint64_t bpf_map = 0;  // BPF ring buffers mapped in (their data pages twice: the ring wraps)
 };
 
-// A "Key:   123 kB" line's value in bytes.
-uint64_t kb_field(const std::string& line) { return std::strtoull(line.c_str() + line.find(':') + 1, nullptr, 10) << 10; }
-
 Memory memory_of(pid_t pid) {
   Memory m;
-  m.rss = static_cast<uint64_t>(proc_status_bytes("VmRSS", std::to_string(pid)));
-  fs::path proc = fs::path("/proc") / std::to_string(pid);
-  std::istringstream rollup(read_text(proc / "smaps_rollup"));
-  for (std::string line; std::getline(rollup, line);) {
-    if (line.rfind("Pss:", 0) == 0) m.pss = kb_field(line);
-    if (line.rfind("Anonymous:", 0) == 0) m.anon = kb_field(line);
-  }
+  std::string id = std::to_string(pid);
+  m.rss = static_cast<uint64_t>(proc_status_bytes("VmRSS", id));
+  m.anon = static_cast<uint64_t>(proc_status_bytes("RssAnon", id));
+  fs::path proc = fs::path("/proc") / id;
+  m.pss = status_field(read_text(proc / "smaps_rollup"), "Pss") << 10;  // kB, as in status
   std::istringstream smaps(read_text(proc / "smaps"));
   bool bpf = false;
   for (std::string line; std::getline(smaps, line);) {
     if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) && line.find('-') < line.find(' '))
       bpf = line.find("anon_inode:bpf-map") != std::string::npos;  // a mapping's header
-    else if (bpf && line.rfind("Rss:", 0) == 0)
-      m.bpf_map += kb_field(line);
+    else if (bpf)
+      m.bpf_map += status_field(line, "Rss") << 10;
   }
   return m;
 }
