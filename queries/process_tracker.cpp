@@ -350,7 +350,7 @@ void ProcessTracker::sync(const std::vector<TrackerUpdate>& live, Timestamp now)
     if (subscribers_.empty()) return;
   }
   // The sync's processes for subscribers: copied under the shared lock, the
-  // row built outside any lock (Dict::set looks each key up: quadratic).
+  // row built outside any lock.
   std::vector<std::pair<std::string, Value>> entries;
   {
     std::shared_lock<std::shared_mutex> lock(mutex_);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <unordered_map>
 
 #include "schemas/json.hpp"
 
@@ -52,19 +53,52 @@ std::optional<double> Value::number() const {
   return std::nullopt;
 }
 
+class Dict::Index {
+ public:
+  // Positions by the key's hash; keys compared in `items` (the index holds
+  // no key of its own, and survives the vector's moves).
+  std::unordered_multimap<size_t, size_t> positions;
+
+  static size_t hash(std::string_view key) { return std::hash<std::string_view>()(key); }
+  std::optional<size_t> find(const std::vector<std::pair<std::string, Value>>& items, std::string_view key) const {
+    auto [from, to] = positions.equal_range(hash(key));
+    for (auto it = from; it != to; ++it)
+      if (items[it->second].first == key) return it->second;
+    return std::nullopt;
+  }
+};
+
+Dict::Dict(const Dict& other)
+    : items_(other.items_), index_(other.index_ ? new Index(*other.index_) : nullptr) {}
+Dict& Dict::operator=(const Dict& other) {
+  if (this != &other) *this = Dict(other);
+  return *this;
+}
+void Dict::DeleteIndex::operator()(Index* index) const { delete index; }
+
 const Value* Dict::find(std::string_view key) const {
+  if (index_) {
+    auto at = index_->find(items_, key);
+    return at ? &items_[*at].second : nullptr;
+  }
   for (auto& [k, v] : items_)
     if (k == key) return &v;
   return nullptr;
 }
 
 void Dict::set(std::string key, Value value) {
-  for (auto& [k, v] : items_)
-    if (k == key) {
-      v = std::move(value);
-      return;
-    }
+  if (auto* v = const_cast<Value*>(find(key))) {
+    *v = std::move(value);
+    return;
+  }
   items_.emplace_back(std::move(key), std::move(value));
+  if (index_) {
+    index_->positions.emplace(Index::hash(items_.back().first), items_.size() - 1);
+  } else if (items_.size() >= kIndexedFrom) {
+    index_.reset(new Index());
+    index_->positions.reserve(items_.size() * 2);
+    for (size_t i = 0; i < items_.size(); ++i) index_->positions.emplace(Index::hash(items_[i].first), i);
+  }
 }
 
 const char* type_name(const Value& v) {

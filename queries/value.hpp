@@ -72,10 +72,20 @@ struct Value {
   std::optional<double> number() const;  // int or double
 };
 
-// Insertion-ordered, keys unique; lookups are linear (rows are narrow).
+// Insertion-ordered, keys unique. Lookups are linear while the dict is
+// narrow (a row); from kIndexedFrom items on, set() keeps an index of the
+// keys, so that a dict built from a hostile file (a JSON object with 10^5
+// keys) costs linear time, not quadratic.
 class Dict {
  public:
+  static constexpr size_t kIndexedFrom = 32;
+
   Dict() = default;
+  Dict(const Dict& other);
+  Dict& operator=(const Dict& other);
+  Dict(Dict&&) noexcept = default;
+  Dict& operator=(Dict&&) noexcept = default;
+
   const Value* find(std::string_view key) const;
   void set(std::string key, Value value);  // replaces in place, or appends
   void reserve(size_t items) { items_.reserve(items); }
@@ -84,7 +94,12 @@ class Dict {
   bool empty() const { return items_.empty(); }
 
  private:
+  class Index;  // each key's position (value.cpp)
+  struct DeleteIndex {
+    void operator()(Index* index) const;
+  };
   std::vector<std::pair<std::string, Value>> items_;
+  std::unique_ptr<Index, DeleteIndex> index_;  // null below kIndexedFrom items
 };
 
 using Row = Dict;

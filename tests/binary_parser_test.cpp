@@ -160,6 +160,19 @@ TEST(VqlSemantics, ParseJsonKeepsOrderTypesNumbersAndBoundsNesting) {
   EXPECT_EQ(one("{\"a\":" + deep(101) + "}"), R"({"J":null})");
 }
 
+// The same for an object wider than a narrow dict (its keys indexed): a
+// repeated key's last value in its first place, every key readable.
+TEST(VqlSemantics, ParseJsonOfAWideObjectKeepsItsKeys) {
+  std::string data = "{";
+  for (int i = 0; i < 200; ++i) data += "\"k" + std::to_string(i) + "\":" + std::to_string(i) + ",";
+  data += R"("k3": "again", "k150": "again too", "end": 1})";
+  auto rows = run("LET J = parse_json(data=D) SELECT len(list=J) AS N, J.k3 AS A, J.k150 AS B, J.k199 AS C, J.end AS E, "
+                  "items(item=J)[3] AS I FROM scope()",
+                  {{"D", Value(data), nullptr}});
+  EXPECT_EQ(rows, std::vector<std::string>{
+                      R"({"N":201,"A":"again","B":"again too","C":199,"E":1,"I":{"_key":"k3","_value":"again"}})"});
+}
+
 // Profiles written to hurt: members that read themselves, structs that
 // hold themselves twice (2^64 members as JSON), numbers that do not fit.
 TEST_F(BinaryFile, HostileProfilesAreBounded) {

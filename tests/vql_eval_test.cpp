@@ -369,5 +369,45 @@ TEST(VqlEval, GroupByEmitsItsGroupsWithinEachPullsBudget) {
   EXPECT_EQ(json, (std::vector<std::string>{"{\"K\":0,\"C\":4}", "{\"K\":1,\"C\":3}", "{\"K\":2,\"C\":3}"}));
 }
 
+// A dict wide enough to keep an index of its keys behaves as a narrow one:
+// every key found, a set key replaced in its place, copies independent.
+TEST(VqlDict, AWideDictFindsReplacesAndCopiesAsANarrowOne) {
+  constexpr int64_t kKeys = 3 * Dict::kIndexedFrom;
+  Dict d;
+  for (int64_t i = 0; i < kKeys; ++i) d.set("key" + std::to_string(i), i);
+  d.set("key5", "five");                  // before the index was built
+  d.set("key" + std::to_string(kKeys - 1), "last");  // after
+  ASSERT_EQ(d.size(), static_cast<size_t>(kKeys));
+  for (int64_t i = 0; i < kKeys; ++i) {
+    auto* v = d.find("key" + std::to_string(i));
+    ASSERT_NE(v, nullptr) << i;
+    EXPECT_EQ(d.items()[static_cast<size_t>(i)].first, "key" + std::to_string(i));
+    if (i != 5 && i != kKeys - 1) {
+      EXPECT_EQ(*v->as_int(), i);
+    }
+  }
+  EXPECT_EQ(*d.find("key5")->as_string(), "five");
+  EXPECT_EQ(*d.find("key" + std::to_string(kKeys - 1))->as_string(), "last");
+  EXPECT_EQ(d.find("key"), nullptr);
+  EXPECT_EQ(d.find("key" + std::to_string(kKeys)), nullptr);
+
+  Dict copy = d;
+  copy.set("key7", "seven");
+  copy.set("new", true);
+  EXPECT_EQ(*d.find("key7")->as_int(), 7);
+  EXPECT_EQ(d.find("new"), nullptr);
+  EXPECT_EQ(*copy.find("key7")->as_string(), "seven");
+  EXPECT_EQ(copy.items().back().first, "new");
+  Dict assigned;
+  assigned.set("x", 1);
+  assigned = copy;
+  EXPECT_EQ(assigned.find("x"), nullptr);
+  EXPECT_EQ(*assigned.find("key7")->as_string(), "seven");
+  Dict moved = std::move(assigned);
+  moved.set("key9", "nine");
+  EXPECT_EQ(*moved.find("key9")->as_string(), "nine");
+  EXPECT_EQ(moved.size(), copy.size());
+}
+
 }  // namespace
 }  // namespace outpost::vql

@@ -1,5 +1,6 @@
 // outpost-bench vql: the evaluator's speed on a filter query, against the
-// same filter hand-written over the same rows.
+// same filter hand-written over the same rows; parse_json() of one object of
+// 100,000 keys against the same keys in objects of 16.
 // outpost-bench sensors: N query actors on one shared sensor, through the
 // buffer actor: events fanned out per second and memory per query, against
 // a bare fan-out into N queues.
@@ -92,6 +93,34 @@ Registry bench_registry(std::shared_ptr<const std::vector<Row>> rows) {
 }
 
 
+// parse_json()'s keys per second over `keys` keys in objects of
+// `per_object` keys each (median of `rounds`).
+double json_keys_per_s(Engine& engine, size_t keys, size_t per_object, int rounds) {
+  std::vector<std::string> texts;
+  for (size_t done = 0; done < keys; done += per_object) {
+    std::string t = "{";
+    for (size_t i = 0; i < per_object; ++i) t += fmt::format("{}\"key{}\":{}", i ? "," : "", done + i, i);
+    texts.push_back(t + "}");
+  }
+  auto query = engine.compile("SELECT len(list=parse_json(data=Text)) AS N FROM scope()");
+  std::vector<double> rates;
+  for (int round = 0; round < rounds; ++round) {
+    size_t seen = 0;
+    auto start = Clock::now();
+    for (auto& t : texts) {
+      Env env;
+      auto stream = engine.start(query, {{"Text", Value(t), nullptr}}, env);
+      std::vector<Row> out;
+      while (stream->next(out, 16).state != Step::State::done) {
+      }
+      seen += static_cast<size_t>(*out.at(0).find("N")->as_int());
+    }
+    if (seen != keys) throw std::runtime_error(fmt::format("parse_json() gave {} keys of {}", seen, keys));
+    rates.push_back(keys / seconds_since(start));
+  }
+  return median(rates);
+}
+
 }  // namespace
 
 int run_vql_bench(const VqlBenchOptions& o) {
@@ -131,16 +160,25 @@ int run_vql_bench(const VqlBenchOptions& o) {
   }
   if (matched != expected) throw std::runtime_error(fmt::format("the query matched {} rows, the baseline {}", matched, expected));
   double rate = median(rates), baseline = median(baselines);
+  // A hostile file's wide object against the same keys in narrow objects:
+  // equal rates say a dict's cost is linear in its keys.
+  constexpr size_t kJsonKeys = 100'000, kNarrow = 16;
+  double narrow = json_keys_per_s(engine, kJsonKeys, kNarrow, o.rounds);
+  double wide = json_keys_per_s(engine, kJsonKeys, kJsonKeys, o.rounds);
   if (o.json)
     fmt::print("{{\"bench\":\"vql\",\"rows\":{},\"matched\":{},\"rows_per_s\":{:.0f},\"baseline_rows_per_s\":{:.0f},"
-               "\"ratio\":{:.3f}}}\n",
-               o.rows, matched, rate, baseline, rate / baseline);
+               "\"ratio\":{:.3f},\"json_wide_keys_per_s\":{:.0f},\"json_narrow_keys_per_s\":{:.0f},\"json_wide_ratio\":{:.3f}}}\n",
+               o.rows, matched, rate, baseline, rate / baseline, wide, narrow, wide / narrow);
   else
     fmt::print("outpost-bench vql: SELECT * FROM <{} process rows> WHERE Name =~ 'ssh' AND Pid > 100\n"
                "engine:   {:>10.0f} rows/s ({} matched; median of {} rounds)\n"
                "baseline: {:>10.0f} rows/s (the same filter written by hand over the same rows)\n"
+               "ratio:    {:>10.3f}\n"
+               "parse_json(), one object of {} keys: {:>10.0f} keys/s\n"
+               "baseline, objects of {} keys:           {:>10.0f} keys/s\n"
                "ratio:    {:>10.3f}\n",
-               o.rows, rate, matched, o.rounds, baseline, rate / baseline);
+               o.rows, rate, matched, o.rounds, baseline, rate / baseline, kJsonKeys, wide, kNarrow, narrow,
+               wide / narrow);
   return 0;
 }
 
