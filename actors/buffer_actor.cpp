@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstring>
+
 #include "actors/status.hpp"
 #include "persistence/record_format.hpp"
 
@@ -33,7 +35,9 @@ struct Committed {
     last = seq;
     bytes += r.encoded->size();
     if (bytes > kFreshBytes) return fresh.clear();
-    auto words = kj::heapArray<capnp::word>(r.encoded->words());
+    auto from = r.encoded->words();
+    auto words = kj::heapArray<capnp::word>(from.size());  // word is not copyable: its bytes are
+    std::memcpy(words.begin(), from.begin(), from.size() * sizeof(capnp::word));
     fresh.push_back({seq, r.query_id, r.created_ns, kj::mv(words), r.encoded->size(), r.rows});
   }
 };

@@ -263,6 +263,8 @@ std::unique_ptr<RowStream> make_tail(const Args& a, Env& env) {
 
 }  // namespace
 
+std::unique_ptr<Scanner> tail_scanner(std::string path) { return std::make_unique<TailScanner>(std::move(path)); }
+
 void add_event_plugins(Registry& r) {
   r.add(PluginSpec{"clock", "A row (Time, Tick) every period.",
                    {{"period", "seconds", false, "0.01 to 86400, default 1"}}, true,

@@ -19,5 +19,8 @@ std::chrono::milliseconds period_arg(const Args& args, const char* name, std::ch
 void check_period(const Args& args);
 std::unique_ptr<RowStream> subscribe(const Args& args, Env& env, ScannerFactory make);
 Value timestamp_now();
+// tail()'s sensor: the lines appended to `path` from the first scan on, like
+// tail -F (across rotation and truncation).
+std::unique_ptr<Scanner> tail_scanner(std::string path);
 
 }  // namespace outpost::vql

@@ -78,7 +78,12 @@ std::optional<int64_t> boot_time(const fs::path& proc) {
   if (!stat) return std::nullopt;
   for (auto line : split(*stat, '\n')) {
     auto f = split_ws(line);
-    if (f.size() == 2 && f[0] == "btime") return parse_number<int64_t>(f[1]);
+    if (f.size() != 2 || f[0] != "btime") continue;
+    // Seconds; beyond 2^32 (the year 2106) is no boot time, and would
+    // overflow the nanoseconds callers make of it.
+    auto secs = parse_number<int64_t>(f[1]);
+    if (secs && *secs >= 0 && *secs < (int64_t{1} << 32)) return secs;
+    return std::nullopt;
   }
   return std::nullopt;
 }

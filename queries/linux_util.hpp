@@ -61,7 +61,8 @@ inline Accessor accessor_of(const Args& args, std::initializer_list<Accessor> al
 // accessor="process": a process's address space, named "/PID" (or "PID");
 // nullopt for any other name.
 std::optional<int64_t> process_of(const std::string& name);
-// `<proc>/stat`'s btime, in seconds since the epoch.
+// `<proc>/stat`'s btime, in seconds since the epoch; nullopt without one, or
+// with one below 0 or from 2^32 on (its nanoseconds would not fit).
 std::optional<int64_t> boot_time(const std::filesystem::path& proc);
 // The readable mappings of process `pid` (the "r" regions of its maps, but
 // [vsyscall], which /proc/PID/mem cannot read), in address order; nullopt

@@ -103,8 +103,9 @@ const FunctionSpec* Registry::function(const std::string& name) const {
 
 void check_arg_names(const Args& args, const std::vector<ArgSpec>& spec) {
   bool any_name = std::any_of(spec.begin(), spec.end(), [](const ArgSpec& a) { return a.name == "*"; });
-  for (auto& [name, value] : args.values()) {
+  for (auto& item : args.values()) {
     if (any_name) break;
+    const std::string& name = item.first;
     bool known = std::any_of(spec.begin(), spec.end(), [&](const ArgSpec& a) { return a.name == name; });
     if (known) continue;
     std::string expected;

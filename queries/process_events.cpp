@@ -54,7 +54,7 @@ class DiffScanner : public Scanner {
  protected:
   virtual std::vector<Row> current() = 0;
   virtual std::string key(const Row& row) const = 0;
-  virtual void describe(Row&) const {}
+  virtual void add_columns(Row&) const {}  // an event's own, after the row's
 
  private:
   Row event(const char* action, const Row& row) const {
@@ -62,7 +62,7 @@ class DiffScanner : public Scanner {
     e.set("Time", timestamp_now());
     e.set("Action", action);
     for (auto& [k, v] : row.items()) e.set(k, v);
-    describe(e);
+    add_columns(e);
     return e;
   }
 
@@ -95,7 +95,7 @@ class MountScanner : public DiffScanner {
   std::string key(const Row& r) const override {
     return text_of(r, "MountId") + " " + text_of(r, "MountPoint") + " " + text_of(r, "Source");
   }
-  void describe(Row& e) const override { e.set("Removable", removable(text_of(e, "Device"))); }
+  void add_columns(Row& e) const override { e.set("Removable", removable(text_of(e, "Device"))); }
 
   // A block device the kernel calls removable (its own or, for a partition,
   // its disk's `removable` file), or one on a USB bus: many USB sticks

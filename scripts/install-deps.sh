@@ -20,6 +20,7 @@ packages=(
   libyara-dev  # yara() and proc_yara()
   libsqlite3-dev  # sqlite()
   libbpf-dev bpftool clang  # process events from the kernel: eBPF programs built with clang, loaded with libbpf
+  libclang-rt-14-dev  # clang's sanitizer and libFuzzer runtimes: the ASan+UBSan tests and the fuzz targets
   tmux  # outpostctl top's tests drive it in a real terminal (send-keys, capture-pane)
   python3  # examples/embed-python (ctypes over the C API), built and run by a package test
 )

@@ -17,6 +17,19 @@
 #include "tests/process_util.hpp"
 #include "tests/temp_dir.hpp"
 
+
+// Built with ASan or TSan: gcc says so with __SANITIZE_*__, clang 14 only
+// through __has_feature.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define OUTPOST_TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define OUTPOST_TEST_SANITIZED 1
+#endif
+#endif
+#ifndef OUTPOST_TEST_SANITIZED
+#define OUTPOST_TEST_SANITIZED 0
+#endif
 namespace outpost {
 namespace {
 using namespace outpost::testing;
@@ -221,7 +234,7 @@ std::pair<int, std::string> run_command(const TempDir& tmp, std::vector<std::str
 std::string maps_of(pid_t pid) { return slurp("/proc/" + std::to_string(pid) + "/maps"); }
 
 TEST_F(AgentTest, SigtermAtStartupGetsAnOrderedShutdown) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if OUTPOST_TEST_SANITIZED
   GTEST_SKIP() << "a sanitizer's allocator maps its memory: there is no [heap] to wait for";
 #endif
   const std::string agent_binary = fs::canonical(OUTPOST_AGENT).string();
@@ -269,7 +282,7 @@ TEST_F(AgentTest, SizesBeyondWhatTheAgentCanHoldAreRefusedWithTheKeyNamed) {
 
   // Within the bound, but more address space than this process may have.
   // (Not under a sanitizer: its shadow memory alone needs more than ulimit -v allows.)
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#if !OUTPOST_TEST_SANITIZED
   auto out = tmp.path("limited.out");
   pid_t limited = spawn({"/bin/sh", "-c",
                          "ulimit -v 3000000 && exec " + std::string(OUTPOST_AGENT) + " --config " +

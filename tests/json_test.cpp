@@ -431,7 +431,8 @@ TEST(Json, MalformedTextThrowsDecodeErrorAndLeavesOutputAlone) {
   RowBatchWriter writer(7, "A", "S", Lane::EVENTS, {"x"});
   writer.add_row()[0].setText("abcdefg");  // with its NUL, exactly one word
   Encoded encoded = writer.finish();
-  auto words = kj::heapArray<capnp::word>(encoded.words());
+  auto words = kj::heapArray<capnp::word>(encoded.words().size());
+  std::memcpy(words.begin(), encoded.words().begin(), encoded.words().size() * sizeof(capnp::word));
   auto bytes = words.asBytes();
   const char needle[] = "abcdefg";  // 8 bytes with the NUL
   auto at = std::search(bytes.begin(), bytes.end(), needle, needle + sizeof needle);

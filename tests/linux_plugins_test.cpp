@@ -466,6 +466,20 @@ TEST_F(LinuxPlugins, InfoRow) {
   EXPECT_EQ(str(rows[0], "Platform"), "Outpost Test OS 1");
 }
 
+// The parsers fuzzer's finding: a btime whose nanoseconds do not fit in 64
+// bits was multiplied anyway (signed overflow); it is no boot time now.
+TEST_F(LinuxPlugins, ABootTimeBeyondTheYear2106IsNone) {
+  fs::path proc = fake_proc();
+  write_file(proc / "stat", "cpu 1 2 3\nbtime 99999999999999\n");
+  auto rows = run("info");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(time_ns(rows[0], "BootTime"), 0);
+  write_file(proc / "stat", "btime 4294967295\n");
+  EXPECT_EQ(time_ns(run("info").at(0), "BootTime"), 4294967295LL * 1'000'000'000);
+  write_file(proc / "stat", "btime -5\n");
+  EXPECT_EQ(time_ns(run("info").at(0), "BootTime"), 0);
+}
+
 // ---- glob
 
 class Glob : public LinuxPlugins {

@@ -5,12 +5,17 @@
 #include <gtest/gtest.h>
 
 #include <capnp/rpc-twoparty.h>
+#include <capnp/serialize.h>
 #include <kj/async-io.h>
 
+#include <fstream>
+#include <functional>
+#include <cstring>
 #include <future>
 #include <mutex>
 #include <thread>
 
+#include "net/agent/control_requests.hpp"
 #include "net/agent/net_link.hpp"
 #include "schemas/protocol.capnp.h"
 #include "tests/actor_test_util.hpp"
@@ -296,6 +301,54 @@ TEST(NetClientReconnect, EndsTheSessionAndConnectsAgainAtOnce) {
   EXPECT_EQ(ended.session, 1u);
   EXPECT_EQ(ended.why, "the operator asked for a new connection");
   EXPECT_EQ(ended.retry_in, std::chrono::milliseconds(0));
+}
+
+// A collector's request is bounded before the agent copies it: an event
+// table of more entries and parameters than kMaxRequestItems is refused with
+// the count, as is a collect() of more parameters; the bound itself is taken.
+std::string refusal(const std::function<void()>& take) {
+  try {
+    take();
+  } catch (const kj::Exception& e) {
+    return e.getDescription().cStr();
+  }
+  return "<taken>";
+}
+
+TEST(ControlRequests, ARequestOfMoreEntriesOrParametersThanTheBoundIsRefused) {
+  capnp::MallocMessageBuilder message;
+  auto table = message.initRoot<protocol::AgentController::SetEventTableParams>();
+  auto entries = table.initArtifacts(kMaxRequestItems - 1);
+  entries[0].initParameters(1);
+  EXPECT_EQ(refusal([&] { EXPECT_EQ(event_table_specs(table.asReader().getArtifacts()).size(), kMaxRequestItems - 1); }),
+            "<taken>");
+  entries[1].initParameters(1);
+  EXPECT_EQ(refusal([&] { event_table_specs(table.asReader().getArtifacts()); }),
+            "setEventTable: 100001 entries and parameters; an agent takes at most 100000");
+
+  capnp::MallocMessageBuilder one;
+  auto request = one.initRoot<protocol::CollectRequest>();
+  request.initParameters(kMaxRequestItems);
+  EXPECT_EQ(refusal([&] { collect_spec(request.asReader()); }), "<taken>");
+  request.initParameters(kMaxRequestItems + 1);
+  EXPECT_EQ(refusal([&] { collect_spec(request.asReader()); }),
+            "collect: 100001 entries and parameters; an agent takes at most 100000");
+}
+
+// The fuzzer's finding: 81 bytes whose list of empty entries claims 8
+// million of them (1.5 GB once copied) are refused before any is copied.
+TEST(ControlRequests, EightMillionEmptyEntriesIn81BytesAreRefused) {
+  std::ifstream in(std::string(OUTPOST_FUZZ_CORPUS) + "/request/regress-zero-size-entries.bin", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(bytes.size(), 81u);
+  ASSERT_EQ(bytes[0] % 3, 2) << "a setEventTable";
+  auto words = kj::heapArray<capnp::word>((bytes.size() - 1 + 7) / 8);
+  std::memset(words.begin(), 0, words.size() * sizeof(capnp::word));
+  std::memcpy(words.begin(), bytes.data() + 1, bytes.size() - 1);
+  capnp::FlatArrayMessageReader message(words);
+  auto entries = message.getRoot<protocol::AgentController::SetEventTableParams>().getArtifacts();
+  EXPECT_GT(entries.size(), 8'000'000u);
+  EXPECT_NE(refusal([&] { event_table_specs(entries); }).find("; an agent takes at most 100000"), std::string::npos);
 }
 
 }  // namespace

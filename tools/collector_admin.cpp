@@ -204,9 +204,11 @@ std::vector<TableEntry> table_entries(const CommandArgs& a) {
     auto it = defined.find(entry.substr(0, entry.find(',')));
     out.push_back({entry, it == defined.end() ? "" : it->second, ""});
   }
-  for (auto& [name, yaml] : defined)
+  for (auto& definition : defined) {
+    const std::string& name = definition.first;
     if (std::none_of(out.begin(), out.end(), [&](auto& e) { return e.entry.substr(0, e.entry.find(',')) == name; }))
-      out.push_back({name, yaml, ""});
+      out.push_back({name, definition.second, ""});
+  }
   for (auto& entry : a.vql_entries) {
     size_t eq = entry.find('=');
     if (eq == 0 || eq == std::string::npos || eq + 1 == entry.size() || entry.substr(0, eq).find(',') != std::string::npos)
@@ -471,7 +473,7 @@ void add_commands(CLI::App& app, CommandArgs& a) {
     a.run = [&a](const AdminOptions& o) { return call(o, [&a](Admin::Client admin) {
       auto req = admin.agentStatusRequest();
       req.setAgent(a.agent);
-      return req.send().then([&a](auto resp) { std::cout << resp.getJson().cStr() << "\n"; });
+      return req.send().then([](auto resp) { std::cout << resp.getJson().cStr() << "\n"; });
     });
     };
   });

@@ -8,6 +8,7 @@
 #include <kj/async-io.h>
 #include <spdlog/spdlog.h>
 
+#include "net/agent/control_requests.hpp"
 #include "net/kj_util.hpp"
 #include "net/watched_stream.hpp"
 #include "schemas/protocol.capnp.h"
@@ -311,7 +312,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
     kj::Promise<void> setEventTable(SetEventTableContext context) override {
       ControlCall call;
       call.kind = ControlCall::Kind::set_event_table;
-      for (auto entry : context.getParams().getArtifacts()) call.specs.push_back(collect_spec(entry));
+      call.specs = event_table_specs(context.getParams().getArtifacts());
       return ask(std::move(call)).ignoreResult();
     }
     kj::Promise<void> status(StatusContext context) override {
@@ -330,17 +331,6 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
     }
 
    private:
-    static CollectSpec collect_spec(protocol::CollectRequest::Reader r) {
-      CollectSpec spec;
-      spec.flow_id = r.getFlowId();
-      spec.artifact = r.getArtifact();
-      spec.vql = r.getVql();
-      spec.definition = r.getDefinition();
-      for (auto p : r.getParameters()) spec.parameters.emplace_back(p.getName(), p.getValue());
-      auto id = r.getRequestId();
-      spec.request_id.assign(reinterpret_cast<const char*>(id.begin()), id.size());
-      return spec;
-    }
     static protocol::CancelOutcome outcome_of(CancelOutcome outcome) {
       switch (outcome) {
         case CancelOutcome::stopped: return protocol::CancelOutcome::STOPPED;

@@ -65,7 +65,6 @@ class NetClient final : public Transport {
   std::vector<Work> pending_;  // handed over, not yet taken by the loop
   bool stopping_ = false;
   bool reconnect_ = false;  // the operator asked for a new connection
-  Loop* loop_ = nullptr;  // lives on the network thread while it runs
   std::function<void()> wake_;  // rings the loop's doorbell; set by the loop, under mutex_
   ClientConfig config_;
   ClientEvents events_;

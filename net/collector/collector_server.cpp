@@ -117,7 +117,7 @@ class GatedStream final : public kj::AsyncIoStream {
 
  private:
   kj::Promise<size_t> read_from(kj::byte* buffer, size_t min, size_t max, size_t done) {
-    return worker_.room().then([this, buffer, min, max, done] {
+    return worker_.room().then([this, buffer, max, done] {
       return inner_->tryRead(buffer + done, 1, std::min(max - done, kReadChunk));
     }).then([this, buffer, min, max, done](size_t n) -> kj::Promise<size_t> {
       charge_.add(n);

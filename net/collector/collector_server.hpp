@@ -28,7 +28,7 @@ struct CollectorConfig {
   std::chrono::milliseconds handshake_timeout{10000};  // a peer that connects but never speaks TLS
 };
 
-class CollectorServer : private kj::TaskSet::ErrorHandler {
+class CollectorServer final : private kj::TaskSet::ErrorHandler {
  public:
   CollectorServer(kj::AsyncIoContext& io, CollectorConfig config, CollectorStore& store,
                   StorageWorker& worker);
@@ -39,6 +39,11 @@ class CollectorServer : private kj::TaskSet::ErrorHandler {
   kj::Promise<uint16_t> start();
 
   struct AgentSession {
+    // capnp's Client copies only from a non-const reference, which the map's
+    // pair cannot take as its copy (clang refuses it): moved, never copied.
+    AgentSession(const AgentSession&) = delete;
+    AgentSession(AgentSession&&) = default;
+    AgentSession& operator=(AgentSession&&) = default;
     std::string peer;  // remote address
     int64_t connected_ns = 0;
     protocol::AgentController::Client controller;

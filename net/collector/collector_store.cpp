@@ -59,14 +59,15 @@ void put_u64(const lmdb::Txn& txn, MDB_dbi dbi, const std::string& key, uint64_t
 }
 
 // Names from the wire become path components: every byte outside
-// [A-Za-z0-9_.-] is %XX-encoded, and a leading '.' too, so that no name can
-// climb out of its directory or hide; nothing is refused, nothing is lost.
+// [A-Za-z0-9_.-] is %XX-encoded, and a leading '.' or '_' too, so that no
+// name can climb out of its directory, hide, or be one of the collector's own
+// folders (_log, _uploads...); nothing is refused, nothing is lost.
 std::string path_component(kj::StringPtr name) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
   for (size_t i = 0; i < name.size() && out.size() < 200; ++i) {
     unsigned char c = name[i];
-    bool plain = std::isalnum(c) || c == '_' || c == '-' || (c == '.' && i > 0);
+    bool plain = std::isalnum(c) || c == '-' || ((c == '.' || c == '_') && i > 0);
     if (plain) {
       out += static_cast<char>(c);
     } else {
@@ -114,18 +115,19 @@ Rendered render_record(const std::string& agent, Lane lane, const IncomingRecord
   Rendered out;
   try {
     // RecordView needs words. A Data blob in a Cap'n Proto message starts on
-    // a word boundary and a record is whole words, so this copy is rare.
-    kj::Array<capnp::word> copy;
+    // a word boundary and a record is whole words, so this copy is rare
+    // (a hostile agent's); what is read from it lives as long as `out`.
     kj::ArrayPtr<const capnp::word> words;
     if (reinterpret_cast<uintptr_t>(in.data.begin()) % alignof(capnp::word) == 0 &&
         in.data.size() % sizeof(capnp::word) == 0) {
       words = kj::arrayPtr(reinterpret_cast<const capnp::word*>(in.data.begin()),
                            in.data.size() / sizeof(capnp::word));
     } else {
-      copy = kj::heapArray<capnp::word>((in.data.size() + 7) / 8);
+      auto copy = kj::heapArray<capnp::word>((in.data.size() + 7) / 8);
       std::memset(copy.begin(), 0, copy.size() * sizeof(capnp::word));
       std::memcpy(copy.begin(), in.data.begin(), in.data.size());
-      words = copy;
+      out.copy = std::make_shared<const kj::Array<capnp::word>>(kj::mv(copy));
+      words = *out.copy;
     }
     schemas::RecordView view(words);
     auto record = view.record();
@@ -152,8 +154,12 @@ Rendered render_record(const std::string& agent, Lane lane, const IncomingRecord
       auto batch = record.getRowBatch();
       uint64_t per_row = 0;  // at least: "name":null, for every column
       for (auto name : batch.getColumns()) per_row += name.size() + 8;
-      if (per_row * batch.getRows().size() > cap)
-        return malformed(agent, lane, in, "would render to far more JSON than its size");
+      // and "_N":null for every value beyond them (values take no room when NULL)
+      uint64_t columns = batch.getColumns().size(), at_least = 0;
+      for (auto row : batch.getRows()) {
+        at_least += per_row + (row.size() > columns ? (row.size() - columns) * 8 : 0);
+        if (at_least > cap) return malformed(agent, lane, in, "would render to far more JSON than its size");
+      }
     }
     schemas::append_json_lines(out.lines, in.seq, record);
     if (out.lines.size() > cap)

@@ -65,10 +65,14 @@ struct RenderedRecord {
   std::string lines;
   bool malformed = false;  // kept as base64 under <agent>/_malformed/
   // An upload chunk's data, written at its offset into
-  // <agent>/_uploads/<query id>/<path, %-escaped>; points into the record.
+  // <agent>/_uploads/<query id>/<path, %-escaped>; points into the record,
+  // or into `copy` when the record had to be copied to be read.
   std::string blob_file;
   uint64_t blob_offset = 0;
   kj::ArrayPtr<const kj::byte> blob;
+  // The record as whole, aligned words, when its bytes were not (shared by
+  // copies of this, whose blob points into it too).
+  std::shared_ptr<const kj::Array<capnp::word>> copy;
 };
 
 struct Upload {

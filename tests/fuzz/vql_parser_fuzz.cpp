@@ -1,10 +1,6 @@
 // libFuzzer target for the VQL parser: any input either parses or gives a
 // ParseError, never a crash, a hang or a leak; and what parses prints in a
-// canonical form that parses back to itself.
-//
-//   CC=clang CXX=clang++ cmake -S . -B build-fuzz -DOUTPOST_FUZZ=ON
-//   cmake --build build-fuzz --target outpost-vql-fuzz
-//   build-fuzz/tests/fuzz/outpost-vql-fuzz -max_total_time=60 tests/fuzz/corpus
+// canonical form that parses back to itself. Run by scripts/fuzz.sh.
 
 #include <cstdint>
 #include <cstdlib>
