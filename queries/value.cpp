@@ -2,7 +2,10 @@
 
 #include <cmath>
 #include <limits>
+#include <random>
 #include <unordered_map>
+
+#include <xxhash.h>
 
 #include "schemas/json.hpp"
 
@@ -59,7 +62,12 @@ class Dict::Index {
   // no key of its own, and survives the vector's moves).
   std::unordered_multimap<size_t, size_t> positions;
 
-  static size_t hash(std::string_view key) { return std::hash<std::string_view>()(key); }
+  // Seeded per process: keys written to collide (a hostile file's) cannot
+  // be chosen offline, as they could for std::hash's fixed seed.
+  static size_t hash(std::string_view key) {
+    static const uint64_t seed = (uint64_t{std::random_device{}()} << 32) | std::random_device{}();
+    return static_cast<size_t>(XXH3_64bits_withSeed(key.data(), key.size(), seed));
+  }
   std::optional<size_t> find(const std::vector<std::pair<std::string, Value>>& items, std::string_view key) const {
     auto [from, to] = positions.equal_range(hash(key));
     for (auto it = from; it != to; ++it)

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (tests/fuzz/*_fuzz.cpp) for SECONDS each (default
 # 600; a night: 28800), or only the TARGETs named (vql_parser, parsers, ...),
-# from its seeds in tests/fuzz/corpus/<target>/, as many at once as there are
-# cores. They are built in the ASan+UBSan tree (scripts/sanitizers/build.sh
-# asan; clang). Inputs that reach new code are kept in
+# from its seeds in tests/fuzz/corpus/<target>/, two at a time. They are
+# built in the ASan+UBSan tree (scripts/sanitizers/build.sh asan; clang). Inputs that reach new code are kept in
 # build-asan/fuzz-corpus/<target>/ for the next run; a finding leaves crash-*,
 # leak-*, timeout-* or oom-* and the target's log in build-asan/fuzz-findings/
 # and fails the run. A finding worth keeping becomes a seed
@@ -36,7 +35,7 @@ fuzz() {
 }
 
 status=0
-jobs=$(nproc)
+jobs=2
 pids=() names=()
 report() {  # waits for the oldest running target and prints how it went
   local rc=0

@@ -140,7 +140,7 @@ int disk_full_as_enospc(int err, const std::filesystem::path& where);
 bool valid_agent_id(const std::string& id);
 
 // The folder an artifact's rows go to under <datadir>/<agent>/: the name with
-// every byte outside [A-Za-z0-9_.-] (and a leading '.') %XX-encoded.
+// every byte outside [A-Za-z0-9_.-] (and a leading '.' or '_') %XX-encoded.
 std::string artifact_folder(kj::StringPtr artifact);
 
 class CollectorStore {
