@@ -196,25 +196,9 @@ class CollectorServer::SessionImpl final : public protocol::Session::Server {
   explicit SessionImpl(Connection& conn) : conn_(conn) {}
 
   kj::Promise<void> upload(UploadContext context) override {
-    auto params = context.getParams();
-    auto records = params.getRecords();
-    auto lane = static_cast<uint16_t>(params.getLane());
-    if (lane >= schemas::kLaneCount) throw conn_.violation("unknown lane " + std::to_string(lane));
-    if (records.size() > protocol::MAX_RECORDS_PER_UPLOAD)
-      throw conn_.violation(std::to_string(records.size()) + " records in one upload (at most " +
-                            std::to_string(protocol::MAX_RECORDS_PER_UPLOAD) + ")");
     Upload up;
-    up.agent = conn_.agent;
-    up.lane = static_cast<Lane>(lane);
-    up.after = params.getAfter();
-    uint64_t bytes = 0;
-    for (auto r : records) {
-      auto data = r.getData();
-      bytes += data.size();
-      up.records.push_back({r.getSeq(), kj::ArrayPtr<const kj::byte>(data.begin(), data.size())});
-    }
-    if (bytes > protocol::MAX_UPLOAD_BYTES)
-      throw conn_.violation(std::to_string(bytes) + " bytes in one upload");
+    if (auto broken = take_upload(context.getParams(), conn_.agent, up); !broken.empty())
+      throw conn_.violation(broken);
     // The params, which the records point into, live until the call returns;
     // the bytes read for them stay charged to the memory budget until then.
     return conn_.server.worker_.submit(std::move(up), conn_.take_charge())

@@ -111,6 +111,26 @@ Rendered malformed(const std::string& agent, Lane lane, const IncomingRecord& in
 
 }  // namespace
 
+std::string take_upload(protocol::Session::UploadParams::Reader params, const std::string& agent, Upload& up) {
+  auto records = params.getRecords();
+  auto lane = static_cast<uint16_t>(params.getLane());
+  if (lane >= schemas::kLaneCount) return "unknown lane " + std::to_string(lane);
+  if (records.size() > protocol::MAX_RECORDS_PER_UPLOAD)
+    return std::to_string(records.size()) + " records in one upload (at most " +
+           std::to_string(protocol::MAX_RECORDS_PER_UPLOAD) + ")";
+  up.agent = agent;
+  up.lane = static_cast<Lane>(lane);
+  up.after = params.getAfter();
+  uint64_t bytes = 0;
+  for (auto r : records) {
+    auto data = r.getData();
+    bytes += data.size();
+    up.records.push_back({r.getSeq(), kj::ArrayPtr<const kj::byte>(data.begin(), data.size())});
+  }
+  if (bytes > protocol::MAX_UPLOAD_BYTES) return std::to_string(bytes) + " bytes in one upload";
+  return "";
+}
+
 Rendered render_record(const std::string& agent, Lane lane, const IncomingRecord& in) {
   Rendered out;
   try {

@@ -48,6 +48,7 @@
 #include "persistence/files.hpp"
 #include "persistence/lmdb.hpp"
 #include "schemas/codec.hpp"
+#include "schemas/protocol.capnp.h"
 
 namespace outpost::net {
 
@@ -91,6 +92,12 @@ struct Upload {
 // Renders one record as JSON lines (pure: any thread). One that does not
 // decode, or would render to far more than its size, comes back malformed.
 RenderedRecord render_record(const std::string& agent, Lane lane, const IncomingRecord& record);
+
+// Session.upload's params from `agent`, checked (a known lane, at most
+// MAX_RECORDS_PER_UPLOAD records and MAX_UPLOAD_BYTES bytes) into `up`,
+// whose records point into the params. Answers what breaks the protocol, or
+// "" (any thread).
+std::string take_upload(protocol::Session::UploadParams::Reader params, const std::string& agent, Upload& up);
 
 enum class UploadStatus {
   stored,   // its records are stored (or were already)

@@ -1,10 +1,10 @@
 // libFuzzer target for an upload as the collector takes it from an agent:
 // two flat messages back to back, read with the collector's wire limits, the
 // hello's AgentInfo (its claimedId names the agent, as without TLS) and
-// Session.upload's params. Then the checks of CollectorImpl::hello and
-// SessionImpl::upload (private in collector_server.cpp, so repeated here),
-// render_record() as the render thread calls it, and CollectorStore::store()
-// on a real store. Never a crash, a hang or a leak; what is refused is
+// Session.upload's params. Then the checks of CollectorImpl::hello (private
+// in collector_server.cpp: the version and valid_agent_id(), repeated here),
+// take_upload() as SessionImpl::upload calls it, render_record() as the
+// render thread calls it, and CollectorStore::store() on a real store. Never a crash, a hang or a leak; what is refused is
 // refused as on the wire (a kj::Exception, a violation, a refused or failed
 // UploadResult). Also checked: rendered files stay in the agent's folder; a
 // stored upload moves the mark to its last seq; stored again, it is all
@@ -101,20 +101,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // The params lie after the hello; up.records point into them.
     capnp::FlatArrayMessageReader message(kj::ArrayPtr<const capnp::word>(hello.getEnd(), words.end()),
                                           kWireLimits);
-    auto params = message.getRoot<protocol::Session::UploadParams>();
-    auto lane = static_cast<uint16_t>(params.getLane());
-    auto records = params.getRecords();
-    if (lane >= schemas::kLaneCount || records.size() > protocol::MAX_RECORDS_PER_UPLOAD) return 0;
-    up.agent = id.substr(0, 100) + "-" + std::to_string(fixture.runs);
-    up.lane = static_cast<schemas::Lane>(lane);
-    up.after = params.getAfter();
-    uint64_t bytes = 0;
-    for (auto r : records) {
-      auto record = r.getData();
-      bytes += record.size();
-      up.records.push_back({r.getSeq(), kj::ArrayPtr<const kj::byte>(record.begin(), record.size())});
-    }
-    if (bytes > protocol::MAX_UPLOAD_BYTES) return 0;
+    std::string agent = id.substr(0, 100) + "-" + std::to_string(fixture.runs);
+    if (!net::take_upload(message.getRoot<protocol::Session::UploadParams>(), agent, up).empty()) return 0;
   } catch (const kj::Exception&) {
     return 0;  // a malformed message: the RPC system refuses it
   }
