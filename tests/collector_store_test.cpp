@@ -2,6 +2,7 @@
 // names from the wire kept inside their directory, malformed records kept.
 
 #include <gtest/gtest.h>
+#include <capnp/message.h>
 #include <malloc.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -271,6 +272,37 @@ TEST(CollectorStore, AnUploadChunkInBytesThatAreNotWholeWordsIsStoredWhole) {
   std::ifstream file(tmp.path("data") / "a1" / "_uploads" / "5" / "evidence.log", std::ios::binary);
   std::string stored((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   EXPECT_TRUE(stored == content) << stored.size() << " bytes stored of " << content.size();
+}
+
+// An upload's params as the collector takes them: its records pointing into
+// them; an unknown lane or more records than the protocol allows break it.
+TEST(CollectorStore, AnUploadIsTakenWithItsRecordsOrNamesWhatBreaksTheProtocol) {
+  capnp::MallocMessageBuilder message;
+  auto params = message.initRoot<protocol::Session::UploadParams>();
+  params.setLane(Lane::RESULTS);
+  params.setAfter(4);
+  auto records = params.initRecords(2);
+  records[0].setSeq(5);
+  records[0].setData(kj::heapArray<kj::byte>(3));
+  records[1].setSeq(9);
+  Upload up;
+  EXPECT_EQ(take_upload(params.asReader(), "a1", up), "");
+  EXPECT_EQ(up.agent, "a1");
+  EXPECT_EQ(up.lane, Lane::RESULTS);
+  EXPECT_EQ(up.after, 4u);
+  ASSERT_EQ(up.records.size(), 2u);
+  EXPECT_EQ(up.records[0].seq, 5u);
+  EXPECT_EQ(up.records[0].data.begin(), params.asReader().getRecords()[0].getData().begin());
+  EXPECT_EQ(up.records[1].seq, 9u);
+
+  params.setLane(static_cast<Lane>(9));
+  Upload bad;
+  EXPECT_EQ(take_upload(params.asReader(), "a1", bad), "unknown lane 9");
+  params.setLane(Lane::EVENTS);
+  params.initRecords(protocol::MAX_RECORDS_PER_UPLOAD + 1);
+  EXPECT_EQ(take_upload(params.asReader(), "a1", bad),
+            std::to_string(protocol::MAX_RECORDS_PER_UPLOAD + 1) + " records in one upload (at most " +
+                std::to_string(protocol::MAX_RECORDS_PER_UPLOAD) + ")");
 }
 
 // An artifact's folder cannot be one of the collector's own (_log, _status,
