@@ -32,6 +32,7 @@ class Cycles {
     w_.start_agent();
     for (int cycle = 0; cycle < r_.options.cycles; ++cycle) {
       Fault f = pick();
+      size_t refusals = disk_refusals(f);
       apply(f);
       if (f != Fault::cut && f != Fault::reset) std::this_thread::sleep_for(milliseconds(300 + rng_() % 1200));
       finish_applying(f);
@@ -40,6 +41,7 @@ class Cycles {
       heal(f);
       auto& stats = r_.faults[static_cast<size_t>(f)];
       ++stats.count;
+      stats.refused += disk_refusals(f) > refusals;
       // Recovered once a row made after the healing is stored.
       if (!testing::eventually([&] { return w_.newest_row_ns(w_.run()) >= healed_ns; },
                                r_.options.recovery_limit)) {
@@ -111,7 +113,10 @@ class Cycles {
       case Fault::reset: w_.proxy().reset(); break;
       case Fault::throttle: w_.proxy().set_rate(16 * 1024); break;
       case Fault::blackhole: w_.proxy().blackhole(true); break;
-      case Fault::agent_disk_full: w_.agent_disk()->fill(); break;
+      case Fault::agent_disk_full:  // with the link stalled, so that the buffer must grow
+        w_.proxy().blackhole(true);
+        w_.agent_disk()->fill();
+        break;
       case Fault::collector_disk_full: w_.collector_disk()->fill(); break;
       case Fault::corrupt_buffer:  // with a backlog: the collector is away meanwhile
         w_.kill_collector(SIGKILL);
@@ -137,7 +142,10 @@ class Cycles {
         break;
       case Fault::throttle: w_.proxy().set_rate(0); break;
       case Fault::blackhole: w_.proxy().blackhole(false); break;
-      case Fault::agent_disk_full: w_.agent_disk()->free(); break;
+      case Fault::agent_disk_full:
+        w_.agent_disk()->free();
+        w_.proxy().blackhole(false);
+        break;
       case Fault::collector_disk_full: w_.collector_disk()->free(); break;
       case Fault::corrupt_buffer:
         w_.start_collector();
@@ -147,6 +155,20 @@ class Cycles {
       case Fault::cut:
       case Fault::reset: break;
     }
+  }
+
+  // Writes refused for a full disk so far, in the logs of the side `f` fills.
+  size_t disk_refusals(Fault f) const {
+    if (f == Fault::agent_disk_full) return occurrences(w_.agent_log(w_.run()), "disk full");
+    if (f == Fault::collector_disk_full) return occurrences(w_.collector_log(), "No space left on device");
+    return 0;
+  }
+
+  static size_t occurrences(const fs::path& file, const std::string& what) {
+    std::string text = testing::slurp(file);
+    size_t n = 0;
+    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
   }
 
   void heal_everything() {
@@ -230,6 +252,9 @@ std::string FaultReport::json() const {
   for (size_t i = 0; i < kFaultCount; ++i) {
     auto& f = faults[i];
     o << (i ? "," : "") << str(to_string(static_cast<Fault>(i))) << ":{\"count\":" << f.count
+      << (i == size_t(Fault::agent_disk_full) || i == size_t(Fault::collector_disk_full)
+              ? ",\"refused_writes_in\":" + std::to_string(f.refused)
+              : std::string())
       << ",\"recovery_ms_p50\":" << percentile(f.recovery_ms, 0.5)
       << ",\"recovery_ms_max\":" << percentile(f.recovery_ms, 1.0) << "}";
   }
@@ -248,7 +273,8 @@ std::string FaultReport::text() const {
   for (size_t i = 0; i < kFaultCount; ++i)
     if (faults[i].count)
       o << "  " << to_string(static_cast<Fault>(i)) << ": " << faults[i].count << " times, recovery p50 "
-        << percentile(faults[i].recovery_ms, 0.5) << " ms, max " << percentile(faults[i].recovery_ms, 1.0) << " ms\n";
+        << percentile(faults[i].recovery_ms, 0.5) << " ms, max " << percentile(faults[i].recovery_ms, 1.0) << " ms"
+        << (faults[i].refused ? ", writes refused in " + std::to_string(faults[i].refused) : std::string()) << "\n";
   if (!disks_unavailable.empty()) o << "  disk-full faults not run: " << disks_unavailable << "\n";
   o << "lost " << verdict.lost << ", duplicated " << verdict.duplicated << ", reordered " << verdict.reordered
     << "; lost to deliberate buffer damage " << verdict.lost_to_damage << " rows in " << verdict.damaged_records

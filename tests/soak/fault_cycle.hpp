@@ -41,6 +41,7 @@ struct FaultSoakOptions {
 
 struct FaultStats {
   int count = 0;
+  int refused = 0;  // disk faults: how many made a write fail (a buffer with room in its file may not need the disk)
   std::vector<double> recovery_ms;  // from healing to a row made after it being stored
 };
 

@@ -111,8 +111,11 @@ fs::path World::collector_data() const {
 }
 fs::path World::agent_log(int run) const { return path("agent-" + std::to_string(run) + ".log"); }
 
+fs::path World::collector_log() const { return path("collector-" + std::to_string(collector_starts_) + ".log"); }
+
 void World::start_collector() {
-  fs::path log = path("collector-" + std::to_string(++collector_starts_) + ".log");
+  ++collector_starts_;
+  fs::path log = collector_log();
   fs::path certs = path("certs");
   collector_ = testing::spawn({options_.collector_binary, "--datadir", collector_data().string(), "--listen",
                                "127.0.0.1:" + std::to_string(port_), "--ca", (certs / "ca.pem").string(),
@@ -147,7 +150,8 @@ void World::write_agent_config(bool quiet) {
       << "link: {type: collector, address: 127.0.0.1:" << proxy_->port() << ", ca: " << (certs / "ca.pem").string()
       << ", cert: " << (certs / "agent-1.pem").string() << ", key: " << (certs / "agent-1.key").string()
       << ", backoff_initial_ms: 50, backoff_cap_ms: 1000}\n"
-      << "log: {level: info, file: " << agent_log(run_).string() << "}\n";
+      << "log: {level: info, file: " << agent_log(run_).string() << "}\n"
+      << "inspector: {socket: " << path("inspector.sock").string() << "}\n";
   if (quiet) {
     out << "queries: []\n";
     return;
@@ -164,11 +168,12 @@ void World::start_agent(bool quiet) {
   ++run_;
   write_agent_config(quiet);
   fs::path log = agent_log(run_);
-  agent_ = testing::spawn({options_.agent_binary, "--config", path("agent.yaml").string()}, log);
+  fs::path out = path("agent-" + std::to_string(run_) + ".out");  // what it prints before its log opens
+  agent_ = testing::spawn({options_.agent_binary, "--config", path("agent.yaml").string()}, out);
   bool up = testing::eventually([&] { return testing::slurp(log).find("agent running") != std::string::npos; },
                                 kStartLimit);
-  if (!up) throw SoakError("agent run " + std::to_string(run_) + " did not start within 30 s; its log " +
-                           log.string() + ":\n" + testing::slurp(log));
+  if (!up) throw SoakError("agent run " + std::to_string(run_) + " did not start within 30 s; its output:\n" +
+                           testing::slurp(out) + testing::slurp(log));
 }
 
 int World::stop_agent(int signal) {

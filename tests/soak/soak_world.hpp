@@ -88,6 +88,7 @@ class World {
   pid_t agent_pid() const { return agent_; }
   int run() const { return run_; }
   fs::path agent_log(int run) const;
+  fs::path collector_log() const;  // the running (or last) collector's
 
   testing::FaultProxy& proxy() { return *proxy_; }
   SmallDisk* agent_disk() { return agent_disk_.get(); }
