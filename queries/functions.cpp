@@ -13,6 +13,7 @@
 #include <map>
 
 #include "queries/engine.hpp"
+#include "schemas/codec.hpp"
 #include "queries/linux_util.hpp"
 
 namespace outpost::vql {
@@ -52,7 +53,7 @@ std::optional<int64_t> parse_time(const std::string& text) {
   if (!rest) {  // syslog's: no year, this one
     tm = {};
     rest = strptime(s.c_str(), "%b %d %H:%M:%S", &tm);
-    time_t now = std::time(nullptr);
+    time_t now = static_cast<time_t>(schemas::now_ns() / 1'000'000'000);
     struct tm today = {};
     gmtime_r(&now, &today);
     tm.tm_year = today.tm_year;
@@ -302,11 +303,8 @@ void add_builtin_functions(Registry& r) {
   };
   fn("now", "Seconds since the epoch (nanoseconds with ns=TRUE).", {{"ns", "bool", false, ""}},
      [](const Args& a, Env&) {
-       if (a.boolean("ns").value_or(false))
-         return Value(int64_t{std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                  std::chrono::system_clock::now().time_since_epoch())
-                                  .count()});
-       return Value(int64_t{std::time(nullptr)});
+       int64_t ns = schemas::now_ns();
+       return Value(a.boolean("ns").value_or(false) ? ns : ns / 1'000'000'000);
      });
   // Aggregates: the engine keeps their state per SELECT or GROUP BY group
   // and evaluates them itself; these specs name their arguments.

@@ -4,6 +4,8 @@
 #include <mutex>
 #include <tuple>
 
+#include "schemas/codec.hpp"
+
 namespace outpost::vql {
 namespace {
 
@@ -191,12 +193,13 @@ class ProcessTracker::Table final : public ProcessView {
     });
   }
 
-  // Processes not known to have ended and not seen since `now` (a sync's
-  // start): ended when last seen.
-  void end_unseen(Timestamp now) {
+  // Processes not known to have ended and not seen since the change count
+  // was `since` (a sync's start): ended when last seen.
+  void end_unseen(uint64_t since) {
     for (auto& [id, p] : entries_)
-      if (!ended(p) && p.seen.ns < now.ns) modify(p, [](TrackedProcess& q) { q.end = q.seen; });
+      if (!ended(p) && p.touched <= since) modify(p, [](TrackedProcess& q) { q.end = q.seen; });
   }
+  uint64_t changes() const { return clock_; }
 
   void set_parent(TrackedProcess& p, const std::string& parent_id) {
     if (p.parent_id == parent_id) return;
@@ -300,8 +303,14 @@ void ProcessTracker::update(const TrackerUpdate& u, Timestamp now) {
   }
 }
 
-void ProcessTracker::sync(const std::vector<TrackerUpdate>& live, Timestamp now) {
-  if (live.empty()) return;  // a sync query that failed to list anything: nothing ended because of it
+ProcessTracker::SyncStart ProcessTracker::sync_start() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return {Timestamp{schemas::now_ns()}, table_->changes()};
+}
+
+void ProcessTracker::sync(const std::vector<TrackerUpdate>& live, SyncStart began) {
+  if (live.empty()) return;
+  Timestamp now = began.time;  // a sync query that failed to list anything: nothing ended because of it
   // The ids of this sync's processes by pid: a process the tracker has as
   // live with that pid is the same one (it keeps its id); else a new one.
   std::unordered_map<std::string, std::string> ids;
@@ -342,7 +351,7 @@ void ProcessTracker::sync(const std::vector<TrackerUpdate>& live, Timestamp now)
   }
   {
     std::unique_lock<std::shared_mutex> lock(mutex_);
-    table_->end_unseen(now);
+    table_->end_unseen(began.changes);
     table_->trim(now);
   }
   {

@@ -87,11 +87,22 @@ class ProcessTracker {
   // A start or an exit, as of `now` (wall time): applied and sent to
   // subscribers. Other types are sent only.
   void update(const TrackerUpdate& u, Timestamp now);
-  // Every live process, as of `now`: replaces what the tracker knew of them;
-  // a process not in it and not known to have ended is taken as ended when
-  // it was last seen (an empty `live` changes nothing). Subscribers get
+  // When a sync query began: its wall time, and the tracker's count of
+  // changes then. Which processes the sync missed is decided by the count,
+  // not by the wall clock, which may be moved back or forth meanwhile.
+  struct SyncStart {
+    Timestamp time;
+    uint64_t changes = 0;
+  };
+  SyncStart sync_start() const;
+  // Every live process, listed by a sync that began at `began`: replaces
+  // what the tracker knew of them; a process not in it, not known to have
+  // ended and not updated since `began` is taken as ended when it was last
+  // seen (an empty `live` changes nothing). Subscribers get
   // {UpdateType: "sync", Data: {id: entry}}.
-  void sync(const std::vector<TrackerUpdate>& live, Timestamp now);
+  void sync(const std::vector<TrackerUpdate>& live, SyncStart began);
+  // The same for a sync that began now.
+  void sync(const std::vector<TrackerUpdate>& live, Timestamp now) { sync(live, SyncStart{now, sync_start().changes}); }
 
   // ---- any thread
   // `f` reads the table under the tracker's shared lock.

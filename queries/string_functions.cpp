@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "queries/engine.hpp"
+#include "schemas/codec.hpp"
 
 namespace outpost::vql {
 
@@ -61,7 +62,7 @@ std::string comma(int64_t n) {
 }
 
 std::string relative_time(int64_t then_ns) {
-  int64_t now = static_cast<int64_t>(std::time(nullptr));
+  int64_t now = schemas::now_ns() / 1'000'000'000;
   int64_t diff = now - then_ns / 1'000'000'000;
   const char* when = diff >= 0 ? "ago" : "from now";
   int64_t d = diff < 0 ? -diff : diff;

@@ -12,6 +12,7 @@
 
 #include "queries/engine.hpp"
 #include "queries/process_tracker.hpp"
+#include "schemas/codec.hpp"
 
 namespace outpost::vql {
 namespace {
@@ -253,11 +254,7 @@ std::optional<TrackerUpdate> update_of(const Row& row, Env& env, std::string& pr
   return u;
 }
 
-Timestamp wall_now() {
-  return Timestamp{std::chrono::duration_cast<std::chrono::nanoseconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count()};
-}
+Timestamp wall_now() { return Timestamp{schemas::now_ns()}; }
 
 // Runs the update query and, every sync period, the sync query, beside the
 // query that installed the tracker; uninstalls it when that query ends.
@@ -275,7 +272,7 @@ class TrackerRunner final : public Background {
   ~TrackerRunner() override { slot_->uninstall(tracker_.get()); }
 
   // Rows of the sync query, all of them before they apply.
-  void sync_now(std::vector<Row> rows, Timestamp began) {
+  void sync_now(std::vector<Row> rows, ProcessTracker::SyncStart began) {
     std::vector<TrackerUpdate> live;
     live.reserve(rows.size());
     std::string problem;
@@ -314,7 +311,7 @@ class TrackerRunner final : public Background {
     if (!syncing_) {
       if (now < next_sync_) return Step::after(next_sync_ - now);
       syncing_ = sync_->run();
-      sync_began_ = wall_now();
+      sync_began_ = tracker_->sync_start();
       sync_rows_.clear();
     }
     Step s = Step::more();
@@ -343,7 +340,7 @@ class TrackerRunner final : public Background {
   std::chrono::steady_clock::time_point next_sync_;
   std::unique_ptr<RowStream> syncing_;  // a sync under way
   std::vector<Row> sync_rows_;
-  Timestamp sync_began_;
+  ProcessTracker::SyncStart sync_began_;
   Env& env_;
 };
 
@@ -379,7 +376,7 @@ Value install_tracker(const Args& args, Env& env) {
   auto tracker = std::make_shared<ProcessTracker>(options);
   // The first sync at once (upstream's too): the tracker is installed, and
   // read empty, only for as long as that takes.
-  Timestamp began = wall_now();
+  auto began = tracker->sync_start();
   std::vector<Row> first = sync ? sync->materialize() : std::vector<Row>{};
   auto runner = std::make_shared<TrackerRunner>(env.sensors->trackers(), tracker, sync, update,
                                                 std::chrono::milliseconds(period), env);

@@ -3,10 +3,12 @@
 #include <kj/exception.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <utility>
 
 #include "schemas/protocol.capnp.h"
+#include "schemas/wall_clock.hpp"
 
 namespace outpost::schemas {
 
@@ -27,10 +29,19 @@ const char* lane_name(Lane lane) {
   return "unknown";
 }
 
+namespace {
+std::atomic<int64_t> wall_clock_offset_ns{0};
+}
+
+void set_wall_clock_offset(std::chrono::nanoseconds offset) {
+  wall_clock_offset_ns.store(offset.count(), std::memory_order_relaxed);
+}
+
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::system_clock::now().time_since_epoch())
-      .count();
+             .count() +
+         wall_clock_offset_ns.load(std::memory_order_relaxed);
 }
 
 namespace {

@@ -159,6 +159,19 @@ TEST_F(Tracker, ASyncEndsWhatItNoLongerSeesButNotWhatExitedWhileItRan) {
   EXPECT_EQ(one("process_tracker_get(id=1).EndTime"), time(290));
 }
 
+TEST_F(Tracker, ASyncEndsWhatItNoLongerSeesAfterTheWallClockWentBack) {
+  tracker->sync({live("1", "0", 10, "init"), live("10", "1", 20, "a"), live("11", "1", 30, "b")}, at(1000));
+  tracker->sync({live("1", "0", 10, "init"), live("10", "1", 20, "a")}, at(400));  // ten minutes back
+  EXPECT_EQ(one("process_tracker_get(id=11).EndTime"), time(1000));  // when last seen
+  EXPECT_EQ(one("process_tracker_get(id=10).EndTime"), time(0));
+  // A process that started while a sync ran is not in its list, and lives on.
+  auto began = tracker->sync_start();
+  tracker->update(started("12", "1", 300, "late"), at(300));
+  tracker->sync({live("1", "0", 10, "init"), live("10", "1", 20, "a")}, began);
+  EXPECT_EQ(one("process_tracker_get(id=12).EndTime"), time(0));
+  EXPECT_EQ(one("process_tracker_get(id=10).EndTime"), time(0));
+}
+
 class SmallTracker : public Tracker {
  protected:
   SmallTracker() : Tracker(TrackerOptions{100, std::chrono::seconds(3600)}) {}
