@@ -351,6 +351,9 @@ buffer_actor::behavior_type buffer_with(instrumented<buffer_actor, buffer_state>
                                         BufferOptions options) {
   self->state.store = std::move(store);
   self->state.options = options;
+  // No commit within the last interval: the first append is due at once
+  // (the steady clock's epoch is the boot, which may be less than an interval ago).
+  self->state.last_commit = Clock::now() - options.commit_interval;
   self->state.budget = std::make_shared<PendingBudget>(options.pending_budget);
   return {
       [=](append_atom, Lane lane, RecordRef record) -> caf::result<uint64_t> {
