@@ -5,12 +5,15 @@
 #   sensors_throughput.svg   events/s committed, and offered, against the number of sensor queries
 #   queries_memory.svg       bytes per idle clock query (RSS, anonymous, malloc'd) against their number
 #   e2e_latency.svg          end-to-end latency p50 and p99 against the row rate
+#   e2e_latency_cdf.svg      the distribution of that latency at 10,000 rows/s, and of live rows'
+#                            during the drain of a backlog
+#   e2e_drain.svg            the backlog still buffered against the time since the collector came back
 # Each run's JSON line goes to OUT/<bench>.jsonl (default OUT: docs/bench), the
 # machine and the commit to OUT/machine.txt; --plot-only draws from those files
 # again without running anything. Not run by CI.
 #   scripts/plot_benchmarks.sh [--plot-only] [OUT]
-# Needs build/tools/outpost-bench (or OUTPOST_BENCH=path) and gnuplot
-# (apt-get install -y gnuplot-nox; scripts/install-deps.sh does not install it).
+# Needs build/tools/outpost-bench (or OUTPOST_BENCH=path), gnuplot (apt-get
+# install -y gnuplot-nox; scripts/install-deps.sh does not install it) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=${OUTPOST_BENCH:-build/tools/outpost-bench}
@@ -67,6 +70,24 @@ table pipeline queries rows_per_s baseline_rows_per_s
 table sensors queries events_fanned_out_per_s period_s events_per_tick
 table queries queries rss_bytes_per_query anon_bytes_per_query heap_bytes_per_query
 table e2e rate latency_p50_ms latency_p99_ms
+# The e2e run at 10,000 rows/s (else the last): its percentiles and drain curve as columns.
+python3 - "$out/e2e.jsonl" "$tmp" <<'PY'
+import json, sys
+runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+run = next((r for r in runs if r.get("rate") == 10000), runs[-1])
+for key in ("latency_percentiles_ms", "live_percentiles_ms", "drain_curve"):
+    if key not in run:
+        sys.exit(f"plot_benchmarks: {sys.argv[1]} has no {key}: run outpost-bench again (without --plot-only)")
+with open(f"{sys.argv[2]}/e2e_cdf.dat", "w") as f:
+    for p, ms in enumerate(run["latency_percentiles_ms"]):
+        f.write(f"{ms} {p}\n")
+with open(f"{sys.argv[2]}/e2e_live_cdf.dat", "w") as f:
+    for p, ms in enumerate(run["live_percentiles_ms"]):
+        f.write(f"{ms} {p}\n")
+with open(f"{sys.argv[2]}/e2e_drain.dat", "w") as f:
+    for s, left in run["drain_curve"]:
+        f.write(f"{s} {left / 1e6}\n")
+PY
 
 note=$(cat "$out/machine.txt")
 gnuplot <<EOF
@@ -112,5 +133,23 @@ set format y '%g'
 plot '$tmp/e2e.dat' using 1:2:xtic(1) with linespoints lw 2 title 'p50', \
      '' using 1:3 with linespoints lw 2 title 'p99', \
      5 with lines dt 2 title 'target: p99 < 5 ms at 10,000 rows/s'
+
+set output '$out/e2e_latency_cdf.svg'
+set title "outpost-bench e2e (plaintext): distribution of a row's delay to the collector's file\n{/*0.8 $note; a shared machine}"
+set xlabel 'ms (log)'
+set ylabel 'rows at or under it (%)'
+set yrange [0:100]
+unset xtics
+set xtics
+plot '$tmp/e2e_cdf.dat' using 1:2 with lines lw 2 title '10,000 rows/s, nothing else flowing', \
+     '$tmp/e2e_live_cdf.dat' using 1:2 with lines lw 2 title 'live rows (10/s) while a backlog drains'
+
+set output '$out/e2e_drain.svg'
+unset logscale x
+set title "outpost-bench e2e (plaintext): a backlog spooled while the collector was down, drained after it came back\n{/*0.8 $note; a shared machine}"
+set xlabel 's since the collector came back'
+set ylabel 'MB still buffered'
+set yrange [0:*]
+plot '$tmp/e2e_drain.dat' using 1:2 with lines lw 2 notitle
 EOF
 echo "plot_benchmarks: plots in $out/"

@@ -154,6 +154,15 @@ double percentile(std::vector<double> v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
 }
 
+// The distribution as JSON: [p0, p1, ..., p100] in ms (the plots' CDF).
+std::string percentiles_json(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  std::string out = "[";
+  for (int p = 0; v.size() && p <= 100; ++p)
+    out += fmt::format("{}{:.2f}", p ? "," : "", v[std::min(v.size() - 1, v.size() * p / 100)]);
+  return out + "]";
+}
+
 struct Agent : BenchSystem {
   buffer_actor buf;
   net_link_actor link;
@@ -308,12 +317,19 @@ int run_e2e_bench(const E2EBenchOptions& o) {
   // the reconnection, not the drain.
   wait_until([&] { return agent.online(); }, "the link to reconnect", std::chrono::seconds(30));
   auto live = agent.start(10, "Bench.Live", Lane::EVENTS, 100, 0, o.row_size);
+  std::string drain_curve = fmt::format("[[0,{}]", backlog);  // [s, bytes still buffered] every 0.1 s
+  auto next_point = start + std::chrono::milliseconds(100);
   while (agent.buffered_bytes() > (1u << 20)) {
     live_tail.wait(std::chrono::milliseconds(20));
     live_tail.poll(live_delays);
+    if (Clock::now() >= next_point) {
+      drain_curve += fmt::format(",[{:.2f},{}]", seconds_since(start), agent.buffered_bytes());
+      next_point += std::chrono::milliseconds(100);
+    }
     if (seconds_since(start) > 900) throw std::runtime_error("the backlog did not drain in 15 min");
   }
   double drain_s = seconds_since(start);
+  drain_curve += fmt::format(",[{:.2f},{}]]", drain_s, agent.buffered_bytes());
   agent.stop(live);
   double drain_mb_per_s = backlog / 1e6 / drain_s;
   double live_p99 = percentile(live_delays, 0.99);
@@ -323,10 +339,12 @@ int run_e2e_bench(const E2EBenchOptions& o) {
         "{{\"bench\":\"e2e\",\"tls\":{},\"queries\":{},\"row_size\":{},\"rows\":{},\"rows_per_s\":{:.0f},"
         "\"baseline_rows_per_s\":{:.0f},\"ratio\":{:.3f},"
         "\"rate\":{},\"latency_rows\":{},\"latency_p50_ms\":{:.2f},\"latency_p99_ms\":{:.2f},"
-        "\"backlog_bytes\":{},\"backlog_drain_mb_per_s\":{:.1f},\"live_rows\":{},\"live_p99_ms\":{:.2f}}}\n",
+        "\"backlog_bytes\":{},\"backlog_drain_mb_per_s\":{:.1f},\"live_rows\":{},\"live_p99_ms\":{:.2f},"
+        "\"latency_percentiles_ms\":{},\"live_percentiles_ms\":{},\"drain_curve\":{}}}\n",
         o.tls, o.queries, o.row_size, o.rows, rows_per_s, baseline_rows_per_s,
         rows_per_s / baseline_rows_per_s, o.rate, latency_rows, p50, p99, backlog,
-        drain_mb_per_s, live_delays.size(), live_p99);
+        drain_mb_per_s, live_delays.size(), live_p99, percentiles_json(delays), percentiles_json(live_delays),
+        drain_curve);
   } else {
     fmt::print("outpost-bench e2e ({}): {} queries, {}-byte rows, agent and collector durable\n",
                o.tls ? "TLS" : "plaintext", o.queries, o.row_size);
