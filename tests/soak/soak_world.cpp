@@ -13,7 +13,7 @@
 #include <ctime>
 #include <iterator>
 #include <fstream>
-#include <regex>
+#include <random>
 #include <vector>
 
 #include "net/collector/collector_store.hpp"
@@ -113,7 +113,23 @@ fs::path World::agent_log(int run) const { return path("agent-" + std::to_string
 
 fs::path World::collector_log() const { return path("collector-" + std::to_string(collector_starts_) + ".log"); }
 
+// The collector listens on the same port across its restarts (the proxy
+// relays to it), below the kernel's ephemeral range (ip_local_port_range,
+// 32768 and up by default) so that no outgoing connection takes it meanwhile.
 void World::start_collector() {
+  bool first = port_ == 0;
+  std::mt19937 rng(std::random_device{}());
+  for (int attempt = 1;; ++attempt) {
+    if (first) port_ = static_cast<uint16_t>(20000 + rng() % 12000);
+    if (try_start_collector()) break;
+    if (!first || attempt == 5)
+      throw SoakError("the collector did not listen on port " + std::to_string(port_) + " within 30 s; its log " +
+                      collector_log().string() + ":\n" + testing::slurp(collector_log()));
+  }
+  if (!proxy_) proxy_ = std::make_unique<testing::FaultProxy>(port_);
+}
+
+bool World::try_start_collector() {
   ++collector_starts_;
   fs::path log = collector_log();
   fs::path certs = path("certs");
@@ -122,17 +138,18 @@ void World::start_collector() {
                                "--cert", (certs / "collector.pem").string(), "--key",
                                (certs / "collector.key").string()},
                               log);
-  std::smatch m;
-  std::string text;
+  bool exited = false;
   bool up = testing::eventually(
       [&] {
-        text = testing::slurp(log);
-        return std::regex_search(text, m, std::regex("listening on port (\\d+)"));
+        if (testing::slurp(log).find("listening on port") != std::string::npos) return true;
+        exited = ::waitpid(collector_, nullptr, WNOHANG) == collector_;  // the port taken, say
+        return exited;
       },
       kStartLimit);
-  if (!up) throw SoakError("the collector did not listen within 30 s; its log " + log.string() + ":\n" + text);
-  port_ = static_cast<uint16_t>(std::stoi(m[1]));
-  if (!proxy_) proxy_ = std::make_unique<testing::FaultProxy>(port_);
+  if (up && !exited) return true;
+  if (!exited) kill_collector(SIGKILL);
+  collector_ = -1;
+  return false;
 }
 
 void World::kill_collector(int signal) {

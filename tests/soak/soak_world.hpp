@@ -74,8 +74,9 @@ class World {
   // Which faults the machine allows: empty, or why disks cannot be filled.
   const std::string& disks_unavailable() const { return disks_unavailable_; }
 
-  // Starts the collector (the same port every time after the first) and
-  // waits until it listens. Blocks up to 30 s.
+  // Starts the collector (on the same port every time) and waits until it
+  // listens. Blocks up to 30 s (a few times, the first time, should the
+  // port it drew be taken).
   void start_collector();
   void kill_collector(int signal);  // and waits for it; a no-op when it is not running
   pid_t collector_pid() const { return collector_; }
@@ -123,6 +124,7 @@ class World {
 
  private:
   void mount_disks();
+  bool try_start_collector();  // false if it exited or did not listen within 30 s
   void write_agent_config(bool quiet);
   fs::path path(const std::string& name) const { return root_ / name; }
 
