@@ -43,7 +43,7 @@ report() {  # waits for the oldest running target and prints how it went
   local t=${names[0]} log=$findings/${names[0]}.log
   pids=("${pids[@]:1}") names=("${names[@]:1}")
   local runs
-  runs=$(grep -o "^stat::number_of_executed_units: [0-9]*" "$log" | grep -o "[0-9]*$" || echo "?")
+  runs=$(grep -ao "^stat::number_of_executed_units: [0-9]*" "$log" | grep -o "[0-9]*$" || echo "?")
   if [ $rc -eq 0 ]; then
     echo "fuzz $t: $runs runs in $seconds s, nothing found"
   else
