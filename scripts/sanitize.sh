@@ -35,14 +35,7 @@ esac
 #     exit code 0 where exit_group(7) was called (seen 2026-12-03, not yet
 #     explained); the sensor's code it tests runs in the other kernel tests,
 #     and the test itself in the main suite.
-#   WatchEbpfLost.EventsTheRingBufferHadNoRoomForReachEveryQueryAsDroppedAtSource:
-#     it needs bursts of processes to overflow a one-page ring buffer that the
-#     sensor reads on its own thread; built with clang's ASan, on a 2-core VM
-#     with kernel 6.18, the reader kept up with 20 s of bursts (seen 2026-12-03,
-#     twice in a row), so the loss it counts never happened. The exact loss
-#     count is also tested with a buffer read only afterwards
-#     (KernelProcessEventsLost, which runs here), and this test in the main suite.
-ASAN_EXCLUDE='^(buffer_crash|ProtocolTest\.AcceptGoesOnAfterRunningOutOfDescriptors|FaultProxyTest\.ThrowsWhenItCannotListen|FaultProxyTest\.BacksOffWhenOutOfDescriptorsInsteadOfSpinning|KernelProcessEventsExit\.AProcessOfManyThreadsEndedByOneIsReportedExitingOnce|WatchEbpfLost\.EventsTheRingBufferHadNoRoomForReachEveryQueryAsDroppedAtSource)$'
+ASAN_EXCLUDE='^(buffer_crash|ProtocolTest\.AcceptGoesOnAfterRunningOutOfDescriptors|FaultProxyTest\.ThrowsWhenItCannotListen|FaultProxyTest\.BacksOffWhenOutOfDescriptorsInsteadOfSpinning|KernelProcessEventsExit\.AProcessOfManyThreadsEndedByOneIsReportedExitingOnce)$'
 # TSan: the tests where threads of ours share state. CAF 0.17.6 as Debian
 # ships it is not instrumented, so TSan could not see a message handed from
 # one CAF worker to another and reported that hand-off as races in every
