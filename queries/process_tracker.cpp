@@ -309,8 +309,8 @@ ProcessTracker::SyncStart ProcessTracker::sync_start() const {
 }
 
 void ProcessTracker::sync(const std::vector<TrackerUpdate>& live, SyncStart began) {
-  if (live.empty()) return;
-  Timestamp now = began.time;  // a sync query that failed to list anything: nothing ended because of it
+  if (live.empty()) return;  // a sync query that failed to list anything: nothing ended because of it
+  Timestamp now = began.time;
   // The ids of this sync's processes by pid: a process the tracker has as
   // live with that pid is the same one (it keeps its id); else a new one.
   std::unordered_map<std::string, std::string> ids;

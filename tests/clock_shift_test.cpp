@@ -13,6 +13,7 @@
 #include "tests/actor_test_util.hpp"
 #include "tests/host_test_util.hpp"
 #include "tests/temp_dir.hpp"
+#include "tests/utc_time.hpp"
 
 namespace outpost {
 namespace {
@@ -23,13 +24,6 @@ using testing::eventually;
 int64_t system_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-// "2026-12-03T19:25:01.123456789Z" -> ns since the epoch.
-int64_t parse_time(const std::string& t) {
-  struct tm tm = {};
-  strptime(t.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
-  return static_cast<int64_t>(timegm(&tm)) * 1'000'000'000 + std::stoll(t.substr(20, 9));
 }
 
 struct Row {
@@ -50,7 +44,7 @@ std::vector<Row> rows_of(testing::Held& held) {
       for (std::string line; std::getline(lines, line);) {
         std::smatch m;
         if (std::regex_search(line, m, syn))
-          out.push_back({r.seq, "syn", std::stoull(m[1]), parse_time(m[2])});
+          out.push_back({r.seq, "syn", std::stoull(m[1]), testing::parse_utc_ns(m[2])});
         else if (std::regex_search(line, m, ticks))
           out.push_back({r.seq, "ticks", std::stoull(m[2]), std::stoll(m[1]) * 1'000'000'000});
       }

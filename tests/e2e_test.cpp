@@ -4,7 +4,6 @@
 
 #include <gtest/gtest.h>
 
-#include <time.h>
 
 #include <iostream>
 #include <random>
@@ -15,6 +14,7 @@
 #include "net/collector/collector_store.hpp"
 #include "net/agent/net_link.hpp"
 #include "persistence/buffer_store.hpp"
+#include "tests/utc_time.hpp"
 #include "persistence/meta.hpp"
 #include "tests/fault_proxy/fault_proxy.hpp"
 #include "tests/e2e_fixture.hpp"
@@ -241,14 +241,6 @@ std::vector<uint64_t> record_seqs(const fs::path& dir) {
   return seqs;
 }
 
-// "2026-11-27T22:13:38.306335881Z" -> ns since the epoch.
-int64_t parse_time(const std::string& t) {
-  struct tm tm = {};
-  strptime(t.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
-  int64_t ns = static_cast<int64_t>(timegm(&tm)) * 1000000000;
-  return ns + std::stoll(t.substr(20, 9));
-}
-
 TEST_F(EndToEnd, LiveRowsAreNotStuckBehindABacklog) {
   start_collector();
   kill(collector, SIGKILL);
@@ -298,7 +290,7 @@ TEST_F(EndToEnd, LiveRowsAreNotStuckBehindABacklog) {
     for (size_t i = seen_lines; i < lines.size(); ++i) {
       std::smatch m;
       if (!std::regex_search(lines[i], m, time_re)) continue;
-      int64_t produced = parse_time(m[1]);
+      int64_t produced = testing::parse_utc_ns(m[1]);
       if (produced > up + 1000000000) delays_ms.push_back((now - produced) / 1e6);  // after reconnect
     }
     seen_lines = lines.size();

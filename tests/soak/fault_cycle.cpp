@@ -7,6 +7,8 @@
 #include <sstream>
 #include <thread>
 
+#include "schemas/json.hpp"
+
 namespace outpost::soak {
 
 namespace {
@@ -229,18 +231,7 @@ bool FaultReport::ok() const {
 
 std::string FaultReport::json() const {
   std::ostringstream o;
-  auto str = [](const std::string& s) {
-    std::string out = "\"";
-    for (char c : s) {
-      if (c == '"' || c == '\\') out += '\\';
-      if (static_cast<unsigned char>(c) < 0x20) {
-        out += ' ';
-        continue;
-      }
-      out += c;
-    }
-    return out + "\"";
-  };
+  auto str = [](const std::string& s) { return schemas::json_string(s); };
   o << "{\"cycles\":" << options.cycles << ",\"seed\":" << options.seed << ",\"seconds\":" << seconds
     << ",\"agent_runs\":" << agent_runs << ",\"query_runs\":" << verdict.query_runs << ",\"rows\":" << verdict.rows
     << ",\"records\":" << verdict.records << ",\"lost\":" << verdict.lost << ",\"duplicated\":" << verdict.duplicated

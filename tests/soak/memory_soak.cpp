@@ -7,6 +7,8 @@
 #include <sstream>
 #include <thread>
 
+#include "schemas/json.hpp"
+
 namespace outpost::soak {
 
 namespace {
@@ -109,7 +111,7 @@ std::string MemoryReport::json() const {
       << ",\"collector_rss\":" << s.collector_rss << ",\"stored_bytes\":" << s.stored_bytes << "}";
   }
   o << "],\"problems\":[";
-  for (size_t i = 0; i < problems.size(); ++i) o << (i ? "," : "") << "\"" << problems[i] << "\"";
+  for (size_t i = 0; i < problems.size(); ++i) o << (i ? "," : "") << schemas::json_string(problems[i]);
   o << "],\"ok\":" << (ok() ? "true" : "false") << "}";
   return o.str();
 }

@@ -10,7 +10,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <ctime>
 #include <iterator>
 #include <fstream>
 #include <random>
@@ -18,6 +17,7 @@
 
 #include "net/collector/collector_store.hpp"
 #include "persistence/buffer_store.hpp"
+#include "tests/utc_time.hpp"
 
 namespace outpost::soak {
 
@@ -224,11 +224,7 @@ int64_t World::newest_row_ns(int run) const {
   std::string tail((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   // ..."Time":"2026-12-03T19:25:01.123456789Z"... on the last whole line
   auto at = tail.rfind("\"Time\":\"");
-  if (at == std::string::npos || tail.size() < at + 8 + 30) return 0;
-  std::string t = tail.substr(at + 8, 30);
-  struct tm tm = {};
-  if (!::strptime(t.c_str(), "%Y-%m-%dT%H:%M:%S", &tm) || t[19] != '.') return 0;
-  return static_cast<int64_t>(::timegm(&tm)) * 1000000000 + std::stoll(t.substr(20, 9));
+  return at == std::string::npos ? 0 : testing::parse_utc_ns(tail.substr(at + 8, 30));
 }
 
 uint64_t World::events_mark() const {
