@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/types.h>
+
 namespace outpost::bench {
 
 using Clock = std::chrono::steady_clock;
@@ -42,6 +44,20 @@ uint64_t status_field(const std::string& status, const std::string& key);
 // /proc/<pid>/status's `key` ("VmRSS", "RssAnon"), from kB to bytes; throws
 // when the line is not there.
 long proc_status_bytes(const std::string& key, const std::string& pid = "self");
+
+// A whole file's text ("" when it cannot be read).
+std::string read_text(const std::filesystem::path& path);
+// The last `n` lines of a log, for an error message ("(empty)" when none).
+std::string log_tail(const std::filesystem::path& path, size_t n = 5);
+// A wait status as words: "exit code 1", "signal 9 (Killed)".
+std::string describe_status(int status);
+// Starts `args` (args[0] an absolute path) in `cwd`, stdin from /dev/null,
+// stdout (and stderr too when `with_stderr`) to `out`. Throws if it cannot.
+pid_t spawn_process(const std::vector<std::string>& args, const std::filesystem::path& cwd,
+                    const std::filesystem::path& out, bool with_stderr);
+// Runs a short command to its end, its stdout in `out`; its wait status.
+int run_to_end(const std::vector<std::string>& args, const std::filesystem::path& cwd,
+               const std::filesystem::path& out);
 
 struct BufferBenchOptions {
   std::filesystem::path dir;  // where the stores go; a temp dir when empty
@@ -138,5 +154,21 @@ struct FootprintBenchOptions {
 // query; CPU and RSS from /proc over `seconds`, and wakeups per second per
 // thread (context switches).
 int run_footprint_bench(const FootprintBenchOptions& options);
+
+struct FleetBenchOptions {
+  std::vector<size_t> agents{100};  // several: a sweep
+  double rate = 10;                 // rows/s per agent
+  int max_delay_ms = 0;
+  double seconds = 20;  // the measured window
+  double warmup = 3;
+  unsigned threads = 2;
+  double latency_target_ms = 1000;
+  bool reconnect_storm = false;
+  std::filesystem::path collector;  // default: beside outpost-bench
+  std::filesystem::path dir;
+  bool json = false;
+};
+
+int run_fleet_bench(const FleetBenchOptions& options);
 
 }  // namespace outpost::bench

@@ -38,65 +38,6 @@ constexpr const char* kClockQuery = "footprint_clock";  // the query phase's ext
 constexpr int kTrickleQueries = 100;                     // the trickle phases' queries
 constexpr int kTrickleGroupMs = 250;                     // the grouped one's buffer.commit_interval_ms
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// The last `n` lines of a log, for an error message.
-std::string tail(const fs::path& path, size_t n = 5) {
-  std::string text = read_text(path);
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  size_t from = text.size();
-  for (size_t lines = 0; lines < n && from > 0; ++lines) {
-    size_t nl = text.rfind('\n', from - 1);
-    from = nl == std::string::npos ? 0 : nl;
-  }
-  text = text.substr(from);
-  if (!text.empty() && text.front() == '\n') text.erase(0, 1);
-  return text.empty() ? "(empty)" : text;
-}
-
-std::string describe_status(int status) {
-  if (WIFEXITED(status)) return fmt::format("exit code {}", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return fmt::format("signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
-  return fmt::format("status {}", status);
-}
-
-// Starts `args` (args[0] an absolute path) in `cwd`, stdin from /dev/null,
-// stdout (and stderr too when `with_stderr`) to `out`.
-pid_t spawn(const std::vector<std::string>& args, const fs::path& cwd, const fs::path& out, bool with_stderr) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (with_stderr)
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  else
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
-  pid_t pid = 0;
-  int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0)
-    throw std::runtime_error(fmt::format("cannot start {} in {}: {}", args[0], cwd.string(), strerror(rc)));
-  return pid;
-}
-
-// Runs a short command to its end, its stdout in `out`; its exit status.
-int run_to_end(const std::vector<std::string>& args, const fs::path& cwd, const fs::path& out) {
-  pid_t pid = spawn(args, cwd, out, false);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return status;
-}
-
 // One agent process, started in its own directory, its output in agent.log
 // there (`kept`: the directory stays after the benchmark); killed if still
 // running when this ends.
@@ -105,7 +46,7 @@ class AgentProcess {
   AgentProcess(const fs::path& agent, std::vector<std::string> args, const fs::path& dir, bool kept)
       : log_(dir / "agent.log"), kept_(kept) {
     args.insert(args.begin(), agent.string());
-    pid_ = spawn(args, dir, log_, true);
+    pid_ = spawn_process(args, dir, log_, true);
   }
   ~AgentProcess() {
     if (pid_ <= 0) return;
@@ -124,7 +65,7 @@ class AgentProcess {
     if (::waitpid(pid_, &status, WNOHANG) != pid_) return;
     pid_ = 0;
     throw std::runtime_error(
-        fmt::format("outpost-agent ended {} ({}); its log{} ends:\n{}", when, describe_status(status), where(), tail(log_)));
+        fmt::format("outpost-agent ended {} ({}); its log{} ends:\n{}", when, describe_status(status), where(), log_tail(log_)));
   }
 
   // Until its log says it runs: the line the library logs once the actors,
@@ -136,7 +77,7 @@ class AgentProcess {
       if (read_text(log_).find("agent running:") != std::string::npos) return;
       if (Clock::now() > deadline)
         throw std::runtime_error(fmt::format("outpost-agent did not say it runs within {} s; its log{} ends:\n{}",
-                                             limit.count(), where(), tail(log_)));
+                                             limit.count(), where(), log_tail(log_)));
       std::this_thread::sleep_for(20ms);
     }
   }
@@ -311,7 +252,7 @@ Footprint measure(const fs::path& agent, const std::vector<std::string>& args, c
   int status = p.stop();
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     fmt::print(stderr, "outpost-bench: outpost-agent stopped with {} (the figures stand: it ran throughout); "
-               "its log, {}, ends:\n{}\n", describe_status(status), p.log().string(), tail(p.log()));
+               "its log, {}, ends:\n{}\n", describe_status(status), p.log().string(), log_tail(p.log()));
 
   double elapsed = std::chrono::duration<double>(end.at - start.at).count();
   f.cpu_percent = static_cast<double>(end.cpu_ticks - start.cpu_ticks) / static_cast<double>(sysconf(_SC_CLK_TCK)) /

@@ -1,12 +1,79 @@
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <spawn.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+
 #include "tools/bench.hpp"
 
+extern char** environ;
+
 namespace outpost::bench {
+
+namespace fs = std::filesystem;
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string log_tail(const fs::path& path, size_t n) {
+  std::string text = read_text(path);
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  size_t from = text.size();
+  for (size_t lines = 0; lines < n && from > 0; ++lines) {
+    size_t nl = text.rfind('\n', from - 1);
+    from = nl == std::string::npos ? 0 : nl;
+  }
+  text = text.substr(from);
+  if (!text.empty() && text.front() == '\n') text.erase(0, 1);
+  return text.empty() ? "(empty)" : text;
+}
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return fmt::format("exit code {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return fmt::format("signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  return fmt::format("status {}", status);
+}
+
+pid_t spawn_process(const std::vector<std::string>& args, const fs::path& cwd, const fs::path& out, bool with_stderr) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (with_stderr)
+    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  else
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0)
+    throw std::runtime_error(fmt::format("cannot start {} in {}: {}", args[0], cwd.string(), strerror(rc)));
+  return pid;
+}
+
+int run_to_end(const std::vector<std::string>& args, const fs::path& cwd, const fs::path& out) {
+  pid_t pid = spawn_process(args, cwd, out, false);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
+}
 
 WorkDir::WorkDir(const std::filesystem::path& given) : path_(given) {
   if (!path_.empty()) return;

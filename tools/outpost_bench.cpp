@@ -107,6 +107,30 @@ int main(int argc, char** argv) {
   f->add_option("--dir", footprint.dir, "working directory (default: a new temp dir)");
   f->add_option("--seconds", footprint.seconds, "length of each measurement")->check(CLI::PositiveNumber);
 
+  FleetBenchOptions fleet;
+  auto* fl = app.add_subcommand(
+      "fleet", "one outpost-collector against N simulated agents (the real protocol over mutual TLS, each with its "
+               "own certificate, many per thread) making R rows/s each: rows stored per second, latency from a "
+               "row's making to its durable storage, the collector's CPU and memory; over a sweep of N, the highest "
+               "N under the latency target");
+  fl->add_flag("--json", fleet.json, "print one JSON object");
+  fl->add_option("--agents", fleet.agents, "agents; several (--agents 100 1000 10000) make a sweep")
+      ->check(CLI::PositiveNumber);
+  fl->add_option("--rate", fleet.rate, "rows per second per agent")->check(CLI::PositiveNumber);
+  fl->add_option("--max-delay-ms", fleet.max_delay_ms,
+                 "an agent holds a row up to this long to send it with the next ones (0: at once)")
+      ->check(CLI::NonNegativeNumber);
+  fl->add_option("--seconds", fleet.seconds, "the measured window")->check(CLI::PositiveNumber);
+  fl->add_option("--warmup", fleet.warmup, "seconds between the last agent connecting and the window")
+      ->check(CLI::NonNegativeNumber);
+  fl->add_option("--threads", fleet.threads, "threads the simulated agents share")->check(CLI::PositiveNumber);
+  fl->add_option("--latency-target-ms", fleet.latency_target_ms, "the p99 a run of the sweep must stay under")
+      ->check(CLI::PositiveNumber);
+  fl->add_flag("--reconnect-storm", fleet.reconnect_storm,
+               "after the window, every agent drops its connection at once: time until all are back");
+  fl->add_option("--collector", fleet.collector, "the outpost-collector binary (default: beside outpost-bench)");
+  fl->add_option("--dir", fleet.dir, "working directory (default: a new temp dir)");
+
   CLI11_PARSE(app, argc, argv);
   spdlog::set_default_logger(spdlog::stderr_color_mt("bench"));  // stdout carries the results
   try {
@@ -118,6 +142,7 @@ int main(int argc, char** argv) {
     if (*m) return run_embed_bench(embed);
     if (*k) return run_kernel_bench(kernel);
     if (*f) return run_footprint_bench(footprint);
+    if (*fl) return run_fleet_bench(fleet);
     return run_queries_bench(queries);
   } catch (const std::exception& e) {
     fprintf(stderr, "outpost-bench: %s\n", e.what());

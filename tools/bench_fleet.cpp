@@ -1,0 +1,273 @@
+// outpost-bench fleet: one outpost-collector process (its own, in a fresh
+// datadir, mutual TLS) against N simulated agents (tools/fleet_sim.hpp) each
+// making R rows/s. After the agents connected and a warm-up, a window of
+// `seconds`: the rows made in it are timed to their answer (stored durably),
+// the collector's CPU and memory are read from /proc. Over a sweep of N, the
+// highest N whose p99 stays under the target. Optionally a reconnect storm:
+// every agent drops its connection at once and all come back.
+
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include "tools/bench.hpp"
+#include "tools/fleet_certs.hpp"
+#include "tools/fleet_sim.hpp"
+
+namespace outpost::bench {
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+// CPU seconds a process has used (user + system), from /proc/<pid>/stat.
+double cpu_seconds(pid_t pid) {
+  std::string stat = read_text(fmt::format("/proc/{}/stat", pid));
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) throw std::runtime_error(fmt::format("cannot read /proc/{}/stat", pid));
+  std::istringstream fields(stat.substr(paren + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 0; i < 13 && fields >> field; ++i)
+    if (i == 11 || i == 12) ticks += std::stod(field);  // utime, stime: fields 14 and 15
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// The collector under test, stopped (SIGTERM, then SIGKILL) when this goes.
+class CollectorProcess {
+ public:
+  CollectorProcess(const fs::path& binary, const fs::path& dir, const fs::path& certs) : log_(dir / "collector.log") {
+    fs::create_directories(dir / "data");
+    pid_ = spawn_process({binary.string(), "--datadir", (dir / "data").string(), "--listen", "127.0.0.1:0", "--ca",
+                          (certs / "ca.pem").string(), "--cert", (certs / "collector.pem").string(), "--key",
+                          (certs / "collector.key").string()},
+                         dir, log_, true);
+    auto deadline = Clock::now() + 30s;
+    for (;;) {
+      std::string text = read_text(log_);
+      if (size_t at = text.find("listening on port "); at != std::string::npos && text.find('\n', at) != std::string::npos) {
+        port_ = static_cast<uint16_t>(std::stoul(text.substr(at + 18)));
+        return;
+      }
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = 0;
+        throw std::runtime_error(fmt::format("outpost-collector ended at start ({}); its log ends:\n{}",
+                                             describe_status(status), log_tail(log_)));
+      }
+      if (Clock::now() > deadline)
+        throw std::runtime_error("outpost-collector did not say its port within 30 s; its log ends:\n" + log_tail(log_));
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+  ~CollectorProcess() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    auto deadline = Clock::now() + 10s;
+    while (::waitpid(pid_, nullptr, WNOHANG) == 0) {
+      if (Clock::now() > deadline) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        break;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+  CollectorProcess(const CollectorProcess&) = delete;
+  CollectorProcess& operator=(const CollectorProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  uint16_t port() const { return port_; }
+  long rss() const { return proc_status_bytes("VmRSS", std::to_string(pid_)); }
+
+ private:
+  fs::path log_;
+  pid_t pid_ = 0;
+  uint16_t port_ = 0;
+};
+
+struct FleetRun {
+  size_t agents = 0;
+  size_t connections_held = 0;
+  double connect_all_s = 0;  // from start until every agent had a session (or the limit)
+  double offered_rows_per_s = 0, rows_per_s = 0;
+  uint64_t rows_made = 0, rows_unanswered = 0;
+  std::optional<double> p50_ms, p99_ms, max_ms;  // none: the percentile's rows were never answered
+  double collector_cpu_percent = 0, fleet_cpu_percent = 0;
+  long collector_rss_bytes = 0;
+  double collector_rss_bytes_per_agent = 0;
+  uint64_t disconnects = 0, connect_failures = 0;
+  std::optional<double> reconnect_all_s;  // the storm: until every agent had a session again
+  uint64_t storm_connect_failures = 0;
+};
+
+// The q-quantile of `made` rows of which `answered` (sorted) were answered:
+// the unanswered count as slower than any answered.
+std::optional<double> quantile(const std::vector<float>& answered, uint64_t made, double q) {
+  if (made == 0) return std::nullopt;
+  size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(made)));
+  if (rank == 0) rank = 1;
+  if (rank > answered.size()) return std::nullopt;
+  return answered[rank - 1];
+}
+
+// Waits until `done()` or `limit`; whether it was done.
+template <class F>
+bool wait_for(F done, std::chrono::milliseconds limit) {
+  auto deadline = Clock::now() + limit;
+  while (!done()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(50ms);
+  }
+  return true;
+}
+
+FleetRun measure(const FleetBenchOptions& o, const fs::path& root, const fs::path& collector, FleetCerts& certs,
+                 size_t agents) {
+  FleetRun run;
+  run.agents = agents;
+  CollectorProcess proc(collector, root / fmt::format("agents-{}", agents), root / "certs");
+  long rss_before = proc.rss();
+  FleetSimConfig config;
+  config.port = proc.port();
+  config.ca_pem = read_text(root / "certs" / "ca.pem");
+  config.rate = o.rate;
+  config.max_delay_ms = o.max_delay_ms;
+  config.threads = o.threads;
+  auto start = Clock::now();
+  FleetSim sim(config, certs, agents);
+  wait_for([&] { return sim.counters().connected == agents; }, 120s);
+  run.connect_all_s = seconds_since(start);
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.warmup));
+
+  double cpu0 = cpu_seconds(proc.pid()), self0 = cpu_seconds(::getpid());
+  auto t0 = Clock::now();
+  sim.start_window();
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
+  sim.end_window();
+  double window = seconds_since(t0);
+  run.collector_cpu_percent = 100 * (cpu_seconds(proc.pid()) - cpu0) / window;
+  run.fleet_cpu_percent = 100 * (cpu_seconds(::getpid()) - self0) / window;
+  run.collector_rss_bytes = proc.rss();
+  run.collector_rss_bytes_per_agent = static_cast<double>(run.collector_rss_bytes - rss_before) / static_cast<double>(agents);
+  auto during = sim.counters();
+  run.connections_held = during.connected;
+  run.rows_per_s = static_cast<double>(during.stored_during) / window;
+
+  // The window's rows have until this long after it to be answered.
+  wait_for([&] { auto c = sim.counters(); return c.stored >= c.made; }, std::chrono::milliseconds(
+      static_cast<int64_t>(1000 * std::max(30.0, o.seconds))));
+  auto after = sim.counters();
+  run.rows_made = after.made;
+  run.rows_unanswered = after.made - after.stored;
+  run.offered_rows_per_s = static_cast<double>(after.made) / window;
+  auto latencies = sim.latencies_ms();
+  std::sort(latencies.begin(), latencies.end());
+  run.p50_ms = quantile(latencies, after.made, 0.5);
+  run.p99_ms = quantile(latencies, after.made, 0.99);
+  run.max_ms = quantile(latencies, after.made, 1.0);
+  run.disconnects = after.disconnects;
+  run.connect_failures = after.connect_failures;
+
+  if (o.reconnect_storm) {
+    uint64_t connects = after.connects;
+    auto storm = Clock::now();
+    sim.reconnect_all();
+    if (wait_for([&] { auto c = sim.counters(); return c.connects >= connects + agents && c.connected == agents; }, 120s))
+      run.reconnect_all_s = seconds_since(storm);
+    run.storm_connect_failures = sim.counters().connect_failures - after.connect_failures;
+  }
+  return run;
+}
+
+std::string number(const std::optional<double>& v) { return v ? fmt::format("{:.1f}", *v) : "null"; }
+
+std::string run_json(const FleetRun& r) {
+  return fmt::format(
+      "{{\"agents\": {}, \"connections_held\": {}, \"connect_all_s\": {:.2f}, \"offered_rows_per_s\": {:.0f}, "
+      "\"rows_per_s\": {:.0f}, \"rows_made\": {}, \"rows_unanswered\": {}, \"latency_p50_ms\": {}, "
+      "\"latency_p99_ms\": {}, \"latency_max_ms\": {}, \"collector_cpu_percent\": {:.1f}, "
+      "\"fleet_cpu_percent\": {:.1f}, \"collector_rss_bytes\": {}, \"collector_rss_bytes_per_agent\": {:.0f}, "
+      "\"disconnects\": {}, \"connect_failures\": {}, \"reconnect_all_s\": {}, \"storm_connect_failures\": {}}}",
+      r.agents, r.connections_held, r.connect_all_s, r.offered_rows_per_s, r.rows_per_s, r.rows_made,
+      r.rows_unanswered, number(r.p50_ms), number(r.p99_ms), number(r.max_ms), r.collector_cpu_percent,
+      r.fleet_cpu_percent, r.collector_rss_bytes, r.collector_rss_bytes_per_agent, r.disconnects, r.connect_failures,
+      r.reconnect_all_s ? fmt::format("{:.2f}", *r.reconnect_all_s) : "null", r.storm_connect_failures);
+}
+
+void print_text(const FleetRun& r) {
+  fmt::print("{:>6} agents: {}/{} connected (all in {:.1f} s); rows {:.0f}/s stored of {:.0f}/s made, {} unanswered; "
+             "latency p50 {} ms, p99 {} ms, max {} ms; collector {:.1f} % CPU, {:.1f} MiB ({:.0f} B per agent); "
+             "fleet {:.1f} % CPU; {} disconnects, {} failed attempts",
+             r.agents, r.connections_held, r.agents, r.connect_all_s, r.rows_per_s, r.offered_rows_per_s,
+             r.rows_unanswered, number(r.p50_ms), number(r.p99_ms), number(r.max_ms), r.collector_cpu_percent,
+             r.collector_rss_bytes / 1048576.0, r.collector_rss_bytes_per_agent, r.fleet_cpu_percent, r.disconnects,
+             r.connect_failures);
+  if (r.reconnect_all_s)
+    fmt::print("; reconnect storm: all back in {:.1f} s ({} failed attempts)", *r.reconnect_all_s,
+               r.storm_connect_failures);
+  else if (r.storm_connect_failures)
+    fmt::print("; reconnect storm: NOT all back within 120 s ({} failed attempts)", r.storm_connect_failures);
+  fmt::print("\n");
+}
+
+// Descriptors for this process's and the collector's connections: the soft
+// limit raised to the hard one.
+void raise_fd_limit(size_t agents) {
+  rlimit limit{};
+  getrlimit(RLIMIT_NOFILE, &limit);
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &limit);
+  if (limit.rlim_cur != RLIM_INFINITY && agents + 256 > limit.rlim_cur)
+    throw std::runtime_error(fmt::format("{} agents need more open files than the limit allows ({}): raise "
+                                         "`ulimit -Hn` or run fewer",
+                                         agents, limit.rlim_cur));
+}
+
+}  // namespace
+
+int run_fleet_bench(const FleetBenchOptions& o) {
+  if (o.agents.empty() || o.rate <= 0 || o.seconds <= 0)
+    throw std::runtime_error("fleet: --agents, --rate and --seconds must be positive");
+  raise_fd_limit(*std::max_element(o.agents.begin(), o.agents.end()));
+  fs::path collector = o.collector.empty() ? fs::read_symlink("/proc/self/exe").parent_path() / "outpost-collector"
+                                           : o.collector;
+  if (!fs::exists(collector)) throw std::runtime_error("fleet: no collector binary at " + collector.string());
+  WorkDir work(o.dir);
+  fs::path certs = work.path() / "certs";
+  fs::create_directories(certs);
+  if (int status = run_to_end({OUTPOST_CERTS, "init", certs.string()}, work.path(), work.path() / "certs.log");
+      !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw std::runtime_error("fleet: outpost-certs init failed: " + describe_status(status));
+  FleetCerts made(certs / "ca.pem", certs / "ca.key");
+
+  std::vector<FleetRun> runs;
+  std::optional<size_t> best;
+  for (size_t n : o.agents) {
+    runs.push_back(measure(o, work.path(), collector, made, n));
+    const FleetRun& r = runs.back();
+    if (!o.json) print_text(r);
+    if (r.p99_ms && *r.p99_ms < o.latency_target_ms && r.connections_held == n) best = std::max(best.value_or(0), n);
+  }
+  if (o.json) {
+    std::string list;
+    for (auto& r : runs) list += (list.empty() ? "" : ", ") + run_json(r);
+    fmt::print("{{\"bench\": \"fleet\", \"backend\": \"jsonl\", \"rate\": {}, \"max_delay_ms\": {}, \"seconds\": {}, "
+               "\"threads\": {}, \"latency_target_ms\": {}, \"runs\": [{}], \"max_agents_under_target\": {}}}\n",
+               o.rate, o.max_delay_ms, o.seconds, o.threads, o.latency_target_ms, list,
+               best ? std::to_string(*best) : "null");
+  } else {
+    fmt::print("highest N with p99 under {:.0f} ms and every agent connected: {}\n", o.latency_target_ms,
+               best ? std::to_string(*best) : "none");
+  }
+  return 0;
+}
+
+}  // namespace outpost::bench
