@@ -21,21 +21,13 @@
 #include "net/collector/storage_worker.hpp"
 #include "queries/vql_source.hpp"
 #include "persistence/errors.hpp"
+#include "tests/collector_rows.hpp"
 #include "tests/temp_dir.hpp"
 
 namespace outpost::net {
 namespace {
 using testing::TempDir;
 namespace fs = std::filesystem;
-
-// An encoded row batch of `artifact` with one row whose N column is `seq`.
-std::vector<kj::byte> batch_bytes(uint64_t seq, const std::string& artifact = "Test.Art") {
-  schemas::RowBatchWriter w(1, artifact.c_str(), "q", Lane::EVENTS, {"N"});
-  w.add_row()[0].setUint64(seq);
-  auto encoded = w.finish();
-  auto bytes = encoded.bytes();
-  return {bytes.begin(), bytes.end()};
-}
 
 // The same, created at `created_ns` (its file is that day's).
 std::vector<kj::byte> dated_batch_bytes(uint64_t seq, int64_t created_ns, const std::string& artifact = "Test.Art") {
@@ -47,58 +39,6 @@ std::vector<kj::byte> dated_batch_bytes(uint64_t seq, int64_t created_ns, const 
   auto encoded = w.finish();
   auto bytes = encoded.bytes();
   return {bytes.begin(), bytes.end()};
-}
-
-struct Batch {
-  std::vector<std::vector<kj::byte>> payloads;
-  Upload upload;
-};
-
-// Records first..last of agent a1's events lane, following first - 1.
-Batch make_batch(uint64_t first, uint64_t last, const std::string& artifact = "Test.Art") {
-  Batch b;
-  b.upload.agent = "a1";
-  b.upload.lane = Lane::EVENTS;
-  b.upload.after = first - 1;
-  for (uint64_t s = first; s <= last; ++s) b.payloads.push_back(batch_bytes(s, artifact));
-  for (uint64_t s = first; s <= last; ++s)
-    b.upload.records.push_back({s, kj::arrayPtr(b.payloads[s - first].data(), b.payloads[s - first].size())});
-  return b;
-}
-
-// Every "seq" in the agent's files for the artifact, in file order.
-std::vector<uint64_t> stored_seqs(const fs::path& datadir, const std::string& artifact = "Test.Art") {
-  std::vector<uint64_t> seqs;
-  fs::path dir = datadir / "a1" / artifact;
-  if (!fs::exists(dir)) return seqs;
-  std::vector<fs::path> files;
-  for (auto& e : fs::directory_iterator(dir)) files.push_back(e.path());
-  std::sort(files.begin(), files.end());
-  std::regex seq_re("^\\{\"seq\":(\\d+),");
-  for (auto& f : files) {
-    std::ifstream in(f);
-    for (std::string line; std::getline(in, line);) {
-      std::smatch m;
-      EXPECT_TRUE(std::regex_search(line, m, seq_re)) << "a torn or foreign line: " << line;
-      if (!m.empty()) seqs.push_back(std::stoull(m[1]));
-    }
-  }
-  return seqs;
-}
-
-std::vector<uint64_t> marks_of(const std::vector<UploadResult>& results) {
-  std::vector<uint64_t> marks;
-  for (auto& r : results) {
-    EXPECT_EQ(r.error, "");
-    marks.push_back(r.mark);
-  }
-  return marks;
-}
-
-std::vector<uint64_t> range(uint64_t first, uint64_t last) {
-  std::vector<uint64_t> v;
-  for (uint64_t s = first; s <= last; ++s) v.push_back(s);
-  return v;
 }
 
 TEST(CollectorStore, StoresOnceAndAnswersTheMarkForResends) {
@@ -483,6 +423,9 @@ TEST(CollectorStore, TheMapGrowsWhenFullAndStopsAtItsLimitWithAClearError) {
   CollectorStoreOptions options;
   options.map_size = 64 << 10;
   options.max_map_size = 256 << 10;
+  // The files' lengths, which fill the map, are committed at checkpoints:
+  // one after every group, and a group refused once one has failed.
+  options.checkpoint_bytes = 1;
   uint64_t mark = 0;
   std::string error;
   {

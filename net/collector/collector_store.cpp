@@ -12,7 +12,9 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <unordered_map>
 
+#include "net/collector/group_journal.hpp"
 #include "persistence/errors.hpp"
 #include "schemas/protocol.capnp.h"
 #include "schemas/json.hpp"
@@ -201,8 +203,9 @@ namespace {
 void make_dirs(const fs::path& dir) {
   if (fs::exists(dir)) return;
   make_dirs(dir.parent_path());
+  // Not synced here: the checkpoint's syncfs makes the entry durable, and
+  // until then a replay of the journal makes it again.
   if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) fail_errno("cannot create", dir);
-  persistence::fsync_path(dir.parent_path());  // the new entry survives a crash
 }
 
 }  // namespace
@@ -221,39 +224,48 @@ bool valid_agent_id(const std::string& id) {
   return true;
 }
 
-// The files one store() writes: each opened once, cut back to its committed
-// length first, appended to, then fdatasynced. No transaction is open while
-// it works: committed lengths come from short read transactions.
+// The row files and upload data files the store writes, kept open (up to
+// max_open, least recently used closed first) across groups. A row file is
+// cut back to its committed length when first opened; what groups append
+// since the last checkpoint is not synced here (the journal holds it), only
+// recorded in dirty(), which the checkpoint commits. Storage thread only.
 class CollectorStore::Files {
  public:
-  Files(const fs::path& root, CollectorStore& store) : root_(root), store_(store) {}
-  ~Files() {
-    for (auto& [path, f] : open_) ::close(f.fd);
-    for (auto& [path, fd] : blobs_) ::close(fd);
+  Files(const fs::path& root, CollectorStore& store, size_t max_open)
+      : root_(root), store_(store), max_open_(max_open) {}
+  ~Files() { close_all(); }
+
+  // What one upload appends can be taken back (roll_back) until the next
+  // begin_upload. Closes files beyond max_open first (none of this upload's).
+  void begin_upload() {
+    before_.clear();
+    if (open_.size() > max_open_) trim();
   }
 
-  // What one upload appends can be taken back (roll_back) until the next begin_upload.
-  void begin_upload() { before_.clear(); }
-
-  void append(const std::string& rel, const std::string& lines) {
-    auto& f = open(rel);
+  // Appends `lines` to a row file; the offset they went to.
+  uint64_t append(const std::string& rel, const std::string& lines) {
+    auto& f = open(rel, false);
     before_.emplace(rel, f.length);  // the first length this upload saw
-    size_t done = 0;
-    while (done < lines.size()) {
-      ssize_t n = ::pwrite(f.fd, lines.data() + done, lines.size() - done, f.length + done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) fail_errno("cannot write", root_ / rel);
-      done += n;
-    }
+    uint64_t offset = f.length;
+    put(f, rel, offset, lines.data(), lines.size());
     f.length += lines.size();
-    // Start writing back now, so that the disk works while the rest of the
-    // group is written; fdatasync then waits for less. Only a hint: errors
-    // show up in fdatasync.
+    dirty_[rel] = f.length;
+    // Start writing back now, so that the checkpoint's sync waits for less.
+    // Only a hint: errors show up in the sync.
     if (f.length - f.kicked >= kWritebackChunk) {
-      ::sync_file_range(f.fd, static_cast<off_t>(f.kicked), static_cast<off_t>(f.length - f.kicked),
+      ::sync_file_range(f.fd.get(), static_cast<off_t>(f.kicked), static_cast<off_t>(f.length - f.kicked),
                         SYNC_FILE_RANGE_WRITE);
       f.kicked = f.length;
     }
+    return offset;
+  }
+
+  // Writes a journal item again (recovery): a row file's lines at their offset.
+  void replay_lines(const std::string& rel, uint64_t offset, std::string_view data) {
+    auto& f = open(rel, false);
+    put(f, rel, offset, data.data(), data.size());
+    f.length = std::max(f.length, offset + data.size());
+    dirty_[rel] = f.length;
   }
 
   // Cuts what the current upload appended; throws StoreError if a file
@@ -262,89 +274,84 @@ class CollectorStore::Files {
     for (auto& [rel, length] : before_) {
       auto& f = open_.at(rel);
       if (f.length == length) continue;
-      if (::ftruncate(f.fd, static_cast<off_t>(length)) != 0) fail_errno("cannot cut a failed upload from", root_ / rel);
+      if (::ftruncate(f.fd.get(), static_cast<off_t>(length)) != 0) fail_errno("cannot cut a failed upload from", root_ / rel);
       f.length = length;
       f.kicked = std::min(f.kicked, length);
+      dirty_[rel] = length;
     }
     before_.clear();
   }
 
   // Upload data, at its offset: a chunk sent again lands on itself.
-  void write_at(const std::string& rel, uint64_t offset, kj::ArrayPtr<const kj::byte> data) {
-    auto it = blobs_.find(rel);
-    if (it == blobs_.end()) {
-      fs::path path = root_ / rel;
-      make_dirs(path.parent_path());
-      int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
-      if (fd < 0) fail_errno("cannot open", path);
-      it = blobs_.emplace(rel, fd).first;
-    }
-    for (size_t done = 0; done < data.size();) {
-      ssize_t n = ::pwrite(it->second, data.begin() + done, data.size() - done, static_cast<off_t>(offset + done));
+  void write_at(const std::string& rel, uint64_t offset, std::string_view data) {
+    put(open(rel, true), rel, offset, data.data(), data.size());
+  }
+
+  // Row files written since the last checkpoint, and their lengths.
+  const std::map<std::string, uint64_t>& dirty() const { return dirty_; }
+  void clear_dirty() { dirty_.clear(); }
+
+  void close_all() { open_.clear(); }
+
+ private:
+  static constexpr uint64_t kWritebackChunk = 256 << 10;
+  struct Open {
+    kj::AutoCloseFd fd;
+    uint64_t length = 0;  // row files: what it holds for sure
+    uint64_t kicked = 0;  // writeback started up to here
+    uint64_t used = 0;    // when last opened or used (a count)
+  };
+
+  void put(Open& f, const std::string& rel, uint64_t offset, const char* data, size_t size) {
+    for (size_t done = 0; done < size;) {
+      ssize_t n = ::pwrite(f.fd.get(), data + done, size - done, static_cast<off_t>(offset + done));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) fail_errno("cannot write", root_ / rel);
       done += static_cast<size_t>(n);
     }
   }
 
-  // Makes every write durable.
-  void sync() {
-    for (auto& [rel, f] : open_)
-      if (::fdatasync(f.fd) != 0) fail_errno("cannot fdatasync", root_ / rel);
-    for (auto& [rel, fd] : blobs_)
-      if (::fdatasync(fd) != 0) fail_errno("cannot fdatasync", root_ / rel);
-  }
-
-  // The new lengths, for the commit.
-  void record(const lmdb::Txn& txn, MDB_dbi dbi) const {
-    for (auto& [rel, f] : open_) put_u64(txn, dbi, rel, f.length);
-  }
-
- private:
-  static constexpr uint64_t kWritebackChunk = 256 << 10;
-  struct Open {
-    int fd;
-    uint64_t length;
-    uint64_t kicked;  // writeback started up to here
-  };
-
-  Open& open(const std::string& rel) {
+  Open& open(const std::string& rel, bool blob) {
     auto it = open_.find(rel);
-    if (it != open_.end()) return it->second;
+    if (it != open_.end()) {
+      it->second.used = ++uses_;
+      return it->second;
+    }
     fs::path path = root_ / rel;
     make_dirs(path.parent_path());
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
-    if (fd < 0) fail_errno("cannot open", path);
+    kj::AutoCloseFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640));
+    if (fd.get() < 0) fail_errno("cannot open", path);
+    if (blob) return open_.emplace(rel, Open{kj::mv(fd), 0, 0, ++uses_}).first->second;
     struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      ::close(fd);
-      fail_errno("cannot stat", path);
-    }
-    uint64_t size = static_cast<uint64_t>(st.st_size), committed;
-    try {
-      committed = store_.committed_length(rel, size);
-    } catch (...) {
-      ::close(fd);
-      throw;
-    }
-    if (size > committed && ::ftruncate(fd, committed) != 0) {
-      ::close(fd);
+    if (::fstat(fd.get(), &st) != 0) fail_errno("cannot stat", path);
+    uint64_t size = static_cast<uint64_t>(st.st_size);
+    auto known = dirty_.find(rel);
+    uint64_t committed = known != dirty_.end() ? known->second : store_.committed_length(rel, size);
+    if (size > committed && ::ftruncate(fd.get(), static_cast<off_t>(committed)) != 0)
       fail_errno("cannot cut uncommitted bytes from", path);
-    }
     if (size < committed) {
       spdlog::error("collector: {} is {} bytes shorter than committed; appending after what is left",
                     path.string(), committed - size);
       committed = size;
     }
-    if (size == 0) persistence::fsync_path(path.parent_path());
-    return open_.emplace(rel, Open{fd, committed, committed}).first->second;
+    return open_.emplace(rel, Open{kj::mv(fd), committed, committed, ++uses_}).first->second;
+  }
+
+  // Closes the least recently used half.
+  void trim() {
+    std::vector<std::pair<uint64_t, std::string>> by_use;
+    for (auto& [rel, f] : open_) by_use.emplace_back(f.used, rel);
+    std::sort(by_use.begin(), by_use.end());
+    for (size_t i = 0; i < by_use.size() - max_open_ / 2; ++i) open_.erase(by_use[i].second);
   }
 
   fs::path root_;
   CollectorStore& store_;
-  std::map<std::string, Open> open_;
+  size_t max_open_;
+  uint64_t uses_ = 0;
+  std::unordered_map<std::string, Open> open_;
+  std::map<std::string, uint64_t> dirty_;
   std::map<std::string, uint64_t> before_;  // rel -> its length before the current upload
-  std::map<std::string, int> blobs_;  // upload data files: written in place, never cut
 };
 
 CollectorStore::CollectorStore(const fs::path& datadir, CollectorStoreOptions options)
@@ -360,7 +367,8 @@ CollectorStore::CollectorStore(const fs::path& datadir, CollectorStoreOptions op
     lmdb::check(mdb_dbi_open(txn.get(), "requests", MDB_CREATE, &requests_), "mdb_dbi_open", dir);
     lmdb::check(mdb_dbi_open(txn.get(), "meta", MDB_CREATE, &meta_), "mdb_dbi_open", dir);
   });
-  repair();
+  journal_ = std::make_unique<GroupJournal>(datadir / ".collector" / "journal");
+  recover();
 }
 
 CollectorStore::~CollectorStore() = default;
@@ -445,6 +453,7 @@ void put_text(const lmdb::Txn& txn, MDB_dbi dbi, const std::string& key, const s
 }
 
 constexpr const char* kSealedBefore = "files_sealed_before";
+constexpr const char* kJournalEnd = "journal_end";  // how much of the journal is committed
 
 }  // namespace
 
@@ -468,12 +477,13 @@ uint64_t CollectorStore::committed_length(const std::string& rel, uint64_t size)
   return size;
 }
 
-// Cuts every file back to its committed length: what lies beyond was never
-// acked, and the agents send it again. Files LMDB does not know about were
-// created by a store that never committed, unless pruned (sealed).
+// Cuts every file back to its committed length (checkpointed, or journaled
+// since): what lies beyond was never acked, and the agents send it again.
+// Files LMDB and the journal do not know about were created by a store that
+// never committed, unless pruned (sealed).
 // Uploaded files (<agent>/_uploads/<flow>/<name>) are written in place and
 // never cut, whatever their name.
-void CollectorStore::repair() {
+void CollectorStore::repair(const std::map<std::string, uint64_t>& journaled) {
   repair_ = {};  // a retry after map growth finds the files it cut already cut
   write([&](const lmdb::Txn& txn) {
     for (auto& entry : fs::recursive_directory_iterator(datadir_)) {
@@ -485,7 +495,10 @@ void CollectorStore::repair() {
         continue;
       uint64_t committed = 0, size = entry.file_size();
       if (!find_u64(txn, files_, rel, &committed) && sealed(rel, txn)) continue;
-      if (size > committed) {
+      auto in_journal = journaled.find(rel);
+      uint64_t keep = in_journal == journaled.end() ? committed : std::max(committed, in_journal->second);
+      if (size > keep) {
+        committed = keep;
         fs::resize_file(entry.path(), committed);
         persistence::fsync_path(entry.path());
         ++repair_.files_cut;
@@ -529,9 +542,30 @@ std::string check_sequence(const Upload& up, uint64_t mark) {
 
 std::vector<UploadResult> CollectorStore::store(const std::vector<Upload>& uploads,
                                                 StoreReport* report) {
+  if (needs_recovery_) recover();
+  // A journal that checkpoints could not shorten stops taking groups here,
+  // with the checkpoint's error (its LMDB map full, say).
+  if (journal_->end() >= 4 * options_.checkpoint_bytes) checkpoint();
+  try {
+    auto results = store_group(uploads, report);
+    if (journal_->end() >= options_.checkpoint_bytes ||
+        std::chrono::steady_clock::now() - last_checkpoint_ >= options_.checkpoint_interval)
+      try_checkpoint();
+    return results;
+  } catch (...) {
+    // Row files may hold what was not committed, and their lengths in memory
+    // may be wrong: before the next group, cut back and replay the journal.
+    journal_->discard_group();
+    needs_recovery_ = true;
+    throw;
+  }
+}
+
+std::vector<UploadResult> CollectorStore::store_group(const std::vector<Upload>& uploads, StoreReport* report) {
   StoreReport local;
   if (!report) report = &local;
-  Files files(datadir_, *this);
+  Files& files = *row_files_;
+  GroupJournal& journal = *journal_;
   std::map<std::string, uint64_t> marks;  // mark_key -> mark, as this group moves them
   std::set<std::string> uploaded;         // agents with a stored upload
   std::vector<UploadResult> results;
@@ -546,6 +580,7 @@ std::vector<UploadResult> CollectorStore::store(const std::vector<Upload>& uploa
     StoreReport counted;
     uint64_t mark = it->second;
     files.begin_upload();
+    size_t journal_mark = journal.group_mark();
     try {
       for (size_t i = 0; result.error.empty() && i < up.records.size(); ++i) {
         auto& record = up.records[i];
@@ -556,13 +591,19 @@ std::vector<UploadResult> CollectorStore::store(const std::vector<Upload>& uploa
         RenderedRecord here;
         const RenderedRecord& rendered =
             up.rendered.size() == up.records.size() ? up.rendered[i] : (here = render_record(up.agent, up.lane, record));
-        if (!rendered.blob_file.empty()) files.write_at(rendered.blob_file, rendered.blob_offset, rendered.blob);
-        files.append(rendered.file, rendered.lines);
+        if (!rendered.blob_file.empty()) {
+          std::string_view blob(reinterpret_cast<const char*>(rendered.blob.begin()), rendered.blob.size());
+          files.write_at(rendered.blob_file, rendered.blob_offset, blob);
+          journal.add(GroupJournal::Kind::blob, rendered.blob_file, rendered.blob_offset, blob);
+        }
+        uint64_t offset = files.append(rendered.file, rendered.lines);
+        journal.add(GroupJournal::Kind::lines, rendered.file, offset, rendered.lines);
         mark = record.seq;
         ++(rendered.malformed ? counted.malformed : counted.stored);
       }
     } catch (const std::exception& e) {  // StoreError, filesystem_error: this upload only
       files.roll_back();
+      journal.roll_back(journal_mark);
       result.status = UploadStatus::failed;
       result.error = e.what();
       spdlog::error("collector: storing an upload from {} failed: {}", up.agent, e.what());
@@ -577,18 +618,88 @@ std::vector<UploadResult> CollectorStore::store(const std::vector<Upload>& uploa
     result.mark = it->second;
     results.push_back(std::move(result));
   }
-  files.sync();
+  journal.write_group();
   if (options_.after_data_sync) options_.after_data_sync();
   uint64_t now = static_cast<uint64_t>(schemas::now_ns());
   write([&](const lmdb::Txn& txn) {
-    files.record(txn, files_);
     for (auto& [key, mark] : marks) put_u64(txn, marks_, key, mark);
     for (auto& agent : uploaded) put_u64(txn, agents_, agent, now);
+    put_u64(txn, meta_, kJournalEnd, journal.end());
   });
   return results;
 }
 
+uint64_t CollectorStore::journal_bytes() const { return journal_->end(); }
+
+void CollectorStore::checkpoint() {
+  if (needs_recovery_) recover();
+  checkpoint_now();
+}
+
+void CollectorStore::try_checkpoint() {
+  try {
+    checkpoint_now();
+  } catch (const std::exception& e) {
+    // Nothing is lost: the journal still holds every group since the last
+    // checkpoint, and the next group first writes it all again.
+    spdlog::error("collector: checkpoint failed (the journal keeps the rows): {}", e.what());
+  }
+}
+
+void CollectorStore::checkpoint_now() {
+  last_checkpoint_ = std::chrono::steady_clock::now();
+  if (journal_->end() == 0 && row_files_->dirty().empty()) return;
+  // One sync of the file system for every row file, however many: syncfs
+  // reports a writeback error of any of them since this descriptor was opened.
+  kj::AutoCloseFd dir(::open(datadir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() < 0) fail_errno("cannot open", datadir_);
+  if (::syncfs(dir.get()) != 0) {
+    // Pages whose writeback failed may be gone from the cache while a later
+    // syncfs succeeds: the next group first writes the journal again.
+    needs_recovery_ = true;
+    fail_errno("cannot sync the file system of", datadir_);
+  }
+  write([&](const lmdb::Txn& txn) {
+    for (auto& [rel, length] : row_files_->dirty()) put_u64(txn, files_, rel, length);
+    put_u64(txn, meta_, kJournalEnd, 0);
+  });
+  row_files_->clear_dirty();
+  journal_->reset();
+}
+
+// Cuts the row files back to what the last checkpoint and the committed part
+// of the journal hold, writes that part of the journal again, and tries a
+// checkpoint (a failed one is logged: the journal still holds everything).
+void CollectorStore::recover() {
+  row_files_ = std::make_unique<Files>(datadir_, *this, options_.max_open_files);
+  uint64_t end = get_u64(begin(true).txn, meta_, kJournalEnd);
+  std::map<std::string, uint64_t> journaled;  // row file -> where its journaled lines end
+  uint64_t whole = journal_->replay(end, [&](const GroupJournal::Item& item) {
+    if (item.kind != GroupJournal::Kind::lines) return;
+    uint64_t& at = journaled[std::string(item.path)];
+    at = std::max(at, item.offset + item.data.size());
+  });
+  repair(journaled);
+  journal_->replay(whole, [&](const GroupJournal::Item& item) {
+    std::string rel(item.path);
+    if (item.kind == GroupJournal::Kind::blob)
+      row_files_->write_at(rel, item.offset, item.data);
+    else
+      row_files_->replay_lines(rel, item.offset, item.data);
+  });
+  if (whole < end)
+    spdlog::error("collector: the journal {} is damaged at offset {} of {}: what its later groups held is lost "
+                  "unless the row files kept it",
+                  journal_->path().string(), whole, end);
+  needs_recovery_ = false;
+  try_checkpoint();
+}
+
 PruneReport CollectorStore::prune(int64_t now_ns) {
+  // Every length in `files` first, and no open file keeps a length that
+  // pruning could make stale (a sealed file is adopted at its size when opened).
+  checkpoint();
+  row_files_->close_all();
   PruneReport report;
   constexpr int64_t kDayNs = 86400ll * 1000000000;
   constexpr size_t kPerTxn = 1000;  // keeps each write transaction short

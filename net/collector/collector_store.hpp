@@ -5,22 +5,28 @@
 // <datadir>/.collector/ that holds what makes them exactly-once:
 //
 //   marks: <agent> '\0' <lane byte>  -> u64  highest seq stored for that lane
-//   files: <path relative to datadir> -> u64  committed length of the file
+//   files: <path relative to datadir> -> u64  length of the file at the last checkpoint
 //   agents: <agent>                   -> u64  last time it uploaded (ns), or
 //                                        u64 0, u64 when met (ns): met, never uploaded
 //   tables: <agent>                   -> EventTable (protocol.capnp), encoded
 //   requests: <agent> '\0' <u64 BE>   -> PendingRequest, encoded: for when it connects
 //   meta: "next_flow"                 -> u64  every flow id given out is below it
 //   meta: "files_sealed_before"       -> "YYYY-MM-DD"  see Pruning below
+//   meta: "journal_end"               -> u64  how much of the journal is committed
 //
-// A store first appends the lines and fdatasyncs every file it touched, with
-// no LMDB transaction open, then commits the new marks and lengths in one
-// short write transaction. Bytes past a file's committed length belong to a
-// store that never committed: they are cut off when the collector starts and
-// before the file is written again, and the agent sends those records again.
-// So a record is in the files iff its lane's mark covers it, across a crash
-// at any point. This needs a single writer of `marks` and `files`: store()
-// and prune() are called from one thread (the storage thread).
+// A store writes a group of uploads' lines to their files and the same
+// writes (file, offset, bytes) to the journal (group_journal.hpp), fdatasyncs
+// the journal only, then commits the new marks and the journal's end in one
+// short write transaction: one sync per group, however many agents and files
+// it touched. A checkpoint (every checkpoint_bytes of journal or
+// checkpoint_interval) syncs the file system once (syncfs), commits every
+// written file's length with a journal end of 0, and starts the journal
+// over. At start (and before the next group after a failed one) every file
+// is cut back to its checkpointed length and the committed journal written
+// again at its offsets. So a record is in the files iff its lane's mark
+// covers it, across a crash at any point. This needs a single writer of
+// `marks`, `files` and the journal: store(), checkpoint() and prune() are
+// called from one thread (the storage thread).
 //
 // Pruning (prune()): a `files` entry of a day older than files_keep_days is
 // removed once the file holds exactly its committed length, and the day is
@@ -33,13 +39,16 @@
 // Threads: every function may be called from any thread, and blocks on
 // LMDB's writer lock (write transactions are short: store() and prune() run
 // no file I/O in one; only the repair at open does) and briefly while the
-// map grows. store() and prune() also block on file I/O and fdatasync: call
-// them from the storage thread only, never from an event loop.
+// map grows. store(), checkpoint() and prune() also block on file I/O,
+// fdatasync and syncfs: call them from the storage thread only, never from
+// an event loop.
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <shared_mutex>
 #include <string>
@@ -51,6 +60,8 @@
 #include "schemas/protocol.capnp.h"
 
 namespace outpost::net {
+
+class GroupJournal;
 
 using Lane = schemas::Lane;
 using LaneMarks = std::array<uint64_t, schemas::kLaneCount>;
@@ -134,6 +145,11 @@ struct CollectorStoreOptions {
   uint64_t max_map_size = 64ull << 30;  // and never beyond this nor the file system's size
   int files_keep_days = 7;              // `files` entries of days older than this are pruned
   int agents_keep_days = 365;           // `agents` entries silent this long are pruned
+  // A checkpoint follows a group once the journal holds this much, or this
+  // long after the last one.
+  uint64_t checkpoint_bytes = 64ull << 20;
+  std::chrono::milliseconds checkpoint_interval{5000};
+  size_t max_open_files = 1024;  // row and upload files kept open across groups
   // Tests: called in store() after the data is durable, before the marks commit.
   std::function<void()> after_data_sync;
 };
@@ -171,6 +187,14 @@ class CollectorStore {
   // committed) when an fdatasync or the commit fails, or the map reached
   // its limit. Blocks on file I/O, fdatasync and a short write transaction.
   std::vector<UploadResult> store(const std::vector<Upload>& uploads, StoreReport* report = nullptr);
+
+  // Storage thread only. Makes every row file durable with one syncfs of
+  // the datadir's file system and starts the journal over (see the top of
+  // this file); store() calls it on its own, the storage thread also when
+  // idle. Throws StoreError (the journal keeps everything; the next store()
+  // first writes it again). Blocks on syncfs and a short write transaction.
+  void checkpoint();
+  uint64_t journal_bytes() const;  // storage thread only: committed bytes since the last checkpoint
 
   // Storage thread only (see the top of this file). Short transactions,
   // a stat per pruned file.
@@ -228,7 +252,13 @@ class CollectorStore {
   // the map and runs it again (fill must only touch the transaction).
   void write(const std::function<void(const persistence::lmdb::Txn&)>& fill);
   void grow();  // takes txns_ exclusively; throws StoreError at the limit
-  void repair();
+  // Cuts every row file beyond its checkpointed length, or beyond the end
+  // of its lines in the committed journal (`journaled`) if that is further.
+  void repair(const std::map<std::string, uint64_t>& journaled);
+  void recover();
+  std::vector<UploadResult> store_group(const std::vector<Upload>& uploads, StoreReport* report);
+  void checkpoint_now();
+  void try_checkpoint();  // a failure is logged
   // A .jsonl file whose `files` entry was pruned: complete at its size.
   bool sealed(const std::string& rel, const persistence::lmdb::Txn& txn) const;
   // The length a file holds for sure (its entry, or its size if sealed).
@@ -241,6 +271,11 @@ class CollectorStore {
   std::unique_ptr<persistence::lmdb::Env> env_;
   MDB_dbi marks_ = 0, files_ = 0, agents_ = 0, tables_ = 0, requests_ = 0, meta_ = 0;
   RepairReport repair_;
+  // The storage thread's.
+  std::unique_ptr<GroupJournal> journal_;
+  std::unique_ptr<Files> row_files_;
+  bool needs_recovery_ = false;  // a group or a checkpoint's sync failed: recover() before the next group
+  std::chrono::steady_clock::time_point last_checkpoint_;
 };
 
 }  // namespace outpost::net

@@ -212,16 +212,35 @@ void StorageWorker::render_loop() {
 void StorageWorker::store_loop() {
   // Pruning runs here, the one writer of `files` (the admin writer also adds
   // `agents` entries): at start and hourly.
+  // The journal is checkpointed by store() as it grows, and here once the
+  // uploads pause for a second and when stopping, so that a restart has
+  // little to write again.
   auto next_prune = std::chrono::steady_clock::now();
+  auto checkpoint = [this] {
+    try {
+      store_.checkpoint();
+    } catch (const std::exception& e) {
+      spdlog::error("collector: checkpoint failed (the journal keeps the rows): {}", e.what());
+    }
+  };
   for (;;) {
     std::vector<Job> group;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_store_.wait_until(lock, next_prune, [&] { return render_done_ || !rendered_.empty(); });
-      if (rendered_.empty() && render_done_) return;  // stopping, and nothing left
+      auto until = next_prune;
+      if (store_.journal_bytes() > 0) until = std::min(until, std::chrono::steady_clock::now() + std::chrono::seconds(1));
+      bool woken = wake_store_.wait_until(lock, until, [&] { return render_done_ || !rendered_.empty(); });
+      if (rendered_.empty() && render_done_) {  // stopping, and nothing left
+        lock.unlock();
+        checkpoint();
+        return;
+      }
       if (!rendered_.empty()) {
         group = take_group();
         storing_ = true;
+      } else if (!woken && store_.journal_bytes() > 0) {
+        lock.unlock();
+        checkpoint();
       }
     }
     if (std::chrono::steady_clock::now() >= next_prune) {
