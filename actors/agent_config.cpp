@@ -301,7 +301,8 @@ void read_link(const YAML::Node& n, const std::string& path, LinkSpec& link) {
                 {"insecure", [&](auto& v, auto& p) { link.insecure = choice(v, p, kBools); }},
                 {"agent_id", [&](auto& v, auto& p) { link.agent_id = name_text(v, p); }},
                 {"backoff_initial_ms", [&](auto& v, auto& p) { link.backoff_initial = millis(v, p, 1); }},
-                {"backoff_cap_ms", [&](auto& v, auto& p) { link.backoff_cap = millis(v, p, 1); }}};
+                {"backoff_cap_ms", [&](auto& v, auto& p) { link.backoff_cap = millis(v, p, 1); }},
+                {"max_delay_ms", [&](auto& v, auto& p) { link.max_delay = millis(v, p, 0); }}};
       },
       [&] {
         switch (link.kind) {
@@ -668,8 +669,9 @@ buffer:
 
 link:                           # or just: link: offline | file | host | file:PATH
   type: file                    # file: deliver to a local JSON-lines file; offline: nowhere;
-  path: outpost-data/delivered.jsonl  # collector: address, ca, cert, key; host: the program
-                                # embedding Outpost receives them (max_unacked: 4)
+  path: outpost-data/delivered.jsonl  # collector: address, ca, cert, key (max_delay_ms: 0, e.g.
+                                # 200: fresh rows wait that long to share an upload); host: the
+                                # program embedding Outpost receives them (max_unacked: 4)
 
 log:
   level: info                   # trace, debug, info, warn, error, critical or off

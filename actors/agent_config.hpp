@@ -7,7 +7,8 @@
 //            pending_budget: 64MiB,   # appends waiting in RAM; also the store's shutdown reserve
 //            commit_interval_ms: 0}   # e.g. 250: a trickle of appends is committed at most this often
 //   link: {type: file, path: outpost-data/delivered.jsonl}   # or {type: offline}
-//   link: {type: collector, address: 127.0.0.1:4750, ca: ca.pem, cert: agent.pem, key: agent.key}
+//   link: {type: collector, address: 127.0.0.1:4750, ca: ca.pem, cert: agent.pem, key: agent.key,
+//          max_delay_ms: 0}   # e.g. 200: fresh rows wait that long to share an upload
 //   log: {level: info, file: ""}
 //   event_table:          # event artifacts, each a query on the events lane
 //     - artifact: Linux.Events.ProcessCreation
@@ -94,6 +95,9 @@ struct LinkSpec {
   std::string agent_id;     // sent only when insecure; with TLS the certificate names the agent
   std::chrono::milliseconds backoff_initial{1000};
   std::chrono::milliseconds backoff_cap{60000};
+  // Fresh event and result rows wait up to this long to go in one upload
+  // with the next: fewer uploads for a fleet's collector, at this much latency.
+  std::chrono::milliseconds max_delay{0};
 };
 
 struct LogSpec {

@@ -182,6 +182,8 @@ using net_link_actor = link_actor::extend<
     // Internal: a lane's failed buffer read, or failed ack, may be tried again.
     caf::reacts_to<retry_atom, read_atom, Lane>,
     caf::reacts_to<retry_atom, ack_atom, Lane>,
+    // Internal: the records a lane held back (link.max_delay_ms) are due.
+    caf::reacts_to<batch_due_atom, Lane>,
     // Tells the link which supervisor carries out the collector's requests.
     caf::reacts_to<set_supervisor_atom, supervisor_actor>>;
 

@@ -73,6 +73,7 @@ link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf,
   c.claimed_id = link.agent_id;
   c.hostname = host_name();
   c.backoff = {link.backoff_initial, link.backoff_cap};
+  c.max_delay = link.max_delay;
   c.inspector = std::move(inspector);
   auto reader = sys.spawn<caf::detached>(buffer_reader, std::move(store), buf);
   return sys.spawn(net::net_link, buf, reader, std::move(c));

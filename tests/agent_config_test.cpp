@@ -146,13 +146,15 @@ TEST(AgentConfig, LinkForms) {
 TEST(AgentConfig, CollectorLink) {
   auto c = parse_agent_config(
       "link: {type: collector, address: \"collector.example:4751\", ca: ca.pem, cert: a.pem, "
-      "key: a.key, backoff_initial_ms: 10, backoff_cap_ms: 500}",
+      "key: a.key, backoff_initial_ms: 10, backoff_cap_ms: 500, max_delay_ms: 200}",
       "agent.yaml");
   EXPECT_EQ(c.link.kind, LinkSpec::Kind::collector);
   EXPECT_EQ(c.link.host, "collector.example");
   EXPECT_EQ(c.link.port, 4751);
   EXPECT_EQ(c.link.ca, "ca.pem");
   EXPECT_EQ(c.link.backoff_cap.count(), 500);
+  EXPECT_EQ(c.link.max_delay.count(), 200);
+  EXPECT_EQ(parse_agent_config("link: {type: collector}", "agent.yaml").link.max_delay.count(), 0);
   EXPECT_NO_THROW(check_agent_config(c, "agent.yaml"));
   // TLS material is required unless TLS is turned off on purpose.
   auto bare = parse_agent_config("link: {type: collector}", "agent.yaml");
@@ -391,7 +393,7 @@ TEST(AgentConfig, ValueErrors) {
        "agent.yaml: link.insecure: expected true or false, got \"maybe\""},
       {"link: {type: collector, path: x}",
        "agent.yaml: link.path: unknown key for a collector link; allowed: type, address, "
-       "server_name, ca, cert, key, insecure, agent_id, backoff_initial_ms, backoff_cap_ms"},
+       "server_name, ca, cert, key, insecure, agent_id, backoff_initial_ms, backoff_cap_ms, max_delay_ms"},
       {"log: {level: loud}",
        "agent.yaml: log.level: expected trace, debug, info, warn, error, critical or off, got "
        "\"loud\""},

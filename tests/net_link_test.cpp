@@ -219,6 +219,46 @@ TEST_F(NetLink, ABulkBacklogLeavesASlotForFreshEvents) {
   EXPECT_EQ(ls().in_flight, kUploadWindow - 1);
 }
 
+// link.max_delay_ms: a trickle of commits goes in one upload once the first
+// has waited that long, without a commit to carry it; control never waits,
+// and an upload's worth goes at once.
+TEST_F(NetLink, WithAMaxDelayFreshRowsWaitToShareAnUpload) {
+  ls().max_delay = 200ms;
+  connect(1);
+  for (uint64_t seq = 1; seq <= 5; ++seq) {
+    commit(Lane::EVENTS, seq);
+    advance(20ms);
+  }
+  EXPECT_TRUE(uploads_of(Lane::EVENTS).empty()) << "a row went before its delay";
+  commit(Lane::CONTROL, 1);
+  EXPECT_EQ(uploads_of(Lane::CONTROL).size(), 1u) << "a control record waited";
+  advance(100ms);  // 200 ms after the first
+  auto ups = uploads_of(Lane::EVENTS);
+  ASSERT_EQ(ups.size(), 1u);
+  EXPECT_EQ(ups[0].seqs, (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+  // The next row starts a new wait.
+  stored(1, Lane::EVENTS, 5);
+  commit(Lane::EVENTS, 6);
+  EXPECT_EQ(uploads_of(Lane::EVENTS).size(), 1u);
+  advance(200ms);
+  ASSERT_EQ(uploads_of(Lane::EVENTS).size(), 2u);
+  EXPECT_EQ(uploads_of(Lane::EVENTS)[1].seqs, std::vector<uint64_t>{6});
+  // An upload's worth held goes without waiting out the delay.
+  stored(1, Lane::EVENTS, 6);
+  fs().last[Lane::EVENTS] = 6 + protocol::MAX_RECORDS_PER_UPLOAD;
+  caf::anon_send(link, committed_atom::value, Lane::EVENTS, fs().last[Lane::EVENTS],
+                 records(7, 6 + protocol::MAX_RECORDS_PER_UPLOAD));
+  sched->run();
+  ASSERT_EQ(uploads_of(Lane::EVENTS).size(), 3u);
+  EXPECT_EQ(uploads_of(Lane::EVENTS)[2].seqs.size(), protocol::MAX_RECORDS_PER_UPLOAD);
+}
+
+TEST_F(NetLink, WithoutAMaxDelayEachCommitIsSentAtOnce) {
+  connect(1);
+  for (uint64_t seq = 1; seq <= 3; ++seq) commit(Lane::EVENTS, seq);
+  EXPECT_EQ(uploads_of(Lane::EVENTS).size(), 3u);
+}
+
 TEST_F(NetLink, AFailedReadOfAQuietLaneIsRetried) {
   fs().last[Lane::EVENTS] = 3;
   fs().failing_reads[Lane::EVENTS] = 1;

@@ -33,6 +33,9 @@ struct ClientConfig {
   // Nothing on the network may wait forever: a collector that vanished
   // without a reset (power loss, a NAT dropping the flow) must still be noticed.
   std::chrono::milliseconds upload_timeout{60000};  // one upload's answer
+  // The link actor's, not the transport's: fresh rows wait up to this long to
+  // go in one upload with the next (net_link_state::max_delay).
+  std::chrono::milliseconds max_delay{0};
   // Makes the inspector the collector may ask for (on the network thread's
   // loop; read-only); empty: the agent offers none.
   std::function<kj::Own<inspector::Inspector::Server>(kj::Timer&)> inspector;

@@ -113,14 +113,44 @@ void read_and_send(Self self, size_t lane) {
           });
 }
 
+// `now` from the actor system's clock (which tests drive).
+bool held(const net_link_state::LaneState& l, caf::actor_clock::time_point now) {
+  return l.hold_until && now < *l.hold_until;
+}
+
 // Starts what the window allows, lanes in priority order.
 void pump(Self self) {
   auto& st = self->state;
+  auto now = self->clock().now();
   for (size_t lane = 0; lane < st.lanes.size(); ++lane) {
     auto& l = st.lanes[lane];
-    if (!l.reading && !l.read_retry.pending() && waiting(l) && free_slots(self, lane) > 0)
+    if (!l.reading && !l.read_retry.pending() && waiting(l) && !held(l, now) && free_slots(self, lane) > 0) {
+      l.hold_until.reset();
       read_and_send(self, lane);
+    }
   }
+}
+
+// With a max_delay, a commit's records on a lane that had sent everything
+// wait for the next ones: until max_delay after the first, or an upload's
+// worth. Control records never wait. Whether they are held.
+bool hold(Self self, size_t lane, const BufferedRecords& fresh, bool caught_up) {
+  auto& st = self->state;
+  auto& l = st.lanes[lane];
+  if (st.max_delay.count() <= 0 || static_cast<Lane>(lane) == Lane::CONTROL || !(caught_up || l.hold_until))
+    return false;
+  if (!l.hold_until) {
+    l.hold_until = self->clock().now() + st.max_delay;
+    l.held_records = l.held_bytes = 0;
+    self->delayed_send(self, st.max_delay, batch_due_atom::value, static_cast<Lane>(lane));
+  }
+  if (fresh)
+    for (auto& r : *fresh) {
+      ++l.held_records;
+      l.held_bytes += r.size;
+    }
+  if (l.held_records >= protocol::MAX_RECORDS_PER_UPLOAD || l.held_bytes >= kUploadBytes) l.hold_until.reset();
+  return true;
 }
 
 // Asks the buffer to delete what the collector stored and it still holds;
@@ -174,6 +204,7 @@ caf::settings status_of(Self self) {
   caf::settings s;
   caf::put(s, "kind", std::string("collector"));
   caf::put(s, "target", st.target);
+  put_count(s, "max_delay_ms", static_cast<uint64_t>(st.max_delay.count()));
   caf::put(s, "state", std::string(!st.enabled ? "disabled" : st.session ? "online" : "offline"));
   put_count(s, "session", st.session);
   put_count(s, "in_flight", st.in_flight);
@@ -207,6 +238,7 @@ net_link_actor::behavior_type net_link(instrumented<net_link_actor, net_link_sta
                                        buffer_actor buffer, buffer_reader_actor reader,
                                        ClientConfig config) {
   std::string target = config.host + ":" + std::to_string(config.port);
+  self->state.max_delay = config.max_delay;
   return net_link_over(self, std::move(buffer), std::move(reader), std::move(target),
                        [config = std::move(config)](ClientEvents events) mutable {
                          return std::make_unique<NetClient>(std::move(config), std::move(events));
@@ -246,6 +278,7 @@ net_link_actor::behavior_type net_link_over(instrumented<net_link_actor, net_lin
         bool caught_up = !l.unread && !l.reading && l.sent == l.committed;
         l.committed = std::max(l.committed, seq);
         size_t i = static_cast<size_t>(lane);
+        if (hold(self, i, fresh, caught_up)) return pump(self);
         if (fresh && !fresh->empty() && fresh->size() <= protocol::MAX_RECORDS_PER_UPLOAD &&
             caught_up && fresh->front().seq > l.sent && free_slots(self, i) > 0) {
           uint64_t after = l.sent;
@@ -269,6 +302,7 @@ net_link_actor::behavior_type net_link_over(instrumented<net_link_actor, net_lin
         for (size_t i = 0; i < st.lanes.size() && i < marks.size(); ++i) {
           auto& l = st.lanes[i];
           l.in_flight = 0;
+          l.hold_until.reset();  // a new session sends all it has
           if (marks[i] < l.stored)
             spdlog::warn("link: the collector has lane {} only through {}, but stored through {} "
                          "before: its state was reset; what it lost cannot be sent again",
@@ -343,6 +377,12 @@ net_link_actor::behavior_type net_link_over(instrumented<net_link_actor, net_lin
       },
       [=](retry_atom, read_atom, Lane lane) {
         self->state.lanes[static_cast<size_t>(lane)].read_retry.due();
+        pump(self);
+      },
+      [=](batch_due_atom, Lane lane) {
+        // A later hold (the earlier one was released by its size) has its own timer.
+        auto& l = self->state.lanes[static_cast<size_t>(lane)];
+        if (!held(l, self->clock().now())) l.hold_until.reset();
         pump(self);
       },
       [=](retry_atom, ack_atom, Lane lane) {

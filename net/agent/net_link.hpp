@@ -10,10 +10,13 @@
 // every slot the lane may use. A failed read or ack of a lane is tried again
 // after a backoff (Retry); a transport whose thread ended makes the link fail.
 
+#include <caf/actor_clock.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
 #include <array>
+#include <chrono>
 #include <memory>
+#include <optional>
 
 #include "actors/instrumented.hpp"
 #include "actors/interfaces.hpp"
@@ -42,6 +45,10 @@ struct net_link_state {
     bool unread = true;      // the buffer may hold records past `sent` that no commit announced
     Retry read_retry{kBufferRetry};  // after a failed read: no read before it is due
     Retry ack_retry{kBufferRetry};   // after a failed ack: no ack before it is due
+    // Fresh records held back to go in one upload (max_delay): not sent
+    // before this, unless an upload's worth is held.
+    std::optional<caf::actor_clock::time_point> hold_until;  // the actor system's clock
+    uint64_t held_records = 0, held_bytes = 0;
   };
 
   buffer_actor buffer;           // acks
@@ -50,6 +57,9 @@ struct net_link_state {
   // Owned here: destroying it (when this actor ends) ends its session and thread.
   std::unique_ptr<Transport> transport;
   std::string target;       // host:port, for status
+  // Fresh records of the events and results lanes wait up to this long for
+  // more to go with them (0: each commit's records are sent at once).
+  std::chrono::milliseconds max_delay{0};
   bool enabled = true;      // online_atom switches delivery on and off
   uint64_t session = 0;     // 0 while not connected
   std::array<LaneState, schemas::kLaneCount> lanes;
@@ -78,7 +88,8 @@ inline constexpr unsigned kUploadWindow = 8;
 // collector waits milliseconds, big enough to amortise a round trip.
 inline constexpr uint64_t kUploadBytes = 1 << 20;
 
-// The link over a NetClient to the collector in `config`.
+// The link over a NetClient to the collector in `config` (whose max_delay
+// is the link's).
 net_link_actor::behavior_type net_link(instrumented<net_link_actor, net_link_state> self,
                                        buffer_actor buffer, buffer_reader_actor reader,
                                        ClientConfig config);
