@@ -3,6 +3,7 @@
 // damaged journal costs only what lies past the damage.
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <fstream>
 
@@ -173,6 +174,32 @@ TEST(CollectorJournal, FilesClosedBetweenUploadsAreReopenedAtTheirLength) {
     }
     EXPECT_EQ(stored_seqs(data, artifacts[i]), want) << artifacts[i];
   }
+}
+
+// Descriptors run short (connections take them too): the store closes row
+// files it holds open instead of failing the upload.
+TEST(CollectorJournal, RunningOutOfDescriptorsClosesOpenFilesInsteadOfFailing) {
+  TempDir tmp;
+  fs::path data = tmp.path("data");
+  CollectorStoreOptions options = journal_only();
+  options.max_open_files = 100000;  // never trimmed by count: only the descriptor limit stops it
+  CollectorStore store(data, options);
+  size_t open_now = 0;
+  for (auto& e : fs::directory_iterator("/proc/self/fd")) open_now += e.exists() ? 1 : 0;
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit low = old;
+  low.rlim_cur = open_now + 16;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<std::string> failures;
+  for (uint64_t i = 0; i < 60; ++i) {
+    auto b = make_batch(i + 1, i + 1, "Art" + std::to_string(i));
+    for (auto& r : store.store({b.upload}))
+      if (!r.error.empty()) failures.push_back(r.error);
+  }
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+  EXPECT_TRUE(failures.empty()) << failures.size() << " uploads failed, the first: " << failures.front();
+  for (uint64_t i = 0; i < 60; ++i) EXPECT_EQ(stored_seqs(data, "Art" + std::to_string(i)), range(i + 1, i + 1));
 }
 
 }  // namespace

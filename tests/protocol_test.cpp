@@ -7,6 +7,7 @@
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
+#include <kj/compat/tls.h>
 
 #include <dirent.h>
 #include <netinet/in.h>
@@ -15,6 +16,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <fstream>
 #include <sstream>
 
 #include "net/collector/collector_server.hpp"
@@ -264,6 +266,84 @@ TEST(CollectorTls, APeerThatNeverHandshakesIsDroppedAtTheTimeout) {
                      return false;
                    }));
   EXPECT_TRUE(ended.wait(io.waitScope)) << "a silent peer kept its connection";
+}
+
+// Admission: with one handshake at a time, a peer that never speaks TLS
+// holds the slot until its timeout; the agents that came meanwhile wait, and
+// the newest goes first (in a storm the oldest are the likeliest given up).
+TEST(CollectorTls, HandshakesBeyondTheLimitWaitAndTheNewestGoesFirst) {
+  TempDir tmp;
+  auto certs = tmp.path("certs");
+  for (auto args : std::vector<std::vector<std::string>>{{OUTPOST_CERTS, "init", certs.string()},
+                                                        {OUTPOST_CERTS, "agent", certs.string(), "first"},
+                                                        {OUTPOST_CERTS, "agent", certs.string(), "second"}})
+    ASSERT_EQ(outpost::testing::wait_exit(outpost::testing::spawn(args, tmp.path("certs.log"))), 0);
+  auto io = kj::setupAsyncIo();
+  CollectorStore store(tmp.path("data"));
+  StorageWorker worker(store);
+  CollectorConfig config;
+  config.port = 0;
+  config.tls = {(certs / "ca.pem").string(), (certs / "collector.pem").string(),
+                (certs / "collector.key").string(), false};
+  config.handshake_timeout = std::chrono::milliseconds(1000);
+  config.max_handshakes = 1;
+  CollectorServer server(io, config, store, worker);
+  uint16_t port = server.start().wait(io.waitScope);
+  auto& timer = io.provider->getTimer();
+  auto address = io.provider->getNetwork().parseAddress("127.0.0.1", port).wait(io.waitScope);
+
+  std::vector<std::string> order;  // events as they happen
+  auto silent = address->connect().wait(io.waitScope);
+  char buf[64];
+  auto silent_ended = silent->tryRead(buf, 1, sizeof buf)
+                          .then([](size_t) {}, [](kj::Exception&&) {})
+                          .then([&] { order.push_back("silent dropped"); })
+                          .eagerlyEvaluate(nullptr);
+  timer.afterDelay(50 * kj::MILLISECONDS).wait(io.waitScope);  // accepted before the agents
+
+  struct Agent {
+    kj::Own<kj::TlsCertificate> ca;
+    kj::Own<kj::TlsKeypair> pair;
+    kj::Own<kj::TlsContext> tls;
+    kj::Own<kj::AsyncIoStream> stream;
+    kj::Own<capnp::TwoPartyClient> client;
+  };
+  auto read = [](const std::filesystem::path& f) {
+    std::ifstream in(f);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  std::string ca_pem = read(certs / "ca.pem");
+  auto hello = [&](const std::string& name, Agent& a) {
+    std::string cert = read(certs / (name + ".pem")), key = read(certs / (name + ".key"));
+    a.ca = kj::heap<kj::TlsCertificate>(kj::StringPtr(ca_pem.c_str()));
+    a.pair = kj::heap<kj::TlsKeypair>(
+        kj::TlsKeypair{kj::TlsPrivateKey(kj::StringPtr(key.c_str())), kj::TlsCertificate(kj::StringPtr(cert.c_str()))});
+    kj::TlsContext::Options options;
+    options.useSystemTrustStore = false;
+    options.trustedCertificates = kj::arrayPtr(a.ca.get(), 1);
+    options.defaultKeypair = *a.pair;
+    a.tls = kj::heap<kj::TlsContext>(kj::mv(options));
+    return address->connect()
+        .then([&a](kj::Own<kj::AsyncIoStream> raw) { return a.tls->wrapClient(kj::mv(raw), "localhost"); })
+        .then([&a](kj::Own<kj::AsyncIoStream> stream) {
+          a.stream = kj::mv(stream);
+          a.client = kj::heap<capnp::TwoPartyClient>(*a.stream);
+          auto req = a.client->bootstrap().castAs<protocol::Collector>().helloRequest();
+          req.getAgent().setMajorVersion(protocol::MAJOR_VERSION);
+          return req.send();
+        })
+        .then([&order, name](auto) { order.push_back(name + " connected"); });
+  };
+  Agent first, second;
+  auto first_done = hello("first", first).eagerlyEvaluate(nullptr);
+  timer.afterDelay(50 * kj::MILLISECONDS).wait(io.waitScope);  // accepted in this order
+  auto second_done = hello("second", second).eagerlyEvaluate(nullptr);
+  first_done.exclusiveJoin(timer.afterDelay(10 * kj::SECONDS).then([] {
+    throw KJ_EXCEPTION(FAILED, "the first agent never connected");
+  })).wait(io.waitScope);
+  second_done.wait(io.waitScope);
+  silent_ended.wait(io.waitScope);
+  EXPECT_EQ(order, (std::vector<std::string>{"silent dropped", "second connected", "first connected"}));
 }
 
 }  // namespace

@@ -165,6 +165,7 @@ struct FleetBenchOptions {
   double latency_target_ms = 1000;
   bool reconnect_storm = false;
   std::filesystem::path collector;  // default: beside outpost-bench
+  std::vector<std::string> collector_args;  // more options for it
   std::filesystem::path dir;
   bool json = false;
 };

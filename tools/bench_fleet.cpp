@@ -13,10 +13,12 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <thread>
 
+#include "schemas/json.hpp"
 #include "tools/bench.hpp"
 #include "tools/fleet_certs.hpp"
 #include "tools/fleet_sim.hpp"
@@ -43,12 +45,15 @@ double cpu_seconds(pid_t pid) {
 // The collector under test, stopped (SIGTERM, then SIGKILL) when this goes.
 class CollectorProcess {
  public:
-  CollectorProcess(const fs::path& binary, const fs::path& dir, const fs::path& certs) : log_(dir / "collector.log") {
+  CollectorProcess(const fs::path& binary, const fs::path& dir, const fs::path& certs,
+                   const std::vector<std::string>& extra)
+      : log_(dir / "collector.log") {
     fs::create_directories(dir / "data");
-    pid_ = spawn_process({binary.string(), "--datadir", (dir / "data").string(), "--listen", "127.0.0.1:0", "--ca",
-                          (certs / "ca.pem").string(), "--cert", (certs / "collector.pem").string(), "--key",
-                          (certs / "collector.key").string()},
-                         dir, log_, true);
+    std::vector<std::string> args{binary.string(), "--datadir", (dir / "data").string(), "--listen", "127.0.0.1:0",
+                                  "--ca", (certs / "ca.pem").string(), "--cert", (certs / "collector.pem").string(),
+                                  "--key", (certs / "collector.key").string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    pid_ = spawn_process(args, dir, log_, true);
     auto deadline = Clock::now() + 30s;
     for (;;) {
       std::string text = read_text(log_);
@@ -106,6 +111,7 @@ struct FleetRun {
   uint64_t disconnects = 0, connect_failures = 0;
   std::optional<double> reconnect_all_s;  // the storm: until every agent had a session again
   uint64_t storm_connect_failures = 0;
+  std::map<std::string, uint64_t> failures;  // why attempts and sessions ended (storm drops not counted)
 };
 
 // The q-quantile of `made` rows of which `answered` (sorted) were answered:
@@ -133,7 +139,7 @@ FleetRun measure(const FleetBenchOptions& o, const fs::path& root, const fs::pat
                  size_t agents) {
   FleetRun run;
   run.agents = agents;
-  CollectorProcess proc(collector, root / fmt::format("agents-{}", agents), root / "certs");
+  CollectorProcess proc(collector, root / fmt::format("agents-{}", agents), root / "certs", o.collector_args);
   long rss_before = proc.rss();
   FleetSimConfig config;
   config.port = proc.port();
@@ -184,10 +190,22 @@ FleetRun measure(const FleetBenchOptions& o, const fs::path& root, const fs::pat
       run.reconnect_all_s = seconds_since(storm);
     run.storm_connect_failures = sim.counters().connect_failures - after.connect_failures;
   }
+  run.failures = sim.counters().failures;
   return run;
 }
 
 std::string number(const std::optional<double>& v) { return v ? fmt::format("{:.1f}", *v) : "null"; }
+
+// The most frequent reasons, "reason": count, as JSON members.
+std::string failure_json(const std::map<std::string, uint64_t>& failures) {
+  std::vector<std::pair<uint64_t, std::string>> top;
+  for (auto& [why, n] : failures) top.emplace_back(n, why);
+  std::sort(top.rbegin(), top.rend());
+  std::string out;
+  for (size_t i = 0; i < top.size() && i < 5; ++i)
+    out += (out.empty() ? "" : ", ") + schemas::json_string(top[i].second) + ": " + std::to_string(top[i].first);
+  return "{" + out + "}";
+}
 
 std::string run_json(const FleetRun& r) {
   return fmt::format(
@@ -195,11 +213,13 @@ std::string run_json(const FleetRun& r) {
       "\"rows_per_s\": {:.0f}, \"rows_made\": {}, \"rows_unanswered\": {}, \"latency_p50_ms\": {}, "
       "\"latency_p99_ms\": {}, \"latency_max_ms\": {}, \"collector_cpu_percent\": {:.1f}, "
       "\"fleet_cpu_percent\": {:.1f}, \"collector_rss_bytes\": {}, \"collector_rss_bytes_per_agent\": {:.0f}, "
-      "\"disconnects\": {}, \"connect_failures\": {}, \"reconnect_all_s\": {}, \"storm_connect_failures\": {}}}",
+      "\"disconnects\": {}, \"connect_failures\": {}, \"reconnect_all_s\": {}, \"storm_connect_failures\": {}, "
+      "\"failure_reasons\": {}}}",
       r.agents, r.connections_held, r.connect_all_s, r.offered_rows_per_s, r.rows_per_s, r.rows_made,
       r.rows_unanswered, number(r.p50_ms), number(r.p99_ms), number(r.max_ms), r.collector_cpu_percent,
       r.fleet_cpu_percent, r.collector_rss_bytes, r.collector_rss_bytes_per_agent, r.disconnects, r.connect_failures,
-      r.reconnect_all_s ? fmt::format("{:.2f}", *r.reconnect_all_s) : "null", r.storm_connect_failures);
+      r.reconnect_all_s ? fmt::format("{:.2f}", *r.reconnect_all_s) : "null", r.storm_connect_failures,
+      failure_json(r.failures));
 }
 
 void print_text(const FleetRun& r) {
@@ -216,6 +236,7 @@ void print_text(const FleetRun& r) {
   else if (r.storm_connect_failures)
     fmt::print("; reconnect storm: NOT all back within 120 s ({} failed attempts)", r.storm_connect_failures);
   fmt::print("\n");
+  if (!r.failures.empty()) fmt::print("        why attempts and sessions ended: {}\n", failure_json(r.failures));
 }
 
 // Descriptors for this process's and the collector's connections: the soft

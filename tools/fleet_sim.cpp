@@ -9,6 +9,7 @@
 #include <mutex>
 #include <random>
 
+#include "net/agent/backoff.hpp"
 #include "net/kj_util.hpp"
 #include "schemas/codec.hpp"
 #include "schemas/protocol.capnp.h"
@@ -48,6 +49,7 @@ struct SimAgent {
   kj::Maybe<protocol::Session::Client> session;
   kj::Promise<void> task = nullptr;  // the connection: its attempt, then its end
   int64_t retry_at = 0;
+  net::ReconnectBackoff backoff{net::BackoffPolicy{}};  // the agent's own (net/agent/backoff.hpp)
 
   uint64_t last_seq = 0;  // the last row made
   uint64_t after = 0;     // the last seq sent in this session (or the collector's mark)
@@ -106,7 +108,7 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
       if (storm != storm_) {
         storm_ = storm;
         for (auto& a : agents_) {
-          if (a.state == SimAgent::State::connected) lost(a, a.generation, now, false);
+          if (a.state == SimAgent::State::connected) lost(a, a.generation, now, false, "");
           a.retry_at = now;
         }
       }
@@ -160,9 +162,12 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
           [this, &a, generation](capnp::Response<protocol::Session::UploadResults> resp) {
             if (generation != a.generation) return;
             --a.in_flight;
+            a.backoff.stored();
             stored(a, resp.getStoredThrough());
           },
-          [this, &a, generation](kj::Exception&&) { lost(a, generation, steady_ns(), true); }));
+          [this, &a, generation](kj::Exception&& e) {
+            lost(a, generation, steady_ns(), true, e.getDescription().cStr());
+          }));
     }
   }
 
@@ -208,6 +213,7 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
                      if (m.getLane() == schemas::Lane::EVENTS) mark = m.getSeq();
                    a.session = resp.getSession();
                    a.state = SimAgent::State::connected;
+                   a.backoff.connected(std::chrono::steady_clock::now());
                    --connecting_;
                    while (!a.unsent.empty() && a.unsent.front().seq <= mark) a.unsent.pop_front();
                    a.after = mark;
@@ -218,18 +224,26 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
                    }
                    return a.client->onDisconnect();
                  })
-                 .then([this, &a, generation] { lost(a, generation, steady_ns(), true); },
-                       [this, &a, generation](kj::Exception&&) { lost(a, generation, steady_ns(), true); })
+                 .then([this, &a, generation] { lost(a, generation, steady_ns(), true, "the collector closed it"); },
+                       [this, &a, generation](kj::Exception&& e) {
+                         lost(a, generation, steady_ns(), true, e.getDescription().cStr());
+                       })
                  .eagerlyEvaluate(nullptr);
   }
 
   // The connection of `generation` ended (or is dropped): what it had not
-  // stored goes back to be sent again; a new attempt after 1-2 s (`backoff`)
-  // or at once.
-  void lost(SimAgent& a, uint64_t generation, int64_t now, bool backoff) {
+  // stored goes back to be sent again; a new attempt after the agent's
+  // backoff (`backoff`) or at once.
+  void lost(SimAgent& a, uint64_t generation, int64_t now, bool backoff, const std::string& why) {
     if (generation != a.generation || a.state == SimAgent::State::idle) return;
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      // Counted by the reason's first 60 characters (kj's include a file and line first).
+      if (!why.empty()) {
+        size_t colon = why.find(": ");
+        std::string key = why.rfind("/", 0) == 0 && colon != std::string::npos ? why.substr(colon + 2) : why;
+        ++counters_.failures[key.substr(0, 60)];
+      }
       if (a.state == SimAgent::State::connected) {
         --counters_.connected;
         ++counters_.disconnects;
@@ -239,7 +253,8 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
     }
     if (a.state == SimAgent::State::connecting) --connecting_;
     drop(a);
-    a.retry_at = now + (backoff ? 1'000'000'000 + static_cast<int64_t>(jitter_() % 1'000'000'000) : 0);
+    a.retry_at = now;
+    if (backoff) a.retry_at += std::chrono::nanoseconds(a.backoff.next(std::chrono::steady_clock::now())).count();
   }
 
   void drop(SimAgent& a) {
@@ -272,7 +287,6 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
   std::vector<Grave> graveyard_;
   unsigned connecting_ = 0;
   uint64_t storm_ = 0;
-  std::mt19937_64 jitter_{42};
 
   mutable std::mutex mutex_;  // the counters and latencies, read by other threads
   FleetCounters counters_;
@@ -323,6 +337,7 @@ FleetCounters FleetSim::counters() const {
     sum.made += c.made;
     sum.stored += c.stored;
     sum.stored_during += c.stored_during;
+    for (auto& [why, n] : c.failures) sum.failures[why] += n;
   }
   sum.agents = agents_;
   return sum;

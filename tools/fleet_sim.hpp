@@ -4,12 +4,14 @@
 // protocol (protocol.capnp: hello, then uploads on the events lane) the way
 // the agent's link does: a row made is sent at once (up to 8 uploads in
 // flight) or, with a maximum delay, once its oldest unsent row is that old;
-// a lost connection is retried after 1-2 s and resumes from the collector's
-// mark, sending again what was not stored. Rows are timed from when they
+// a lost connection is retried after the agent's own backoff (exponential,
+// full jitter, from 1 s to 60 s) and resumes from the collector's mark,
+// sending again what was not stored. Rows are timed from when they
 // were made (steady clock) to the answer that says they are stored.
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -40,6 +42,7 @@ struct FleetCounters {
   uint64_t made = 0;              // rows made in the window
   uint64_t stored = 0;            // of those, answered as stored
   uint64_t stored_during = 0;     // rows (of any time) answered while the window was open
+  std::map<std::string, uint64_t> failures;  // why attempts and sessions ended, with their counts
 };
 
 class FleetSim {

@@ -129,6 +129,8 @@ int main(int argc, char** argv) {
   fl->add_flag("--reconnect-storm", fleet.reconnect_storm,
                "after the window, every agent drops its connection at once: time until all are back");
   fl->add_option("--collector", fleet.collector, "the outpost-collector binary (default: beside outpost-bench)");
+  fl->add_option("--collector-arg", fleet.collector_args, "one more option for outpost-collector (repeatable), "
+                                                          "e.g. --collector-arg=--max-handshakes=100000");
   fl->add_option("--dir", fleet.dir, "working directory (default: a new temp dir)");
 
   CLI11_PARSE(app, argc, argv);

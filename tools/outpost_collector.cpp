@@ -3,6 +3,7 @@
 
 #include <kj/async-unix.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -18,7 +19,19 @@ using namespace outpost::net;
 
 const char* signal_name(int signo) { return signo == SIGTERM ? "SIGTERM" : signo == SIGINT ? "SIGINT" : "a signal"; }
 
+// Each agent holds a connection: the soft limit on descriptors (often 1024)
+// is raised to the hard one.
+void raise_descriptor_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == limit.rlim_max) return;
+  rlim_t before = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) == 0)
+    spdlog::info("collector: open files limit raised from {} to {}", before, limit.rlim_cur);
+}
+
 int serve(const std::string& datadir, CollectorConfig config, CollectorStoreOptions options) {
+  raise_descriptor_limit();
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGINT);
   auto io = kj::setupAsyncIo();
@@ -67,6 +80,11 @@ int main(int argc, char** argv) {
   std::string admin_socket;
   app.add_option("--admin-socket", admin_socket,
                  "unix socket for the admin commands (default: <datadir>/.collector/admin.sock)");
+  app.add_option("--max-handshakes", config.max_handshakes,
+                 "TLS handshakes at once; more connections wait, the newest first (a reconnect storm then "
+                 "converges instead of every handshake timing out)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   CollectorStoreOptions store_options;
   app.add_option("--max-state-size", store_options.max_map_size,
                  "the most the collector's state (LMDB map in <datadir>/.collector) may grow to")

@@ -286,8 +286,8 @@ kj::Promise<uint16_t> CollectorServer::start() {
       })
       .then([this] {
         uint16_t port = static_cast<uint16_t>(listener_->getPort());
-        tasks_.add(accept_loop(*listener_, "an agent",
-                               [this](kj::Own<kj::AsyncIoStream> s) { take_agent(kj::mv(s)); }));
+        tasks_.add(accept_loop(
+            *listener_, "an agent", [this](kj::Own<kj::AsyncIoStream> s) { take_agent(kj::mv(s)); }));
         spdlog::info("collector: listening on {}:{} ({}){}", config_.host, port,
                      tls_ ? "TLS, client certificates required" : "plaintext",
                      config_.admin_socket.empty() ? "" : ", admin commands on " + config_.admin_socket);
@@ -313,6 +313,28 @@ kj::Promise<void> CollectorServer::accept_loop(kj::ConnectionReceiver& listener,
       .then([this, &listener, what, take] { return accept_loop(listener, what, take); });
 }
 
+void CollectorServer::admit() {
+  auto limit = config_.handshake_timeout.count() * kj::MILLISECONDS;
+  auto now = io_.provider->getTimer().now();
+  auto close_oldest = [&](const char* why) {
+    log_refusal("closed " + waiting_.front().peer + " unanswered: " + why);
+    waiting_.pop_front();
+  };
+  while (!waiting_.empty() && now - waiting_.front().since >= limit)
+    close_oldest("it waited for a TLS handshake slot longer than the handshake timeout");
+  while (waiting_.size() > config_.max_waiting_handshakes)
+    close_oldest("too many connections waiting for a TLS handshake");
+  while (handshaking_ < config_.max_handshakes && !waiting_.empty()) {
+    Waiting next = kj::mv(waiting_.back());
+    waiting_.pop_back();
+    ++handshaking_;
+    tasks_.add(handshake(kj::mv(next.stream), kj::mv(next.peer)).then([this] {
+      --handshaking_;
+      admit();
+    }));
+  }
+}
+
 void CollectorServer::take_agent(kj::Own<kj::AsyncIoStream> stream) {
   std::string peer = peer_of(*stream);
   try {
@@ -320,10 +342,12 @@ void CollectorServer::take_agent(kj::Own<kj::AsyncIoStream> stream) {
   } catch (const kj::Exception& e) {  // the peer may already be gone
     spdlog::warn("collector: {}: keepalive not set: {}", peer, e.getDescription().cStr());
   }
-  if (tls_)
-    tasks_.add(handshake(kj::mv(stream), peer));
-  else
+  if (tls_) {
+    waiting_.push_back({kj::mv(stream), kj::mv(peer), io_.provider->getTimer().now()});
+    admit();
+  } else {
     serve(kj::mv(stream), peer, {});
+  }
 }
 
 // A failed handshake (wrong CA, no or expired client certificate, not TLS
@@ -715,8 +739,8 @@ kj::Promise<void> CollectorServer::start_admin() {
   return io_.provider->getNetwork().parseAddress("unix:" + path).then([this](kj::Own<kj::NetworkAddress> addr) {
     admin_listener_ = addr->listen();
     ::chmod(config_.admin_socket.c_str(), 0600);
-    tasks_.add(accept_loop(*admin_listener_, "an admin command",
-                           [this](kj::Own<kj::AsyncIoStream> s) { take_admin(kj::mv(s)); }));
+    tasks_.add(accept_loop(
+        *admin_listener_, "an admin command", [this](kj::Own<kj::AsyncIoStream> s) { take_admin(kj::mv(s)); }));
   });
 }
 

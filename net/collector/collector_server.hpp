@@ -7,6 +7,7 @@
 
 #include <kj/async-io.h>
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -26,6 +27,16 @@ struct CollectorConfig {
   std::string admin_socket;  // unix socket for `outpost-collector <command>`; empty: none
   TlsFiles tls;
   std::chrono::milliseconds handshake_timeout{10000};  // a peer that connects but never speaks TLS
+  // Admission: at most this many TLS handshakes at once, so that in a
+  // reconnect storm each finishes within its timeout instead of all of them
+  // sharing the CPU until every one times out. Accepted connections beyond
+  // wait, the newest first: in a storm the oldest are the likeliest to have
+  // been given up by their agent (whose attempt has its own time limit).
+  // One that waited handshake_timeout, or the oldest when
+  // max_waiting_handshakes wait, is closed unanswered; its agent tries again
+  // after its backoff.
+  unsigned max_handshakes = 256;
+  size_t max_waiting_handshakes = 100000;
 };
 
 class CollectorServer final : private kj::TaskSet::ErrorHandler {
@@ -63,6 +74,9 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> accept_loop(kj::ConnectionReceiver& listener, const char* what,
                                 std::function<void(kj::Own<kj::AsyncIoStream>)> take);
   void take_agent(kj::Own<kj::AsyncIoStream> stream);
+  // Admission (CollectorConfig::max_handshakes): starts the handshakes the
+  // limit allows, newest waiting first.
+  void admit();
   void take_admin(kj::Own<kj::AsyncIoStream> stream);
   kj::Promise<void> handshake(kj::Own<kj::AsyncIoStream> stream, std::string peer);
   void serve(kj::Own<kj::AsyncIoStream> stream, std::string peer, std::string cert_name);
@@ -92,6 +106,13 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   // (its key): a cancel of that one must go to the agent, as it may run it.
   std::map<std::string, uint64_t> pushing_;
   size_t connections_ = 0;
+  struct Waiting {
+    kj::Own<kj::AsyncIoStream> stream;
+    std::string peer;
+    kj::TimePoint since;
+  };
+  std::deque<Waiting> waiting_;  // accepted, waiting for a handshake slot; newest at the back
+  unsigned handshaking_ = 0;
   LogLimiter refusal_log_;
   kj::TaskSet tasks_;
 };

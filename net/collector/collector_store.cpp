@@ -320,6 +320,14 @@ class CollectorStore::Files {
     fs::path path = root_ / rel;
     make_dirs(path.parent_path());
     kj::AutoCloseFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640));
+    if (fd.get() < 0 && (errno == EMFILE || errno == ENFILE) && !open_.empty()) {
+      // Descriptors run short (connections take them too): give back the
+      // files not used for longest, but none of the current upload's.
+      size_t before = open_.size();
+      trim_unused(before / 2);
+      spdlog::warn("collector: out of file descriptors; closed {} of {} open row files", before - open_.size(), before);
+      fd = kj::AutoCloseFd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640));
+    }
     if (fd.get() < 0) fail_errno("cannot open", path);
     if (blob) return open_.emplace(rel, Open{kj::mv(fd), 0, 0, ++uses_}).first->second;
     struct stat st;
@@ -338,11 +346,16 @@ class CollectorStore::Files {
   }
 
   // Closes the least recently used half.
-  void trim() {
+  void trim() { trim_unused(open_.size() - max_open_ / 2); }
+
+  // Closes up to `count` files, least recently used first, keeping those the
+  // current upload wrote to (roll_back needs them).
+  void trim_unused(size_t count) {
     std::vector<std::pair<uint64_t, std::string>> by_use;
-    for (auto& [rel, f] : open_) by_use.emplace_back(f.used, rel);
+    for (auto& [rel, f] : open_)
+      if (!before_.count(rel)) by_use.emplace_back(f.used, rel);
     std::sort(by_use.begin(), by_use.end());
-    for (size_t i = 0; i < by_use.size() - max_open_ / 2; ++i) open_.erase(by_use[i].second);
+    for (size_t i = 0; i < by_use.size() && i < count; ++i) open_.erase(by_use[i].second);
   }
 
   fs::path root_;
