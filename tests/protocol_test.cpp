@@ -238,24 +238,42 @@ TEST_F(ProtocolTest, AcceptGoesOnAfterRunningOutOfDescriptors) {
   EXPECT_EQ(std::string(hello.wait(io.waitScope).getAgentId().cStr()), "after-emfile");
 }
 
+// A TLS collector in this process, with a CA, its certificate and the
+// agents' certificates made by outpost-certs.
+struct TlsCollector {
+  TempDir tmp;
+  std::filesystem::path certs = tmp.path("certs");
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  CollectorStore store{tmp.path("data")};
+  StorageWorker worker{store};
+  CollectorConfig config;
+  std::unique_ptr<CollectorServer> server;
+  uint16_t port = 0;
+
+  explicit TlsCollector(const std::vector<std::string>& agents = {}) {
+    std::vector<std::vector<std::string>> runs{{OUTPOST_CERTS, "init", certs.string()}};
+    for (auto& name : agents) runs.push_back({OUTPOST_CERTS, "agent", certs.string(), name});
+    for (auto& args : runs)
+      if (outpost::testing::wait_exit(outpost::testing::spawn(args, tmp.path("certs.log"))) != 0)
+        throw std::runtime_error("outpost-certs failed: " + args[1]);
+    config.port = 0;
+    config.tls = {(certs / "ca.pem").string(), (certs / "collector.pem").string(),
+                  (certs / "collector.key").string(), false};
+  }
+  void start() {
+    server = std::make_unique<CollectorServer>(io, config, store, worker);
+    port = server->start().wait(io.waitScope);
+  }
+};
+
 // A peer that connects and never starts TLS holds a connection only until
 // the handshake timeout.
 TEST(CollectorTls, APeerThatNeverHandshakesIsDroppedAtTheTimeout) {
-  TempDir tmp;
-  auto certs = tmp.path("certs");
-  ASSERT_EQ(outpost::testing::wait_exit(outpost::testing::spawn(
-                {OUTPOST_CERTS, "init", certs.string()}, tmp.path("certs.log"))),
-            0);
-  auto io = kj::setupAsyncIo();
-  CollectorStore store(tmp.path("data"));
-  StorageWorker worker(store);
-  CollectorConfig config;
-  config.port = 0;
-  config.tls = {(certs / "ca.pem").string(), (certs / "collector.pem").string(),
-                (certs / "collector.key").string(), false};
-  config.handshake_timeout = std::chrono::milliseconds(300);
-  CollectorServer server(io, config, store, worker);
-  uint16_t port = server.start().wait(io.waitScope);
+  TlsCollector c;
+  c.config.handshake_timeout = std::chrono::milliseconds(300);
+  c.start();
+  auto& io = c.io;
+  uint16_t port = c.port;
 
   auto silent = io.provider->getNetwork().parseAddress("127.0.0.1", port).wait(io.waitScope)
                     ->connect().wait(io.waitScope);
@@ -272,23 +290,16 @@ TEST(CollectorTls, APeerThatNeverHandshakesIsDroppedAtTheTimeout) {
 // holds the slot until its timeout; the agents that came meanwhile wait, and
 // the newest goes first (in a storm the oldest are the likeliest given up).
 TEST(CollectorTls, HandshakesBeyondTheLimitWaitAndTheNewestGoesFirst) {
-  TempDir tmp;
-  auto certs = tmp.path("certs");
-  for (auto args : std::vector<std::vector<std::string>>{{OUTPOST_CERTS, "init", certs.string()},
-                                                        {OUTPOST_CERTS, "agent", certs.string(), "first"},
-                                                        {OUTPOST_CERTS, "agent", certs.string(), "second"}})
-    ASSERT_EQ(outpost::testing::wait_exit(outpost::testing::spawn(args, tmp.path("certs.log"))), 0);
-  auto io = kj::setupAsyncIo();
-  CollectorStore store(tmp.path("data"));
-  StorageWorker worker(store);
-  CollectorConfig config;
-  config.port = 0;
-  config.tls = {(certs / "ca.pem").string(), (certs / "collector.pem").string(),
-                (certs / "collector.key").string(), false};
-  config.handshake_timeout = std::chrono::milliseconds(1000);
-  config.max_handshakes = 1;
-  CollectorServer server(io, config, store, worker);
-  uint16_t port = server.start().wait(io.waitScope);
+  TlsCollector c({"first", "second"});
+  // The agents come 500 ms after the silent peer: when it is dropped they
+  // have waited 1.5 s of the 2 s a waiting connection is kept, which leaves
+  // the second's handshake 500 ms before the first would be dropped too.
+  c.config.handshake_timeout = std::chrono::milliseconds(2000);
+  c.config.max_handshakes = 1;
+  c.start();
+  auto& io = c.io;
+  uint16_t port = c.port;
+  auto& certs = c.certs;
   auto& timer = io.provider->getTimer();
   auto address = io.provider->getNetwork().parseAddress("127.0.0.1", port).wait(io.waitScope);
 
@@ -299,7 +310,7 @@ TEST(CollectorTls, HandshakesBeyondTheLimitWaitAndTheNewestGoesFirst) {
                           .then([](size_t) {}, [](kj::Exception&&) {})
                           .then([&] { order.push_back("silent dropped"); })
                           .eagerlyEvaluate(nullptr);
-  timer.afterDelay(50 * kj::MILLISECONDS).wait(io.waitScope);  // accepted before the agents
+  timer.afterDelay(500 * kj::MILLISECONDS).wait(io.waitScope);  // accepted before the agents
 
   struct Agent {
     kj::Own<kj::TlsCertificate> ca;
