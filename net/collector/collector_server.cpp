@@ -314,14 +314,14 @@ kj::Promise<void> CollectorServer::accept_loop(kj::ConnectionReceiver& listener,
 }
 
 void CollectorServer::admit() {
-  auto limit = config_.handshake_timeout.count() * kj::MILLISECONDS;
+  auto limit = config_.handshake_wait.count() * kj::MILLISECONDS;
   auto now = io_.provider->getTimer().now();
   auto close_oldest = [&](const char* why) {
     log_refusal("closed " + waiting_.front().peer + " unanswered: " + why);
     waiting_.pop_front();
   };
   while (!waiting_.empty() && now - waiting_.front().since >= limit)
-    close_oldest("it waited for a TLS handshake slot longer than the handshake timeout");
+    close_oldest("it waited too long for a TLS handshake slot");
   while (waiting_.size() > config_.max_waiting_handshakes)
     close_oldest("too many connections waiting for a TLS handshake");
   while (handshaking_ < config_.max_handshakes && !waiting_.empty()) {

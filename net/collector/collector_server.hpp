@@ -32,11 +32,12 @@ struct CollectorConfig {
   // sharing the CPU until every one times out. Accepted connections beyond
   // wait, the newest first: in a storm the oldest are the likeliest to have
   // been given up by their agent (whose attempt has its own time limit).
-  // One that waited handshake_timeout, or the oldest when
+  // One that waited handshake_wait, or the oldest when
   // max_waiting_handshakes wait, is closed unanswered; its agent tries again
   // after its backoff.
   unsigned max_handshakes = 256;
   size_t max_waiting_handshakes = 100000;
+  std::chrono::milliseconds handshake_wait{10000};
 };
 
 class CollectorServer final : private kj::TaskSet::ErrorHandler {
