@@ -202,5 +202,31 @@ TEST(CollectorJournal, RunningOutOfDescriptorsClosesOpenFilesInsteadOfFailing) {
   for (uint64_t i = 0; i < 60; ++i) EXPECT_EQ(stored_seqs(data, "Art" + std::to_string(i)), range(i + 1, i + 1));
 }
 
+// A damaged entry below the committed end: the rows its groups wrote to the
+// row files are still there, and they are kept, not cut for want of proof.
+TEST(CollectorJournal, ADamagedJournalKeepsWhatTheRowFilesHold) {
+  TempDir tmp;
+  fs::path data = tmp.path("data");
+  uint64_t first_group_end = 0;
+  {
+    CollectorStore store(data, journal_only());
+    store.store({make_batch(1, 3).upload});
+    first_group_end = store.journal_bytes();
+    store.store({make_batch(4, 6).upload});
+  }
+  {
+    std::fstream f(data / ".collector" / "journal", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(first_group_end + 30));
+    f.put('?');  // inside the second group's entry
+  }
+  CollectorStore store(data, journal_only());
+  EXPECT_EQ(store.repair_report().files_kept, 1u);
+  EXPECT_EQ(store.repair_report().files_cut, 0u);
+  EXPECT_EQ(stored_seqs(data), range(1, 6));
+  EXPECT_EQ(store.marks("a1")[static_cast<size_t>(Lane::EVENTS)], 6u);
+  EXPECT_EQ(marks_of(store.store({make_batch(7, 8).upload})), std::vector<uint64_t>{8});
+  EXPECT_EQ(stored_seqs(data), range(1, 8));
+}
+
 }  // namespace
 }  // namespace outpost::net

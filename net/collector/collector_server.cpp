@@ -328,10 +328,17 @@ void CollectorServer::admit() {
     Waiting next = kj::mv(waiting_.back());
     waiting_.pop_back();
     ++handshaking_;
-    tasks_.add(handshake(kj::mv(next.stream), kj::mv(next.peer)).then([this] {
+    // The slot comes back however the handshake ends, even if it throws.
+    auto done = [this] {
       --handshaking_;
       admit();
-    }));
+    };
+    std::string peer = next.peer;
+    tasks_.add(kj::evalNow([&] { return handshake(kj::mv(next.stream), kj::mv(next.peer)); })
+                   .then(kj::cp(done), [this, done, peer](kj::Exception&& e) {  // then() keeps a reference to an lvalue
+                     log_refusal("closed " + peer + ": " + e.getDescription().cStr());
+                     done();
+                   }));
   }
 }
 
@@ -367,7 +374,16 @@ kj::Promise<void> CollectorServer::handshake(kj::Own<kj::AsyncIoStream> stream, 
               log_refusal("refused " + peer + ": no client certificate");
               return;
             }
-            serve(kj::mv(auth.stream), peer, identity.getCommonName().cStr());
+            std::string name;
+            try {
+              name = identity.getCommonName().cStr();  // kj asserts there is one
+            } catch (const kj::Exception&) {
+            }
+            if (name.empty()) {
+              log_refusal("refused " + peer + ": its certificate names no agent (no common name)");
+              return;
+            }
+            serve(kj::mv(auth.stream), peer, name);
           },
           [this, peer](kj::Exception&& e) {
             log_refusal("refused " + peer + ": TLS handshake failed: " + e.getDescription().cStr());

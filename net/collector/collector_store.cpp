@@ -268,12 +268,12 @@ class CollectorStore::Files {
     dirty_[rel] = f.length;
   }
 
-  // Cuts what the current upload appended; throws StoreError if a file
-  // cannot be cut (then the group fails as a whole).
+  // Cuts what the current upload appended (a write that failed half way
+  // too); throws StoreError if a file cannot be cut (then the group fails
+  // as a whole).
   void roll_back() {
     for (auto& [rel, length] : before_) {
       auto& f = open_.at(rel);
-      if (f.length == length) continue;
       if (::ftruncate(f.fd.get(), static_cast<off_t>(length)) != 0) fail_errno("cannot cut a failed upload from", root_ / rel);
       f.length = length;
       f.kicked = std::min(f.kicked, length);
@@ -285,6 +285,13 @@ class CollectorStore::Files {
   // Upload data, at its offset: a chunk sent again lands on itself.
   void write_at(const std::string& rel, uint64_t offset, std::string_view data) {
     put(open(rel, true), rel, offset, data.data(), data.size());
+  }
+
+  // Recovery: the journal is about to write these files up to these
+  // lengths; they are opened at them (not cut first), quietly if shorter.
+  void replaying(const std::map<std::string, uint64_t>& ends) {
+    for (auto& [rel, end] : ends) dirty_[rel] = end;
+    replaying_ = !ends.empty();
   }
 
   // Row files written since the last checkpoint, and their lengths.
@@ -335,11 +342,13 @@ class CollectorStore::Files {
     uint64_t size = static_cast<uint64_t>(st.st_size);
     auto known = dirty_.find(rel);
     uint64_t committed = known != dirty_.end() ? known->second : store_.committed_length(rel, size);
+    if (replaying_ && size > committed) committed = size;  // the repair kept these bytes on purpose
     if (size > committed && ::ftruncate(fd.get(), static_cast<off_t>(committed)) != 0)
       fail_errno("cannot cut uncommitted bytes from", path);
     if (size < committed) {
-      spdlog::error("collector: {} is {} bytes shorter than committed; appending after what is left",
-                    path.string(), committed - size);
+      if (!replaying_)  // a crash takes what only the page cache held: the journal writes it again
+        spdlog::error("collector: {} is {} bytes shorter than committed; appending after what is left",
+                      path.string(), committed - size);
       committed = size;
     }
     return open_.emplace(rel, Open{kj::mv(fd), committed, committed, ++uses_}).first->second;
@@ -365,6 +374,7 @@ class CollectorStore::Files {
   std::unordered_map<std::string, Open> open_;
   std::map<std::string, uint64_t> dirty_;
   std::map<std::string, uint64_t> before_;  // rel -> its length before the current upload
+  bool replaying_ = false;
 };
 
 CollectorStore::CollectorStore(const fs::path& datadir, CollectorStoreOptions options)
@@ -380,6 +390,8 @@ CollectorStore::CollectorStore(const fs::path& datadir, CollectorStoreOptions op
     lmdb::check(mdb_dbi_open(txn.get(), "requests", MDB_CREATE, &requests_), "mdb_dbi_open", dir);
     lmdb::check(mdb_dbi_open(txn.get(), "meta", MDB_CREATE, &meta_), "mdb_dbi_open", dir);
   });
+  datadir_fd_ = kj::AutoCloseFd(::open(datadir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (datadir_fd_.get() < 0) fail_errno("cannot open", datadir);
   journal_ = std::make_unique<GroupJournal>(datadir / ".collector" / "journal");
   recover();
 }
@@ -496,34 +508,52 @@ uint64_t CollectorStore::committed_length(const std::string& rel, uint64_t size)
 // never committed, unless pruned (sealed).
 // Uploaded files (<agent>/_uploads/<flow>/<name>) are written in place and
 // never cut, whatever their name.
-void CollectorStore::repair(const std::map<std::string, uint64_t>& journaled) {
-  repair_ = {};  // a retry after map growth finds the files it cut already cut
+void CollectorStore::repair(const std::map<std::string, uint64_t>& journaled, const std::set<std::string>* only,
+                            bool keep_beyond) {
   write([&](const lmdb::Txn& txn) {
-    for (auto& entry : fs::recursive_directory_iterator(datadir_)) {
-      if (!entry.is_regular_file() || entry.path().extension() != ".jsonl") continue;
-      fs::path relative = fs::relative(entry.path(), datadir_);
-      std::string rel = relative.string();
-      if (rel.rfind(".collector", 0) == 0) continue;
-      if (std::distance(relative.begin(), relative.end()) == 4 && *std::next(relative.begin()) == "_uploads")
-        continue;
-      uint64_t committed = 0, size = entry.file_size();
-      if (!find_u64(txn, files_, rel, &committed) && sealed(rel, txn)) continue;
+    repair_ = {};  // the lambda runs again after a map growth
+    auto one = [&](const std::string& rel, const fs::path& path) {
+      std::error_code ec;
+      uint64_t size = fs::file_size(path, ec), committed = 0;
+      if (ec) return;  // gone meanwhile
+      if (!find_u64(txn, files_, rel, &committed) && sealed(rel, txn)) return;
       auto in_journal = journaled.find(rel);
       uint64_t keep = in_journal == journaled.end() ? committed : std::max(committed, in_journal->second);
-      if (size > keep) {
-        committed = keep;
-        fs::resize_file(entry.path(), committed);
-        persistence::fsync_path(entry.path());
+      if (size > keep && keep_beyond) {
+        // The journal is damaged: what lies beyond may be rows that were
+        // acknowledged. Kept (duplicates are possible, losses are not).
+        put_u64(txn, files_, rel, size);
+        ++repair_.files_kept;
+        spdlog::error("collector: kept {} bytes of {} that the damaged journal cannot vouch for", size - keep, rel);
+      } else if (size > keep) {
+        fs::resize_file(path, keep);
+        persistence::fsync_path(path);
         ++repair_.files_cut;
-        repair_.bytes_cut += size - committed;
-        spdlog::warn("collector: cut {} uncommitted bytes from {}", size - committed, rel);
+        repair_.bytes_cut += size - keep;
+        spdlog::warn("collector: cut {} uncommitted bytes from {}", size - keep, rel);
       } else if (size < committed) {
         ++repair_.files_short;
         put_u64(txn, files_, rel, size);
         spdlog::error("collector: {} is {} bytes shorter than committed (changed outside Outpost?)",
                       rel, committed - size);
       }
+    };
+    if (only) {
+      for (auto& rel : *only) one(rel, datadir_ / rel);
+      return;
     }
+    std::error_code ec;
+    for (auto it = fs::recursive_directory_iterator(datadir_, ec); !ec && it != fs::recursive_directory_iterator();
+         it.increment(ec)) {
+      if (!it->is_regular_file(ec) || it->path().extension() != ".jsonl") continue;
+      fs::path relative = fs::relative(it->path(), datadir_);
+      std::string rel = relative.string();
+      if (rel.rfind(".collector", 0) == 0) continue;
+      if (std::distance(relative.begin(), relative.end()) == 4 && *std::next(relative.begin()) == "_uploads")
+        continue;
+      one(rel, it->path());
+    }
+    if (ec) throw StoreError("cannot walk " + datadir_.string() + " to repair it: " + ec.message());
   });
 }
 
@@ -654,7 +684,7 @@ void CollectorStore::try_checkpoint() {
     checkpoint_now();
   } catch (const std::exception& e) {
     // Nothing is lost: the journal still holds every group since the last
-    // checkpoint, and the next group first writes it all again.
+    // checkpoint (after a failed sync the next group first writes it again).
     spdlog::error("collector: checkpoint failed (the journal keeps the rows): {}", e.what());
   }
 }
@@ -662,11 +692,10 @@ void CollectorStore::try_checkpoint() {
 void CollectorStore::checkpoint_now() {
   last_checkpoint_ = std::chrono::steady_clock::now();
   if (journal_->end() == 0 && row_files_->dirty().empty()) return;
-  // One sync of the file system for every row file, however many: syncfs
-  // reports a writeback error of any of them since this descriptor was opened.
-  kj::AutoCloseFd dir(::open(datadir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir.get() < 0) fail_errno("cannot open", datadir_);
-  if (::syncfs(dir.get()) != 0) {
+  // One sync of the file system for every row file, however many. syncfs
+  // (Linux 5.8 and later) reports a writeback error on the file system since
+  // this descriptor was opened (at start) or last reported one.
+  if (::syncfs(datadir_fd_.get()) != 0) {
     // Pages whose writeback failed may be gone from the cache while a later
     // syncfs succeeds: the next group first writes the journal again.
     needs_recovery_ = true;
@@ -683,7 +712,13 @@ void CollectorStore::checkpoint_now() {
 // Cuts the row files back to what the last checkpoint and the committed part
 // of the journal hold, writes that part of the journal again, and tries a
 // checkpoint (a failed one is logged: the journal still holds everything).
+// At open every row file is looked at; after a failure in this process only
+// those written since the last checkpoint.
 void CollectorStore::recover() {
+  bool at_open = !row_files_;
+  std::set<std::string> touched;
+  if (!at_open)
+    for (auto& [rel, length] : row_files_->dirty()) touched.insert(rel);
   row_files_ = std::make_unique<Files>(datadir_, *this, options_.max_open_files);
   uint64_t end = get_u64(begin(true).txn, meta_, kJournalEnd);
   std::map<std::string, uint64_t> journaled;  // row file -> where its journaled lines end
@@ -692,7 +727,13 @@ void CollectorStore::recover() {
     uint64_t& at = journaled[std::string(item.path)];
     at = std::max(at, item.offset + item.data.size());
   });
-  repair(journaled);
+  bool damaged = whole < end;
+  if (damaged)
+    spdlog::error("collector: the journal {} is damaged at offset {} of {}: the groups after it are lost "
+                  "unless the row files kept them, which are kept whole",
+                  journal_->path().string(), whole, end);
+  repair(journaled, at_open ? nullptr : &touched, damaged);
+  row_files_->replaying(journaled);
   journal_->replay(whole, [&](const GroupJournal::Item& item) {
     std::string rel(item.path);
     if (item.kind == GroupJournal::Kind::blob)
@@ -700,10 +741,8 @@ void CollectorStore::recover() {
     else
       row_files_->replay_lines(rel, item.offset, item.data);
   });
-  if (whole < end)
-    spdlog::error("collector: the journal {} is damaged at offset {} of {}: what its later groups held is lost "
-                  "unless the row files kept it",
-                  journal_->path().string(), whole, end);
+  row_files_->replaying({});
+  if (damaged) write([&](const lmdb::Txn& txn) { put_u64(txn, meta_, kJournalEnd, whole); });
   needs_recovery_ = false;
   try_checkpoint();
 }

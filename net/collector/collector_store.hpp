@@ -38,8 +38,9 @@
 //
 // Threads: every function may be called from any thread, and blocks on
 // LMDB's writer lock (write transactions are short: store() and prune() run
-// no file I/O in one; only the repair at open does) and briefly while the
-// map grows. store(), checkpoint() and prune() also block on file I/O,
+// no file I/O in one; only a repair does, at open over every row file, and
+// after a failed group over the files written since the last checkpoint)
+// and briefly while the map grows. store(), checkpoint() and prune() also block on file I/O,
 // fdatasync and syncfs: call them from the storage thread only, never from
 // an event loop.
 
@@ -50,9 +51,12 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <vector>
+
+#include <kj/io.h>
 
 #include "persistence/files.hpp"
 #include "persistence/lmdb.hpp"
@@ -133,6 +137,7 @@ struct RepairReport {
   uint64_t files_cut = 0;      // files that had uncommitted bytes at the end
   uint64_t bytes_cut = 0;
   uint64_t files_short = 0;    // files shorter than committed: damaged outside Outpost
+  uint64_t files_kept = 0;     // with a damaged journal: bytes beyond what it vouches for, kept
 };
 
 struct PruneReport {
@@ -179,20 +184,25 @@ class CollectorStore {
   // Any thread: a read transaction, which waits only while the map grows.
   LaneMarks marks(const std::string& agent) const;
 
-  // Storage thread only. Stores a group of uploads with one fdatasync per
-  // file touched and one commit. Refuses (in its result) an upload that
-  // leaves a gap after the mark or whose seqs do not ascend; fails (in its
-  // result) one whose files cannot be opened or written, cutting what it
-  // wrote, while the others are stored. Throws StoreError (nothing
-  // committed) when an fdatasync or the commit fails, or the map reached
-  // its limit. Blocks on file I/O, fdatasync and a short write transaction.
+  // Storage thread only. Stores a group of uploads with one fdatasync (of
+  // the journal) and one commit, however many files it touched. Refuses (in
+  // its result) an upload that leaves a gap after the mark or whose seqs do
+  // not ascend; fails (in its result) one whose files cannot be opened or
+  // written, cutting what it wrote, while the others are stored. Throws
+  // StoreError (nothing committed) when the journal's write or fdatasync or
+  // the commit fails, the map reached its limit, or the journal reached 4
+  // checkpoints' worth because checkpoints fail (their error). After a
+  // failure the next call first cuts what the failed group wrote to the
+  // files written since the last checkpoint and writes the journal again.
+  // Blocks on file I/O, fdatasync and a short write transaction.
   std::vector<UploadResult> store(const std::vector<Upload>& uploads, StoreReport* report = nullptr);
 
   // Storage thread only. Makes every row file durable with one syncfs of
   // the datadir's file system and starts the journal over (see the top of
   // this file); store() calls it on its own, the storage thread also when
-  // idle. Throws StoreError (the journal keeps everything; the next store()
-  // first writes it again). Blocks on syncfs and a short write transaction.
+  // idle. Throws StoreError (the journal keeps everything; after a failed
+  // syncfs the next store() first writes it again). Blocks on syncfs and a
+  // short write transaction.
   void checkpoint();
   uint64_t journal_bytes() const;  // storage thread only: committed bytes since the last checkpoint
 
@@ -252,9 +262,12 @@ class CollectorStore {
   // the map and runs it again (fill must only touch the transaction).
   void write(const std::function<void(const persistence::lmdb::Txn&)>& fill);
   void grow();  // takes txns_ exclusively; throws StoreError at the limit
-  // Cuts every row file beyond its checkpointed length, or beyond the end
-  // of its lines in the committed journal (`journaled`) if that is further.
-  void repair(const std::map<std::string, uint64_t>& journaled);
+  // Cuts every row file (or those in `only`) beyond its checkpointed length,
+  // or beyond the end of its lines in the committed journal (`journaled`) if
+  // that is further; with `keep_beyond` (a damaged journal) records their
+  // sizes instead.
+  void repair(const std::map<std::string, uint64_t>& journaled, const std::set<std::string>* only,
+              bool keep_beyond);
   void recover();
   std::vector<UploadResult> store_group(const std::vector<Upload>& uploads, StoreReport* report);
   void checkpoint_now();
@@ -272,6 +285,7 @@ class CollectorStore {
   MDB_dbi marks_ = 0, files_ = 0, agents_ = 0, tables_ = 0, requests_ = 0, meta_ = 0;
   RepairReport repair_;
   // The storage thread's.
+  kj::AutoCloseFd datadir_fd_;  // syncfs at checkpoints: open from the start, to see every writeback error
   std::unique_ptr<GroupJournal> journal_;
   std::unique_ptr<Files> row_files_;
   bool needs_recovery_ = false;  // a group or a checkpoint's sync failed: recover() before the next group

@@ -9,6 +9,7 @@
 
 #include "net/collector/collector_store.hpp"
 #include "persistence/errors.hpp"
+#include "persistence/files.hpp"
 
 namespace outpost::net {
 namespace {
@@ -46,9 +47,11 @@ bool read_exactly(int fd, char* out, size_t n, uint64_t at) {
 
 }  // namespace
 
-GroupJournal::GroupJournal(std::filesystem::path path)
-    : path_(std::move(path)), fd_(::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640)) {
+GroupJournal::GroupJournal(std::filesystem::path path) : path_(std::move(path)) {
+  bool made = !std::filesystem::exists(path_);
+  fd_ = kj::AutoCloseFd(::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640));
   if (fd_.get() < 0) fail("cannot open the journal", path_);
+  if (made) persistence::fsync_path(path_.parent_path());  // a journal that vanished would lose its groups
 }
 
 void GroupJournal::add(Kind kind, std::string_view path, uint64_t offset, std::string_view data) {
