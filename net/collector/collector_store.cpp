@@ -591,9 +591,9 @@ std::vector<UploadResult> CollectorStore::store(const std::vector<Upload>& uploa
   if (journal_->end() >= 4 * options_.checkpoint_bytes) checkpoint();
   try {
     auto results = store_group(uploads, report);
-    if (journal_->end() >= options_.checkpoint_bytes ||
-        std::chrono::steady_clock::now() - last_checkpoint_ >= options_.checkpoint_interval)
-      try_checkpoint();
+    // After a failed checkpoint the next waits its interval, not the next group.
+    bool due = std::chrono::steady_clock::now() - last_checkpoint_ >= options_.checkpoint_interval;
+    if (due || (journal_->end() >= options_.checkpoint_bytes && !checkpoint_failed_)) try_checkpoint();
     return results;
   } catch (...) {
     // Row files may hold what was not committed, and their lengths in memory
@@ -682,7 +682,9 @@ void CollectorStore::checkpoint() {
 void CollectorStore::try_checkpoint() {
   try {
     checkpoint_now();
+    checkpoint_failed_ = false;
   } catch (const std::exception& e) {
+    checkpoint_failed_ = true;
     // Nothing is lost: the journal still holds every group since the last
     // checkpoint (after a failed sync the next group first writes it again).
     spdlog::error("collector: checkpoint failed (the journal keeps the rows): {}", e.what());

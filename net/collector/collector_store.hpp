@@ -289,7 +289,8 @@ class CollectorStore {
   std::unique_ptr<GroupJournal> journal_;
   std::unique_ptr<Files> row_files_;
   bool needs_recovery_ = false;  // a group or a checkpoint's sync failed: recover() before the next group
-  std::chrono::steady_clock::time_point last_checkpoint_;
+  std::chrono::steady_clock::time_point last_checkpoint_;  // the last attempt
+  bool checkpoint_failed_ = false;  // the last attempt after a group failed
 };
 
 }  // namespace outpost::net

@@ -214,13 +214,18 @@ void StorageWorker::store_loop() {
   // `agents` entries): at start and hourly.
   // The journal is checkpointed by store() as it grows, and here once the
   // uploads pause for a second and when stopping, so that a restart has
-  // little to write again.
+  // little to write again. While checkpoints fail (a full state map, say),
+  // the idle ones back off to once a minute.
   auto next_prune = std::chrono::steady_clock::now();
-  auto checkpoint = [this] {
+  std::chrono::seconds idle{1};
+  auto checkpoint = [this, &idle] {
     try {
       store_.checkpoint();
+      idle = std::chrono::seconds(1);
     } catch (const std::exception& e) {
-      spdlog::error("collector: checkpoint failed (the journal keeps the rows): {}", e.what());
+      idle = std::min<std::chrono::seconds>(idle * 2, std::chrono::seconds(60));
+      spdlog::error("collector: checkpoint failed (the journal keeps the rows; next idle try in {} s): {}",
+                    idle.count(), e.what());
     }
   };
   for (;;) {
@@ -228,7 +233,7 @@ void StorageWorker::store_loop() {
     {
       std::unique_lock<std::mutex> lock(mutex_);
       auto until = next_prune;
-      if (store_.journal_bytes() > 0) until = std::min(until, std::chrono::steady_clock::now() + std::chrono::seconds(1));
+      if (store_.journal_bytes() > 0) until = std::min(until, std::chrono::steady_clock::now() + idle);
       bool woken = wake_store_.wait_until(lock, until, [&] { return render_done_ || !rendered_.empty(); });
       if (rendered_.empty() && render_done_) {  // stopping, and nothing left
         lock.unlock();
