@@ -265,6 +265,21 @@ std::pair<std::string, uint16_t> host_port(const YAML::Node& n, const std::strin
 // The collector's address; the port is required.
 void read_address(const YAML::Node& n, const std::string& path, LinkSpec& link) {
   std::tie(link.host, link.port) = host_port(n, path, "host:port, such as 127.0.0.1:4750", false);
+  link.alternates.clear();
+}
+
+// Several collectors, tried in turn: the first is the address.
+void read_addresses(const YAML::Node& n, const std::string& path, LinkSpec& link) {
+  const char* what = "a list of host:port, such as [10.0.0.1:4750, 10.0.0.2:4750]";
+  if (!n.IsSequence() || n.size() == 0) expected(n, path, what);
+  link.alternates.clear();
+  for (size_t i = 0; i < n.size(); ++i) {
+    auto hp = host_port(n[i], path + "[" + std::to_string(i) + "]", "host:port, such as 127.0.0.1:4750", false);
+    if (i == 0)
+      std::tie(link.host, link.port) = hp;
+    else
+      link.alternates.push_back(hp);
+  }
 }
 
 void read_link(const YAML::Node& n, const std::string& path, LinkSpec& link) {
@@ -294,6 +309,7 @@ void read_link(const YAML::Node& n, const std::string& path, LinkSpec& link) {
           case LinkKind::collector: break;
         }
         return {{"address", [&](auto& v, auto& p) { read_address(v, p, link); }},
+                {"addresses", [&](auto& v, auto& p) { read_addresses(v, p, link); }},
                 {"server_name", [&](auto& v, auto& p) { link.server_name = text(v, p, "a host name"); }},
                 {"ca", [&](auto& v, auto& p) { link.ca = path_text(v, p); }},
                 {"cert", [&](auto& v, auto& p) { link.cert = path_text(v, p); }},

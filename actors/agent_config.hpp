@@ -89,6 +89,9 @@ struct LinkSpec {
   // collector: TLS with a pinned CA unless `insecure`
   std::string host = "127.0.0.1";
   uint16_t port = 4750;
+  // More collectors (`addresses: [...]` beyond the first, which is host:port):
+  // after a failed attempt or a lost session the agent tries the next one.
+  std::vector<std::pair<std::string, uint16_t>> alternates;
   std::string server_name;  // expected in the collector's certificate; default: host
   std::string ca, cert, key;
   bool insecure = false;

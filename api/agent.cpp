@@ -34,6 +34,7 @@ std::string describe(const LinkSpec& link) {
     case LinkSpec::Kind::host: return "the host's sink";
     case LinkSpec::Kind::collector:
       return "collector " + link.host + ":" + std::to_string(link.port) +
+             (link.alternates.empty() ? "" : " (+" + std::to_string(link.alternates.size()) + " more)") +
              (link.insecure ? " (INSECURE: no TLS)" : " (TLS)");
   }
   return "?";
@@ -68,6 +69,7 @@ link_actor spawn_link(caf::actor_system& sys, const buffer_actor& buf,
   net::ClientConfig c;
   c.host = link.host;
   c.port = link.port;
+  c.alternates = link.alternates;
   c.server_name = link.server_name;
   c.tls = {link.ca, link.cert, link.key, link.insecure};
   c.claimed_id = link.agent_id;

@@ -156,6 +156,14 @@ TEST(AgentConfig, CollectorLink) {
   EXPECT_EQ(c.link.max_delay.count(), 200);
   EXPECT_EQ(parse_agent_config("link: {type: collector}", "agent.yaml").link.max_delay.count(), 0);
   EXPECT_NO_THROW(check_agent_config(c, "agent.yaml"));
+  EXPECT_TRUE(c.link.alternates.empty());
+  // Several collectors: the first is the address, the others are tried in turn.
+  auto several = parse_agent_config("link: {type: collector, addresses: [\"c1:4750\", \"c2:4751\", \"c3:4752\"]}",
+                                    "agent.yaml");
+  EXPECT_EQ(several.link.host, "c1");
+  EXPECT_EQ(several.link.port, 4750);
+  using HostPort = std::pair<std::string, uint16_t>;
+  EXPECT_EQ(several.link.alternates, (std::vector<HostPort>{{"c2", 4751}, {"c3", 4752}}));
   // TLS material is required unless TLS is turned off on purpose.
   auto bare = parse_agent_config("link: {type: collector}", "agent.yaml");
   try {
@@ -389,10 +397,14 @@ TEST(AgentConfig, ValueErrors) {
        "agent.yaml: link.address: expected host:port, such as 127.0.0.1:4750, got \"nope\""},
       {"link: {type: collector, address: \"h:70000\"}",
        "agent.yaml: link.address: expected host:port, such as 127.0.0.1:4750, got \"h:70000\""},
+      {"link: {type: collector, addresses: []}",
+       "agent.yaml: link.addresses: expected a list of host:port, such as [10.0.0.1:4750, 10.0.0.2:4750], got a list"},
+      {"link: {type: collector, addresses: [\"a:1\", nope]}",
+       "agent.yaml: link.addresses[1]: expected host:port, such as 127.0.0.1:4750, got \"nope\""},
       {"link: {type: collector, insecure: maybe}",
        "agent.yaml: link.insecure: expected true or false, got \"maybe\""},
       {"link: {type: collector, path: x}",
-       "agent.yaml: link.path: unknown key for a collector link; allowed: type, address, "
+       "agent.yaml: link.path: unknown key for a collector link; allowed: type, address, addresses, "
        "server_name, ca, cert, key, insecure, agent_id, backoff_initial_ms, backoff_cap_ms, max_delay_ms"},
       {"log: {level: loud}",
        "agent.yaml: log.level: expected trace, debug, info, warn, error, critical or off, got "

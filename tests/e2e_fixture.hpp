@@ -21,6 +21,7 @@ struct EndToEnd : ::testing::Test {
   fs::path agent_log = tmp.path("agent.log");
   fs::path collector_log;
   uint16_t port = 0;
+  std::vector<std::string> collector_args;  // more of them, after the usual ones
   pid_t collector = -1;
   int collector_starts = 0;
 
@@ -39,23 +40,34 @@ struct EndToEnd : ::testing::Test {
   // waits until it listens.
   void start_collector() {
     collector_log = tmp.path("collector-" + std::to_string(++collector_starts) + ".log");
-    collector = procs.add(spawn({OUTPOST_COLLECTOR, "--datadir", data.string(), "--listen",
-                                 "127.0.0.1:" + std::to_string(port), "--ca", cert("ca.pem"),
-                                 "--cert", cert("collector.pem"), "--key", cert("collector.key")},
-                                collector_log));
+    collector = spawn_collector(data, port, collector_log);
+  }
+
+  // A collector on `datadir` and `at` (0: any free port, then set), logging
+  // to `log`; waits until it listens (-1 and a failure if it does not).
+  pid_t spawn_collector(const fs::path& datadir, uint16_t& at, const fs::path& log) {
+    std::vector<std::string> args{OUTPOST_COLLECTOR, "--datadir", datadir.string(), "--listen",
+                                  "127.0.0.1:" + std::to_string(at), "--ca", cert("ca.pem"),
+                                  "--cert", cert("collector.pem"), "--key", cert("collector.key")};
+    args.insert(args.end(), collector_args.begin(), collector_args.end());
+    pid_t pid = procs.add(spawn(args, log));
     std::smatch m;
     std::string text;  // outlives the lambda: m points into it
-    ASSERT_TRUE(eventually([&] {
-      text = slurp(collector_log);
+    bool listening = eventually([&] {
+      text = slurp(log);
       return std::regex_search(text, m, std::regex("listening on port (\\d+)"));
-    })) << slurp(collector_log);
-    port = static_cast<uint16_t>(std::stoi(m[1]));
+    });
+    EXPECT_TRUE(listening) << slurp(log);
+    if (!listening) return -1;
+    at = static_cast<uint16_t>(std::stoi(m[1]));
+    return pid;
   }
 
   struct AgentOptions {
     std::string name = "agent-1";
     std::string ca;           // default: our CA
     uint16_t target = 0;      // default: the collector's port
+    std::vector<uint16_t> targets;  // several collectors (addresses: [...]), instead of target
     std::string limit = "64MiB";
     std::string queries;      // YAML list; default: query "syn" with the given rows and rate
     bool control = false;     // the inspector takes control actions
@@ -68,7 +80,7 @@ struct EndToEnd : ::testing::Test {
     fs::path config = tmp.path("agent.yaml");
     std::ofstream(config)
         << "buffer: {dir: " << tmp.path("buf").string() << ", limit: " << o.limit << ", sync: full}\n"
-        << "link: {type: collector, address: 127.0.0.1:" << (o.target ? o.target : port) << ", ca: "
+        << "link: {type: collector, " << addresses(o) << ", ca: "
         << (ca.empty() ? cert("ca.pem") : ca) << ", cert: " << cert(name + ".pem")
         << ", key: " << cert(name + ".key") << ", backoff_initial_ms: 50, backoff_cap_ms: 400}\n"
         << "log: {level: info, file: " << agent_log.string() << "}\n"
@@ -80,6 +92,13 @@ struct EndToEnd : ::testing::Test {
                                      std::to_string(rate) + ", max_rows: " + std::to_string(rows) +
                                      ", row_size: 64}\n    batch: {rows: 200, delay_ms: 5}\n");
     return procs.add(spawn({OUTPOST_AGENT, "--config", config.string()}));
+  }
+
+  std::string addresses(const AgentOptions& o) const {
+    if (o.targets.empty()) return "address: 127.0.0.1:" + std::to_string(o.target ? o.target : port);
+    std::string list;
+    for (auto p : o.targets) list += (list.empty() ? "" : ", ") + std::string("127.0.0.1:") + std::to_string(p);
+    return "addresses: [" + list + "]";
   }
 
   // Runs `outpost-collector <args> --datadir <data>`: its exit code and output.

@@ -5,7 +5,10 @@
 #include <kj/async-io.h>
 #include <yaml-cpp/yaml.h>
 
+#include <signal.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +18,8 @@
 #include <thread>
 
 #include "net/collector/collector_store.hpp"
+#include "net/collector/jetstream_export.hpp"
+#include "persistence/errors.hpp"
 #include "net/kj_util.hpp"
 #include "schemas/json.hpp"
 #include "schemas/protocol.capnp.h"
@@ -269,6 +274,33 @@ int tail(const AdminOptions& o, const std::string& agent, std::string artifact, 
 
 std::string seconds(int64_t ns) { return fmt::format("{:.3f} s", ns / 1e9); }
 
+std::atomic<bool> export_stop{false};
+
+int export_stream(const CommandArgs::Export& e, bool follow) {
+  net::ExportOptions o;
+  o.servers.clear();
+  std::stringstream list(e.nats);
+  for (std::string url; std::getline(list, url, ',');)
+    if (!url.empty()) o.servers.push_back(url);
+  o.stream = e.stream;
+  o.subject_prefix = e.prefix;
+  o.follow = follow;
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { export_stop = true; };
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  try {
+    auto r = net::export_jsonl(o, e.dir, &export_stop);
+    std::cerr << fmt::format("export: {} messages written, {} written before, {} refused, {} files cut back; "
+                             "{} holds stream {} through sequence {}\n",
+                             r.messages, r.skipped, r.refused, r.files_cut, e.dir, e.stream, r.written_through);
+    return r.refused ? 1 : 0;
+  } catch (const persistence::StoreError& err) {
+    std::cerr << err.what() << "\n";
+    return 1;
+  }
+}
+
 int print_flows(const AdminOptions& o, const std::string& agent, bool json) {
   if (!check_agent(agent)) return 1;
   FlowReader reader(o.datadir, agent);
@@ -504,6 +536,21 @@ void add_commands(CLI::App& app, CommandArgs& a) {
   tail_cmd->callback([&a] {
     if (a.artifact.empty() && a.flow == 0) throw CLI::ValidationError("tail", "give an artifact, or --flow ID");
     a.run = [&a](const AdminOptions& o) { return tail(o, a.agent, a.artifact, a.flow, a.lines, a.follow); };
+  });
+
+  auto* export_cmd = app.add_subcommand(
+      "export", "write the jsonl layout (<agent>/<artifact>/<date>.jsonl) from the JetStream stream that collectors "
+                "with --storage jetstream fill; each line once, across runs and crashes");
+  export_cmd->add_option("--from", a.exp.from, "jetstream")->required()->check(CLI::IsMember({"jetstream"}));
+  export_cmd->add_option("--to", a.exp.to, "jsonl")->required()->check(CLI::IsMember({"jsonl"}));
+  export_cmd->add_option("dir", a.exp.dir, "the directory to write (its .export/state records how far it got)")
+      ->required();
+  export_cmd->add_option("--nats", a.exp.nats, "NATS server URLs, comma-separated")->capture_default_str();
+  export_cmd->add_option("--nats-stream", a.exp.stream, "the stream")->capture_default_str();
+  export_cmd->add_option("--nats-subject-prefix", a.exp.prefix, "the collectors' subject prefix")->capture_default_str();
+  export_cmd->add_flag("-f,--follow", a.follow, "keep writing new rows as they come (until SIGINT or SIGTERM)");
+  export_cmd->callback([&a] {
+    a.run = [&a](const AdminOptions&) { return export_stream(a.exp, a.follow); };
   });
 
   auto* flows_cmd = app.add_subcommand("flows", "an agent's collections as it reported them: state, rows, bytes, "

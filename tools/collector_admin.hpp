@@ -1,7 +1,8 @@
 #pragma once
 // outpost-collector's admin commands: they talk to the running collector over
 // its unix socket (protocol.capnp's Admin), except `tail`, `flows` and
-// `collect --wait`, which read the data directory's files (collector_files.hpp).
+// `collect --wait`, which read the data directory's files (collector_files.hpp),
+// and `export`, which reads a JetStream stream (jetstream_export.hpp).
 
 #include <CLI/CLI.hpp>
 #include <functional>
@@ -40,6 +41,10 @@ struct CommandArgs {
     bool payloads = false;
     std::string output = "trace.json";
   } trace;
+  struct Export {                    // export --from jetstream --to jsonl DIR
+    std::string from, to, dir;
+    std::string nats = "nats://127.0.0.1:4222", stream = "OUTPOST", prefix = "outpost";
+  } exp;
   std::function<int(const AdminOptions&)> run;  // set by the command given; returns its exit code
 };
 

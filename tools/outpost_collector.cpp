@@ -1,5 +1,6 @@
 // outpost-collector: accepts agents over TLS and stores their rows, exactly
-// once, as JSON lines under <datadir>/<agent>/<artifact>/<date>.jsonl.
+// once, as JSON lines under <datadir>/<agent>/<artifact>/<date>.jsonl
+// (--storage jsonl), or into a NATS JetStream stream (--storage jetstream).
 
 #include <kj/async-unix.h>
 #include <signal.h>
@@ -8,8 +9,10 @@
 
 #include <CLI/CLI.hpp>
 #include <iostream>
+#include <optional>
 
 #include "net/collector/collector_server.hpp"
+#include "net/collector/jetstream_store.hpp"
 #include "tools/collector_admin.hpp"
 #include "persistence/errors.hpp"
 
@@ -30,7 +33,8 @@ void raise_descriptor_limit() {
     spdlog::info("collector: open files limit raised from {} to {}", before, limit.rlim_cur);
 }
 
-int serve(const std::string& datadir, CollectorConfig config, CollectorStoreOptions options) {
+int serve(const std::string& datadir, CollectorConfig config, CollectorStoreOptions options,
+          const std::optional<JetStreamOptions>& jetstream) {
   raise_descriptor_limit();
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGINT);
@@ -40,7 +44,13 @@ int serve(const std::string& datadir, CollectorConfig config, CollectorStoreOpti
   if (repaired.files_cut)
     spdlog::warn("collector: cut {} uncommitted bytes from {} files (agents send them again)",
                  repaired.bytes_cut, repaired.files_cut);
-  StorageWorker worker(store);
+  std::unique_ptr<JetStreamStore> stream;
+  if (jetstream) {
+    stream = std::make_unique<JetStreamStore>(*jetstream, store);
+    spdlog::info("collector: rows go to JetStream stream {} (marks in bucket {})", jetstream->stream,
+                 jetstream->marks_bucket);
+  }
+  StorageWorker worker(stream ? static_cast<RowStore&>(*stream) : store);
   auto server = std::make_unique<CollectorServer>(io, std::move(config), store, worker);
   uint16_t port = server->start().wait(io.waitScope);
   // Scripts and tests read this line to learn the port (with --listen host:0).
@@ -90,6 +100,28 @@ int main(int argc, char** argv) {
                  "the most the collector's state (LMDB map in <datadir>/.collector) may grow to")
       ->transform(CLI::AsSizeValue(false))
       ->capture_default_str();
+  std::string storage = "jsonl";
+  app.add_option("--storage", storage,
+                 "where rows go: jsonl (files under --datadir) or jetstream (a NATS JetStream stream; "
+                 "the collector's own state stays in --datadir)")
+      ->check(CLI::IsMember({"jsonl", "jetstream"}))
+      ->capture_default_str();
+  JetStreamOptions js;
+  std::string nats = "nats://127.0.0.1:4222";
+  app.add_option("--nats", nats, "with --storage jetstream: NATS server URLs, comma-separated")
+      ->capture_default_str();
+  app.add_option("--nats-stream", js.stream, "the JetStream stream (made if missing)")->capture_default_str();
+  app.add_option("--nats-subject-prefix", js.subject_prefix, "subjects are <prefix>.<agent>.<lane>.<artifact>")
+      ->capture_default_str();
+  app.add_option("--nats-marks-bucket", js.marks_bucket, "the key-value bucket of the agents' marks")
+      ->capture_default_str();
+  app.add_option("--nats-replicas", js.replicas, "replicas of the stream and bucket when this collector makes them")
+      ->check(CLI::Range(1, 5))
+      ->capture_default_str();
+  int64_t dedup_s = js.duplicate_window.count() / 1000;
+  app.add_option("--nats-duplicate-window", dedup_s, "seconds JetStream drops a record published again")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.fallthrough();  // --datadir may follow a command's name
   outpost::admin::CommandArgs args;
   outpost::admin::add_commands(app, args);
@@ -116,7 +148,18 @@ int main(int argc, char** argv) {
   }
   config.admin_socket = admin_socket.empty() ? outpost::admin::default_socket(datadir) : admin_socket;
   try {
-    return serve(datadir, std::move(config), std::move(store_options));
+    std::optional<JetStreamOptions> jetstream;
+    if (storage == "jetstream") {
+      js.servers.clear();
+      for (size_t at = 0; at <= nats.size();) {
+        size_t comma = std::min(nats.find(',', at), nats.size());
+        if (comma > at) js.servers.push_back(nats.substr(at, comma - at));
+        at = comma + 1;
+      }
+      js.duplicate_window = std::chrono::seconds(dedup_s);
+      jetstream = js;
+    }
+    return serve(datadir, std::move(config), std::move(store_options), jetstream);
   } catch (const outpost::persistence::StoreError& e) {
     std::cerr << "outpost-collector: " << e.what() << "\n";
     return 1;

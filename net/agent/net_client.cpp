@@ -19,12 +19,11 @@ namespace {
 // kj matches the name against the certificate's DNS names only, never its IP
 // addresses: a collector reached by IP is expected to be "outpost-collector",
 // the name outpost-certs puts in its certificate.
-std::string expected_server_name(const ClientConfig& cfg) {
+std::string expected_server_name(const ClientConfig& cfg, const std::string& host) {
   if (!cfg.server_name.empty()) return cfg.server_name;
   in6_addr ignored;
-  bool ip = inet_pton(AF_INET, cfg.host.c_str(), &ignored) == 1 ||
-            inet_pton(AF_INET6, cfg.host.c_str(), &ignored) == 1;
-  return ip ? "outpost-collector" : cfg.host;
+  bool ip = inet_pton(AF_INET, host.c_str(), &ignored) == 1 || inet_pton(AF_INET6, host.c_str(), &ignored) == 1;
+  return ip ? "outpost-collector" : host;
 }
 
 // Nothing on the network may wait forever: a collector that vanished
@@ -133,6 +132,8 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
         .then([this](std::string reason) {
           uint64_t ended = session_cap_ != nullptr ? session_ : 0;  // 0: no session came up
           end_connection();
+          // The next attempt goes to the next collector, if there are several.
+          target_ = (target_ + 1) % (1 + owner_.config_.alternates.size());
           auto delay = std::exchange(reconnect_asked_, false) ? std::chrono::milliseconds(0)
                                                               : backoff_.next(std::chrono::steady_clock::now());
           owner_.events_.disconnected(ended, reason, delay);
@@ -151,6 +152,13 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
 
   kj::Timer& timer() { return io_.provider->getTimer(); }
 
+  // The collector this attempt goes to.
+  std::pair<std::string, uint16_t> target() const {
+    auto& cfg = owner_.config_;
+    if (target_ == 0) return {cfg.host, cfg.port};
+    return cfg.alternates[target_ - 1];
+  }
+
   // Resolves to why the session ended; throws why it could not start.
   kj::Promise<std::string> connect_once() {
     return within(timer(), connect_stream(), kSessionTimeout, "connect and TLS handshake")
@@ -160,16 +168,17 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
   kj::Promise<kj::Own<kj::AsyncIoStream>> connect_stream() {
     auto& cfg = owner_.config_;
     return io_.provider->getNetwork()
-        .parseAddress(cfg.host, cfg.port)
+        .parseAddress(target().first, target().second)
         .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
-        .catch_([](kj::Exception&& e) -> kj::Own<kj::AsyncIoStream> {
-          throw failed_at("cannot connect", e);
+        .catch_([where = target().first + ":" + std::to_string(target().second)](
+                    kj::Exception&& e) -> kj::Own<kj::AsyncIoStream> {
+          throw failed_at(("cannot connect to " + where).c_str(), e);
         })
         .then([this, &cfg](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
           keep_alive(*stream);
           if (!tls_) return kj::mv(stream);
           return tls_->context()
-              .wrapClient(kj::mv(stream), expected_server_name(cfg))
+              .wrapClient(kj::mv(stream), expected_server_name(cfg, target().first))
               .catch_([](kj::Exception&& e) -> kj::Own<kj::AsyncIoStream> {
                 throw failed_at("TLS handshake failed", e);
               });
@@ -230,7 +239,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
           ++session_;
           reconnect_asked_ = false;
           backoff_.connected(std::chrono::steady_clock::now());
-          spdlog::info("link: connected to {}:{} as {}", owner_.config_.host, owner_.config_.port,
+          spdlog::info("link: connected to {}:{} as {}", target().first, target().second,
                        resp.getAgentId().cStr());
           owner_.events_.connected(session_, std::move(marks));
         })
@@ -362,6 +371,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
   NetClient& owner_;
   kj::AsyncIoContext io_;
   ReconnectBackoff backoff_;
+  size_t target_ = 0;  // 0: config's host:port; i: alternates[i - 1]
   std::unique_ptr<TlsSetup> tls_;
   kj::Own<Connection> conn_;
   kj::Maybe<protocol::Session::Client> session_cap_;

@@ -25,7 +25,10 @@ namespace outpost::net {
 struct ClientConfig {
   std::string host = "127.0.0.1";
   uint16_t port = 4750;
-  std::string server_name;  // expected in the collector's certificate; default: host
+  // More collectors, tried in turn (after host:port) when an attempt fails
+  // or a session ends, with the backoff between attempts as for one.
+  std::vector<std::pair<std::string, uint16_t>> alternates;
+  std::string server_name;  // expected in the collector's certificate; default: the host tried
   TlsFiles tls;
   std::string claimed_id;   // sent only in insecure mode
   std::string hostname;     // informational

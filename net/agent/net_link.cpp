@@ -238,6 +238,7 @@ net_link_actor::behavior_type net_link(instrumented<net_link_actor, net_link_sta
                                        buffer_actor buffer, buffer_reader_actor reader,
                                        ClientConfig config) {
   std::string target = config.host + ":" + std::to_string(config.port);
+  for (auto& [host, port] : config.alternates) target += "," + host + ":" + std::to_string(port);
   self->state.max_delay = config.max_delay;
   return net_link_over(self, std::move(buffer), std::move(reader), std::move(target),
                        [config = std::move(config)](ClientEvents events) mutable {

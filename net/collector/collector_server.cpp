@@ -242,19 +242,23 @@ class CollectorServer::CollectorImpl final : public protocol::Collector::Server 
     spdlog::info("collector: agent {} connected from {} ({})", id, conn_.peer,
                  info.getSoftware().cStr());
 
-    auto marks = server.store_.marks(id);
-    auto results = context.getResults();
-    results.setSession(kj::heap<SessionImpl>(conn_));
-    auto resume = results.initResumeFrom(marks.size());
-    for (size_t i = 0; i < marks.size(); ++i) {
-      resume[i].setLane(static_cast<schemas::Lane>(i));
-      resume[i].setSeq(marks[i]);
-    }
-    results.setMajorVersion(protocol::MAJOR_VERSION);
-    results.setMinorVersion(protocol::MINOR_VERSION);
-    results.setAgentId(id);
-    server.tasks_.add(server.push_requests(id, params.getController()));
-    return kj::READY_NOW;
+    // The marks come from the backend, which may be a round trip away (or
+    // unreachable: the hello then fails and the agent tries again later).
+    auto controller = params.getController();
+    return server.lookups_.run([&rows = server.worker_.rows(), id] { return rows.marks(id); })
+        .then([this, context, id, controller](LaneMarks marks) mutable {
+          auto results = context.getResults();
+          results.setSession(kj::heap<SessionImpl>(conn_));
+          auto resume = results.initResumeFrom(marks.size());
+          for (size_t i = 0; i < marks.size(); ++i) {
+            resume[i].setLane(static_cast<schemas::Lane>(i));
+            resume[i].setSeq(marks[i]);
+          }
+          results.setMajorVersion(protocol::MAJOR_VERSION);
+          results.setMinorVersion(protocol::MINOR_VERSION);
+          results.setAgentId(id);
+          conn_.server.tasks_.add(conn_.server.push_requests(id, kj::mv(controller)));
+        });
   }
 
  private:
@@ -525,16 +529,31 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
   explicit AdminImpl(CollectorServer& server) : server_(server) {}
 
   kj::Promise<void> listAgents(ListAgentsContext context) override {
-    std::map<std::string, CollectorStore::AgentEntry> known;
-    for (auto& e : server_.store_.agents()) known[e.id] = e;
-    for (auto& [id, session] : server_.agents_)
-      if (!known.count(id)) known[id] = {id, 0, server_.store_.marks(id)};
-    for (auto& id : server_.store_.agents_with_requests())
-      if (!known.count(id)) known[id] = {id, 0, server_.store_.marks(id)};
-    auto list = context.getResults().initAgents(known.size());
-    size_t i = 0;
-    for (auto& [id, entry] : known) {
-      auto a = list[i++];
+    std::vector<std::string> ids;
+    for (auto& e : server_.store_.agents()) ids.push_back(e.id);
+    for (auto& [id, session] : server_.agents_) ids.push_back(id);
+    for (auto& id : server_.store_.agents_with_requests()) ids.push_back(id);
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    // The marks and last uploads are the backend's (a round trip each with
+    // jetstream): read off the loop.
+    return server_.lookups_
+        .run([&rows = server_.worker_.rows(), ids] {
+          std::vector<AgentProgress> progress;
+          progress.reserve(ids.size());
+          for (auto& id : ids) progress.push_back(rows.progress(id));
+          return progress;
+        })
+        .then([this, context, ids](std::vector<AgentProgress> progress) mutable { list(context, ids, progress); });
+  }
+
+  void list(ListAgentsContext& context, const std::vector<std::string>& ids,
+            const std::vector<AgentProgress>& progress) {
+    auto list = context.getResults().initAgents(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      auto& id = ids[i];
+      auto& entry = progress[i];
+      auto a = list[i];
       a.setId(id);
       a.setLastUploadNs(entry.last_upload_ns);
       auto marks = a.initMarks(entry.marks.size());
@@ -551,7 +570,6 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
         a.setEventTable(Decoded<protocol::EventTable>(table).get().getEntries());
       a.setPendingRequests(server_.store_.queued_requests(id).size());
     }
-    return kj::READY_NOW;
   }
 
   kj::Promise<void> collect(CollectContext context) override {

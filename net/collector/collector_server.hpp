@@ -2,8 +2,9 @@
 // The collector's network side: accepts agents over TLS (mutual: an agent's
 // identity is its certificate's common name), serves Collector and Session
 // (protocol.capnp), and keeps each connected agent's AgentController for the
-// admin commands. Runs on one kj event loop; storage runs on StorageWorker,
-// the admin side's LMDB writes on AdminWriter.
+// admin commands. Runs on one kj event loop; storage runs on StorageWorker
+// (into its backend, worker.rows()), the admin side's LMDB writes (in
+// `store`, the collector's own state) on AdminWriter.
 
 #include <kj/async-io.h>
 
@@ -15,6 +16,7 @@
 
 #include "net/log_limiter.hpp"
 #include "net/collector/admin_writer.hpp"
+#include "net/collector/collector_store.hpp"
 #include "net/collector/storage_worker.hpp"
 #include "net/tls_config.hpp"
 #include "schemas/protocol.capnp.h"
@@ -99,6 +101,9 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   CollectorStore& store_;
   StorageWorker& worker_;
   AdminWriter writer_;  // the admin side's LMDB writes, off the loop
+  // Reads of the storage backend's marks (a round trip to NATS with
+  // jetstream), off the loop and off the writer: one thread, in order.
+  AdminWriter lookups_;
   std::unique_ptr<TlsSetup> tls_;
   kj::Own<kj::ConnectionReceiver> listener_;
   kj::Own<kj::ConnectionReceiver> admin_listener_;

@@ -557,15 +557,17 @@ void CollectorStore::repair(const std::map<std::string, uint64_t>& journaled, co
   });
 }
 
-LaneMarks CollectorStore::marks(const std::string& agent) const {
+AgentProgress CollectorStore::progress(const std::string& agent) const {
   auto t = begin(true);
-  LaneMarks marks{};
-  for (size_t i = 0; i < marks.size(); ++i)
-    marks[i] = get_u64(t.txn, marks_, mark_key(agent, static_cast<Lane>(i)));
-  return marks;
+  AgentProgress p;
+  for (size_t i = 0; i < p.marks.size(); ++i)
+    p.marks[i] = get_u64(t.txn, marks_, mark_key(agent, static_cast<Lane>(i)));
+  MDB_val k = bytes_val(agent), v;  // u64 last upload, or u64 0, u64 when met
+  int rc = mdb_get(t.txn.get(), agents_, &k, &v);
+  if (rc != MDB_NOTFOUND) lmdb::check(rc, "mdb_get", t.txn.env().dir());
+  if (rc == 0 && v.mv_size >= sizeof(uint64_t)) std::memcpy(&p.last_upload_ns, v.mv_data, sizeof(uint64_t));
+  return p;
 }
-
-namespace {
 
 std::string check_sequence(const Upload& up, uint64_t mark) {
   if (up.after > mark)
@@ -581,7 +583,6 @@ std::string check_sequence(const Upload& up, uint64_t mark) {
   return {};
 }
 
-}  // namespace
 
 std::vector<UploadResult> CollectorStore::store(const std::vector<Upload>& uploads,
                                                 StoreReport* report) {

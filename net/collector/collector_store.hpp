@@ -58,6 +58,7 @@
 
 #include <kj/io.h>
 
+#include "net/collector/row_store.hpp"
 #include "persistence/files.hpp"
 #include "persistence/lmdb.hpp"
 #include "schemas/codec.hpp"
@@ -67,82 +68,11 @@ namespace outpost::net {
 
 class GroupJournal;
 
-using Lane = schemas::Lane;
-using LaneMarks = std::array<uint64_t, schemas::kLaneCount>;
-
-struct IncomingRecord {
-  uint64_t seq = 0;
-  kj::ArrayPtr<const kj::byte> data;  // an encoded Record, as the agent buffered it
-};
-
-// A record's lines and the file (relative to the datadir) they go to.
-struct RenderedRecord {
-  std::string file;
-  std::string lines;
-  bool malformed = false;  // kept as base64 under <agent>/_malformed/
-  // An upload chunk's data, written at its offset into
-  // <agent>/_uploads/<query id>/<path, %-escaped>; points into the record,
-  // or into `copy` when the record had to be copied to be read.
-  std::string blob_file;
-  uint64_t blob_offset = 0;
-  kj::ArrayPtr<const kj::byte> blob;
-  // The record as whole, aligned words, when its bytes were not (shared by
-  // copies of this, whose blob points into it too).
-  std::shared_ptr<const kj::Array<capnp::word>> copy;
-};
-
-struct Upload {
-  std::string agent;  // a valid agent id (see valid_agent_id)
-  Lane lane = Lane::EVENTS;
-  // The lane's mark as the agent knows it: resumeFrom, or the last seq of its
-  // previous upload. Seqs are not contiguous, so this is how a gap (an
-  // earlier upload that failed) is seen: such an upload is refused.
-  uint64_t after = 0;
-  std::vector<IncomingRecord> records;  // ascending seqs, all above `after`
-  // The records rendered ahead (StorageWorker does it on another thread),
-  // or empty: store() renders them.
-  std::vector<RenderedRecord> rendered;
-};
-
-// Renders one record as JSON lines (pure: any thread). One that does not
-// decode, or would render to far more than its size, comes back malformed.
-RenderedRecord render_record(const std::string& agent, Lane lane, const IncomingRecord& record);
-
-// Session.upload's params from `agent`, checked (a known lane, at most
-// MAX_RECORDS_PER_UPLOAD records and MAX_UPLOAD_BYTES bytes) into `up`,
-// whose records point into the params. Answers what breaks the protocol, or
-// "" (any thread).
-std::string take_upload(protocol::Session::UploadParams::Reader params, const std::string& agent, Upload& up);
-
-enum class UploadStatus {
-  stored,   // its records are stored (or were already)
-  refused,  // a gap or seqs out of order: the agent must resume from `mark`
-  failed,   // storage failed for this upload only (a file could not be opened
-            // or written); nothing of it was stored, the agent sends it again
-};
-
-struct UploadResult {
-  UploadStatus status = UploadStatus::stored;
-  uint64_t mark = 0;  // the lane's mark afterwards: the agent may delete through it
-  std::string error;  // why, unless stored
-};
-
-struct StoreReport {
-  uint64_t stored = 0;      // records written
-  uint64_t duplicates = 0;  // records at or below their mark, acked again only
-  uint64_t malformed = 0;   // kept in <agent>/_malformed/, never rendered
-};
-
 struct RepairReport {
   uint64_t files_cut = 0;      // files that had uncommitted bytes at the end
   uint64_t bytes_cut = 0;
   uint64_t files_short = 0;    // files shorter than committed: damaged outside Outpost
   uint64_t files_kept = 0;     // with a damaged journal: bytes beyond what it vouches for, kept
-};
-
-struct PruneReport {
-  uint64_t files = 0;   // `files` entries removed (their files are complete and stay)
-  uint64_t agents = 0;  // `agents` entries removed
 };
 
 struct CollectorStoreOptions {
@@ -164,14 +94,7 @@ struct CollectorStoreOptions {
 // taken for ENOSPC, so that disk full reads the same every time.
 int disk_full_as_enospc(int err, const std::filesystem::path& where);
 
-// Agent ids name directories: 1-128 of [A-Za-z0-9_.@-], not starting with '.'.
-bool valid_agent_id(const std::string& id);
-
-// The folder an artifact's rows go to under <datadir>/<agent>/: the name with
-// every byte outside [A-Za-z0-9_.-] (and a leading '.' or '_') %XX-encoded.
-std::string artifact_folder(kj::StringPtr artifact);
-
-class CollectorStore {
+class CollectorStore final : public RowStore {
  public:
   // Opens (and repairs) the store; throws StoreLocked, StoreError. Any
   // thread, before the others start: it walks every .jsonl file under the
@@ -181,8 +104,10 @@ class CollectorStore {
   CollectorStore(const CollectorStore&) = delete;
   CollectorStore& operator=(const CollectorStore&) = delete;
 
+  const char* backend() const override { return "jsonl"; }
+
   // Any thread: a read transaction, which waits only while the map grows.
-  LaneMarks marks(const std::string& agent) const;
+  AgentProgress progress(const std::string& agent) const override;
 
   // Storage thread only. Stores a group of uploads with one fdatasync (of
   // the journal) and one commit, however many files it touched. Refuses (in
@@ -195,7 +120,7 @@ class CollectorStore {
   // failure the next call first cuts what the failed group wrote to the
   // files written since the last checkpoint and writes the journal again.
   // Blocks on file I/O, fdatasync and a short write transaction.
-  std::vector<UploadResult> store(const std::vector<Upload>& uploads, StoreReport* report = nullptr);
+  std::vector<UploadResult> store(const std::vector<Upload>& uploads, StoreReport* report = nullptr) override;
 
   // Storage thread only. Makes every row file durable with one syncfs of
   // the datadir's file system and starts the journal over (see the top of
@@ -203,12 +128,12 @@ class CollectorStore {
   // idle. Throws StoreError (the journal keeps everything; after a failed
   // syncfs the next store() first writes it again). Blocks on syncfs and a
   // short write transaction.
-  void checkpoint();
-  uint64_t journal_bytes() const;  // storage thread only: committed bytes since the last checkpoint
+  void checkpoint() override;
+  uint64_t journal_bytes() const override;  // storage thread only: committed bytes since the last checkpoint
 
   // Storage thread only (see the top of this file). Short transactions,
   // a stat per pruned file.
-  PruneReport prune(int64_t now_ns);
+  PruneReport prune(int64_t now_ns) override;
 
   uint64_t map_size() const;  // any thread
 

@@ -40,7 +40,7 @@ void MemoryCharge::release() {
   worker_->release(bytes);
 }
 
-StorageWorker::StorageWorker(CollectorStore& store, uint64_t memory_budget)
+StorageWorker::StorageWorker(RowStore& store, uint64_t memory_budget)
     : store_(store), budget_(memory_budget), render_thread_([this] { render_loop(); }),
       store_thread_([this] { store_loop(); }) {}
 

@@ -2,9 +2,10 @@
 // The collector's storage threads. RPC handlers (on the kj event loop)
 // submit uploads; a render thread turns their records into JSON lines, and
 // the store thread takes rendered uploads (pick_group), stores them as one
-// group (one fdatasync per file, one short LMDB commit) and resolves each
-// caller's promise back on the caller's loop. The loop never waits for file
-// I/O or a write transaction of the upload path; the next group renders
+// group into the backend (row_store.hpp: with jsonl one fdatasync and one
+// short LMDB commit; with jetstream one wait for every ack) and resolves each
+// caller's promise back on the caller's loop. The loop never waits for the
+// backend's I/O on the upload path; the next group renders
 // while this one syncs.
 //
 // Memory: everything uploads hold is counted against one budget, across all
@@ -25,7 +26,7 @@
 #include <mutex>
 #include <thread>
 
-#include "net/collector/collector_store.hpp"
+#include "net/collector/row_store.hpp"
 
 namespace outpost::net {
 
@@ -72,7 +73,7 @@ class MemoryCharge {
 
 class StorageWorker {
  public:
-  explicit StorageWorker(CollectorStore& store, uint64_t memory_budget = kDefaultMemoryBudget);
+  explicit StorageWorker(RowStore& store, uint64_t memory_budget = kDefaultMemoryBudget);
   ~StorageWorker();  // stop()
   // Stores what was submitted, then joins the threads; submit() must not be
   // called after. From the thread that made the worker; blocks on storage.
@@ -102,6 +103,7 @@ class StorageWorker {
   };
   Stats stats() const;  // any thread
   uint64_t memory_budget() const { return budget_; }
+  RowStore& rows() const { return store_; }  // the backend it stores into
 
  private:
   friend class MemoryCharge;
@@ -120,7 +122,7 @@ class StorageWorker {
   void wake_readers();           // not under mutex_
   bool reading_allowed() const { return held_ < budget_ || jobs_ == 0; }  // under mutex_
 
-  CollectorStore& store_;
+  RowStore& store_;
   const uint64_t budget_;
   mutable std::mutex mutex_;
   std::condition_variable wake_render_, wake_store_;

@@ -1,0 +1,114 @@
+#pragma once
+// The `jetstream` storage backend (row_store.hpp): every record an agent
+// uploads becomes one message of a NATS JetStream stream, replicated by the
+// NATS cluster, on the subject
+//   <prefix>.<agent>.<lane>.<artifact folder>
+// (each token's bytes outside [A-Za-z0-9_-] written =XX, subject_token())
+// with the message id <agent>/<lane>/<seq>, so that JetStream drops a record
+// published twice within its deduplication window. The message's data is
+// the record's JSON lines, its header Outpost-File the file (relative to a
+// datadir) the jsonl backend would append them to; an upload chunk's bytes
+// go in a second message, id <agent>/<lane>/<seq>/blob, headers Outpost-File
+// and Outpost-Offset.
+//
+// Marks live in a JetStream key-value bucket, a key per agent (its token),
+// the value "v1 <mark per lane> <last upload ns>", so that any collector
+// can resume any agent: store() moves them with compare-and-set, after
+// every record of the upload was acknowledged by JetStream, taking the
+// highest of its own and another collector's. A collector that dies after
+// the records were acknowledged but before the mark moved costs nothing
+// when the agent sends them again within the deduplication window; after
+// it, such records are stored twice (never lost).
+//
+// Threads: progress() from any thread; store() and prune() from the storage
+// thread only. Every call blocks on NATS round trips, each bounded by
+// request_timeout; libnats' own threads read acknowledgements.
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <nats/nats.h>
+
+#include "net/collector/row_store.hpp"
+
+namespace outpost::net {
+
+class CollectorStore;
+
+struct JetStreamOptions {
+  std::vector<std::string> servers{"nats://127.0.0.1:4222"};
+  std::string stream = "OUTPOST";
+  std::string subject_prefix = "outpost";  // the stream takes <prefix>.>
+  std::string marks_bucket = "outpost-marks";
+  int replicas = 1;  // of the stream and the bucket, when this collector creates them (3 in a cluster)
+  std::chrono::milliseconds duplicate_window{120000};
+  std::chrono::milliseconds request_timeout{5000};  // a group's acks, a key-value read or write
+  std::chrono::milliseconds connect_timeout{30000};  // at start, how long NATS may be unreachable
+  // Tests: called in store() once JetStream acknowledged the group, before the marks move.
+  std::function<void()> before_marks;
+};
+
+// An agent id or artifact folder as one subject token (and key-value key):
+// bytes outside [A-Za-z0-9_-] as =XX (pure).
+std::string subject_token(const std::string& text);
+
+class JetStreamStore final : public RowStore {
+ public:
+  // Connects (retrying while NATS is unreachable, up to connect_timeout),
+  // creates the stream and the bucket if they do not exist; throws
+  // StoreError naming the server and what failed. `state` is the
+  // collector's own store, whose `agents` entries prune() prunes. Any
+  // thread, before the others start.
+  JetStreamStore(JetStreamOptions options, CollectorStore& state);
+  ~JetStreamStore() noexcept(false) override;
+  JetStreamStore(const JetStreamStore&) = delete;
+  JetStreamStore& operator=(const JetStreamStore&) = delete;
+
+  const char* backend() const override { return "jetstream"; }
+  AgentProgress progress(const std::string& agent) const override;
+  std::vector<UploadResult> store(const std::vector<Upload>& uploads, StoreReport* report = nullptr) override;
+  PruneReport prune(int64_t now_ns) override;
+
+  const JetStreamOptions& options() const { return options_; }
+
+ private:
+  struct Entry {
+    AgentProgress progress;
+    uint64_t revision = 0;  // of its key-value entry; 0: none yet
+  };
+  struct Message {
+    size_t upload;
+    uint64_t StoreReport::*counted;  // where it was counted (stored, malformed), or null: a blob
+    enum { waiting, stored, duplicate, failed } state = waiting;
+  };
+  static void on_ack(jsCtx* js, natsMsg* msg, jsPubAck* ack, jsPubAckErr* err, void* self);
+  void setup();  // the stream and the bucket, made if missing; throws StoreError
+  Entry read_entry(const std::string& agent) const;  // throws StoreError
+  Entry cached(const std::string& agent);            // storage thread; throws StoreError
+  // Publishes one message (async); false and `error` when it could not be queued.
+  bool publish(const std::string& subject, const std::string& id, const std::string& file, const uint64_t* offset,
+               const void* data, size_t size, size_t upload, uint64_t StoreReport::*counted, std::string& error);
+  // Moves an agent's marks in the bucket (compare-and-set, merged with
+  // another collector's on a conflict); throws StoreError.
+  void write_marks(const std::string& agent, const Entry& wanted);
+  std::string where() const;  // the servers, for errors
+
+  JetStreamOptions options_;
+  CollectorStore& state_;
+  natsConnection* nc_ = nullptr;
+  jsCtx* js_ = nullptr;
+  kvStore* kv_ = nullptr;
+  mutable std::mutex mutex_;                      // the cache and the acks
+  mutable std::map<std::string, Entry> cache_;    // the highest marks seen, per agent
+  std::unordered_map<std::string, size_t> ids_;   // message id -> index in messages_, this group
+  std::vector<Message> messages_;
+  std::map<size_t, std::string> ack_errors_;      // upload -> the first error JetStream gave
+};
+
+}  // namespace outpost::net

@@ -1,0 +1,62 @@
+#pragma once
+// Where the collector keeps uploaded rows and the per-lane marks that make
+// them exactly-once: the storage backend. Two implement it: CollectorStore
+// (`jsonl`, row files on this machine's disk, the default) and
+// JetStreamStore (`jetstream`, a replicated NATS JetStream stream, so that
+// several collectors can serve one fleet). StorageWorker drives one.
+//
+// The contract, for both: store() answers an upload `stored` only once
+// every record of it is durable in the backend, and moves its lane's mark
+// to its last seq; a record at or below its mark is acknowledged again and
+// not stored twice; an upload that leaves a gap after the mark is refused.
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "net/collector/upload.hpp"
+
+namespace outpost::net {
+
+// What a backend knows of one agent's uploads.
+struct AgentProgress {
+  LaneMarks marks{};
+  int64_t last_upload_ns = 0;  // 0: none stored through this backend
+};
+
+// Why an upload cannot follow `mark` (a gap, or seqs that do not ascend), or
+// "" (pure: any thread).
+std::string check_sequence(const Upload& up, uint64_t mark);
+
+class RowStore {
+ public:
+  // As kj::AutoCloseFd's (which CollectorStore holds): may throw a close error.
+  virtual ~RowStore() noexcept(false) = default;
+
+  virtual const char* backend() const = 0;  // "jsonl" or "jetstream"
+
+  // Any thread. Blocks on a read of the backend: an LMDB read transaction,
+  // or a round trip to NATS (bounded by its request timeout). Throws
+  // StoreError when the backend cannot answer.
+  virtual AgentProgress progress(const std::string& agent) const = 0;
+  LaneMarks marks(const std::string& agent) const { return progress(agent).marks; }
+
+  // Storage thread only. Stores a group of uploads; results in their order
+  // (stored, refused: a gap, failed: this upload only, sent again). Throws
+  // StoreError when nothing of the group could be stored. Blocks on I/O.
+  virtual std::vector<UploadResult> store(const std::vector<Upload>& uploads, StoreReport* report = nullptr) = 0;
+
+  // Storage thread only: work a backend does while uploads pause, and how
+  // much of it is waiting (0: none). CollectorStore checkpoints its journal
+  // (see collector_store.hpp); JetStreamStore has none. checkpoint() throws
+  // StoreError when it fails (nothing is lost).
+  virtual uint64_t journal_bytes() const { return 0; }
+  virtual void checkpoint() {}
+
+  // Storage thread only, hourly: drops state kept for silent agents and old
+  // files (collector_store.hpp's Pruning).
+  virtual PruneReport prune(int64_t now_ns) = 0;
+};
+
+}  // namespace outpost::net

@@ -1,0 +1,334 @@
+// The jetstream storage backend against real nats-server processes on
+// 127.0.0.1: exactly-once across collectors, a collector that dies between
+// JetStream's acknowledgement and its marks, NATS going away and coming
+// back, and a three-node cluster losing a node while uploads go on.
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "net/collector/jetstream_export.hpp"
+#include "net/collector/jetstream_store.hpp"
+#include "tests/collector_rows.hpp"
+#include "tests/e2e_fixture.hpp"
+#include "tests/nats_cluster.hpp"
+
+namespace outpost::net {
+namespace {
+
+using namespace outpost::testing;
+
+std::vector<uint64_t> range(uint64_t first, uint64_t last) {
+  std::vector<uint64_t> v;
+  for (uint64_t s = first; s <= last; ++s) v.push_back(s);
+  return v;
+}
+
+struct JetStreamTest : ::testing::Test {
+  TempDir tmp;
+  std::unique_ptr<NatsCluster> nats;
+  int stores = 0;
+  std::vector<std::unique_ptr<CollectorStore>> states;
+
+  void SetUp() override {
+    ASSERT_TRUE(NatsCluster::available()) << kNatsServer << " is missing: scripts/install-deps.sh installs it";
+  }
+
+  void start_nats(int nodes) {
+    nats = std::make_unique<NatsCluster>(tmp, nodes);
+    nats->start_all();
+  }
+
+  JetStreamOptions options(int replicas = 1) {
+    JetStreamOptions o;
+    o.servers = nats->urls();
+    o.replicas = replicas;
+    o.request_timeout = std::chrono::milliseconds(2000);
+    o.connect_timeout = std::chrono::milliseconds(10000);
+    return o;
+  }
+
+  // A collector's backend, with its own state directory (as another collector's would be).
+  std::unique_ptr<JetStreamStore> collector(JetStreamOptions o) {
+    states.push_back(std::make_unique<CollectorStore>(tmp.path("state-" + std::to_string(++stores))));
+    return std::make_unique<JetStreamStore>(std::move(o), *states.back());
+  }
+
+  std::vector<StreamMessage> stream() { return read_stream(nats->urls(), "OUTPOST"); }
+  std::vector<uint64_t> stored() { return stream_values(stream(), "outpost.a1.events.", "seq"); }
+};
+
+TEST(SubjectToken, KeepsLettersDigitsDashUnderscoreAndWritesTheRestAsHex) {
+  EXPECT_EQ(subject_token("Linux.Sys.Pslist"), "Linux=2ESys=2EPslist");
+  EXPECT_EQ(subject_token("host-1_a@b"), "host-1_a=40b");
+  EXPECT_EQ(subject_token("a b*>"), "a=20b=2A=3E");
+  EXPECT_EQ(subject_token(""), "=");
+}
+
+TEST_F(JetStreamTest, EveryRecordIsStoredOnceAndAnyCollectorResumesFromTheMarks) {
+  start_nats(1);
+  auto first = collector(options());
+  auto b1 = make_batch(1, 100);
+  auto results = first->store({b1.upload});
+  ASSERT_EQ(results[0].status, UploadStatus::stored) << results[0].error;
+  EXPECT_EQ(results[0].mark, 100u);
+
+  auto messages = stream();
+  ASSERT_EQ(messages.size(), 100u);
+  EXPECT_EQ(messages[0].subject, "outpost.a1.events.Test=2EArt");
+  EXPECT_EQ(messages[0].id, "a1/events/1");
+  EXPECT_EQ(messages[0].file.substr(0, 12), "a1/Test.Art/");
+
+  // The agent sends 50..150 again after a lost answer: 1..100 are acked only.
+  auto b2 = make_batch(50, 150);
+  b2.upload.after = 49;
+  StoreReport report;
+  results = first->store({b2.upload}, &report);
+  ASSERT_EQ(results[0].status, UploadStatus::stored) << results[0].error;
+  EXPECT_EQ(report.duplicates, 51u);
+  EXPECT_EQ(report.stored, 50u);
+
+  // Another collector sees the marks and goes on from them.
+  auto second = collector(options());
+  EXPECT_EQ(second->marks("a1")[static_cast<size_t>(Lane::EVENTS)], 150u);
+  auto b3 = make_batch(151, 200);
+  ASSERT_EQ(second->store({b3.upload})[0].status, UploadStatus::stored);
+
+  // The agent comes back to the first, whose marks are behind: not a gap.
+  auto b4 = make_batch(201, 210);
+  results = first->store({b4.upload});
+  ASSERT_EQ(results[0].status, UploadStatus::stored) << results[0].error;
+  EXPECT_EQ(results[0].mark, 210u);
+
+  // A real gap is refused with the mark to resume from.
+  auto b5 = make_batch(300, 301);
+  results = first->store({b5.upload});
+  EXPECT_EQ(results[0].status, UploadStatus::refused);
+  EXPECT_EQ(results[0].mark, 210u);
+
+  EXPECT_EQ(stored(), range(1, 210));
+}
+
+TEST_F(JetStreamTest, ACollectorThatDiesBeforeItsMarksMoveCostsNoDuplicate) {
+  start_nats(1);
+  auto o = options();
+  o.before_marks = [] { throw std::runtime_error("the collector dies here"); };
+  auto dying = collector(o);
+  auto b = make_batch(1, 40);
+  EXPECT_THROW(dying->store({b.upload}), std::runtime_error);
+  EXPECT_EQ(stored(), range(1, 40));  // JetStream has them; the marks do not say so
+
+  auto next = collector(options());
+  EXPECT_EQ(next->marks("a1")[static_cast<size_t>(Lane::EVENTS)], 0u);
+  StoreReport report;
+  auto results = next->store({b.upload}, &report);  // the agent sends them again
+  ASSERT_EQ(results[0].status, UploadStatus::stored) << results[0].error;
+  EXPECT_EQ(report.duplicates, 40u);
+  EXPECT_EQ(results[0].mark, 40u);
+  EXPECT_EQ(stored(), range(1, 40));
+}
+
+TEST_F(JetStreamTest, CutOffFromNatsItStopsAcknowledgingAndResumesWhenNatsReturns) {
+  start_nats(1);
+  auto store = collector(options());
+  auto b1 = make_batch(1, 20);
+  ASSERT_EQ(store->store({b1.upload})[0].status, UploadStatus::stored);
+
+  nats->kill9(0);
+  auto b2 = make_batch(21, 40);
+  auto results = store->store({b2.upload});
+  EXPECT_EQ(results[0].status, UploadStatus::failed);
+  EXPECT_FALSE(results[0].error.empty());
+  EXPECT_THROW(store->progress("a1"), persistence::StoreError);
+
+  nats->start(0);
+  nats->wait_ready(0);
+  // The agent sends the failed upload again until it is stored.
+  ASSERT_TRUE(eventually([&] { return store->store({b2.upload})[0].status == UploadStatus::stored; },
+                         std::chrono::seconds(30)));
+  EXPECT_EQ(store->marks("a1")[static_cast<size_t>(Lane::EVENTS)], 40u);
+  EXPECT_EQ(stored(), range(1, 40));
+}
+
+// Two collectors take turns with one agent's uploads, as an agent failing
+// over between them would, while a node of a three-node cluster is killed
+// and comes back: every record once, in order.
+TEST_F(JetStreamTest, AClusterThatLosesANodeKeepsEveryRecordOnce) {
+  start_nats(3);
+  auto a = collector(options(3));
+  auto b = collector(options(3));
+  uint64_t mark = 0;
+  const uint64_t last = 3000;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+  for (uint64_t next = 1, round = 0; next <= last; ++round) {
+    if (round == 10) nats->kill9(1);
+    if (round == 40) nats->start(1);
+    auto& store = (round / 3) % 2 ? *a : *b;
+    auto batch = make_batch(next, std::min(next + 49, last));
+    batch.upload.after = mark;
+    auto result = store.store({batch.upload})[0];
+    if (result.status == UploadStatus::stored) {
+      mark = result.mark;
+      next = mark + 1;
+    } else {  // sent again after a pause, to the other collector (while the cluster elects leaders)
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "still failing: " << result.error;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  nats->wait_ready(1);
+  EXPECT_EQ(stored(), range(1, last));
+  EXPECT_EQ(a->marks("a1")[static_cast<size_t>(Lane::EVENTS)], last);
+}
+
+// Every regular file under `root` but those of the directories named in
+// `skip`, with its content.
+std::map<std::string, std::string> files_under(const std::filesystem::path& root, const std::string& skip) {
+  std::map<std::string, std::string> out;
+  for (auto it = std::filesystem::recursive_directory_iterator(root); it != decltype(it)(); ++it) {
+    if (it->is_directory() && it->path().filename() == skip) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    if (it->is_regular_file()) out[std::filesystem::relative(it->path(), root).string()] = slurp(it->path());
+  }
+  return out;
+}
+
+struct JetStreamExport : JetStreamTest {
+  std::filesystem::path exported = tmp.path("exported");
+  ExportOptions export_options() {
+    ExportOptions o;
+    o.servers = nats->urls();
+    o.idle = std::chrono::milliseconds(300);
+    return o;
+  }
+};
+
+// The same uploads through the jsonl backend and through the stream and
+// `export`: the same files, byte for byte; a second export adds only what
+// came since.
+TEST_F(JetStreamExport, WritesTheFilesTheJsonlBackendWrites) {
+  start_nats(1);
+  auto stream = collector(options());
+  CollectorStore jsonl(tmp.path("jsonl"));
+  auto b1 = make_batch(1, 30, "Test.Art");
+  auto b2 = make_batch(31, 50, "Linux.Other");
+  for (auto* store : std::initializer_list<RowStore*>{stream.get(), &jsonl})
+    for (auto& r : store->store({b1.upload, b2.upload})) ASSERT_EQ(r.status, UploadStatus::stored) << r.error;
+  auto report = export_jsonl(export_options(), exported);
+  EXPECT_EQ(report.messages, 50u);
+  auto expected = files_under(tmp.path("jsonl"), ".collector");
+  ASSERT_EQ(expected.size(), 2u);
+  EXPECT_EQ(files_under(exported, ".export"), expected);
+
+  auto b3 = make_batch(51, 60, "Test.Art");
+  for (auto* store : std::initializer_list<RowStore*>{stream.get(), &jsonl})
+    ASSERT_EQ(store->store({b3.upload})[0].status, UploadStatus::stored);
+  report = export_jsonl(export_options(), exported);
+  EXPECT_EQ(report.messages, 10u);
+  EXPECT_EQ(files_under(exported, ".export"), files_under(tmp.path("jsonl"), ".collector"));
+}
+
+// An export that dies after writing a batch, before it recorded so: the
+// next run cuts the batch back and writes it once.
+TEST_F(JetStreamExport, AnExportThatDiesMidBatchWritesEachLineOnce) {
+  start_nats(1);
+  auto stream = collector(options());
+  CollectorStore jsonl(tmp.path("jsonl"));
+  auto b = make_batch(1, 100);
+  for (auto* store : std::initializer_list<RowStore*>{stream.get(), &jsonl})
+    ASSERT_EQ(store->store({b.upload})[0].status, UploadStatus::stored);
+  auto dying = export_options();
+  dying.batch = 16;
+  int batches = 0;
+  dying.after_data_sync = [&] {
+    if (++batches == 3) throw std::runtime_error("the export dies here");
+  };
+  EXPECT_THROW(export_jsonl(dying, exported), std::runtime_error);
+  EXPECT_GT(slurp(exported / "a1" / "Test.Art" / files_under(tmp.path("jsonl") / "a1" / "Test.Art", "").begin()->first).size(), 0u);
+
+  auto report = export_jsonl(export_options(), exported);
+  EXPECT_EQ(report.files_cut, 1u);
+  EXPECT_EQ(files_under(exported, ".export"), files_under(tmp.path("jsonl"), ".collector"));
+  EXPECT_EQ(stored_seqs(exported), range(1, 100));
+}
+
+}  // namespace
+}  // namespace outpost::net
+
+namespace outpost {
+namespace {
+
+// Real processes: an agent, a collector storing into a three-node cluster
+// (R=3); the collector and a NATS node are killed with -9 while rows flow.
+struct JetStreamEndToEnd : EndToEnd {
+  std::unique_ptr<NatsCluster> nats;
+  void SetUp() override {
+    ASSERT_TRUE(NatsCluster::available()) << kNatsServer << " is missing: scripts/install-deps.sh installs it";
+    nats = std::make_unique<NatsCluster>(tmp, 3);
+    nats->start_all();
+    collector_args = {"--storage", "jetstream", "--nats", nats->urls_joined(), "--nats-replicas", "3"};
+  }
+  std::vector<uint64_t> delivered_to_stream() {
+    return stream_values(read_stream(nats->urls(), "OUTPOST"), "outpost.agent-1.", "Seq");
+  }
+};
+
+TEST_F(JetStreamEndToEnd, KillingTheCollectorAndANatsNodeLosesAndDuplicatesNothing) {
+  start_collector();
+  const uint64_t rows = 6000;
+  start_agent(rows, 1500);
+  ASSERT_TRUE(eventually([&] { return delivered_to_stream().size() >= 1000; }, std::chrono::seconds(30)))
+      << slurp(collector_log);
+  kill(collector, SIGKILL);
+  waitpid(collector, nullptr, 0);
+  nats->kill9(2);
+  start_collector();  // same port: the agent reconnects after its backoff
+  ASSERT_TRUE(eventually([&] { return delivered_to_stream().size() >= 3000; }, std::chrono::seconds(30)))
+      << slurp(collector_log);
+  nats->start(2);
+  ASSERT_TRUE(eventually([&] { return delivered_to_stream().size() >= rows; }, std::chrono::seconds(60)))
+      << slurp(collector_log) << slurp(agent_log);
+  EXPECT_EQ(delivered_to_stream(), one_to(rows));
+  // The collector's own datadir holds no rows: only its state.
+  EXPECT_FALSE(fs::exists(data / "agent-1"));
+
+  // `export` writes them as a jsonl collector would have: `delivered()` reads that layout.
+  fs::path exported = tmp.path("exported");
+  auto [code, out] = command({"export", "--from", "jetstream", "--to", "jsonl", exported.string(), "--nats",
+                              nats->urls_joined()});
+  EXPECT_EQ(code, 0) << out;
+  data = exported;
+  EXPECT_EQ(delivered(), one_to(rows)) << out;
+}
+
+// The agent knows two collectors (link.addresses); each is killed in turn
+// while rows flow, and the other resumes from the marks in NATS.
+TEST_F(JetStreamEndToEnd, AnAgentFailsOverBetweenTwoCollectorsWithoutLossOrDuplicate) {
+  start_collector();
+  uint16_t port_b = 0;
+  fs::path log_b = tmp.path("collector-b.log");
+  pid_t b = spawn_collector(tmp.path("collector-b"), port_b, log_b);
+  ASSERT_GT(b, 0);
+  const uint64_t rows = 6000;
+  AgentOptions o;
+  o.targets = {port, port_b};
+  start_agent(rows, 1500, o);
+  ASSERT_TRUE(eventually([&] { return delivered_to_stream().size() >= 1000; }, std::chrono::seconds(30)))
+      << slurp(collector_log);
+  kill(collector, SIGKILL);
+  waitpid(collector, nullptr, 0);
+  ASSERT_TRUE(eventually([&] { return delivered_to_stream().size() >= 3000; }, std::chrono::seconds(30)))
+      << slurp(log_b) << slurp(agent_log);
+  EXPECT_NE(slurp(log_b).find("agent agent-1 connected"), std::string::npos);
+  start_collector();  // A again, same port; then B goes
+  kill(b, SIGKILL);
+  waitpid(b, nullptr, 0);
+  ASSERT_TRUE(eventually([&] { return delivered_to_stream().size() >= rows; }, std::chrono::seconds(60)))
+      << slurp(collector_log) << slurp(agent_log);
+  EXPECT_EQ(delivered_to_stream(), one_to(rows));
+}
+
+}  // namespace
+}  // namespace outpost

@@ -1,0 +1,177 @@
+#pragma once
+// Real nats-server processes for the jetstream tests: one node or a
+// three-node JetStream cluster on 127.0.0.1, each with its store in a
+// temporary directory, that a test can kill -9 and start again; and a
+// reader of everything a stream holds.
+
+#include <gtest/gtest.h>
+#include <nats/nats.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <map>
+#include <regex>
+
+#include "tests/process_util.hpp"
+#include "tests/temp_dir.hpp"
+
+namespace outpost::testing {
+
+// A port nothing listens on now (bound to 0, then closed).
+inline uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Debian's package (scripts/install-deps.sh installs it).
+inline const char* kNatsServer = "/usr/sbin/nats-server";
+
+class NatsCluster {
+ public:
+  // `nodes` nodes (1: no cluster), not started yet.
+  NatsCluster(const TempDir& tmp, int nodes) : tmp_(tmp) {
+    for (int i = 0; i < nodes; ++i) nodes_.push_back({free_port(), free_port(), -1, 0, {}});
+  }
+  ~NatsCluster() {
+    for (size_t i = 0; i < nodes_.size(); ++i) kill9(i);
+  }
+
+  static bool available() { return ::access(kNatsServer, X_OK) == 0; }
+
+  void start_all() {
+    for (size_t i = 0; i < nodes_.size(); ++i) start(i);
+    for (size_t i = 0; i < nodes_.size(); ++i) wait_ready(i);
+  }
+
+  // Starts node i (again: same ports, same store) without waiting.
+  void start(size_t i) {
+    auto& n = nodes_[i];
+    std::string name = "n" + std::to_string(i + 1);
+    std::vector<std::string> args{kNatsServer, "-a", "127.0.0.1", "-p", std::to_string(n.port), "-n", name,
+                                  "-js", "-sd", tmp_.path("nats-" + name).string()};
+    if (nodes_.size() > 1) {
+      std::string routes;
+      for (auto& o : nodes_) routes += (routes.empty() ? "" : ",") + std::string("nats://127.0.0.1:") + std::to_string(o.cluster_port);
+      args.insert(args.end(), {"--cluster_name", "outpost-test", "--cluster",
+                               "nats://127.0.0.1:" + std::to_string(n.cluster_port), "--routes", routes});
+    }
+    n.log = tmp_.path(name + "-" + std::to_string(++n.starts) + ".log");
+    n.pid = spawn(args, n.log);
+  }
+
+  // Waits until node i serves clients (and, in a cluster, knows a JetStream leader).
+  void wait_ready(size_t i) {
+    auto& n = nodes_[i];
+    bool ready = eventually(
+        [&] {
+          std::string text = slurp(n.log);
+          if (text.find("Server is ready") == std::string::npos) return false;
+          return nodes_.size() == 1 || text.find("metadata leader") != std::string::npos;
+        },
+        std::chrono::seconds(30));
+    ASSERT_TRUE(ready) << "nats-server node " << i << " did not become ready:\n" << slurp(n.log);
+  }
+
+  void kill9(size_t i) {
+    auto& n = nodes_[i];
+    if (n.pid > 0 && ::kill(n.pid, SIGKILL) == 0) waitpid(n.pid, nullptr, 0);
+    n.pid = -1;
+  }
+
+  std::string url(size_t i) const { return "nats://127.0.0.1:" + std::to_string(nodes_[i].port); }
+  std::vector<std::string> urls() const {
+    std::vector<std::string> out;
+    for (size_t i = 0; i < nodes_.size(); ++i) out.push_back(url(i));
+    return out;
+  }
+  std::string urls_joined() const {
+    std::string out;
+    for (auto& u : urls()) out += (out.empty() ? "" : ",") + u;
+    return out;
+  }
+  std::string log(size_t i) const { return slurp(nodes_[i].log); }
+
+ private:
+  struct Node {
+    uint16_t port, cluster_port;
+    pid_t pid;
+    int starts;
+    std::filesystem::path log;
+  };
+  const TempDir& tmp_;
+  std::vector<Node> nodes_;
+};
+
+// One message of a stream, as a reader sees it.
+struct StreamMessage {
+  std::string subject, id, file, data;
+};
+
+// Everything stream `name` holds, in stream order (a direct get per
+// sequence: for the few thousand messages of a test).
+inline std::vector<StreamMessage> read_stream(const std::vector<std::string>& urls, const std::string& name) {
+  std::vector<StreamMessage> out;
+  natsOptions* opts = nullptr;
+  natsOptions_Create(&opts);
+  std::vector<const char*> servers;
+  for (auto& u : urls) servers.push_back(u.c_str());
+  natsOptions_SetServers(opts, servers.data(), static_cast<int>(servers.size()));
+  natsConnection* nc = nullptr;
+  natsStatus s = natsConnection_Connect(&nc, opts);
+  natsOptions_Destroy(opts);
+  EXPECT_EQ(s, NATS_OK) << "cannot connect to read the stream: " << natsStatus_GetText(s);
+  if (s != NATS_OK) return out;
+  jsCtx* js = nullptr;
+  natsConnection_JetStream(&js, nc, nullptr);
+  jsStreamInfo* si = nullptr;
+  s = js_GetStreamInfo(&si, js, name.c_str(), nullptr, nullptr);
+  EXPECT_EQ(s, NATS_OK) << "no stream " << name << ": " << natsStatus_GetText(s);
+  if (s == NATS_OK) {
+    for (uint64_t seq = si->State.FirstSeq; seq <= si->State.LastSeq && si->State.Msgs > 0; ++seq) {
+      natsMsg* msg = nullptr;
+      if (js_GetMsg(&msg, js, name.c_str(), seq, nullptr, nullptr) != NATS_OK) continue;
+      StreamMessage m;
+      m.subject = natsMsg_GetSubject(msg);
+      const char* v = nullptr;
+      if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &v) == NATS_OK) m.id = v;
+      if (natsMsgHeader_Get(msg, "Outpost-File", &v) == NATS_OK) m.file = v;
+      m.data.assign(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg)));
+      out.push_back(std::move(m));
+      natsMsg_Destroy(msg);
+    }
+    jsStreamInfo_Destroy(si);
+  }
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  return out;
+}
+
+// The value of `column` ("seq" for the record's own, "Seq" for a synthetic
+// row's) in every line of every message on subjects starting with `prefix`.
+inline std::vector<uint64_t> stream_values(const std::vector<StreamMessage>& messages, const std::string& prefix,
+                                           const std::string& column) {
+  std::vector<uint64_t> out;
+  std::regex re("\"" + column + "\":(\\d+)");
+  for (auto& m : messages) {
+    if (m.subject.compare(0, prefix.size(), prefix) != 0) continue;
+    size_t at = 0;
+    while (at < m.data.size()) {
+      size_t end = m.data.find('\n', at);
+      if (end == std::string::npos) end = m.data.size();
+      std::string line = m.data.substr(at, end - at);
+      std::smatch sm;
+      if (std::regex_search(line, sm, re)) out.push_back(std::stoull(sm[1]));
+      at = end + 1;
+    }
+  }
+  return out;
+}
+
+}  // namespace outpost::testing
