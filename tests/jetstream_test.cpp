@@ -151,6 +151,32 @@ TEST_F(JetStreamTest, CutOffFromNatsItStopsAcknowledgingAndResumesWhenNatsReturn
   EXPECT_EQ(stored(), range(1, 40));
 }
 
+// The node leading the stream is killed, then (it back) the one leading the
+// marks' bucket: the next uploads wait for the new leaders (their requests
+// asked again) instead of failing back to the agent.
+TEST_F(JetStreamTest, LosingTheLeadersDelaysUploadsButDoesNotFailThem) {
+  start_nats(3);
+  auto o = options(3);
+  o.request_timeout = std::chrono::milliseconds(15000);  // elections take a second or two; slow machines more
+  auto store = collector(o);
+  auto b1 = make_batch(1, 50);
+  ASSERT_EQ(store->store({b1.upload})[0].status, UploadStatus::stored);
+  uint64_t next = 51;
+  for (const char* stream : {"OUTPOST", "KV_outpost-marks"}) {
+    std::string leader = stream_leader(nats->urls(), stream);
+    ASSERT_EQ(leader.size(), 2u) << stream << " has no leader";
+    size_t node = static_cast<size_t>(leader[1] - '1');
+    nats->kill9(node);
+    auto b = make_batch(next, next + 49);
+    auto result = store->store({b.upload})[0];
+    EXPECT_EQ(result.status, UploadStatus::stored) << "with " << stream << "'s leader lost: " << result.error;
+    next += 50;
+    nats->start(node);
+    nats->wait_ready(node);
+  }
+  EXPECT_EQ(stored(), range(1, 150));
+}
+
 // Two collectors take turns with one agent's uploads, as an agent failing
 // over between them would, while a node of a three-node cluster is killed
 // and comes back: every record once, in order.

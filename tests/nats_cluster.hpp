@@ -136,7 +136,13 @@ inline std::vector<StreamMessage> read_stream(const std::vector<std::string>& ur
   if (s == NATS_OK) {
     for (uint64_t seq = si->State.FirstSeq; seq <= si->State.LastSeq && si->State.Msgs > 0; ++seq) {
       natsMsg* msg = nullptr;
-      if (js_GetMsg(&msg, js, name.c_str(), seq, nullptr, nullptr) != NATS_OK) continue;
+      jsErrCode jerr = static_cast<jsErrCode>(0);
+      natsStatus got = js_GetMsg(&msg, js, name.c_str(), seq, nullptr, &jerr);
+      if (got == NATS_NOT_FOUND) continue;  // deleted (none are, by Outpost)
+      EXPECT_EQ(got, NATS_OK) << "stream " << name << " sequence " << seq << " of " << si->State.FirstSeq << ".."
+                              << si->State.LastSeq << ": " << natsStatus_GetText(got) << " (JetStream error " << jerr
+                              << ")";
+      if (got != NATS_OK) continue;
       StreamMessage m;
       m.subject = natsMsg_GetSubject(msg);
       const char* v = nullptr;
@@ -151,6 +157,30 @@ inline std::vector<StreamMessage> read_stream(const std::vector<std::string>& ur
   jsCtx_Destroy(js);
   natsConnection_Destroy(nc);
   return out;
+}
+
+// The name of the node leading stream `name` ("n1"...), or "" if none is known.
+inline std::string stream_leader(const std::vector<std::string>& urls, const std::string& name) {
+  natsOptions* opts = nullptr;
+  natsOptions_Create(&opts);
+  std::vector<const char*> servers;
+  for (auto& u : urls) servers.push_back(u.c_str());
+  natsOptions_SetServers(opts, servers.data(), static_cast<int>(servers.size()));
+  natsConnection* nc = nullptr;
+  natsStatus s = natsConnection_Connect(&nc, opts);
+  natsOptions_Destroy(opts);
+  if (s != NATS_OK) return "";
+  jsCtx* js = nullptr;
+  natsConnection_JetStream(&js, nc, nullptr);
+  jsStreamInfo* si = nullptr;
+  std::string leader;
+  if (js_GetStreamInfo(&si, js, name.c_str(), nullptr, nullptr) == NATS_OK) {
+    if (si->Cluster && si->Cluster->Leader) leader = si->Cluster->Leader;
+    jsStreamInfo_Destroy(si);
+  }
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  return leader;
 }
 
 // The value of `column` ("seq" for the record's own, "Seq" for a synthetic

@@ -166,6 +166,10 @@ struct FleetBenchOptions {
   bool reconnect_storm = false;
   std::filesystem::path collector;  // default: beside outpost-bench
   std::vector<std::string> collector_args;  // more options for it
+  std::string backend = "jsonl";  // or jetstream: NATS nodes started for each run
+  unsigned collectors = 1;        // jetstream: collectors, agent i on collector i % collectors
+  unsigned nats_nodes = 1;        // jetstream: 1, or a cluster of 3 (R=3)
+  double kill_nats_node_at = -1;  // jetstream, 3 nodes: kill -9 one node this many seconds into the window
   std::filesystem::path dir;
   bool json = false;
 };

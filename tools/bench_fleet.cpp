@@ -1,10 +1,12 @@
-// outpost-bench fleet: one outpost-collector process (its own, in a fresh
-// datadir, mutual TLS) against N simulated agents (tools/fleet_sim.hpp) each
-// making R rows/s. After the agents connected and a warm-up, a window of
-// `seconds`: the rows made in it are timed to their answer (stored durably),
-// the collector's CPU and memory are read from /proc. Over a sweep of N, the
-// highest N whose p99 stays under the target. Optionally a reconnect storm:
-// every agent drops its connection at once and all come back.
+// outpost-bench fleet: outpost-collector processes (their own, in fresh
+// datadirs, mutual TLS; one storing jsonl files, or several storing into
+// NATS nodes started for the run, tools/fleet_nats.hpp) against N simulated
+// agents (tools/fleet_sim.hpp) each making R rows/s. After the agents
+// connected and a warm-up, a window of `seconds`: the rows made in it are
+// timed to their answer (stored durably), the collectors' (and NATS') CPU
+// and memory are read from /proc; a NATS node may be killed during it. Over
+// a sweep of N, the highest N whose p99 stays under the target. Optionally a
+// reconnect storm: every agent drops its connection at once and all come back.
 
 #include <fmt/format.h>
 #include <signal.h>
@@ -21,6 +23,7 @@
 #include "schemas/json.hpp"
 #include "tools/bench.hpp"
 #include "tools/fleet_certs.hpp"
+#include "tools/fleet_nats.hpp"
 #include "tools/fleet_sim.hpp"
 
 namespace outpost::bench {
@@ -105,7 +108,7 @@ struct FleetRun {
   double offered_rows_per_s = 0, rows_per_s = 0;
   uint64_t rows_made = 0, rows_unanswered = 0;
   std::optional<double> p50_ms, p99_ms, max_ms;  // none: the percentile's rows were never answered
-  double collector_cpu_percent = 0, fleet_cpu_percent = 0;
+  double collector_cpu_percent = 0, fleet_cpu_percent = 0, nats_cpu_percent = 0;  // collectors: all of them
   long collector_rss_bytes = 0;
   double collector_rss_bytes_per_agent = 0;
   uint64_t disconnects = 0, connect_failures = 0;
@@ -135,14 +138,44 @@ bool wait_for(F done, std::chrono::milliseconds limit) {
   return true;
 }
 
+// CPU seconds of several processes (those gone count as what they had when read last).
+struct CpuTotal {
+  std::map<pid_t, double> at_start, last;
+  explicit CpuTotal(const std::vector<pid_t>& pids) {
+    for (pid_t p : pids) at_start[p] = last[p] = cpu_seconds(p);
+  }
+  void read(pid_t p) { last[p] = cpu_seconds(p); }
+  double since_start(const std::vector<pid_t>& alive) {
+    for (pid_t p : alive) read(p);
+    double total = 0;
+    for (auto& [p, s] : at_start) total += last[p] - s;
+    return total;
+  }
+};
+
 FleetRun measure(const FleetBenchOptions& o, const fs::path& root, const fs::path& collector, FleetCerts& certs,
                  size_t agents) {
   FleetRun run;
   run.agents = agents;
-  CollectorProcess proc(collector, root / fmt::format("agents-{}", agents), root / "certs", o.collector_args);
-  long rss_before = proc.rss();
+  fs::path dir = root / fmt::format("agents-{}", agents);
+  std::unique_ptr<FleetNats> nats;
+  std::vector<std::string> args = o.collector_args;
+  if (o.backend == "jetstream") {
+    nats = std::make_unique<FleetNats>(dir / "nats", o.nats_nodes);
+    args.insert(args.end(), {"--storage", "jetstream", "--nats", nats->urls(), "--nats-replicas",
+                             std::to_string(std::min(3u, o.nats_nodes))});
+  }
+  std::vector<std::unique_ptr<CollectorProcess>> procs;
+  std::vector<pid_t> collector_pids;
+  long rss_before = 0;
   FleetSimConfig config;
-  config.port = proc.port();
+  for (unsigned c = 0; c < o.collectors; ++c) {
+    procs.push_back(std::make_unique<CollectorProcess>(collector, dir / fmt::format("collector-{}", c), root / "certs",
+                                                       args));
+    collector_pids.push_back(procs.back()->pid());
+    rss_before += procs.back()->rss();
+    config.ports.push_back(procs.back()->port());
+  }
   config.ca_pem = read_text(root / "certs" / "ca.pem");
   config.rate = o.rate;
   config.max_delay_ms = o.max_delay_ms;
@@ -153,15 +186,25 @@ FleetRun measure(const FleetBenchOptions& o, const fs::path& root, const fs::pat
   run.connect_all_s = seconds_since(start);
   std::this_thread::sleep_for(std::chrono::duration<double>(o.warmup));
 
-  double cpu0 = cpu_seconds(proc.pid()), self0 = cpu_seconds(::getpid());
+  CpuTotal collectors_cpu(collector_pids), nats_cpu(nats ? nats->pids() : std::vector<pid_t>{});
+  double self0 = cpu_seconds(::getpid());
   auto t0 = Clock::now();
   sim.start_window();
-  std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
+  if (nats && o.kill_nats_node_at >= 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(std::min(o.kill_nats_node_at, o.seconds)));
+    pid_t victim = nats->pids().at(1);
+    nats_cpu.read(victim);
+    nats->kill9(1);
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds - std::min(o.kill_nats_node_at, o.seconds)));
+  } else {
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
+  }
   sim.end_window();
   double window = seconds_since(t0);
-  run.collector_cpu_percent = 100 * (cpu_seconds(proc.pid()) - cpu0) / window;
+  run.collector_cpu_percent = 100 * collectors_cpu.since_start(collector_pids) / window;
+  if (nats) run.nats_cpu_percent = 100 * nats_cpu.since_start(nats->pids()) / window;
   run.fleet_cpu_percent = 100 * (cpu_seconds(::getpid()) - self0) / window;
-  run.collector_rss_bytes = proc.rss();
+  for (auto& p : procs) run.collector_rss_bytes += p->rss();
   run.collector_rss_bytes_per_agent = static_cast<double>(run.collector_rss_bytes - rss_before) / static_cast<double>(agents);
   auto during = sim.counters();
   run.connections_held = during.connected;
@@ -212,12 +255,13 @@ std::string run_json(const FleetRun& r) {
       "{{\"agents\": {}, \"connections_held\": {}, \"connect_all_s\": {:.2f}, \"offered_rows_per_s\": {:.0f}, "
       "\"rows_per_s\": {:.0f}, \"rows_made\": {}, \"rows_unanswered\": {}, \"latency_p50_ms\": {}, "
       "\"latency_p99_ms\": {}, \"latency_max_ms\": {}, \"collector_cpu_percent\": {:.1f}, "
-      "\"fleet_cpu_percent\": {:.1f}, \"collector_rss_bytes\": {}, \"collector_rss_bytes_per_agent\": {:.0f}, "
+      "\"fleet_cpu_percent\": {:.1f}, \"nats_cpu_percent\": {:.1f}, \"collector_rss_bytes\": {}, \"collector_rss_bytes_per_agent\": {:.0f}, "
       "\"disconnects\": {}, \"connect_failures\": {}, \"reconnect_all_s\": {}, \"storm_connect_failures\": {}, "
       "\"failure_reasons\": {}}}",
       r.agents, r.connections_held, r.connect_all_s, r.offered_rows_per_s, r.rows_per_s, r.rows_made,
       r.rows_unanswered, number(r.p50_ms), number(r.p99_ms), number(r.max_ms), r.collector_cpu_percent,
-      r.fleet_cpu_percent, r.collector_rss_bytes, r.collector_rss_bytes_per_agent, r.disconnects, r.connect_failures,
+      r.fleet_cpu_percent, r.nats_cpu_percent, r.collector_rss_bytes, r.collector_rss_bytes_per_agent, r.disconnects,
+      r.connect_failures,
       r.reconnect_all_s ? fmt::format("{:.2f}", *r.reconnect_all_s) : "null", r.storm_connect_failures,
       failure_json(r.failures));
 }
@@ -225,10 +269,11 @@ std::string run_json(const FleetRun& r) {
 void print_text(const FleetRun& r) {
   fmt::print("{:>6} agents: {}/{} connected (all in {:.1f} s); rows {:.0f}/s stored of {:.0f}/s made, {} unanswered; "
              "latency p50 {} ms, p99 {} ms, max {} ms; collector {:.1f} % CPU, {:.1f} MiB ({:.0f} B per agent); "
-             "fleet {:.1f} % CPU; {} disconnects, {} failed attempts",
+             "NATS {:.1f} % CPU; fleet {:.1f} % CPU; {} disconnects, {} failed attempts",
              r.agents, r.connections_held, r.agents, r.connect_all_s, r.rows_per_s, r.offered_rows_per_s,
              r.rows_unanswered, number(r.p50_ms), number(r.p99_ms), number(r.max_ms), r.collector_cpu_percent,
-             r.collector_rss_bytes / 1048576.0, r.collector_rss_bytes_per_agent, r.fleet_cpu_percent, r.disconnects,
+             r.collector_rss_bytes / 1048576.0, r.collector_rss_bytes_per_agent, r.nats_cpu_percent, r.fleet_cpu_percent,
+             r.disconnects,
              r.connect_failures);
   if (r.reconnect_all_s)
     fmt::print("; reconnect storm: all back in {:.1f} s ({} failed attempts)", *r.reconnect_all_s,
@@ -257,6 +302,10 @@ void raise_fd_limit(size_t agents) {
 int run_fleet_bench(const FleetBenchOptions& o) {
   if (o.agents.empty() || o.rate <= 0 || o.seconds <= 0)
     throw std::runtime_error("fleet: --agents, --rate and --seconds must be positive");
+  if (o.backend != "jetstream" && (o.collectors != 1 || o.nats_nodes != 1 || o.kill_nats_node_at >= 0))
+    throw std::runtime_error("fleet: --collectors, --nats-nodes and --kill-nats-node-at need --backend jetstream");
+  if (o.kill_nats_node_at >= 0 && o.nats_nodes < 3)
+    throw std::runtime_error("fleet: --kill-nats-node-at needs a cluster (--nats-nodes 3): one node lost is all lost");
   raise_fd_limit(*std::max_element(o.agents.begin(), o.agents.end()));
   fs::path collector = o.collector.empty() ? fs::read_symlink("/proc/self/exe").parent_path() / "outpost-collector"
                                            : o.collector;
@@ -280,10 +329,12 @@ int run_fleet_bench(const FleetBenchOptions& o) {
   if (o.json) {
     std::string list;
     for (auto& r : runs) list += (list.empty() ? "" : ", ") + run_json(r);
-    fmt::print("{{\"bench\": \"fleet\", \"backend\": \"jsonl\", \"rate\": {}, \"max_delay_ms\": {}, \"seconds\": {}, "
+    fmt::print("{{\"bench\": \"fleet\", \"backend\": {}, \"collectors\": {}, \"nats_nodes\": {}, "
+               "\"nats_node_killed_at_s\": {}, \"rate\": {}, \"max_delay_ms\": {}, \"seconds\": {}, "
                "\"threads\": {}, \"latency_target_ms\": {}, \"runs\": [{}], \"max_agents_under_target\": {}}}\n",
-               o.rate, o.max_delay_ms, o.seconds, o.threads, o.latency_target_ms, list,
-               best ? std::to_string(*best) : "null");
+               schemas::json_string(o.backend), o.collectors, o.backend == "jetstream" ? o.nats_nodes : 0,
+               o.kill_nats_node_at >= 0 ? fmt::format("{}", o.kill_nats_node_at) : "null", o.rate, o.max_delay_ms,
+               o.seconds, o.threads, o.latency_target_ms, list, best ? std::to_string(*best) : "null");
   } else {
     fmt::print("highest N with p99 under {:.0f} ms and every agent connected: {}\n", o.latency_target_ms,
                best ? std::to_string(*best) : "none");

@@ -39,6 +39,7 @@ struct Row {
 struct SimAgent {
   enum class State { idle, connecting, connected };
   std::string id;
+  size_t collector = 0;  // its index in FleetSimConfig::ports
   kj::Own<kj::TlsContext> tls;
   schemas::Encoded record;  // every row of this agent carries this record
 
@@ -73,7 +74,8 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
     std::mt19937_64 random(agents_.size() * 7919 + 1);
     int64_t start = steady_ns(), period = static_cast<int64_t>(1e9 / config_.rate);
     for (auto& a : agents_) a.next_row = start + static_cast<int64_t>(random() % static_cast<uint64_t>(period));
-    addr_ = io.provider->getNetwork().parseAddress(config_.host, config_.port).wait(io.waitScope);
+    for (auto port : config_.ports)
+      addrs_.push_back(io.provider->getNetwork().parseAddress(config_.host, port).wait(io.waitScope));
     auto done = kj::newPromiseAndFulfiller<void>();
     done_ = kj::mv(done.fulfiller);
     kj::Promise<void> ticking = tick().eagerlyEvaluate(nullptr);
@@ -81,7 +83,7 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
     for (auto& a : agents_) drop(a);  // before the loop they live on goes
     graveyard_.clear();
     uploads_ = nullptr;
-    addr_ = nullptr;
+    addrs_.clear();
   }
 
   FleetCounters counters() const {
@@ -190,7 +192,7 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
     a.state = SimAgent::State::connecting;
     ++connecting_;
     uint64_t generation = ++a.generation;
-    auto attempt = addr_->connect()
+    auto attempt = addrs_[a.collector]->connect()
                        .then([&a, this](kj::Own<kj::AsyncIoStream> stream) {
                          return a.tls->wrapClient(kj::mv(stream), config_.server_name);
                        })
@@ -275,7 +277,7 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
   std::vector<SimAgent> agents_;
   kj::AsyncIoContext* io_ = nullptr;
   kj::TaskSet* uploads_ = nullptr;
-  kj::Own<kj::NetworkAddress> addr_;
+  std::vector<kj::Own<kj::NetworkAddress>> addrs_;  // of the collectors
   kj::Own<kj::PromiseFulfiller<void>> done_;
   // A dropped connection's parts, destroyed at the next tick: the task
   // first, then the RPC client, then the stream under it.
@@ -302,6 +304,8 @@ FleetSim::FleetSim(const FleetSimConfig& config, FleetCerts& certs, size_t agent
   for (size_t i = 0; i < agents; ++i) {
     SimAgent a;
     a.id = "fleet-" + std::to_string(i);
+    if (config.ports.empty()) throw std::runtime_error("fleet: no collector port");
+    a.collector = i % config.ports.size();
     std::string pem = certs.cert_pem(a.id);
     kj::TlsKeypair pair{key, kj::TlsCertificate(kj::StringPtr(pem.c_str()))};
     kj::TlsContext::Options options;

@@ -23,7 +23,7 @@ namespace outpost::bench {
 
 struct FleetSimConfig {
   std::string host = "127.0.0.1";
-  uint16_t port = 0;
+  std::vector<uint16_t> ports;   // the collectors: agent i connects to ports[i % size]
   std::string ca_pem;            // the CA's certificate (text): the only one trusted
   std::string server_name = "localhost";
   double rate = 10;              // rows per second per agent

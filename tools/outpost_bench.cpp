@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
 
   FleetBenchOptions fleet;
   auto* fl = app.add_subcommand(
-      "fleet", "one outpost-collector against N simulated agents (the real protocol over mutual TLS, each with its "
+      "fleet", "outpost-collector (one, or several on NATS) against N simulated agents (the real protocol over mutual TLS, each with its "
                "own certificate, many per thread) making R rows/s each: rows stored per second, latency from a "
                "row's making to its durable storage, the collector's CPU and memory; over a sweep of N, the highest "
                "N under the latency target");
@@ -131,6 +131,18 @@ int main(int argc, char** argv) {
   fl->add_option("--collector", fleet.collector, "the outpost-collector binary (default: beside outpost-bench)");
   fl->add_option("--collector-arg", fleet.collector_args, "one more option for outpost-collector (repeatable), "
                                                           "e.g. --collector-arg=--max-handshakes=100000");
+  fl->add_option("--backend", fleet.backend, "the collectors' storage: jsonl, or jetstream (NATS nodes started for "
+                                             "each run)")
+      ->check(CLI::IsMember({"jsonl", "jetstream"}))
+      ->capture_default_str();
+  fl->add_option("--collectors", fleet.collectors, "jetstream: collectors; agent i connects to collector i % N")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  fl->add_option("--nats-nodes", fleet.nats_nodes, "jetstream: 1, or 3 (a cluster, R=3)")
+      ->check(CLI::IsMember({1, 3}))
+      ->capture_default_str();
+  fl->add_option("--kill-nats-node-at", fleet.kill_nats_node_at,
+                 "jetstream with 3 nodes: kill -9 one node this many seconds into the window");
   fl->add_option("--dir", fleet.dir, "working directory (default: a new temp dir)");
 
   CLI11_PARSE(app, argc, argv);

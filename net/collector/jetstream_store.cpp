@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
+#include <deque>
 #include <sstream>
 #include <thread>
 
@@ -33,6 +34,22 @@ struct Deleter {
 };
 template <typename T>
 using Owned = std::unique_ptr<T, Deleter>;
+
+// How long to wait before asking again when NATS found no responder.
+constexpr std::chrono::milliseconds kRetryPause{100};
+
+// Runs `op` again while NATS finds no responder or has no answer (a stream
+// electing its leader after a node was lost, for a second or two), up to `limit`.
+template <typename Op>
+natsStatus retrying(std::chrono::milliseconds limit, Op op) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    natsStatus s = op();
+    if ((s != NATS_NO_RESPONDERS && s != NATS_TIMEOUT) || std::chrono::steady_clock::now() + kRetryPause >= deadline)
+      return s;
+    if (s == NATS_NO_RESPONDERS) std::this_thread::sleep_for(kRetryPause);
+  }
+}
 
 std::string encode(const AgentProgress& p) {
   std::string out = "v1";
@@ -113,6 +130,11 @@ JetStreamStore::JetStreamStore(JetStreamOptions options, CollectorStore& state)
   jo.PublishAsync.AckHandlerClosure = this;
   if (natsStatus s = natsConnection_JetStream(&js_, nc_, &jo); s != NATS_OK)
     throw StoreError("jetstream storage: " + where() + ": no JetStream context: " + status_text(s));
+  jsOptions kvo;
+  jsOptions_Init(&kvo);
+  kvo.Wait = options_.retry_after.count();
+  if (natsStatus s = natsConnection_JetStream(&kv_js_, nc_, &kvo); s != NATS_OK)
+    throw StoreError("jetstream storage: " + where() + ": no JetStream context: " + status_text(s));
 
   // A cluster electing leaders (a node just lost) answers these with
   // timeouts for a few seconds: tried again until connect_timeout.
@@ -159,14 +181,14 @@ void JetStreamStore::setup() {
   }
 
   if (kv_) return;
-  s = js_KeyValue(&kv_, js_, options_.marks_bucket.c_str());
+  s = js_KeyValue(&kv_, kv_js_, options_.marks_bucket.c_str());
   if (s == NATS_NOT_FOUND) {
     kvConfig kc;
     kvConfig_Init(&kc);
     kc.Bucket = options_.marks_bucket.c_str();
     kc.History = 1;
     kc.Replicas = options_.replicas;
-    s = js_CreateKeyValue(&kv_, js_, &kc);
+    s = js_CreateKeyValue(&kv_, kv_js_, &kc);
   }
   if (s != NATS_OK)
     throw StoreError("jetstream storage: cannot open key-value bucket " + options_.marks_bucket + " on " + where() +
@@ -183,12 +205,14 @@ JetStreamStore::~JetStreamStore() noexcept(false) {
   if (kv_) kvStore_Destroy(kv_);
   if (nc_) natsConnection_Close(nc_);
   if (js_) jsCtx_Destroy(js_);
+  if (kv_js_) jsCtx_Destroy(kv_js_);
   if (nc_) natsConnection_Destroy(nc_);
 }
 
 JetStreamStore::Entry JetStreamStore::read_entry(const std::string& agent) const {
   kvEntry* raw = nullptr;
-  natsStatus s = kvStore_Get(&raw, kv_, subject_token(agent).c_str());
+  std::string key = subject_token(agent);
+  natsStatus s = retrying(options_.request_timeout, [&] { return kvStore_Get(&raw, kv_, key.c_str()); });
   Owned<kvEntry> entry(raw);
   Entry out;
   if (s == NATS_NOT_FOUND) return out;
@@ -236,34 +260,78 @@ void JetStreamStore::on_ack(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* er
         m.state = ack->Duplicate ? Message::duplicate : Message::stored;
       } else {
         m.state = Message::failed;
-        std::string text = err && err->ErrText ? err->ErrText : err ? status_text(err->Err) : "no acknowledgement";
-        self->ack_errors_.emplace(m.upload, text);
+        m.retry = err && err->Err == NATS_NO_RESPONDERS;
+        m.error = err && err->ErrText ? err->ErrText : err ? status_text(err->Err) : "no acknowledgement";
       }
     }
   }
   natsMsg_Destroy(msg);
 }
 
-bool JetStreamStore::publish(const std::string& subject, const std::string& id, const std::string& file,
-                             const uint64_t* offset, const void* data, size_t size, size_t upload,
-                             uint64_t StoreReport::*counted, std::string& error) {
+void JetStreamStore::send(size_t index) {
+  std::string subject, id, file, offset;
+  const void* data;
+  size_t size;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto& m = messages_[index];
+    subject = m.subject, id = m.id, file = m.file, data = m.data, size = m.size;
+    if (m.offset) offset = std::to_string(*m.offset);
+    m.state = Message::waiting;
+  }
   natsMsg* raw = nullptr;
   natsStatus s = natsMsg_Create(&raw, subject.c_str(), nullptr, static_cast<const char*>(data), static_cast<int>(size));
   if (s == NATS_OK) s = natsMsgHeader_Set(raw, "Nats-Msg-Id", id.c_str());
   if (s == NATS_OK) s = natsMsgHeader_Set(raw, "Outpost-File", file.c_str());
-  if (s == NATS_OK && offset) s = natsMsgHeader_Set(raw, "Outpost-Offset", std::to_string(*offset).c_str());
-  if (s == NATS_OK) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ids_[id] = messages_.size();
-    messages_.push_back({upload, counted});
-  }
+  if (s == NATS_OK && !offset.empty()) s = natsMsgHeader_Set(raw, "Outpost-Offset", offset.c_str());
   if (s == NATS_OK) s = js_PublishMsgAsync(js_, &raw, nullptr);
   natsMsg_Destroy(raw);  // null when the library took it
-  if (s == NATS_OK) return true;
-  error = "publishing " + id + " to " + where() + ": " + status_text(s);
+  if (s == NATS_OK) return;
   std::lock_guard<std::mutex> lock(mutex_);
-  if (auto it = ids_.find(id); it != ids_.end()) messages_[it->second].state = Message::failed;
-  return false;
+  auto& m = messages_[index];
+  m.state = Message::failed;
+  m.retry = s == NATS_NO_RESPONDERS;
+  m.error = "publishing " + id + " to " + where() + ": " + status_text(s);
+}
+
+size_t JetStreamStore::queue(Message m) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ids_[m.id] = messages_.size();
+  messages_.push_back(std::move(m));
+  return messages_.size() - 1;
+}
+
+void JetStreamStore::await_acks() {
+  auto deadline = std::chrono::steady_clock::now() + options_.request_timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = std::clamp<int64_t>(left.count(), 1, options_.retry_after.count());
+    if (js_PublishAsyncComplete(js_, &po) != NATS_OK) {  // what still waits has no answer yet
+      natsMsgList pending{};
+      if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK) natsMsgList_Destroy(&pending);
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto& m : messages_)
+        if (m.state == Message::waiting) {
+          m.state = Message::failed;
+          m.retry = true;
+          m.error = "no acknowledgement from " + where() + " within " +
+                    std::to_string(options_.request_timeout.count()) + " ms";
+        }
+    }
+    // Refused for want of a responder or unanswered (a stream electing its
+    // leader after a node was lost): sent again while the time lasts.
+    std::vector<size_t> again;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (size_t i = 0; i < messages_.size(); ++i)
+        if (messages_[i].state == Message::failed && messages_[i].retry) again.push_back(i);
+    }
+    if (again.empty() || std::chrono::steady_clock::now() + kRetryPause >= deadline) return;
+    std::this_thread::sleep_for(kRetryPause);
+    for (size_t i : again) send(i);
+  }
 }
 
 std::vector<UploadResult> JetStreamStore::store(const std::vector<Upload>& uploads, StoreReport* report) {
@@ -273,11 +341,11 @@ std::vector<UploadResult> JetStreamStore::store(const std::vector<Upload>& uploa
     std::lock_guard<std::mutex> lock(mutex_);
     ids_.clear();
     messages_.clear();
-    ack_errors_.clear();
   }
   // 1. Each upload checked against its lane's mark as this group moves it.
   std::vector<UploadResult> results(uploads.size());
   std::vector<StoreReport> counted(uploads.size());
+  std::deque<RenderedRecord> rendered_here;  // for uploads not rendered ahead (a deque: they stay in place)
   std::map<std::string, LaneMarks> marks;  // agent -> marks if every upload so far is stored
   for (size_t i = 0; i < uploads.size(); ++i) {
     auto& up = uploads[i];
@@ -303,28 +371,24 @@ std::vector<UploadResult> JetStreamStore::store(const std::vector<Upload>& uploa
       // 2. Every record above the mark published, without waiting.
       std::string prefix = options_.subject_prefix + "." + subject_token(up.agent) + "." + schemas::lane_name(up.lane) + ".";
       std::string id_prefix = up.agent + "/" + schemas::lane_name(up.lane) + "/";
-      for (size_t r = 0; r < up.records.size() && result.error.empty(); ++r) {
+      for (size_t r = 0; r < up.records.size(); ++r) {
         auto& record = up.records[r];
         if (record.seq <= mark) {
           ++counted[i].duplicates;
           continue;
         }
-        RenderedRecord here;
-        const RenderedRecord& rendered =
-            up.rendered.size() == up.records.size() ? up.rendered[r] : (here = render_record(up.agent, up.lane, record));
+        // A message sent again reads its data again: what is rendered here lives through store().
+        const RenderedRecord& rendered = up.rendered.size() == up.records.size()
+                                             ? up.rendered[r]
+                                             : rendered_here.emplace_back(render_record(up.agent, up.lane, record));
         std::string id = id_prefix + std::to_string(record.seq);
         auto counter = rendered.malformed ? &StoreReport::malformed : &StoreReport::stored;
         if (!rendered.blob_file.empty())
-          publish(prefix + "_uploads", id + "/blob", rendered.blob_file, &rendered.blob_offset, rendered.blob.begin(),
-                  rendered.blob.size(), i, nullptr, result.error);
-        if (result.error.empty())
-          publish(prefix + subject_token(folder_of(rendered.file)), id, rendered.file, nullptr, rendered.lines.data(),
-                  rendered.lines.size(), i, counter, result.error);
+          send(queue({i, nullptr, prefix + "_uploads", id + "/blob", rendered.blob_file, rendered.blob_offset,
+                      rendered.blob.begin(), rendered.blob.size()}));
+        send(queue({i, counter, prefix + subject_token(folder_of(rendered.file)), id, rendered.file, std::nullopt,
+                    rendered.lines.data(), rendered.lines.size()}));
         ++(counted[i].*counter);
-      }
-      if (!result.error.empty()) {
-        result.status = UploadStatus::failed;
-        continue;
       }
       mark = up.records.empty() ? mark : std::max(mark, up.records.back().seq);
     } catch (const StoreError& e) {
@@ -333,15 +397,7 @@ std::vector<UploadResult> JetStreamStore::store(const std::vector<Upload>& uploa
     }
   }
   // 3. Every acknowledgement, or the timeout: what is still waiting failed.
-  jsPubOptions po;
-  jsPubOptions_Init(&po);
-  po.MaxWait = options_.request_timeout.count();
-  natsStatus s = js_PublishAsyncComplete(js_, &po);
-  if (s != NATS_OK) {
-    natsMsgList pending{};
-    if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK) natsMsgList_Destroy(&pending);
-  }
-  std::vector<bool> acked(uploads.size(), true);
+  await_acks();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto& m : messages_) {
@@ -349,15 +405,11 @@ std::vector<UploadResult> JetStreamStore::store(const std::vector<Upload>& uploa
         --(counted[m.upload].*m.counted);
         ++counted[m.upload].duplicates;
       }
-      if (m.state == Message::waiting || m.state == Message::failed) acked[m.upload] = false;
-    }
-    for (size_t i = 0; i < uploads.size(); ++i) {
-      if (acked[i] || results[i].status != UploadStatus::stored) continue;
-      results[i].status = UploadStatus::failed;
-      auto it = ack_errors_.find(i);
-      results[i].error = it != ack_errors_.end() ? "JetStream refused a record: " + it->second
-                                                  : "no acknowledgement from " + where() + " within " +
-                                                        std::to_string(options_.request_timeout.count()) + " ms";
+      auto& result = results[m.upload];
+      if (m.state == Message::stored || m.state == Message::duplicate || result.status != UploadStatus::stored)
+        continue;
+      result.status = UploadStatus::failed;
+      result.error = m.state == Message::failed && !m.retry ? "JetStream refused a record: " + m.error : m.error;
     }
     ids_.clear();
     messages_.clear();
@@ -422,10 +474,11 @@ void JetStreamStore::write_marks(const std::string& agent, const Entry& wanted) 
   for (int attempt = 0; attempt < 8; ++attempt) {
     std::string value = encode(e.progress);
     uint64_t revision = 0;
-    natsStatus s = e.revision == 0
-                       ? kvStore_Create(&revision, kv_, key.c_str(), value.data(), static_cast<int>(value.size()))
-                       : kvStore_Update(&revision, kv_, key.c_str(), value.data(), static_cast<int>(value.size()),
-                                        e.revision);
+    natsStatus s = retrying(options_.request_timeout, [&] {
+      int size = static_cast<int>(value.size());
+      return e.revision == 0 ? kvStore_Create(&revision, kv_, key.c_str(), value.data(), size)
+                             : kvStore_Update(&revision, kv_, key.c_str(), value.data(), size, e.revision);
+    });
     if (s == NATS_OK) {
       e.revision = revision;
       std::lock_guard<std::mutex> lock(mutex_);

@@ -29,6 +29,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -48,7 +49,12 @@ struct JetStreamOptions {
   std::string marks_bucket = "outpost-marks";
   int replicas = 1;  // of the stream and the bucket, when this collector creates them (3 in a cluster)
   std::chrono::milliseconds duplicate_window{120000};
-  std::chrono::milliseconds request_timeout{5000};  // a group's acks, a key-value read or write
+  // A group's acks, a key-value read or write. Within it, what found no
+  // responder or had no answer after retry_after (a stream electing a
+  // leader after a node was lost) is asked again: JetStream drops a record
+  // that arrives twice, a mark is compare-and-set.
+  std::chrono::milliseconds request_timeout{5000};
+  std::chrono::milliseconds retry_after{1000};
   std::chrono::milliseconds connect_timeout{30000};  // at start, how long NATS may be unreachable
   // Tests: called in store() once JetStream acknowledged the group, before the marks move.
   std::function<void()> before_marks;
@@ -85,15 +91,23 @@ class JetStreamStore final : public RowStore {
   struct Message {
     size_t upload;
     uint64_t StoreReport::*counted;  // where it was counted (stored, malformed), or null: a blob
+    std::string subject, id, file;
+    std::optional<uint64_t> offset;  // a blob's, in its file
+    const void* data;                // the upload's or its rendering's, alive through store()
+    size_t size;
     enum { waiting, stored, duplicate, failed } state = waiting;
+    bool retry = false;  // no responder or no answer (a leader being elected): worth sending again
+    std::string error = {};
   };
   static void on_ack(jsCtx* js, natsMsg* msg, jsPubAck* ack, jsPubAckErr* err, void* self);
   void setup();  // the stream and the bucket, made if missing; throws StoreError
   Entry read_entry(const std::string& agent) const;  // throws StoreError
   Entry cached(const std::string& agent);            // storage thread; throws StoreError
-  // Publishes one message (async); false and `error` when it could not be queued.
-  bool publish(const std::string& subject, const std::string& id, const std::string& file, const uint64_t* offset,
-               const void* data, size_t size, size_t upload, uint64_t StoreReport::*counted, std::string& error);
+  size_t queue(Message m);  // into messages_: its index
+  void send(size_t index);  // publishes messages_[index] (async); a failure is its state
+  // Waits for every acknowledgement (request_timeout at most), sending again
+  // what found no responder; what still waits then has failed.
+  void await_acks();
   // Moves an agent's marks in the bucket (compare-and-set, merged with
   // another collector's on a conflict); throws StoreError.
   void write_marks(const std::string& agent, const Entry& wanted);
@@ -103,12 +117,12 @@ class JetStreamStore final : public RowStore {
   CollectorStore& state_;
   natsConnection* nc_ = nullptr;
   jsCtx* js_ = nullptr;
-  kvStore* kv_ = nullptr;
+  kvStore* kv_ = nullptr;  // through kv_js_, whose requests wait retry_after
+  jsCtx* kv_js_ = nullptr;
   mutable std::mutex mutex_;                      // the cache and the acks
   mutable std::map<std::string, Entry> cache_;    // the highest marks seen, per agent
   std::unordered_map<std::string, size_t> ids_;   // message id -> index in messages_, this group
-  std::vector<Message> messages_;
-  std::map<size_t, std::string> ack_errors_;      // upload -> the first error JetStream gave
+  std::vector<Message> messages_;                 // this group's
 };
 
 }  // namespace outpost::net
