@@ -1,5 +1,6 @@
 #include "net/collector/jetstream_store.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <cstdio>
 #include <deque>
 #include <sstream>
+#include <random>
 #include <thread>
 
 #include "net/collector/collector_store.hpp"
@@ -101,6 +103,8 @@ std::string JetStreamStore::where() const {
 
 JetStreamStore::JetStreamStore(JetStreamOptions options, CollectorStore& state)
     : options_(std::move(options)), state_(state) {
+  std::random_device random;
+  instance_ = fmt::format("{:08x}{:08x}", random(), random());
   natsOptions* raw = nullptr;
   if (natsOptions_Create(&raw) != NATS_OK) throw StoreError("cannot create NATS options");
   Owned<natsOptions> opts(raw);
@@ -258,6 +262,7 @@ void JetStreamStore::on_ack(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* er
       auto& m = self->messages_[it->second];
       if (ack) {
         m.state = ack->Duplicate ? Message::duplicate : Message::stored;
+        m.sequence = ack->Sequence;
       } else {
         m.state = Message::failed;
         m.retry = err && err->Err == NATS_NO_RESPONDERS;
@@ -269,7 +274,7 @@ void JetStreamStore::on_ack(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* er
 }
 
 void JetStreamStore::send(size_t index) {
-  std::string subject, id, file, offset;
+  std::string subject, id, file, offset, expect;
   const void* data;
   size_t size;
   {
@@ -277,13 +282,16 @@ void JetStreamStore::send(size_t index) {
     auto& m = messages_[index];
     subject = m.subject, id = m.id, file = m.file, data = m.data, size = m.size;
     if (m.offset) offset = std::to_string(*m.offset);
+    if (m.expect_revision) expect = std::to_string(*m.expect_revision);
     m.state = Message::waiting;
   }
   natsMsg* raw = nullptr;
   natsStatus s = natsMsg_Create(&raw, subject.c_str(), nullptr, static_cast<const char*>(data), static_cast<int>(size));
   if (s == NATS_OK) s = natsMsgHeader_Set(raw, "Nats-Msg-Id", id.c_str());
-  if (s == NATS_OK) s = natsMsgHeader_Set(raw, "Outpost-File", file.c_str());
+  if (s == NATS_OK && !file.empty()) s = natsMsgHeader_Set(raw, "Outpost-File", file.c_str());
   if (s == NATS_OK && !offset.empty()) s = natsMsgHeader_Set(raw, "Outpost-Offset", offset.c_str());
+  // What kvStore_Update sends: the key's last revision must be this one (0: none yet).
+  if (s == NATS_OK && !expect.empty()) s = natsMsgHeader_Set(raw, "Nats-Expected-Last-Subject-Sequence", expect.c_str());
   if (s == NATS_OK) s = js_PublishMsgAsync(js_, &raw, nullptr);
   natsMsg_Destroy(raw);  // null when the library took it
   if (s == NATS_OK) return;
@@ -441,17 +449,13 @@ std::vector<UploadResult> JetStreamStore::store(const std::vector<Upload>& uploa
     if (!up.records.empty()) mark = std::max(mark, up.records.back().seq);
     e.progress.last_upload_ns = now;
   }
-  for (auto& [agent, e] : wanted) {
-    try {
-      write_marks(agent, e);
-    } catch (const StoreError& err) {
-      spdlog::error("collector: {}", err.what());
-      for (size_t i = 0; i < uploads.size(); ++i)
-        if (uploads[i].agent == agent && results[i].status == UploadStatus::stored) {
-          results[i].status = UploadStatus::failed;
-          results[i].error = err.what();
-        }
-    }
+  for (auto& [agent, why] : move_marks(wanted)) {
+    spdlog::error("collector: {}", why);
+    for (size_t i = 0; i < uploads.size(); ++i)
+      if (uploads[i].agent == agent && results[i].status == UploadStatus::stored) {
+        results[i].status = UploadStatus::failed;
+        results[i].error = why;
+      }
   }
   for (size_t i = 0; i < uploads.size(); ++i) {
     auto& r = results[i];
@@ -466,6 +470,51 @@ std::vector<UploadResult> JetStreamStore::store(const std::vector<Upload>& uploa
     }
   }
   return results;
+}
+
+std::map<std::string, std::string> JetStreamStore::move_marks(const std::map<std::string, Entry>& wanted) {
+  std::deque<std::string> values;  // the messages' data, alive until their acks
+  std::vector<std::pair<const std::string*, size_t>> sent;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ids_.clear();
+    messages_.clear();
+  }
+  for (auto& [agent, e] : wanted) {
+    const std::string& value = values.emplace_back(encode(e.progress));
+    std::string key = subject_token(agent);
+    Message m{SIZE_MAX, nullptr, "$KV." + options_.marks_bucket + "." + key,
+              "marks/" + key + "/" + std::to_string(e.revision) + "/" + instance_, "", std::nullopt, value.data(),
+              value.size(), e.revision};
+    size_t index = queue(std::move(m));
+    send(index);
+    sent.emplace_back(&agent, index);
+  }
+  await_acks();
+  std::map<std::string, std::string> failed;
+  for (auto& [agent, index] : sent) {
+    Message m;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      m = messages_[index];
+      if (m.state == Message::stored || m.state == Message::duplicate) {  // duplicate: this one's own, sent again
+        auto& mine = cache_[*agent];
+        Entry e = wanted.at(*agent);
+        e.revision = m.sequence;
+        if (e.revision > mine.revision) mine = e;
+        continue;
+      }
+    }
+    try {  // a conflict (another collector moved them) or no answer: the slow way, which merges
+      write_marks(*agent, wanted.at(*agent));
+    } catch (const StoreError& e) {
+      failed[*agent] = e.what();
+    }
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  ids_.clear();
+  messages_.clear();
+  return failed;
 }
 
 void JetStreamStore::write_marks(const std::string& agent, const Entry& wanted) {

@@ -95,8 +95,10 @@ class JetStreamStore final : public RowStore {
     std::optional<uint64_t> offset;  // a blob's, in its file
     const void* data;                // the upload's or its rendering's, alive through store()
     size_t size;
+    std::optional<uint64_t> expect_revision = {};  // a mark's: compare-and-set on its key
     enum { waiting, stored, duplicate, failed } state = waiting;
     bool retry = false;  // no responder or no answer (a leader being elected): worth sending again
+    uint64_t sequence = 0;  // in its stream, once acknowledged (a mark's new revision)
     std::string error = {};
   };
   static void on_ack(jsCtx* js, natsMsg* msg, jsPubAck* ack, jsPubAckErr* err, void* self);
@@ -108,13 +110,17 @@ class JetStreamStore final : public RowStore {
   // Waits for every acknowledgement (request_timeout at most), sending again
   // what found no responder; what still waits then has failed.
   void await_acks();
-  // Moves an agent's marks in the bucket (compare-and-set, merged with
-  // another collector's on a conflict); throws StoreError.
+  // Moves the agents' marks in the bucket, each a compare-and-set published
+  // at once; a conflict with another collector is merged (write_marks).
+  // Answers why an agent's could not be written, by agent.
+  std::map<std::string, std::string> move_marks(const std::map<std::string, Entry>& wanted);
+  // One agent's marks, merged with another collector's on a conflict; throws StoreError.
   void write_marks(const std::string& agent, const Entry& wanted);
   std::string where() const;  // the servers, for errors
 
   JetStreamOptions options_;
   CollectorStore& state_;
+  std::string instance_;  // random: this collector's marks messages' ids never meet another's
   natsConnection* nc_ = nullptr;
   jsCtx* js_ = nullptr;
   kvStore* kv_ = nullptr;  // through kv_js_, whose requests wait retry_after
