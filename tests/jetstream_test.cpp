@@ -42,7 +42,7 @@ struct JetStreamTest : ::testing::Test {
 
   JetStreamOptions options(int replicas = 1) {
     JetStreamOptions o;
-    o.servers = nats->urls();
+    o.nats.servers = nats->urls();
     o.replicas = replicas;
     o.request_timeout = std::chrono::milliseconds(2000);
     o.connect_timeout = std::chrono::milliseconds(10000);
@@ -151,6 +151,35 @@ TEST_F(JetStreamTest, CutOffFromNatsItStopsAcknowledgingAndResumesWhenNatsReturn
   EXPECT_EQ(stored(), range(1, 40));
 }
 
+// NATS that verifies its clients (mutual TLS, certificates from
+// outpost-certs): a collector without a certificate, or without TLS, is
+// refused at start with the reason; with one it stores.
+TEST_F(JetStreamTest, NatsOverMutualTlsTakesOnlyACollectorWithItsCertificate) {
+  auto certs = tmp.path("certs");
+  ASSERT_EQ(wait_exit(spawn({OUTPOST_CERTS, "init", certs.string()}, tmp.path("certs.log"))), 0);
+  ASSERT_EQ(wait_exit(spawn({OUTPOST_CERTS, "agent", certs.string(), "collector-1"}, tmp.path("certs.log"))), 0);
+  nats = std::make_unique<NatsCluster>(tmp, 1);
+  nats->extra_args = {"--tlsverify", "--tlscert", (certs / "collector.pem").string(), "--tlskey",
+                      (certs / "collector.key").string(), "--tlscacert", (certs / "ca.pem").string()};
+  nats->start_all();
+  auto o = options();
+  o.connect_timeout = std::chrono::milliseconds(1500);
+  try {
+    collector(o);
+    ADD_FAILURE() << "a collector without TLS was taken";
+  } catch (const persistence::StoreError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot connect to NATS at nats://127.0.0.1:"), std::string::npos) << e.what();
+  }
+  o.nats.ca = (certs / "ca.pem").string();
+  EXPECT_THROW(collector(o), persistence::StoreError);  // TLS, but no client certificate
+  o.nats.cert = (certs / "collector-1.pem").string();
+  o.nats.key = (certs / "collector-1.key").string();
+  auto store = collector(o);
+  auto b = make_batch(1, 10);
+  ASSERT_EQ(store->store({b.upload})[0].status, UploadStatus::stored);
+  EXPECT_EQ(store->marks("a1")[static_cast<size_t>(Lane::EVENTS)], 10u);
+}
+
 // The node leading the stream is killed, then (it back) the one leading the
 // marks' bucket: the next uploads wait for the new leaders (their requests
 // asked again) instead of failing back to the agent.
@@ -225,7 +254,7 @@ struct JetStreamExport : JetStreamTest {
   std::filesystem::path exported = tmp.path("exported");
   ExportOptions export_options() {
     ExportOptions o;
-    o.servers = nats->urls();
+    o.nats.servers = nats->urls();
     o.idle = std::chrono::milliseconds(300);
     return o;
   }

@@ -45,6 +45,8 @@ class NatsCluster {
 
   static bool available() { return ::access(kNatsServer, X_OK) == 0; }
 
+  std::vector<std::string> extra_args;  // for every node, from its next start (TLS, say)
+
   void start_all() {
     for (size_t i = 0; i < nodes_.size(); ++i) start(i);
     for (size_t i = 0; i < nodes_.size(); ++i) wait_ready(i);
@@ -62,6 +64,7 @@ class NatsCluster {
       args.insert(args.end(), {"--cluster_name", "outpost-test", "--cluster",
                                "nats://127.0.0.1:" + std::to_string(n.cluster_port), "--routes", routes});
     }
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
     n.log = tmp_.path(name + "-" + std::to_string(++n.starts) + ".log");
     n.pid = spawn(args, n.log);
   }

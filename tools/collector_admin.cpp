@@ -278,10 +278,8 @@ std::atomic<bool> export_stop{false};
 
 int export_stream(const CommandArgs::Export& e, bool follow) {
   net::ExportOptions o;
-  o.servers.clear();
-  std::stringstream list(e.nats);
-  for (std::string url; std::getline(list, url, ',');)
-    if (!url.empty()) o.servers.push_back(url);
+  o.nats = e.link;
+  o.nats.servers = net::nats_servers(e.nats);
   o.stream = e.stream;
   o.subject_prefix = e.prefix;
   o.follow = follow;
@@ -546,6 +544,10 @@ void add_commands(CLI::App& app, CommandArgs& a) {
   export_cmd->add_option("dir", a.exp.dir, "the directory to write (its .export/state records how far it got)")
       ->required();
   export_cmd->add_option("--nats", a.exp.nats, "NATS server URLs, comma-separated")->capture_default_str();
+  export_cmd->add_option("--nats-ca", a.exp.link.ca, "TLS to NATS: trust only this CA's server certificates");
+  export_cmd->add_option("--nats-cert", a.exp.link.cert, "TLS to NATS: a client certificate");
+  export_cmd->add_option("--nats-key", a.exp.link.key, "TLS to NATS: its private key");
+  export_cmd->add_option("--nats-creds", a.exp.link.creds, "a NATS credentials file");
   export_cmd->add_option("--nats-stream", a.exp.stream, "the stream")->capture_default_str();
   export_cmd->add_option("--nats-subject-prefix", a.exp.prefix, "the collectors' subject prefix")->capture_default_str();
   export_cmd->add_flag("-f,--follow", a.follow, "keep writing new rows as they come (until SIGINT or SIGTERM)");

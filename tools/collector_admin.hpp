@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "net/collector/nats_link.hpp"
+
 namespace outpost::admin {
 
 struct AdminOptions {
@@ -44,6 +46,7 @@ struct CommandArgs {
   struct Export {                    // export --from jetstream --to jsonl DIR
     std::string from, to, dir;
     std::string nats = "nats://127.0.0.1:4222", stream = "OUTPOST", prefix = "outpost";
+    net::NatsLink link;  // its credentials (the servers come from `nats`)
   } exp;
   std::function<int(const AdminOptions&)> run;  // set by the command given; returns its exit code
 };

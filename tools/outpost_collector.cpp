@@ -110,6 +110,10 @@ int main(int argc, char** argv) {
   std::string nats = "nats://127.0.0.1:4222";
   app.add_option("--nats", nats, "with --storage jetstream: NATS server URLs, comma-separated")
       ->capture_default_str();
+  app.add_option("--nats-ca", js.nats.ca, "TLS to NATS: trust only this CA's server certificates");
+  app.add_option("--nats-cert", js.nats.cert, "TLS to NATS: this collector's certificate (when NATS verifies clients)");
+  app.add_option("--nats-key", js.nats.key, "TLS to NATS: its private key");
+  app.add_option("--nats-creds", js.nats.creds, "a NATS credentials file (user JWT and NKey seed)");
   app.add_option("--nats-stream", js.stream, "the JetStream stream (made if missing)")->capture_default_str();
   app.add_option("--nats-subject-prefix", js.subject_prefix, "subjects are <prefix>.<agent>.<lane>.<artifact>")
       ->capture_default_str();
@@ -150,12 +154,7 @@ int main(int argc, char** argv) {
   try {
     std::optional<JetStreamOptions> jetstream;
     if (storage == "jetstream") {
-      js.servers.clear();
-      for (size_t at = 0; at <= nats.size();) {
-        size_t comma = std::min(nats.find(',', at), nats.size());
-        if (comma > at) js.servers.push_back(nats.substr(at, comma - at));
-        at = comma + 1;
-      }
+      js.nats.servers = nats_servers(nats);
       js.duplicate_window = std::chrono::seconds(dedup_s);
       jetstream = js;
     }

@@ -29,10 +29,7 @@ namespace {
 }
 
 std::string nats_error(const std::string& what, natsStatus s) {
-  std::string text = "export: " + what + ": " + natsStatus_GetText(s);
-  natsStatus last = NATS_OK;
-  if (const char* detail = nats_GetLastError(&last); detail && *detail && last == s) text += std::string(": ") + detail;
-  return text;
+  return "export: " + what + ": " + nats_status_text(s);
 }
 
 void sync_dir(const fs::path& dir) {
@@ -101,16 +98,9 @@ class Nats {
   // Reads the stream from sequence `from` on (an ephemeral pull consumer:
   // the position that counts is the state's, kept with the files).
   Nats(const ExportOptions& o, uint64_t from) {
-    natsOptions* opts = nullptr;
-    natsOptions_Create(&opts);
-    std::vector<const char*> servers;
-    for (auto& s : o.servers) servers.push_back(s.c_str());
-    natsOptions_SetServers(opts, servers.data(), static_cast<int>(servers.size()));
-    natsOptions_SetTimeout(opts, o.request_timeout.count());
-    natsOptions_SetMaxReconnect(opts, -1);
-    natsStatus s = natsConnection_Connect(&nc, opts);
-    natsOptions_Destroy(opts);
-    if (s != NATS_OK) throw StoreError(nats_error("cannot connect to NATS", s));
+    NatsOptions opts = nats_options(o.nats, o.request_timeout);
+    natsStatus s = natsConnection_Connect(&nc, opts.get());
+    if (s != NATS_OK) throw StoreError(nats_error("cannot connect to " + nats_where(o.nats), s));
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = o.request_timeout.count();

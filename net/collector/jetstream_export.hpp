@@ -27,10 +27,12 @@
 #include <string>
 #include <vector>
 
+#include "net/collector/nats_link.hpp"
+
 namespace outpost::net {
 
 struct ExportOptions {
-  std::vector<std::string> servers{"nats://127.0.0.1:4222"};
+  NatsLink nats;  // the servers and the credentials
   std::string stream = "OUTPOST";
   std::string subject_prefix = "outpost";
   bool follow = false;                       // keep waiting for new messages (until *stop)

@@ -21,15 +21,8 @@ using persistence::StoreError;
 
 namespace {
 
-std::string status_text(natsStatus s) {
-  std::string text = natsStatus_GetText(s);
-  natsStatus last = NATS_OK;
-  if (const char* detail = nats_GetLastError(&last); detail && *detail && last == s) text += std::string(": ") + detail;
-  return text;
-}
 
 struct Deleter {
-  void operator()(natsOptions* o) const { natsOptions_Destroy(o); }
   void operator()(natsMsg* m) const { natsMsg_Destroy(m); }
   void operator()(kvEntry* e) const { kvEntry_Destroy(e); }
   void operator()(jsStreamInfo* i) const { jsStreamInfo_Destroy(i); }
@@ -95,34 +88,20 @@ std::string subject_token(const std::string& text) {
   return out.empty() ? "=" : out;
 }
 
-std::string JetStreamStore::where() const {
-  std::string out;
-  for (auto& s : options_.servers) out += (out.empty() ? "" : ",") + s;
-  return "NATS at " + out;
-}
+std::string JetStreamStore::where() const { return nats_where(options_.nats); }
 
 JetStreamStore::JetStreamStore(JetStreamOptions options, CollectorStore& state)
     : options_(std::move(options)), state_(state) {
   std::random_device random;
   instance_ = fmt::format("{:08x}{:08x}", random(), random());
-  natsOptions* raw = nullptr;
-  if (natsOptions_Create(&raw) != NATS_OK) throw StoreError("cannot create NATS options");
-  Owned<natsOptions> opts(raw);
-  std::vector<const char*> servers;
-  for (auto& s : options_.servers) servers.push_back(s.c_str());
-  if (servers.empty()) throw StoreError("jetstream storage: no NATS server given");
-  natsOptions_SetServers(raw, servers.data(), static_cast<int>(servers.size()));
-  natsOptions_SetTimeout(raw, options_.request_timeout.count());
-  natsOptions_SetMaxReconnect(raw, -1);  // for ever: a cut-off collector stops acknowledging, then resumes
-  natsOptions_SetReconnectWait(raw, 250);
-  natsOptions_SetReconnectBufSize(raw, 64 << 20);
+  NatsOptions opts = nats_options(options_.nats, options_.request_timeout);
   auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
   for (int attempt = 0;; ++attempt) {
-    natsStatus s = natsConnection_Connect(&nc_, raw);
+    natsStatus s = natsConnection_Connect(&nc_, opts.get());
     if (s == NATS_OK) break;
     if (std::chrono::steady_clock::now() >= deadline)
-      throw StoreError("jetstream storage: cannot connect to " + where() + ": " + status_text(s));
-    if (attempt % 20 == 0) spdlog::warn("collector: waiting for {}: {}", where(), status_text(s));
+      throw StoreError("jetstream storage: cannot connect to " + where() + ": " + nats_status_text(s));
+    if (attempt % 20 == 0) spdlog::warn("collector: waiting for {}: {}", where(), nats_status_text(s));
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   jsOptions jo;
@@ -133,12 +112,12 @@ JetStreamStore::JetStreamStore(JetStreamOptions options, CollectorStore& state)
   jo.PublishAsync.AckHandler = &JetStreamStore::on_ack;
   jo.PublishAsync.AckHandlerClosure = this;
   if (natsStatus s = natsConnection_JetStream(&js_, nc_, &jo); s != NATS_OK)
-    throw StoreError("jetstream storage: " + where() + ": no JetStream context: " + status_text(s));
+    throw StoreError("jetstream storage: " + where() + ": no JetStream context: " + nats_status_text(s));
   jsOptions kvo;
   jsOptions_Init(&kvo);
   kvo.Wait = options_.retry_after.count();
   if (natsStatus s = natsConnection_JetStream(&kv_js_, nc_, &kvo); s != NATS_OK)
-    throw StoreError("jetstream storage: " + where() + ": no JetStream context: " + status_text(s));
+    throw StoreError("jetstream storage: " + where() + ": no JetStream context: " + nats_status_text(s));
 
   // A cluster electing leaders (a node just lost) answers these with
   // timeouts for a few seconds: tried again until connect_timeout.
@@ -176,12 +155,12 @@ void JetStreamStore::setup() {
     info.reset(si);
     if (s != NATS_OK)
       throw StoreError("jetstream storage: cannot create stream " + options_.stream + " on " + where() + ": " +
-                       status_text(s) + " (JetStream error " + std::to_string(jerr) + ")");
+                       nats_status_text(s) + " (JetStream error " + std::to_string(jerr) + ")");
     spdlog::info("collector: created JetStream stream {} ({} replicas, subjects {})", options_.stream,
                  options_.replicas, subjects);
   } else if (s != NATS_OK) {
     throw StoreError("jetstream storage: cannot read stream " + options_.stream + " on " + where() + ": " +
-                     status_text(s) + " (JetStream error " + std::to_string(jerr) + ")");
+                     nats_status_text(s) + " (JetStream error " + std::to_string(jerr) + ")");
   }
 
   if (kv_) return;
@@ -196,7 +175,7 @@ void JetStreamStore::setup() {
   }
   if (s != NATS_OK)
     throw StoreError("jetstream storage: cannot open key-value bucket " + options_.marks_bucket + " on " + where() +
-                     ": " + status_text(s));
+                     ": " + nats_status_text(s));
 }
 
 JetStreamStore::~JetStreamStore() noexcept(false) {
@@ -222,7 +201,7 @@ JetStreamStore::Entry JetStreamStore::read_entry(const std::string& agent) const
   if (s == NATS_NOT_FOUND) return out;
   if (s != NATS_OK)
     throw StoreError("jetstream storage: cannot read the marks of " + agent + " from bucket " +
-                     options_.marks_bucket + " on " + where() + ": " + status_text(s));
+                     options_.marks_bucket + " on " + where() + ": " + nats_status_text(s));
   std::string text(static_cast<const char*>(kvEntry_Value(raw)), static_cast<size_t>(kvEntry_ValueLen(raw)));
   if (!decode(text, out.progress))
     throw StoreError("jetstream storage: the marks of " + agent + " in bucket " + options_.marks_bucket +
@@ -266,7 +245,7 @@ void JetStreamStore::on_ack(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* er
       } else {
         m.state = Message::failed;
         m.retry = err && err->Err == NATS_NO_RESPONDERS;
-        m.error = err && err->ErrText ? err->ErrText : err ? status_text(err->Err) : "no acknowledgement";
+        m.error = err && err->ErrText ? err->ErrText : err ? nats_status_text(err->Err) : "no acknowledgement";
       }
     }
   }
@@ -299,7 +278,7 @@ void JetStreamStore::send(size_t index) {
   auto& m = messages_[index];
   m.state = Message::failed;
   m.retry = s == NATS_NO_RESPONDERS;
-  m.error = "publishing " + id + " to " + where() + ": " + status_text(s);
+  m.error = "publishing " + id + " to " + where() + ": " + nats_status_text(s);
 }
 
 size_t JetStreamStore::queue(Message m) {
@@ -537,7 +516,7 @@ void JetStreamStore::write_marks(const std::string& agent, const Entry& wanted) 
     }
     // Another collector wrote it since (or the write was lost on the way):
     // take the highest of both and try again.
-    std::string why = status_text(s);
+    std::string why = nats_status_text(s);
     Entry theirs = read_entry(agent);
     if (theirs.revision == e.revision)
       throw StoreError("jetstream storage: cannot write the marks of " + agent + " to bucket " +

@@ -34,8 +34,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include <nats/nats.h>
-
+#include "net/collector/nats_link.hpp"
 #include "net/collector/row_store.hpp"
 
 namespace outpost::net {
@@ -43,7 +42,7 @@ namespace outpost::net {
 class CollectorStore;
 
 struct JetStreamOptions {
-  std::vector<std::string> servers{"nats://127.0.0.1:4222"};
+  NatsLink nats;  // the servers and the credentials
   std::string stream = "OUTPOST";
   std::string subject_prefix = "outpost";  // the stream takes <prefix>.>
   std::string marks_bucket = "outpost-marks";

@@ -1,0 +1,63 @@
+#include "net/collector/nats_link.hpp"
+
+#include <algorithm>
+
+#include "persistence/errors.hpp"
+
+namespace outpost::net {
+
+std::string nats_status_text(natsStatus s) {
+  std::string text = natsStatus_GetText(s);
+  natsStatus last = NATS_OK;
+  if (const char* detail = nats_GetLastError(&last); detail && *detail && last == s) text += std::string(": ") + detail;
+  return text;
+}
+
+std::vector<std::string> nats_servers(const std::string& list) {
+  std::vector<std::string> out;
+  for (size_t at = 0; at <= list.size();) {
+    size_t comma = std::min(list.find(',', at), list.size());
+    if (comma > at) out.push_back(list.substr(at, comma - at));
+    at = comma + 1;
+  }
+  return out;
+}
+
+std::string nats_where(const NatsLink& link) {
+  std::string out;
+  for (auto& s : link.servers) out += (out.empty() ? "" : ",") + s;
+  return "NATS at " + out;
+}
+
+NatsOptions nats_options(const NatsLink& link, std::chrono::milliseconds timeout) {
+  natsOptions* raw = nullptr;
+  if (natsOptions_Create(&raw) != NATS_OK) throw persistence::StoreError("cannot create NATS options");
+  NatsOptions opts(raw);
+  if (link.servers.empty()) throw persistence::StoreError("no NATS server given");
+  std::vector<const char*> servers;
+  for (auto& s : link.servers) servers.push_back(s.c_str());
+  auto check = [&](natsStatus s, const std::string& what) {
+    if (s != NATS_OK) throw persistence::StoreError("NATS: " + what + ": " + nats_status_text(s));
+  };
+  check(natsOptions_SetServers(raw, servers.data(), static_cast<int>(servers.size())), "the server list");
+  natsOptions_SetTimeout(raw, timeout.count());
+  natsOptions_SetMaxReconnect(raw, -1);  // for ever: a cut-off collector stops acknowledging, then resumes
+  natsOptions_SetReconnectWait(raw, 250);
+  natsOptions_SetReconnectBufSize(raw, 64 << 20);
+  if (!link.ca.empty()) {
+    check(natsOptions_SetSecure(raw, true), "TLS (libnats built without it?)");
+    check(natsOptions_LoadCATrustedCertificates(raw, link.ca.c_str()), "cannot load the CA " + link.ca);
+  }
+  if (!link.cert.empty() || !link.key.empty()) {
+    if (link.cert.empty() || link.key.empty() || link.ca.empty())
+      throw persistence::StoreError("NATS: a client certificate needs --nats-cert, --nats-key and --nats-ca");
+    check(natsOptions_LoadCertificatesChain(raw, link.cert.c_str(), link.key.c_str()),
+          "cannot load the certificate " + link.cert + " and key " + link.key);
+  }
+  if (!link.creds.empty())
+    check(natsOptions_SetUserCredentialsFromFiles(raw, link.creds.c_str(), nullptr),
+          "cannot use the credentials file " + link.creds);
+  return opts;
+}
+
+}  // namespace outpost::net
