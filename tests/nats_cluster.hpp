@@ -117,24 +117,38 @@ struct StreamMessage {
   std::string subject, id, file, data;
 };
 
+// A client connection for reading what the collectors wrote.
+struct NatsReader {
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+  explicit NatsReader(const std::vector<std::string>& urls) {
+    natsOptions* opts = nullptr;
+    natsOptions_Create(&opts);
+    std::vector<const char*> servers;
+    for (auto& u : urls) servers.push_back(u.c_str());
+    natsOptions_SetServers(opts, servers.data(), static_cast<int>(servers.size()));
+    natsStatus s = natsConnection_Connect(&nc, opts);
+    natsOptions_Destroy(opts);
+    EXPECT_EQ(s, NATS_OK) << "cannot connect to read the stream: " << natsStatus_GetText(s);
+    if (s == NATS_OK) natsConnection_JetStream(&js, nc, nullptr);
+  }
+  ~NatsReader() {
+    if (js) jsCtx_Destroy(js);
+    if (nc) natsConnection_Destroy(nc);
+  }
+  NatsReader(const NatsReader&) = delete;
+  NatsReader& operator=(const NatsReader&) = delete;
+};
+
 // Everything stream `name` holds, in stream order (a direct get per
 // sequence: for the few thousand messages of a test).
 inline std::vector<StreamMessage> read_stream(const std::vector<std::string>& urls, const std::string& name) {
   std::vector<StreamMessage> out;
-  natsOptions* opts = nullptr;
-  natsOptions_Create(&opts);
-  std::vector<const char*> servers;
-  for (auto& u : urls) servers.push_back(u.c_str());
-  natsOptions_SetServers(opts, servers.data(), static_cast<int>(servers.size()));
-  natsConnection* nc = nullptr;
-  natsStatus s = natsConnection_Connect(&nc, opts);
-  natsOptions_Destroy(opts);
-  EXPECT_EQ(s, NATS_OK) << "cannot connect to read the stream: " << natsStatus_GetText(s);
-  if (s != NATS_OK) return out;
-  jsCtx* js = nullptr;
-  natsConnection_JetStream(&js, nc, nullptr);
+  NatsReader reader(urls);
+  jsCtx* js = reader.js;
+  if (!js) return out;
   jsStreamInfo* si = nullptr;
-  s = js_GetStreamInfo(&si, js, name.c_str(), nullptr, nullptr);
+  natsStatus s = js_GetStreamInfo(&si, js, name.c_str(), nullptr, nullptr);
   EXPECT_EQ(s, NATS_OK) << "no stream " << name << ": " << natsStatus_GetText(s);
   if (s == NATS_OK) {
     for (uint64_t seq = si->State.FirstSeq; seq <= si->State.LastSeq && si->State.Msgs > 0; ++seq) {
@@ -157,32 +171,18 @@ inline std::vector<StreamMessage> read_stream(const std::vector<std::string>& ur
     }
     jsStreamInfo_Destroy(si);
   }
-  jsCtx_Destroy(js);
-  natsConnection_Destroy(nc);
   return out;
 }
 
 // The name of the node leading stream `name` ("n1"...), or "" if none is known.
 inline std::string stream_leader(const std::vector<std::string>& urls, const std::string& name) {
-  natsOptions* opts = nullptr;
-  natsOptions_Create(&opts);
-  std::vector<const char*> servers;
-  for (auto& u : urls) servers.push_back(u.c_str());
-  natsOptions_SetServers(opts, servers.data(), static_cast<int>(servers.size()));
-  natsConnection* nc = nullptr;
-  natsStatus s = natsConnection_Connect(&nc, opts);
-  natsOptions_Destroy(opts);
-  if (s != NATS_OK) return "";
-  jsCtx* js = nullptr;
-  natsConnection_JetStream(&js, nc, nullptr);
+  NatsReader reader(urls);
   jsStreamInfo* si = nullptr;
   std::string leader;
-  if (js_GetStreamInfo(&si, js, name.c_str(), nullptr, nullptr) == NATS_OK) {
+  if (reader.js && js_GetStreamInfo(&si, reader.js, name.c_str(), nullptr, nullptr) == NATS_OK) {
     if (si->Cluster && si->Cluster->Leader) leader = si->Cluster->Leader;
     jsStreamInfo_Destroy(si);
   }
-  jsCtx_Destroy(js);
-  natsConnection_Destroy(nc);
   return leader;
 }
 

@@ -65,18 +65,14 @@ void put_u64(const lmdb::Txn& txn, MDB_dbi dbi, const std::string& key, uint64_t
 // name can climb out of its directory, hide, or be one of the collector's own
 // folders (_log, _uploads...); nothing is refused, nothing is lost.
 std::string path_component(kj::StringPtr name) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
   for (size_t i = 0; i < name.size() && out.size() < 200; ++i) {
     unsigned char c = name[i];
     bool plain = std::isalnum(c) || c == '-' || ((c == '.' || c == '_') && i > 0);
-    if (plain) {
+    if (plain)
       out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
+    else
+      append_escaped(out, c, '%');
   }
   return out.empty() ? "%00" : out;
 }
@@ -854,6 +850,13 @@ std::vector<CollectorStore::AgentEntry> CollectorStore::agents() const {
 }
 
 std::string artifact_folder(kj::StringPtr artifact) { return path_component(artifact); }
+
+void append_escaped(std::string& out, unsigned char c, char marker) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  out += marker;
+  out += kHex[c >> 4];
+  out += kHex[c & 15];
+}
 
 namespace {
 

@@ -74,16 +74,12 @@ std::string folder_of(const std::string& file) {
 }  // namespace
 
 std::string subject_token(const std::string& text) {
-  static const char* hex = "0123456789ABCDEF";
   std::string out;
   for (unsigned char c : text) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-') {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-')
       out += static_cast<char>(c);
-    } else {
-      out += '=';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
+    else
+      append_escaped(out, c, '=');
   }
   return out.empty() ? "=" : out;
 }

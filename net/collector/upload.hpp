@@ -92,4 +92,7 @@ bool valid_agent_id(const std::string& id);
 // every byte outside [A-Za-z0-9_.-] (and a leading '.' or '_') %XX-encoded.
 std::string artifact_folder(kj::StringPtr artifact);
 
+// Appends `c` as `marker` and two hex digits (pure).
+void append_escaped(std::string& out, unsigned char c, char marker);
+
 }  // namespace outpost::net
