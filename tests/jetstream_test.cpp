@@ -202,6 +202,8 @@ TEST_F(JetStreamTest, LosingTheLeadersDelaysUploadsButDoesNotFailThem) {
     next += 50;
     nats->start(node);
     nats->wait_ready(node);
+    for (const char* s : {"OUTPOST", "KV_outpost-marks"})  // caught up, before the next node goes
+      ASSERT_TRUE(eventually([&] { return replicas_current(nats->urls(), s, 3); }, std::chrono::seconds(60))) << s;
   }
   EXPECT_EQ(stored(), range(1, 150));
 }

@@ -186,6 +186,23 @@ inline std::string stream_leader(const std::vector<std::string>& urls, const std
   return leader;
 }
 
+// Whether stream `name` has a leader and every other replica is current
+// (a node back from a kill has caught up).
+inline bool replicas_current(const std::vector<std::string>& urls, const std::string& name, size_t replicas) {
+  NatsReader reader(urls);
+  jsStreamInfo* si = nullptr;
+  bool current = false;
+  if (reader.js && js_GetStreamInfo(&si, reader.js, name.c_str(), nullptr, nullptr) == NATS_OK) {
+    if (si->Cluster && si->Cluster->Leader && static_cast<size_t>(si->Cluster->ReplicasLen) + 1 == replicas) {
+      current = true;
+      for (int i = 0; i < si->Cluster->ReplicasLen; ++i)
+        current = current && si->Cluster->Replicas[i]->Current && !si->Cluster->Replicas[i]->Offline;
+    }
+    jsStreamInfo_Destroy(si);
+  }
+  return current;
+}
+
 // The value of `column` ("seq" for the record's own, "Seq" for a synthetic
 // row's) in every line of every message on subjects starting with `prefix`.
 inline std::vector<uint64_t> stream_values(const std::vector<StreamMessage>& messages, const std::string& prefix,

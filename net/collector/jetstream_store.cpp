@@ -30,6 +30,9 @@ struct Deleter {
 template <typename T>
 using Owned = std::unique_ptr<T, Deleter>;
 
+// JetStream's error for a write whose expected last revision is not the key's.
+constexpr int kWrongLastSequence = JSStreamWrongLastSequenceErr;
+
 // How long to wait before asking again when NATS found no responder.
 constexpr std::chrono::milliseconds kRetryPause{100};
 
@@ -241,6 +244,7 @@ void JetStreamStore::on_ack(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* er
       } else {
         m.state = Message::failed;
         m.retry = err && err->Err == NATS_NO_RESPONDERS;
+        m.error_code = err ? static_cast<int>(err->ErrCode) : 0;
         m.error = err && err->ErrText ? err->ErrText : err ? nats_status_text(err->Err) : "no acknowledgement";
       }
     }
@@ -480,7 +484,11 @@ std::map<std::string, std::string> JetStreamStore::move_marks(const std::map<std
         continue;
       }
     }
-    try {  // a conflict (another collector moved them) or no answer: the slow way, which merges
+    if (m.error_code != kWrongLastSequence) {  // no answer in time, or refused: the agent sends them again
+      failed[*agent] = "jetstream storage: cannot write the marks of " + *agent + ": " + m.error;
+      continue;
+    }
+    try {  // another collector moved them since: the slow way, which merges
       write_marks(*agent, wanted.at(*agent));
     } catch (const StoreError& e) {
       failed[*agent] = e.what();

@@ -98,6 +98,7 @@ class JetStreamStore final : public RowStore {
     enum { waiting, stored, duplicate, failed } state = waiting;
     bool retry = false;  // no responder or no answer (a leader being elected): worth sending again
     uint64_t sequence = 0;  // in its stream, once acknowledged (a mark's new revision)
+    int error_code = 0;     // JetStream's, when it refused it (10071: not the expected revision)
     std::string error = {};
   };
   static void on_ack(jsCtx* js, natsMsg* msg, jsPubAck* ack, jsPubAckErr* err, void* self);
