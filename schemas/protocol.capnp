@@ -164,3 +164,14 @@ struct PendingRequest {
 struct EventTable {
   entries @0 :List(CollectRequest);
 }
+
+# How the jetstream backend keeps an agent's queued requests: one entry of
+# its key-value bucket per agent, replaced by compare-and-set.
+struct RequestQueue {
+  nextKey @0 :UInt64;        # the key the next request gets
+  entries @1 :List(Entry);   # oldest first
+  struct Entry {
+    key @0 :UInt64;
+    request @1 :Data;        # a PendingRequest, encoded
+  }
+}

@@ -14,6 +14,7 @@
 #include <regex>
 
 #include "net/collector/collector_server.hpp"
+#include "net/collector/collector_store.hpp"
 #include "tests/process_util.hpp"
 #include "tests/temp_dir.hpp"
 

@@ -64,6 +64,10 @@ TEST(SubjectToken, KeepsLettersDigitsDashUnderscoreAndWritesTheRestAsHex) {
   EXPECT_EQ(subject_token("host-1_a@b"), "host-1_a=40b");
   EXPECT_EQ(subject_token("a b*>"), "a=20b=2A=3E");
   EXPECT_EQ(subject_token(""), "=");
+  EXPECT_EQ(subject_untoken("host-1_a=40b"), "host-1_a@b");
+  EXPECT_EQ(subject_untoken(subject_token("agent.1@x")), "agent.1@x");
+  EXPECT_EQ(subject_untoken("a=4"), "") << "cut short";
+  EXPECT_EQ(subject_untoken("a=ZZ"), "") << "not hex";
 }
 
 TEST_F(JetStreamTest, EveryRecordIsStoredOnceAndAnyCollectorResumesFromTheMarks) {

@@ -22,6 +22,7 @@
 #include "actors/status.hpp"
 #include "actors/test_sources.hpp"
 #include "net/collector/collector_server.hpp"
+#include "net/collector/collector_store.hpp"
 #include "net/agent/net_link.hpp"
 #include "tools/bench.hpp"
 #include "tools/bench_queries.hpp"

@@ -12,6 +12,9 @@
 #include <optional>
 
 #include "net/collector/collector_server.hpp"
+#include "net/collector/collector_store.hpp"
+#include "net/collector/admin_relay.hpp"
+#include "net/collector/jetstream_admin.hpp"
 #include "net/collector/jetstream_store.hpp"
 #include "tools/collector_admin.hpp"
 #include "persistence/errors.hpp"
@@ -33,8 +36,14 @@ void raise_descriptor_limit() {
     spdlog::info("collector: open files limit raised from {} to {}", before, limit.rlim_cur);
 }
 
+// With jetstream, the fleet's shared admin state and the relay between its collectors.
+struct FleetNames {
+  std::string admin_bucket = "outpost-admin";
+  std::string admin_prefix = "outpost-admin";
+};
+
 int serve(const std::string& datadir, CollectorConfig config, CollectorStoreOptions options,
-          const std::optional<JetStreamOptions>& jetstream) {
+          const std::optional<JetStreamOptions>& jetstream, const FleetNames& fleet) {
   raise_descriptor_limit();
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGINT);
@@ -50,8 +59,23 @@ int serve(const std::string& datadir, CollectorConfig config, CollectorStoreOpti
     spdlog::info("collector: rows go to JetStream stream {} (marks in bucket {})", jetstream->stream,
                  jetstream->marks_bucket);
   }
+  std::unique_ptr<JetStreamAdminState> shared;
+  std::unique_ptr<AdminRelay> relay;
+  if (jetstream) {
+    JetStreamAdminOptions admin{jetstream->nats, fleet.admin_bucket, jetstream->replicas};
+    admin.request_timeout = jetstream->request_timeout;
+    admin.connect_timeout = jetstream->connect_timeout;
+    shared = std::make_unique<JetStreamAdminState>(admin);
+    AdminRelayOptions relayed{jetstream->nats, fleet.admin_prefix};
+    relayed.connect_timeout = jetstream->connect_timeout;
+    relay = std::make_unique<AdminRelay>(relayed);
+    spdlog::info("collector: admin state in bucket {}, shared with the other collectors; admin calls between them "
+                 "on {}.agent.*",
+                 fleet.admin_bucket, fleet.admin_prefix);
+  }
   StorageWorker worker(stream ? static_cast<RowStore&>(*stream) : store);
-  auto server = std::make_unique<CollectorServer>(io, std::move(config), store, worker);
+  auto server = std::make_unique<CollectorServer>(
+      io, std::move(config), shared ? static_cast<AdminState&>(*shared) : store, worker, relay.get());
   uint16_t port = server->start().wait(io.waitScope);
   // Scripts and tests read this line to learn the port (with --listen host:0).
   std::cout << "listening on port " << port << std::endl;
@@ -119,7 +143,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--nats-marks-bucket", js.marks_bucket, "the key-value bucket of the agents' marks")
       ->capture_default_str();
-  app.add_option("--nats-replicas", js.replicas, "replicas of the stream and bucket when this collector makes them")
+  FleetNames fleet;
+  app.add_option("--nats-admin-bucket", fleet.admin_bucket,
+                 "the key-value bucket of flow ids, event tables and queued requests, shared by the collectors")
+      ->capture_default_str();
+  app.add_option("--nats-admin-prefix", fleet.admin_prefix,
+                 "admin calls between collectors go on <prefix>.agent.<agent> (outside the stream's subjects)")
+      ->capture_default_str();
+  app.add_option("--nats-replicas", js.replicas, "replicas of the stream and buckets when this collector makes them")
       ->check(CLI::Range(1, 5))
       ->capture_default_str();
   int64_t dedup_s = js.duplicate_window.count() / 1000;
@@ -156,9 +187,15 @@ int main(int argc, char** argv) {
     if (storage == "jetstream") {
       js.nats.servers = nats_servers(nats);
       js.duplicate_window = std::chrono::seconds(dedup_s);
+      auto& p = js.subject_prefix;
+      if (fleet.admin_prefix == p || fleet.admin_prefix.compare(0, p.size() + 1, p + ".") == 0) {
+        std::cerr << "outpost-collector: --nats-admin-prefix " << fleet.admin_prefix
+                  << " lies within the stream's subjects (" << p << ".>): admin calls would be stored as rows\n";
+        return 2;
+      }
       jetstream = js;
     }
-    return serve(datadir, std::move(config), std::move(store_options), jetstream);
+    return serve(datadir, std::move(config), std::move(store_options), jetstream, fleet);
   } catch (const outpost::persistence::StoreError& e) {
     std::cerr << "outpost-collector: " << e.what() << "\n";
     return 1;

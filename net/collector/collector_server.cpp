@@ -56,6 +56,12 @@ class Decoded {
   kj::Own<capnp::FlatArrayMessageReader> reader_;
 };
 
+// A type as a value, to pick a template's types from an argument.
+template <typename T>
+struct template_type {
+  using type = T;
+};
+
 bool disconnected(const kj::Exception& e) { return e.getType() == kj::Exception::Type::DISCONNECTED; }
 
 std::string peer_of(kj::AsyncIoStream& stream) {
@@ -180,6 +186,7 @@ class CollectorServer::Connection {
   std::string peer;
   std::string cert_name;  // empty without TLS
   std::string agent;      // set by hello
+  bool held = false;      // hello asked the relay to hold it: released when the connection ends
 
  private:
   kj::Own<GatedStream> stream_;
@@ -234,8 +241,10 @@ class CollectorServer::CollectorImpl final : public protocol::Collector::Server 
       throw conn_.violation("agent id \"" + id +
                             "\" is not usable (1-128 of A-Z a-z 0-9 _ . @ -, not starting with '.')");
     conn_.agent = id;
-    if (!server.store_.known_agent(id))  // so that requests for it need no --new-agent once it left
-      server.tasks_.add(server.writer_.run([&store = server.store_, id] { store.remember_agent(id); }));
+    // So that requests for it need no --new-agent once it left.
+    server.tasks_.add(server.writer_.run([&state = server.state_, id] {
+      if (!state.known_agent(id)) state.remember_agent(id);
+    }));
     server.agents_.erase(id);  // a reconnecting agent replaces its old session
     server.agents_.emplace(id, AgentSession{conn_.peer, schemas::now_ns(), params.getController(),
                                             info.getMinorVersion()});
@@ -244,8 +253,15 @@ class CollectorServer::CollectorImpl final : public protocol::Collector::Server 
 
     // The marks come from the backend, which may be a round trip away (or
     // unreachable: the hello then fails and the agent tries again later).
+    // With a relay, calls for it reach this collector before its queued
+    // requests are read (push_requests): none falls in between.
     auto controller = params.getController();
-    return server.lookups_.run([&rows = server.worker_.rows(), id] { return rows.marks(id); })
+    conn_.held = server.relay_ != nullptr;
+    return server.lookups_
+        .run([&rows = server.worker_.rows(), relay = server.relay_, id] {
+          if (relay) relay->hold(id);
+          return rows.marks(id);
+        })
         .then([this, context, id, controller](LaneMarks marks) mutable {
           auto results = context.getResults();
           results.setSession(kj::heap<SessionImpl>(conn_));
@@ -257,7 +273,7 @@ class CollectorServer::CollectorImpl final : public protocol::Collector::Server 
           results.setMajorVersion(protocol::MAJOR_VERSION);
           results.setMinorVersion(protocol::MINOR_VERSION);
           results.setAgentId(id);
-          conn_.server.tasks_.add(conn_.server.push_requests(id, kj::mv(controller)));
+          conn_.server.push_requests_now(id);
         });
   }
 
@@ -265,9 +281,10 @@ class CollectorServer::CollectorImpl final : public protocol::Collector::Server 
   Connection& conn_;
 };
 
-CollectorServer::CollectorServer(kj::AsyncIoContext& io, CollectorConfig config,
-                                 CollectorStore& store, StorageWorker& worker)
-    : io_(io), config_(std::move(config)), store_(store), worker_(worker), tasks_(*this) {
+CollectorServer::CollectorServer(kj::AsyncIoContext& io, CollectorConfig config, AdminState& state,
+                                 StorageWorker& worker, AdminRelay* relay)
+    : io_(io), config_(std::move(config)), state_(state), worker_(worker), relay_(relay),
+      calls_(std::make_unique<AdminCalls>(*this)), tasks_(*this) {
   if (config_.tls.insecure)
     spdlog::warn("collector: --insecure: TLS is OFF, agents are not authenticated and anyone on "
                  "the network can read and forge their data");
@@ -290,6 +307,8 @@ kj::Promise<uint16_t> CollectorServer::start() {
       })
       .then([this] {
         uint16_t port = static_cast<uint16_t>(listener_->getPort());
+        if (relay_)
+          relay_->start(io_.provider->getTimer(), tasks_, [this](AdminRelay::Call call) { take_call(kj::mv(call)); });
         tasks_.add(accept_loop(
             *listener_, "an agent", [this](kj::Own<kj::AsyncIoStream> s) { take_agent(kj::mv(s)); }));
         spdlog::info("collector: listening on {}:{} ({}){}", config_.host, port,
@@ -437,6 +456,8 @@ void CollectorServer::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer,
                    --connections_;
                    auto it = agents_.find(c.agent);
                    if (it != agents_.end() && it->second.peer == c.peer) agents_.erase(it);
+                   // After its hold, on the same thread.
+                   if (c.held) tasks_.add(lookups_.run([relay = relay_, agent = c.agent] { relay->release(agent); }));
                    if (!c.agent.empty()) spdlog::info("collector: agent {} disconnected", c.agent);
                  })
                  .attach(kj::mv(conn)));
@@ -449,137 +470,127 @@ bool CollectorServer::takes_definitions(const std::string& agent) const {
   return it != agents_.end() && it->second.minor_version >= 1;
 }
 
+void CollectorServer::push_requests_now(const std::string& agent) {
+  auto [running, fresh] = push_running_.emplace(agent, false);
+  if (!fresh) {
+    running->second = true;  // once more when this round ends
+    return;
+  }
+  auto it = agents_.find(agent);
+  if (it == agents_.end()) {
+    push_running_.erase(running);
+    return;
+  }
+  tasks_.add(push_requests(agent, it->second.controller).then([this, agent] {
+    bool again = push_running_[agent];
+    push_running_.erase(agent);
+    if (again) push_requests_now(agent);
+  }));
+}
+
 kj::Promise<void> CollectorServer::push_requests(std::string agent,
                                                  protocol::AgentController::Client controller) {
-  kj::Promise<void> table = kj::READY_NOW;
-  if (auto stored = store_.event_table(agent); !stored.empty()) {
-    Decoded<protocol::EventTable> decoded(stored);
-    for (auto e : decoded.get().getEntries())
-      if (e.getDefinition().size() && !takes_definitions(agent)) {
-        spdlog::warn("collector: agent {} speaks protocol 1.0, which would ignore the artifact definitions its "
-                     "event table holds: the table is not sent",
-                     agent);
-        return push_queued(agent, controller, store_.queued_requests(agent), 0);
-      }
-    auto req = controller.setEventTableRequest();
-    req.setArtifacts(decoded.get().getEntries());
-    table = req.send().ignoreResult().catch_([agent](kj::Exception&& e) {
-      if (disconnected(e)) throw kj::mv(e);
-      spdlog::warn("collector: agent {} refused its event table: {}", agent, e.getDescription().cStr());
-    });
-  }
-  return table.then([this, agent, controller]() mutable {
-    return push_queued(agent, controller, store_.queued_requests(agent), 0);
-  }).catch_([agent](kj::Exception&& e) {
-    spdlog::info("collector: agent {} left before taking its requests: {}", agent,
-                 e.getDescription().cStr());
-  });
+  struct Waiting {
+    std::string table;
+    std::vector<AdminState::Queued> queued;
+  };
+  return writer_.run([&state = state_, agent] { return Waiting{state.event_table(agent), state.queued_requests(agent)}; })
+      .then([this, agent, controller](Waiting waiting) mutable -> kj::Promise<void> {
+        kj::Promise<void> table = kj::READY_NOW;
+        if (!waiting.table.empty()) {
+          Decoded<protocol::EventTable> decoded(waiting.table);
+          for (auto e : decoded.get().getEntries())
+            if (e.getDefinition().size() && !takes_definitions(agent)) {
+              spdlog::warn("collector: agent {} speaks protocol 1.0, which would ignore the artifact definitions "
+                           "its event table holds: the table is not sent",
+                           agent);
+              return push_queued(agent, controller, kj::mv(waiting.queued), 0);
+            }
+          auto req = controller.setEventTableRequest();
+          req.setArtifacts(decoded.get().getEntries());
+          table = req.send().ignoreResult().catch_([agent](kj::Exception&& e) {
+            if (disconnected(e)) throw kj::mv(e);
+            spdlog::warn("collector: agent {} refused its event table: {}", agent, e.getDescription().cStr());
+          });
+        }
+        return table.then([this, agent, controller, queued = kj::mv(waiting.queued)]() mutable {
+          return push_queued(agent, controller, kj::mv(queued), 0);
+        });
+      })
+      .catch_([agent](kj::Exception&& e) {
+        spdlog::info("collector: agent {} left before taking its requests: {}", agent, e.getDescription().cStr());
+      });
 }
 
 // One at a time, in order; a request the agent refuses is dropped (logged),
 // one it never answered (disconnected) stays for its next connection.
 kj::Promise<void> CollectorServer::push_queued(std::string agent,
                                                protocol::AgentController::Client controller,
-                                               std::vector<CollectorStore::Queued> queued,
-                                               size_t next) {
+                                               std::vector<AdminState::Queued> queued, size_t next) {
   if (next >= queued.size()) return kj::READY_NOW;
   uint64_t key = queued[next].key;
   // Cancelled since the list was read (the admin removed it): not sent.
-  auto still = store_.queued_requests(agent);
-  if (std::none_of(still.begin(), still.end(), [&](const CollectorStore::Queued& q) { return q.key == key; }))
-    return push_queued(agent, controller, kj::mv(queued), next + 1);
+  // Marked as being handed over first, so that a cancel arriving meanwhile goes to the agent.
   pushing_[agent] = key;
-  Decoded<protocol::PendingRequest> decoded(queued[next].encoded);
-  auto request = decoded.get();
-  kj::Promise<void> sent = nullptr;
-  std::string what;
-  if (request.isCollect() && request.getCollect().getDefinition().size() && !takes_definitions(agent)) {
-    what = "collection " + std::to_string(request.getCollect().getFlowId());
-    sent = kj::Promise<void>(
-        KJ_EXCEPTION(FAILED, "it speaks protocol 1.0, which would ignore the artifact definition sent with it"));
-  } else if (request.isCollect()) {
-    auto req = controller.collectRequest();
-    req.setRequest(request.getCollect());
-    what = "collection " + std::to_string(request.getCollect().getFlowId()) + " (" +
-           request.getCollect().getArtifact().cStr() + ")";
-    sent = req.send().ignoreResult();
-  } else {
-    auto req = controller.cancelRequest();
-    req.setFlowId(request.getCancel());
-    what = "cancel of flow " + std::to_string(request.getCancel());
-    sent = req.send().ignoreResult();
-  }
-  sent = sent.attach(kj::defer([this, agent] { pushing_.erase(agent); }));
-  return sent.then([agent, what] { spdlog::info("collector: agent {} took the queued {}", agent, what); },
-                   [agent, what](kj::Exception&& e) {
-                     if (disconnected(e)) throw kj::mv(e);
-                     spdlog::warn("collector: agent {} refused the queued {}: {}", agent, what,
-                                  e.getDescription().cStr());
-                   })
-      .then([this, agent, key] { return writer_.run([&store = store_, agent, key] { store.remove_request(agent, key); }); })
-      .then([this, agent, controller, queued = kj::mv(queued), next]() mutable {
-        return push_queued(agent, controller, kj::mv(queued), next + 1);
+  return writer_.run([&state = state_, agent] { return state.queued_requests(agent); })
+      .then([this, agent, controller, queued = kj::mv(queued), next, key](
+                std::vector<AdminState::Queued> still) mutable -> kj::Promise<void> {
+        if (std::none_of(still.begin(), still.end(), [&](const AdminState::Queued& q) { return q.key == key; })) {
+          pushing_.erase(agent);
+          return push_queued(agent, controller, kj::mv(queued), next + 1);
+        }
+        Decoded<protocol::PendingRequest> decoded(queued[next].encoded);
+        auto request = decoded.get();
+        kj::Promise<void> sent = nullptr;
+        std::string what;
+        if (request.isCollect() && request.getCollect().getDefinition().size() && !takes_definitions(agent)) {
+          what = "collection " + std::to_string(request.getCollect().getFlowId());
+          sent = kj::Promise<void>(KJ_EXCEPTION(
+              FAILED, "it speaks protocol 1.0, which would ignore the artifact definition sent with it"));
+        } else if (request.isCollect()) {
+          auto req = controller.collectRequest();
+          req.setRequest(request.getCollect());
+          what = "collection " + std::to_string(request.getCollect().getFlowId()) + " (" +
+                 request.getCollect().getArtifact().cStr() + ")";
+          sent = req.send().ignoreResult();
+        } else {
+          auto req = controller.cancelRequest();
+          req.setFlowId(request.getCancel());
+          what = "cancel of flow " + std::to_string(request.getCancel());
+          sent = req.send().ignoreResult();
+        }
+        sent = sent.attach(kj::defer([this, agent] { pushing_.erase(agent); }));
+        return sent
+            .then([agent, what] { spdlog::info("collector: agent {} took the queued {}", agent, what); },
+                  [agent, what](kj::Exception&& e) {
+                    if (disconnected(e)) throw kj::mv(e);
+                    spdlog::warn("collector: agent {} refused the queued {}: {}", agent, what,
+                                 e.getDescription().cStr());
+                  })
+            .then([this, agent, key] {
+              return writer_.run([&state = state_, agent, key] { state.remove_request(agent, key); });
+            })
+            .then([this, agent, controller, queued = kj::mv(queued), next]() mutable {
+              return push_queued(agent, controller, kj::mv(queued), next + 1);
+            });
       });
 }
 
-// --- The admin interface (outpost-collector <command>, over a unix socket)
+// --- The admin calls, for the admin interface (outpost-collector <command>,
+// over a unix socket) and for calls another collector sent through the relay
 
-class CollectorServer::AdminImpl final : public protocol::Admin::Server {
+class CollectorServer::AdminCalls {
  public:
-  explicit AdminImpl(CollectorServer& server) : server_(server) {}
+  using Admin = protocol::Admin;
+  explicit AdminCalls(CollectorServer& server) : server_(server) {}
 
-  kj::Promise<void> listAgents(ListAgentsContext context) override {
-    std::vector<std::string> ids;
-    for (auto& e : server_.store_.agents()) ids.push_back(e.id);
-    for (auto& [id, session] : server_.agents_) ids.push_back(id);
-    for (auto& id : server_.store_.agents_with_requests()) ids.push_back(id);
-    std::sort(ids.begin(), ids.end());
-    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-    // The marks and last uploads are the backend's (a round trip each with
-    // jetstream): read off the loop.
-    return server_.lookups_
-        .run([&rows = server_.worker_.rows(), ids] {
-          std::vector<AgentProgress> progress;
-          progress.reserve(ids.size());
-          for (auto& id : ids) progress.push_back(rows.progress(id));
-          return progress;
-        })
-        .then([this, context, ids](std::vector<AgentProgress> progress) mutable { list(context, ids, progress); });
-  }
-
-  void list(ListAgentsContext& context, const std::vector<std::string>& ids,
-            const std::vector<AgentProgress>& progress) {
-    auto list = context.getResults().initAgents(ids.size());
-    for (size_t i = 0; i < ids.size(); ++i) {
-      auto& id = ids[i];
-      auto& entry = progress[i];
-      auto a = list[i];
-      a.setId(id);
-      a.setLastUploadNs(entry.last_upload_ns);
-      auto marks = a.initMarks(entry.marks.size());
-      for (size_t l = 0; l < entry.marks.size(); ++l) {
-        marks[l].setLane(static_cast<Lane>(l));
-        marks[l].setSeq(entry.marks[l]);
-      }
-      if (auto it = server_.agents_.find(id); it != server_.agents_.end()) {
-        a.setConnected(true);
-        a.setPeer(it->second.peer);
-        a.setConnectedNs(it->second.connected_ns);
-      }
-      if (auto table = server_.store_.event_table(id); !table.empty())
-        a.setEventTable(Decoded<protocol::EventTable>(table).get().getEntries());
-      a.setPendingRequests(server_.store_.queued_requests(id).size());
-    }
-  }
-
-  kj::Promise<void> collect(CollectContext context) override {
-    std::string agent = checked_agent(context.getParams().getAgent());
-    check_met(agent, context.getParams().getNewAgent());
-    check_takes(agent, context.getParams().getRequest().getDefinition().size() > 0);
-    auto& store = server_.store_;
-    return server_.writer_.run([&store] { return store.next_flow_ids(1); })
-        .then([this, context, agent](uint64_t flow) mutable -> kj::Promise<void> {
-          auto given = context.getParams().getRequest();
+  kj::Promise<void> collect(Admin::CollectParams::Reader params, Admin::CollectResults::Builder results) {
+    std::string agent = checked_agent(params.getAgent());
+    check_takes(agent, params.getRequest().getDefinition().size() > 0);
+    return check_met(agent, params.getNewAgent())
+        .then([this] { return server_.writer_.run([&state = server_.state_] { return state.next_flow_ids(1); }); })
+        .then([this, params, results, agent](uint64_t flow) mutable -> kj::Promise<void> {
+          auto given = params.getRequest();
           capnp::MallocMessageBuilder message;
           auto request = message.initRoot<protocol::CollectRequest>();
           request.setArtifact(given.getArtifact());
@@ -589,13 +600,14 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
           request.setFlowId(flow);
           set_request_id(request);
           auto queue = [this, agent, flow, stored = encode_pending(request.asReader())] {
-            return server_.writer_.run([&store = server_.store_, agent, stored] { store.queue_request(agent, stored); })
-                .then([agent, flow] { spdlog::info("collector: collection {} queued for agent {}", flow, agent); });
+            return queue_request(agent, stored).then([agent, flow] {
+              spdlog::info("collector: collection {} queued for agent {}", flow, agent);
+            });
           };
-          context.getResults().setFlowId(flow);
+          results.setFlowId(flow);
           auto it = server_.agents_.find(agent);
           if (it == server_.agents_.end()) {
-            context.getResults().setQueued(true);
+            results.setQueued(true);
             return queue();
           }
           auto req = it->second.controller.collectRequest();
@@ -605,77 +617,89 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
                 spdlog::info("collector: agent {} started collection {}", agent, flow);
                 return kj::READY_NOW;
               },
-              [context, queue](kj::Exception&& e) mutable -> kj::Promise<void> {
+              [results, queue](kj::Exception&& e) mutable -> kj::Promise<void> {
                 if (!disconnected(e)) throw kj::mv(e);  // the agent's own refusal, for the caller
-                context.getResults().setQueued(true);
+                results.setQueued(true);
                 return queue();  // the same request id: the agent runs it once
               });
         });
   }
 
-  kj::Promise<void> cancel(CancelContext context) override {
-    std::string agent = checked_agent(context.getParams().getAgent());
-    uint64_t flow = context.getParams().getFlowId();
-    check_met(agent, std::nullopt);
-    // Not sent yet: dropping it from the queue is the whole cancel. One being
-    // handed to the agent right now may run: the cancel goes to the agent
-    // (after it, on the same connection).
-    auto pushing = server_.pushing_.find(agent);
-    for (auto& q : server_.store_.queued_requests(agent)) {
-      Decoded<protocol::PendingRequest> pending(q.encoded);
-      if (pending.get().isCollect() && pending.get().getCollect().getFlowId() == flow) {
-        if (pushing != server_.pushing_.end() && pushing->second == q.key) break;
-        context.getResults().setOutcome(protocol::CancelOutcome::NOT_SENT);
-        return server_.writer_.run([&store = server_.store_, agent, key = q.key] { store.remove_request(agent, key); });
-      }
-    }
-    capnp::MallocMessageBuilder message;
-    message.initRoot<protocol::PendingRequest>().setCancel(flow);
-    auto queue = [this, agent, stored = encode<protocol::PendingRequest>(
-                                   message.getRoot<protocol::PendingRequest>().asReader())] {
-      return server_.writer_.run([&store = server_.store_, agent, stored] { store.queue_request(agent, stored); });
+  kj::Promise<void> cancel(Admin::CancelParams::Reader params, Admin::CancelResults::Builder results) {
+    std::string agent = checked_agent(params.getAgent());
+    uint64_t flow = params.getFlowId();
+    struct Known {
+      std::vector<AdminState::Queued> queued;
+      uint64_t given_below;
     };
-    auto it = server_.agents_.find(agent);
-    if (it == server_.agents_.end()) {
-      // The agent would refuse it when it connects: say so now. (A connected
-      // agent says why itself: a configured query, say.)
-      uint64_t given_below = server_.store_.flows_given_below();
-      if (flow < protocol::FIRST_FLOW_ID || (given_below != 0 && flow >= given_below))
-        throw error_text("no such flow " + std::to_string(flow) + ": this collector never gave it out");
-      context.getResults().setQueued(true);
-      return queue();
-    }
-    auto req = it->second.controller.cancelRequest();
-    req.setFlowId(flow);
-    return req.send().then(
-        [context](auto resp) mutable -> kj::Promise<void> {
-          context.getResults().setPurgedRecords(resp.getPurgedRecords());
-          context.getResults().setOutcome(resp.getOutcome());
-          return kj::READY_NOW;
-        },
-        [context, queue](kj::Exception&& e) mutable -> kj::Promise<void> {
-          if (!disconnected(e)) throw kj::mv(e);
-          context.getResults().setQueued(true);
-          return queue();
+    return check_met(agent, std::nullopt)
+        .then([this, agent] {
+          return server_.writer_.run([&state = server_.state_, agent] {
+            return Known{state.queued_requests(agent), state.flows_given_below()};
+          });
+        })
+        .then([this, agent, flow, results](Known known) mutable -> kj::Promise<void> {
+          // Not sent yet: dropping it from the queue is the whole cancel. One
+          // being handed to the agent right now may run: the cancel goes to the
+          // agent (after it, on the same connection).
+          auto pushing = server_.pushing_.find(agent);
+          for (auto& q : known.queued) {
+            Decoded<protocol::PendingRequest> pending(q.encoded);
+            if (pending.get().isCollect() && pending.get().getCollect().getFlowId() == flow) {
+              if (pushing != server_.pushing_.end() && pushing->second == q.key) break;
+              results.setOutcome(protocol::CancelOutcome::NOT_SENT);
+              return server_.writer_.run(
+                  [&state = server_.state_, agent, key = q.key] { state.remove_request(agent, key); });
+            }
+          }
+          capnp::MallocMessageBuilder message;
+          message.initRoot<protocol::PendingRequest>().setCancel(flow);
+          auto queue = [this, agent,
+                        stored = encode<protocol::PendingRequest>(message.getRoot<protocol::PendingRequest>().asReader())] {
+            return queue_request(agent, stored);
+          };
+          auto it = server_.agents_.find(agent);
+          if (it == server_.agents_.end()) {
+            // The agent would refuse it when it connects: say so now. (A connected
+            // agent says why itself: a configured query, say.)
+            if (flow < protocol::FIRST_FLOW_ID || (known.given_below != 0 && flow >= known.given_below))
+              throw error_text("no such flow " + std::to_string(flow) + ": this collector never gave it out");
+            results.setQueued(true);
+            return queue();
+          }
+          auto req = it->second.controller.cancelRequest();
+          req.setFlowId(flow);
+          return req.send().then(
+              [results](auto resp) mutable -> kj::Promise<void> {
+                results.setPurgedRecords(resp.getPurgedRecords());
+                results.setOutcome(resp.getOutcome());
+                return kj::READY_NOW;
+              },
+              [results, queue](kj::Exception&& e) mutable -> kj::Promise<void> {
+                if (!disconnected(e)) throw kj::mv(e);
+                results.setQueued(true);
+                return queue();
+              });
         });
   }
 
-  kj::Promise<void> setEventTable(SetEventTableContext context) override {
-    std::string agent = checked_agent(context.getParams().getAgent());
-    check_met(agent, context.getParams().getNewAgent());
-    auto entries = context.getParams().getArtifacts();
+  kj::Promise<void> setEventTable(Admin::SetEventTableParams::Reader params,
+                                  Admin::SetEventTableResults::Builder results) {
+    std::string agent = checked_agent(params.getAgent());
+    auto entries = params.getArtifacts();
     bool definitions = false;
     for (auto e : entries) definitions = definitions || e.getDefinition().size() > 0;
     check_takes(agent, definitions);
-    auto& store = server_.store_;
     uint64_t count = entries.size();
-    return server_.writer_.run([&store, count] { return store.next_flow_ids(count); })
-        .then([this, context, agent](uint64_t first) mutable -> kj::Promise<void> {
+    return check_met(agent, params.getNewAgent())
+        .then([this, count] {
+          return server_.writer_.run([&state = server_.state_, count] { return state.next_flow_ids(count); });
+        })
+        .then([this, params, results, agent](uint64_t first) mutable -> kj::Promise<void> {
           capnp::MallocMessageBuilder message;
-          auto entries = message.initRoot<protocol::EventTable>().initEntries(
-              context.getParams().getArtifacts().size());
+          auto entries = message.initRoot<protocol::EventTable>().initEntries(params.getArtifacts().size());
           size_t i = 0;
-          for (auto a : context.getParams().getArtifacts()) {
+          for (auto a : params.getArtifacts()) {
             entries[i].setArtifact(a.getArtifact());
             entries[i].setVql(a.getVql());
             entries[i].setDefinition(a.getDefinition());
@@ -686,57 +710,58 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
           }
           auto table = message.getRoot<protocol::EventTable>().asReader();
           std::string stored = table.getEntries().size() ? encode<protocol::EventTable>(table) : "";
-          auto keep = [this, agent, stored] {
-            return server_.writer_.run([&store = server_.store_, agent, stored] { store.set_event_table(agent, stored); });
+          auto keep = [this, agent, stored](bool announce) {
+            return server_.writer_.run([&state = server_.state_, agent, stored] { state.set_event_table(agent, stored); })
+                .then([this, agent, announce] {
+                  if (announce && server_.relay_) server_.relay_->poke(agent);
+                });
           };
           auto it = server_.agents_.find(agent);
           if (it == server_.agents_.end()) {
-            context.getResults().setQueued(true);
-            return keep();
+            results.setQueued(true);
+            return keep(true);
           }
           auto req = it->second.controller.setEventTableRequest();
           req.setArtifacts(table.getEntries());
           // Stored only once the agent took it: a table it refuses would be refused at every connection.
-          return req.send().then([keep](auto) { return keep(); },
-                                 [context, keep](kj::Exception&& e) mutable {
+          return req.send().then([keep](auto) { return keep(false); },
+                                 [results, keep](kj::Exception&& e) mutable {
                                    if (!disconnected(e)) throw kj::mv(e);
-                                   context.getResults().setQueued(true);
-                                   return keep();
+                                   results.setQueued(true);
+                                   return keep(true);
                                  });
         });
   }
 
-  kj::Promise<void> agentStatus(AgentStatusContext context) override {
-    std::string agent = checked_agent(context.getParams().getAgent());
+  kj::Promise<void> agentStatus(Admin::AgentStatusParams::Reader params, Admin::AgentStatusResults::Builder results) {
+    std::string agent = checked_agent(params.getAgent());
     auto it = server_.agents_.find(agent);
-    if (it == server_.agents_.end()) throw error_text("agent " + agent + " is not connected");
+    if (it == server_.agents_.end())
+      throw error_text("agent " + agent + " is not connected" + (server_.relay_ ? " to any collector" : ""));
     return it->second.controller.statusRequest().send().then(
-        [context](auto resp) mutable { context.getResults().setJson(resp.getJson()); });
+        [results](auto resp) mutable { results.setJson(resp.getJson()); });
   }
 
-  kj::Promise<void> inspect(InspectContext context) override {
-    std::string agent = checked_agent(context.getParams().getAgent());
-    auto it = server_.agents_.find(agent);
-    if (it == server_.agents_.end()) throw error_text("agent " + agent + " is not connected");
-    // Pipelined: the caller's calls go to the agent through this collector.
-    context.getResults().setInspector(it->second.controller.inspectorRequest().send().getInspector());
-    return kj::READY_NOW;
-  }
-
- private:
   static std::string checked_agent(kj::StringPtr id) {
     std::string agent = id.cStr();
     if (!valid_agent_id(agent))
       throw error_text("\"" + agent + "\" is not an agent id (1-128 of A-Z a-z 0-9 _ . @ -)");
     return agent;
   }
+
+ private:
   // A mistyped name must not queue requests for nobody.
   // `new_agent`: the caller may queue for an agent yet to connect (nullopt: it may not).
-  void check_met(const std::string& agent, std::optional<bool> new_agent) const {
-    if (new_agent.value_or(false) || server_.agents_.count(agent) || server_.store_.known_agent(agent)) return;
-    throw error_text("no agent " + agent +
-                     " has ever connected to this collector (`outpost-collector agents` lists those that have)" +
-                     (new_agent ? "; to queue for an agent yet to connect, pass --new-agent" : ""));
+  kj::Promise<void> check_met(const std::string& agent, std::optional<bool> new_agent) {
+    if (new_agent.value_or(false) || server_.agents_.count(agent)) return kj::READY_NOW;
+    return server_.writer_.run([&state = server_.state_, agent] { return state.known_agent(agent); })
+        .then([this, agent, new_agent](bool known) {
+          if (known) return;
+          throw error_text("no agent " + agent + " has ever connected to this collector" +
+                           (server_.relay_ ? " or the others sharing its state" : "") +
+                           " (`outpost-collector agents` lists those that have)" +
+                           (new_agent ? "; to queue for an agent yet to connect, pass --new-agent" : ""));
+        });
   }
   // A connected agent of protocol 1.0 would ignore an artifact definition and
   // run its own artifact of that name.
@@ -744,6 +769,13 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
     if (definitions && server_.agents_.count(agent) && !server_.takes_definitions(agent))
       throw error_text("agent " + agent + " speaks protocol 1.0, which takes no artifact definitions (an agent "
                        "of 1.1 or later does)");
+  }
+  // Kept for when it connects; a collector of the fleet that holds it now sends it at once.
+  kj::Promise<void> queue_request(const std::string& agent, const std::string& stored) {
+    return server_.writer_.run([&state = server_.state_, agent, stored] { state.queue_request(agent, stored); })
+        .then([this, agent] {
+          if (server_.relay_) server_.relay_->poke(agent);
+        });
   }
   // 16 bytes the agent tells a request sent again by (protocol.capnp).
   static void set_request_id(protocol::CollectRequest::Builder request) {
@@ -762,6 +794,178 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
 
   CollectorServer& server_;
 };
+
+class CollectorServer::AdminImpl final : public protocol::Admin::Server {
+ public:
+  explicit AdminImpl(CollectorServer& server) : server_(server) {}
+
+  kj::Promise<void> listAgents(ListAgentsContext context) override {
+    struct Known {
+      std::vector<std::string> ids;
+      std::vector<std::string> tables;
+      std::vector<uint32_t> pending;
+    };
+    std::vector<std::string> connected;
+    for (auto& [id, session] : server_.agents_) connected.push_back(id);
+    return server_.writer_
+        .run([&state = server_.state_, connected] {
+          Known k;
+          k.ids = state.agents_met();
+          auto with = state.agents_with_requests();
+          k.ids.insert(k.ids.end(), connected.begin(), connected.end());
+          k.ids.insert(k.ids.end(), with.begin(), with.end());
+          std::sort(k.ids.begin(), k.ids.end());
+          k.ids.erase(std::unique(k.ids.begin(), k.ids.end()), k.ids.end());
+          for (auto& id : k.ids) {
+            k.tables.push_back(state.event_table(id));
+            k.pending.push_back(static_cast<uint32_t>(state.queued_requests(id).size()));
+          }
+          return k;
+        })
+        .then([this](Known known) {
+          // The marks and last uploads are the backend's (a round trip each with jetstream).
+          return server_.lookups_
+              .run([&rows = server_.worker_.rows(), ids = known.ids] {
+                std::vector<AgentProgress> progress;
+                progress.reserve(ids.size());
+                for (auto& id : ids) progress.push_back(rows.progress(id));
+                return progress;
+              })
+              .then([known = kj::mv(known)](std::vector<AgentProgress> progress) mutable {
+                return std::make_pair(kj::mv(known), kj::mv(progress));
+              });
+        })
+        .then([this, context](std::pair<Known, std::vector<AgentProgress>> got) mutable {
+          list(context, got.first.ids, got.first.tables, got.first.pending, got.second);
+        });
+  }
+
+  kj::Promise<void> collect(CollectContext context) override {
+    return route<protocol::Admin::CollectParams, protocol::Admin::CollectResults>("collect", context,
+                                                                                  &AdminCalls::collect);
+  }
+  kj::Promise<void> cancel(CancelContext context) override {
+    return route<protocol::Admin::CancelParams, protocol::Admin::CancelResults>("cancel", context,
+                                                                                &AdminCalls::cancel);
+  }
+  kj::Promise<void> setEventTable(SetEventTableContext context) override {
+    return route<protocol::Admin::SetEventTableParams, protocol::Admin::SetEventTableResults>(
+        "setEventTable", context, &AdminCalls::setEventTable);
+  }
+  kj::Promise<void> agentStatus(AgentStatusContext context) override {
+    return route<protocol::Admin::AgentStatusParams, protocol::Admin::AgentStatusResults>("agentStatus", context,
+                                                                                          &AdminCalls::agentStatus);
+  }
+
+  kj::Promise<void> inspect(InspectContext context) override {
+    std::string agent = AdminCalls::checked_agent(context.getParams().getAgent());
+    auto it = server_.agents_.find(agent);
+    if (it == server_.agents_.end())
+      throw error_text("agent " + agent + " is not connected to this collector" +
+                       (server_.relay_ ? " (inspect it through the collector it is connected to)" : ""));
+    // Pipelined: the caller's calls go to the agent through this collector.
+    context.getResults().setInspector(it->second.controller.inspectorRequest().send().getInspector());
+    return kj::READY_NOW;
+  }
+
+ private:
+  // Runs `local` here when the agent is connected here or this collector is
+  // alone; else sends it to the collector holding the agent, and runs it
+  // here (which queues) when no collector does.
+  template <typename P, typename R, typename Context>
+  kj::Promise<void> route(const char* name, Context context,
+                          kj::Promise<void> (AdminCalls::*local)(typename P::Reader, typename R::Builder)) {
+    auto& calls = *server_.calls_;
+    std::string agent = AdminCalls::checked_agent(context.getParams().getAgent());
+    if (!server_.relay_ || server_.agents_.count(agent))
+      return (calls.*local)(context.getParams(), context.getResults());
+    return server_.relay_->ask(agent, name, encode<P>(context.getParams()))
+        .then([&calls, context, local](AdminRelay::Answer answer) mutable -> kj::Promise<void> {
+          switch (answer.kind) {
+            case AdminRelay::Answer::answered:
+              context.setResults(Decoded<R>(answer.body).get());
+              return kj::READY_NOW;
+            case AdminRelay::Answer::failed:
+              throw error_text(answer.error);
+            case AdminRelay::Answer::not_here:
+              break;
+          }
+          return (calls.*local)(context.getParams(), context.getResults());
+        });
+  }
+
+  void list(ListAgentsContext& context, const std::vector<std::string>& ids, const std::vector<std::string>& tables,
+            const std::vector<uint32_t>& pending, const std::vector<AgentProgress>& progress) {
+    auto list = context.getResults().initAgents(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      auto& id = ids[i];
+      auto& entry = progress[i];
+      auto a = list[i];
+      a.setId(id);
+      a.setLastUploadNs(entry.last_upload_ns);
+      auto marks = a.initMarks(entry.marks.size());
+      for (size_t l = 0; l < entry.marks.size(); ++l) {
+        marks[l].setLane(static_cast<Lane>(l));
+        marks[l].setSeq(entry.marks[l]);
+      }
+      if (auto it = server_.agents_.find(id); it != server_.agents_.end()) {
+        a.setConnected(true);
+        a.setPeer(it->second.peer);
+        a.setConnectedNs(it->second.connected_ns);
+      }
+      if (!tables[i].empty()) a.setEventTable(Decoded<protocol::EventTable>(tables[i]).get().getEntries());
+      a.setPendingRequests(pending[i]);
+    }
+  }
+
+  CollectorServer& server_;
+};
+
+void CollectorServer::take_call(AdminRelay::Call call) {
+  auto it = agents_.find(call.agent);
+  if (call.name == "push") {
+    if (it != agents_.end()) push_requests_now(call.agent);
+    return;
+  }
+  if (it == agents_.end()) {
+    relay_->answer(call, {AdminRelay::Answer::not_here, {}, {}});
+    return;
+  }
+  using Admin = protocol::Admin;
+  // The call's params and results live until it is answered.
+  auto run = [&](auto params_type, auto results_type, auto local) -> kj::Promise<std::string> {
+    using P = typename decltype(params_type)::type;
+    using R = typename decltype(results_type)::type;
+    auto params = kj::heap<Decoded<P>>(call.body);
+    auto results = kj::heap<capnp::MallocMessageBuilder>();
+    auto& built = *results;
+    return ((*calls_).*local)(params->get(), results->initRoot<R>())
+        .then([&built] { return encode<R>(built.getRoot<R>().asReader()); })
+        .attach(kj::mv(params), kj::mv(results));
+  };
+  kj::Promise<std::string> answer = nullptr;
+  try {
+    if (call.name == "collect")
+      answer = run(template_type<Admin::CollectParams>{}, template_type<Admin::CollectResults>{}, &AdminCalls::collect);
+    else if (call.name == "cancel")
+      answer = run(template_type<Admin::CancelParams>{}, template_type<Admin::CancelResults>{}, &AdminCalls::cancel);
+    else if (call.name == "setEventTable")
+      answer = run(template_type<Admin::SetEventTableParams>{}, template_type<Admin::SetEventTableResults>{},
+                   &AdminCalls::setEventTable);
+    else if (call.name == "agentStatus")
+      answer = run(template_type<Admin::AgentStatusParams>{}, template_type<Admin::AgentStatusResults>{},
+                   &AdminCalls::agentStatus);
+    else
+      throw error_text("no admin call \"" + call.name + "\"");
+  } catch (const kj::Exception& e) {  // a malformed call
+    answer = kj::cp(e);
+  }
+  tasks_.add(answer.then(
+      [this, call](std::string body) { relay_->answer(call, {AdminRelay::Answer::answered, std::move(body), {}}); },
+      [this, call](kj::Exception&& e) {
+        relay_->answer(call, {AdminRelay::Answer::failed, {}, e.getDescription().cStr()});
+      }));
+}
 
 kj::Promise<void> CollectorServer::start_admin() {
   auto& path = config_.admin_socket;

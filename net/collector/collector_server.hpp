@@ -3,8 +3,10 @@
 // identity is its certificate's common name), serves Collector and Session
 // (protocol.capnp), and keeps each connected agent's AgentController for the
 // admin commands. Runs on one kj event loop; storage runs on StorageWorker
-// (into its backend, worker.rows()), the admin side's LMDB writes (in
-// `store`, the collector's own state) on AdminWriter.
+// (into its backend, worker.rows()), the admin side's reads and writes (of
+// `state`: admin_state.hpp) on AdminWriter. With a relay (admin_relay.hpp),
+// an admin command about an agent connected to another collector is sent
+// to that one.
 
 #include <kj/async-io.h>
 
@@ -15,8 +17,9 @@
 #include <string>
 
 #include "net/log_limiter.hpp"
+#include "net/collector/admin_relay.hpp"
+#include "net/collector/admin_state.hpp"
 #include "net/collector/admin_writer.hpp"
-#include "net/collector/collector_store.hpp"
 #include "net/collector/storage_worker.hpp"
 #include "net/tls_config.hpp"
 #include "schemas/protocol.capnp.h"
@@ -44,8 +47,9 @@ struct CollectorConfig {
 
 class CollectorServer final : private kj::TaskSet::ErrorHandler {
  public:
-  CollectorServer(kj::AsyncIoContext& io, CollectorConfig config, CollectorStore& store,
-                  StorageWorker& worker);
+  // `relay`, when given, outlives the server.
+  CollectorServer(kj::AsyncIoContext& io, CollectorConfig config, AdminState& state, StorageWorker& worker,
+                  AdminRelay* relay = nullptr);
   ~CollectorServer();
 
   // Binds and starts accepting (agents, and admin commands on the unix
@@ -72,6 +76,7 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   class CollectorImpl;
   class SessionImpl;
   class AdminImpl;
+  class AdminCalls;
 
   // Accepts forever, handing each connection to `take`; an accept error is logged and retried.
   kj::Promise<void> accept_loop(kj::ConnectionReceiver& listener, const char* what,
@@ -93,17 +98,24 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   bool takes_definitions(const std::string& agent) const;
   // What waits for an agent: its event table, then its queued requests in order.
   kj::Promise<void> push_requests(std::string agent, protocol::AgentController::Client controller);
+  // Runs again once more if asked while it runs (a request queued meanwhile).
+  void push_requests_now(const std::string& agent);
   kj::Promise<void> push_queued(std::string agent, protocol::AgentController::Client controller,
-                                std::vector<CollectorStore::Queued> queued, size_t next);
+                                std::vector<AdminState::Queued> queued, size_t next);
+  // A call another collector sent through the relay.
+  void take_call(AdminRelay::Call call);
 
   kj::AsyncIoContext& io_;
   CollectorConfig config_;
-  CollectorStore& store_;
+  AdminState& state_;
   StorageWorker& worker_;
-  AdminWriter writer_;  // the admin side's LMDB writes, off the loop
+  AdminRelay* relay_;  // null: this collector alone
+  AdminWriter writer_;  // the admin side's reads and writes (state_), off the loop, in order
   // Reads of the storage backend's marks (a round trip to NATS with
-  // jetstream), off the loop and off the writer: one thread, in order.
+  // jetstream) and the relay's subscriptions, off the loop and off the
+  // writer: one thread, in order.
   AdminWriter lookups_;
+  std::unique_ptr<AdminCalls> calls_;
   std::unique_ptr<TlsSetup> tls_;
   kj::Own<kj::ConnectionReceiver> listener_;
   kj::Own<kj::ConnectionReceiver> admin_listener_;
@@ -111,6 +123,8 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   // Per agent, the queued request push_queued() is handing over right now
   // (its key): a cancel of that one must go to the agent, as it may run it.
   std::map<std::string, uint64_t> pushing_;
+  // Agents whose requests push_requests_now() is sending; true: asked again meanwhile.
+  std::map<std::string, bool> push_running_;
   size_t connections_ = 0;
   struct Waiting {
     kj::Own<kj::AsyncIoStream> stream;

@@ -849,6 +849,16 @@ std::vector<CollectorStore::AgentEntry> CollectorStore::agents() const {
   return out;
 }
 
+std::vector<std::string> CollectorStore::agents_met() const {
+  std::vector<std::string> out;
+  auto t = begin(true);
+  lmdb::Cursor cursor(t.txn, agents_, env_->dir());
+  MDB_val k, v;
+  for (bool more = cursor.get(k, v, MDB_FIRST); more; more = cursor.get(k, v, MDB_NEXT))
+    out.emplace_back(static_cast<const char*>(k.mv_data), k.mv_size);
+  return out;  // LMDB's order: sorted
+}
+
 std::string artifact_folder(kj::StringPtr artifact) { return path_component(artifact); }
 
 void append_escaped(std::string& out, unsigned char c, char marker) {

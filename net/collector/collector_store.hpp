@@ -58,6 +58,7 @@
 
 #include <kj/io.h>
 
+#include "net/collector/admin_state.hpp"
 #include "net/collector/row_store.hpp"
 #include "persistence/files.hpp"
 #include "persistence/lmdb.hpp"
@@ -94,7 +95,7 @@ struct CollectorStoreOptions {
 // taken for ENOSPC, so that disk full reads the same every time.
 int disk_full_as_enospc(int err, const std::filesystem::path& where);
 
-class CollectorStore final : public RowStore {
+class CollectorStore final : public RowStore, public AdminState {
  public:
   // Opens (and repairs) the store; throws StoreLocked, StoreError. Any
   // thread, before the others start: it walks every .jsonl file under the
@@ -146,33 +147,22 @@ class CollectorStore final : public RowStore {
   };
   std::vector<AgentEntry> agents() const;  // any thread, like marks()
 
-  // The admin side (requests are small and rare: the writes commit at once).
-  // Threads: the writes (next_flow_ids, set_event_table, queue_request,
-  // remove_request, remember_agent) wait for LMDB's writer lock (the storage
-  // thread's short marks commit, with its sync) and while the map grows, so
-  // the collector runs them on its admin writer thread, never on the kj loop.
-  // The const reads may be called from any thread; they wait only while the
-  // map grows (an LMDB read transaction of their own).
-
-  // `count` consecutive flow ids never given out before (protocol.capnp's
-  // CollectRequest.flowId): the first is at least kFirstFlowId plus the
-  // wall clock in microseconds, so that a reset datadir does not reuse ids.
-  uint64_t next_flow_ids(uint64_t count = 1);
-  uint64_t flows_given_below() const;  // 0: none given out since the datadir was made
-  // An agent this collector has met: connected, uploaded, or has a table or
-  // queued requests.
-  bool known_agent(const std::string& agent) const;
-  void remember_agent(const std::string& agent);  // on its first connection
-  void set_event_table(const std::string& agent, const std::string& encoded);  // "" removes it
-  std::string event_table(const std::string& agent) const;                     // "" if none
-  void queue_request(const std::string& agent, const std::string& encoded);
-  struct Queued {
-    uint64_t key;
-    std::string encoded;
-  };
-  std::vector<Queued> queued_requests(const std::string& agent) const;  // oldest first
-  void remove_request(const std::string& agent, uint64_t key);
-  std::vector<std::string> agents_with_requests() const;  // an event table or queued requests
+  // The admin side (admin_state.hpp; requests are small and rare: the
+  // writes commit at once). The writes wait for LMDB's writer lock (the
+  // storage thread's short marks commit, with its sync) and while the map
+  // grows; the const reads wait only while the map grows (an LMDB read
+  // transaction of their own).
+  uint64_t next_flow_ids(uint64_t count = 1) override;
+  uint64_t flows_given_below() const override;
+  bool known_agent(const std::string& agent) const override;
+  void remember_agent(const std::string& agent) override;  // on its first connection
+  std::vector<std::string> agents_met() const override;
+  void set_event_table(const std::string& agent, const std::string& encoded) override;
+  std::string event_table(const std::string& agent) const override;
+  void queue_request(const std::string& agent, const std::string& encoded) override;
+  std::vector<Queued> queued_requests(const std::string& agent) const override;
+  void remove_request(const std::string& agent, uint64_t key) override;
+  std::vector<std::string> agents_with_requests() const override;
 
  private:
   class Files;

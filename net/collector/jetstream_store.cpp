@@ -31,22 +31,6 @@ using Owned = std::unique_ptr<T, Deleter>;
 // JetStream's error for a write whose expected last revision is not the key's.
 constexpr int kWrongLastSequence = JSStreamWrongLastSequenceErr;
 
-// How long to wait before asking again when NATS found no responder.
-constexpr std::chrono::milliseconds kRetryPause{100};
-
-// Runs `op` again while NATS finds no responder or has no answer (a stream
-// electing its leader after a node was lost, for a second or two), up to `limit`.
-template <typename Op>
-natsStatus retrying(std::chrono::milliseconds limit, Op op) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    natsStatus s = op();
-    if ((s != NATS_NO_RESPONDERS && s != NATS_TIMEOUT) || std::chrono::steady_clock::now() + kRetryPause >= deadline)
-      return s;
-    if (s == NATS_NO_RESPONDERS) std::this_thread::sleep_for(kRetryPause);
-  }
-}
-
 std::string encode(const AgentProgress& p) {
   std::string out = "v1";
   for (auto m : p.marks) out += " " + std::to_string(m);
@@ -74,17 +58,6 @@ std::string folder_of(const std::string& file) {
 
 }  // namespace
 
-std::string subject_token(const std::string& text) {
-  std::string out;
-  for (unsigned char c : text) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-')
-      out += static_cast<char>(c);
-    else
-      append_escaped(out, c, '=');
-  }
-  return out.empty() ? "=" : out;
-}
-
 std::string JetStreamStore::where() const { return nats_where(options_.nats); }
 
 JetStreamStore::JetStreamStore(JetStreamOptions options, CollectorStore& state)
@@ -93,14 +66,7 @@ JetStreamStore::JetStreamStore(JetStreamOptions options, CollectorStore& state)
   instance_ = fmt::format("{:08x}{:08x}", random(), random());
   NatsOptions opts = nats_options(options_.nats, options_.request_timeout);
   auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
-  for (int attempt = 0;; ++attempt) {
-    natsStatus s = natsConnection_Connect(&nc_, opts.get());
-    if (s == NATS_OK) break;
-    if (std::chrono::steady_clock::now() >= deadline)
-      throw StoreError("jetstream storage: cannot connect to " + where() + ": " + nats_status_text(s));
-    if (attempt % 20 == 0) spdlog::warn("collector: waiting for {}: {}", where(), nats_status_text(s));
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
-  }
+  nc_ = nats_connect(options_.nats, opts.get(), options_.connect_timeout, "jetstream storage");
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = options_.request_timeout.count();
@@ -108,12 +74,12 @@ JetStreamStore::JetStreamStore(JetStreamOptions options, CollectorStore& state)
   jo.PublishAsync.StallWait = options_.request_timeout.count();
   jo.PublishAsync.AckHandler = &JetStreamStore::on_ack;
   jo.PublishAsync.AckHandlerClosure = this;
-  if (natsStatus s = natsConnection_JetStream(&js_, nc_, &jo); s != NATS_OK)
+  if (natsStatus s = natsConnection_JetStream(&js_, nc_.get(), &jo); s != NATS_OK)
     throw StoreError("jetstream storage: " + where() + ": no JetStream context: " + nats_status_text(s));
   jsOptions kvo;
   jsOptions_Init(&kvo);
   kvo.Wait = options_.retry_after.count();
-  if (natsStatus s = natsConnection_JetStream(&kv_js_, nc_, &kvo); s != NATS_OK)
+  if (natsStatus s = natsConnection_JetStream(&kv_js_, nc_.get(), &kvo); s != NATS_OK)
     throw StoreError("jetstream storage: " + where() + ": no JetStream context: " + nats_status_text(s));
 
   // A cluster electing leaders (a node just lost) answers these with
@@ -183,10 +149,9 @@ JetStreamStore::~JetStreamStore() noexcept(false) {
     js_PublishAsyncComplete(js_, &po);
   }
   if (kv_) kvStore_Destroy(kv_);
-  if (nc_) natsConnection_Close(nc_);
+  if (nc_) natsConnection_Close(nc_.get());
   if (js_) jsCtx_Destroy(js_);
   if (kv_js_) jsCtx_Destroy(kv_js_);
-  if (nc_) natsConnection_Destroy(nc_);
 }
 
 JetStreamStore::Entry JetStreamStore::read_entry(const std::string& agent) const {
@@ -313,8 +278,8 @@ void JetStreamStore::await_acks() {
       for (size_t i = 0; i < messages_.size(); ++i)
         if (messages_[i].state == Message::failed && messages_[i].retry) again.push_back(i);
     }
-    if (again.empty() || std::chrono::steady_clock::now() + kRetryPause >= deadline) return;
-    std::this_thread::sleep_for(kRetryPause);
+    if (again.empty() || std::chrono::steady_clock::now() + kNatsRetryPause >= deadline) return;
+    std::this_thread::sleep_for(kNatsRetryPause);
     for (size_t i : again) send(i);
   }
 }

@@ -59,10 +59,6 @@ struct JetStreamOptions {
   std::function<void()> before_marks;
 };
 
-// An agent id or artifact folder as one subject token (and key-value key):
-// bytes outside [A-Za-z0-9_-] as =XX (pure).
-std::string subject_token(const std::string& text);
-
 class JetStreamStore final : public RowStore {
  public:
   // Connects (retrying while NATS is unreachable, up to connect_timeout),
@@ -121,7 +117,7 @@ class JetStreamStore final : public RowStore {
   JetStreamOptions options_;
   CollectorStore& state_;
   std::string instance_;  // random: this collector's marks messages' ids never meet another's
-  natsConnection* nc_ = nullptr;
+  NatsConnection nc_;
   jsCtx* js_ = nullptr;
   kvStore* kv_ = nullptr;  // through kv_js_, whose requests wait retry_after
   jsCtx* kv_js_ = nullptr;

@@ -1,7 +1,11 @@
 #include "net/collector/nats_link.hpp"
 
-#include <algorithm>
+#include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <thread>
+
+#include "net/collector/upload.hpp"
 #include "persistence/errors.hpp"
 
 namespace outpost::net {
@@ -11,6 +15,38 @@ std::string nats_status_text(natsStatus s) {
   natsStatus last = NATS_OK;
   if (const char* detail = nats_GetLastError(&last); detail && *detail && last == s) text += std::string(": ") + detail;
   return text;
+}
+
+std::string subject_token(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-')
+      out += static_cast<char>(c);
+    else
+      append_escaped(out, c, '=');
+  }
+  return out.empty() ? "=" : out;
+}
+
+std::string subject_untoken(const std::string& token) {
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  for (size_t i = 0; i < token.size(); ++i) {
+    if (token[i] != '=') {
+      out += token[i];
+      continue;
+    }
+    if (i + 2 >= token.size()) return {};
+    int hi = hex(token[i + 1]), lo = hex(token[i + 2]);
+    if (hi < 0 || lo < 0) return {};
+    out += static_cast<char>(hi << 4 | lo);
+    i += 2;
+  }
+  return out;
 }
 
 std::vector<std::string> nats_servers(const std::string& list) {
@@ -27,6 +63,20 @@ std::string nats_where(const NatsLink& link) {
   std::string out;
   for (auto& s : link.servers) out += (out.empty() ? "" : ",") + s;
   return "NATS at " + out;
+}
+
+NatsConnection nats_connect(const NatsLink& link, natsOptions* opts, std::chrono::milliseconds patience,
+                            const std::string& who) {
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  for (int attempt = 0;; ++attempt) {
+    natsConnection* nc = nullptr;
+    natsStatus s = natsConnection_Connect(&nc, opts);
+    if (s == NATS_OK) return NatsConnection(nc);
+    if (std::chrono::steady_clock::now() >= deadline)
+      throw persistence::StoreError(who + ": cannot connect to " + nats_where(link) + ": " + nats_status_text(s));
+    if (attempt % 20 == 0) spdlog::warn("collector: waiting for {}: {}", nats_where(link), nats_status_text(s));
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
 }
 
 NatsOptions nats_options(const NatsLink& link, std::chrono::milliseconds timeout) {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace outpost::net {
@@ -30,8 +31,45 @@ using NatsOptions = std::unique_ptr<natsOptions, NatsOptionsDeleter>;
 // persistence::StoreError naming the file or setting that failed. Any thread.
 NatsOptions nats_options(const NatsLink& link, std::chrono::milliseconds timeout);
 
+struct NatsConnectionDeleter {
+  void operator()(natsConnection* c) const {
+    natsConnection_Close(c);
+    natsConnection_Destroy(c);
+  }
+};
+using NatsConnection = std::unique_ptr<natsConnection, NatsConnectionDeleter>;
+
+// Connects with `opts`, trying again every 250 ms while NATS is unreachable,
+// for `patience` at most; throws persistence::StoreError naming `who` and
+// the servers. Blocks: any thread but an event loop.
+NatsConnection nats_connect(const NatsLink& link, natsOptions* opts, std::chrono::milliseconds patience,
+                            const std::string& who);
+
 // "nats://a:4222,nats://b:4222" as a list (empty items dropped; pure).
 std::vector<std::string> nats_servers(const std::string& comma_separated);
+
+// An agent id or artifact folder as one subject token (and key-value key):
+// bytes outside [A-Za-z0-9_-] as =XX (pure).
+std::string subject_token(const std::string& text);
+// The text subject_token() made `token` of; "" if it is not one (pure).
+std::string subject_untoken(const std::string& token);
+
+// How long to wait before asking again when NATS found no responder.
+constexpr std::chrono::milliseconds kNatsRetryPause{100};
+
+// Runs `op` again while NATS finds no responder or has no answer (a stream
+// electing its leader after a node was lost, for a second or two), up to
+// `limit`. Blocks (sleeps): any thread but an event loop.
+template <typename Op>
+natsStatus retrying(std::chrono::milliseconds limit, Op op) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    natsStatus s = op();
+    if ((s != NATS_NO_RESPONDERS && s != NATS_TIMEOUT) || std::chrono::steady_clock::now() + kNatsRetryPause >= deadline)
+      return s;
+    if (s == NATS_NO_RESPONDERS) std::this_thread::sleep_for(kNatsRetryPause);
+  }
+}
 
 // "NATS at <servers>", for errors.
 std::string nats_where(const NatsLink& link);

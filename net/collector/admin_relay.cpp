@@ -1,0 +1,236 @@
+#include "net/collector/admin_relay.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "persistence/errors.hpp"
+
+namespace outpost::net {
+
+using persistence::StoreError;
+
+namespace {
+
+constexpr const char* kCall = "Outpost-Call";
+constexpr const char* kError = "Outpost-Error";
+constexpr const char* kNotHere = "Outpost-Not-Here";
+
+struct MsgDeleter {
+  void operator()(natsMsg* m) const { natsMsg_Destroy(m); }
+};
+using Msg = std::unique_ptr<natsMsg, MsgDeleter>;
+
+std::string header(natsMsg* msg, const char* key) {
+  const char* value = nullptr;
+  return natsMsgHeader_Get(msg, key, &value) == NATS_OK && value ? value : "";
+}
+
+std::string data_of(natsMsg* msg) {
+  return std::string(natsMsg_GetData(msg) ? natsMsg_GetData(msg) : "", static_cast<size_t>(natsMsg_GetDataLength(msg)));
+}
+
+// The text after the last '.' of a subject.
+std::string last_token(const char* subject) {
+  std::string s = subject ? subject : "";
+  return s.substr(s.rfind('.') + 1);
+}
+
+}  // namespace
+
+AdminRelay::AdminRelay(AdminRelayOptions options) : options_(std::move(options)) {
+  NatsOptions opts = nats_options(options_.nats, std::chrono::milliseconds(5000));
+  // Every subscription's messages through libnats' shared threads: a
+  // collector holds one per agent, and a thread each would be thousands.
+  natsOptions_UseGlobalMessageDelivery(opts.get(), true);
+  nc_ = nats_connect(options_.nats, opts.get(), options_.connect_timeout, "admin relay");
+  natsInbox* inbox = nullptr;
+  if (natsStatus s = natsInbox_Create(&inbox); s != NATS_OK)
+    throw StoreError("admin relay: no inbox: " + nats_status_text(s));
+  inbox_ = inbox;
+  natsInbox_Destroy(inbox);
+  std::string replies = inbox_ + ".*";
+  if (natsStatus s = natsConnection_Subscribe(&replies_, nc_.get(), replies.c_str(), &AdminRelay::on_reply, this);
+      s != NATS_OK)
+    throw StoreError("admin relay: cannot subscribe to " + replies + " on " + nats_where(options_.nats) + ": " +
+                     nats_status_text(s));
+}
+
+AdminRelay::~AdminRelay() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& [agent, held] : held_) {
+    natsSubscription_Unsubscribe(held.sub);
+    natsSubscription_Destroy(held.sub);
+  }
+  held_.clear();
+  if (replies_) {
+    natsSubscription_Unsubscribe(replies_);
+    natsSubscription_Destroy(replies_);
+  }
+}
+
+std::string AdminRelay::subject(const std::string& agent) const {
+  return options_.prefix + ".agent." + subject_token(agent);
+}
+
+void AdminRelay::start(kj::Timer& timer, kj::TaskSet& tasks, Handler handler) {
+  timer_ = &timer;
+  tasks_ = &tasks;
+  handler_ = std::move(handler);
+  tasks.add(drain());
+}
+
+void AdminRelay::hold(const std::string& agent) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto& held = held_[agent];
+    if (held.count++ > 0) return;
+    std::string subj = subject(agent);
+    natsStatus s = natsConnection_Subscribe(&held.sub, nc_.get(), subj.c_str(), &AdminRelay::on_call, this);
+    if (s != NATS_OK) {
+      held_.erase(agent);
+      throw StoreError("admin relay: cannot subscribe to " + subj + ": " + nats_status_text(s));
+    }
+  }
+  // Subscribed only once the server has it: a call or a poke sent after
+  // this returns reaches us.
+  if (natsStatus s = natsConnection_FlushTimeout(nc_.get(), 5000); s != NATS_OK)
+    throw StoreError("admin relay: " + nats_where(options_.nats) + " did not confirm the subscription for agent " +
+                     agent + ": " + nats_status_text(s));
+}
+
+void AdminRelay::release(const std::string& agent) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = held_.find(agent);
+    if (it == held_.end() || --it->second.count > 0) return;
+    natsSubscription_Unsubscribe(it->second.sub);
+    natsSubscription_Destroy(it->second.sub);
+    held_.erase(it);
+  }
+  // Gone from the server before this returns: a call sent after finds no
+  // responder at once instead of waiting out its timeout here. Not
+  // confirmed (NATS away): the server forgot us with the connection anyway.
+  natsConnection_FlushTimeout(nc_.get(), 5000);
+}
+
+void AdminRelay::on_call(natsConnection*, natsSubscription*, natsMsg* raw, void* self) {
+  Msg msg(raw);
+  Received r;
+  r.reply = false;
+  r.call.agent = subject_untoken(last_token(natsMsg_GetSubject(raw)));
+  r.call.name = header(raw, kCall);
+  r.call.body = data_of(raw);
+  r.call.reply = natsMsg_GetReply(raw) ? natsMsg_GetReply(raw) : "";
+  static_cast<AdminRelay*>(self)->deliver(std::move(r));
+}
+
+void AdminRelay::on_reply(natsConnection*, natsSubscription*, natsMsg* raw, void* self) {
+  Msg msg(raw);
+  Received r;
+  r.reply = true;
+  try {
+    r.token = std::stoull(last_token(natsMsg_GetSubject(raw)));
+  } catch (const std::exception&) {
+    return;  // not an answer of ours
+  }
+  if (natsMsg_IsNoResponders(raw) || !header(raw, kNotHere).empty()) {
+    r.answer.kind = Answer::not_here;
+  } else if (auto error = header(raw, kError); !error.empty()) {
+    r.answer.kind = Answer::failed;
+    r.answer.error = error;
+  } else {
+    r.answer.body = data_of(raw);
+  }
+  static_cast<AdminRelay*>(self)->deliver(std::move(r));
+}
+
+void AdminRelay::deliver(Received r) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  mailbox_.push_back(std::move(r));
+  if (wake_) {
+    wake_->fulfill();
+    wake_ = nullptr;
+  }
+}
+
+kj::Promise<void> AdminRelay::drain() {
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (mailbox_.empty())
+      wake_ = kj::mv(paf.fulfiller);
+    else
+      paf.fulfiller->fulfill();
+  }
+  return paf.promise.then([this] {
+    std::deque<Received> got;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      got.swap(mailbox_);
+    }
+    for (auto& r : got) {
+      if (!r.reply) {
+        handler_(std::move(r.call));
+        continue;
+      }
+      auto it = asks_.find(r.token);
+      if (it == asks_.end()) continue;  // timed out already
+      it->second->fulfill(std::move(r.answer));
+      asks_.erase(it);
+    }
+    return drain();
+  });
+}
+
+kj::Promise<AdminRelay::Answer> AdminRelay::ask(const std::string& agent, const std::string& name,
+                                                const std::string& body) {
+  uint64_t token = next_token_++;
+  std::string subj = subject(agent), reply = inbox_ + "." + std::to_string(token);
+  natsMsg* raw = nullptr;
+  natsStatus s = natsMsg_Create(&raw, subj.c_str(), reply.c_str(), body.data(), static_cast<int>(body.size()));
+  Msg msg(raw);
+  if (s == NATS_OK) s = natsMsgHeader_Set(raw, kCall, name.c_str());
+  if (s == NATS_OK) s = natsConnection_PublishMsg(nc_.get(), raw);
+  if (s != NATS_OK)
+    return Answer{Answer::failed, {}, "cannot ask the collectors about agent " + agent + " through " +
+                                          nats_where(options_.nats) + ": " + nats_status_text(s)};
+  auto paf = kj::newPromiseAndFulfiller<Answer>();
+  asks_.emplace(token, kj::mv(paf.fulfiller));
+  auto seconds = std::chrono::duration_cast<std::chrono::seconds>(options_.answer_timeout).count();
+  auto timeout = timer_->afterDelay(options_.answer_timeout.count() * kj::MILLISECONDS).then([agent, seconds] {
+    return Answer{Answer::failed, {},
+                  "the collector holding agent " + agent + " did not answer within " + std::to_string(seconds) + " s"};
+  });
+  return paf.promise.exclusiveJoin(kj::mv(timeout)).attach(kj::defer([this, token] { asks_.erase(token); }));
+}
+
+void AdminRelay::answer(const Call& call, const Answer& answer) {
+  if (call.reply.empty()) return;
+  natsMsg* raw = nullptr;
+  natsStatus s = natsMsg_Create(&raw, call.reply.c_str(), nullptr, answer.body.data(),
+                                static_cast<int>(answer.body.size()));
+  Msg msg(raw);
+  if (s == NATS_OK && answer.kind == Answer::not_here) s = natsMsgHeader_Set(raw, kNotHere, "1");
+  std::string error = answer.error.empty() ? "failed" : answer.error;
+  for (auto& c : error)
+    if (c == '\r' || c == '\n') c = ' ';  // a header is one line
+  if (s == NATS_OK && answer.kind == Answer::failed) s = natsMsgHeader_Set(raw, kError, error.c_str());
+  if (s == NATS_OK) s = natsConnection_PublishMsg(nc_.get(), raw);
+  if (s != NATS_OK)
+    spdlog::warn("collector: cannot answer a {} for agent {} through {}: {}", call.name, call.agent,
+                 nats_where(options_.nats), nats_status_text(s));
+}
+
+void AdminRelay::poke(const std::string& agent) {
+  std::string subj = subject(agent);
+  natsMsg* raw = nullptr;
+  natsStatus s = natsMsg_Create(&raw, subj.c_str(), nullptr, nullptr, 0);
+  Msg msg(raw);
+  if (s == NATS_OK) s = natsMsgHeader_Set(raw, kCall, "push");
+  if (s == NATS_OK) s = natsConnection_PublishMsg(nc_.get(), raw);
+  if (s != NATS_OK)
+    spdlog::warn("collector: cannot announce agent {}'s queued requests through {}: {} (it gets them when it "
+                 "connects again)",
+                 agent, nats_where(options_.nats), nats_status_text(s));
+}
+
+}  // namespace outpost::net

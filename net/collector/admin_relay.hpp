@@ -1,0 +1,117 @@
+#pragma once
+// Admin calls between the collectors of a fleet (the jetstream backend),
+// over NATS, so that an admin command works through any collector: each
+// collector subscribes to
+//   <prefix>.agent.<agent token>
+// while that agent is connected to it (hold/release); a collector asked
+// about an agent connected elsewhere sends the call there (ask: NATS
+// request/reply, answered by whichever holder answers first). No
+// subscriber at all ("no responders") means the agent is connected
+// nowhere: the asker then queues the request in the shared state. A
+// request queued for an agent is announced on the same subject (poke) so
+// that a collector that holds it sends it at once.
+//
+// A call is the NATS message's header Outpost-Call (collect, cancel,
+// setEventTable, agentStatus, where, push) and its data the Admin method's
+// params (protocol.capnp), encoded; the answer's data the results, or the
+// header Outpost-Error (the text), or Outpost-Not-Here (the agent left).
+//
+// Threads: libnats' threads receive; what they receive is handed to the
+// event loop that called start(), where ask() is called; hold() and
+// release() wait for NATS to confirm: from another thread.
+
+#include <kj/async-io.h>
+#include <kj/mutex.h>
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "net/collector/nats_link.hpp"
+
+namespace outpost::net {
+
+struct AdminRelayOptions {
+  NatsLink nats;
+  std::string prefix = "outpost-admin";  // outside the stream's subjects
+  std::chrono::milliseconds answer_timeout{15000};  // an asked collector's answer (the agent's, through it)
+  std::chrono::milliseconds connect_timeout{30000};
+};
+
+class AdminRelay {
+ public:
+  struct Call {
+    std::string agent, name, body;
+    std::string reply;  // where the answer goes; empty: none wanted (push)
+  };
+  struct Answer {
+    enum Kind { answered, not_here, failed } kind = answered;
+    std::string body;   // answered: the results, encoded
+    std::string error;  // failed: why
+  };
+  using Handler = std::function<void(Call)>;
+
+  // Connects (libnats' shared delivery threads: one subscription per agent
+  // costs no thread); throws StoreError. Blocks: any thread, before start().
+  explicit AdminRelay(AdminRelayOptions options);
+  ~AdminRelay();
+  AdminRelay(const AdminRelay&) = delete;
+  AdminRelay& operator=(const AdminRelay&) = delete;
+
+  // On the event loop that serves: calls for agents held here go to `handler` there.
+  void start(kj::Timer& timer, kj::TaskSet& tasks, Handler handler);
+
+  // Subscribes to `agent`'s subject (counted: a reconnecting agent's new
+  // connection may hold before its old one releases) and waits until NATS
+  // confirmed it. Blocks on a round trip: any thread but the event loop.
+  // Throws StoreError.
+  void hold(const std::string& agent);
+  // Its subscription ends when the last hold is released; waits (5 s at
+  // most) until NATS confirmed it. Any thread but the event loop.
+  void release(const std::string& agent);
+
+  // Event loop: sends `call` to the collector holding `agent`.
+  kj::Promise<Answer> ask(const std::string& agent, const std::string& name, const std::string& body);
+  // Event loop (or any thread): answers a call received.
+  void answer(const Call& call, const Answer& answer);
+  // Any thread: tells the collector holding `agent` that requests wait for it.
+  void poke(const std::string& agent);
+
+ private:
+  struct Received {
+    bool reply = false;  // to one of our asks (token), else a call
+    uint64_t token = 0;
+    Answer answer;
+    Call call;
+  };
+  static void on_call(natsConnection*, natsSubscription*, natsMsg* msg, void* self);
+  static void on_reply(natsConnection*, natsSubscription*, natsMsg* msg, void* self);
+  void deliver(Received r);  // libnats thread: into the mailbox
+  kj::Promise<void> drain();  // event loop: empties the mailbox, for ever
+  std::string subject(const std::string& agent) const;
+
+  AdminRelayOptions options_;
+  NatsConnection nc_;
+  std::string inbox_;  // our asks' answers arrive on <inbox_>.<token>
+  natsSubscription* replies_ = nullptr;
+  std::mutex mutex_;  // the mailbox and the subscriptions
+  std::deque<Received> mailbox_;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake_;  // the loop waiting for the mailbox
+  struct Held {
+    natsSubscription* sub = nullptr;
+    int count = 0;
+  };
+  std::map<std::string, Held> held_;
+  // The event loop's.
+  kj::Timer* timer_ = nullptr;
+  kj::TaskSet* tasks_ = nullptr;
+  Handler handler_;
+  uint64_t next_token_ = 1;
+  std::map<uint64_t, kj::Own<kj::PromiseFulfiller<Answer>>> asks_;
+};
+
+}  // namespace outpost::net

@@ -1,0 +1,258 @@
+#include "net/collector/jetstream_admin.hpp"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <memory>
+
+#include "persistence/errors.hpp"
+#include "schemas/protocol.capnp.h"
+#include "schemas/codec.hpp"
+
+namespace outpost::net {
+
+using persistence::StoreError;
+
+namespace {
+
+constexpr int kMaxAttempts = 16;  // compare-and-set rounds against other collectors' writes
+
+struct EntryDeleter {
+  void operator()(kvEntry* e) const { kvEntry_Destroy(e); }
+};
+
+uint64_t parse_u64(const std::string& text) {
+  try {
+    size_t used = 0;
+    uint64_t v = std::stoull(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw StoreError("jetstream admin state: \"" + text.substr(0, 40) + "\" is not a number");
+}
+
+// An owned, aligned reader of an encoded RequestQueue ("" reads as empty).
+class QueueReader {
+ public:
+  explicit QueueReader(const std::string& bytes) {
+    if (bytes.empty()) return;
+    words_ = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+    std::memcpy(words_.begin(), bytes.data(), words_.size() * sizeof(capnp::word));
+    reader_ = kj::heap<capnp::FlatArrayMessageReader>(words_);
+  }
+  bool empty() const { return reader_.get() == nullptr; }
+  protocol::RequestQueue::Reader get() { return reader_->getRoot<protocol::RequestQueue>(); }
+
+ private:
+  kj::Array<capnp::word> words_;
+  kj::Own<capnp::FlatArrayMessageReader> reader_;
+};
+
+// A queue of `entries` (key and encoded request) as stored. An empty one is
+// kept, not deleted: a delete cannot be compare-and-set here, and would
+// lose a request another collector queued meanwhile.
+std::string encode_queue(uint64_t next_key, const std::vector<AdminState::Queued>& entries) {
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<protocol::RequestQueue>();
+  root.setNextKey(next_key);
+  auto list = root.initEntries(static_cast<unsigned>(entries.size()));
+  for (size_t i = 0; i < entries.size(); ++i) {
+    list[i].setKey(entries[i].key);
+    list[i].setRequest(kj::arrayPtr(reinterpret_cast<const kj::byte*>(entries[i].encoded.data()),
+                                    entries[i].encoded.size()));
+  }
+  auto words = capnp::messageToFlatArray(message);
+  auto bytes = words.asBytes();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+}
+
+std::vector<AdminState::Queued> decode_queue(const std::string& bytes, uint64_t* next_key) {
+  std::vector<AdminState::Queued> out;
+  QueueReader queue(bytes);
+  if (next_key) *next_key = 1;
+  if (queue.empty()) return out;
+  if (next_key) *next_key = queue.get().getNextKey();
+  for (auto e : queue.get().getEntries()) {
+    auto data = e.getRequest();
+    out.push_back({e.getKey(), std::string(reinterpret_cast<const char*>(data.begin()), data.size())});
+  }
+  return out;
+}
+
+}  // namespace
+
+JetStreamAdminState::JetStreamAdminState(JetStreamAdminOptions options) : options_(std::move(options)) {
+  NatsOptions opts = nats_options(options_.nats, options_.request_timeout);
+  nc_ = nats_connect(options_.nats, opts.get(), options_.connect_timeout, "jetstream admin state");
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = options_.retry_after.count();  // a request unanswered this long is asked again (retrying)
+  if (natsStatus s = natsConnection_JetStream(&js_, nc_.get(), &jo); s != NATS_OK)
+    fail("no JetStream context", s);
+  auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
+  for (int attempt = 0;; ++attempt) {
+    natsStatus s = js_KeyValue(&kv_, js_, options_.bucket.c_str());
+    if (s == NATS_NOT_FOUND) {
+      kvConfig kc;
+      kvConfig_Init(&kc);
+      kc.Bucket = options_.bucket.c_str();
+      kc.History = 1;
+      kc.Replicas = options_.replicas;
+      s = js_CreateKeyValue(&kv_, js_, &kc);
+    }
+    if (s == NATS_OK) break;
+    if (std::chrono::steady_clock::now() >= deadline) fail("cannot open key-value bucket " + options_.bucket, s);
+    if (attempt % 10 == 0)
+      spdlog::warn("collector: cannot open key-value bucket {} yet: {} (trying again)", options_.bucket,
+                   nats_status_text(s));
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
+JetStreamAdminState::~JetStreamAdminState() {
+  if (kv_) kvStore_Destroy(kv_);
+  if (nc_) natsConnection_Close(nc_.get());
+  if (js_) jsCtx_Destroy(js_);
+}
+
+void JetStreamAdminState::fail(const std::string& what, natsStatus s) const {
+  throw StoreError("jetstream admin state (bucket " + options_.bucket + " on " + nats_where(options_.nats) +
+                   "): " + what + ": " + nats_status_text(s));
+}
+
+JetStreamAdminState::Value JetStreamAdminState::get(const std::string& key) const {
+  kvEntry* raw = nullptr;
+  natsStatus s = retrying(options_.request_timeout, [&] { return kvStore_Get(&raw, kv_, key.c_str()); });
+  std::unique_ptr<kvEntry, EntryDeleter> entry(raw);
+  Value out;
+  if (s == NATS_NOT_FOUND) return out;
+  if (s != NATS_OK) fail("cannot read " + key, s);
+  out.found = true;
+  out.bytes.assign(static_cast<const char*>(kvEntry_Value(raw)), static_cast<size_t>(kvEntry_ValueLen(raw)));
+  out.revision = kvEntry_Revision(raw);
+  return out;
+}
+
+void JetStreamAdminState::put(const std::string& key, const std::string& bytes) {
+  natsStatus s = retrying(options_.request_timeout, [&] {
+    return bytes.empty() ? kvStore_Delete(kv_, key.c_str())
+                         : kvStore_Put(nullptr, kv_, key.c_str(), bytes.data(), static_cast<int>(bytes.size()));
+  });
+  if (s != NATS_OK) fail("cannot write " + key, s);
+}
+
+void JetStreamAdminState::update(const std::string& key, const std::function<std::string(const Value&)>& change) {
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    Value now = get(key);
+    std::string next = change(now);
+    uint64_t revision = 0;
+    // A write sent again after no answer that had landed fails its
+    // compare-and-set: read again, `change` sees it (it must tell its own write).
+    natsStatus s = retrying(options_.request_timeout, [&] {
+      int size = static_cast<int>(next.size());
+      return now.found ? kvStore_Update(&revision, kv_, key.c_str(), next.data(), size, now.revision)
+                       : kvStore_Create(&revision, kv_, key.c_str(), next.data(), size);
+    });
+    if (s == NATS_OK) return;
+    if (s != NATS_ERR) fail("cannot write " + key, s);  // NATS_ERR: another collector wrote it since
+  }
+  throw StoreError("jetstream admin state (bucket " + options_.bucket + "): " + key + " kept changing under " +
+                   std::to_string(kMaxAttempts) + " attempts to write it");
+}
+
+std::vector<std::string> JetStreamAdminState::keys(const std::string& prefix) const {
+  kvKeysList list{};
+  natsStatus s = retrying(options_.request_timeout, [&] { return kvStore_Keys(&list, kv_, nullptr); });
+  std::vector<std::string> out;
+  if (s == NATS_NOT_FOUND) return out;
+  if (s != NATS_OK) fail("cannot list its keys", s);
+  for (int i = 0; i < list.Count; ++i) {
+    std::string key = list.Keys[i];
+    if (key.compare(0, prefix.size(), prefix) != 0) continue;
+    std::string agent = subject_untoken(key.substr(prefix.size()));
+    if (!agent.empty()) out.push_back(std::move(agent));
+  }
+  kvKeysList_Destroy(&list);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+uint64_t JetStreamAdminState::next_flow_ids(uint64_t count) {
+  uint64_t first = 0;
+  update("flows", [&](const Value& now) {
+    uint64_t clock = protocol::FIRST_FLOW_ID + static_cast<uint64_t>(schemas::now_ns()) / 1000;
+    first = std::max(now.found ? parse_u64(now.bytes) : 0, clock);
+    return std::to_string(first + count);
+  });
+  return first;
+}
+
+uint64_t JetStreamAdminState::flows_given_below() const {
+  Value v = get("flows");
+  return v.found ? parse_u64(v.bytes) : 0;
+}
+
+bool JetStreamAdminState::known_agent(const std::string& agent) const {
+  std::string token = subject_token(agent);
+  for (const char* prefix : {"met.", "table.", "queue."})
+    if (get(prefix + token).found) return true;
+  return false;
+}
+
+void JetStreamAdminState::remember_agent(const std::string& agent) {
+  std::string key = "met." + subject_token(agent);
+  if (get(key).found) return;
+  put(key, std::to_string(schemas::now_ns()));
+}
+
+std::vector<std::string> JetStreamAdminState::agents_met() const { return keys("met."); }
+
+void JetStreamAdminState::set_event_table(const std::string& agent, const std::string& encoded) {
+  put("table." + subject_token(agent), encoded);
+}
+
+std::string JetStreamAdminState::event_table(const std::string& agent) const {
+  return get("table." + subject_token(agent)).bytes;
+}
+
+void JetStreamAdminState::queue_request(const std::string& agent, const std::string& encoded) {
+  update("queue." + subject_token(agent), [&](const Value& now) {
+    uint64_t next_key = 1;
+    auto entries = decode_queue(now.bytes, &next_key);
+    // Already there: this write landed, and its answer was lost (a collect
+    // carries a random request id, so two requests are never the same bytes).
+    if (std::any_of(entries.begin(), entries.end(), [&](const Queued& q) { return q.encoded == encoded; }))
+      return encode_queue(next_key, entries);
+    entries.push_back({next_key, encoded});
+    return encode_queue(next_key + 1, entries);
+  });
+}
+
+std::vector<AdminState::Queued> JetStreamAdminState::queued_requests(const std::string& agent) const {
+  return decode_queue(get("queue." + subject_token(agent)).bytes, nullptr);
+}
+
+void JetStreamAdminState::remove_request(const std::string& agent, uint64_t key) {
+  update("queue." + subject_token(agent), [&](const Value& now) {
+    uint64_t next_key = 1;
+    auto entries = decode_queue(now.bytes, &next_key);
+    entries.erase(std::remove_if(entries.begin(), entries.end(), [&](const Queued& q) { return q.key == key; }),
+                  entries.end());
+    return encode_queue(next_key, entries);
+  });
+}
+
+std::vector<std::string> JetStreamAdminState::agents_with_requests() const {
+  auto out = keys("table.");
+  auto queued = keys("queue.");
+  out.insert(out.end(), queued.begin(), queued.end());
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+}  // namespace outpost::net

@@ -1,0 +1,79 @@
+#pragma once
+// AdminState (admin_state.hpp) in a JetStream key-value bucket shared by
+// every collector of a fleet, so that any collector serves any agent: a
+// request queued through one is sent by the one the agent connects to.
+// Keys (agent ids as subject_token()s):
+//   flows          "<u64>"  every flow id given out is below it
+//   met.<agent>    "<ns>"   when a collector first met it
+//   table.<agent>  EventTable (protocol.capnp), encoded
+//   queue.<agent>  RequestQueue (protocol.capnp), encoded
+// `flows` and `queue.*` change by compare-and-set, so that two collectors
+// never give out one flow id nor lose each other's requests.
+//
+// Threads: every function from any thread; each blocks on NATS round trips
+// (each bounded by request_timeout, asked again while a leader is elected).
+
+#include <nats/nats.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "net/collector/admin_state.hpp"
+#include "net/collector/nats_link.hpp"
+
+namespace outpost::net {
+
+struct JetStreamAdminOptions {
+  NatsLink nats;
+  std::string bucket = "outpost-admin";
+  int replicas = 1;  // when this collector creates the bucket
+  std::chrono::milliseconds request_timeout{5000};
+  std::chrono::milliseconds retry_after{1000};
+  std::chrono::milliseconds connect_timeout{30000};
+};
+
+class JetStreamAdminState final : public AdminState {
+ public:
+  // Connects and opens (or creates) the bucket; throws StoreError naming
+  // NATS and what failed. Blocks: any thread, before the others start.
+  explicit JetStreamAdminState(JetStreamAdminOptions options);
+  ~JetStreamAdminState() override;
+  JetStreamAdminState(const JetStreamAdminState&) = delete;
+  JetStreamAdminState& operator=(const JetStreamAdminState&) = delete;
+
+  uint64_t next_flow_ids(uint64_t count = 1) override;
+  uint64_t flows_given_below() const override;
+  bool known_agent(const std::string& agent) const override;
+  void remember_agent(const std::string& agent) override;
+  std::vector<std::string> agents_met() const override;
+  void set_event_table(const std::string& agent, const std::string& encoded) override;
+  std::string event_table(const std::string& agent) const override;
+  void queue_request(const std::string& agent, const std::string& encoded) override;
+  std::vector<Queued> queued_requests(const std::string& agent) const override;
+  void remove_request(const std::string& agent, uint64_t key) override;
+  std::vector<std::string> agents_with_requests() const override;
+
+ private:
+  struct Value {
+    bool found = false;
+    std::string bytes;
+    uint64_t revision = 0;
+  };
+  Value get(const std::string& key) const;  // throws StoreError
+  // Writes `key` as `change` makes it of its current value (never empty), by
+  // compare-and-set, reading it again after another collector's write.
+  // Throws StoreError.
+  void update(const std::string& key, const std::function<std::string(const Value&)>& change);
+  void put(const std::string& key, const std::string& bytes);  // "" deletes; throws StoreError
+  std::vector<std::string> keys(const std::string& prefix) const;  // the agents under prefix
+  [[noreturn]] void fail(const std::string& what, natsStatus s) const;
+
+  JetStreamAdminOptions options_;
+  NatsConnection nc_;
+  jsCtx* js_ = nullptr;
+  kvStore* kv_ = nullptr;
+};
+
+}  // namespace outpost::net

@@ -1,0 +1,269 @@
+// Admin commands through any collector of a fleet (the jetstream backend),
+// against real nats-server processes on 127.0.0.1: the shared admin state
+// (flow ids, tables, queued requests) in its key-value bucket, the relay
+// between collectors, and real collector and agent processes.
+
+#include <gtest/gtest.h>
+#include <kj/async-io.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "net/collector/admin_relay.hpp"
+#include "net/collector/jetstream_admin.hpp"
+#include "schemas/protocol.capnp.h"
+#include "persistence/errors.hpp"
+#include "tests/e2e_fixture.hpp"
+#include "tests/nats_cluster.hpp"
+
+namespace outpost::net {
+namespace {
+
+using namespace outpost::testing;
+
+struct FleetState : ::testing::Test {
+  TempDir tmp;
+  std::unique_ptr<NatsCluster> nats;
+  void SetUp() override {
+    ASSERT_TRUE(NatsCluster::available()) << kNatsServer << " is missing: scripts/install-deps.sh installs it";
+    nats = std::make_unique<NatsCluster>(tmp, 1);
+    nats->start_all();
+  }
+  JetStreamAdminOptions options() {
+    JetStreamAdminOptions o;
+    o.nats.servers = nats->urls();
+    o.connect_timeout = std::chrono::milliseconds(10000);
+    return o;
+  }
+};
+
+// Two collectors' views of one bucket, used at once from several threads.
+TEST_F(FleetState, TwoCollectorsNeverGiveOutOneFlowIdNorLoseEachOthersRequests) {
+  JetStreamAdminState a(options()), b(options());
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // first, count
+  std::mutex mutex;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      AdminState& state = t % 2 ? static_cast<AdminState&>(a) : b;
+      for (int i = 0; i < 25; ++i) {
+        uint64_t count = 1 + i % 3;
+        uint64_t first = state.next_flow_ids(count);
+        state.queue_request("agent.1@x", "request " + std::to_string(t) + "/" + std::to_string(i));
+        std::lock_guard<std::mutex> lock(mutex);
+        ranges.emplace_back(first, count);
+      }
+    });
+  for (auto& t : threads) t.join();
+  std::set<uint64_t> ids;
+  for (auto [first, count] : ranges) {
+    EXPECT_GE(first, protocol::FIRST_FLOW_ID);
+    for (uint64_t id = first; id < first + count; ++id) EXPECT_TRUE(ids.insert(id).second) << "flow " << id << " twice";
+  }
+  EXPECT_GT(a.flows_given_below(), *ids.rbegin());
+
+  auto queued = b.queued_requests("agent.1@x");
+  ASSERT_EQ(queued.size(), 100u);
+  std::set<std::string> bodies;
+  for (size_t i = 0; i < queued.size(); ++i) {
+    bodies.insert(queued[i].encoded);
+    if (i) {
+      EXPECT_LT(queued[i - 1].key, queued[i].key);
+    }
+  }
+  EXPECT_EQ(bodies.size(), 100u);
+  a.remove_request("agent.1@x", queued[0].key);
+  a.remove_request("agent.1@x", queued[0].key);  // gone already: nothing
+  EXPECT_EQ(b.queued_requests("agent.1@x").size(), 99u);
+
+  EXPECT_FALSE(b.known_agent("agent-2"));
+  a.remember_agent("agent-2");
+  a.remember_agent("agent-2");
+  EXPECT_TRUE(b.known_agent("agent-2"));
+  EXPECT_TRUE(b.known_agent("agent.1@x")) << "requests queued for it";
+  EXPECT_EQ(b.agents_met(), std::vector<std::string>{"agent-2"});
+  EXPECT_EQ(b.agents_with_requests(), std::vector<std::string>{"agent.1@x"});
+
+  a.set_event_table("agent-2", std::string("\0table", 6));
+  EXPECT_EQ(b.event_table("agent-2"), std::string("\0table", 6));
+  b.set_event_table("agent-2", "");
+  EXPECT_EQ(a.event_table("agent-2"), "");
+}
+
+TEST_F(FleetState, UnreachableNatsIsAnErrorNamingIt) {
+  auto o = options();
+  o.nats.servers = {"nats://127.0.0.1:" + std::to_string(free_port())};
+  o.connect_timeout = std::chrono::milliseconds(300);
+  try {
+    JetStreamAdminState state(o);
+    FAIL() << "connected to nothing";
+  } catch (const persistence::StoreError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot connect to NATS at " + o.nats.servers[0]), std::string::npos)
+        << e.what();
+  }
+}
+
+// Two relays (two collectors) on one event loop each side of NATS.
+TEST_F(FleetState, ARelayedCallReachesTheCollectorHoldingTheAgentAndNoneMeansNotHere) {
+  auto io = kj::setupAsyncIo();
+  AdminRelayOptions o;
+  o.nats.servers = nats->urls();
+  o.answer_timeout = std::chrono::milliseconds(3000);
+  AdminRelay holder(o), asker(o);
+  struct Errors : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&& e) override { ADD_FAILURE() << e.getDescription().cStr(); }
+  } errors;
+  kj::TaskSet tasks(errors);
+  std::vector<AdminRelay::Call> calls;
+  holder.start(io.provider->getTimer(), tasks, [&](AdminRelay::Call call) {
+    calls.push_back(call);
+    if (call.name == "push") return;
+    if (call.body == "leave") return holder.answer(call, {AdminRelay::Answer::not_here, {}, {}});
+    if (call.body == "refuse") return holder.answer(call, {AdminRelay::Answer::failed, {}, "no\nsuch flow"});
+    holder.answer(call, {AdminRelay::Answer::answered, "re: " + call.body, {}});
+  });
+  asker.start(io.provider->getTimer(), tasks, [&](AdminRelay::Call) { ADD_FAILURE() << "the asker holds nobody"; });
+
+  std::thread([&] { holder.hold("agent.1"); }).join();  // blocks: off the loop
+  auto answer = asker.ask("agent.1", "collect", "params").wait(io.waitScope);
+  EXPECT_EQ(answer.kind, AdminRelay::Answer::answered);
+  EXPECT_EQ(answer.body, "re: params");
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].agent, "agent.1");
+  EXPECT_EQ(calls[0].name, "collect");
+
+  EXPECT_EQ(asker.ask("agent.1", "cancel", "refuse").wait(io.waitScope).error, "no such flow");
+  EXPECT_EQ(asker.ask("agent.1", "cancel", "leave").wait(io.waitScope).kind, AdminRelay::Answer::not_here);
+  EXPECT_EQ(asker.ask("agent-2", "collect", "x").wait(io.waitScope).kind, AdminRelay::Answer::not_here)
+      << "nobody holds agent-2";
+
+  asker.poke("agent.1");
+  while (calls.size() < 4) io.waitScope.poll(), std::this_thread::yield();
+  EXPECT_EQ(calls.back().name, "push");
+  EXPECT_TRUE(calls.back().reply.empty());
+
+  // Held twice (a reconnect's new connection before the old one's end): released twice.
+  std::thread([&] { holder.hold("agent.1"); }).join();
+  std::thread([&] { holder.release("agent.1"); }).join();
+  EXPECT_EQ(asker.ask("agent.1", "collect", "still").wait(io.waitScope).kind, AdminRelay::Answer::answered);
+  std::thread([&] { holder.release("agent.1"); }).join();
+  EXPECT_EQ(asker.ask("agent.1", "collect", "gone").wait(io.waitScope).kind, AdminRelay::Answer::not_here);
+}
+
+}  // namespace
+}  // namespace outpost::net
+
+namespace outpost {
+namespace {
+
+// Real processes: two collectors on one NATS, an agent connected to one of them.
+struct FleetAdmin : EndToEnd {
+  std::unique_ptr<NatsCluster> nats;
+  fs::path data_a, data_b;
+  uint16_t port_b = 0;
+  pid_t collector_b = -1;
+
+  void SetUp() override {
+    ASSERT_TRUE(NatsCluster::available()) << kNatsServer << " is missing: scripts/install-deps.sh installs it";
+    nats = std::make_unique<NatsCluster>(tmp, 1);
+    nats->start_all();
+    collector_args = {"--storage", "jetstream", "--nats", nats->urls_joined()};
+    start_collector();
+    data_a = data;
+    data_b = tmp.path("collector-b");
+    collector_b = spawn_collector(data_b, port_b, tmp.path("collector-b.log"));
+    ASSERT_GT(collector_b, 0);
+  }
+  // `outpost-collector <args>` through collector A's or B's admin socket.
+  std::pair<int, std::string> through(const fs::path& datadir, std::vector<std::string> args) {
+    data = datadir;
+    auto result = command(std::move(args));
+    data = data_a;
+    return result;
+  }
+  // The Seq column of a collection's rows in the stream, in stream order.
+  std::vector<uint64_t> stream_seqs(const std::string& artifact_token) {
+    return stream_values(read_stream(nats->urls(), "OUTPOST"), "outpost.agent-1.results." + artifact_token, "Seq");
+  }
+  // The rows (the records' own seqs) of an artifact on any lane.
+  size_t rows_of(const std::string& artifact_token) {
+    size_t n = 0;
+    for (auto& lane : {"results", "events"})
+      n += stream_values(read_stream(nats->urls(), "OUTPOST"), std::string("outpost.agent-1.") + lane + "." +
+                         artifact_token, "seq").size();
+    return n;
+  }
+  static uint64_t flow_of(const std::string& out) {
+    std::smatch m;
+    if (!std::regex_search(out, m, std::regex("flow (\\d+) "))) return 0;
+    return std::stoull(m[1]);
+  }
+  AgentOptions only(uint16_t to) {
+    AgentOptions o;
+    o.queries = "  []\n";
+    o.target = to;
+    return o;
+  }
+  std::string logs() { return slurp(collector_log) + slurp(tmp.path("collector-b.log")) + slurp(agent_log); }
+};
+
+TEST_F(FleetAdmin, CommandsThroughOneCollectorReachAnAgentConnectedToTheOther) {
+  start_agent(0, 0, only(port));  // to A
+  ASSERT_TRUE(eventually([&] { return slurp(collector_log).find("agent agent-1 connected") != std::string::npos; }))
+      << logs();
+
+  auto [code, out] = through(data_b, {"collect", "agent-1", "Outpost.Test.Synthetic", "-p", "max_rows=300"});
+  ASSERT_EQ(code, 0) << out << logs();
+  EXPECT_NE(out.find("started on agent-1"), std::string::npos) << out;
+  uint64_t flow = flow_of(out);
+  EXPECT_GE(flow, protocol::FIRST_FLOW_ID);
+  ASSERT_TRUE(eventually([&] { return stream_seqs("Outpost=2ETest=2ESynthetic").size() >= 300; }))
+      << logs();
+  EXPECT_EQ(stream_seqs("Outpost=2ETest=2ESynthetic"), one_to(300));
+
+  // The agent's answers come back through B: a refusal, its status, a cancel.
+  auto refused = through(data_b, {"collect", "agent-1", "No.Such.Artifact"});
+  EXPECT_EQ(refused.first, 1);
+  EXPECT_NE(refused.second.find("unknown artifact No.Such.Artifact"), std::string::npos) << refused.second;
+  auto status = through(data_b, {"status", "agent-1"});
+  EXPECT_EQ(status.first, 0) << status.second;
+  EXPECT_NE(status.second.find("\"buffer\":{"), std::string::npos) << status.second;
+  auto cancel = through(data_b, {"cancel", "agent-1", std::to_string(flow)});
+  EXPECT_EQ(cancel.first, 0) << cancel.second;
+  EXPECT_NE(cancel.second.find("finished"), std::string::npos) << cancel.second;
+
+  // Flow ids come from the shared state: A's next is above B's.
+  auto from_a = through(data_a, {"collect", "agent-1", "Generic.Client.Info"});
+  ASSERT_EQ(from_a.first, 0) << from_a.second;
+  EXPECT_GT(flow_of(from_a.second), flow);
+
+  // B lists the agent it never met; inspecting needs the collector it is connected to.
+  auto listed = through(data_b, {"agents"});
+  EXPECT_NE(listed.second.find("agent-1"), std::string::npos) << listed.second;
+  auto inspect = through(data_b, {"inspect", "agent-1"});
+  EXPECT_NE(inspect.second.find("inspect it through the collector it is connected to"), std::string::npos)
+      << inspect.second;
+}
+
+TEST_F(FleetAdmin, RequestsQueuedThroughOneCollectorRunWhenTheAgentConnectsToTheOther) {
+  auto queued = through(data_a, {"collect", "agent-1", "Outpost.Test.Synthetic", "-p", "max_rows=200", "--new-agent"});
+  ASSERT_EQ(queued.first, 0) << queued.second;
+  EXPECT_NE(queued.second.find("queued for agent-1"), std::string::npos) << queued.second;
+  auto table = through(data_b, {"event-table", "agent-1", "Outpost.Test.Clock,period_ms=50"});
+  ASSERT_EQ(table.first, 0) << table.second;
+  EXPECT_NE(table.second.find("stored; sent when it connects"), std::string::npos) << table.second;
+  auto listed = through(data_b, {"agents", "--json"});
+  EXPECT_NE(listed.second.find("\"pending_requests\":1"), std::string::npos) << listed.second;
+
+  start_agent(0, 0, only(port_b));  // to B, which never saw the collect
+  ASSERT_TRUE(eventually([&] { return stream_seqs("Outpost=2ETest=2ESynthetic").size() >= 200; })) << logs();
+  EXPECT_EQ(stream_seqs("Outpost=2ETest=2ESynthetic"), one_to(200));
+  ASSERT_TRUE(eventually([&] { return rows_of("Outpost=2ETest=2EClock") >= 5; })) << logs();
+  ASSERT_TRUE(eventually([&] {
+    return through(data_a, {"agents", "--json"}).second.find("\"pending_requests\":0") != std::string::npos;
+  })) << through(data_a, {"agents", "--json"}).second;
+}
+
+}  // namespace
+}  // namespace outpost
