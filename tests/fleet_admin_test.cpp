@@ -238,19 +238,34 @@ TEST_F(FleetAdmin, CommandsThroughOneCollectorReachAnAgentConnectedToTheOther) {
   ASSERT_EQ(from_a.first, 0) << from_a.second;
   EXPECT_GT(flow_of(from_a.second), flow);
 
-  // B lists the agent it never met; inspecting needs the collector it is connected to.
+  // B lists the agent it never met.
   auto listed = through(data_b, {"agents"});
   EXPECT_NE(listed.second.find("agent-1"), std::string::npos) << listed.second;
-  auto inspect = through(data_b, {"inspect", "agent-1"});
-  EXPECT_NE(inspect.second.find("inspect it through the collector it is connected to"), std::string::npos)
-      << inspect.second;
+
+  // Its inspector through B: each call relayed to A, then to the agent.
+  auto actors = through(data_b, {"inspect", "agent-1", "actors", "--json"});
+  ASSERT_EQ(actors.first, 0) << actors.second;
+  EXPECT_NE(actors.second.find("\"kind\":\"net-link\""), std::string::npos) << actors.second;
+  auto lines = through(data_b, {"inspect", "agent-1", "logs"});
+  ASSERT_EQ(lines.first, 0) << lines.second;
+  EXPECT_NE(lines.second.find("link: connected"), std::string::npos) << lines.second;
+  fs::path trace_file = tmp.path("relayed-trace.json");
+  // A trace the agent records for its 2 s (an idle agent: its own actors' few messages).
+  auto trace = through(data_b, {"inspect", "agent-1", "trace", "--count", "100000", "--seconds", "2", "-o",
+                                trace_file.string()});
+  ASSERT_EQ(trace.first, 0) << trace.second;
+  EXPECT_NE(slurp(trace_file).find("\"ended_by\":\"deadline\""), std::string::npos) << slurp(trace_file);
+  auto nobody = through(data_b, {"inspect", "agent-2", "status"});
+  EXPECT_EQ(nobody.first, 1);
+  EXPECT_NE(nobody.second.find("agent agent-2 is not connected to any collector"), std::string::npos)
+      << nobody.second;
 }
 
 TEST_F(FleetAdmin, RequestsQueuedThroughOneCollectorRunWhenTheAgentConnectsToTheOther) {
   auto queued = through(data_a, {"collect", "agent-1", "Outpost.Test.Synthetic", "-p", "max_rows=200", "--new-agent"});
   ASSERT_EQ(queued.first, 0) << queued.second;
   EXPECT_NE(queued.second.find("queued for agent-1"), std::string::npos) << queued.second;
-  auto table = through(data_b, {"event-table", "agent-1", "Outpost.Test.Clock,period_ms=50"});
+  auto table = through(data_a, {"event-table", "agent-1", "Outpost.Test.Clock,period_ms=50"});
   ASSERT_EQ(table.first, 0) << table.second;
   EXPECT_NE(table.second.find("stored; sent when it connects"), std::string::npos) << table.second;
   auto listed = through(data_b, {"agents", "--json"});

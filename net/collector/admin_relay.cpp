@@ -182,7 +182,7 @@ kj::Promise<void> AdminRelay::drain() {
 }
 
 kj::Promise<AdminRelay::Answer> AdminRelay::ask(const std::string& agent, const std::string& name,
-                                                const std::string& body) {
+                                                const std::string& body, std::chrono::milliseconds extra) {
   uint64_t token = next_token_++;
   std::string subj = subject(agent), reply = inbox_ + "." + std::to_string(token);
   natsMsg* raw = nullptr;
@@ -195,16 +195,23 @@ kj::Promise<AdminRelay::Answer> AdminRelay::ask(const std::string& agent, const 
                                           nats_where(options_.nats) + ": " + nats_status_text(s)};
   auto paf = kj::newPromiseAndFulfiller<Answer>();
   asks_.emplace(token, kj::mv(paf.fulfiller));
-  auto seconds = std::chrono::duration_cast<std::chrono::seconds>(options_.answer_timeout).count();
-  auto timeout = timer_->afterDelay(options_.answer_timeout.count() * kj::MILLISECONDS).then([agent, seconds] {
+  auto wait = options_.answer_timeout + extra;
+  auto seconds = std::chrono::duration_cast<std::chrono::seconds>(wait).count();
+  auto timeout = timer_->afterDelay(wait.count() * kj::MILLISECONDS).then([agent, seconds] {
     return Answer{Answer::failed, {},
                   "the collector holding agent " + agent + " did not answer within " + std::to_string(seconds) + " s"};
   });
   return paf.promise.exclusiveJoin(kj::mv(timeout)).attach(kj::defer([this, token] { asks_.erase(token); }));
 }
 
-void AdminRelay::answer(const Call& call, const Answer& answer) {
+void AdminRelay::answer(const Call& call, const Answer& given) {
   if (call.reply.empty()) return;
+  Answer answer = given;
+  int64_t limit = natsConnection_GetMaxPayload(nc_.get());
+  if (limit > 0 && static_cast<int64_t>(answer.body.size()) > limit - 4096)
+    answer = {Answer::failed, {},
+              "the answer (" + std::to_string(answer.body.size()) + " bytes) is over what NATS carries (max_payload " +
+                  std::to_string(limit) + "): ask the collector agent " + call.agent + " is connected to"};
   natsMsg* raw = nullptr;
   natsStatus s = natsMsg_Create(&raw, call.reply.c_str(), nullptr, answer.body.data(),
                                 static_cast<int>(answer.body.size()));

@@ -12,9 +12,12 @@
 // that a collector that holds it sends it at once.
 //
 // A call is the NATS message's header Outpost-Call (collect, cancel,
-// setEventTable, agentStatus, where, push) and its data the Admin method's
-// params (protocol.capnp), encoded; the answer's data the results, or the
-// header Outpost-Error (the text), or Outpost-Not-Here (the agent left).
+// setEventTable, agentStatus, push, or inspector.<method number>) and its
+// data the method's params (protocol.capnp's Admin, inspector.capnp's
+// Inspector), encoded; the answer's data the results, or the header
+// Outpost-Error (the text), or Outpost-Not-Here (the agent left). Either
+// is at most NATS' max_payload (1 MiB by default): a bigger answer is an
+// error saying so.
 //
 // Threads: libnats' threads receive; what they receive is handed to the
 // event loop that called start(), where ask() is called; hold() and
@@ -75,7 +78,9 @@ class AdminRelay {
   void release(const std::string& agent);
 
   // Event loop: sends `call` to the collector holding `agent`.
-  kj::Promise<Answer> ask(const std::string& agent, const std::string& name, const std::string& body);
+  // `extra`: more time than answer_timeout for its answer (a trace's own duration).
+  kj::Promise<Answer> ask(const std::string& agent, const std::string& name, const std::string& body,
+                          std::chrono::milliseconds extra = {});
   // Event loop (or any thread): answers a call received.
   void answer(const Call& call, const Answer& answer);
   // Any thread: tells the collector holding `agent` that requests wait for it.

@@ -13,6 +13,7 @@
 #include <optional>
 #include <random>
 
+#include "schemas/inspector.capnp.h"
 #include "schemas/protocol.capnp.h"
 
 #include "net/kj_util.hpp"
@@ -35,6 +36,15 @@ template <typename T>
 std::string encode(typename T::Reader value) {
   capnp::MallocMessageBuilder message;
   message.setRoot(value);
+  auto words = capnp::messageToFlatArray(message);
+  auto bytes = words.asBytes();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+}
+
+// Any message's root (an interface's params or results) as a flat message.
+std::string encode_any(capnp::AnyPointer::Reader value) {
+  capnp::MallocMessageBuilder message;
+  message.getRoot<capnp::AnyPointer>().set(value);
   auto words = capnp::messageToFlatArray(message);
   auto bytes = words.asBytes();
   return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
@@ -795,6 +805,37 @@ class CollectorServer::AdminCalls {
   CollectorServer& server_;
 };
 
+// An agent's inspector through the collector it is connected to: each call
+// relayed (its params and results as they are, whatever the method).
+class CollectorServer::RelayedInspector final : public capnp::Capability::Server {
+ public:
+  RelayedInspector(CollectorServer& server, std::string agent) : server_(server), agent_(std::move(agent)) {}
+
+  DispatchCallResult dispatchCall(uint64_t interface, uint16_t method,
+                                  capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
+    if (interface != capnp::typeId<inspector::Inspector>())
+      return {KJ_EXCEPTION(UNIMPLEMENTED, "not an inspector call"), false};
+    auto params = context.getParams();
+    std::chrono::milliseconds extra{};
+    if (method == 5)  // trace: as long as it was asked to run
+      extra = std::chrono::seconds(params.getAs<inspector::Inspector::TraceParams>().getSeconds());
+    auto body = encode_any(params);
+    auto agent = agent_;
+    return {server_.relay_->ask(agent_, "inspector." + std::to_string(method), body, extra)
+                .then([context, agent](AdminRelay::Answer answer) mutable {
+                  if (answer.kind == AdminRelay::Answer::failed) throw error_text(answer.error);
+                  if (answer.kind == AdminRelay::Answer::not_here)
+                    throw error_text("agent " + agent + " is not connected to any collector");
+                  context.initResults().set(Decoded<capnp::AnyPointer>(answer.body).get());
+                }),
+            false};
+  }
+
+ private:
+  CollectorServer& server_;
+  std::string agent_;
+};
+
 class CollectorServer::AdminImpl final : public protocol::Admin::Server {
  public:
   explicit AdminImpl(CollectorServer& server) : server_(server) {}
@@ -860,9 +901,13 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
   kj::Promise<void> inspect(InspectContext context) override {
     std::string agent = AdminCalls::checked_agent(context.getParams().getAgent());
     auto it = server_.agents_.find(agent);
-    if (it == server_.agents_.end())
-      throw error_text("agent " + agent + " is not connected to this collector" +
-                       (server_.relay_ ? " (inspect it through the collector it is connected to)" : ""));
+    if (it == server_.agents_.end() && server_.relay_) {
+      // Each call goes to the collector holding the agent when it is made.
+      context.getResults().setInspector(
+          capnp::Capability::Client(kj::heap<RelayedInspector>(server_, agent)).castAs<inspector::Inspector>());
+      return kj::READY_NOW;
+    }
+    if (it == server_.agents_.end()) throw error_text("agent " + agent + " is not connected");
     // Pipelined: the caller's calls go to the agent through this collector.
     context.getResults().setInspector(it->second.controller.inspectorRequest().send().getInspector());
     return kj::READY_NOW;
@@ -921,6 +966,22 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
   CollectorServer& server_;
 };
 
+kj::Promise<std::string> CollectorServer::relayed_inspector_call(AgentSession& session, const AdminRelay::Call& call) {
+  uint16_t method = 0;
+  try {
+    method = static_cast<uint16_t>(std::stoul(call.name.substr(std::strlen("inspector."))));
+  } catch (const std::exception&) {
+    throw error_text("no inspector call \"" + call.name + "\"");
+  }
+  if (session.inspector == nullptr)
+    session.inspector = capnp::Capability::Client(session.controller.inspectorRequest().send().getInspector());
+  auto request = KJ_ASSERT_NONNULL(session.inspector).typelessRequest(capnp::typeId<inspector::Inspector>(), method,
+                                                                        nullptr);
+  Decoded<capnp::AnyPointer> params(call.body);
+  request.set(params.get());
+  return request.send().then([](capnp::Response<capnp::AnyPointer> response) { return encode_any(response); });
+}
+
 void CollectorServer::take_call(AdminRelay::Call call) {
   auto it = agents_.find(call.agent);
   if (call.name == "push") {
@@ -955,6 +1016,8 @@ void CollectorServer::take_call(AdminRelay::Call call) {
     else if (call.name == "agentStatus")
       answer = run(template_type<Admin::AgentStatusParams>{}, template_type<Admin::AgentStatusResults>{},
                    &AdminCalls::agentStatus);
+    else if (call.name.rfind("inspector.", 0) == 0)
+      answer = relayed_inspector_call(it->second, call);
     else
       throw error_text("no admin call \"" + call.name + "\"");
   } catch (const kj::Exception& e) {  // a malformed call

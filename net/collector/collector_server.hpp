@@ -66,6 +66,9 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
     int64_t connected_ns = 0;
     protocol::AgentController::Client controller;
     uint16_t minor_version = 0;  // of the protocol it speaks
+    // Its inspector for calls relayed from other collectors (taken at the
+    // first): one for the session, as a local admin connection has one.
+    kj::Maybe<capnp::Capability::Client> inspector = nullptr;
   };
   // Connected agents by id (the newest connection of each).
   const std::map<std::string, AgentSession>& agents() const { return agents_; }
@@ -77,6 +80,7 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   class SessionImpl;
   class AdminImpl;
   class AdminCalls;
+  class RelayedInspector;
 
   // Accepts forever, handing each connection to `take`; an accept error is logged and retried.
   kj::Promise<void> accept_loop(kj::ConnectionReceiver& listener, const char* what,
@@ -104,6 +108,7 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
                                 std::vector<AdminState::Queued> queued, size_t next);
   // A call another collector sent through the relay.
   void take_call(AdminRelay::Call call);
+  kj::Promise<std::string> relayed_inspector_call(AgentSession& session, const AdminRelay::Call& call);
 
   kj::AsyncIoContext& io_;
   CollectorConfig config_;
