@@ -131,6 +131,8 @@ struct AgentSummary {
   marks @5 :List(LaneSeq);    # what the collector has stored, per lane
   eventTable @6 :List(CollectRequest);
   pendingRequests @7 :UInt32; # waiting for the agent to connect
+  collector @8 :Text;         # connected to another collector of the fleet (jetstream): its
+                              # address; empty when connected to the one asked
 }
 
 interface Admin {

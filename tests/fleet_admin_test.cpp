@@ -238,9 +238,14 @@ TEST_F(FleetAdmin, CommandsThroughOneCollectorReachAnAgentConnectedToTheOther) {
   ASSERT_EQ(from_a.first, 0) << from_a.second;
   EXPECT_GT(flow_of(from_a.second), flow);
 
-  // B lists the agent it never met.
-  auto listed = through(data_b, {"agents"});
-  EXPECT_NE(listed.second.find("agent-1"), std::string::npos) << listed.second;
+  // B lists the agent it never met, connected to A; A as connected to itself.
+  auto listed = through(data_b, {"agents", "--json"});
+  EXPECT_NE(listed.second.find("\"id\":\"agent-1\",\"connected\":true"), std::string::npos) << listed.second;
+  EXPECT_NE(listed.second.find("\"collector\":\"127.0.0.1:" + std::to_string(port) + "\""), std::string::npos)
+      << listed.second;
+  auto at_a = through(data_a, {"agents", "--json"});
+  EXPECT_NE(at_a.second.find("\"connected\":true"), std::string::npos) << at_a.second;
+  EXPECT_NE(at_a.second.find("\"collector\":\"\""), std::string::npos) << at_a.second;
 
   // Its inspector through B: each call relayed to A, then to the agent.
   auto actors = through(data_b, {"inspect", "agent-1", "actors", "--json"});
@@ -270,6 +275,7 @@ TEST_F(FleetAdmin, RequestsQueuedThroughOneCollectorRunWhenTheAgentConnectsToThe
   EXPECT_NE(table.second.find("stored; sent when it connects"), std::string::npos) << table.second;
   auto listed = through(data_b, {"agents", "--json"});
   EXPECT_NE(listed.second.find("\"pending_requests\":1"), std::string::npos) << listed.second;
+  EXPECT_NE(listed.second.find("\"connected\":false"), std::string::npos) << "connected nowhere: " << listed.second;
 
   start_agent(0, 0, only(port_b));  // to B, which never saw the collect
   ASSERT_TRUE(eventually([&] { return stream_seqs("Outpost=2ETest=2ESynthetic").size() >= 200; })) << logs();

@@ -122,15 +122,18 @@ void print_agent(protocol::AgentSummary::Reader a, bool json) {
     for (auto e : a.getEventTable())
       table += (table.empty() ? "" : ",") + schemas::json_string(describe(e));
     std::cout << fmt::format(
-        "{{\"id\":{},\"connected\":{},\"peer\":{},\"connected_ns\":{},\"last_upload_ns\":{},"
+        "{{\"id\":{},\"connected\":{},\"peer\":{},\"connected_ns\":{},\"collector\":{},\"last_upload_ns\":{},"
         "\"stored\":{{{}}},\"event_table\":[{}],\"pending_requests\":{}}}\n",
         schemas::json_string(a.getId()), a.getConnected(), schemas::json_string(a.getPeer()), a.getConnectedNs(),
-        a.getLastUploadNs(), marks, table, a.getPendingRequests());
+        schemas::json_string(a.getCollector()), a.getLastUploadNs(), marks, table, a.getPendingRequests());
     return;
   }
   std::cout << a.getId().cStr() << ": "
-            << (a.getConnected() ? fmt::format("connected from {} since {}", a.getPeer().cStr(),
-                                               utc(a.getConnectedNs()))
+            << (a.getConnected() ? fmt::format("connected from {} since {}{}", a.getPeer().cStr(),
+                                               utc(a.getConnectedNs()),
+                                               a.getCollector().size() ? fmt::format(" to collector {}",
+                                                                                     a.getCollector().cStr())
+                                                                       : std::string())
                                  : std::string("not connected"))
             << ", last upload " << utc(a.getLastUploadNs()) << "\n  stored through:";
   for (auto m : a.getMarks()) std::cout << " " << schemas::lane_name(m.getLane()) << "=" << m.getSeq();

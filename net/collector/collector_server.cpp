@@ -317,6 +317,7 @@ kj::Promise<uint16_t> CollectorServer::start() {
       })
       .then([this] {
         uint16_t port = static_cast<uint16_t>(listener_->getPort());
+        address_ = config_.host + ":" + std::to_string(port);
         if (relay_)
           relay_->start(io_.provider->getTimer(), tasks_, [this](AdminRelay::Call call) { take_call(kj::mv(call)); });
         tasks_.add(accept_loop(
@@ -840,12 +841,40 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
  public:
   explicit AdminImpl(CollectorServer& server) : server_(server) {}
 
+  struct Known {
+    std::vector<std::string> ids;
+    std::vector<std::string> tables;
+    std::vector<uint32_t> pending;
+  };
+  struct Listed {
+    Known known;
+    std::vector<AgentProgress> progress;
+    std::vector<std::string> elsewhere;  // per id: its collector's answer to "where" (an AgentSummary), or ""
+  };
+
+  // With a relay, where each agent not connected here is connected: asked
+  // all at once (an agent connected nowhere is answered at once by NATS).
+  kj::Promise<Listed> where(std::pair<Known, std::vector<AgentProgress>> got) {
+    Listed listed{kj::mv(got.first), kj::mv(got.second), {}};
+    listed.elsewhere.resize(listed.known.ids.size());
+    if (!server_.relay_) return kj::mv(listed);
+    auto asks = kj::heapArrayBuilder<kj::Promise<void>>(listed.known.ids.size());
+    auto shared = kj::heap<Listed>(kj::mv(listed));
+    for (size_t i = 0; i < shared->known.ids.size(); ++i) {
+      if (server_.agents_.count(shared->known.ids[i])) {
+        asks.add(kj::READY_NOW);
+        continue;
+      }
+      asks.add(server_.relay_->ask(shared->known.ids[i], "where", "")
+                   .then([&out = shared->elsewhere[i]](AdminRelay::Answer answer) {
+                     if (answer.kind == AdminRelay::Answer::answered) out = kj::mv(answer.body);
+                   }));
+    }
+    auto& result = *shared;
+    return kj::joinPromises(asks.finish()).then([&result] { return kj::mv(result); }).attach(kj::mv(shared));
+  }
+
   kj::Promise<void> listAgents(ListAgentsContext context) override {
-    struct Known {
-      std::vector<std::string> ids;
-      std::vector<std::string> tables;
-      std::vector<uint32_t> pending;
-    };
     std::vector<std::string> connected;
     for (auto& [id, session] : server_.agents_) connected.push_back(id);
     return server_.writer_
@@ -876,8 +905,9 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
                 return std::make_pair(kj::mv(known), kj::mv(progress));
               });
         })
-        .then([this, context](std::pair<Known, std::vector<AgentProgress>> got) mutable {
-          list(context, got.first.ids, got.first.tables, got.first.pending, got.second);
+        .then([this](std::pair<Known, std::vector<AgentProgress>> got) { return where(kj::mv(got)); })
+        .then([this, context](Listed got) mutable {
+          list(context, got.known.ids, got.known.tables, got.known.pending, got.progress, got.elsewhere);
         });
   }
 
@@ -940,7 +970,8 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
   }
 
   void list(ListAgentsContext& context, const std::vector<std::string>& ids, const std::vector<std::string>& tables,
-            const std::vector<uint32_t>& pending, const std::vector<AgentProgress>& progress) {
+            const std::vector<uint32_t>& pending, const std::vector<AgentProgress>& progress,
+            const std::vector<std::string>& elsewhere) {
     auto list = context.getResults().initAgents(ids.size());
     for (size_t i = 0; i < ids.size(); ++i) {
       auto& id = ids[i];
@@ -957,6 +988,12 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
         a.setConnected(true);
         a.setPeer(it->second.peer);
         a.setConnectedNs(it->second.connected_ns);
+      } else if (!elsewhere[i].empty()) {
+        auto there = Decoded<protocol::AgentSummary>(elsewhere[i]);
+        a.setConnected(true);
+        a.setPeer(there.get().getPeer());
+        a.setConnectedNs(there.get().getConnectedNs());
+        a.setCollector(there.get().getCollector());
       }
       if (!tables[i].empty()) a.setEventTable(Decoded<protocol::EventTable>(tables[i]).get().getEntries());
       a.setPendingRequests(pending[i]);
@@ -990,6 +1027,17 @@ void CollectorServer::take_call(AdminRelay::Call call) {
   }
   if (it == agents_.end()) {
     relay_->answer(call, {AdminRelay::Answer::not_here, {}, {}});
+    return;
+  }
+  if (call.name == "where") {
+    capnp::MallocMessageBuilder message;
+    auto here = message.initRoot<protocol::AgentSummary>();
+    here.setId(call.agent);
+    here.setConnected(true);
+    here.setPeer(it->second.peer);
+    here.setConnectedNs(it->second.connected_ns);
+    here.setCollector(address_);
+    relay_->answer(call, {AdminRelay::Answer::answered, encode<protocol::AgentSummary>(here.asReader()), {}});
     return;
   }
   using Admin = protocol::Admin;

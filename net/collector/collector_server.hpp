@@ -121,6 +121,7 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   // writer: one thread, in order.
   AdminWriter lookups_;
   std::unique_ptr<AdminCalls> calls_;
+  std::string address_;  // host:port agents reach this collector at (once started)
   std::unique_ptr<TlsSetup> tls_;
   kj::Own<kj::ConnectionReceiver> listener_;
   kj::Own<kj::ConnectionReceiver> admin_listener_;
