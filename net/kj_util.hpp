@@ -21,6 +21,9 @@ inline kj::Exception error_text(const std::string& text,
   return kj::Exception(type, __FILE__, __LINE__, kj::heapString(text.c_str(), text.size()));
 }
 
+// The peer went away (as opposed to answering with an error).
+inline bool disconnected(const kj::Exception& e) { return e.getType() == kj::Exception::Type::DISCONNECTED; }
+
 // kj::setupAsyncIo() without its change to the whole process: kj's event
 // port sets SIGPIPE to ignored, a choice that belongs to the program Outpost
 // runs in. Instead the calling thread blocks SIGPIPE (a write there to a

@@ -120,7 +120,6 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   // jetstream) and the relay's subscriptions, off the loop and off the
   // writer: one thread, in order.
   AdminWriter lookups_;
-  std::unique_ptr<AdminCalls> calls_;
   std::string address_;  // host:port agents reach this collector at (once started)
   std::unique_ptr<TlsSetup> tls_;
   kj::Own<kj::ConnectionReceiver> listener_;

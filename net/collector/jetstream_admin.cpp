@@ -1,7 +1,5 @@
 #include "net/collector/jetstream_admin.hpp"
 
-#include <capnp/message.h>
-#include <capnp/serialize.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -9,6 +7,7 @@
 #include <functional>
 #include <memory>
 
+#include "net/collector/flat_message.hpp"
 #include "persistence/errors.hpp"
 #include "schemas/protocol.capnp.h"
 #include "schemas/codec.hpp"
@@ -35,23 +34,6 @@ uint64_t parse_u64(const std::string& text) {
   throw StoreError("jetstream admin state: \"" + text.substr(0, 40) + "\" is not a number");
 }
 
-// An owned, aligned reader of an encoded RequestQueue ("" reads as empty).
-class QueueReader {
- public:
-  explicit QueueReader(const std::string& bytes) {
-    if (bytes.empty()) return;
-    words_ = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
-    std::memcpy(words_.begin(), bytes.data(), words_.size() * sizeof(capnp::word));
-    reader_ = kj::heap<capnp::FlatArrayMessageReader>(words_);
-  }
-  bool empty() const { return reader_.get() == nullptr; }
-  protocol::RequestQueue::Reader get() { return reader_->getRoot<protocol::RequestQueue>(); }
-
- private:
-  kj::Array<capnp::word> words_;
-  kj::Own<capnp::FlatArrayMessageReader> reader_;
-};
-
 // A queue of `entries` (key and encoded request) as stored. An empty one is
 // kept, not deleted: a delete cannot be compare-and-set here, and would
 // lose a request another collector queued meanwhile.
@@ -65,16 +47,14 @@ std::string encode_queue(uint64_t next_key, const std::vector<AdminState::Queued
     list[i].setRequest(kj::arrayPtr(reinterpret_cast<const kj::byte*>(entries[i].encoded.data()),
                                     entries[i].encoded.size()));
   }
-  auto words = capnp::messageToFlatArray(message);
-  auto bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  return encode<protocol::RequestQueue>(root.asReader());
 }
 
 std::vector<AdminState::Queued> decode_queue(const std::string& bytes, uint64_t* next_key) {
   std::vector<AdminState::Queued> out;
-  QueueReader queue(bytes);
   if (next_key) *next_key = 1;
-  if (queue.empty()) return out;
+  if (bytes.empty()) return out;
+  Decoded<protocol::RequestQueue> queue(bytes);
   if (next_key) *next_key = queue.get().getNextKey();
   for (auto e : queue.get().getEntries()) {
     auto data = e.getRequest();
