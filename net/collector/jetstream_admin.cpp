@@ -75,15 +75,7 @@ JetStreamAdminState::JetStreamAdminState(JetStreamAdminOptions options) : option
     fail("no JetStream context", s);
   auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
   for (int attempt = 0;; ++attempt) {
-    natsStatus s = js_KeyValue(&kv_, js_, options_.bucket.c_str());
-    if (s == NATS_NOT_FOUND) {
-      kvConfig kc;
-      kvConfig_Init(&kc);
-      kc.Bucket = options_.bucket.c_str();
-      kc.History = 1;
-      kc.Replicas = options_.replicas;
-      s = js_CreateKeyValue(&kv_, js_, &kc);
-    }
+    natsStatus s = open_bucket(&kv_, js_, options_.bucket, options_.replicas);
     if (s == NATS_OK) break;
     if (std::chrono::steady_clock::now() >= deadline) fail("cannot open key-value bucket " + options_.bucket, s);
     if (attempt % 10 == 0)

@@ -127,15 +127,7 @@ void JetStreamStore::setup() {
   }
 
   if (kv_) return;
-  s = js_KeyValue(&kv_, kv_js_, options_.marks_bucket.c_str());
-  if (s == NATS_NOT_FOUND) {
-    kvConfig kc;
-    kvConfig_Init(&kc);
-    kc.Bucket = options_.marks_bucket.c_str();
-    kc.History = 1;
-    kc.Replicas = options_.replicas;
-    s = js_CreateKeyValue(&kv_, kv_js_, &kc);
-  }
+  s = open_bucket(&kv_, kv_js_, options_.marks_bucket, options_.replicas);
   if (s != NATS_OK)
     throw StoreError("jetstream storage: cannot open key-value bucket " + options_.marks_bucket + " on " + where() +
                      ": " + nats_status_text(s));

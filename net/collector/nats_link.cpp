@@ -79,6 +79,17 @@ NatsConnection nats_connect(const NatsLink& link, natsOptions* opts, std::chrono
   }
 }
 
+natsStatus open_bucket(kvStore** kv, jsCtx* js, const std::string& name, int replicas) {
+  natsStatus s = js_KeyValue(kv, js, name.c_str());
+  if (s != NATS_NOT_FOUND) return s;
+  kvConfig kc;
+  kvConfig_Init(&kc);
+  kc.Bucket = name.c_str();
+  kc.History = 1;
+  kc.Replicas = replicas;
+  return js_CreateKeyValue(kv, js, &kc);
+}
+
 NatsOptions nats_options(const NatsLink& link, std::chrono::milliseconds timeout) {
   natsOptions* raw = nullptr;
   if (natsOptions_Create(&raw) != NATS_OK) throw persistence::StoreError("cannot create NATS options");

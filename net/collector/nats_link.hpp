@@ -45,6 +45,10 @@ using NatsConnection = std::unique_ptr<natsConnection, NatsConnectionDeleter>;
 NatsConnection nats_connect(const NatsLink& link, natsOptions* opts, std::chrono::milliseconds patience,
                             const std::string& who);
 
+// Opens key-value bucket `name`, made (history 1, `replicas`) if missing.
+// One round trip or two: any thread but an event loop.
+natsStatus open_bucket(kvStore** kv, jsCtx* js, const std::string& name, int replicas);
+
 // "nats://a:4222,nats://b:4222" as a list (empty items dropped; pure).
 std::vector<std::string> nats_servers(const std::string& comma_separated);
 
