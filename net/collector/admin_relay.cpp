@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <condition_variable>
+#include <vector>
+
 #include "persistence/errors.hpp"
 
 namespace outpost::net {
@@ -54,17 +57,52 @@ AdminRelay::AdminRelay(AdminRelayOptions options) : options_(std::move(options))
                      nats_status_text(s));
 }
 
+namespace {
+
+// Counts the subscriptions whose last callback has returned.
+struct Completion {
+  std::mutex mutex;
+  std::condition_variable done;
+  size_t left = 0;
+  static void on_complete(void* self) {
+    auto* c = static_cast<Completion*>(self);
+    std::lock_guard<std::mutex> lock(c->mutex);
+    --c->left;
+    c->done.notify_all();
+  }
+};
+
+}  // namespace
+
+// No callback may run once the members it touches are gone: each
+// subscription ends, and its last callback has returned, before they go.
 AdminRelay::~AdminRelay() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  for (auto& [agent, held] : held_) {
-    natsSubscription_Unsubscribe(held.sub);
-    natsSubscription_Destroy(held.sub);
+  std::vector<natsSubscription*> subs;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& [agent, held] : held_) subs.push_back(held.sub);
+    held_.clear();
+    if (replies_) subs.push_back(replies_);
+    replies_ = nullptr;
   }
-  held_.clear();
-  if (replies_) {
-    natsSubscription_Unsubscribe(replies_);
-    natsSubscription_Destroy(replies_);
+  auto completion = std::make_unique<Completion>();
+  completion->left = subs.size();
+  for (auto* sub : subs) {
+    if (natsSubscription_SetOnCompleteCB(sub, &Completion::on_complete, completion.get()) != NATS_OK) {
+      std::lock_guard<std::mutex> lock(completion->mutex);
+      --completion->left;  // closed already (the connection)
+    }
+    natsSubscription_Unsubscribe(sub);
   }
+  std::unique_lock<std::mutex> lock(completion->mutex);
+  if (!completion->done.wait_for(lock, std::chrono::seconds(5), [&] { return completion->left == 0; })) {
+    spdlog::warn("collector: the admin relay's NATS callbacks did not end within 5 s");
+    lock.unlock();
+    completion.release();  // a late callback still finds it
+  } else {
+    lock.unlock();
+  }
+  for (auto* sub : subs) natsSubscription_Destroy(sub);
 }
 
 std::string AdminRelay::subject(const std::string& agent) const {
