@@ -1,9 +1,11 @@
 #pragma once
-// The collector's small LMDB writes for admin commands and agents' requests
-// (flow ids, queued requests, event tables, agents met) run here, on one
-// thread of their own: a write transaction waits for LMDB's writer lock (the
-// storage thread's short marks commit and its sync) and while the map grows,
-// and the kj event loop, which serves every agent, must not. Each job's result comes back on the loop that submitted it.
+// A thread of its own for work the kj event loop, which serves every agent,
+// must not wait on: the collector's reads and writes of its admin state
+// (admin_state.hpp: an LMDB write waits for LMDB's writer lock, held by the
+// storage thread's short marks commit and its sync, and while the map
+// grows; with jetstream each is a NATS round trip), and, on a second one,
+// the backend's marks. Jobs run one at a time in submission order; each
+// job's result comes back on the loop that submitted it.
 
 #include <kj/async.h>
 
