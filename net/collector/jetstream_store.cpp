@@ -276,22 +276,17 @@ void JetStreamStore::await_acks() {
   }
 }
 
-std::vector<UploadResult> JetStreamStore::store(const std::vector<Upload>& uploads, StoreReport* report) {
-  StoreReport local;
-  if (!report) report = &local;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ids_.clear();
-    messages_.clear();
-  }
-  // 1. Each upload checked against its lane's mark as this group moves it.
-  std::vector<UploadResult> results(uploads.size());
-  std::vector<StoreReport> counted(uploads.size());
-  std::deque<RenderedRecord> rendered_here;  // for uploads not rendered ahead (a deque: they stay in place)
+void JetStreamStore::clear_messages() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ids_.clear();
+  messages_.clear();
+}
+
+void JetStreamStore::publish(const std::vector<Upload>& uploads, Group& group) {
   std::map<std::string, LaneMarks> marks;  // agent -> marks if every upload so far is stored
   for (size_t i = 0; i < uploads.size(); ++i) {
     auto& up = uploads[i];
-    auto& result = results[i];
+    auto& result = group.results[i];
     try {
       if (!marks.count(up.agent)) marks[up.agent] = cached(up.agent).progress.marks;
       uint64_t& mark = marks[up.agent][static_cast<size_t>(up.lane)];
@@ -310,27 +305,26 @@ std::vector<UploadResult> JetStreamStore::store(const std::vector<Upload>& uploa
         result.mark = mark;
         continue;
       }
-      // 2. Every record above the mark published, without waiting.
       std::string prefix = options_.subject_prefix + "." + subject_token(up.agent) + "." + schemas::lane_name(up.lane) + ".";
       std::string id_prefix = up.agent + "/" + schemas::lane_name(up.lane) + "/";
       for (size_t r = 0; r < up.records.size(); ++r) {
         auto& record = up.records[r];
         if (record.seq <= mark) {
-          ++counted[i].duplicates;
+          ++group.counted[i].duplicates;
           continue;
         }
         // A message sent again reads its data again: what is rendered here lives through store().
         const RenderedRecord& rendered = up.rendered.size() == up.records.size()
                                              ? up.rendered[r]
-                                             : rendered_here.emplace_back(render_record(up.agent, up.lane, record));
+                                             : group.rendered_here.emplace_back(render_record(up.agent, up.lane, record));
         std::string id = id_prefix + std::to_string(record.seq);
         auto counter = rendered.malformed ? &StoreReport::malformed : &StoreReport::stored;
         if (!rendered.blob_file.empty())
           send(queue({i, nullptr, prefix + "_uploads", id + "/blob", rendered.blob_file, rendered.blob_offset,
                       rendered.blob.begin(), rendered.blob.size()}));
-        send(queue({i, counter, prefix + subject_token(folder_of(rendered.file)), id, rendered.file, std::nullopt,
-                    rendered.lines.data(), rendered.lines.size()}));
-        ++(counted[i].*counter);
+        send(queue({i, counter, prefix + subject_token(folder_of(rendered.file)), id, rendered.file,
+                    std::nullopt, rendered.lines.data(), rendered.lines.size()}));
+        ++(group.counted[i].*counter);
       }
       mark = up.records.empty() ? mark : std::max(mark, up.records.back().seq);
     } catch (const StoreError& e) {
@@ -338,33 +332,35 @@ std::vector<UploadResult> JetStreamStore::store(const std::vector<Upload>& uploa
       result.error = e.what();
     }
   }
-  // 3. Every acknowledgement, or the timeout: what is still waiting failed.
+}
+
+void JetStreamStore::take_acks(Group& group) {
   await_acks();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto& m : messages_) {
       if (m.state == Message::duplicate && m.counted) {  // JetStream had it: stored before
-        --(counted[m.upload].*m.counted);
-        ++counted[m.upload].duplicates;
+        --(group.counted[m.upload].*m.counted);
+        ++group.counted[m.upload].duplicates;
       }
-      auto& result = results[m.upload];
+      auto& result = group.results[m.upload];
       if (m.state == Message::stored || m.state == Message::duplicate || result.status != UploadStatus::stored)
         continue;
       result.status = UploadStatus::failed;
       result.error = m.state == Message::failed && !m.retry ? "JetStream refused a record: " + m.error : m.error;
     }
-    ids_.clear();
-    messages_.clear();
   }
-  if (options_.before_marks) options_.before_marks();
-  // 4. The marks: per lane, through the last upload before the first that
-  // did not store (a later one of that lane then follows a gap: failed too).
+  clear_messages();
+}
+
+std::map<std::string, JetStreamStore::Entry> JetStreamStore::marks_wanted(const std::vector<Upload>& uploads,
+                                                                          Group& group) {
   std::map<std::string, Entry> wanted;
   std::map<std::pair<std::string, Lane>, bool> broken;
   int64_t now = schemas::now_ns();
   for (size_t i = 0; i < uploads.size(); ++i) {
     auto& up = uploads[i];
-    auto& result = results[i];
+    auto& result = group.results[i];
     auto key = std::make_pair(up.agent, up.lane);
     if (result.status == UploadStatus::stored && broken[key]) {
       result.status = UploadStatus::failed;
@@ -383,37 +379,52 @@ std::vector<UploadResult> JetStreamStore::store(const std::vector<Upload>& uploa
     if (!up.records.empty()) mark = std::max(mark, up.records.back().seq);
     e.progress.last_upload_ns = now;
   }
-  for (auto& [agent, why] : move_marks(wanted)) {
+  return wanted;
+}
+
+std::vector<UploadResult> JetStreamStore::store(const std::vector<Upload>& uploads, StoreReport* report) {
+  StoreReport local;
+  if (!report) report = &local;
+  clear_messages();
+  Group group;
+  group.results.resize(uploads.size());
+  group.counted.resize(uploads.size());
+  // 1. Each upload checked against its lane's mark as this group moves it,
+  // and every record above the mark published, without waiting.
+  publish(uploads, group);
+  // 2. Every acknowledgement, or the timeout: what is still waiting failed.
+  take_acks(group);
+  if (options_.before_marks) options_.before_marks();
+  // 3. The marks: per lane, through the last upload before the first that
+  // did not store (a later one of that lane then follows a gap: failed too).
+  for (auto& [agent, why] : move_marks(marks_wanted(uploads, group))) {
     spdlog::error("collector: {}", why);
     for (size_t i = 0; i < uploads.size(); ++i)
-      if (uploads[i].agent == agent && results[i].status == UploadStatus::stored) {
-        results[i].status = UploadStatus::failed;
-        results[i].error = why;
+      if (uploads[i].agent == agent && group.results[i].status == UploadStatus::stored) {
+        group.results[i].status = UploadStatus::failed;
+        group.results[i].error = why;
       }
   }
+  auto& results = group.results;
   for (size_t i = 0; i < uploads.size(); ++i) {
     auto& r = results[i];
     std::lock_guard<std::mutex> lock(mutex_);
     r.mark = cache_[uploads[i].agent].progress.marks[static_cast<size_t>(uploads[i].lane)];
     if (r.status == UploadStatus::stored) {
-      report->stored += counted[i].stored;
-      report->duplicates += counted[i].duplicates;
-      report->malformed += counted[i].malformed;
+      report->stored += group.counted[i].stored;
+      report->duplicates += group.counted[i].duplicates;
+      report->malformed += group.counted[i].malformed;
     } else if (r.status == UploadStatus::failed) {
       spdlog::error("collector: storing an upload from {} failed: {}", uploads[i].agent, r.error);
     }
   }
-  return results;
+  return std::move(results);
 }
 
 std::map<std::string, std::string> JetStreamStore::move_marks(const std::map<std::string, Entry>& wanted) {
   std::deque<std::string> values;  // the messages' data, alive until their acks
   std::vector<std::pair<const std::string*, size_t>> sent;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ids_.clear();
-    messages_.clear();
-  }
+  clear_messages();
   for (auto& [agent, e] : wanted) {
     const std::string& value = values.emplace_back(encode(e.progress));
     std::string key = subject_token(agent);
@@ -449,9 +460,7 @@ std::map<std::string, std::string> JetStreamStore::move_marks(const std::map<std
       failed[*agent] = e.what();
     }
   }
-  std::lock_guard<std::mutex> lock(mutex_);
-  ids_.clear();
-  messages_.clear();
+  clear_messages();
   return failed;
 }
 

@@ -25,6 +25,7 @@
 // request_timeout; libnats' own threads read acknowledgements.
 
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -97,6 +98,22 @@ class JetStreamStore final : public RowStore {
     int error_code = 0;     // JetStream's, when it refused it (10071: not the expected revision)
     std::string error = {};
   };
+  // One store() call's uploads: their results, what each counted, and the
+  // renderings made here (a deque: they stay in place while their messages wait).
+  struct Group {
+    std::vector<UploadResult> results;
+    std::vector<StoreReport> counted;
+    std::deque<RenderedRecord> rendered_here;
+  };
+  // Checks each upload against its lane's mark as the group moves it, and
+  // publishes every record above the mark without waiting.
+  void publish(const std::vector<Upload>& uploads, Group& group);
+  // Waits for the acknowledgements: an upload with a record not acknowledged failed.
+  void take_acks(Group& group);
+  // The marks the stored uploads move to, per agent (an upload of a lane
+  // after one that failed fails too: it would follow a gap).
+  std::map<std::string, Entry> marks_wanted(const std::vector<Upload>& uploads, Group& group);
+  void clear_messages();  // this round's messages_ and ids_, under the mutex
   static void on_ack(jsCtx* js, natsMsg* msg, jsPubAck* ack, jsPubAckErr* err, void* self);
   void setup();  // the stream and the bucket, made if missing; throws StoreError
   Entry read_entry(const std::string& agent) const;  // throws StoreError
