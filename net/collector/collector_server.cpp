@@ -115,6 +115,7 @@ class CollectorServer::Connection {
       : server(server), peer(std::move(peer)), cert_name(std::move(cert_name)),
         stream_(kj::heap<GatedStream>(kj::mv(stream), server.worker_)), messages_(*stream_),
         network_(messages_, capnp::rpc::twoparty::Side::SERVER, wire_limits()) {}
+  ~Connection() { *alive = false; }
 
   // Runs the connection until the peer leaves or violates the protocol.
   kj::Promise<void> run(capnp::Capability::Client bootstrap) {
@@ -150,6 +151,9 @@ class CollectorServer::Connection {
   MemoryCharge take_charge() { return stream_->take_charge(); }
 
   CollectorServer& server;
+  // False once it is gone: a call's continuation may run after that (capnp
+  // keeps a call's promise alive for pipelined calls) and must not touch it.
+  std::shared_ptr<bool> alive = std::make_shared<bool>(true);
   std::string peer;
   std::string cert_name;  // empty without TLS
   std::string agent;      // set by hello
@@ -222,14 +226,14 @@ class CollectorServer::CollectorImpl final : public protocol::Collector::Server 
     // unreachable: the hello then fails and the agent tries again later).
     // With a relay, calls for it reach this collector before its queued
     // requests are read (push_requests): none falls in between.
-    auto controller = params.getController();
     conn_.held = server.relay_ != nullptr;
     return server.lookups_
         .run([&rows = server.worker_.rows(), relay = server.relay_, id] {
           if (relay) relay->hold(id);
           return rows.marks(id);
         })
-        .then([this, context, id, controller](LaneMarks marks) mutable {
+        .then([this, alive = conn_.alive, context, id](LaneMarks marks) mutable {
+          if (!*alive) throw KJ_EXCEPTION(DISCONNECTED, "the agent's connection ended during its hello");
           auto results = context.getResults();
           results.setSession(kj::heap<SessionImpl>(conn_));
           auto resume = results.initResumeFrom(marks.size());
