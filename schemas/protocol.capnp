@@ -153,6 +153,8 @@ interface Admin {
   agentStatus @4 (agent :Text) -> (json :Text);
   # A connected agent's inspector (read-only), through this collector.
   inspect @5 (agent :Text) -> (inspector :Insp.Inspector);
+  # Where this collector stores rows: "jsonl" (files under its datadir) or "jetstream".
+  storage @6 () -> (backend :Text);
 }
 
 # How the collector keeps an agent's requests in its LMDB environment.

@@ -233,6 +233,12 @@ TEST_F(FleetAdmin, CommandsThroughOneCollectorReachAnAgentConnectedToTheOther) {
   EXPECT_EQ(cancel.first, 0) << cancel.second;
   EXPECT_NE(cancel.second.find("finished"), std::string::npos) << cancel.second;
 
+  // --wait reads files, which a jetstream collector has none of: refused before anything starts.
+  auto waiting = through(data_b, {"collect", "agent-1", "Generic.Client.Info", "--wait", "--timeout", "20"});
+  EXPECT_EQ(waiting.first, 1);
+  EXPECT_NE(waiting.second.find("stores them into jetstream: run it without --wait"), std::string::npos)
+      << waiting.second;
+
   // Flow ids come from the shared state: A's next is above B's.
   auto from_a = through(data_a, {"collect", "agent-1", "Generic.Client.Info"});
   ASSERT_EQ(from_a.first, 0) << from_a.second;

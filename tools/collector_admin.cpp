@@ -331,6 +331,22 @@ int print_flows(const AdminOptions& o, const std::string& agent, bool json) {
   return 0;
 }
 
+// Sends `collect`'s request; prints (and keeps in a.flow) its flow id.
+kj::Promise<void> send_collect(Admin::Client admin, CommandArgs& a, const std::string& definition) {
+  auto req = admin.collectRequest();
+  req.setAgent(a.agent);
+  req.setNewAgent(a.new_agent);
+  req.initRequest().setArtifact(a.artifact);
+  req.getRequest().setVql(a.vql);
+  req.getRequest().setDefinition(definition);
+  set_parameters(req.getRequest(), a.params);
+  return req.send().then([&a](auto resp) {
+    a.flow = resp.getFlowId();
+    (a.wait ? std::cerr : std::cout) << fmt::format("flow {} {} {}\n", resp.getFlowId(),
+                                                   resp.getQueued() ? "queued for" : "started on", a.agent);
+  });
+}
+
 // collect --wait: the flow's rows as they are stored, then its outcome. It
 // ends once the agent's end record is stored and, for a flow that finished,
 // as many rows as it counted (the control lane may overtake the rows).
@@ -428,24 +444,22 @@ void add_commands(CLI::App& app, CommandArgs& a) {
           return 1;
         }
       int code = call(o, [&a, &definition](Admin::Client admin) {
-        auto req = admin.collectRequest();
-        req.setAgent(a.agent);
-        req.setNewAgent(a.new_agent);
-        req.initRequest().setArtifact(a.artifact);
-        req.getRequest().setVql(a.vql);
-        req.getRequest().setDefinition(definition);
-        set_parameters(req.getRequest(), a.params);
-        return req.send().then([&a](auto resp) {
-          a.flow = resp.getFlowId();
-          (a.wait ? std::cerr : std::cout) << fmt::format("flow {} {} {}\n", resp.getFlowId(),
-                                                         resp.getQueued() ? "queued for" : "started on", a.agent);
-        });
+        // --wait reads the rows from the collector's files: none with jetstream.
+        kj::Promise<void> files = kj::READY_NOW;
+        if (a.wait)
+          files = admin.storageRequest().send().then([](auto resp) {
+            std::string backend = resp.getBackend().cStr();
+            if (backend != "jsonl")
+              throw net::error_text("collect --wait reads the rows from the collector's files, and this collector "
+                                    "stores them into " + backend + ": run it without --wait, then `outpost-collector "
+                                    "export --from jetstream --to jsonl DIR` and `tail AGENT --flow N --datadir DIR`");
+          });
+        return files.then([&a, &definition, admin]() mutable { return send_collect(admin, a, definition); });
       });
       if (code != 0 || !a.wait) return code;
       return wait_flow(o, a.agent, a.artifact, a.flow, a.timeout_s);
     };
   });
-
   auto* cancel = app.add_subcommand("cancel", "stop a collection and delete its rows still buffered on the agent");
   cancel->add_option("agent", a.agent, "agent id")->required();
   cancel->add_option("flow", a.flow, "flow id, as collect printed it")->required();

@@ -374,6 +374,11 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
                                                                                           &AdminCalls::agentStatus);
   }
 
+  kj::Promise<void> storage(StorageContext context) override {
+    context.getResults().setBackend(server_.worker_.rows().backend());
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> inspect(InspectContext context) override {
     std::string agent = AdminCalls::checked_agent(context.getParams().getAgent());
     auto it = server_.agents_.find(agent);
