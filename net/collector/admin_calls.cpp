@@ -13,6 +13,7 @@
 #include <cstring>
 #include <optional>
 #include <random>
+#include <set>
 
 #include "net/collector/collector_server.hpp"
 #include "net/collector/flat_message.hpp"
@@ -332,9 +333,12 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
           k.ids.insert(k.ids.end(), with.begin(), with.end());
           std::sort(k.ids.begin(), k.ids.end());
           k.ids.erase(std::unique(k.ids.begin(), k.ids.end()), k.ids.end());
+          // Only an agent with a table or requests has any to read (a round trip each with jetstream).
+          std::set<std::string> has(with.begin(), with.end());
           for (auto& id : k.ids) {
-            k.tables.push_back(state.event_table(id));
-            k.pending.push_back(static_cast<uint32_t>(state.queued_requests(id).size()));
+            bool any = has.count(id) > 0;
+            k.tables.push_back(any ? state.event_table(id) : std::string());
+            k.pending.push_back(any ? static_cast<uint32_t>(state.queued_requests(id).size()) : 0);
           }
           return k;
         })

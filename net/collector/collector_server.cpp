@@ -212,10 +212,13 @@ class CollectorServer::CollectorImpl final : public protocol::Collector::Server 
       throw conn_.violation("agent id \"" + id +
                             "\" is not usable (1-128 of A-Z a-z 0-9 _ . @ -, not starting with '.')");
     conn_.agent = id;
-    // So that requests for it need no --new-agent once it left.
-    server.tasks_.add(server.writer_.run([&state = server.state_, id] {
-      if (!state.known_agent(id)) state.remember_agent(id);
-    }));
+    // So that requests for it need no --new-agent once it left (once per
+    // agent and run: a reconnect storm does not queue a write per hello
+    // ahead of the admin commands).
+    if (server.remembered_.insert(id).second)
+      server.tasks_.add(server.writer_.run([&state = server.state_, id] {
+        if (!state.known_agent(id)) state.remember_agent(id);
+      }));
     server.agents_.erase(id);  // a reconnecting agent replaces its old session
     server.agents_.emplace(id, AgentSession{conn_.peer, schemas::now_ns(), params.getController(),
                                             info.getMinorVersion()});

@@ -14,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "net/log_limiter.hpp"
@@ -128,6 +129,7 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   // Per agent, the queued request push_queued() is handing over right now
   // (its key): a cancel of that one must go to the agent, as it may run it.
   std::map<std::string, uint64_t> pushing_;
+  std::set<std::string> remembered_;  // agents this run has asked state_ to remember
   // Agents whose requests push_requests_now() is sending; true: asked again meanwhile.
   std::map<std::string, bool> push_running_;
   size_t connections_ = 0;
