@@ -12,19 +12,18 @@
 // that a collector that holds it sends it at once.
 //
 // A call is the NATS message's header Outpost-Call (collect, cancel,
-// setEventTable, agentStatus, push, or inspector.<method number>) and its
-// data the method's params (protocol.capnp's Admin, inspector.capnp's
-// Inspector), encoded; the answer's data the results, or the header
-// Outpost-Error (the text), or Outpost-Not-Here (the agent left). Either
-// is at most NATS' max_payload (1 MiB by default): a bigger answer is an
-// error saying so.
+// setEventTable, agentStatus, inspector.<method number>; where: the
+// holder's AgentSummary of it; push: no answer) and its data the method's
+// params (protocol.capnp's Admin, inspector.capnp's Inspector), encoded;
+// the answer's data the results, or the header Outpost-Error (the text),
+// or Outpost-Not-Here (the agent left). Either is at most NATS'
+// max_payload (1 MiB by default): a bigger answer is an error saying so.
 //
 // Threads: libnats' threads receive; what they receive is handed to the
 // event loop that called start(), where ask() is called; hold() and
 // release() wait for NATS to confirm: from another thread.
 
 #include <kj/async-io.h>
-#include <kj/mutex.h>
 
 #include <chrono>
 #include <deque>
