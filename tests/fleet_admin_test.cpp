@@ -109,7 +109,6 @@ TEST_F(FleetState, ARelayedCallReachesTheCollectorHoldingTheAgentAndNoneMeansNot
   auto io = kj::setupAsyncIo();
   AdminRelayOptions o;
   o.nats.servers = nats->urls();
-  o.answer_timeout = std::chrono::milliseconds(3000);
   AdminRelay holder(o), asker(o);
   struct Errors : kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&& e) override { ADD_FAILURE() << e.getDescription().cStr(); }
