@@ -85,6 +85,12 @@ TEST_F(FleetState, TwoCollectorsNeverGiveOutOneFlowIdNorLoseEachOthersRequests) 
   EXPECT_EQ(b.agents_met(), std::vector<std::string>{"agent-2"});
   EXPECT_EQ(b.agents_with_requests(), std::vector<std::string>{"agent.1@x"});
 
+  // A request queued for a name never met, then dropped: the name is not met.
+  b.queue_request("agnet-2", "typo");
+  EXPECT_TRUE(a.known_agent("agnet-2"));
+  a.remove_request("agnet-2", a.queued_requests("agnet-2").at(0).key);
+  EXPECT_FALSE(b.known_agent("agnet-2"));
+
   a.set_event_table("agent-2", std::string("\0table", 6));
   EXPECT_EQ(b.event_table("agent-2"), std::string("\0table", 6));
   b.set_event_table("agent-2", "");

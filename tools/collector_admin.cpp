@@ -460,6 +460,7 @@ void add_commands(CLI::App& app, CommandArgs& a) {
       return wait_flow(o, a.agent, a.artifact, a.flow, a.timeout_s);
     };
   });
+
   auto* cancel = app.add_subcommand("cancel", "stop a collection and delete its rows still buffered on the agent");
   cancel->add_option("agent", a.agent, "agent id")->required();
   cancel->add_option("flow", a.flow, "flow id, as collect printed it")->required();

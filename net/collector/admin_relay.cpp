@@ -17,10 +17,7 @@ constexpr const char* kCall = "Outpost-Call";
 constexpr const char* kError = "Outpost-Error";
 constexpr const char* kNotHere = "Outpost-Not-Here";
 
-struct MsgDeleter {
-  void operator()(natsMsg* m) const { natsMsg_Destroy(m); }
-};
-using Msg = std::unique_ptr<natsMsg, MsgDeleter>;
+using Msg = NatsOwned<natsMsg>;
 
 std::string header(natsMsg* msg, const char* key) {
   const char* value = nullptr;

@@ -20,10 +20,6 @@ namespace {
 
 constexpr int kMaxAttempts = 16;  // compare-and-set rounds against other collectors' writes
 
-struct EntryDeleter {
-  void operator()(kvEntry* e) const { kvEntry_Destroy(e); }
-};
-
 uint64_t parse_u64(const std::string& text) {
   try {
     size_t used = 0;
@@ -99,7 +95,7 @@ void JetStreamAdminState::fail(const std::string& what, natsStatus s) const {
 JetStreamAdminState::Value JetStreamAdminState::get(const std::string& key) const {
   kvEntry* raw = nullptr;
   natsStatus s = retrying(options_.request_timeout, [&] { return kvStore_Get(&raw, kv_, key.c_str()); });
-  std::unique_ptr<kvEntry, EntryDeleter> entry(raw);
+  NatsOwned<kvEntry> entry(raw);
   Value out;
   if (s == NATS_NOT_FOUND) return out;
   if (s != NATS_OK) fail("cannot read " + key, s);
@@ -136,7 +132,7 @@ void JetStreamAdminState::update(const std::string& key, const std::function<std
                    std::to_string(kMaxAttempts) + " attempts to write it");
 }
 
-std::vector<std::string> JetStreamAdminState::keys(const std::string& prefix) const {
+std::vector<std::string> JetStreamAdminState::keys(const std::vector<std::string>& prefixes) const {
   kvKeysList list{};
   natsStatus s = retrying(options_.request_timeout, [&] { return kvStore_Keys(&list, kv_, nullptr); });
   std::vector<std::string> out;
@@ -144,12 +140,15 @@ std::vector<std::string> JetStreamAdminState::keys(const std::string& prefix) co
   if (s != NATS_OK) fail("cannot list its keys", s);
   for (int i = 0; i < list.Count; ++i) {
     std::string key = list.Keys[i];
-    if (key.compare(0, prefix.size(), prefix) != 0) continue;
-    std::string agent = subject_untoken(key.substr(prefix.size()));
-    if (!agent.empty()) out.push_back(std::move(agent));
+    for (auto& prefix : prefixes) {
+      if (key.compare(0, prefix.size(), prefix) != 0) continue;
+      std::string agent = subject_untoken(key.substr(prefix.size()));
+      if (!agent.empty()) out.push_back(std::move(agent));
+    }
   }
   kvKeysList_Destroy(&list);
   std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
 }
 
@@ -170,9 +169,8 @@ uint64_t JetStreamAdminState::flows_given_below() const {
 
 bool JetStreamAdminState::known_agent(const std::string& agent) const {
   std::string token = subject_token(agent);
-  for (const char* prefix : {"met.", "table.", "queue."})
-    if (get(prefix + token).found) return true;
-  return false;
+  if (get("met." + token).found || get("table." + token).found) return true;
+  return !decode_queue(get("queue." + token).bytes, nullptr).empty();  // an emptied queue is kept
 }
 
 void JetStreamAdminState::remember_agent(const std::string& agent) {
@@ -181,7 +179,7 @@ void JetStreamAdminState::remember_agent(const std::string& agent) {
   put(key, std::to_string(schemas::now_ns()));
 }
 
-std::vector<std::string> JetStreamAdminState::agents_met() const { return keys("met."); }
+std::vector<std::string> JetStreamAdminState::agents_met() const { return keys({"met."}); }
 
 void JetStreamAdminState::set_event_table(const std::string& agent, const std::string& encoded) {
   put("table." + subject_token(agent), encoded);
@@ -218,13 +216,8 @@ void JetStreamAdminState::remove_request(const std::string& agent, uint64_t key)
   });
 }
 
-std::vector<std::string> JetStreamAdminState::agents_with_requests() const {
-  auto out = keys("table.");
-  auto queued = keys("queue.");
-  out.insert(out.end(), queued.begin(), queued.end());
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
-}
+// One scan of the bucket's keys. An agent whose queue was emptied is among
+// them (a queue is never deleted: see encode_queue).
+std::vector<std::string> JetStreamAdminState::agents_with_requests() const { return keys({"table.", "queue."}); }
 
 }  // namespace outpost::net

@@ -67,7 +67,8 @@ class JetStreamAdminState final : public AdminState {
   // Throws StoreError.
   void update(const std::string& key, const std::function<std::string(const Value&)>& change);
   void put(const std::string& key, const std::string& bytes);  // "" deletes; throws StoreError
-  std::vector<std::string> keys(const std::string& prefix) const;  // the agents under prefix
+  // The agents under any of `prefixes`, sorted, once each (one scan of the keys).
+  std::vector<std::string> keys(const std::vector<std::string>& prefixes) const;
   [[noreturn]] void fail(const std::string& what, natsStatus s) const;
 
   JetStreamAdminOptions options_;

@@ -19,15 +19,6 @@ using persistence::StoreError;
 
 namespace {
 
-
-struct Deleter {
-  void operator()(natsMsg* m) const { natsMsg_Destroy(m); }
-  void operator()(kvEntry* e) const { kvEntry_Destroy(e); }
-  void operator()(jsStreamInfo* i) const { jsStreamInfo_Destroy(i); }
-};
-template <typename T>
-using Owned = std::unique_ptr<T, Deleter>;
-
 // JetStream's error for a write whose expected last revision is not the key's.
 constexpr int kWrongLastSequence = JSStreamWrongLastSequenceErr;
 
@@ -101,7 +92,7 @@ void JetStreamStore::setup() {
   jsStreamInfo* si = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
   natsStatus s = js_GetStreamInfo(&si, js_, options_.stream.c_str(), nullptr, &jerr);
-  Owned<jsStreamInfo> info(si);
+  NatsOwned<jsStreamInfo> info(si);
   if (s == NATS_NOT_FOUND) {
     std::string subjects = options_.subject_prefix + ".>";
     const char* list[] = {subjects.c_str()};
@@ -150,7 +141,7 @@ JetStreamStore::Entry JetStreamStore::read_entry(const std::string& agent) const
   kvEntry* raw = nullptr;
   std::string key = subject_token(agent);
   natsStatus s = retrying(options_.request_timeout, [&] { return kvStore_Get(&raw, kv_, key.c_str()); });
-  Owned<kvEntry> entry(raw);
+  NatsOwned<kvEntry> entry(raw);
   Entry out;
   if (s == NATS_NOT_FOUND) return out;
   if (s != NATS_OK)
@@ -499,7 +490,8 @@ void JetStreamStore::write_marks(const std::string& agent, const Entry& wanted) 
 
 PruneReport JetStreamStore::prune(int64_t now_ns) {
   // The marks stay for ever (exactly-once needs them when an agent comes
-  // back); the collector's own `agents` entries are pruned as with jsonl.
+  // back). With jetstream the agents met are in the admin bucket, which
+  // nothing prunes; this prunes what the datadir's LMDB still holds.
   return state_.prune(now_ns);
 }
 

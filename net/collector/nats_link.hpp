@@ -31,6 +31,15 @@ using NatsOptions = std::unique_ptr<natsOptions, NatsOptionsDeleter>;
 // persistence::StoreError naming the file or setting that failed. Any thread.
 NatsOptions nats_options(const NatsLink& link, std::chrono::milliseconds timeout);
 
+// libnats objects owned: NatsOwned<natsMsg>, NatsOwned<kvEntry>, NatsOwned<jsStreamInfo>.
+struct NatsDeleter {
+  void operator()(natsMsg* m) const { natsMsg_Destroy(m); }
+  void operator()(kvEntry* e) const { kvEntry_Destroy(e); }
+  void operator()(jsStreamInfo* i) const { jsStreamInfo_Destroy(i); }
+};
+template <typename T>
+using NatsOwned = std::unique_ptr<T, NatsDeleter>;
+
 struct NatsConnectionDeleter {
   void operator()(natsConnection* c) const {
     natsConnection_Close(c);
