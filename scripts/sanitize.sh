@@ -103,6 +103,15 @@ export UBSAN_OPTIONS="log_path=$reports/ubsan:print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS="suppressions=$root/scripts/sanitizers/lsan.supp:print_suppressions=0"
 export TSAN_OPTIONS="log_path=$reports/tsan:suppressions=$root/scripts/sanitizers/tsan.supp:print_suppressions=0:second_deadlock_stack=1:history_size=4"
 
+# A test executable missing from scripts/sanitizers/build.sh's targets shows
+# up in ctest as <name>_NOT_BUILT: say so before running anything.
+if [ "$kind" = asan ]; then selection=(-E "$ASAN_EXCLUDE"); else selection=(-R "$TSAN_TESTS" -E "$TSAN_EXCLUDE"); fi
+missing=$(ctest --test-dir "$build" -N "${selection[@]}" "$@" 2>/dev/null | sed -n 's/^ *Test *#[0-9]*: \(.*_NOT_BUILT\)$/\1/p' | tr '\n' ' ' || true)
+if [ -n "$missing" ]; then
+  echo "sanitize $kind: not built (add to scripts/sanitizers/build.sh's $kind targets): $missing" >&2
+  exit 1
+fi
+
 start=$SECONDS
 status=0
 if [ "$kind" = asan ]; then

@@ -16,7 +16,7 @@ case "$kind" in
     options=(-DOUTPOST_SANITIZE=address,undefined -DOUTPOST_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++)
     targets=(outpost-unit-tests outpost-actor-tests outpost-net-tests outpost-query-tests outpost-api-tests
              outpost-host-tests outpost-c-api-test outpost-c-plugin-test outpost-fault-proxy-tests outpost-crash-test
-             outpost-inspector-tests outpost-kernel-tests outpost-soak-tests outpost-fuzz-targets) ;;
+             outpost-inspector-tests outpost-kernel-tests outpost-soak-tests outpost-fleet-tests outpost-fuzz-targets) ;;
   tsan)
     options=(-DOUTPOST_SANITIZE=thread)
     targets=(outpost-tsan-tests outpost-api-tests outpost-host-tests outpost-c-api-test outpost-c-plugin-test) ;;
