@@ -15,7 +15,9 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -115,6 +117,58 @@ struct FleetRun {
   std::optional<double> reconnect_all_s;  // the storm: until every agent had a session again
   uint64_t storm_connect_failures = 0;
   std::map<std::string, uint64_t> failures;  // why attempts and sessions ended (storm drops not counted)
+  // `outpost-collector agents` (the first collector), run once a second during the window.
+  std::vector<double> admin_ms;  // each that answered, sorted
+  uint64_t admin_failed = 0;
+};
+
+// Runs `outpost-collector agents` against `datadir`'s collector once a second
+// (waiting for each) until stopped: how long each took, as a user sees it.
+class AdminProbe {
+ public:
+  AdminProbe(const fs::path& collector, const fs::path& dir)
+      : thread_([this, collector, dir] {
+          std::unique_lock<std::mutex> lock(mutex_);
+          while (!stop_) {
+            lock.unlock();
+            auto t0 = Clock::now();
+            int status = run_to_end({collector.string(), "--datadir", (dir / "data").string(), "agents", "--json"},
+                                    dir, dir / "admin-probe.log");
+            double ms = 1000 * seconds_since(t0);
+            lock.lock();
+            if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+              answered_.push_back(ms);
+            else
+              ++failed_;
+            wake_.wait_for(lock, std::chrono::duration<double>(std::max(0.0, 1.0 - ms / 1000)), [this] { return stop_; });
+          }
+        }) {}
+  // Stops after the call under way; its figures into `run`.
+  void finish(FleetRun& run) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+    run.admin_ms = answered_;
+    std::sort(run.admin_ms.begin(), run.admin_ms.end());
+    run.admin_failed = failed_;
+  }
+  ~AdminProbe() {
+    if (thread_.joinable()) {
+      FleetRun ignored;
+      finish(ignored);
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stop_ = false;
+  std::vector<double> answered_;
+  uint64_t failed_ = 0;
+  std::thread thread_;  // last: starts once the members above exist
 };
 
 // The q-quantile of `made` rows of which `answered` (sorted) were answered:
@@ -190,6 +244,7 @@ FleetRun measure(const FleetBenchOptions& o, const fs::path& root, const fs::pat
   double self0 = cpu_seconds(::getpid());
   auto t0 = Clock::now();
   sim.start_window();
+  AdminProbe admin(collector, dir / "collector-0");
   if (nats && o.kill_nats_node_at >= 0) {
     std::this_thread::sleep_for(std::chrono::duration<double>(std::min(o.kill_nats_node_at, o.seconds)));
     pid_t victim = nats->pids().at(1);
@@ -201,6 +256,7 @@ FleetRun measure(const FleetBenchOptions& o, const fs::path& root, const fs::pat
   }
   sim.end_window();
   double window = seconds_since(t0);
+  admin.finish(run);
   run.collector_cpu_percent = 100 * collectors_cpu.since_start(collector_pids) / window;
   if (nats) run.nats_cpu_percent = 100 * nats_cpu.since_start(nats->pids()) / window;
   run.fleet_cpu_percent = 100 * (cpu_seconds(::getpid()) - self0) / window;
@@ -250,6 +306,11 @@ std::string failure_json(const std::map<std::string, uint64_t>& failures) {
   return "{" + out + "}";
 }
 
+std::optional<double> admin_quantile(const FleetRun& r, double q) {
+  std::vector<float> answered(r.admin_ms.begin(), r.admin_ms.end());
+  return quantile(answered, r.admin_ms.size() + r.admin_failed, q);
+}
+
 std::string run_json(const FleetRun& r) {
   return fmt::format(
       "{{\"agents\": {}, \"connections_held\": {}, \"connect_all_s\": {:.2f}, \"offered_rows_per_s\": {:.0f}, "
@@ -257,12 +318,14 @@ std::string run_json(const FleetRun& r) {
       "\"latency_p99_ms\": {}, \"latency_max_ms\": {}, \"collector_cpu_percent\": {:.1f}, "
       "\"fleet_cpu_percent\": {:.1f}, \"nats_cpu_percent\": {:.1f}, \"collector_rss_bytes\": {}, \"collector_rss_bytes_per_agent\": {:.0f}, "
       "\"disconnects\": {}, \"connect_failures\": {}, \"reconnect_all_s\": {}, \"storm_connect_failures\": {}, "
-      "\"failure_reasons\": {}}}",
+      "\"admin_agents_calls\": {}, \"admin_agents_p50_ms\": {}, \"admin_agents_max_ms\": {}, "
+      "\"admin_agents_failed\": {}, \"failure_reasons\": {}}}",
       r.agents, r.connections_held, r.connect_all_s, r.offered_rows_per_s, r.rows_per_s, r.rows_made,
       r.rows_unanswered, number(r.p50_ms), number(r.p99_ms), number(r.max_ms), r.collector_cpu_percent,
       r.fleet_cpu_percent, r.nats_cpu_percent, r.collector_rss_bytes, r.collector_rss_bytes_per_agent, r.disconnects,
       r.connect_failures,
       r.reconnect_all_s ? fmt::format("{:.2f}", *r.reconnect_all_s) : "null", r.storm_connect_failures,
+      r.admin_ms.size(), number(admin_quantile(r, 0.5)), number(admin_quantile(r, 1.0)), r.admin_failed,
       failure_json(r.failures));
 }
 
@@ -275,6 +338,8 @@ void print_text(const FleetRun& r) {
              r.collector_rss_bytes / 1048576.0, r.collector_rss_bytes_per_agent, r.nats_cpu_percent, r.fleet_cpu_percent,
              r.disconnects,
              r.connect_failures);
+  fmt::print("; `agents` {} times, p50 {} ms, max {} ms, {} failed", r.admin_ms.size(), number(admin_quantile(r, 0.5)),
+             number(admin_quantile(r, 1.0)), r.admin_failed);
   if (r.reconnect_all_s)
     fmt::print("; reconnect storm: all back in {:.1f} s ({} failed attempts)", *r.reconnect_all_s,
                r.storm_connect_failures);

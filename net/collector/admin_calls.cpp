@@ -1,13 +1,9 @@
-// The collector's admin side: the admin calls (AdminCalls), served to
-// `outpost-collector <command>` on a unix socket (AdminImpl) and to the
-// other collectors of a fleet through the relay (take_call); an agent's
-// inspector relayed to the collector holding it (RelayedInspector).
+// The collector's admin calls on the loop that serves the agents
+// (AdminCalls): asked by the admin thread (admin_socket.cpp) through the
+// loop's mailbox, and by the other collectors of a fleet through the relay
+// (take_call); and an agent's inspector, here or at the collector holding it.
 
-#include <capnp/rpc-twoparty.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -200,13 +196,6 @@ class CollectorServer::AdminCalls {
         [results](auto resp) mutable { results.setJson(resp.getJson()); });
   }
 
-  static std::string checked_agent(kj::StringPtr id) {
-    std::string agent = id.cStr();
-    if (!valid_agent_id(agent))
-      throw error_text("\"" + agent + "\" is not an agent id (1-128 of A-Z a-z 0-9 _ . @ -)");
-    return agent;
-  }
-
  private:
   // A mistyped name must not queue requests for nobody.
   // `new_agent`: the caller may queue for an agent yet to connect (nullopt: it may not).
@@ -253,226 +242,108 @@ class CollectorServer::AdminCalls {
   CollectorServer& server_;
 };
 
-// An agent's inspector through the collector it is connected to: each call
-// relayed (its params and results as they are, whatever the method).
-class CollectorServer::RelayedInspector final : public capnp::Capability::Server {
- public:
-  RelayedInspector(CollectorServer& server, std::string agent) : server_(server), agent_(std::move(agent)) {}
+std::string CollectorServer::checked_agent(kj::StringPtr id) {
+  std::string agent = id.cStr();
+  if (!valid_agent_id(agent))
+    throw error_text("\"" + agent + "\" is not an agent id (1-128 of A-Z a-z 0-9 _ . @ -)");
+  return agent;
+}
 
-  DispatchCallResult dispatchCall(uint64_t interface, uint16_t method,
-                                  capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
-    if (interface != capnp::typeId<inspector::Inspector>())
-      return {KJ_EXCEPTION(UNIMPLEMENTED, "not an inspector call"), false};
-    auto params = context.getParams();
-    std::chrono::milliseconds extra{};
-    if (method == 5)  // trace: as long as it was asked to run
-      extra = std::chrono::seconds(params.getAs<inspector::Inspector::TraceParams>().getSeconds());
-    auto body = encode_any(params);
-    auto agent = agent_;
-    return {server_.relay_->ask(agent_, "inspector." + std::to_string(method), body, extra)
-                .then([context, agent](AdminRelay::Answer answer) mutable {
-                  if (answer.kind == AdminRelay::Answer::failed) throw error_text(answer.error);
-                  if (answer.kind == AdminRelay::Answer::not_here)
-                    throw error_text("agent " + agent + " is not connected to any collector");
-                  context.initResults().set(Decoded<capnp::AnyPointer>(answer.body).get());
-                }),
-            false};
-  }
+namespace {
 
- private:
-  CollectorServer& server_;
-  std::string agent_;
-};
+// An admin call run here: its params decoded from `body`, its results encoded.
+template <typename P, typename R, typename Calls>
+kj::Promise<std::string> run_here(kj::Own<Calls> calls, const std::string& body,
+                                  kj::Promise<void> (Calls::*local)(typename P::Reader, typename R::Builder)) {
+  auto params = kj::heap<Decoded<P>>(body);
+  auto results = kj::heap<capnp::MallocMessageBuilder>();
+  auto& built = *results;
+  auto& c = *calls;
+  // The call's params and results live until it is answered.
+  return (c.*local)(params->get(), results->initRoot<R>())
+      .then([&built] { return encode<R>(built.getRoot<R>().asReader()); })
+      .attach(kj::mv(calls), kj::mv(params), kj::mv(results));
+}
 
-class CollectorServer::AdminImpl final : public protocol::Admin::Server {
- public:
-  explicit AdminImpl(CollectorServer& server) : server_(server), calls_(server) {}
+}  // namespace
 
-  struct Known {
-    std::vector<std::string> ids;
-    std::vector<std::string> tables;
-    std::vector<uint32_t> pending;
-  };
-  struct Listed {
-    Known known;
-    std::vector<AgentProgress> progress;
-    std::vector<std::string> elsewhere;  // per id: its collector's answer to "where" (an AgentSummary), or ""
-  };
-
-  // With a relay, where each agent not connected here is connected: asked
-  // all at once (an agent connected nowhere is answered at once by NATS).
-  kj::Promise<Listed> where(std::pair<Known, std::vector<AgentProgress>> got) {
-    Listed listed{kj::mv(got.first), kj::mv(got.second), {}};
-    listed.elsewhere.resize(listed.known.ids.size());
-    if (!server_.relay_) return kj::mv(listed);
-    auto asks = kj::heapArrayBuilder<kj::Promise<void>>(listed.known.ids.size());
-    auto shared = kj::heap<Listed>(kj::mv(listed));
-    for (size_t i = 0; i < shared->known.ids.size(); ++i) {
-      if (server_.agents_.count(shared->known.ids[i])) {
-        asks.add(kj::READY_NOW);
-        continue;
-      }
-      asks.add(server_.relay_->ask(shared->known.ids[i], "where", "")
-                   .then([&out = shared->elsewhere[i]](AdminRelay::Answer answer) {
-                     if (answer.kind == AdminRelay::Answer::answered) out = kj::mv(answer.body);
-                   }));
-    }
-    auto& result = *shared;
-    return kj::joinPromises(asks.finish()).then([&result] { return kj::mv(result); }).attach(kj::mv(shared));
-  }
-
-  kj::Promise<void> listAgents(ListAgentsContext context) override {
-    std::vector<std::string> connected;
-    for (auto& [id, session] : server_.agents_) connected.push_back(id);
-    return server_.writer_
-        .run([&state = server_.state_, connected] {
-          Known k;
-          k.ids = state.agents_met();
-          auto with = state.agents_with_requests();
-          k.ids.insert(k.ids.end(), connected.begin(), connected.end());
-          k.ids.insert(k.ids.end(), with.begin(), with.end());
-          std::sort(k.ids.begin(), k.ids.end());
-          k.ids.erase(std::unique(k.ids.begin(), k.ids.end()), k.ids.end());
-          // Only an agent with a table or requests has any to read (a round trip each with jetstream).
-          std::set<std::string> has(with.begin(), with.end());
-          for (auto& id : k.ids) {
-            bool any = has.count(id) > 0;
-            k.tables.push_back(any ? state.event_table(id) : std::string());
-            k.pending.push_back(any ? static_cast<uint32_t>(state.queued_requests(id).size()) : 0);
-          }
-          return k;
-        })
-        .then([this](Known known) {
-          // The marks and last uploads are the backend's (a round trip each with jetstream).
-          return server_.lookups_
-              .run([&rows = server_.worker_.rows(), ids = known.ids] {
-                std::vector<AgentProgress> progress;
-                progress.reserve(ids.size());
-                for (auto& id : ids) progress.push_back(rows.progress(id));
-                return progress;
-              })
-              .then([known = kj::mv(known)](std::vector<AgentProgress> progress) mutable {
-                return std::make_pair(kj::mv(known), kj::mv(progress));
-              });
-        })
-        .then([this](std::pair<Known, std::vector<AgentProgress>> got) { return where(kj::mv(got)); })
-        .then([this, context](Listed got) mutable {
-          list(context, got.known.ids, got.known.tables, got.known.pending, got.progress, got.elsewhere);
-        });
-  }
-
-  kj::Promise<void> collect(CollectContext context) override {
-    return route<protocol::Admin::CollectParams, protocol::Admin::CollectResults>("collect", context,
-                                                                                  &AdminCalls::collect);
-  }
-  kj::Promise<void> cancel(CancelContext context) override {
-    return route<protocol::Admin::CancelParams, protocol::Admin::CancelResults>("cancel", context,
-                                                                                &AdminCalls::cancel);
-  }
-  kj::Promise<void> setEventTable(SetEventTableContext context) override {
-    return route<protocol::Admin::SetEventTableParams, protocol::Admin::SetEventTableResults>(
-        "setEventTable", context, &AdminCalls::setEventTable);
-  }
-  kj::Promise<void> agentStatus(AgentStatusContext context) override {
-    return route<protocol::Admin::AgentStatusParams, protocol::Admin::AgentStatusResults>("agentStatus", context,
-                                                                                          &AdminCalls::agentStatus);
-  }
-
-  kj::Promise<void> storage(StorageContext context) override {
-    context.getResults().setBackend(server_.worker_.rows().backend());
-    return kj::READY_NOW;
-  }
-
-  kj::Promise<void> inspect(InspectContext context) override {
-    std::string agent = AdminCalls::checked_agent(context.getParams().getAgent());
-    auto it = server_.agents_.find(agent);
-    if (it == server_.agents_.end() && server_.relay_) {
-      // Each call goes to the collector holding the agent when it is made.
-      context.getResults().setInspector(
-          capnp::Capability::Client(kj::heap<RelayedInspector>(server_, agent)).castAs<inspector::Inspector>());
-      return kj::READY_NOW;
-    }
-    if (it == server_.agents_.end()) throw error_text("agent " + agent + " is not connected");
-    // Pipelined: the caller's calls go to the agent through this collector.
-    context.getResults().setInspector(it->second.controller.inspectorRequest().send().getInspector());
-    return kj::READY_NOW;
-  }
-
- private:
-  // Runs `local` here when the agent is connected here or this collector is
-  // alone; else sends it to the collector holding the agent, and runs it
-  // here (which queues) when no collector does.
-  template <typename P, typename R, typename Context>
-  kj::Promise<void> route(const char* name, Context context,
-                          kj::Promise<void> (AdminCalls::*local)(typename P::Reader, typename R::Builder)) {
-    auto& calls = calls_;
-    std::string agent = AdminCalls::checked_agent(context.getParams().getAgent());
-    if (!server_.relay_ || server_.agents_.count(agent))
-      return (calls.*local)(context.getParams(), context.getResults());
-    return server_.relay_->ask(agent, name, encode<P>(context.getParams()))
-        .then([&calls, context, local](AdminRelay::Answer answer) mutable -> kj::Promise<void> {
+kj::Promise<std::string> CollectorServer::admin_call(const std::string& name, const std::string& body, bool route) {
+  using Admin = protocol::Admin;
+  // Here when the agent is connected here or this collector is alone; else
+  // at the collector holding the agent, and here (which queues) when none does.
+  auto call = [&](auto params_type, auto results_type, auto local) -> kj::Promise<std::string> {
+    using P = typename decltype(params_type)::type;
+    using R = typename decltype(results_type)::type;
+    std::string agent = checked_agent(Decoded<P>(body).get().getAgent());
+    if (!route || !relay_ || agents_.count(agent)) return run_here<P, R>(kj::heap<AdminCalls>(*this), body, local);
+    return relay_->ask(agent, name, body)
+        .then([this, body, local](AdminRelay::Answer answer) -> kj::Promise<std::string> {
           switch (answer.kind) {
             case AdminRelay::Answer::answered:
-              context.setResults(Decoded<R>(answer.body).get());
-              return kj::READY_NOW;
+              return kj::mv(answer.body);
             case AdminRelay::Answer::failed:
               throw error_text(answer.error);
             case AdminRelay::Answer::not_here:
               break;
           }
-          return (calls.*local)(context.getParams(), context.getResults());
+          return run_here<P, R>(kj::heap<AdminCalls>(*this), body, local);
         });
-  }
+  };
+  if (name == "collect")
+    return call(template_type<Admin::CollectParams>{}, template_type<Admin::CollectResults>{}, &AdminCalls::collect);
+  if (name == "cancel")
+    return call(template_type<Admin::CancelParams>{}, template_type<Admin::CancelResults>{}, &AdminCalls::cancel);
+  if (name == "setEventTable")
+    return call(template_type<Admin::SetEventTableParams>{}, template_type<Admin::SetEventTableResults>{},
+                &AdminCalls::setEventTable);
+  if (name == "agentStatus")
+    return call(template_type<Admin::AgentStatusParams>{}, template_type<Admin::AgentStatusResults>{},
+                &AdminCalls::agentStatus);
+  throw error_text("no admin call \"" + name + "\"");
+}
 
-  void list(ListAgentsContext& context, const std::vector<std::string>& ids, const std::vector<std::string>& tables,
-            const std::vector<uint32_t>& pending, const std::vector<AgentProgress>& progress,
-            const std::vector<std::string>& elsewhere) {
-    auto list = context.getResults().initAgents(ids.size());
-    for (size_t i = 0; i < ids.size(); ++i) {
-      auto& id = ids[i];
-      auto& entry = progress[i];
-      auto a = list[i];
-      a.setId(id);
-      a.setLastUploadNs(entry.last_upload_ns);
-      auto marks = a.initMarks(entry.marks.size());
-      for (size_t l = 0; l < entry.marks.size(); ++l) {
-        marks[l].setLane(static_cast<Lane>(l));
-        marks[l].setSeq(entry.marks[l]);
-      }
-      if (auto it = server_.agents_.find(id); it != server_.agents_.end()) {
-        a.setConnected(true);
-        a.setPeer(it->second.peer);
-        a.setConnectedNs(it->second.connected_ns);
-      } else if (!elsewhere[i].empty()) {
-        auto there = Decoded<protocol::AgentSummary>(elsewhere[i]);
-        a.setConnected(true);
-        a.setPeer(there.get().getPeer());
-        a.setConnectedNs(there.get().getConnectedNs());
-        a.setCollector(there.get().getCollector());
-      }
-      if (!tables[i].empty()) a.setEventTable(Decoded<protocol::EventTable>(tables[i]).get().getEntries());
-      a.setPendingRequests(pending[i]);
-    }
-  }
+kj::Promise<std::string> CollectorServer::inspector_call(const std::string& agent, uint16_t method,
+                                                         const std::string& body) {
+  if (auto it = agents_.find(agent); it != agents_.end()) return session_inspector_call(it->second, method, body);
+  if (!relay_) throw error_text("agent " + agent + " is not connected");
+  std::chrono::milliseconds extra{};
+  if (method == 5)  // trace: as long as it was asked to run
+    extra = std::chrono::seconds(Decoded<inspector::Inspector::TraceParams>(body).get().getSeconds());
+  return relay_->ask(agent, "inspector." + std::to_string(method), body, extra)
+      .then([agent](AdminRelay::Answer answer) {
+        if (answer.kind == AdminRelay::Answer::failed) throw error_text(answer.error);
+        if (answer.kind == AdminRelay::Answer::not_here)
+          throw error_text("agent " + agent + " is not connected to any collector");
+        return kj::mv(answer.body);
+      });
+}
 
-  CollectorServer& server_;
-  AdminCalls calls_;
-};
-
-kj::Promise<std::string> CollectorServer::relayed_inspector_call(AgentSession& session, const AdminRelay::Call& call) {
-  uint16_t method = 0;
-  try {
-    method = static_cast<uint16_t>(std::stoul(call.name.substr(std::strlen("inspector."))));
-  } catch (const std::exception&) {
-    throw error_text("no inspector call \"" + call.name + "\"");
-  }
+kj::Promise<std::string> CollectorServer::session_inspector_call(AgentSession& session, uint16_t method,
+                                                                 const std::string& body) {
+  // One inspector per session, taken at its first call.
   if (session.inspector == nullptr)
     session.inspector = capnp::Capability::Client(session.controller.inspectorRequest().send().getInspector());
   auto request = KJ_ASSERT_NONNULL(session.inspector).typelessRequest(capnp::typeId<inspector::Inspector>(), method,
                                                                         nullptr);
-  Decoded<capnp::AnyPointer> params(call.body);
-  request.set(params.get());
+  request.set(Decoded<capnp::AnyPointer>(body).get());
   return request.send().then([](capnp::Response<capnp::AnyPointer> response) { return encode_any(response); });
+}
+
+kj::Promise<std::vector<std::string>> CollectorServer::where(std::vector<std::string> ids) {
+  auto found = kj::heap<std::vector<std::string>>(ids.size());
+  if (!relay_) return kj::mv(*found);
+  auto asks = kj::heapArrayBuilder<kj::Promise<void>>(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (agents_.count(ids[i])) {
+      asks.add(kj::READY_NOW);
+      continue;
+    }
+    asks.add(relay_->ask(ids[i], "where", "").then([&out = (*found)[i]](AdminRelay::Answer answer) {
+      if (answer.kind == AdminRelay::Answer::answered) out = kj::mv(answer.body);
+    }));
+  }
+  auto& result = *found;
+  return kj::joinPromises(asks.finish()).then([&result] { return kj::mv(result); }).attach(kj::mv(found));
 }
 
 void CollectorServer::take_call(AdminRelay::Call call) {
@@ -496,35 +367,20 @@ void CollectorServer::take_call(AdminRelay::Call call) {
     relay_->answer(call, {AdminRelay::Answer::answered, encode<protocol::AgentSummary>(here.asReader()), {}});
     return;
   }
-  using Admin = protocol::Admin;
-  // The call's params and results live until it is answered.
-  auto run = [&](auto params_type, auto results_type, auto local) -> kj::Promise<std::string> {
-    using P = typename decltype(params_type)::type;
-    using R = typename decltype(results_type)::type;
-    auto calls = kj::heap<AdminCalls>(*this);
-    auto params = kj::heap<Decoded<P>>(call.body);
-    auto results = kj::heap<capnp::MallocMessageBuilder>();
-    auto& built = *results;
-    return ((*calls).*local)(params->get(), results->initRoot<R>())
-        .then([&built] { return encode<R>(built.getRoot<R>().asReader()); })
-        .attach(kj::mv(calls), kj::mv(params), kj::mv(results));
-  };
+  const std::string prefix = "inspector.";
   kj::Promise<std::string> answer = nullptr;
   try {
-    if (call.name == "collect")
-      answer = run(template_type<Admin::CollectParams>{}, template_type<Admin::CollectResults>{}, &AdminCalls::collect);
-    else if (call.name == "cancel")
-      answer = run(template_type<Admin::CancelParams>{}, template_type<Admin::CancelResults>{}, &AdminCalls::cancel);
-    else if (call.name == "setEventTable")
-      answer = run(template_type<Admin::SetEventTableParams>{}, template_type<Admin::SetEventTableResults>{},
-                   &AdminCalls::setEventTable);
-    else if (call.name == "agentStatus")
-      answer = run(template_type<Admin::AgentStatusParams>{}, template_type<Admin::AgentStatusResults>{},
-                   &AdminCalls::agentStatus);
-    else if (call.name.rfind("inspector.", 0) == 0)
-      answer = relayed_inspector_call(it->second, call);
-    else
-      throw error_text("no admin call \"" + call.name + "\"");
+    if (call.name.rfind(prefix, 0) != 0) {
+      answer = admin_call(call.name, call.body, false);
+    } else {
+      uint16_t method = 0;
+      try {
+        method = static_cast<uint16_t>(std::stoul(call.name.substr(prefix.size())));
+      } catch (const std::exception&) {
+        throw error_text("no inspector call \"" + call.name + "\"");
+      }
+      answer = session_inspector_call(it->second, method, call.body);
+    }
   } catch (const kj::Exception& e) {  // a malformed call
     answer = kj::cp(e);
   }
@@ -533,32 +389,6 @@ void CollectorServer::take_call(AdminRelay::Call call) {
       [this, call](kj::Exception&& e) {
         relay_->answer(call, {AdminRelay::Answer::failed, {}, e.getDescription().cStr()});
       }));
-}
-
-kj::Promise<void> CollectorServer::start_admin() {
-  auto& path = config_.admin_socket;
-  if (path.size() >= sizeof(sockaddr_un{}.sun_path))
-    throw std::runtime_error("admin socket path " + path + " is longer than " +
-                             std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
-                             " bytes; choose a shorter one with --admin-socket");
-  ::unlink(path.c_str());  // a socket left by a collector that died (the datadir lock is ours)
-  return io_.provider->getNetwork().parseAddress("unix:" + path).then([this](kj::Own<kj::NetworkAddress> addr) {
-    admin_listener_ = addr->listen();
-    ::chmod(config_.admin_socket.c_str(), 0600);
-    tasks_.add(accept_loop(
-        *admin_listener_, "an admin command", [this](kj::Own<kj::AsyncIoStream> s) { take_admin(kj::mv(s)); }));
-  });
-}
-
-void CollectorServer::take_admin(kj::Own<kj::AsyncIoStream> stream) {
-  auto network = kj::heap<capnp::TwoPartyVatNetwork>(*stream, capnp::rpc::twoparty::Side::SERVER);
-  auto rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(
-      capnp::makeRpcServer(*network, kj::heap<AdminImpl>(*this)));
-  auto done = network->onDisconnect();
-  // Attachments are destroyed last first: the RPC system before the network it
-  // uses, the network before its stream (a connection still open when the
-  // loop ends is torn down in that order).
-  tasks_.add(done.attach(kj::mv(stream), kj::mv(network), kj::mv(rpc)));
 }
 
 }  // namespace outpost::net

@@ -219,9 +219,8 @@ class CollectorServer::CollectorImpl final : public protocol::Collector::Server 
       server.tasks_.add(server.writer_.run([&state = server.state_, id] {
         if (!state.known_agent(id)) state.remember_agent(id);
       }));
-    server.agents_.erase(id);  // a reconnecting agent replaces its old session
-    server.agents_.emplace(id, AgentSession{conn_.peer, schemas::now_ns(), params.getController(),
-                                            info.getMinorVersion()});
+    // A reconnecting agent replaces its old session.
+    server.set_session(id, AgentSession{conn_.peer, schemas::now_ns(), params.getController(), info.getMinorVersion()});
     spdlog::info("collector: agent {} connected from {} ({})", id, conn_.peer,
                  info.getSoftware().cStr());
 
@@ -276,15 +275,15 @@ kj::Promise<uint16_t> CollectorServer::start() {
       .parseAddress(config_.host, config_.port)
       .then([this](kj::Own<kj::NetworkAddress> addr) {
         listener_ = addr->listen();
-        return config_.admin_socket.empty() ? kj::Promise<void>(kj::READY_NOW) : start_admin();
-      })
-      .then([this] {
         uint16_t port = static_cast<uint16_t>(listener_->getPort());
         address_ = config_.host + ":" + std::to_string(port);
         if (relay_)
           relay_->start(io_.provider->getTimer(), tasks_, [this](AdminRelay::Call call) { take_call(kj::mv(call)); });
         tasks_.add(accept_loop(
-            *listener_, "an agent", [this](kj::Own<kj::AsyncIoStream> s) { take_agent(kj::mv(s)); }));
+            *listener_, io_.provider->getTimer(), "an agent", [this](kj::Own<kj::AsyncIoStream> s) { take_agent(kj::mv(s)); }));
+        // The admin thread's calls may use the relay: after it started.
+        tasks_.add(mailbox_.serve(tasks_));
+        if (!config_.admin_socket.empty()) start_admin();
         spdlog::info("collector: listening on {}:{} ({}){}", config_.host, port,
                      tls_ ? "TLS, client certificates required" : "plaintext",
                      config_.admin_socket.empty() ? "" : ", admin commands on " + config_.admin_socket);
@@ -292,7 +291,7 @@ kj::Promise<uint16_t> CollectorServer::start() {
       });
 }
 
-kj::Promise<void> CollectorServer::accept_loop(kj::ConnectionReceiver& listener, const char* what,
+kj::Promise<void> CollectorServer::accept_loop(kj::ConnectionReceiver& listener, kj::Timer& timer, const char* what,
                                                std::function<void(kj::Own<kj::AsyncIoStream>)> take) {
   // evalNow: kj may throw from accept() itself (EMFILE), not only through its promise.
   return kj::evalNow([&listener] { return listener.accept(); })
@@ -301,13 +300,13 @@ kj::Promise<void> CollectorServer::accept_loop(kj::ConnectionReceiver& listener,
             take(kj::mv(stream));
             return kj::READY_NOW;
           },
-          [this, what](kj::Exception&& e) {
+          [&timer, what](kj::Exception&& e) {
             // Out of descriptors, say: keep listening, and breathe.
             spdlog::error("collector: accepting {} failed: {}; retrying in 100 ms", what,
                           e.getDescription().cStr());
-            return io_.provider->getTimer().afterDelay(100 * kj::MILLISECONDS);
+            return timer.afterDelay(100 * kj::MILLISECONDS);
           })
-      .then([this, &listener, what, take] { return accept_loop(listener, what, take); });
+      .then([&listener, &timer, what, take] { return accept_loop(listener, timer, what, take); });
 }
 
 void CollectorServer::admit() {
@@ -429,12 +428,34 @@ void CollectorServer::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer,
                  .then([this, &c] {
                    --connections_;
                    auto it = agents_.find(c.agent);
-                   if (it != agents_.end() && it->second.peer == c.peer) agents_.erase(it);
+                   if (it != agents_.end() && it->second.peer == c.peer) end_session(it);
                    // After its hold, on the same thread.
                    if (c.held) tasks_.add(lookups_.run([relay = relay_, agent = c.agent] { relay->release(agent); }));
                    if (!c.agent.empty()) spdlog::info("collector: agent {} disconnected", c.agent);
                  })
                  .attach(kj::mv(conn)));
+}
+
+void CollectorServer::set_session(const std::string& agent, AgentSession session) {
+  {
+    std::lock_guard<std::mutex> lock(connected_mutex_);
+    connected_[agent] = Connected{session.peer, session.connected_ns};
+  }
+  agents_.erase(agent);
+  agents_.emplace(agent, kj::mv(session));
+}
+
+void CollectorServer::end_session(std::map<std::string, AgentSession>::iterator it) {
+  {
+    std::lock_guard<std::mutex> lock(connected_mutex_);
+    connected_.erase(it->first);
+  }
+  agents_.erase(it);
+}
+
+std::map<std::string, CollectorServer::Connected> CollectorServer::connected() const {
+  std::lock_guard<std::mutex> lock(connected_mutex_);
+  return connected_;
 }
 
 // --- Requests for agents

@@ -2,11 +2,14 @@
 // The collector's network side: accepts agents over TLS (mutual: an agent's
 // identity is its certificate's common name), serves Collector and Session
 // (protocol.capnp), and keeps each connected agent's AgentController for the
-// admin commands. Runs on one kj event loop; storage runs on StorageWorker
-// (into its backend, worker.rows()), the admin side's reads and writes (of
-// `state`: admin_state.hpp) on AdminWriter. With a relay (admin_relay.hpp),
-// an admin command about an agent connected to another collector is sent
-// to that one.
+// admin commands. The agents are served on one kj event loop (the caller's);
+// storage runs on StorageWorker (into its backend, worker.rows()), the admin
+// side's reads and writes (of `state`: admin_state.hpp) on AdminWriter. The
+// admin socket is served on a thread and event loop of its own (admin_socket.cpp),
+// so that a loop behind with thousands of agents' uploads does not hold up
+// `agents`; what needs an agent's connection goes to the agents' loop
+// (LoopMailbox). With a relay (admin_relay.hpp), an admin command about an
+// agent connected to another collector is sent to that one.
 
 #include <kj/async-io.h>
 
@@ -14,13 +17,16 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "net/log_limiter.hpp"
 #include "net/collector/admin_relay.hpp"
 #include "net/collector/admin_state.hpp"
 #include "net/collector/admin_writer.hpp"
+#include "net/collector/loop_mailbox.hpp"
 #include "net/collector/storage_worker.hpp"
 #include "net/tls_config.hpp"
 #include "schemas/protocol.capnp.h"
@@ -54,7 +60,8 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   ~CollectorServer();
 
   // Binds and starts accepting (agents, and admin commands on the unix
-  // socket); resolves to the bound port.
+  // socket, on the admin thread); resolves to the bound port. Throws
+  // std::runtime_error naming the admin socket when it cannot listen there.
   kj::Promise<uint16_t> start();
 
   struct AgentSession {
@@ -71,9 +78,16 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
     // first): one for the session, as a local admin connection has one.
     kj::Maybe<capnp::Capability::Client> inspector = nullptr;
   };
-  // Connected agents by id (the newest connection of each).
+  // Connected agents by id (the newest connection of each). The loop's.
   const std::map<std::string, AgentSession>& agents() const { return agents_; }
-  size_t connections() const { return connections_; }
+  size_t connections() const { return connections_; }  // the loop's
+
+  // What threads other than the loop see of agents(): a copy. Any thread.
+  struct Connected {
+    std::string peer;
+    int64_t connected_ns = 0;
+  };
+  std::map<std::string, Connected> connected() const;
 
  private:
   class Connection;
@@ -81,23 +95,23 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   class SessionImpl;
   class AdminImpl;
   class AdminCalls;
-  class RelayedInspector;
+  class AdminLoop;
+  class ForwardedInspector;
 
-  // Accepts forever, handing each connection to `take`; an accept error is logged and retried.
-  kj::Promise<void> accept_loop(kj::ConnectionReceiver& listener, const char* what,
-                                std::function<void(kj::Own<kj::AsyncIoStream>)> take);
+  // Accepts forever, handing each connection to `take`; an accept error is
+  // logged and retried after 100 ms on `timer`. On the listener's loop.
+  static kj::Promise<void> accept_loop(kj::ConnectionReceiver& listener, kj::Timer& timer, const char* what,
+                                       std::function<void(kj::Own<kj::AsyncIoStream>)> take);
   void take_agent(kj::Own<kj::AsyncIoStream> stream);
   // Admission (CollectorConfig::max_handshakes): starts the handshakes the
   // limit allows, newest waiting first.
   void admit();
-  void take_admin(kj::Own<kj::AsyncIoStream> stream);
   kj::Promise<void> handshake(kj::Own<kj::AsyncIoStream> stream, std::string peer);
   void serve(kj::Own<kj::AsyncIoStream> stream, std::string peer, std::string cert_name);
   // Logs a refused or failed connection, rate-limited (refusal_log_).
   void log_refusal(const std::string& text);
   void log_refusal_summary(uint64_t more);
   void taskFailed(kj::Exception&& exception) override;
-  kj::Promise<void> start_admin();
   // Whether the connected `agent` runs artifact definitions sent to it
   // (protocol 1.1): one of 1.0 would ignore them and run its own artifacts.
   bool takes_definitions(const std::string& agent) const;
@@ -109,7 +123,25 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
                                 std::vector<AdminState::Queued> queued, size_t next);
   // A call another collector sent through the relay.
   void take_call(AdminRelay::Call call);
-  kj::Promise<std::string> relayed_inspector_call(AgentSession& session, const AdminRelay::Call& call);
+  // The loop's side of the admin thread's calls (LoopMailbox). An admin call
+  // by name (collect, cancel, setEventTable, agentStatus: the relay's names)
+  // with its params encoded: run here, or at the collector holding the agent;
+  // resolves to its results, encoded. With `route` false (a relayed call),
+  // always here.
+  kj::Promise<std::string> admin_call(const std::string& name, const std::string& body, bool route);
+  // Inspector method `method` of `agent`'s inspector, here or through the relay.
+  kj::Promise<std::string> inspector_call(const std::string& agent, uint16_t method, const std::string& body);
+  kj::Promise<std::string> session_inspector_call(AgentSession& session, uint16_t method, const std::string& body);
+  // With a relay, per id not connected here: its holder's AgentSummary
+  // (encoded), or "" (connected nowhere, or here). Asked all at once.
+  kj::Promise<std::vector<std::string>> where(std::vector<std::string> ids);
+  // An admin call's agent id, or an error saying it is none. Any thread.
+  static std::string checked_agent(kj::StringPtr id);
+  // Binds the admin socket and starts the admin thread (admin_socket.cpp).
+  void start_admin();
+  // agents_ and connected_ together.
+  void set_session(const std::string& agent, AgentSession session);
+  void end_session(std::map<std::string, AgentSession>::iterator it);
 
   kj::AsyncIoContext& io_;
   CollectorConfig config_;
@@ -124,8 +156,10 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   std::string address_;  // host:port agents reach this collector at (once started)
   std::unique_ptr<TlsSetup> tls_;
   kj::Own<kj::ConnectionReceiver> listener_;
-  kj::Own<kj::ConnectionReceiver> admin_listener_;
   std::map<std::string, AgentSession> agents_;
+  mutable std::mutex connected_mutex_;
+  std::map<std::string, Connected> connected_;  // agents_ for other threads
+  LoopMailbox mailbox_;  // the admin thread's work for the loop
   // Per agent, the queued request push_queued() is handing over right now
   // (its key): a cancel of that one must go to the agent, as it may run it.
   std::map<std::string, uint64_t> pushing_;
@@ -142,6 +176,11 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   unsigned handshaking_ = 0;
   LogLimiter refusal_log_;
   kj::TaskSet tasks_;
+  // Last: destroyed first (its thread uses the members above).
+  struct EndAdminLoop {
+    void operator()(AdminLoop* loop) const;  // admin_socket.cpp
+  };
+  std::unique_ptr<AdminLoop, EndAdminLoop> admin_loop_;
 };
 
 }  // namespace outpost::net

@@ -1,0 +1,77 @@
+#pragma once
+// Work for one kj event loop handed in from other threads that have event
+// loops of their own: the collector's admin thread asks the loop that
+// serves the agents (which alone may touch their connections) this way.
+// Unlike kj::Executor::executeAsync, a caller that goes away (its promise
+// dropped, its loop ended) never waits for the serving loop: a job still
+// queued then runs and its answer is dropped.
+
+#include <kj/async.h>
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+
+namespace outpost::net {
+
+class LoopMailbox {
+ public:
+  // The serving loop: runs the jobs as they arrive, each into `tasks`, for
+  // as long as the returned promise lives. Jobs left when it is dropped are
+  // destroyed unrun (their callers' promises reject).
+  kj::Promise<void> serve(kj::TaskSet& tasks) {
+    auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (jobs_.empty())
+        wake_ = kj::mv(paf.fulfiller);
+      else
+        paf.fulfiller->fulfill();
+    }
+    return paf.promise.then([this, &tasks] {
+      std::deque<Job> got;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        got.swap(jobs_);
+      }
+      for (auto& job : got) tasks.add(kj::evalNow([&job] { return job(); }));
+      return serve(tasks);
+    });
+  }
+
+  // From a thread with a kj event loop (not the serving one): runs `fn`, which
+  // returns a kj::Promise<R>, on the serving loop. The promise resolves on the
+  // caller's loop with its result, or rejects with what it threw or rejected
+  // with. Never blocks but on a mutex.
+  template <typename R, typename Fn>
+  kj::Promise<R> run(Fn fn);
+
+ private:
+  using Job = std::function<kj::Promise<void>()>;
+  std::mutex mutex_;
+  std::deque<Job> jobs_;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake_;  // the serving loop, waiting for jobs
+};
+
+template <typename R, typename Fn>
+kj::Promise<R> LoopMailbox::run(Fn fn) {
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<R>();
+  auto done = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<R>>>(kj::mv(paf.fulfiller));
+  Job job = [fn = std::move(fn), done]() mutable -> kj::Promise<void> {
+    return kj::evalNow([&fn] { return fn(); })
+        .then([done](R result) { (*done)->fulfill(kj::mv(result)); },
+              [done](kj::Exception&& e) { (*done)->reject(kj::mv(e)); });
+  };
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    jobs_.push_back(std::move(job));
+    if (wake_) {
+      wake_->fulfill();
+      wake_ = nullptr;
+    }
+  }
+  return kj::mv(paf.promise);
+}
+
+}  // namespace outpost::net
