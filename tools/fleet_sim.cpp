@@ -11,6 +11,7 @@
 
 #include "net/agent/backoff.hpp"
 #include "net/kj_util.hpp"
+#include "net/upload_size.hpp"
 #include "schemas/codec.hpp"
 #include "schemas/protocol.capnp.h"
 
@@ -147,7 +148,8 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
     while (!a.unsent.empty() && a.in_flight < kUploadsInFlight &&
            (now - a.unsent.front().made_ns >= delay || a.unsent.size() >= kMaxRowsPerUpload)) {
       size_t n = std::min(a.unsent.size(), kMaxRowsPerUpload);
-      auto req = KJ_ASSERT_NONNULL(a.session).uploadRequest();
+      auto req = KJ_ASSERT_NONNULL(a.session).uploadRequest(
+          net::upload_request_size(n, n * a.record.bytes().size()));
       req.setLane(schemas::Lane::EVENTS);
       req.setAfter(a.after);
       auto list = req.initRecords(static_cast<unsigned>(n));

@@ -10,6 +10,7 @@
 
 #include "net/agent/control_requests.hpp"
 #include "net/kj_util.hpp"
+#include "net/upload_size.hpp"
 #include "net/watched_stream.hpp"
 #include "schemas/protocol.capnp.h"
 
@@ -248,7 +249,9 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
 
   void send(Work& w) {
     if (w.session != session_ || session_cap_ == nullptr) return;  // that session is gone
-    auto req = KJ_ASSERT_NONNULL(session_cap_).uploadRequest();
+    uint64_t bytes = 0;
+    for (size_t i = w.begin; i < w.end; ++i) bytes += (*w.records)[i].payload().size();
+    auto req = KJ_ASSERT_NONNULL(session_cap_).uploadRequest(upload_request_size(w.end - w.begin, bytes));
     req.setLane(w.lane);
     req.setAfter(w.after);
     auto list = req.initRecords(w.end - w.begin);

@@ -17,6 +17,7 @@
 
 #include "net/collector/flat_message.hpp"
 #include "net/kj_util.hpp"
+#include "net/upload_size.hpp"
 #include "net/watched_stream.hpp"
 
 namespace outpost::net {
@@ -186,7 +187,7 @@ class CollectorServer::SessionImpl final : public protocol::Session::Server {
             spdlog::warn("collector: refused an upload from {}: {}", who, result.error);
             throw error_text(result.error);
           }
-          context.getResults().setStoredThrough(result.mark);
+          context.getResults(kUploadResultsSize).setStoredThrough(result.mark);
         });
   }
 
