@@ -133,6 +133,67 @@ TEST_F(JetStreamTest, ACollectorThatDiesBeforeItsMarksMoveCostsNoDuplicate) {
   EXPECT_EQ(stored(), range(1, 40));
 }
 
+TEST_F(JetStreamTest, RecordsStoredButNeverMarkedAreMarkedWhenTheAgentComesBackAfterTheWindow) {
+  start_nats(1);
+  auto o = options();
+  o.duplicate_window = std::chrono::milliseconds(1000);  // the stream is made with it
+  auto first = collector(o);
+  auto b1 = make_batch(1, 20);
+  ASSERT_EQ(first->store({b1.upload})[0].status, UploadStatus::stored);
+
+  o.before_marks = [] { throw std::runtime_error("the collector dies here"); };
+  auto dying = collector(o);
+  auto b2 = make_batch(21, 60);
+  EXPECT_THROW(dying->store({b2.upload}), std::runtime_error);
+  // The agent comes back after the deduplication window: JetStream would store 21-60 again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  o.before_marks = nullptr;
+  auto next = collector(o);
+  EXPECT_EQ(next->marks("a1")[static_cast<size_t>(Lane::EVENTS)], 20u);  // the bucket is behind
+  EXPECT_EQ(next->resume_marks("a1")[static_cast<size_t>(Lane::EVENTS)], 60u);
+  EXPECT_EQ(next->marks("a1")[static_cast<size_t>(Lane::EVENTS)], 60u);  // and no longer
+  // The agent deletes through 60 and goes on after it.
+  auto b3 = make_batch(61, 70);
+  auto results = next->store({b3.upload});
+  ASSERT_EQ(results[0].status, UploadStatus::stored) << results[0].error;
+  EXPECT_EQ(stored(), range(1, 70));
+  // Nothing unmarked: the marks as they are.
+  EXPECT_EQ(collector(o)->resume_marks("a1")[static_cast<size_t>(Lane::EVENTS)], 70u);
+}
+
+TEST_F(JetStreamTest, UnmarkedRecordsAreMarkedOnlyUpToAMissingRecordOrAMissingChunk) {
+  start_nats(1);
+  auto first = collector(options());
+  auto b1 = make_batch(1, 20);
+  ASSERT_EQ(first->store({b1.upload})[0].status, UploadStatus::stored);
+  // What a collector that stopped mid-group may leave in the stream: events
+  // 21-25 and 27-28 (26 was never acknowledged); control 1-3, whose 2 and 3
+  // have chunks, of which only 2's was stored.
+  NatsReader reader(nats->urls());
+  ASSERT_NE(reader.js, nullptr);
+  auto put = [&](const std::string& subject, const std::string& id, bool chunk) {
+    natsMsg* msg = nullptr;
+    ASSERT_EQ(natsMsg_Create(&msg, subject.c_str(), nullptr, "{}\n", 3), NATS_OK);
+    natsMsgHeader_Set(msg, "Nats-Msg-Id", id.c_str());
+    if (chunk) natsMsgHeader_Set(msg, "Outpost-Chunk", "1");
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    EXPECT_EQ(js_PublishMsg(nullptr, reader.js, msg, nullptr, &jerr), NATS_OK) << id;
+    natsMsg_Destroy(msg);
+  };
+  for (int seq : {21, 22, 23, 24, 25, 27, 28}) put("outpost.a1.events.Test_Art", "a1/events/" + std::to_string(seq), false);
+  put("outpost.a1.control.Test_Art", "a1/control/1", false);
+  put("outpost.a1.control._uploads", "a1/control/2/blob", false);
+  put("outpost.a1.control.Test_Art", "a1/control/2", true);
+  put("outpost.a1.control.Test_Art", "a1/control/3", true);
+
+  auto next = collector(options());
+  auto marks = next->resume_marks("a1");
+  EXPECT_EQ(marks[static_cast<size_t>(Lane::EVENTS)], 25u);
+  EXPECT_EQ(marks[static_cast<size_t>(Lane::CONTROL)], 2u);
+  EXPECT_EQ(marks[static_cast<size_t>(Lane::RESULTS)], 0u);
+  EXPECT_EQ(next->marks("a1"), marks);  // written to the bucket
+}
+
 TEST_F(JetStreamTest, CutOffFromNatsItStopsAcknowledgingAndResumesWhenNatsReturns) {
   start_nats(1);
   auto store = collector(options());

@@ -233,7 +233,7 @@ class CollectorServer::CollectorImpl final : public protocol::Collector::Server 
     return server.lookups_
         .run([&rows = server.worker_.rows(), relay = server.relay_, id] {
           if (relay) relay->hold(id);
-          return rows.marks(id);
+          return rows.resume_marks(id);
         })
         .then([this, alive = conn_.alive, context, id](LaneMarks marks) mutable {
           if (!*alive) throw KJ_EXCEPTION(DISCONNECTED, "the agent's connection ended during its hello");

@@ -16,14 +16,19 @@
 // can resume any agent: store() moves them with compare-and-set, after
 // every record of the upload was acknowledged by JetStream, taking the
 // highest of its own and another collector's. A collector that dies after
-// the records were acknowledged but before the mark moved costs nothing
-// when the agent sends them again within the deduplication window; after
-// it, such records are stored twice (never lost).
+// the records were acknowledged but before the mark moved costs nothing:
+// when the agent connects again, resume_marks() finds its last record in
+// the stream above its marks and marks the records stored there in an
+// unbroken run above each lane's mark (a record whose chunk is not there
+// too breaks the run); the agent then does not send them again. (Sent again
+// within the deduplication window, JetStream would drop them anyway.)
 //
-// Threads: progress() from any thread; store() and prune() from the storage
-// thread only. Every call blocks on NATS round trips, each bounded by
-// request_timeout; libnats' own threads read acknowledgements.
+// Threads: progress() and resume_marks() from any thread; store() and
+// prune() from the storage thread only. Every call blocks on NATS round
+// trips, each bounded by request_timeout; libnats' own threads read
+// acknowledgements.
 
+#include <array>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -31,6 +36,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -74,6 +80,11 @@ class JetStreamStore final : public RowStore {
 
   const char* backend() const override { return "jetstream"; }
   AgentProgress progress(const std::string& agent) const override;
+  // One request (the last message of the agent's subjects) when nothing is
+  // unmarked; else a read of its messages stored since its marks were
+  // written (an ordered consumer), at most kMaxUnmarkedScan of them.
+  LaneMarks resume_marks(const std::string& agent) override;
+  static constexpr size_t kMaxUnmarkedScan = 1000000;
   std::vector<UploadResult> store(const std::vector<Upload>& uploads, StoreReport* report = nullptr) override;
   PruneReport prune(int64_t now_ns) override;
 
@@ -83,6 +94,7 @@ class JetStreamStore final : public RowStore {
   struct Entry {
     AgentProgress progress;
     uint64_t revision = 0;  // of its key-value entry; 0: none yet
+    int64_t written_ns = 0;  // when NATS stored that entry (its clock)
   };
   struct Message {
     size_t upload;
@@ -97,6 +109,7 @@ class JetStreamStore final : public RowStore {
     uint64_t sequence = 0;  // in its stream, once acknowledged (a mark's new revision)
     int error_code = 0;     // JetStream's, when it refused it (10071: not the expected revision)
     std::string error = {};
+    bool has_chunk = false;  // a record whose upload chunk is a message of its own (header Outpost-Chunk)
   };
   // One store() call's uploads: their results, what each counted, and the
   // renderings made here (a deque: they stay in place while their messages wait).
@@ -117,6 +130,7 @@ class JetStreamStore final : public RowStore {
   static void on_ack(jsCtx* js, natsMsg* msg, jsPubAck* ack, jsPubAckErr* err, void* self);
   void setup();  // the stream and the bucket, made if missing; throws StoreError
   Entry read_entry(const std::string& agent) const;  // throws StoreError
+  const Entry& seen(const std::string& agent, const Entry& fresh) const;  // into the cache if newer; `fresh`
   Entry cached(const std::string& agent);            // storage thread; throws StoreError
   size_t queue(Message m);  // into messages_: its index
   void send(size_t index);  // publishes messages_[index] (async); a failure is its state
@@ -130,6 +144,13 @@ class JetStreamStore final : public RowStore {
   // One agent's marks, merged with another collector's on a conflict; throws StoreError.
   void write_marks(const std::string& agent, const Entry& wanted);
   std::string where() const;  // the servers, for errors
+  // The records of `agent` stored in the stream since `since_ns` (NATS'
+  // clock), by lane: their seqs, and the seqs whose chunk message is there.
+  struct Unmarked {
+    std::array<std::set<uint64_t>, schemas::kLaneCount> records, chunks;
+    std::array<std::set<uint64_t>, schemas::kLaneCount> needs_chunk;
+  };
+  Unmarked stored_since(const std::string& agent, int64_t since_ns) const;  // throws StoreError
 
   JetStreamOptions options_;
   CollectorStore& state_;

@@ -41,6 +41,11 @@ class RowStore {
   // StoreError when the backend cannot answer.
   virtual AgentProgress progress(const std::string& agent) const = 0;
   LaneMarks marks(const std::string& agent) const { return progress(agent).marks; }
+  // The marks a connecting agent resumes from: marks(), unless the backend
+  // holds records above them that nothing marked (JetStreamStore: a
+  // collector stopped between storing a group and moving its marks); those
+  // are marked first. Any thread; blocks and throws as progress().
+  virtual LaneMarks resume_marks(const std::string& agent) { return marks(agent); }
 
   // Storage thread only. Stores a group of uploads; results in their order
   // (stored, refused: a gap, failed: this upload only, sent again). Throws
