@@ -85,6 +85,8 @@ class JetStreamStore final : public RowStore {
   // written (an ordered consumer), at most kMaxUnmarkedScan of them.
   LaneMarks resume_marks(const std::string& agent) override;
   static constexpr size_t kMaxUnmarkedScan = 1000000;
+  // On a record's message whose upload chunk is the message <id>/blob.
+  static constexpr const char* kChunkHeader = "Outpost-Chunk";
   std::vector<UploadResult> store(const std::vector<Upload>& uploads, StoreReport* report = nullptr) override;
   PruneReport prune(int64_t now_ns) override;
 

@@ -1,0 +1,161 @@
+// JetStreamStore::resume_marks (jetstream_store.hpp): records a collector
+// stored but never marked, found at the agent's next hello and marked
+// through their unbroken run per lane.
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <memory>
+#include <optional>
+
+#include "net/collector/jetstream_store.hpp"
+#include "persistence/errors.hpp"
+
+namespace outpost::net {
+
+using persistence::StoreError;
+
+namespace {
+
+// A record message's lane and seq, from its id <agent>/<lane>/<seq>[/blob]
+// (agent ids hold no '/'); whether it is a chunk's. Nothing: not one of ours.
+struct RecordId {
+  size_t lane;
+  uint64_t seq;
+  bool chunk;
+};
+std::optional<RecordId> record_id(natsMsg* msg) {
+  const char* raw = nullptr;
+  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &raw) != NATS_OK || !raw) return std::nullopt;
+  std::string id = raw;
+  RecordId out{0, 0, false};
+  if (id.size() > 5 && id.compare(id.size() - 5, 5, "/blob") == 0) {
+    out.chunk = true;
+    id.resize(id.size() - 5);
+  }
+  size_t seq_at = id.rfind('/');
+  if (seq_at == std::string::npos || seq_at == 0) return std::nullopt;
+  size_t lane_at = id.rfind('/', seq_at - 1);
+  if (lane_at == std::string::npos) return std::nullopt;
+  std::string lane = id.substr(lane_at + 1, seq_at - lane_at - 1);
+  bool known = false;
+  for (size_t l = 0; l < schemas::kLaneCount; ++l)
+    if (lane == schemas::lane_name(static_cast<Lane>(l))) out.lane = l, known = true;
+  if (!known) return std::nullopt;
+  try {
+    size_t used = 0;
+    out.seq = std::stoull(id.substr(seq_at + 1), &used);
+    if (used != id.size() - seq_at - 1) return std::nullopt;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+}  // namespace
+
+LaneMarks JetStreamStore::resume_marks(const std::string& agent) {
+  Entry e = read_entry(agent);
+  std::string filter = options_.subject_prefix + "." + subject_token(agent) + ".>";
+  natsMsg* raw = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = retrying(options_.request_timeout, [&] {
+    return js_GetLastMsg(&raw, js_, options_.stream.c_str(), filter.c_str(), nullptr, &jerr);
+  });
+  NatsOwned<natsMsg> last(raw);
+  if (s != NATS_OK && s != NATS_NOT_FOUND)
+    throw StoreError("jetstream storage: cannot read the last record of " + agent + " in stream " + options_.stream +
+                     " on " + where() + ": " + nats_status_text(s));
+  auto id = s == NATS_OK ? record_id(raw) : std::nullopt;
+  // Groups are marked in the order they were stored: the last record at or
+  // below its lane's mark means every record is marked.
+  if (!id || id->seq <= e.progress.marks[id->lane]) return seen(agent, e).progress.marks;
+
+  Unmarked found = stored_since(agent, e.written_ns);
+  Entry wanted = e;
+  std::string moved;
+  for (size_t l = 0; l < schemas::kLaneCount; ++l) {
+    uint64_t& mark = wanted.progress.marks[l];
+    uint64_t from = mark;
+    while (found.records[l].count(mark + 1) && (!found.needs_chunk[l].count(mark + 1) || found.chunks[l].count(mark + 1)))
+      ++mark;
+    if (mark > from)
+      moved += fmt::format("{}{} {} to {}", moved.empty() ? "" : ", ", schemas::lane_name(static_cast<Lane>(l)), from, mark);
+  }
+  if (moved.empty()) return seen(agent, e).progress.marks;
+  spdlog::warn("collector: agent {} has records in stream {} above its marks (a collector stopped between storing "
+               "them and marking them): marked now ({})",
+               agent, options_.stream, moved);
+  write_marks(agent, wanted);
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cache_[agent].progress.marks;
+}
+
+JetStreamStore::Unmarked JetStreamStore::stored_since(const std::string& agent, int64_t since_ns) const {
+  std::string filter = options_.subject_prefix + "." + subject_token(agent) + ".>";
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = options_.stream.c_str();
+  so.Ordered = true;
+  // A margin for the clocks of the nodes leading the bucket and the stream.
+  int64_t margin = int64_t{10} * 1000 * 1000 * 1000;
+  so.Config.DeliverPolicy = since_ns > margin ? js_DeliverByStartTime : js_DeliverAll;
+  so.Config.OptStartTime = since_ns > margin ? since_ns - margin : 0;
+  natsSubscription* sub = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_SubscribeSync(&sub, js_, filter.c_str(), nullptr, &so, &jerr);
+  auto fail = [&](const std::string& what) {
+    return StoreError("jetstream storage: cannot read the unmarked records of " + agent + " in stream " +
+                      options_.stream + " on " + where() + ": " + what);
+  };
+  if (s != NATS_OK) throw fail(nats_status_text(s) + " (JetStream error " + std::to_string(jerr) + ")");
+  std::unique_ptr<natsSubscription, void (*)(natsSubscription*)> owned(sub, [](natsSubscription* p) {
+    natsSubscription_Unsubscribe(p);
+    natsSubscription_Destroy(p);
+  });
+  Unmarked out;
+  for (size_t read = 0; read < kMaxUnmarkedScan; ++read) {
+    natsMsg* raw = nullptr;
+    s = natsSubscription_NextMsg(&raw, sub, static_cast<int64_t>(options_.request_timeout.count()));
+    if (s == NATS_TIMEOUT && read == 0) return out;  // none since (an empty consumer delivers nothing)
+    if (s != NATS_OK) throw fail(nats_status_text(s) + " after " + std::to_string(read) + " messages");
+    NatsOwned<natsMsg> msg(raw);
+    uint64_t pending = 0;
+    jsMsgMetaData* meta = nullptr;
+    if (natsMsg_GetMetaData(&meta, raw) == NATS_OK) {
+      pending = meta->NumPending;
+      jsMsgMetaData_Destroy(meta);
+    }
+    if (auto id = record_id(raw)) {
+      (id->chunk ? out.chunks : out.records)[id->lane].insert(id->seq);
+      const char* chunk = nullptr;
+      if (!id->chunk && natsMsgHeader_Get(raw, kChunkHeader, &chunk) == NATS_OK) out.needs_chunk[id->lane].insert(id->seq);
+    }
+    if (pending == 0) return out;
+  }
+  return out;  // the rest stays unmarked: the agent sends it again
+}
+
+AgentProgress JetStreamStore::progress(const std::string& agent) const { return seen(agent, read_entry(agent)).progress; }
+
+const JetStreamStore::Entry& JetStreamStore::seen(const std::string& agent, const Entry& fresh) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto& mine = cache_[agent];
+  if (fresh.revision > mine.revision) mine = fresh;
+  return fresh;
+}
+
+JetStreamStore::Entry JetStreamStore::cached(const std::string& agent) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = cache_.find(agent);
+    if (it != cache_.end()) return it->second;
+  }
+  Entry fresh = read_entry(agent);
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto& mine = cache_[agent];
+  if (fresh.revision >= mine.revision) mine = fresh;
+  return mine;
+}
+
+}  // namespace outpost::net
