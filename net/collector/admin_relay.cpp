@@ -110,7 +110,7 @@ void AdminRelay::start(kj::Timer& timer, kj::TaskSet& tasks, Handler handler) {
   timer_ = &timer;
   tasks_ = &tasks;
   handler_ = std::move(handler);
-  tasks.add(drain());
+  tasks.add(mailbox_.serve(tasks));
 }
 
 void AdminRelay::hold(const std::string& agent) {
@@ -179,41 +179,18 @@ void AdminRelay::on_reply(natsConnection*, natsSubscription*, natsMsg* raw, void
 }
 
 void AdminRelay::deliver(Received r) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  mailbox_.push_back(std::move(r));
-  if (wake_) {
-    wake_->fulfill();
-    wake_ = nullptr;
-  }
+  mailbox_.post([this, r = std::move(r)]() mutable { take(std::move(r)); });
 }
 
-kj::Promise<void> AdminRelay::drain() {
-  auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (mailbox_.empty())
-      wake_ = kj::mv(paf.fulfiller);
-    else
-      paf.fulfiller->fulfill();
+void AdminRelay::take(Received r) {
+  if (!r.reply) {
+    handler_(std::move(r.call));
+    return;
   }
-  return paf.promise.then([this] {
-    std::deque<Received> got;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      got.swap(mailbox_);
-    }
-    for (auto& r : got) {
-      if (!r.reply) {
-        handler_(std::move(r.call));
-        continue;
-      }
-      auto it = asks_.find(r.token);
-      if (it == asks_.end()) continue;  // timed out already
-      it->second->fulfill(std::move(r.answer));
-      asks_.erase(it);
-    }
-    return drain();
-  });
+  auto it = asks_.find(r.token);
+  if (it == asks_.end()) return;  // timed out already
+  it->second->fulfill(std::move(r.answer));
+  asks_.erase(it);
 }
 
 kj::Promise<AdminRelay::Answer> AdminRelay::ask(const std::string& agent, const std::string& name,

@@ -33,6 +33,7 @@
 #include <mutex>
 #include <string>
 
+#include "net/collector/loop_mailbox.hpp"
 #include "net/collector/nats_link.hpp"
 
 namespace outpost::net {
@@ -95,16 +96,15 @@ class AdminRelay {
   static void on_call(natsConnection*, natsSubscription*, natsMsg* msg, void* self);
   static void on_reply(natsConnection*, natsSubscription*, natsMsg* msg, void* self);
   void deliver(Received r);  // libnats thread: into the mailbox
-  kj::Promise<void> drain();  // event loop: empties the mailbox, for ever
+  void take(Received r);      // event loop: to the handler, or the ask it answers
   std::string subject(const std::string& agent) const;
 
   AdminRelayOptions options_;
   NatsConnection nc_;
   std::string inbox_;  // our asks' answers arrive on <inbox_>.<token>
   natsSubscription* replies_ = nullptr;
-  std::mutex mutex_;  // the mailbox and the subscriptions
-  std::deque<Received> mailbox_;
-  kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake_;  // the loop waiting for the mailbox
+  std::mutex mutex_;  // the subscriptions
+  LoopMailbox mailbox_;  // what libnats' threads received, for the event loop
   struct Held {
     natsSubscription* sub = nullptr;
     int count = 0;

@@ -1,10 +1,10 @@
 #pragma once
-// Work for one kj event loop handed in from other threads that have event
-// loops of their own: the collector's admin thread asks the loop that
-// serves the agents (which alone may touch their connections) this way.
-// Unlike kj::Executor::executeAsync, a caller that goes away (its promise
-// dropped, its loop ended) never waits for the serving loop: a job still
-// queued then runs and its answer is dropped.
+// Work for one kj event loop handed in from other threads: the collector's
+// admin thread asks the loop that serves the agents (which alone may touch
+// their connections) this way (run), and libnats' threads hand it what the
+// relay received (post). Unlike kj::Executor::executeAsync, a caller that
+// goes away (its promise dropped, its loop ended) never waits for the
+// serving loop: a job still queued then runs and its answer is dropped.
 
 #include <kj/async.h>
 
@@ -47,8 +47,26 @@ class LoopMailbox {
   template <typename R, typename Fn>
   kj::Promise<R> run(Fn fn);
 
+  // From any thread, with or without an event loop: runs `fn` (void, copyable)
+  // on the serving loop. Never blocks but on a mutex.
+  template <typename Fn>
+  void post(Fn fn) {
+    push([fn = std::move(fn)]() mutable -> kj::Promise<void> {
+      fn();
+      return kj::READY_NOW;
+    });
+  }
+
  private:
   using Job = std::function<kj::Promise<void>()>;
+  void push(Job job) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    jobs_.push_back(std::move(job));
+    if (wake_) {
+      wake_->fulfill();
+      wake_ = nullptr;
+    }
+  }
   std::mutex mutex_;
   std::deque<Job> jobs_;
   kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake_;  // the serving loop, waiting for jobs
@@ -63,14 +81,7 @@ kj::Promise<R> LoopMailbox::run(Fn fn) {
         .then([done](R result) { (*done)->fulfill(kj::mv(result)); },
               [done](kj::Exception&& e) { (*done)->reject(kj::mv(e)); });
   };
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    jobs_.push_back(std::move(job));
-    if (wake_) {
-      wake_->fulfill();
-      wake_ = nullptr;
-    }
-  }
+  push(std::move(job));
   return kj::mv(paf.promise);
 }
 
