@@ -5,11 +5,9 @@
 
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <random>
-#include <set>
 
 #include "net/collector/collector_server.hpp"
 #include "net/collector/flat_message.hpp"
