@@ -2,13 +2,16 @@
 // `outpost-collector collect|cancel|event-table|status|agents` against a
 // running collector, an agent connected over TLS (or not yet).
 
+#include <capnp/rpc-twoparty.h>
 #include <gtest/gtest.h>
 
 #include <map>
 #include <sstream>
 
 #include "tests/e2e_fixture.hpp"
+#include "schemas/inspector.capnp.h"
 #include "schemas/json_reader.hpp"
+#include "schemas/protocol.capnp.h"
 #include "tests/fault_proxy/fault_proxy.hpp"
 
 namespace outpost {
@@ -402,6 +405,48 @@ TEST_F(Control, FlowsReportEachCollectionsOutcomeAndCollectWaitFollowsOne) {
   std::tie(code, out) = command({"tail", "agent-1", "--flow", "12345"});
   EXPECT_EQ(code, 1);
   EXPECT_NE(out.find("no flow 12345 from agent-1"), std::string::npos) << out;
+}
+
+// Through the collector, each admin connection's inspect has an inspector
+// of its own on the agent, as a client of the agent's own socket has: a watch
+// it asked for (histograms on) ends when it goes, not when the watch expires.
+TEST_F(Control, AWatchThroughTheCollectorEndsWhenItsClientGoes) {
+  start_collector();
+  start_agent(0, 200);
+  ASSERT_TRUE(eventually([&] { return connected(); }));
+  auto io = kj::setupAsyncIo();
+  auto& ws = io.waitScope;
+  struct Client {
+    kj::Own<kj::AsyncIoStream> stream;
+    kj::Own<capnp::TwoPartyClient> rpc;
+    inspector::Inspector::Client inspector = nullptr;
+  };
+  auto inspect = [&] {
+    Client c;
+    c.stream = io.provider->getNetwork().parseAddress("unix:" + (data / ".collector" / "admin.sock").string())
+                   .wait(ws)->connect().wait(ws);
+    c.rpc = kj::heap<capnp::TwoPartyClient>(*c.stream);
+    auto req = c.rpc->bootstrap().castAs<protocol::Admin>().inspectRequest();
+    req.setAgent("agent-1");
+    c.inspector = req.send().getInspector();
+    return c;
+  };
+  auto histograms = [&](inspector::Inspector::Client& in) {
+    auto req = in.actorsRequest();
+    auto got = req.send().wait(ws);
+    for (auto a : got.getActors())
+      if (a.getHandlingHistogram().size() > 0) return true;
+    return false;
+  };
+  {
+    auto watcher = inspect();
+    auto watch = watcher.inspector.watchRequest();
+    watch.setSeconds(3600);
+    watch.send().wait(ws);
+    ASSERT_TRUE(histograms(watcher.inspector));
+  }  // its connection ends
+  auto other = inspect();
+  EXPECT_TRUE(eventually([&] { return !histograms(other.inspector); })) << "the watch outlived its client";
 }
 
 TEST_F(Control, InspectShowsAnAgentsActorsThroughTheCollector) {

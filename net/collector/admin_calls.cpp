@@ -300,9 +300,18 @@ kj::Promise<std::string> CollectorServer::admin_call(const std::string& name, co
   throw error_text("no admin call \"" + name + "\"");
 }
 
-kj::Promise<std::string> CollectorServer::inspector_call(const std::string& agent, uint16_t method,
+kj::Promise<std::string> CollectorServer::inspector_call(uint64_t client, const std::string& agent, uint16_t method,
                                                          const std::string& body) {
-  if (auto it = agents_.find(agent); it != agents_.end()) return session_inspector_call(it->second, method, body);
+  if (auto it = agents_.find(agent); it != agents_.end()) {
+    auto& session = it->second;
+    auto mine = client_inspectors_.find(client);
+    if (mine == client_inspectors_.end() || mine->second.session_ns != session.connected_ns) {
+      capnp::Capability::Client inspector = session.controller.inspectorRequest().send().getInspector();
+      client_inspectors_.erase(client);
+      mine = client_inspectors_.emplace(client, ClientInspector{session.connected_ns, kj::mv(inspector)}).first;
+    }
+    return session_inspector_call(session, method, body, mine->second.inspector);
+  }
   if (!relay_) throw error_text("agent " + agent + " is not connected");
   std::chrono::milliseconds extra{};
   if (method == 5)  // trace: as long as it was asked to run
@@ -316,13 +325,15 @@ kj::Promise<std::string> CollectorServer::inspector_call(const std::string& agen
       });
 }
 
+void CollectorServer::forget_inspector(uint64_t client) { client_inspectors_.erase(client); }
+
 kj::Promise<std::string> CollectorServer::session_inspector_call(AgentSession& session, uint16_t method,
-                                                                 const std::string& body) {
-  // One inspector per session, taken at its first call.
-  if (session.inspector == nullptr)
+                                                                 const std::string& body,
+                                                                 kj::Maybe<capnp::Capability::Client&> inspector) {
+  if (inspector == nullptr && session.inspector == nullptr)
     session.inspector = capnp::Capability::Client(session.controller.inspectorRequest().send().getInspector());
-  auto request = KJ_ASSERT_NONNULL(session.inspector).typelessRequest(capnp::typeId<inspector::Inspector>(), method,
-                                                                        nullptr);
+  auto& target = inspector == nullptr ? KJ_ASSERT_NONNULL(session.inspector) : KJ_ASSERT_NONNULL(inspector);
+  auto request = target.typelessRequest(capnp::typeId<inspector::Inspector>(), method, nullptr);
   request.set(Decoded<capnp::AnyPointer>(body).get());
   return request.send().then([](capnp::Response<capnp::AnyPointer> response) { return encode_any(response); });
 }

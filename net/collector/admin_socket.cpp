@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <future>
@@ -39,6 +40,10 @@ using schemas::Lane;
 class CollectorServer::ForwardedInspector final : public capnp::Capability::Server {
  public:
   ForwardedInspector(CollectorServer& server, std::string agent) : server_(server), agent_(std::move(agent)) {}
+  // Its inspector on the agent goes with it (a watch it asked for ends).
+  ~ForwardedInspector() {
+    server_.mailbox_.post([&server = server_, id = id_] { server.forget_inspector(id); });
+  }
 
   DispatchCallResult dispatchCall(uint64_t interface, uint16_t method,
                                   capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
@@ -47,8 +52,8 @@ class CollectorServer::ForwardedInspector final : public capnp::Capability::Serv
     auto body = encode_any(context.getParams());
     context.releaseParams();
     return {server_.mailbox_
-                .run<std::string>([&server = server_, agent = agent_, method, body] {
-                  return server.inspector_call(agent, method, body);
+                .run<std::string>([&server = server_, id = id_, agent = agent_, method, body] {
+                  return server.inspector_call(id, agent, method, body);
                 })
                 .then([context](std::string results) mutable {
                   context.initResults().set(Decoded<capnp::AnyPointer>(results).get());
@@ -57,8 +62,14 @@ class CollectorServer::ForwardedInspector final : public capnp::Capability::Serv
   }
 
  private:
+  static uint64_t next_id() {
+    static std::atomic<uint64_t> ids{1};
+    return ids++;
+  }
+
   CollectorServer& server_;
   std::string agent_;
+  const uint64_t id_ = next_id();
 };
 
 class CollectorServer::AdminImpl final : public protocol::Admin::Server {

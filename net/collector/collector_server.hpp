@@ -129,9 +129,17 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   // resolves to its results, encoded. With `route` false (a relayed call),
   // always here.
   kj::Promise<std::string> admin_call(const std::string& name, const std::string& body, bool route);
-  // Inspector method `method` of `agent`'s inspector, here or through the relay.
-  kj::Promise<std::string> inspector_call(const std::string& agent, uint16_t method, const std::string& body);
-  kj::Promise<std::string> session_inspector_call(AgentSession& session, uint16_t method, const std::string& body);
+  // Inspector method `method` of `agent`'s inspector for admin connection
+  // inspector `client` (an id of ForwardedInspector's): connected here, an
+  // inspector of its own on the agent (as the agent would give a client
+  // connected to it: a watch it asks for ends when it goes, forget_inspector);
+  // else through the relay.
+  kj::Promise<std::string> inspector_call(uint64_t client, const std::string& agent, uint16_t method,
+                                          const std::string& body);
+  void forget_inspector(uint64_t client);
+  // On `inspector`, or on `session`'s own (taken at its first call: the relay's calls share it).
+  kj::Promise<std::string> session_inspector_call(AgentSession& session, uint16_t method, const std::string& body,
+                                                  kj::Maybe<capnp::Capability::Client&> inspector = nullptr);
   // With a relay, per id not connected here: its holder's AgentSummary
   // (encoded), or "" (connected nowhere, or here). Asked all at once.
   kj::Promise<std::vector<std::string>> where(std::vector<std::string> ids);
@@ -160,6 +168,11 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   mutable std::mutex connected_mutex_;
   std::map<std::string, Connected> connected_;  // agents_ for other threads
   LoopMailbox mailbox_;  // the admin thread's work for the loop
+  struct ClientInspector {
+    int64_t session_ns;  // the agent's session it belongs to (its connected_ns)
+    capnp::Capability::Client inspector;
+  };
+  std::map<uint64_t, ClientInspector> client_inspectors_;  // by ForwardedInspector's id
   // Per agent, the queued request push_queued() is handing over right now
   // (its key): a cancel of that one must go to the agent, as it may run it.
   std::map<std::string, uint64_t> pushing_;
