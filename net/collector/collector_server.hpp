@@ -169,6 +169,11 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   std::map<std::string, Connected> connected_;  // agents_ for other threads
   LoopMailbox mailbox_;  // the admin thread's work for the loop
   struct ClientInspector {
+    ClientInspector(int64_t session_ns, capnp::Capability::Client inspector)
+        : session_ns(session_ns), inspector(kj::mv(inspector)) {}
+    ClientInspector(const ClientInspector&) = delete;  // as AgentSession: moved, never copied
+    ClientInspector(ClientInspector&&) = default;
+    ClientInspector& operator=(ClientInspector&&) = default;
     int64_t session_ns;  // the agent's session it belongs to (its connected_ns)
     capnp::Capability::Client inspector;
   };
