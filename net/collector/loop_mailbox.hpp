@@ -18,8 +18,8 @@ namespace outpost::net {
 class LoopMailbox {
  public:
   // The serving loop: runs the jobs as they arrive, each into `tasks`, for
-  // as long as the returned promise lives. Jobs left when it is dropped are
-  // destroyed unrun (their callers' promises reject).
+  // as long as the returned promise lives. Jobs still queued when it is
+  // dropped are destroyed unrun with the mailbox (their callers' promises reject).
   kj::Promise<void> serve(kj::TaskSet& tasks) {
     auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
     {
