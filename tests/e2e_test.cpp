@@ -255,7 +255,7 @@ TEST_F(EndToEnd, LiveRowsAreNotStuckBehindABacklog) {
       << "queries:\n"
       << "  - {name: backlog, lane: results, source: {type: synthetic, rate: 0, row_size: 512, "
          "max_rows: 600000}}\n"
-      << "  - {name: live, lane: events, source: {type: clock, period_ms: 20}}\n";
+      << "  - {name: live, lane: events, source: {type: clock, period_ms: 10}}\n";
   procs.add(spawn({OUTPOST_AGENT, "--config", config.string()}));
   // The buffer fills with results (600,000 rows of 512 bytes do not fit its 256 MiB).
   ASSERT_TRUE(eventually([&] { return buffered_bytes(tmp.path("buf")) >= (192ull << 20); },
@@ -291,7 +291,10 @@ TEST_F(EndToEnd, LiveRowsAreNotStuckBehindABacklog) {
       std::smatch m;
       if (!std::regex_search(lines[i], m, time_re)) continue;
       int64_t produced = testing::parse_utc_ns(m[1]);
-      if (produced > up + 1000000000) delays_ms.push_back((now - produced) / 1e6);  // after reconnect
+      // After the reconnect (the agent tries every 200 ms at most): a backlog
+      // of 256 MiB drains in about 1.4 s on an idle machine, so the 20 rows
+      // are measured within its first half.
+      if (produced > up + 300000000) delays_ms.push_back((now - produced) / 1e6);
     }
     seen_lines = lines.size();
     if (delays_ms.size() >= 20) {
