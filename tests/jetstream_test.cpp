@@ -163,7 +163,9 @@ TEST_F(JetStreamTest, RecordsStoredButNeverMarkedAreMarkedWhenTheAgentComesBackA
 
 TEST_F(JetStreamTest, UnmarkedRecordsAreMarkedOnlyUpToAMissingRecordOrAMissingChunk) {
   start_nats(1);
-  auto first = collector(options());
+  auto o = options();
+  o.duplicate_window = std::chrono::milliseconds(1000);  // the stream is made with it
+  auto first = collector(o);
   auto b1 = make_batch(1, 20);
   ASSERT_EQ(first->store({b1.upload})[0].status, UploadStatus::stored);
   // What a collector that stopped mid-group may leave in the stream: events
@@ -186,7 +188,9 @@ TEST_F(JetStreamTest, UnmarkedRecordsAreMarkedOnlyUpToAMissingRecordOrAMissingCh
   put("outpost.a1.control.Test_Art", "a1/control/2", true);
   put("outpost.a1.control.Test_Art", "a1/control/3", true);
 
-  auto next = collector(options());
+  // The agent comes back after the deduplication window.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto next = collector(o);
   auto marks = next->resume_marks("a1");
   EXPECT_EQ(marks[static_cast<size_t>(Lane::EVENTS)], 25u);
   EXPECT_EQ(marks[static_cast<size_t>(Lane::CONTROL)], 2u);

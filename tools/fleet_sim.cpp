@@ -219,7 +219,13 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
                    a.state = SimAgent::State::connected;
                    a.backoff.connected(std::chrono::steady_clock::now());
                    --connecting_;
-                   while (!a.unsent.empty() && a.unsent.front().seq <= mark) a.unsent.pop_front();
+                   // Rows the collector stored whose answer never came (the
+                   // connection ended first): its marks say so, as an answer would.
+                   while (!a.unsent.empty() && a.unsent.front().seq <= mark) {
+                     a.unanswered.push_back(a.unsent.front());
+                     a.unsent.pop_front();
+                   }
+                   stored(a, mark);
                    a.after = mark;
                    {
                      std::lock_guard<std::mutex> lock(mutex_);

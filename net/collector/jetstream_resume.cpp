@@ -5,11 +5,14 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <chrono>
 #include <memory>
 #include <optional>
 
 #include "net/collector/jetstream_store.hpp"
 #include "persistence/errors.hpp"
+#include "schemas/wall_clock.hpp"
 
 namespace outpost::net {
 
@@ -56,20 +59,41 @@ std::optional<RecordId> record_id(natsMsg* msg) {
 
 LaneMarks JetStreamStore::resume_marks(const std::string& agent) {
   Entry e = read_entry(agent);
+  // Records stored after the marks were written, sent again now, are
+  // dropped by JetStream while the deduplication window still covers them:
+  // then there is nothing to repair (an agent reconnecting within seconds,
+  // a reconnect storm, a leader being elected). A quarter of the window (30 s
+  // at most) is left for the agent to send them and for the clocks.
+  auto window = std::chrono::duration_cast<std::chrono::nanoseconds>(options_.duplicate_window).count();
+  int64_t margin = std::min<int64_t>(window / 4, int64_t{30} * 1000 * 1000 * 1000);
+  if (e.revision != 0 && schemas::now_ns() - e.written_ns < window - margin) return seen(agent, e).progress.marks;
+  // The repair only saves sending records again: when the stream cannot
+  // answer quickly, the agent resumes from the marks as they are.
+  try {
+    if (auto marks = unmarked_run(agent, e)) return *marks;
+  } catch (const StoreError& error) {
+    spdlog::warn("collector: agent {} resumes from its marks as they are: {}", agent, error.what());
+  }
+  return seen(agent, e).progress.marks;
+}
+
+std::optional<LaneMarks> JetStreamStore::unmarked_run(const std::string& agent, const Entry& e) {
   std::string filter = options_.subject_prefix + "." + subject_token(agent) + ".>";
   natsMsg* raw = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  natsStatus s = retrying(options_.request_timeout, [&] {
-    return js_GetLastMsg(&raw, js_, options_.stream.c_str(), filter.c_str(), nullptr, &jerr);
-  });
+  jsOptions quick;
+  jsOptions_Init(&quick);
+  quick.Wait = options_.retry_after.count();
+  natsStatus s = js_GetLastMsg(&raw, js_, options_.stream.c_str(), filter.c_str(), &quick, &jerr);
   NatsOwned<natsMsg> last(raw);
-  if (s != NATS_OK && s != NATS_NOT_FOUND)
-    throw StoreError("jetstream storage: cannot read the last record of " + agent + " in stream " + options_.stream +
-                     " on " + where() + ": " + nats_status_text(s));
-  auto id = s == NATS_OK ? record_id(raw) : std::nullopt;
+  if (s == NATS_NOT_FOUND) return std::nullopt;
+  if (s != NATS_OK)
+    throw StoreError("cannot read its last record in stream " + options_.stream + " on " + where() + ": " +
+                     nats_status_text(s));
+  auto id = record_id(raw);
   // Groups are marked in the order they were stored: the last record at or
   // below its lane's mark means every record is marked.
-  if (!id || id->seq <= e.progress.marks[id->lane]) return seen(agent, e).progress.marks;
+  if (!id || id->seq <= e.progress.marks[id->lane]) return std::nullopt;
 
   Unmarked found = stored_since(agent, e.written_ns);
   Entry wanted = e;
@@ -82,9 +106,9 @@ LaneMarks JetStreamStore::resume_marks(const std::string& agent) {
     if (mark > from)
       moved += fmt::format("{}{} {} to {}", moved.empty() ? "" : ", ", schemas::lane_name(static_cast<Lane>(l)), from, mark);
   }
-  if (moved.empty()) return seen(agent, e).progress.marks;
-  spdlog::warn("collector: agent {} has records in stream {} above its marks (a collector stopped between storing "
-               "them and marking them): marked now ({})",
+  if (moved.empty()) return std::nullopt;
+  spdlog::warn("collector: agent {} has records in stream {} that no mark covers (a collector stopped, or an upload "
+               "failed, after JetStream stored them): marked now ({})",
                agent, options_.stream, moved);
   write_marks(agent, wanted);
   std::lock_guard<std::mutex> lock(mutex_);
@@ -105,8 +129,7 @@ JetStreamStore::Unmarked JetStreamStore::stored_since(const std::string& agent, 
   jsErrCode jerr = static_cast<jsErrCode>(0);
   natsStatus s = js_SubscribeSync(&sub, js_, filter.c_str(), nullptr, &so, &jerr);
   auto fail = [&](const std::string& what) {
-    return StoreError("jetstream storage: cannot read the unmarked records of " + agent + " in stream " +
-                      options_.stream + " on " + where() + ": " + what);
+    return StoreError("cannot read its unmarked records in stream " + options_.stream + " on " + where() + ": " + what);
   };
   if (s != NATS_OK) throw fail(nats_status_text(s) + " (JetStream error " + std::to_string(jerr) + ")");
   std::unique_ptr<natsSubscription, void (*)(natsSubscription*)> owned(sub, [](natsSubscription* p) {
@@ -116,7 +139,7 @@ JetStreamStore::Unmarked JetStreamStore::stored_since(const std::string& agent, 
   Unmarked out;
   for (size_t read = 0; read < kMaxUnmarkedScan; ++read) {
     natsMsg* raw = nullptr;
-    s = natsSubscription_NextMsg(&raw, sub, static_cast<int64_t>(options_.request_timeout.count()));
+    s = natsSubscription_NextMsg(&raw, sub, static_cast<int64_t>(options_.retry_after.count()));
     if (s == NATS_TIMEOUT && read == 0) return out;  // none since (an empty consumer delivers nothing)
     if (s != NATS_OK) throw fail(nats_status_text(s) + " after " + std::to_string(read) + " messages");
     NatsOwned<natsMsg> msg(raw);

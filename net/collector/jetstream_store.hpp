@@ -17,11 +17,11 @@
 // every record of the upload was acknowledged by JetStream, taking the
 // highest of its own and another collector's. A collector that dies after
 // the records were acknowledged but before the mark moved costs nothing:
-// when the agent connects again, resume_marks() finds its last record in
-// the stream above its marks and marks the records stored there in an
-// unbroken run above each lane's mark (a record whose chunk is not there
-// too breaks the run); the agent then does not send them again. (Sent again
-// within the deduplication window, JetStream would drop them anyway.)
+// sent again within the deduplication window, JetStream drops them; when
+// the agent connects after it, resume_marks() finds its last record in the
+// stream above its marks and marks the records stored there in an unbroken
+// run above each lane's mark (a record whose chunk is not there too breaks
+// the run), so the agent does not send them again.
 //
 // Threads: progress() and resume_marks() from any thread; store() and
 // prune() from the storage thread only. Every call blocks on NATS round
@@ -80,9 +80,13 @@ class JetStreamStore final : public RowStore {
 
   const char* backend() const override { return "jetstream"; }
   AgentProgress progress(const std::string& agent) const override;
-  // One request (the last message of the agent's subjects) when nothing is
-  // unmarked; else a read of its messages stored since its marks were
-  // written (an ordered consumer), at most kMaxUnmarkedScan of them.
+  // Nothing more than marks() while the deduplication window (less a
+  // quarter, 30 s at most) still covers what was stored since the marks
+  // were written; after it, one request (the last message of the agent's
+  // subjects) when nothing is unmarked, else a read of its messages stored
+  // since then (an ordered consumer), at most kMaxUnmarkedScan of them.
+  // Throws StoreError only when the marks cannot be read: when the stream
+  // does not answer within retry_after, the marks as they are.
   LaneMarks resume_marks(const std::string& agent) override;
   static constexpr size_t kMaxUnmarkedScan = 1000000;
   // On a record's message whose upload chunk is the message <id>/blob.
@@ -153,6 +157,9 @@ class JetStreamStore final : public RowStore {
     std::array<std::set<uint64_t>, schemas::kLaneCount> needs_chunk;
   };
   Unmarked stored_since(const std::string& agent, int64_t since_ns) const;  // throws StoreError
+  // resume_marks' repair: the marks moved through the unmarked run, or
+  // nothing to move. Each request waits retry_after at most; throws StoreError.
+  std::optional<LaneMarks> unmarked_run(const std::string& agent, const Entry& e);
 
   JetStreamOptions options_;
   CollectorStore& state_;
