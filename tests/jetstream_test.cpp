@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <map>
 #include <thread>
 
 #include "net/collector/jetstream_export.hpp"
@@ -23,6 +24,19 @@ std::vector<uint64_t> range(uint64_t first, uint64_t last) {
   std::vector<uint64_t> v;
   for (uint64_t s = first; s <= last; ++s) v.push_back(s);
   return v;
+}
+
+// What `got` has more or less than `want`, and where it is out of order (gtest prints 32 elements).
+std::string difference(const std::vector<uint64_t>& got, const std::vector<uint64_t>& want) {
+  std::map<uint64_t, int> count;
+  for (auto s : got) ++count[s];
+  for (auto s : want) --count[s];
+  std::string out;
+  for (auto& [seq, n] : count)
+    if (n != 0) out += " " + std::to_string(seq) + (n > 0 ? " +" : " ") + std::to_string(n);
+  for (size_t i = 1; i < got.size(); ++i)
+    if (got[i] <= got[i - 1]) out += " order at " + std::to_string(i) + ": " + std::to_string(got[i]);
+  return out.empty() ? "same" : "seq and count more or less:" + out;
 }
 
 struct JetStreamTest : ::testing::Test {
@@ -274,7 +288,8 @@ TEST_F(JetStreamTest, LosingTheLeadersDelaysUploadsButDoesNotFailThem) {
     for (const char* s : {"OUTPOST", "KV_outpost-marks"})  // caught up, before the next node goes
       ASSERT_TRUE(eventually([&] { return replicas_current(nats->urls(), s, 3); }, std::chrono::seconds(60))) << s;
   }
-  EXPECT_EQ(stored(), range(1, 150));
+  auto got = stored();
+  EXPECT_EQ(got, range(1, 150)) << difference(got, range(1, 150));
 }
 
 // Two collectors take turns with one agent's uploads, as an agent failing
