@@ -69,6 +69,17 @@ struct JetStreamTest : ::testing::Test {
     return std::make_unique<JetStreamStore>(std::move(o), *states.back());
   }
 
+  // One node, a deduplication window of 1 s (the stream is made with it),
+  // and agent a1's events 1-20 stored and marked: the options used.
+  JetStreamOptions short_window_and_20_stored() {
+    start_nats(1);
+    auto o = options();
+    o.duplicate_window = std::chrono::milliseconds(1000);
+    auto b1 = make_batch(1, 20);
+    EXPECT_EQ(collector(o)->store({b1.upload})[0].status, UploadStatus::stored);
+    return o;
+  }
+
   std::vector<StreamMessage> stream() { return read_stream(nats->urls(), "OUTPOST"); }
   std::vector<uint64_t> stored() { return stream_values(stream(), "outpost.a1.events.", "seq"); }
 };
@@ -148,12 +159,7 @@ TEST_F(JetStreamTest, ACollectorThatDiesBeforeItsMarksMoveCostsNoDuplicate) {
 }
 
 TEST_F(JetStreamTest, RecordsStoredButNeverMarkedAreMarkedWhenTheAgentComesBackAfterTheWindow) {
-  start_nats(1);
-  auto o = options();
-  o.duplicate_window = std::chrono::milliseconds(1000);  // the stream is made with it
-  auto first = collector(o);
-  auto b1 = make_batch(1, 20);
-  ASSERT_EQ(first->store({b1.upload})[0].status, UploadStatus::stored);
+  auto o = short_window_and_20_stored();
 
   o.before_marks = [] { throw std::runtime_error("the collector dies here"); };
   auto dying = collector(o);
@@ -176,12 +182,7 @@ TEST_F(JetStreamTest, RecordsStoredButNeverMarkedAreMarkedWhenTheAgentComesBackA
 }
 
 TEST_F(JetStreamTest, UnmarkedRecordsAreMarkedOnlyUpToAMissingRecordOrAMissingChunk) {
-  start_nats(1);
-  auto o = options();
-  o.duplicate_window = std::chrono::milliseconds(1000);  // the stream is made with it
-  auto first = collector(o);
-  auto b1 = make_batch(1, 20);
-  ASSERT_EQ(first->store({b1.upload})[0].status, UploadStatus::stored);
+  auto o = short_window_and_20_stored();
   // What a collector that stopped mid-group may leave in the stream: events
   // 21-25 and 27-28 (26 was never acknowledged); control 1-3, whose 2 and 3
   // have chunks, of which only 2's was stored.
