@@ -5,7 +5,9 @@
 // (the connected agents from CollectorServer::connected(), the state and
 // marks on the admin writer's and lookups' threads); what needs an agent's
 // connection, or the relay, is run on the agents' loop (its mailbox):
-// collect, cancel, event-table, status, and each inspector call.
+// collect, cancel, event-table, status, and each inspector call; and, with
+// a relay (a fleet), `agents`' question of where the agents not connected
+// here are (the relay's asks are the agents' loop's).
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/io.h>
@@ -148,7 +150,7 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
     std::string agent = checked_agent(context.getParams().getAgent());
     // Alone, an agent not connected here is connected nowhere; in a fleet
     // each call goes to the collector holding the agent when it is made.
-    if (!server_.relay_ && !server_.connected().count(agent)) throw error_text("agent " + agent + " is not connected");
+    if (!server_.relay_ && !server_.connected_here(agent)) throw error_text("agent " + agent + " is not connected");
     context.getResults().setInspector(
         capnp::Capability::Client(kj::heap<ForwardedInspector>(server_, agent)).castAs<inspector::Inspector>());
     return kj::READY_NOW;
@@ -158,7 +160,6 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
   // Runs on the agents' loop (CollectorServer::admin_call), its params and results encoded.
   template <typename P, typename R, typename Context>
   kj::Promise<void> forward(const char* name, Context context) {
-    checked_agent(context.getParams().getAgent());
     std::string body = encode<P>(context.getParams());
     return server_.mailbox_
         .run<std::string>([&server = server_, name = std::string(name), body] {

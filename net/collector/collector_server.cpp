@@ -459,6 +459,11 @@ std::map<std::string, CollectorServer::Connected> CollectorServer::connected() c
   return connected_;
 }
 
+bool CollectorServer::connected_here(const std::string& agent) const {
+  std::lock_guard<std::mutex> lock(connected_mutex_);
+  return connected_.count(agent) > 0;
+}
+
 // --- Requests for agents
 
 bool CollectorServer::takes_definitions(const std::string& agent) const {

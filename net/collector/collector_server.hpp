@@ -88,6 +88,7 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
     int64_t connected_ns = 0;
   };
   std::map<std::string, Connected> connected() const;
+  bool connected_here(const std::string& agent) const;  // any thread
 
  private:
   class Connection;

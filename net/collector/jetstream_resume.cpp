@@ -78,7 +78,7 @@ LaneMarks JetStreamStore::resume_marks(const std::string& agent) {
 }
 
 std::optional<LaneMarks> JetStreamStore::unmarked_run(const std::string& agent, const Entry& e) {
-  std::string filter = options_.subject_prefix + "." + subject_token(agent) + ".>";
+  std::string filter = agent_subjects(agent) + ">";
   natsMsg* raw = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
   jsOptions quick;
@@ -116,7 +116,7 @@ std::optional<LaneMarks> JetStreamStore::unmarked_run(const std::string& agent, 
 }
 
 JetStreamStore::Unmarked JetStreamStore::stored_since(const std::string& agent, int64_t since_ns) const {
-  std::string filter = options_.subject_prefix + "." + subject_token(agent) + ".>";
+  std::string filter = agent_subjects(agent) + ">";
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = options_.stream.c_str();
@@ -157,28 +157,6 @@ JetStreamStore::Unmarked JetStreamStore::stored_since(const std::string& agent, 
     if (pending == 0) return out;
   }
   return out;  // the rest stays unmarked: the agent sends it again
-}
-
-AgentProgress JetStreamStore::progress(const std::string& agent) const { return seen(agent, read_entry(agent)).progress; }
-
-const JetStreamStore::Entry& JetStreamStore::seen(const std::string& agent, const Entry& fresh) const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto& mine = cache_[agent];
-  if (fresh.revision > mine.revision) mine = fresh;
-  return fresh;
-}
-
-JetStreamStore::Entry JetStreamStore::cached(const std::string& agent) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = cache_.find(agent);
-    if (it != cache_.end()) return it->second;
-  }
-  Entry fresh = read_entry(agent);
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto& mine = cache_[agent];
-  if (fresh.revision >= mine.revision) mine = fresh;
-  return mine;
 }
 
 }  // namespace outpost::net

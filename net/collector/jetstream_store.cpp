@@ -49,6 +49,10 @@ std::string folder_of(const std::string& file) {
 
 }  // namespace
 
+std::string JetStreamStore::agent_subjects(const std::string& agent) const {
+  return options_.subject_prefix + "." + subject_token(agent) + ".";
+}
+
 std::string JetStreamStore::where() const { return nats_where(options_.nats); }
 
 JetStreamStore::JetStreamStore(JetStreamOptions options, CollectorStore& state)
@@ -154,6 +158,28 @@ JetStreamStore::Entry JetStreamStore::read_entry(const std::string& agent) const
   out.revision = kvEntry_Revision(raw);
   out.written_ns = kvEntry_Created(raw);
   return out;
+}
+
+AgentProgress JetStreamStore::progress(const std::string& agent) const { return seen(agent, read_entry(agent)).progress; }
+
+const JetStreamStore::Entry& JetStreamStore::seen(const std::string& agent, const Entry& fresh) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto& mine = cache_[agent];
+  if (fresh.revision > mine.revision) mine = fresh;
+  return fresh;
+}
+
+JetStreamStore::Entry JetStreamStore::cached(const std::string& agent) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = cache_.find(agent);
+    if (it != cache_.end()) return it->second;
+  }
+  Entry fresh = read_entry(agent);
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto& mine = cache_[agent];
+  if (fresh.revision >= mine.revision) mine = fresh;
+  return mine;
 }
 
 void JetStreamStore::on_ack(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* err, void* closure) {
@@ -278,7 +304,7 @@ void JetStreamStore::publish(const std::vector<Upload>& uploads, Group& group) {
         result.mark = mark;
         continue;
       }
-      std::string prefix = options_.subject_prefix + "." + subject_token(up.agent) + "." + schemas::lane_name(up.lane) + ".";
+      std::string prefix = agent_subjects(up.agent) + schemas::lane_name(up.lane) + ".";
       std::string id_prefix = up.agent + "/" + schemas::lane_name(up.lane) + "/";
       for (size_t r = 0; r < up.records.size(); ++r) {
         auto& record = up.records[r];

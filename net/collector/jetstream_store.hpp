@@ -150,6 +150,7 @@ class JetStreamStore final : public RowStore {
   // One agent's marks, merged with another collector's on a conflict; throws StoreError.
   void write_marks(const std::string& agent, const Entry& wanted);
   std::string where() const;  // the servers, for errors
+  std::string agent_subjects(const std::string& agent) const;  // "<prefix>.<agent token>.": its subjects begin so
   // The records of `agent` stored in the stream since `since_ns` (NATS'
   // clock), by lane: their seqs, and the seqs whose chunk message is there.
   struct Unmarked {
