@@ -58,6 +58,9 @@ struct SimAgent {
   int64_t next_row = 0;   // when its next row is due
   std::deque<Row> unsent, unanswered;
   unsigned in_flight = 0;
+  // Answers kept until the next upload goes out, as the agent's link does
+  // (net/agent/net_client.cpp): dropping one sends its Finish message.
+  std::vector<capnp::Response<protocol::Session::UploadResults>> answered;
 };
 
 }  // namespace
@@ -168,10 +171,12 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
             --a.in_flight;
             a.backoff.stored();
             stored(a, resp.getStoredThrough());
+            a.answered.push_back(kj::mv(resp));
           },
           [this, &a, generation](kj::Exception&& e) {
             lost(a, generation, steady_ns(), true, e.getDescription().cStr());
           }));
+      a.answered.clear();
     }
   }
 
@@ -272,6 +277,7 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
     a.state = SimAgent::State::idle;
     a.session = nullptr;
     a.in_flight = 0;
+    a.answered.clear();
     while (!a.unanswered.empty()) {
       a.unsent.push_front(a.unanswered.back());
       a.unanswered.pop_back();

@@ -262,7 +262,6 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
     }
     uint64_t session = w.session;
     Lane lane = w.lane;
-    using Response = capnp::Response<protocol::Session::UploadResults>;
     auto answer = req.send().then([](auto resp) { return kj::mv(resp); },
                                   [](kj::Exception&& e) -> Response {
                                     if (e.getType() == kj::Exception::Type::DISCONNECTED)
@@ -270,6 +269,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
                                     // The collector answered with an error: it could not store it.
                                     throw failed_at("the collector refused an upload", e);
                                   });
+    answered_.clear();  // their Finish messages follow this upload's call
     auto wait = owner_.config_.upload_timeout;
     auto limit = timer().afterDelay(wait.count() * kj::MILLISECONDS).then([wait]() -> Response {
       throw error_text("upload timeout: no answer to an upload within " + std::to_string(wait.count()) +
@@ -280,6 +280,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
         [this, session, lane](Response resp) {
           if (session == session_) backoff_.stored();
           owner_.events_.stored(session, lane, resp.getStoredThrough());
+          if (session == session_) answered_.push_back(kj::mv(resp));
         },
         [this, session](kj::Exception&& e) {
           // Start over from the collector's marks; the first failure names the reason.
@@ -293,6 +294,7 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
   }
 
   void end_connection() {
+    answered_.clear();
     session_cap_ = nullptr;
     // Destroyed later: we may be inside one of its own callbacks.
     if (conn_) tasks_.add(kj::evalLater([c = kj::mv(conn_)] {}));
@@ -378,6 +380,11 @@ class NetClient::Loop : private kj::TaskSet::ErrorHandler {
   std::unique_ptr<TlsSetup> tls_;
   kj::Own<Connection> conn_;
   kj::Maybe<protocol::Session::Client> session_cap_;
+  // Answers to this session's uploads, kept until the next upload is sent:
+  // dropping an answer sends its Finish message, which then reaches the
+  // collector with that upload's call instead of waking it on its own.
+  using Response = capnp::Response<protocol::Session::UploadResults>;
+  std::vector<Response> answered_;
   uint64_t session_ = 0;
   bool reconnect_asked_ = false;  // the operator's: the next attempt is not delayed
   kj::Own<kj::PromiseFulfiller<void>> retry_now_;  // ends the wait before the next attempt

@@ -621,6 +621,14 @@ std::vector<UploadResult> CollectorStore::store_group(const std::vector<Upload>&
     uint64_t mark = it->second;
     files.begin_upload();
     size_t journal_mark = journal.group_mark();
+    // Consecutive records' lines for one file go out in one append.
+    std::string lines_file, lines;
+    auto append_lines = [&] {
+      if (lines.empty()) return;
+      uint64_t offset = files.append(lines_file, lines);
+      journal.add(GroupJournal::Kind::lines, lines_file, offset, lines);
+      lines.clear();
+    };
     try {
       for (size_t i = 0; result.error.empty() && i < up.records.size(); ++i) {
         auto& record = up.records[i];
@@ -636,11 +644,15 @@ std::vector<UploadResult> CollectorStore::store_group(const std::vector<Upload>&
           files.write_at(rendered.blob_file, rendered.blob_offset, blob);
           journal.add(GroupJournal::Kind::blob, rendered.blob_file, rendered.blob_offset, blob);
         }
-        uint64_t offset = files.append(rendered.file, rendered.lines);
-        journal.add(GroupJournal::Kind::lines, rendered.file, offset, rendered.lines);
+        if (rendered.file != lines_file) {
+          append_lines();
+          lines_file = rendered.file;
+        }
+        lines += rendered.lines;
         mark = record.seq;
         ++(rendered.malformed ? counted.malformed : counted.stored);
       }
+      append_lines();
     } catch (const std::exception& e) {  // StoreError, filesystem_error: this upload only
       files.roll_back();
       journal.roll_back(journal_mark);
