@@ -153,8 +153,21 @@ interface Admin {
   agentStatus @4 (agent :Text) -> (json :Text);
   # A connected agent's inspector (read-only), through this collector.
   inspect @5 (agent :Text) -> (inspector :Insp.Inspector);
-  # Where this collector stores rows: "jsonl" (files under its datadir) or "jetstream".
-  storage @6 () -> (backend :Text);
+  # Where this collector stores rows: "jsonl" (files under its datadir) or
+  # "jetstream", then also the stream the commands that read rows read.
+  storage @6 () -> (backend :Text, stream :StreamAccess);
+}
+
+# How to read a jetstream collector's stream: its own NATS settings (files
+# named as it was given them).
+struct StreamAccess {
+  servers @0 :List(Text);
+  stream @1 :Text;
+  subjectPrefix @2 :Text;   # an agent's records are under <prefix>.<agent>.>
+  ca @3 :Text;
+  cert @4 :Text;
+  key @5 :Text;
+  creds @6 :Text;
 }
 
 # How the collector keeps an agent's requests in its LMDB environment.

@@ -6,12 +6,17 @@
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 
+#include <algorithm>
 #include <atomic>
+#include <map>
+#include <regex>
+#include <sstream>
 #include <set>
 #include <thread>
 
 #include "net/collector/admin_relay.hpp"
 #include "net/collector/jetstream_admin.hpp"
+#include "schemas/json_reader.hpp"
 #include "schemas/protocol.capnp.h"
 #include "persistence/errors.hpp"
 #include "tests/e2e_fixture.hpp"
@@ -238,12 +243,6 @@ TEST_F(FleetAdmin, CommandsThroughOneCollectorReachAnAgentConnectedToTheOther) {
   EXPECT_EQ(cancel.first, 0) << cancel.second;
   EXPECT_NE(cancel.second.find("finished"), std::string::npos) << cancel.second;
 
-  // --wait reads files, which a jetstream collector has none of: refused before anything starts.
-  auto waiting = through(data_b, {"collect", "agent-1", "Generic.Client.Info", "--wait", "--timeout", "20"});
-  EXPECT_EQ(waiting.first, 1);
-  EXPECT_NE(waiting.second.find("stores them into jetstream: run it without --wait"), std::string::npos)
-      << waiting.second;
-
   // Flow ids come from the shared state: A's next is above B's.
   auto from_a = through(data_a, {"collect", "agent-1", "Generic.Client.Info"});
   ASSERT_EQ(from_a.first, 0) << from_a.second;
@@ -275,6 +274,62 @@ TEST_F(FleetAdmin, CommandsThroughOneCollectorReachAnAgentConnectedToTheOther) {
   EXPECT_EQ(nobody.first, 1);
   EXPECT_NE(nobody.second.find("agent agent-2 is not connected to any collector"), std::string::npos)
       << nobody.second;
+}
+
+// What the jsonl collector's operator reads from its files (Control's
+// FlowsReportEachCollectionsOutcomeAndCollectWaitFollowsOne), a fleet's
+// reads from the stream, through either collector.
+TEST_F(FleetAdmin, CollectWaitFlowsAndTailReadTheStreamThroughEitherCollector) {
+  start_agent(0, 0, only(port));  // to A
+  ASSERT_TRUE(eventually([&] { return slurp(collector_log).find("agent agent-1 connected") != std::string::npos; }))
+      << logs();
+  auto wait_for = [&](const fs::path& datadir, std::vector<std::string> params, std::string& out, std::string& err) {
+    std::vector<std::string> args = {OUTPOST_COLLECTOR, "collect", "agent-1", "Outpost.Test.Synthetic"};
+    for (auto& p : params) args.insert(args.end(), {"-p", p});
+    args.insert(args.end(), {"--wait", "--timeout", "60", "--datadir", datadir.string()});
+    fs::path o = tmp.path("wait.out"), e = tmp.path("wait.err");
+    int code = wait_exit(spawn_to(args, o, e));
+    out = slurp(o);
+    err = slurp(e);
+    return code;
+  };
+  std::string out, err;
+  ASSERT_EQ(wait_for(data_b, {"max_rows=700", "row_size=16"}, out, err), 0) << err << logs();
+  std::smatch m;
+  ASSERT_TRUE(std::regex_match(err, m, std::regex("flow (\\d+) started on agent-1\n"
+                                                  "flow \\1 finished: 700 rows, (\\d+) bytes, [0-9.]+ s\n")))
+      << err;
+  uint64_t ok = std::stoull(m[1]);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 700) << out.substr(0, 300);
+  EXPECT_EQ(out.find("\"query_id\":" + std::to_string(ok) + ","), out.find("\"query_id\":"));
+
+  ASSERT_EQ(wait_for(data_a, {"max_rows=5000", "fail_after=300"}, out, err), 1) << err;
+  ASSERT_TRUE(std::regex_search(err, m, std::regex("flow (\\d+) failed: "))) << err;
+  uint64_t failed = std::stoull(m[1]);
+
+  auto [code, listed] = through(data_b, {"flows", "agent-1", "--json"});
+  ASSERT_EQ(code, 0) << listed;
+  std::map<uint64_t, schemas::Json> flows;
+  std::istringstream lines(listed);
+  for (std::string line; std::getline(lines, line);) {
+    auto j = schemas::Json::parse(line);
+    flows[j["flow"].u()] = j;
+  }
+  ASSERT_EQ(flows.size(), 2u) << listed;
+  EXPECT_EQ(flows[ok]["state"].s, "finished");
+  EXPECT_EQ(flows[ok]["rows"].u(), 700u);
+  EXPECT_EQ(flows[failed]["state"].s, "failed");
+
+  std::tie(code, out) = through(data_a, {"tail", "agent-1", "--flow", std::to_string(failed), "-n", "1000000"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(out.find("\"query_id\":" + std::to_string(ok) + ","), std::string::npos);
+  EXPECT_EQ(static_cast<uint64_t>(std::count(out.begin(), out.end(), '\n')), flows[failed]["rows"].u()) << out;
+  std::tie(code, out) = through(data_b, {"tail", "agent-1", "Outpost.Test.Synthetic", "-n", "3"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 3) << out;
+  std::tie(code, out) = through(data_b, {"tail", "agent-1", "--flow", "12345"});
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("no flow 12345 from agent-1"), std::string::npos) << out;
 }
 
 TEST_F(FleetAdmin, RequestsQueuedThroughOneCollectorRunWhenTheAgentConnectsToTheOther) {

@@ -21,6 +21,7 @@
 #include "net/collector/jetstream_export.hpp"
 #include "persistence/errors.hpp"
 #include "net/kj_util.hpp"
+#include "schemas/codec.hpp"
 #include "schemas/json.hpp"
 #include "schemas/protocol.capnp.h"
 #include "tools/collector_files.hpp"
@@ -61,6 +62,57 @@ int call(const AdminOptions& o, const std::function<kj::Promise<void>(Admin::Cli
     std::cerr << "outpost-collector: " << e.what() << "\n";
     return 1;
   }
+}
+
+net::StreamAccess stream_access(protocol::StreamAccess::Reader r) {
+  net::StreamAccess a;
+  for (auto server : r.getServers()) a.servers.push_back(server.cStr());
+  a.stream = r.getStream().cStr();
+  a.subject_prefix = r.getSubjectPrefix().cStr();
+  a.ca = r.getCa().cStr();
+  a.cert = r.getCert().cStr();
+  a.key = r.getKey().cStr();
+  a.creds = r.getCreds().cStr();
+  return a;
+}
+
+// Where the rows the commands read are: the collector's stream, or nullopt
+// for files in the datadir (a jsonl collector's, or when no collector
+// answers at the socket: its files are read without it).
+std::optional<net::StreamAccess> rows_stream(const AdminOptions& o) {
+  std::string socket = o.socket.empty() ? default_socket(o.datadir) : o.socket;
+  if (!fs::exists(socket)) return std::nullopt;
+  try {
+    auto io = kj::setupAsyncIo();
+    auto stream = io.provider->getNetwork().parseAddress("unix:" + socket).wait(io.waitScope)->connect().wait(
+        io.waitScope);
+    capnp::TwoPartyClient client(*stream);
+    auto resp = net::within(io.provider->getTimer(),
+                            client.bootstrap().castAs<Admin>().storageRequest().send(), 10 * kj::SECONDS,
+                            "the collector's answer")
+                    .wait(io.waitScope);
+    if (!resp.hasStream()) return std::nullopt;
+    return stream_access(resp.getStream());
+  } catch (const kj::Exception&) {
+    return std::nullopt;  // a socket left by a collector that is gone
+  }
+}
+
+// A folder of an agent's rows: its files, or its records in the stream.
+struct Rows {
+  std::unique_ptr<StreamFolders> stream;
+  std::unique_ptr<LineSource> lines;
+};
+Rows rows_of(const AdminOptions& o, const std::optional<net::StreamAccess>& stream, const std::string& agent,
+             const std::string& folder, int64_t since_ns) {
+  Rows r;
+  if (!stream) {
+    r.lines = std::make_unique<Follower>(fs::path(o.datadir) / agent / folder);
+    return r;
+  }
+  r.stream = std::make_unique<StreamFolders>(*stream, agent, folder, since_ns);
+  r.lines = r.stream->folder(folder);
+  return r;
 }
 
 // An agent's inspector through the collector: what outpostctl prints on the agent's host.
@@ -242,8 +294,10 @@ void keep_flow(std::vector<std::string>& lines, uint64_t flow) {
 int tail(const AdminOptions& o, const std::string& agent, std::string artifact, uint64_t flow, size_t n,
          bool follow) {
   if (!check_agent(agent)) return 1;
+  auto stream = rows_stream(o);
   if (artifact.empty()) {  // --flow: the artifact its start record names
-    FlowReader flows(o.datadir, agent);
+    auto status = rows_of(o, stream, agent, kStatusFolder, 0);
+    FlowReader flows(std::move(status.lines));
     flows.update();
     auto it = flows.flows().find(flow);
     if (it == flows.flows().end()) {
@@ -253,14 +307,21 @@ int tail(const AdminOptions& o, const std::string& agent, std::string artifact, 
     }
     artifact = it->second.artifact;
   }
-  fs::path dir = fs::path(o.datadir) / agent / net::artifact_folder(artifact.c_str());
-  if (!fs::is_directory(dir) && !follow) {
+  std::string folder = net::artifact_folder(artifact.c_str());
+  fs::path dir = fs::path(o.datadir) / agent / folder;
+  if (!stream && !fs::is_directory(dir) && !follow) {
     std::cerr << "outpost-collector: no rows of " << artifact << " from " << agent << " (no " << dir.string() << ")\n";
     return 1;
   }
-  Follower follower(dir);
+  auto rows = rows_of(o, stream, agent, folder, 0);
+  auto& follower = *rows.lines;
   std::vector<std::string> lines;
   follower.read_new(lines);
+  if (stream && lines.empty() && !follow) {
+    std::cerr << "outpost-collector: no rows of " << artifact << " from " << agent << " (none in stream "
+              << stream->stream << ")\n";
+    return 1;
+  }
   keep_flow(lines, flow);
   for (size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size(); ++i) std::cout << lines[i] << "\n";
   std::cout << std::flush;
@@ -304,7 +365,8 @@ int export_stream(const CommandArgs::Export& e, bool follow) {
 
 int print_flows(const AdminOptions& o, const std::string& agent, bool json) {
   if (!check_agent(agent)) return 1;
-  FlowReader reader(o.datadir, agent);
+  auto status = rows_of(o, rows_stream(o), agent, kStatusFolder, 0);
+  FlowReader reader(std::move(status.lines));
   reader.update();
   if (json) {
     for (auto& [id, f] : reader.flows())
@@ -351,9 +413,20 @@ kj::Promise<void> send_collect(Admin::Client admin, CommandArgs& a, const std::s
 // ends once the agent's end record is stored and, for a flow that finished,
 // as many rows as it counted (the control lane may overtake the rows).
 int wait_flow(const AdminOptions& o, const std::string& agent, const std::string& artifact, uint64_t flow,
-              unsigned timeout_s) {
-  FlowReader flows(o.datadir, agent);
-  Follower rows(fs::path(o.datadir) / agent / net::artifact_folder(artifact.c_str()));
+              unsigned timeout_s, const std::optional<net::StreamAccess>& stream, int64_t since_ns) {
+  std::string folder = net::artifact_folder(artifact.c_str());
+  std::unique_ptr<StreamFolders> records;  // both folders, read at once
+  std::unique_ptr<LineSource> status, row_lines;
+  if (stream) {
+    records = std::make_unique<StreamFolders>(*stream, agent, "", since_ns);
+    status = records->folder(kStatusFolder);
+    row_lines = records->folder(folder);
+  } else {
+    status = std::make_unique<Follower>(fs::path(o.datadir) / agent / kStatusFolder);
+    row_lines = std::make_unique<Follower>(fs::path(o.datadir) / agent / folder);
+  }
+  FlowReader flows(std::move(status));
+  auto& rows = *row_lines;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   uint64_t seen = 0;
   for (;;) {
@@ -443,21 +516,20 @@ void add_commands(CLI::App& app, CommandArgs& a) {
           std::cerr << "outpost-collector: " << e.what() << "\n";
           return 1;
         }
-      int code = call(o, [&a, &definition](Admin::Client admin) {
-        // --wait reads the rows from the collector's files: none with jetstream.
-        kj::Promise<void> files = kj::READY_NOW;
+      // --wait reads the rows from the collector's files, or from its stream
+      // (jetstream) from a little before the collection started.
+      std::optional<net::StreamAccess> stream;
+      int64_t since = schemas::now_ns();
+      int code = call(o, [&a, &definition, &stream](Admin::Client admin) {
+        kj::Promise<void> where = kj::READY_NOW;
         if (a.wait)
-          files = admin.storageRequest().send().then([](auto resp) {
-            std::string backend = resp.getBackend().cStr();
-            if (backend != "jsonl")
-              throw net::error_text("collect --wait reads the rows from the collector's files, and this collector "
-                                    "stores them into " + backend + ": run it without --wait, then `outpost-collector "
-                                    "export --from jetstream --to jsonl DIR` and `tail AGENT --flow N --datadir DIR`");
+          where = admin.storageRequest().send().then([&stream](auto resp) {
+            if (resp.hasStream()) stream = stream_access(resp.getStream());
           });
-        return files.then([&a, &definition, admin]() mutable { return send_collect(admin, a, definition); });
+        return where.then([&a, &definition, admin]() mutable { return send_collect(admin, a, definition); });
       });
       if (code != 0 || !a.wait) return code;
-      return wait_flow(o, a.agent, a.artifact, a.flow, a.timeout_s);
+      return wait_flow(o, a.agent, a.artifact, a.flow, a.timeout_s, stream, since);
     };
   });
 
@@ -543,7 +615,8 @@ void add_commands(CLI::App& app, CommandArgs& a) {
     a.run = [&a](const AdminOptions& o) { return inspect(o, a.agent, a.what, a.json, a.trace); };
   });
 
-  auto* tail_cmd = app.add_subcommand("tail", "print an artifact's newest rows from an agent (reads the files)");
+  auto* tail_cmd = app.add_subcommand(
+      "tail", "print an artifact's newest rows from an agent (from the files, or a jetstream collector's stream)");
   tail_cmd->add_option("agent", a.agent, "agent id")->required();
   tail_cmd->add_option("artifact", a.artifact, "artifact name (with --flow: the flow's, when left out)");
   tail_cmd->add_option("--flow", a.flow, "only this collection's rows");
@@ -574,7 +647,7 @@ void add_commands(CLI::App& app, CommandArgs& a) {
   });
 
   auto* flows_cmd = app.add_subcommand("flows", "an agent's collections as it reported them: state, rows, bytes, "
-                                                "duration, error (reads the files)");
+                                                "duration, error (from the files, or a jetstream collector's stream)");
   flows_cmd->add_option("agent", a.agent, "agent id")->required();
   flows_cmd->add_flag("--json", a.json, "one JSON object per flow");
   flows_cmd->callback([&a] {

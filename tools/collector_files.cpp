@@ -28,12 +28,40 @@ void Follower::read_new(std::vector<std::string>& lines) {
   }
 }
 
+class StreamFolders::Folder final : public LineSource {
+ public:
+  Folder(StreamFolders& owner, std::string name) : owner_(owner), name_(std::move(name)) {}
+  void read_new(std::vector<std::string>& lines) override { owner_.take(name_, lines); }
+
+ private:
+  StreamFolders& owner_;
+  std::string name_;
+};
+
+StreamFolders::StreamFolders(const net::StreamAccess& access, const std::string& agent,
+                             const std::string& only_folder, int64_t since_ns)
+    : stream_(access, agent, only_folder, since_ns) {}
+
+std::unique_ptr<LineSource> StreamFolders::folder(const std::string& folder) {
+  return std::make_unique<Folder>(*this, folder);
+}
+
+void StreamFolders::take(const std::string& folder, std::vector<std::string>& lines) {
+  stream_.read_new(waiting_, std::chrono::milliseconds(200));
+  auto it = waiting_.find(folder);
+  if (it == waiting_.end()) return;
+  for (auto& l : it->second) lines.push_back(std::move(l));
+  it->second.clear();
+}
+
 FlowReader::FlowReader(const fs::path& datadir, const std::string& agent)
-    : follower_(datadir / agent / "_status") {}
+    : lines_(std::make_unique<Follower>(datadir / agent / kStatusFolder)) {}
+
+FlowReader::FlowReader(std::unique_ptr<LineSource> status_lines) : lines_(std::move(status_lines)) {}
 
 void FlowReader::update() {
   std::vector<std::string> lines;
-  follower_.read_new(lines);
+  lines_->read_new(lines);
   for (auto& line : lines) {
     schemas::Json j;
     try {

@@ -1,26 +1,40 @@
 #pragma once
-// What outpost-collector's commands read from the data directory itself: row
-// files followed as they grow (`tail`), and the flows' status records the
-// agents send on the control lane (`flows`, `collect --wait`).
+// What outpost-collector's commands read of the rows an agent sent: the
+// JSON lines of a folder (an artifact's rows, `tail`), and the flows'
+// status records the agents send on the control lane (`flows`, `collect
+// --wait`). A jsonl collector's are files in its datadir (Follower); a
+// jetstream collector's are in its stream (StreamFolders).
 //
-// Threads: one; each reads files the running collector appends to, and
-// takes only complete lines (a line being written has no '\n' yet).
+// Threads: one; files are read as the running collector appends to them,
+// taking only complete lines (a line being written has no '\n' yet); the
+// stream is read through NATS (blocking, each wait bounded).
 
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "net/collector/jetstream_lines.hpp"
+
 namespace outpost::admin {
 
-// The JSON lines of a folder's <date>.jsonl files, oldest first.
-class Follower {
+// One folder's JSON lines, oldest first.
+class LineSource {
+ public:
+  virtual ~LineSource() = default;
+  // Appends every complete line past what was read before. Throws
+  // persistence::StoreError when the stream cannot be read.
+  virtual void read_new(std::vector<std::string>& lines) = 0;
+};
+
+// A folder's <date>.jsonl files.
+class Follower final : public LineSource {
  public:
   explicit Follower(std::filesystem::path dir) : dir_(std::move(dir)) {}
-  // Appends every complete line past what was read before.
-  void read_new(std::vector<std::string>& lines);
+  void read_new(std::vector<std::string>& lines) override;
 
  private:
   std::filesystem::path dir_;
@@ -38,18 +52,40 @@ struct Flow {
   std::string started, ended;  // RFC 3339; empty when no record said
 };
 
+// An agent's records in a jetstream collector's stream, read once for
+// every folder asked for (net::StreamLines), from `since_ns` (0: the first).
+// Throws persistence::StoreError when NATS or the stream cannot be reached.
+class StreamFolders {
+ public:
+  StreamFolders(const net::StreamAccess& access, const std::string& agent, const std::string& only_folder,
+                int64_t since_ns);
+  // The lines of `folder` (the one given, if any), as a LineSource; valid
+  // while this object lives.
+  std::unique_ptr<LineSource> folder(const std::string& folder);
+
+ private:
+  class Folder;
+  void take(const std::string& folder, std::vector<std::string>& lines);
+  net::StreamLines stream_;
+  std::map<std::string, std::vector<std::string>> waiting_;  // read, not yet taken
+};
+
 // Reads the flows' status records of an agent as they come.
 class FlowReader {
  public:
-  FlowReader(const std::filesystem::path& datadir, const std::string& agent);
+  FlowReader(const std::filesystem::path& datadir, const std::string& agent);  // the datadir's files
+  explicit FlowReader(std::unique_ptr<LineSource> status_lines);
   // Takes what was stored since the last call.
   void update();
   const std::map<uint64_t, Flow>& flows() const { return flows_; }
 
  private:
-  Follower follower_;
+  std::unique_ptr<LineSource> lines_;
   std::map<uint64_t, Flow> flows_;
 };
+
+// The folder the agents' status records are stored under.
+inline constexpr const char* kStatusFolder = "_status";
 
 // A row line's query id (a flow's rows carry the flow id), or nullopt when
 // the line is not a row.

@@ -175,7 +175,14 @@ int main(int argc, char** argv) {
   app.footer("Without a command it serves: receives agents on --listen. The commands talk to a\n"
              "running collector through its admin socket (tail reads the row files).");
   CLI11_PARSE(app, argc, argv);
-  if (args.run) return args.run({datadir, admin_socket});
+  if (args.run) {
+    try {
+      return args.run({datadir, admin_socket});
+    } catch (const outpost::persistence::StoreError& e) {  // reading rows from a stream
+      std::cerr << "outpost-collector: " << e.what() << "\n";
+      return 1;
+    }
+  }
 
   size_t colon = listen.rfind(':');
   try {

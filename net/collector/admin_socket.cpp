@@ -142,7 +142,20 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
   }
 
   kj::Promise<void> storage(StorageContext context) override {
-    context.getResults().setBackend(server_.worker_.rows().backend());
+    auto results = context.getResults();
+    auto& rows = server_.worker_.rows();
+    results.setBackend(rows.backend());
+    if (auto access = rows.stream_access()) {
+      auto out = results.initStream();
+      auto servers = out.initServers(static_cast<unsigned>(access->servers.size()));
+      for (unsigned i = 0; i < servers.size(); ++i) servers.set(i, access->servers[i]);
+      out.setStream(access->stream);
+      out.setSubjectPrefix(access->subject_prefix);
+      out.setCa(access->ca);
+      out.setCert(access->cert);
+      out.setKey(access->key);
+      out.setCreds(access->creds);
+    }
     return kj::READY_NOW;
   }
 

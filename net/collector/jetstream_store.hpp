@@ -79,6 +79,10 @@ class JetStreamStore final : public RowStore {
   JetStreamStore& operator=(const JetStreamStore&) = delete;
 
   const char* backend() const override { return "jetstream"; }
+  std::optional<StreamAccess> stream_access() const override {
+    auto& n = options_.nats;
+    return StreamAccess{n.servers, options_.stream, options_.subject_prefix, n.ca, n.cert, n.key, n.creds};
+  }
   AgentProgress progress(const std::string& agent) const override;
   // Nothing more than marks() while the deduplication window (less a
   // quarter, 30 s at most) still covers what was stored since the marks

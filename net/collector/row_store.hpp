@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,12 +30,23 @@ struct AgentProgress {
 // "" (pure: any thread).
 std::string check_sequence(const Upload& up, uint64_t mark);
 
+// Where a backend's rows can be read from outside the collector (the admin
+// `storage` call tells the commands that read rows): jetstream's stream,
+// with the collector's own NATS settings (files named as it was given them).
+struct StreamAccess {
+  std::vector<std::string> servers;
+  std::string stream, subject_prefix;
+  std::string ca, cert, key, creds;
+};
+
 class RowStore {
  public:
   // As kj::AutoCloseFd's (which CollectorStore holds): may throw a close error.
   virtual ~RowStore() noexcept(false) = default;
 
   virtual const char* backend() const = 0;  // "jsonl" or "jetstream"
+  // Any thread. Empty for a backend whose rows are files under the datadir.
+  virtual std::optional<StreamAccess> stream_access() const { return std::nullopt; }
 
   // Any thread. Blocks on a read of the backend: an LMDB read transaction,
   // or a round trip to NATS (bounded by its request timeout). Throws
