@@ -350,18 +350,8 @@ TEST_F(Control, FlowsReportEachCollectionsOutcomeAndCollectWaitFollowsOne) {
   start_collector();
   start_agent(0, 0, no_queries());
   ASSERT_TRUE(eventually([&] { return connected(); })) << slurp(agent_log);
-  auto wait_for = [&](std::vector<std::string> params, std::string& out, std::string& err) {
-    std::vector<std::string> args = {OUTPOST_COLLECTOR, "collect", "agent-1", "Outpost.Test.Synthetic"};
-    for (auto& p : params) args.insert(args.end(), {"-p", p});
-    args.insert(args.end(), {"--wait", "--timeout", "60", "--datadir", data.string()});
-    fs::path o = tmp.path("wait.out"), e = tmp.path("wait.err");
-    int code = wait_exit(spawn_to(args, o, e));
-    out = slurp(o);
-    err = slurp(e);
-    return code;
-  };
   std::string out, err;
-  ASSERT_EQ(wait_for({"max_rows=2500", "row_size=16"}, out, err), 0) << err;
+  ASSERT_EQ(collect_wait(data, {"max_rows=2500", "row_size=16"}, out, err), 0) << err;
   std::smatch m;
   ASSERT_TRUE(std::regex_match(err, m, std::regex("flow (\\d+) started on agent-1\n"
                                                   "flow \\1 finished: 2500 rows, (\\d+) bytes, [0-9.]+ s\n")))
@@ -372,19 +362,14 @@ TEST_F(Control, FlowsReportEachCollectionsOutcomeAndCollectWaitFollowsOne) {
   EXPECT_EQ(out.find("\"query_id\":" + std::to_string(ok) + ","), out.find("\"query_id\":"));
 
   // A collection that fails: its error, and exit 1.
-  ASSERT_EQ(wait_for({"max_rows=5000", "fail_after=300"}, out, err), 1) << err;
+  ASSERT_EQ(collect_wait(data, {"max_rows=5000", "fail_after=300"}, out, err), 1) << err;
   ASSERT_TRUE(std::regex_search(err, m, std::regex("flow (\\d+) failed: ")) ) << err;
   uint64_t failed = std::stoull(m[1]);
   EXPECT_NE(err.find("fail_after"), std::string::npos) << err;
 
   auto [code, listed] = command({"flows", "agent-1", "--json"});
   ASSERT_EQ(code, 0) << listed;
-  std::map<uint64_t, schemas::Json> flows;
-  std::istringstream lines(listed);
-  for (std::string line; std::getline(lines, line);) {
-    auto j = schemas::Json::parse(line);
-    flows[j["flow"].u()] = j;
-  }
+  auto flows = flows_by_id(listed);
   ASSERT_EQ(flows.size(), 2u) << listed;
   EXPECT_EQ(flows[ok]["state"].s, "finished");
   EXPECT_EQ(flows[ok]["rows"].u(), 2500u);

@@ -4,8 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <regex>
+#include <sstream>
 
+#include "schemas/json_reader.hpp"
 #include "tests/process_util.hpp"
 #include "tests/temp_dir.hpp"
 
@@ -109,6 +112,32 @@ struct EndToEnd : ::testing::Test {
     args.insert(args.end(), {"--datadir", data.string()});
     int code = wait_exit(spawn(args, out));
     return {code, slurp(out)};
+  }
+
+  // `outpost-collector collect agent-1 Outpost.Test.Synthetic -p P... --wait`
+  // through `datadir`'s collector: its exit code; the rows (stdout) and the
+  // flow's start and end (stderr) in `out` and `err`.
+  int collect_wait(const fs::path& datadir, const std::vector<std::string>& params, std::string& out,
+                   std::string& err) {
+    std::vector<std::string> args = {OUTPOST_COLLECTOR, "collect", "agent-1", "Outpost.Test.Synthetic"};
+    for (auto& p : params) args.insert(args.end(), {"-p", p});
+    args.insert(args.end(), {"--wait", "--timeout", "60", "--datadir", datadir.string()});
+    fs::path o = tmp.path("wait.out"), e = tmp.path("wait.err");
+    int code = wait_exit(spawn_to(args, o, e));
+    out = slurp(o);
+    err = slurp(e);
+    return code;
+  }
+
+  // What `flows --json` printed, by flow id.
+  static std::map<uint64_t, schemas::Json> flows_by_id(const std::string& listed) {
+    std::map<uint64_t, schemas::Json> flows;
+    std::istringstream lines(listed);
+    for (std::string line; std::getline(lines, line);) {
+      auto j = schemas::Json::parse(line);
+      flows[j["flow"].u()] = j;
+    }
+    return flows;
   }
 
   // The Seq column of every row the collector stored for an artifact, in file order.

@@ -283,18 +283,8 @@ TEST_F(FleetAdmin, CollectWaitFlowsAndTailReadTheStreamThroughEitherCollector) {
   start_agent(0, 0, only(port));  // to A
   ASSERT_TRUE(eventually([&] { return slurp(collector_log).find("agent agent-1 connected") != std::string::npos; }))
       << logs();
-  auto wait_for = [&](const fs::path& datadir, std::vector<std::string> params, std::string& out, std::string& err) {
-    std::vector<std::string> args = {OUTPOST_COLLECTOR, "collect", "agent-1", "Outpost.Test.Synthetic"};
-    for (auto& p : params) args.insert(args.end(), {"-p", p});
-    args.insert(args.end(), {"--wait", "--timeout", "60", "--datadir", datadir.string()});
-    fs::path o = tmp.path("wait.out"), e = tmp.path("wait.err");
-    int code = wait_exit(spawn_to(args, o, e));
-    out = slurp(o);
-    err = slurp(e);
-    return code;
-  };
   std::string out, err;
-  ASSERT_EQ(wait_for(data_b, {"max_rows=700", "row_size=16"}, out, err), 0) << err << logs();
+  ASSERT_EQ(collect_wait(data_b, {"max_rows=700", "row_size=16"}, out, err), 0) << err << logs();
   std::smatch m;
   ASSERT_TRUE(std::regex_match(err, m, std::regex("flow (\\d+) started on agent-1\n"
                                                   "flow \\1 finished: 700 rows, (\\d+) bytes, [0-9.]+ s\n")))
@@ -303,18 +293,13 @@ TEST_F(FleetAdmin, CollectWaitFlowsAndTailReadTheStreamThroughEitherCollector) {
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 700) << out.substr(0, 300);
   EXPECT_EQ(out.find("\"query_id\":" + std::to_string(ok) + ","), out.find("\"query_id\":"));
 
-  ASSERT_EQ(wait_for(data_a, {"max_rows=5000", "fail_after=300"}, out, err), 1) << err;
+  ASSERT_EQ(collect_wait(data_a, {"max_rows=5000", "fail_after=300"}, out, err), 1) << err;
   ASSERT_TRUE(std::regex_search(err, m, std::regex("flow (\\d+) failed: "))) << err;
   uint64_t failed = std::stoull(m[1]);
 
   auto [code, listed] = through(data_b, {"flows", "agent-1", "--json"});
   ASSERT_EQ(code, 0) << listed;
-  std::map<uint64_t, schemas::Json> flows;
-  std::istringstream lines(listed);
-  for (std::string line; std::getline(lines, line);) {
-    auto j = schemas::Json::parse(line);
-    flows[j["flow"].u()] = j;
-  }
+  auto flows = flows_by_id(listed);
   ASSERT_EQ(flows.size(), 2u) << listed;
   EXPECT_EQ(flows[ok]["state"].s, "finished");
   EXPECT_EQ(flows[ok]["rows"].u(), 700u);

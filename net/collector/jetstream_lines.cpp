@@ -39,13 +39,7 @@ StreamLines::StreamLines(const StreamAccess& access, const std::string& agent, c
   // <prefix>.<agent>.<lane>.<folder>
   std::string filter = access.subject_prefix + "." + subject_token(agent) + "." +
                        (folder.empty() ? std::string(">") : "*." + subject_token(folder));
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = access.stream.c_str();
-  so.Ordered = true;
-  int64_t margin = int64_t{10} * 1000 * 1000 * 1000;
-  so.Config.DeliverPolicy = since_ns > margin ? js_DeliverByStartTime : js_DeliverAll;
-  so.Config.OptStartTime = since_ns > margin ? since_ns - margin : 0;
+  jsSubOptions so = ordered_since(access.stream, since_ns);
   jsErrCode jerr = static_cast<jsErrCode>(0);
   s = js_SubscribeSync(&sub_, js_, filter.c_str(), &jo, &so, &jerr);
   if (s != NATS_OK)

@@ -117,14 +117,8 @@ std::optional<LaneMarks> JetStreamStore::unmarked_run(const std::string& agent, 
 
 JetStreamStore::Unmarked JetStreamStore::stored_since(const std::string& agent, int64_t since_ns) const {
   std::string filter = agent_subjects(agent) + ">";
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = options_.stream.c_str();
-  so.Ordered = true;
-  // A margin for the clocks of the nodes leading the bucket and the stream.
-  int64_t margin = int64_t{10} * 1000 * 1000 * 1000;
-  so.Config.DeliverPolicy = since_ns > margin ? js_DeliverByStartTime : js_DeliverAll;
-  so.Config.OptStartTime = since_ns > margin ? since_ns - margin : 0;
+  // The margin is for the clocks of the nodes leading the bucket and the stream.
+  jsSubOptions so = ordered_since(options_.stream, since_ns);
   natsSubscription* sub = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
   natsStatus s = js_SubscribeSync(&sub, js_, filter.c_str(), nullptr, &so, &jerr);

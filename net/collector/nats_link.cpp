@@ -10,6 +10,17 @@
 
 namespace outpost::net {
 
+jsSubOptions ordered_since(const std::string& stream, int64_t since_ns) {
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = stream.c_str();
+  so.Ordered = true;
+  int64_t margin = int64_t{10} * 1000 * 1000 * 1000;
+  so.Config.DeliverPolicy = since_ns > margin ? js_DeliverByStartTime : js_DeliverAll;
+  so.Config.OptStartTime = since_ns > margin ? since_ns - margin : 0;
+  return so;
+}
+
 std::string nats_status_text(natsStatus s) {
   std::string text = natsStatus_GetText(s);
   natsStatus last = NATS_OK;

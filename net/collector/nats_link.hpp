@@ -67,6 +67,11 @@ std::string subject_token(const std::string& text);
 // The text subject_token() made `token` of; "" if it is not one (pure).
 std::string subject_untoken(const std::string& token);
 
+// Options for an ordered consumer of `stream` (which must outlive them)
+// starting at the records stored since since_ns (wall clock) less 10 s for
+// the clocks of the nodes, or at the first (since_ns 0). Pure.
+jsSubOptions ordered_since(const std::string& stream, int64_t since_ns);
+
 // How long to wait before asking again when NATS found no responder.
 constexpr std::chrono::milliseconds kNatsRetryPause{100};
 
