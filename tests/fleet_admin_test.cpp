@@ -16,6 +16,7 @@
 
 #include "net/collector/admin_relay.hpp"
 #include "net/collector/jetstream_admin.hpp"
+#include "schemas/codec.hpp"
 #include "schemas/json_reader.hpp"
 #include "schemas/protocol.capnp.h"
 #include "persistence/errors.hpp"
@@ -100,6 +101,46 @@ TEST_F(FleetState, TwoCollectorsNeverGiveOutOneFlowIdNorLoseEachOthersRequests) 
   EXPECT_EQ(b.event_table("agent-2"), std::string("\0table", 6));
   b.set_event_table("agent-2", "");
   EXPECT_EQ(a.event_table("agent-2"), "");
+}
+
+// The bucket does not keep every agent ever met nor every emptied queue for
+// ever: what no collector saw for the keep days goes, what is live stays.
+TEST_F(FleetState, AgentsNoCollectorSawForTheirKeepDaysAndEmptiedQueuesAreForgotten) {
+  constexpr int64_t kDay = 86400ll * 1000000000;
+  auto o = options();
+  o.agents_keep_days = 2;
+  JetStreamAdminState a(o), b(o);
+  for (auto id : {"gone", "connected-long-ago", "waiting"}) a.remember_agent(id);
+  a.queue_request("waiting", "a request for it");  // never sent: kept
+  a.queue_request("served", "sent since");
+  for (auto& q : a.queued_requests("served")) a.remove_request("served", q.key);
+  uint64_t old_key = 0;
+  b.queue_request("again", "first");
+  for (auto& q : b.queued_requests("again")) b.remove_request("again", old_key = q.key);
+  ASSERT_EQ(a.agents_with_requests(), (std::vector<std::string>{"again", "served", "waiting"}));
+
+  int64_t now = schemas::now_ns();
+  // A day on, through B, which holds one agent's connection since the start.
+  auto forgotten = b.forget_silent_agents({"connected-long-ago"}, now + kDay);
+  EXPECT_EQ(forgotten.agents, 0u) << "none silent 2 days yet";
+  EXPECT_EQ(forgotten.queues, 2u) << "again, served";
+  EXPECT_EQ(a.agents_with_requests(), (std::vector<std::string>{"waiting"}));
+  EXPECT_FALSE(a.known_agent("served"));
+  // Three days on: the agent B holds is seen again; the others were met 3 days ago.
+  forgotten = b.forget_silent_agents({"connected-long-ago"}, now + 3 * kDay);
+  EXPECT_EQ(forgotten.agents, 2u) << "gone, waiting (met, and its queue is kept)";
+  EXPECT_EQ(a.agents_met(), (std::vector<std::string>{"connected-long-ago"}));
+  EXPECT_TRUE(a.known_agent("waiting")) << "its request still waits";
+  ASSERT_EQ(a.queued_requests("waiting").size(), 1u);
+  EXPECT_FALSE(a.known_agent("gone"));
+
+  // A queue made again after its deletion: its keys are above the old ones.
+  a.queue_request("again", "second");
+  auto again = a.queued_requests("again");
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_GT(again[0].key, old_key);
+  b.remove_request("again", old_key);  // a removal asked again: takes nothing new
+  EXPECT_EQ(a.queued_requests("again").size(), 1u);
 }
 
 TEST_F(FleetState, UnreachableNatsIsAnErrorNamingIt) {

@@ -59,6 +59,7 @@ int serve(const std::string& datadir, CollectorConfig config, CollectorStoreOpti
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGINT);
   auto io = kj::setupAsyncIo();
+  int agents_keep_days = options.agents_keep_days;
   CollectorStore store(datadir, std::move(options));
   auto& repaired = store.repair_report();
   if (repaired.files_cut)
@@ -76,6 +77,7 @@ int serve(const std::string& datadir, CollectorConfig config, CollectorStoreOpti
     JetStreamAdminOptions admin{jetstream->nats, fleet.admin_bucket, jetstream->replicas};
     admin.request_timeout = jetstream->request_timeout;
     admin.connect_timeout = jetstream->connect_timeout;
+    admin.agents_keep_days = agents_keep_days;
     shared = std::make_unique<JetStreamAdminState>(admin);
     AdminRelayOptions relayed{jetstream->nats, fleet.admin_prefix};
     relayed.connect_timeout = jetstream->connect_timeout;

@@ -45,6 +45,20 @@ class AdminState {
   virtual std::vector<Queued> queued_requests(const std::string& agent) const = 0;  // oldest first
   virtual void remove_request(const std::string& agent, uint64_t key) = 0;  // gone already: nothing
   virtual std::vector<std::string> agents_with_requests() const = 0;  // an event table or queued requests
+
+  // Hourly, with the agents connected to this collector: a state shared by
+  // a fleet's collectors forgets the agents none of them has seen for its
+  // keep days, and drops emptied queues (JetStreamAdminState). A collector's
+  // own LMDB state prunes silent agents with its files instead
+  // (RowStore::prune): nothing here. Throws StoreError.
+  struct Forgotten {
+    uint64_t agents = 0, queues = 0;
+  };
+  virtual Forgotten forget_silent_agents(const std::vector<std::string>& connected, int64_t now_ns) {
+    (void)connected;
+    (void)now_ns;
+    return {};
+  }
 };
 
 }  // namespace outpost::net

@@ -284,12 +284,36 @@ kj::Promise<uint16_t> CollectorServer::start() {
             *listener_, io_.provider->getTimer(), "an agent", [this](kj::Own<kj::AsyncIoStream> s) { take_agent(kj::mv(s)); }));
         // The admin thread's calls may use the relay: after it started.
         tasks_.add(mailbox_.serve(tasks_));
+        tasks_.add(forget_silent_agents());
         if (!config_.admin_socket.empty()) start_admin();
         spdlog::info("collector: listening on {}:{} ({}){}", config_.host, port,
                      tls_ ? "TLS, client certificates required" : "plaintext",
                      config_.admin_socket.empty() ? "" : ", admin commands on " + config_.admin_socket);
         return port;
       });
+}
+
+kj::Promise<void> CollectorServer::forget_silent_agents() {
+  return io_.provider->getTimer()
+      .afterDelay(config_.forget_period.count() * kj::MILLISECONDS)
+      .then([this] {
+        std::vector<std::string> ids;
+        for (auto& [id, session] : agents_) ids.push_back(id);
+        return writer_
+            .run([&state = state_, ids = std::move(ids)] { return state.forget_silent_agents(ids, schemas::now_ns()); })
+            .then(
+                [](AdminState::Forgotten f) {
+                  if (f.agents || f.queues)
+                    spdlog::info("collector: forgot {} agents no collector saw for their keep days, and {} emptied "
+                                 "request queues",
+                                 f.agents, f.queues);
+                },
+                [](kj::Exception&& e) {
+                  spdlog::warn("collector: forgetting silent agents failed (tried again in an hour): {}",
+                               e.getDescription().cStr());
+                });
+      })
+      .then([this] { return forget_silent_agents(); });
 }
 
 kj::Promise<void> CollectorServer::accept_loop(kj::ConnectionReceiver& listener, kj::Timer& timer, const char* what,

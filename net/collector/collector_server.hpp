@@ -50,6 +50,9 @@ struct CollectorConfig {
   unsigned max_handshakes = 256;
   size_t max_waiting_handshakes = 100000;
   std::chrono::milliseconds handshake_wait{10000};
+  // How often the admin state forgets agents silent for its keep days
+  // (AdminState::forget_silent_agents: a fleet's shared state).
+  std::chrono::milliseconds forget_period{3600 * 1000};
 };
 
 class CollectorServer final : private kj::TaskSet::ErrorHandler {
@@ -148,6 +151,8 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   static std::string checked_agent(kj::StringPtr id);
   // Binds the admin socket and starts the admin thread (admin_socket.cpp).
   void start_admin();
+  // Every forget_period, for ever: AdminState::forget_silent_agents on the writer.
+  kj::Promise<void> forget_silent_agents();
   // agents_ and connected_ together.
   void set_session(const std::string& agent, AgentSession session);
   void end_session(std::map<std::string, AgentSession>::iterator it);

@@ -30,9 +30,9 @@ uint64_t parse_u64(const std::string& text) {
   throw StoreError("jetstream admin state: \"" + text.substr(0, 40) + "\" is not a number");
 }
 
-// A queue of `entries` (key and encoded request) as stored. An empty one is
-// kept, not deleted: a delete cannot be compare-and-set here, and would
-// lose a request another collector queued meanwhile.
+// A queue of `entries` (key and encoded request) as stored. An emptied one
+// is kept until forget_silent_agents deletes it if still unchanged (a plain
+// delete would lose a request another collector queued meanwhile).
 std::string encode_queue(uint64_t next_key, const std::vector<AdminState::Queued>& entries) {
   capnp::MallocMessageBuilder message;
   auto root = message.initRoot<protocol::RequestQueue>();
@@ -193,6 +193,9 @@ void JetStreamAdminState::queue_request(const std::string& agent, const std::str
   update("queue." + subject_token(agent), [&](const Value& now) {
     uint64_t next_key = 1;
     auto entries = decode_queue(now.bytes, &next_key);
+    // A new queue's keys start at the clock (µs), above those of a deleted
+    // one: a removal of an old key asked again never takes a new request.
+    if (!now.found) next_key = std::max<uint64_t>(1, static_cast<uint64_t>(schemas::now_ns()) / 1000);
     // Already there: this write landed, and its answer was lost (a collect
     // carries a random request id, so two requests are never the same bytes).
     if (std::any_of(entries.begin(), entries.end(), [&](const Queued& q) { return q.encoded == encoded; }))
@@ -219,5 +222,92 @@ void JetStreamAdminState::remove_request(const std::string& agent, uint64_t key)
 // One scan of the bucket's keys. An agent whose queue was emptied is among
 // them (a queue is never deleted: see encode_queue).
 std::vector<std::string> JetStreamAdminState::agents_with_requests() const { return keys({"table.", "queue."}); }
+
+std::vector<JetStreamAdminState::Entry> JetStreamAdminState::entries(const std::string& prefix) const {
+  kvWatchOptions wo;
+  kvWatchOptions_Init(&wo);
+  wo.IgnoreDeletes = true;
+  wo.Timeout = options_.request_timeout.count();
+  kvWatcher* raw = nullptr;
+  std::string keys = prefix + ">";
+  natsStatus s = kvStore_Watch(&raw, kv_, keys.c_str(), &wo);
+  if (s != NATS_OK) fail("cannot read " + keys, s);
+  std::unique_ptr<kvWatcher, void (*)(kvWatcher*)> watcher(raw, kvWatcher_Destroy);
+  std::vector<Entry> out;
+  for (;;) {
+    kvEntry* e = nullptr;
+    s = kvWatcher_Next(&e, raw, options_.request_timeout.count());
+    if (s != NATS_OK) fail("cannot read " + keys + " after " + std::to_string(out.size()) + " keys", s);
+    if (!e) return out;  // every current value delivered
+    NatsOwned<kvEntry> entry(e);
+    if (kvEntry_Operation(e) != kvOp_Put) continue;
+    out.push_back({kvEntry_Key(e),
+                   std::string(static_cast<const char*>(kvEntry_Value(e)), static_cast<size_t>(kvEntry_ValueLen(e))),
+                   kvEntry_Revision(e)});
+  }
+}
+
+bool JetStreamAdminState::delete_unchanged(const std::string& key, uint64_t revision) {
+  // What kvStore_Delete publishes, with the revision expected.
+  std::string subject = "$KV." + options_.bucket + "." + key;
+  natsMsg* raw = nullptr;
+  natsStatus s = natsMsg_Create(&raw, subject.c_str(), nullptr, nullptr, 0);
+  NatsOwned<natsMsg> msg(raw);
+  if (s == NATS_OK) s = natsMsgHeader_Set(raw, "KV-Operation", "DEL");
+  if (s != NATS_OK) fail("cannot make the delete of " + key, s);
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.ExpectLastSubjectSeq = revision;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  s = retrying(options_.request_timeout, [&] {
+    jsPubAck* ack = nullptr;
+    natsStatus r = js_PublishMsg(&ack, js_, raw, &po, &jerr);
+    if (ack) jsPubAck_Destroy(ack);
+    return r;
+  });
+  if (s == NATS_OK) return true;
+  // Written since (or deleted by a delete sent again whose answer was lost:
+  // gone either way, and the next pass sees which).
+  if (jerr == JSStreamWrongLastSequenceErr) return false;
+  fail("cannot delete " + key, s);
+}
+
+AdminState::Forgotten JetStreamAdminState::forget_silent_agents(const std::vector<std::string>& connected,
+                                                                int64_t now_ns) {
+  constexpr int64_t kDayNs = 86400ll * 1000000000;
+  // Connected agents are seen: their met.* moves on once a day, so that a
+  // connection older than the keep days does not look silent.
+  std::map<std::string, int64_t> seen;
+  for (auto& agent : connected) {
+    auto it = seen_.find(agent);
+    int64_t last = it == seen_.end() ? 0 : it->second;
+    if (now_ns - last >= kDayNs) {
+      put("met." + subject_token(agent), std::to_string(now_ns));
+      last = now_ns;
+    }
+    seen[agent] = last;
+  }
+  seen_.swap(seen);
+  Forgotten out;
+  int64_t cutoff = now_ns - int64_t{options_.agents_keep_days} * kDayNs;
+  for (auto& e : entries("met.")) {
+    int64_t when = 0;
+    try {
+      when = static_cast<int64_t>(parse_u64(e.bytes));
+    } catch (const StoreError&) {  // not ours: left alone
+      continue;
+    }
+    if (when < cutoff && delete_unchanged(e.key, e.revision)) ++out.agents;
+  }
+  for (auto& e : entries("queue."))
+    if (decode_queue(e.bytes, nullptr).empty() && delete_unchanged(e.key, e.revision)) ++out.queues;
+  if (out.agents || out.queues) {
+    natsStatus s = kvStore_PurgeDeletes(kv_, nullptr);  // markers older than 30 minutes
+    if (s != NATS_OK)
+      spdlog::warn("collector: cannot purge deleted keys' markers in bucket {}: {}", options_.bucket,
+                   nats_status_text(s));
+  }
+  return out;
+}
 
 }  // namespace outpost::net

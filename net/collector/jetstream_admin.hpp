@@ -4,11 +4,14 @@
 // request queued through one is sent by the one the agent connects to.
 // Keys (agent ids as subject_token()s):
 //   flows          "<u64>"  every flow id given out is below it
-//   met.<agent>    "<ns>"   when a collector first met it
+//   met.<agent>    "<ns>"   when a collector last saw it: first met, then
+//                           once a day while connected (forget_silent_agents)
 //   table.<agent>  EventTable (protocol.capnp), encoded
 //   queue.<agent>  RequestQueue (protocol.capnp), encoded
 // `flows` and `queue.*` change by compare-and-set, so that two collectors
-// never give out one flow id nor lose each other's requests.
+// never give out one flow id nor lose each other's requests; a `met.*` or
+// an emptied `queue.*` is deleted only if unchanged since read (a delete
+// marker published with the revision it expects).
 //
 // Threads: every function from any thread; each blocks on NATS round trips
 // (each bounded by request_timeout, asked again while a leader is elected).
@@ -17,6 +20,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -32,6 +36,7 @@ struct JetStreamAdminOptions {
   std::chrono::milliseconds request_timeout{5000};
   std::chrono::milliseconds retry_after{1000};
   std::chrono::milliseconds connect_timeout{30000};
+  int agents_keep_days = 365;  // agents no collector saw this long are forgotten
 };
 
 class JetStreamAdminState final : public AdminState {
@@ -54,6 +59,9 @@ class JetStreamAdminState final : public AdminState {
   std::vector<Queued> queued_requests(const std::string& agent) const override;
   void remove_request(const std::string& agent, uint64_t key) override;
   std::vector<std::string> agents_with_requests() const override;
+  // One pass over the bucket's met.* and queue.* (a watch); deleted keys'
+  // markers older than 30 minutes are purged after. One call at a time.
+  Forgotten forget_silent_agents(const std::vector<std::string>& connected, int64_t now_ns) override;
 
  private:
   struct Value {
@@ -70,11 +78,19 @@ class JetStreamAdminState final : public AdminState {
   // The agents under any of `prefixes`, sorted, once each (one scan of the keys).
   std::vector<std::string> keys(const std::vector<std::string>& prefixes) const;
   [[noreturn]] void fail(const std::string& what, natsStatus s) const;
+  struct Entry {
+    std::string key, bytes;
+    uint64_t revision = 0;
+  };
+  std::vector<Entry> entries(const std::string& prefix) const;  // every key under it, with its value
+  // Deletes `key` if its revision is still `revision`; false if it changed.
+  bool delete_unchanged(const std::string& key, uint64_t revision);
 
   JetStreamAdminOptions options_;
   NatsConnection nc_;
   jsCtx* js_ = nullptr;
   kvStore* kv_ = nullptr;
+  std::map<std::string, int64_t> seen_;  // connected agents: when their met.* was last written (forget_silent_agents)
 };
 
 }  // namespace outpost::net
