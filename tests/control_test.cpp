@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "tests/e2e_fixture.hpp"
+#include "tests/inspect_client.hpp"
 #include "schemas/inspector.capnp.h"
 #include "schemas/json_reader.hpp"
 #include "schemas/protocol.capnp.h"
@@ -401,37 +402,14 @@ TEST_F(Control, AWatchThroughTheCollectorEndsWhenItsClientGoes) {
   ASSERT_TRUE(eventually([&] { return connected(); }));
   auto io = kj::setupAsyncIo();
   auto& ws = io.waitScope;
-  struct Client {
-    kj::Own<kj::AsyncIoStream> stream;
-    kj::Own<capnp::TwoPartyClient> rpc;
-    inspector::Inspector::Client inspector = nullptr;
-  };
-  auto inspect = [&] {
-    Client c;
-    c.stream = io.provider->getNetwork().parseAddress("unix:" + (data / ".collector" / "admin.sock").string())
-                   .wait(ws)->connect().wait(ws);
-    c.rpc = kj::heap<capnp::TwoPartyClient>(*c.stream);
-    auto req = c.rpc->bootstrap().castAs<protocol::Admin>().inspectRequest();
-    req.setAgent("agent-1");
-    c.inspector = req.send().getInspector();
-    return c;
-  };
-  auto histograms = [&](inspector::Inspector::Client& in) {
-    auto req = in.actorsRequest();
-    auto got = req.send().wait(ws);
-    for (auto a : got.getActors())
-      if (a.getHandlingHistogram().size() > 0) return true;
-    return false;
-  };
+  fs::path socket = data / ".collector" / "admin.sock";
   {
-    auto watcher = inspect();
-    auto watch = watcher.inspector.watchRequest();
-    watch.setSeconds(3600);
-    watch.send().wait(ws);
-    ASSERT_TRUE(histograms(watcher.inspector));
+    InspectClient watcher(io, socket, "agent-1");
+    watcher.watch(ws);
+    ASSERT_TRUE(watcher.watched(ws));
   }  // its connection ends
-  auto other = inspect();
-  EXPECT_TRUE(eventually([&] { return !histograms(other.inspector); })) << "the watch outlived its client";
+  InspectClient other(io, socket, "agent-1");
+  EXPECT_TRUE(eventually([&] { return !other.watched(ws); })) << "the watch outlived its client";
 }
 
 TEST_F(Control, InspectShowsAnAgentsActorsThroughTheCollector) {

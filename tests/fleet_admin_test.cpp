@@ -21,6 +21,7 @@
 #include "schemas/protocol.capnp.h"
 #include "persistence/errors.hpp"
 #include "tests/e2e_fixture.hpp"
+#include "tests/inspect_client.hpp"
 #include "tests/nats_cluster.hpp"
 
 namespace outpost::net {
@@ -356,6 +357,29 @@ TEST_F(FleetAdmin, CollectWaitFlowsAndTailReadTheStreamThroughEitherCollector) {
   std::tie(code, out) = through(data_b, {"tail", "agent-1", "--flow", "12345"});
   EXPECT_EQ(code, 1);
   EXPECT_NE(out.find("no flow 12345 from agent-1"), std::string::npos) << out;
+}
+
+// As through the agent's own collector (Control's
+// AWatchThroughTheCollectorEndsWhenItsClientGoes): each admin connection of
+// the other collector has an inspector of its own on the agent.
+TEST_F(FleetAdmin, AWatchThroughTheOtherCollectorEndsWhenItsClientGoes) {
+  AgentOptions o;
+  o.target = port;  // to A
+  start_agent(0, 200, o);
+  ASSERT_TRUE(eventually([&] { return slurp(collector_log).find("agent agent-1 connected") != std::string::npos; }))
+      << logs();
+  auto io = kj::setupAsyncIo();
+  auto& ws = io.waitScope;
+  fs::path socket = data_b / ".collector" / "admin.sock";
+  InspectClient other(io, socket, "agent-1");  // before the watch: its inspector is not the watcher's
+  ASSERT_FALSE(other.watched(ws));
+  {
+    InspectClient watcher(io, socket, "agent-1");
+    watcher.watch(ws);
+    ASSERT_TRUE(watcher.watched(ws));
+    EXPECT_TRUE(other.watched(ws)) << "a watch is the agent's: every inspector sees it";
+  }  // its connection to B ends
+  EXPECT_TRUE(eventually([&] { return !other.watched(ws); })) << "the watch outlived its client" << logs();
 }
 
 TEST_F(FleetAdmin, RequestsQueuedThroughOneCollectorRunWhenTheAgentConnectsToTheOther) {

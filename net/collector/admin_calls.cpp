@@ -302,21 +302,14 @@ kj::Promise<std::string> CollectorServer::admin_call(const std::string& name, co
 
 kj::Promise<std::string> CollectorServer::inspector_call(uint64_t client, const std::string& agent, uint16_t method,
                                                          const std::string& body) {
-  if (auto it = agents_.find(agent); it != agents_.end()) {
-    auto& session = it->second;
-    auto mine = client_inspectors_.find(client);
-    if (mine == client_inspectors_.end() || mine->second.session_ns != session.connected_ns) {
-      capnp::Capability::Client inspector = session.controller.inspectorRequest().send().getInspector();
-      client_inspectors_.erase(client);
-      mine = client_inspectors_.emplace(client, ClientInspector{session.connected_ns, kj::mv(inspector)}).first;
-    }
-    return session_inspector_call(session, method, body, mine->second.inspector);
-  }
+  if (auto it = agents_.find(agent); it != agents_.end())
+    return session_inspector_call(it->second, std::to_string(client), method, body);
   if (!relay_) throw error_text("agent " + agent + " is not connected");
   std::chrono::milliseconds extra{};
   if (method == 5)  // trace: as long as it was asked to run
     extra = std::chrono::seconds(Decoded<inspector::Inspector::TraceParams>(body).get().getSeconds());
-  return relay_->ask(agent, "inspector." + std::to_string(method), body, extra)
+  relayed_inspects_[client] = agent;
+  return relay_->ask(agent, "inspector." + std::to_string(method) + "." + relay_key(client), body, extra)
       .then([agent](AdminRelay::Answer answer) {
         if (answer.kind == AdminRelay::Answer::failed) throw error_text(answer.error);
         if (answer.kind == AdminRelay::Answer::not_here)
@@ -325,15 +318,33 @@ kj::Promise<std::string> CollectorServer::inspector_call(uint64_t client, const 
       });
 }
 
-void CollectorServer::forget_inspector(uint64_t client) { client_inspectors_.erase(client); }
+void CollectorServer::forget_inspector(uint64_t client) {
+  client_inspectors_.erase(std::to_string(client));
+  auto relayed = relayed_inspects_.find(client);
+  if (relayed == relayed_inspects_.end()) return;
+  // The holder's inspector for it goes too (if the agent moved, so did it).
+  tasks_.add(relay_->ask(relayed->second, "forget-inspector." + relay_key(client), "").ignoreResult().catch_(
+      [](kj::Exception&&) {}));
+  relayed_inspects_.erase(relayed);
+}
 
-kj::Promise<std::string> CollectorServer::session_inspector_call(AgentSession& session, uint16_t method,
-                                                                 const std::string& body,
-                                                                 kj::Maybe<capnp::Capability::Client&> inspector) {
-  if (inspector == nullptr && session.inspector == nullptr)
-    session.inspector = capnp::Capability::Client(session.controller.inspectorRequest().send().getInspector());
-  auto& target = inspector == nullptr ? KJ_ASSERT_NONNULL(session.inspector) : KJ_ASSERT_NONNULL(inspector);
-  auto request = target.typelessRequest(capnp::typeId<inspector::Inspector>(), method, nullptr);
+kj::Promise<std::string> CollectorServer::session_inspector_call(AgentSession& session, const std::string& key,
+                                                                 uint16_t method, const std::string& body) {
+  capnp::Capability::Client* target = nullptr;
+  if (key.empty()) {
+    if (session.inspector == nullptr)
+      session.inspector = capnp::Capability::Client(session.controller.inspectorRequest().send().getInspector());
+    target = &KJ_ASSERT_NONNULL(session.inspector);
+  } else {
+    auto mine = client_inspectors_.find(key);
+    if (mine == client_inspectors_.end() || mine->second.session_ns != session.connected_ns) {
+      capnp::Capability::Client inspector = session.controller.inspectorRequest().send().getInspector();
+      client_inspectors_.erase(key);
+      mine = client_inspectors_.emplace(key, ClientInspector{session.connected_ns, kj::mv(inspector)}).first;
+    }
+    target = &mine->second.inspector;
+  }
+  auto request = target->typelessRequest(capnp::typeId<inspector::Inspector>(), method, nullptr);
   request.set(Decoded<capnp::AnyPointer>(body).get());
   return request.send().then([](capnp::Response<capnp::AnyPointer> response) { return encode_any(response); });
 }
@@ -376,19 +387,27 @@ void CollectorServer::take_call(AdminRelay::Call call) {
     relay_->answer(call, {AdminRelay::Answer::answered, encode<protocol::AgentSummary>(here.asReader()), {}});
     return;
   }
-  const std::string prefix = "inspector.";
+  // "inspector.<method>[.<key>]": the asking client's inspector here is
+  // "<key>/<agent>"; "forget-inspector.<key>" drops it.
+  const std::string prefix = "inspector.", forget = "forget-inspector.";
   kj::Promise<std::string> answer = nullptr;
   try {
-    if (call.name.rfind(prefix, 0) != 0) {
+    if (call.name.rfind(forget, 0) == 0) {
+      client_inspectors_.erase(call.name.substr(forget.size()) + "/" + call.agent);
+      answer = std::string();
+    } else if (call.name.rfind(prefix, 0) != 0) {
       answer = admin_call(call.name, call.body, false);
     } else {
+      std::string rest = call.name.substr(prefix.size());
+      size_t dot = rest.find('.');
       uint16_t method = 0;
       try {
-        method = static_cast<uint16_t>(std::stoul(call.name.substr(prefix.size())));
+        method = static_cast<uint16_t>(std::stoul(rest.substr(0, dot)));
       } catch (const std::exception&) {
         throw error_text("no inspector call \"" + call.name + "\"");
       }
-      answer = session_inspector_call(it->second, method, call.body);
+      std::string key = dot == std::string::npos ? "" : rest.substr(dot + 1) + "/" + call.agent;
+      answer = session_inspector_call(it->second, key, method, call.body);
     }
   } catch (const kj::Exception& e) {  // a malformed call
     answer = kj::cp(e);

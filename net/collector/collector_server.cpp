@@ -258,6 +258,8 @@ class CollectorServer::CollectorImpl final : public protocol::Collector::Server 
 CollectorServer::CollectorServer(kj::AsyncIoContext& io, CollectorConfig config, AdminState& state,
                                  StorageWorker& worker, AdminRelay* relay)
     : io_(io), config_(std::move(config)), state_(state), worker_(worker), relay_(relay), tasks_(*this) {
+  std::random_device random;
+  instance_ = fmt::format("{:08x}{:08x}", random(), random());
   if (config_.tls.insecure)
     spdlog::warn("collector: --insecure: TLS is OFF, agents are not authenticated and anyone on "
                  "the network can read and forge their data");

@@ -134,16 +134,20 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   // always here.
   kj::Promise<std::string> admin_call(const std::string& name, const std::string& body, bool route);
   // Inspector method `method` of `agent`'s inspector for admin connection
-  // inspector `client` (an id of ForwardedInspector's): connected here, an
-  // inspector of its own on the agent (as the agent would give a client
-  // connected to it: a watch it asks for ends when it goes, forget_inspector);
-  // else through the relay.
+  // inspector `client` (an id of ForwardedInspector's): an inspector of its
+  // own on the agent (as the agent would give a client connected to it: a
+  // watch it asks for ends when it goes, forget_inspector), here or, through
+  // the relay, at the collector holding the agent (keyed there by
+  // relay_key(client)).
   kj::Promise<std::string> inspector_call(uint64_t client, const std::string& agent, uint16_t method,
                                           const std::string& body);
   void forget_inspector(uint64_t client);
-  // On `inspector`, or on `session`'s own (taken at its first call: the relay's calls share it).
-  kj::Promise<std::string> session_inspector_call(AgentSession& session, uint16_t method, const std::string& body,
-                                                  kj::Maybe<capnp::Capability::Client&> inspector = nullptr);
+  std::string relay_key(uint64_t client) const { return instance_ + "-" + std::to_string(client); }
+  // Method `method` on the inspector `key` has on `session`'s agent (made at
+  // its first call, and again for a new session); a relayed call of a
+  // collector that gives no key (an older one) on the session's own.
+  kj::Promise<std::string> session_inspector_call(AgentSession& session, const std::string& key, uint16_t method,
+                                                  const std::string& body);
   // With a relay, per id not connected here: its holder's AgentSummary
   // (encoded), or "" (connected nowhere, or here). Asked all at once.
   kj::Promise<std::vector<std::string>> where(std::vector<std::string> ids);
@@ -183,7 +187,10 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
     int64_t session_ns;  // the agent's session it belongs to (its connected_ns)
     capnp::Capability::Client inspector;
   };
-  std::map<uint64_t, ClientInspector> client_inspectors_;  // by ForwardedInspector's id
+  // By ForwardedInspector's id here, by "<relay_key>/<agent>" for another collector's.
+  std::map<std::string, ClientInspector> client_inspectors_;
+  std::string instance_;  // this collector's run (random): relay keys of its clients
+  std::map<uint64_t, std::string> relayed_inspects_;  // client -> the agent it inspects through the relay
   // Per agent, the queued request push_queued() is handing over right now
   // (its key): a cancel of that one must go to the agent, as it may run it.
   std::map<std::string, uint64_t> pushing_;
