@@ -158,6 +158,49 @@ TEST_F(FleetState, UnreachableNatsIsAnErrorNamingIt) {
 }
 
 // Two relays (two collectors) on one event loop each side of NATS.
+// Results bigger than NATS' max_payload (1 MiB here) come in parts; two
+// holders answering at once (an agent's reconnect) are not mixed.
+TEST_F(FleetState, ARelayedAnswerOverNatsMaxPayloadComesWholeInPartsUpToItsLimit) {
+  auto io = kj::setupAsyncIo();
+  AdminRelayOptions o;
+  o.nats.servers = nats->urls();
+  o.max_answer_bytes = 5 << 20;
+  AdminRelay first(o), second(o), asker(o);
+  struct Errors : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&& e) override { ADD_FAILURE() << e.getDescription().cStr(); }
+  } errors;
+  kj::TaskSet tasks(errors);
+  auto results = [](size_t size, char salt) {
+    std::string body(size, '\0');
+    for (size_t i = 0; i < size; ++i) body[i] = static_cast<char>((i % 251) ^ salt);
+    return body;
+  };
+  auto answering = [&](AdminRelay& holder, char salt) {
+    return [&holder, &results, salt](AdminRelay::Call call) {
+      holder.answer(call, {AdminRelay::Answer::answered, results(std::stoul(call.body), salt), {}});
+    };
+  };
+  first.start(io.provider->getTimer(), tasks, answering(first, 1));
+  second.start(io.provider->getTimer(), tasks, answering(second, 2));
+  asker.start(io.provider->getTimer(), tasks, [&](AdminRelay::Call) { ADD_FAILURE() << "the asker holds nobody"; });
+
+  std::thread([&] { first.hold("agent.1"); }).join();
+  auto answer = asker.ask("agent.1", "inspector.5", "3500000").wait(io.waitScope);
+  ASSERT_EQ(answer.kind, AdminRelay::Answer::answered) << answer.error;
+  EXPECT_TRUE(answer.body == results(3500000, 1)) << answer.body.size() << " bytes";
+
+  auto over = asker.ask("agent.1", "inspector.5", "6000000").wait(io.waitScope);
+  EXPECT_EQ(over.kind, AdminRelay::Answer::failed);
+  EXPECT_NE(over.error.find("is over what the collectors relay (5242880)"), std::string::npos) << over.error;
+
+  std::thread([&] { second.hold("agent.1"); }).join();
+  for (int i = 0; i < 10; ++i) {
+    auto both = asker.ask("agent.1", "inspector.5", "2500000").wait(io.waitScope);
+    ASSERT_EQ(both.kind, AdminRelay::Answer::answered) << both.error;
+    EXPECT_TRUE(both.body == results(2500000, 1) || both.body == results(2500000, 2)) << "parts of two answers mixed";
+  }
+}
+
 TEST_F(FleetState, ARelayedCallReachesTheCollectorHoldingTheAgentAndNoneMeansNotHere) {
   auto io = kj::setupAsyncIo();
   AdminRelayOptions o;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
+#include <cstdio>
 #include <vector>
 
 #include "persistence/errors.hpp"
@@ -16,6 +17,8 @@ namespace {
 constexpr const char* kCall = "Outpost-Call";
 constexpr const char* kError = "Outpost-Error";
 constexpr const char* kNotHere = "Outpost-Not-Here";
+constexpr const char* kPart = "Outpost-Part";
+constexpr const char* kAnswer = "Outpost-Answer";
 
 using Msg = NatsOwned<natsMsg>;
 
@@ -174,6 +177,13 @@ void AdminRelay::on_reply(natsConnection*, natsSubscription*, natsMsg* raw, void
     r.answer.error = error;
   } else {
     r.answer.body = data_of(raw);
+    if (auto part = header(raw, kPart); !part.empty()) {
+      unsigned long long i = 0, n = 0;
+      if (std::sscanf(part.c_str(), "%llu/%llu", &i, &n) != 2 || i == 0 || i > n) return;  // not ours
+      r.part = i;
+      r.parts = n;
+      r.answer_id = header(raw, kAnswer);
+    }
   }
   static_cast<AdminRelay*>(self)->deliver(std::move(r));
 }
@@ -189,6 +199,19 @@ void AdminRelay::take(Received r) {
   }
   auto it = asks_.find(r.token);
   if (it == asks_.end()) return;  // timed out already
+  if (r.parts) {
+    auto& p = partial_[r.token];
+    if (p.next == 1 && r.part == 1) p.answer_id = r.answer_id;  // the first answer to start wins
+    if (r.answer_id != p.answer_id || r.part != p.next) return;  // another holder's, or out of turn
+    if (p.body.size() + r.answer.body.size() > options_.max_answer_bytes) {
+      r.answer = {Answer::failed, {}, "the answer is over max_answer_bytes"};
+    } else {
+      p.body += r.answer.body;
+      if (p.next++ < r.parts) return;
+      r.answer.body = std::move(p.body);
+    }
+    partial_.erase(r.token);
+  }
   it->second->fulfill(std::move(r.answer));
   asks_.erase(it);
 }
@@ -213,27 +236,44 @@ kj::Promise<AdminRelay::Answer> AdminRelay::ask(const std::string& agent, const 
     return Answer{Answer::failed, {},
                   "the collector holding agent " + agent + " did not answer within " + std::to_string(seconds) + " s"};
   });
-  return paf.promise.exclusiveJoin(kj::mv(timeout)).attach(kj::defer([this, token] { asks_.erase(token); }));
+  return paf.promise.exclusiveJoin(kj::mv(timeout)).attach(kj::defer([this, token] {
+    asks_.erase(token);
+    partial_.erase(token);
+  }));
 }
 
 void AdminRelay::answer(const Call& call, const Answer& given) {
   if (call.reply.empty()) return;
   Answer answer = given;
-  int64_t limit = natsConnection_GetMaxPayload(nc_.get());
-  if (limit > 0 && static_cast<int64_t>(answer.body.size()) > limit - 4096)
+  if (answer.body.size() > options_.max_answer_bytes)
     answer = {Answer::failed, {},
-              "the answer (" + std::to_string(answer.body.size()) + " bytes) is over what NATS carries (max_payload " +
-                  std::to_string(limit) + "): ask the collector agent " + call.agent + " is connected to"};
-  natsMsg* raw = nullptr;
-  natsStatus s = natsMsg_Create(&raw, call.reply.c_str(), nullptr, answer.body.data(),
-                                static_cast<int>(answer.body.size()));
-  Msg msg(raw);
-  if (s == NATS_OK && answer.kind == Answer::not_here) s = natsMsgHeader_Set(raw, kNotHere, "1");
-  std::string error = answer.error.empty() ? "failed" : answer.error;
-  for (auto& c : error)
-    if (c == '\r' || c == '\n') c = ' ';  // a header is one line
-  if (s == NATS_OK && answer.kind == Answer::failed) s = natsMsgHeader_Set(raw, kError, error.c_str());
-  if (s == NATS_OK) s = natsConnection_PublishMsg(nc_.get(), raw);
+              "the answer (" + std::to_string(answer.body.size()) + " bytes) is over what the collectors relay (" +
+                  std::to_string(options_.max_answer_bytes) + "): ask the collector agent " + call.agent +
+                  " is connected to"};
+  int64_t limit = natsConnection_GetMaxPayload(nc_.get());
+  size_t part_size = limit > 8192 ? static_cast<size_t>(limit - 4096) : 4096;
+  size_t parts = answer.kind == Answer::answered && answer.body.size() > part_size
+                     ? (answer.body.size() + part_size - 1) / part_size
+                     : 1;
+  std::string id = inbox_ + "-" + std::to_string(next_answer_++);
+  natsStatus s = NATS_OK;
+  for (size_t i = 0; i < parts && s == NATS_OK; ++i) {
+    size_t at = i * part_size, size = parts == 1 ? answer.body.size() : std::min(part_size, answer.body.size() - at);
+    natsMsg* raw = nullptr;
+    s = natsMsg_Create(&raw, call.reply.c_str(), nullptr, answer.body.data() + at, static_cast<int>(size));
+    Msg msg(raw);
+    if (s == NATS_OK && answer.kind == Answer::not_here) s = natsMsgHeader_Set(raw, kNotHere, "1");
+    std::string error = answer.error.empty() ? "failed" : answer.error;
+    for (auto& c : error)
+      if (c == '\r' || c == '\n') c = ' ';  // a header is one line
+    if (s == NATS_OK && answer.kind == Answer::failed) s = natsMsgHeader_Set(raw, kError, error.c_str());
+    if (s == NATS_OK && parts > 1) {
+      std::string part = std::to_string(i + 1) + "/" + std::to_string(parts);
+      s = natsMsgHeader_Set(raw, kPart, part.c_str());
+      if (s == NATS_OK) s = natsMsgHeader_Set(raw, kAnswer, id.c_str());
+    }
+    if (s == NATS_OK) s = natsConnection_PublishMsg(nc_.get(), raw);
+  }
   if (s != NATS_OK)
     spdlog::warn("collector: cannot answer a {} for agent {} through {}: {}", call.name, call.agent,
                  nats_where(options_.nats), nats_status_text(s));

@@ -16,8 +16,11 @@
 // holder's AgentSummary of it; push: no answer) and its data the method's
 // params (protocol.capnp's Admin, inspector.capnp's Inspector), encoded;
 // the answer's data the results, or the header Outpost-Error (the text),
-// or Outpost-Not-Here (the agent left). Either is at most NATS'
-// max_payload (1 MiB by default): a bigger answer is an error saying so.
+// or Outpost-Not-Here (the agent left). A call is at most NATS'
+// max_payload (1 MiB by default); results bigger than that come in parts,
+// each with the header Outpost-Part "<i>/<n>" and Outpost-Answer (which
+// answer: a second holder's parts are not mixed in), up to
+// max_answer_bytes in all (a bigger answer is an error saying so).
 //
 // Threads: libnats' threads receive; what they receive is handed to the
 // event loop that called start(), where ask() is called; hold() and
@@ -25,6 +28,7 @@
 
 #include <kj/async-io.h>
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -43,6 +47,7 @@ struct AdminRelayOptions {
   std::string prefix = "outpost-admin";  // outside the stream's subjects
   std::chrono::milliseconds answer_timeout{15000};  // an asked collector's answer (the agent's, through it)
   std::chrono::milliseconds connect_timeout{30000};
+  size_t max_answer_bytes = 64 << 20;  // results relayed at most (in parts)
 };
 
 class AdminRelay {
@@ -92,6 +97,13 @@ class AdminRelay {
     uint64_t token = 0;
     Answer answer;
     Call call;
+    std::string answer_id;     // a part's answer
+    uint64_t part = 0, parts = 0;  // 0: the whole answer
+  };
+  // An ask's answer coming in parts: whose, and what came so far.
+  struct Partial {
+    std::string answer_id, body;
+    uint64_t next = 1;
   };
   static void on_call(natsConnection*, natsSubscription*, natsMsg* msg, void* self);
   static void on_reply(natsConnection*, natsSubscription*, natsMsg* msg, void* self);
@@ -116,6 +128,8 @@ class AdminRelay {
   Handler handler_;
   uint64_t next_token_ = 1;
   std::map<uint64_t, kj::Own<kj::PromiseFulfiller<Answer>>> asks_;
+  std::map<uint64_t, Partial> partial_;  // by token
+  std::atomic<uint64_t> next_answer_{1};  // names this relay's answers (with inbox_): any thread
 };
 
 }  // namespace outpost::net
