@@ -12,8 +12,10 @@
 // that a collector that holds it sends it at once.
 //
 // A call is the NATS message's header Outpost-Call (collect, cancel,
-// setEventTable, agentStatus, inspector.<method number>; where: the
-// holder's AgentSummary of it; push: no answer) and its data the method's
+// setEventTable, agentStatus, inspector.<method number>.<client key>: on
+// the inspector the holder keeps for that asking client, until
+// forget-inspector.<client key>; where: the holder's AgentSummary of it;
+// push: no answer) and its data the method's
 // params (protocol.capnp's Admin, inspector.capnp's Inspector), encoded;
 // the answer's data the results, or the header Outpost-Error (the text),
 // or Outpost-Not-Here (the agent left). A call is at most NATS'

@@ -77,8 +77,8 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
     int64_t connected_ns = 0;
     protocol::AgentController::Client controller;
     uint16_t minor_version = 0;  // of the protocol it speaks
-    // Its inspector for calls relayed from other collectors (taken at the
-    // first): one for the session, as a local admin connection has one.
+    // Its inspector for relayed calls that name no client (a collector
+    // from before inspectors per client; taken at the first).
     kj::Maybe<capnp::Capability::Client> inspector = nullptr;
   };
   // Connected agents by id (the newest connection of each). The loop's.
