@@ -59,8 +59,8 @@ class JetStreamAdminState final : public AdminState {
   std::vector<Queued> queued_requests(const std::string& agent) const override;
   void remove_request(const std::string& agent, uint64_t key) override;
   std::vector<std::string> agents_with_requests() const override;
-  // One pass over the bucket's met.* and queue.* (a watch); deleted keys'
-  // markers older than 30 minutes are purged after. One call at a time.
+  // One pass over the bucket's met.* and queue.* (a watch); a deleted key
+  // leaves its delete marker, a small message. One call at a time.
   Forgotten forget_silent_agents(const std::vector<std::string>& connected, int64_t now_ns) override;
 
  private:
