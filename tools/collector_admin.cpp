@@ -296,7 +296,7 @@ int tail(const AdminOptions& o, const std::string& agent, std::string artifact, 
   if (!check_agent(agent)) return 1;
   auto stream = rows_stream(o);
   if (artifact.empty()) {  // --flow: the artifact its start record names
-    auto status = rows_of(o, stream, agent, kStatusFolder, 0);
+    auto status = rows_of(o, stream, agent, net::kStatusFolder, 0);
     FlowReader flows(std::move(status.lines));
     flows.update();
     auto it = flows.flows().find(flow);
@@ -365,7 +365,7 @@ int export_stream(const CommandArgs::Export& e, bool follow) {
 
 int print_flows(const AdminOptions& o, const std::string& agent, bool json) {
   if (!check_agent(agent)) return 1;
-  auto status = rows_of(o, rows_stream(o), agent, kStatusFolder, 0);
+  auto status = rows_of(o, rows_stream(o), agent, net::kStatusFolder, 0);
   FlowReader reader(std::move(status.lines));
   reader.update();
   if (json) {
@@ -419,10 +419,10 @@ int wait_flow(const AdminOptions& o, const std::string& agent, const std::string
   std::unique_ptr<LineSource> status, row_lines;
   if (stream) {
     records = std::make_unique<StreamFolders>(*stream, agent, "", since_ns);
-    status = records->folder(kStatusFolder);
+    status = records->folder(net::kStatusFolder);
     row_lines = records->folder(folder);
   } else {
-    status = std::make_unique<Follower>(fs::path(o.datadir) / agent / kStatusFolder);
+    status = std::make_unique<Follower>(fs::path(o.datadir) / agent / net::kStatusFolder);
     row_lines = std::make_unique<Follower>(fs::path(o.datadir) / agent / folder);
   }
   FlowReader flows(std::move(status));

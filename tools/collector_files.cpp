@@ -55,7 +55,7 @@ void StreamFolders::take(const std::string& folder, std::vector<std::string>& li
 }
 
 FlowReader::FlowReader(const fs::path& datadir, const std::string& agent)
-    : lines_(std::make_unique<Follower>(datadir / agent / kStatusFolder)) {}
+    : lines_(std::make_unique<Follower>(datadir / agent / net::kStatusFolder)) {}
 
 FlowReader::FlowReader(std::unique_ptr<LineSource> status_lines) : lines_(std::move(status_lines)) {}
 

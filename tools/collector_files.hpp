@@ -84,9 +84,6 @@ class FlowReader {
   std::map<uint64_t, Flow> flows_;
 };
 
-// The folder the agents' status records are stored under.
-inline constexpr const char* kStatusFolder = "_status";
-
 // A row line's query id (a flow's rows carry the flow id), or nullopt when
 // the line is not a row.
 std::optional<uint64_t> row_flow(const std::string& line);

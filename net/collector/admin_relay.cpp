@@ -256,6 +256,9 @@ void AdminRelay::answer(const Call& call, const Answer& given) {
                      ? (answer.body.size() + part_size - 1) / part_size
                      : 1;
   std::string id = inbox_ + "-" + std::to_string(next_answer_++);
+  std::string error = answer.error.empty() ? "failed" : answer.error;
+  for (auto& c : error)
+    if (c == '\r' || c == '\n') c = ' ';  // a header is one line
   natsStatus s = NATS_OK;
   for (size_t i = 0; i < parts && s == NATS_OK; ++i) {
     size_t at = i * part_size, size = parts == 1 ? answer.body.size() : std::min(part_size, answer.body.size() - at);
@@ -263,9 +266,6 @@ void AdminRelay::answer(const Call& call, const Answer& given) {
     s = natsMsg_Create(&raw, call.reply.c_str(), nullptr, answer.body.data() + at, static_cast<int>(size));
     Msg msg(raw);
     if (s == NATS_OK && answer.kind == Answer::not_here) s = natsMsgHeader_Set(raw, kNotHere, "1");
-    std::string error = answer.error.empty() ? "failed" : answer.error;
-    for (auto& c : error)
-      if (c == '\r' || c == '\n') c = ' ';  // a header is one line
     if (s == NATS_OK && answer.kind == Answer::failed) s = natsMsgHeader_Set(raw, kError, error.c_str());
     if (s == NATS_OK && parts > 1) {
       std::string part = std::to_string(i + 1) + "/" + std::to_string(parts);

@@ -153,7 +153,7 @@ Rendered render_record(const std::string& agent, Lane lane, const IncomingRecord
     switch (record.which()) {
       case schema::Record::ROW_BATCH: folder = path_component(record.getRowBatch().getArtifact()); break;
       case schema::Record::LOG: folder = "_log"; break;
-      case schema::Record::QUERY_STATUS: folder = "_status"; break;
+      case schema::Record::QUERY_STATUS: folder = kStatusFolder; break;
       case schema::Record::UPLOAD_CHUNK: folder = "_uploads"; break;
       default: folder = "_unknown"; break;
     }
@@ -872,6 +872,12 @@ std::vector<std::string> CollectorStore::agents_met() const {
 }
 
 std::string artifact_folder(kj::StringPtr artifact) { return path_component(artifact); }
+
+std::string folder_of_file(const std::string& rel) {
+  auto first = rel.find('/');
+  auto second = first == std::string::npos ? first : rel.find('/', first + 1);
+  return second == std::string::npos ? "" : rel.substr(first + 1, second - first - 1);
+}
 
 void append_escaped(std::string& out, unsigned char c, char marker) {
   static constexpr char kHex[] = "0123456789ABCDEF";

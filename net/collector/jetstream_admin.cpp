@@ -170,7 +170,7 @@ uint64_t JetStreamAdminState::flows_given_below() const {
 bool JetStreamAdminState::known_agent(const std::string& agent) const {
   std::string token = subject_token(agent);
   if (get("met." + token).found || get("table." + token).found) return true;
-  return !decode_queue(get("queue." + token).bytes, nullptr).empty();  // an emptied queue is kept
+  return !decode_queue(get("queue." + token).bytes, nullptr).empty();  // an emptied queue says nothing
 }
 
 void JetStreamAdminState::remember_agent(const std::string& agent) {
@@ -220,7 +220,7 @@ void JetStreamAdminState::remove_request(const std::string& agent, uint64_t key)
 }
 
 // One scan of the bucket's keys. An agent whose queue was emptied is among
-// them (a queue is never deleted: see encode_queue).
+// them until forget_silent_agents deletes the queue (see encode_queue).
 std::vector<std::string> JetStreamAdminState::agents_with_requests() const { return keys({"table.", "queue."}); }
 
 std::vector<JetStreamAdminState::Entry> JetStreamAdminState::entries(const std::string& prefix) const {

@@ -187,8 +187,8 @@ ExportReport export_jsonl(const ExportOptions& o, const fs::path& dir, const std
     for (int i = 0; i < batch.list.Count; ++i) {
       natsMsg* m = batch.list.Msgs[i];
       seqs[i] = stream_seq(m);
-      const char* file = header(m, "Outpost-File");
-      if (seqs[i] <= st.through || !file || !safe_relative(file) || header(m, "Outpost-Offset")) continue;
+      const char* file = header(m, kFileHeader);
+      if (seqs[i] <= st.through || !file || !safe_relative(file) || header(m, kOffsetHeader)) continue;
       if (intent.cuts.count(file)) continue;
       struct stat sb;
       intent.cuts[file] = ::stat((dir / file).c_str(), &sb) == 0 ? static_cast<uint64_t>(sb.st_size) : 0;
@@ -215,7 +215,7 @@ ExportReport export_jsonl(const ExportOptions& o, const fs::path& dir, const std
         ++report.skipped;
         continue;
       }
-      const char* file = header(m, "Outpost-File");
+      const char* file = header(m, kFileHeader);
       if (!file || !safe_relative(file)) {
         spdlog::error("export: stream {} sequence {} on {}: no usable Outpost-File header (\"{}\"); not written",
                       o.stream, seqs[i], natsMsg_GetSubject(m), file ? file : "");
@@ -225,7 +225,7 @@ ExportReport export_jsonl(const ExportOptions& o, const fs::path& dir, const std
       int fd = fd_of(file);
       const char* data = natsMsg_GetData(m);
       size_t size = static_cast<size_t>(natsMsg_GetDataLength(m));
-      if (const char* offset = header(m, "Outpost-Offset")) {
+      if (const char* offset = header(m, kOffsetHeader)) {
         uint64_t at = std::strtoull(offset, nullptr, 10);
         for (size_t done = 0; done < size;) {
           ssize_t n = ::pwrite(fd, data + done, size - done, static_cast<off_t>(at + done));

@@ -9,14 +9,6 @@ namespace outpost::net {
 
 using persistence::StoreError;
 
-std::string folder_of_file(const std::string& rel) {
-  auto first = rel.find('/');
-  if (first == std::string::npos) return "";
-  auto second = rel.find('/', first + 1);
-  if (second == std::string::npos) return "";
-  return rel.substr(first + 1, second - first - 1);
-}
-
 StreamLines::StreamLines(const StreamAccess& access, const std::string& agent, const std::string& folder,
                          int64_t since_ns, std::chrono::milliseconds timeout) {
   NatsLink link;
@@ -86,8 +78,8 @@ void StreamLines::read_new(std::map<std::string, std::vector<std::string>>& by_f
 void StreamLines::read_lines(natsMsg* raw, std::map<std::string, std::vector<std::string>>& by_folder) {
   const char* file = nullptr;
   const char* offset = nullptr;
-  if (natsMsgHeader_Get(raw, "Outpost-File", &file) != NATS_OK || !file) return;
-  if (natsMsgHeader_Get(raw, "Outpost-Offset", &offset) == NATS_OK) return;  // an upload's chunk, not lines
+  if (natsMsgHeader_Get(raw, kFileHeader, &file) != NATS_OK || !file) return;
+  if (natsMsgHeader_Get(raw, kOffsetHeader, &offset) == NATS_OK) return;  // an upload's chunk, not lines
   std::string folder = folder_of_file(file);
   if (folder.empty()) return;
   auto& lines = by_folder[folder];

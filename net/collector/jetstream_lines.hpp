@@ -47,7 +47,4 @@ class StreamLines {
   natsSubscription* sub_ = nullptr;
 };
 
-// The folder of a stored file's name, <agent>/<folder>/<name> ("" if not one; pure).
-std::string folder_of_file(const std::string& rel);
-
 }  // namespace outpost::net

@@ -40,13 +40,6 @@ bool decode(const std::string& text, AgentProgress& p) {
   return !(in >> rest);
 }
 
-// The second component of "<agent>/<folder>/<date>.jsonl".
-std::string folder_of(const std::string& file) {
-  auto a = file.find('/');
-  auto b = a == std::string::npos ? a : file.find('/', a + 1);
-  return b == std::string::npos ? "_unknown" : file.substr(a + 1, b - a - 1);
-}
-
 }  // namespace
 
 std::string JetStreamStore::agent_subjects(const std::string& agent) const {
@@ -220,8 +213,8 @@ void JetStreamStore::send(size_t index) {
   natsMsg* raw = nullptr;
   natsStatus s = natsMsg_Create(&raw, subject.c_str(), nullptr, static_cast<const char*>(data), static_cast<int>(size));
   if (s == NATS_OK) s = natsMsgHeader_Set(raw, "Nats-Msg-Id", id.c_str());
-  if (s == NATS_OK && !file.empty()) s = natsMsgHeader_Set(raw, "Outpost-File", file.c_str());
-  if (s == NATS_OK && !offset.empty()) s = natsMsgHeader_Set(raw, "Outpost-Offset", offset.c_str());
+  if (s == NATS_OK && !file.empty()) s = natsMsgHeader_Set(raw, kFileHeader, file.c_str());
+  if (s == NATS_OK && !offset.empty()) s = natsMsgHeader_Set(raw, kOffsetHeader, offset.c_str());
   if (s == NATS_OK && chunk) s = natsMsgHeader_Set(raw, kChunkHeader, "1");
   // What kvStore_Update sends: the key's last revision must be this one (0: none yet).
   if (s == NATS_OK && !expect.empty()) s = natsMsgHeader_Set(raw, "Nats-Expected-Last-Subject-Sequence", expect.c_str());
@@ -321,7 +314,8 @@ void JetStreamStore::publish(const std::vector<Upload>& uploads, Group& group) {
         if (!rendered.blob_file.empty())
           send(queue({i, nullptr, prefix + "_uploads", id + "/blob", rendered.blob_file, rendered.blob_offset,
                       rendered.blob.begin(), rendered.blob.size()}));
-        Message m{i, counter, prefix + subject_token(folder_of(rendered.file)), id, rendered.file,
+        std::string folder = folder_of_file(rendered.file);
+        Message m{i, counter, prefix + subject_token(folder.empty() ? "_unknown" : folder), id, rendered.file,
                   std::nullopt, rendered.lines.data(), rendered.lines.size()};
         m.has_chunk = !rendered.blob_file.empty();
         send(queue(std::move(m)));

@@ -72,6 +72,12 @@ std::string subject_untoken(const std::string& token);
 // the clocks of the nodes, or at the first (since_ns 0). Pure.
 jsSubOptions ordered_since(const std::string& stream, int64_t since_ns);
 
+// Headers of the jetstream backend's messages (jetstream_store.hpp), read
+// by `export` and the commands that read rows: the file a record's lines
+// belong to, and an upload chunk's offset in its file.
+constexpr const char* kFileHeader = "Outpost-File";
+constexpr const char* kOffsetHeader = "Outpost-Offset";
+
 // How long to wait before asking again when NATS found no responder.
 constexpr std::chrono::milliseconds kNatsRetryPause{100};
 

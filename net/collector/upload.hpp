@@ -91,6 +91,10 @@ bool valid_agent_id(const std::string& id);
 // The folder an artifact's rows go to under <datadir>/<agent>/: the name with
 // every byte outside [A-Za-z0-9_.-] (and a leading '.' or '_') %XX-encoded.
 std::string artifact_folder(kj::StringPtr artifact);
+// The folder of a stored file's name "<agent>/<folder>/<name>"; "" if it is none (pure).
+std::string folder_of_file(const std::string& rel);
+// The folder the agents' status records (flows' starts and ends) go to.
+inline constexpr const char* kStatusFolder = "_status";
 
 // Appends `c` as `marker` and two hex digits (pure).
 void append_escaped(std::string& out, unsigned char c, char marker);
