@@ -146,7 +146,7 @@ TEST_F(FleetState, AgentsNoCollectorSawForTheirKeepDaysAndEmptiedQueuesAreForgot
 
 TEST_F(FleetState, UnreachableNatsIsAnErrorNamingIt) {
   auto o = options();
-  o.nats.servers = {"nats://127.0.0.1:" + std::to_string(free_port())};
+  o.nats.servers = {"nats://127.0.0.1:" + std::to_string(loopback_port())};
   o.connect_timeout = std::chrono::milliseconds(300);
   try {
     JetStreamAdminState state(o);

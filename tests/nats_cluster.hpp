@@ -14,21 +14,11 @@
 
 #include "tests/process_util.hpp"
 #include "tests/temp_dir.hpp"
+#include "tools/loopback_port.hpp"
 
 namespace outpost::testing {
 
-// A port nothing listens on now (bound to 0, then closed).
-inline uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+using outpost::loopback_port;
 
 // Debian's package (scripts/install-deps.sh installs it).
 inline const char* kNatsServer = "/usr/sbin/nats-server";
@@ -37,7 +27,7 @@ class NatsCluster {
  public:
   // `nodes` nodes (1: no cluster), not started yet.
   NatsCluster(const TempDir& tmp, int nodes) : tmp_(tmp) {
-    for (int i = 0; i < nodes; ++i) nodes_.push_back({free_port(), free_port(), -1, 0, {}});
+    for (int i = 0; i < nodes; ++i) nodes_.push_back({loopback_port(), loopback_port(), -1, 0, {}});
   }
   ~NatsCluster() {
     for (size_t i = 0; i < nodes_.size(); ++i) kill9(i);

@@ -15,7 +15,8 @@ namespace outpost::bench {
 class FleetNats {
  public:
   // Starts `nodes` nodes and waits until they serve (and, clustered, have
-  // elected a JetStream leader); throws with the log's end if one does not.
+  // elected a JetStream leader); throws with the log's end if one does not
+  // (after three tries if a port was taken before a node bound it).
   FleetNats(const std::filesystem::path& dir, unsigned nodes);
   ~FleetNats();
   FleetNats(const FleetNats&) = delete;
@@ -26,6 +27,7 @@ class FleetNats {
   std::vector<pid_t> pids() const;  // of the nodes running
 
  private:
+  void start(const std::filesystem::path& dir, unsigned nodes);  // throws PortTaken on a lost port race
   struct Node {
     uint16_t port, cluster_port;
     pid_t pid;
