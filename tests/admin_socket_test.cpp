@@ -3,6 +3,7 @@
 // at all (here: the test's thread, which serves them, is busy elsewhere),
 // and a call that needs an agent's connection is run by that loop once it
 // turns. Real sockets, a real agent connection, admin clients on threads.
+// And the hourly call that lets a fleet's state forget silent agents.
 
 #include <capnp/rpc-twoparty.h>
 #include <gtest/gtest.h>
@@ -11,12 +12,14 @@
 #include <chrono>
 #include <functional>
 #include <future>
+#include <mutex>
 #include <string>
 #include <thread>
 
 #include "net/collector/collector_server.hpp"
 #include "net/collector/collector_store.hpp"
 #include "net/collector/storage_worker.hpp"
+#include "persistence/errors.hpp"
 #include "schemas/protocol.capnp.h"
 #include "tests/temp_dir.hpp"
 
@@ -184,6 +187,82 @@ TEST_F(AdminSocket, ASocketThatCannotBeMadeIsAnErrorNamingIt) {
               std::string::npos)
         << text;
   }
+}
+
+// The collector's own state, recording each forget_silent_agents call; the
+// first fails, as a NATS that does not answer would.
+class ForgetRecorder final : public AdminState {
+ public:
+  explicit ForgetRecorder(AdminState& inner) : inner_(inner) {}
+  uint64_t next_flow_ids(uint64_t count) override { return inner_.next_flow_ids(count); }
+  uint64_t flows_given_below() const override { return inner_.flows_given_below(); }
+  bool known_agent(const std::string& agent) const override { return inner_.known_agent(agent); }
+  void remember_agent(const std::string& agent) override { inner_.remember_agent(agent); }
+  std::vector<std::string> agents_met() const override { return inner_.agents_met(); }
+  void set_event_table(const std::string& agent, const std::string& encoded) override {
+    inner_.set_event_table(agent, encoded);
+  }
+  std::string event_table(const std::string& agent) const override { return inner_.event_table(agent); }
+  void queue_request(const std::string& agent, const std::string& encoded) override {
+    inner_.queue_request(agent, encoded);
+  }
+  std::vector<Queued> queued_requests(const std::string& agent) const override { return inner_.queued_requests(agent); }
+  void remove_request(const std::string& agent, uint64_t key) override { inner_.remove_request(agent, key); }
+  std::vector<std::string> agents_with_requests() const override { return inner_.agents_with_requests(); }
+  Forgotten forget_silent_agents(const std::vector<std::string>& connected, int64_t) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    calls_.push_back(connected);
+    if (calls_.size() == 1) throw persistence::StoreError("the bucket does not answer");
+    return {};
+  }
+  std::vector<std::vector<std::string>> calls() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return calls_;
+  }
+
+ private:
+  AdminState& inner_;
+  mutable std::mutex mutex_;
+  std::vector<std::vector<std::string>> calls_;
+};
+
+// Every forget_period the collector hands its state the agents connected
+// to it, and goes on after a call that failed.
+TEST(CollectorServerForget, TheStateIsAskedEveryPeriodWithTheAgentsConnectedThen) {
+  TempDir tmp;
+  auto io = kj::setupAsyncIo();
+  auto& ws = io.waitScope;
+  CollectorStore store{tmp.path("data")};
+  StorageWorker worker{store};
+  ForgetRecorder state(store);
+  CollectorConfig config;
+  config.port = 0;
+  config.tls.insecure = true;
+  config.forget_period = std::chrono::milliseconds(50);
+  CollectorServer server(io, config, state, worker);
+  uint16_t port = server.start().wait(ws);
+  // Turns the agents' loop until the newest call is `want`.
+  auto newest_becomes = [&](const std::vector<std::string>& want) {
+    for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+         std::chrono::steady_clock::now() < deadline;) {
+      auto calls = state.calls();
+      if (calls.size() >= 2 && calls.back() == want) return true;
+      io.provider->getTimer().afterDelay(10 * kj::MILLISECONDS).wait(ws);
+    }
+    return false;
+  };
+
+  {
+    auto stream = io.provider->getNetwork().parseAddress("127.0.0.1", port).wait(ws)->connect().wait(ws);
+    capnp::TwoPartyClient client(*stream);
+    auto hello = client.bootstrap().castAs<protocol::Collector>().helloRequest();
+    hello.initAgent().setMajorVersion(protocol::MAJOR_VERSION);
+    hello.getAgent().setClaimedId("forget-1");
+    hello.setController(kj::heap<StatusController>());
+    auto session = hello.send().wait(ws);
+    EXPECT_TRUE(newest_becomes({"forget-1"})) << "calls: " << state.calls().size();
+  }  // the agent goes
+  EXPECT_TRUE(newest_becomes({})) << "the agent gone, it was still handed as connected";
 }
 
 }  // namespace

@@ -264,6 +264,42 @@ TEST_F(JetStreamTest, NatsOverMutualTlsTakesOnlyACollectorWithItsCertificate) {
   EXPECT_EQ(store->marks("a1")[static_cast<size_t>(Lane::EVENTS)], 10u);
 }
 
+// A record whose publication found no responder (as while a stream elects
+// its leader) is sent again, and the records after it on its subject wait
+// for it: the stream holds them in order. Lost for longer than the request,
+// the upload fails with none of the records after it in the stream.
+TEST_F(JetStreamTest, ARecordSentAgainKeepsItsPlaceOnItsSubject) {
+  start_nats(1);
+  auto o = options();
+  std::map<std::string, int> losses{{"a1/events/3", 1}, {"a1/events/17", 2}};
+  o.lose_publication = [&](const std::string& id) {
+    auto it = losses.find(id);
+    if (it == losses.end() || it->second == 0) return false;
+    --it->second;
+    return true;
+  };
+  auto store = collector(o);
+  auto b1 = make_batch(1, 30);
+  auto result = store->store({b1.upload})[0];
+  ASSERT_EQ(result.status, UploadStatus::stored) << result.error;
+  EXPECT_EQ(losses["a1/events/17"], 0) << "each loss was seen";
+  auto got = stored();
+  EXPECT_EQ(got, range(1, 30)) << difference(got, range(1, 30));
+
+  losses["a1/events/35"] = 1000000;
+  auto b2 = make_batch(31, 40);
+  result = store->store({b2.upload})[0];
+  EXPECT_EQ(result.status, UploadStatus::failed);
+  EXPECT_NE(result.error.find("a1/events/35"), std::string::npos) << result.error;
+  got = stored();
+  EXPECT_EQ(got, range(1, 34)) << difference(got, range(1, 34));
+  losses.clear();
+  result = store->store({b2.upload})[0];
+  ASSERT_EQ(result.status, UploadStatus::stored) << result.error;
+  got = stored();
+  EXPECT_EQ(got, range(1, 40)) << difference(got, range(1, 40));
+}
+
 // The node leading the stream is killed, then (it back) the one leading the
 // marks' bucket: the next uploads wait for the new leaders (their requests
 // asked again) instead of failing back to the agent.

@@ -8,6 +8,7 @@
 #include <sstream>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "net/collector/collector_store.hpp"
 #include "persistence/errors.hpp"
@@ -183,15 +184,19 @@ void JetStreamStore::on_ack(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* er
     auto it = self->ids_.find(id);
     if (it != self->ids_.end()) {  // else an ack from a group given up on
       auto& m = self->messages_[it->second];
-      if (ack) {
+      bool was_waiting = m.state == Message::waiting;
+      if (ack && m.state != Message::stored) {  // stored by an earlier send: its duplicate's ack changes nothing
         m.state = ack->Duplicate ? Message::duplicate : Message::stored;
         m.sequence = ack->Sequence;
-      } else {
+        if (m.next != SIZE_MAX) self->released_.push_back(std::exchange(m.next, SIZE_MAX));
+      } else if (!ack && was_waiting) {
         m.state = Message::failed;
-        m.retry = err && err->Err == NATS_NO_RESPONDERS;
+        m.retry = err && (err->Err == NATS_NO_RESPONDERS || err->Err == NATS_TIMEOUT);
         m.error_code = err ? static_cast<int>(err->ErrCode) : 0;
         m.error = err && err->ErrText ? err->ErrText : err ? nats_status_text(err->Err) : "no acknowledgement";
       }
+      if (was_waiting && --self->in_flight_ == 0) self->acked_.notify_one();
+      if (!self->released_.empty()) self->acked_.notify_one();
     }
   }
   natsMsg_Destroy(msg);
@@ -201,17 +206,22 @@ void JetStreamStore::send(size_t index) {
   std::string subject, id, file, offset, expect;
   const void* data;
   size_t size;
-  bool chunk;
+  bool chunk, record;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto& m = messages_[index];
     subject = m.subject, id = m.id, file = m.file, data = m.data, size = m.size, chunk = m.has_chunk;
+    record = m.counted != nullptr;
     if (m.offset) offset = std::to_string(*m.offset);
     if (m.expect_revision) expect = std::to_string(*m.expect_revision);
     m.state = Message::waiting;
+    ++in_flight_;
   }
+  natsStatus s = NATS_OK;
+  if (record && options_.lose_publication && options_.lose_publication(id)) s = NATS_NO_RESPONDERS;
   natsMsg* raw = nullptr;
-  natsStatus s = natsMsg_Create(&raw, subject.c_str(), nullptr, static_cast<const char*>(data), static_cast<int>(size));
+  if (s == NATS_OK)
+    s = natsMsg_Create(&raw, subject.c_str(), nullptr, static_cast<const char*>(data), static_cast<int>(size));
   if (s == NATS_OK) s = natsMsgHeader_Set(raw, "Nats-Msg-Id", id.c_str());
   if (s == NATS_OK && !file.empty()) s = natsMsgHeader_Set(raw, kFileHeader, file.c_str());
   if (s == NATS_OK && !offset.empty()) s = natsMsgHeader_Set(raw, kOffsetHeader, offset.c_str());
@@ -223,9 +233,11 @@ void JetStreamStore::send(size_t index) {
   if (s == NATS_OK) return;
   std::lock_guard<std::mutex> lock(mutex_);
   auto& m = messages_[index];
+  if (m.state != Message::waiting) return;  // answered meanwhile (an earlier send's ack)
   m.state = Message::failed;
   m.retry = s == NATS_NO_RESPONDERS;
   m.error = "publishing " + id + " to " + where() + ": " + nats_status_text(s);
+  if (--in_flight_ == 0) acked_.notify_one();
 }
 
 size_t JetStreamStore::queue(Message m) {
@@ -235,14 +247,42 @@ size_t JetStreamStore::queue(Message m) {
   return messages_.size() - 1;
 }
 
+size_t JetStreamStore::chain(Message m, size_t previous) {
+  size_t index;
+  bool hold;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    index = messages_.size();
+    hold = previous != SIZE_MAX && messages_[previous].state != Message::stored &&
+           messages_[previous].state != Message::duplicate;
+    if (hold) {
+      m.state = Message::held;
+      messages_[previous].next = index;
+    }
+    ids_[m.id] = index;
+    messages_.push_back(std::move(m));
+  }
+  if (!hold) send(index);
+  return index;
+}
+
 void JetStreamStore::await_acks() {
-  auto deadline = std::chrono::steady_clock::now() + options_.request_timeout;
+  using Clock = std::chrono::steady_clock;
+  auto deadline = Clock::now() + options_.request_timeout;
   for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MaxWait = std::clamp<int64_t>(left.count(), 1, options_.retry_after.count());
-    if (js_PublishAsyncComplete(js_, &po) != NATS_OK) {  // what still waits has no answer yet
+    std::vector<size_t> released;
+    bool unanswered;  // no ack within retry_after
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      unanswered = !acked_.wait_until(lock, std::min(deadline, Clock::now() + options_.retry_after),
+                                      [&] { return !released_.empty() || in_flight_ == 0; });
+      if (Clock::now() < deadline) released.swap(released_);
+    }
+    if (!released.empty()) {
+      for (size_t i : released) send(i);
+      continue;
+    }
+    if (unanswered) {  // what waits is forgotten by the library (a late ack is dropped) and sent again
       natsMsgList pending{};
       if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK) natsMsgList_Destroy(&pending);
       std::lock_guard<std::mutex> lock(mutex_);
@@ -253,6 +293,7 @@ void JetStreamStore::await_acks() {
           m.error = "no acknowledgement from " + where() + " within " +
                     std::to_string(options_.request_timeout.count()) + " ms";
         }
+      in_flight_ = 0;
     }
     // Refused for want of a responder or unanswered (a stream electing its
     // leader after a node was lost): sent again while the time lasts.
@@ -262,20 +303,31 @@ void JetStreamStore::await_acks() {
       for (size_t i = 0; i < messages_.size(); ++i)
         if (messages_[i].state == Message::failed && messages_[i].retry) again.push_back(i);
     }
-    if (again.empty() || std::chrono::steady_clock::now() + kNatsRetryPause >= deadline) return;
+    if (again.empty() || Clock::now() + kNatsRetryPause >= deadline) break;
     std::this_thread::sleep_for(kNatsRetryPause);
     for (size_t i : again) send(i);
   }
+  std::lock_guard<std::mutex> lock(mutex_);
+  released_.clear();
+  for (auto& m : messages_)
+    if (m.state == Message::held) {
+      m.state = Message::failed;
+      m.retry = true;
+      m.error = "not sent: a record before " + m.id + " on its subject was not stored";
+    }
 }
 
 void JetStreamStore::clear_messages() {
   std::lock_guard<std::mutex> lock(mutex_);
   ids_.clear();
   messages_.clear();
+  released_.clear();
+  in_flight_ = 0;
 }
 
 void JetStreamStore::publish(const std::vector<Upload>& uploads, Group& group) {
   std::map<std::string, LaneMarks> marks;  // agent -> marks if every upload so far is stored
+  std::unordered_map<std::string, size_t> last_on_subject;  // its last record's message, this group
   for (size_t i = 0; i < uploads.size(); ++i) {
     auto& up = uploads[i];
     auto& result = group.results[i];
@@ -315,10 +367,11 @@ void JetStreamStore::publish(const std::vector<Upload>& uploads, Group& group) {
           send(queue({i, nullptr, prefix + "_uploads", id + "/blob", rendered.blob_file, rendered.blob_offset,
                       rendered.blob.begin(), rendered.blob.size()}));
         std::string folder = folder_of_file(rendered.file);
-        Message m{i, counter, prefix + subject_token(folder.empty() ? "_unknown" : folder), id, rendered.file,
-                  std::nullopt, rendered.lines.data(), rendered.lines.size()};
+        std::string subject = prefix + subject_token(folder.empty() ? "_unknown" : folder);
+        Message m{i, counter, subject, id, rendered.file, std::nullopt, rendered.lines.data(), rendered.lines.size()};
         m.has_chunk = !rendered.blob_file.empty();
-        send(queue(std::move(m)));
+        size_t& last = last_on_subject.try_emplace(subject, SIZE_MAX).first->second;
+        last = chain(std::move(m), last);
         ++(group.counted[i].*counter);
       }
       mark = up.records.empty() ? mark : std::max(mark, up.records.back().seq);
@@ -495,7 +548,8 @@ void JetStreamStore::write_marks(const std::string& agent, const Entry& wanted) 
 PruneReport JetStreamStore::prune(int64_t now_ns) {
   // The marks stay for ever (exactly-once needs them when an agent comes
   // back). With jetstream the agents met are in the admin bucket, which
-  // nothing prunes; this prunes what the datadir's LMDB still holds.
+  // forgets them itself (AdminState::forget_silent_agents); this prunes
+  // what the datadir's LMDB still holds.
   return state_.prune(now_ns);
 }
 

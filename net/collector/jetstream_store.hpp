@@ -11,6 +11,12 @@
 // go in a second message, id <agent>/<lane>/<seq>/blob, headers Outpost-File
 // and Outpost-Offset.
 //
+// Records stay in order in the stream per subject (per query): a record's
+// message goes out only once JetStream acknowledged the one before it on
+// its subject (in the group, or below the mark). Publishing them all at
+// once, a record refused while a leader was being elected and sent again
+// landed after the later ones stored meanwhile. Subjects go in parallel.
+//
 // Marks live in a JetStream key-value bucket, a key per agent (its token),
 // the value "v1 <mark per lane> <last upload ns>", so that any collector
 // can resume any agent: store() moves them with compare-and-set, after
@@ -30,6 +36,7 @@
 
 #include <array>
 #include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <map>
@@ -64,6 +71,10 @@ struct JetStreamOptions {
   std::chrono::milliseconds connect_timeout{30000};  // at start, how long NATS may be unreachable
   // Tests: called in store() once JetStream acknowledged the group, before the marks move.
   std::function<void()> before_marks;
+  // Tests: called before each record's message is published (the first
+  // time, and each time again); true fails that publication as a lost
+  // leader would (no responder), to be sent again after a pause.
+  std::function<bool(const std::string& id)> lose_publication;
 };
 
 class JetStreamStore final : public RowStore {
@@ -114,7 +125,9 @@ class JetStreamStore final : public RowStore {
     const void* data;                // the upload's or its rendering's, alive through store()
     size_t size;
     std::optional<uint64_t> expect_revision = {};  // a mark's: compare-and-set on its key
-    enum { waiting, stored, duplicate, failed } state = waiting;
+    // held: not sent yet, behind the record before it on its subject (its chain).
+    enum { held, waiting, stored, duplicate, failed } state = waiting;
+    size_t next = SIZE_MAX;  // the record after it on its subject, held until this one is stored
     bool retry = false;  // no responder or no answer (a leader being elected): worth sending again
     uint64_t sequence = 0;  // in its stream, once acknowledged (a mark's new revision)
     int error_code = 0;     // JetStream's, when it refused it (10071: not the expected revision)
@@ -144,8 +157,13 @@ class JetStreamStore final : public RowStore {
   Entry cached(const std::string& agent);            // storage thread; throws StoreError
   size_t queue(Message m);  // into messages_: its index
   void send(size_t index);  // publishes messages_[index] (async); a failure is its state
-  // Waits for every acknowledgement (request_timeout at most), sending again
-  // what found no responder; what still waits then has failed.
+  // Queues a record's message behind `previous` on its subject (SIZE_MAX:
+  // none in this group), sending it at once if nothing holds it back: its index.
+  size_t chain(Message m, size_t previous);
+  // Waits for every acknowledgement (request_timeout at most), sending each
+  // chain's next record as the one before it is stored, and again what
+  // found no responder or had no answer within retry_after; what still
+  // waits then has failed, and so has what its chain held back.
   void await_acks();
   // Moves the agents' marks in the bucket, each a compare-and-set published
   // at once; a conflict with another collector is merged (write_marks).
@@ -174,6 +192,9 @@ class JetStreamStore final : public RowStore {
   kvStore* kv_ = nullptr;  // through kv_js_, whose requests wait retry_after
   jsCtx* kv_js_ = nullptr;
   mutable std::mutex mutex_;                      // the cache and the acks
+  std::condition_variable acked_;                 // an ack came that releases a record, or the last one came
+  std::vector<size_t> released_;                  // records whose chain moved on: to send
+  size_t in_flight_ = 0;                          // messages sent, not answered
   mutable std::map<std::string, Entry> cache_;    // the highest marks seen, per agent
   std::unordered_map<std::string, size_t> ids_;   // message id -> index in messages_, this group
   std::vector<Message> messages_;                 // this group's
