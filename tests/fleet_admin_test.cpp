@@ -43,6 +43,18 @@ struct FleetState : ::testing::Test {
     o.connect_timeout = std::chrono::milliseconds(10000);
     return o;
   }
+  // The messages the admin bucket's stream holds.
+  uint64_t bucket_messages() {
+    NatsReader reader(nats->urls());
+    jsStreamInfo* si = nullptr;
+    if (!reader.js || js_GetStreamInfo(&si, reader.js, "KV_outpost-admin", nullptr, nullptr) != NATS_OK) {
+      ADD_FAILURE() << "no stream KV_outpost-admin";
+      return 0;
+    }
+    uint64_t n = si->State.Msgs;
+    jsStreamInfo_Destroy(si);
+    return n;
+  }
 };
 
 // Two collectors' views of one bucket, used at once from several threads.
@@ -130,6 +142,7 @@ TEST_F(FleetState, AgentsNoCollectorSawForTheirKeepDaysAndEmptiedQueuesAreForgot
   // Three days on: the agent B holds is seen again; the others were met 3 days ago.
   forgotten = b.forget_silent_agents({"connected-long-ago"}, now + 3 * kDay);
   EXPECT_EQ(forgotten.agents, 2u) << "gone, waiting (met, and its queue is kept)";
+  EXPECT_EQ(forgotten.markers, 2u) << "again's and served's queues, deleted the pass before";
   EXPECT_EQ(a.agents_met(), (std::vector<std::string>{"connected-long-ago"}));
   EXPECT_TRUE(a.known_agent("waiting")) << "its request still waits";
   ASSERT_EQ(a.queued_requests("waiting").size(), 1u);
@@ -142,6 +155,25 @@ TEST_F(FleetState, AgentsNoCollectorSawForTheirKeepDaysAndEmptiedQueuesAreForgot
   EXPECT_GT(again[0].key, old_key);
   b.remove_request("again", old_key);  // a removal asked again: takes nothing new
   EXPECT_EQ(a.queued_requests("again").size(), 1u);
+
+  // The next pass purges the markers the last one left (gone's and
+  // waiting's met); the bucket's stream then holds only live keys, each
+  // once (history 1). An agent met again between the pass reading its
+  // marker and purging it stays met: the purge ends at the marker.
+  auto o2 = o;
+  o2.before_purge = [&b](const std::string& key) {
+    if (key == "met.waiting") b.remember_agent("waiting");
+  };
+  JetStreamAdminState c(o2);
+  forgotten = c.forget_silent_agents({}, now + 3 * kDay);
+  EXPECT_EQ(forgotten.markers, 2u);
+  EXPECT_EQ(a.agents_met(), (std::vector<std::string>{"connected-long-ago", "waiting"}));
+  forgotten = c.forget_silent_agents({}, now);  // (at the clock waiting was met again by)
+  EXPECT_EQ(forgotten.markers, 0u) << "purged already";
+  EXPECT_EQ(forgotten.agents, 0u);
+  EXPECT_EQ(bucket_messages(), 4u) << "met.connected-long-ago, met.waiting, queue.waiting, queue.again: no more";
+  a.remember_agent("gone");  // a key made again after its marker was purged
+  EXPECT_EQ(b.agents_met(), (std::vector<std::string>{"connected-long-ago", "gone", "waiting"}));
 }
 
 TEST_F(FleetState, UnreachableNatsIsAnErrorNamingIt) {

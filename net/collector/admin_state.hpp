@@ -53,6 +53,7 @@ class AdminState {
   // (RowStore::prune): nothing here. Throws StoreError.
   struct Forgotten {
     uint64_t agents = 0, queues = 0;
+    uint64_t markers = 0;  // deleted keys' markers purged
   };
   virtual Forgotten forget_silent_agents(const std::vector<std::string>& connected, int64_t now_ns) {
     (void)connected;

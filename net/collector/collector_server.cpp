@@ -305,10 +305,10 @@ kj::Promise<void> CollectorServer::forget_silent_agents() {
             .run([&state = state_, ids = std::move(ids)] { return state.forget_silent_agents(ids, schemas::now_ns()); })
             .then(
                 [](AdminState::Forgotten f) {
-                  if (f.agents || f.queues)
-                    spdlog::info("collector: forgot {} agents no collector saw for their keep days, and {} emptied "
-                                 "request queues",
-                                 f.agents, f.queues);
+                  if (f.agents || f.queues || f.markers)
+                    spdlog::info("collector: forgot {} agents no collector saw for their keep days and {} emptied "
+                                 "request queues; purged {} delete markers of earlier passes",
+                                 f.agents, f.queues, f.markers);
                 },
                 [](kj::Exception&& e) {
                   spdlog::warn("collector: forgetting silent agents failed (tried again in an hour): {}",

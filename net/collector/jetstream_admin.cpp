@@ -223,10 +223,10 @@ void JetStreamAdminState::remove_request(const std::string& agent, uint64_t key)
 // them until forget_silent_agents deletes the queue (see encode_queue).
 std::vector<std::string> JetStreamAdminState::agents_with_requests() const { return keys({"table.", "queue."}); }
 
-std::vector<JetStreamAdminState::Entry> JetStreamAdminState::entries(const std::string& prefix) const {
+std::vector<JetStreamAdminState::Entry> JetStreamAdminState::entries(const std::string& prefix, bool markers) const {
   kvWatchOptions wo;
   kvWatchOptions_Init(&wo);
-  wo.IgnoreDeletes = true;
+  wo.IgnoreDeletes = !markers;
   wo.Timeout = options_.request_timeout.count();
   kvWatcher* raw = nullptr;
   std::string keys = prefix + ">";
@@ -240,10 +240,11 @@ std::vector<JetStreamAdminState::Entry> JetStreamAdminState::entries(const std::
     if (s != NATS_OK) fail("cannot read " + keys + " after " + std::to_string(out.size()) + " keys", s);
     if (!e) return out;  // every current value delivered
     NatsOwned<kvEntry> entry(e);
-    if (kvEntry_Operation(e) != kvOp_Put) continue;
+    bool deleted = kvEntry_Operation(e) != kvOp_Put;
+    if (deleted && !markers) continue;
     out.push_back({kvEntry_Key(e),
                    std::string(static_cast<const char*>(kvEntry_Value(e)), static_cast<size_t>(kvEntry_ValueLen(e))),
-                   kvEntry_Revision(e)});
+                   kvEntry_Revision(e), deleted});
   }
 }
 
@@ -272,6 +273,18 @@ bool JetStreamAdminState::delete_unchanged(const std::string& key, uint64_t revi
   fail("cannot delete " + key, s);
 }
 
+void JetStreamAdminState::purge_marker(const std::string& key, uint64_t revision) {
+  if (options_.before_purge) options_.before_purge(key);
+  std::string subject = "$KV." + options_.bucket + "." + key, stream = "KV_" + options_.bucket;
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Wait = options_.request_timeout.count();
+  o.Stream.Purge.Subject = subject.c_str();
+  o.Stream.Purge.Sequence = revision + 1;  // up to but not including
+  natsStatus s = retrying(options_.request_timeout, [&] { return js_PurgeStream(js_, stream.c_str(), &o, nullptr); });
+  if (s != NATS_OK) fail("cannot purge the delete marker of " + key, s);
+}
+
 AdminState::Forgotten JetStreamAdminState::forget_silent_agents(const std::vector<std::string>& connected,
                                                                 int64_t now_ns) {
   constexpr int64_t kDayNs = 86400ll * 1000000000;
@@ -290,20 +303,25 @@ AdminState::Forgotten JetStreamAdminState::forget_silent_agents(const std::vecto
   seen_.swap(seen);
   Forgotten out;
   int64_t cutoff = now_ns - int64_t{options_.agents_keep_days} * kDayNs;
-  for (auto& e : entries("met.")) {
-    int64_t when = 0;
-    try {
-      when = static_cast<int64_t>(parse_u64(e.bytes));
-    } catch (const StoreError&) {  // not ours: left alone
-      continue;
+  for (auto& e : entries("", true)) {
+    if (e.deleted) {  // left by the pass before, or a removed event table
+      purge_marker(e.key, e.revision);
+      ++out.markers;
+    } else if (e.key.rfind("met.", 0) == 0) {
+      int64_t when = 0;
+      try {
+        when = static_cast<int64_t>(parse_u64(e.bytes));
+      } catch (const StoreError&) {  // not ours: left alone
+        continue;
+      }
+      if (when < cutoff && delete_unchanged(e.key, e.revision)) ++out.agents;
+    } else if (e.key.rfind("queue.", 0) == 0) {
+      if (decode_queue(e.bytes, nullptr).empty() && delete_unchanged(e.key, e.revision)) ++out.queues;
     }
-    if (when < cutoff && delete_unchanged(e.key, e.revision)) ++out.agents;
   }
-  for (auto& e : entries("queue."))
-    if (decode_queue(e.bytes, nullptr).empty() && delete_unchanged(e.key, e.revision)) ++out.queues;
-  // Each deleted key leaves its delete marker (one small message). Not
-  // purged with kvStore_PurgeDeletes: libnats 3.4's leaks every live entry
-  // it reads (found by LeakSanitizer).
+  // The markers of this pass stay until the next (not with
+  // kvStore_PurgeDeletes: libnats 3.4's leaks every live entry it reads,
+  // found by LeakSanitizer).
   return out;
 }
 

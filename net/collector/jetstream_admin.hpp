@@ -11,7 +11,9 @@
 // `flows` and `queue.*` change by compare-and-set, so that two collectors
 // never give out one flow id nor lose each other's requests; a `met.*` or
 // an emptied `queue.*` is deleted only if unchanged since read (a delete
-// marker published with the revision it expects).
+// marker published with the revision it expects). The hourly pass purges
+// the delete markers the pass before it found, each up to its own
+// sequence, so that a put after it stays.
 //
 // Threads: every function from any thread; each blocks on NATS round trips
 // (each bounded by request_timeout, asked again while a leader is elected).
@@ -37,6 +39,8 @@ struct JetStreamAdminOptions {
   std::chrono::milliseconds retry_after{1000};
   std::chrono::milliseconds connect_timeout{30000};
   int agents_keep_days = 365;  // agents no collector saw this long are forgotten
+  // Tests: called with a key between the pass reading its delete marker and purging it.
+  std::function<void(const std::string& key)> before_purge;
 };
 
 class JetStreamAdminState final : public AdminState {
@@ -59,8 +63,9 @@ class JetStreamAdminState final : public AdminState {
   std::vector<Queued> queued_requests(const std::string& agent) const override;
   void remove_request(const std::string& agent, uint64_t key) override;
   std::vector<std::string> agents_with_requests() const override;
-  // One pass over the bucket's met.* and queue.* (a watch); a deleted key
-  // leaves its delete marker, a small message. One call at a time.
+  // One pass over the bucket (a watch): forgets silent agents and emptied
+  // queues, each leaving its delete marker (a small message), and purges
+  // the markers already there. One call at a time.
   Forgotten forget_silent_agents(const std::vector<std::string>& connected, int64_t now_ns) override;
 
  private:
@@ -81,10 +86,14 @@ class JetStreamAdminState final : public AdminState {
   struct Entry {
     std::string key, bytes;
     uint64_t revision = 0;
+    bool deleted = false;  // a delete (or purge) marker
   };
-  std::vector<Entry> entries(const std::string& prefix) const;  // every key under it, with its value
+  // Every key under `prefix` with its value, and with `markers` the deleted ones' markers.
+  std::vector<Entry> entries(const std::string& prefix, bool markers = false) const;
   // Deletes `key` if its revision is still `revision`; false if it changed.
   bool delete_unchanged(const std::string& key, uint64_t revision);
+  // Removes `key`'s messages up to its marker at `revision`; a later put stays.
+  void purge_marker(const std::string& key, uint64_t revision);
 
   JetStreamAdminOptions options_;
   NatsConnection nc_;
