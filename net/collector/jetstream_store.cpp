@@ -280,6 +280,9 @@ void JetStreamStore::await_acks() {
     }
     if (!released.empty()) {
       for (size_t i : released) send(i);
+      // Out now (libnats' flusher would hold them 1 ms): a ping, answered
+      // after them, costs a round trip of this thread per wave, not per message.
+      natsConnection_FlushTimeout(nc_.get(), options_.retry_after.count());
       continue;
     }
     if (unanswered) {  // what waits is forgotten by the library (a late ack is dropped) and sent again
