@@ -36,6 +36,26 @@ class StatusController final : public protocol::AgentController::Server {
   }
 };
 
+// An agent named `id` on 127.0.0.1:`port`, its hello answered, until this goes.
+struct TestAgent {
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyClient client;
+  capnp::Response<protocol::Collector::HelloResults> session;
+  TestAgent(kj::AsyncIoContext& io, uint16_t port, const std::string& id)
+      : stream(io.provider->getNetwork().parseAddress("127.0.0.1", port).wait(io.waitScope)->connect().wait(
+            io.waitScope)),
+        client(*stream),
+        session(hello(client, id).wait(io.waitScope)) {}
+  static capnp::RemotePromise<protocol::Collector::HelloResults> hello(capnp::TwoPartyClient& client,
+                                                                       const std::string& id) {
+    auto req = client.bootstrap().castAs<protocol::Collector>().helloRequest();
+    req.initAgent().setMajorVersion(protocol::MAJOR_VERSION);
+    req.getAgent().setClaimedId(id);
+    req.setController(kj::heap<StatusController>());
+    return req.send();
+  }
+};
+
 // Runs `call` with an admin client on a thread and event loop of its own.
 template <typename R>
 std::future<R> from_another_thread(const std::string& socket,
@@ -81,13 +101,7 @@ struct AdminSocket : ::testing::Test {
 
 TEST_F(AdminSocket, AgentsAndStorageAreAnsweredWhileTheAgentsLoopDoesNotTurn) {
   auto& ws = io.waitScope;
-  auto stream = io.provider->getNetwork().parseAddress("127.0.0.1", port).wait(ws)->connect().wait(ws);
-  capnp::TwoPartyClient client(*stream);
-  auto hello = client.bootstrap().castAs<protocol::Collector>().helloRequest();
-  hello.initAgent().setMajorVersion(protocol::MAJOR_VERSION);
-  hello.getAgent().setClaimedId("busy-1");
-  hello.setController(kj::heap<StatusController>());
-  auto session = hello.send().wait(ws);
+  TestAgent agent(io, port, "busy-1");
 
   struct Listing {
     std::string backend, id, peer;
@@ -253,13 +267,7 @@ TEST(CollectorServerForget, TheStateIsAskedEveryPeriodWithTheAgentsConnectedThen
   };
 
   {
-    auto stream = io.provider->getNetwork().parseAddress("127.0.0.1", port).wait(ws)->connect().wait(ws);
-    capnp::TwoPartyClient client(*stream);
-    auto hello = client.bootstrap().castAs<protocol::Collector>().helloRequest();
-    hello.initAgent().setMajorVersion(protocol::MAJOR_VERSION);
-    hello.getAgent().setClaimedId("forget-1");
-    hello.setController(kj::heap<StatusController>());
-    auto session = hello.send().wait(ws);
+    TestAgent agent(io, port, "forget-1");
     EXPECT_TRUE(newest_becomes({"forget-1"})) << "calls: " << state.calls().size();
   }  // the agent goes
   EXPECT_TRUE(newest_becomes({})) << "the agent gone, it was still handed as connected";

@@ -5,7 +5,7 @@
 #   asan  clang, AddressSanitizer + UndefinedBehaviorSanitizer, libFuzzer's
 #         coverage on every object: the whole suite and the fuzz targets, one
 #         build for both
-#   tsan  gcc, ThreadSanitizer: outpost-tsan-tests (the test files where our
+#   tsan  gcc, ThreadSanitizer: outpost-tsan-tests and -nats-tests (the test files where our
 #         threads meet, tests/CMakeLists.txt) and the library's hosts
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,7 +19,8 @@ case "$kind" in
              outpost-inspector-tests outpost-kernel-tests outpost-soak-tests outpost-fleet-tests outpost-fuzz-targets) ;;
   tsan)
     options=(-DOUTPOST_SANITIZE=thread)
-    targets=(outpost-tsan-tests outpost-api-tests outpost-host-tests outpost-c-api-test outpost-c-plugin-test) ;;
+    targets=(outpost-tsan-tests outpost-tsan-nats-tests outpost-api-tests outpost-host-tests outpost-c-api-test
+             outpost-c-plugin-test) ;;
   *) echo "usage: scripts/sanitizers/build.sh asan|tsan" >&2; exit 2 ;;
 esac
 build=build-$kind
