@@ -40,7 +40,7 @@ struct JetStreamAdminOptions {
   std::chrono::milliseconds connect_timeout{30000};
   int agents_keep_days = 365;  // agents no collector saw this long are forgotten
   // Tests: called with a key between the pass reading its delete marker and purging it.
-  std::function<void(const std::string& key)> before_purge;
+  std::function<void(const std::string& key)> before_purge = nullptr;
 };
 
 class JetStreamAdminState final : public AdminState {
