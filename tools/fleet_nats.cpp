@@ -22,7 +22,6 @@ struct PortTaken : std::runtime_error {
 };
 }  // namespace
 
-
 FleetNats::FleetNats(const fs::path& dir, unsigned nodes) {
   if (::access(kServer, X_OK) != 0)
     throw std::runtime_error("fleet --backend jetstream needs nats-server (scripts/install-deps.sh installs it)");

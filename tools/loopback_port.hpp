@@ -13,14 +13,17 @@
 #include <fstream>
 #include <random>
 #include <stdexcept>
+#include <string>
 
 namespace outpost {
 
 inline uint16_t loopback_port() {
   unsigned low = 32768, high = 60999;
   std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> low >> high;
-  unsigned first = 10000, last = low > first + 1000 ? low - 1 : 0;
-  if (last == 0) first = high + 1, last = 65535;  // an unusual range: take the ports above it
+  unsigned first = 10000, last = low - 1;
+  if (low < first + 1000) first = high + 1, last = 65535;  // an unusual range: take the ports above it
+  if (first > last) throw std::runtime_error("no TCP ports outside the ephemeral range " + std::to_string(low) + "-" +
+                                             std::to_string(high));
   static thread_local std::mt19937 random{std::random_device{}()};
   std::uniform_int_distribution<unsigned> pick(first, last);
   for (int attempt = 0; attempt < 100; ++attempt) {

@@ -311,7 +311,7 @@ kj::Promise<void> CollectorServer::forget_silent_agents() {
                                  f.agents, f.queues, f.markers);
                 },
                 [](kj::Exception&& e) {
-                  spdlog::warn("collector: forgetting silent agents failed (tried again in an hour): {}",
+                  spdlog::warn("collector: forgetting silent agents failed (tried again at the next pass): {}",
                                e.getDescription().cStr());
                 });
       })

@@ -223,13 +223,12 @@ void JetStreamAdminState::remove_request(const std::string& agent, uint64_t key)
 // them until forget_silent_agents deletes the queue (see encode_queue).
 std::vector<std::string> JetStreamAdminState::agents_with_requests() const { return keys({"table.", "queue."}); }
 
-std::vector<JetStreamAdminState::Entry> JetStreamAdminState::entries(const std::string& prefix, bool markers) const {
+std::vector<JetStreamAdminState::Entry> JetStreamAdminState::entries() const {
   kvWatchOptions wo;
   kvWatchOptions_Init(&wo);
-  wo.IgnoreDeletes = !markers;
   wo.Timeout = options_.request_timeout.count();
   kvWatcher* raw = nullptr;
-  std::string keys = prefix + ">";
+  const std::string keys = ">";
   natsStatus s = kvStore_Watch(&raw, kv_, keys.c_str(), &wo);
   if (s != NATS_OK) fail("cannot read " + keys, s);
   std::unique_ptr<kvWatcher, void (*)(kvWatcher*)> watcher(raw, kvWatcher_Destroy);
@@ -240,17 +239,15 @@ std::vector<JetStreamAdminState::Entry> JetStreamAdminState::entries(const std::
     if (s != NATS_OK) fail("cannot read " + keys + " after " + std::to_string(out.size()) + " keys", s);
     if (!e) return out;  // every current value delivered
     NatsOwned<kvEntry> entry(e);
-    bool deleted = kvEntry_Operation(e) != kvOp_Put;
-    if (deleted && !markers) continue;
     out.push_back({kvEntry_Key(e),
                    std::string(static_cast<const char*>(kvEntry_Value(e)), static_cast<size_t>(kvEntry_ValueLen(e))),
-                   kvEntry_Revision(e), deleted});
+                   kvEntry_Revision(e), kvEntry_Operation(e) != kvOp_Put});
   }
 }
 
 bool JetStreamAdminState::delete_unchanged(const std::string& key, uint64_t revision) {
   // What kvStore_Delete publishes, with the revision expected.
-  std::string subject = "$KV." + options_.bucket + "." + key;
+  std::string subject = kv_subject(options_.bucket, key);
   natsMsg* raw = nullptr;
   natsStatus s = natsMsg_Create(&raw, subject.c_str(), nullptr, nullptr, 0);
   NatsOwned<natsMsg> msg(raw);
@@ -275,7 +272,7 @@ bool JetStreamAdminState::delete_unchanged(const std::string& key, uint64_t revi
 
 void JetStreamAdminState::purge_marker(const std::string& key, uint64_t revision) {
   if (options_.before_purge) options_.before_purge(key);
-  std::string subject = "$KV." + options_.bucket + "." + key, stream = "KV_" + options_.bucket;
+  std::string subject = kv_subject(options_.bucket, key), stream = kv_stream(options_.bucket);
   jsOptions o;
   jsOptions_Init(&o);
   o.Wait = options_.request_timeout.count();
@@ -303,7 +300,7 @@ AdminState::Forgotten JetStreamAdminState::forget_silent_agents(const std::vecto
   seen_.swap(seen);
   Forgotten out;
   int64_t cutoff = now_ns - int64_t{options_.agents_keep_days} * kDayNs;
-  for (auto& e : entries("", true)) {
+  for (auto& e : entries()) {
     if (e.deleted) {  // left by the pass before, or a removed event table
       purge_marker(e.key, e.revision);
       ++out.markers;

@@ -88,8 +88,8 @@ class JetStreamAdminState final : public AdminState {
     uint64_t revision = 0;
     bool deleted = false;  // a delete (or purge) marker
   };
-  // Every key under `prefix` with its value, and with `markers` the deleted ones' markers.
-  std::vector<Entry> entries(const std::string& prefix, bool markers = false) const;
+  // Every key of the bucket with its value, or its delete marker (one watch).
+  std::vector<Entry> entries() const;
   // Deletes `key` if its revision is still `revision`; false if it changed.
   bool delete_unchanged(const std::string& key, uint64_t revision);
   // Removes `key`'s messages up to its marker at `revision`; a later put stays.

@@ -184,19 +184,22 @@ void JetStreamStore::on_ack(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* er
     auto it = self->ids_.find(id);
     if (it != self->ids_.end()) {  // else an ack from a group given up on
       auto& m = self->messages_[it->second];
-      bool was_waiting = m.state == Message::waiting;
+      bool was_waiting = m.state == Message::waiting, wake = false;
       if (ack && m.state != Message::stored) {  // stored by an earlier send: its duplicate's ack changes nothing
         m.state = ack->Duplicate ? Message::duplicate : Message::stored;
         m.sequence = ack->Sequence;
-        if (m.next != SIZE_MAX) self->released_.push_back(std::exchange(m.next, SIZE_MAX));
+        if (m.next != SIZE_MAX) {
+          self->released_.push_back(std::exchange(m.next, SIZE_MAX));
+          wake = true;
+        }
       } else if (!ack && was_waiting) {
         m.state = Message::failed;
-        m.retry = err && (err->Err == NATS_NO_RESPONDERS || err->Err == NATS_TIMEOUT);
+        m.retry = err && err->Err == NATS_NO_RESPONDERS;
         m.error_code = err ? static_cast<int>(err->ErrCode) : 0;
         m.error = err && err->ErrText ? err->ErrText : err ? nats_status_text(err->Err) : "no acknowledgement";
       }
-      if (was_waiting && --self->in_flight_ == 0) self->acked_.notify_one();
-      if (!self->released_.empty()) self->acked_.notify_one();
+      if (was_waiting && --self->in_flight_ == 0) wake = true;
+      if (wake) self->acked_.notify_one();
     }
   }
   natsMsg_Destroy(msg);
@@ -479,7 +482,7 @@ std::map<std::string, std::string> JetStreamStore::move_marks(const std::map<std
   for (auto& [agent, e] : wanted) {
     const std::string& value = values.emplace_back(encode(e.progress));
     std::string key = subject_token(agent);
-    Message m{SIZE_MAX, nullptr, "$KV." + options_.marks_bucket + "." + key,
+    Message m{SIZE_MAX, nullptr, kv_subject(options_.marks_bucket, key),
               "marks/" + key + "/" + std::to_string(e.revision) + "/" + instance_, "", std::nullopt, value.data(),
               value.size(), e.revision};
     size_t index = queue(std::move(m));

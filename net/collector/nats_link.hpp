@@ -78,6 +78,13 @@ jsSubOptions ordered_since(const std::string& stream, int64_t since_ns);
 constexpr const char* kFileHeader = "Outpost-File";
 constexpr const char* kOffsetHeader = "Outpost-Offset";
 
+// A key-value bucket's stream, and the subject of one of its keys (what
+// libnats' kvStore calls publish to, for the writes it has no call for). Pure.
+inline std::string kv_stream(const std::string& bucket) { return "KV_" + bucket; }
+inline std::string kv_subject(const std::string& bucket, const std::string& key) {
+  return "$KV." + bucket + "." + key;
+}
+
 // How long to wait before asking again when NATS found no responder.
 constexpr std::chrono::milliseconds kNatsRetryPause{100};
 
