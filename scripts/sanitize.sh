@@ -70,7 +70,7 @@ ASAN_EXCLUDE='^(buffer_crash|ProtocolTest\.AcceptGoesOnAfterRunningOutOfDescript
 # it did not end within 600 s (not yet known whether it is slow or stuck;
 # unsanitized and under ASan it takes about a second).
 TSAN_EXCLUDE='^SensorTest\.DistinctArgumentsCannotStartMoreThanTheSensorLimit$'
-TSAN_TESTS='^(JetStreamTest\.|AgentApi\.|HostSink\.|HostPush\.|HostPlugin\.|MetricsTest\.|TraceRecorder\.|BufferStore\.Concurrent|PendingBudget\.|BufferActorTest\.|BufferPurge\.|Pipeline\.|SensorTest\.|CollectorStore\.|StorageGroups\.|SmallTracker\.)'
+TSAN_TESTS='^(JetStreamTest\.|LoopMailbox\.|AgentApi\.|HostSink\.|HostPush\.|HostPlugin\.|MetricsTest\.|TraceRecorder\.|BufferStore\.Concurrent|PendingBudget\.|BufferActorTest\.|BufferPurge\.|Pipeline\.|SensorTest\.|CollectorStore\.|StorageGroups\.|SmallTracker\.)'
 
 start=$SECONDS
 build=$(bash "$root/scripts/sanitizers/build.sh" "$kind")

@@ -103,6 +103,12 @@ class CollectorProcess {
   uint16_t port_ = 0;
 };
 
+// How long an admin command took each time it was run, as a user sees it.
+struct AdminCalls {
+  std::vector<double> ms;  // each that answered, sorted
+  uint64_t failed = 0;
+};
+
 struct FleetRun {
   size_t agents = 0;
   size_t connections_held = 0;
@@ -117,23 +123,26 @@ struct FleetRun {
   std::optional<double> reconnect_all_s;  // the storm: until every agent had a session again
   uint64_t storm_connect_failures = 0;
   std::map<std::string, uint64_t> failures;  // why attempts and sessions ended (storm drops not counted)
-  // `outpost-collector agents` (the first collector), run once a second during the window.
-  std::vector<double> admin_ms;  // each that answered, sorted
-  uint64_t admin_failed = 0;
+  // Admin commands against the first collector, each run once a second
+  // during the window: `agents` (answered on the admin thread) and `status`
+  // of agent fleet-0 (through the agents' loop and the agent's connection).
+  AdminCalls admin_agents, admin_status;
 };
 
-// Runs `outpost-collector agents` against `datadir`'s collector once a second
+// Runs `outpost-collector <command>` against `dir`'s collector once a second
 // (waiting for each) until stopped: how long each took, as a user sees it.
 class AdminProbe {
  public:
-  AdminProbe(const fs::path& collector, const fs::path& dir)
-      : thread_([this, collector, dir] {
+  AdminProbe(const fs::path& collector, const fs::path& dir, std::vector<std::string> command)
+      : thread_([this, collector, dir, command] {
+          std::vector<std::string> args{collector.string(), "--datadir", (dir / "data").string()};
+          args.insert(args.end(), command.begin(), command.end());
+          fs::path log = dir / ("admin-probe-" + command.front() + ".log");
           std::unique_lock<std::mutex> lock(mutex_);
           while (!stop_) {
             lock.unlock();
             auto t0 = Clock::now();
-            int status = run_to_end({collector.string(), "--datadir", (dir / "data").string(), "agents", "--json"},
-                                    dir, dir / "admin-probe.log");
+            int status = run_to_end(args, dir, log);
             double ms = 1000 * seconds_since(t0);
             lock.lock();
             if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
@@ -143,21 +152,21 @@ class AdminProbe {
             wake_.wait_for(lock, std::chrono::duration<double>(std::max(0.0, 1.0 - ms / 1000)), [this] { return stop_; });
           }
         }) {}
-  // Stops after the call under way; its figures into `run`.
-  void finish(FleetRun& run) {
+  // Stops after the call under way; its figures into `calls`.
+  void finish(AdminCalls& calls) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stop_ = true;
     }
     wake_.notify_one();
     thread_.join();
-    run.admin_ms = answered_;
-    std::sort(run.admin_ms.begin(), run.admin_ms.end());
-    run.admin_failed = failed_;
+    calls.ms = answered_;
+    std::sort(calls.ms.begin(), calls.ms.end());
+    calls.failed = failed_;
   }
   ~AdminProbe() {
     if (thread_.joinable()) {
-      FleetRun ignored;
+      AdminCalls ignored;
       finish(ignored);
     }
   }
@@ -244,7 +253,8 @@ FleetRun measure(const FleetBenchOptions& o, const fs::path& root, const fs::pat
   double self0 = cpu_seconds(::getpid());
   auto t0 = Clock::now();
   sim.start_window();
-  AdminProbe admin(collector, dir / "collector-0");
+  AdminProbe agents_probe(collector, dir / "collector-0", {"agents", "--json"});
+  AdminProbe status_probe(collector, dir / "collector-0", {"status", "fleet-0"});
   if (nats && o.kill_nats_node_at >= 0) {
     std::this_thread::sleep_for(std::chrono::duration<double>(std::min(o.kill_nats_node_at, o.seconds)));
     pid_t victim = nats->pids().at(1);
@@ -256,7 +266,8 @@ FleetRun measure(const FleetBenchOptions& o, const fs::path& root, const fs::pat
   }
   sim.end_window();
   double window = seconds_since(t0);
-  admin.finish(run);
+  agents_probe.finish(run.admin_agents);
+  status_probe.finish(run.admin_status);
   run.collector_cpu_percent = 100 * collectors_cpu.since_start(collector_pids) / window;
   if (nats) run.nats_cpu_percent = 100 * nats_cpu.since_start(nats->pids()) / window;
   run.fleet_cpu_percent = 100 * (cpu_seconds(::getpid()) - self0) / window;
@@ -306,9 +317,16 @@ std::string failure_json(const std::map<std::string, uint64_t>& failures) {
   return "{" + out + "}";
 }
 
-std::optional<double> admin_quantile(const FleetRun& r, double q) {
-  std::vector<float> answered(r.admin_ms.begin(), r.admin_ms.end());
-  return quantile(answered, r.admin_ms.size() + r.admin_failed, q);
+std::optional<double> admin_quantile(const AdminCalls& c, double q) {
+  std::vector<float> answered(c.ms.begin(), c.ms.end());
+  return quantile(answered, c.ms.size() + c.failed, q);
+}
+
+// `"admin_<name>_calls": ..., "admin_<name>_p50_ms": ..., ...`
+std::string admin_json(const std::string& name, const AdminCalls& c) {
+  return fmt::format("\"admin_{0}_calls\": {1}, \"admin_{0}_p50_ms\": {2}, \"admin_{0}_max_ms\": {3}, "
+                     "\"admin_{0}_failed\": {4}",
+                     name, c.ms.size(), number(admin_quantile(c, 0.5)), number(admin_quantile(c, 1.0)), c.failed);
 }
 
 std::string run_json(const FleetRun& r) {
@@ -318,15 +336,13 @@ std::string run_json(const FleetRun& r) {
       "\"latency_p99_ms\": {}, \"latency_max_ms\": {}, \"collector_cpu_percent\": {:.1f}, "
       "\"fleet_cpu_percent\": {:.1f}, \"nats_cpu_percent\": {:.1f}, \"collector_rss_bytes\": {}, \"collector_rss_bytes_per_agent\": {:.0f}, "
       "\"disconnects\": {}, \"connect_failures\": {}, \"reconnect_all_s\": {}, \"storm_connect_failures\": {}, "
-      "\"admin_agents_calls\": {}, \"admin_agents_p50_ms\": {}, \"admin_agents_max_ms\": {}, "
-      "\"admin_agents_failed\": {}, \"failure_reasons\": {}}}",
+      "{}, {}, \"failure_reasons\": {}}}",
       r.agents, r.connections_held, r.connect_all_s, r.offered_rows_per_s, r.rows_per_s, r.rows_made,
       r.rows_unanswered, number(r.p50_ms), number(r.p99_ms), number(r.max_ms), r.collector_cpu_percent,
       r.fleet_cpu_percent, r.nats_cpu_percent, r.collector_rss_bytes, r.collector_rss_bytes_per_agent, r.disconnects,
       r.connect_failures,
       r.reconnect_all_s ? fmt::format("{:.2f}", *r.reconnect_all_s) : "null", r.storm_connect_failures,
-      r.admin_ms.size(), number(admin_quantile(r, 0.5)), number(admin_quantile(r, 1.0)), r.admin_failed,
-      failure_json(r.failures));
+      admin_json("agents", r.admin_agents), admin_json("status", r.admin_status), failure_json(r.failures));
 }
 
 void print_text(const FleetRun& r) {
@@ -338,8 +354,9 @@ void print_text(const FleetRun& r) {
              r.collector_rss_bytes / 1048576.0, r.collector_rss_bytes_per_agent, r.nats_cpu_percent, r.fleet_cpu_percent,
              r.disconnects,
              r.connect_failures);
-  fmt::print("; `agents` {} times, p50 {} ms, max {} ms, {} failed", r.admin_ms.size(), number(admin_quantile(r, 0.5)),
-             number(admin_quantile(r, 1.0)), r.admin_failed);
+  for (auto [name, calls] : {std::pair{"agents", &r.admin_agents}, std::pair{"status", &r.admin_status}})
+    fmt::print("; `{}` {} times, p50 {} ms, max {} ms, {} failed", name, calls->ms.size(),
+               number(admin_quantile(*calls, 0.5)), number(admin_quantile(*calls, 1.0)), calls->failed);
   if (r.reconnect_all_s)
     fmt::print("; reconnect storm: all back in {:.1f} s ({} failed attempts)", *r.reconnect_all_s,
                r.storm_connect_failures);

@@ -4,6 +4,8 @@
 #include <kj/async-io.h>
 #include <kj/compat/tls.h>
 
+#include <fmt/format.h>
+
 #include <chrono>
 #include <deque>
 #include <mutex>
@@ -28,9 +30,20 @@ int64_t steady_ns() {
       .count();
 }
 
-// The simulated agent offers no remote control: every request is answered
-// as not implemented, which the collector logs and moves on from.
-class NoController final : public protocol::AgentController::Server {};
+// The simulated agent answers `status` (so that the benchmark can time an
+// admin command that needs the agent's connection) and nothing else: every
+// other request is answered as not implemented.
+class SimController final : public protocol::AgentController::Server {
+ public:
+  explicit SimController(std::string id) : id_(std::move(id)) {}
+  kj::Promise<void> status(StatusContext context) override {
+    context.getResults().setJson(fmt::format(R"({{"agent": "{}", "simulated": true}})", id_));
+    return kj::READY_NOW;
+  }
+
+ private:
+  std::string id_;
+};
 
 struct Row {
   uint64_t seq;
@@ -212,7 +225,7 @@ class FleetSim::Loop final : private kj::TaskSet::ErrorHandler {
                          info.setMinorVersion(protocol::MINOR_VERSION);
                          info.setHostname(a.id);
                          info.setSoftware("outpost-bench fleet");
-                         req.setController(kj::heap<NoController>());
+                         req.setController(kj::heap<SimController>(a.id));
                          return kj::Promise<capnp::Response<protocol::Collector::HelloResults>>(req.send());
                        });
     a.task = net::within(io_->provider->getTimer(), kj::mv(attempt), kSessionLimit, "a session")

@@ -88,6 +88,9 @@ class AdminRelay {
   // `extra`: more time than answer_timeout for its answer (a trace's own duration).
   kj::Promise<Answer> ask(const std::string& agent, const std::string& name, const std::string& body,
                           std::chrono::milliseconds extra = {});
+  // Event loop, from its busy paths: takes what arrived without waiting for
+  // the mailbox's wake (LoopMailbox::run_queued).
+  void run_queued() { mailbox_.run_queued(*tasks_); }
   // Event loop (or any thread): answers a call received.
   void answer(const Call& call, const Answer& answer);
   // Any thread: tells the collector holding `agent` that requests wait for it.

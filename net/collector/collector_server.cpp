@@ -175,6 +175,7 @@ class CollectorServer::SessionImpl final : public protocol::Session::Server {
   explicit SessionImpl(Connection& conn) : conn_(conn) {}
 
   kj::Promise<void> upload(UploadContext context) override {
+    conn_.server.run_admin_work();
     Upload up;
     if (auto broken = take_upload(context.getParams(), conn_.agent, up); !broken.empty())
       throw conn_.violation(broken);

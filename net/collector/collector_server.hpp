@@ -127,6 +127,13 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
                                 std::vector<AdminState::Queued> queued, size_t next);
   // A call another collector sent through the relay.
   void take_call(AdminRelay::Call call);
+  // Each upload: starts the admin thread's and the relay's work queued for
+  // the loop, which would otherwise wait for every connection ready before
+  // their wake-up (loop_mailbox.hpp).
+  void run_admin_work() {
+    mailbox_.run_queued(tasks_);
+    if (relay_) relay_->run_queued();
+  }
   // The loop's side of the admin thread's calls (LoopMailbox). An admin call
   // by name (collect, cancel, setEventTable, agentStatus: the relay's names)
   // with its params encoded: run here, or at the collector holding the agent;
