@@ -17,6 +17,15 @@ struct Errors final : kj::TaskSet::ErrorHandler {
   void taskFailed(kj::Exception&& e) override { ADD_FAILURE() << e.getDescription().cStr(); }
 };
 
+// A mailbox served by this thread's own loop.
+struct Served {
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  Errors errors;
+  kj::TaskSet tasks{errors};
+  LoopMailbox mailbox;
+  Served() { tasks.add(mailbox.serve(tasks)); }
+};
+
 TEST(LoopMailbox, RunsAnotherLoopsCallAndAnswersOnThatLoop) {
   LoopMailbox mailbox;
   std::atomic<bool> serving{false}, done{false};
@@ -50,11 +59,10 @@ TEST(LoopMailbox, RunsAnotherLoopsCallAndAnswersOnThatLoop) {
 // wake-up is never delivered (kj polls I/O only when it has nothing else to
 // run); a job posted meanwhile runs only because the busy loop asks for it.
 TEST(LoopMailbox, RunQueuedStartsWhatWasPostedOnALoopThatNeverWaits) {
-  auto io = kj::setupAsyncIo();
-  Errors errors;
-  kj::TaskSet tasks(errors);
-  LoopMailbox mailbox;
-  tasks.add(mailbox.serve(tasks));
+  Served loop;
+  auto& io = loop.io;
+  auto& tasks = loop.tasks;
+  auto& mailbox = loop.mailbox;
 
   std::atomic<bool> posted{false};
   bool ran = false;
@@ -83,11 +91,10 @@ TEST(LoopMailbox, RunQueuedStartsWhatWasPostedOnALoopThatNeverWaits) {
 }
 
 TEST(LoopMailbox, RunQueuedWithNothingQueuedRunsNothingAndServeStillWakes) {
-  auto io = kj::setupAsyncIo();
-  Errors errors;
-  kj::TaskSet tasks(errors);
-  LoopMailbox mailbox;
-  tasks.add(mailbox.serve(tasks));
+  Served loop;
+  auto& io = loop.io;
+  auto& tasks = loop.tasks;
+  auto& mailbox = loop.mailbox;
   mailbox.run_queued(tasks);  // nothing queued
 
   // Jobs taken by run_queued leave serve() a wake-up for nothing; it serves on.
