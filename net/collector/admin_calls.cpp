@@ -64,7 +64,7 @@ class CollectorServer::AdminCalls {
           }
           auto req = it->second.controller.collectRequest();
           req.setRequest(request.asReader());
-          return req.send().then(
+          return server_.awaiting_answer(agent, req.send()).then(
               [agent, flow](auto) -> kj::Promise<void> {
                 spdlog::info("collector: agent {} started collection {}", agent, flow);
                 return kj::READY_NOW;
@@ -121,7 +121,7 @@ class CollectorServer::AdminCalls {
           }
           auto req = it->second.controller.cancelRequest();
           req.setFlowId(flow);
-          return req.send().then(
+          return server_.awaiting_answer(agent, req.send()).then(
               [results](auto resp) mutable -> kj::Promise<void> {
                 results.setPurgedRecords(resp.getPurgedRecords());
                 results.setOutcome(resp.getOutcome());
@@ -176,7 +176,7 @@ class CollectorServer::AdminCalls {
           auto req = it->second.controller.setEventTableRequest();
           req.setArtifacts(table.getEntries());
           // Stored only once the agent took it: a table it refuses would be refused at every connection.
-          return req.send().then([keep](auto) { return keep(false); },
+          return server_.awaiting_answer(agent, req.send()).then([keep](auto) { return keep(false); },
                                  [results, keep](kj::Exception&& e) mutable {
                                    if (!disconnected(e)) throw kj::mv(e);
                                    results.setQueued(true);
@@ -190,7 +190,7 @@ class CollectorServer::AdminCalls {
     auto it = server_.agents_.find(agent);
     if (it == server_.agents_.end())
       throw error_text("agent " + agent + " is not connected" + (server_.relay_ ? " to any collector" : ""));
-    return it->second.controller.statusRequest().send().then(
+    return server_.awaiting_answer(agent, it->second.controller.statusRequest().send()).then(
         [results](auto resp) mutable { results.setJson(resp.getJson()); });
   }
 

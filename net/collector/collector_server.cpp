@@ -111,9 +111,9 @@ class GatedStream final : public kj::AsyncIoStream {
 // violation. Destroying it closes the socket.
 class CollectorServer::Connection {
  public:
-  Connection(CollectorServer& server, kj::Own<kj::AsyncIoStream> stream, std::string peer,
+  Connection(CollectorServer& server, kj::Own<kj::AsyncIoStream> stream, SocketStream& socket, std::string peer,
              std::string cert_name)
-      : server(server), peer(std::move(peer)), cert_name(std::move(cert_name)),
+      : server(server), socket(socket), peer(std::move(peer)), cert_name(std::move(cert_name)),
         stream_(kj::heap<GatedStream>(kj::mv(stream), server.worker_)), messages_(*stream_),
         network_(messages_, capnp::rpc::twoparty::Side::SERVER, wire_limits()) {}
   ~Connection() { *alive = false; }
@@ -152,6 +152,7 @@ class CollectorServer::Connection {
   MemoryCharge take_charge() { return stream_->take_charge(); }
 
   CollectorServer& server;
+  SocketStream& socket;  // at the bottom of stream_
   // False once it is gone: a call's continuation may run after that (capnp
   // keeps a call's promise alive for pipelined calls) and must not touch it.
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);
@@ -222,7 +223,9 @@ class CollectorServer::CollectorImpl final : public protocol::Collector::Server 
         if (!state.known_agent(id)) state.remember_agent(id);
       }));
     // A reconnecting agent replaces its old session.
-    server.set_session(id, AgentSession{conn_.peer, schemas::now_ns(), params.getController(), info.getMinorVersion()});
+    AgentSession session{conn_.peer, schemas::now_ns(), params.getController(), info.getMinorVersion()};
+    session.socket = &conn_.socket;
+    server.set_session(id, kj::mv(session));
     spdlog::info("collector: agent {} connected from {} ({})", id, conn_.peer,
                  info.getSoftware().cStr());
 
@@ -366,24 +369,27 @@ void CollectorServer::admit() {
   }
 }
 
-void CollectorServer::take_agent(kj::Own<kj::AsyncIoStream> stream) {
-  std::string peer = peer_of(*stream);
+void CollectorServer::take_agent(kj::Own<kj::AsyncIoStream> accepted) {
+  std::string peer = peer_of(*accepted);
   try {
-    keep_alive(*stream);
+    keep_alive(*accepted);
   } catch (const kj::Exception& e) {  // the peer may already be gone
     spdlog::warn("collector: {}: keepalive not set: {}", peer, e.getDescription().cStr());
   }
+  auto stream = SocketStream::take(io_.unixEventPort, kj::mv(accepted));
   if (tls_) {
     waiting_.push_back({kj::mv(stream), kj::mv(peer), io_.provider->getTimer().now()});
     admit();
   } else {
-    serve(kj::mv(stream), peer, {});
+    auto& socket = *stream;
+    serve(kj::mv(stream), socket, peer, {});
   }
 }
 
 // A failed handshake (wrong CA, no or expired client certificate, not TLS
 // at all) is logged with the peer's address and ends that connection only.
-kj::Promise<void> CollectorServer::handshake(kj::Own<kj::AsyncIoStream> stream, std::string peer) {
+kj::Promise<void> CollectorServer::handshake(kj::Own<SocketStream> stream, std::string peer) {
+  auto& socket = *stream;  // owned by the TLS stream below, then by its connection
   auto timeout = io_.provider->getTimer().afterDelay(config_.handshake_timeout.count() * kj::MILLISECONDS)
                      .then([]() -> kj::AuthenticatedStream {
                        throw KJ_EXCEPTION(DISCONNECTED, "no TLS handshake within the timeout");
@@ -392,7 +398,7 @@ kj::Promise<void> CollectorServer::handshake(kj::Own<kj::AsyncIoStream> stream, 
       .wrapServer(kj::AuthenticatedStream{kj::mv(stream), kj::UnknownPeerIdentity::newInstance()})
       .exclusiveJoin(kj::mv(timeout))
       .then(
-          [this, peer](kj::AuthenticatedStream auth) {
+          [this, peer, &socket](kj::AuthenticatedStream auth) {
             auto& identity = kj::downcast<kj::TlsPeerIdentity>(*auth.peerIdentity);
             if (!identity.hasCertificate()) {
               log_refusal("refused " + peer + ": no client certificate");
@@ -407,7 +413,7 @@ kj::Promise<void> CollectorServer::handshake(kj::Own<kj::AsyncIoStream> stream, 
               log_refusal("refused " + peer + ": its certificate names no agent (no common name)");
               return;
             }
-            serve(kj::mv(auth.stream), peer, name);
+            serve(kj::mv(auth.stream), socket, peer, name);
           },
           [this, peer](kj::Exception&& e) {
             log_refusal("refused " + peer + ": TLS handshake failed: " + e.getDescription().cStr());
@@ -436,9 +442,9 @@ void CollectorServer::log_refusal_summary(uint64_t more) {
                std::chrono::duration_cast<std::chrono::seconds>(refusal_log_.window()).count());
 }
 
-void CollectorServer::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer,
+void CollectorServer::serve(kj::Own<kj::AsyncIoStream> stream, SocketStream& socket, std::string peer,
                             std::string cert_name) {
-  auto conn = kj::heap<Connection>(*this, kj::mv(stream), peer, kj::mv(cert_name));
+  auto conn = kj::heap<Connection>(*this, kj::mv(stream), socket, peer, kj::mv(cert_name));
   auto& c = *conn;
   ++connections_;
   tasks_.add(c.run(kj::heap<CollectorImpl>(c))
@@ -462,6 +468,14 @@ void CollectorServer::serve(kj::Own<kj::AsyncIoStream> stream, std::string peer,
                    if (!c.agent.empty()) spdlog::info("collector: agent {} disconnected", c.agent);
                  })
                  .attach(kj::mv(conn)));
+}
+
+void CollectorServer::read_awaited_now() {
+  auto now = io_.provider->getTimer().now();
+  if (now - awaited_read_at_ < 1 * kj::MILLISECONDS) return;
+  awaited_read_at_ = now;
+  for (auto& [agent, calls] : awaited_)
+    if (auto it = agents_.find(agent); it != agents_.end() && it->second.socket != nullptr) it->second.socket->read_now();
 }
 
 void CollectorServer::set_session(const std::string& agent, AgentSession session) {

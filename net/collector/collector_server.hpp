@@ -27,6 +27,7 @@
 #include "net/collector/admin_state.hpp"
 #include "net/collector/admin_writer.hpp"
 #include "net/collector/loop_mailbox.hpp"
+#include "net/collector/socket_stream.hpp"
 #include "net/collector/storage_worker.hpp"
 #include "net/tls_config.hpp"
 #include "schemas/protocol.capnp.h"
@@ -80,6 +81,7 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
     // Its inspector for relayed calls that name no client (a collector
     // from before inspectors per client; taken at the first).
     kj::Maybe<capnp::Capability::Client> inspector = nullptr;
+    SocketStream* socket = nullptr;  // its connection's: lives as long as this entry
   };
   // Connected agents by id (the newest connection of each). The loop's.
   const std::map<std::string, AgentSession>& agents() const { return agents_; }
@@ -110,8 +112,9 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   // Admission (CollectorConfig::max_handshakes): starts the handshakes the
   // limit allows, newest waiting first.
   void admit();
-  kj::Promise<void> handshake(kj::Own<kj::AsyncIoStream> stream, std::string peer);
-  void serve(kj::Own<kj::AsyncIoStream> stream, std::string peer, std::string cert_name);
+  kj::Promise<void> handshake(kj::Own<SocketStream> stream, std::string peer);
+  // `socket`: the agent's socket, at the bottom of `stream` (which owns it).
+  void serve(kj::Own<kj::AsyncIoStream> stream, SocketStream& socket, std::string peer, std::string cert_name);
   // Logs a refused or failed connection, rate-limited (refusal_log_).
   void log_refusal(const std::string& text);
   void log_refusal_summary(uint64_t more);
@@ -130,9 +133,23 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   // Each upload: starts the admin thread's and the relay's work queued for
   // the loop, which would otherwise wait for every connection ready before
   // their wake-up (loop_mailbox.hpp).
+  // Admin calls waiting for an agent's answer have its socket read then too
+  // (SocketStream::read_now, at most once a millisecond), since its turn in
+  // epoll may be seconds away.
   void run_admin_work() {
     mailbox_.run_queued(tasks_);
     if (relay_) relay_->run_queued();
+    if (!awaited_.empty()) read_awaited_now();
+  }
+  void read_awaited_now();
+  // `answer`, an admin call's answer from `agent`, with the agent counted as
+  // awaited until it settles (or is dropped).
+  template <typename T>
+  kj::Promise<T> awaiting_answer(const std::string& agent, kj::Promise<T> answer) {
+    ++awaited_[agent];
+    return answer.attach(kj::defer([this, agent] {
+      if (--awaited_[agent] == 0) awaited_.erase(agent);
+    }));
   }
   // The loop's side of the admin thread's calls (LoopMailbox). An admin call
   // by name (collect, cancel, setEventTable, agentStatus: the relay's names)
@@ -205,8 +222,10 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   // Agents whose requests push_requests_now() is sending; true: asked again meanwhile.
   std::map<std::string, bool> push_running_;
   size_t connections_ = 0;
+  std::map<std::string, unsigned> awaited_;  // agents whose answers admin calls wait for: how many
+  kj::TimePoint awaited_read_at_ = kj::origin<kj::TimePoint>();
   struct Waiting {
-    kj::Own<kj::AsyncIoStream> stream;
+    kj::Own<SocketStream> stream;
     std::string peer;
     kj::TimePoint since;
   };
