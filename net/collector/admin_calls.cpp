@@ -303,7 +303,7 @@ kj::Promise<std::string> CollectorServer::admin_call(const std::string& name, co
 kj::Promise<std::string> CollectorServer::inspector_call(uint64_t client, const std::string& agent, uint16_t method,
                                                          const std::string& body) {
   if (auto it = agents_.find(agent); it != agents_.end())
-    return session_inspector_call(it->second, std::to_string(client), method, body);
+    return session_inspector_call(agent, it->second, std::to_string(client), method, body);
   if (!relay_) throw error_text("agent " + agent + " is not connected");
   std::chrono::milliseconds extra{};
   if (method == 5)  // trace: as long as it was asked to run
@@ -328,8 +328,9 @@ void CollectorServer::forget_inspector(uint64_t client) {
   relayed_inspects_.erase(relayed);
 }
 
-kj::Promise<std::string> CollectorServer::session_inspector_call(AgentSession& session, const std::string& key,
-                                                                 uint16_t method, const std::string& body) {
+kj::Promise<std::string> CollectorServer::session_inspector_call(const std::string& agent, AgentSession& session,
+                                                                 const std::string& key, uint16_t method,
+                                                                 const std::string& body) {
   capnp::Capability::Client* target = nullptr;
   if (key.empty()) {
     if (session.inspector == nullptr)
@@ -346,7 +347,9 @@ kj::Promise<std::string> CollectorServer::session_inspector_call(AgentSession& s
   }
   auto request = target->typelessRequest(capnp::typeId<inspector::Inspector>(), method, nullptr);
   request.set(Decoded<capnp::AnyPointer>(body).get());
-  return request.send().then([](capnp::Response<capnp::AnyPointer> response) { return encode_any(response); });
+  return awaiting_answer(agent, request.send()).then([](capnp::Response<capnp::AnyPointer> response) {
+    return encode_any(response);
+  });
 }
 
 kj::Promise<std::vector<std::string>> CollectorServer::where(std::vector<std::string> ids) {
@@ -407,7 +410,7 @@ void CollectorServer::take_call(AdminRelay::Call call) {
         throw error_text("no inspector call \"" + call.name + "\"");
       }
       std::string key = dot == std::string::npos ? "" : rest.substr(dot + 1) + "/" + call.agent;
-      answer = session_inspector_call(it->second, key, method, call.body);
+      answer = session_inspector_call(call.agent, it->second, key, method, call.body);
     }
   } catch (const kj::Exception& e) {  // a malformed call
     answer = kj::cp(e);

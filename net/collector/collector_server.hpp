@@ -170,8 +170,8 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
   // Method `method` on the inspector `key` has on `session`'s agent (made at
   // its first call, and again for a new session); a relayed call of a
   // collector that gives no key (an older one) on the session's own.
-  kj::Promise<std::string> session_inspector_call(AgentSession& session, const std::string& key, uint16_t method,
-                                                  const std::string& body);
+  kj::Promise<std::string> session_inspector_call(const std::string& agent, AgentSession& session,
+                                                  const std::string& key, uint16_t method, const std::string& body);
   // With a relay, per id not connected here: its holder's AgentSummary
   // (encoded), or "" (connected nowhere, or here). Asked all at once.
   kj::Promise<std::vector<std::string>> where(std::vector<std::string> ids);
