@@ -8,7 +8,8 @@
 //
 // Kernel requirements beyond the process events': the raw tracepoints
 // inet_sock_set_state and (for the first bytes) tcp_sendmsg_locked (recent kernels only),
-// a BTF-typed tracepoint on sys_exit (accept), and cgroup v2 mounted (DNS).
+// a BTF-typed tracepoint on sys_exit (accept, by 64-bit processes and, on
+// x86, 32-bit ones), and cgroup v2 mounted (DNS).
 
 #include <cstdint>
 #include <memory>

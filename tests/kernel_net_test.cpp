@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -212,6 +213,75 @@ TEST_F(WatchNet, AConnectionToALocalListenerNamesTheProcessAtEachEnd) {
   EXPECT_EQ(env.dropped_events, 0u);
   ::close(listener);
 }
+
+#ifdef OUTPOST_ACCEPT32
+// A 32-bit program's accept() is another system call than a 64-bit one's
+// (socketcall, or accept4 under its 32-bit number): both are reported, with
+// its process, so that a 32-bit binary does not hide the connections it takes.
+TEST_F(WatchNet, AThirtyTwoBitProcessesAcceptsAreReportedBothWays) {
+  if (auto why = unavailable(NetGroup::tcp); !why.empty()) GTEST_SKIP() << why;
+  int listener = listening_socket();
+  auto address = loopback(0);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(listener, 16), 0);
+  const uint16_t port = port_of(listener);
+  address = loopback(port);
+  struct Round {
+    pid_t pid = 0;
+    uint16_t client_ports[2] = {};
+  };
+  std::vector<Round> rounds;
+  std::string cannot_run;
+  // One round: the 32-bit program, given the listener as its descriptor 3,
+  // accepts two connections made here (one through socketcall, one through
+  // accept4).
+  auto accept_in_32_bits = [&] {
+    if (!cannot_run.empty()) return;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, listener, 3);
+    char* argv[] = {const_cast<char*>(OUTPOST_ACCEPT32), nullptr};
+    Round round;
+    int err = ::posix_spawn(&round.pid, OUTPOST_ACCEPT32, &actions, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (err == ENOEXEC) {
+      cannot_run = "this kernel runs no 32-bit programs (no IA32 emulation)";
+      return;
+    }
+    ASSERT_EQ(err, 0) << OUTPOST_ACCEPT32 << ": " << std::strerror(err);
+    for (auto& client_port : round.client_ports) {
+      int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      ASSERT_EQ(::connect(s, reinterpret_cast<sockaddr*>(&address), sizeof address), 0) << std::strerror(errno);
+      client_port = port_of(s);
+      ::close(s);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(round.pid, &status, 0), round.pid);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the 32-bit program failed: status " << status;
+    rounds.push_back(round);
+  };
+  bool seen = watch("['security_socket_accept']", accept_in_32_bits, [&](const std::vector<Row>& got) {
+    for (auto& round : rounds) {
+      int accepted = 0;
+      for (auto client_port : round.client_ports)
+        for (auto& r : got)
+          if (text(r, {"EventData", "remote_addr", "sin_port"}) == std::to_string(client_port) &&
+              text(r, {"EventData", "local_addr", "sin_port"}) == std::to_string(port) &&
+              text(r, {"System", "ProcessID"}) == std::to_string(round.pid)) {
+            ++accepted;
+            break;
+          }
+      if (accepted == 2) return true;
+    }
+    return false;
+  });
+  ::close(listener);
+  if (!cannot_run.empty()) GTEST_SKIP() << cannot_run;
+  ASSERT_FALSE(rounds.empty());
+  EXPECT_TRUE(seen) << "no round of " << rounds.size() << " had both of its accepts reported with the 32-bit "
+                    << "process's pid, in " << rows.size() << " rows";
+}
+#endif
 
 TEST_F(WatchNet, AnHttpRequestLineNamesItsHostPathAndProcess) {
   if (auto why = unavailable(NetGroup::tcp_data); !why.empty()) GTEST_SKIP() << why;

@@ -225,17 +225,34 @@ int outpost_tcp_state(struct bpf_raw_tracepoint_args *ctx) {
   return 0;
 }
 
+/* Whether the system call ending is a 32-bit process's accept: its numbers
+ * are another table's, so without this an accept made by a 32-bit binary
+ * would go unseen. (arm64's 32-bit tasks are not covered.) */
+static __always_inline int compat_accept(struct pt_regs *regs, long nr) {
+#if defined(__TARGET_ARCH_x86)
+  if (nr != OUTPOST_NR32_ACCEPT4 && nr != OUTPOST_NR32_SOCKETCALL) return 0;
+  struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+  if (!(BPF_CORE_READ(task, thread_info.status) & OUTPOST_TS_COMPAT)) return 0;
+  if (nr == OUTPOST_NR32_ACCEPT4) return 1;
+  unsigned long call = regs->bx;
+  return call == OUTPOST_SYS_ACCEPT || call == OUTPOST_SYS_ACCEPT4;
+#else
+  return 0;
+#endif
+}
+
 /* tp_btf/sys_exit(regs, ret): accept() and accept4() returning a new fd,
- * in the accepting process. No tracepoint of the accept path has the new
- * socket in the accepter's context, and kretprobe/fexit on inet_csk_accept
- * are not to be had here. Costs a (short) program run at every syscall exit. */
+ * in the accepting process, 64- or 32-bit. No tracepoint of the accept path
+ * has the new socket in the accepter's context, and kretprobe/fexit on
+ * inet_csk_accept are not to be had here. Costs a (short) program run at
+ * every syscall exit. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(outpost_accept, struct pt_regs *regs, long ret) {
   if (ret < 0) return 0;
   /* tp_btf: regs is a typed kernel pointer, read without a helper call
    * (this runs at every syscall's exit). */
   long nr = OUTPOST_SYSCALL_NR_DIRECT(regs);
-  if (nr != OUTPOST_NR_ACCEPT && nr != OUTPOST_NR_ACCEPT4) return 0;
+  if (nr != OUTPOST_NR_ACCEPT && nr != OUTPOST_NR_ACCEPT4 && !compat_accept(regs, nr)) return 0;
   struct task_struct *task = (struct task_struct *)bpf_get_current_task();
   struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
   if ((unsigned long)ret >= BPF_CORE_READ(fdt, max_fds)) return 0;

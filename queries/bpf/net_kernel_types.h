@@ -71,7 +71,16 @@ struct files_struct {
   struct fdtable *fdt;
 };
 
+#if defined(__TARGET_ARCH_x86)
+struct thread_info {
+  __u32 status; /* TS_COMPAT while a 32-bit (ia32) system call runs */
+};
+#endif
+
 struct task_struct {
+#if defined(__TARGET_ARCH_x86)
+  struct thread_info thread_info;
+#endif
   pid_t pid;
   pid_t tgid;
   const struct cred *cred;
@@ -115,11 +124,20 @@ struct msghdr {
 
 #if defined(__TARGET_ARCH_x86)
 struct pt_regs {
+  unsigned long bx;      /* a 32-bit system call's first argument */
   unsigned long orig_ax; /* the syscall's number, at sys_exit */
 };
 #define OUTPOST_SYSCALL_NR_DIRECT(regs) ((regs)->orig_ax)
 #define OUTPOST_NR_ACCEPT 43
 #define OUTPOST_NR_ACCEPT4 288
+/* A 32-bit process's (ia32: int 0x80, sysenter) numbers: accept() reaches
+ * the kernel through socketcall(SYS_ACCEPT or SYS_ACCEPT4, args), or, since
+ * Linux 4.3, as accept4. */
+#define OUTPOST_TS_COMPAT 0x0002
+#define OUTPOST_NR32_SOCKETCALL 102
+#define OUTPOST_NR32_ACCEPT4 364
+#define OUTPOST_SYS_ACCEPT 5
+#define OUTPOST_SYS_ACCEPT4 18
 #elif defined(__TARGET_ARCH_arm64)
 struct pt_regs {
   __s32 syscallno;
