@@ -19,6 +19,7 @@ packages=(
   systemd-journal-remote  # the journald tests write journal files with it
   libyara-dev  # yara() and proc_yara()
   libsqlite3-dev  # sqlite()
+  libjemalloc-dev  # the collector's allocator (tools/CMakeLists.txt)
   libnats-dev nats-server  # the collector's jetstream storage backend (libnats), and its tests' NATS cluster
   libbpf-dev bpftool clang  # process events from the kernel: eBPF programs built with clang, loaded with libbpf
   libclang-rt-14-dev  # clang's sanitizer and libFuzzer runtimes: the ASan+UBSan tests and the fuzz targets
