@@ -139,6 +139,38 @@ TEST_F(JetStreamTest, EveryRecordIsStoredOnceAndAnyCollectorResumesFromTheMarks)
   EXPECT_EQ(stored(), range(1, 210));
 }
 
+// `outpost-collector agents` reads every agent's marks: past a few, in one
+// pass over the bucket, which must give each agent its own, as a read each does.
+TEST_F(JetStreamTest, TheMarksOfManyAgentsReadAtOnceAreEachAgentsOwn) {
+  start_nats(1);
+  auto writer = collector(options());
+  const size_t n = JetStreamStore::kReadEachUpTo + 8;
+  std::vector<Batch> batches;
+  batches.reserve(n);  // the uploads point into their batches' payloads
+  std::vector<Upload> uploads;
+  for (size_t i = 0; i < n; ++i) {
+    batches.push_back(make_batch(1, i + 1));
+    batches.back().upload.agent = "agent." + std::to_string(i) + "@x";  // a key spelled otherwise
+    uploads.push_back(batches.back().upload);
+  }
+  for (auto& r : writer->store(uploads)) ASSERT_EQ(r.status, UploadStatus::stored) << r.error;
+  std::vector<std::string> ids{"never-stored"};
+  for (size_t i = n; i-- > 0;) ids.push_back(uploads[i].agent);  // not in the bucket's order
+  auto reader = collector(options());
+  const RowStore& rows = *reader;
+  auto each = rows.progress_each(ids);
+  ASSERT_EQ(each.size(), ids.size());
+  EXPECT_EQ(each[0].marks, LaneMarks{}) << ids[0];
+  EXPECT_EQ(each[0].last_upload_ns, 0);
+  for (size_t i = 1; i < ids.size(); ++i) {
+    auto one = rows.progress(ids[i]);
+    EXPECT_EQ(each[i].marks[static_cast<size_t>(Lane::EVENTS)], n - i + 1) << ids[i];
+    EXPECT_EQ(each[i].marks, one.marks) << ids[i];
+    EXPECT_EQ(each[i].last_upload_ns, one.last_upload_ns) << ids[i];
+    EXPECT_GT(each[i].last_upload_ns, 0) << ids[i];
+  }
+}
+
 TEST_F(JetStreamTest, ACollectorThatDiesBeforeItsMarksMoveCostsNoDuplicate) {
   start_nats(1);
   auto o = options();

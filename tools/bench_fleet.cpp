@@ -124,9 +124,11 @@ struct FleetRun {
   uint64_t storm_connect_failures = 0;
   std::map<std::string, uint64_t> failures;  // why attempts and sessions ended (storm drops not counted)
   // Admin commands against the first collector, each run once a second
-  // during the window: `agents` (answered on the admin thread) and `status`
-  // of agent fleet-0 (through the agents' loop and the agent's connection).
-  AdminCalls admin_agents, admin_status;
+  // during the window: `agents` (answered on the admin thread), `status`
+  // of agent fleet-0 (through the agents' loop and the agent's connection)
+  // and, with several collectors, of fleet-1, connected to the second (through
+  // NATS to that collector's relay, its loop and the agent's connection).
+  AdminCalls admin_agents, admin_status, admin_relayed_status;
 };
 
 // Runs `outpost-collector <command>` against `dir`'s collector once a second
@@ -137,7 +139,8 @@ class AdminProbe {
       : thread_([this, collector, dir, command] {
           std::vector<std::string> args{collector.string(), "--datadir", (dir / "data").string()};
           args.insert(args.end(), command.begin(), command.end());
-          fs::path log = dir / ("admin-probe-" + command.front() + ".log");
+          fs::path log = dir / ("admin-probe-" + command.front() +
+                                (command.size() > 1 && command[1][0] != '-' ? "-" + command[1] : "") + ".log");
           std::unique_lock<std::mutex> lock(mutex_);
           while (!stop_) {
             lock.unlock();
@@ -255,6 +258,9 @@ FleetRun measure(const FleetBenchOptions& o, const fs::path& root, const fs::pat
   sim.start_window();
   AdminProbe agents_probe(collector, dir / "collector-0", {"agents", "--json"});
   AdminProbe status_probe(collector, dir / "collector-0", {"status", "fleet-0"});
+  std::optional<AdminProbe> relayed_status_probe;
+  if (o.collectors > 1 && agents > 1) relayed_status_probe.emplace(collector, dir / "collector-0",
+                                                                   std::vector<std::string>{"status", "fleet-1"});
   if (nats && o.kill_nats_node_at >= 0) {
     std::this_thread::sleep_for(std::chrono::duration<double>(std::min(o.kill_nats_node_at, o.seconds)));
     pid_t victim = nats->pids().at(1);
@@ -268,6 +274,7 @@ FleetRun measure(const FleetBenchOptions& o, const fs::path& root, const fs::pat
   double window = seconds_since(t0);
   agents_probe.finish(run.admin_agents);
   status_probe.finish(run.admin_status);
+  if (relayed_status_probe) relayed_status_probe->finish(run.admin_relayed_status);
   run.collector_cpu_percent = 100 * collectors_cpu.since_start(collector_pids) / window;
   if (nats) run.nats_cpu_percent = 100 * nats_cpu.since_start(nats->pids()) / window;
   run.fleet_cpu_percent = 100 * (cpu_seconds(::getpid()) - self0) / window;
@@ -336,13 +343,14 @@ std::string run_json(const FleetRun& r) {
       "\"latency_p99_ms\": {}, \"latency_max_ms\": {}, \"collector_cpu_percent\": {:.1f}, "
       "\"fleet_cpu_percent\": {:.1f}, \"nats_cpu_percent\": {:.1f}, \"collector_rss_bytes\": {}, \"collector_rss_bytes_per_agent\": {:.0f}, "
       "\"disconnects\": {}, \"connect_failures\": {}, \"reconnect_all_s\": {}, \"storm_connect_failures\": {}, "
-      "{}, {}, \"failure_reasons\": {}}}",
+      "{}, {}, {}, \"failure_reasons\": {}}}",
       r.agents, r.connections_held, r.connect_all_s, r.offered_rows_per_s, r.rows_per_s, r.rows_made,
       r.rows_unanswered, number(r.p50_ms), number(r.p99_ms), number(r.max_ms), r.collector_cpu_percent,
       r.fleet_cpu_percent, r.nats_cpu_percent, r.collector_rss_bytes, r.collector_rss_bytes_per_agent, r.disconnects,
       r.connect_failures,
       r.reconnect_all_s ? fmt::format("{:.2f}", *r.reconnect_all_s) : "null", r.storm_connect_failures,
-      admin_json("agents", r.admin_agents), admin_json("status", r.admin_status), failure_json(r.failures));
+      admin_json("agents", r.admin_agents), admin_json("status", r.admin_status),
+      admin_json("relayed_status", r.admin_relayed_status), failure_json(r.failures));
 }
 
 void print_text(const FleetRun& r) {
@@ -354,8 +362,9 @@ void print_text(const FleetRun& r) {
              r.collector_rss_bytes / 1048576.0, r.collector_rss_bytes_per_agent, r.nats_cpu_percent, r.fleet_cpu_percent,
              r.disconnects,
              r.connect_failures);
-  for (auto [name, calls] : {std::pair{"agents", &r.admin_agents}, std::pair{"status", &r.admin_status}})
-    fmt::print("; `{}` {} times, p50 {} ms, max {} ms, {} failed", name, calls->ms.size(),
+  for (auto [name, calls] : {std::pair{"agents`", &r.admin_agents}, std::pair{"status fleet-0`", &r.admin_status},
+                             std::pair{"status fleet-1` (relayed)", &r.admin_relayed_status}})
+    if (!calls->ms.empty() || calls->failed) fmt::print("; `{} {} times, p50 {} ms, max {} ms, {} failed", name, calls->ms.size(),
                number(admin_quantile(*calls, 0.5)), number(admin_quantile(*calls, 1.0)), calls->failed);
   if (r.reconnect_all_s)
     fmt::print("; reconnect storm: all back in {:.1f} s ({} failed attempts)", *r.reconnect_all_s,

@@ -111,8 +111,7 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
           // The marks and last uploads are the backend's (a round trip each with jetstream).
           return server_.lookups_.run([&rows = server_.worker_.rows(), listed] {
             auto& got = *listed;
-            got.progress.reserve(got.ids.size());
-            for (auto& id : got.ids) got.progress.push_back(rows.progress(id));
+            got.progress = rows.progress_each(got.ids);
           });
         })
         .then([this, &got]() -> kj::Promise<void> {

@@ -140,11 +140,15 @@ JetStreamStore::Entry JetStreamStore::read_entry(const std::string& agent) const
   std::string key = subject_token(agent);
   natsStatus s = retrying(options_.request_timeout, [&] { return kvStore_Get(&raw, kv_, key.c_str()); });
   NatsOwned<kvEntry> entry(raw);
-  Entry out;
-  if (s == NATS_NOT_FOUND) return out;
+  if (s == NATS_NOT_FOUND) return Entry{};
   if (s != NATS_OK)
     throw StoreError("jetstream storage: cannot read the marks of " + agent + " from bucket " +
                      options_.marks_bucket + " on " + where() + ": " + nats_status_text(s));
+  return entry_of(raw, agent);
+}
+
+JetStreamStore::Entry JetStreamStore::entry_of(kvEntry* raw, const std::string& agent) const {
+  Entry out;
   std::string text(static_cast<const char*>(kvEntry_Value(raw)), static_cast<size_t>(kvEntry_ValueLen(raw)));
   if (!decode(text, out.progress))
     throw StoreError("jetstream storage: the marks of " + agent + " in bucket " + options_.marks_bucket +
@@ -155,6 +159,36 @@ JetStreamStore::Entry JetStreamStore::read_entry(const std::string& agent) const
 }
 
 AgentProgress JetStreamStore::progress(const std::string& agent) const { return seen(agent, read_entry(agent)).progress; }
+
+std::vector<AgentProgress> JetStreamStore::progress_each(const std::vector<std::string>& agents) const {
+  if (agents.size() <= kReadEachUpTo) return RowStore::progress_each(agents);
+  std::unordered_map<std::string, size_t> wanted;  // key -> index in agents
+  for (size_t i = 0; i < agents.size(); ++i) wanted.emplace(subject_token(agents[i]), i);
+  std::vector<Entry> found(agents.size());
+  auto fail = [&](const std::string& what, natsStatus s) {
+    throw StoreError("jetstream storage: cannot " + what + " bucket " + options_.marks_bucket + " on " + where() +
+                     ": " + nats_status_text(s));
+  };
+  kvWatchOptions o;
+  kvWatchOptions_Init(&o);
+  o.IgnoreDeletes = true;
+  kvWatcher* raw = nullptr;
+  if (natsStatus s = kvStore_WatchAll(&raw, kv_, &o); s != NATS_OK) fail("read", s);
+  std::unique_ptr<kvWatcher, void (*)(kvWatcher*)> watcher(raw, kvWatcher_Destroy);
+  auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(options_.request_timeout).count();
+  for (;;) {  // every key's last value, then a null entry
+    kvEntry* next = nullptr;
+    if (natsStatus s = kvWatcher_Next(&next, watcher.get(), wait); s != NATS_OK) fail("finish reading", s);
+    if (!next) break;
+    NatsOwned<kvEntry> entry(next);
+    auto it = wanted.find(kvEntry_Key(next));
+    if (it != wanted.end()) found[it->second] = entry_of(next, agents[it->second]);
+  }
+  std::vector<AgentProgress> out;
+  out.reserve(agents.size());
+  for (size_t i = 0; i < agents.size(); ++i) out.push_back(seen(agents[i], found[i]).progress);
+  return out;
+}
 
 const JetStreamStore::Entry& JetStreamStore::seen(const std::string& agent, const Entry& fresh) const {
   std::lock_guard<std::mutex> lock(mutex_);

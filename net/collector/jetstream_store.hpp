@@ -95,6 +95,10 @@ class JetStreamStore final : public RowStore {
     return StreamAccess{n.servers, options_.stream, options_.subject_prefix, n.ca, n.cert, n.key, n.creds};
   }
   AgentProgress progress(const std::string& agent) const override;
+  // Up to kReadEachUpTo agents: a read each; more: the whole bucket in one
+  // pass (a watcher of every key's last value).
+  std::vector<AgentProgress> progress_each(const std::vector<std::string>& agents) const override;
+  static constexpr size_t kReadEachUpTo = 16;
   // Nothing more than marks() while the deduplication window (less a
   // quarter, 30 s at most) still covers what was stored since the marks
   // were written; after it, one request (the last message of the agent's
@@ -153,6 +157,7 @@ class JetStreamStore final : public RowStore {
   static void on_ack(jsCtx* js, natsMsg* msg, jsPubAck* ack, jsPubAckErr* err, void* self);
   void setup();  // the stream and the bucket, made if missing; throws StoreError
   Entry read_entry(const std::string& agent) const;  // throws StoreError
+  Entry entry_of(kvEntry* raw, const std::string& agent) const;  // decoded; throws StoreError
   const Entry& seen(const std::string& agent, const Entry& fresh) const;  // into the cache if newer; `fresh`
   Entry cached(const std::string& agent);            // storage thread; throws StoreError
   size_t queue(Message m);  // into messages_: its index

@@ -52,6 +52,15 @@ class RowStore {
   // or a round trip to NATS (bounded by its request timeout). Throws
   // StoreError when the backend cannot answer.
   virtual AgentProgress progress(const std::string& agent) const = 0;
+  // progress() of each of `agents`, in their order, read at once where the
+  // backend can (JetStreamStore: one pass over its bucket for many instead
+  // of a round trip each). Any thread; blocks and throws as progress().
+  virtual std::vector<AgentProgress> progress_each(const std::vector<std::string>& agents) const {
+    std::vector<AgentProgress> out;
+    out.reserve(agents.size());
+    for (auto& agent : agents) out.push_back(progress(agent));
+    return out;
+  }
   LaneMarks marks(const std::string& agent) const { return progress(agent).marks; }
   // The marks a connecting agent resumes from: marks(), unless the backend
   // holds records above them that nothing marked (JetStreamStore: a
