@@ -108,7 +108,7 @@ class CollectorServer::AdminImpl final : public protocol::Admin::Server {
           }
         })
         .then([this, listed] {
-          // The marks and last uploads are the backend's (a round trip each with jetstream).
+          // The marks and last uploads are the backend's (with jetstream, its bucket's: read in one pass).
           return server_.lookups_.run([&rows = server_.worker_.rows(), listed] {
             auto& got = *listed;
             got.progress = rows.progress_each(got.ids);

@@ -162,9 +162,10 @@ AgentProgress JetStreamStore::progress(const std::string& agent) const { return 
 
 std::vector<AgentProgress> JetStreamStore::progress_each(const std::vector<std::string>& agents) const {
   if (agents.size() <= kReadEachUpTo) return RowStore::progress_each(agents);
-  std::unordered_map<std::string, size_t> wanted;  // key -> index in agents
-  for (size_t i = 0; i < agents.size(); ++i) wanted.emplace(subject_token(agents[i]), i);
-  std::vector<Entry> found(agents.size());
+  std::vector<std::string> keys;
+  keys.reserve(agents.size());
+  std::unordered_map<std::string, std::optional<Entry>> found;  // by key: the wanted ones' (none: not read yet)
+  for (auto& agent : agents) found.emplace(keys.emplace_back(subject_token(agent)), std::nullopt);
   auto fail = [&](const std::string& what, natsStatus s) {
     throw StoreError("jetstream storage: cannot " + what + " bucket " + options_.marks_bucket + " on " + where() +
                      ": " + nats_status_text(s));
@@ -181,12 +182,13 @@ std::vector<AgentProgress> JetStreamStore::progress_each(const std::vector<std::
     if (natsStatus s = kvWatcher_Next(&next, watcher.get(), wait); s != NATS_OK) fail("finish reading", s);
     if (!next) break;
     NatsOwned<kvEntry> entry(next);
-    auto it = wanted.find(kvEntry_Key(next));
-    if (it != wanted.end()) found[it->second] = entry_of(next, agents[it->second]);
+    auto it = found.find(kvEntry_Key(next));
+    if (it != found.end()) it->second = entry_of(next, subject_untoken(it->first));
   }
   std::vector<AgentProgress> out;
   out.reserve(agents.size());
-  for (size_t i = 0; i < agents.size(); ++i) out.push_back(seen(agents[i], found[i]).progress);
+  for (size_t i = 0; i < agents.size(); ++i)
+    out.push_back(seen(agents[i], found[keys[i]].value_or(Entry{})).progress);
   return out;
 }
 
