@@ -16,6 +16,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <stdexcept>
 #include <map>
 #include <tuple>
 #include <functional>
@@ -99,14 +100,24 @@ std::string text(const Row& row, std::initializer_list<const char*> path) {
   return v ? to_string(*v) : "<none>";
 }
 
-// A TCP socket to listen on, whose accept() gives up after 2 s (a child
-// that could not connect must not hang the test).
-int listening_socket() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval timeout{2, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  return fd;
-}
+// A TCP socket listening on 127.0.0.1 (any free port), whose accept()
+// gives up after 2 s (a child that could not connect must not hang the test).
+struct Listener {
+  int fd = -1;
+  sockaddr_in address{};  // where it listens
+  uint16_t port = 0;
+  Listener() {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval timeout{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    address = loopback(0);
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 || ::listen(fd, 16) != 0)
+      throw std::runtime_error(std::string("cannot listen on 127.0.0.1: ") + std::strerror(errno));
+    port = port_of(fd);
+    address = loopback(port);
+  }
+  ~Listener() { ::close(fd); }
+};
 
 struct WatchNet : ::testing::Test {
   AgentSystemConfig cfg;
@@ -153,12 +164,7 @@ struct WatchNet : ::testing::Test {
 
 TEST_F(WatchNet, AConnectionToALocalListenerNamesTheProcessAtEachEnd) {
   if (auto why = unavailable(NetGroup::tcp); !why.empty()) GTEST_SKIP() << why;
-  int listener = listening_socket();
-  auto address = loopback(0);
-  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  ASSERT_EQ(::listen(listener, 16), 0);
-  const uint16_t port = port_of(listener);
-  address = loopback(port);
+  Listener listening;
   pid_t client = 0;
   uint16_t client_port = 0;
   auto connect_once = [&] {
@@ -166,7 +172,7 @@ TEST_F(WatchNet, AConnectionToALocalListenerNamesTheProcessAtEachEnd) {
     ASSERT_EQ(::pipe(pipe_fds), 0);
     client = in_child([&] {
       int s = ::socket(AF_INET, SOCK_STREAM, 0);
-      if (::connect(s, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) return;
+      if (::connect(s, reinterpret_cast<const sockaddr*>(&listening.address), sizeof listening.address) != 0) return;
       uint16_t local = port_of(s);
       [[maybe_unused]] auto w = ::write(pipe_fds[1], &local, sizeof local);
       ::close(s);  // before the server accepts: the client closes first
@@ -174,7 +180,7 @@ TEST_F(WatchNet, AConnectionToALocalListenerNamesTheProcessAtEachEnd) {
     ::close(pipe_fds[1]);
     [[maybe_unused]] auto r = ::read(pipe_fds[0], &client_port, sizeof client_port);
     ::close(pipe_fds[0]);
-    int accepted = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    int accepted = ::accept4(listening.fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (accepted >= 0) ::close(accepted);
   };
   const std::string me = std::to_string(::getpid());
@@ -188,7 +194,7 @@ TEST_F(WatchNet, AConnectionToALocalListenerNamesTheProcessAtEachEnd) {
                      connect = accept = client_end = server_end = nullptr;
                      for (auto& r : got) {
                        if (is(r, "security_socket_connect") && text(r, {"System", "ProcessID"}) == std::to_string(client) &&
-                           text(r, {"EventData", "remote_addr", "sin_port"}) == std::to_string(port))
+                           text(r, {"EventData", "remote_addr", "sin_port"}) == std::to_string(listening.port))
                          connect = &r;
                        if (is(r, "security_socket_accept") &&
                            text(r, {"EventData", "remote_addr", "sin_port"}) == std::to_string(client_port))
@@ -204,14 +210,13 @@ TEST_F(WatchNet, AConnectionToALocalListenerNamesTheProcessAtEachEnd) {
   EXPECT_EQ(text(*connect, {"EventData", "local_addr", "sin_port"}), std::to_string(client_port));
   EXPECT_EQ(text(*connect, {"EventData", "established"}), "true");
   EXPECT_EQ(text(*accept, {"System", "ProcessID"}), me);
-  EXPECT_EQ(text(*accept, {"EventData", "local_addr", "sin_port"}), std::to_string(port));
+  EXPECT_EQ(text(*accept, {"EventData", "local_addr", "sin_port"}), std::to_string(listening.port));
   // Each end: the process that made or accepted it, and the one that closed it.
   EXPECT_EQ(text(*client_end, {"System", "ProcessID"}), std::to_string(client));
   EXPECT_EQ(text(*client_end, {"EventData", "closer_pid"}), std::to_string(client));
   EXPECT_EQ(text(*server_end, {"System", "ProcessID"}), me);
   EXPECT_EQ(text(*server_end, {"EventData", "dst_port"}), std::to_string(client_port));
   EXPECT_EQ(env.dropped_events, 0u);
-  ::close(listener);
 }
 
 #ifdef OUTPOST_ACCEPT32
@@ -220,26 +225,21 @@ TEST_F(WatchNet, AConnectionToALocalListenerNamesTheProcessAtEachEnd) {
 // its process, so that a 32-bit binary does not hide the connections it takes.
 TEST_F(WatchNet, AThirtyTwoBitProcessesAcceptsAreReportedBothWays) {
   if (auto why = unavailable(NetGroup::tcp); !why.empty()) GTEST_SKIP() << why;
-  int listener = listening_socket();
-  auto address = loopback(0);
-  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  ASSERT_EQ(::listen(listener, 16), 0);
-  const uint16_t port = port_of(listener);
-  address = loopback(port);
+  Listener listening;
   struct Round {
     pid_t pid = 0;
     uint16_t client_ports[2] = {};
   };
   std::vector<Round> rounds;
   std::string cannot_run;
-  // One round: the 32-bit program, given the listener as its descriptor 3,
+  // One round: the 32-bit program, given the listening socket as its descriptor 3,
   // accepts two connections made here (one through socketcall, one through
   // accept4).
   auto accept_in_32_bits = [&] {
     if (!cannot_run.empty()) return;
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, listener, 3);
+    posix_spawn_file_actions_adddup2(&actions, listening.fd, 3);
     char* argv[] = {const_cast<char*>(OUTPOST_ACCEPT32), nullptr};
     Round round;
     int err = ::posix_spawn(&round.pid, OUTPOST_ACCEPT32, &actions, nullptr, argv, environ);
@@ -251,7 +251,8 @@ TEST_F(WatchNet, AThirtyTwoBitProcessesAcceptsAreReportedBothWays) {
     ASSERT_EQ(err, 0) << OUTPOST_ACCEPT32 << ": " << std::strerror(err);
     for (auto& client_port : round.client_ports) {
       int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      ASSERT_EQ(::connect(s, reinterpret_cast<sockaddr*>(&address), sizeof address), 0) << std::strerror(errno);
+      ASSERT_EQ(::connect(s, reinterpret_cast<const sockaddr*>(&listening.address), sizeof listening.address), 0)
+          << std::strerror(errno);
       client_port = port_of(s);
       ::close(s);
     }
@@ -266,7 +267,7 @@ TEST_F(WatchNet, AThirtyTwoBitProcessesAcceptsAreReportedBothWays) {
       for (auto client_port : round.client_ports)
         for (auto& r : got)
           if (text(r, {"EventData", "remote_addr", "sin_port"}) == std::to_string(client_port) &&
-              text(r, {"EventData", "local_addr", "sin_port"}) == std::to_string(port) &&
+              text(r, {"EventData", "local_addr", "sin_port"}) == std::to_string(listening.port) &&
               text(r, {"System", "ProcessID"}) == std::to_string(round.pid)) {
             ++accepted;
             break;
@@ -275,7 +276,6 @@ TEST_F(WatchNet, AThirtyTwoBitProcessesAcceptsAreReportedBothWays) {
     }
     return false;
   });
-  ::close(listener);
   if (!cannot_run.empty()) GTEST_SKIP() << cannot_run;
   ASSERT_FALSE(rounds.empty());
   EXPECT_TRUE(seen) << "no round of " << rounds.size() << " had both of its accepts reported with the 32-bit "
@@ -285,23 +285,19 @@ TEST_F(WatchNet, AThirtyTwoBitProcessesAcceptsAreReportedBothWays) {
 
 TEST_F(WatchNet, AnHttpRequestLineNamesItsHostPathAndProcess) {
   if (auto why = unavailable(NetGroup::tcp_data); !why.empty()) GTEST_SKIP() << why;
-  int listener = listening_socket();
-  auto address = loopback(0);
-  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  ASSERT_EQ(::listen(listener, 16), 0);
-  address = loopback(port_of(listener));
+  Listener listening;
   pid_t client = 0;
   auto request = [&] {
     client = in_child([&] {
       int s = ::socket(AF_INET, SOCK_STREAM, 0);
-      if (::connect(s, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) return;
+      if (::connect(s, reinterpret_cast<const sockaddr*>(&listening.address), sizeof listening.address) != 0) return;
       char line[128];  // the path names the process sending it
       int n = std::snprintf(line, sizeof line, "GET /outpost/probe/%d?x=1 HTTP/1.1\r\nHost: outpost.test\r\n\r\n",
                             static_cast<int>(::getpid()));
       [[maybe_unused]] auto w = ::write(s, line, static_cast<size_t>(n));
       ::close(s);
     });
-    int accepted = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    int accepted = ::accept4(listening.fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (accepted >= 0) ::close(accepted);
   };
   // A row of a client whose path names the process the row names.
@@ -314,15 +310,14 @@ TEST_F(WatchNet, AnHttpRequestLineNamesItsHostPathAndProcess) {
   })) << rows.size() << " rows, none from the process that sent it";
   EXPECT_EQ(text(*seen, {"EventData", "http_request", "method"}), "GET");
   EXPECT_EQ(text(*seen, {"EventData", "http_request", "host"}), "outpost.test");
-  EXPECT_EQ(text(*seen, {"EventData", "metadata", "dst_port"}), std::to_string(ntohs(address.sin_port)));
-  ::close(listener);
+  EXPECT_EQ(text(*seen, {"EventData", "metadata", "dst_port"}), std::to_string(ntohs(listening.address.sin_port)));
 }
 
 TEST_F(WatchNet, ADnsQueryToALocalResolverAndItsAnswerNameTheAskingProcess) {
   if (auto why = unavailable(NetGroup::dns); !why.empty()) GTEST_SKIP() << why;
   int stub = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   auto address = loopback(53);
-  if (::bind(stub, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
+  if (::bind(stub, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0)
     GTEST_SKIP() << "127.0.0.1:53 is taken or not ours: " << std::strerror(errno);
   std::atomic<bool> stop{false};
   std::thread resolver([&] {  // answers each query, until stopped
@@ -345,7 +340,7 @@ TEST_F(WatchNet, ADnsQueryToALocalResolverAndItsAnswerNameTheAskingProcess) {
       int s = ::socket(AF_INET, SOCK_DGRAM, 0);
       timeval timeout{2, 0};
       ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-      ::sendto(s, query, length, 0, reinterpret_cast<sockaddr*>(&address), sizeof address);
+      ::sendto(s, query, length, 0, reinterpret_cast<const sockaddr*>(&address), sizeof address);
       char buffer[512];
       [[maybe_unused]] auto n = ::recv(s, buffer, sizeof buffer, 0);
       ::close(s);
