@@ -1,7 +1,8 @@
 // The collector's admin calls on the loop that serves the agents
 // (AdminCalls): asked by the admin thread (admin_socket.cpp) through the
 // loop's mailbox, and by the other collectors of a fleet through the relay
-// (take_call); and an agent's inspector, here or at the collector holding it.
+// (take_call; their `where` calls are answered off the loop: where_here);
+// and an agent's inspector, here or at the collector holding it.
 
 #include <spdlog/spdlog.h>
 
@@ -369,6 +370,24 @@ kj::Promise<std::vector<std::string>> CollectorServer::where(std::vector<std::st
   return kj::joinPromises(asks.finish()).then([&result] { return kj::mv(result); }).attach(kj::mv(found));
 }
 
+AdminRelay::Answer CollectorServer::where_here(const std::string& agent) const {
+  Connected c;
+  {
+    std::lock_guard<std::mutex> lock(connected_mutex_);
+    auto it = connected_.find(agent);
+    if (it == connected_.end()) return {AdminRelay::Answer::not_here, {}, {}};
+    c = it->second;
+  }
+  capnp::MallocMessageBuilder message;
+  auto here = message.initRoot<protocol::AgentSummary>();
+  here.setId(agent);
+  here.setConnected(true);
+  here.setPeer(c.peer);
+  here.setConnectedNs(c.connected_ns);
+  here.setCollector(address_);
+  return {AdminRelay::Answer::answered, encode<protocol::AgentSummary>(here.asReader()), {}};
+}
+
 void CollectorServer::take_call(AdminRelay::Call call) {
   auto it = agents_.find(call.agent);
   if (call.name == "push") {
@@ -377,17 +396,6 @@ void CollectorServer::take_call(AdminRelay::Call call) {
   }
   if (it == agents_.end()) {
     relay_->answer(call, {AdminRelay::Answer::not_here, {}, {}});
-    return;
-  }
-  if (call.name == "where") {
-    capnp::MallocMessageBuilder message;
-    auto here = message.initRoot<protocol::AgentSummary>();
-    here.setId(call.agent);
-    here.setConnected(true);
-    here.setPeer(it->second.peer);
-    here.setConnectedNs(it->second.connected_ns);
-    here.setCollector(address_);
-    relay_->answer(call, {AdminRelay::Answer::answered, encode<protocol::AgentSummary>(here.asReader()), {}});
     return;
   }
   // "inspector.<method>[.<key>]": the asking client's inspector here is

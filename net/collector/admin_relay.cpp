@@ -109,11 +109,20 @@ std::string AdminRelay::subject(const std::string& agent) const {
   return options_.prefix + ".agent." + subject_token(agent);
 }
 
-void AdminRelay::start(kj::Timer& timer, kj::TaskSet& tasks, Handler handler) {
+void AdminRelay::start(kj::Timer& timer, kj::TaskSet& tasks, Handler handler, Where where) {
   timer_ = &timer;
   tasks_ = &tasks;
   handler_ = std::move(handler);
+  {
+    std::lock_guard<std::mutex> lock(where_mutex_);
+    where_ = std::move(where);
+  }
   tasks.add(mailbox_.serve(tasks));
+}
+
+void AdminRelay::stop() {
+  std::lock_guard<std::mutex> lock(where_mutex_);
+  where_ = nullptr;
 }
 
 void AdminRelay::hold(const std::string& agent) {
@@ -158,7 +167,16 @@ void AdminRelay::on_call(natsConnection*, natsSubscription*, natsMsg* raw, void*
   r.call.name = header(raw, kCall);
   r.call.body = data_of(raw);
   r.call.reply = natsMsg_GetReply(raw) ? natsMsg_GetReply(raw) : "";
-  static_cast<AdminRelay*>(self)->deliver(std::move(r));
+  auto* relay = static_cast<AdminRelay*>(self);
+  if (r.call.name == "where") {
+    std::unique_lock<std::mutex> lock(relay->where_mutex_);
+    if (relay->where_) {
+      Answer answer = relay->where_(r.call.agent);
+      lock.unlock();
+      return relay->answer(r.call, answer);
+    }
+  }
+  relay->deliver(std::move(r));
 }
 
 void AdminRelay::on_reply(natsConnection*, natsSubscription*, natsMsg* raw, void* self) {

@@ -14,7 +14,8 @@
 // A call is the NATS message's header Outpost-Call (collect, cancel,
 // setEventTable, agentStatus, inspector.<method number>.<client key>: on
 // the inspector the holder keeps for that asking client, until
-// forget-inspector.<client key>; where: the holder's AgentSummary of it;
+// forget-inspector.<client key>; where: the holder's AgentSummary of it,
+// answered off its event loop;
 // push: no answer) and its data the method's
 // params (protocol.capnp's Admin, inspector.capnp's Inspector), encoded;
 // the answer's data the results, or the header Outpost-Error (the text),
@@ -64,6 +65,10 @@ class AdminRelay {
     std::string error;  // failed: why
   };
   using Handler = std::function<void(Call)>;
+  // The answer to a `where` call about an agent, from what any thread may
+  // read: called on libnats' threads, so that a fleet-wide `agents` does not
+  // queue a job per agent on loops that may be seconds behind.
+  using Where = std::function<Answer(const std::string& agent)>;
 
   // Connects (libnats' shared delivery threads: one subscription per agent
   // costs no thread); throws StoreError. Blocks: any thread, before start().
@@ -72,8 +77,15 @@ class AdminRelay {
   AdminRelay(const AdminRelay&) = delete;
   AdminRelay& operator=(const AdminRelay&) = delete;
 
-  // On the event loop that serves: calls for agents held here go to `handler` there.
-  void start(kj::Timer& timer, kj::TaskSet& tasks, Handler handler);
+  // On the event loop that serves: calls for agents held here go to
+  // `handler` there, but `where` calls to `where` (when given) where they
+  // arrive. Before any hold().
+  void start(kj::Timer& timer, kj::TaskSet& tasks, Handler handler, Where where = nullptr);
+  // Before what `where` uses goes away (the collector that started it): no
+  // `where` call reaches it once this returns (one under way is waited for;
+  // the handler's calls need no stop, as they run only on the loop's tasks).
+  // Any thread.
+  void stop();
 
   // Subscribes to `agent`'s subject (counted: a reconnecting agent's new
   // connection may hold before its old one releases) and waits until NATS
@@ -131,6 +143,8 @@ class AdminRelay {
   kj::Timer* timer_ = nullptr;
   kj::TaskSet* tasks_ = nullptr;
   Handler handler_;
+  std::mutex where_mutex_;
+  Where where_;  // under where_mutex_: set by start(), called by libnats' threads, cleared by stop()
   uint64_t next_token_ = 1;
   std::map<uint64_t, kj::Own<kj::PromiseFulfiller<Answer>>> asks_;
   std::map<uint64_t, Partial> partial_;  // by token

@@ -271,7 +271,9 @@ CollectorServer::CollectorServer(kj::AsyncIoContext& io, CollectorConfig config,
     tls_ = std::make_unique<TlsSetup>(config_.tls, true);
 }
 
-CollectorServer::~CollectorServer() = default;
+CollectorServer::~CollectorServer() {
+  if (relay_) relay_->stop();  // its `where` calls use connected_ and address_
+}
 
 void CollectorServer::taskFailed(kj::Exception&& exception) {
   spdlog::warn("collector: {}", exception.getDescription().cStr());
@@ -285,7 +287,8 @@ kj::Promise<uint16_t> CollectorServer::start() {
         uint16_t port = static_cast<uint16_t>(listener_->getPort());
         address_ = config_.host + ":" + std::to_string(port);
         if (relay_)
-          relay_->start(io_.provider->getTimer(), tasks_, [this](AdminRelay::Call call) { take_call(kj::mv(call)); });
+          relay_->start(io_.provider->getTimer(), tasks_, [this](AdminRelay::Call call) { take_call(kj::mv(call)); },
+                        [this](const std::string& agent) { return where_here(agent); });
         tasks_.add(accept_loop(
             *listener_, io_.provider->getTimer(), "an agent", [this](kj::Own<kj::AsyncIoStream> s) { take_agent(kj::mv(s)); }));
         // The admin thread's calls may use the relay: after it started.

@@ -130,6 +130,9 @@ class CollectorServer final : private kj::TaskSet::ErrorHandler {
                                 std::vector<AdminState::Queued> queued, size_t next);
   // A call another collector sent through the relay.
   void take_call(AdminRelay::Call call);
+  // A `where` call's answer: `agent`'s AgentSummary if it is connected here.
+  // Any thread once started (the relay's libnats threads).
+  AdminRelay::Answer where_here(const std::string& agent) const;
   // Each upload: starts the admin thread's and the relay's work queued for
   // the loop, which would otherwise wait for every connection ready before
   // their wake-up (loop_mailbox.hpp).
