@@ -160,7 +160,10 @@ std::unique_ptr<RowStream> watch(const Args& a, Env& env) {
     if (sensor == "process") {
       make = [options = settings.process_events] { return process_scanner(options); };
     } else {
-      make = [group = sensor, ring = settings.process_events.ring_buffer_bytes] { return net_scanner(group, ring); };
+      NetSourceOptions options;
+      options.ring_buffer_bytes = settings.process_events.ring_buffer_bytes;
+      options.accept_tracepoint = settings.accept_tracepoint;
+      make = [group = sensor, options] { return net_scanner(group, options); };
     }
     streams.push_back(env.sensors->subscribe("watch_ebpf(" + sensor + ")", make, env, kKernelQueueEvents,
                                              std::move(filter)));

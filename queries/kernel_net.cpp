@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 
+#include <spdlog/spdlog.h>
+
 #include <cstring>
 #include <fstream>
 #include <optional>
@@ -60,7 +62,7 @@ NetEvent::Kind kind_of(uint32_t kind) {
 
 class EbpfNetSource final : public NetEventSource {
  public:
-  EbpfNetSource(NetGroup group, uint64_t ring_buffer_bytes) {
+  EbpfNetSource(NetGroup group, const NetSourceOptions& options) {
     if (auto why = ebpf_unavailable(); !why.empty()) throw std::runtime_error(why);
     // Programs on cgroups are the network's: the kernel wants CAP_NET_ADMIN to load and attach them.
     if (group == NetGroup::dns && !missing_capabilities({CAP_SYS_ADMIN}).empty() &&
@@ -70,13 +72,51 @@ class EbpfNetSource final : public NetEventSource {
     std::string cgroup;
     if (group == NetGroup::dns && (cgroup = cgroup2_root()).empty())
       throw std::runtime_error("ebpf: DNS events need cgroup v2 mounted (none in /proc/self/mounts)");
+    if (group != NetGroup::tcp) {
+      load(group, options, cgroup, true);
+      return;
+    }
+    // accept's program hooks every system call's exit, which a kernel may
+    // not offer (no syscall tracepoints, no BTF for them): connections made
+    // and ended are still worth having without it.
+    try {
+      load(group, options, cgroup, true);
+    } catch (const std::runtime_error& e) {
+      load(group, options, cgroup, false);
+      unavailable_.push_back({NetEvent::Kind::accept, e.what()});
+      spdlog::warn("network events from the kernel: no accept events ({}); connects and closes are reported", e.what());
+    }
+  }
+  ~EbpfNetSource() override {
+    ring_.reset();
+    links_.clear();  // before the programs they hold
+  }
+
+  bool read(std::vector<NetEvent>& out, int timeout_ms) override {
+    return ring_->read(timeout_ms, [&](const void* data, size_t size, int64_t wall) { add(data, size, wall, out); });
+  }
+  uint64_t take_lost() override { return ring_->take_lost(); }
+  void interrupt() const override { ring_->interrupt(); }
+  std::vector<Unavailable> unavailable() const override { return unavailable_; }
+
+ private:
+  // Loads and attaches `group`'s programs (with `accept`: its accept
+  // program too); throws std::runtime_error naming what the kernel refused,
+  // leaving nothing loaded.
+  void load(NetGroup group, const NetSourceOptions& options, const std::string& cgroup, bool accept) {
+    ring_.reset();
+    links_.clear();
+    skel_.reset();
     start_libbpf_load();
     skel_.reset(outpost_net__open());
     if (!skel_) fail_libbpf_load("opening the network programs", errno);
     // Only this group's programs are loaded.
     bpf_program* mine[2] = {};
     switch (group) {
-      case NetGroup::tcp: mine[0] = skel_->progs.outpost_tcp_state, mine[1] = skel_->progs.outpost_accept; break;
+      case NetGroup::tcp:
+        mine[0] = skel_->progs.outpost_tcp_state;
+        if (accept) mine[1] = skel_->progs.outpost_accept;
+        break;
       case NetGroup::dns: mine[0] = skel_->progs.outpost_dns_egress, mine[1] = skel_->progs.outpost_dns_ingress; break;
       case NetGroup::tcp_data: mine[0] = skel_->progs.outpost_tcp_send; break;
     }
@@ -84,9 +124,12 @@ class EbpfNetSource final : public NetEventSource {
     bpf_object__for_each_program(program, skel_->obj) {
       if (program != mine[0] && program != mine[1]) bpf_program__set_autoload(program, false);
     }
+    if (mine[1] == skel_->progs.outpost_accept && options.accept_tracepoint != "sys_exit")
+      if (int err = bpf_program__set_attach_target(mine[1], 0, options.accept_tracepoint.c_str()))
+        fail_libbpf_load("attaching accept's program to the tracepoint " + options.accept_tracepoint, -err);
     // Nor the other groups' maps (the LRU maps are allocated whole at creation).
     bpf_map__set_autocreate(group == NetGroup::dns ? skel_->maps.tcp_owners : skel_->maps.dns_owners, false);
-    if (int err = bpf_map__set_max_entries(skel_->maps.events, static_cast<uint32_t>(ring_buffer_bytes)))
+    if (int err = bpf_map__set_max_entries(skel_->maps.events, static_cast<uint32_t>(options.ring_buffer_bytes)))
       fail_libbpf_load("sizing the ring buffer", -err);
     if (int err = outpost_net__load(skel_.get())) fail_libbpf_load("loading the network programs", -err);
     Fd cgroup_fd;
@@ -104,18 +147,6 @@ class EbpfNetSource final : public NetEventSource {
     ring_ = std::make_unique<BpfRing>(skel_->maps.events, skel_->maps.lost);
   }
 
-  ~EbpfNetSource() override {
-    ring_.reset();
-    links_.clear();  // before the programs they hold
-  }
-
-  bool read(std::vector<NetEvent>& out, int timeout_ms) override {
-    return ring_->read(timeout_ms, [&](const void* data, size_t size, int64_t wall) { add(data, size, wall, out); });
-  }
-  uint64_t take_lost() override { return ring_->take_lost(); }
-  void interrupt() const override { ring_->interrupt(); }
-
- private:
   void add(const void* data, size_t size, int64_t wall_offset, std::vector<NetEvent>& out) {
     auto r = static_cast<const outpost_net_event*>(data);
     constexpr size_t header = offsetof(outpost_net_event, data);
@@ -148,6 +179,7 @@ class EbpfNetSource final : public NetEventSource {
   std::unique_ptr<outpost_net, SkeletonDeleter> skel_;
   std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links_;
   std::unique_ptr<BpfRing> ring_;
+  std::vector<Unavailable> unavailable_;
 };
 
 }  // namespace
@@ -161,9 +193,9 @@ const char* net_group_name(NetGroup group) {
   return "?";
 }
 
-std::unique_ptr<NetEventSource> open_net_events(NetGroup group, uint64_t ring_buffer_bytes) {
-  check_ring_buffer_bytes(ring_buffer_bytes);
-  return std::make_unique<EbpfNetSource>(group, ring_buffer_bytes);
+std::unique_ptr<NetEventSource> open_net_events(NetGroup group, const NetSourceOptions& options) {
+  check_ring_buffer_bytes(options.ring_buffer_bytes);
+  return std::make_unique<EbpfNetSource>(group, options);
 }
 
 }  // namespace outpost::vql

@@ -9,7 +9,8 @@
 // Kernel requirements beyond the process events': the raw tracepoints
 // inet_sock_set_state and (for the first bytes) tcp_sendmsg_locked (recent kernels only),
 // a BTF-typed tracepoint on sys_exit (accept, by 64-bit processes and, on
-// x86, 32-bit ones), and cgroup v2 mounted (DNS).
+// x86, 32-bit ones: without it the tcp group gives connects and closes
+// only), and cgroup v2 mounted (DNS).
 
 #include <cstdint>
 #include <memory>
@@ -47,15 +48,31 @@ const char* net_group_name(NetGroup group);
 // Thread: one reader (the sensor's); interrupt() from any thread.
 class NetEventSource {
  public:
+  // Events of its group this source cannot report, and why.
+  struct Unavailable {
+    NetEvent::Kind kind;
+    std::string why;
+  };
   virtual ~NetEventSource() = default;
   // As ProcessEventSource::read.
   virtual bool read(std::vector<NetEvent>& out, int timeout_ms) = 0;
   virtual uint64_t take_lost() = 0;
   virtual void interrupt() const = 0;
+  // Set when it opened; any thread.
+  virtual std::vector<Unavailable> unavailable() const { return {}; }
+};
+
+struct NetSourceOptions {
+  uint64_t ring_buffer_bytes = 1 << 20;
+  // The BTF tracepoint accept's program attaches to (tests name one the
+  // kernel lacks, to see the tcp group go on without accept events).
+  std::string accept_tracepoint = "sys_exit";
 };
 
 // Loads and attaches `group`'s programs; throws std::runtime_error naming
 // what is missing (privilege, BTF, cgroup v2) or what the kernel refused.
-std::unique_ptr<NetEventSource> open_net_events(NetGroup group, uint64_t ring_buffer_bytes);
+// The tcp group opens without its accept program when only that one fails
+// (unavailable() says why; a warning is logged).
+std::unique_ptr<NetEventSource> open_net_events(NetGroup group, const NetSourceOptions& options);
 
 }  // namespace outpost::vql

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "queries/kernel_net.hpp"
 #include "queries/sensors.hpp"
 
 namespace outpost::vql {
@@ -29,7 +30,7 @@ std::string host_name();
 
 // The sensor of watch_ebpf()'s network events of `group` ("tcp", "dns",
 // "tcp_data": net_events.cpp).
-std::unique_ptr<Scanner> net_scanner(const std::string& group, uint64_t ring_buffer_bytes);
+std::unique_ptr<Scanner> net_scanner(const std::string& group, const NetSourceOptions& options);
 
 // A source (ProcessEventSource, NetEventSource) read by a sensor. It opens
 // in the first scan, on the sensor's thread: loading programs (the kernel
@@ -45,9 +46,13 @@ class KernelScanner final : public Scanner {
   using Open = std::function<std::unique_ptr<Source>()>;
   using Rows = std::function<void(const Event&, std::vector<Row>&)>;  // none, one or more rows per event
   using Backend = std::function<std::string(const Source&)>;
+  using Refusals = std::function<std::vector<Refusal>(const Source&)>;
 
-  KernelScanner(Open open, Rows rows, Backend backend)
-      : open_(std::move(open)), rows_(std::move(rows)), backend_of_(std::move(backend)) {}
+  KernelScanner(Open open, Rows rows, Backend backend, Refusals refusals = nullptr)
+      : open_(std::move(open)),
+        rows_(std::move(rows)),
+        backend_of_(std::move(backend)),
+        refusals_of_(std::move(refusals)) {}
 
   std::chrono::milliseconds period() const override { return std::chrono::milliseconds(0); }
 
@@ -55,6 +60,7 @@ class KernelScanner final : public Scanner {
     if (!source_) {
       std::shared_ptr<Source> source(open_());
       backend_ = backend_of_(*source);
+      if (refusals_of_) refusals_ = refusals_of_(*source);
       std::lock_guard<std::mutex> lock(mutex_);
       source_ = std::move(source);
       return;  // the messages that came meanwhile (subscriptions) first: an interrupt then was lost
@@ -84,17 +90,25 @@ class KernelScanner final : public Scanner {
     std::lock_guard<std::mutex> lock(mutex_);
     if (source_) source_->interrupt();  // not open yet: the scan that opens it does not wait
   }
-  void describe(caf::settings& s) const override { caf::put(s, "backend", backend_); }
+  void describe(caf::settings& s) const override {
+    caf::put(s, "backend", backend_);
+    std::string unavailable;
+    for (auto& r : refusals_) unavailable += (unavailable.empty() ? "" : "; ") + r.why;
+    if (!unavailable.empty()) caf::put(s, "unavailable", unavailable);
+  }
+  const std::vector<Refusal>& refusals() const override { return refusals_; }
 
  private:
   Open open_;
   Rows rows_;
   Backend backend_of_;
+  Refusals refusals_of_;
   // Set once by the sensor's thread; read there, and by interrupt() from others.
   std::shared_ptr<Source> source_;
   mutable std::mutex mutex_;
   std::string backend_ = "starting";  // then the backend that opened (the sensor's error says when it failed)
   std::vector<Event> raw_;
+  std::vector<Refusal> refusals_;  // set with source_
 };
 
 }  // namespace outpost::vql

@@ -120,12 +120,25 @@ void add_rows(const NetEvent& e, const std::string& host, std::vector<Row>& rows
 
 }  // namespace
 
-std::unique_ptr<Scanner> net_scanner(const std::string& group, uint64_t ring_buffer_bytes) {
+std::unique_ptr<Scanner> net_scanner(const std::string& group, const NetSourceOptions& options) {
   NetGroup g = group == "dns" ? NetGroup::dns : group == "tcp_data" ? NetGroup::tcp_data : NetGroup::tcp;
   return std::make_unique<KernelScanner<NetEventSource, NetEvent>>(
-      [g, ring_buffer_bytes] { return open_net_events(g, ring_buffer_bytes); },
+      [g, options] { return open_net_events(g, options); },
       [host = host_name()](const NetEvent& e, std::vector<Row>& rows) { add_rows(e, host, rows); },
-      [](const NetEventSource&) { return std::string("ebpf"); });
+      [](const NetEventSource&) { return std::string("ebpf"); },
+      [](const NetEventSource& source) {
+        // A query asking for one of these fails with why, rather than wait for events that cannot come.
+        std::vector<Scanner::Refusal> refusals;
+        for (auto& u : source.unavailable()) {
+          Dict system;
+          system.set("EventName", event_name(u.kind));
+          Scanner::Refusal r;
+          r.example.set("System", std::move(system));
+          r.why = std::string(event_name(u.kind)) + " cannot be watched here (the others can: ask without it): " + u.why;
+          refusals.push_back(std::move(r));
+        }
+        return refusals;
+      });
 }
 
 }  // namespace outpost::vql

@@ -84,6 +84,17 @@ bool Subscription::wait(std::function<void()> wake) {
   return true;
 }
 
+namespace {
+
+// Why `s` cannot be served ("" when it can): it wants an event `scanner` refuses.
+std::string refused(const Scanner& scanner, const Subscription& s) {
+  for (auto& r : scanner.refusals())
+    if (s.wants(r.example)) return r.why;
+  return "";
+}
+
+}  // namespace
+
 sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self, std::string key,
                                    std::shared_ptr<Scanner> scanner) {
   if (auto* m = self->metrics()) m->set_name(key);
@@ -95,6 +106,7 @@ sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self
         // A query restarted after this sensor failed, while another query still holds it, must
         // hear the error too rather than wait forever.
         if (self->state.ended) return s->close(self->state.error);
+        if (auto why = refused(*self->state.scanner, *s); !why.empty()) return s->close(why);
         self->state.subscribers.push_back(s);
       },
       [=](tick_atom) {
@@ -120,6 +132,10 @@ sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self
                                   [&](const std::weak_ptr<Subscription>& w) {
                                     auto s = w.lock();
                                     if (!s) return true;  // its query ended
+                                    if (auto why = refused(*st.scanner, *s); !why.empty()) {
+                                      s->close(why);
+                                      return true;
+                                    }
                                     for (auto& e : shared) s->push(e);
                                     if (lost) s->add_dropped(lost);
                                     st.delivered += shared.size();

@@ -51,6 +51,9 @@ class Subscription {
   // the events already queued.
   void close(std::string error = {});
 
+  // Whether the filter takes `event`. Any thread.
+  bool wants(const Row& event) const { return !filter_ || filter_(event); }
+
   // Query side.
   size_t take(std::vector<Row>& out, size_t max);
   uint64_t take_dropped();
@@ -91,6 +94,18 @@ class Scanner {
   virtual void interrupt() const {}
   // What the sensor's status shows about its source. Sensor's thread.
   virtual void describe(caf::settings&) const {}
+  // Events this source turned out unable to give (known once a scan opened
+  // it): a row standing for each, in the shape subscribers' filters read,
+  // and why. A subscriber whose filter takes one fails with the reason
+  // rather than wait for events that cannot come. Sensor's thread.
+  struct Refusal {
+    Row example;
+    std::string why;
+  };
+  virtual const std::vector<Refusal>& refusals() const {
+    static const std::vector<Refusal> none;
+    return none;
+  }
 };
 using ScannerFactory = std::function<std::unique_ptr<Scanner>()>;
 
@@ -112,7 +127,8 @@ sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self
 
 // How the agent's sensors reach the kernel (agent configuration `sensors`).
 struct SensorSettings {
-  ProcessSourceOptions process_events;
+  ProcessSourceOptions process_events;  // its ring buffer size is the network programs' too
+  std::string accept_tracepoint = "sys_exit";  // as NetSourceOptions' (kernel_net.hpp)
 };
 
 class ProcessTracker;  // process_tracker.hpp

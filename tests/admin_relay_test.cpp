@@ -21,15 +21,7 @@ namespace {
 
 using namespace outpost::testing;
 
-struct AdminRelayTest : ::testing::Test {
-  TempDir tmp;
-  std::unique_ptr<NatsCluster> nats;
-  void SetUp() override {
-    ASSERT_TRUE(NatsCluster::available()) << kNatsServer << " is missing: scripts/install-deps.sh installs it";
-    nats = std::make_unique<NatsCluster>(tmp, 1);
-    nats->start_all();
-  }
-};
+struct AdminRelayTest : WithOneNatsNode {};
 
 // Two relays (two collectors) on one event loop each side of NATS.
 // Results bigger than NATS' max_payload (1 MiB here) come in parts; two

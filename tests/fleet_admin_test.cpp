@@ -28,14 +28,7 @@ namespace {
 
 using namespace outpost::testing;
 
-struct FleetState : ::testing::Test {
-  TempDir tmp;
-  std::unique_ptr<NatsCluster> nats;
-  void SetUp() override {
-    ASSERT_TRUE(NatsCluster::available()) << kNatsServer << " is missing: scripts/install-deps.sh installs it";
-    nats = std::make_unique<NatsCluster>(tmp, 1);
-    nats->start_all();
-  }
+struct FleetState : WithOneNatsNode {
   JetStreamAdminOptions options() {
     JetStreamAdminOptions o;
     o.nats.servers = nats->urls();

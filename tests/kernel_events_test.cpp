@@ -361,11 +361,11 @@ TEST(KernelProcessEventsPrivilege, EbpfNamesTheCapabilityItLacks) {
 
 TEST(KernelNetEventsPrivilege, DnsNamesTheCapabilityItLacks) {
   try {
-    open_net_events(NetGroup::dns, 1 << 16);
+    open_net_events(NetGroup::dns, {1 << 16});
   } catch (const std::exception& e) {
     GTEST_SKIP() << e.what();
   }
-  EXPECT_EQ(error_without({CAP_SYS_ADMIN, CAP_NET_ADMIN}, [] { open_net_events(NetGroup::dns, 1 << 16); }),
+  EXPECT_EQ(error_without({CAP_SYS_ADMIN, CAP_NET_ADMIN}, [] { open_net_events(NetGroup::dns, {1 << 16}); }),
             "ebpf: DNS events need root or CAP_NET_ADMIN (their programs attach to cgroup v2): this process lacks "
             "CAP_NET_ADMIN");
 }

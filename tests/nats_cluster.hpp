@@ -130,6 +130,17 @@ class NatsCluster {
   std::vector<Node> nodes_;
 };
 
+// A test with a one-node NATS of its own, started before each test.
+struct WithOneNatsNode : ::testing::Test {
+  TempDir tmp;
+  std::unique_ptr<NatsCluster> nats;
+  void SetUp() override {
+    ASSERT_TRUE(NatsCluster::available()) << kNatsServer << " is missing: scripts/install-deps.sh installs it";
+    nats = std::make_unique<NatsCluster>(tmp, 1);
+    nats->start_all();
+  }
+};
+
 // One message of a stream, as a reader sees it.
 struct StreamMessage {
   std::string subject, id, file, data;

@@ -28,6 +28,7 @@ struct Script {
   std::mutex mutex;
   std::vector<int64_t> pending;
   bool fail = false;  // the next scan throws
+  bool refuse_sevens = false;  // from the next scan on, N = 7 cannot come
   void add(int64_t n) {
     std::lock_guard<std::mutex> lock(mutex);
     pending.push_back(n);
@@ -47,10 +48,18 @@ class ScriptedScanner : public Scanner {
       events.push_back(std::move(r));
     }
     script_->pending.clear();
+    if (script_->refuse_sevens && refusals_.empty()) {
+      Refusal r;
+      r.example.set("N", int64_t{7});
+      r.why = "no sevens here";
+      refusals_.push_back(std::move(r));
+    }
   }
+  const std::vector<Refusal>& refusals() const override { return refusals_; }
 
  private:
   std::shared_ptr<Script> script_;
+  std::vector<Refusal> refusals_;
 };
 
 struct SensorTest : ::testing::Test {
@@ -203,6 +212,49 @@ TEST_F(SensorTest, ASensorThatFailedRefusesLateSubscribersWithItsError) {
   auto late = hub->subscribe("scripted()", make, late_env, 10);
   EXPECT_EQ(hub->running(), 1u) << "the failed sensor is still held by the first query";
   EXPECT_NE(fails(*late).find("scripted failure"), std::string::npos);
+}
+
+// A source that opens without some of its events (the tcp group without
+// accept's program): the queries that want them fail with why, now or when
+// they subscribe later; the others go on.
+TEST_F(SensorTest, AQueryWantingAnEventTheSourceRefusesFailsWithWhyAndTheOthersGoOn) {
+  auto script = std::make_shared<Script>();
+  auto make = [script] { return std::make_unique<ScriptedScanner>(script); };
+  auto over = [](int64_t at_least, bool or_seven) {
+    return [at_least, or_seven](const Row& r) {
+      auto n = r.find("N") ? r.find("N")->as_int() : nullptr;
+      return n && (*n >= at_least || (or_seven && *n == 7));
+    };
+  };
+  Env sevens_env, others_env, late_env;
+  auto sevens = hub->subscribe("scripted()", make, sevens_env, 10, over(100, true));
+  auto others = hub->subscribe("scripted()", make, others_env, 10, over(100, false));
+  std::vector<Row> got;
+  for (auto deadline = Clock::now() + 10s; got.empty() && Clock::now() < deadline; std::this_thread::sleep_for(5ms)) {
+    script->add(100);  // until both subscriptions are in
+    others->next(got, 1000);
+  }
+  ASSERT_FALSE(got.empty());
+  {
+    std::lock_guard<std::mutex> lock(script->mutex);
+    script->refuse_sevens = true;
+  }
+  std::string error;
+  for (auto deadline = Clock::now() + 10s; error.empty() && Clock::now() < deadline; std::this_thread::sleep_for(5ms)) {
+    try {
+      std::vector<Row> rows;
+      sevens->next(rows, 1000);
+    } catch (const QueryError& e) {
+      error = e.what();
+    }
+  }
+  EXPECT_EQ(error, "scripted(): no sevens here");
+  got.clear();
+  script->add(101);
+  auto rows = pull_until(*others, [](const std::vector<Row>& r) { return has(r, "N", int64_t{101}); });
+  EXPECT_TRUE(has(rows, "N", int64_t{101})) << "the subscriber that wants no seven still gets its events";
+  auto late = hub->subscribe("scripted()", make, late_env, 10, over(1000, true));
+  EXPECT_THROW(pull_until(*late, [](const std::vector<Row>&) { return false; }), QueryError);
 }
 
 TEST_F(SensorTest, APeriodThatIsNotANumberIsRefused) {
