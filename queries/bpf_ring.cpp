@@ -10,7 +10,6 @@
 
 #include <cstdarg>
 #include <cstdio>
-#include <mutex>
 #include <stdexcept>
 #include <vector>
 
@@ -19,8 +18,9 @@
 namespace outpost::vql {
 namespace {
 
-std::mutex libbpf_mutex;
-std::string libbpf_first_warning;  // since the last start_libbpf_load
+// Since the last start_libbpf_load on this thread: libbpf prints on the
+// thread that loads, and sensors load on threads of their own.
+thread_local std::string libbpf_first_warning;
 
 int libbpf_print(enum libbpf_print_level level, const char* format, va_list args) {
   char text[1024];
@@ -30,10 +30,7 @@ int libbpf_print(enum libbpf_print_level level, const char* format, va_list args
   if (line.rfind("libbpf: ", 0) == 0) line.erase(0, 8);
   spdlog::debug("libbpf: {}", line);
   // The first warning of a failed load names its cause; the last ones only that it failed.
-  if (level == LIBBPF_WARN) {
-    std::lock_guard<std::mutex> lock(libbpf_mutex);
-    if (libbpf_first_warning.empty()) libbpf_first_warning = line;
-  }
+  if (level == LIBBPF_WARN && libbpf_first_warning.empty()) libbpf_first_warning = line;
   return 0;
 }
 
@@ -41,16 +38,11 @@ int libbpf_print(enum libbpf_print_level level, const char* format, va_list args
 
 void start_libbpf_load() {
   libbpf_set_print(libbpf_print);
-  std::lock_guard<std::mutex> lock(libbpf_mutex);
   libbpf_first_warning.clear();
 }
 
 void fail_libbpf_load(const std::string& what, int error) {
-  std::string warning;
-  {
-    std::lock_guard<std::mutex> lock(libbpf_mutex);
-    warning = std::exchange(libbpf_first_warning, {});
-  }
+  std::string warning = std::exchange(libbpf_first_warning, {});
   throw std::runtime_error("ebpf: " + what + ": " + errno_message(error) +
                            (warning.empty() ? "" : " (libbpf: " + warning + ")"));
 }

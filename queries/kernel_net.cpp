@@ -60,6 +60,21 @@ NetEvent::Kind kind_of(uint32_t kind) {
   }
 }
 
+// The kernel refused accept's program, and only it.
+struct AcceptRefused : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Throws as fail_libbpf_load: an AcceptRefused when it is accept's program's fault.
+[[noreturn]] void fail_load(bool accepts_fault, const std::string& what, int error) {
+  try {
+    fail_libbpf_load(what, error);
+  } catch (const std::runtime_error& e) {
+    if (accepts_fault) throw AcceptRefused(e.what());
+    throw;
+  }
+}
+
 class EbpfNetSource final : public NetEventSource {
  public:
   EbpfNetSource(NetGroup group, const NetSourceOptions& options) {
@@ -81,7 +96,7 @@ class EbpfNetSource final : public NetEventSource {
     // and ended are still worth having without it.
     try {
       load(group, options, cgroup, true);
-    } catch (const std::runtime_error& e) {
+    } catch (const AcceptRefused& e) {
       load(group, options, cgroup, false);
       unavailable_.push_back({NetEvent::Kind::accept, e.what()});
       spdlog::warn("network events from the kernel: no accept events ({}); connects and closes are reported", e.what());
@@ -101,12 +116,19 @@ class EbpfNetSource final : public NetEventSource {
 
  private:
   // Loads and attaches `group`'s programs (with `accept`: its accept
-  // program too); throws std::runtime_error naming what the kernel refused,
-  // leaving nothing loaded.
+  // program too); throws std::runtime_error naming what the kernel refused
+  // (AcceptRefused when only accept's program was), leaving nothing loaded.
   void load(NetGroup group, const NetSourceOptions& options, const std::string& cgroup, bool accept) {
-    ring_.reset();
-    links_.clear();
-    skel_.reset();
+    try {
+      load_programs(group, options, cgroup, accept);
+    } catch (...) {
+      ring_.reset();
+      links_.clear();
+      skel_.reset();
+      throw;
+    }
+  }
+  void load_programs(NetGroup group, const NetSourceOptions& options, const std::string& cgroup, bool accept) {
     start_libbpf_load();
     skel_.reset(outpost_net__open());
     if (!skel_) fail_libbpf_load("opening the network programs", errno);
@@ -126,12 +148,21 @@ class EbpfNetSource final : public NetEventSource {
     }
     if (mine[1] == skel_->progs.outpost_accept && options.accept_tracepoint != "sys_exit")
       if (int err = bpf_program__set_attach_target(mine[1], 0, options.accept_tracepoint.c_str()))
-        fail_libbpf_load("attaching accept's program to the tracepoint " + options.accept_tracepoint, -err);
+        fail_load(true, "attaching accept's program to the tracepoint " + options.accept_tracepoint, -err);
     // Nor the other groups' maps (the LRU maps are allocated whole at creation).
     bpf_map__set_autocreate(group == NetGroup::dns ? skel_->maps.tcp_owners : skel_->maps.dns_owners, false);
     if (int err = bpf_map__set_max_entries(skel_->maps.events, static_cast<uint32_t>(options.ring_buffer_bytes)))
       fail_libbpf_load("sizing the ring buffer", -err);
-    if (int err = outpost_net__load(skel_.get())) fail_libbpf_load("loading the network programs", -err);
+    if (int err = outpost_net__load(skel_.get())) {
+      try {
+        fail_libbpf_load("loading the network programs", -err);
+      } catch (const std::runtime_error& e) {
+        // libbpf's first warning names the program the kernel refused.
+        if (accept && std::string(e.what()).find("'outpost_accept'") != std::string::npos)
+          throw AcceptRefused(e.what());
+        throw;
+      }
+    }
     Fd cgroup_fd;
     if (group == NetGroup::dns) {
       cgroup_fd = Fd(::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -141,7 +172,7 @@ class EbpfNetSource final : public NetEventSource {
       if (!p) continue;
       // A link: attached beside other programs on the same hook, detached with it.
       bpf_link* link = group == NetGroup::dns ? bpf_program__attach_cgroup(p, cgroup_fd.get()) : bpf_program__attach(p);
-      if (!link) fail_libbpf_load(std::string("attaching ") + bpf_program__name(p), errno);
+      if (!link) fail_load(p == skel_->progs.outpost_accept, std::string("attaching ") + bpf_program__name(p), errno);
       links_.emplace_back(link);
     }
     ring_ = std::make_unique<BpfRing>(skel_->maps.events, skel_->maps.lost);

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 
+#include <atomic>
 #include <future>
 #include <string>
 #include <thread>
@@ -124,10 +125,13 @@ TEST_F(AdminRelayTest, AWhereIsAnsweredWhileTheHoldersLoopDoesNotTurn) {
     void taskFailed(kj::Exception&& e) override { ADD_FAILURE() << e.getDescription().cStr(); }
   } errors;
   std::promise<void> started, stop;
+  std::atomic<int> wheres{0};
   std::thread holder_loop([&] {
     auto io = kj::setupAsyncIo();
     kj::TaskSet tasks(errors);
-    holder.start(io.provider->getTimer(), tasks, [](AdminRelay::Call) {}, [](const std::string& agent) {
+    holder.start(io.provider->getTimer(), tasks, [](AdminRelay::Call) {}, [&](const std::string& agent) {
+      ++wheres;
+      if (agent == "agent.3") throw std::runtime_error("cannot tell");
       if (agent != "agent.1") return AdminRelay::Answer{AdminRelay::Answer::not_here, {}, {}};
       return AdminRelay::Answer{AdminRelay::Answer::answered, "summary of " + agent, {}};
     });
@@ -137,17 +141,28 @@ TEST_F(AdminRelayTest, AWhereIsAnsweredWhileTheHoldersLoopDoesNotTurn) {
   started.get_future().wait();
   holder.hold("agent.1");
   holder.hold("agent.2");  // subscribed, but no longer connected here
+  holder.hold("agent.3");  // its answer fails
 
   auto io = kj::setupAsyncIo();
   kj::TaskSet tasks(errors);
   asker.start(io.provider->getTimer(), tasks, [](AdminRelay::Call) { ADD_FAILURE() << "the asker holds nobody"; });
   auto here = asker.ask("agent.1", "where", "").wait(io.waitScope);
   auto left = asker.ask("agent.2", "where", "").wait(io.waitScope);
+  auto failed = asker.ask("agent.3", "where", "").wait(io.waitScope);
+  // Once stopped (its collector going away), the relay no longer calls what
+  // answered: as if the agent were not here.
+  holder.stop();
+  int before = wheres;
+  auto after_stop = asker.ask("agent.1", "where", "").wait(io.waitScope);
   stop.set_value();
   holder_loop.join();
   EXPECT_EQ(here.kind, AdminRelay::Answer::answered) << here.error;
   EXPECT_EQ(here.body, "summary of agent.1");
   EXPECT_EQ(left.kind, AdminRelay::Answer::not_here) << left.error;
+  EXPECT_EQ(failed.kind, AdminRelay::Answer::failed);
+  EXPECT_EQ(failed.error, "where: cannot tell");
+  EXPECT_EQ(after_stop.kind, AdminRelay::Answer::not_here) << after_stop.error;
+  EXPECT_EQ(wheres, before);
 }
 
 }  // namespace

@@ -168,15 +168,24 @@ void AdminRelay::on_call(natsConnection*, natsSubscription*, natsMsg* raw, void*
   r.call.body = data_of(raw);
   r.call.reply = natsMsg_GetReply(raw) ? natsMsg_GetReply(raw) : "";
   auto* relay = static_cast<AdminRelay*>(self);
-  if (r.call.name == "where") {
-    std::unique_lock<std::mutex> lock(relay->where_mutex_);
-    if (relay->where_) {
-      Answer answer = relay->where_(r.call.agent);
-      lock.unlock();
-      return relay->answer(r.call, answer);
-    }
-  }
+  if (r.call.name == "where") return relay->answer_where(r.call);
   relay->deliver(std::move(r));
+}
+
+void AdminRelay::answer_where(const Call& call) noexcept {
+  // On libnats' thread: nothing may throw into it.
+  try {
+    Answer given{Answer::not_here, {}, {}};  // stopped, or started without `where`: as if not held here
+    try {
+      std::lock_guard<std::mutex> lock(where_mutex_);
+      if (where_) given = where_(call.agent);
+    } catch (const std::exception& e) {
+      given = {Answer::failed, {}, std::string("where: ") + e.what()};
+    }
+    answer(call, given);
+  } catch (const std::exception& e) {
+    spdlog::warn("collector: the relay could not answer where {} is: {}", call.agent, e.what());
+  }
 }
 
 void AdminRelay::on_reply(natsConnection*, natsSubscription*, natsMsg* raw, void* self) {

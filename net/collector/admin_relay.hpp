@@ -78,8 +78,8 @@ class AdminRelay {
   AdminRelay& operator=(const AdminRelay&) = delete;
 
   // On the event loop that serves: calls for agents held here go to
-  // `handler` there, but `where` calls to `where` (when given) where they
-  // arrive. Before any hold().
+  // `handler` there, but `where` calls to `where` where they arrive (none
+  // given: answered "not here"). Before any hold().
   void start(kj::Timer& timer, kj::TaskSet& tasks, Handler handler, Where where = nullptr);
   // Before what `where` uses goes away (the collector that started it): no
   // `where` call reaches it once this returns (one under way is waited for;
@@ -142,6 +142,9 @@ class AdminRelay {
   // The event loop's.
   kj::Timer* timer_ = nullptr;
   kj::TaskSet* tasks_ = nullptr;
+  // A `where` call, on the libnats thread it came on.
+  void answer_where(const Call& call) noexcept;
+
   Handler handler_;
   std::mutex where_mutex_;
   Where where_;  // under where_mutex_: set by start(), called by libnats' threads, cleared by stop()
