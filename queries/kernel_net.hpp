@@ -64,8 +64,9 @@ class NetEventSource {
 
 struct NetSourceOptions {
   uint64_t ring_buffer_bytes = 1 << 20;
-  // The BTF tracepoint accept's program attaches to (tests name one the
-  // kernel lacks, to see the tcp group go on without accept events).
+  // The BTF tracepoint accept's program attaches to (tests name one whose
+  // arguments are not sys_exit's, which the kernel's verifier refuses, to
+  // see the tcp group go on without accept events).
   std::string accept_tracepoint = "sys_exit";
 };
 
