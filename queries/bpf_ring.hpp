@@ -16,11 +16,12 @@ struct ring_buffer;
 
 namespace outpost::vql {
 
-// Routes libbpf's messages to the log (debug) and forgets the warnings kept
-// so far: call before opening a skeleton. Any thread.
+// Routes libbpf's messages to the log (debug) and forgets the warnings this
+// thread kept so far: call before opening a skeleton. Any thread; each
+// thread keeps its own (libbpf warns on the thread that loads).
 void start_libbpf_load();
 // Throws std::runtime_error "ebpf: <what>: <error> (libbpf: <its first
-// warning since start_libbpf_load>)".
+// warning on this thread since start_libbpf_load>)".
 [[noreturn]] void fail_libbpf_load(const std::string& what, int error);
 
 // Throws std::runtime_error unless `bytes` is a power of two from 4 KiB to 1 GiB.
