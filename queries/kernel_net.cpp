@@ -65,12 +65,14 @@ struct AcceptRefused : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Throws as fail_libbpf_load: an AcceptRefused when it is accept's program's fault.
-[[noreturn]] void fail_load(bool accepts_fault, const std::string& what, int error) {
+// Throws as fail_libbpf_load; an AcceptRefused when accept's program was
+// being loaded and the reason names it (what we say of a step of ours, or
+// libbpf's first warning of a refused load).
+[[noreturn]] void fail_load(bool with_accept, const std::string& what, int error) {
   try {
     fail_libbpf_load(what, error);
   } catch (const std::runtime_error& e) {
-    if (accepts_fault) throw AcceptRefused(e.what());
+    if (with_accept && std::string(e.what()).find("outpost_accept") != std::string::npos) throw AcceptRefused(e.what());
     throw;
   }
 }
@@ -150,21 +152,12 @@ class EbpfNetSource final : public NetEventSource {
     // the kernel BTF it read for it: tests name one that exists.)
     if (mine[1] == skel_->progs.outpost_accept && options.accept_tracepoint != "sys_exit")
       if (int err = bpf_program__set_attach_target(mine[1], 0, options.accept_tracepoint.c_str()))
-        fail_load(true, "attaching accept's program to the tracepoint " + options.accept_tracepoint, -err);
+        fail_load(accept, "attaching outpost_accept to the tracepoint " + options.accept_tracepoint, -err);
     // Nor the other groups' maps (the LRU maps are allocated whole at creation).
     bpf_map__set_autocreate(group == NetGroup::dns ? skel_->maps.tcp_owners : skel_->maps.dns_owners, false);
     if (int err = bpf_map__set_max_entries(skel_->maps.events, static_cast<uint32_t>(options.ring_buffer_bytes)))
       fail_libbpf_load("sizing the ring buffer", -err);
-    if (int err = outpost_net__load(skel_.get())) {
-      try {
-        fail_libbpf_load("loading the network programs", -err);
-      } catch (const std::runtime_error& e) {
-        // libbpf's first warning names the program the kernel refused.
-        if (accept && std::string(e.what()).find("'outpost_accept'") != std::string::npos)
-          throw AcceptRefused(e.what());
-        throw;
-      }
-    }
+    if (int err = outpost_net__load(skel_.get())) fail_load(accept, "loading the network programs", -err);
     Fd cgroup_fd;
     if (group == NetGroup::dns) {
       cgroup_fd = Fd(::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -174,7 +167,7 @@ class EbpfNetSource final : public NetEventSource {
       if (!p) continue;
       // A link: attached beside other programs on the same hook, detached with it.
       bpf_link* link = group == NetGroup::dns ? bpf_program__attach_cgroup(p, cgroup_fd.get()) : bpf_program__attach(p);
-      if (!link) fail_load(p == skel_->progs.outpost_accept, std::string("attaching ") + bpf_program__name(p), errno);
+      if (!link) fail_load(accept, std::string("attaching ") + bpf_program__name(p), errno);
       links_.emplace_back(link);
     }
     ring_ = std::make_unique<BpfRing>(skel_->maps.events, skel_->maps.lost);

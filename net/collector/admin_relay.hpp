@@ -125,6 +125,7 @@ class AdminRelay {
   static void on_call(natsConnection*, natsSubscription*, natsMsg* msg, void* self);
   static void on_reply(natsConnection*, natsSubscription*, natsMsg* msg, void* self);
   void deliver(Received r);  // libnats thread: into the mailbox
+  void answer_where(const Call& call) noexcept;  // libnats thread: a `where` call, answered there
   void take(Received r);      // event loop: to the handler, or the ask it answers
   std::string subject(const std::string& agent) const;
 
@@ -139,15 +140,12 @@ class AdminRelay {
     int count = 0;
   };
   std::map<std::string, Held> held_;
+  std::mutex where_mutex_;
+  Where where_;  // under where_mutex_: set by start(), called by libnats' threads, cleared by stop()
   // The event loop's.
   kj::Timer* timer_ = nullptr;
   kj::TaskSet* tasks_ = nullptr;
-  // A `where` call, on the libnats thread it came on.
-  void answer_where(const Call& call) noexcept;
-
   Handler handler_;
-  std::mutex where_mutex_;
-  Where where_;  // under where_mutex_: set by start(), called by libnats' threads, cleared by stop()
   uint64_t next_token_ = 1;
   std::map<uint64_t, kj::Own<kj::PromiseFulfiller<Answer>>> asks_;
   std::map<uint64_t, Partial> partial_;  // by token
