@@ -9,8 +9,10 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <chrono>
 #include <map>
 #include <regex>
+#include <thread>
 
 #include "tests/process_util.hpp"
 #include "tests/temp_dir.hpp"
@@ -208,6 +210,13 @@ inline std::vector<StreamMessage> read_stream(const std::vector<std::string>& ur
     for (uint64_t seq = 1; seq <= last; ++seq) {
       natsMsg* msg = nullptr;
       natsStatus got = js_GetMsg(&msg, js, name.c_str(), seq, nullptr, &jerr);
+      // The stream's leader may be elected meanwhile too: "temporarily unavailable".
+      for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+           got != NATS_OK && got != NATS_NOT_FOUND && jerr == JSClusterNotAvailErr &&
+           std::chrono::steady_clock::now() < until;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        got = js_GetMsg(&msg, js, name.c_str(), seq, nullptr, &jerr);
+      }
       if (got == NATS_NOT_FOUND) continue;  // deleted (none are, by Outpost)
       EXPECT_EQ(got, NATS_OK) << "stream " << name << " sequence " << seq << ": " << natsStatus_GetText(got)
                               << " (JetStream error " << jerr << ")";
