@@ -11,14 +11,20 @@
 //
 // Rules (a job "waits behind" another when its worker is busy meanwhile):
 // - a worker that queues a job while its queue already holds one, or puts
-//   back an actor that has more to do, pokes one sleeping worker;
-// - a job from outside the workers for a worker that is running a job pokes
-//   one sleeping worker (one that polls finds the job itself);
+//   back an actor that has more to do, pokes one sleeping worker (a job it
+//   queues onto an empty queue waits for the job it runs: system_config.hpp);
+// - a job from outside the workers goes to a sleeping target by a poke of its
+//   own; for a target that runs a job or has others queued, it pokes one
+//   sleeping worker (a target that only polls finds the job itself);
+// - a worker poked once is not poked again until it has woken: two jobs wake
+//   two workers;
 // - a worker goes to sleep only while its queue and the others' are empty,
 //   re-checked after it says it sleeps, so a poke is never missed (both sides
 //   publish, then read, with sequentially consistent atomics).
-// Each member says on which thread it runs. None blocks, but for a worker's
-// short wait lock, except `dequeue`, which waits for work.
+// Each member says on which thread it runs (internal_enqueue and
+// resume_job_later: the worker's own, as CAF's exec_later requires). None
+// blocks, but for a worker's short wait lock, except `dequeue`, which waits
+// for work.
 
 #include <caf/actor_system.hpp>
 #include <caf/policy/work_stealing.hpp>
@@ -79,14 +85,17 @@ class SleepingWorkStealing : public caf::policy::work_stealing {
   template <class Worker>
   void external_enqueue(Worker* self, caf::resumable* job) {
     auto& data = d(self);
+    bool behind = !data.queue.empty();
     data.queue.append(job);
     if (data.asleep.load()) {
       std::lock_guard<std::mutex> guard(data.waitdata.lock);
-      data.poked = true;
-      data.waitdata.cv.notify_one();
-    } else if (data.running.load(std::memory_order_relaxed)) {
-      poke_one(self);  // else it polls: it takes the job, or sees it before it sleeps
+      if (data.asleep.load() && !data.poked) {
+        data.poked = true;
+        data.waitdata.cv.notify_one();
+        return;
+      }
     }
+    if (behind || data.running.load(std::memory_order_relaxed)) poke_one(self);
   }
 
   // On `self`'s thread: its next job; waits for one as long as it takes.
@@ -139,12 +148,16 @@ class SleepingWorkStealing : public caf::policy::work_stealing {
   static caf::resumable* steal(Worker* self) {
     auto* parent = self->parent();
     size_t n = parent->num_workers();
-    for (size_t i = 1; i < n; ++i)
-      if (auto* job = d(parent->worker_by_id((self->id() + i) % n)).queue.take_tail()) return job;
+    for (size_t i = 1; i < n; ++i) {
+      auto& queue = d(parent->worker_by_id((self->id() + i) % n)).queue;
+      if (queue.empty()) continue;  // without taking its locks
+      if (auto* job = queue.take_tail()) return job;
+    }
     return nullptr;
   }
 
-  // Wakes one sleeping worker other than `busy`, if one sleeps.
+  // Wakes one sleeping worker other than `busy` that is not woken already, if
+  // one sleeps.
   template <class Worker>
   static void poke_one(Worker* busy) {
     auto* parent = busy->parent();
@@ -154,7 +167,7 @@ class SleepingWorkStealing : public caf::policy::work_stealing {
       auto& data = d(w);
       if (!data.asleep.load()) continue;
       std::lock_guard<std::mutex> guard(data.waitdata.lock);
-      if (!data.asleep.load()) continue;
+      if (!data.asleep.load() || data.poked) continue;
       data.poked = true;
       data.waitdata.cv.notify_one();
       return;

@@ -1,7 +1,7 @@
-// SleepingWorkStealing (actors/scheduler_policy.hpp) with two workers and its
-// backstop steal an hour away: within these tests only the pokes and the
-// wake-ups of the policy find work, so a missed one shows as a job that
-// never runs.
+// SleepingWorkStealing (actors/scheduler_policy.hpp) with two workers (four
+// in one test) and its backstop steal two minutes away: within these tests'
+// deadlines (10-30 s) only the pokes and the wake-ups of the policy find
+// work, so a missed one shows as a job that does not run in time.
 
 #include <gtest/gtest.h>
 
@@ -21,17 +21,22 @@ namespace {
 using namespace std::chrono_literals;
 
 struct SchedulerPolicy : ::testing::Test {
-  SchedulerPolicy() {
-    configure_scheduler(cfg);
-    cfg.set("scheduler.max-threads", 2);
-    cfg.set("work-stealing.relaxed-sleep-duration", caf::timespan{std::chrono::hours(1)});
-    sys = std::make_unique<caf::actor_system>(cfg);
+  SchedulerPolicy() { start(2); }
+
+  void start(size_t n) {
+    sys.reset();
+    cfg = std::make_unique<caf::actor_system_config>();
+    configure_scheduler(*cfg);
+    cfg->set("scheduler.max-threads", n);
+    cfg->set("work-stealing.relaxed-sleep-duration", caf::timespan{std::chrono::minutes(2)});
+    sys = std::make_unique<caf::actor_system>(*cfg);
+    workers = n;
   }
 
-  // Waits until both workers sleep; false if they have not within 30 s.
-  bool both_asleep() {
+  // Waits until every worker sleeps; false if they have not within 30 s.
+  bool all_asleep() {
     for (auto deadline = std::chrono::steady_clock::now() + 30s;
-         SleepingWorkStealing::workers_asleep(*sys) < 2;) {
+         SleepingWorkStealing::workers_asleep(*sys) < workers;) {
       if (std::chrono::steady_clock::now() > deadline) return false;
       std::this_thread::sleep_for(1ms);
     }
@@ -43,6 +48,7 @@ struct SchedulerPolicy : ::testing::Test {
   std::atomic<int> ran{0};
   std::promise<void> all;   // fulfilled when `ran` reaches the count asked
   std::future<void> done;   // all's
+  std::atomic<int> started{0}, together{0};  // jobs that wait for others
 
   // Counts from 0 again, to `n`.
   void count_to(int n) {
@@ -62,7 +68,8 @@ struct SchedulerPolicy : ::testing::Test {
   }
 
   int target = 0;
-  caf::actor_system_config cfg;
+  size_t workers = 0;
+  std::unique_ptr<caf::actor_system_config> cfg;
   std::unique_ptr<caf::actor_system> sys;
 };
 
@@ -72,7 +79,7 @@ TEST_F(SchedulerPolicy, JobsQueuedBehindABusyWorkerRunOnTheSleepingOneMeanwhile)
   auto second = counter();
   // Keeps its worker until the two have run (or 30 s): they can run only on
   // the other worker, which sleeps until poked.
-  auto busy = sys->spawn([&](caf::event_based_actor* self) -> caf::behavior {
+  auto busy = sys->spawn([=](caf::event_based_actor* self) -> caf::behavior {
     return {[=](caf::get_atom) {
       self->send(first, 1);
       self->send(second, 1);  // queued behind the first: the sleeping worker is poked
@@ -80,13 +87,56 @@ TEST_F(SchedulerPolicy, JobsQueuedBehindABusyWorkerRunOnTheSleepingOneMeanwhile)
       return ran.load();  // how many ran while this worker was busy
     }};
   });
-  ASSERT_TRUE(both_asleep()) << SleepingWorkStealing::workers_asleep(*sys) << " of 2 workers asleep after 30 s";
+  ASSERT_TRUE(all_asleep()) << SleepingWorkStealing::workers_asleep(*sys) << " of 2 workers asleep after 30 s";
   caf::scoped_actor self{*sys};
   int ran_meanwhile = -1;
-  self->request(busy, caf::infinite, caf::get_atom::value)
+  self->request(busy, std::chrono::seconds(60), caf::get_atom::value)
       .receive([&](int n) { ran_meanwhile = n; }, [&](caf::error& e) { FAIL() << sys->render(e); });
   EXPECT_EQ(ran_meanwhile, 2) << "jobs that ran while their worker was busy (of 2, within 30 s)";
-  EXPECT_TRUE(both_asleep()) << "the workers did not go back to sleep";
+  EXPECT_TRUE(all_asleep()) << "the workers did not go back to sleep";
+}
+
+// Four workers, one held by a handler that queues three jobs behind the one
+// it runs. Each job waits until two have started (at most 30 s): only two
+// workers woken by the two pokes can start two at once (a third, queued onto
+// the empty queue, pokes nobody), so a poke that went to a worker already
+// poked shows as a job that waits alone.
+TEST_F(SchedulerPolicy, EachJobQueuedBehindABusyWorkerWakesASleeperOfItsOwn) {
+  start(4);
+  auto job = [&] {
+    return sys->spawn([this](caf::event_based_actor*) -> caf::behavior {
+      return {[this](int) {
+        ++started;
+        for (auto deadline = std::chrono::steady_clock::now() + 30s;
+             started.load() < 2 && std::chrono::steady_clock::now() < deadline;)
+          std::this_thread::sleep_for(1ms);
+        if (started.load() >= 2) ++together;
+      }};
+    });
+  };
+  auto first = job(), second = job(), third = job();
+  auto busy = sys->spawn([=](caf::event_based_actor* self) -> caf::behavior {
+    return {[=](caf::get_atom) {
+      self->send(first, 1);
+      self->send(second, 1);  // pokes a sleeper
+      self->send(third, 1);   // pokes another one
+      for (auto deadline = std::chrono::steady_clock::now() + 30s;
+           together.load() < 2 && std::chrono::steady_clock::now() < deadline;)
+        std::this_thread::sleep_for(1ms);
+      return together.load();
+    }};
+  });
+  ASSERT_TRUE(all_asleep()) << SleepingWorkStealing::workers_asleep(*sys) << " of 4 workers asleep after 30 s";
+  caf::scoped_actor self{*sys};
+  int meanwhile = -1;
+  self->request(busy, std::chrono::seconds(60), caf::get_atom::value)
+      .receive([&](int n) { meanwhile = n; }, [&](caf::error& e) { FAIL() << sys->render(e); });
+  EXPECT_GE(meanwhile, 2) << "jobs that ran side by side while their worker was busy (2 wanted, within 30 s)";
+  // Wait for every job to end before its counters go.
+  for (auto deadline = std::chrono::steady_clock::now() + 60s; started.load() < 3;) {
+    ASSERT_TRUE(std::chrono::steady_clock::now() < deadline) << started << " of 3 jobs started";
+    std::this_thread::sleep_for(1ms);
+  }
 }
 
 // Jobs from outside, one at a time, while one worker is held by a handler and
@@ -106,17 +156,21 @@ TEST_F(SchedulerPolicy, JobsFromOutsideForABusyWorkerRunOnTheSleepingOne) {
       return ran.load();  // how many ran while this worker was held
     }};
   });
-  ASSERT_TRUE(both_asleep());
+  ASSERT_TRUE(all_asleep());
   caf::scoped_actor self{*sys};
-  auto answer = self->request(busy, caf::infinite, caf::get_atom::value);
+  auto answer = self->request(busy, std::chrono::seconds(60), caf::get_atom::value);
   ASSERT_EQ(held.wait_for(30s), std::future_status::ready);
   for (int i = 0; i < kJobs; ++i) {
     // CAF takes turns between the workers' queues for jobs from outside.
-    for (auto deadline = std::chrono::steady_clock::now() + 30s; SleepingWorkStealing::workers_asleep(*sys) < 1;)
+    for (auto deadline = std::chrono::steady_clock::now() + 30s; SleepingWorkStealing::workers_asleep(*sys) < 1;) {
       ASSERT_TRUE(std::chrono::steady_clock::now() < deadline) << "job " << i << ": the free worker did not sleep";
+      std::this_thread::yield();
+    }
     caf::anon_send(jobs[i], 1);
-    for (auto deadline = std::chrono::steady_clock::now() + 10s; ran.load() <= i;)
+    for (auto deadline = std::chrono::steady_clock::now() + 10s; ran.load() <= i;) {
       ASSERT_TRUE(std::chrono::steady_clock::now() < deadline) << "job " << i << " did not run in 10 s";
+      std::this_thread::yield();
+    }
   }
   answer.receive([&](int n) { EXPECT_EQ(n, kJobs); }, [&](caf::error& e) { FAIL() << sys->render(e); });
 }
@@ -146,7 +200,7 @@ TEST_F(SchedulerPolicy, EveryBurstFromOutsideIsHandledAndTheWorkersSleepAfterIt)
       }};
     }));
   for (int round = 0; round < 100; ++round) {
-    ASSERT_TRUE(both_asleep()) << "round " << round;
+    ASSERT_TRUE(all_asleep()) << "round " << round;
     count_to(kThreads * kPerThread);
     std::vector<std::thread> senders;
     for (int t = 0; t < kThreads; ++t)
@@ -171,8 +225,10 @@ TEST_F(SchedulerPolicy, AMessageSentWhileTheWorkersFallAsleepIsHandled) {
   });
   for (int i = 1; i <= 20000; ++i) {
     caf::anon_send(hop, i);
-    for (auto deadline = std::chrono::steady_clock::now() + 10s; ran.load() < i;)
+    for (auto deadline = std::chrono::steady_clock::now() + 10s; ran.load() < i;) {
       ASSERT_TRUE(std::chrono::steady_clock::now() < deadline) << "message " << i << " not handled in 10 s";
+      std::this_thread::yield();
+    }
     // 0-63 us more: the workers are at different points of falling asleep.
     for (auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(i % 64);
          std::chrono::steady_clock::now() < until;) {
