@@ -50,6 +50,15 @@ struct SchedulerPolicy : ::testing::Test {
   std::future<void> done;   // all's
   std::atomic<int> started{0}, together{0};  // jobs that wait for others
 
+  // What `busy` answers to get, or -1 after 60 s.
+  int ask(const caf::actor& busy) {
+    caf::scoped_actor self{*sys};
+    int answer = -1;
+    self->request(busy, std::chrono::seconds(60), caf::get_atom::value)
+        .receive([&](int n) { answer = n; }, [&](caf::error& e) { ADD_FAILURE() << sys->render(e); });
+    return answer;
+  }
+
   // Counts from 0 again, to `n`.
   void count_to(int n) {
     ran = 0;
@@ -88,11 +97,7 @@ TEST_F(SchedulerPolicy, JobsQueuedBehindABusyWorkerRunOnTheSleepingOneMeanwhile)
     }};
   });
   ASSERT_TRUE(all_asleep()) << SleepingWorkStealing::workers_asleep(*sys) << " of 2 workers asleep after 30 s";
-  caf::scoped_actor self{*sys};
-  int ran_meanwhile = -1;
-  self->request(busy, std::chrono::seconds(60), caf::get_atom::value)
-      .receive([&](int n) { ran_meanwhile = n; }, [&](caf::error& e) { FAIL() << sys->render(e); });
-  EXPECT_EQ(ran_meanwhile, 2) << "jobs that ran while their worker was busy (of 2, within 30 s)";
+  EXPECT_EQ(ask(busy), 2) << "jobs that ran while their worker was busy (of 2, within 30 s)";
   EXPECT_TRUE(all_asleep()) << "the workers did not go back to sleep";
 }
 
@@ -127,11 +132,7 @@ TEST_F(SchedulerPolicy, EachJobQueuedBehindABusyWorkerWakesASleeperOfItsOwn) {
     }};
   });
   ASSERT_TRUE(all_asleep()) << SleepingWorkStealing::workers_asleep(*sys) << " of 4 workers asleep after 30 s";
-  caf::scoped_actor self{*sys};
-  int meanwhile = -1;
-  self->request(busy, std::chrono::seconds(60), caf::get_atom::value)
-      .receive([&](int n) { meanwhile = n; }, [&](caf::error& e) { FAIL() << sys->render(e); });
-  EXPECT_GE(meanwhile, 2) << "jobs that ran side by side while their worker was busy (2 wanted, within 30 s)";
+  EXPECT_GE(ask(busy), 2) << "jobs that ran side by side while their worker was busy (2 wanted, within 30 s)";
   // Wait for every job to end before its counters go.
   for (auto deadline = std::chrono::steady_clock::now() + 60s; started.load() < 3;) {
     ASSERT_TRUE(std::chrono::steady_clock::now() < deadline) << started << " of 3 jobs started";
