@@ -116,12 +116,10 @@ class SleepingWorkStealing : public caf::policy::work_stealing {
       {
         std::unique_lock<std::mutex> guard(data.waitdata.lock);
         data.asleep.store(true);
-        data.waitdata.sleeping = true;
         ++d(self->parent()).asleep;
         data.waitdata.cv.wait_for(guard, backstop, [&] { return data.poked || any_queued(self); });
         --d(self->parent()).asleep;
         data.poked = false;
-        data.waitdata.sleeping = false;
         data.asleep.store(false);
       }
       if (auto* job = data.queue.take_head()) return job;
