@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <caf/all.hpp>
+#include <pthread.h>
+
+#include <string>
 #include <numeric>
 #include <thread>
 
@@ -31,6 +34,11 @@ caf::behavior probe(Probe* self) {
       [=](double ms) {
         std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(ms));
         return ++self->state.seen;
+      },
+      [=](bool) {  // the name of the thread it runs on
+        char name[16] = {};
+        pthread_getname_np(pthread_self(), name, sizeof name);
+        return std::string(name);
       },
   };
 }
@@ -116,6 +124,20 @@ TEST_F(MetricsTest, ADetachedActorsLongHandlerIsNotAWarning) {
   ASSERT_TRUE(eventually([&] { return m->handled.load() == 1; }));
   EXPECT_EQ(m->slow_handlings.load(), 1u);  // counted, shown, but it blocks nobody else
   EXPECT_FALSE(has(warnings(t), "slow-handler"));
+}
+
+// A detached actor's thread is its own and named after it, as `top -H` shows
+// it; a worker's keeps CAF's name (it runs every scheduled actor in turn).
+TEST_F(MetricsTest, ADetachedActorsThreadIsNamedAfterIt) {
+  caf::scoped_actor self{*sys};
+  auto thread_of = [&](const caf::actor& a) {
+    std::string name = "(no answer)";
+    self->request(a, std::chrono::seconds(60), true)
+        .receive([&](const std::string& n) { name = n; }, [&](caf::error& e) { name = sys->render(e); });
+    return name;
+  };
+  EXPECT_EQ(thread_of(sys->spawn<caf::detached>(probe)), "op.probe");
+  EXPECT_EQ(thread_of(sys->spawn(probe)), "caf.multiplexer");
 }
 
 TEST_F(MetricsTest, HistogramsFillOnlyWhileWatched) {
