@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,16 @@ uint64_t status_field(const std::string& status, const std::string& key);
 // /proc/<pid>/status's `key` ("VmRSS", "RssAnon"), from kB to bytes; throws
 // when the line is not there.
 long proc_status_bytes(const std::string& key, const std::string& pid = "self");
+
+// One thread of a process as /proc/<pid>/task/<tid>/ tells it.
+struct ThreadStat {
+  std::string name;        // comm
+  uint64_t run_ns = 0;     // on-CPU time so far (schedstat's first field), ns
+  uint64_t switches = 0;   // voluntary and nonvoluntary context switches so far
+};
+// Every thread of process `pid` ("self": this one) by thread id; one that ends
+// while they are read is left out.
+std::map<pid_t, ThreadStat> thread_stats(const std::string& pid = "self");
 
 // A whole file's text ("" when it cannot be read).
 std::string read_text(const std::filesystem::path& path);

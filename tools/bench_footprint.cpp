@@ -108,31 +108,17 @@ class AgentProcess {
   pid_t pid_ = 0;
 };
 
-struct ThreadCount {
-  std::string name;
-  uint64_t switches = 0;  // voluntary and nonvoluntary context switches
-};
-
 struct Sample {
   Clock::time_point at;
-  uint64_t cpu_ticks = 0;  // utime + stime
-  std::map<pid_t, ThreadCount> threads;
+  uint64_t cpu_ticks = 0;  // utime + stime of the whole process, in clock ticks (10 ms)
+  std::map<pid_t, ThreadStat> threads;
 };
 
 Sample take_sample(pid_t pid) {
   Sample s;
-  fs::path proc = fs::path("/proc") / std::to_string(pid);
-  std::error_code ec;
-  for (auto& task : fs::directory_iterator(proc / "task", ec)) {
-    std::string status = read_text(task.path() / "status");
-    if (status.empty()) continue;  // ended meanwhile
-    auto& t = s.threads[static_cast<pid_t>(std::stol(task.path().filename().string()))];
-    t.name = read_text(task.path() / "comm");
-    while (!t.name.empty() && t.name.back() == '\n') t.name.pop_back();
-    t.switches = status_field(status, "voluntary_ctxt_switches") + status_field(status, "nonvoluntary_ctxt_switches");
-  }
+  s.threads = thread_stats(std::to_string(pid));
   // The fields after the command's name, "(...)": state is the 3rd, utime the 14th, stime the 15th.
-  std::string stat = read_text(proc / "stat");
+  std::string stat = read_text(fs::path("/proc") / std::to_string(pid) / "stat");
   size_t paren = stat.rfind(')');
   if (paren != std::string::npos) {
     std::istringstream fields(stat.substr(paren + 1));
@@ -218,10 +204,15 @@ struct ThreadRate {
   std::string name;
   pid_t tid = 0;
   double wakeups_per_s = 0;
+  double cpu_percent = 0;  // of one core
 };
 
 struct Footprint {
   double cpu_percent = 0;  // of one core
+  // Where cpu_percent comes from: "schedstat" (each thread's on-CPU time in
+  // ns), or "ticks" (the process's, in 10 ms ticks: 3 ticks are 0.1 % over
+  // 30 s) when a thread ended during the window and took its time with it.
+  std::string cpu_source;
   Memory memory;
   double wakeups_per_s = 0;
   std::vector<ThreadRate> threads;  // most wakeups first
@@ -255,14 +246,25 @@ Footprint measure(const fs::path& agent, const std::vector<std::string>& args, c
                "its log, {}, ends:\n{}\n", describe_status(status), p.log().string(), log_tail(p.log()));
 
   double elapsed = std::chrono::duration<double>(end.at - start.at).count();
-  f.cpu_percent = static_cast<double>(end.cpu_ticks - start.cpu_ticks) / static_cast<double>(sysconf(_SC_CLK_TCK)) /
-                  elapsed * 100;
+  uint64_t run_ns = 0;
   for (auto& [tid, t] : end.threads) {
     auto was = start.threads.find(tid);
-    uint64_t before = was == start.threads.end() ? 0 : was->second.switches;  // 0: started meanwhile
-    double rate = static_cast<double>(t.switches - std::min(t.switches, before)) / elapsed;
-    f.threads.push_back({t.name, tid, rate});
+    ThreadStat before = was == start.threads.end() ? ThreadStat{} : was->second;  // zeros: started meanwhile
+    double rate = static_cast<double>(t.switches - std::min(t.switches, before.switches)) / elapsed;
+    uint64_t ns = t.run_ns - std::min(t.run_ns, before.run_ns);
+    f.threads.push_back({t.name, tid, rate, static_cast<double>(ns) / 1e9 / elapsed * 100});
     f.wakeups_per_s += rate;
+    run_ns += ns;
+  }
+  bool all_stayed = std::all_of(start.threads.begin(), start.threads.end(),
+                                [&](const auto& t) { return end.threads.count(t.first) != 0; });
+  if (all_stayed && !end.threads.empty()) {
+    f.cpu_source = "schedstat";
+    f.cpu_percent = static_cast<double>(run_ns) / 1e9 / elapsed * 100;
+  } else {
+    f.cpu_source = "ticks";
+    f.cpu_percent = static_cast<double>(end.cpu_ticks - start.cpu_ticks) /
+                    static_cast<double>(sysconf(_SC_CLK_TCK)) / elapsed * 100;
   }
   std::stable_sort(f.threads.begin(), f.threads.end(),
                    [](const ThreadRate& a, const ThreadRate& b) { return a.wakeups_per_s > b.wakeups_per_s; });
@@ -287,25 +289,27 @@ std::string json_string(const std::string& s) {
 std::string json_fields(const std::string& prefix, const Footprint& f) {
   std::string threads;
   for (auto& t : f.threads)
-    threads += fmt::format("{}{{\"name\":{},\"tid\":{},\"wakeups_per_s\":{:.2f}}}", threads.empty() ? "" : ",",
-                           json_string(t.name), t.tid, t.wakeups_per_s);
-  return fmt::format("\"{0}_cpu_percent\":{1:.3f},\"{0}_rss_bytes\":{2},\"{0}_pss_bytes\":{3},"
+    threads += fmt::format("{}{{\"name\":{},\"tid\":{},\"wakeups_per_s\":{:.2f},\"cpu_percent\":{:.4f}}}",
+                           threads.empty() ? "" : ",", json_string(t.name), t.tid, t.wakeups_per_s, t.cpu_percent);
+  return fmt::format("\"{0}_cpu_percent\":{1:.3f},\"{0}_cpu_source\":\"{9}\",\"{0}_rss_bytes\":{2},\"{0}_pss_bytes\":{3},"
                      "\"{0}_anon_bytes\":{4},\"{0}_bpf_map_bytes\":{5},\"{0}_wakeups_per_s\":{6:.2f},"
                      "\"{0}_commits_per_s\":{7},\"{0}_threads\":[{8}]",
                      prefix, f.cpu_percent, f.memory.rss, f.memory.pss, f.memory.anon, f.memory.bpf_map,
                      f.wakeups_per_s, f.commits_per_s ? fmt::format("{:.2f}", *f.commits_per_s) : "null",
-                     threads);
+                     threads, f.cpu_source);
 }
 
 void print_text(const std::string& title, const Footprint& f) {
   auto mib = [](uint64_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
-  fmt::print("{}: CPU {:.2f} % of a core, RSS {:.1f} MiB (PSS {:.1f}, anonymous {:.1f}, BPF maps {:.1f}), "
+  fmt::print("{}: CPU {:.3f} % of a core{}, RSS {:.1f} MiB (PSS {:.1f}, anonymous {:.1f}, BPF maps {:.1f}), "
              "{:.1f} wakeups/s{}{}\n",
-             title, f.cpu_percent, mib(f.memory.rss), mib(f.memory.pss), mib(f.memory.anon), mib(f.memory.bpf_map),
+             title, f.cpu_percent, f.cpu_source == "ticks" ? " (in 10 ms ticks: a thread ended)" : "",
+             mib(f.memory.rss), mib(f.memory.pss), mib(f.memory.anon), mib(f.memory.bpf_map),
              f.wakeups_per_s, f.rows_per_s ? fmt::format(", {:.1f} rows/s", *f.rows_per_s) : "",
              f.commits_per_s ? fmt::format(", {:.1f} commits/s", *f.commits_per_s) : "");
   for (auto& t : f.threads)
-    if (t.wakeups_per_s >= 0.05) fmt::print("  {:<16} {:>7} {:>9.1f} wakeups/s\n", t.name, t.tid, t.wakeups_per_s);
+    if (t.wakeups_per_s >= 0.05 || t.cpu_percent >= 0.0005)
+      fmt::print("  {:<16} {:>7} {:>9.1f} wakeups/s {:>8.3f} % CPU\n", t.name, t.tid, t.wakeups_per_s, t.cpu_percent);
 }
 
 }  // namespace

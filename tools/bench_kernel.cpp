@@ -2,14 +2,18 @@
 // on, in turn (the same run, the same machine): how much the sensor slows the
 // storm, its CPU per 1,000 events, and whether it lost any.
 
+#include <bpf/bpf.h>
 #include <fmt/format.h>
+#include <kj/io.h>
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include "actors/system_config.hpp"
@@ -30,20 +34,53 @@ double cpu_seconds(int who) {
 }
 
 // CPU seconds so far of this process's threads named `name` (the sensor's
-// is a detached actor's: "caf.actor", the only one here).
+// thread: "op.sensor", instrumented.hpp).
 double threads_cpu_seconds(const std::string& name) {
   double total = 0;
+  for (auto& [tid, t] : thread_stats())
+    if (t.name == name) total += static_cast<double>(t.run_ns) / 1e9;
+  return total;
+}
+
+// What this process's BPF programs (the sensor's) have cost so far inside
+// the kernel, in the processes they ran in (each exec, fork and exit runs
+// them on its own thread: no thread of ours shows it). Counted only while
+// run-time statistics are on (BpfRunTimeStats).
+struct BpfRunTime {
+  uint64_t ns = 0;
+  uint64_t runs = 0;
+};
+
+BpfRunTime bpf_run_time() {
+  BpfRunTime total;
+  std::set<uint32_t> seen;  // a program may be open more than once
   std::error_code ec;
-  for (auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
-    std::string comm;
-    std::getline(std::ifstream(task.path() / "comm"), comm);
-    if (comm != name) continue;
-    uint64_t ns = 0;
-    std::ifstream(task.path() / "schedstat") >> ns;  // first field: on-CPU time, ns
-    total += static_cast<double>(ns) / 1e9;
+  for (auto& fd : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    if (std::filesystem::read_symlink(fd.path(), ec) != "anon_inode:bpf-prog") continue;
+    bpf_prog_info info{};
+    uint32_t length = sizeof info;
+    if (bpf_obj_get_info_by_fd(std::stoi(fd.path().filename().string()), &info, &length) != 0) continue;
+    if (!seen.insert(info.id).second) continue;
+    total.ns += info.run_time_ns;
+    total.runs += info.run_cnt;
   }
   return total;
 }
+
+// The kernel's run-time statistics of BPF programs (BPF_ENABLE_STATS), on
+// while this lives; `why_not` says why not when they could not be turned on
+// (it takes CAP_SYS_ADMIN). They cost each program run two clock reads.
+struct BpfRunTimeStats {
+  BpfRunTimeStats() {
+    int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+    if (fd < 0)
+      why_not = std::string("BPF_ENABLE_STATS failed: ") + std::strerror(-fd);
+    else
+      on = kj::AutoCloseFd(fd);
+  }
+  kj::AutoCloseFd on;
+  std::string why_not;
+};
 
 struct Storm {
   uint64_t execs = 0;
@@ -93,6 +130,8 @@ int run_kernel_bench(const KernelBenchOptions& o) {
   double sensor_thread_cpu = 0;  // the sensor's own thread only
   std::string backend;
   double background_cpu = 0;  // the process's own CPU beside the storm, sensor off
+  BpfRunTimeStats stats;
+  BpfRunTime in_kernel;  // the sensor's programs during the storms
   for (int round = 0; round < o.rounds; ++round) {
     double off_before = cpu_seconds(RUSAGE_SELF);
     auto off = storm(workers, o.seconds);
@@ -141,12 +180,16 @@ int run_kernel_bench(const KernelBenchOptions& o) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
     });
-    double cpu_before = cpu_seconds(RUSAGE_SELF), thread_before = threads_cpu_seconds("caf.actor");
+    double cpu_before = cpu_seconds(RUSAGE_SELF), thread_before = threads_cpu_seconds("op.sensor");
+    BpfRunTime kernel_before = bpf_run_time();
     auto on = storm(workers, o.seconds);
+    BpfRunTime kernel_after = bpf_run_time();
+    in_kernel.ns += kernel_after.ns - kernel_before.ns;
+    in_kernel.runs += kernel_after.runs - kernel_before.runs;
     storming = false;
     puller.join();
     sensor_cpu += cpu_seconds(RUSAGE_SELF) - cpu_before - on.cpu;
-    sensor_thread_cpu += threads_cpu_seconds("caf.actor") - thread_before;
+    sensor_thread_cpu += threads_cpu_seconds("op.sensor") - thread_before;
     on_rates.push_back(on.execs / on.seconds);
     execs_on += on.execs;
     events += pulled;
@@ -164,22 +207,35 @@ int run_kernel_bench(const KernelBenchOptions& o) {
   sensor_cpu = std::max(0.0, sensor_cpu - background_cpu);
   double cpu_per_1000 = events ? sensor_cpu / static_cast<double>(events) * 1000 * 1000 : 0;  // ms
   double thread_per_1000 = events ? sensor_thread_cpu / static_cast<double>(events) * 1000 * 1000 : 0;
+  // The programs' time in the kernel, where there are programs and it was counted.
+  std::optional<double> kernel_per_1000;
+  if (events && in_kernel.runs && stats.why_not.empty())
+    kernel_per_1000 = static_cast<double>(in_kernel.ns) / 1e6 / static_cast<double>(events) * 1000;
+  std::string kernel_why =
+      kernel_per_1000 ? ""
+      : !stats.why_not.empty() ? stats.why_not
+      : "no BPF program of the sensor ran";
   if (o.json)
     fmt::print("{{\"bench\":\"kernel\",\"backend\":\"{}\",\"workers\":{},\"rounds\":{},\"seconds\":{},"
                "\"exec_per_s_off\":{:.0f},\"exec_per_s_on\":{:.0f},\"slowdown_percent\":{:.2f},"
                "\"events\":{},\"expected_events\":{},\"events_lost\":{},\"sensor_cpu_ms_per_1000_events\":{:.3f},"
-               "\"sensor_thread_ms_per_1000_events\":{:.3f}}}\n",
+               "\"sensor_thread_ms_per_1000_events\":{:.3f},\"bpf_programs_ms_per_1000_events\":{},"
+               "\"bpf_program_runs\":{}}}\n",
                backend, workers, o.rounds, o.seconds, off, on, slowdown, events, 3 * execs_on, lost, cpu_per_1000,
-               thread_per_1000);
+               thread_per_1000, kernel_per_1000 ? fmt::format("{:.3f}", *kernel_per_1000) : "null", in_kernel.runs);
   else
     fmt::print("outpost-bench kernel ({}): {} workers starting /bin/true, {} rounds of {} s off and on\n"
                "sensor off: {:>8.0f} execs/s\n"
                "sensor on:  {:>8.0f} execs/s ({:+.2f} %)\n"
                "events:     {} of the storms' {} (fork, exec, exit), {} lost; the sensor's CPU "
                "{:.3f} ms per 1,000 events ({:.3f} ms its own thread; the rest: this benchmark's reader, "
-               "which polls every millisecond, and CAF's threads)\n",
+               "which polls every millisecond, and CAF's threads)\n"
+               "in kernel: {}\n",
                backend, workers, o.rounds, o.seconds, off, on, -slowdown, events, 3 * execs_on, lost, cpu_per_1000,
-               thread_per_1000);
+               thread_per_1000,
+               kernel_per_1000 ? fmt::format("its BPF programs {:.3f} ms per 1,000 events ({} runs), in the "
+                                             "processes they watch", *kernel_per_1000, in_kernel.runs)
+                               : "not measured (" + kernel_why + ")");
   return 0;
 }
 

@@ -101,6 +101,23 @@ long proc_status_bytes(const std::string& key, const std::string& pid) {
   return static_cast<long>(status_field(status, key)) * 1024;
 }
 
+std::map<pid_t, ThreadStat> thread_stats(const std::string& pid) {
+  std::map<pid_t, ThreadStat> threads;
+  std::error_code ec;
+  for (auto& task : fs::directory_iterator(fs::path("/proc") / pid / "task", ec)) {
+    std::string status = read_text(task.path() / "status");
+    std::string schedstat = read_text(task.path() / "schedstat");
+    if (status.empty() || schedstat.empty()) continue;  // ended meanwhile
+    ThreadStat t;
+    t.name = read_text(task.path() / "comm");
+    while (!t.name.empty() && t.name.back() == '\n') t.name.pop_back();
+    t.run_ns = std::strtoull(schedstat.c_str(), nullptr, 10);
+    t.switches = status_field(status, "voluntary_ctxt_switches") + status_field(status, "nonvoluntary_ctxt_switches");
+    threads[static_cast<pid_t>(std::stol(task.path().filename().string()))] = std::move(t);
+  }
+  return threads;
+}
+
 WorkDir::~WorkDir() {
   std::error_code ignored;
   if (owned_) std::filesystem::remove_all(path_, ignored);
