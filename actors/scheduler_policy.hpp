@@ -87,13 +87,9 @@ class SleepingWorkStealing : public caf::policy::work_stealing {
     auto& data = d(self);
     bool behind = !data.queue.empty();
     data.queue.append(job);
-    if (data.asleep.load()) {
-      std::lock_guard<std::mutex> guard(data.waitdata.lock);
-      if (data.asleep.load() && !data.poked) {
-        data.poked = true;
-        data.waitdata.cv.notify_one();
-        return;
-      }
+    if (data.asleep.load() && mark_poked(data)) {
+      data.waitdata.cv.notify_one();
+      return;
     }
     if (behind || data.running.load(std::memory_order_relaxed)) poke_one(self);
   }
@@ -163,13 +159,22 @@ class SleepingWorkStealing : public caf::policy::work_stealing {
     for (size_t i = 1; i < n; ++i) {
       auto* w = parent->worker_by_id((busy->id() + i) % n);
       auto& data = d(w);
-      if (!data.asleep.load()) continue;
-      std::lock_guard<std::mutex> guard(data.waitdata.lock);
-      if (!data.asleep.load() || data.poked) continue;
-      data.poked = true;
+      if (!data.asleep.load() || !mark_poked(data)) continue;
       data.waitdata.cv.notify_one();
       return;
     }
+  }
+
+  // Whether `data`'s worker sleeps and was not poked yet; if so, it is now
+  // (its wait's predicate). The caller then notifies it, after the lock is
+  // released here: notified under the lock, the woken worker would block on
+  // the lock at once and need a second wake-up when it is released (two
+  // context switches and two futex calls instead of one each).
+  static bool mark_poked(worker_data& data) {
+    std::lock_guard<std::mutex> guard(data.waitdata.lock);
+    if (!data.asleep.load() || data.poked) return false;
+    data.poked = true;
+    return true;
   }
 };
 
