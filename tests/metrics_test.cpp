@@ -7,8 +7,8 @@
 #include <caf/all.hpp>
 #include <pthread.h>
 
-#include <string>
 #include <numeric>
+#include <string>
 #include <thread>
 
 #include "actors/instrumented.hpp"
