@@ -87,7 +87,7 @@ class SleepingWorkStealing : public caf::policy::work_stealing {
     auto& data = d(self);
     bool behind = !data.queue.empty();
     data.queue.append(job);
-    if (data.asleep.load() && mark_poked(data)) {
+    if (mark_poked(data)) {
       data.waitdata.cv.notify_one();
       return;
     }
@@ -159,7 +159,7 @@ class SleepingWorkStealing : public caf::policy::work_stealing {
     for (size_t i = 1; i < n; ++i) {
       auto* w = parent->worker_by_id((busy->id() + i) % n);
       auto& data = d(w);
-      if (!data.asleep.load() || !mark_poked(data)) continue;
+      if (!mark_poked(data)) continue;
       data.waitdata.cv.notify_one();
       return;
     }
@@ -170,7 +170,9 @@ class SleepingWorkStealing : public caf::policy::work_stealing {
   // released here: notified under the lock, the woken worker would block on
   // the lock at once and need a second wake-up when it is released (two
   // context switches and two futex calls instead of one each).
+  // A worker that is awake is passed over without its lock.
   static bool mark_poked(worker_data& data) {
+    if (!data.asleep.load()) return false;
     std::lock_guard<std::mutex> guard(data.waitdata.lock);
     if (!data.asleep.load() || data.poked) return false;
     data.poked = true;
