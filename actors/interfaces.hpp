@@ -133,8 +133,10 @@ using waker_actor = caf::typed_actor<
 // One event source (a /proc scan, a log file, a directory) shared by every
 // query that subscribes to it with the same parameters (queries/sensors.hpp).
 using sensor_actor = caf::typed_actor<
-    // Adds a subscriber; the sensor fills its queue for as long as it lives.
-    caf::reacts_to<subscribe_atom, SubscriptionPtr>,
+    // Subscribers arrived (SensorHub::subscribe put them in its Arrivals):
+    // take them now rather than after the next scan; the sensor fills their
+    // queues for as long as it lives.
+    caf::reacts_to<subscribe_atom>,
     // Internal: look again.
     caf::reacts_to<tick_atom>>::extend_with<status_interface>;
 

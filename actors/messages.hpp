@@ -43,17 +43,9 @@ uint64_t rows_of(const Records& records, size_t begin = 0, size_t end = SIZE_MAX
   return n;
 }
 
-// A subscriber's queue of events (queries/sensors.hpp): the query's side
-// owns it, the sensor fills it while it lives.
-namespace vql {
-class Subscription;
-}
-using SubscriptionPtr = std::shared_ptr<vql::Subscription>;
-
 }  // namespace outpost
 
 // Local only: these never cross a process boundary through CAF.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(outpost::RecordRef)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(outpost::BufferedRecords)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(outpost::Lane)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(outpost::SubscriptionPtr)

@@ -84,6 +84,16 @@ bool Subscription::wait(std::function<void()> wake) {
   return true;
 }
 
+void Arrivals::add(std::weak_ptr<Subscription> s) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  subs_.push_back(std::move(s));
+}
+
+std::vector<std::weak_ptr<Subscription>> Arrivals::take() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return std::exchange(subs_, {});
+}
+
 namespace {
 
 // Why `s` cannot be served ("" when it can): it wants an event `scanner` refuses.
@@ -93,22 +103,35 @@ std::string refused(const Scanner& scanner, const Subscription& s) {
   return "";
 }
 
+// The subscribers that arrived join; those the sensor cannot serve (it ended,
+// or they want an event its source refuses) are closed with why.
+void take_arrivals(sensor_state& st) {
+  for (auto& w : st.arrivals->take()) {
+    auto s = w.lock();
+    if (!s) continue;  // its query ended first
+    if (st.ended) {
+      s->close(st.error);
+    } else if (auto why = refused(*st.scanner, *s); !why.empty()) {
+      s->close(why);
+    } else {
+      st.subscribers.push_back(std::move(w));
+    }
+  }
+}
+
 }  // namespace
 
 sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self, std::string key,
-                                   std::shared_ptr<Scanner> scanner) {
+                                   std::shared_ptr<Scanner> scanner, std::shared_ptr<Arrivals> arrivals) {
   if (auto* m = self->metrics()) m->set_name(key);
   self->state.key = std::move(key);
   self->state.scanner = std::move(scanner);
+  self->state.arrivals = std::move(arrivals);
   self->send(self, tick_atom::value);
   return {
-      [=](subscribe_atom, SubscriptionPtr& s) {
-        // A query restarted after this sensor failed, while another query still holds it, must
-        // hear the error too rather than wait forever.
-        if (self->state.ended) return s->close(self->state.error);
-        if (auto why = refused(*self->state.scanner, *s); !why.empty()) return s->close(why);
-        self->state.subscribers.push_back(s);
-      },
+      // A query restarted after this sensor failed, while another query still holds it, hears
+      // the error here rather than wait forever: an ended sensor scans no more.
+      [=](subscribe_atom) { take_arrivals(self->state); },
       [=](tick_atom) {
         auto& st = self->state;
         std::vector<Row> events;
@@ -118,6 +141,7 @@ sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self
           st.error = e.what();
           spdlog::error("sensor {}: {}", st.key, st.error);
         }
+        take_arrivals(st);  // after the scan: what it read may be newer than their subscribe()
         ++st.scans;
         st.events += events.size();
         uint64_t lost = st.scanner->take_lost();
@@ -173,6 +197,7 @@ struct SensorHub::Core {
   struct Entry {
     sensor_actor actor;
     std::shared_ptr<Scanner> scanner;  // to interrupt a scan that waits for events
+    std::shared_ptr<Arrivals> arrivals = std::make_shared<Arrivals>();
     size_t subscribers = 0;
   };
   std::map<std::string, Entry> sensors;
@@ -247,15 +272,16 @@ std::unique_ptr<RowStream> SensorHub::subscribe(const std::string& key, const Sc
   if (!entry.actor) {
     try {
       entry.scanner = make();
-      entry.actor = core_->system.spawn<caf::detached>(sensor, key, entry.scanner);
+      entry.actor = core_->system.spawn<caf::detached>(sensor, key, entry.scanner, entry.arrivals);
     } catch (...) {
       core_->sensors.erase(key);
       throw;
     }
   }
   ++entry.subscribers;
-  caf::anon_send(entry.actor, subscribe_atom::value, sub);
-  entry.scanner->interrupt();  // a scan waiting for events would hold the subscription back
+  entry.arrivals->add(sub);  // from now on: the sensor's next hand-out includes it
+  caf::anon_send(entry.actor, subscribe_atom::value);
+  entry.scanner->interrupt();  // a scan waiting for events would delay a refusal by up to a second
   return std::make_unique<SubscriberStream>(core_, key, std::move(sub), env);
 }
 

@@ -76,6 +76,8 @@ class Subscription {
   std::string error_;
   std::function<void()> wake_;
 };
+// The query's side owns it; the sensor holds it weakly and fills it while it lives.
+using SubscriptionPtr = std::shared_ptr<Subscription>;
 
 // What a sensor looks at. Each scan returns the events since the last one
 // (the first may only take a baseline); it runs on the sensor's own thread.
@@ -109,10 +111,26 @@ class Scanner {
 };
 using ScannerFactory = std::function<std::unique_ptr<Scanner>()>;
 
+// The subscriptions made since the sensor last looked. SensorHub::subscribe
+// adds (any thread); the sensor takes them after each scan, before it hands
+// out the scan's events, so that a query gets every event after subscribe()
+// returned, also those a scan underway then reads. Never blocks but on its
+// own short lock.
+class Arrivals {
+ public:
+  void add(std::weak_ptr<Subscription> s);
+  std::vector<std::weak_ptr<Subscription>> take();
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::weak_ptr<Subscription>> subs_;
+};
+
 struct sensor_state {
   static inline const char* name = "sensor";
   std::string key;
   std::shared_ptr<Scanner> scanner;
+  std::shared_ptr<Arrivals> arrivals;
   std::vector<std::weak_ptr<Subscription>> subscribers;
   uint64_t scans = 0;
   uint64_t events = 0;     // events seen
@@ -123,7 +141,7 @@ struct sensor_state {
 };
 
 sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self, std::string key,
-                                   std::shared_ptr<Scanner> scanner);
+                                   std::shared_ptr<Scanner> scanner, std::shared_ptr<Arrivals> arrivals);
 
 // How the agent's sensors reach the kernel (agent configuration `sensors`).
 struct SensorSettings {
