@@ -10,7 +10,7 @@
 namespace outpost {
 namespace {
 
-using Self = instrumented<buffer_actor, buffer_state>;
+using Self = instrumented<buffer_self_actor, buffer_state>;
 
 // Bounds one transaction so that a huge backlog of appends does not hold the
 // write lock (and the link's acks) for long.
@@ -341,14 +341,14 @@ uint64_t settle(Self self) {
 
 }  // namespace
 
-buffer_actor::behavior_type buffer(instrumented<buffer_actor, buffer_state> self,
-                                   std::shared_ptr<persistence::BufferStore> store) {
+buffer_self_actor::behavior_type buffer(instrumented<buffer_self_actor, buffer_state> self,
+                                        std::shared_ptr<persistence::BufferStore> store) {
   return buffer_with(self, std::move(store), BufferOptions{});
 }
 
-buffer_actor::behavior_type buffer_with(instrumented<buffer_actor, buffer_state> self,
-                                        std::shared_ptr<persistence::BufferStore> store,
-                                        BufferOptions options) {
+buffer_self_actor::behavior_type buffer_with(instrumented<buffer_self_actor, buffer_state> self,
+                                             std::shared_ptr<persistence::BufferStore> store,
+                                             BufferOptions options) {
   self->state.store = std::move(store);
   self->state.options = options;
   // No commit within the last interval: the first append is due at once
@@ -410,11 +410,11 @@ buffer_actor::behavior_type buffer_with(instrumented<buffer_actor, buffer_state>
           apply_acks(self);  // producers wait for exactly this space: no delay
         } else if (!st.acks_scheduled) {
           st.acks_scheduled = true;
-          self->delayed_send(self, kAckDelay, ack_atom::value);
+          self->delayed_send(self, kAckDelay, internal_atom::value, ack_atom::value);
         }
         return promise;
       },
-      [=](ack_atom) {
+      [=](internal_atom, ack_atom) {
         self->state.acks_scheduled = false;
         apply_acks(self);
       },
@@ -444,10 +444,10 @@ buffer_actor::behavior_type buffer_with(instrumented<buffer_actor, buffer_state>
         }
         auto promise = self->make_response_promise<uint64_t>();
         st.purges.push_back({query_id, {}, refused, promise});
-        if (st.purges.size() == 1) self->send(self, purge_atom::value);
+        if (st.purges.size() == 1) self->send(self, internal_atom::value, purge_atom::value);
         return promise;
       },
-      [=](purge_atom) {
+      [=](internal_atom, purge_atom) {
         auto& st = self->state;
         if (st.purges.empty()) return;
         auto& p = st.purges.front();
@@ -473,7 +473,7 @@ buffer_actor::behavior_type buffer_with(instrumented<buffer_actor, buffer_state>
           st.stalled = false;
           if (!st.waiting.empty() && !try_commit(self)) retry_later(self);
         }
-        if (!st.purges.empty()) self->send(self, purge_atom::value);
+        if (!st.purges.empty()) self->send(self, internal_atom::value, purge_atom::value);
       },
       [=](set_link_atom, link_actor link) { self->state.link = std::move(link); },
       [=](settle_atom) { return settle(self); },

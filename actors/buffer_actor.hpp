@@ -104,11 +104,11 @@ struct buffer_state {
 };
 
 // Spawn detached: its fsyncs must not stall CAF's worker threads.
-buffer_actor::behavior_type buffer_with(instrumented<buffer_actor, buffer_state> self,
-                                        std::shared_ptr<persistence::BufferStore> store,
-                                        BufferOptions options);
+buffer_self_actor::behavior_type buffer_with(instrumented<buffer_self_actor, buffer_state> self,
+                                             std::shared_ptr<persistence::BufferStore> store,
+                                             BufferOptions options);
 // With the default options: the default budget and no shutdown reserve.
-buffer_actor::behavior_type buffer(instrumented<buffer_actor, buffer_state> self,
-                                   std::shared_ptr<persistence::BufferStore> store);
+buffer_self_actor::behavior_type buffer(instrumented<buffer_self_actor, buffer_state> self,
+                                        std::shared_ptr<persistence::BufferStore> store);
 
 }  // namespace outpost

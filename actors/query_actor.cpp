@@ -8,7 +8,7 @@
 namespace outpost {
 namespace {
 
-using Self = instrumented<query_actor, query_state>;
+using Self = instrumented<query_self_actor, query_state>;
 
 // Rows per pull: small enough that one message is short work for a worker.
 constexpr size_t kPullBudget = 256;
@@ -254,7 +254,7 @@ void pull(Self self) {
     send_batch(self);
   } else if (rows > 0 && !st.timer_armed) {
     st.timer_armed = true;
-    self->delayed_send(self, st.spec->batch_delay, batch_due_atom::value, st.generation);
+    self->delayed_send(self, st.spec->batch_delay, internal_atom::value, batch_due_atom::value, st.generation);
   }
   switch (result.state) {
     case PullResult::State::more: schedule_pull(self); break;
@@ -318,9 +318,9 @@ caf::settings status_of(Self self) {
 
 }  // namespace
 
-query_actor::behavior_type query(instrumented<query_actor, query_state> self,
-                                 std::shared_ptr<const QuerySpec> spec, buffer_actor buffer,
-                                 waker_actor waker, const SourceFactory& make_source) {
+query_self_actor::behavior_type query(instrumented<query_self_actor, query_state> self,
+                                      std::shared_ptr<const QuerySpec> spec, buffer_actor buffer,
+                                      waker_actor waker, const SourceFactory& make_source) {
   // A throwing source ends this actor with the exception's text as the exit
   // reason, which is what the supervisor logs before restarting it.
   self->set_exception_handler([](caf::scheduled_actor*, std::exception_ptr& eptr) -> caf::error {
@@ -360,7 +360,7 @@ query_actor::behavior_type query(instrumented<query_actor, query_state> self,
         schedule_pull(self);
         maybe_quit(self);
       },
-      [=](batch_due_atom, uint64_t generation) {
+      [=](internal_atom, batch_due_atom, uint64_t generation) {
         auto& st = self->state;
         if (generation != st.generation) return;
         if (st.paused)

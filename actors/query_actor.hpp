@@ -81,8 +81,8 @@ struct query_state {
   }
 };
 
-query_actor::behavior_type query(instrumented<query_actor, query_state> self,
-                                 std::shared_ptr<const QuerySpec> spec, buffer_actor buffer,
-                                 waker_actor waker, const SourceFactory& make_source);
+query_self_actor::behavior_type query(instrumented<query_self_actor, query_state> self,
+                                      std::shared_ptr<const QuerySpec> spec, buffer_actor buffer,
+                                      waker_actor waker, const SourceFactory& make_source);
 
 }  // namespace outpost

@@ -13,7 +13,7 @@
 namespace outpost {
 namespace {
 
-using Self = instrumented<supervisor_actor, supervisor_state>;
+using Self = instrumented<supervisor_self_actor, supervisor_state>;
 
 // A collection's start or end, as a status record on the control lane for
 // the collector's `flows`. Not budgeted like a query's rows (a few hundred
@@ -198,7 +198,7 @@ void on_down(Self self, const caf::down_msg& down) {
     ++q.restarts;
     spdlog::error("query {} failed: {}; restart {} in {} ms", q.spec->name, reason, q.restarts,
                   q.backoff.count());
-    self->delayed_send(self, q.backoff, restart_atom::value, id);
+    self->delayed_send(self, q.backoff, internal_atom::value, restart_atom::value, id);
     break;
   }
   if (st.stopping) advance_shutdown(self);
@@ -537,10 +537,10 @@ void on_control(Self self, ControlCall& call) {
 
 }  // namespace
 
-supervisor_actor::behavior_type supervisor(instrumented<supervisor_actor, supervisor_state> self,
-                                           buffer_actor buffer, link_actor link,
-                                           std::vector<QuerySpec> queries,
-                                           SourceFactory make_source, RestartPolicy policy) {
+supervisor_self_actor::behavior_type supervisor(instrumented<supervisor_self_actor, supervisor_state> self,
+                                                buffer_actor buffer, link_actor link,
+                                                std::vector<QuerySpec> queries,
+                                                SourceFactory make_source, RestartPolicy policy) {
   auto& st = self->state;
   st.buffer = std::move(buffer);
   st.link = std::move(link);
@@ -563,7 +563,7 @@ supervisor_actor::behavior_type supervisor(instrumented<supervisor_actor, superv
         advance_shutdown(self);
       },
       [=](control_atom, ControlCall& call) { on_control(self, call); },
-      [=](restart_atom, uint64_t id) {
+      [=](internal_atom, restart_atom, uint64_t id) {
         auto& st = self->state;
         if (st.stopping) return;
         for (size_t i = 0; i < st.queries.size(); ++i)

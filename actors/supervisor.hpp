@@ -80,9 +80,9 @@ struct supervisor_state {
   bool failed = false;  // the buffer or the link died: the agent exits non-zero
 };
 
-supervisor_actor::behavior_type supervisor(instrumented<supervisor_actor, supervisor_state> self,
-                                           buffer_actor buffer, link_actor link,
-                                           std::vector<QuerySpec> queries,
-                                           SourceFactory make_source, RestartPolicy policy);
+supervisor_self_actor::behavior_type supervisor(instrumented<supervisor_self_actor, supervisor_state> self,
+                                                buffer_actor buffer, link_actor link,
+                                                std::vector<QuerySpec> queries,
+                                                SourceFactory make_source, RestartPolicy policy);
 
 }  // namespace outpost

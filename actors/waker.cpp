@@ -7,14 +7,14 @@
 namespace outpost {
 namespace {
 
-using Self = instrumented<waker_actor, waker_state>;
+using Self = instrumented<waker_self_actor, waker_state>;
 
 // One CAF timer, for the earliest sleeper, unless one is already due by then.
 void arm(Self self) {
   auto& st = self->state;
   if (st.sleepers.empty() || st.sleepers.front().due >= st.armed) return;
   st.armed = st.sleepers.front().due;
-  self->delayed_send(self, st.armed - self->clock().now(), wake_atom::value,
+  self->delayed_send(self, st.armed - self->clock().now(), internal_atom::value, wake_atom::value,
                      caf::timespan{st.armed.time_since_epoch()});
 }
 
@@ -33,7 +33,7 @@ void wake_due(Self self) {
 
 }  // namespace
 
-waker_actor::behavior_type waker(Self self) {
+waker_self_actor::behavior_type waker(Self self) {
   return {
       [=](sleep_atom, caf::timespan delay) {
         auto& st = self->state;
@@ -43,7 +43,7 @@ waker_actor::behavior_type waker(Self self) {
         std::push_heap(st.sleepers.begin(), st.sleepers.end());
         arm(self);
       },
-      [=](wake_atom, caf::timespan armed_for) {
+      [=](internal_atom, wake_atom, caf::timespan armed_for) {
         auto& st = self->state;
         if (st.armed.time_since_epoch() == armed_for) st.armed = waker_state::time_point::max();
         wake_due(self);

@@ -26,6 +26,6 @@ struct waker_state {
   uint64_t wakeups = 0;
 };
 
-waker_actor::behavior_type waker(instrumented<waker_actor, waker_state> self);
+waker_self_actor::behavior_type waker(instrumented<waker_self_actor, waker_state> self);
 
 }  // namespace outpost

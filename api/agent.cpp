@@ -328,8 +328,8 @@ Result Agent::start() {
   if (d.options.worker_threads) cfg->set("scheduler.max-threads", d.options.worker_threads);
   auto sys = std::make_unique<caf::actor_system>(*cfg);
   uint64_t reserve = config.pending_budget;
-  auto buf = sys->spawn<caf::detached>(buffer_with, store,
-                                       BufferOptions{config.pending_budget, reserve, config.commit_interval});
+  buffer_actor buf = sys->spawn<caf::detached>(buffer_with, store,
+                                               BufferOptions{config.pending_budget, reserve, config.commit_interval});
   // The collector's operator sees the same as outpostctl, read-only.
   auto remote = config.inspector;
   remote.control = false;
@@ -347,7 +347,7 @@ Result Agent::start() {
       queues[q.name] = std::make_shared<PushQueue>(q, d.options.on_writable);
   auto sources = with_host_sources(
       vql::agent_sources(setup.artifacts, sensors.get(), vql::default_paths(), d.registry, setup.permissions), queues);
-  auto sup = sys->spawn(supervisor, buf, link, config.queries, std::move(sources), RestartPolicy{});
+  supervisor_actor sup = sys->spawn(supervisor, buf, link, config.queries, std::move(sources), RestartPolicy{});
   // The collector's requests (collect, cancel, event table) reach the supervisor through the link.
   if (config.link.kind == LinkSpec::Kind::collector)
     caf::anon_send(caf::actor_cast<net_link_actor>(link), set_supervisor_atom::value, sup);

@@ -34,7 +34,7 @@ void SinkAck::operator()() const {
 
 namespace {
 
-using Self = instrumented<host_link_actor, host_link_state>;
+using Self = instrumented<host_link_self_actor, host_link_state>;
 constexpr auto kRetryDelay = std::chrono::seconds(1);
 
 void pump(Self self, Lane lane);
@@ -47,7 +47,7 @@ void failed(Self self, Lane lane, std::string why) {
   spdlog::error("link: {}; trying again in {} s", st.last_error, kRetryDelay.count());
   if (l.retrying) return;
   l.retrying = true;
-  self->delayed_send(self, kRetryDelay, retry_atom::value, lane);
+  self->delayed_send(self, kRetryDelay, internal_atom::value, retry_atom::value, lane);
 }
 
 // Asks the buffer to delete through the last seq of the acknowledged batches
@@ -152,8 +152,8 @@ caf::settings status_of(const host_link_state& st) {
 
 }  // namespace
 
-host_link_actor::behavior_type host_link(Self self, buffer_actor buffer, Sink sink, unsigned max_unacked,
-                                         std::shared_ptr<AckChannel> channel) {
+host_link_self_actor::behavior_type host_link(Self self, buffer_actor buffer, Sink sink, unsigned max_unacked,
+                                              std::shared_ptr<AckChannel> channel) {
   auto& st = self->state;
   st.buffer = std::move(buffer);
   st.sink = std::move(sink);
@@ -179,7 +179,7 @@ host_link_actor::behavior_type host_link(Self self, buffer_actor buffer, Sink si
         release(self, lane);
         pump(self, lane);  // room for another batch
       },
-      [=](retry_atom, Lane lane) {
+      [=](internal_atom, retry_atom, Lane lane) {
         self->state.lanes[static_cast<size_t>(lane)].retrying = false;
         release(self, lane);
         pump(self, lane);

@@ -82,8 +82,9 @@ struct host_link_state {
   ActorState shown_state() const { return online ? ActorState::running : ActorState::offline; }
 };
 
-host_link_actor::behavior_type host_link(instrumented<host_link_actor, host_link_state> self, buffer_actor buffer,
-                                         Sink sink, unsigned max_unacked, std::shared_ptr<AckChannel> channel);
+host_link_self_actor::behavior_type host_link(instrumented<host_link_self_actor, host_link_state> self,
+                                              buffer_actor buffer, Sink sink, unsigned max_unacked,
+                                              std::shared_ptr<AckChannel> channel);
 
 // The link on its own thread, and the channel its SinkAcks use. Any thread.
 std::pair<host_link_actor, std::shared_ptr<AckChannel>> spawn_host_link(caf::actor_system& sys, buffer_actor buffer,

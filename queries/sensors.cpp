@@ -121,18 +121,18 @@ void take_arrivals(sensor_state& st) {
 
 }  // namespace
 
-sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self, std::string key,
-                                   std::shared_ptr<Scanner> scanner, std::shared_ptr<Arrivals> arrivals) {
+sensor_self_actor::behavior_type sensor(instrumented<sensor_self_actor, sensor_state> self, std::string key,
+                                        std::shared_ptr<Scanner> scanner, std::shared_ptr<Arrivals> arrivals) {
   if (auto* m = self->metrics()) m->set_name(key);
   self->state.key = std::move(key);
   self->state.scanner = std::move(scanner);
   self->state.arrivals = std::move(arrivals);
-  self->send(self, tick_atom::value);
+  self->send(self, internal_atom::value, tick_atom::value);
   return {
       // A query restarted after this sensor failed, while another query still holds it, hears
       // the error here rather than wait forever: an ended sensor scans no more.
       [=](subscribe_atom) { take_arrivals(self->state); },
-      [=](tick_atom) {
+      [=](internal_atom, tick_atom) {
         auto& st = self->state;
         std::vector<Row> events;
         try {
@@ -169,9 +169,9 @@ sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self
                    subs.end());
         if (ended) return;
         if (auto period = st.scanner->period(); period.count() > 0)
-          self->delayed_send(self, period, tick_atom::value);
+          self->delayed_send(self, period, internal_atom::value, tick_atom::value);
         else
-          self->send(self, tick_atom::value);
+          self->send(self, internal_atom::value, tick_atom::value);
       },
       [=](status_atom) {
         auto& st = self->state;

@@ -140,8 +140,8 @@ struct sensor_state {
   bool ended = false;  // failed or finished: a late subscriber is closed at once
 };
 
-sensor_actor::behavior_type sensor(instrumented<sensor_actor, sensor_state> self, std::string key,
-                                   std::shared_ptr<Scanner> scanner, std::shared_ptr<Arrivals> arrivals);
+sensor_self_actor::behavior_type sensor(instrumented<sensor_self_actor, sensor_state> self, std::string key,
+                                        std::shared_ptr<Scanner> scanner, std::shared_ptr<Arrivals> arrivals);
 
 // How the agent's sensors reach the kernel (agent configuration `sensors`).
 struct SensorSettings {

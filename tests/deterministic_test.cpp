@@ -125,10 +125,26 @@ class ScriptedSource : public Source {
   uint64_t produced_ = 0;
 };
 
+// The type an actor's implementation has (its internal messages included).
+template <class State>
+struct self_of;
+template <>
+struct self_of<query_state> {
+  using type = query_self_actor;
+};
+template <>
+struct self_of<waker_state> {
+  using type = waker_self_actor;
+};
+template <>
+struct self_of<supervisor_state> {
+  using type = supervisor_self_actor;
+};
+
 // The state of a live actor (CAF destroys it when the actor quits).
 template <class State, class Handle>
 State& state_of(const Handle& h) {
-  using Actor = caf::stateful_actor<State, typename Handle::base>;
+  using Actor = caf::stateful_actor<State, typename self_of<State>::type::base>;
   return dynamic_cast<Actor&>(*caf::actor_cast<caf::abstract_actor*>(h)).state;
 }
 

@@ -111,7 +111,7 @@ template <class State, class Handle>
 State& state_of(const Handle& h) {
   auto* actor = caf::actor_cast<caf::abstract_actor*>(h);
   if constexpr (std::is_same_v<State, net_link_state>)
-    return dynamic_cast<caf::stateful_actor<State, net_link_actor::base>&>(*actor).state;
+    return dynamic_cast<caf::stateful_actor<State, net_link_self_actor::base>&>(*actor).state;
   else
     return dynamic_cast<caf::stateful_actor<State>&>(*actor).state;
 }

@@ -8,7 +8,7 @@
 namespace outpost::net {
 namespace {
 
-using Self = instrumented<net_link_actor, net_link_state>;
+using Self = instrumented<net_link_self_actor, net_link_state>;
 
 bool waiting(const net_link_state::LaneState& l) { return l.unread || l.committed > l.sent; }
 // Has records to send and no slot to send them in (a lane whose read waits
@@ -106,7 +106,7 @@ void read_and_send(Self self, size_t lane) {
             // Not again before the delay, whatever commits come meanwhile.
             if (auto delay = l.read_retry.failed()) {
               spdlog::error("link: {}; retrying in {} ms", st.last_error, delay->count());
-              self->delayed_send(self, *delay, retry_atom::value, read_atom::value,
+              self->delayed_send(self, *delay, internal_atom::value, retry_atom::value, read_atom::value,
                                  static_cast<Lane>(lane));
             }
             pump(self);  // other lanes may take the slots it held
@@ -142,7 +142,7 @@ bool hold(Self self, size_t lane, const BufferedRecords& fresh, bool caught_up) 
   if (!l.hold_until) {
     l.hold_until = self->clock().now() + st.max_delay;
     l.held_records = l.held_bytes = 0;
-    self->delayed_send(self, st.max_delay, batch_due_atom::value, static_cast<Lane>(lane));
+    self->delayed_send(self, st.max_delay, internal_atom::value, batch_due_atom::value, static_cast<Lane>(lane));
   }
   if (fresh)
     for (auto& r : *fresh) {
@@ -178,7 +178,7 @@ void send_ack(Self self, size_t lane) {
                             std::to_string(through) + " failed: " + self->system().render(err);
             if (auto delay = l.ack_retry.failed()) {
               spdlog::error("link: {}; retrying in {} ms", st.last_error, delay->count());
-              self->delayed_send(self, *delay, retry_atom::value, ack_atom::value,
+              self->delayed_send(self, *delay, internal_atom::value, retry_atom::value, ack_atom::value,
                                  static_cast<Lane>(lane));
             }
           });
@@ -234,9 +234,9 @@ caf::settings status_of(Self self) {
 
 }  // namespace
 
-net_link_actor::behavior_type net_link(instrumented<net_link_actor, net_link_state> self,
-                                       buffer_actor buffer, buffer_reader_actor reader,
-                                       ClientConfig config) {
+net_link_self_actor::behavior_type net_link(instrumented<net_link_self_actor, net_link_state> self,
+                                            buffer_actor buffer, buffer_reader_actor reader,
+                                            ClientConfig config) {
   std::string target = config.host + ":" + std::to_string(config.port);
   for (auto& [host, port] : config.alternates) target += "," + host + ":" + std::to_string(port);
   self->state.max_delay = config.max_delay;
@@ -246,9 +246,9 @@ net_link_actor::behavior_type net_link(instrumented<net_link_actor, net_link_sta
                        });
 }
 
-net_link_actor::behavior_type net_link_over(instrumented<net_link_actor, net_link_state> self,
-                                            buffer_actor buffer, buffer_reader_actor reader,
-                                            std::string target, TransportFactory make) {
+net_link_self_actor::behavior_type net_link_over(instrumented<net_link_self_actor, net_link_state> self,
+                                                 buffer_actor buffer, buffer_reader_actor reader,
+                                                 std::string target, TransportFactory make) {
   auto& st = self->state;
   st.buffer = std::move(buffer);
   st.reader = std::move(reader);
@@ -376,17 +376,17 @@ net_link_actor::behavior_type net_link_over(instrumented<net_link_actor, net_lin
         spdlog::critical("link: {}; stopping the agent", self->state.last_error);
         self->quit(caf::make_error(caf::sec::runtime_error, self->state.last_error));
       },
-      [=](retry_atom, read_atom, Lane lane) {
+      [=](internal_atom, retry_atom, read_atom, Lane lane) {
         self->state.lanes[static_cast<size_t>(lane)].read_retry.due();
         pump(self);
       },
-      [=](batch_due_atom, Lane lane) {
+      [=](internal_atom, batch_due_atom, Lane lane) {
         // A later hold (the earlier one was released by its size) has its own timer.
         auto& l = self->state.lanes[static_cast<size_t>(lane)];
         if (!held(l, self->clock().now())) l.hold_until.reset();
         pump(self);
       },
-      [=](retry_atom, ack_atom, Lane lane) {
+      [=](internal_atom, retry_atom, ack_atom, Lane lane) {
         self->state.lanes[static_cast<size_t>(lane)].ack_retry.due();
         send_ack(self, static_cast<size_t>(lane));
       },

@@ -90,13 +90,13 @@ inline constexpr uint64_t kUploadBytes = 1 << 20;
 
 // The link over a NetClient to the collector in `config` (whose max_delay
 // is the link's).
-net_link_actor::behavior_type net_link(instrumented<net_link_actor, net_link_state> self,
-                                       buffer_actor buffer, buffer_reader_actor reader,
-                                       ClientConfig config);
+net_link_self_actor::behavior_type net_link(instrumented<net_link_self_actor, net_link_state> self,
+                                            buffer_actor buffer, buffer_reader_actor reader,
+                                            ClientConfig config);
 
 // The link over the transport `make` returns; `target` names it in status.
-net_link_actor::behavior_type net_link_over(instrumented<net_link_actor, net_link_state> self,
-                                            buffer_actor buffer, buffer_reader_actor reader,
-                                            std::string target, TransportFactory make);
+net_link_self_actor::behavior_type net_link_over(instrumented<net_link_self_actor, net_link_state> self,
+                                                 buffer_actor buffer, buffer_reader_actor reader,
+                                                 std::string target, TransportFactory make);
 
 }  // namespace outpost::net
