@@ -26,7 +26,8 @@
 
 namespace outpost {
 
-// What a handled message was, for a trace: its leading atom, or its type.
+// What a handled message was, for a trace: its leading atom (the one after
+// internal_atom, marked "(internal)"), or its type.
 std::string describe_message(const caf::mailbox_element& x);
 // Adds the bytes of the records a message carries (RecordRef, BufferedRecords)
 // and, when `payloads`, their JSON lines (registry.cpp).

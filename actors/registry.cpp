@@ -157,7 +157,13 @@ std::string describe_message(const caf::mailbox_element& x) {
   if (x.mid.is_response()) return "response";
   auto& c = x.content();
   if (c.empty()) return "empty";
-  if (c.match_element<caf::atom_value>(0)) return caf::to_string(c.get_as<caf::atom_value>(0));
+  if (c.match_element<caf::atom_value>(0)) {
+    auto first = c.get_as<caf::atom_value>(0);
+    // An internal message is named by what it is: "tick (internal)".
+    if (first == internal_atom::value && c.size() > 1 && c.match_element<caf::atom_value>(1))
+      return caf::to_string(c.get_as<caf::atom_value>(1)) + " (internal)";
+    return caf::to_string(first);
+  }
   auto t = c.type(0);
   if (t.first != 0) return caf::numbered_type_names[t.first - 1];
   return t.second ? t.second->name() : "message";

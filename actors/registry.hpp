@@ -34,7 +34,8 @@ struct TraceEvent {
   uint64_t actor = 0;
   uint64_t sender = 0;  // 0: sent from outside any actor
   uint64_t flow = 0;    // links the send to its handling; 0: sent before the trace began
-  std::string type;     // the leading atom (or CAF's type name); "response" for answers
+  std::string type;     // the leading atom ("tick (internal)" after internal_atom; else CAF's type name);
+                        // "response" for answers
   int64_t enqueued_ns = 0;  // 0 when unknown (flow 0)
   int64_t start_ns = 0;
   int64_t duration_ns = 0;

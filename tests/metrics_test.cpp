@@ -8,11 +8,13 @@
 #include <pthread.h>
 
 #include <numeric>
+#include <set>
 #include <string>
 #include <thread>
 
 #include "actors/instrumented.hpp"
 #include "actors/system_config.hpp"
+#include "actors/waker.hpp"
 #include "actors/warnings.hpp"
 #include "tests/actor_test_util.hpp"
 
@@ -176,6 +178,25 @@ TEST_F(MetricsTest, CountersOffLeaveActorsUncounted) {
   self->request(a, caf::infinite, 1).receive([&](uint64_t n) { got = n; }, [](caf::error&) {});
   EXPECT_EQ(got, 1u);
   EXPECT_TRUE(off.registry->live().empty());
+}
+
+// The waker's timer is an internal message: a trace names it by its own atom.
+TEST_F(MetricsTest, ATracedInternalMessageIsNamedByWhatItIs) {
+  waker_actor wake = sys->spawn(waker);
+  registry.start_trace(TraceLimits{});
+  caf::scoped_actor self{*sys};
+  self->send(wake, sleep_atom::value, caf::timespan{std::chrono::milliseconds(1)});
+  bool woken = false;
+  self->receive([&](pull_atom) { woken = true; },
+                caf::after(std::chrono::seconds(10)) >> [] {});
+  ASSERT_TRUE(woken) << "the waker's timer never fired";
+  // Answered after the wake's handling, and so after its trace event.
+  self->request(wake, std::chrono::seconds(10), status_atom::value).receive([](caf::settings&) {}, [](caf::error&) {});
+  std::set<std::string> types;
+  for (auto& e : registry.trace().take().events) types.insert(e.type);
+  EXPECT_EQ(types.count("wake (internal)"), 1u) << ::testing::PrintToString(types);
+  EXPECT_EQ(types.count("internal"), 0u);
+  self->send_exit(wake, caf::exit_reason::user_shutdown);
 }
 
 TEST(TraceRecorder, StopsByItselfAtItsCountItsRateAndItsDeadline) {
