@@ -111,8 +111,10 @@ void pump_all(Self self) {
 
 }  // namespace
 
-file_link_state::~file_link_state() {
-  if (fd >= 0) ::close(fd);
+// Each write was fdatasynced: a close error says nothing new. kj::AutoCloseFd's
+// destructor would throw it out of the actor's cleanup.
+file_link_state::~file_link_state() noexcept {
+  if (fd != nullptr) ::close(fd.release());
 }
 
 link_actor::behavior_type file_link(instrumented<link_actor, file_link_state> self,
@@ -121,19 +123,19 @@ link_actor::behavior_type file_link(instrumented<link_actor, file_link_state> se
   st.buffer = std::move(buffer);
   st.path = std::move(path);
   if (!st.path.empty()) {
-    st.fd = ::open(st.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (st.fd < 0) {
+    st.fd = kj::AutoCloseFd(::open(st.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+    if (st.fd == nullptr) {
       st.last_error = "open " + st.path + ": " + std::strerror(errno);
       spdlog::error("link: {}; delivering nothing", st.last_error);
     }
   }
-  st.online = online && st.fd >= 0;
+  st.online = online && st.fd != nullptr;
   pump_all(self);  // a backlog from before a restart is delivered right away
   return {
       [=](committed_atom, Lane lane, uint64_t, const BufferedRecords&) { pump(self, lane); },
       [=](online_atom, bool on) {
         auto& st = self->state;
-        if (on && st.fd < 0) {
+        if (on && st.fd == nullptr) {
           spdlog::warn("link: cannot go online: {}", st.path.empty() ? "offline link" : st.last_error);
           return;
         }

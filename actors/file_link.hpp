@@ -8,6 +8,7 @@
 // runs on a thread of its own (spawn_file_link): it never holds a CAF worker.
 
 #include <caf/typed_event_based_actor.hpp>
+#include <kj/io.h>
 
 #include <array>
 #include <string>
@@ -22,7 +23,7 @@ struct file_link_state {
 
   buffer_actor buffer;
   std::string path;  // empty: offline for good
-  int fd = -1;
+  kj::AutoCloseFd fd;  // closed by ~file_link_state, which must not throw into CAF
   bool online = false;
   std::array<uint64_t, schemas::kLaneCount> delivered_through{};
   std::array<bool, schemas::kLaneCount> reading{};
@@ -32,7 +33,7 @@ struct file_link_state {
   std::string last_error;
 
   ActorState shown_state() const { return online ? ActorState::running : ActorState::offline; }
-  ~file_link_state();
+  ~file_link_state() noexcept;
 };
 
 // A record as JSON lines, as the file link writes it; one that passed its

@@ -31,13 +31,10 @@ const char* kStateMagic = "outpost-state-v1";
 // Replaces dir/name with `text`, durably: temp file, fsync, rename, fsync dir.
 void write_atomically(const fs::path& dir, const std::string& name, const std::string& text) {
   fs::path tmp = dir / (name + ".tmp"), final_path = dir / name;
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) fail_errno("cannot create", tmp);
+  kj::AutoCloseFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (fd == nullptr) fail_errno("cannot create", tmp);
   bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-            ::fsync(fd) == 0;
-  int err = errno;
-  ::close(fd);
-  errno = err;
+            ::fsync(fd) == 0 && ::close(fd.release()) == 0;  // a failed close is a failed write (NFS)
   if (!ok) fail_errno("cannot write", tmp);
   if (::rename(tmp.c_str(), final_path.c_str()) != 0) fail_errno("cannot rename into", final_path);
   fsync_path(dir);
@@ -45,13 +42,9 @@ void write_atomically(const fs::path& dir, const std::string& name, const std::s
 }  // namespace
 
 void fsync_path(const fs::path& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail_errno("cannot open for fsync", path);
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  errno = err;
-  if (rc != 0) fail_errno("fsync failed for", path);
+  kj::AutoCloseFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd == nullptr) fail_errno("cannot open for fsync", path);
+  if (::fsync(fd) != 0) fail_errno("fsync failed for", path);
 }
 
 namespace {
@@ -79,15 +72,14 @@ bool flock_soon(int fd) {
 
 DirLock::DirLock(const fs::path& dir) : path_(dir / "LOCK") {
   const fs::path& path = path_;
-  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd_ < 0) fail_errno("cannot open lock file", path);
+  fd_ = kj::AutoCloseFd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (fd_ == nullptr) fail_errno("cannot open lock file", path);
   char content[512] = {};
   ssize_t n = ::pread(fd_, content, sizeof content - 1, 0);
   std::string old = n > 0 ? std::string(content, strnlen(content, n)) : "";
   std::string pid = old.substr(0, old.find('\n'));
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0 && !(errno == EWOULDBLOCK && owner_is_gone(pid) && flock_soon(fd_))) {
     int err = errno;
-    ::close(fd_);
     if (pid.empty()) pid = "unknown";
     if (err == EWOULDBLOCK)
       throw StoreLocked("directory " + dir.string() + " is in use by process " + pid + " (lock " +
@@ -99,14 +91,11 @@ DirLock::DirLock(const fs::path& dir) : path_(dir / "LOCK") {
   if (auto nl = old.find('\n'); nl != std::string::npos) note_at_open_ = old.substr(nl + 1);
   pid_line_ = std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid_line_.data(), pid_line_.size(), 0) < 0) {
-    int err = errno;
-    ::close(fd_);
-    errno = err;
     fail_errno("cannot write lock file", path);
   }
 }
 
-DirLock::~DirLock() { ::close(fd_); }  // closing releases the flock
+DirLock::~DirLock() = default;
 
 void DirLock::write_note(const std::string& note) {
   std::string content = pid_line_ + note;

@@ -6,6 +6,8 @@
 #include <optional>
 #include <string>
 
+#include <kj/io.h>
+
 namespace outpost::persistence {
 
 void fsync_path(const std::filesystem::path& path);  // a file or a directory
@@ -23,7 +25,7 @@ class DirLock {
   // Throws StoreLocked while another owner lives. When the owner the file
   // names has exited, waits up to ~2 s for a process it forked to let go.
   explicit DirLock(const std::filesystem::path& dir);
-  ~DirLock();
+  ~DirLock();  // closing releases the flock
   DirLock(const DirLock&) = delete;
   DirLock& operator=(const DirLock&) = delete;
 
@@ -31,7 +33,7 @@ class DirLock {
   void write_note(const std::string& note);  // fsynced; throws StoreError
 
  private:
-  int fd_ = -1;
+  kj::AutoCloseFd fd_;
   std::filesystem::path path_;
   std::string pid_line_;
   std::string note_at_open_;

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <kj/io.h>
+
 namespace outpost::persistence::lmdb {
 
 void fail(int rc, const char* call, const std::string& where) {
@@ -66,16 +68,13 @@ const char* find_map(const std::string& data_file) {
 }  // namespace
 
 std::string check_data_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT ? "" : path + ": " + std::strerror(errno);
+  kj::AutoCloseFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd == nullptr) return errno == ENOENT ? "" : path + ": " + std::strerror(errno);
   off_t size = ::lseek(fd, 0, SEEK_END);
   unsigned char first[160] = {};
   bool ok = size == 0 || ::pread(fd, first, sizeof first, 0) == static_cast<ssize_t>(sizeof first);
   std::string problem;
-  if (size == 0) {
-    ::close(fd);
-    return "";  // LMDB initialises an empty file
-  }
+  if (size == 0) return "";  // LMDB initialises an empty file
   if (!ok) problem = "too short for an LMDB meta page";
   MetaFields m0 = meta_at(first);
   uint32_t psize = m0.page_size;
@@ -96,7 +95,6 @@ std::string check_data_file(const std::string& path) {
       problem = "truncated: " + std::to_string(size) + " bytes, meta page " + std::to_string(i) +
                 " needs " + std::to_string((m.last_page + 1) * psize);
   }
-  ::close(fd);
   return problem.empty() ? "" : path + " " + problem;
 }
 

@@ -102,7 +102,7 @@ int64_t to_int(const Value& v, int64_t otherwise) {
 
 class Source {
  public:
-  virtual ~Source() = default;
+  virtual ~Source() noexcept(false) = default;  // as RowStream's
   // Up to `n` bytes at `offset`; fewer at the end. Safe from any thread.
   virtual size_t read(uint64_t offset, char* buf, size_t n) const = 0;
   virtual uint64_t size() const = 0;
@@ -125,7 +125,8 @@ class DataSource final : public Source {
 
 class FileSource final : public Source {
  public:
-  FileSource(Fd fd, uint64_t size) : fd_(std::move(fd)), size_(size) {}
+  FileSource(kj::AutoCloseFd fd, uint64_t size) : fd_(std::move(fd)), size_(size) {}
+  ~FileSource() noexcept override { close_file(fd_); }  // a file the query named
   size_t read(uint64_t offset, char* buf, size_t n) const override {
     size_t done = 0;
     while (done < n) {
@@ -139,7 +140,7 @@ class FileSource final : public Source {
   uint64_t size() const override { return size_; }
 
  private:
-  Fd fd_;
+  kj::AutoCloseFd fd_;
   uint64_t size_;
 };
 
@@ -577,7 +578,7 @@ Value parse_binary(const Args& args, Env&) {
       source = std::make_shared<const DataSource>(filename);
     } else {
       if (filename.find('\0') != std::string::npos) args.fail("filename", "contains a NUL byte");
-      Fd fd(::open(filename.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+      kj::AutoCloseFd fd(::open(filename.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
       struct stat st;
       if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0) {
         spdlog::warn("vql: parse_binary(): cannot open {}: {}", filename, errno_message(errno));

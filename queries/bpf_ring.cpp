@@ -58,8 +58,8 @@ void BpfRing::RingDeleter::operator()(ring_buffer* r) const { ring_buffer__free(
 BpfRing::BpfRing(const bpf_map* events, const bpf_map* lost) : lost_(lost) {
   ring_.reset(ring_buffer__new(bpf_map__fd(events), &BpfRing::on_record, this, nullptr));
   if (!ring_) fail_libbpf_load("opening the ring buffer", errno);
-  wake_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!wake_) fail_libbpf_load("creating an eventfd", errno);
+  wake_ = kj::AutoCloseFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (wake_ == nullptr) fail_libbpf_load("creating an eventfd", errno);
   cpus_ = libbpf_num_possible_cpus();
   if (cpus_ <= 0) fail_libbpf_load("counting the CPUs", -cpus_);
 }

@@ -53,7 +53,7 @@ class BpfRing {
   const bpf_map* lost_;
   const Handler* handler_ = nullptr;  // during read()
   std::optional<int64_t> wall_offset_;  // once per read(), when records came
-  Fd wake_;
+  kj::AutoCloseFd wake_;
   int cpus_ = 0;
   uint64_t lost_seen_ = 0;
 };

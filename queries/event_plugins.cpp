@@ -75,6 +75,7 @@ class TailScanner : public Scanner {
   static constexpr size_t kMaxScanBytes = 4 << 20;
 
   explicit TailScanner(std::string path) : path_(std::move(path)) {}
+  ~TailScanner() noexcept override { close_file(fd_); }
   std::chrono::milliseconds period() const override { return 200ms; }
 
   void scan(std::vector<Row>& events) override {
@@ -85,16 +86,16 @@ class TailScanner : public Scanner {
       if (exists && open_current(now)) offset_ = static_cast<uint64_t>(now.st_size);  // from the end
       return;
     }
-    if (fd_ && exists && (now.st_ino != ino_ || now.st_dev != dev_)) {
+    if (fd_ != nullptr && exists && (now.st_ino != ino_ || now.st_dev != dev_)) {
       read_lines(events);  // rotated: what the old file still had, then the new one from its start
-      fd_.reset();
+      close_file(fd_);
     }
-    if (!fd_ && exists) {
+    if (fd_ == nullptr && exists) {
       if (!open_current(now)) return;
       offset_ = 0;
       partial_.clear();
     }
-    if (!fd_) return;
+    if (fd_ == nullptr) return;
     struct stat open_now;
     if (::fstat(fd_.get(), &open_now) == 0) {
       // Truncated: shorter than what was read, or as long but written
@@ -121,7 +122,7 @@ class TailScanner : public Scanner {
     ino_ = st.st_ino;
     dev_ = st.st_dev;
     read_mtime_ = mtime_ns(st);
-    return static_cast<bool>(fd_);
+    return fd_ != nullptr;
   }
 
   void read_lines(std::vector<Row>& events) {
@@ -146,7 +147,7 @@ class TailScanner : public Scanner {
 
   std::string path_;
   bool started_ = false;
-  Fd fd_;
+  kj::AutoCloseFd fd_;
   ino_t ino_ = 0;
   dev_t dev_ = 0;
   uint64_t offset_ = 0;
@@ -165,8 +166,8 @@ class DirectoryScanner : public Scanner {
   using Emit = std::function<void(const char* action, const std::string& path, bool dir)>;
 
   DirectoryScanner(std::string path, bool recursive) : root_(std::move(path)), recursive_(recursive) {
-    fd_ = Fd(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
-    if (!fd_) throw QueryError("watch_directory(): inotify: " + errno_message(errno));
+    fd_ = kj::AutoCloseFd(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+    if (fd_ == nullptr) throw QueryError("watch_directory(): inotify: " + errno_message(errno));
     if (!watch(root_)) throw QueryError("watch_directory(): path: cannot watch " + root_ + ": " + errno_message(errno));
     root_wd_ = dirs_.begin()->first;
     if (recursive_) watch_below(root_, {});
@@ -248,7 +249,7 @@ class DirectoryScanner : public Scanner {
 
   std::string root_;
   bool recursive_;
-  Fd fd_;
+  kj::AutoCloseFd fd_;
   std::map<int, std::string> dirs_;
   int root_wd_ = -1;
   bool finished_ = false;

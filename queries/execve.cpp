@@ -20,9 +20,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-Fd nonblocking(int fd) {
+kj::AutoCloseFd nonblocking(int fd) {
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-  return Fd(fd);
+  return kj::AutoCloseFd(fd);
 }
 
 // The child, in a process group of its own: killed with all it started when
@@ -44,10 +44,10 @@ class Child {
     int out[2], err[2];
     if (::pipe2(out, O_CLOEXEC) != 0) return std::strerror(errno);
     stdout_ = nonblocking(out[0]);
-    Fd out_write(out[1]);
+    kj::AutoCloseFd out_write(out[1]);
     if (::pipe2(err, O_CLOEXEC) != 0) return std::strerror(errno);
     stderr_ = nonblocking(err[0]);
-    Fd err_write(err[1]);
+    kj::AutoCloseFd err_write(err[1]);
 
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
@@ -88,12 +88,12 @@ class Child {
   bool read(std::string& out, std::string& err, size_t max) {
     bool open = false;
     for (auto [fd, to] : {std::pair{&stdout_, &out}, std::pair{&stderr_, &err}}) {
-      if (!*fd) continue;
+      if (*fd == nullptr) continue;
       char buffer[65536];
       ssize_t n = ::read(fd->get(), buffer, std::min(sizeof buffer, max));
       if (n > 0) to->append(buffer, static_cast<size_t>(n));
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-        fd->reset();
+        *fd = nullptr;
       else
         open = true;
     }
@@ -115,7 +115,7 @@ class Child {
 
  private:
   pid_t pid_ = 0;
-  Fd stdout_, stderr_;
+  kj::AutoCloseFd stdout_, stderr_;
 };
 
 Row row(std::string out, std::string err, int64_t code, bool complete) {

@@ -248,7 +248,7 @@ class HttpStream : public RowStream {
         if (response_.size() > kMaxResponseBytes) throw std::runtime_error("response larger than 64 MiB");
       }
       ssl_.reset();
-      fd_.reset();
+      fd_ = nullptr;
       respond(out);
     } catch (const std::exception& e) {  // as Velociraptor: one row, Response 500, the error as Content
       Row row;
@@ -279,7 +279,7 @@ class HttpStream : public RowStream {
       a.sun_family = AF_UNIX;
       if (target_.unix_path.size() >= sizeof a.sun_path) throw std::runtime_error("socket path too long");
       std::memcpy(a.sun_path, target_.unix_path.c_str(), target_.unix_path.size());
-      fd_ = Fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      fd_ = kj::AutoCloseFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
       start_connect(reinterpret_cast<sockaddr*>(&a), sizeof a, target_.unix_path);
       return;
     }
@@ -288,11 +288,11 @@ class HttpStream : public RowStream {
     if (int rc = ::getaddrinfo(target_.host.c_str(), target_.port.c_str(), &hints, &found); rc != 0)
       throw std::runtime_error(target_.host + ": " + gai_strerror(rc));
     std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> own(found, freeaddrinfo);
-    fd_ = Fd(::socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    fd_ = kj::AutoCloseFd(::socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     start_connect(found->ai_addr, found->ai_addrlen, target_.host + ":" + target_.port);
   }
   void start_connect(const sockaddr* a, socklen_t len, const std::string& where) {
-    if (!fd_) throw std::runtime_error("socket: " + errno_message(errno));
+    if (fd_ == nullptr) throw std::runtime_error("socket: " + errno_message(errno));
     if (::connect(fd_.get(), a, len) == 0) {
       connected();
     } else if (errno == EINPROGRESS || errno == EAGAIN) {
@@ -448,7 +448,7 @@ class HttpStream : public RowStream {
   int64_t chunk_;
   Clock::time_point deadline_;
   State state_ = State::start;
-  Fd fd_;
+  kj::AutoCloseFd fd_;
   SslPtr ssl_;  // https, once connected: reads and writes fd_ through its BIO
   size_t sent_ = 0;
   std::string response_;

@@ -145,7 +145,7 @@ int64_t mtu_of(const Paths& paths, const std::string& name) {
   ifreq req{};
   if (name.size() >= sizeof req.ifr_name) return 0;
   std::memcpy(req.ifr_name, name.c_str(), name.size());
-  Fd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  kj::AutoCloseFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   return sock.get() >= 0 && ::ioctl(sock.get(), SIOCGIFMTU, &req) == 0 ? req.ifr_mtu : 0;
 }
 

@@ -60,8 +60,8 @@ struct JournalFile {
 JournalFile open_journal(const std::string& plugin, const std::string& path) {
   auto fail = [&](const std::string& why) { return QueryError(plugin + "(): " + path + ": " + why); };
   JournalFile f;
-  Fd fd = open_read(path);
-  if (!fd) throw fail(errno_message(errno));
+  kj::AutoCloseFd fd = open_read(path);
+  if (fd == nullptr) throw fail(errno_message(errno));
   if (auto why = not_a_finite_file(fd.get()); !why.empty()) throw fail(why);
   int given = ::fstat(fd.get(), &f.st) == 0 ? ::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0) : -1;
   if (given < 0) throw fail(errno_message(errno));
@@ -74,6 +74,7 @@ JournalFile open_journal(const std::string& plugin, const std::string& path) {
   // Whole fields, as Velociraptor reads them: by default libsystemd may give
   // only the first 64 KiB of a compressed one.
   sd_journal_set_data_threshold(j, kMaxFieldBytes);
+  close_file(fd);  // libsystemd reads through its duplicate
   return f;
 }
 

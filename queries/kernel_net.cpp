@@ -158,10 +158,10 @@ class EbpfNetSource final : public NetEventSource {
     if (int err = bpf_map__set_max_entries(skel_->maps.events, static_cast<uint32_t>(options.ring_buffer_bytes)))
       fail_libbpf_load("sizing the ring buffer", -err);
     if (int err = outpost_net__load(skel_.get())) fail_load(accept, "loading the network programs", -err);
-    Fd cgroup_fd;
+    kj::AutoCloseFd cgroup_fd;
     if (group == NetGroup::dns) {
-      cgroup_fd = Fd(::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-      if (!cgroup_fd) throw std::runtime_error("ebpf: opening the cgroup v2 root " + cgroup + ": " + errno_message(errno));
+      cgroup_fd = kj::AutoCloseFd(::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (cgroup_fd == nullptr) throw std::runtime_error("ebpf: opening the cgroup v2 root " + cgroup + ": " + errno_message(errno));
     }
     for (auto* p : mine) {
       if (!p) continue;

@@ -53,7 +53,7 @@ bool parse_backend(const std::string& text, ProcessBackend& out);
 // Thread: one thread at a time (the sensor's).
 class ProcessEventSource {
  public:
-  virtual ~ProcessEventSource() = default;
+  virtual ~ProcessEventSource() noexcept(false) = default;  // as RowStream's (plugin.hpp)
   virtual ProcessBackend backend() const = 0;
   // Waits up to `timeout_ms` (-1: forever) for events, then appends every
   // event waiting, without blocking further. Returns false when interrupted.

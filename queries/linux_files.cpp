@@ -417,6 +417,7 @@ class ReadFileStream : public RowStream {
  public:
   ReadFileStream(std::vector<std::string> files, int64_t offset, int64_t length)
       : files_(std::move(files)), offset_(offset), length_(static_cast<size_t>(length)) {}
+  ~ReadFileStream() noexcept override { close_file(fd_); }
 
   Step next(std::vector<Row>& out, size_t budget) override {
     size_t slice = kSliceBytes, added = 0;
@@ -425,13 +426,13 @@ class ReadFileStream : public RowStream {
         add(out, added, std::exchange(error_, std::string()));
         continue;
       }
-      if (!fd_) {
+      if (fd_ == nullptr) {
         if (opens++ == 64) return Step::more();
         fd_ = open_read(files_[index_]);
         data_.clear();
         done_ = 0;
         rows_ = 0;
-        if (!fd_) {
+        if (fd_ == nullptr) {
           add(out, added, "cannot open: " + errno_message(errno));
           continue;
         }
@@ -480,7 +481,7 @@ class ReadFileStream : public RowStream {
     if (!error.empty()) end_file();
   }
   void end_file() {
-    fd_.reset();
+    close_file(fd_);  // read to its end or failed: a close error adds nothing
     data_ = std::string();
     ++index_;
   }
@@ -489,7 +490,7 @@ class ReadFileStream : public RowStream {
   int64_t offset_;
   size_t length_;
   size_t index_ = 0;
-  Fd fd_;
+  kj::AutoCloseFd fd_;
   std::string data_;  // read, not yet in a row
   size_t done_ = 0;   // bytes of this file in rows already
   size_t rows_ = 0;   // of this file
@@ -530,10 +531,11 @@ std::string hex(const unsigned char* bytes, size_t size) {
 // hash()'s state while it reads a file: its size when opened is where it ends.
 struct HashWork {
   using Context = std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>;
-  Fd fd;
+  kj::AutoCloseFd fd;
   uint64_t size = 0, hashed = 0;
   std::vector<Context> contexts;
   std::optional<Value> result;
+  ~HashWork() noexcept { close_file(fd); }
 };
 
 const std::pair<const char*, const EVP_MD*>* digests() {
@@ -554,7 +556,7 @@ Value hash_error(const std::string& path, const std::string& why) {
 // file cannot be hashed.
 void start_hash(HashWork& h, const std::string& path) {
   h.fd = open_read(path);
-  if (!h.fd) {
+  if (h.fd == nullptr) {
     h.result = hash_error(path, "cannot open: " + errno_message(errno));
     return;
   }
@@ -596,7 +598,7 @@ Value hash_file(const Args& args, Env& env) {
     h = std::make_shared<HashWork>();
   }
   if (h->result) return *h->result;
-  if (!h->fd) start_hash(*h, path);
+  if (h->fd == nullptr) start_hash(*h, path);
   if (h->result) return *h->result;
   std::string buf;
   while (h->hashed < h->size) {
@@ -627,7 +629,7 @@ Value hash_file(const Args& args, Env& env) {
     if (EVP_DigestFinal_ex(h->contexts[i].get(), digest, &size) != 1) throw QueryError("hash(): digest failed");
     out.set(digests()[i].first, hex(digest, size));
   }
-  h->fd.reset();
+  close_file(h->fd);  // read to its end: a close error adds nothing
   h->result = Value(std::move(out));
   return *h->result;
 }

@@ -1,6 +1,6 @@
 #pragma once
 // What the Linux plugins share (linux_proc.cpp, linux_files.cpp, netstat.cpp):
-// descriptors and directories that close themselves, bounded reads, strict
+// directories that close themselves (descriptors: kj::AutoCloseFd), bounded reads, strict
 // number parsing, a line reader that streams a file in bounded slices, and
 // /proc's processes and the sockets they hold.
 
@@ -25,6 +25,8 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include <kj/io.h>
 
 #include "queries/plugin.hpp"
 
@@ -96,40 +98,25 @@ inline int64_t clock_ns(clockid_t clock) {
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
-
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  ~Fd() { reset(); }
-  int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
-
 // O_NONBLOCK because a query may name a FIFO: opening must not hang the
 // worker (reads then fail with EAGAIN, reported as the file's error). It
 // changes nothing for regular files.
-inline Fd open_read(const std::string& path) {
+inline kj::AutoCloseFd open_read(const std::string& path) {
   if (path.find('\0') != std::string::npos) {  // the kernel would open a shorter path
     errno = EINVAL;
-    return Fd();
+    return kj::AutoCloseFd();
   }
-  return Fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+  return kj::AutoCloseFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+}
+
+// Closes `fd` now: 0, or the errno of a failed close. A file a query names may
+// be on FUSE, where close() returns the filesystem's flush error, and
+// kj::AutoCloseFd's destructor would throw that (its other failure, EBADF, is a
+// bug); an owner of such a file closes it with this and reports or drops the
+// error instead.
+inline int close_file(kj::AutoCloseFd& fd) {
+  int raw = fd.release();
+  return raw >= 0 && ::close(raw) != 0 ? errno : 0;
 }
 
 inline ssize_t read_retry(int fd, char* buf, size_t size) {
@@ -141,12 +128,13 @@ inline ssize_t read_retry(int fd, char* buf, size_t size) {
 
 // A whole file, up to `limit` bytes; nullopt (errno set) when it cannot be opened.
 inline std::optional<std::string> read_whole_file(const std::string& path, size_t limit) {
-  Fd fd = open_read(path);
-  if (!fd) return std::nullopt;
+  kj::AutoCloseFd fd = open_read(path);
+  if (fd == nullptr) return std::nullopt;
   std::string text;
   char buf[65536];
   for (ssize_t n; text.size() < limit && (n = read_retry(fd.get(), buf, std::min(sizeof buf, limit - text.size()))) > 0;)
     text.append(buf, static_cast<size_t>(n));
+  close_file(fd);  // read: a close error adds nothing
   return text;
 }
 
@@ -171,17 +159,21 @@ using DirPtr = std::unique_ptr<DIR, DirCloser>;
 // A small file (/proc/<pid>/stat, os-release) whole, up to `max` bytes;
 // nullopt when it cannot be opened or read (a process that just exited).
 inline std::optional<std::string> read_small_file(const std::string& path, size_t max = 64 << 10) {
-  Fd fd = open_read(path);
-  if (!fd) return std::nullopt;
+  kj::AutoCloseFd fd = open_read(path);
+  if (fd == nullptr) return std::nullopt;
   std::string data;
   while (data.size() < max) {
     size_t old = data.size();
     data.resize(std::min(max, old + 4096));
     ssize_t n = read_retry(fd.get(), data.data() + old, data.size() - old);
-    if (n < 0) return std::nullopt;
+    if (n < 0) {
+      close_file(fd);
+      return std::nullopt;
+    }
     data.resize(old + static_cast<size_t>(n));
     if (n == 0) break;
   }
+  close_file(fd);  // read: a close error adds nothing
   return data;
 }
 
@@ -281,10 +273,15 @@ class LineReader {
 
   enum class Result { line, again, end };
 
+  LineReader() = default;
+  LineReader(LineReader&&) = default;
+  LineReader& operator=(LineReader&&) = default;
+  ~LineReader() noexcept { close_file(fd_); }  // a file the query named
+
   // 0, or the errno of the failed open.
   int open(const std::string& path) {
     fd_ = open_read(path);
-    return fd_ ? 0 : errno;
+    return fd_ == nullptr ? errno : 0;
   }
   // ::not_a_finite_file of the open file.
   std::string not_a_finite_file() const;
@@ -335,14 +332,14 @@ class LineReader {
     pos_ = 0;
     size_t old = buf_.size();
     buf_.resize(old + kChunk);
-    ssize_t n = fd_ ? read_retry(fd_.get(), buf_.data() + old, kChunk) : 0;
+    ssize_t n = fd_ == nullptr ? 0 : read_retry(fd_.get(), buf_.data() + old, kChunk);
     if (n < 0) error_ = errno;
     if (n <= 0) eof_ = true;
     buf_.resize(old + static_cast<size_t>(std::max<ssize_t>(n, 0)));
     slice_read_ += kChunk;  // a read that returned little still counts as work
   }
 
-  Fd fd_;
+  kj::AutoCloseFd fd_;
   std::string buf_;
   size_t pos_ = 0;
   size_t slice_read_ = 0;

@@ -238,10 +238,10 @@ Value copy_file(const Args& a, Env& env) {
   mode_t mode = file_mode_of(a, "permissions", 0600), dir_mode = file_mode_of(a, "dir_permissions", 0700);
   bool data = accessor_of(a, {Accessor::data}) == Accessor::data;
   auto too_big = [&] { a.fail("filename", "more than " + std::to_string(kMaxCopyBytes >> 20) + " MiB: not copied"); };
-  Fd in;
+  kj::AutoCloseFd in;
   if (!data) {
     in = open_read(from);
-    if (!in) a.fail("filename", "cannot open " + from + ": " + errno_message(errno));
+    if (in == nullptr) a.fail("filename", "cannot open " + from + ": " + errno_message(errno));
     if (auto why = not_a_finite_file(in.get()); !why.empty()) a.fail("filename", from + ": " + why);
     struct stat st;
     if (::fstat(in.get(), &st) == 0 && st.st_size > kMaxCopyBytes) too_big();
@@ -256,17 +256,25 @@ Value copy_file(const Args& a, Env& env) {
   // As Velociraptor: appending needs the file to be there.
   int flags = a.boolean("append").value_or(false) ? O_WRONLY | O_APPEND : O_RDWR | O_CREAT | O_TRUNC;
   // O_NONBLOCK: a FIFO without a reader fails rather than hold the thread.
-  Fd out(::open(dest.c_str(), flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode));
-  if (!out) a.fail("dest", "cannot open " + dest + " for writing: " + errno_message(errno));
+  // A failed close is a failed copy: NFS and FUSE report write errors there.
+  auto closed = [&](kj::AutoCloseFd& fd) -> Value {
+    if (int error = close_file(fd)) a.fail("dest", "writing " + dest + ": " + errno_message(error));
+    return dest;
+  };
+  kj::AutoCloseFd out(::open(dest.c_str(), flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode));
+  if (out == nullptr) a.fail("dest", "cannot open " + dest + " for writing: " + errno_message(errno));
   if (data) {
     if (!write_all(out.get(), from.data(), from.size())) a.fail("dest", "writing " + dest + ": " + errno_message(errno));
-    return dest;
+    return closed(out);
   }
   std::string buf(256 << 10, '\0');
   for (int64_t copied = 0;;) {
     ssize_t n = read_retry(in.get(), buf.data(), buf.size());
     if (n < 0) a.fail("filename", "reading " + from + ": " + errno_message(errno));
-    if (n == 0) return dest;
+    if (n == 0) {
+      close_file(in);  // read to its end: a close error adds nothing
+      return closed(out);
+    }
     if ((copied += n) > kMaxCopyBytes) too_big();  // it grew
     if (!write_all(out.get(), buf.data(), static_cast<size_t>(n)))
       a.fail("dest", "writing " + dest + ": " + errno_message(errno));

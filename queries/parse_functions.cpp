@@ -240,8 +240,8 @@ void add_parse_functions(Registry& r) {
                          if (!pid) args.fail("filename", "\"" + name + "\" is not a process: \"/PID\"");
                          name = (env.paths->proc / std::to_string(*pid) / "mem").string();
                        }
-                       Fd fd = open_read(name);
-                       if (!fd) return Value("");
+                       kj::AutoCloseFd fd = open_read(name);
+                       if (fd == nullptr) return Value("");
                        std::string out(static_cast<size_t>(length), '\0');
                        size_t got = 0;
                        for (ssize_t n; got < out.size(); got += static_cast<size_t>(n)) {
@@ -249,6 +249,7 @@ void add_parse_functions(Registry& r) {
                          if (n <= 0) break;
                        }
                        out.resize(got);
+                       close_file(fd);  // read: a close error adds nothing
                        return Value(std::move(out));
                      }});
 }

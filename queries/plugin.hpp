@@ -52,7 +52,9 @@ inline Step sooner(const Step& a, const Step& b) {
 
 class RowStream {
  public:
-  virtual ~RowStream() = default;
+  // noexcept(false), as KJ's own interfaces: an implementation may own a
+  // kj::AutoCloseFd, whose destructor throws a failed close.
+  virtual ~RowStream() noexcept(false) = default;
   // Appends at most `budget` rows to `out` after bounded work. Throws
   // QueryError (or any std::exception) when the plugin fails.
   virtual Step next(std::vector<Row>& out, size_t budget) = 0;

@@ -37,8 +37,8 @@ constexpr int kMaxBatch = 4096;  // messages per read(): a busy host is read in 
 // A file of the /proc/<pid> directory open as `dir`: that process's, or a
 // failure once it is gone, whoever has its pid now.
 std::optional<std::string> read_at(int dir, const char* name, size_t max) {
-  Fd fd(::openat(dir, name, O_RDONLY | O_CLOEXEC | O_NOCTTY));
-  if (!fd) return std::nullopt;
+  kj::AutoCloseFd fd(::openat(dir, name, O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (fd == nullptr) return std::nullopt;
   std::string data(max, '\0');
   size_t size = 0;
   for (ssize_t n; size < max && (n = read_retry(fd.get(), data.data() + size, max - size)) != 0;) {
@@ -61,7 +61,7 @@ std::string trim_newline(std::string text) {
 }
 
 struct Proc {
-  Fd dir;
+  kj::AutoCloseFd dir;
   int32_t ppid = 0;
   uint64_t start_wall_ns = 0;
 };
@@ -70,8 +70,8 @@ struct Proc {
 // one started later reuses the pid of the process the event is about.
 std::optional<Proc> open_proc(int32_t pid, uint64_t event_boot_ns) {
   static const uint64_t hz = ::sysconf(_SC_CLK_TCK) > 0 ? ::sysconf(_SC_CLK_TCK) : 100;
-  Proc proc{Fd(::open(("/proc/" + std::to_string(pid)).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC))};
-  if (pid <= 0 || !proc.dir) return std::nullopt;
+  Proc proc{kj::AutoCloseFd(::open(("/proc/" + std::to_string(pid)).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC))};
+  if (pid <= 0 || proc.dir == nullptr) return std::nullopt;
   auto stat = read_at(proc.dir.get(), "stat", 4096);
   size_t close = stat ? stat->rfind(')') : std::string::npos;  // comm may hold spaces and ')'
   if (close == std::string::npos) return std::nullopt;
@@ -128,10 +128,10 @@ class ProcConnectorSource final : public ProcessEventSource {
   explicit ProcConnectorSource(uint64_t receive_buffer)
       : socket_(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_CONNECTOR)),
         wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-    if (!socket_ && (errno == EPROTONOSUPPORT || errno == ENOENT))
+    if (socket_ == nullptr && (errno == EPROTONOSUPPORT || errno == ENOENT))
       fail("the kernel has no netlink connector (CONFIG_CONNECTOR)", errno);
-    if (!socket_) fail("socket(NETLINK_CONNECTOR)", errno);
-    if (!wake_) fail("eventfd", errno);
+    if (socket_ == nullptr) fail("socket(NETLINK_CONNECTOR)", errno);
+    if (wake_ == nullptr) fail("eventfd", errno);
     int size = static_cast<int>(std::min<uint64_t>(receive_buffer, INT_MAX));
     if (::setsockopt(socket_.get(), SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0 &&
         ::setsockopt(socket_.get(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size) != 0)
@@ -370,7 +370,7 @@ class ProcConnectorSource final : public ProcessEventSource {
     last = seq;
   }
 
-  Fd socket_, wake_;
+  kj::AutoCloseFd socket_, wake_;
   uint32_t port_ = 0;
   bool awaiting_ack_ = true;
   std::vector<char> buffer_ = std::vector<char>(64 << 10);

@@ -83,7 +83,7 @@ using SubscriptionPtr = std::shared_ptr<Subscription>;
 // (the first may only take a baseline); it runs on the sensor's own thread.
 class Scanner {
  public:
-  virtual ~Scanner() = default;
+  virtual ~Scanner() noexcept(false) = default;  // as RowStream's (plugin.hpp)
   // Between two scans; zero: scan() waits for events itself (up to a second,
   // so that the sensor's messages are served), and interrupt() ends the wait.
   virtual std::chrono::milliseconds period() const = 0;

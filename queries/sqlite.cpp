@@ -116,13 +116,13 @@ class PrivateDir {
   std::string path_;
 };
 
-Fd create_private(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd) throw FileError("cannot create " + path + ": " + errno_message(errno));
+kj::AutoCloseFd create_private(const std::string& path) {
+  kj::AutoCloseFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (fd == nullptr) throw FileError("cannot create " + path + ": " + errno_message(errno));
   return fd;
 }
 
-void write_all(const Fd& fd, const char* data, size_t size) {
+void write_all(const kj::AutoCloseFd& fd, const char* data, size_t size) {
   while (size > 0) {
     ssize_t n = ::write(fd.get(), data, size);
     if (n < 0 && errno == EINTR) continue;
@@ -278,10 +278,10 @@ class Copy {
     parts_.push_back(std::move(main));
     for (const char* suffix : {"-wal", "-journal"}) {
       Part side;
-      side.in = Fd(::open((from + suffix).c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW));
-      if (!side.in && errno == ENOENT) continue;
+      side.in = kj::AutoCloseFd(::open((from + suffix).c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW));
+      if (side.in == nullptr && errno == ENOENT) continue;
       struct stat st;
-      if (!side.in || ::fstat(side.in.get(), &st) != 0)
+      if (side.in == nullptr || ::fstat(side.in.get(), &st) != 0)
         throw FileError("cannot read its " + std::string(suffix + 1) + " to copy it: " + errno_message(errno));
       if (!S_ISREG(st.st_mode)) throw FileError("its " + std::string(suffix + 1) + " is not a regular file");
       side.size = static_cast<uint64_t>(st.st_size);
@@ -299,7 +299,8 @@ class Copy {
       Part& p = parts_[next_];
       if (p.done == p.size) {
         if (p.journal) forget_super_journal(p);
-        p.out.reset();
+        if (int error = close_file(p.out)) throw FileError("cannot write a private copy: " + errno_message(error));
+        close_file(p.in);  // read to its end: a close error adds nothing
         ++next_;
         continue;
       }
@@ -317,9 +318,19 @@ class Copy {
  private:
   struct Part {
     sqlite3_file* file = nullptr;  // the database, through its connection; else `in`
-    Fd in, out;
+    kj::AutoCloseFd in, out;
     uint64_t size = 0, done = 0;
     bool journal = false;
+
+    Part() = default;
+    Part(Part&&) = default;
+    Part& operator=(Part&&) = default;
+    // `in` is a file the query named (linux_util.hpp's close_file); `out` is still
+    // open here only when the copy did not finish (step() checks its close).
+    ~Part() noexcept {
+      close_file(in);
+      close_file(out);
+    }
   };
 
   // A hot journal may end naming a super-journal (its name, length,

@@ -7,29 +7,30 @@
 #include <algorithm>
 #include <cstring>
 
+#include "queries/linux_util.hpp"
+
 namespace outpost::vql {
 
-FileUploader::~FileUploader() { close_file(); }
+FileUploader::~FileUploader() noexcept { end_file(); }
 
-void FileUploader::close_file() {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
+void FileUploader::end_file() {
+  close_file(fd_);  // a file the query named; read to its end or failed
   sha256_.reset();
 }
 
 std::optional<schemas::Encoded> FileUploader::next_chunk(uint64_t query_id) {
-  if (fd_ < 0) {
+  if (fd_ == nullptr) {
     if (queue_.empty()) return std::nullopt;
     current_ = std::move(queue_.front());
     queue_.erase(queue_.begin());
     offset_ = 0;
     range_ = 0;
     range_at_ = 0;
-    fd_ = ::open(current_.source.c_str(), O_RDONLY | O_CLOEXEC);
+    fd_ = kj::AutoCloseFd(::open(current_.source.c_str(), O_RDONLY | O_CLOEXEC));
     sha256_.reset(EVP_MD_CTX_new());
     if (!sha256_ || EVP_DigestInit_ex(sha256_.get(), EVP_sha256(), nullptr) != 1)
       throw std::runtime_error("upload(): cannot start SHA-256");
-    if (fd_ < 0) {  // gone since upload() looked: an empty, final chunk says so
+    if (fd_ == nullptr) {  // gone since upload() looked: an empty, final chunk says so
       spdlog::warn("upload(): cannot open {}: {}", current_.source, std::strerror(errno));
       return chunk(query_id, {}, true);
     }
@@ -41,7 +42,7 @@ std::optional<schemas::Encoded> FileUploader::next_chunk(uint64_t query_id) {
   }
   std::string data(kChunkBytes, '\0');
   ssize_t n;
-  do n = ::pread(fd_, data.data(), data.size(), static_cast<off_t>(offset_));
+  do n = ::pread(fd_.get(), data.data(), data.size(), static_cast<off_t>(offset_));
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     spdlog::warn("upload(): cannot read {} at {}: {}", current_.source, offset_, std::strerror(errno));
@@ -64,7 +65,7 @@ std::string FileUploader::read_ranges() {
     data.resize(at + want, '\0');
     size_t got = 0;
     while (got < want) {
-      ssize_t n = ::pread(fd_, data.data() + at + got, want - got, static_cast<off_t>(r.start + range_at_ + got));
+      ssize_t n = ::pread(fd_.get(), data.data() + at + got, want - got, static_cast<off_t>(r.start + range_at_ + got));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       got += static_cast<size_t>(n);
@@ -94,7 +95,7 @@ schemas::Encoded FileUploader::chunk(uint64_t query_id, const std::string& data,
     EVP_DigestFinal_ex(sha256_.get(), digest, &length);
     c.setTotalSize(offset_);
     c.setSha256(kj::arrayPtr(digest, length));
-    close_file();
+    end_file();
   }
   return writer.finish();
 }

@@ -6,6 +6,7 @@
 // lands on itself); the last one says eof with the size and SHA-256 of what
 // was read.
 
+#include <kj/io.h>
 #include <openssl/evp.h>
 
 #include <vector>
@@ -23,20 +24,20 @@ class FileUploader {
   static constexpr size_t kChunkBytes = 1 << 20;
 
   void add(UploadRequest request) { queue_.push_back(std::move(request)); }
-  bool idle() const { return queue_.empty() && fd_ < 0; }
+  bool idle() const { return queue_.empty() && fd_.get() < 0; }
   // The next chunk, or nothing when no file is waiting.
   std::optional<schemas::Encoded> next_chunk(uint64_t query_id);
-  ~FileUploader();
+  ~FileUploader() noexcept;  // closes its file with close_file
 
  private:
   schemas::Encoded chunk(uint64_t query_id, const std::string& data, bool eof);
-  void close_file();
+  void end_file();
 
   std::string read_ranges();
 
   std::vector<UploadRequest> queue_;  // not a deque: an empty one costs ~600 bytes per query
   UploadRequest current_;
-  int fd_ = -1;
+  kj::AutoCloseFd fd_;
   uint64_t offset_ = 0;  // in what is uploaded
   size_t range_ = 0;     // with ranges: the one being read, and how far
   uint64_t range_at_ = 0;

@@ -262,8 +262,8 @@ Value parse_xml(const Args& args, Env& env) {
       if (!xml.feed(file.data() + at, n, at + n == file.size())) break;
     }
   } else {
-    Fd fd = open_read(file);
-    std::string problem = !fd ? errno_message(errno) : not_a_finite_file(fd.get());
+    kj::AutoCloseFd fd = open_read(file);
+    std::string problem = fd == nullptr ? errno_message(errno) : not_a_finite_file(fd.get());
     std::string buf(kChunk, '\0');
     for (size_t total = 0; problem.empty();) {
       ssize_t n = read_retry(fd.get(), buf.data(), buf.size());
@@ -274,6 +274,7 @@ Value parse_xml(const Args& args, Env& env) {
       if ((total += static_cast<size_t>(n)) > kMaxBytes) too_big();
       if (!xml.feed(buf.data(), static_cast<size_t>(n), n == 0)) break;
     }
+    close_file(fd);  // read: a close error adds nothing
     if (!problem.empty()) {  // as Velociraptor: logged, NULL
       log_row_error(env, where + ": cannot read: " + problem);
       return Value();

@@ -226,11 +226,16 @@ struct Hit {
 struct Source {
   std::string name;  // as logged
   Value file_name, file;
-  Fd fd;
+  kj::AutoCloseFd fd;
   std::string data;
   bool is_data = false, process = false;
   std::vector<MemoryRange> spans;  // scanned, in order: offsets, or addresses
   std::optional<uint64_t> size;    // yara's filesize; none for a process
+
+  Source() = default;
+  Source(Source&&) = default;
+  Source& operator=(Source&&) = default;
+  ~Source() noexcept { close_file(fd); }  // a file the query named (linux_util.hpp's close_file)
 
   // Up to `length` bytes at `offset` into `out` (its buffer reused when big enough).
   void read_into(uint64_t offset, size_t length, std::string& out) const {
@@ -578,7 +583,7 @@ class YaraStream : public RowStream {
     }
     s.name = target;
     s.fd = open_read(target);
-    if (!s.fd) return skip(target, "cannot open: " + errno_message(errno));
+    if (s.fd == nullptr) return skip(target, "cannot open: " + errno_message(errno));
     struct stat st;
     if (::fstat(s.fd.get(), &st) != 0) return skip(target, "cannot stat: " + errno_message(errno));
     if (S_ISDIR(st.st_mode)) return skip(target, "a directory");
@@ -605,7 +610,7 @@ class YaraStream : public RowStream {
     auto ranges = readable_ranges(*paths_, pid);
     if (!ranges) return skip(s.name, "cannot read the memory map of process " + std::to_string(pid));
     s.fd = open_read((paths_->proc / std::to_string(pid) / "mem").string());
-    if (!s.fd) return skip(s.name, "cannot open its memory: " + errno_message(errno));
+    if (s.fd == nullptr) return skip(s.name, "cannot open its memory: " + errno_message(errno));
     size_t huge = 0;
     for (auto& r : *ranges) {
       if (r.length > kMaxRangeBytes) {

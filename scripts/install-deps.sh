@@ -23,6 +23,7 @@ packages=(
   libnats-dev nats-server  # the collector's jetstream storage backend (libnats), and its tests' NATS cluster
   libbpf-dev bpftool clang  # process events from the kernel: eBPF programs built with clang, loaded with libbpf
   libclang-rt-14-dev  # clang's sanitizer and libFuzzer runtimes: the ASan+UBSan tests and the fuzz targets
+  libfuse3-dev fuse3  # the close-error tests mount a FUSE filesystem whose every close fails (tests/faulty_fs.cpp)
   tmux  # outpostctl top's tests drive it in a real terminal (send-keys, capture-pane)
   python3  # examples/embed-python (ctypes over the C API), built and run by a package test
 )

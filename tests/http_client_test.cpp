@@ -19,6 +19,8 @@
 #include <cstring>
 #include <thread>
 
+#include <kj/io.h>
+
 #include "queries/engine.hpp"
 #include "queries/openssl_ptr.hpp"
 #include "tests/vql_test_util.hpp"
@@ -46,7 +48,6 @@ class OneShotServer {
   ~OneShotServer() {
     ::shutdown(fd_, SHUT_RDWR);
     thread_.join();
-    ::close(fd_);
   }
   const std::string& request() {
     thread_.join();
@@ -55,7 +56,7 @@ class OneShotServer {
   }
 
  private:
-  int fd_;
+  kj::AutoCloseFd fd_;
   std::string request_;
   std::thread thread_;
 };
@@ -222,7 +223,6 @@ class TlsServer {
   }
   ~TlsServer() {
     join();
-    ::close(fd_);
   }
   std::string url(const std::string& path) const { return "https://127.0.0.1:" + std::to_string(port_) + path; }
   std::string where() const { return "127.0.0.1:" + std::to_string(port_); }
@@ -261,7 +261,7 @@ class TlsServer {
   }
 
   int port_ = 0;
-  int fd_;
+  kj::AutoCloseFd fd_;
   SslCtxPtr ctx_;
   std::string request_, handshake_error_;
   std::thread thread_;
@@ -286,7 +286,6 @@ class SilentServer {
   }
   ~SilentServer() {
     join();
-    ::close(fd_);
   }
   std::string url() const { return "https://127.0.0.1:" + std::to_string(port_) + "/"; }
   // Once the client is done (these wait for the server's thread to see it close).
@@ -303,7 +302,7 @@ class SilentServer {
   }
 
   int port_ = 0;
-  int fd_;
+  kj::AutoCloseFd fd_;
   std::string received_;
   bool client_closed_ = false;
   std::thread thread_;

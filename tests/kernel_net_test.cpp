@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <caf/all.hpp>
+#include <kj/io.h>
 
 #include <cstdio>
 #include <cstring>
@@ -103,11 +104,11 @@ std::string text(const Row& row, std::initializer_list<const char*> path) {
 // A TCP socket listening on 127.0.0.1 (any free port), whose accept()
 // gives up after 2 s (a child that could not connect must not hang the test).
 struct Listener {
-  int fd = -1;
+  kj::AutoCloseFd fd;
   sockaddr_in address{};  // where it listens
   uint16_t port = 0;
   Listener() {
-    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd = kj::AutoCloseFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     timeval timeout{2, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     address = loopback(0);
@@ -116,8 +117,6 @@ struct Listener {
     port = port_of(fd);
     address = loopback(port);
   }
-  ~Listener() { ::close(fd); }
-
   // A child process connects and closes (before this end accepts: the
   // client closes first), then this end accepts and closes. The child's pid
   // and port (0 when it could not connect).

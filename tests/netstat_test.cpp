@@ -77,14 +77,13 @@ std::string endpoint(const std::string& ip, int port) {
 // A socket of this process that closes itself.
 struct Socket {
   explicit Socket(int fd) : fd(fd) { EXPECT_GE(fd, 0) << errno_message(errno); }
-  ~Socket() { ::close(fd); }
   int port() const {
     sockaddr_in a{};
     socklen_t size = sizeof a;
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &size);
     return ntohs(a.sin_port);
   }
-  int fd;
+  kj::AutoCloseFd fd;
 };
 
 sockaddr_in loopback(int port) {
@@ -108,7 +107,7 @@ TEST(Connections, AListeningSocketIsListedWithItsProcess) {
   std::string port = std::to_string(server->port());
   auto rows = run("SELECT * FROM connections() WHERE Pid = " + kPid + " AND Laddr.Port = " + port);
   EXPECT_EQ(json_lines(rows), std::vector<std::string>{
-      "{\"FD\":" + std::to_string(server->fd) + ",\"Family\":\"AF_INET\",\"Type\":\"TCP\",\"Laddr\":" +
+      "{\"FD\":" + std::to_string(server->fd.get()) + ",\"Family\":\"AF_INET\",\"Type\":\"TCP\",\"Laddr\":" +
       endpoint("127.0.0.1", server->port()) + ",\"Raddr\":" + endpoint("0.0.0.0", 0) +
       ",\"Status\":\"LISTEN\",\"Pid\":" + kPid + ",\"Uids\":" + own_uids() + "}"});
 }
@@ -150,8 +149,8 @@ TEST(Connections, DatagramAndUnixSockets) {
   path.copy(u.sun_path, sizeof u.sun_path - 1);
   ASSERT_EQ(::bind(named.fd, reinterpret_cast<sockaddr*>(&u), sizeof u), 0);
   auto rows = run("SELECT FD, Family, Type, Laddr, Raddr, Status FROM connections() WHERE Pid = " + kPid +
-                  " AND Family = 'AF_UNIX' AND (FD = " + std::to_string(left.fd) + " OR FD = " +
-                  std::to_string(right.fd) + " OR FD = " + std::to_string(named.fd) + ")");
+                  " AND Family = 'AF_UNIX' AND (FD = " + std::to_string(left.fd.get()) + " OR FD = " +
+                  std::to_string(right.fd.get()) + " OR FD = " + std::to_string(named.fd.get()) + ")");
   auto line = [](int fd, const std::string& type, const std::string& path) {
     return "{\"FD\":" + std::to_string(fd) + ",\"Family\":\"AF_UNIX\",\"Type\":" + q(type) + ",\"Laddr\":" +
            endpoint(path, 0) + ",\"Raddr\":" + endpoint("", 0) + ",\"Status\":\"NONE\"}";

@@ -15,6 +15,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <kj/io.h>
+
 #include "queries/engine.hpp"
 #include "tests/vql_test_util.hpp"
 
@@ -67,18 +69,17 @@ class InodeFlags {
  public:
   InodeFlags(const std::string& path, unsigned flags) : fd_(::open(path.c_str(), O_RDONLY)) {
     unsigned old = 0;
-    ok_ = fd_ >= 0 && ::ioctl(fd_, FS_IOC_GETFLAGS, &old) == 0 && (flags_ = old | flags, true) &&
+    ok_ = fd_.get() >= 0 && ::ioctl(fd_, FS_IOC_GETFLAGS, &old) == 0 && (flags_ = old | flags, true) &&
           ::ioctl(fd_, FS_IOC_SETFLAGS, &flags_) == 0;
     flags_ = old;
   }
   ~InodeFlags() {
     if (ok_) ::ioctl(fd_, FS_IOC_SETFLAGS, &flags_);
-    if (fd_ >= 0) ::close(fd_);
   }
   bool ok() const { return ok_; }
 
  private:
-  int fd_;
+  kj::AutoCloseFd fd_;
   unsigned flags_ = 0;
   bool ok_ = false;
 };

@@ -5,6 +5,7 @@
 
 #include <caf/all.hpp>
 #include <fmt/format.h>
+#include <kj/io.h>
 #include <spdlog/spdlog.h>
 
 #include <fcntl.h>
@@ -84,11 +85,6 @@ class RowTail {
     if (inotify_ < 0 || inotify_add_watch(inotify_, dir_.c_str(), IN_MODIFY | IN_CREATE) < 0)
       throw std::system_error(errno, std::generic_category(), "inotify on " + dir_.string());
   }
-  ~RowTail() {
-    close(inotify_);
-    for (auto& [path, f] : files_) close(f.fd);
-  }
-
   // Until the files change, or `limit`.
   void wait(std::chrono::milliseconds limit) {
     pollfd p{inotify_, POLLIN, 0};
@@ -101,14 +97,14 @@ class RowTail {
   void poll(std::vector<double>& delays_ms) {
     for (auto& e : fs::directory_iterator(dir_)) {
       auto [it, added] = files_.try_emplace(e.path().string());
-      if (added) it->second.fd = open(e.path().c_str(), O_RDONLY | O_CLOEXEC);
+      if (added) it->second.fd = kj::AutoCloseFd(open(e.path().c_str(), O_RDONLY | O_CLOEXEC));
       if (it->second.fd >= 0) read_lines(it->second, delays_ms);
     }
   }
 
  private:
   struct File {
-    int fd = -1;
+    kj::AutoCloseFd fd;
     std::string partial;  // a line still being written
   };
 
@@ -143,7 +139,7 @@ class RowTail {
   }
 
   fs::path dir_;
-  int inotify_;
+  kj::AutoCloseFd inotify_;
   std::map<std::string, File> files_;
   std::string second_text_;
   int64_t second_ns_ = 0;

@@ -23,7 +23,6 @@ namespace {
 
 using relay::Address;
 using relay::Clock;
-using relay::Fd;
 using relay::Flow;
 using relay::TimePoint;
 using std::chrono::milliseconds;
@@ -45,20 +44,20 @@ struct Counters {
 
 // A client socket and its upstream twin. Closing moves the sockets out; the relay then drops it.
 struct Connection {
-  Connection(Fd client_fd, Fd upstream_fd, Counters& counters)
+  Connection(kj::AutoCloseFd client_fd, kj::AutoCloseFd upstream_fd, Counters& counters)
       : client(std::move(client_fd)),
         upstream(std::move(upstream_fd)),
         up(client.get(), upstream.get(), counters.bytes_upstream),
         down(upstream.get(), client.get(), counters.bytes_downstream) {}
 
-  bool open() const { return static_cast<bool>(client); }
+  bool open() const { return client.get() >= 0; }
   void abort() {
     relay::close_with_rst(std::move(client));
     relay::close_with_rst(std::move(upstream));
   }
 
-  Fd client;
-  Fd upstream;
+  kj::AutoCloseFd client;
+  kj::AutoCloseFd upstream;
   bool connecting = true;  // Until the upstream connect() completes.
   Flow up;
   Flow down;
@@ -89,7 +88,7 @@ class FaultProxy::Relay {
         listener_(relay::listen_on_loopback()),
         port_(relay::local_port(listener_)),
         wake_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
-    if (!wake_) relay::throw_errno("eventfd failed");
+    if (wake_.get() < 0) relay::throw_errno("eventfd failed");
     thread_ = std::thread([this] { run(); });
   }
 
@@ -117,7 +116,7 @@ class FaultProxy::Relay {
 
  private:
   struct Lingering {
-    Fd fd;
+    kj::AutoCloseFd fd;
     TimePoint deadline;
   };
 
@@ -137,7 +136,7 @@ class FaultProxy::Relay {
         next_cut_ = now + settings_.cut_every;
       }
       pump(now);
-      auto done = [&](const Lingering& l) { return !l.fd || l.deadline <= now; };
+      auto done = [&](const Lingering& l) { return l.fd.get() < 0 || l.deadline <= now; };
       lingering_.erase(std::remove_if(lingering_.begin(), lingering_.end(), done),
                        lingering_.end());
 
@@ -206,14 +205,14 @@ class FaultProxy::Relay {
     sweep();
   }
 
-  void linger(Fd fd, TimePoint now) {
+  void linger(kj::AutoCloseFd fd, TimePoint now) {
     if (shutdown(fd.get(), SHUT_WR) == 0) lingering_.push_back({std::move(fd), now + kLingerLimit});
   }
 
   void accept_pending() {
     for (;;) {
-      Fd client(accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-      if (!client) {
+      kj::AutoCloseFd client(accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      if (client == nullptr) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
         if (!relay::would_block(errno)) accept_paused_until_ = Clock::now() + kAcceptBackoff;
         break;
@@ -223,8 +222,8 @@ class FaultProxy::Relay {
         relay::close_with_rst(std::move(client));
         continue;
       }
-      Fd upstream = relay::start_connect(upstream_);
-      if (!upstream) {
+      kj::AutoCloseFd upstream = relay::start_connect(upstream_);
+      if (upstream == nullptr) {
         fail_upstream(std::move(client));
         continue;
       }
@@ -236,7 +235,7 @@ class FaultProxy::Relay {
   }
 
   // Connecting directly, the client would have been refused; RST is the nearest thing now.
-  void fail_upstream(Fd client) {
+  void fail_upstream(kj::AutoCloseFd client) {
     ++counters.upstream_failures;
     relay::close_with_rst(std::move(client));
   }
@@ -245,7 +244,7 @@ class FaultProxy::Relay {
     int error = 0;
     socklen_t size = sizeof error;
     if (getsockopt(c.upstream.get(), SOL_SOCKET, SO_ERROR, &error, &size) != 0 || error != 0) {
-      c.upstream.reset();
+      c.upstream = nullptr;
       fail_upstream(std::move(c.client));
       return;
     }
@@ -262,8 +261,8 @@ class FaultProxy::Relay {
           c->abort();
         } else if (c->up.finished() && c->down.finished()) {
           // Both peers sent FIN and everything was read: a plain close can't turn into RST.
-          c->client.reset();
-          c->upstream.reset();
+          c->client = nullptr;
+          c->upstream = nullptr;
         }
       }
     }
@@ -342,7 +341,7 @@ class FaultProxy::Relay {
       ssize_t n = recv(l.fd.get(), discard, sizeof discard, 0);
       if (n > 0) continue;
       if (n < 0 && (errno == EINTR || relay::would_block(errno))) return;
-      l.fd.reset();
+      l.fd = nullptr;
       return;
     }
   }
@@ -367,9 +366,9 @@ class FaultProxy::Relay {
   }
 
   const Address upstream_;
-  const Fd listener_;
+  const kj::AutoCloseFd listener_;
   const uint16_t port_;
-  const Fd wake_;
+  const kj::AutoCloseFd wake_;
 
   std::mutex mutex_;
   std::condition_variable applied_changed_;

@@ -20,6 +20,8 @@
 #include <utility>
 #include <vector>
 
+#include <kj/io.h>
+
 namespace outpost::testing {
 namespace {
 
@@ -43,19 +45,7 @@ uint16_t port_of(int fd) {
   return ntohs(addr.sin_port);
 }
 
-class Socket {
- public:
-  explicit Socket(int fd) : fd_(fd) {}
-  Socket(Socket&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Socket& operator=(Socket&&) = delete;
-  ~Socket() {
-    if (fd_ >= 0) close(fd_);
-  }
-  int fd() const { return fd_; }
-
- private:
-  int fd_;
-};
+using Socket = kj::AutoCloseFd;
 
 // Blocking, but reads and writes time out so that a broken relay fails a test instead of
 // hanging it.
@@ -63,9 +53,9 @@ Socket client_socket() {
   Socket s(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   timeval timeout{5, 0};
   int one = 1;
-  if (s.fd() < 0 || setsockopt(s.fd(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout) != 0 ||
-      setsockopt(s.fd(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout) != 0 ||
-      setsockopt(s.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
+  if (s.get() < 0 || setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout) != 0 ||
+      setsockopt(s.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout) != 0 ||
+      setsockopt(s.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
     throw std::runtime_error(std::string("cannot make a socket: ") + std::strerror(errno));
   }
   return s;
@@ -73,7 +63,7 @@ Socket client_socket() {
 
 int connect(const Socket& s, uint16_t port) {
   sockaddr_in addr = loopback(port);
-  return connect(s.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  return connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
 }
 
 Socket connect_to(uint16_t port) {
@@ -99,7 +89,7 @@ std::string recv_exact(const Socket& s, size_t size) {
   std::string data(size, '\0');
   size_t got = 0;
   while (got < size) {
-    ssize_t n = recv(s.fd(), data.data() + got, size - got, 0);
+    ssize_t n = recv(s.get(), data.data() + got, size - got, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     got += static_cast<size_t>(n);
@@ -109,7 +99,7 @@ std::string recv_exact(const Socket& s, size_t size) {
 }
 
 bool round_trip(const Socket& s, const std::string& message) {
-  return send_all(s.fd(), message) && recv_exact(s, message.size()) == message;
+  return send_all(s.get(), message) && recv_exact(s, message.size()) == message;
 }
 
 // One blocking read of one byte: n is 1 for data, 0 for EOF, -1 with `error` set.
@@ -119,13 +109,13 @@ struct ReadResult {
 };
 ReadResult read_one(const Socket& s) {
   char byte;
-  ssize_t n = recv(s.fd(), &byte, 1, 0);
+  ssize_t n = recv(s.get(), &byte, 1, 0);
   return {n, n < 0 ? errno : 0};
 }
 
 // Data, EOF and errors all count: not readable means open and quiet.
 bool readable_within(const Socket& s, std::chrono::milliseconds wait) {
-  pollfd p{s.fd(), POLLIN, 0};
+  pollfd p{s.get(), POLLIN, 0};
   return poll(&p, 1, static_cast<int>(wait.count())) > 0;
 }
 
@@ -239,11 +229,11 @@ class ClosedPort {
  public:
   ClosedPort() : fd_(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
     sockaddr_in addr = loopback(0);
-    if (fd_.fd() < 0 || bind(fd_.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    if (fd_.get() < 0 || bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
       throw std::runtime_error("cannot bind");
     }
   }
-  uint16_t port() const { return port_of(fd_.fd()); }
+  uint16_t port() const { return port_of(fd_.get()); }
 
  private:
   Socket fd_;
@@ -263,7 +253,7 @@ TEST(FaultProxyTest, RelaysMegabytesBothWaysOnConcurrentConnections) {
     payloads.push_back(pattern(kSize, 12345u + static_cast<uint32_t>(i)));
   }
   for (int i = 0; i < kClients; ++i) {
-    writers.emplace_back([&, i] { EXPECT_TRUE(send_all(clients[i].fd(), payloads[i])); });
+    writers.emplace_back([&, i] { EXPECT_TRUE(send_all(clients[i].get(), payloads[i])); });
   }
   for (int i = 0; i < kClients; ++i) {
     std::string echoed = recv_exact(clients[i], kSize);
@@ -284,8 +274,8 @@ TEST(FaultProxyTest, HalfCloseIsRelayedAndEndsTheConnection) {
   FaultProxy proxy(echo.port());
   Socket client = connect_to(proxy.port());
 
-  ASSERT_TRUE(send_all(client.fd(), "last words"));
-  ASSERT_EQ(shutdown(client.fd(), SHUT_WR), 0);
+  ASSERT_TRUE(send_all(client.get(), "last words"));
+  ASSERT_EQ(shutdown(client.get(), SHUT_WR), 0);
   EXPECT_EQ(recv_exact(client, 10), "last words");
   EXPECT_EQ(read_one(client).n, 0);
   EXPECT_TRUE(eventually([&] { return proxy.active_connections() == 0; }));
@@ -353,7 +343,7 @@ TEST(FaultProxyTest, RateLimitThrottlesTransfers) {
   proxy.set_rate(kRate);
   std::string payload = pattern(kSize, 777);
   auto start = Clock::now();
-  std::thread writer([&] { EXPECT_TRUE(send_all(client.fd(), payload)); });
+  std::thread writer([&] { EXPECT_TRUE(send_all(client.get(), payload)); });
   EXPECT_TRUE(recv_exact(client, kSize) == payload);
   auto elapsed = Clock::now() - start;
   writer.join();
@@ -369,9 +359,9 @@ TEST(FaultProxyTest, BlackholeHoldsConnectionsOpenAndResumesIntact) {
   ASSERT_TRUE(round_trip(before, "before"));
 
   proxy.blackhole(true);
-  ASSERT_TRUE(send_all(before.fd(), "held"));
+  ASSERT_TRUE(send_all(before.get(), "held"));
   Socket during = connect_to(proxy.port());
-  ASSERT_TRUE(send_all(during.fd(), "also held"));
+  ASSERT_TRUE(send_all(during.get(), "also held"));
   auto cpu_before = cpu_time();
   EXPECT_FALSE(readable_within(before, 300ms));
   EXPECT_FALSE(readable_within(during, 0ms));

@@ -12,10 +12,6 @@
 
 namespace outpost::testing::relay {
 
-void Fd::reset() {
-  if (fd_ >= 0) ::close(std::exchange(fd_, -1));
-}
-
 void throw_errno(const std::string& what) {
   int error = errno;
   throw std::system_error(error, std::generic_category(), "FaultProxy: " + what);
@@ -40,10 +36,10 @@ Address resolve(const std::string& host, uint16_t port) {
   return address;
 }
 
-Fd listen_on_loopback() {
+kj::AutoCloseFd listen_on_loopback() {
   const std::string where = "cannot listen on 127.0.0.1";
-  Fd fd(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd) throw_errno(where + " (socket)");
+  kj::AutoCloseFd fd(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd == nullptr) throw_errno(where + " (socket)");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -54,7 +50,7 @@ Fd listen_on_loopback() {
   return fd;
 }
 
-uint16_t local_port(const Fd& fd) {
+uint16_t local_port(const kj::AutoCloseFd& fd) {
   sockaddr_in addr{};
   socklen_t size = sizeof addr;
   if (getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &size) != 0) {
@@ -63,23 +59,23 @@ uint16_t local_port(const Fd& fd) {
   return ntohs(addr.sin_port);
 }
 
-Fd start_connect(const Address& to) {
-  Fd fd(socket(to.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (fd && connect(fd.get(), reinterpret_cast<const sockaddr*>(&to.storage), to.size) != 0 &&
+kj::AutoCloseFd start_connect(const Address& to) {
+  kj::AutoCloseFd fd(socket(to.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd != nullptr && connect(fd.get(), reinterpret_cast<const sockaddr*>(&to.storage), to.size) != 0 &&
       errno != EINPROGRESS) {
-    fd.reset();
+    fd = nullptr;
   }
   return fd;
 }
 
 // Nagle would hold small chunks back until earlier ones are acknowledged: latency nobody asked for.
-void set_nodelay(const Fd& fd) {
+void set_nodelay(const kj::AutoCloseFd& fd) {
   int one = 1;
   setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 // A zero linger timeout makes close() discard unsent data and send RST instead of FIN.
-void close_with_rst(Fd fd) {
+void close_with_rst(kj::AutoCloseFd fd) {
   linger abort_on_close{1, 0};
   setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close);
 }

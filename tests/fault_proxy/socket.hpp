@@ -7,29 +7,9 @@
 #include <string>
 #include <utility>
 
+#include <kj/io.h>
+
 namespace outpost::testing::relay {
-
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  ~Fd() { reset(); }
-
-  int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-  void reset();
-
- private:
-  int fd_ = -1;
-};
 
 struct Address {
   sockaddr_storage storage{};
@@ -41,12 +21,12 @@ struct Address {
 bool would_block(int error);
 
 Address resolve(const std::string& host, uint16_t port);  // Throws std::runtime_error.
-Fd listen_on_loopback();                                  // Non-blocking; throws.
-uint16_t local_port(const Fd& fd);
+kj::AutoCloseFd listen_on_loopback();                                  // Non-blocking; throws.
+uint16_t local_port(const kj::AutoCloseFd& fd);
 // Non-blocking: poll() reports completion or failure as writability. Empty if it failed outright.
-Fd start_connect(const Address& to);
+kj::AutoCloseFd start_connect(const Address& to);
 
-void set_nodelay(const Fd& fd);
-void close_with_rst(Fd fd);
+void set_nodelay(const kj::AutoCloseFd& fd);
+void close_with_rst(kj::AutoCloseFd fd);
 
 }  // namespace outpost::testing::relay
