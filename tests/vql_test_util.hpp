@@ -17,9 +17,8 @@ enum class Waits { fail, sleep };
 
 // Every row of `vql`, pulled `budget` rows at a time; a wait either fails
 // the test (a finite query must not wait) or is slept as the stream asks.
-inline std::vector<Row> run_rows(const Registry& registry, const std::string& vql, Waits waits = Waits::fail,
-                                 size_t budget = 1000, std::vector<Binding> params = {}) {
-  Engine engine(registry);
+inline std::vector<Row> run_rows_on(Engine engine, const std::string& vql, Waits waits = Waits::fail,
+                                    size_t budget = 1000, std::vector<Binding> params = {}) {
   Env env;
   auto stream = engine.start(vql, std::move(params), env);
   std::vector<Row> rows;
@@ -31,6 +30,16 @@ inline std::vector<Row> run_rows(const Registry& registry, const std::string& vq
     std::this_thread::sleep_for(s.wait);
   }
   return rows;
+}
+
+inline std::vector<Row> run_rows(const Registry& registry, const std::string& vql, Waits waits = Waits::fail,
+                                 size_t budget = 1000, std::vector<Binding> params = {}) {
+  return run_rows_on(Engine(registry), vql, waits, budget, std::move(params));
+}
+
+// With vql.allow_execve, which copy() and execve() need.
+inline std::vector<Row> run_rows_allowed(const Registry& registry, const std::string& vql) {
+  return run_rows_on(Engine(registry, nullptr, Permissions{true}), vql);
 }
 
 inline std::vector<std::string> json_lines(const std::vector<Row>& rows) {
