@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "actors/status.hpp"
+#include "persistence/files.hpp"
 #include "schemas/json.hpp"
 
 namespace outpost {
@@ -113,9 +114,7 @@ void pump_all(Self self) {
 
 // Each write was fdatasynced: a close error says nothing new. kj::AutoCloseFd's
 // destructor would throw it out of the actor's cleanup.
-file_link_state::~file_link_state() noexcept {
-  if (fd != nullptr) ::close(fd.release());
-}
+file_link_state::~file_link_state() noexcept { persistence::close_file(fd); }
 
 link_actor::behavior_type file_link(instrumented<link_actor, file_link_state> self,
                                     buffer_actor buffer, std::string path, bool online) {

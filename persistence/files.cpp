@@ -34,7 +34,7 @@ void write_atomically(const fs::path& dir, const std::string& name, const std::s
   kj::AutoCloseFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (fd == nullptr) fail_errno("cannot create", tmp);
   bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-            ::fsync(fd) == 0 && ::close(fd.release()) == 0;  // a failed close is a failed write (NFS)
+            ::fsync(fd) == 0 && close_file(fd) == 0;  // a failed close is a failed write (NFS)
   if (!ok) fail_errno("cannot write", tmp);
   if (::rename(tmp.c_str(), final_path.c_str()) != 0) fail_errno("cannot rename into", final_path);
   fsync_path(dir);

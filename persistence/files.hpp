@@ -1,6 +1,9 @@
 #pragma once
-// Small file-system pieces the store needs besides LMDB.
+// Small file-system pieces: the store's besides LMDB, and close_file.
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -11,6 +14,16 @@
 namespace outpost::persistence {
 
 void fsync_path(const std::filesystem::path& path);  // a file or a directory
+
+// Closes `fd` now: 0, or the errno of a failed close (errno is set too).
+// kj::AutoCloseFd's destructor throws that error (its only other failure,
+// EBADF, is a bug); an owner whose close may fail (a written file, a file on
+// NFS or FUSE, whose errors come at close) closes with this and reports or
+// drops the error instead.
+inline int close_file(kj::AutoCloseFd& fd) {
+  int raw = fd.release();
+  return raw >= 0 && ::close(raw) != 0 ? errno : 0;
+}
 
 // Exclusive ownership of a buffer directory, held for the object's lifetime.
 // flock is per open file description, so a second opener is refused even in

@@ -28,6 +28,7 @@
 
 #include <kj/io.h>
 
+#include "persistence/files.hpp"
 #include "queries/plugin.hpp"
 
 namespace outpost::vql {
@@ -109,15 +110,9 @@ inline kj::AutoCloseFd open_read(const std::string& path) {
   return kj::AutoCloseFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
 }
 
-// Closes `fd` now: 0, or the errno of a failed close. A file a query names may
-// be on FUSE, where close() returns the filesystem's flush error, and
-// kj::AutoCloseFd's destructor would throw that (its other failure, EBADF, is a
-// bug); an owner of such a file closes it with this and reports or drops the
-// error instead.
-inline int close_file(kj::AutoCloseFd& fd) {
-  int raw = fd.release();
-  return raw >= 0 && ::close(raw) != 0 ? errno : 0;
-}
+// A file a query names may be on FUSE or NFS, whose close() can fail: its
+// owner closes it with close_file, not with kj::AutoCloseFd's destructor.
+using persistence::close_file;
 
 inline ssize_t read_retry(int fd, char* buf, size_t size) {
   ssize_t n;

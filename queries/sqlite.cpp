@@ -325,7 +325,7 @@ class Copy {
     Part() = default;
     Part(Part&&) = default;
     Part& operator=(Part&&) = default;
-    // `in` is a file the query named (linux_util.hpp's close_file); `out` is still
+    // `in` is a file the query named (closed with close_file); `out` is still
     // open here only when the copy did not finish (step() checks its close).
     ~Part() noexcept {
       close_file(in);

@@ -27,11 +27,12 @@ std::optional<schemas::Encoded> FileUploader::next_chunk(uint64_t query_id) {
     range_ = 0;
     range_at_ = 0;
     fd_ = kj::AutoCloseFd(::open(current_.source.c_str(), O_RDONLY | O_CLOEXEC));
+    int open_error = errno;  // before OpenSSL's calls
     sha256_.reset(EVP_MD_CTX_new());
     if (!sha256_ || EVP_DigestInit_ex(sha256_.get(), EVP_sha256(), nullptr) != 1)
       throw std::runtime_error("upload(): cannot start SHA-256");
     if (fd_ == nullptr) {  // gone since upload() looked: an empty, final chunk says so
-      spdlog::warn("upload(): cannot open {}: {}", current_.source, std::strerror(errno));
+      spdlog::warn("upload(): cannot open {}: {}", current_.source, std::strerror(open_error));
       return chunk(query_id, {}, true);
     }
   }

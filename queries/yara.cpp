@@ -235,7 +235,7 @@ struct Source {
   Source() = default;
   Source(Source&&) = default;
   Source& operator=(Source&&) = default;
-  ~Source() noexcept { close_file(fd); }  // a file the query named (linux_util.hpp's close_file)
+  ~Source() noexcept { close_file(fd); }  // a file the query named
 
   // Up to `length` bytes at `offset` into `out` (its buffer reused when big enough).
   void read_into(uint64_t offset, size_t length, std::string& out) const {
