@@ -16,6 +16,8 @@
 #include <functional>
 #include <sstream>
 
+#include <kj/io.h>
+
 #include "persistence/errors.hpp"
 #include "persistence/lmdb.hpp"
 #include "persistence/meta.hpp"
@@ -75,21 +77,21 @@ ChildEnd run_child(const std::function<void(const Out&)>& body,
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0)
     throw StoreError(std::string("pipe for the buffer check: ") + std::strerror(errno), errno);
+  kj::AutoCloseFd from_child(fds[0]), to_parent(fds[1]);
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) {
     int err = errno;
-    ::close(fds[0]);
-    ::close(fds[1]);
     throw StoreError(std::string("fork for the buffer check: ") + std::strerror(err), err);
   }
   if (pid == 0) {
     // The parent's descriptors are not the child's business (it opens what it
     // reads): above all the directory's lock, whose flock the child would
     // otherwise hold after its parent died, until its parent-death signal came.
-    if (fds[1] != 3) {
-      ::dup2(fds[1], 3);
-      fds[1] = 3;
+    int out_fd = to_parent.get();
+    if (out_fd != 3) {
+      ::dup2(out_fd, 3);
+      out_fd = 3;
     }
     ::close_range(4, ~0U, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a parent killed meanwhile takes its child along
@@ -104,7 +106,7 @@ ChildEnd run_child(const std::function<void(const Out&)>& body,
       limit.rlim_cur = std::min(limit.rlim_max, data_kib * 1024 + kChildDataGrowth);
       ::setrlimit(RLIMIT_DATA, &limit);
     }
-    Out out{fds[1]};
+    Out out{out_fd};
     try {
       body(out);
       out.line("F");
@@ -114,12 +116,12 @@ ChildEnd run_child(const std::function<void(const Out&)>& body,
     }
     ::_exit(0);
   }
-  ::close(fds[1]);
+  to_parent = nullptr;  // the child holds the only write end: its exit ends the reads
   ChildEnd end;
   std::string partial;
   char buf[4096];
   for (;;) {
-    pollfd p{fds[0], POLLIN, 0};
+    pollfd p{from_child.get(), POLLIN, 0};
     int rc = ::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(kChildTimeout).count()));
     if (rc < 0 && errno == EINTR) continue;
     if (rc == 0) {
@@ -127,7 +129,7 @@ ChildEnd run_child(const std::function<void(const Out&)>& body,
       end.status = "timeout";
       break;
     }
-    ssize_t n = ::read(fds[0], buf, sizeof buf);
+    ssize_t n = ::read(from_child.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     partial.append(buf, n);
@@ -137,7 +139,7 @@ ChildEnd run_child(const std::function<void(const Out&)>& body,
       on_line(l);
     }
   }
-  ::close(fds[0]);
+  from_child = nullptr;
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }

@@ -581,7 +581,9 @@ Value parse_binary(const Args& args, Env&) {
       kj::AutoCloseFd fd(::open(filename.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
       struct stat st;
       if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0) {
-        spdlog::warn("vql: parse_binary(): cannot open {}: {}", filename, errno_message(errno));
+        int error = errno;
+        close_file(fd);  // a file the query named
+        spdlog::warn("vql: parse_binary(): cannot open {}: {}", filename, errno_message(error));
         return Value();
       }
       auto file = std::make_shared<const FileSource>(std::move(fd), static_cast<uint64_t>(st.st_size));

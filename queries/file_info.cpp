@@ -77,11 +77,11 @@ constexpr std::pair<unsigned, const char*> kInodeFlags[] = {
 List inode_flags(const std::string& path, const struct stat& st) {
   List names;
   if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return names;
-  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
-  if (fd < 0) return names;
+  kj::AutoCloseFd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
+  if (fd == nullptr) return names;
   unsigned flags = 0;
-  int rc = ::ioctl(fd, FS_IOC_GETFLAGS, &flags);
-  ::close(fd);
+  int rc = ::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags);
+  close_file(fd);  // read: a close error adds nothing
   if (rc != 0) return names;
   for (auto& [bit, name] : kInodeFlags)
     if (flags & bit) names.push_back(name);

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "queries/engine.hpp"
+#include "queries/linux_util.hpp"
 
 namespace outpost::vql {
 
@@ -48,21 +49,15 @@ std::string temp_file_with(Env& env, const std::vector<std::string>& pieces, con
                            const std::string& who) {
   std::string dir = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
   std::string path = dir + "/outpost-tmp-XXXXXX" + extension;
-  int fd = ::mkstemps(path.data(), static_cast<int>(extension.size()));
-  if (fd < 0) throw QueryError(who + ": cannot create a file in " + dir + ": " + std::strerror(errno));
+  kj::AutoCloseFd fd(::mkstemps(path.data(), static_cast<int>(extension.size())));
+  if (fd == nullptr) throw QueryError(who + ": cannot create a file in " + dir + ": " + std::strerror(errno));
   env.temp_files.add(path);
-  bool ok = true;
-  for (auto& piece : pieces) {
-    for (size_t done = 0; ok && done < piece.size();) {
-      ssize_t n = ::write(fd, piece.data() + done, piece.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      ok = n > 0;
-      done += n > 0 ? static_cast<size_t>(n) : 0;
-    }
-  }
-  int error = errno;
-  ::close(fd);
-  if (!ok) throw QueryError(who + ": writing " + path + ": " + std::strerror(error));
+  int error = 0;
+  for (auto& piece : pieces)
+    if (!error) error = write_all(fd.get(), piece.data(), piece.size());
+  // A failed close is a failed write: NFS and FUSE report write errors there.
+  if (int closed = close_file(fd); !error) error = closed;
+  if (error) throw QueryError(who + ": writing " + path + ": " + std::strerror(error));
   return path;
 }
 

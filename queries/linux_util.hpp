@@ -121,6 +121,19 @@ inline ssize_t read_retry(int fd, char* buf, size_t size) {
   return n;
 }
 
+// All of `data` written to `fd`: 0, or the errno of the write that failed
+// (ENOSPC for one that wrote nothing).
+inline int write_all(int fd, const char* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = ::write(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? errno : ENOSPC;
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+  return 0;
+}
+
 // A whole file, up to `limit` bytes; nullopt (errno set) when it cannot be opened.
 inline std::optional<std::string> read_whole_file(const std::string& path, size_t limit) {
   kj::AutoCloseFd fd = open_read(path);

@@ -216,17 +216,6 @@ bool make_directories(const std::string& dir, mode_t mode) {
   return true;
 }
 
-bool write_all(int fd, const char* data, size_t size) {
-  while (size > 0) {
-    ssize_t n = ::write(fd, data, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
 // The file (or with accessor='data' the text) `filename` written to `dest`;
 // returns dest. At most kMaxCopyBytes.
 Value copy_file(const Args& a, Env& env) {
@@ -264,7 +253,8 @@ Value copy_file(const Args& a, Env& env) {
   kj::AutoCloseFd out(::open(dest.c_str(), flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode));
   if (out == nullptr) a.fail("dest", "cannot open " + dest + " for writing: " + errno_message(errno));
   if (data) {
-    if (!write_all(out.get(), from.data(), from.size())) a.fail("dest", "writing " + dest + ": " + errno_message(errno));
+    if (int error = write_all(out.get(), from.data(), from.size()))
+      a.fail("dest", "writing " + dest + ": " + errno_message(error));
     return closed(out);
   }
   std::string buf(256 << 10, '\0');
@@ -276,8 +266,8 @@ Value copy_file(const Args& a, Env& env) {
       return closed(out);
     }
     if ((copied += n) > kMaxCopyBytes) too_big();  // it grew
-    if (!write_all(out.get(), buf.data(), static_cast<size_t>(n)))
-      a.fail("dest", "writing " + dest + ": " + errno_message(errno));
+    if (int error = write_all(out.get(), buf.data(), static_cast<size_t>(n)))
+      a.fail("dest", "writing " + dest + ": " + errno_message(error));
   }
 }
 

@@ -122,14 +122,13 @@ kj::AutoCloseFd create_private(const std::string& path) {
   return fd;
 }
 
-void write_all(const kj::AutoCloseFd& fd, const char* data, size_t size) {
-  while (size > 0) {
-    ssize_t n = ::write(fd.get(), data, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throw FileError("cannot write a private copy: " + errno_message(n < 0 ? errno : ENOSPC));
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
+void write_copy(const kj::AutoCloseFd& fd, const char* data, size_t size) {
+  if (int error = write_all(fd.get(), data, size)) throw FileError("cannot write a private copy: " + errno_message(error));
+}
+
+// A failed close is a failed copy: NFS and FUSE report write errors there.
+void close_copy(kj::AutoCloseFd& fd) {
+  if (int error = close_file(fd)) throw FileError("cannot write a private copy: " + errno_message(error));
 }
 
 // What the connection's callbacks share with its stream. Like the
@@ -299,7 +298,7 @@ class Copy {
       Part& p = parts_[next_];
       if (p.done == p.size) {
         if (p.journal) forget_super_journal(p);
-        if (int error = close_file(p.out)) throw FileError("cannot write a private copy: " + errno_message(error));
+        close_copy(p.out);
         close_file(p.in);  // read to its end: a close error adds nothing
         ++next_;
         continue;
@@ -307,7 +306,7 @@ class Copy {
       if (quota == 0) return false;
       size_t want = static_cast<size_t>(std::min<uint64_t>({buffer_.size(), p.size - p.done, quota}));
       size_t got = read(p, want);
-      write_all(p.out, buffer_.data(), got);
+      write_copy(p.out, buffer_.data(), got);
       p.done += got;
       quota -= want;
       if (got < want) p.size = p.done;  // it shrank while copied: what there was
@@ -486,7 +485,9 @@ class SqliteStream final : public RowStream {
       check_header(reinterpret_cast<const unsigned char*>(data_.data()), data_.size());
       dir_.emplace();
       std::string db = dir_->path() + "/db";
-      write_all(create_private(db), data_.data(), data_.size());
+      kj::AutoCloseFd out = create_private(db);
+      write_copy(out, data_.data(), data_.size());
+      close_copy(out);
       std::string().swap(data_);
       open_private(db);
       return;

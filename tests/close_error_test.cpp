@@ -1,94 +1,33 @@
 // Files whose close(2) fails, on a real FUSE filesystem (outpost-faulty-fs,
 // every flush EIO): a query that reads one gets its data and the agent goes
 // on (kj::AutoCloseFd's destructor would throw the error, and from a stream's
-// destructor end the process); a copy() written to one is a failed copy.
+// destructor end the process); a copy(), a tempfile() or sqlite()'s private
+// copy written to one is a failed write.
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
-#include <filesystem>
 #include <string>
-#include <thread>
 
 #include "queries/engine.hpp"
 #include "queries/linux_util.hpp"
+#include "tests/faulty_fs.hpp"
 #include "tests/log_capture.hpp"
 #include "tests/temp_dir.hpp"
 #include "tests/vql_test_util.hpp"
 
-extern char** environ;
-
 namespace outpost::vql {
 namespace {
-
-using namespace std::chrono_literals;
-
-// outpost-faulty-fs mounted on a fresh directory, unmounted at the end.
-// skip_reason() says why it could not be (no root, no /dev/fuse).
-class FaultyFs {
- public:
-  FaultyFs() {
-    if (::geteuid() != 0) {
-      skip_ = "mounting a FUSE filesystem needs root";
-      return;
-    }
-    if (::access("/dev/fuse", R_OK | W_OK) != 0) {
-      skip_ = "no /dev/fuse: " + errno_message(errno);
-      return;
-    }
-    std::string mount = dir_.path("mnt").string();
-    std::filesystem::create_directory(mount);
-    struct stat parent;
-    ::stat(dir_.root().c_str(), &parent);
-    const char* argv[] = {OUTPOST_FAULTY_FS, mount.c_str(), nullptr};
-    if (int rc = ::posix_spawn(&pid_, OUTPOST_FAULTY_FS, nullptr, nullptr, const_cast<char**>(argv), environ); rc != 0)
-      throw std::runtime_error(std::string("cannot start " OUTPOST_FAULTY_FS ": ") + errno_message(rc));
-    // Mounted once the directory is on another device than its parent.
-    for (auto end = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < end;) {
-      struct stat st;
-      if (::stat(mount.c_str(), &st) == 0 && st.st_dev != parent.st_dev) {
-        mount_ = mount;
-        return;
-      }
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = 0;
-        skip_ = "outpost-faulty-fs could not mount (exit status " + std::to_string(status) + "; its stderr is above)";
-        return;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    throw std::runtime_error("outpost-faulty-fs did not mount " + mount + " within 10 s");
-  }
-  ~FaultyFs() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);  // it unmounts and exits
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (!mount_.empty()) ::umount2(mount_.c_str(), MNT_DETACH);  // if it could not
-  }
-  const std::string& skip_reason() const { return skip_; }
-  std::string path(const std::string& name) const { return mount_ + "/" + name; }
-
- private:
-  testing::TempDir dir_;
-  pid_t pid_ = 0;
-  std::string mount_, skip_;
-};
 
 // Run with vql.allow_execve, which copy() needs; the streams, and their files, are closed by the end.
 std::vector<std::string> run(const std::string& vql) { return json_lines(run_rows_allowed(default_registry(), vql)); }
 
 TEST(CloseErrors, AFileWhoseCloseFailsIsReadWholeAndTheQueryGoesOn) {
-  FaultyFs fs;
+  testing::FaultyFs fs;
   if (!fs.skip_reason().empty()) GTEST_SKIP() << fs.skip_reason();
   std::string file = fs.path("lines.txt");
   {  // the fault is real
@@ -112,7 +51,7 @@ TEST(CloseErrors, AFileWhoseCloseFailsIsReadWholeAndTheQueryGoesOn) {
 }
 
 TEST(CloseErrors, ACopyWhoseCloseFailsIsAFailedCopy) {
-  FaultyFs fs;
+  testing::FaultyFs fs;
   if (!fs.skip_reason().empty()) GTEST_SKIP() << fs.skip_reason();
   std::string dest = fs.path("copy.txt");
   testing::LogCapture log;
@@ -120,6 +59,38 @@ TEST(CloseErrors, ACopyWhoseCloseFailsIsAFailedCopy) {
             (std::vector<std::string>{R"({"X":null})"}));
   EXPECT_NE(log.text().find("copy(): dest: writing " + dest + ": Input/output error"), std::string::npos)
       << log.text();
+}
+
+TEST(CloseErrors, ATempFileWhoseCloseFailsIsAFailedWrite) {
+  testing::FaultyFs fs;
+  if (!fs.skip_reason().empty()) GTEST_SKIP() << fs.skip_reason();
+  testing::TmpdirSet tmp(fs.dir());
+  testing::LogCapture log;
+  EXPECT_EQ(run("SELECT tempfile(data='abc') AS X FROM scope()"), (std::vector<std::string>{R"({"X":null})"}));
+  EXPECT_NE(log.text().find("tempfile(): writing " + fs.dir() + "/outpost-tmp-"), std::string::npos) << log.text();
+  EXPECT_NE(log.text().find(": Input/output error"), std::string::npos) << log.text();
+}
+
+// sqlite() on bytes (accessor='data') writes them to a private copy in $TMPDIR.
+TEST(CloseErrors, ASqliteCopyWhoseCloseFailsIsAnErrorNotRows) {
+  testing::FaultyFs fs;
+  if (!fs.skip_reason().empty()) GTEST_SKIP() << fs.skip_reason();
+  testing::TempDir dir;
+  std::string db = dir.path("a.db").string();
+  sqlite3* c = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &c), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(c, "CREATE TABLE t(i); INSERT INTO t VALUES (42)", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(c);
+  auto bytes = read_whole_file(db, 1 << 20);
+  ASSERT_TRUE(bytes);
+  std::vector<Binding> params{{"D", Value(*bytes), nullptr}};
+  auto query = "SELECT * FROM sqlite(file=D, accessor='data', query='SELECT i FROM t')";
+  ASSERT_EQ(json_lines(run_rows(default_registry(), query, Waits::fail, 1000, params)),
+            (std::vector<std::string>{R"({"i":42})"}));  // the bytes are a database
+  testing::TmpdirSet tmp(fs.dir());
+  testing::LogCapture log;
+  EXPECT_EQ(json_lines(run_rows(default_registry(), query, Waits::fail, 1000, params)), std::vector<std::string>{});
+  EXPECT_NE(log.text().find("cannot write a private copy: Input/output error"), std::string::npos) << log.text();
 }
 
 }  // namespace

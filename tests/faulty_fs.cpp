@@ -1,7 +1,7 @@
 // outpost-faulty-fs MOUNTPOINT: a FUSE filesystem, held in memory, whose every
 // close(2) fails with EIO (its flush does), as a network or hostile
 // filesystem's close may. It starts with /lines.txt ("one\ntwo\nthree\n");
-// files can be created and written. Runs in the foreground, single-threaded,
+// files and directories can be created, written and removed. Runs in the foreground, single-threaded,
 // until SIGTERM (it then unmounts), which it also gets when the process that
 // started it ends, a test that crashed included. Tests: close_error_test.cpp.
 
@@ -17,11 +17,27 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <set>
 #include <string>
 
 namespace {
 
 std::map<std::string, std::string> files = {{"/lines.txt", "one\ntwo\nthree\n"}};
+std::set<std::string> directories = {"/"};
+
+// The names directly in `dir` ("/" or "/a").
+std::set<std::string> entries(const std::string& dir) {
+  std::string prefix = dir == "/" ? dir : dir + "/";
+  std::set<std::string> names;
+  auto add = [&](const std::string& path) {
+    if (path.size() > prefix.size() && path.compare(0, prefix.size(), prefix) == 0 &&
+        path.find('/', prefix.size()) == std::string::npos)
+      names.insert(path.substr(prefix.size()));
+  };
+  for (auto& [path, data] : files) add(path);
+  for (auto& path : directories) add(path);
+  return names;
+}
 
 std::string* file(const char* path) {
   auto it = files.find(path);
@@ -30,7 +46,7 @@ std::string* file(const char* path) {
 
 int get_attributes(const char* path, struct stat* st, fuse_file_info*) {
   std::memset(st, 0, sizeof *st);
-  if (std::strcmp(path, "/") == 0) {
+  if (directories.count(path)) {
     st->st_mode = S_IFDIR | 0755;
     st->st_nlink = 2;
     return 0;
@@ -44,10 +60,10 @@ int get_attributes(const char* path, struct stat* st, fuse_file_info*) {
 }
 
 int read_directory(const char* path, void* buf, fuse_fill_dir_t fill, off_t, fuse_file_info*, fuse_readdir_flags) {
-  if (std::strcmp(path, "/") != 0) return -ENOTDIR;
+  if (!directories.count(path)) return -ENOTDIR;
   fill(buf, ".", nullptr, 0, fuse_fill_dir_flags{});
   fill(buf, "..", nullptr, 0, fuse_fill_dir_flags{});
-  for (auto& [name, data] : files) fill(buf, name.c_str() + 1, nullptr, 0, fuse_fill_dir_flags{});
+  for (auto& name : entries(path)) fill(buf, name.c_str(), nullptr, 0, fuse_fill_dir_flags{});
   return 0;
 }
 
@@ -87,6 +103,15 @@ int change_times(const char* path, const timespec*, fuse_file_info*) { return fi
 
 int remove_file(const char* path) { return files.erase(path) ? 0 : -ENOENT; }
 
+int make_directory(const char* path, mode_t) { return directories.insert(path).second ? 0 : -EEXIST; }
+
+int remove_directory(const char* path) {
+  if (!directories.count(path)) return -ENOENT;
+  if (!entries(path).empty()) return -ENOTEMPTY;
+  directories.erase(path);
+  return 0;
+}
+
 // Called at each close(2) of a descriptor; close() returns its error.
 int flush_file(const char*, fuse_file_info*) { return -EIO; }
 
@@ -109,6 +134,8 @@ int main(int argc, char** argv) {
   ops.chmod = change_mode;
   ops.utimens = change_times;
   ops.unlink = remove_file;
+  ops.mkdir = make_directory;
+  ops.rmdir = remove_directory;
   ops.flush = flush_file;
   char foreground[] = "-f", single_threaded[] = "-s";
   char* args[] = {argv[0], foreground, single_threaded, argv[1], nullptr};

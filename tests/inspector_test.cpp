@@ -20,6 +20,7 @@
 
 #include "schemas/json_reader.hpp"
 #include "tests/process_util.hpp"
+#include "tests/faulty_fs.hpp"
 #include "tests/temp_dir.hpp"
 
 namespace outpost {
@@ -529,6 +530,14 @@ TEST_F(InspectorTest, ATraceHoldsTheMessagesFromQueryToBufferToLinkAsTraceEventJ
       rows |= e["args"]["payload"].s.find("\"Data\":\"xxxx") != std::string::npos &&
               e["args"]["payload"].s.size() <= 4096 + 8;
   EXPECT_TRUE(rows) << slurp(out).substr(0, 4000);
+
+  // A file whose close fails (NFS, FUSE) is a trace not written, and said so.
+  FaultyFs faulty;
+  if (!faulty.skip_reason().empty()) GTEST_SKIP() << faulty.skip_reason();
+  r = ctl({"trace", "--count", "10", "--seconds", "20", "-o", faulty.path("trace.json")});
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("cannot write " + faulty.path("trace.json") + ": Input/output error"), std::string::npos)
+      << r.err;
 }
 
 TEST_F(InspectorTest, BackpressureAndAnOfflineLinkAreWarnedAbout) {

@@ -30,6 +30,7 @@ namespace outpost::vql {
 namespace {
 
 using outpost::testing::TempDir;
+using outpost::testing::TmpdirSet;
 using Lines = std::vector<std::string>;
 namespace fs = std::filesystem;
 
@@ -85,27 +86,6 @@ std::string random_bytes(size_t size, uint32_t seed) {
   for (auto& c : bytes) c = static_cast<char>(gen() & 0xff);
   return bytes;
 }
-
-// $TMPDIR, where the plugin makes its private copies, set for a scope.
-class TmpdirSet {
- public:
-  explicit TmpdirSet(const fs::path& dir) {
-    const char* old = std::getenv("TMPDIR");
-    had_ = old != nullptr;
-    if (old) old_ = old;
-    ::setenv("TMPDIR", dir.c_str(), 1);
-  }
-  ~TmpdirSet() {
-    if (had_)
-      ::setenv("TMPDIR", old_.c_str(), 1);
-    else
-      ::unsetenv("TMPDIR");
-  }
-
- private:
-  bool had_ = false;
-  std::string old_;
-};
 
 // What `dir` holds: "copy/<file>" for each file in a private copy's
 // directory (outpost-sqlite-*), the other names as they are; sorted.

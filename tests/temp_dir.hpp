@@ -2,6 +2,8 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <optional>
+#include <stdexcept>
 #include <string>
 
 namespace outpost::testing {
@@ -24,6 +26,27 @@ class TempDir {
 
  private:
   std::filesystem::path root_;
+};
+
+// $TMPDIR set to `dir` for a scope (where tempfile(), tempdir() and
+// sqlite()'s private copies go, and where a TempDir made meanwhile would).
+class TmpdirSet {
+ public:
+  explicit TmpdirSet(const std::filesystem::path& dir) {
+    if (const char* old = std::getenv("TMPDIR")) old_ = old;
+    ::setenv("TMPDIR", dir.c_str(), 1);
+  }
+  ~TmpdirSet() {
+    if (old_)
+      ::setenv("TMPDIR", old_->c_str(), 1);
+    else
+      ::unsetenv("TMPDIR");
+  }
+  TmpdirSet(const TmpdirSet&) = delete;
+  TmpdirSet& operator=(const TmpdirSet&) = delete;
+
+ private:
+  std::optional<std::string> old_;
 };
 
 }  // namespace outpost::testing

@@ -263,7 +263,8 @@ int trace(Session& s, const std::vector<uint64_t>& actors, unsigned seconds, uin
   } else {
     std::ofstream f(file, std::ios::binary);
     f << text;
-    if (!f.flush()) throw Failure("cannot write " + file + ": " + std::strerror(errno));
+    f.close();  // a write error may show only at close (NFS, FUSE)
+    if (!f) throw Failure("cannot write " + file + ": " + std::strerror(errno));
     std::cerr << fmt::format("{} messages traced (ended by {}) into {}\n", r.getEvents().size(),
                              r.getEndedBy().cStr(), file);
   }

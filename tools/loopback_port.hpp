@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <kj/io.h>
+
 #include <fstream>
 #include <random>
 #include <stdexcept>
@@ -28,15 +30,13 @@ inline uint16_t loopback_port() {
   std::uniform_int_distribution<unsigned> pick(first, last);
   for (int attempt = 0; attempt < 100; ++attempt) {
     uint16_t port = static_cast<uint16_t>(pick(random));
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) break;
+    kj::AutoCloseFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (fd == nullptr) break;
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     a.sin_port = htons(port);
-    bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    ::close(fd);
-    if (free) return port;
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return port;
   }
   throw std::runtime_error("no free TCP port on 127.0.0.1 below the ephemeral range");
 }
