@@ -40,14 +40,9 @@ namespace {
 // Appends and fsyncs; false (with last_error set) when the file refuses.
 bool write_durably(Self self, const std::string& text) {
   auto& st = self->state;
-  for (size_t done = 0; done < text.size();) {
-    ssize_t n = ::write(st.fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      st.last_error = "write " + st.path + ": " + std::strerror(errno);
-      return false;
-    }
-    done += static_cast<size_t>(n);
+  if (int error = persistence::write_all(st.fd, text.data(), text.size())) {
+    st.last_error = "write " + st.path + ": " + std::strerror(error);
+    return false;
   }
   if (::fdatasync(st.fd) != 0) {
     st.last_error = "fdatasync " + st.path + ": " + std::strerror(errno);

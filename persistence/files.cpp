@@ -20,8 +20,7 @@ namespace outpost::persistence {
 namespace fs = std::filesystem;
 
 namespace {
-[[noreturn]] void fail_errno(const std::string& what, const fs::path& path) {
-  int err = errno;
+[[noreturn]] void fail_errno(const std::string& what, const fs::path& path, int err = errno) {
   throw StoreError(what + " " + path.string() + ": " + std::strerror(err), err);
 }
 
@@ -33,9 +32,10 @@ void write_atomically(const fs::path& dir, const std::string& name, const std::s
   fs::path tmp = dir / (name + ".tmp"), final_path = dir / name;
   kj::AutoCloseFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (fd == nullptr) fail_errno("cannot create", tmp);
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-            ::fsync(fd) == 0 && close_file(fd) == 0;  // a failed close is a failed write (NFS)
-  if (!ok) fail_errno("cannot write", tmp);
+  int error = write_all(fd, text.data(), text.size());
+  if (!error && ::fsync(fd) != 0) error = errno;
+  if (int closed = close_file(fd); !error) error = closed;  // a failed close is a failed write (NFS)
+  if (error) fail_errno("cannot write", tmp, error);
   if (::rename(tmp.c_str(), final_path.c_str()) != 0) fail_errno("cannot rename into", final_path);
   fsync_path(dir);
 }

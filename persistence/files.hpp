@@ -25,6 +25,19 @@ inline int close_file(kj::AutoCloseFd& fd) {
   return raw >= 0 && ::close(raw) != 0 ? errno : 0;
 }
 
+// All of `data` written to `fd`, retrying short writes: 0, or the errno of
+// the write that failed (ENOSPC for one that wrote nothing).
+inline int write_all(int fd, const char* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = ::write(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? errno : ENOSPC;
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+  return 0;
+}
+
 // Exclusive ownership of a buffer directory, held for the object's lifetime.
 // flock is per open file description, so a second opener is refused even in
 // the same process; the lock dies with the process, so kill -9 leaves none

@@ -113,25 +113,13 @@ inline kj::AutoCloseFd open_read(const std::string& path) {
 // A file a query names may be on FUSE or NFS, whose close() can fail: its
 // owner closes it with close_file, not with kj::AutoCloseFd's destructor.
 using persistence::close_file;
+using persistence::write_all;
 
 inline ssize_t read_retry(int fd, char* buf, size_t size) {
   ssize_t n;
   do n = ::read(fd, buf, size);
   while (n < 0 && errno == EINTR);
   return n;
-}
-
-// All of `data` written to `fd`: 0, or the errno of the write that failed
-// (ENOSPC for one that wrote nothing).
-inline int write_all(int fd, const char* data, size_t size) {
-  while (size > 0) {
-    ssize_t n = ::write(fd, data, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return n < 0 ? errno : ENOSPC;
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-  return 0;
 }
 
 // A whole file, up to `limit` bytes; nullopt (errno set) when it cannot be opened.

@@ -16,6 +16,7 @@
 #include <kj/io.h>
 
 #include "persistence/errors.hpp"
+#include "persistence/files.hpp"
 
 namespace outpost::net {
 namespace fs = std::filesystem;
@@ -23,8 +24,8 @@ using persistence::StoreError;
 
 namespace {
 
-[[noreturn]] void fail(const std::string& what, const fs::path& path) {
-  throw StoreError("export: " + what + " " + path.string() + ": " + std::strerror(errno), errno);
+[[noreturn]] void fail(const std::string& what, const fs::path& path, int err = errno) {
+  throw StoreError("export: " + what + " " + path.string() + ": " + std::strerror(err), err);
 }
 
 std::string nats_error(const std::string& what, natsStatus s) {
@@ -77,8 +78,9 @@ void write_state(const fs::path& file, const State& st) {
   {
     kj::AutoCloseFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
     if (fd.get() < 0) fail("cannot create", tmp);
-    if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) fail("cannot write", tmp);
+    if (int error = persistence::write_all(fd.get(), text.data(), text.size())) fail("cannot write", tmp, error);
     if (::fdatasync(fd.get()) != 0) fail("cannot sync", tmp);
+    if (int error = persistence::close_file(fd)) fail("cannot write", tmp, error);  // NFS reports there
   }
   if (::rename(tmp.c_str(), file.c_str()) != 0) fail("cannot replace", file);
   sync_dir(file.parent_path());
@@ -234,11 +236,7 @@ ExportReport export_jsonl(const ExportOptions& o, const fs::path& dir, const std
         }
       } else {
         if (::lseek(fd, 0, SEEK_END) < 0) fail("cannot seek", dir / file);
-        for (size_t done = 0; done < size;) {
-          ssize_t n = ::write(fd, data + done, size - done);
-          if (n <= 0) fail("cannot write", dir / file);
-          done += static_cast<size_t>(n);
-        }
+        if (int error = persistence::write_all(fd, data, size)) fail("cannot write", dir / file, error);
       }
       ++report.messages;
     }
