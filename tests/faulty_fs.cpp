@@ -1,9 +1,10 @@
 // outpost-faulty-fs MOUNTPOINT: a FUSE filesystem, held in memory, whose every
 // close(2) fails with EIO (its flush does), as a network or hostile
 // filesystem's close may. It starts with /lines.txt ("one\ntwo\nthree\n");
-// files and directories can be created, written and removed. Runs in the foreground, single-threaded,
-// until SIGTERM (it then unmounts), which it also gets when the process that
-// started it ends, a test that crashed included. Tests: close_error_test.cpp.
+// files and directories can be created, written and removed. Runs in the
+// foreground, single-threaded, until SIGTERM (it then unmounts), which it also
+// gets when the process that started it ends, a test that crashed included.
+// Tests mount it with tests/faulty_fs.hpp.
 
 #define FUSE_USE_VERSION 31
 #include <fuse.h>
