@@ -1,5 +1,6 @@
 #pragma once
-// Small file-system pieces: the store's besides LMDB, and close_file.
+// Small file-system pieces: the store's besides LMDB, and close_file and
+// write_all for every writer of a file (the links, the export, the queries).
 
 #include <unistd.h>
 

@@ -123,7 +123,8 @@ kj::AutoCloseFd create_private(const std::string& path) {
 }
 
 void write_copy(const kj::AutoCloseFd& fd, const char* data, size_t size) {
-  if (int error = write_all(fd.get(), data, size)) throw FileError("cannot write a private copy: " + errno_message(error));
+  if (int error = write_all(fd.get(), data, size))
+    throw FileError("cannot write a private copy: " + errno_message(error));
 }
 
 // A failed close is a failed copy: NFS and FUSE report write errors there.

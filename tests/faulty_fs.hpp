@@ -44,7 +44,8 @@ class FaultyFs {
     if (int rc = ::posix_spawn(&pid_, OUTPOST_FAULTY_FS, nullptr, nullptr, const_cast<char**>(argv), environ); rc != 0)
       throw std::runtime_error(std::string("cannot start " OUTPOST_FAULTY_FS ": ") + std::strerror(rc));
     // Mounted once the directory is on another device than its parent.
-    for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10); std::chrono::steady_clock::now() < end;) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < end) {
       struct stat st;
       if (::stat(mount.c_str(), &st) == 0 && st.st_dev != parent.st_dev) {
         mount_ = mount;
